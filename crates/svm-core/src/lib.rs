@@ -1,0 +1,26 @@
+//! svm-core: the svmsim engine, a user-space model of the amdkfd SVM subsystem.
+//!
+//! The engine holds each process's SVM ranges and their attributes and answers
+//! the kfd SVM ioctls the way the kernel does, step by step. It reaches memory
+//! maps and hardware only through [`platform::Platform`].
+//!
+//! **Architecture Invariant:** svm-core never reads a clock, an RNG or the
+//! filesystem, and never spawns a thread.
+//!
+//! Start with [`process::Process`]; the range structure is in
+//! [`range_list`], the attribute vocabulary in [`attr`] and [`uapi`].
+
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod attr;
+pub mod error;
+pub mod gpu;
+pub mod platform;
+pub mod process;
+pub mod range;
+pub mod range_list;
+pub mod topology;
+pub mod uapi;
+
+pub use error::{Errno, Error, Result};

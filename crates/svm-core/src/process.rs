@@ -1,0 +1,687 @@
+//! One process's SVM state and its API edge: SET_ATTR, GET_ATTR, XNACK mode and user queues.
+//!
+//! # Overview
+//! [`Process`] is the engine's `kfd_process` with its `svm_range_list`. Its
+//! typed methods ([`Process::set_attr`], [`Process::get_attr`]) run the
+//! kernel's steps in the kernel's order; [`Process::svm_ioctl`] and
+//! [`Process::set_xnack_mode`] are the ioctl edge, where raw uAPI numbers come
+//! in and errno values go out.
+//!
+//! # Locking
+//! kfd takes `process_info->lock`, the mmap lock and `svms->lock` around these
+//! calls and flushes the deferred munmap work first. The engine is called by
+//! one simulated thread at a time, and munmap finishes its range work before
+//! returning (see `crate::range_list`), so there is nothing left to flush.
+
+use std::collections::BTreeMap;
+
+use crate::addr::{CpuVa, PageCount, PageNum, PageRange};
+use crate::attr::{
+    AccessKind, AttrOp, AttrQuery, AttrValue, Attrs, Granularity, Location, SvmFlags,
+};
+use crate::error::{Errno, Error, Result};
+use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
+use crate::platform::Platform;
+use crate::range_list::SvmRangeList;
+use crate::topology::Topology;
+use crate::uapi::{self, SvmArgs, SvmAttribute, attr_type};
+
+/// A GPU as one process sees it (`kfd_process_device`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessDevice {
+    /// The GPU's gpu_id.
+    pub id: GpuId,
+    /// Whether the GPU supports the SVM API; its index is then in `bitmap_supported`.
+    pub svm: bool,
+    /// Whether the GPU can run with retry faults.
+    pub xnack: bool,
+}
+
+/// A user queue handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(u32);
+
+impl QueueId {
+    /// The raw queue id.
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+}
+
+/// What one successful set_attr did, for reports and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttrOutcome {
+    /// Ranges the attributes were applied to.
+    pub updated: usize,
+    /// New ranges created in gaps.
+    pub created: usize,
+    /// Partly covered ranges that were cloned and split.
+    pub split: usize,
+    /// Split-off pieces remapped because their cut was not granularity aligned.
+    pub remapped: usize,
+    /// Calls to validate-and-map that found GPUs to map.
+    pub mapped: usize,
+}
+
+/// One process's SVM state.
+#[derive(Debug)]
+pub struct Process {
+    devices: PerGpu<ProcessDevice>,
+    /// GPUs that support SVM (`svms->bitmap_supported`).
+    bitmap_supported: GpuMask,
+    xnack_enabled: bool,
+    queues: BTreeMap<QueueId, GpuIndex>,
+    next_queue: u32,
+    svms: SvmRangeList,
+    /// `max_svm_range_pages`, fixed by the topology.
+    max_pages: PageCount,
+}
+
+impl Process {
+    /// A new process on every GPU of `topology`.
+    ///
+    /// Its XNACK mode starts as `kfd_process_xnack_mode(p, false)` decides:
+    /// on when the system boots with retry faults enabled (`xnack_default`)
+    /// and every SVM GPU can run that way.
+    pub fn new(topology: &Topology, xnack_default: bool) -> Self {
+        let devices = PerGpu::from_vec(
+            topology
+                .gpus()
+                .iter()
+                .map(|g| ProcessDevice {
+                    id: g.id,
+                    svm: g.svm,
+                    xnack: g.xnack,
+                })
+                .collect(),
+        );
+        let bitmap_supported = devices
+            .iter()
+            .filter(|(_, d)| d.svm)
+            .map(|(i, _)| i)
+            .collect();
+        let mut p = Self {
+            devices,
+            bitmap_supported,
+            xnack_enabled: false,
+            queues: BTreeMap::new(),
+            next_queue: 1,
+            svms: SvmRangeList::new(),
+            max_pages: topology.max_svm_range_pages(),
+        };
+        p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
+        p
+    }
+
+    /// The process's GPUs in index order.
+    pub fn devices(&self) -> &PerGpu<ProcessDevice> {
+        &self.devices
+    }
+
+    /// GPUs that support SVM.
+    pub fn bitmap_supported(&self) -> GpuMask {
+        self.bitmap_supported
+    }
+
+    /// Whether GPU retry faults are on.
+    pub fn xnack_enabled(&self) -> bool {
+        self.xnack_enabled
+    }
+
+    /// The SVM ranges.
+    pub fn ranges(&self) -> &SvmRangeList {
+        &self.svms
+    }
+
+    /// `max_svm_range_pages` for this process's ranges.
+    pub fn max_range_pages(&self) -> PageCount {
+        self.max_pages
+    }
+
+    /// Open user queues and the GPU each runs on.
+    pub fn queues(&self) -> impl Iterator<Item = (QueueId, GpuIndex)> + '_ {
+        self.queues.iter().map(|(&q, &g)| (q, g))
+    }
+
+    /// The index of the GPU with this gpu_id (`kfd_process_gpuidx_from_gpuid`).
+    pub fn gpuidx(&self, gpu_id: u32) -> Option<GpuIndex> {
+        self.devices
+            .iter()
+            .find(|(_, d)| d.id.raw() == gpu_id)
+            .map(|(i, _)| i)
+    }
+
+    /// Bytes this process holds against the system memory limit: every range
+    /// while XNACK is off, nothing while it is on.
+    pub fn reserved_bytes(&self) -> u64 {
+        if self.xnack_enabled {
+            0
+        } else {
+            self.svms.total_pages().bytes()
+        }
+    }
+
+    /// The attributes a range created now starts with.
+    fn default_attrs(&self) -> Attrs {
+        let access = if self.xnack_enabled {
+            self.bitmap_supported
+        } else {
+            GpuMask::EMPTY
+        };
+        Attrs::new_range(access)
+    }
+
+    // ---------------------------------------------------------------------
+    // The ioctl edge.
+
+    /// `AMDKFD_IOC_SVM`: SET_ATTR or GET_ATTR with raw uAPI values.
+    ///
+    /// GET_ATTR writes its answers into `args.attrs`: locations and flags into
+    /// `value`, and for ACCESS queries the answer into `type`.
+    ///
+    /// # Errors
+    /// The errno the ioctl returns. (kfd answers an unknown op with a
+    /// *positive* EINVAL, which user space sees as success with return value
+    /// 22; svmsim reports it as EINVAL.)
+    pub fn svm_ioctl(&mut self, pf: &mut dyn Platform, args: &mut SvmArgs) -> Result<(), Errno> {
+        let range = Self::ioctl_range(args.start_addr, args.size).map_err(|e| e.errno())?;
+        match args.op {
+            uapi::SVM_OP_SET_ATTR => {
+                let ops = self.check_attrs(&args.attrs).map_err(|e| e.errno())?;
+                self.set_attr(pf, range, &ops)
+                    .map(drop)
+                    .map_err(|e| e.errno())
+            }
+            uapi::SVM_OP_GET_ATTR => {
+                let values = self
+                    .get_attr_raw(pf, range, &args.attrs)
+                    .map_err(|e| e.errno())?;
+                for (slot, v) in args.attrs.iter_mut().zip(values) {
+                    *slot = Self::encode_value(slot.value, v);
+                }
+                Ok(())
+            }
+            op => Err(Error::UnknownOp(op).errno()),
+        }
+    }
+
+    /// Checks the byte range of an SVM ioctl and turns it into pages.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] when start or size is not page aligned or the
+    /// size is zero. The page range cannot overflow: both values are shifted
+    /// down by the page size first, as `svm_ioctl` does.
+    pub fn ioctl_range(start_addr: u64, size: u64) -> Result<PageRange> {
+        let start = CpuVa::new(start_addr);
+        if !start.is_page_aligned() || !CpuVa::new(size).is_page_aligned() || size == 0 {
+            return Err(Error::Misaligned { start, size });
+        }
+        Ok(
+            PageRange::from_start_len(start.page_num(), PageCount::from_bytes_ceil(size))
+                .expect("page numbers of u64 byte values cannot overflow"),
+        )
+    }
+
+    /// Validates raw SET_ATTR attributes and types them (`svm_range_check_attr`).
+    ///
+    /// # Errors
+    /// EINVAL-class errors for an unknown type, an unknown GPU, a GPU without
+    /// SVM named by ACCESS or ACCESS_IN_PLACE, or an UNDEFINED prefetch
+    /// location. The first bad attribute decides.
+    pub fn check_attrs(&self, raw: &[SvmAttribute]) -> Result<Vec<AttrOp>> {
+        raw.iter().map(|a| self.check_attr(*a)).collect()
+    }
+
+    fn check_attr(&self, a: SvmAttribute) -> Result<AttrOp> {
+        let loc = |value: u32| -> Result<Location> {
+            if value == uapi::SVM_LOCATION_SYSMEM {
+                return Ok(Location::Sys);
+            }
+            let gpu = self.gpuidx(value).ok_or(Error::UnknownGpu(value))?;
+            Ok(Location::Vram(self.devices[gpu].id))
+        };
+        let access_gpu = |value: u32, needs_svm: bool| -> Result<GpuIndex> {
+            let gpu = self.gpuidx(value).ok_or(Error::UnknownGpu(value))?;
+            if needs_svm && !self.bitmap_supported.contains(gpu) {
+                return Err(Error::SvmUnsupported(value));
+            }
+            Ok(gpu)
+        };
+        Ok(match a.ty {
+            attr_type::PREFERRED_LOC => AttrOp::PreferredLoc(match a.value {
+                uapi::SVM_LOCATION_UNDEFINED => None,
+                v => Some(loc(v)?),
+            }),
+            // UNDEFINED is not exempt here: kfd looks it up as a gpu_id and
+            // finds none.
+            attr_type::PREFETCH_LOC => AttrOp::PrefetchLoc(loc(a.value)?),
+            attr_type::ACCESS => AttrOp::Access(access_gpu(a.value, true)?),
+            attr_type::ACCESS_IN_PLACE => AttrOp::AccessInPlace(access_gpu(a.value, true)?),
+            attr_type::NO_ACCESS => AttrOp::NoAccess(access_gpu(a.value, false)?),
+            attr_type::SET_FLAGS => AttrOp::SetFlags(SvmFlags::from_bits(a.value)),
+            attr_type::CLR_FLAGS => AttrOp::ClrFlags(SvmFlags::from_bits(a.value)),
+            attr_type::GRANULARITY => AttrOp::Granularity(a.value),
+            ty => return Err(Error::UnknownAttrType(ty)),
+        })
+    }
+
+    /// Types raw GET_ATTR queries.
+    ///
+    /// # Errors
+    /// EINVAL-class errors for ACCESS_IN_PLACE, NO_ACCESS or an unknown type.
+    pub fn check_queries(raw: &[SvmAttribute]) -> Result<Vec<AttrQuery>> {
+        raw.iter()
+            .map(|a| {
+                Ok(match a.ty {
+                    attr_type::PREFERRED_LOC => AttrQuery::PreferredLoc,
+                    attr_type::PREFETCH_LOC => AttrQuery::PrefetchLoc,
+                    attr_type::ACCESS => AttrQuery::Access(a.value),
+                    attr_type::SET_FLAGS => AttrQuery::SetFlags,
+                    attr_type::CLR_FLAGS => AttrQuery::ClrFlags,
+                    attr_type::GRANULARITY => AttrQuery::Granularity,
+                    attr_type::ACCESS_IN_PLACE | attr_type::NO_ACCESS => {
+                        return Err(Error::NotQueryable(a.ty));
+                    }
+                    ty => return Err(Error::UnknownAttrType(ty)),
+                })
+            })
+            .collect()
+    }
+
+    fn get_attr_raw(
+        &self,
+        pf: &dyn Platform,
+        range: PageRange,
+        raw: &[SvmAttribute],
+    ) -> Result<Vec<AttrValue>> {
+        // kfd checks the VA before the query types.
+        Self::is_valid(pf, range)?;
+        let queries = Self::check_queries(raw)?;
+        self.get_attr(pf, range, &queries)
+    }
+
+    /// The uAPI form of one GET_ATTR answer.
+    fn encode_value(input_value: u32, v: AttrValue) -> SvmAttribute {
+        match v {
+            AttrValue::PreferredLoc(l) => {
+                SvmAttribute::new(attr_type::PREFERRED_LOC, Location::to_uapi(l))
+            }
+            AttrValue::PrefetchLoc(l) => {
+                SvmAttribute::new(attr_type::PREFETCH_LOC, Location::to_uapi(l))
+            }
+            AttrValue::Access(_, kind) => SvmAttribute::new(kind.attr_type(), input_value),
+            AttrValue::SetFlags(f) => SvmAttribute::new(attr_type::SET_FLAGS, f.bits()),
+            AttrValue::ClrFlags(f) => SvmAttribute::new(attr_type::CLR_FLAGS, f.bits()),
+            AttrValue::Granularity(g) => {
+                SvmAttribute::new(attr_type::GRANULARITY, u32::from(g.log2()))
+            }
+        }
+    }
+
+    /// `AMDKFD_IOC_SET_XNACK_MODE`: a negative value queries; 0 or more sets.
+    ///
+    /// Returns the mode after the call (1 on, 0 off).
+    ///
+    /// # Errors
+    /// EBUSY while the process has user queues; EPERM when enabling and a GPU
+    /// cannot run with retry faults; ENOMEM when disabling and the ranges'
+    /// memory cannot be reserved (the mode then stays on).
+    pub fn set_xnack_mode(&mut self, pf: &mut dyn Platform, value: i32) -> Result<i32, Errno> {
+        if value >= 0 {
+            self.set_xnack(pf, value != 0).map_err(|e| e.errno())?;
+        }
+        Ok(i32::from(self.xnack_enabled))
+    }
+
+    /// The first SVM GPU that cannot run with retry faults (`kfd_process_xnack_mode(p, true)`).
+    fn xnack_blocker(&self) -> Option<GpuId> {
+        self.devices
+            .iter()
+            .find(|(_, d)| d.svm && !d.xnack)
+            .map(|(_, d)| d.id)
+    }
+
+    /// Sets the XNACK mode (`kfd_ioctl_set_xnack_mode`).
+    ///
+    /// # Errors
+    /// See [`Process::set_xnack_mode`].
+    pub fn set_xnack(&mut self, pf: &mut dyn Platform, enable: bool) -> Result {
+        // 1. No mode change under running queues: their hardware state was set
+        //    up for the current mode.
+        if !self.queues.is_empty() {
+            return Err(Error::QueuesActive(self.queues.len()));
+        }
+        // 2. Nothing to do.
+        if enable == self.xnack_enabled {
+            return Ok(());
+        }
+        // 3. Every GPU must be able to run with retry faults.
+        if enable && let Some(id) = self.xnack_blocker() {
+            return Err(Error::XnackUnsupported(id.raw()));
+        }
+        // 4. `svm_range_switch_xnack_reserve_mem`: with XNACK off every range
+        //    holds system memory it may need when it cannot fault; reserve it
+        //    all, or nothing.
+        if enable {
+            pf.unreserve_mem_limit(self.svms.total_pages().bytes());
+        } else {
+            let mut done = 0;
+            for r in self.svms.iter() {
+                let bytes = r.range().npages().bytes();
+                if let Err(e) = pf.reserve_mem_limit(bytes) {
+                    pf.unreserve_mem_limit(done);
+                    return Err(e);
+                }
+                done += bytes;
+            }
+        }
+        self.xnack_enabled = enable;
+        Ok(())
+    }
+
+    /// Creates a user queue on the GPU with this gpu_id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownGpu`] (EINVAL) when the process has no such GPU.
+    pub fn create_queue(&mut self, gpu_id: u32) -> Result<QueueId> {
+        let gpu = self.gpuidx(gpu_id).ok_or(Error::UnknownGpu(gpu_id))?;
+        let q = QueueId(self.next_queue);
+        self.next_queue += 1;
+        self.queues.insert(q, gpu);
+        Ok(q)
+    }
+
+    /// Destroys a user queue.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchQueue`] (EINVAL) when there is no such queue.
+    pub fn destroy_queue(&mut self, q: u32) -> Result {
+        self.queues
+            .remove(&QueueId(q))
+            .map(drop)
+            .ok_or(Error::NoSuchQueue(q))
+    }
+
+    // ---------------------------------------------------------------------
+    // The typed API.
+
+    /// Checks that every page of `range` lies in a VMA that SVM may manage
+    /// (`svm_range_is_valid`).
+    ///
+    /// # Errors
+    /// [`Error::NotMapped`] or [`Error::IoMapping`], both EFAULT.
+    pub fn is_valid(pf: &dyn Platform, range: PageRange) -> Result {
+        let mut page = range.start();
+        while page < range.end() {
+            let vma = pf.vma_at(page).ok_or(Error::NotMapped {
+                range,
+                page: page.raw(),
+            })?;
+            if vma.flags.io {
+                return Err(Error::IoMapping {
+                    range,
+                    page: page.raw(),
+                });
+            }
+            debug_assert!(
+                vma.range.end() > page,
+                "vma_at returned a VMA that ends before the page"
+            );
+            page = vma.range.end();
+        }
+        Ok(())
+    }
+
+    /// SET_ATTR over `range` with validated attributes (`svm_range_set_attr`).
+    ///
+    /// # Errors
+    /// EFAULT when the VA is not fully mapped by ordinary VMAs; ENOMEM when
+    /// new ranges cannot reserve system memory (XNACK off). On error the
+    /// range list is as it was before the call.
+    pub fn set_attr(
+        &mut self,
+        pf: &mut dyn Platform,
+        range: PageRange,
+        ops: &[AttrOp],
+    ) -> Result<SetAttrOutcome> {
+        // 1. The attributes were checked by `check_attrs`.
+        // 2.-3. Locks and the deferred-work flush: see the module's Locking note.
+        // 4. The VA must be fully covered by VMAs SVM may manage.
+        Self::is_valid(pf, range)?;
+        // 5.-6. `svm_range_add`: plan the clones, splits and gap ranges.
+        let plan = self
+            .svms
+            .plan_add(range, ops, self.default_attrs(), self.max_pages);
+        // New ranges reserve system memory while XNACK is off
+        // (`svm_range_new(.., update_mem_usage = true)`); a failure frees
+        // everything made so far and leaves the list untouched.
+        if !self.xnack_enabled {
+            let mut done = 0;
+            for r in &plan.new {
+                let bytes = r.range().npages().bytes();
+                if let Err(e) = pf.reserve_mem_limit(bytes) {
+                    pf.unreserve_mem_limit(done);
+                    return Err(e);
+                }
+                done += bytes;
+            }
+        }
+        // 7.-8. Insert the new pieces, apply the attributes, drop the originals.
+        //    The mapping update is one flag for the whole call.
+        self.svms.commit(&plan, ops);
+        let update_mapping = ops.iter().any(|op| op.updates_mapping(self.xnack_enabled));
+        let mut out = SetAttrOutcome {
+            updated: plan.update.len(),
+            created: plan.new.len(),
+            split: plan.remove.len(),
+            remapped: plan.remap.len(),
+            mapped: 0,
+        };
+        // 9.-10. Migrate and map each updated range. Prefetch migration joins
+        //    with the migration engine; until then nothing migrates, so a
+        //    range is (re)mapped exactly when the attributes ask for it.
+        for &start in &plan.update {
+            let migrated = false;
+            let r = self.svms.get(start).expect("updated range is in the list");
+            let xnack_off_or_always = !self.xnack_enabled
+                || r.attrs
+                    .flags
+                    .contains(SvmFlags::from_bits(uapi::flag::GPU_ALWAYS_MAPPED));
+            if migrated && xnack_off_or_always && r.mapped_to_gpu {
+                // The migration's notifier invalidated the range; restore work remaps it.
+                continue;
+            }
+            if !migrated && !update_mapping {
+                continue;
+            }
+            if self.validate_and_map(start) {
+                out.mapped += 1;
+            }
+        }
+        // 11. Pieces whose split point cuts a granularity block: rebuild their
+        //     mappings, since a huge PTE may have spanned the cut.
+        for &start in &plan.remap {
+            if self.validate_and_map(start) {
+                out.mapped += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Picks the GPUs a whole-range validate-and-map would map
+    /// (`svm_range_validate_and_map` with `gpuidx = MAX_GPU_INSTANCE`) and
+    /// records the mapping. Returns whether any GPU was chosen.
+    ///
+    /// This layer decides *which* GPUs map and keeps `mapped_to_gpu`; DMA
+    /// mapping and page-table writes go through the platform once it has GPU
+    /// page tables.
+    fn validate_and_map(&mut self, start: PageNum) -> bool {
+        let xnack = self.xnack_enabled;
+        let r = self
+            .svms
+            .get_mut(start)
+            .expect("range to map is in the list");
+        let bitmap = if xnack {
+            // XNACK on: only in-place GPUs are mapped eagerly; the others
+            // fault. (The GPU holding the range's VRAM joins with migration.)
+            let mut b = r.attrs.access_in_place;
+            let always = r
+                .attrs
+                .flags
+                .contains(SvmFlags::from_bits(uapi::flag::GPU_ALWAYS_MAPPED));
+            if b.is_empty() && (r.mapped_to_gpu || always) {
+                b = r.attrs.access;
+            }
+            b
+        } else {
+            r.attrs.access.or(r.attrs.access_in_place)
+        };
+        if bitmap.is_empty() {
+            return false;
+        }
+        r.mapped_to_gpu = true;
+        true
+    }
+
+    /// GET_ATTR over `range` (`svm_range_get_attr`).
+    ///
+    /// # Errors
+    /// EFAULT when the VA is not fully mapped; EINVAL when an ACCESS query
+    /// names a gpu_id the process does not have.
+    pub fn get_attr(
+        &self,
+        pf: &dyn Platform,
+        range: PageRange,
+        queries: &[AttrQuery],
+    ) -> Result<Vec<AttrValue>> {
+        Self::is_valid(pf, range)?;
+        let agg = Aggregate::over(self, range);
+        queries
+            .iter()
+            .map(|&q| {
+                Ok(match q {
+                    AttrQuery::PreferredLoc => AttrValue::PreferredLoc(agg.preferred_loc),
+                    AttrQuery::PrefetchLoc => AttrValue::PrefetchLoc(agg.prefetch_loc),
+                    AttrQuery::Access(raw) => {
+                        let gpu = self.gpuidx(raw).ok_or(Error::UnknownGpu(raw))?;
+                        let kind = if agg.access.contains(gpu) {
+                            AccessKind::Access
+                        } else if agg.access_in_place.contains(gpu) {
+                            AccessKind::AccessInPlace
+                        } else {
+                            AccessKind::NoAccess
+                        };
+                        AttrValue::Access(self.devices[gpu].id, kind)
+                    }
+                    AttrQuery::SetFlags => AttrValue::SetFlags(SvmFlags::from_bits(agg.flags_and)),
+                    AttrQuery::ClrFlags => AttrValue::ClrFlags(SvmFlags::from_bits(!agg.flags_or)),
+                    AttrQuery::Granularity => AttrValue::Granularity(agg.granularity),
+                })
+            })
+            .collect()
+    }
+
+    /// The munmap path: drops `range` from every SVM range
+    /// (`svm_range_unmap_from_cpu` and the deferred `SVM_OP_UNMAP_RANGE` work).
+    pub fn unmap_from_cpu(&mut self, pf: &mut dyn Platform, range: PageRange) {
+        let freed = self.svms.unmap(range);
+        // `svm_range_free(prange, do_unmap = true)` gives back the
+        // reservation of every freed piece while XNACK is off.
+        if !self.xnack_enabled {
+            pf.unreserve_mem_limit(freed.bytes());
+        }
+    }
+
+    /// Process exit (`svm_range_list_fini`): frees every range.
+    pub fn exit(&mut self, pf: &mut dyn Platform) {
+        let freed = self.svms.clear();
+        if !self.xnack_enabled {
+            pf.unreserve_mem_limit(freed.bytes());
+        }
+        self.queues.clear();
+    }
+}
+
+/// The combined attributes of the ranges a GET_ATTR covers.
+struct Aggregate {
+    preferred_loc: Option<Location>,
+    prefetch_loc: Option<Location>,
+    access: GpuMask,
+    access_in_place: GpuMask,
+    flags_and: u32,
+    flags_or: u32,
+    granularity: Granularity,
+}
+
+/// Tracks a location across ranges: the first range's value, UNDEFINED for
+/// good once a range is UNDEFINED or differs.
+#[derive(Clone, Copy)]
+enum LocTrack {
+    Unset,
+    Same(Location),
+    Undefined,
+}
+
+impl LocTrack {
+    fn see(self, v: Option<Location>) -> Self {
+        match (self, v) {
+            (LocTrack::Undefined, _) | (_, None) => LocTrack::Undefined,
+            (LocTrack::Unset, Some(l)) => LocTrack::Same(l),
+            (LocTrack::Same(a), Some(b)) if a == b => LocTrack::Same(a),
+            (LocTrack::Same(_), Some(_)) => LocTrack::Undefined,
+        }
+    }
+
+    fn get(self) -> Option<Location> {
+        match self {
+            LocTrack::Same(l) => Some(l),
+            LocTrack::Unset | LocTrack::Undefined => None,
+        }
+    }
+}
+
+impl Aggregate {
+    /// Combines the ranges overlapping `range`; gaps between them are ignored.
+    /// With no range at all, the defaults of a new range answer.
+    fn over(p: &Process, range: PageRange) -> Self {
+        let mut it = p.svms.overlapping(range).peekable();
+        if it.peek().is_none() {
+            let d = p.default_attrs();
+            return Self {
+                preferred_loc: d.preferred_loc,
+                prefetch_loc: d.prefetch_loc,
+                access: d.access,
+                access_in_place: d.access_in_place,
+                flags_and: d.flags.bits(),
+                flags_or: d.flags.bits(),
+                granularity: d.granularity,
+            };
+        }
+        let mut pref = LocTrack::Unset;
+        let mut pfch = LocTrack::Unset;
+        let mut agg = Self {
+            preferred_loc: None,
+            prefetch_loc: None,
+            access: p.bitmap_supported,
+            access_in_place: p.bitmap_supported,
+            flags_and: u32::MAX,
+            flags_or: 0,
+            granularity: Granularity::MAX,
+        };
+        for r in it {
+            pref = pref.see(r.attrs.preferred_loc);
+            pfch = pfch.see(r.attrs.prefetch_loc);
+            agg.access = agg.access.and(r.attrs.access);
+            agg.access_in_place = agg.access_in_place.and(r.attrs.access_in_place);
+            agg.flags_and &= r.attrs.flags.bits();
+            agg.flags_or |= r.attrs.flags.bits();
+            agg.granularity = agg.granularity.min(r.attrs.granularity);
+        }
+        agg.preferred_loc = pref.get();
+        agg.prefetch_loc = pfch.get();
+        agg
+    }
+}
+
+#[cfg(test)]
+mod tests;

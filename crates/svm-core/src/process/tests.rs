@@ -1,0 +1,393 @@
+//! Unit tests of the API edge: validation order, errno values, XNACK mode, queues.
+
+use super::*;
+use crate::platform::{VmFlags, VmaInfo};
+use crate::topology::GpuDesc;
+
+/// A fixed memory map and a simple limit, enough to drive the API edge.
+struct Fake {
+    vmas: Vec<VmaInfo>,
+    limit: u64,
+    used: u64,
+}
+
+impl Fake {
+    fn new(vmas: &[(u64, u64, bool)]) -> Self {
+        Self {
+            vmas: vmas
+                .iter()
+                .map(|&(s, e, io)| VmaInfo {
+                    range: PageRange::new(PageNum::new(s), PageNum::new(e)),
+                    flags: VmFlags {
+                        read: true,
+                        write: true,
+                        exec: false,
+                        io,
+                    },
+                })
+                .collect(),
+            limit: u64::MAX,
+            used: 0,
+        }
+    }
+}
+
+impl Platform for Fake {
+    fn vma_at(&self, page: PageNum) -> Option<VmaInfo> {
+        self.vmas.iter().copied().find(|v| v.range.contains(page))
+    }
+    fn reserve_mem_limit(&mut self, bytes: u64) -> Result {
+        if self.used + bytes > self.limit {
+            return Err(Error::MemLimit {
+                need_bytes: bytes,
+                used_bytes: self.used,
+                limit_bytes: self.limit,
+            });
+        }
+        self.used += bytes;
+        Ok(())
+    }
+    fn unreserve_mem_limit(&mut self, bytes: u64) {
+        self.used = self
+            .used
+            .checked_sub(bytes)
+            .expect("unreserve more than reserved");
+    }
+}
+
+const GPU0: u32 = 0x1002;
+const GPU1: u32 = 0x2002;
+const NOSVM: u32 = 0x3002;
+
+fn topo(second_xnack: bool) -> Topology {
+    let g = |name: &str, id, svm, xnack| GpuDesc {
+        name: name.into(),
+        id: GpuId::new(id).unwrap(),
+        vram_bytes: 16 << 30,
+        svm,
+        xnack,
+        hive: None,
+    };
+    Topology::new(vec![
+        g("gpu0", GPU0, true, true),
+        g("gpu1", GPU1, true, second_xnack),
+        g("old", NOSVM, false, false),
+    ])
+    .unwrap()
+}
+
+fn args(op: u32, start: u64, size: u64, attrs: &[(u32, u32)]) -> SvmArgs {
+    SvmArgs {
+        start_addr: start,
+        size,
+        op,
+        attrs: attrs
+            .iter()
+            .map(|&(t, v)| SvmAttribute::new(t, v))
+            .collect(),
+    }
+}
+
+#[test]
+fn ioctl_rejects_misaligned_and_empty() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    // Table: (start, size) that must give EINVAL before anything is looked at.
+    for (start, size) in [(0x10001, 0x1000), (0x10000, 0x800), (0x10000, 0)] {
+        let mut a = args(uapi::SVM_OP_SET_ATTR, start, size, &[]);
+        assert_eq!(
+            p.svm_ioctl(&mut pf, &mut a),
+            Err(Errno::Einval),
+            "{start:#x}+{size:#x}"
+        );
+    }
+    let mut a = args(7, 0x10000, 0x1000, &[]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+}
+
+#[test]
+fn set_attr_checks_attributes_before_the_va() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[]);
+    // Nothing is mapped, yet a bad attribute wins: check_attr runs first.
+    let mut a = args(uapi::SVM_OP_SET_ATTR, 0x10000, 0x1000, &[(99, 0)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+    let mut a = args(
+        uapi::SVM_OP_SET_ATTR,
+        0x10000,
+        0x1000,
+        &[(attr_type::GRANULARITY, 3)],
+    );
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+}
+
+#[test]
+fn set_attr_validation_table() {
+    let mut p = Process::new(&topo(true), false);
+    let mut pf = Fake::new(&[(0x10, 0x20, false), (0x20, 0x30, true)]);
+    use attr_type::*;
+    let u = uapi::SVM_LOCATION_UNDEFINED;
+    // Table: (attribute, expected result) on a mapped VA.
+    let cases: &[((u32, u32), Result<(), Errno>)] = &[
+        ((PREFERRED_LOC, 0), Ok(())),
+        ((PREFERRED_LOC, u), Ok(())),
+        ((PREFERRED_LOC, GPU0), Ok(())),
+        ((PREFERRED_LOC, 0x9999), Err(Errno::Einval)),
+        ((PREFETCH_LOC, 0), Ok(())),
+        ((PREFETCH_LOC, GPU1), Ok(())),
+        ((PREFETCH_LOC, u), Err(Errno::Einval)), // UNDEFINED is looked up as a gpu_id
+        ((ACCESS, GPU0), Ok(())),
+        ((ACCESS, NOSVM), Err(Errno::Einval)), // no SVM support
+        ((ACCESS_IN_PLACE, NOSVM), Err(Errno::Einval)),
+        ((NO_ACCESS, NOSVM), Ok(())), // NO_ACCESS needs only a known GPU
+        ((NO_ACCESS, 0x9999), Err(Errno::Einval)),
+        ((ACCESS, 0), Err(Errno::Einval)), // sysmem is not a GPU
+        ((SET_FLAGS, 0xffff_ffff), Ok(())),
+        ((CLR_FLAGS, 0xffff_ffff), Ok(())),
+        ((GRANULARITY, 0xffff), Ok(())),
+        ((8, 0), Err(Errno::Einval)),
+    ];
+    for &(attr, want) in cases {
+        let mut a = args(uapi::SVM_OP_SET_ATTR, 0x10000, 0x1000, &[attr]);
+        assert_eq!(p.svm_ioctl(&mut pf, &mut a), want, "{attr:x?}");
+    }
+    // VM_IO mapping and a hole are EFAULT.
+    let mut a = args(uapi::SVM_OP_SET_ATTR, 0x1f000, 0x2000, &[(GRANULARITY, 1)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    let mut a = args(uapi::SVM_OP_SET_ATTR, 0x2f000, 0x2000, &[(GRANULARITY, 1)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+}
+
+#[test]
+fn get_attr_checks_va_before_types_and_gpu_last() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    use attr_type::*;
+    // Unmapped VA with a bad query type: EFAULT, because is_valid runs first.
+    let mut a = args(uapi::SVM_OP_GET_ATTR, 0x40000, 0x1000, &[(NO_ACCESS, GPU0)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    for ty in [ACCESS_IN_PLACE, NO_ACCESS, 8] {
+        let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ty, GPU0)]);
+        assert_eq!(
+            p.svm_ioctl(&mut pf, &mut a),
+            Err(Errno::Einval),
+            "type {ty}"
+        );
+    }
+    let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ACCESS, 0x9999)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+    // A GPU without SVM is a valid query: it simply has no access.
+    let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ACCESS, NOSVM)]);
+    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Ok(()));
+    assert_eq!(a.attrs[0], SvmAttribute::new(NO_ACCESS, NOSVM));
+}
+
+#[test]
+fn get_attr_defaults_follow_xnack_mode() {
+    for xnack in [false, true] {
+        let mut p = Process::new(&topo(true), xnack);
+        assert_eq!(p.xnack_enabled(), xnack);
+        let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+        use attr_type::*;
+        let mut a = args(
+            uapi::SVM_OP_GET_ATTR,
+            0x10000,
+            0x1000,
+            &[
+                (PREFERRED_LOC, 0),
+                (PREFETCH_LOC, 0),
+                (ACCESS, GPU0),
+                (SET_FLAGS, 0),
+                (CLR_FLAGS, 0),
+                (GRANULARITY, 0),
+            ],
+        );
+        p.svm_ioctl(&mut pf, &mut a).unwrap();
+        let want_access = if xnack { ACCESS } else { NO_ACCESS };
+        assert_eq!(
+            a.attrs,
+            vec![
+                SvmAttribute::new(PREFERRED_LOC, uapi::SVM_LOCATION_UNDEFINED),
+                SvmAttribute::new(PREFETCH_LOC, uapi::SVM_LOCATION_UNDEFINED),
+                SvmAttribute::new(want_access, GPU0),
+                SvmAttribute::new(SET_FLAGS, 0x3),
+                SvmAttribute::new(CLR_FLAGS, !0x3),
+                SvmAttribute::new(GRANULARITY, 9),
+            ],
+            "xnack {xnack}"
+        );
+    }
+}
+
+#[test]
+fn get_attr_combines_ranges_and_ignores_gaps() {
+    let mut p = Process::new(&topo(true), false);
+    let mut pf = Fake::new(&[(0x10, 0x30, false)]);
+    use attr_type::*;
+    let flag = uapi::flag::GPU_EXEC;
+    let r1 = PageRange::new(PageNum::new(0x10), PageNum::new(0x12));
+    let r2 = PageRange::new(PageNum::new(0x20), PageNum::new(0x22));
+    let ops1 = p
+        .check_attrs(&[
+            SvmAttribute::new(PREFERRED_LOC, GPU0),
+            SvmAttribute::new(SET_FLAGS, flag),
+            SvmAttribute::new(GRANULARITY, 4),
+            SvmAttribute::new(ACCESS_IN_PLACE, GPU1),
+        ])
+        .unwrap();
+    let ops2 = p
+        .check_attrs(&[
+            SvmAttribute::new(PREFERRED_LOC, GPU0),
+            SvmAttribute::new(GRANULARITY, 6),
+            SvmAttribute::new(ACCESS_IN_PLACE, GPU1),
+        ])
+        .unwrap();
+    p.set_attr(&mut pf, r1, &ops1).unwrap();
+    p.set_attr(&mut pf, r2, &ops2).unwrap();
+    let whole = PageRange::new(PageNum::new(0x10), PageNum::new(0x30));
+    let v = p
+        .get_attr(
+            &pf,
+            whole,
+            &[
+                AttrQuery::PreferredLoc,
+                AttrQuery::SetFlags,
+                AttrQuery::ClrFlags,
+                AttrQuery::Granularity,
+                AttrQuery::Access(GPU1),
+                AttrQuery::Access(GPU0),
+            ],
+        )
+        .unwrap();
+    let gpu0 = GpuId::new(GPU0).unwrap();
+    assert_eq!(
+        v,
+        vec![
+            AttrValue::PreferredLoc(Some(Location::Vram(gpu0))),
+            AttrValue::SetFlags(SvmFlags::DEFAULT),
+            AttrValue::ClrFlags(SvmFlags::from_bits(!(0x3 | flag))),
+            AttrValue::Granularity(Granularity::from_uapi(4)),
+            AttrValue::Access(GpuId::new(GPU1).unwrap(), AccessKind::AccessInPlace),
+            AttrValue::Access(gpu0, AccessKind::NoAccess),
+        ]
+    );
+}
+
+#[test]
+fn set_attr_is_transactional_on_enomem() {
+    let mut p = Process::new(&topo(true), false);
+    let mut pf = Fake::new(&[(0x10, 0x100, false)]);
+    let gran = [AttrOp::Granularity(3)];
+    p.set_attr(
+        &mut pf,
+        PageRange::new(PageNum::new(0x20), PageNum::new(0x30)),
+        &gran,
+    )
+    .unwrap();
+    assert_eq!(pf.used, 0x10 * 4096);
+    pf.limit = pf.used + 0x8 * 4096;
+    let before = p.ranges().clone();
+    // Covers the existing range partly (a clone and a split) and needs 0xc
+    // new pages, more than the 8 left.
+    let err = p
+        .set_attr(
+            &mut pf,
+            PageRange::new(PageNum::new(0x14), PageNum::new(0x2c)),
+            &[AttrOp::Granularity(1)],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::MemLimit { .. }), "{err:?}");
+    assert_eq!(err.errno(), Errno::Enomem);
+    assert_eq!(p.ranges(), &before);
+    assert_eq!(pf.used, 0x10 * 4096);
+    // XNACK on reserves nothing, so the same call succeeds.
+    p.set_xnack(&mut pf, true).unwrap();
+    assert_eq!(pf.used, 0);
+    p.set_attr(
+        &mut pf,
+        PageRange::new(PageNum::new(0x18), PageNum::new(0x2c)),
+        &[AttrOp::Granularity(1)],
+    )
+    .unwrap();
+    assert_eq!(p.ranges().len(), 3);
+}
+
+#[test]
+fn xnack_mode_rules() {
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    // A GPU that cannot fault: the default is off and enabling is EPERM.
+    let mut p = Process::new(&topo(false), true);
+    assert!(!p.xnack_enabled());
+    assert_eq!(p.set_xnack_mode(&mut pf, 1), Err(Errno::Eperm));
+    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
+    assert_eq!(p.set_xnack_mode(&mut pf, -1), Ok(0));
+
+    let mut p = Process::new(&topo(true), false);
+    assert_eq!(p.set_xnack_mode(&mut pf, 1), Ok(1));
+    let q = p.create_queue(GPU1).unwrap();
+    // Busy with a queue, even when asking for the current mode.
+    assert_eq!(p.set_xnack_mode(&mut pf, 0), Err(Errno::Ebusy));
+    assert_eq!(p.set_xnack_mode(&mut pf, 1), Err(Errno::Ebusy));
+    assert_eq!(p.set_xnack_mode(&mut pf, -1), Ok(1));
+    p.destroy_queue(q.raw()).unwrap();
+    assert_eq!(p.destroy_queue(q.raw()).unwrap_err().errno(), Errno::Einval);
+    assert_eq!(p.create_queue(0x9999).unwrap_err().errno(), Errno::Einval);
+    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
+}
+
+#[test]
+fn xnack_off_reserves_all_or_nothing() {
+    let mut pf = Fake::new(&[(0x10, 0x100, false)]);
+    let mut p = Process::new(&topo(true), true);
+    for s in [0x10, 0x40] {
+        let r = PageRange::new(PageNum::new(s), PageNum::new(s + 0x10));
+        p.set_attr(&mut pf, r, &[AttrOp::Granularity(2)]).unwrap();
+    }
+    assert_eq!(pf.used, 0);
+    pf.limit = 0x18 * 4096; // room for one range, not two
+    assert_eq!(p.set_xnack_mode(&mut pf, 0), Err(Errno::Enomem));
+    assert!(p.xnack_enabled());
+    assert_eq!(pf.used, 0);
+    pf.limit = u64::MAX;
+    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
+    assert_eq!(pf.used, 0x20 * 4096);
+    assert_eq!(p.reserved_bytes(), pf.used);
+    p.unmap_from_cpu(
+        &mut pf,
+        PageRange::new(PageNum::new(0x18), PageNum::new(0x48)),
+    );
+    assert_eq!(pf.used, 0x10 * 4096);
+    p.exit(&mut pf);
+    assert_eq!(pf.used, 0);
+}
+
+#[test]
+fn mapped_to_gpu_follows_validate_rules() {
+    use attr_type::*;
+    let reg = |p: &Process| {
+        p.check_attrs(&[
+            SvmAttribute::new(PREFETCH_LOC, 0),
+            SvmAttribute::new(PREFERRED_LOC, 0),
+            SvmAttribute::new(SET_FLAGS, 0x3),
+            SvmAttribute::new(ACCESS, GPU0),
+        ])
+        .unwrap()
+    };
+    let r = PageRange::new(PageNum::new(0x10), PageNum::new(0x20));
+    // XNACK off: ACCESS maps eagerly.
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    let mut p = Process::new(&topo(true), false);
+    let ops = reg(&p);
+    assert_eq!(p.set_attr(&mut pf, r, &ops).unwrap().mapped, 1);
+    assert!(p.ranges().iter().all(|r| r.mapped_to_gpu));
+    // XNACK on: nothing is mapped until a GPU faults.
+    let mut p = Process::new(&topo(true), true);
+    let ops = reg(&p);
+    assert_eq!(p.set_attr(&mut pf, r, &ops).unwrap().mapped, 0);
+    assert!(p.ranges().iter().all(|r| !r.mapped_to_gpu));
+    // ... unless the range asks to stay mapped.
+    let ops = p
+        .check_attrs(&[SvmAttribute::new(SET_FLAGS, uapi::flag::GPU_ALWAYS_MAPPED)])
+        .unwrap();
+    assert_eq!(p.set_attr(&mut pf, r, &ops).unwrap().mapped, 1);
+}
