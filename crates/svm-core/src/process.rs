@@ -19,7 +19,7 @@ use crate::addr::{CpuVa, PageCount, PageNum, PageRange};
 use crate::attr::{
     AccessKind, AttrOp, AttrQuery, AttrValue, Attrs, Granularity, Location, SvmFlags,
 };
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
 use crate::platform::Platform;
 use crate::range_list::SvmRangeList;
@@ -180,28 +180,28 @@ impl Process {
     /// `value`, and for ACCESS queries the answer into `type`.
     ///
     /// # Errors
-    /// The errno the ioctl returns. (kfd answers an unknown op with a
-    /// *positive* EINVAL, which user space sees as success with return value
-    /// 22; svmsim reports it as EINVAL.)
-    pub fn svm_ioctl(&mut self, pf: &mut dyn Platform, args: &mut SvmArgs) -> Result<(), Errno> {
-        let range = Self::ioctl_range(args.start_addr, args.size).map_err(|e| e.errno())?;
+    /// The error whose [`Error::errno`] the ioctl returns. (kfd answers an
+    /// unknown op with a *positive* EINVAL, which user space sees as success
+    /// with return value 22; svmsim reports it as EINVAL.)
+    pub fn svm_ioctl(
+        &mut self,
+        pf: &mut dyn Platform,
+        args: &mut SvmArgs,
+    ) -> Result<SetAttrOutcome> {
+        let range = Self::ioctl_range(args.start_addr, args.size)?;
         match args.op {
             uapi::SVM_OP_SET_ATTR => {
-                let ops = self.check_attrs(&args.attrs).map_err(|e| e.errno())?;
+                let ops = self.check_attrs(&args.attrs)?;
                 self.set_attr(pf, range, &ops)
-                    .map(drop)
-                    .map_err(|e| e.errno())
             }
             uapi::SVM_OP_GET_ATTR => {
-                let values = self
-                    .get_attr_raw(pf, range, &args.attrs)
-                    .map_err(|e| e.errno())?;
+                let values = self.get_attr_raw(pf, range, &args.attrs)?;
                 for (slot, v) in args.attrs.iter_mut().zip(values) {
                     *slot = Self::encode_value(slot.value, v);
                 }
-                Ok(())
+                Ok(SetAttrOutcome::default())
             }
-            op => Err(Error::UnknownOp(op).errno()),
+            op => Err(Error::UnknownOp(op)),
         }
     }
 
@@ -326,9 +326,9 @@ impl Process {
     /// EBUSY while the process has user queues; EPERM when enabling and a GPU
     /// cannot run with retry faults; ENOMEM when disabling and the ranges'
     /// memory cannot be reserved (the mode then stays on).
-    pub fn set_xnack_mode(&mut self, pf: &mut dyn Platform, value: i32) -> Result<i32, Errno> {
+    pub fn set_xnack_mode(&mut self, pf: &mut dyn Platform, value: i32) -> Result<i32> {
         if value >= 0 {
-            self.set_xnack(pf, value != 0).map_err(|e| e.errno())?;
+            self.set_xnack(pf, value != 0)?;
         }
         Ok(i32::from(self.xnack_enabled))
     }

@@ -1,6 +1,7 @@
 //! Unit tests of the API edge: validation order, errno values, XNACK mode, queues.
 
 use super::*;
+use crate::error::Errno;
 use crate::platform::{VmFlags, VmaInfo};
 use crate::topology::GpuDesc;
 
@@ -55,6 +56,14 @@ impl Platform for Fake {
     }
 }
 
+fn ioctl(p: &mut Process, pf: &mut Fake, a: &mut SvmArgs) -> Result<(), Errno> {
+    p.svm_ioctl(pf, a).map(drop).map_err(|e| e.errno())
+}
+
+fn xnack(p: &mut Process, pf: &mut Fake, v: i32) -> Result<i32, Errno> {
+    p.set_xnack_mode(pf, v).map_err(|e| e.errno())
+}
+
 const GPU0: u32 = 0x1002;
 const GPU1: u32 = 0x2002;
 const NOSVM: u32 = 0x3002;
@@ -96,13 +105,13 @@ fn ioctl_rejects_misaligned_and_empty() {
     for (start, size) in [(0x10001, 0x1000), (0x10000, 0x800), (0x10000, 0)] {
         let mut a = args(uapi::SVM_OP_SET_ATTR, start, size, &[]);
         assert_eq!(
-            p.svm_ioctl(&mut pf, &mut a),
+            ioctl(&mut p, &mut pf, &mut a),
             Err(Errno::Einval),
             "{start:#x}+{size:#x}"
         );
     }
     let mut a = args(7, 0x10000, 0x1000, &[]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Einval));
 }
 
 #[test]
@@ -111,14 +120,14 @@ fn set_attr_checks_attributes_before_the_va() {
     let mut pf = Fake::new(&[]);
     // Nothing is mapped, yet a bad attribute wins: check_attr runs first.
     let mut a = args(uapi::SVM_OP_SET_ATTR, 0x10000, 0x1000, &[(99, 0)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Einval));
     let mut a = args(
         uapi::SVM_OP_SET_ATTR,
         0x10000,
         0x1000,
         &[(attr_type::GRANULARITY, 3)],
     );
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Efault));
 }
 
 #[test]
@@ -149,13 +158,13 @@ fn set_attr_validation_table() {
     ];
     for &(attr, want) in cases {
         let mut a = args(uapi::SVM_OP_SET_ATTR, 0x10000, 0x1000, &[attr]);
-        assert_eq!(p.svm_ioctl(&mut pf, &mut a), want, "{attr:x?}");
+        assert_eq!(ioctl(&mut p, &mut pf, &mut a), want, "{attr:x?}");
     }
     // VM_IO mapping and a hole are EFAULT.
     let mut a = args(uapi::SVM_OP_SET_ATTR, 0x1f000, 0x2000, &[(GRANULARITY, 1)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Efault));
     let mut a = args(uapi::SVM_OP_SET_ATTR, 0x2f000, 0x2000, &[(GRANULARITY, 1)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Efault));
 }
 
 #[test]
@@ -165,20 +174,20 @@ fn get_attr_checks_va_before_types_and_gpu_last() {
     use attr_type::*;
     // Unmapped VA with a bad query type: EFAULT, because is_valid runs first.
     let mut a = args(uapi::SVM_OP_GET_ATTR, 0x40000, 0x1000, &[(NO_ACCESS, GPU0)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Efault));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Efault));
     for ty in [ACCESS_IN_PLACE, NO_ACCESS, 8] {
         let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ty, GPU0)]);
         assert_eq!(
-            p.svm_ioctl(&mut pf, &mut a),
+            ioctl(&mut p, &mut pf, &mut a),
             Err(Errno::Einval),
             "type {ty}"
         );
     }
     let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ACCESS, 0x9999)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Err(Errno::Einval));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Einval));
     // A GPU without SVM is a valid query: it simply has no access.
     let mut a = args(uapi::SVM_OP_GET_ATTR, 0x10000, 0x1000, &[(ACCESS, NOSVM)]);
-    assert_eq!(p.svm_ioctl(&mut pf, &mut a), Ok(()));
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Ok(()));
     assert_eq!(a.attrs[0], SvmAttribute::new(NO_ACCESS, NOSVM));
 }
 
@@ -202,7 +211,7 @@ fn get_attr_defaults_follow_xnack_mode() {
                 (GRANULARITY, 0),
             ],
         );
-        p.svm_ioctl(&mut pf, &mut a).unwrap();
+        ioctl(&mut p, &mut pf, &mut a).unwrap();
         let want_access = if xnack { ACCESS } else { NO_ACCESS };
         assert_eq!(
             a.attrs,
@@ -318,21 +327,21 @@ fn xnack_mode_rules() {
     // A GPU that cannot fault: the default is off and enabling is EPERM.
     let mut p = Process::new(&topo(false), true);
     assert!(!p.xnack_enabled());
-    assert_eq!(p.set_xnack_mode(&mut pf, 1), Err(Errno::Eperm));
-    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
-    assert_eq!(p.set_xnack_mode(&mut pf, -1), Ok(0));
+    assert_eq!(xnack(&mut p, &mut pf, 1), Err(Errno::Eperm));
+    assert_eq!(xnack(&mut p, &mut pf, 0), Ok(0));
+    assert_eq!(xnack(&mut p, &mut pf, -1), Ok(0));
 
     let mut p = Process::new(&topo(true), false);
-    assert_eq!(p.set_xnack_mode(&mut pf, 1), Ok(1));
+    assert_eq!(xnack(&mut p, &mut pf, 1), Ok(1));
     let q = p.create_queue(GPU1).unwrap();
     // Busy with a queue, even when asking for the current mode.
-    assert_eq!(p.set_xnack_mode(&mut pf, 0), Err(Errno::Ebusy));
-    assert_eq!(p.set_xnack_mode(&mut pf, 1), Err(Errno::Ebusy));
-    assert_eq!(p.set_xnack_mode(&mut pf, -1), Ok(1));
+    assert_eq!(xnack(&mut p, &mut pf, 0), Err(Errno::Ebusy));
+    assert_eq!(xnack(&mut p, &mut pf, 1), Err(Errno::Ebusy));
+    assert_eq!(xnack(&mut p, &mut pf, -1), Ok(1));
     p.destroy_queue(q.raw()).unwrap();
     assert_eq!(p.destroy_queue(q.raw()).unwrap_err().errno(), Errno::Einval);
     assert_eq!(p.create_queue(0x9999).unwrap_err().errno(), Errno::Einval);
-    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
+    assert_eq!(xnack(&mut p, &mut pf, 0), Ok(0));
 }
 
 #[test]
@@ -345,11 +354,11 @@ fn xnack_off_reserves_all_or_nothing() {
     }
     assert_eq!(pf.used, 0);
     pf.limit = 0x18 * 4096; // room for one range, not two
-    assert_eq!(p.set_xnack_mode(&mut pf, 0), Err(Errno::Enomem));
+    assert_eq!(xnack(&mut p, &mut pf, 0), Err(Errno::Enomem));
     assert!(p.xnack_enabled());
     assert_eq!(pf.used, 0);
     pf.limit = u64::MAX;
-    assert_eq!(p.set_xnack_mode(&mut pf, 0), Ok(0));
+    assert_eq!(xnack(&mut p, &mut pf, 0), Ok(0));
     assert_eq!(pf.used, 0x20 * 4096);
     assert_eq!(p.reserved_bytes(), pf.used);
     p.unmap_from_cpu(

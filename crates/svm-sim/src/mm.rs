@@ -1,0 +1,486 @@
+//! A simulated process address space: VMAs made by mmap, munmap and mprotect.
+//!
+//! The engine sees it through `svm_core::platform::Platform::vma_at`. VMAs are
+//! kept in a `BTreeMap` keyed by first page, never overlap, and are split
+//! when munmap or mprotect covers part of one, as Linux splits them. Adjacent
+//! VMAs are not merged: their identity does not matter to SVM, and keeping
+//! them apart keeps the table easy to read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use svm_core::Errno;
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageCount, PageNum, PageRange};
+use svm_core::platform::{VmFlags, VmaInfo};
+
+/// Lowest address mmap hands out.
+pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
+/// One past the highest user address (x86-64 with 4-level page tables).
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// Where mmap without an address starts looking, downwards.
+pub const MMAP_BASE: u64 = 0x7f00_0000_0000;
+
+/// Read, write and execute permission.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Prot {
+    /// `PROT_READ`.
+    pub read: bool,
+    /// `PROT_WRITE`.
+    pub write: bool,
+    /// `PROT_EXEC`.
+    pub exec: bool,
+}
+
+impl Prot {
+    /// `PROT_READ | PROT_WRITE`.
+    pub const RW: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+    };
+
+    /// Parses `"rw"`, `"r-x"`, `"rwx"`, `"none"` and the like.
+    pub fn parse(s: &str) -> Option<Prot> {
+        if s == "none" || s == "---" {
+            return Some(Prot::default());
+        }
+        let mut p = Prot::default();
+        for c in s.chars() {
+            match c {
+                'r' => p.read = true,
+                'w' => p.write = true,
+                'x' => p.exec = true,
+                '-' => {}
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+}
+
+impl fmt::Display for Prot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = |on, ch| if on { ch } else { '-' };
+        write!(
+            f,
+            "{}{}{}",
+            c(self.read, 'r'),
+            c(self.write, 'w'),
+            c(self.exec, 'x')
+        )
+    }
+}
+
+/// What backs a VMA.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backing {
+    /// Anonymous private memory: SVM can migrate it.
+    Anon,
+    /// A file mapping (its pages stay in the page cache).
+    File(String),
+    /// Device memory (`VM_IO | VM_PFNMAP`): SVM refuses it with EFAULT.
+    Io,
+}
+
+/// What the VMA is used for, as `/proc/PID/maps` labels it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mark {
+    /// An ordinary mapping.
+    #[default]
+    None,
+    /// `[heap]`.
+    Heap,
+    /// `[stack]`.
+    Stack,
+}
+
+/// One VMA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Vma {
+    /// The pages it covers.
+    pub range: PageRange,
+    /// Its protection.
+    pub prot: Prot,
+    /// What backs it.
+    pub backing: Backing,
+    /// Heap or stack label.
+    pub mark: Mark,
+}
+
+impl Vma {
+    fn info(&self) -> VmaInfo {
+        VmaInfo {
+            range: self.range,
+            flags: VmFlags {
+                read: self.prot.read,
+                write: self.prot.write,
+                exec: self.prot.exec,
+                io: self.backing == Backing::Io,
+            },
+        }
+    }
+}
+
+/// Why an mm call failed, with the errno Linux returns for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MmError {
+    /// The address or length is not page aligned, or the length is zero.
+    #[error("address {addr} or length {len:#x} is not page aligned, or the length is zero")]
+    Misaligned { addr: CpuVa, len: u64 },
+    /// The range leaves the user address space.
+    #[error("{addr}+{len:#x} lies outside the user address space")]
+    OutOfRange { addr: CpuVa, len: u64 },
+    /// No free gap is large enough.
+    #[error("no free gap of {len:#x} bytes")]
+    NoSpace { len: u64 },
+    /// mprotect over a page with no VMA.
+    #[error("page {0} is not mapped")]
+    NotMapped(PageNum),
+}
+
+impl MmError {
+    /// The errno Linux returns.
+    pub fn errno(&self) -> Errno {
+        match self {
+            MmError::Misaligned { .. } | MmError::OutOfRange { .. } => Errno::Einval,
+            MmError::NoSpace { .. } | MmError::NotMapped(_) => Errno::Enomem,
+        }
+    }
+}
+
+/// The VMAs of one process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressSpace {
+    vmas: BTreeMap<PageNum, Vma>,
+}
+
+impl AddressSpace {
+    /// An empty address space.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// VMAs in address order.
+    pub fn vmas(&self) -> impl Iterator<Item = &Vma> {
+        self.vmas.values()
+    }
+
+    /// The VMA that holds `page`.
+    pub fn vma_at(&self, page: PageNum) -> Option<&Vma> {
+        self.vmas
+            .range(..=page)
+            .next_back()
+            .map(|(_, v)| v)
+            .filter(|v| v.range.contains(page))
+    }
+
+    /// The engine's view of the VMA that holds `page`.
+    pub fn vma_info(&self, page: PageNum) -> Option<VmaInfo> {
+        self.vma_at(page).map(Vma::info)
+    }
+
+    /// Checks alignment and bounds and returns the pages of `[addr, addr+len)`.
+    fn span(addr: CpuVa, len: u64) -> Result<PageRange, MmError> {
+        if !addr.is_page_aligned() || len % PAGE_SIZE != 0 || len == 0 {
+            return Err(MmError::Misaligned { addr, len });
+        }
+        match addr.checked_add(len) {
+            Some(end) if end.raw() <= TASK_SIZE => {
+                Ok(PageRange::new(addr.page_num(), end.page_num()))
+            }
+            _ => Err(MmError::OutOfRange { addr, len }),
+        }
+    }
+
+    /// Maps `len` bytes. With `fixed`, at exactly that address, replacing
+    /// whatever was there (`MAP_FIXED`); the replaced pages are returned so the
+    /// caller can run the munmap notifier over them. Without, at the highest
+    /// free gap below [`MMAP_BASE`].
+    ///
+    /// # Errors
+    /// EINVAL for a misaligned or out-of-range request, ENOMEM when no gap fits.
+    pub fn mmap(
+        &mut self,
+        fixed: Option<CpuVa>,
+        len: u64,
+        prot: Prot,
+        backing: Backing,
+        mark: Mark,
+    ) -> Result<(PageRange, Vec<PageRange>), MmError> {
+        let range = match fixed {
+            Some(addr) => Self::span(addr, len)?,
+            None => {
+                if len % PAGE_SIZE != 0 || len == 0 {
+                    return Err(MmError::Misaligned {
+                        addr: CpuVa::new(0),
+                        len,
+                    });
+                }
+                self.find_gap(PageCount::from_bytes_ceil(len))
+                    .ok_or(MmError::NoSpace { len })?
+            }
+        };
+        let replaced = self.unmap_pages(range);
+        self.vmas.insert(
+            range.start(),
+            Vma {
+                range,
+                prot,
+                backing,
+                mark,
+            },
+        );
+        Ok((range, replaced))
+    }
+
+    /// The highest free run of `npages` pages below [`MMAP_BASE`].
+    fn find_gap(&self, npages: PageCount) -> Option<PageRange> {
+        let floor = CpuVa::new(MMAP_MIN_ADDR).page_num();
+        let mut top = CpuVa::new(MMAP_BASE).page_num();
+        for v in self.vmas.range(..top).rev().map(|(_, v)| v) {
+            let hole_start = v.range.end();
+            if hole_start < top && top.raw() - hole_start.raw() >= npages.raw() {
+                break;
+            }
+            top = top.min(v.range.start());
+        }
+        let start = top.raw().checked_sub(npages.raw())?;
+        (start >= floor.raw()).then(|| PageRange::new(PageNum::new(start), top))
+    }
+
+    /// Unmaps `[addr, addr+len)` and returns the pages that were mapped.
+    /// Unmapping pages that are not mapped is not an error, as in Linux.
+    ///
+    /// # Errors
+    /// EINVAL for a misaligned or out-of-range request.
+    pub fn munmap(&mut self, addr: CpuVa, len: u64) -> Result<Vec<PageRange>, MmError> {
+        let range = Self::span(addr, len)?;
+        Ok(self.unmap_pages(range))
+    }
+
+    fn unmap_pages(&mut self, range: PageRange) -> Vec<PageRange> {
+        let hit = self.split_around(range);
+        hit.iter()
+            .map(|start| {
+                self.vmas
+                    .remove(start)
+                    .expect("split VMA is in the table")
+                    .range
+            })
+            .collect()
+    }
+
+    /// Splits VMAs at the edges of `range` and returns the starts of the
+    /// VMAs now lying inside it.
+    fn split_around(&mut self, range: PageRange) -> Vec<PageNum> {
+        for at in [range.start(), range.end()] {
+            if let Some(v) = self.vma_at(at).filter(|v| v.range.start() < at).cloned() {
+                let (head, tail) = v.range.split_at(at);
+                self.vmas.insert(
+                    head.start(),
+                    Vma {
+                        range: head,
+                        ..v.clone()
+                    },
+                );
+                self.vmas.insert(tail.start(), Vma { range: tail, ..v });
+            }
+        }
+        self.vmas
+            .range(range.start()..range.end())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Changes the protection of `[addr, addr+len)`.
+    ///
+    /// # Errors
+    /// EINVAL for a misaligned request, ENOMEM when a page is not mapped (then
+    /// nothing changes).
+    pub fn mprotect(&mut self, addr: CpuVa, len: u64, prot: Prot) -> Result<(), MmError> {
+        let range = Self::span(addr, len)?;
+        let mut page = range.start();
+        while page < range.end() {
+            page = self
+                .vma_at(page)
+                .ok_or(MmError::NotMapped(page))?
+                .range
+                .end();
+        }
+        for start in self.split_around(range) {
+            self.vmas
+                .get_mut(&start)
+                .expect("split VMA is in the table")
+                .prot = prot;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PAGE_SIZE;
+
+    fn spans(a: &AddressSpace) -> Vec<(u64, u64, String)> {
+        a.vmas()
+            .map(|v| {
+                (
+                    v.range.start().raw(),
+                    v.range.end().raw(),
+                    v.prot.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mmap_top_down_and_fixed() {
+        let mut a = AddressSpace::new();
+        let (r1, _) = a
+            .mmap(None, 4 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        let (r2, _) = a
+            .mmap(None, 2 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        assert_eq!(r1.end(), CpuVa::new(MMAP_BASE).page_num());
+        assert_eq!(r2.end(), r1.start());
+        let (r3, replaced) = a
+            .mmap(
+                Some(CpuVa::new(0x10000)),
+                P,
+                Prot::RW,
+                Backing::Io,
+                Mark::None,
+            )
+            .unwrap();
+        assert_eq!(r3.start(), PageNum::new(0x10));
+        assert!(replaced.is_empty());
+        // MAP_FIXED over part of r1 replaces it.
+        let (_, replaced) = a
+            .mmap(
+                Some(r1.start().va()),
+                P,
+                Prot::default(),
+                Backing::Anon,
+                Mark::None,
+            )
+            .unwrap();
+        assert_eq!(
+            replaced,
+            vec![PageRange::from_start_len(r1.start(), PageCount::new(1)).unwrap()]
+        );
+        assert_eq!(a.vmas().count(), 4);
+    }
+
+    #[test]
+    fn gap_search_skips_full_holes() {
+        let mut a = AddressSpace::new();
+        let (r1, _) = a
+            .mmap(None, 4 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        a.mmap(None, 4 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        // A one-page hole in r1 is too small for two pages.
+        a.munmap(r1.start().va(), P).unwrap();
+        let (r3, _) = a
+            .mmap(None, 2 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        assert!(r3.end() <= PageNum::new(r1.start().raw() - 4));
+        let (r4, _) = a
+            .mmap(None, P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        assert_eq!(r4.start(), r1.start());
+    }
+
+    #[test]
+    fn munmap_and_mprotect_split() {
+        let mut a = AddressSpace::new();
+        a.mmap(
+            Some(CpuVa::new(0x10000)),
+            8 * P,
+            Prot::RW,
+            Backing::Anon,
+            Mark::Heap,
+        )
+        .unwrap();
+        a.mprotect(CpuVa::new(0x12000), 2 * P, Prot::parse("r").unwrap())
+            .unwrap();
+        assert_eq!(
+            spans(&a),
+            vec![
+                (0x10, 0x12, "rw-".into()),
+                (0x12, 0x14, "r--".into()),
+                (0x14, 0x18, "rw-".into())
+            ]
+        );
+        let gone = a.munmap(CpuVa::new(0x13000), 2 * P).unwrap();
+        assert_eq!(gone.len(), 2);
+        assert_eq!(
+            spans(&a),
+            vec![
+                (0x10, 0x12, "rw-".into()),
+                (0x12, 0x13, "r--".into()),
+                (0x15, 0x18, "rw-".into())
+            ]
+        );
+        assert_eq!(
+            a.mprotect(CpuVa::new(0x12000), 4 * P, Prot::RW)
+                .unwrap_err()
+                .errno(),
+            Errno::Enomem
+        );
+        // A failed mprotect changes nothing.
+        assert_eq!(spans(&a)[1].2, "r--");
+    }
+
+    #[test]
+    fn bad_requests() {
+        let mut a = AddressSpace::new();
+        // Table: (addr, len, errno)
+        let cases = [
+            (0x10001, P, Errno::Einval),
+            (0x10000, 0, Errno::Einval),
+            (0x10000, 10, Errno::Einval),
+            (TASK_SIZE, P, Errno::Einval),
+            (u64::MAX - 0xfff, P, Errno::Einval),
+        ];
+        for (addr, len, errno) in cases {
+            assert_eq!(
+                a.munmap(CpuVa::new(addr), len).unwrap_err().errno(),
+                errno,
+                "{addr:#x}"
+            );
+            assert_eq!(
+                a.mmap(
+                    Some(CpuVa::new(addr)),
+                    len,
+                    Prot::RW,
+                    Backing::Anon,
+                    Mark::None
+                )
+                .unwrap_err()
+                .errno(),
+                errno
+            );
+        }
+        assert_eq!(
+            a.mmap(None, 1 << 50, Prot::RW, Backing::Anon, Mark::None)
+                .unwrap_err()
+                .errno(),
+            Errno::Enomem
+        );
+    }
+
+    #[test]
+    fn prot_parse() {
+        assert_eq!(Prot::parse("rw").unwrap(), Prot::RW);
+        assert_eq!(Prot::parse("r-x").unwrap().to_string(), "r-x");
+        assert_eq!(Prot::parse("none").unwrap(), Prot::default());
+        assert!(Prot::parse("rq").is_none());
+    }
+}
