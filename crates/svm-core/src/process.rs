@@ -195,10 +195,7 @@ impl Process {
                 self.set_attr(pf, range, &ops)
             }
             uapi::SVM_OP_GET_ATTR => {
-                let values = self.get_attr_raw(pf, range, &args.attrs)?;
-                for (slot, v) in args.attrs.iter_mut().zip(values) {
-                    *slot = Self::encode_value(slot.value, v);
-                }
+                self.get_attr_ioctl(pf, range, &mut args.attrs)?;
                 Ok(SetAttrOutcome::default())
             }
             op => Err(Error::UnknownOp(op)),
@@ -288,16 +285,27 @@ impl Process {
             .collect()
     }
 
-    fn get_attr_raw(
+    /// GET_ATTR with raw attributes: answers are written back in place, as
+    /// the ioctl copies them out. Needs only shared access, so checkers and
+    /// reports can query without changing anything.
+    ///
+    /// # Errors
+    /// EFAULT for an unmapped VA (checked first), EINVAL for a bad query type
+    /// or an unknown gpu_id in an ACCESS query.
+    pub fn get_attr_ioctl(
         &self,
         pf: &dyn Platform,
         range: PageRange,
-        raw: &[SvmAttribute],
-    ) -> Result<Vec<AttrValue>> {
+        attrs: &mut [SvmAttribute],
+    ) -> Result {
         // kfd checks the VA before the query types.
         Self::is_valid(pf, range)?;
-        let queries = Self::check_queries(raw)?;
-        self.get_attr(pf, range, &queries)
+        let queries = Self::check_queries(attrs)?;
+        let values = self.get_attr(pf, range, &queries)?;
+        for (slot, v) in attrs.iter_mut().zip(values) {
+            *slot = Self::encode_value(slot.value, v);
+        }
+        Ok(())
     }
 
     /// The uAPI form of one GET_ATTR answer.

@@ -11,7 +11,7 @@ use svm_core::addr::{CpuVa, PageRange};
 use svm_core::platform::{Platform, VmaInfo};
 use svm_core::process::{Process, QueueId, SetAttrOutcome};
 use svm_core::topology::Topology;
-use svm_core::uapi::SvmArgs;
+use svm_core::uapi::{SvmArgs, SvmAttribute};
 use svm_core::{Error, Result};
 
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
@@ -206,6 +206,29 @@ impl Machine {
         let (p, limit) = self.parts(pid);
         let mut env = Env { mm: &p.mm, limit };
         p.svm.svm_ioctl(&mut env, args)
+    }
+
+    /// GET_ATTR through shared access: the same answers as [`Machine::svm_ioctl`]
+    /// with `SVM_OP_GET_ATTR`, without touching the machine.
+    ///
+    /// # Errors
+    /// See `svm_core::process::Process::get_attr_ioctl`.
+    pub fn svm_get_attr(
+        &self,
+        pid: Pid,
+        start_addr: u64,
+        size: u64,
+        attrs: &mut [SvmAttribute],
+    ) -> Result {
+        let p = &self.procs[pid.0];
+        // Queries reserve nothing; the copy only satisfies the Platform shape.
+        let mut limit = self.limit;
+        let env = Env {
+            mm: &p.mm,
+            limit: &mut limit,
+        };
+        let range = Process::ioctl_range(start_addr, size)?;
+        p.svm.get_attr_ioctl(&env, range, attrs)
     }
 
     /// `AMDKFD_IOC_SET_XNACK_MODE`.

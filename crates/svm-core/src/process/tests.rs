@@ -137,7 +137,8 @@ fn set_attr_validation_table() {
     use attr_type::*;
     let u = uapi::SVM_LOCATION_UNDEFINED;
     // Table: (attribute, expected result) on a mapped VA.
-    let cases: &[((u32, u32), Result<(), Errno>)] = &[
+    type Case = ((u32, u32), Result<(), Errno>);
+    let cases: &[Case] = &[
         ((PREFERRED_LOC, 0), Ok(())),
         ((PREFERRED_LOC, u), Ok(())),
         ((PREFERRED_LOC, GPU0), Ok(())),

@@ -1,0 +1,355 @@
+//! Ports of KFDTest's KFDSVMRangeTest cases that exercise the attribute API.
+//!
+//! Every case is a `TEST_P` over XNACK off (0) and on (1) in KFDTest; here
+//! [`kfd_test!`] makes one test function per mode. Node ids are already
+//! translated to gpu_ids, as libhsakmt does before the ioctl: node 0 (the CPU)
+//! is gpu_id 0, SYSMEM.
+//!
+//! Unlike KFDTest, which only checks that each registration succeeds, the
+//! split cases assert the exact ranges and their attributes afterwards.
+
+use svm_core::Errno;
+use svm_core::uapi::{SVM_LOCATION_UNDEFINED as UNDEF, attr_type::*, flag};
+
+use crate::support::*;
+
+const HA_CO: u32 = flag::HOST_ACCESS | flag::COHERENT;
+
+/// Defines `mod $name { fn xnack_off(); fn xnack_on(); }` running `$body(&mut Kfd)`.
+macro_rules! kfd_test {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn xnack_off() {
+                let mut k = Kfd::new(false);
+                assert!(!k.xnack());
+                ($body)(&mut k);
+            }
+
+            #[test]
+            fn xnack_on() {
+                let mut k = Kfd::new(true);
+                assert!(k.xnack());
+                ($body)(&mut k);
+            }
+        }
+    };
+}
+
+// SetGetAttributesTest: defaults on an unregistered page, then a SET read back.
+kfd_test!(set_get_attributes, |k: &mut Kfd| {
+    let buf = k.mmap(PAGE);
+    let query = [
+        (PREFETCH_LOC, 0),
+        (PREFERRED_LOC, 0),
+        (SET_FLAGS, 0),
+        (GRANULARITY, 0),
+        (ACCESS, GPU0),
+    ];
+    let access = if k.xnack() { ACCESS } else { NO_ACCESS };
+    assert_eq!(
+        k.get(buf, PAGE, &query).unwrap(),
+        vec![
+            (PREFETCH_LOC, UNDEF),
+            (PREFERRED_LOC, UNDEF),
+            (SET_FLAGS, HA_CO),
+            (GRANULARITY, 9),
+            (access, GPU0)
+        ]
+    );
+    let flags = flag::HOST_ACCESS | flag::GPU_EXEC | flag::COHERENT;
+    let set = [
+        (PREFETCH_LOC, GPU0),
+        (PREFERRED_LOC, GPU0),
+        (SET_FLAGS, flags),
+        (GRANULARITY, 0x3F),
+        (ACCESS, GPU0),
+    ];
+    k.set(buf, PAGE, &set).unwrap();
+    assert_eq!(
+        k.get(buf, PAGE, &query).unwrap(),
+        vec![
+            (PREFETCH_LOC, GPU0),
+            (PREFERRED_LOC, GPU0),
+            (SET_FLAGS, flags),
+            (GRANULARITY, 0x3F),
+            (ACCESS, GPU0)
+        ]
+    );
+    // One range now holds the page; its mapping follows the mode.
+    assert_eq!(k.ranges_from(buf), vec![(0, 1, !k.xnack())]);
+});
+
+// InvalidRangeTest: registering an address with no VMA fails (EFAULT).
+kfd_test!(invalid_range, |k: &mut Kfd| {
+    assert_eq!(
+        k.register(0x10000, 0x1000, GPU0, 0, HA_CO),
+        Err(Errno::Efault)
+    );
+    assert!(k.ranges_from(0).is_empty());
+});
+
+// XNACKModeTest: toggle twice; with a queue on any GPU, setting the mode is EBUSY.
+kfd_test!(xnack_mode, |k: &mut Kfd| {
+    let pid = k.pid;
+    let orig = k.m.set_xnack_mode(pid, -1).unwrap();
+    for _ in 0..2 {
+        let enable = i32::from(k.m.set_xnack_mode(pid, -1).unwrap() == 0);
+        assert_eq!(k.m.set_xnack_mode(pid, enable), Ok(enable));
+        for gpu in [GPU0, GPU1] {
+            let q = k.m.create_queue(pid, gpu).unwrap();
+            for v in [0, 1] {
+                assert_eq!(
+                    k.m.set_xnack_mode(pid, v).map_err(|e| e.errno()),
+                    Err(Errno::Ebusy)
+                );
+            }
+            k.m.destroy_queue(pid, q.raw()).unwrap();
+        }
+    }
+    assert_eq!(k.m.set_xnack_mode(pid, -1), Ok(orig));
+});
+
+/// XNACKModeTest on a machine whose second GPU cannot fault: enabling is
+/// EPERM (libhsakmt's NOT_SUPPORTED, which the test accepts), disabling works.
+#[test]
+fn xnack_mode_not_supported() {
+    let mut k = Kfd::with_gpus(
+        vec![
+            gpu("gpu0", GPU0, 16 * GIB, true),
+            gpu("gpu1", GPU1, 16 * GIB, false),
+        ],
+        true,
+    );
+    assert!(
+        !k.xnack(),
+        "default mode must be off when a GPU cannot fault"
+    );
+    assert_eq!(
+        k.m.set_xnack_mode(k.pid, 1).map_err(|e| e.errno()),
+        Err(Errno::Eperm)
+    );
+    assert_eq!(k.m.set_xnack_mode(k.pid, 0), Ok(0));
+}
+
+/// The ranges of every split case carry the registration's attributes.
+fn assert_registered_attrs(k: &mut Kfd, buf: u64, size: u64) {
+    let got = k
+        .get(
+            buf,
+            size,
+            &[
+                (PREFETCH_LOC, 0),
+                (PREFERRED_LOC, 0),
+                (SET_FLAGS, 0),
+                (CLR_FLAGS, 0),
+                (ACCESS, GPU0),
+                (ACCESS, GPU1),
+                (GRANULARITY, 0),
+            ],
+        )
+        .unwrap();
+    let gpu1 = if k.xnack() { ACCESS } else { NO_ACCESS };
+    assert_eq!(
+        got,
+        vec![
+            (PREFETCH_LOC, 0),
+            (PREFERRED_LOC, 0),
+            (SET_FLAGS, HA_CO),
+            (CLR_FLAGS, !HA_CO),
+            (ACCESS, GPU0),
+            (gpu1, GPU1),
+            (GRANULARITY, 9)
+        ]
+    );
+}
+
+// SplitSystemRangeTest, case by case. BufSize is 16 pages; every range is
+// registered with RegisterSVMRange(gpu0, prefetch = sysmem, HOST_ACCESS|COHERENT).
+// Expected ranges are (first page from the buffer, pages, mapped_to_gpu):
+// with XNACK off, ACCESS maps eagerly; with XNACK on nothing is mapped yet.
+mod split_system_range {
+    use super::*;
+
+    const N: u64 = 16;
+
+    fn reg(k: &mut Kfd, addr: u64, size: u64) {
+        k.register(addr, size, GPU0, 0, HA_CO).unwrap();
+    }
+
+    /// Runs one case in both modes: `setup` registers, `want` lists (page, npages).
+    fn case(map_pages: u64, setup: impl Fn(&mut Kfd, u64), want: &[(u64, u64)]) {
+        for xnack in [false, true] {
+            let mut k = Kfd::new(xnack);
+            let buf = k.mmap(map_pages * PAGE);
+            setup(&mut k, buf);
+            let want: Vec<_> = want.iter().map(|&(p, n)| (p, n, !xnack)).collect();
+            assert_eq!(k.ranges_from(buf), want, "xnack {xnack}");
+            assert_registered_attrs(&mut k, buf, map_pages * PAGE);
+            // Delete the objects: munmap drops every range.
+            k.munmap(buf, map_pages * PAGE);
+            assert!(k.ranges_from(buf).is_empty());
+        }
+    }
+
+    #[test]
+    fn case1_one_page_inside() {
+        // B = 1 page at +8 KiB: the clone is split into head, B and tail.
+        case(
+            N,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b + 2 * PAGE, PAGE);
+            },
+            &[(0, 2), (2, 1), (3, 13)],
+        );
+    }
+
+    #[test]
+    fn case2_1_tail() {
+        case(
+            N,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b + PAGE, (N - 1) * PAGE);
+            },
+            &[(0, 1), (1, 15)],
+        );
+    }
+
+    #[test]
+    fn case2_2_overlap_past_end() {
+        // 18 pages mapped, A = first 16, B = 16 pages at +8 KiB: the last two
+        // pages of B become a new range.
+        case(
+            N + 2,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b + 2 * PAGE, N * PAGE);
+            },
+            &[(0, 2), (2, 14), (16, 2)],
+        );
+    }
+
+    #[test]
+    fn case3_head() {
+        case(
+            N,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b, (N - 2) * PAGE);
+            },
+            &[(0, 14), (14, 2)],
+        );
+    }
+
+    #[test]
+    fn case4_1_identical() {
+        // Fully contained: updated in place, no split.
+        case(
+            N,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b, N * PAGE);
+            },
+            &[(0, 16)],
+        );
+    }
+
+    #[test]
+    fn case4_2_superset() {
+        case(
+            N + 2,
+            |k, b| {
+                reg(k, b, N * PAGE);
+                reg(k, b, (N + 2) * PAGE);
+            },
+            &[(0, 16), (16, 2)],
+        );
+    }
+
+    #[test]
+    fn case5_superset_of_two_with_gaps() {
+        // 16 pages + 64 KiB mapped; A = 2 pages at +8 KiB, B = 2 pages at
+        // +32 KiB, C = the whole mapping: C keeps A and B and fills the gaps.
+        case(
+            N + 16,
+            |k, b| {
+                reg(k, b + 2 * PAGE, 2 * PAGE);
+                reg(k, b + 8 * PAGE, 2 * PAGE);
+                reg(k, b, (N + 16) * PAGE);
+            },
+            &[(0, 2), (2, 2), (4, 4), (8, 2), (10, 22)],
+        );
+    }
+
+    #[test]
+    fn case6_munmap_registered() {
+        for xnack in [false, true] {
+            let mut k = Kfd::new(xnack);
+            let buf = k.mmap(N * PAGE);
+            reg(&mut k, buf + 2 * PAGE, 2 * PAGE);
+            assert_eq!(k.ranges_from(buf), vec![(2, 2, !xnack)]);
+            k.munmap(buf, N * PAGE);
+            assert!(k.ranges_from(buf).is_empty());
+            assert_eq!(
+                k.get(buf + 2 * PAGE, PAGE, &[(PREFETCH_LOC, 0)]),
+                Err(Errno::Efault)
+            );
+        }
+    }
+
+    /// The same attributes over an already-mapped range are skipped, so a
+    /// SET without PREFETCH_LOC (which always counts as a change) does not
+    /// split a mapped range. With XNACK on, nothing was mapped and it splits.
+    #[test]
+    fn same_attrs_on_mapped_range_do_not_split() {
+        for xnack in [false, true] {
+            let mut k = Kfd::new(xnack);
+            let buf = k.mmap(N * PAGE);
+            reg(&mut k, buf, N * PAGE);
+            k.set(buf + 2 * PAGE, PAGE, &[(SET_FLAGS, HA_CO), (ACCESS, GPU0)])
+                .unwrap();
+            let want: &[(u64, u64, bool)] = if xnack {
+                &[(0, 2, false), (2, 1, false), (3, 13, false)]
+            } else {
+                &[(0, 16, true)]
+            };
+            assert_eq!(k.ranges_from(buf), want, "xnack {xnack}");
+        }
+    }
+}
+
+// PrefetchTest, the GET half: EFAULT after munmap, UNDEFINED across ranges
+// with different prefetch locations.
+kfd_test!(prefetch_get, |k: &mut Kfd| {
+    let size = 16 * 1024;
+    let buf = k.mmap(size);
+    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    k.munmap(buf, size);
+    assert_eq!(k.get(buf, size, &[(PREFETCH_LOC, 0)]), Err(Errno::Efault));
+
+    let buf = k.mmap(size);
+    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    assert_eq!(
+        k.get(buf, size, &[(PREFETCH_LOC, 0)]),
+        Ok(vec![(PREFETCH_LOC, 0)])
+    );
+    let upper = buf + size / 2;
+    k.set(upper, size / 2, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    assert_eq!(
+        k.get(upper, size / 2, &[(PREFETCH_LOC, 0)]),
+        Ok(vec![(PREFETCH_LOC, GPU0)])
+    );
+    assert_eq!(
+        k.get(buf, size, &[(PREFETCH_LOC, 0)]),
+        Ok(vec![(PREFETCH_LOC, UNDEF)])
+    );
+    // The lower half is untouched.
+    assert_eq!(
+        k.get(buf, size / 2, &[(PREFETCH_LOC, 0)]),
+        Ok(vec![(PREFETCH_LOC, 0)])
+    );
+});

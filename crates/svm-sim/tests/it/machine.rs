@@ -1,0 +1,218 @@
+//! Machine-level behaviour: processes, MAP_FIXED, the memory limit, chunking, I/O mappings.
+
+use svm_core::Errno;
+use svm_core::addr::CpuVa;
+use svm_core::topology::Topology;
+use svm_core::uapi::{SVM_LOCATION_UNDEFINED as UNDEF, attr_type::*};
+use svm_sim::check;
+use svm_sim::machine::{Machine, MemLimit};
+use svm_sim::mm::{Backing, Mark, Prot};
+
+use crate::support::*;
+
+#[test]
+fn processes_have_their_own_ranges_and_modes_but_share_the_limit() {
+    let topo = Topology::new(vec![gpu("gpu0", GPU0, 16 * GIB, true)]).unwrap();
+    let mut m = Machine::new(
+        topo,
+        true,
+        MemLimit {
+            limit_bytes: 24 * PAGE,
+            used_bytes: 0,
+        },
+    );
+    let a = m.spawn("a");
+    let b = m.spawn("b");
+    assert_eq!(m.set_xnack_mode(a, 0), Ok(0));
+    assert_eq!(m.set_xnack_mode(b, 0), Ok(0));
+    let fixed = Some(CpuVa::new(0x100_0000));
+    for pid in [a, b] {
+        m.mmap(pid, fixed, 16 * PAGE, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+    }
+    let set = |m: &mut Machine, pid, pages: u64| {
+        let mut args = svm_core::uapi::SvmArgs {
+            start_addr: 0x100_0000,
+            size: pages * PAGE,
+            op: svm_core::uapi::SVM_OP_SET_ATTR,
+            attrs: vec![svm_core::uapi::SvmAttribute::new(GRANULARITY, 4)],
+        };
+        m.svm_ioctl(pid, &mut args).map(drop).map_err(|e| e.errno())
+    };
+    assert_eq!(set(&mut m, a, 16), Ok(()));
+    // The same VA in process b is a different range, but the limit is shared.
+    assert_eq!(set(&mut m, b, 16), Err(Errno::Enomem));
+    assert_eq!(set(&mut m, b, 8), Ok(()));
+    check::check(&m).unwrap();
+    assert_eq!(m.mem_limit().used_bytes, 24 * PAGE);
+    // XNACK on for a gives its reservation back; b can now grow.
+    assert_eq!(m.set_xnack_mode(a, 1), Ok(1));
+    let mut args = svm_core::uapi::SvmArgs {
+        start_addr: 0x100_0000,
+        size: 16 * PAGE,
+        op: svm_core::uapi::SVM_OP_SET_ATTR,
+        attrs: vec![svm_core::uapi::SvmAttribute::new(GRANULARITY, 4)],
+    };
+    m.svm_ioctl(b, &mut args).unwrap();
+    check::check(&m).unwrap();
+    assert_eq!(m.process(a).svm.ranges().len(), 1);
+    assert_eq!(m.process(b).svm.ranges().len(), 2);
+    m.exit(b);
+    check::check(&m).unwrap();
+    assert_eq!(m.mem_limit().used_bytes, 0);
+}
+
+#[test]
+fn map_fixed_over_a_range_unmaps_it() {
+    let mut k = Kfd::new(false);
+    let buf = k.mmap(8 * PAGE);
+    k.register(buf, 8 * PAGE, GPU0, 0, 3).unwrap();
+    k.m.mmap(
+        k.pid,
+        Some(CpuVa::new(buf + 2 * PAGE)),
+        2 * PAGE,
+        Prot::RW,
+        Backing::Anon,
+        Mark::None,
+    )
+    .unwrap();
+    k.check();
+    assert_eq!(k.ranges_from(buf), vec![(0, 2, true), (4, 4, true)]);
+    // The new mapping is plain memory again: defaults answer.
+    assert_eq!(
+        k.get(buf + 2 * PAGE, PAGE, &[(PREFERRED_LOC, 0), (ACCESS, GPU0)]),
+        Ok(vec![(PREFERRED_LOC, UNDEF), (NO_ACCESS, GPU0)])
+    );
+}
+
+#[test]
+fn io_and_file_mappings() {
+    let mut k = Kfd::new(true);
+    let io =
+        k.m.mmap(k.pid, None, 4 * PAGE, Prot::RW, Backing::Io, Mark::None)
+            .unwrap()
+            .start_va()
+            .raw();
+    assert_eq!(k.register(io, 4 * PAGE, GPU0, 0, 3), Err(Errno::Efault));
+    assert_eq!(k.get(io, PAGE, &[(PREFERRED_LOC, 0)]), Err(Errno::Efault));
+    // A file mapping can be registered; it simply cannot migrate later.
+    let file =
+        k.m.mmap(
+            k.pid,
+            None,
+            4 * PAGE,
+            Prot::RW,
+            Backing::File("data.bin".into()),
+            Mark::None,
+        )
+        .unwrap()
+        .start_va()
+        .raw();
+    assert_eq!(k.register(file, 4 * PAGE, GPU0, GPU0, 3), Ok(()));
+    // An anonymous mapping next to the I/O one: a range spanning both fails whole.
+    let anon =
+        k.m.mmap(
+            k.pid,
+            Some(CpuVa::new(io + 4 * PAGE)),
+            4 * PAGE,
+            Prot::RW,
+            Backing::Anon,
+            Mark::Heap,
+        )
+        .unwrap();
+    assert_eq!(anon.start_va().raw(), io + 4 * PAGE);
+    assert_eq!(
+        k.register(io + 2 * PAGE, 4 * PAGE, GPU0, 0, 3),
+        Err(Errno::Efault)
+    );
+    // Only the file range exists.
+    assert_eq!(k.m.process(k.pid).svm.ranges().len(), 1);
+}
+
+#[test]
+fn mprotect_keeps_ranges() {
+    let mut k = Kfd::new(false);
+    let buf = k.mmap(8 * PAGE);
+    k.register(buf, 8 * PAGE, GPU0, 0, 3).unwrap();
+    k.m.mprotect(k.pid, CpuVa::new(buf), 4 * PAGE, Prot::parse("r").unwrap())
+        .unwrap();
+    k.check();
+    assert_eq!(k.ranges_from(buf), vec![(0, 8, true)]);
+    assert_eq!(
+        k.get(buf, 8 * PAGE, &[(PREFERRED_LOC, 0)]),
+        Ok(vec![(PREFERRED_LOC, 0)])
+    );
+}
+
+#[test]
+fn gap_ranges_are_chunked_at_max_svm_range_pages() {
+    // 64 MiB of VRAM: VRAM/32 is 2 MiB, so no new range crosses a 2 MiB boundary.
+    let mut k = Kfd::with_gpus(
+        vec![
+            gpu("small", GPU0, 64 << 20, true),
+            gpu("big", GPU1, 64 * GIB, true),
+        ],
+        false,
+    );
+    assert_eq!(k.m.process(k.pid).svm.max_range_pages().raw(), 512);
+    let base = 0x4000_0000 + (1 << 20); // 1 MiB past a 2 MiB boundary
+    k.m.mmap(
+        k.pid,
+        Some(CpuVa::new(base)),
+        5 << 20,
+        Prot::RW,
+        Backing::Anon,
+        Mark::None,
+    )
+    .unwrap();
+    k.set(base, 5 << 20, &[(GRANULARITY, 9)]).unwrap();
+    assert_eq!(
+        k.ranges_from(base),
+        vec![(0, 256, false), (256, 512, false), (768, 512, false)]
+    );
+}
+
+#[test]
+fn failed_set_attr_changes_nothing() {
+    let topo = Topology::new(vec![gpu("gpu0", GPU0, 16 * GIB, true)]).unwrap();
+    let mut m = Machine::new(
+        topo,
+        false,
+        MemLimit {
+            limit_bytes: 20 * PAGE,
+            used_bytes: 0,
+        },
+    );
+    let pid = m.spawn("p");
+    let base = m
+        .mmap(pid, None, 32 * PAGE, Prot::RW, Backing::Anon, Mark::None)
+        .unwrap()
+        .start_va()
+        .raw();
+    let args = |start: u64, pages: u64, attrs: Vec<(u32, u32)>| svm_core::uapi::SvmArgs {
+        start_addr: start,
+        size: pages * PAGE,
+        op: svm_core::uapi::SVM_OP_SET_ATTR,
+        attrs: attrs
+            .into_iter()
+            .map(|(t, v)| svm_core::uapi::SvmAttribute::new(t, v))
+            .collect(),
+    };
+    m.svm_ioctl(
+        pid,
+        &mut args(base + 4 * PAGE, 8, vec![(ACCESS, GPU0), (GRANULARITY, 2)]),
+    )
+    .unwrap();
+    m.svm_ioctl(pid, &mut args(base + 16 * PAGE, 8, vec![(GRANULARITY, 3)]))
+        .unwrap();
+    let before: Vec<_> = m.process(pid).svm.ranges().iter().cloned().collect();
+    // Splits both ranges and needs 4 + 4 + 4 new pages: more than the 4 left.
+    let err = m
+        .svm_ioctl(pid, &mut args(base, 28, vec![(SET_FLAGS, 0x10)]))
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::Enomem);
+    let after: Vec<_> = m.process(pid).svm.ranges().iter().cloned().collect();
+    assert_eq!(before, after);
+    assert_eq!(m.mem_limit().used_bytes, 16 * PAGE);
+    check::check(&m).unwrap();
+}

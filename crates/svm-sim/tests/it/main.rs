@@ -1,0 +1,15 @@
+//! Integration tests of the simulated machine and the engine behind it.
+
+// Shared builders: machines, registration helpers, range pictures.
+mod support;
+
+// Ports of the KFDTest SVM cases (KFDSVMRangeTest), each run with XNACK off and on.
+// New ports of kernel tests go here.
+mod kfdtest;
+
+// Machine-level behaviour that no KFDTest covers: several processes, MAP_FIXED,
+// transactional set_attr, max-range chunking.
+mod machine;
+
+// The proptest state machine: engine against the naive per-page reference model.
+mod refmodel;

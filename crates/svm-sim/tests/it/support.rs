@@ -1,0 +1,156 @@
+//! Builders shared by the integration tests.
+
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageRange};
+use svm_core::gpu::GpuId;
+use svm_core::topology::{GpuDesc, Topology};
+use svm_core::uapi::{SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
+use svm_core::{Errno, Result};
+use svm_sim::check;
+use svm_sim::machine::{Machine, MemLimit, Pid};
+use svm_sim::mm::{Backing, Mark, Prot};
+
+pub const PAGE: u64 = PAGE_SIZE;
+pub const GPU0: u32 = 0x1002;
+pub const GPU1: u32 = 0x2002;
+pub const GIB: u64 = 1 << 30;
+
+pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
+    GpuDesc {
+        name: name.into(),
+        id: GpuId::new(id).unwrap(),
+        vram_bytes,
+        svm: true,
+        xnack,
+        hive: None,
+    }
+}
+
+/// One process on a machine of two 16 GiB GPUs, in the given XNACK mode.
+pub struct Kfd {
+    pub m: Machine,
+    pub pid: Pid,
+}
+
+impl Kfd {
+    pub fn new(xnack: bool) -> Self {
+        Self::with_gpus(
+            vec![
+                gpu("gpu0", GPU0, 16 * GIB, true),
+                gpu("gpu1", GPU1, 16 * GIB, true),
+            ],
+            xnack,
+        )
+    }
+
+    pub fn with_gpus(gpus: Vec<GpuDesc>, xnack: bool) -> Self {
+        let mut m = Machine::new(
+            Topology::new(gpus).unwrap(),
+            true,
+            MemLimit::for_sysmem(64 * GIB),
+        );
+        let pid = m.spawn("p0");
+        let mut k = Self { m, pid };
+        // SetUp(): SVMSetXNACKMode(GetParam()); a GPU that cannot is the test's skip.
+        let _ = k.m.set_xnack_mode(k.pid, i32::from(xnack));
+        k
+    }
+
+    pub fn xnack(&self) -> bool {
+        self.m.process(self.pid).svm.xnack_enabled()
+    }
+
+    /// An anonymous read-write mapping, as `HsaSVMRange(size)` makes.
+    pub fn mmap(&mut self, size: u64) -> u64 {
+        let r = self
+            .m
+            .mmap(self.pid, None, size, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        r.start_va().raw()
+    }
+
+    pub fn munmap(&mut self, addr: u64, size: u64) {
+        self.m.munmap(self.pid, CpuVa::new(addr), size).unwrap();
+        self.check();
+    }
+
+    pub fn set(&mut self, addr: u64, size: u64, attrs: &[(u32, u32)]) -> Result<(), Errno> {
+        let mut a = SvmArgs {
+            start_addr: addr,
+            size,
+            op: SVM_OP_SET_ATTR,
+            attrs: attrs
+                .iter()
+                .map(|&(t, v)| SvmAttribute::new(t, v))
+                .collect(),
+        };
+        let r = self
+            .m
+            .svm_ioctl(self.pid, &mut a)
+            .map(drop)
+            .map_err(|e| e.errno());
+        self.check();
+        r
+    }
+
+    pub fn get(
+        &mut self,
+        addr: u64,
+        size: u64,
+        attrs: &[(u32, u32)],
+    ) -> Result<Vec<(u32, u32)>, Errno> {
+        let mut a = SvmArgs {
+            start_addr: addr,
+            size,
+            op: SVM_OP_GET_ATTR,
+            attrs: attrs
+                .iter()
+                .map(|&(t, v)| SvmAttribute::new(t, v))
+                .collect(),
+        };
+        self.m.svm_ioctl(self.pid, &mut a).map_err(|e| e.errno())?;
+        Ok(a.attrs.iter().map(|a| (a.ty, a.value)).collect())
+    }
+
+    /// `RegisterSVMRange`: PREFETCH_LOC, PREFERRED_LOC, SET_FLAGS, ACCESS, in that order.
+    pub fn register(
+        &mut self,
+        addr: u64,
+        size: u64,
+        gpu: u32,
+        prefetch: u32,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        use attr_type::*;
+        self.set(
+            addr,
+            size,
+            &[
+                (PREFETCH_LOC, prefetch),
+                (PREFERRED_LOC, prefetch),
+                (SET_FLAGS, flags),
+                (ACCESS, gpu),
+            ],
+        )
+    }
+
+    /// The ranges as `(first page, pages, mapped_to_gpu)` relative to `base`.
+    pub fn ranges_from(&self, base: u64) -> Vec<(u64, u64, bool)> {
+        let base = base / PAGE;
+        self.m
+            .process(self.pid)
+            .svm
+            .ranges()
+            .iter()
+            .map(|r| {
+                let pr: PageRange = r.range();
+                (pr.start().raw() - base, pr.npages().raw(), r.mapped_to_gpu)
+            })
+            .collect()
+    }
+
+    pub fn check(&self) {
+        if let Err(v) = check::check(&self.m) {
+            panic!("{v}");
+        }
+    }
+}
