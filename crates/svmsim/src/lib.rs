@@ -1,0 +1,10 @@
+//! svmsim: the command line over the engine and the simulated platform.
+//!
+//! The binary (`src/main.rs`) only parses arguments and picks a subcommand;
+//! everything it runs lives here so tests can call it: [`scenario`] parses
+//! and runs scenario files, [`report`] prints their outcome.
+
+#![forbid(unsafe_code)]
+
+pub mod report;
+pub mod scenario;

@@ -1,0 +1,74 @@
+//! The `svmsim` binary.
+//!
+//! Exit codes: 0 when every expectation held, 1 when one did not, 2 for a bad
+//! scenario file or command line, 3 when an invariant broke (a bug in svmsim).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use svmsim::{report, scenario};
+
+/// An executable model of amdkfd shared virtual memory.
+#[derive(Debug, Parser)]
+#[command(name = "svmsim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario file (or the built-in default) and print what happened.
+    Scenario {
+        /// The scenario TOML file; without it, the built-in default runs
+        /// (KFDTest's SplitSystemRangeTest cases).
+        file: Option<PathBuf>,
+        /// Print the per-op results and the final state as JSON (schema in docs/scenario-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Scenario { file, json } => run_scenario(file, json),
+    }
+}
+
+fn run_scenario(file: Option<PathBuf>, json: bool) -> ExitCode {
+    let (name, text) = match &file {
+        None => (
+            scenario::DEFAULT.0.to_string(),
+            scenario::DEFAULT.1.to_string(),
+        ),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => (path.display().to_string(), t),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let result = scenario::parse(&name, &text).and_then(|sc| scenario::run(&sc));
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        print!("{}", report::json(&r));
+    } else {
+        print!("{}", report::text(&r));
+    }
+    if r.violation.is_some() {
+        ExitCode::from(3)
+    } else if r.mismatches > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,204 @@
+//! Printing a run: tables for people, JSON for programs.
+//!
+//! The text form is an op log followed by the final range table of every
+//! process; the JSON form is [`crate::scenario::RunReport`] serialized, with
+//! the schema documented in `docs/scenario-json.md`. Both are pure functions
+//! of the report, so the same run prints the same bytes.
+
+use std::fmt::Write as _;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+
+use crate::scenario::run::{OpResult, RunReport, size_text};
+
+/// Columns of the text tables.
+const WIDTH: u16 = 150;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    // A fixed width, not the terminal's: the same run must print the same bytes.
+    t.set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_width(WIDTH);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// The report as text: header, op log, final ranges and the verdict.
+pub fn text(r: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario {} ({})", r.name, r.file);
+    if !r.description.is_empty() {
+        for line in r.description.trim().lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let gpus: Vec<String> = r
+        .system
+        .gpus
+        .iter()
+        .map(|g| {
+            let mut caps = vec![size_text(g.vram_bytes)];
+            caps.push(if g.svm { "svm".into() } else { "no-svm".into() });
+            caps.push(if g.xnack {
+                "xnack".into()
+            } else {
+                "no-xnack".into()
+            });
+            if let Some(h) = g.hive {
+                caps.push(format!("hive {h}"));
+            }
+            format!("{} {} ({})", g.name, g.id, caps.join(", "))
+        })
+        .collect();
+    let _ = writeln!(out, "system: {}", gpus.join("; "));
+    let _ = writeln!(
+        out,
+        "        boot xnack {}, max range {} ({} pages), memory limit {} of {}",
+        if r.system.xnack_default { "on" } else { "off" },
+        size_text(r.system.max_svm_range_pages * 4096),
+        r.system.max_svm_range_pages,
+        size_text(r.system.mem_limit.limit_bytes),
+        size_text(r.system.sysmem_bytes),
+    );
+
+    let mut ops = table(&["#", "line", "proc", "op", "arguments", "result", "expect"]);
+    for o in &r.ops {
+        let mut result = match &o.result {
+            OpResult::Ok => "ok".to_string(),
+            OpResult::Error { errno, .. } => errno.clone(),
+        };
+        if let Some(a) = &o.addr {
+            let _ = write!(result, " {a}");
+        }
+        if let Some(x) = o.xnack {
+            let _ = write!(result, " xnack={}", if x { "on" } else { "off" });
+        }
+        if let Some(vals) = &o.values {
+            for v in vals {
+                match &v.gpu {
+                    Some(g) => {
+                        let _ = write!(result, "\n{}({g})={}", v.attr, v.text);
+                    }
+                    None => {
+                        let _ = write!(result, "\n{}={}", v.attr, v.text);
+                    }
+                }
+            }
+        }
+        let expect = match (&o.expect, &o.mismatch) {
+            (_, Some(m)) => format!("MISMATCH: {m}"),
+            (Some(e), None) => format!("{e} ✓"),
+            (None, None) => String::new(),
+        };
+        ops.add_row(vec![
+            o.index.to_string(),
+            o.line.to_string(),
+            o.process.clone(),
+            o.op.to_string(),
+            o.args.clone(),
+            result,
+            expect,
+        ]);
+    }
+    let _ = writeln!(out, "\noperations:\n{ops}");
+
+    for p in &r.processes {
+        let _ = writeln!(
+            out,
+            "\nranges of {} (xnack {}, {} VMA(s), queues: {}):",
+            p.name,
+            if p.xnack { "on" } else { "off" },
+            p.vmas.len(),
+            if p.queues.is_empty() {
+                "none".to_string()
+            } else {
+                p.queues.join(", ")
+            }
+        );
+        if p.ranges.is_empty() {
+            let _ = writeln!(out, "  (no SVM ranges)");
+            continue;
+        }
+        let mut t = table(&[
+            "start",
+            "last",
+            "address",
+            "size",
+            "preferred",
+            "prefetch",
+            "access",
+            "in place",
+            "flags",
+            "gran",
+            "mapped",
+        ]);
+        for g in &p.ranges {
+            t.add_row(vec![
+                g.start.clone(),
+                g.last.clone(),
+                g.start_addr.clone(),
+                size_text(g.size_bytes),
+                g.preferred_loc.clone(),
+                g.prefetch_loc.clone(),
+                if g.access.is_empty() {
+                    "-".into()
+                } else {
+                    g.access.join(",")
+                },
+                if g.access_in_place.is_empty() {
+                    "-".into()
+                } else {
+                    g.access_in_place.join(",")
+                },
+                g.flags.clone(),
+                g.granularity.to_string(),
+                if g.mapped_to_gpu {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            ]);
+        }
+        let _ = writeln!(out, "{t}");
+    }
+
+    let expected = r.ops.iter().filter(|o| o.expect.is_some()).count();
+    if let Some(v) = &r.violation {
+        let _ = writeln!(out, "\nFAILED: {v}");
+    } else if r.mismatches > 0 {
+        let _ = writeln!(
+            out,
+            "\nFAILED: {} of {expected} expectation(s) did not hold:",
+            r.mismatches
+        );
+        for o in r.ops.iter().filter(|o| o.mismatch.is_some()) {
+            let _ = writeln!(
+                out,
+                "  op {} ({}, line {}): {}",
+                o.index,
+                o.op,
+                o.line,
+                o.mismatch.as_deref().unwrap_or_default()
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "\nPASSED: {} op(s), {expected} expectation(s) held, invariants checked after every op",
+            r.ops.len()
+        );
+    }
+    out
+}
+
+/// The report as pretty JSON.
+///
+/// # Panics
+/// Never in practice: the report holds only strings, numbers and booleans.
+pub fn json(r: &RunReport) -> String {
+    let mut s = serde_json::to_string_pretty(r).expect("a run report always serializes");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,912 @@
+//! The scenario file format: a system, processes, and a list of operations with expectations.
+//!
+//! The format is documented for users in `docs/scenario.md`; this module is
+//! its one implementation. Names (GPUs, processes, mappings, queues) are
+//! resolved here, so a reference to an unknown name is an error that points
+//! at its line before anything runs. Attribute values become raw uAPI
+//! numbers here too, so the run goes through the same ioctl edge as user
+//! space.
+
+use std::collections::BTreeMap;
+
+use svm_core::Errno;
+use svm_core::attr::SvmFlags;
+use svm_core::gpu::GpuId;
+use svm_core::topology::{GpuDesc, Topology};
+use svm_core::uapi::{SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SvmAttribute, attr_type};
+use svm_sim::mm::{Backing, Mark, Prot};
+
+use super::doc::{ScenarioError, Source, Table, Value};
+
+const KIB: u64 = 1 << 10;
+
+/// The machine a scenario runs on.
+#[derive(Clone, Debug)]
+pub struct SystemSpec {
+    /// The GPUs.
+    pub topology: Topology,
+    /// Boot-time XNACK default (amdgpu's `noretry = 0`).
+    pub xnack: bool,
+    /// System memory in bytes.
+    pub sysmem_bytes: u64,
+    /// The SVM system-memory limit in bytes.
+    pub mem_limit_bytes: u64,
+}
+
+/// A place in the address space: a mapping's label plus an offset, or a number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrExpr {
+    /// The mapping whose start the offset counts from.
+    pub label: Option<String>,
+    /// Bytes from the label's start (or from 0).
+    pub offset: i128,
+}
+
+/// An expected range of a `ranges` check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeExpect {
+    /// Its start.
+    pub addr: AddrExpr,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether it is mapped to a GPU, if the check cares.
+    pub mapped: Option<bool>,
+}
+
+/// What one operation does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// `mmap`; `label` names the mapping for later address expressions.
+    Mmap {
+        label: Option<String>,
+        addr: Option<AddrExpr>,
+        size: u64,
+        prot: Prot,
+        backing: Backing,
+        mark: Mark,
+    },
+    /// `munmap`.
+    Munmap { addr: AddrExpr, size: u64 },
+    /// `mprotect`.
+    Mprotect {
+        addr: AddrExpr,
+        size: u64,
+        prot: Prot,
+    },
+    /// SVM SET_ATTR with raw attributes.
+    SetAttr {
+        addr: AddrExpr,
+        size: u64,
+        attrs: Vec<SvmAttribute>,
+    },
+    /// SVM GET_ATTR with raw queries.
+    GetAttr {
+        addr: AddrExpr,
+        size: u64,
+        query: Vec<SvmAttribute>,
+    },
+    /// SET_XNACK_MODE with a raw value (negative queries).
+    SetXnack { value: i32 },
+    /// Create a user queue on a GPU.
+    QueueCreate { label: Option<String>, gpu_id: u32 },
+    /// Destroy a user queue created earlier.
+    QueueDestroy { label: String },
+    /// Compare the process's ranges inside a window.
+    Ranges {
+        window: Option<(AddrExpr, u64)>,
+        expect: Vec<RangeExpect>,
+    },
+}
+
+impl OpKind {
+    /// The name the file uses for this operation.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Mmap { .. } => "mmap",
+            OpKind::Munmap { .. } => "munmap",
+            OpKind::Mprotect { .. } => "mprotect",
+            OpKind::SetAttr { .. } => "set_attr",
+            OpKind::GetAttr { .. } => "get_attr",
+            OpKind::SetXnack { .. } => "set_xnack",
+            OpKind::QueueCreate { .. } => "queue_create",
+            OpKind::QueueDestroy { .. } => "queue_destroy",
+            OpKind::Ranges { .. } => "ranges",
+        }
+    }
+}
+
+/// Expected GET_ATTR answers; only the listed ones are compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttrExpect {
+    /// PREFERRED_LOC value.
+    pub preferred_loc: Option<u32>,
+    /// PREFETCH_LOC value.
+    pub prefetch_loc: Option<u32>,
+    /// SET_FLAGS value.
+    pub set_flags: Option<u32>,
+    /// CLR_FLAGS value.
+    pub clr_flags: Option<u32>,
+    /// GRANULARITY value.
+    pub granularity: Option<u32>,
+    /// For each gpu_id, the attribute type the ACCESS query must come back as.
+    pub access: BTreeMap<u32, u32>,
+}
+
+/// What an operation is expected to return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Success.
+    Ok,
+    /// This errno.
+    Errno(Errno),
+    /// Success with these GET_ATTR answers.
+    Attrs(AttrExpect),
+    /// Success with this XNACK mode afterwards.
+    Xnack(bool),
+}
+
+/// One operation of the scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpSpec {
+    /// 0-based position in the file.
+    pub index: usize,
+    /// Line of its `[[op]]` header.
+    pub line: usize,
+    /// Index into [`Scenario::processes`].
+    pub process: usize,
+    /// What it does.
+    pub kind: OpKind,
+    /// What it should return, if stated.
+    pub expect: Option<Expect>,
+}
+
+/// A parsed scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The file name as given.
+    pub file: String,
+    /// Its `name`, or the file name.
+    pub name: String,
+    /// Its `description`.
+    pub description: String,
+    /// The machine.
+    pub system: SystemSpec,
+    /// Process names, in spawn order.
+    pub processes: Vec<String>,
+    /// The operations.
+    pub ops: Vec<OpSpec>,
+}
+
+/// Parses a byte size: an integer, or a string such as `"16KiB"`, `"2 MiB"`,
+/// `"3 pages"`, `"0x4000"`.
+fn size_of_str(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x") {
+        return u64::from_str_radix(&hex.replace('_', ""), 16).ok();
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.replace('_', "").parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => KIB,
+        "MiB" => KIB * KIB,
+        "GiB" => KIB * KIB * KIB,
+        "TiB" => KIB * KIB * KIB * KIB,
+        "page" | "pages" | "p" => 4 * KIB,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+const SIZE_HELP: &str = "expected a size: bytes as an integer, or a string such as \"16KiB\", \"2 MiB\", \"3 pages\", \"0x4000\"";
+
+fn size(v: &Value<'_, '_>) -> Result<u64, ScenarioError> {
+    if let Some(i) = v.int_opt()? {
+        return u64::try_from(i).map_err(|_| v.error("a size cannot be negative"));
+    }
+    let s = v.str().map_err(|_| v.error(SIZE_HELP))?;
+    size_of_str(s).ok_or_else(|| v.error(format!("{s:?}: {SIZE_HELP}")))
+}
+
+/// The parser's running state: names defined so far.
+struct Ctx<'s> {
+    src: Source<'s>,
+    gpus: Vec<GpuDesc>,
+    processes: Vec<String>,
+    /// Mapping labels per process.
+    labels: Vec<Vec<String>>,
+    /// Queue labels per process.
+    queues: Vec<Vec<String>>,
+}
+
+impl Ctx<'_> {
+    fn gpu_by_name(&self, v: &Value<'_, '_>, name: &str) -> Result<u32, ScenarioError> {
+        self.gpus
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| g.id.raw())
+            .ok_or_else(|| {
+                let names: Vec<_> = self.gpus.iter().map(|g| g.name.as_str()).collect();
+                v.error(format!(
+                    "no GPU named {name:?}; the system has: {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// A GPU: its name, or a raw gpu_id as an integer (which may be unknown on purpose).
+    fn gpu(&self, v: &Value<'_, '_>) -> Result<u32, ScenarioError> {
+        match v.int_opt()? {
+            Some(_) => v.int::<u32>(),
+            None => self.gpu_by_name(v, v.str()?),
+        }
+    }
+
+    /// A location: `"sysmem"`, `"undefined"`, a GPU name, or a raw integer.
+    fn location(&self, v: &Value<'_, '_>) -> Result<u32, ScenarioError> {
+        if v.int_opt()?.is_some() {
+            return v.int::<u32>();
+        }
+        match v.str()? {
+            "sysmem" => Ok(SVM_LOCATION_SYSMEM),
+            "undefined" => Ok(SVM_LOCATION_UNDEFINED),
+            name => self.gpu_by_name(v, name),
+        }
+    }
+
+    fn addr(&self, v: &Value<'_, '_>, process: usize) -> Result<AddrExpr, ScenarioError> {
+        if let Some(i) = v.int_opt()? {
+            return Ok(AddrExpr {
+                label: None,
+                offset: i,
+            });
+        }
+        let s = v.str().map_err(|_| {
+            v.error("expected an address: an integer, or a string such as \"buf\", \"buf+8KiB\", \"0x10000\"")
+        })?;
+        let (head, sign, tail) = match s.find(['+', '-']) {
+            Some(i) => (
+                &s[..i],
+                if &s[i..=i] == "+" { 1 } else { -1 },
+                Some(&s[i + 1..]),
+            ),
+            None => (s, 1, None),
+        };
+        let head = head.trim();
+        let offset = match tail {
+            Some(t) => {
+                i128::from(size_of_str(t).ok_or_else(|| v.error(format!("{t:?}: {SIZE_HELP}")))?)
+                    * sign
+            }
+            None => 0,
+        };
+        if let Some(n) =
+            size_of_str(head).filter(|_| head.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            return Ok(AddrExpr {
+                label: None,
+                offset: i128::from(n) + offset,
+            });
+        }
+        if !self.labels[process].iter().any(|l| l == head) {
+            return Err(v.error(format!(
+                "no mapping labelled {head:?} in process {:?} before this op",
+                self.processes[process]
+            )));
+        }
+        Ok(AddrExpr {
+            label: Some(head.to_owned()),
+            offset,
+        })
+    }
+
+    fn flags(&self, v: &Value<'_, '_>) -> Result<u32, ScenarioError> {
+        if v.int_opt()?.is_some() {
+            return v.int::<u32>();
+        }
+        let names: Vec<String> = match v.get() {
+            toml::de::DeValue::Array(_) => v
+                .array()?
+                .iter()
+                .map(|x| x.str().map(str::to_owned))
+                .collect::<Result<_, _>>()?,
+            _ => v
+                .str()?
+                .split('|')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
+        names.iter().try_fold(0u32, |acc, n| {
+            let f = SvmFlags::from_name(n).ok_or_else(|| {
+                let known: Vec<_> = SvmFlags::NAMES.iter().map(|(_, n)| *n).collect();
+                v.error(format!(
+                    "unknown flag {n:?}; known flags: {}",
+                    known.join(", ")
+                ))
+            })?;
+            Ok(acc | f.bits())
+        })
+    }
+}
+
+const ATTR_NAMES: [(&str, u32); 8] = [
+    ("preferred_loc", attr_type::PREFERRED_LOC),
+    ("prefetch_loc", attr_type::PREFETCH_LOC),
+    ("access", attr_type::ACCESS),
+    ("access_in_place", attr_type::ACCESS_IN_PLACE),
+    ("no_access", attr_type::NO_ACCESS),
+    ("set_flags", attr_type::SET_FLAGS),
+    ("clr_flags", attr_type::CLR_FLAGS),
+    ("granularity", attr_type::GRANULARITY),
+];
+
+fn attr_type_of(v: &Value<'_, '_>, name: &str) -> Result<u32, ScenarioError> {
+    ATTR_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<_> = ATTR_NAMES.iter().map(|(n, _)| *n).collect();
+            v.error(format!(
+                "unknown attribute {name:?}; expected one of: {}, or {{ type = N, value = N }}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// One SET_ATTR attribute: `{ name = value }` or `{ type = N, value = N }`.
+fn set_attr_item(ctx: &Ctx<'_>, v: &Value<'_, '_>) -> Result<SvmAttribute, ScenarioError> {
+    let t = v.table()?;
+    if t.get("type").is_some() {
+        t.only(&["type", "value"])?;
+        return Ok(SvmAttribute::new(
+            t.req("type")?.int()?,
+            t.req("value")?.int()?,
+        ));
+    }
+    let entries = t.entries();
+    let [(name, val)] = entries.as_slice() else {
+        return Err(t.error("an attribute is a table with one key, such as { access = \"gpu0\" }"));
+    };
+    let ty = attr_type_of(val, name)?;
+    let value = match ty {
+        attr_type::PREFERRED_LOC | attr_type::PREFETCH_LOC => ctx.location(val)?,
+        attr_type::ACCESS | attr_type::ACCESS_IN_PLACE | attr_type::NO_ACCESS => ctx.gpu(val)?,
+        attr_type::SET_FLAGS | attr_type::CLR_FLAGS => ctx.flags(val)?,
+        _ => val.int()?,
+    };
+    Ok(SvmAttribute::new(ty, value))
+}
+
+/// One GET_ATTR query: `"name"`, `{ access = "gpu0" }` or `{ type = N, value = N }`.
+fn query_item(ctx: &Ctx<'_>, v: &Value<'_, '_>) -> Result<SvmAttribute, ScenarioError> {
+    if let Ok(name) = v.str() {
+        let ty = attr_type_of(v, name)?;
+        if ty == attr_type::ACCESS {
+            return Err(v.error("an access query names its GPU: { access = \"gpu0\" }"));
+        }
+        return Ok(SvmAttribute::new(ty, 0));
+    }
+    set_attr_item(ctx, v)
+}
+
+/// The answer names of an ACCESS query.
+fn access_kind(v: &Value<'_, '_>) -> Result<u32, ScenarioError> {
+    match v.str()? {
+        "access" => Ok(attr_type::ACCESS),
+        "access_in_place" => Ok(attr_type::ACCESS_IN_PLACE),
+        "no_access" => Ok(attr_type::NO_ACCESS),
+        s => Err(v.error(format!(
+            "{s:?}: expected \"access\", \"access_in_place\" or \"no_access\""
+        ))),
+    }
+}
+
+/// `expect` of a get_attr: a table of answers.
+fn attr_expect(ctx: &Ctx<'_>, t: &Table<'_, '_>) -> Result<AttrExpect, ScenarioError> {
+    t.only(&[
+        "preferred_loc",
+        "prefetch_loc",
+        "set_flags",
+        "clr_flags",
+        "granularity",
+        "access",
+    ])?;
+    let mut e = AttrExpect::default();
+    for (key, v) in t.entries() {
+        match key {
+            "preferred_loc" => e.preferred_loc = Some(ctx.location(&v)?),
+            "prefetch_loc" => e.prefetch_loc = Some(ctx.location(&v)?),
+            "set_flags" => e.set_flags = Some(ctx.flags(&v)?),
+            "clr_flags" => e.clr_flags = Some(ctx.flags(&v)?),
+            "granularity" => e.granularity = Some(v.int()?),
+            "access" => {
+                for (gpu, kind) in v.table()?.entries() {
+                    let id = ctx.gpu_by_name(&kind, gpu)?;
+                    e.access.insert(id, access_kind(&kind)?);
+                }
+            }
+            _ => unreachable!("checked by only()"),
+        }
+    }
+    Ok(e)
+}
+
+fn errno_or_ok(v: &Value<'_, '_>) -> Result<Expect, ScenarioError> {
+    let s = v.str()?;
+    if s.eq_ignore_ascii_case("ok") {
+        return Ok(Expect::Ok);
+    }
+    Errno::from_name(s).map(Expect::Errno).ok_or_else(|| {
+        let names: Vec<_> = Errno::ALL.iter().map(|e| e.name()).collect();
+        v.error(format!(
+            "{s:?}: expected \"ok\" or an errno: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+fn prot(v: Option<Value<'_, '_>>) -> Result<Prot, ScenarioError> {
+    match v {
+        None => Ok(Prot::RW),
+        Some(v) => {
+            let s = v.str()?;
+            Prot::parse(s).ok_or_else(|| {
+                v.error(format!(
+                    "{s:?}: expected protection such as \"rw\", \"r\", \"rwx\", \"none\""
+                ))
+            })
+        }
+    }
+}
+
+fn label(v: Option<Value<'_, '_>>) -> Result<Option<String>, ScenarioError> {
+    v.map(|v| {
+        let s = v.str()?;
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(v.error(format!("{s:?}: a label is letters, digits and '_'")));
+        }
+        Ok(s.to_owned())
+    })
+    .transpose()
+}
+
+fn parse_gpu(
+    ctx_gpus: &[GpuDesc],
+    v: &Value<'_, '_>,
+    index: usize,
+) -> Result<GpuDesc, ScenarioError> {
+    let t = v.table()?;
+    t.only(&["name", "id", "vram", "svm", "xnack", "hive"])?;
+    let name = match t.get("name") {
+        Some(n) => n.str()?.to_owned(),
+        None => format!("gpu{index}"),
+    };
+    if ctx_gpus.iter().any(|g| g.name == name) {
+        return Err(t.error(format!("GPU name {name:?} is used twice")));
+    }
+    let id = match t.get("id") {
+        Some(idv) => {
+            let raw: u32 = idv.int()?;
+            GpuId::new(raw).ok_or_else(|| {
+                idv.error(format!(
+                    "{raw:#x} is reserved (0 is sysmem, 0xffffffff undefined)"
+                ))
+            })?
+        }
+        None => GpuId::new(0x1002 + 0x1000 * u32::try_from(index).expect("at most 64 GPUs"))
+            .expect("non-zero"),
+    };
+    if let Some(other) = ctx_gpus.iter().find(|g| g.id == id) {
+        return Err(t.error(format!("gpu_id {id} is already used by {:?}", other.name)));
+    }
+    Ok(GpuDesc {
+        name,
+        id,
+        vram_bytes: t
+            .get("vram")
+            .map(|v| size(&v))
+            .transpose()?
+            .unwrap_or(16 << 30),
+        svm: t.get("svm").map(|v| v.bool()).transpose()?.unwrap_or(true),
+        xnack: t
+            .get("xnack")
+            .map(|v| v.bool())
+            .transpose()?
+            .unwrap_or(true),
+        hive: t.get("hive").map(|v| v.int()).transpose()?,
+    })
+}
+
+/// Parses a scenario from its text.
+///
+/// # Errors
+/// The first problem found, placed at its file, line and field.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let src = Source { file, text };
+    let doc = src.parse()?;
+    let root = Table {
+        src,
+        path: String::new(),
+        span: doc.span(),
+        table: doc.get_ref(),
+    };
+    root.only(&["name", "description", "system", "process", "op"])?;
+    let name = root
+        .get("name")
+        .map(|v| v.str().map(str::to_owned))
+        .transpose()?;
+    let description = root
+        .get("description")
+        .map(|v| v.str().map(str::to_owned))
+        .transpose()?;
+
+    // The system.
+    let sys = root.req("system")?.table()?;
+    sys.only(&["xnack", "sysmem", "mem_limit", "gpu"])?;
+    let mut gpus = Vec::new();
+    if let Some(list) = sys.get("gpu") {
+        for (i, g) in list.array()?.iter().enumerate() {
+            let desc = parse_gpu(&gpus, g, i)?;
+            gpus.push(desc);
+        }
+    }
+    if gpus.is_empty() {
+        return Err(sys.error("a system needs at least one [[system.gpu]]"));
+    }
+    let topology = Topology::new(gpus.clone()).map_err(|e| sys.error(e.to_string()))?;
+    let sysmem_bytes = sys
+        .get("sysmem")
+        .map(|v| size(&v))
+        .transpose()?
+        .unwrap_or(64 << 30);
+    let mem_limit_bytes = sys
+        .get("mem_limit")
+        .map(|v| size(&v))
+        .transpose()?
+        .unwrap_or(sysmem_bytes - (sysmem_bytes >> 4));
+    let system = SystemSpec {
+        topology,
+        xnack: sys
+            .get("xnack")
+            .map(|v| v.bool())
+            .transpose()?
+            .unwrap_or(true),
+        sysmem_bytes,
+        mem_limit_bytes,
+    };
+
+    // The processes.
+    let mut processes = Vec::new();
+    if let Some(list) = root.get("process") {
+        for p in list.array()? {
+            let t = p.table()?;
+            t.only(&["name"])?;
+            let n = t.req("name")?;
+            let name = n.str()?.to_owned();
+            if processes.contains(&name) {
+                return Err(n.error(format!("process {name:?} is defined twice")));
+            }
+            processes.push(name);
+        }
+    }
+    if processes.is_empty() {
+        processes.push("p0".to_owned());
+    }
+    let mut ctx = Ctx {
+        src,
+        gpus,
+        labels: vec![Vec::new(); processes.len()],
+        queues: vec![Vec::new(); processes.len()],
+        processes,
+    };
+
+    // The operations.
+    let mut ops = Vec::new();
+    if let Some(list) = root.get("op") {
+        for (index, v) in list.array()?.iter().enumerate() {
+            ops.push(parse_op(&mut ctx, v, index)?);
+        }
+    }
+    Ok(Scenario {
+        file: file.to_owned(),
+        name: name.unwrap_or_else(|| file.to_owned()),
+        description: description.unwrap_or_default(),
+        system,
+        processes: ctx.processes,
+        ops,
+    })
+}
+
+const OPS: &str =
+    "mmap, munmap, mprotect, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges";
+
+fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec, ScenarioError> {
+    let t = v.table()?;
+    let line = ctx.src.line_col(t.span.start).0;
+    let what = t.req("do")?;
+    let process = match t.get("process") {
+        None => 0,
+        Some(p) => {
+            let name = p.str()?;
+            ctx.processes
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| {
+                    p.error(format!(
+                        "no process named {name:?}; declared: {}",
+                        ctx.processes.join(", ")
+                    ))
+                })?
+        }
+    };
+    let common = ["do", "process", "expect"];
+    let allow = |extra: &[&str]| -> Result<(), ScenarioError> {
+        let all: Vec<&str> = common.iter().chain(extra).copied().collect();
+        t.only(&all)
+    };
+    let expect_str = || t.get("expect").map(|e| errno_or_ok(&e)).transpose();
+    let (kind, expect) = match what.str()? {
+        "mmap" => {
+            allow(&["name", "addr", "size", "prot", "backing", "file", "mark"])?;
+            let label = label(t.get("name"))?;
+            let addr = t.get("addr").map(|a| ctx.addr(&a, process)).transpose()?;
+            let backing = match t.get("backing") {
+                None => Backing::Anon,
+                Some(b) => match b.str()? {
+                    "anon" => Backing::Anon,
+                    "io" => Backing::Io,
+                    "file" => Backing::File(
+                        t.get("file")
+                            .map(|f| f.str().map(str::to_owned))
+                            .transpose()?
+                            .unwrap_or_else(|| "file".into()),
+                    ),
+                    s => {
+                        return Err(b.error(format!("{s:?}: expected \"anon\", \"file\" or \"io\"")));
+                    }
+                },
+            };
+            let mark = match t.get("mark") {
+                None => Mark::None,
+                Some(m) => match m.str()? {
+                    "heap" => Mark::Heap,
+                    "stack" => Mark::Stack,
+                    s => return Err(m.error(format!("{s:?}: expected \"heap\" or \"stack\""))),
+                },
+            };
+            let kind = OpKind::Mmap {
+                label: label.clone(),
+                addr,
+                size: size(&t.req("size")?)?,
+                prot: prot(t.get("prot"))?,
+                backing,
+                mark,
+            };
+            if let Some(l) = label {
+                ctx.labels[process].push(l);
+            }
+            (kind, expect_str()?)
+        }
+        "munmap" | "mprotect" => {
+            let is_prot = what.str()? == "mprotect";
+            allow(if is_prot {
+                &["addr", "size", "prot"]
+            } else {
+                &["addr", "size"]
+            })?;
+            let addr = ctx.addr(&t.req("addr")?, process)?;
+            let size = size(&t.req("size")?)?;
+            let kind = if is_prot {
+                OpKind::Mprotect {
+                    addr,
+                    size,
+                    prot: prot(Some(t.req("prot")?))?,
+                }
+            } else {
+                OpKind::Munmap { addr, size }
+            };
+            (kind, expect_str()?)
+        }
+        "set_attr" => {
+            allow(&["addr", "size", "attrs"])?;
+            let attrs = t
+                .req("attrs")?
+                .array()?
+                .iter()
+                .map(|a| set_attr_item(ctx, a))
+                .collect::<Result<_, _>>()?;
+            let kind = OpKind::SetAttr {
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+                attrs,
+            };
+            (kind, expect_str()?)
+        }
+        "get_attr" => {
+            allow(&["addr", "size", "query"])?;
+            let expect = match t.get("expect") {
+                None => None,
+                Some(e) if e.str().is_ok() => Some(errno_or_ok(&e)?),
+                Some(e) => Some(Expect::Attrs(attr_expect(ctx, &e.table()?)?)),
+            };
+            let query: Vec<SvmAttribute> = match t.get("query") {
+                Some(q) => q
+                    .array()?
+                    .iter()
+                    .map(|a| query_item(ctx, a))
+                    .collect::<Result<_, _>>()?,
+                None => default_query(ctx, expect.as_ref()),
+            };
+            if let (Some(Expect::Attrs(e)), Some(q)) = (&expect, t.get("query")) {
+                check_expect_is_queried(e, &query, &q)?;
+            }
+            let kind = OpKind::GetAttr {
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+                query,
+            };
+            (kind, expect)
+        }
+        "set_xnack" => {
+            allow(&["enable"])?;
+            let value = match t.get("enable") {
+                None => -1,
+                Some(e) => match e.int_opt()? {
+                    Some(_) => e.int()?,
+                    None => i32::from(e.bool()?),
+                },
+            };
+            let expect = match t.get("expect") {
+                None => None,
+                Some(e) if e.bool().is_ok() => Some(Expect::Xnack(e.bool()?)),
+                Some(e) => Some(errno_or_ok(&e)?),
+            };
+            (OpKind::SetXnack { value }, expect)
+        }
+        "queue_create" => {
+            allow(&["name", "gpu"])?;
+            let label = label(t.get("name"))?;
+            let gpu_id = ctx.gpu(&t.req("gpu")?)?;
+            if let Some(l) = &label {
+                ctx.queues[process].push(l.clone());
+            }
+            (OpKind::QueueCreate { label, gpu_id }, expect_str()?)
+        }
+        "queue_destroy" => {
+            allow(&["queue"])?;
+            let q = t.req("queue")?;
+            let name = q.str()?.to_owned();
+            if !ctx.queues[process].contains(&name) {
+                return Err(q.error(format!(
+                    "no queue named {name:?} was created before this op"
+                )));
+            }
+            (OpKind::QueueDestroy { label: name }, expect_str()?)
+        }
+        "ranges" => {
+            allow(&["addr", "size"])?;
+            let window = match (t.get("addr"), t.get("size")) {
+                (Some(a), Some(s)) => Some((ctx.addr(&a, process)?, size(&s)?)),
+                (None, None) => None,
+                _ => return Err(t.error("a ranges window needs both `addr` and `size`")),
+            };
+            let list = t.req("expect")?;
+            let mut expect = Vec::new();
+            for item in list.array()? {
+                let r = item.table()?;
+                r.only(&["addr", "size", "mapped"])?;
+                expect.push(RangeExpect {
+                    addr: ctx.addr(&r.req("addr")?, process)?,
+                    size: size(&r.req("size")?)?,
+                    mapped: r.get("mapped").map(|m| m.bool()).transpose()?,
+                });
+            }
+            (OpKind::Ranges { window, expect }, None)
+        }
+        other => return Err(what.error(format!("unknown op {other:?}; expected one of: {OPS}"))),
+    };
+    Ok(OpSpec {
+        index,
+        line,
+        process,
+        kind,
+        expect,
+    })
+}
+
+/// Without a `query`, ask what `expect` names, or everything.
+fn default_query(ctx: &Ctx<'_>, expect: Option<&Expect>) -> Vec<SvmAttribute> {
+    use attr_type::*;
+    let all_gpus = || {
+        ctx.gpus
+            .iter()
+            .map(|g| SvmAttribute::new(ACCESS, g.id.raw()))
+            .collect::<Vec<_>>()
+    };
+    let mut q = Vec::new();
+    match expect {
+        Some(Expect::Attrs(e)) => {
+            let pairs = [
+                (e.preferred_loc.is_some(), PREFERRED_LOC),
+                (e.prefetch_loc.is_some(), PREFETCH_LOC),
+                (e.set_flags.is_some(), SET_FLAGS),
+                (e.clr_flags.is_some(), CLR_FLAGS),
+                (e.granularity.is_some(), GRANULARITY),
+            ];
+            q.extend(
+                pairs
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|&(_, t)| SvmAttribute::new(t, 0)),
+            );
+            q.extend(e.access.keys().map(|&id| SvmAttribute::new(ACCESS, id)));
+        }
+        _ => {
+            q.extend([PREFERRED_LOC, PREFETCH_LOC].map(|t| SvmAttribute::new(t, 0)));
+            q.extend(all_gpus());
+            q.extend([SET_FLAGS, CLR_FLAGS, GRANULARITY].map(|t| SvmAttribute::new(t, 0)));
+        }
+    }
+    q
+}
+
+fn check_expect_is_queried(
+    e: &AttrExpect,
+    query: &[SvmAttribute],
+    at: &Value<'_, '_>,
+) -> Result<(), ScenarioError> {
+    use attr_type::*;
+    let has = |t: u32| query.iter().any(|a| a.ty == t);
+    let named = [
+        (e.preferred_loc.is_some(), PREFERRED_LOC, "preferred_loc"),
+        (e.prefetch_loc.is_some(), PREFETCH_LOC, "prefetch_loc"),
+        (e.set_flags.is_some(), SET_FLAGS, "set_flags"),
+        (e.clr_flags.is_some(), CLR_FLAGS, "clr_flags"),
+        (e.granularity.is_some(), GRANULARITY, "granularity"),
+    ];
+    for (on, t, name) in named {
+        if on && !has(t) {
+            return Err(at.error(format!(
+                "`expect` names {name}, which the query does not ask for"
+            )));
+        }
+    }
+    for id in e.access.keys() {
+        if !query.iter().any(|a| a.ty == ACCESS && a.value == *id) {
+            return Err(at.error(format!(
+                "`expect` names access for gpu_id {id:#x}, which the query does not ask for"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        // Table: (text, bytes)
+        let cases = [
+            ("4096", Some(4096)),
+            ("16KiB", Some(16 << 10)),
+            ("2 MiB", Some(2 << 20)),
+            ("3 pages", Some(3 * 4096)),
+            ("1 page", Some(4096)),
+            ("0x4000", Some(0x4000)),
+            ("1_024", Some(1024)),
+            ("12 bananas", None),
+            ("", None),
+            ("99999999999999TiB", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(size_of_str(s), want, "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,832 @@
+//! Running a scenario: each operation against a simulated machine, checked against its expectation and the invariants.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use svm_core::addr::{CpuVa, PAGE_SIZE};
+use svm_core::uapi::{
+    SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs,
+    SvmAttribute, attr_type,
+};
+use svm_sim::check;
+use svm_sim::machine::{Machine, MemLimit, Pid};
+
+use super::doc::ScenarioError;
+use super::parse::{AddrExpr, AttrExpect, Expect, OpKind, OpSpec, Scenario};
+
+/// The result of one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OpResult {
+    /// It succeeded.
+    Ok,
+    /// It failed with this errno.
+    Error {
+        /// Symbolic errno, such as `EFAULT`.
+        errno: String,
+        /// Its number.
+        code: i32,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// One GET_ATTR answer, decoded for reading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttrOut {
+    /// The attribute name of the query (`access` for ACCESS queries).
+    pub attr: String,
+    /// The raw value written back.
+    pub value: u32,
+    /// The value in words: a location, flag names, a granularity, or the
+    /// access answer (`access`, `access_in_place`, `no_access`).
+    pub text: String,
+    /// For ACCESS queries, the GPU asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+}
+
+/// What happened in one operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpRecord {
+    /// 0-based position in the file.
+    pub index: usize,
+    /// Line of the op in the file.
+    pub line: usize,
+    /// Process name.
+    pub process: String,
+    /// Operation name.
+    pub op: &'static str,
+    /// The arguments, resolved, in words.
+    pub args: String,
+    /// The result.
+    pub result: OpResult,
+    /// GET_ATTR answers, in query order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<AttrOut>>,
+    /// The address mmap returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The XNACK mode after a set_xnack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xnack: Option<bool>,
+    /// The expectation, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Why the result did not meet the expectation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+}
+
+/// One SVM range in the final state.
+#[derive(Clone, Debug, Serialize)]
+pub struct RangeOut {
+    /// First page.
+    pub start: String,
+    /// Last page, inclusive.
+    pub last: String,
+    /// First byte address.
+    pub start_addr: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Preferred location in words.
+    pub preferred_loc: String,
+    /// Prefetch location in words.
+    pub prefetch_loc: String,
+    /// GPUs with ACCESS.
+    pub access: Vec<String>,
+    /// GPUs with ACCESS_IN_PLACE.
+    pub access_in_place: Vec<String>,
+    /// Flag names (unknown bits in hex).
+    pub flags: String,
+    /// Raw flag bits.
+    pub flags_raw: u32,
+    /// Granularity, log2 pages.
+    pub granularity: u8,
+    /// Whether the range is mapped to a GPU.
+    pub mapped_to_gpu: bool,
+}
+
+/// One VMA in the final state.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmaOut {
+    /// First byte address.
+    pub start_addr: String,
+    /// One past the last byte.
+    pub end_addr: String,
+    /// Protection, as `rw-`.
+    pub prot: String,
+    /// `anon`, `file:NAME` or `io`.
+    pub backing: String,
+    /// `heap`, `stack` or empty.
+    pub mark: String,
+}
+
+/// One process in the final state.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessOut {
+    /// Its name.
+    pub name: String,
+    /// Its XNACK mode.
+    pub xnack: bool,
+    /// Open queues, by label (or id).
+    pub queues: Vec<String>,
+    /// Its VMAs.
+    pub vmas: Vec<VmaOut>,
+    /// Its SVM ranges.
+    pub ranges: Vec<RangeOut>,
+}
+
+/// One GPU of the system.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuOut {
+    /// Name.
+    pub name: String,
+    /// gpu_id.
+    pub id: String,
+    /// VRAM bytes.
+    pub vram_bytes: u64,
+    /// SVM support.
+    pub svm: bool,
+    /// XNACK capability.
+    pub xnack: bool,
+    /// xGMI hive.
+    pub hive: Option<u64>,
+}
+
+/// The machine as the run saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemOut {
+    /// GPUs in node order.
+    pub gpus: Vec<GpuOut>,
+    /// Boot-time XNACK default.
+    pub xnack_default: bool,
+    /// `max_svm_range_pages`.
+    pub max_svm_range_pages: u64,
+    /// System memory bytes.
+    pub sysmem_bytes: u64,
+    /// The SVM memory limit and its use at the end.
+    pub mem_limit: MemLimit,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Schema id of this JSON form.
+    pub schema: &'static str,
+    /// Scenario name.
+    pub name: String,
+    /// Scenario file.
+    pub file: String,
+    /// Scenario description.
+    pub description: String,
+    /// The machine.
+    pub system: SystemOut,
+    /// Per-operation results.
+    pub ops: Vec<OpRecord>,
+    /// The final state per process.
+    pub processes: Vec<ProcessOut>,
+    /// Operations whose result did not meet the expectation.
+    pub mismatches: usize,
+    /// A broken invariant, if one was found (the run stops there).
+    pub violation: Option<String>,
+    /// Every expectation held and no invariant broke.
+    pub passed: bool,
+}
+
+/// The id of the JSON schema `docs/scenario-json.md` describes.
+pub const SCHEMA: &str = "svmsim.scenario.v1";
+
+/// Names GPUs and locations for output.
+struct Names {
+    gpus: Vec<(u32, String)>,
+}
+
+impl Names {
+    fn gpu(&self, id: u32) -> String {
+        self.gpus
+            .iter()
+            .find(|(g, _)| *g == id)
+            .map_or_else(|| format!("{id:#x}"), |(_, n)| n.clone())
+    }
+
+    fn location(&self, v: u32) -> String {
+        match v {
+            SVM_LOCATION_SYSMEM => "sysmem".into(),
+            SVM_LOCATION_UNDEFINED => "undefined".into(),
+            id => self.gpu(id),
+        }
+    }
+
+    fn loc_opt(&self, l: Option<svm_core::attr::Location>) -> String {
+        self.location(svm_core::attr::Location::to_uapi(l))
+    }
+}
+
+fn attr_name(ty: u32) -> String {
+    match ty {
+        attr_type::PREFERRED_LOC => "preferred_loc".into(),
+        attr_type::PREFETCH_LOC => "prefetch_loc".into(),
+        attr_type::ACCESS => "access".into(),
+        attr_type::ACCESS_IN_PLACE => "access_in_place".into(),
+        attr_type::NO_ACCESS => "no_access".into(),
+        attr_type::SET_FLAGS => "set_flags".into(),
+        attr_type::CLR_FLAGS => "clr_flags".into(),
+        attr_type::GRANULARITY => "granularity".into(),
+        t => format!("type{t}"),
+    }
+}
+
+fn fmt_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    for (u, m) in UNITS {
+        if bytes >= m && bytes % m == 0 {
+            return format!("{}{u}", bytes / m);
+        }
+    }
+    format!("{bytes}B")
+}
+
+fn fmt_attrs(names: &Names, attrs: &[SvmAttribute]) -> String {
+    attrs
+        .iter()
+        .map(|a| {
+            let v = match a.ty {
+                attr_type::PREFERRED_LOC | attr_type::PREFETCH_LOC => names.location(a.value),
+                attr_type::ACCESS | attr_type::ACCESS_IN_PLACE | attr_type::NO_ACCESS => {
+                    names.gpu(a.value)
+                }
+                attr_type::SET_FLAGS | attr_type::CLR_FLAGS => {
+                    svm_core::attr::SvmFlags::from_bits(a.value).to_string()
+                }
+                _ => format!("{:#x}", a.value),
+            };
+            format!("{}={v}", attr_name(a.ty))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Runner<'a> {
+    sc: &'a Scenario,
+    m: Machine,
+    pids: Vec<Pid>,
+    names: Names,
+    /// Mapping starts by (process, label).
+    labels: BTreeMap<(usize, String), u64>,
+    /// Queue ids by (process, label).
+    queues: BTreeMap<(usize, String), u32>,
+}
+
+impl Runner<'_> {
+    fn place(&self, op: &OpSpec, field: &str, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.sc.file.clone(),
+            line: op.line,
+            column: 1,
+            field: format!("op[{}].{field}", op.index),
+            message,
+        }
+    }
+
+    fn addr(&self, op: &OpSpec, field: &str, e: &AddrExpr) -> Result<u64, ScenarioError> {
+        let base = match &e.label {
+            None => 0,
+            Some(l) => *self.labels.get(&(op.process, l.clone())).ok_or_else(|| {
+                self.place(
+                    op,
+                    field,
+                    format!("mapping {l:?} does not exist: its mmap failed or it was never made"),
+                )
+            })?,
+        };
+        u64::try_from(i128::from(base) + e.offset)
+            .map_err(|_| self.place(op, field, "address out of the 64-bit range".into()))
+    }
+
+    fn result<T>(r: &Result<T, svm_core::Error>) -> OpResult {
+        match r {
+            Ok(_) => OpResult::Ok,
+            Err(e) => OpResult::Error {
+                errno: e.errno().name().into(),
+                code: e.errno().code(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn mm_result<T>(r: &Result<T, svm_sim::mm::MmError>) -> OpResult {
+        match r {
+            Ok(_) => OpResult::Ok,
+            Err(e) => OpResult::Error {
+                errno: e.errno().name().into(),
+                code: e.errno().code(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn step(&mut self, op: &OpSpec) -> Result<OpRecord, ScenarioError> {
+        let pid = self.pids[op.process];
+        let mut rec = OpRecord {
+            index: op.index,
+            line: op.line,
+            process: self.sc.processes[op.process].clone(),
+            op: op.kind.name(),
+            args: String::new(),
+            result: OpResult::Ok,
+            values: None,
+            addr: None,
+            xnack: None,
+            expect: None,
+            mismatch: None,
+        };
+        match &op.kind {
+            OpKind::Mmap {
+                label,
+                addr,
+                size,
+                prot,
+                backing,
+                mark,
+            } => {
+                let fixed = addr
+                    .as_ref()
+                    .map(|a| self.addr(op, "addr", a))
+                    .transpose()?;
+                rec.args = format!(
+                    "{}{} {prot} {}{}",
+                    label.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
+                    fmt_size(*size),
+                    match backing {
+                        svm_sim::mm::Backing::Anon => "anon".to_string(),
+                        svm_sim::mm::Backing::File(f) => format!("file:{f}"),
+                        svm_sim::mm::Backing::Io => "io".to_string(),
+                    },
+                    fixed.map(|a| format!(" at {a:#x}")).unwrap_or_default()
+                );
+                let r = self.m.mmap(
+                    pid,
+                    fixed.map(CpuVa::new),
+                    *size,
+                    *prot,
+                    backing.clone(),
+                    *mark,
+                );
+                rec.result = Self::mm_result(&r);
+                if let Ok(range) = r {
+                    let start = range.start_va().raw();
+                    rec.addr = Some(format!("{start:#x}"));
+                    if let Some(l) = label {
+                        self.labels.insert((op.process, l.clone()), start);
+                    }
+                }
+            }
+            OpKind::Munmap { addr, size } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!("{a:#x} +{}", fmt_size(*size));
+                rec.result = Self::mm_result(&self.m.munmap(pid, CpuVa::new(a), *size));
+            }
+            OpKind::Mprotect { addr, size, prot } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!("{a:#x} +{} {prot}", fmt_size(*size));
+                rec.result = Self::mm_result(&self.m.mprotect(pid, CpuVa::new(a), *size, *prot));
+            }
+            OpKind::SetAttr { addr, size, attrs } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!(
+                    "{a:#x} +{} {}",
+                    fmt_size(*size),
+                    fmt_attrs(&self.names, attrs)
+                );
+                let mut args = SvmArgs {
+                    start_addr: a,
+                    size: *size,
+                    op: SVM_OP_SET_ATTR,
+                    attrs: attrs.clone(),
+                };
+                rec.result = Self::result(&self.m.svm_ioctl(pid, &mut args));
+            }
+            OpKind::GetAttr { addr, size, query } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!(
+                    "{a:#x} +{} {}",
+                    fmt_size(*size),
+                    query
+                        .iter()
+                        .map(|q| if q.ty == attr_type::ACCESS {
+                            format!("access({})", self.names.gpu(q.value))
+                        } else {
+                            attr_name(q.ty)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                let mut args = SvmArgs {
+                    start_addr: a,
+                    size: *size,
+                    op: SVM_OP_GET_ATTR,
+                    attrs: query.clone(),
+                };
+                let r = self.m.svm_ioctl(pid, &mut args);
+                rec.result = Self::result(&r);
+                if r.is_ok() {
+                    rec.values = Some(
+                        query
+                            .iter()
+                            .zip(&args.attrs)
+                            .map(|(q, out)| self.decode(q, out))
+                            .collect(),
+                    );
+                }
+            }
+            OpKind::SetXnack { value } => {
+                rec.args = if *value < 0 {
+                    "query".into()
+                } else {
+                    format!("enable={}", *value != 0)
+                };
+                let r = self.m.set_xnack_mode(pid, *value);
+                rec.result = Self::result(&r);
+                rec.xnack = Some(self.m.process(pid).svm.xnack_enabled());
+            }
+            OpKind::QueueCreate { label, gpu_id } => {
+                rec.args = format!(
+                    "{}on {}",
+                    label.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
+                    self.names.gpu(*gpu_id)
+                );
+                let r = self.m.create_queue(pid, *gpu_id);
+                rec.result = Self::result(&r);
+                if let (Ok(q), Some(l)) = (&r, label) {
+                    self.queues.insert((op.process, l.clone()), q.raw());
+                }
+            }
+            OpKind::QueueDestroy { label } => {
+                rec.args = label.clone();
+                // A queue whose creation failed has no id; destroying it is EINVAL.
+                let q = self
+                    .queues
+                    .remove(&(op.process, label.clone()))
+                    .unwrap_or(0);
+                rec.result = Self::result(&self.m.destroy_queue(pid, q));
+            }
+            OpKind::Ranges { window, expect } => {
+                let win = window
+                    .as_ref()
+                    .map(|(a, s)| Ok::<_, ScenarioError>((self.addr(op, "addr", a)?, *s)))
+                    .transpose()?;
+                let mut want = Vec::new();
+                for (i, r) in expect.iter().enumerate() {
+                    want.push((
+                        self.addr(op, &format!("expect[{i}].addr"), &r.addr)?,
+                        r.size,
+                        r.mapped,
+                    ));
+                }
+                let got: Vec<(u64, u64, bool)> = self
+                    .m
+                    .process(pid)
+                    .svm
+                    .ranges()
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.range().start_va().raw(),
+                            r.range().npages().bytes(),
+                            r.mapped_to_gpu,
+                        )
+                    })
+                    .filter(|&(s, n, _)| {
+                        win.is_none_or(|(ws, wn)| s < ws.saturating_add(wn) && ws < s + n)
+                    })
+                    .collect();
+                rec.args =
+                    win.map_or_else(|| "all".into(), |(a, s)| format!("{a:#x} +{}", fmt_size(s)));
+                let show = |v: &[(u64, u64, Option<bool>)]| {
+                    if v.is_empty() {
+                        return "no ranges".to_string();
+                    }
+                    v.iter()
+                        .map(|(s, n, m)| {
+                            format!(
+                                "{s:#x}+{}{}",
+                                fmt_size(*n),
+                                m.map_or("", |m| if m { " mapped" } else { " unmapped" })
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                rec.expect = Some(show(&want));
+                let matches = got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.0 == w.0 && g.1 == w.1 && w.2.is_none_or(|m| m == g.2));
+                if !matches {
+                    let got_v: Vec<_> = got.iter().map(|&(s, n, m)| (s, n, Some(m))).collect();
+                    rec.mismatch = Some(format!("ranges are [{}]", show(&got_v)));
+                }
+            }
+        }
+        if let Some(e) = &op.expect {
+            rec.expect = Some(self.describe(e));
+            rec.mismatch = self.compare(e, &rec);
+        }
+        Ok(rec)
+    }
+
+    fn decode(&self, q: &SvmAttribute, out: &SvmAttribute) -> AttrOut {
+        let (text, gpu) = match q.ty {
+            attr_type::ACCESS => (attr_name(out.ty), Some(self.names.gpu(q.value))),
+            attr_type::PREFERRED_LOC | attr_type::PREFETCH_LOC => {
+                (self.names.location(out.value), None)
+            }
+            attr_type::SET_FLAGS | attr_type::CLR_FLAGS => (
+                svm_core::attr::SvmFlags::from_bits(out.value).to_string(),
+                None,
+            ),
+            _ => (out.value.to_string(), None),
+        };
+        AttrOut {
+            attr: attr_name(q.ty),
+            value: out.value,
+            text,
+            gpu,
+        }
+    }
+
+    fn describe(&self, e: &Expect) -> String {
+        match e {
+            Expect::Ok => "ok".into(),
+            Expect::Errno(n) => n.name().into(),
+            Expect::Xnack(x) => format!("xnack={x}"),
+            Expect::Attrs(a) => {
+                let mut v = Vec::new();
+                let n = &self.names;
+                if let Some(x) = a.preferred_loc {
+                    v.push(format!("preferred_loc={}", n.location(x)));
+                }
+                if let Some(x) = a.prefetch_loc {
+                    v.push(format!("prefetch_loc={}", n.location(x)));
+                }
+                if let Some(x) = a.set_flags {
+                    v.push(format!(
+                        "set_flags={}",
+                        svm_core::attr::SvmFlags::from_bits(x)
+                    ));
+                }
+                if let Some(x) = a.clr_flags {
+                    v.push(format!("clr_flags={:#x}", x));
+                }
+                if let Some(x) = a.granularity {
+                    v.push(format!("granularity={x}"));
+                }
+                for (id, t) in &a.access {
+                    v.push(format!("access({})={}", n.gpu(*id), attr_name(*t)));
+                }
+                v.join(" ")
+            }
+        }
+    }
+
+    fn compare(&self, e: &Expect, rec: &OpRecord) -> Option<String> {
+        let got = match &rec.result {
+            OpResult::Ok => "ok".to_string(),
+            OpResult::Error { errno, .. } => errno.clone(),
+        };
+        match e {
+            Expect::Ok => (got != "ok").then(|| format!("expected ok, got {got}")),
+            Expect::Errno(n) => {
+                (got != n.name()).then(|| format!("expected {}, got {got}", n.name()))
+            }
+            Expect::Xnack(x) => {
+                if got != "ok" {
+                    Some(format!("expected xnack={x}, got {got}"))
+                } else {
+                    (rec.xnack != Some(*x)).then(|| {
+                        format!(
+                            "expected xnack={x}, got xnack={}",
+                            rec.xnack.unwrap_or_default()
+                        )
+                    })
+                }
+            }
+            Expect::Attrs(a) => {
+                let Some(values) = &rec.values else {
+                    return Some(format!("expected attributes, got {got}"));
+                };
+                self.compare_attrs(a, values)
+            }
+        }
+    }
+
+    fn compare_attrs(&self, a: &AttrExpect, values: &[AttrOut]) -> Option<String> {
+        let mut bad = Vec::new();
+        let mut want = |name: &str, w: Option<u32>, text: &dyn Fn(u32) -> String| {
+            if let Some(w) = w
+                && let Some(got) = values.iter().find(|v| v.attr == name)
+                && got.value != w
+            {
+                bad.push(format!("{name}: expected {}, got {}", text(w), got.text));
+            }
+        };
+        let loc = |v: u32| self.names.location(v);
+        let flags = |v: u32| svm_core::attr::SvmFlags::from_bits(v).to_string();
+        let num = |v: u32| v.to_string();
+        want("preferred_loc", a.preferred_loc, &loc);
+        want("prefetch_loc", a.prefetch_loc, &loc);
+        want("set_flags", a.set_flags, &flags);
+        want("clr_flags", a.clr_flags, &flags);
+        want("granularity", a.granularity, &num);
+        for (id, ty) in &a.access {
+            let gpu = self.names.gpu(*id);
+            if let Some(got) = values
+                .iter()
+                .find(|v| v.attr == "access" && v.gpu.as_deref() == Some(gpu.as_str()))
+                && got.text != attr_name(*ty)
+            {
+                bad.push(format!(
+                    "access({gpu}): expected {}, got {}",
+                    attr_name(*ty),
+                    got.text
+                ));
+            }
+        }
+        (!bad.is_empty()).then(|| bad.join("; "))
+    }
+
+    fn final_state(&self) -> Vec<ProcessOut> {
+        self.m
+            .processes()
+            .map(|(_, p)| {
+                let svm = &p.svm;
+                let gpu_names = |mask: svm_core::gpu::GpuMask| -> Vec<String> {
+                    mask.iter()
+                        .map(|g| self.names.gpu(svm.devices()[g].id.raw()))
+                        .collect()
+                };
+                ProcessOut {
+                    name: p.name.clone(),
+                    xnack: svm.xnack_enabled(),
+                    queues: {
+                        let idx = self
+                            .sc
+                            .processes
+                            .iter()
+                            .position(|n| *n == p.name)
+                            .unwrap_or(0);
+                        let mut named: Vec<String> = self
+                            .queues
+                            .iter()
+                            .filter(|((pi, _), _)| *pi == idx)
+                            .map(|((_, l), q)| format!("{l}#{q}"))
+                            .collect();
+                        let labelled: Vec<u32> = self
+                            .queues
+                            .iter()
+                            .filter(|((pi, _), _)| *pi == idx)
+                            .map(|(_, q)| *q)
+                            .collect();
+                        named.extend(
+                            svm.queues()
+                                .filter(|(q, _)| !labelled.contains(&q.raw()))
+                                .map(|(q, _)| format!("#{}", q.raw())),
+                        );
+                        named
+                    },
+                    vmas: p
+                        .mm
+                        .vmas()
+                        .map(|v| VmaOut {
+                            start_addr: format!("{:#x}", v.range.start_va().raw()),
+                            end_addr: format!("{:#x}", v.range.end().va().raw()),
+                            prot: v.prot.to_string(),
+                            backing: match &v.backing {
+                                svm_sim::mm::Backing::Anon => "anon".into(),
+                                svm_sim::mm::Backing::File(f) => format!("file:{f}"),
+                                svm_sim::mm::Backing::Io => "io".into(),
+                            },
+                            mark: match v.mark {
+                                svm_sim::mm::Mark::None => String::new(),
+                                svm_sim::mm::Mark::Heap => "heap".into(),
+                                svm_sim::mm::Mark::Stack => "stack".into(),
+                            },
+                        })
+                        .collect(),
+                    ranges: svm
+                        .ranges()
+                        .iter()
+                        .map(|r| RangeOut {
+                            start: format!("{:#x}", r.start().raw()),
+                            last: format!("{:#x}", r.last().raw()),
+                            start_addr: format!("{:#x}", r.range().start_va().raw()),
+                            size_bytes: r.range().npages().bytes(),
+                            preferred_loc: self.names.loc_opt(r.attrs.preferred_loc),
+                            prefetch_loc: self.names.loc_opt(r.attrs.prefetch_loc),
+                            access: gpu_names(r.attrs.access),
+                            access_in_place: gpu_names(r.attrs.access_in_place),
+                            flags: r.attrs.flags.to_string(),
+                            flags_raw: r.attrs.flags.bits(),
+                            granularity: r.attrs.granularity.log2(),
+                            mapped_to_gpu: r.mapped_to_gpu,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Runs a parsed scenario.
+///
+/// Stops early only when an invariant breaks (a bug in svmsim, reported in
+/// [`RunReport::violation`]); mismatched expectations are recorded and the
+/// run goes on.
+///
+/// # Errors
+/// An address expression that cannot be resolved at run time (a label whose
+/// mmap failed), placed at its op.
+pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
+    let s = &sc.system;
+    let mut m = Machine::new(
+        s.topology.clone(),
+        s.xnack,
+        MemLimit {
+            limit_bytes: s.mem_limit_bytes,
+            used_bytes: 0,
+        },
+    );
+    let pids = sc.processes.iter().map(|n| m.spawn(n)).collect();
+    let names = Names {
+        gpus: s
+            .topology
+            .gpus()
+            .iter()
+            .map(|g| (g.id.raw(), g.name.clone()))
+            .collect(),
+    };
+    let mut r = Runner {
+        sc,
+        m,
+        pids,
+        names,
+        labels: BTreeMap::new(),
+        queues: BTreeMap::new(),
+    };
+    let mut ops = Vec::new();
+    let mut violation = None;
+    for op in &sc.ops {
+        ops.push(r.step(op)?);
+        if let Err(v) = check::check(&r.m) {
+            violation = Some(format!("after op {} (line {}): {v}", op.index, op.line));
+            break;
+        }
+    }
+    let max_pages = r.m.process(r.pids[0]).svm.max_range_pages().raw();
+    let mismatches = ops.iter().filter(|o| o.mismatch.is_some()).count();
+    Ok(RunReport {
+        schema: SCHEMA,
+        passed: mismatches == 0 && violation.is_none(),
+        name: sc.name.clone(),
+        file: sc.file.clone(),
+        description: sc.description.clone(),
+        system: SystemOut {
+            gpus: s
+                .topology
+                .gpus()
+                .iter()
+                .map(|g| GpuOut {
+                    name: g.name.clone(),
+                    id: format!("{:#x}", g.id.raw()),
+                    vram_bytes: g.vram_bytes,
+                    svm: g.svm,
+                    xnack: g.xnack,
+                    hive: g.hive,
+                })
+                .collect(),
+            xnack_default: s.xnack,
+            max_svm_range_pages: max_pages,
+            sysmem_bytes: s.sysmem_bytes,
+            mem_limit: r.m.mem_limit(),
+        },
+        mismatches,
+        processes: r.final_state(),
+        ops,
+        violation,
+    })
+}
+
+/// Bytes in a page, for reports.
+pub const PAGE_BYTES: u64 = PAGE_SIZE;
+
+/// Formats a byte count with the largest unit that divides it.
+pub fn size_text(bytes: u64) -> String {
+    fmt_size(bytes)
+}
