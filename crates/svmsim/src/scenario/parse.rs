@@ -267,22 +267,24 @@ impl Ctx<'_> {
         let s = v.str().map_err(|_| {
             v.error("expected an address: an integer, or a string such as \"buf\", \"buf+8KiB\", \"0x10000\"")
         })?;
-        let (head, sign, tail) = match s.find(['+', '-']) {
-            Some(i) => (
-                &s[..i],
-                if &s[i..=i] == "+" { 1 } else { -1 },
-                Some(&s[i + 1..]),
-            ),
-            None => (s, 1, None),
-        };
-        let head = head.trim();
-        let offset = match tail {
-            Some(t) => {
-                i128::from(size_of_str(t).ok_or_else(|| v.error(format!("{t:?}: {SIZE_HELP}")))?)
-                    * sign
-            }
-            None => 0,
-        };
+        // `head(+|-)term(+|-)term...`: a label or number, then size terms.
+        let cut = s.find(['+', '-']).unwrap_or(s.len());
+        let head = s[..cut].trim();
+        let mut offset: i128 = 0;
+        let mut rest = &s[cut..];
+        while let Some(sign) = rest.chars().next() {
+            let body = &rest[1..];
+            let end = body.find(['+', '-']).unwrap_or(body.len());
+            let term = &body[..end];
+            let n = size_of_str(term)
+                .ok_or_else(|| v.error(format!("{term:?} in {s:?}: {SIZE_HELP}")))?;
+            offset += if sign == '+' {
+                i128::from(n)
+            } else {
+                -i128::from(n)
+            };
+            rest = &body[end..];
+        }
         if let Some(n) =
             size_of_str(head).filter(|_| head.starts_with(|c: char| c.is_ascii_digit()))
         {
@@ -667,7 +669,9 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
                             .unwrap_or_else(|| "file".into()),
                     ),
                     s => {
-                        return Err(b.error(format!("{s:?}: expected \"anon\", \"file\" or \"io\"")));
+                        return Err(
+                            b.error(format!("{s:?}: expected \"anon\", \"file\" or \"io\""))
+                        );
                     }
                 },
             };

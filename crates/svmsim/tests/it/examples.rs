@@ -1,0 +1,98 @@
+//! The scenarios in `examples/`.
+
+use crate::{root, stdout, svmsim};
+
+fn example_files() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/ exists")
+        .map(|e| {
+            e.expect("readable entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".toml"))
+        .map(|n| format!("examples/{n}"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn there_are_examples_for_each_kfdtest_port() {
+    let files = example_files();
+    for want in [
+        "split-system-range",
+        "set-get-attributes",
+        "xnack-mode",
+        "prefetch-get",
+        "errors",
+    ] {
+        assert!(
+            files.iter().any(|f| f.contains(want)),
+            "examples/{want}.toml is missing"
+        );
+    }
+}
+
+#[test]
+fn every_example_passes_in_text_and_json() {
+    for f in example_files() {
+        let out = svmsim(&["scenario", &f]);
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{f}:\n{text}\n{}",
+            crate::stderr(&out)
+        );
+        assert!(text.contains("PASSED"), "{f}:\n{text}");
+
+        let out = svmsim(&["scenario", &f, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{f} --json");
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+        assert_eq!(v["schema"], "svmsim.scenario.v1", "{f}");
+        assert_eq!(v["passed"], true, "{f}");
+        assert_eq!(v["mismatches"], 0, "{f}");
+        assert!(v["violation"].is_null(), "{f}");
+        let ops = v["ops"].as_array().expect("ops array");
+        assert!(!ops.is_empty(), "{f}");
+        for op in ops {
+            assert!(
+                op["line"].as_u64().is_some_and(|l| l > 0),
+                "{f}: op without a line"
+            );
+            assert!(op["mismatch"].is_null(), "{f}: {op}");
+        }
+        assert!(
+            v["processes"].as_array().is_some_and(|p| !p.is_empty()),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn default_scenario_runs_without_a_file_and_is_deterministic() {
+    let a = svmsim(&["scenario"]);
+    let b = svmsim(&["scenario"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(a.stdout, b.stdout, "two runs of the default differ");
+    let text = stdout(&a);
+    assert!(text.contains("split-system-range"));
+    // The final table shows case 5's five ranges.
+    assert!(text.contains("ranges of p0"));
+    assert!(text.matches("host_access|coherent").count() >= 5);
+
+    let j1 = svmsim(&["scenario", "--json"]);
+    let j2 = svmsim(&["scenario", "--json"]);
+    assert_eq!(j1.stdout, j2.stdout, "two JSON runs of the default differ");
+    let v: serde_json::Value = serde_json::from_slice(&j1.stdout).unwrap();
+    let ranges = v["processes"][0]["ranges"].as_array().unwrap();
+    let sizes: Vec<u64> = ranges
+        .iter()
+        .map(|r| r["size_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![8192, 8192, 16384, 8192, 90112]);
+    assert!(ranges.iter().all(|r| r["mapped_to_gpu"] == true));
+    assert!(ranges.iter().all(|r| r["access"][0] == "gpu0"));
+}

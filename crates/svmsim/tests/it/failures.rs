@@ -1,0 +1,167 @@
+//! Bad scenario files (exit 2, placed errors) and failed expectations (exit 1).
+
+use crate::{stderr, stdout, svmsim};
+
+/// Writes `text` to a fresh file and runs it.
+fn run_text(name: &str, text: &str, json: bool) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("svmsim-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_string_lossy().into_owned();
+    if json {
+        svmsim(&["scenario", &p, "--json"])
+    } else {
+        svmsim(&["scenario", &p])
+    }
+}
+
+const GPU: &str = "[system]\n[[system.gpu]]\nname = \"gpu0\"\n";
+
+#[test]
+fn malformed_files_name_file_line_and_field() {
+    // Table: (file body, expected "line:col: field `...`" fragment, expected message fragment)
+    let cases: &[(&str, &str, &str)] = &[
+        ("[system\n", ":1:8:", "unclosed table"),
+        ("", ":1:1:", "missing field `system`"),
+        (
+            "[system]\nbogus = 1\n",
+            ":2:1: field `system.bogus`",
+            "unknown field",
+        ),
+        (
+            "[system]\n",
+            ":1:1: field `system`",
+            "at least one [[system.gpu]]",
+        ),
+        (
+            "[system]\n[[system.gpu]]\nvram = \"16 GB\"\n",
+            ":3:8: field `system.gpu[0].vram`",
+            "expected a size",
+        ),
+        (
+            "[system]\n[[system.gpu]]\nid = 0\n",
+            ":3:6: field `system.gpu[0].id`",
+            "reserved",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[system.gpu]]\nname = \"gpu0\"\n",
+            "field `system.gpu[1]`",
+            "used twice",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"frob\"\n",
+            ":4:6: field `op[0].do`",
+            "unknown op \"frob\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"set_attr\"\naddr = \"buf\"\nsize = 4096\nattrs = []\n",
+            ":5:8: field `op[0].addr`",
+            "no mapping labelled \"buf\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 4096\n[[op]]\ndo = \"set_attr\"\naddr = \"b\"\nsize = 4096\nattrs = [{ acces = \"gpu0\" }]\n",
+            ":11:20: field `op[1].attrs[0].acces`",
+            "unknown attribute",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 4096\n[[op]]\ndo = \"set_attr\"\naddr = \"b\"\nsize = 4096\nattrs = [{ access = \"gpu7\" }]\n",
+            "field `op[1].attrs[0].access`",
+            "no GPU named \"gpu7\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"get_attr\"\naddr = 0x10000\nsize = 4096\nexpect = \"EWHAT\"\n",
+            ":7:10: field `op[0].expect`",
+            "expected \"ok\" or an errno",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"munmap\"\naddr = 0x10000\nsize = -5\n",
+            ":6:8: field `op[0].size`",
+            "cannot be negative",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"set_xnack\"\nprocess = \"nobody\"\n",
+            ":5:11: field `op[0].process`",
+            "no process named \"nobody\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"queue_destroy\"\nqueue = \"q\"\n",
+            ":5:9: field `op[0].queue`",
+            "no queue named \"q\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mprotect\"\naddr = 0x10000\nsize = 4096\nprot = \"rq\"\n",
+            ":7:8: field `op[0].prot`",
+            "expected protection",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"get_attr\"\naddr = 0x10000\nsize = 4096\nquery = [\"granularity\"]\nexpect = { preferred_loc = \"sysmem\" }\n",
+            "field `op[0].query`",
+            "does not ask for",
+        ),
+    ];
+    for (i, (body, place, msg)) in cases.iter().enumerate() {
+        let name = format!("bad{i}.toml");
+        let out = run_text(&name, body, false);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
+        assert!(err.contains(&name), "case {i}: no file name in {err:?}");
+        assert!(err.contains(place), "case {i}: want {place:?} in {err:?}");
+        assert!(err.contains(msg), "case {i}: want {msg:?} in {err:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "case {i}: printed a report for a bad file"
+        );
+        assert!(!err.contains("panicked"), "case {i}: {err}");
+    }
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = svmsim(&["scenario", "no/such/file.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read no/such/file.toml"));
+}
+
+#[test]
+fn a_failed_expectation_exits_1_and_names_the_op() {
+    let body = format!(
+        "{GPU}[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 4096\n\n[[op]]\ndo = \"set_attr\"\naddr = \"b\"\nsize = 4096\nattrs = [{{ granularity = 3 }}]\nexpect = \"EFAULT\"\n\n[[op]]\ndo = \"get_attr\"\naddr = \"b\"\nsize = 4096\nexpect = {{ granularity = 4 }}\n"
+    );
+    let out = run_text("mismatch.toml", &body, false);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAILED: 2 of 2 expectation(s) did not hold"),
+        "{text}"
+    );
+    assert!(
+        text.contains("op 1 (set_attr, line 9): expected EFAULT, got ok"),
+        "{text}"
+    );
+    assert!(
+        text.contains("op 2 (get_attr, line 16): granularity: expected 4, got 3"),
+        "{text}"
+    );
+
+    let out = run_text("mismatch.toml", &body, true);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["mismatches"], 2);
+    assert_eq!(v["ops"][1]["mismatch"], "expected EFAULT, got ok");
+    assert_eq!(v["ops"][1]["line"], 9);
+}
+
+#[test]
+fn an_unresolvable_label_at_run_time_is_placed() {
+    // The mmap fails (misaligned size), so its label never gets an address.
+    let body = format!(
+        "{GPU}[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 100\nexpect = \"EINVAL\"\n\n[[op]]\ndo = \"munmap\"\naddr = \"b\"\nsize = 4096\n"
+    );
+    let out = run_text("label.toml", &body, false);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("label.toml:10:1: field `op[1].addr`"), "{err}");
+    assert!(err.contains("its mmap failed"), "{err}");
+}

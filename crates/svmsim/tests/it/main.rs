@@ -1,0 +1,33 @@
+//! Integration tests of the `svmsim` binary and its scenario runner.
+
+// Every example scenario runs, passes, and prints the same bytes twice.
+// New example files are picked up automatically.
+mod examples;
+
+// Malformed files, failed expectations and their exit codes.
+mod failures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `svmsim` with `args` from the workspace root.
+pub fn svmsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_svmsim"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the svmsim binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 output")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 output")
+}
