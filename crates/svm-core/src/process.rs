@@ -183,21 +183,14 @@ impl Process {
     /// The error whose [`Error::errno`] the ioctl returns. (kfd answers an
     /// unknown op with a *positive* EINVAL, which user space sees as success
     /// with return value 22; svmsim reports it as EINVAL.)
-    pub fn svm_ioctl(
-        &mut self,
-        pf: &mut dyn Platform,
-        args: &mut SvmArgs,
-    ) -> Result<SetAttrOutcome> {
+    pub fn svm_ioctl(&mut self, pf: &mut dyn Platform, args: &mut SvmArgs) -> Result {
         let range = Self::ioctl_range(args.start_addr, args.size)?;
         match args.op {
             uapi::SVM_OP_SET_ATTR => {
                 let ops = self.check_attrs(&args.attrs)?;
-                self.set_attr(pf, range, &ops)
+                self.set_attr(pf, range, &ops).map(drop)
             }
-            uapi::SVM_OP_GET_ATTR => {
-                self.get_attr_ioctl(pf, range, &mut args.attrs)?;
-                Ok(SetAttrOutcome::default())
-            }
+            uapi::SVM_OP_GET_ATTR => self.get_attr_ioctl(pf, range, &mut args.attrs),
             op => Err(Error::UnknownOp(op)),
         }
     }

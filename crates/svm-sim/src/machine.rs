@@ -9,7 +9,7 @@
 use serde::Serialize;
 use svm_core::addr::{CpuVa, PageRange};
 use svm_core::platform::{Platform, VmaInfo};
-use svm_core::process::{Process, QueueId, SetAttrOutcome};
+use svm_core::process::{Process, QueueId};
 use svm_core::topology::Topology;
 use svm_core::uapi::{SvmArgs, SvmAttribute};
 use svm_core::{Error, Result};
@@ -202,7 +202,7 @@ impl Machine {
     ///
     /// # Errors
     /// See `svm_core::process::Process::svm_ioctl`.
-    pub fn svm_ioctl(&mut self, pid: Pid, args: &mut SvmArgs) -> Result<SetAttrOutcome> {
+    pub fn svm_ioctl(&mut self, pid: Pid, args: &mut SvmArgs) -> Result {
         let (p, limit) = self.parts(pid);
         let mut env = Env { mm: &p.mm, limit };
         p.svm.svm_ioctl(&mut env, args)

@@ -7,6 +7,9 @@ mod examples;
 // Malformed files, failed expectations and their exit codes.
 mod failures;
 
+// Random and mutated scenario text: errors, never panics.
+mod robust;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
