@@ -84,6 +84,17 @@ pub enum Backing {
     Io,
 }
 
+/// `anon`, `file:NAME` or `io`.
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backing::Anon => f.write_str("anon"),
+            Backing::File(name) => write!(f, "file:{name}"),
+            Backing::Io => f.write_str("io"),
+        }
+    }
+}
+
 /// What the VMA is used for, as `/proc/PID/maps` labels it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +106,17 @@ pub enum Mark {
     Heap,
     /// `[stack]`.
     Stack,
+}
+
+/// `heap`, `stack`, or nothing.
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mark::None => "",
+            Mark::Heap => "heap",
+            Mark::Stack => "stack",
+        })
+    }
 }
 
 /// One VMA.

@@ -47,13 +47,7 @@ fn processes_have_their_own_ranges_and_modes_but_share_the_limit() {
     assert_eq!(m.mem_limit().used_bytes, 24 * PAGE);
     // XNACK on for a gives its reservation back; b can now grow.
     assert_eq!(m.set_xnack_mode(a, 1), Ok(1));
-    let mut args = svm_core::uapi::SvmArgs {
-        start_addr: 0x100_0000,
-        size: 16 * PAGE,
-        op: svm_core::uapi::SVM_OP_SET_ATTR,
-        attrs: vec![svm_core::uapi::SvmAttribute::new(GRANULARITY, 4)],
-    };
-    m.svm_ioctl(b, &mut args).unwrap();
+    assert_eq!(set(&mut m, b, 16), Ok(()));
     check::check(&m).unwrap();
     assert_eq!(m.process(a).svm.ranges().len(), 1);
     assert_eq!(m.process(b).svm.ranges().len(), 2);

@@ -309,26 +309,26 @@ impl Runner<'_> {
             .map_err(|_| self.place(op, field, "address out of the 64-bit range".into()))
     }
 
-    fn result<T>(r: &Result<T, svm_core::Error>) -> OpResult {
+    fn result<T, E: std::fmt::Display>(
+        r: &Result<T, E>,
+        errno: impl Fn(&E) -> svm_core::Errno,
+    ) -> OpResult {
         match r {
             Ok(_) => OpResult::Ok,
             Err(e) => OpResult::Error {
-                errno: e.errno().name().into(),
-                code: e.errno().code(),
+                errno: errno(e).name().into(),
+                code: errno(e).code(),
                 message: e.to_string(),
             },
         }
     }
 
+    fn svm_result<T>(r: &Result<T, svm_core::Error>) -> OpResult {
+        Self::result(r, svm_core::Error::errno)
+    }
+
     fn mm_result<T>(r: &Result<T, svm_sim::mm::MmError>) -> OpResult {
-        match r {
-            Ok(_) => OpResult::Ok,
-            Err(e) => OpResult::Error {
-                errno: e.errno().name().into(),
-                code: e.errno().code(),
-                message: e.to_string(),
-            },
-        }
+        Self::result(r, svm_sim::mm::MmError::errno)
     }
 
     fn step(&mut self, op: &OpSpec) -> Result<OpRecord, ScenarioError> {
@@ -363,11 +363,7 @@ impl Runner<'_> {
                     "{}{} {prot} {}{}",
                     label.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
                     fmt_size(*size),
-                    match backing {
-                        svm_sim::mm::Backing::Anon => "anon".to_string(),
-                        svm_sim::mm::Backing::File(f) => format!("file:{f}"),
-                        svm_sim::mm::Backing::Io => "io".to_string(),
-                    },
+                    backing,
                     fixed.map(|a| format!(" at {a:#x}")).unwrap_or_default()
                 );
                 let r = self.m.mmap(
@@ -410,7 +406,7 @@ impl Runner<'_> {
                     op: SVM_OP_SET_ATTR,
                     attrs: attrs.clone(),
                 };
-                rec.result = Self::result(&self.m.svm_ioctl(pid, &mut args));
+                rec.result = Self::svm_result(&self.m.svm_ioctl(pid, &mut args));
             }
             OpKind::GetAttr { addr, size, query } => {
                 let a = self.addr(op, "addr", addr)?;
@@ -434,7 +430,7 @@ impl Runner<'_> {
                     attrs: query.clone(),
                 };
                 let r = self.m.svm_ioctl(pid, &mut args);
-                rec.result = Self::result(&r);
+                rec.result = Self::svm_result(&r);
                 if r.is_ok() {
                     rec.values = Some(
                         query
@@ -452,7 +448,7 @@ impl Runner<'_> {
                     format!("enable={}", *value != 0)
                 };
                 let r = self.m.set_xnack_mode(pid, *value);
-                rec.result = Self::result(&r);
+                rec.result = Self::svm_result(&r);
                 rec.xnack = Some(self.m.process(pid).svm.xnack_enabled());
             }
             OpKind::QueueCreate { label, gpu_id } => {
@@ -462,7 +458,7 @@ impl Runner<'_> {
                     self.names.gpu(*gpu_id)
                 );
                 let r = self.m.create_queue(pid, *gpu_id);
-                rec.result = Self::result(&r);
+                rec.result = Self::svm_result(&r);
                 if let (Ok(q), Some(l)) = (&r, label) {
                     self.queues.insert((op.process, l.clone()), q.raw());
                 }
@@ -474,7 +470,7 @@ impl Runner<'_> {
                     .queues
                     .remove(&(op.process, label.clone()))
                     .unwrap_or(0);
-                rec.result = Self::result(&self.m.destroy_queue(pid, q));
+                rec.result = Self::svm_result(&self.m.destroy_queue(pid, q));
             }
             OpKind::Ranges { window, expect } => {
                 let win = window
@@ -708,16 +704,8 @@ impl Runner<'_> {
                             start_addr: format!("{:#x}", v.range.start_va().raw()),
                             end_addr: format!("{:#x}", v.range.end().va().raw()),
                             prot: v.prot.to_string(),
-                            backing: match &v.backing {
-                                svm_sim::mm::Backing::Anon => "anon".into(),
-                                svm_sim::mm::Backing::File(f) => format!("file:{f}"),
-                                svm_sim::mm::Backing::Io => "io".into(),
-                            },
-                            mark: match v.mark {
-                                svm_sim::mm::Mark::None => String::new(),
-                                svm_sim::mm::Mark::Heap => "heap".into(),
-                                svm_sim::mm::Mark::Stack => "stack".into(),
-                            },
+                            backing: v.backing.to_string(),
+                            mark: v.mark.to_string(),
                         })
                         .collect(),
                     ranges: svm
