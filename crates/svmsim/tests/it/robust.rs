@@ -1,4 +1,6 @@
 //! Bad input never panics: random text, and example files with lines cut or tokens swapped.
+//!
+//! The seeds are fixed, so a failure reproduces by running the test again.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -33,7 +35,9 @@ fn random_text_never_panics() {
         parse_and_run(&s);
         Ok(())
     })
-    .unwrap_or_else(|e| panic!("SEED=0x5eed0002: {e}"));
+    .unwrap_or_else(|e| {
+        panic!("SEED=0x5eed0002: {e}\nnote: reproduce with `cargo nextest run -p svmsim random_text_never_panics`")
+    });
 }
 
 /// Tokens that change meaning in interesting ways.
@@ -89,5 +93,7 @@ fn mutated_examples_never_panic() {
         parse_and_run(&out.join("\n"));
         Ok(())
     })
-    .unwrap_or_else(|e| panic!("SEED=0x5eed0003: {e}"));
+    .unwrap_or_else(|e| {
+        panic!("SEED=0x5eed0003: {e}\nnote: reproduce with `cargo nextest run -p svmsim mutated_examples_never_panic`")
+    });
 }
