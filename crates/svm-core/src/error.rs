@@ -90,8 +90,8 @@ impl fmt::Display for Errno {
 /// Everything the engine's API can refuse, with the facts of the refusal.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// start {start} or size {size:#x} is not page aligned, or the size is zero
-    #[error("start {start} or size {size:#x} is not page aligned, or the size is zero")]
+    /// start {start} or size {size:#x} is not page aligned, or one of them is zero
+    #[error("start {start} or size {size:#x} is not page aligned, or one of them is zero")]
     Misaligned { start: CpuVa, size: u64 },
     /// The ioctl op is neither SET_ATTR nor GET_ATTR.
     #[error("unknown SVM op {0}")]
@@ -105,7 +105,7 @@ pub enum Error {
     /// A gpu_id that is not one of the process's GPUs.
     #[error("gpu_id {0:#x} is not a GPU of this process")]
     UnknownGpu(u32),
-    /// ACCESS or ACCESS_IN_PLACE named a GPU without SVM support.
+    /// An attribute named a GPU without SVM support.
     #[error("GPU {0:#x} does not support SVM")]
     SvmUnsupported(u32),
     /// Part of the range is not covered by a VMA.

@@ -198,12 +198,13 @@ impl Process {
     /// Checks the byte range of an SVM ioctl and turns it into pages.
     ///
     /// # Errors
-    /// [`Error::Misaligned`] when start or size is not page aligned or the
-    /// size is zero. The page range cannot overflow: both values are shifted
-    /// down by the page size first, as `svm_ioctl` does.
+    /// [`Error::Misaligned`] when start or size is not page aligned or either
+    /// is zero (`kfd_ioctl_svm`). The page range cannot overflow: both values
+    /// are shifted down by the page size first, as `svm_ioctl` does.
     pub fn ioctl_range(start_addr: u64, size: u64) -> Result<PageRange> {
         let start = CpuVa::new(start_addr);
-        if !start.is_page_aligned() || !CpuVa::new(size).is_page_aligned() || size == 0 {
+        let aligned = start.is_page_aligned() && CpuVa::new(size).is_page_aligned();
+        if !aligned || start_addr == 0 || size == 0 {
             return Err(Error::Misaligned { start, size });
         }
         Ok(
@@ -223,19 +224,21 @@ impl Process {
     }
 
     fn check_attr(&self, a: SvmAttribute) -> Result<AttrOp> {
+        // Every attribute that names a GPU must name one of the process's
+        // GPUs with SVM support: kfd applies one test after looking up the
+        // index, whatever the attribute type.
+        let gpu = |value: u32| -> Result<GpuIndex> {
+            let gpu = self.gpuidx(value).ok_or(Error::UnknownGpu(value))?;
+            if !self.bitmap_supported.contains(gpu) {
+                return Err(Error::SvmUnsupported(value));
+            }
+            Ok(gpu)
+        };
         let loc = |value: u32| -> Result<Location> {
             if value == uapi::SVM_LOCATION_SYSMEM {
                 return Ok(Location::Sys);
             }
-            let gpu = self.gpuidx(value).ok_or(Error::UnknownGpu(value))?;
-            Ok(Location::Vram(self.devices[gpu].id))
-        };
-        let access_gpu = |value: u32, needs_svm: bool| -> Result<GpuIndex> {
-            let gpu = self.gpuidx(value).ok_or(Error::UnknownGpu(value))?;
-            if needs_svm && !self.bitmap_supported.contains(gpu) {
-                return Err(Error::SvmUnsupported(value));
-            }
-            Ok(gpu)
+            Ok(Location::Vram(self.devices[gpu(value)?].id))
         };
         Ok(match a.ty {
             attr_type::PREFERRED_LOC => AttrOp::PreferredLoc(match a.value {
@@ -245,9 +248,9 @@ impl Process {
             // UNDEFINED is not exempt here: kfd looks it up as a gpu_id and
             // finds none.
             attr_type::PREFETCH_LOC => AttrOp::PrefetchLoc(loc(a.value)?),
-            attr_type::ACCESS => AttrOp::Access(access_gpu(a.value, true)?),
-            attr_type::ACCESS_IN_PLACE => AttrOp::AccessInPlace(access_gpu(a.value, true)?),
-            attr_type::NO_ACCESS => AttrOp::NoAccess(access_gpu(a.value, false)?),
+            attr_type::ACCESS => AttrOp::Access(gpu(a.value)?),
+            attr_type::ACCESS_IN_PLACE => AttrOp::AccessInPlace(gpu(a.value)?),
+            attr_type::NO_ACCESS => AttrOp::NoAccess(gpu(a.value)?),
             attr_type::SET_FLAGS => AttrOp::SetFlags(SvmFlags::from_bits(a.value)),
             attr_type::CLR_FLAGS => AttrOp::ClrFlags(SvmFlags::from_bits(a.value)),
             attr_type::GRANULARITY => AttrOp::Granularity(a.value),
@@ -294,9 +297,12 @@ impl Process {
         // kfd checks the VA before the query types.
         Self::is_valid(pf, range)?;
         let queries = Self::check_queries(attrs)?;
-        let values = self.get_attr(pf, range, &queries)?;
-        for (slot, v) in attrs.iter_mut().zip(values) {
-            *slot = Self::encode_value(slot.value, v);
+        let agg = Aggregate::over(self, range);
+        // Answers are written in place one by one. An unknown gpu_id in an
+        // ACCESS query stops the fill there, and the answers before it stay
+        // written: kfd copies the buffer back to user space even on error.
+        for (slot, q) in attrs.iter_mut().zip(queries) {
+            *slot = Self::encode_value(slot.value, self.answer(&agg, q)?);
         }
         Ok(())
     }
@@ -557,29 +563,29 @@ impl Process {
     ) -> Result<Vec<AttrValue>> {
         Self::is_valid(pf, range)?;
         let agg = Aggregate::over(self, range);
-        queries
-            .iter()
-            .map(|&q| {
-                Ok(match q {
-                    AttrQuery::PreferredLoc => AttrValue::PreferredLoc(agg.preferred_loc),
-                    AttrQuery::PrefetchLoc => AttrValue::PrefetchLoc(agg.prefetch_loc),
-                    AttrQuery::Access(raw) => {
-                        let gpu = self.gpuidx(raw).ok_or(Error::UnknownGpu(raw))?;
-                        let kind = if agg.access.contains(gpu) {
-                            AccessKind::Access
-                        } else if agg.access_in_place.contains(gpu) {
-                            AccessKind::AccessInPlace
-                        } else {
-                            AccessKind::NoAccess
-                        };
-                        AttrValue::Access(self.devices[gpu].id, kind)
-                    }
-                    AttrQuery::SetFlags => AttrValue::SetFlags(SvmFlags::from_bits(agg.flags_and)),
-                    AttrQuery::ClrFlags => AttrValue::ClrFlags(SvmFlags::from_bits(!agg.flags_or)),
-                    AttrQuery::Granularity => AttrValue::Granularity(agg.granularity),
-                })
-            })
-            .collect()
+        queries.iter().map(|&q| self.answer(&agg, q)).collect()
+    }
+
+    /// One GET_ATTR answer from the combined attributes.
+    fn answer(&self, agg: &Aggregate, q: AttrQuery) -> Result<AttrValue> {
+        Ok(match q {
+            AttrQuery::PreferredLoc => AttrValue::PreferredLoc(agg.preferred_loc),
+            AttrQuery::PrefetchLoc => AttrValue::PrefetchLoc(agg.prefetch_loc),
+            AttrQuery::Access(raw) => {
+                let gpu = self.gpuidx(raw).ok_or(Error::UnknownGpu(raw))?;
+                let kind = if agg.access.contains(gpu) {
+                    AccessKind::Access
+                } else if agg.access_in_place.contains(gpu) {
+                    AccessKind::AccessInPlace
+                } else {
+                    AccessKind::NoAccess
+                };
+                AttrValue::Access(self.devices[gpu].id, kind)
+            }
+            AttrQuery::SetFlags => AttrValue::SetFlags(SvmFlags::from_bits(agg.flags_and)),
+            AttrQuery::ClrFlags => AttrValue::ClrFlags(SvmFlags::from_bits(!agg.flags_or)),
+            AttrQuery::Granularity => AttrValue::Granularity(agg.granularity),
+        })
     }
 
     /// The munmap path: drops `range` from every SVM range

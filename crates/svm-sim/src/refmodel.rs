@@ -122,7 +122,7 @@ impl RefModel {
     }
 
     fn pages_of(start: u64, size: u64) -> Result<(u64, u64), Errno> {
-        if start % PAGE != 0 || size % PAGE != 0 || size == 0 {
+        if start % PAGE != 0 || size % PAGE != 0 || start == 0 || size == 0 {
             return Err(Errno::Einval);
         }
         Ok((start / PAGE, size / PAGE))
@@ -146,12 +146,13 @@ impl RefModel {
         let (first, n) = Self::pages_of(start, size)?;
         let supported = self.supported();
         for a in attrs {
-            let known = self.index_of(a.value);
+            let svm_gpu = self
+                .index_of(a.value)
+                .is_some_and(|i| supported & 1 << i != 0);
             let ok = match a.ty {
-                0 => a.value == 0 || a.value == UNDEFINED || known.is_some(),
-                1 => a.value == 0 || known.is_some(),
-                2 | 3 => known.is_some_and(|i| supported & 1 << i != 0),
-                4 => known.is_some(),
+                0 => a.value == 0 || a.value == UNDEFINED || svm_gpu,
+                1 => a.value == 0 || svm_gpu,
+                2..=4 => svm_gpu,
                 5..=7 => true,
                 _ => false,
             };

@@ -102,7 +102,12 @@ fn ioctl_rejects_misaligned_and_empty() {
     let mut p = Process::new(&topo(true), true);
     let mut pf = Fake::new(&[(0x10, 0x20, false)]);
     // Table: (start, size) that must give EINVAL before anything is looked at.
-    for (start, size) in [(0x10001, 0x1000), (0x10000, 0x800), (0x10000, 0)] {
+    for (start, size) in [
+        (0x10001, 0x1000),
+        (0x10000, 0x800),
+        (0x10000, 0),
+        (0, 0x1000),
+    ] {
         let mut a = args(uapi::SVM_OP_SET_ATTR, start, size, &[]);
         assert_eq!(
             ioctl(&mut p, &mut pf, &mut a),
@@ -149,7 +154,9 @@ fn set_attr_validation_table() {
         ((ACCESS, GPU0), Ok(())),
         ((ACCESS, NOSVM), Err(Errno::Einval)), // no SVM support
         ((ACCESS_IN_PLACE, NOSVM), Err(Errno::Einval)),
-        ((NO_ACCESS, NOSVM), Ok(())), // NO_ACCESS needs only a known GPU
+        ((NO_ACCESS, NOSVM), Err(Errno::Einval)), // every GPU named must support SVM
+        ((PREFERRED_LOC, NOSVM), Err(Errno::Einval)),
+        ((PREFETCH_LOC, NOSVM), Err(Errno::Einval)),
         ((NO_ACCESS, 0x9999), Err(Errno::Einval)),
         ((ACCESS, 0), Err(Errno::Einval)), // sysmem is not a GPU
         ((SET_FLAGS, 0xffff_ffff), Ok(())),
@@ -400,4 +407,27 @@ fn mapped_to_gpu_follows_validate_rules() {
         .check_attrs(&[SvmAttribute::new(SET_FLAGS, uapi::flag::GPU_ALWAYS_MAPPED)])
         .unwrap();
     assert_eq!(p.set_attr(&mut pf, r, &ops).unwrap().mapped, 1);
+}
+
+#[test]
+fn get_attr_error_leaves_earlier_answers_written() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    use attr_type::*;
+    let mut a = args(
+        uapi::SVM_OP_GET_ATTR,
+        0x10000,
+        0x1000,
+        &[(GRANULARITY, 0), (ACCESS, 0x9999), (PREFERRED_LOC, 7)],
+    );
+    assert_eq!(ioctl(&mut p, &mut pf, &mut a), Err(Errno::Einval));
+    // The first answer is in place, the bad query and the one after are untouched.
+    assert_eq!(
+        a.attrs,
+        vec![
+            SvmAttribute::new(GRANULARITY, 9),
+            SvmAttribute::new(ACCESS, 0x9999),
+            SvmAttribute::new(PREFERRED_LOC, 7),
+        ]
+    );
 }
