@@ -149,16 +149,23 @@ impl Vma {
 /// Why an mm call failed, with the errno Linux returns for it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MmError {
-    /// The address or length is not page aligned, or the length is zero.
-    #[error("address {addr} or length {len:#x} is not page aligned, or the length is zero")]
-    Misaligned { addr: CpuVa, len: u64 },
-    /// The range leaves the user address space.
+    /// The address is not page aligned (EINVAL).
+    #[error("address {0} is not page aligned")]
+    Misaligned(CpuVa),
+    /// mmap or munmap of zero bytes (EINVAL).
+    #[error("length is zero")]
+    ZeroLength,
+    /// munmap of a range that leaves the user address space (EINVAL).
     #[error("{addr}+{len:#x} lies outside the user address space")]
     OutOfRange { addr: CpuVa, len: u64 },
-    /// No free gap is large enough.
-    #[error("no free gap of {len:#x} bytes")]
+    /// A fixed mapping below `mmap_min_addr` (EPERM).
+    #[error("{0} is below mmap_min_addr ({MMAP_MIN_ADDR:#x})")]
+    BelowMinAddr(CpuVa),
+    /// The mapping does not fit in the user address space, or no free gap
+    /// is large enough (ENOMEM).
+    #[error("no room for {len:#x} bytes")]
     NoSpace { len: u64 },
-    /// mprotect over a page with no VMA.
+    /// mprotect reached a page with no VMA (ENOMEM).
     #[error("page {0} is not mapped")]
     NotMapped(PageNum),
 }
@@ -167,10 +174,19 @@ impl MmError {
     /// The errno Linux returns.
     pub fn errno(&self) -> Errno {
         match self {
-            MmError::Misaligned { .. } | MmError::OutOfRange { .. } => Errno::Einval,
+            MmError::Misaligned(_) | MmError::ZeroLength | MmError::OutOfRange { .. } => {
+                Errno::Einval
+            }
+            MmError::BelowMinAddr(_) => Errno::Eperm,
             MmError::NoSpace { .. } | MmError::NotMapped(_) => Errno::Enomem,
         }
     }
+}
+
+/// `len` rounded up to whole pages, as every mm call rounds it, or `None`
+/// when that overflows.
+fn page_len(len: u64) -> Option<u64> {
+    len.checked_next_multiple_of(PAGE_SIZE)
 }
 
 /// The VMAs of one process.
@@ -204,26 +220,14 @@ impl AddressSpace {
         self.vma_at(page).map(Vma::info)
     }
 
-    /// Checks alignment and bounds and returns the pages of `[addr, addr+len)`.
-    fn span(addr: CpuVa, len: u64) -> Result<PageRange, MmError> {
-        if !addr.is_page_aligned() || len % PAGE_SIZE != 0 || len == 0 {
-            return Err(MmError::Misaligned { addr, len });
-        }
-        match addr.checked_add(len) {
-            Some(end) if end.raw() <= TASK_SIZE => {
-                Ok(PageRange::new(addr.page_num(), end.page_num()))
-            }
-            _ => Err(MmError::OutOfRange { addr, len }),
-        }
-    }
-
-    /// Maps `len` bytes. With `fixed`, at exactly that address, replacing
-    /// whatever was there (`MAP_FIXED`); the replaced pages are returned so the
-    /// caller can run the munmap notifier over them. Without, at the highest
-    /// free gap below [`MMAP_BASE`].
+    /// Maps `len` bytes, rounded up to whole pages. With `fixed`, at exactly
+    /// that address, replacing whatever was there (`MAP_FIXED`); the replaced
+    /// pages are returned so the caller can run the munmap notifier over them.
+    /// Without, at the highest free gap below [`MMAP_BASE`].
     ///
     /// # Errors
-    /// EINVAL for a misaligned or out-of-range request, ENOMEM when no gap fits.
+    /// As Linux: EINVAL for a zero length or a misaligned fixed address,
+    /// EPERM below `mmap_min_addr`, ENOMEM when it does not fit.
     pub fn mmap(
         &mut self,
         fixed: Option<CpuVa>,
@@ -232,18 +236,29 @@ impl AddressSpace {
         backing: Backing,
         mark: Mark,
     ) -> Result<(PageRange, Vec<PageRange>), MmError> {
+        if len == 0 {
+            return Err(MmError::ZeroLength);
+        }
+        let len = page_len(len)
+            .filter(|&l| l <= TASK_SIZE)
+            .ok_or(MmError::NoSpace { len })?;
+        let npages = PageCount::from_bytes_ceil(len);
         let range = match fixed {
-            Some(addr) => Self::span(addr, len)?,
-            None => {
-                if len % PAGE_SIZE != 0 || len == 0 {
-                    return Err(MmError::Misaligned {
-                        addr: CpuVa::new(0),
-                        len,
-                    });
+            Some(addr) => {
+                if !addr.is_page_aligned() {
+                    return Err(MmError::Misaligned(addr));
                 }
-                self.find_gap(PageCount::from_bytes_ceil(len))
-                    .ok_or(MmError::NoSpace { len })?
+                if addr.raw() < MMAP_MIN_ADDR {
+                    return Err(MmError::BelowMinAddr(addr));
+                }
+                match addr.checked_add(len) {
+                    Some(end) if end.raw() <= TASK_SIZE => {
+                        PageRange::from_start_len(addr.page_num(), npages).expect("below TASK_SIZE")
+                    }
+                    _ => return Err(MmError::NoSpace { len }),
+                }
             }
+            None => self.find_gap(npages).ok_or(MmError::NoSpace { len })?,
         };
         let replaced = self.unmap_pages(range);
         self.vmas.insert(
@@ -273,14 +288,25 @@ impl AddressSpace {
         (start >= floor.raw()).then(|| PageRange::new(PageNum::new(start), top))
     }
 
-    /// Unmaps `[addr, addr+len)` and returns the pages that were mapped.
-    /// Unmapping pages that are not mapped is not an error, as in Linux.
+    /// Unmaps `[addr, addr+len)`, the length rounded up to whole pages, and
+    /// returns the pages that were mapped. Unmapping pages that are not
+    /// mapped is not an error, as in Linux.
     ///
     /// # Errors
-    /// EINVAL for a misaligned or out-of-range request.
+    /// EINVAL for a misaligned address, a zero length, or a range outside
+    /// the user address space.
     pub fn munmap(&mut self, addr: CpuVa, len: u64) -> Result<Vec<PageRange>, MmError> {
-        let range = Self::span(addr, len)?;
-        Ok(self.unmap_pages(range))
+        if !addr.is_page_aligned() {
+            return Err(MmError::Misaligned(addr));
+        }
+        if len == 0 {
+            return Err(MmError::ZeroLength);
+        }
+        let end = page_len(len)
+            .and_then(|l| addr.checked_add(l))
+            .filter(|e| e.raw() <= TASK_SIZE)
+            .ok_or(MmError::OutOfRange { addr, len })?;
+        Ok(self.unmap_pages(PageRange::new(addr.page_num(), end.page_num())))
     }
 
     fn unmap_pages(&mut self, range: PageRange) -> Vec<PageRange> {
@@ -317,26 +343,43 @@ impl AddressSpace {
             .collect()
     }
 
-    /// Changes the protection of `[addr, addr+len)`.
+    /// Changes the protection of `[addr, addr+len)`, the length rounded up
+    /// to whole pages.
+    ///
+    /// As in Linux (`do_mprotect_pkey`), VMAs change one after the other: a
+    /// hole stops the walk with ENOMEM, and the VMAs before it keep their new
+    /// protection. A zero length does nothing.
     ///
     /// # Errors
-    /// EINVAL for a misaligned request, ENOMEM when a page is not mapped (then
-    /// nothing changes).
+    /// EINVAL for a misaligned address; ENOMEM when the range wraps or
+    /// reaches a page with no VMA.
     pub fn mprotect(&mut self, addr: CpuVa, len: u64, prot: Prot) -> Result<(), MmError> {
-        let range = Self::span(addr, len)?;
+        if !addr.is_page_aligned() {
+            return Err(MmError::Misaligned(addr));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let end = page_len(len)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(MmError::NotMapped(addr.page_num()))?;
+        let range = PageRange::new(addr.page_num(), end.page_num());
+        // The first page must be mapped before anything changes.
+        if self.vma_at(range.start()).is_none() {
+            return Err(MmError::NotMapped(range.start()));
+        }
         let mut page = range.start();
         while page < range.end() {
-            page = self
-                .vma_at(page)
-                .ok_or(MmError::NotMapped(page))?
-                .range
-                .end();
-        }
-        for start in self.split_around(range) {
+            let Some(v) = self.vma_at(page) else {
+                return Err(MmError::NotMapped(page));
+            };
+            let piece = v.range.intersect(range).expect("the VMA holds the page");
+            let start = self.split_around(piece)[0];
             self.vmas
                 .get_mut(&start)
                 .expect("split VMA is in the table")
                 .prot = prot;
+            page = piece.end();
         }
         Ok(())
     }
@@ -456,42 +499,65 @@ mod tests {
                 .errno(),
             Errno::Enomem
         );
-        // A failed mprotect changes nothing.
-        assert_eq!(spans(&a)[1].2, "r--");
+        // Linux changes the VMAs before the hole and stops there.
+        assert_eq!(spans(&a)[1].2, "rw-");
+        // A hole at the start changes nothing.
+        let err = a.mprotect(CpuVa::new(0x13000), 3 * P, Prot::default());
+        assert_eq!(err.unwrap_err().errno(), Errno::Enomem);
+        assert_eq!(spans(&a)[2].2, "rw-");
+        assert_eq!(a.mprotect(CpuVa::new(0x13000), 0, Prot::default()), Ok(()));
     }
 
     #[test]
     fn bad_requests() {
         let mut a = AddressSpace::new();
-        // Table: (addr, len, errno)
+        let fixed = |a: &mut AddressSpace, addr: u64, len: u64| {
+            a.mmap(
+                Some(CpuVa::new(addr)),
+                len,
+                Prot::RW,
+                Backing::Anon,
+                Mark::None,
+            )
+            .map(drop)
+            .map_err(|e| e.errno())
+        };
+        // Table: (addr, len, munmap errno, MAP_FIXED mmap result)
         let cases = [
-            (0x10001, P, Errno::Einval),
-            (0x10000, 0, Errno::Einval),
-            (0x10000, 10, Errno::Einval),
-            (TASK_SIZE, P, Errno::Einval),
-            (u64::MAX - 0xfff, P, Errno::Einval),
+            (0x10001, P, Err(Errno::Einval), Err(Errno::Einval)), // misaligned address
+            (0x10000, 0, Err(Errno::Einval), Err(Errno::Einval)), // zero length
+            (0x10000, 10, Ok(()), Ok(())),                        // length rounds up
+            (0x1000, P, Ok(()), Err(Errno::Eperm)),               // below mmap_min_addr
+            (TASK_SIZE, P, Err(Errno::Einval), Err(Errno::Enomem)), // past the top
+            (u64::MAX - 0xfff, P, Err(Errno::Einval), Err(Errno::Enomem)), // wraps
         ];
-        for (addr, len, errno) in cases {
-            assert_eq!(
-                a.munmap(CpuVa::new(addr), len).unwrap_err().errno(),
-                errno,
-                "{addr:#x}"
-            );
-            assert_eq!(
-                a.mmap(
-                    Some(CpuVa::new(addr)),
-                    len,
-                    Prot::RW,
-                    Backing::Anon,
-                    Mark::None
-                )
-                .unwrap_err()
-                .errno(),
-                errno
-            );
+        for (addr, len, unmap, map) in cases {
+            let got = a
+                .munmap(CpuVa::new(addr), len)
+                .map(drop)
+                .map_err(|e| e.errno());
+            assert_eq!(got, unmap, "munmap {addr:#x}+{len:#x}");
+            assert_eq!(fixed(&mut a, addr, len), map, "mmap {addr:#x}+{len:#x}");
         }
         assert_eq!(
+            a.vma_at(PageNum::new(0x10)).unwrap().range.npages(),
+            PageCount::new(1)
+        );
+        assert_eq!(
             a.mmap(None, 1 << 50, Prot::RW, Backing::Anon, Mark::None)
+                .unwrap_err()
+                .errno(),
+            Errno::Enomem
+        );
+        // mprotect: misaligned is EINVAL, a wrapping range ENOMEM.
+        assert_eq!(
+            a.mprotect(CpuVa::new(0x10001), P, Prot::RW)
+                .unwrap_err()
+                .errno(),
+            Errno::Einval
+        );
+        assert_eq!(
+            a.mprotect(CpuVa::new(0x10000), u64::MAX, Prot::RW)
                 .unwrap_err()
                 .errno(),
             Errno::Enomem

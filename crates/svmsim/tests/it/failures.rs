@@ -155,9 +155,9 @@ fn a_failed_expectation_exits_1_and_names_the_op() {
 
 #[test]
 fn an_unresolvable_label_at_run_time_is_placed() {
-    // The mmap fails (misaligned size), so its label never gets an address.
+    // The mmap fails (zero length), so its label never gets an address.
     let body = format!(
-        "{GPU}[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 100\nexpect = \"EINVAL\"\n\n[[op]]\ndo = \"munmap\"\naddr = \"b\"\nsize = 4096\n"
+        "{GPU}[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 0\nexpect = \"EINVAL\"\n\n[[op]]\ndo = \"munmap\"\naddr = \"b\"\nsize = 4096\n"
     );
     let out = run_text("label.toml", &body, false);
     let err = stderr(&out);
