@@ -431,3 +431,28 @@ fn get_attr_error_leaves_earlier_answers_written() {
         ]
     );
 }
+
+/// Step 11 of set_attr validates every remap piece, mapped or not: a piece cut
+/// at an unaligned point from a never-mapped range with an in-place GPU gets
+/// mapped (XNACK on maps in-place GPUs eagerly), while the updated middle,
+/// whose attributes asked for no mapping update, stays unmapped.
+#[test]
+fn remap_pieces_are_validated_even_if_never_mapped() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x40, false)]);
+    let r = PageRange::new(PageNum::new(0x10), PageNum::new(0x40));
+    let aip = p
+        .check_attrs(&[SvmAttribute::new(attr_type::ACCESS_IN_PLACE, GPU0)])
+        .unwrap();
+    // ACCESS_IN_PLACE with XNACK on does not ask for a mapping update.
+    assert_eq!(p.set_attr(&mut pf, r, &aip).unwrap().mapped, 0);
+    let inner = PageRange::new(PageNum::new(0x18), PageNum::new(0x19));
+    let out = p.set_attr(&mut pf, inner, &[]).unwrap();
+    assert_eq!((out.split, out.remapped, out.mapped), (1, 2, 2));
+    let mapped: Vec<(u64, bool)> = p
+        .ranges()
+        .iter()
+        .map(|r| (r.start().raw(), r.mapped_to_gpu))
+        .collect();
+    assert_eq!(mapped, vec![(0x10, true), (0x18, false), (0x19, true)]);
+}

@@ -16,8 +16,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use svm_core::Errno;
-use svm_core::addr::CpuVa;
+use svm_core::addr::{CpuVa, PageNum, PageRange};
 use svm_core::gpu::GpuId;
+use svm_core::range::SvmRange;
 use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
 use svm_sim::check;
@@ -242,6 +243,144 @@ impl ReferenceStateMachine for Ref {
     }
 }
 
+/// The engine's ranges, for structure checks the per-page model cannot make.
+fn ranges(s: &Sut) -> Vec<SvmRange> {
+    s.m.process(s.pid).svm.ranges().iter().cloned().collect()
+}
+
+/// What an operation may do to the range *structure* (splits, skips,
+/// untouched neighbours), which the per-page model does not see.
+enum Shape {
+    /// SET_ATTR over these pages.
+    Set(PageRange),
+    /// munmap or MAP_FIXED over these pages.
+    Cut(PageRange),
+    /// Leaves the ranges alone.
+    Same,
+}
+
+impl Shape {
+    fn of(op: &Op) -> Shape {
+        let pages = |p: u64, n: u64| PageRange::new(PageNum::new(p), PageNum::new(p + n));
+        match *op {
+            Op::SetAttr { start, size, .. }
+                if start % PAGE == 0 && size % PAGE == 0 && size > 0 =>
+            {
+                Shape::Set(pages(start / PAGE, size / PAGE))
+            }
+            Op::Mmap { page, npages, .. } | Op::Munmap { page, npages } => {
+                Shape::Cut(pages(page, npages))
+            }
+            _ => Shape::Same,
+        }
+    }
+
+    fn check(&self, before: &[SvmRange], after: &[SvmRange], got: &Outcome) {
+        let untouched = |r: &SvmRange, set: &[SvmRange]| set.contains(r);
+        match (self, got) {
+            (Shape::Set(span), Outcome::Done(Ok(()))) => {
+                // Ranges away from the span are untouched, both ways.
+                for r in before.iter().filter(|r| !r.range().overlaps(*span)) {
+                    assert!(
+                        untouched(r, after),
+                        "range {} outside {span} changed",
+                        r.range()
+                    );
+                }
+                // A new range outside the span is the head or tail split off a
+                // range that reached into it, with that range's attributes.
+                for r in after
+                    .iter()
+                    .filter(|r| !r.range().overlaps(*span) && !untouched(r, before))
+                {
+                    let parent = before
+                        .iter()
+                        .find(|b| b.range().contains_range(r.range()) && b.range().overlaps(*span));
+                    let parent = parent
+                        .unwrap_or_else(|| panic!("range {} outside {span} appeared", r.range()));
+                    assert_eq!(
+                        parent.attrs,
+                        r.attrs,
+                        "split piece {} changed attributes",
+                        r.range()
+                    );
+                    // A piece cut at an unaligned point is remapped, which
+                    // maps it even if its parent was not; nothing unmaps it.
+                    assert!(
+                        !parent.mapped_to_gpu || r.mapped_to_gpu,
+                        "split piece {} lost its mapping",
+                        r.range()
+                    );
+                }
+                // A range reaching past the span is one that was skipped:
+                // unchanged, mapped, and already holding the attributes.
+                for r in after
+                    .iter()
+                    .filter(|r| r.range().overlaps(*span) && !span.contains_range(r.range()))
+                {
+                    assert!(
+                        untouched(r, before) && r.mapped_to_gpu,
+                        "range {} crosses the edge of {span} without being a skipped mapped range",
+                        r.range()
+                    );
+                }
+                // Every page of the span belongs to a range now.
+                let covered: u64 = after
+                    .iter()
+                    .filter_map(|r| r.range().intersect(*span))
+                    .map(|x| x.npages().raw())
+                    .sum();
+                assert_eq!(
+                    covered,
+                    span.npages().raw(),
+                    "SET_ATTR left a hole in {span}"
+                );
+            }
+            (Shape::Set(_), _) | (Shape::Same, _) => {
+                assert_eq!(
+                    before, after,
+                    "a failed SET_ATTR or another op changed the ranges"
+                );
+            }
+            (Shape::Cut(hole), _) => {
+                assert!(
+                    after.iter().all(|r| !r.range().overlaps(*hole)),
+                    "a range survives in the hole {hole}"
+                );
+                for r in after {
+                    let parent = before.iter().find(|b| b.range().contains_range(r.range()));
+                    let parent =
+                        parent.unwrap_or_else(|| panic!("range {} has no parent", r.range()));
+                    assert_eq!(
+                        parent.attrs,
+                        r.attrs,
+                        "a cut changed the attributes of {}",
+                        r.range()
+                    );
+                    assert_eq!(
+                        parent.mapped_to_gpu,
+                        r.mapped_to_gpu,
+                        "a cut changed the mapping of {}",
+                        r.range()
+                    );
+                }
+                let kept: u64 = before
+                    .iter()
+                    .map(|b| {
+                        b.range().npages().raw()
+                            - b.range().intersect(*hole).map_or(0, |x| x.npages().raw())
+                    })
+                    .sum();
+                assert_eq!(
+                    kept,
+                    after.iter().map(|r| r.range().npages().raw()).sum::<u64>(),
+                    "a cut lost pages"
+                );
+            }
+        }
+    }
+}
+
 struct Sut {
     m: Machine,
     pid: Pid,
@@ -283,6 +422,8 @@ impl StateMachineTest for EngineTest {
     }
 
     fn apply(mut s: Sut, r: &RefState, op: Op) -> Sut {
+        let before = ranges(&s);
+        let shape = Shape::of(&op);
         let (m, pid) = (&mut s.m, s.pid);
         let got = match op {
             Op::Mmap { page, npages, io } => {
@@ -349,6 +490,7 @@ impl StateMachineTest for EngineTest {
             Op::DestroyQueue(q) => Outcome::Done(m.destroy_queue(pid, q).map_err(|e| e.errno())),
         };
         assert_eq!(got, r.last, "engine and model disagree");
+        shape.check(&before, &ranges(&s), &got);
         s
     }
 
