@@ -335,6 +335,9 @@ impl Process {
     /// memory cannot be reserved (the mode then stays on).
     pub fn set_xnack_mode(&mut self, pf: &mut dyn Platform, value: i32) -> Result<i32> {
         if value >= 0 {
+            // Any positive value means "on". kfd compares the value with its
+            // `bool`, so 2 while already on passes as a change and unreserves
+            // every range a second time; svmsim does not copy that bug.
             self.set_xnack(pf, value != 0)?;
         }
         Ok(i32::from(self.xnack_enabled))
