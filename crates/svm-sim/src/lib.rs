@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod buddy;
 pub mod check;
 pub mod machine;
 pub mod mm;
