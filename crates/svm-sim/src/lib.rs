@@ -12,4 +12,6 @@ pub mod buddy;
 pub mod check;
 pub mod machine;
 pub mod mm;
+pub mod pages;
 pub mod refmodel;
+pub mod vram;

@@ -14,6 +14,8 @@ use svm_core::Errno;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageCount, PageNum, PageRange};
 use svm_core::platform::{VmFlags, VmaInfo};
 
+use crate::pages::PageStore;
+
 /// Lowest address mmap hands out.
 pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
 /// One past the highest user address (x86-64 with 4-level page tables).
@@ -168,6 +170,10 @@ pub enum MmError {
     /// mprotect reached a page with no VMA (ENOMEM).
     #[error("page {0} is not mapped")]
     NotMapped(PageNum),
+    /// A CPU access the page's protection forbids, or to an unmapped page:
+    /// the process would get SIGSEGV (reported as EFAULT).
+    #[error("{kind} of page {page} faults (SIGSEGV)")]
+    Segv { page: PageNum, kind: &'static str },
 }
 
 impl MmError {
@@ -179,6 +185,7 @@ impl MmError {
             }
             MmError::BelowMinAddr(_) => Errno::Eperm,
             MmError::NoSpace { .. } | MmError::NotMapped(_) => Errno::Enomem,
+            MmError::Segv { .. } => Errno::Efault,
         }
     }
 }
@@ -193,6 +200,8 @@ fn page_len(len: u64) -> Option<u64> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AddressSpace {
     vmas: BTreeMap<PageNum, Vma>,
+    /// The bytes of host pages, by virtual page number; unmapped pages drop theirs.
+    data: PageStore,
 }
 
 impl AddressSpace {
@@ -310,6 +319,8 @@ impl AddressSpace {
     }
 
     fn unmap_pages(&mut self, range: PageRange) -> Vec<PageRange> {
+        // The pages' contents go with the mapping: a new mapping reads zero.
+        self.data.drop_range(range.start().raw(), range.end().raw());
         let hit = self.split_around(range);
         hit.iter()
             .map(|start| {
@@ -341,6 +352,56 @@ impl AddressSpace {
             .range(range.start()..range.end())
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Checks that every page of `[addr, addr+len)` is mapped with the
+    /// protection a CPU access needs.
+    fn check_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MmError> {
+        let kind = if write { "write" } else { "read" };
+        let Some(last) = len.checked_sub(1).and_then(|l| addr.checked_add(l)) else {
+            return Ok(());
+        };
+        let mut page = CpuVa::new(addr).page_num();
+        let end = CpuVa::new(last).page_num();
+        while page <= end {
+            let v = self.vma_at(page).ok_or(MmError::Segv { page, kind })?;
+            if (write && !v.prot.write) || (!write && !v.prot.read) || v.backing == Backing::Io {
+                return Err(MmError::Segv { page, kind });
+            }
+            page = v.range.end();
+        }
+        Ok(())
+    }
+
+    /// A CPU read of host memory: the bytes at `addr`, zeros where never written.
+    ///
+    /// # Errors
+    /// [`MmError::Segv`] when a page is unmapped, not readable, or device memory.
+    pub fn read(&self, addr: CpuVa, buf: &mut [u8]) -> Result<(), MmError> {
+        self.check_access(addr.raw(), buf.len() as u64, false)?;
+        self.data.read(addr.raw(), buf);
+        Ok(())
+    }
+
+    /// A CPU write of host memory.
+    ///
+    /// # Errors
+    /// [`MmError::Segv`] when a page is unmapped, not writable, or device memory.
+    pub fn write(&mut self, addr: CpuVa, data: &[u8]) -> Result<(), MmError> {
+        self.check_access(addr.raw(), data.len() as u64, true)?;
+        self.data.write(addr.raw(), data);
+        Ok(())
+    }
+
+    /// The page store behind host memory, keyed by virtual page number, for
+    /// the migration code that moves whole pages in and out.
+    pub fn pages_mut(&mut self) -> &mut PageStore {
+        &mut self.data
+    }
+
+    /// The page store, read-only.
+    pub fn pages(&self) -> &PageStore {
+        &self.data
     }
 
     /// Changes the protection of `[addr, addr+len)`, the length rounded up
@@ -562,6 +623,36 @@ mod tests {
                 .errno(),
             Errno::Enomem
         );
+    }
+
+    #[test]
+    fn host_bytes_follow_the_mapping() {
+        let mut a = AddressSpace::new();
+        let base = CpuVa::new(0x10000);
+        a.mmap(Some(base), 4 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        let mut buf = [9u8; 4];
+        a.read(CpuVa::new(0x10ffe), &mut buf).unwrap();
+        assert_eq!(buf, [0; 4]);
+        a.write(CpuVa::new(0x10ffe), b"wxyz").unwrap();
+        a.read(CpuVa::new(0x10ffe), &mut buf).unwrap();
+        assert_eq!(&buf, b"wxyz");
+        // Read-only and unmapped pages fault.
+        a.mprotect(CpuVa::new(0x11000), P, Prot::parse("r").unwrap())
+            .unwrap();
+        assert_eq!(
+            a.write(CpuVa::new(0x11000), b"a").unwrap_err().errno(),
+            Errno::Efault
+        );
+        a.read(CpuVa::new(0x11000), &mut buf[..1]).unwrap();
+        assert!(a.read(CpuVa::new(0x20000), &mut buf).is_err());
+        // munmap drops the contents; a new mapping reads zero.
+        a.munmap(base, 4 * P).unwrap();
+        a.mmap(Some(base), 4 * P, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap();
+        a.read(CpuVa::new(0x10ffe), &mut buf).unwrap();
+        assert_eq!(buf, [0; 4]);
+        assert_eq!(a.pages().populated(), 0);
     }
 
     #[test]
