@@ -12,7 +12,7 @@ use divan::Bencher;
 use svm_core::addr::CpuVa;
 use svm_core::gpu::GpuId;
 use svm_core::topology::{GpuDesc, Topology};
-use svm_core::uapi::{SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
+use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
 use svm_sim::machine::{Machine, MemLimit, Pid};
 use svm_sim::mm::{Backing, Mark, Prot};
 use svm_sim::refmodel::{RefGpu, RefModel};
@@ -88,17 +88,22 @@ fn page_of(i: u64, n: u64) -> u64 {
     BASE + (i * (PAGES / n) + 1) * PAGE
 }
 
+/// One SET_ATTR through the engine's ioctl edge.
+fn set(m: &mut Machine, pid: Pid, start_addr: u64, size: u64, attrs: Vec<SvmAttribute>) {
+    let mut a = SvmArgs {
+        start_addr,
+        size,
+        op: SVM_OP_SET_ATTR,
+        attrs,
+    };
+    m.svm_ioctl(pid, &mut a).unwrap();
+}
+
 #[divan::bench(args = NS)]
 fn engine_set_attr(b: Bencher, n: u64) {
     b.with_inputs(machine).bench_local_values(|(mut m, pid)| {
         for i in 0..n {
-            let mut a = SvmArgs {
-                start_addr: page_of(i, n),
-                size: PAGE,
-                op: SVM_OP_SET_ATTR,
-                attrs: attrs(i),
-            };
-            m.svm_ioctl(pid, &mut a).unwrap();
+            set(&mut m, pid, page_of(i, n), PAGE, attrs(i));
         }
         m
     });
@@ -117,30 +122,13 @@ fn refmodel_set_attr(b: Bencher, n: u64) {
 #[divan::bench(args = NS)]
 fn engine_get_attr_whole(b: Bencher, n: u64) {
     let (mut m, pid) = machine();
-    let mut a = SvmArgs {
-        start_addr: BASE,
-        size: PAGES * PAGE,
-        op: SVM_OP_SET_ATTR,
-        attrs: attrs(0),
-    };
-    m.svm_ioctl(pid, &mut a).unwrap();
+    set(&mut m, pid, BASE, PAGES * PAGE, attrs(0));
     for i in 0..n {
-        let mut a = SvmArgs {
-            start_addr: page_of(i, n),
-            size: PAGE,
-            op: SVM_OP_SET_ATTR,
-            attrs: attrs(i),
-        };
-        m.svm_ioctl(pid, &mut a).unwrap();
+        set(&mut m, pid, page_of(i, n), PAGE, attrs(i));
     }
     b.bench_local(|| {
-        let mut a = SvmArgs {
-            start_addr: BASE,
-            size: PAGES * PAGE,
-            op: SVM_OP_GET_ATTR,
-            attrs: query(),
-        };
-        m.svm_ioctl(pid, &mut a).unwrap();
+        let mut a = query();
+        m.svm_get_attr(pid, BASE, PAGES * PAGE, &mut a).unwrap();
         a
     });
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use svm_core::addr::{CpuVa, PAGE_SIZE};
+use svm_core::addr::CpuVa;
 use svm_core::uapi::{
     SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs,
     SvmAttribute, attr_type,
@@ -661,7 +661,8 @@ impl Runner<'_> {
     fn final_state(&self) -> Vec<ProcessOut> {
         self.m
             .processes()
-            .map(|(_, p)| {
+            .enumerate()
+            .map(|(idx, (_, p))| {
                 let svm = &p.svm;
                 let gpu_names = |mask: svm_core::gpu::GpuMask| -> Vec<String> {
                     mask.iter()
@@ -671,32 +672,20 @@ impl Runner<'_> {
                 ProcessOut {
                     name: p.name.clone(),
                     xnack: svm.xnack_enabled(),
-                    queues: {
-                        let idx = self
-                            .sc
-                            .processes
-                            .iter()
-                            .position(|n| *n == p.name)
-                            .unwrap_or(0);
-                        let mut named: Vec<String> = self
-                            .queues
-                            .iter()
-                            .filter(|((pi, _), _)| *pi == idx)
-                            .map(|((_, l), q)| format!("{l}#{q}"))
-                            .collect();
-                        let labelled: Vec<u32> = self
-                            .queues
-                            .iter()
-                            .filter(|((pi, _), _)| *pi == idx)
-                            .map(|(_, q)| *q)
-                            .collect();
-                        named.extend(
-                            svm.queues()
-                                .filter(|(q, _)| !labelled.contains(&q.raw()))
-                                .map(|(q, _)| format!("#{}", q.raw())),
-                        );
-                        named
-                    },
+                    // Open queues as the engine has them, named by their label
+                    // when the scenario gave one.
+                    queues: svm
+                        .queues()
+                        .map(|(q, _)| {
+                            let label = self
+                                .queues
+                                .iter()
+                                .find(|((pi, _), id)| *pi == idx && **id == q.raw())
+                                .map(|((_, l), _)| l.as_str())
+                                .unwrap_or_default();
+                            format!("{label}#{}", q.raw())
+                        })
+                        .collect(),
                     vmas: p
                         .mm
                         .vmas()
@@ -810,9 +799,6 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         violation,
     })
 }
-
-/// Bytes in a page, for reports.
-pub const PAGE_BYTES: u64 = PAGE_SIZE;
 
 /// Formats a byte count with the largest unit that divides it.
 pub fn size_text(bytes: u64) -> String {
