@@ -18,6 +18,7 @@ pub mod error;
 pub mod gpu;
 pub mod platform;
 pub mod process;
+pub mod pte;
 pub mod range;
 pub mod range_list;
 pub mod topology;
