@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod attr;
+pub mod dma;
 pub mod error;
 pub mod gpu;
 pub mod platform;
@@ -21,6 +22,7 @@ pub mod process;
 pub mod pte;
 pub mod range;
 pub mod range_list;
+pub mod residency;
 pub mod topology;
 pub mod uapi;
 
