@@ -129,6 +129,16 @@ pub enum Error {
     /// A GPU of the process cannot run with retry faults.
     #[error("GPU {0:#x} cannot run with XNACK on")]
     XnackUnsupported(u32),
+    /// GPU VRAM could not hold a new buffer.
+    #[error("GPU {gpu} has no room for {npages} VRAM pages")]
+    VramExhausted { gpu: usize, npages: u64 },
+    /// A GPU fault was refused (the `svm_range_restore_pages` error).
+    #[error("GPU fault at page {page:#x} refused: {why}")]
+    FaultRefused {
+        page: u64,
+        why: &'static str,
+        errno: Errno,
+    },
     /// A queue was asked for on a GPU the process does not have, or destroyed twice.
     #[error("no such queue {0}")]
     NoSuchQueue(u32),
@@ -149,6 +159,8 @@ impl Error {
             Error::MemLimit { .. } => Errno::Enomem,
             Error::QueuesActive(_) => Errno::Ebusy,
             Error::XnackUnsupported(_) => Errno::Eperm,
+            Error::VramExhausted { .. } => Errno::Enospc,
+            Error::FaultRefused { errno, .. } => *errno,
         }
     }
 }

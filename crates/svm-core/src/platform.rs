@@ -1,12 +1,14 @@
 //! What the engine needs from the world around it: the process's memory map and the system memory limit.
 //!
 //! **Architecture Invariant:** the engine reaches the outside only through
-//! [`Platform`]. It never reads a clock, an RNG or a file. `svm-sim` implements
-//! this trait over simulated hardware; later issues add the DMA, VRAM, copy
-//! engine and GPU page-table operations here.
+//! [`Platform`] (memory map and memory limit) and [`Hardware`] (time, VRAM,
+//! copy engine, DMA, GPU page tables, events). It never reads a clock, an RNG
+//! or a file. `svm-sim` implements both over simulated hardware.
 
 use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
+use crate::gpu::GpuIndex;
+use crate::pte::{PteContext, PteFlags};
 
 /// Protection and kind bits of a VMA, as `vm_flags` holds them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -19,6 +21,10 @@ pub struct VmFlags {
     pub exec: bool,
     /// `VM_IO | VM_PFNMAP | VM_MIXEDMAP`: device memory that SVM refuses.
     pub io: bool,
+    /// File-backed: its pages stay in the page cache and never migrate.
+    pub file: bool,
+    /// The initial heap or stack: faults leave it in system memory.
+    pub heap_stack: bool,
 }
 
 /// One VMA as the engine sees it.
@@ -45,4 +51,98 @@ pub trait Platform {
 
     /// Gives back a reservation made by [`Platform::reserve_mem_limit`].
     fn unreserve_mem_limit(&mut self, bytes: u64);
+}
+
+/// A VRAM buffer the platform allocated for one `svm_bo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VramBuf(pub u64);
+
+/// What a PTE points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PteTarget {
+    /// A system page, through this DMA address of the mapping GPU.
+    Sys(u64),
+    /// A page of GPU `owner`'s VRAM at this device byte address.
+    Vram {
+        /// The GPU whose VRAM holds the page.
+        owner: GpuIndex,
+        /// Device byte address in that VRAM.
+        addr: u64,
+    },
+}
+
+/// One GPU page-table entry as the engine writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pte {
+    /// Where it points.
+    pub target: PteTarget,
+    /// Its flags.
+    pub flags: PteFlags,
+}
+
+/// Kinds of TLB invalidation (`TLB_FLUSH_LEGACY` after mapping,
+/// `TLB_FLUSH_HEAVYWEIGHT` after unmapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlbFlush {
+    /// After new mappings.
+    Legacy,
+    /// After removing mappings.
+    Heavyweight,
+}
+
+/// Migration directions of the copy engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CopyDir {
+    /// System page into VRAM.
+    ToVram,
+    /// VRAM page back to system memory.
+    ToRam,
+}
+
+/// The GPUs, their VRAM, page tables, DMA mappings and copy engines, as the
+/// fault path and migration need them (what kfd gets from amdgpu and hmm).
+///
+/// GPUs are named by the calling process's GPU index. Page tables are the
+/// calling process's GPU VMs.
+pub trait Hardware: Platform {
+    /// Simulated time in nanoseconds (`ktime_get_boottime`).
+    fn now_ns(&self) -> u64;
+
+    /// How GPU `gpu` builds PTEs.
+    fn pte_context(&self, gpu: GpuIndex) -> PteContext;
+
+    /// Allocates `npages` of VRAM on `gpu`, cleared.
+    ///
+    /// # Errors
+    /// [`crate::Error::VramExhausted`] when the pages are not there.
+    fn vram_alloc(&mut self, gpu: GpuIndex, npages: u64) -> Result<VramBuf>;
+
+    /// Frees a VRAM buffer.
+    fn vram_free(&mut self, gpu: GpuIndex, buf: VramBuf);
+
+    /// The device byte address of page `k` of a buffer.
+    fn vram_addr(&self, gpu: GpuIndex, buf: VramBuf, k: u64) -> u64;
+
+    /// Moves the bytes of virtual page `va` to or from page `k` of a VRAM
+    /// buffer. To VRAM, the system page is released (its bytes now live in
+    /// VRAM); an unpopulated page arrives as zeros without a copy.
+    fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum);
+
+    /// DMA-maps system page `va` for `gpu` and returns its bus address.
+    fn dma_map(&mut self, gpu: GpuIndex, va: PageNum) -> u64;
+
+    /// Releases a DMA mapping.
+    fn dma_unmap(&mut self, gpu: GpuIndex, addr: u64);
+
+    /// Writes PTEs for consecutive pages from `start`.
+    fn map_ptes(&mut self, gpu: GpuIndex, start: PageNum, ptes: &[Pte]);
+
+    /// Clears the PTEs of `range`.
+    fn unmap_ptes(&mut self, gpu: GpuIndex, range: PageRange);
+
+    /// Invalidates the GPU's TLB.
+    fn flush_tlb(&mut self, gpu: GpuIndex, kind: TlbFlush);
+
+    /// Records an SMI event line (without the trailing newline).
+    fn smi_event(&mut self, gpu: GpuIndex, line: String);
 }

@@ -20,8 +20,11 @@ use crate::attr::{
     AccessKind, AttrOp, AttrQuery, AttrValue, Attrs, Granularity, Location, SvmFlags,
 };
 use crate::error::{Error, Result};
+use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
-use crate::platform::Platform;
+use crate::platform::{Hardware, Platform, VramBuf};
+use crate::policy::Policy;
+use crate::range::SvmRange;
 use crate::range_list::SvmRangeList;
 use crate::topology::Topology;
 use crate::uapi::{self, SvmArgs, SvmAttribute, attr_type};
@@ -35,6 +38,31 @@ pub struct ProcessDevice {
     pub svm: bool,
     /// Whether the GPU can run with retry faults.
     pub xnack: bool,
+    /// Its xGMI hive.
+    pub hive: Option<u64>,
+}
+
+/// Per-GPU counters of one process (`/sys/class/kfd/kfd/proc/<pid>/stats_<gpuid>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GpuStats {
+    /// GPU page faults seen, including dropped duplicates.
+    pub faults: u64,
+    /// Pages migrated into this GPU's VRAM.
+    pub page_in: u64,
+    /// Pages migrated out of this GPU's VRAM.
+    pub page_out: u64,
+}
+
+/// A VRAM buffer of the process (`struct svm_range_bo`): shared by the split
+/// siblings that reference it, freed when none does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvmBo {
+    /// The GPU whose VRAM holds it.
+    pub gpu: GpuIndex,
+    /// The platform's handle.
+    pub buf: VramBuf,
+    /// Its size in pages (the whole range it was made for).
+    pub npages: u64,
 }
 
 /// A user queue handle.
@@ -75,6 +103,19 @@ pub struct Process {
     svms: SvmRangeList,
     /// `max_svm_range_pages`, fixed by the topology.
     max_pages: PageCount,
+    /// The process id SMI events carry.
+    pid: u32,
+    /// How GPU faults migrate and map.
+    policy: Policy,
+    /// Unmap the old system pages' DMA mappings in bulk after RAM→VRAM
+    /// (the review thread's option) instead of when each slot is rewritten.
+    bulk_dma_unmap: bool,
+    /// VRAM buffers by id.
+    bos: BTreeMap<u64, SvmBo>,
+    next_bo: u64,
+    stats: PerGpu<GpuStats>,
+    /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
+    evicted_ranges: u32,
 }
 
 impl Process {
@@ -92,9 +133,11 @@ impl Process {
                     id: g.id,
                     svm: g.svm,
                     xnack: g.xnack,
+                    hive: g.hive,
                 })
                 .collect(),
         );
+        let stats = PerGpu::from_vec(vec![GpuStats::default(); devices.len()]);
         let bitmap_supported = devices
             .iter()
             .filter(|(_, d)| d.svm)
@@ -108,9 +151,58 @@ impl Process {
             next_queue: 1,
             svms: SvmRangeList::new(),
             max_pages: topology.max_svm_range_pages(),
+            pid: 0,
+            policy: Policy::default(),
+            bulk_dma_unmap: false,
+            bos: BTreeMap::new(),
+            next_bo: 1,
+            stats,
+            evicted_ranges: 0,
         };
         p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
         p
+    }
+
+    /// Sets the process id SMI events carry.
+    pub fn set_pid(&mut self, pid: u32) {
+        self.pid = pid;
+    }
+
+    /// The GPU-fault policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Picks the GPU-fault policy.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// Whether old system DMA mappings are unmapped in bulk after RAM→VRAM.
+    pub fn set_bulk_dma_unmap(&mut self, on: bool) {
+        self.bulk_dma_unmap = on;
+    }
+
+    /// Per-GPU fault and migration counters.
+    pub fn stats(&self) -> &PerGpu<GpuStats> {
+        &self.stats
+    }
+
+    /// The VRAM buffers.
+    pub fn bos(&self) -> impl Iterator<Item = (u64, &SvmBo)> {
+        self.bos.iter().map(|(&id, b)| (id, b))
+    }
+
+    /// The buffer a range's VRAM pages live in.
+    pub fn bo(&self, id: u64) -> Option<&SvmBo> {
+        self.bos.get(&id)
+    }
+
+    /// Whether two GPUs of the process share an xGMI hive (a GPU shares one
+    /// with itself; `svm_nodes_in_same_hive`).
+    pub fn same_hive(&self, a: GpuIndex, b: GpuIndex) -> bool {
+        a == b
+            || matches!((self.devices[a].hive, self.devices[b].hive), (Some(x), Some(y)) if x == y)
     }
 
     /// The process's GPUs in index order.
@@ -183,7 +275,7 @@ impl Process {
     /// The error whose [`Error::errno`] the ioctl returns. (kfd answers an
     /// unknown op with a *positive* EINVAL, which user space sees as success
     /// with return value 22; svmsim reports it as EINVAL.)
-    pub fn svm_ioctl(&mut self, pf: &mut dyn Platform, args: &mut SvmArgs) -> Result {
+    pub fn svm_ioctl(&mut self, pf: &mut dyn Hardware, args: &mut SvmArgs) -> Result {
         let range = Self::ioctl_range(args.start_addr, args.size)?;
         match args.op {
             uapi::SVM_OP_SET_ATTR => {
@@ -450,7 +542,7 @@ impl Process {
     /// range list is as it was before the call.
     pub fn set_attr(
         &mut self,
-        pf: &mut dyn Platform,
+        pf: &mut dyn Hardware,
         range: PageRange,
         ops: &[AttrOp],
     ) -> Result<SetAttrOutcome> {
@@ -487,70 +579,53 @@ impl Process {
             remapped: plan.remap.len(),
             mapped: 0,
         };
-        // 9.-10. Migrate and map each updated range. Prefetch migration joins
-        //    with the migration engine; until then nothing migrates, so a
-        //    range is (re)mapped exactly when the attributes ask for it.
+        // 9.-10. Migrate (prefetch) and map each updated range. A migration
+        //    error is remembered, and the loop goes on with the next range.
+        let mut ret = Ok(());
         for &start in &plan.update {
-            let migrated = false;
+            let migrated = match self.trigger_migration(pf, start) {
+                Ok(m) => m,
+                Err(e) => {
+                    ret = Err(e);
+                    continue;
+                }
+            };
             let r = self.svms.get(start).expect("updated range is in the list");
             let xnack_off_or_always = !self.xnack_enabled
                 || r.attrs
                     .flags
                     .contains(SvmFlags::from_bits(uapi::flag::GPU_ALWAYS_MAPPED));
             if migrated && xnack_off_or_always && r.mapped_to_gpu {
-                // The migration's notifier invalidated the range; restore work remaps it.
+                // The migration's notifier evicted the range; the restore
+                // work remaps it.
                 continue;
             }
             if !migrated && !update_mapping {
                 continue;
             }
-            if self.validate_and_map(start) {
-                out.mapped += 1;
+            let whole = r.range();
+            match self.validate_and_map(pf, start, whole, None) {
+                Ok(true) => out.mapped += 1,
+                Ok(false) => {}
+                Err(e) => ret = Err(e),
             }
         }
         // 11. Pieces whose split point cuts a granularity block: rebuild their
         //     mappings, since a huge PTE may have spanned the cut.
         for &start in &plan.remap {
-            if self.validate_and_map(start) {
-                out.mapped += 1;
+            let whole = self
+                .svms
+                .get(start)
+                .expect("remap piece is in the list")
+                .range();
+            match self.validate_and_map(pf, start, whole, None) {
+                Ok(true) => out.mapped += 1,
+                Ok(false) => {}
+                Err(e) => ret = Err(e),
             }
         }
-        Ok(out)
-    }
-
-    /// Picks the GPUs a whole-range validate-and-map would map
-    /// (`svm_range_validate_and_map` with `gpuidx = MAX_GPU_INSTANCE`) and
-    /// records the mapping. Returns whether any GPU was chosen.
-    ///
-    /// This layer decides *which* GPUs map and keeps `mapped_to_gpu`; DMA
-    /// mapping and page-table writes go through the platform once it has GPU
-    /// page tables.
-    fn validate_and_map(&mut self, start: PageNum) -> bool {
-        let xnack = self.xnack_enabled;
-        let r = self
-            .svms
-            .get_mut(start)
-            .expect("range to map is in the list");
-        let bitmap = if xnack {
-            // XNACK on: only in-place GPUs are mapped eagerly; the others
-            // fault. (The GPU holding the range's VRAM joins with migration.)
-            let mut b = r.attrs.access_in_place;
-            let always = r
-                .attrs
-                .flags
-                .contains(SvmFlags::from_bits(uapi::flag::GPU_ALWAYS_MAPPED));
-            if b.is_empty() && (r.mapped_to_gpu || always) {
-                b = r.attrs.access;
-            }
-            b
-        } else {
-            r.attrs.access.or(r.attrs.access_in_place)
-        };
-        if bitmap.is_empty() {
-            return false;
-        }
-        r.mapped_to_gpu = true;
-        true
+        self.release_bos(pf);
+        ret.map(|()| out)
     }
 
     /// GET_ATTR over `range` (`svm_range_get_attr`).
@@ -591,22 +666,43 @@ impl Process {
         })
     }
 
-    /// The munmap path: drops `range` from every SVM range
-    /// (`svm_range_unmap_from_cpu` and the deferred `SVM_OP_UNMAP_RANGE` work).
-    pub fn unmap_from_cpu(&mut self, pf: &mut dyn Platform, range: PageRange) {
-        let freed = self.svms.unmap(range);
-        // `svm_range_free(prange, do_unmap = true)` gives back the
-        // reservation of every freed piece while XNACK is off.
-        if !self.xnack_enabled {
-            pf.unreserve_mem_limit(freed.bytes());
+    /// The munmap path (`svm_range_unmap_from_cpu` and the deferred
+    /// `SVM_OP_UNMAP_RANGE` work): unmaps `range` from the GPUs, drops it from
+    /// every SVM range, and releases the dropped pieces' DMA mappings, VRAM
+    /// pages and memory reservation.
+    pub fn unmap_from_cpu(&mut self, pf: &mut dyn Hardware, range: PageRange) {
+        let hit: Vec<PageNum> = self.svms.overlapping(range).map(SvmRange::start).collect();
+        for start in hit {
+            let cut = self
+                .svms
+                .get(start)
+                .expect("overlapping range")
+                .range()
+                .intersect(range);
+            let cut = cut.expect("overlapping range shares pages");
+            self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu);
         }
+        let gone = self.svms.unmap(range);
+        let pages: u64 = gone.iter().map(|r| r.range().npages().raw()).sum();
+        for mut r in gone {
+            // `svm_range_free(prange, do_unmap = true)`.
+            for (gpu, addr) in r.dma.unmap_sys(0, r.range().npages().raw()) {
+                pf.dma_unmap(gpu, addr);
+            }
+            r.bo = None;
+        }
+        // Free pieces give back their reservation while XNACK is off.
+        if !self.xnack_enabled {
+            pf.unreserve_mem_limit(PageCount::new(pages).bytes());
+        }
+        self.release_bos(pf);
     }
 
     /// Process exit (`svm_range_list_fini`): frees every range.
-    pub fn exit(&mut self, pf: &mut dyn Platform) {
-        let freed = self.svms.clear();
-        if !self.xnack_enabled {
-            pf.unreserve_mem_limit(freed.bytes());
+    pub fn exit(&mut self, pf: &mut dyn Hardware) {
+        let all: Vec<PageRange> = self.svms.iter().map(SvmRange::range).collect();
+        for r in all {
+            self.unmap_from_cpu(pf, r);
         }
         self.queues.clear();
     }
@@ -692,6 +788,11 @@ impl Aggregate {
         agg
     }
 }
+
+mod fault;
+pub use fault::{DropReason, FaultOutcome, RETRY_FAULT_PENDING_NS};
+mod map;
+mod migrate;
 
 #[cfg(test)]
 mod tests;

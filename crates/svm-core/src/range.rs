@@ -1,18 +1,35 @@
-//! One SVM range: a page interval with attributes (`struct svm_range`).
+//! One SVM range: a page interval with attributes, residency, DMA arrays and its VRAM buffer (`struct svm_range`).
 //!
-//! Ranges live in [`crate::range_list::SvmRangeList`]. This issue's range holds
-//! the attributes and `mapped_to_gpu`; residency, DMA arrays and the VRAM
-//! buffer join it with the fault path.
+//! Ranges live in [`crate::range_list::SvmRangeList`]. A range's pages are
+//! each in system memory or in the VRAM of `actual_loc`; [`SvmRange::vram`]
+//! is the one record of which. VRAM pages sit VA-linearly in the range's
+//! buffer: page `k` at buffer page `bo.offset + k`, as kfd places them in
+//! its `svm_bo`, so split siblings share the buffer with shifted offsets.
 
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{PageNum, PageRange};
 use crate::attr::Attrs;
+use crate::dma::DmaArrays;
+use crate::gpu::GpuIndex;
+use crate::residency::PageBits;
+
+/// A reference to the VRAM buffer (`svm_bo`) that holds a range's VRAM pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BoRef {
+    /// The buffer, in the process's buffer table.
+    pub id: u64,
+    /// Buffer page of the range's first page (`prange->offset`).
+    pub offset: u64,
+}
 
 /// A contiguous run of pages that share attributes.
 ///
 /// # Invariants
-/// The page range is never empty.
+/// - The page range is never empty.
+/// - `vram` covers every page; when any bit is set, `actual_loc` and `bo`
+///   are set. When none is, both are `None` (the buffer reference is dropped
+///   as soon as no page of the range is in VRAM).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SvmRange {
     range: PageRange,
@@ -21,21 +38,40 @@ pub struct SvmRange {
     /// Some part of the range is, or was since its last full unmap, mapped on a GPU.
     ///
     /// kfd keeps this per range, not per page. It gates the "same attributes
-    /// and already mapped" shortcut of set_attr and, later, XNACK-off eviction.
+    /// and already mapped" shortcut of set_attr and XNACK-off eviction.
     pub mapped_to_gpu: bool,
+    /// Pages in the VRAM of `actual_loc`: the authoritative location record.
+    pub vram: PageBits,
+    /// The GPU whose VRAM holds some of the pages.
+    pub actual_loc: Option<GpuIndex>,
+    /// The buffer holding them.
+    pub bo: Option<BoRef>,
+    /// Per-GPU DMA address arrays.
+    pub dma: DmaArrays,
+    /// Simulated time of the last successful validate-and-map (fault de-dup).
+    pub validate_timestamp: Option<u64>,
+    /// Evictions not yet restored (XNACK off; `prange->invalid`).
+    pub invalid: u32,
 }
 
 impl SvmRange {
-    /// A new, never-mapped range.
+    /// A new, never-mapped range, all in system memory.
     ///
     /// # Panics
     /// If `range` is empty.
     pub fn new(range: PageRange, attrs: Attrs) -> Self {
         assert!(!range.is_empty(), "an SVM range holds at least one page");
+        let n = range.npages().raw();
         Self {
             range,
             attrs,
             mapped_to_gpu: false,
+            vram: PageBits::new(n),
+            actual_loc: None,
+            bo: None,
+            dma: DmaArrays::new(n),
+            validate_timestamp: None,
+            invalid: 0,
         }
     }
 
@@ -54,8 +90,37 @@ impl SvmRange {
         self.range.last()
     }
 
+    /// Pages in VRAM (`prange->vram_pages`, derived).
+    pub fn vram_pages(&self) -> u64 {
+        self.vram.count()
+    }
+
+    /// Index of `page` inside the range.
+    ///
+    /// # Panics
+    /// If the page is outside the range.
+    pub fn index(&self, page: PageNum) -> u64 {
+        assert!(
+            self.range.contains(page),
+            "page {page} outside range {}",
+            self.range
+        );
+        page.offset_from(self.range.start()).raw()
+    }
+
+    /// Drops the buffer reference and `actual_loc` once no page is in VRAM
+    /// (`svm_range_vram_node_free` when `vram_pages` reaches 0).
+    pub fn settle(&mut self) {
+        if self.vram.count() == 0 {
+            self.actual_loc = None;
+            self.bo = None;
+        }
+    }
+
     /// A copy of this range narrowed to `sub`, as `svm_range_clone` followed by
-    /// `svm_range_split` makes it: attributes and mapping state are copied.
+    /// `svm_range_split` makes it: attributes, mapping state and timestamps are
+    /// copied; residency and DMA arrays are sliced; the buffer is shared with
+    /// the offset moved by the pages cut off the front.
     ///
     /// # Panics
     /// If `sub` is empty or not inside the range.
@@ -68,9 +133,23 @@ impl SvmRange {
             self.range.contains_range(sub),
             "piece lies outside its range"
         );
-        Self {
+        let from = sub.start().offset_from(self.range.start()).raw();
+        let to = from + sub.npages().raw();
+        let mut p = Self {
             range: sub,
-            ..self.clone()
-        }
+            attrs: self.attrs,
+            mapped_to_gpu: self.mapped_to_gpu,
+            vram: self.vram.slice(from, to),
+            actual_loc: self.actual_loc,
+            bo: self.bo.map(|b| BoRef {
+                id: b.id,
+                offset: b.offset + from,
+            }),
+            dma: self.dma.slice(from, to),
+            validate_timestamp: self.validate_timestamp,
+            invalid: self.invalid,
+        };
+        p.settle();
+        p
     }
 }

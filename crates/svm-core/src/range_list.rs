@@ -229,13 +229,14 @@ impl SvmRangeList {
     }
 
     /// Removes the pages of `range` from every range they belong to and
-    /// returns how many pages were removed (the munmap path).
+    /// returns the removed pieces, whose DMA mappings, GPU mappings and VRAM
+    /// pages the caller releases (the munmap path).
     ///
     /// Pieces that remain keep their attributes and `mapped_to_gpu`, as
     /// `svm_range_split` copies them.
-    pub fn unmap(&mut self, range: PageRange) -> PageCount {
+    pub fn unmap(&mut self, range: PageRange) -> Vec<SvmRange> {
         let hit: Vec<PageNum> = self.overlapping(range).map(SvmRange::start).collect();
-        let mut freed = 0;
+        let mut gone = Vec::new();
         for start in hit {
             let node = self
                 .ranges
@@ -243,7 +244,6 @@ impl SvmRangeList {
                 .expect("overlapping range is in the list");
             let nr = node.range();
             let cut = nr.intersect(range).expect("overlapping range shares pages");
-            freed += cut.npages().raw();
             if nr.start() < cut.start() {
                 let head = node.piece(PageRange::new(nr.start(), cut.start()));
                 self.ranges.insert(head.start(), head);
@@ -252,15 +252,14 @@ impl SvmRangeList {
                 let tail = node.piece(PageRange::new(cut.end(), nr.end()));
                 self.ranges.insert(tail.start(), tail);
             }
+            gone.push(if cut == nr { node } else { node.piece(cut) });
         }
-        PageCount::new(freed)
+        gone
     }
 
-    /// Removes every range and returns how many pages they held.
-    pub fn clear(&mut self) -> PageCount {
-        let pages = self.total_pages();
-        self.ranges.clear();
-        pages
+    /// Removes every range and returns them.
+    pub fn clear(&mut self) -> Vec<SvmRange> {
+        std::mem::take(&mut self.ranges).into_values().collect()
     }
 
     /// Checks the list's own invariants: keys match starts, ranges are
@@ -309,6 +308,10 @@ mod tests {
         list.iter()
             .map(|r| (r.range().start().raw(), r.range().end().raw()))
             .collect()
+    }
+
+    fn pages(v: &[SvmRange]) -> u64 {
+        v.iter().map(|r| r.range().npages().raw()).sum()
     }
 
     const GRAN3: AttrOp = AttrOp::Granularity(3);
@@ -394,11 +397,11 @@ mod tests {
         let mut l = SvmRangeList::new();
         add(&mut l, pr(0, 16), &[], 1 << 18);
         add(&mut l, pr(16, 20), &[], 1 << 18);
-        assert_eq!(l.unmap(pr(2, 6)), PageCount::new(4));
+        assert_eq!(pages(&l.unmap(pr(2, 6))), 4);
         assert_eq!(bounds(&l), vec![(0, 2), (6, 16), (16, 20)]);
-        assert_eq!(l.unmap(pr(10, 18)), PageCount::new(8));
+        assert_eq!(pages(&l.unmap(pr(10, 18))), 8);
         assert_eq!(bounds(&l), vec![(0, 2), (6, 10), (18, 20)]);
-        assert_eq!(l.unmap(pr(0, 100)), PageCount::new(8));
+        assert_eq!(pages(&l.unmap(pr(0, 100))), 8);
         assert!(l.is_empty());
     }
 

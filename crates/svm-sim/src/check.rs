@@ -9,6 +9,20 @@
 //! - the machine's reserved memory equals what the processes' ranges hold
 //!   (every range while XNACK is off, nothing while it is on).
 //!
+//! - every valid GPU PTE points at its page's current location: the VRAM
+//!   page of the range's buffer when the page is in VRAM, a live DMA mapping
+//!   of that very page otherwise (ranges awaiting the XNACK-off restore work
+//!   are exempt: their queues are stopped);
+//! - no PTE covers a page outside every SVM range;
+//! - a range with VRAM pages has `actual_loc` and a buffer on that GPU, and
+//!   its pages fit inside the buffer; `vram_pages` is derived from the pages;
+//! - VRAM buffers are exactly the live buffers of the processes: none leaks,
+//!   none is shared by two processes;
+//! - every system DMA entry names a live mapping of its own page, and every
+//!   live mapping is held by exactly one entry (no leak, no double unmap);
+//! - every page's bytes, wherever they live, equal what the process's
+//!   accesses wrote (the per-page shadow model): no byte lost or stale.
+//!
 //! Not verified here: that the attributes are the *right* ones. The reference
 //! model ([`crate::refmodel`]) answers that, page by page.
 
@@ -90,6 +104,7 @@ pub fn check(m: &Machine) -> Result<(), Violation> {
         }
         reserved += svm.reserved_bytes();
     }
+    check_hardware(m)?;
     let limit = m.mem_limit();
     if limit.used_bytes != reserved {
         return fail(
@@ -99,6 +114,188 @@ pub fn check(m: &Machine) -> Result<(), Violation> {
                 limit.used_bytes
             ),
         );
+    }
+    Ok(())
+}
+
+/// The hardware-facing invariants (see the module doc).
+fn check_hardware(m: &Machine) -> Result<(), Violation> {
+    use std::collections::BTreeMap;
+
+    use svm_core::dma::DmaEntry;
+    use svm_core::platform::PteTarget;
+
+    if m.counters().bad_dma_unmaps > 0 {
+        return fail(
+            "dma",
+            format!(
+                "{} DMA unmaps of unmapped addresses",
+                m.counters().bad_dma_unmaps
+            ),
+        );
+    }
+    let mappings = m.dma_mappings();
+    let mut held: BTreeMap<(usize, u64), u32> = BTreeMap::new();
+    let mut bufs: BTreeMap<(usize, u64), usize> = BTreeMap::new();
+    for (pid, p) in m.processes() {
+        let svm = &p.svm;
+        for (_, bo) in svm.bos() {
+            if bufs.insert((bo.gpu.get(), bo.buf.0), pid.index()).is_some() {
+                return fail(
+                    "vram",
+                    format!("{}: buffer {} held twice", p.name, bo.buf.0),
+                );
+            }
+        }
+        for r in svm.ranges().iter() {
+            let n = r.range().npages().raw();
+            if r.vram.len() != n {
+                return fail(
+                    "residency",
+                    format!(
+                        "{}: range {} tracks {} pages",
+                        p.name,
+                        r.range(),
+                        r.vram.len()
+                    ),
+                );
+            }
+            if r.vram_pages() > 0 {
+                let (Some(owner), Some(bref)) = (r.actual_loc, r.bo) else {
+                    return fail(
+                        "residency",
+                        format!(
+                            "{}: range {} has VRAM pages but no buffer",
+                            p.name,
+                            r.range()
+                        ),
+                    );
+                };
+                let Some(bo) = svm.bo(bref.id) else {
+                    return fail(
+                        "residency",
+                        format!("{}: range {} names a freed buffer", p.name, r.range()),
+                    );
+                };
+                if bo.gpu != owner || bref.offset + n > bo.npages {
+                    return fail(
+                        "residency",
+                        format!("{}: range {} does not fit its buffer", p.name, r.range()),
+                    );
+                }
+            }
+            for g in r.dma.gpus() {
+                for k in 0..n {
+                    if let DmaEntry::Sys(a) = r.dma.get(g, k) {
+                        let page = svm_core::addr::PageNum::new(r.start().raw() + k);
+                        if mappings.get(&(g.get(), a)) != Some(&(pid.index(), page)) {
+                            return fail(
+                                "dma",
+                                format!(
+                                    "{}: DMA entry {a:#x} of page {page} is not a live mapping of it",
+                                    p.name
+                                ),
+                            );
+                        }
+                        *held.entry((g.get(), a)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // PTEs against the truth.
+        for (gi, pt) in p.pts.iter().enumerate() {
+            for (page, pte) in pt.iter() {
+                let Some(r) = svm.ranges().find(page) else {
+                    return fail(
+                        "gpu_pt",
+                        format!("{}: gpu{gi} maps page {page} outside every range", p.name),
+                    );
+                };
+                if r.invalid > 0 {
+                    continue;
+                }
+                let k = r.index(page);
+                let ok = match pte.target {
+                    PteTarget::Vram { owner, addr } => {
+                        r.vram.get(k)
+                            && r.actual_loc == Some(owner)
+                            && r.bo
+                                .and_then(|b| svm.bo(b.id).map(|bo| (b, bo)))
+                                .is_some_and(|(b, bo)| {
+                                    m.gpus()[bo.gpu.get()].bufs[&bo.buf.0]
+                                        .page(b.offset + k)
+                                        .map(|x| x * 4096)
+                                        == Some(addr)
+                                })
+                    }
+                    PteTarget::Sys(a) => {
+                        !r.vram.get(k) && mappings.get(&(gi, a)) == Some(&(pid.index(), page))
+                    }
+                };
+                if !ok {
+                    return fail(
+                        "gpu_pt",
+                        format!(
+                            "{}: gpu{gi} PTE of page {page} points at {:?}, not where the page is",
+                            p.name, pte.target
+                        ),
+                    );
+                }
+            }
+        }
+        // Bytes against the shadow.
+        let mut pages: std::collections::BTreeSet<svm_core::addr::PageNum> =
+            std::collections::BTreeSet::new();
+        for v in p.mm.vmas() {
+            for page in v.range.pages() {
+                let populated = p.mm.pages().is_populated(page.raw())
+                    || p.shadow.is_populated(page.raw())
+                    || svm.page_in_vram(page);
+                if populated {
+                    pages.insert(page);
+                }
+            }
+        }
+        for page in pages {
+            let mut want = [0u8; crate::pages::PAGE_BYTES];
+            p.shadow.read(page.raw() * 4096, &mut want);
+            if m.page_bytes(pid, page) != want {
+                return fail(
+                    "bytes",
+                    format!(
+                        "{}: page {page} does not hold what was written to it",
+                        p.name
+                    ),
+                );
+            }
+        }
+    }
+    for &(g, a) in mappings.keys() {
+        if held.get(&(g, a)) != Some(&1) {
+            return fail(
+                "dma",
+                format!(
+                    "gpu{g} DMA mapping {a:#x} is held by {} entries",
+                    held.get(&(g, a)).copied().unwrap_or(0)
+                ),
+            );
+        }
+    }
+    for (g, gpu) in m.gpus().iter().enumerate() {
+        for id in gpu.bufs.keys() {
+            if !bufs.contains_key(&(g, *id)) {
+                return fail(
+                    "vram",
+                    format!("gpu{g} buffer {id} leaked: no process holds it"),
+                );
+            }
+        }
+    }
+    if bufs
+        .keys()
+        .any(|&(g, id)| !m.gpus()[g].bufs.contains_key(&id))
+    {
+        return fail("vram", "a process holds a freed buffer".into());
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod buddy;
 pub mod check;
+pub mod gpu;
 pub mod machine;
 pub mod mm;
 pub mod pages;

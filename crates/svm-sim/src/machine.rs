@@ -1,20 +1,37 @@
-//! A simulated machine: the GPUs, the system memory limit, and processes with address spaces and SVM state.
+//! A simulated machine: GPUs, the system memory limit, a clock, and processes with address spaces and SVM state.
 //!
-//! [`Machine`] is what scenarios and tests drive. Each call is one syscall or
-//! ioctl of one process: mm calls go to the process's [`AddressSpace`], SVM
-//! calls to its `svm_core::process::Process`, with a [`Platform`]
-//! implementation built for the call from the address space and the
-//! machine-wide memory limit.
+//! [`Machine`] is what scenarios and tests drive. Each call is one syscall,
+//! ioctl or memory access of one process: mm calls go to the process's
+//! [`AddressSpace`], SVM calls to its `svm_core::process::Process`, with a
+//! `Platform`/`Hardware` implementation built for the call from the
+//! address space, the GPUs and the machine-wide memory limit.
+//!
+//! GPU accesses walk the process's page table on that GPU; a missing or
+//! read-only PTE raises a retry fault that the engine's `restore_pages`
+//! serves (XNACK on), or a fatal VM fault (XNACK off). CPU accesses to pages
+//! in VRAM take the engine's `migrate_to_ram` path first.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
-use svm_core::addr::{CpuVa, PageRange};
-use svm_core::platform::{Platform, VmaInfo};
-use svm_core::process::{Process, QueueId};
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
+use svm_core::gpu::GpuIndex;
+use svm_core::platform::{CopyDir, Hardware, Platform, Pte, PteTarget, TlbFlush, VmaInfo, VramBuf};
+use svm_core::policy::Policy;
+use svm_core::process::{FaultOutcome, Process, QueueId};
+use svm_core::pte::{GcVersion, PteContext};
 use svm_core::topology::Topology;
 use svm_core::uapi::{SvmArgs, SvmAttribute};
-use svm_core::{Error, Result};
+use svm_core::{Errno, Error, Result};
 
+use crate::gpu::{HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
+use crate::pages::{PAGE_BYTES, PageStore};
+
+/// How long a GPU waits before retrying a fault the driver dropped.
+pub const RETRY_DELAY_NS: u64 = 100_000;
+/// Retries after which a GPU access gives up (a livelock, a bug).
+const MAX_RETRIES: u32 = 10_000;
 
 /// The system-wide limit on memory that XNACK-off SVM ranges reserve
 /// (`kfd_mem_limit.max_system_mem_limit` and `system_mem_used`).
@@ -40,14 +57,29 @@ impl MemLimit {
     }
 }
 
-/// The [`Platform`] one process's engine sees during one call.
+/// One SMI event line and the GPU it was raised on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SmiEvent {
+    /// The GPU's gpu_id.
+    pub gpu_id: u32,
+    /// The kfd text line.
+    pub line: String,
+}
+
+/// The [`Platform`] and [`Hardware`] one process's engine sees during one call.
 struct Env<'a> {
-    mm: &'a AddressSpace,
+    proc_index: usize,
+    mm: &'a mut AddressSpace,
     limit: &'a mut MemLimit,
+    gpus: &'a mut [SimGpu],
+    pts: &'a mut [PageTable],
+    clock_ns: u64,
+    counters: &'a mut HwCounters,
+    events: &'a mut Vec<SmiEvent>,
 }
 
 impl Platform for Env<'_> {
-    fn vma_at(&self, page: svm_core::addr::PageNum) -> Option<VmaInfo> {
+    fn vma_at(&self, page: PageNum) -> Option<VmaInfo> {
         self.mm.vma_info(page)
     }
 
@@ -75,6 +107,107 @@ impl Platform for Env<'_> {
     }
 }
 
+impl Hardware for Env<'_> {
+    fn now_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    fn pte_context(&self, _gpu: GpuIndex) -> PteContext {
+        PteContext::dgpu(GcVersion::DEFAULT)
+    }
+
+    fn vram_alloc(&mut self, gpu: GpuIndex, npages: u64) -> Result<VramBuf> {
+        let g = &mut self.gpus[gpu.get()];
+        let alloc = g.vram.alloc(npages).map_err(|_| Error::VramExhausted {
+            gpu: gpu.get(),
+            npages,
+        })?;
+        let id = g.next_buf;
+        g.next_buf += 1;
+        g.bufs.insert(id, alloc);
+        self.counters.vram_allocs += 1;
+        Ok(VramBuf(id))
+    }
+
+    fn vram_free(&mut self, gpu: GpuIndex, buf: VramBuf) {
+        let g = &mut self.gpus[gpu.get()];
+        let alloc = g
+            .bufs
+            .remove(&buf.0)
+            .expect("freeing a VRAM buffer that is not live");
+        g.vram.free(alloc);
+        self.counters.vram_frees += 1;
+    }
+
+    fn vram_addr(&self, gpu: GpuIndex, buf: VramBuf, k: u64) -> u64 {
+        let alloc = &self.gpus[gpu.get()].bufs[&buf.0];
+        alloc.page(k).expect("buffer page inside the buffer") * PAGE_SIZE
+    }
+
+    fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum) {
+        let g = &mut self.gpus[gpu.get()];
+        let vpage = g.bufs[&buf.0]
+            .page(k)
+            .expect("buffer page inside the buffer");
+        match dir {
+            CopyDir::ToVram => match self.mm.pages_mut().take(va.raw()) {
+                Some(p) => {
+                    g.vram.put(vpage, Some(p));
+                    self.counters.pages_to_vram += 1;
+                }
+                None => {
+                    // Never written: the cleared buffer page already reads zero.
+                    g.vram.put(vpage, None);
+                    self.counters.pages_zero_filled += 1;
+                }
+            },
+            CopyDir::ToRam => {
+                let p = g.vram.take(vpage);
+                self.mm.pages_mut().put(va.raw(), p);
+                self.counters.pages_to_ram += 1;
+            }
+        }
+    }
+
+    fn dma_map(&mut self, gpu: GpuIndex, va: PageNum) -> u64 {
+        let g = &mut self.gpus[gpu.get()];
+        let addr = g.next_dma;
+        g.next_dma += PAGE_SIZE;
+        g.iommu.insert(addr, (self.proc_index, va));
+        self.counters.dma_maps += 1;
+        addr
+    }
+
+    fn dma_unmap(&mut self, gpu: GpuIndex, addr: u64) {
+        if self.gpus[gpu.get()].iommu.remove(&addr).is_some() {
+            self.counters.dma_unmaps += 1;
+        } else {
+            self.counters.bad_dma_unmaps += 1;
+        }
+    }
+
+    fn map_ptes(&mut self, gpu: GpuIndex, start: PageNum, ptes: &[Pte]) {
+        self.pts[gpu.get()].write(start, ptes);
+        self.counters.ptes_written += ptes.len() as u64;
+    }
+
+    fn unmap_ptes(&mut self, gpu: GpuIndex, range: PageRange) {
+        self.counters.ptes_cleared += self.pts[gpu.get()].clear(range);
+    }
+
+    fn flush_tlb(&mut self, _gpu: GpuIndex, kind: TlbFlush) {
+        match kind {
+            TlbFlush::Legacy => self.counters.tlb_flush_legacy += 1,
+            TlbFlush::Heavyweight => self.counters.tlb_flush_heavyweight += 1,
+        }
+    }
+
+    fn smi_event(&mut self, gpu: GpuIndex, line: String) {
+        let gpu_id = self.gpus[gpu.get()].desc.id.raw();
+        self.events.push(SmiEvent { gpu_id, line });
+    }
+}
+
 /// A process identifier, the index of the process in its machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Pid(usize);
@@ -91,10 +224,68 @@ impl Pid {
 pub struct SimProcess {
     /// A name for reports.
     pub name: String,
-    /// Its VMAs.
+    /// Its VMAs and host bytes.
     pub mm: AddressSpace,
     /// Its SVM state.
     pub svm: Process,
+    /// Its page table on each GPU.
+    pub pts: Vec<PageTable>,
+    /// What its accesses wrote, page by page: the naive model its memory is
+    /// checked against.
+    pub shadow: PageStore,
+}
+
+/// A GPU access the hardware could not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// A fatal GPU VM fault: the queue is killed and a memory exception
+    /// reported to the process.
+    #[error("GPU {gpu_id:#x} VM fault at {addr} ({}): {why}", if *.write { "write" } else { "read" })]
+    VmFault {
+        /// The GPU.
+        gpu_id: u32,
+        /// Faulting byte address.
+        addr: CpuVa,
+        /// Whether it was a write.
+        write: bool,
+        /// Why it could not be recovered.
+        why: String,
+        /// The errno the fault handler returned (EFAULT when XNACK is off).
+        errno: Errno,
+    },
+    /// A CPU access the process would get a signal for.
+    #[error("CPU {kind} at {addr}: {why}")]
+    Signal {
+        /// `SIGSEGV` or `SIGBUS`.
+        kind: &'static str,
+        /// Faulting byte address.
+        addr: CpuVa,
+        /// Why.
+        why: String,
+    },
+    /// No such GPU.
+    #[error("no GPU with gpu_id {0:#x}")]
+    NoGpu(u32),
+}
+
+impl AccessError {
+    /// The errno a scenario reports for it.
+    pub fn errno(&self) -> Errno {
+        match self {
+            AccessError::VmFault { errno, .. } => *errno,
+            AccessError::Signal { .. } => Errno::Efault,
+            AccessError::NoGpu(_) => Errno::Einval,
+        }
+    }
+}
+
+/// What a GPU access took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AccessStats {
+    /// Retry faults raised.
+    pub faults: u64,
+    /// Faults the driver dropped (the GPU retried).
+    pub retries: u64,
 }
 
 /// A whole simulated machine.
@@ -103,17 +294,57 @@ pub struct Machine {
     topology: Topology,
     xnack_default: bool,
     limit: MemLimit,
+    gpus: Vec<SimGpu>,
     procs: Vec<SimProcess>,
+    clock_ns: u64,
+    counters: HwCounters,
+    events: Vec<SmiEvent>,
+    policy: Policy,
+}
+
+/// Splits the machine into the one process's parts and an [`Env`].
+macro_rules! env {
+    ($m:expr, $pid:expr) => {{
+        let m = &mut *$m;
+        let p = &mut m.procs[$pid.0];
+        (
+            &mut p.svm,
+            Env {
+                proc_index: $pid.0,
+                mm: &mut p.mm,
+                limit: &mut m.limit,
+                gpus: &mut m.gpus,
+                pts: &mut p.pts,
+                clock_ns: m.clock_ns,
+                counters: &mut m.counters,
+                events: &mut m.events,
+            },
+        )
+    }};
 }
 
 impl Machine {
     /// A machine with these GPUs, boot-time XNACK default and memory limit.
     pub fn new(topology: Topology, xnack_default: bool, limit: MemLimit) -> Self {
+        let gpus = topology.gpus().iter().cloned().map(SimGpu::new).collect();
         Self {
             topology,
             xnack_default,
             limit,
+            gpus,
             procs: Vec::new(),
+            clock_ns: 0,
+            counters: HwCounters::default(),
+            events: Vec::new(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// The GPU-fault policy of processes spawned from now on.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+        for p in &mut self.procs {
+            p.svm.set_policy(policy);
         }
     }
 
@@ -122,19 +353,50 @@ impl Machine {
         &self.topology
     }
 
+    /// The simulated GPUs.
+    pub fn gpus(&self) -> &[SimGpu] {
+        &self.gpus
+    }
+
     /// The memory limit and its use.
     pub fn mem_limit(&self) -> MemLimit {
         self.limit
     }
 
+    /// Hardware counters.
+    pub fn counters(&self) -> HwCounters {
+        self.counters
+    }
+
+    /// SMI events so far.
+    pub fn events(&self) -> &[SmiEvent] {
+        &self.events
+    }
+
+    /// Simulated time in nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    /// Lets simulated time pass.
+    pub fn advance(&mut self, ns: u64) {
+        self.clock_ns = self.clock_ns.saturating_add(ns);
+    }
+
     /// Starts a process; it opens every GPU of the machine.
     pub fn spawn(&mut self, name: &str) -> Pid {
+        let mut svm = Process::new(&self.topology, self.xnack_default);
+        let pid = Pid(self.procs.len());
+        svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
+        svm.set_policy(self.policy);
         self.procs.push(SimProcess {
             name: name.to_owned(),
             mm: AddressSpace::new(),
-            svm: Process::new(&self.topology, self.xnack_default),
+            svm,
+            pts: vec![PageTable::default(); self.gpus.len()],
+            shadow: PageStore::new(),
         });
-        Pid(self.procs.len() - 1)
+        pid
     }
 
     /// All processes in pid order.
@@ -150,8 +412,9 @@ impl Machine {
         &self.procs[pid.0]
     }
 
-    fn parts(&mut self, pid: Pid) -> (&mut SimProcess, &mut MemLimit) {
-        (&mut self.procs[pid.0], &mut self.limit)
+    /// Process settings that are not syscalls (policy, DMA unmap mode).
+    pub fn process_mut(&mut self, pid: Pid) -> &mut Process {
+        &mut self.procs[pid.0].svm
     }
 
     /// `mmap`. With `fixed`, replaced pages go through the munmap notifier.
@@ -167,35 +430,60 @@ impl Machine {
         backing: Backing,
         mark: Mark,
     ) -> Result<PageRange, MmError> {
-        let (p, limit) = self.parts(pid);
-        let (range, replaced) = p.mm.mmap(fixed, len, prot, backing, mark)?;
-        let mut env = Env { mm: &p.mm, limit };
-        for r in replaced {
-            p.svm.unmap_from_cpu(&mut env, r);
+        // The notifier runs while the old VMAs still exist, before the new
+        // mapping replaces them, so the engine can still see them.
+        if let Some(addr) = fixed
+            && addr.is_page_aligned()
+            && let Some(end) = addr.checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+        {
+            let r = PageRange::new(addr.page_num(), end.page_num());
+            self.notify_unmap(pid, r);
         }
+        let range = self.procs[pid.0]
+            .mm
+            .mmap(fixed, len, prot, backing, mark)?
+            .0;
         Ok(range)
     }
 
-    /// `munmap`: the VMAs go, then the MMU notifier's UNMAP drops the SVM pages.
+    fn notify_unmap(&mut self, pid: Pid, range: PageRange) {
+        let (svm, mut env) = env!(self, pid);
+        svm.unmap_from_cpu(&mut env, range);
+        self.procs[pid.0]
+            .shadow
+            .drop_range(range.start().raw(), range.end().raw());
+    }
+
+    /// `munmap`: the MMU notifier's UNMAP drops the SVM pages, then the VMAs go.
     ///
     /// # Errors
     /// See [`AddressSpace::munmap`].
     pub fn munmap(&mut self, pid: Pid, addr: CpuVa, len: u64) -> Result<(), MmError> {
-        let (p, limit) = self.parts(pid);
-        let gone = p.mm.munmap(addr, len)?;
-        let mut env = Env { mm: &p.mm, limit };
-        for r in gone {
-            p.svm.unmap_from_cpu(&mut env, r);
-        }
-        Ok(())
+        // Check the request the way munmap does before notifying anyone.
+        let mut probe = AddressSpace::new();
+        probe.munmap(addr, len)?;
+        let end = addr
+            .checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .expect("checked by munmap");
+        self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
+        self.procs[pid.0].mm.munmap(addr, len).map(drop)
     }
 
-    /// `mprotect`.
+    /// `mprotect`; GPUs lose their mappings of the pages, which fault back
+    /// with the new permission.
     ///
     /// # Errors
     /// See [`AddressSpace::mprotect`].
     pub fn mprotect(&mut self, pid: Pid, addr: CpuVa, len: u64, prot: Prot) -> Result<(), MmError> {
-        self.procs[pid.0].mm.mprotect(addr, len, prot)
+        let r = self.procs[pid.0].mm.mprotect(addr, len, prot);
+        if let Some(end) = addr.checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            && addr.is_page_aligned()
+            && len > 0
+        {
+            let (svm, mut env) = env!(self, pid);
+            svm.cpu_invalidate(&mut env, PageRange::new(addr.page_num(), end.page_num()));
+        }
+        r
     }
 
     /// `AMDKFD_IOC_SVM`.
@@ -203,9 +491,8 @@ impl Machine {
     /// # Errors
     /// See `svm_core::process::Process::svm_ioctl`.
     pub fn svm_ioctl(&mut self, pid: Pid, args: &mut SvmArgs) -> Result {
-        let (p, limit) = self.parts(pid);
-        let mut env = Env { mm: &p.mm, limit };
-        p.svm.svm_ioctl(&mut env, args)
+        let (svm, mut env) = env!(self, pid);
+        svm.svm_ioctl(&mut env, args)
     }
 
     /// GET_ATTR through shared access: the same answers as [`Machine::svm_ioctl`]
@@ -221,14 +508,8 @@ impl Machine {
         attrs: &mut [SvmAttribute],
     ) -> Result {
         let p = &self.procs[pid.0];
-        // Queries reserve nothing; the copy only satisfies the Platform shape.
-        let mut limit = self.limit;
-        let env = Env {
-            mm: &p.mm,
-            limit: &mut limit,
-        };
         let range = Process::ioctl_range(start_addr, size)?;
-        p.svm.get_attr_ioctl(&env, range, attrs)
+        p.svm.get_attr_ioctl(&MmView(&p.mm), range, attrs)
     }
 
     /// `AMDKFD_IOC_SET_XNACK_MODE`.
@@ -236,9 +517,8 @@ impl Machine {
     /// # Errors
     /// See `svm_core::process::Process::set_xnack_mode`.
     pub fn set_xnack_mode(&mut self, pid: Pid, value: i32) -> Result<i32> {
-        let (p, limit) = self.parts(pid);
-        let mut env = Env { mm: &p.mm, limit };
-        p.svm.set_xnack_mode(&mut env, value)
+        let (svm, mut env) = env!(self, pid);
+        svm.set_xnack_mode(&mut env, value)
     }
 
     /// `AMDKFD_IOC_CREATE_QUEUE` on the GPU with this gpu_id.
@@ -259,9 +539,239 @@ impl Machine {
 
     /// Process exit: the SVM state goes, then the address space.
     pub fn exit(&mut self, pid: Pid) {
-        let (p, limit) = self.parts(pid);
-        let mut env = Env { mm: &p.mm, limit };
-        p.svm.exit(&mut env);
+        let (svm, mut env) = env!(self, pid);
+        svm.exit(&mut env);
+        let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
+        p.shadow = PageStore::new();
+    }
+
+    /// A GPU reads (`data` is `None`, `len` bytes come back) or writes `data`
+    /// at `addr` through its page table, faulting as the hardware would.
+    ///
+    /// # Errors
+    /// [`AccessError::VmFault`] for a fault the driver cannot recover.
+    pub fn gpu_access(
+        &mut self,
+        pid: Pid,
+        gpu_id: u32,
+        addr: CpuVa,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, AccessStats), AccessError> {
+        let g = self
+            .gpus
+            .iter()
+            .position(|x| x.desc.id.raw() == gpu_id)
+            .ok_or(AccessError::NoGpu(gpu_id))?;
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let write = data.is_some();
+        let mut stats = AccessStats::default();
+        // XNACK off: queues stay stopped until the restore work has run.
+        {
+            let (svm, mut env) = env!(self, pid);
+            if svm.restore_pending() {
+                svm.restore_work(&mut env)
+                    .map_err(|e| AccessError::VmFault {
+                        gpu_id,
+                        addr,
+                        write,
+                        why: e.to_string(),
+                        errno: e.errno(),
+                    })?;
+            }
+        }
+        let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        let mut done = 0u64;
+        while done < len {
+            let at = addr.raw() + done;
+            let page = CpuVa::new(at).page_num();
+            let off = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - off).min(len - done);
+            let pte = self.translate(pid, gpu, gpu_id, CpuVa::new(at), write, &mut stats)?;
+            let (lo, hi) = (
+                usize::try_from(done).unwrap_or(0),
+                usize::try_from(done + n).unwrap_or(0),
+            );
+            match (pte.target, data) {
+                (PteTarget::Sys(dma), Some(d)) => {
+                    let (pi, va) = self.gpus[g].iommu[&dma];
+                    self.procs[pi]
+                        .mm
+                        .pages_mut()
+                        .write(va.raw() * PAGE_SIZE + off, &d[lo..hi]);
+                }
+                (PteTarget::Sys(dma), None) => {
+                    let (pi, va) = self.gpus[g].iommu[&dma];
+                    self.procs[pi]
+                        .mm
+                        .pages()
+                        .read(va.raw() * PAGE_SIZE + off, &mut out[lo..hi]);
+                }
+                (PteTarget::Vram { owner, addr: a }, Some(d)) => {
+                    self.gpus[owner.get()].vram.write(a + off, &d[lo..hi])
+                }
+                (PteTarget::Vram { owner, addr: a }, None) => {
+                    self.gpus[owner.get()].vram.read(a + off, &mut out[lo..hi])
+                }
+            }
+            if let Some(d) = data {
+                self.procs[pid.0].shadow.write(at, &d[lo..hi]);
+            }
+            let _ = page;
+            done += n;
+        }
+        Ok((out, stats))
+    }
+
+    /// Walks the page table for one access, raising retry faults until the
+    /// PTE allows it.
+    fn translate(
+        &mut self,
+        pid: Pid,
+        gpu: GpuIndex,
+        gpu_id: u32,
+        at: CpuVa,
+        write: bool,
+        stats: &mut AccessStats,
+    ) -> Result<Pte, AccessError> {
+        let page = at.page_num();
+        for _ in 0..MAX_RETRIES {
+            if let Some(pte) = self.procs[pid.0].pts[gpu.get()].walk(page)
+                && pte.flags.valid
+                && (!write || pte.flags.writeable)
+            {
+                return Ok(pte);
+            }
+            stats.faults += 1;
+            let (svm, mut env) = env!(self, pid);
+            match svm.restore_pages(&mut env, gpu, page, write) {
+                Ok(FaultOutcome::Resolved { .. }) => {}
+                Ok(FaultOutcome::Dropped(_)) => {
+                    stats.retries += 1;
+                    self.advance(RETRY_DELAY_NS);
+                }
+                Err(e) => {
+                    return Err(AccessError::VmFault {
+                        gpu_id,
+                        addr: at,
+                        write,
+                        why: e.to_string(),
+                        errno: e.errno(),
+                    });
+                }
+            }
+        }
+        Err(AccessError::VmFault {
+            gpu_id,
+            addr: at,
+            write,
+            why: format!("still faulting after {MAX_RETRIES} retries"),
+            errno: Errno::Ebusy,
+        })
+    }
+
+    /// A CPU reads (`data` is `None`) or writes `data` at `addr`. Pages in
+    /// VRAM fault back to system memory first (`migrate_to_ram`).
+    ///
+    /// # Errors
+    /// [`AccessError::Signal`]: SIGSEGV for a page the VMA does not allow,
+    /// SIGBUS when the migration back fails.
+    pub fn cpu_access(
+        &mut self,
+        pid: Pid,
+        addr: CpuVa,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<Vec<u8>, AccessError> {
+        let last = addr
+            .checked_add(len.saturating_sub(1))
+            .ok_or_else(|| AccessError::Signal {
+                kind: "SIGSEGV",
+                addr,
+                why: "address wraps".into(),
+            })?;
+        if len > 0 {
+            for page in
+                PageRange::new(addr.page_num(), PageNum::new(last.page_num().raw() + 1)).pages()
+            {
+                let (svm, mut env) = env!(self, pid);
+                if svm.page_in_vram(page) {
+                    svm.migrate_to_ram(&mut env, page)
+                        .map_err(|e| AccessError::Signal {
+                            kind: "SIGBUS",
+                            addr: page.va(),
+                            why: e.to_string(),
+                        })?;
+                }
+            }
+        }
+        let p = &mut self.procs[pid.0];
+        let segv = |e: MmError| AccessError::Signal {
+            kind: "SIGSEGV",
+            addr,
+            why: e.to_string(),
+        };
+        match data {
+            Some(d) => {
+                p.mm.write(addr, d).map_err(segv)?;
+                p.shadow.write(addr.raw(), d);
+                Ok(Vec::new())
+            }
+            None => {
+                let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                p.mm.read(addr, &mut out).map_err(segv)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The bytes of page `page` of process `pid` wherever they live now,
+    /// without faulting anything: for checkers and reports.
+    pub fn page_bytes(&self, pid: Pid, page: PageNum) -> [u8; PAGE_BYTES] {
+        let p = &self.procs[pid.0];
+        let mut out = [0u8; PAGE_BYTES];
+        if let Some(r) = p.svm.ranges().find(page)
+            && r.vram.get(r.index(page))
+        {
+            let bref = r.bo.expect("a range with VRAM pages has a buffer");
+            let bo = p.svm.bo(bref.id).expect("the buffer is in the table");
+            let g = &self.gpus[bo.gpu.get()];
+            let vpage = g.bufs[&bo.buf.0]
+                .page(bref.offset + r.index(page))
+                .expect("page inside buffer");
+            g.vram.read(vpage * PAGE_SIZE, &mut out);
+            return out;
+        }
+        p.mm.pages().read(page.raw() * PAGE_SIZE, &mut out);
+        out
+    }
+
+    /// Live DMA mappings of each GPU, by (gpu index, bus address) → (process index, page).
+    pub fn dma_mappings(&self) -> BTreeMap<(usize, u64), (usize, PageNum)> {
+        let mut out = BTreeMap::new();
+        for (g, gpu) in self.gpus.iter().enumerate() {
+            for (&a, &v) in &gpu.iommu {
+                out.insert((g, a), v);
+            }
+        }
+        out
+    }
+}
+
+/// The read-only [`Platform`] view GET_ATTR needs.
+struct MmView<'a>(&'a AddressSpace);
+
+impl Platform for MmView<'_> {
+    fn vma_at(&self, page: PageNum) -> Option<VmaInfo> {
+        self.0.vma_info(page)
+    }
+
+    fn reserve_mem_limit(&mut self, _bytes: u64) -> Result {
+        unreachable!("GET_ATTR reserves no memory")
+    }
+
+    fn unreserve_mem_limit(&mut self, _bytes: u64) {
+        unreachable!("GET_ATTR reserves no memory")
     }
 }

@@ -143,6 +143,8 @@ impl Vma {
                 write: self.prot.write,
                 exec: self.prot.exec,
                 io: self.backing == Backing::Io,
+                file: matches!(self.backing, Backing::File(_)),
+                heap_stack: self.mark != Mark::None,
             },
         }
     }

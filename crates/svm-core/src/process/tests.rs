@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::Errno;
-use crate::platform::{VmFlags, VmaInfo};
+use crate::platform::{CopyDir, Pte, TlbFlush, VmFlags, VmaInfo, VramBuf};
 use crate::topology::GpuDesc;
 
 /// A fixed memory map and a simple limit, enough to drive the API edge.
@@ -10,6 +10,8 @@ struct Fake {
     vmas: Vec<VmaInfo>,
     limit: u64,
     used: u64,
+    bufs: u64,
+    ptes_written: u64,
 }
 
 impl Fake {
@@ -24,13 +26,44 @@ impl Fake {
                         write: true,
                         exec: false,
                         io,
+                        ..VmFlags::default()
                     },
                 })
                 .collect(),
             limit: u64::MAX,
             used: 0,
+            bufs: 0,
+            ptes_written: 0,
         }
     }
+}
+
+impl Hardware for Fake {
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn pte_context(&self, _gpu: GpuIndex) -> crate::pte::PteContext {
+        crate::pte::PteContext::dgpu(crate::pte::GcVersion::DEFAULT)
+    }
+    fn vram_alloc(&mut self, _gpu: GpuIndex, _npages: u64) -> Result<VramBuf> {
+        self.bufs += 1;
+        Ok(VramBuf(self.bufs))
+    }
+    fn vram_free(&mut self, _gpu: GpuIndex, _buf: VramBuf) {}
+    fn vram_addr(&self, _gpu: GpuIndex, buf: VramBuf, k: u64) -> u64 {
+        (buf.0 << 32) + k * 4096
+    }
+    fn copy_page(&mut self, _dir: CopyDir, _gpu: GpuIndex, _buf: VramBuf, _k: u64, _va: PageNum) {}
+    fn dma_map(&mut self, _gpu: GpuIndex, va: PageNum) -> u64 {
+        va.raw() * 4096
+    }
+    fn dma_unmap(&mut self, _gpu: GpuIndex, _addr: u64) {}
+    fn map_ptes(&mut self, _gpu: GpuIndex, _start: PageNum, ptes: &[Pte]) {
+        self.ptes_written += ptes.len() as u64;
+    }
+    fn unmap_ptes(&mut self, _gpu: GpuIndex, _range: PageRange) {}
+    fn flush_tlb(&mut self, _gpu: GpuIndex, _kind: TlbFlush) {}
+    fn smi_event(&mut self, _gpu: GpuIndex, _line: String) {}
 }
 
 impl Platform for Fake {

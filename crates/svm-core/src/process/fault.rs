@@ -1,0 +1,263 @@
+//! The GPU fault handler (`svm_range_restore_pages`) and the XNACK-off restore work.
+//!
+//! # Overview
+//! A retry fault names a GPU, a page and whether it was a write. The
+//! handler finds (or creates) the range, drops duplicates, checks the VMA
+//! and the permission, picks where the page should live, migrates the
+//! window around the fault there, and maps that same window on the faulting
+//! GPU. How large "the window" is depends on the [`crate::policy::Policy`].
+//!
+//! "Try later" is a value, not an error: [`FaultOutcome::Dropped`] tells the
+//! GPU to retry, exactly when the kernel returns 0 without mapping.
+
+use super::Process;
+use super::migrate::window;
+use crate::addr::{PageCount, PageNum, PageRange};
+use crate::attr::{Attrs, Location};
+use crate::error::{Errno, Error, Result};
+use crate::events::{self, MigrateTrigger};
+use crate::gpu::GpuIndex;
+use crate::platform::Hardware;
+use crate::range::SvmRange;
+
+/// `AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING`: faults on a range within 2 ms of
+/// its last validation are duplicates.
+pub const RETRY_FAULT_PENDING_NS: u64 = 2_000_000;
+
+/// What a GPU fault came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// The window is mapped; `migrated` says whether pages moved first.
+    Resolved {
+        /// Pages moved before mapping.
+        migrated: bool,
+        /// The window that was migrated and mapped.
+        window: PageRange,
+    },
+    /// Nothing was done; the GPU retries later.
+    Dropped(DropReason),
+}
+
+/// Why a fault was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The range was validated less than 2 ms ago.
+    Duplicate,
+    /// The VMA went away (a stale fault after munmap).
+    VmaRemoved,
+}
+
+fn refused(page: PageNum, why: &'static str, errno: Errno) -> Error {
+    Error::FaultRefused {
+        page: page.raw(),
+        why,
+        errno,
+    }
+}
+
+impl Process {
+    /// Handles a retry fault of GPU `gpu` at `page` (`svm_range_restore_pages`).
+    ///
+    /// # Errors
+    /// The fault is fatal: EFAULT (XNACK off, or no VMA to make a range
+    /// from), EPERM (write to a read-only VMA), EACCES (the GPU may not
+    /// access the range), ENOSPC-class errors when neither VRAM nor the
+    /// fallback works.
+    pub fn restore_pages(
+        &mut self,
+        pf: &mut dyn Hardware,
+        gpu: GpuIndex,
+        page: PageNum,
+        write: bool,
+    ) -> Result<FaultOutcome> {
+        let now = pf.now_ns();
+        // 19. Every fault counts, duplicates included.
+        self.stats[gpu].faults += 1;
+        // 4. Retry faults need XNACK.
+        if !self.xnack_enabled {
+            return Err(refused(page, "XNACK is off", Errno::Efault));
+        }
+        // 8. Find the range, or make one for memory never registered.
+        let start = match self.svms.find(page) {
+            Some(r) => r.start(),
+            None => self.create_unregistered_range(pf, page)?,
+        };
+        // 11. A fault on a range validated less than 2 ms ago is a duplicate
+        //     (maybe for another window of it); the GPU retries later.
+        let r = self.svms.get(start).expect("faulting range is in the list");
+        if r.validate_timestamp
+            .is_some_and(|t| now < t.saturating_add(RETRY_FAULT_PENDING_NS))
+        {
+            return Ok(FaultOutcome::Dropped(DropReason::Duplicate));
+        }
+        // 12.-13. The VMA must still be there, and allow the access.
+        let Some(vma) = pf.vma_at(page) else {
+            return Ok(FaultOutcome::Dropped(DropReason::VmaRemoved));
+        };
+        if !vma.flags.read || (write && !vma.flags.write) {
+            return Err(refused(page, "access not allowed by the VMA", Errno::Eperm));
+        }
+        // 14. Where should the page be?
+        let best = self
+            .best_restore_location(start, gpu)
+            .ok_or_else(|| refused(page, "the GPU has no access to the range", Errno::Eacces))?;
+        // 15.
+        let id = self.devices[gpu].id.raw();
+        pf.smi_event(
+            gpu,
+            events::page_fault_start(now, self.pid, page.raw(), id, write),
+        );
+        // 16. The window to migrate and to map.
+        let r = self.svms.get(start).expect("faulting range is in the list");
+        let whole = r.range();
+        let gran_window = window(whole, page, r.attrs.granularity.log2());
+        let mig = if self.policy.migrates_window() {
+            gran_window
+        } else {
+            whole
+        };
+        let map = if self.policy.maps_window() {
+            gran_window
+        } else {
+            whole
+        };
+        let mut migrated = false;
+        if r.actual_loc.is_some() || best != Location::Sys {
+            match best {
+                Location::Vram(id) => {
+                    let g = self
+                        .gpuidx(id.raw())
+                        .expect("best location is a process GPU");
+                    match self.migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu) {
+                        Ok(n) => migrated = n > 0,
+                        Err(_) => {
+                            // Fall back to system memory when VRAM fails; pages on
+                            // another GPU come back, pages in RAM stay.
+                            let r = self.svms.get(start).expect("faulting range is in the list");
+                            if r.actual_loc.is_some_and(|a| a != g) {
+                                migrated =
+                                    self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu)
+                                        > 0;
+                            }
+                        }
+                    }
+                }
+                Location::Sys => {
+                    migrated = self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu) > 0;
+                }
+            }
+        }
+        // 17. Map the window on the faulting GPU.
+        self.validate_and_map(pf, start, map, Some(gpu))?;
+        self.release_bos(pf);
+        // 18.
+        pf.smi_event(
+            gpu,
+            events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, migrated),
+        );
+        Ok(FaultOutcome::Resolved {
+            migrated,
+            window: map,
+        })
+    }
+
+    /// `svm_range_best_restore_location`: where a fault of `gpu` wants the
+    /// range, or `None` when the GPU may not access it.
+    fn best_restore_location(&self, start: PageNum, gpu: GpuIndex) -> Option<Location> {
+        let r = self.svms.get(start).expect("faulting range is in the list");
+        let me = Location::Vram(self.devices[gpu].id);
+        match r.attrs.preferred_loc {
+            Some(l) if l == me || l == Location::Sys => return Some(l),
+            Some(Location::Vram(id)) => {
+                if let Some(p) = self.gpuidx(id.raw())
+                    && self.same_hive(p, gpu)
+                {
+                    return Some(Location::Vram(id));
+                }
+            }
+            _ => {}
+        }
+        if r.attrs.access.contains(gpu) {
+            return Some(me);
+        }
+        if r.attrs.access_in_place.contains(gpu) {
+            return Some(match r.actual_loc {
+                Some(a) if self.same_hive(a, gpu) => Location::Vram(self.devices[a].id),
+                _ => Location::Sys,
+            });
+        }
+        None
+    }
+
+    /// Creates a range for a fault on memory never registered
+    /// (`svm_range_create_unregistered_range`): the 2 MiB-aligned window
+    /// around the fault, clipped to the VMA and to the neighbouring ranges.
+    /// Heap and stack ranges prefer system memory.
+    fn create_unregistered_range(
+        &mut self,
+        pf: &mut dyn Hardware,
+        page: PageNum,
+    ) -> Result<PageNum> {
+        let vma = pf
+            .vma_at(page)
+            .ok_or_else(|| refused(page, "no VMA at the faulting address", Errno::Efault))?;
+        let size = PageCount::new(1 << crate::attr::Granularity::DEFAULT.log2());
+        let mut lo = page.align_down(size).max(vma.range.start());
+        let mut hi = page.align_down(size).add(size).min(vma.range.end());
+        if let Some(next) = self
+            .svms
+            .overlapping(PageRange::new(page, PageNum::new(u64::MAX)))
+            .next()
+        {
+            hi = hi.min(next.start());
+        }
+        if let Some(prev) = self.svms.iter().filter(|r| r.range().end() <= page).last() {
+            lo = lo.max(prev.range().end());
+        }
+        let mut attrs = Attrs::new_range(self.bitmap_supported);
+        if vma.flags.heap_stack {
+            attrs.preferred_loc = Some(Location::Sys);
+        }
+        let range = PageRange::new(lo, hi);
+        // XNACK is on here, so the new range reserves no system memory.
+        let plan = self.svms.plan_add(range, &[], attrs, self.max_pages);
+        self.svms.commit(&plan, &[]);
+        let _ = pf;
+        Ok(self
+            .svms
+            .find(page)
+            .expect("the new range holds the page")
+            .start())
+    }
+
+    /// The XNACK-off restore work (`svm_range_restore_work`): revalidates and
+    /// remaps, whole, every range evicted since the last run, then resumes
+    /// the queues. The simulator runs it before the GPUs touch memory again,
+    /// standing in for the 1 ms delayed work while queues are stopped.
+    ///
+    /// # Errors
+    /// A range that can no longer be mapped (its VMA is gone).
+    pub fn restore_work(&mut self, pf: &mut dyn Hardware) -> Result {
+        if self.evicted_ranges == 0 {
+            return Ok(());
+        }
+        let invalid: Vec<PageNum> = self
+            .svms
+            .iter()
+            .filter(|r| r.invalid > 0)
+            .map(SvmRange::start)
+            .collect();
+        for start in invalid {
+            let whole = self.svms.get(start).expect("evicted range").range();
+            self.validate_and_map(pf, start, whole, None)?;
+            self.svms.get_mut(start).expect("evicted range").invalid = 0;
+        }
+        self.evicted_ranges = 0;
+        Ok(())
+    }
+
+    /// Whether queues are stopped waiting for the restore work.
+    pub fn restore_pending(&self) -> bool {
+        self.evicted_ranges > 0
+    }
+}

@@ -1,0 +1,179 @@
+//! Mapping ranges on GPUs: `svm_range_validate_and_map` and `svm_range_unmap_from_gpus`.
+//!
+//! Mapping a window DMA-maps its system pages (or encodes its VRAM pages) in
+//! each chosen GPU's DMA array, writes PTEs for exactly that window, and
+//! flushes the TLB. See `crate::dma` for the array rules and `crate::pte` for
+//! the flags.
+
+use super::Process;
+use crate::addr::{PageNum, PageRange};
+use crate::attr::SvmFlags;
+use crate::dma::DmaEntry;
+use crate::error::{Errno, Error, Result};
+use crate::events::{self, UnmapTrigger};
+use crate::gpu::{GpuIndex, GpuMask};
+use crate::platform::{Hardware, Pte, PteTarget, TlbFlush};
+use crate::pte::{PteDomain, pte_flags};
+use crate::uapi::flag;
+
+impl Process {
+    /// The GPUs a validate-and-map of range `start` maps when no single GPU
+    /// is named (`gpuidx = MAX_GPU_INSTANCE`).
+    fn map_bitmap(&self, start: PageNum) -> GpuMask {
+        let r = self.svms.get(start).expect("range to map is in the list");
+        if !self.xnack_enabled {
+            return r.attrs.access.or(r.attrs.access_in_place);
+        }
+        // XNACK on: in-place GPUs map eagerly, and the GPU holding the
+        // range's VRAM if it has ACCESS (a prefetch or a fault moved the range
+        // there). Other GPUs fault and map lazily, unless the range asks to
+        // stay mapped or already was.
+        let mut b = r.attrs.access_in_place;
+        if let Some(g) = r.actual_loc
+            && r.attrs.access.contains(g)
+        {
+            b.insert(g);
+        }
+        let always = r
+            .attrs
+            .flags
+            .contains(SvmFlags::from_bits(flag::GPU_ALWAYS_MAPPED));
+        if b.is_empty() && (r.mapped_to_gpu || always) {
+            b = r.attrs.access;
+        }
+        b
+    }
+
+    /// Maps `window` of range `start` on `gpu`, or on the GPUs the XNACK
+    /// rules pick (`svm_range_validate_and_map`). Returns whether any GPU
+    /// was chosen.
+    ///
+    /// Only the window is walked and mapped. A GPU outside the hive of the
+    /// GPU holding the range's VRAM is skipped, as `svm_range_map_to_gpus`
+    /// silently skips it.
+    ///
+    /// # Errors
+    /// EFAULT when a page of the window has no VMA.
+    pub(super) fn validate_and_map(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        window: PageRange,
+        gpu: Option<GpuIndex>,
+    ) -> Result<bool> {
+        let bitmap = gpu.map_or_else(|| self.map_bitmap(start), GpuMask::only);
+        if bitmap.is_empty() {
+            return Ok(false);
+        }
+        // 2. The window must still be mapped by VMAs; note read-only ones.
+        let mut readonly = Vec::with_capacity(usize::try_from(window.npages().raw()).unwrap_or(0));
+        for page in window.pages() {
+            let vma = pf.vma_at(page).ok_or(Error::FaultRefused {
+                page: page.raw(),
+                why: "no VMA behind the page",
+                errno: Errno::Efault,
+            })?;
+            readonly.push(!vma.flags.write);
+        }
+        let hives: Vec<(GpuIndex, bool)> = {
+            let r = self.svms.get(start).expect("range to map is in the list");
+            bitmap
+                .iter()
+                .map(|g| (g, r.actual_loc.is_none_or(|owner| self.same_hive(owner, g))))
+                .collect()
+        };
+        let bo = self
+            .svms
+            .get(start)
+            .and_then(|r| r.bo)
+            .map(|b| (b, self.bos[&b.id]));
+        let now = pf.now_ns();
+        let r = self
+            .svms
+            .get_mut(start)
+            .expect("range to map is in the list");
+        for (g, reachable) in hives {
+            if !reachable {
+                continue;
+            }
+            let ctx = pf.pte_context(g);
+            let mut ptes = Vec::with_capacity(readonly.len());
+            for (page, &ro) in window.pages().zip(&readonly) {
+                let k = r.index(page);
+                // 3. DMA-map system pages; encode VRAM pages.
+                let (entry, target, domain) = if r.vram.get(k) {
+                    let (bref, sbo) = bo.expect("a range with VRAM pages has a buffer");
+                    let addr = pf.vram_addr(sbo.gpu, sbo.buf, bref.offset + k);
+                    let domain = if sbo.gpu == g {
+                        PteDomain::LocalVram
+                    } else {
+                        PteDomain::HiveVram
+                    };
+                    (
+                        DmaEntry::Vram(addr),
+                        PteTarget::Vram {
+                            owner: sbo.gpu,
+                            addr,
+                        },
+                        domain,
+                    )
+                } else {
+                    let addr = pf.dma_map(g, page);
+                    (DmaEntry::Sys(addr), PteTarget::Sys(addr), PteDomain::Sys)
+                };
+                // A valid system mapping is unmapped before its slot is
+                // overwritten, so no page stays mapped twice.
+                if let Some(old) = r.dma.set(g, k, entry) {
+                    pf.dma_unmap(g, old);
+                }
+                ptes.push(Pte {
+                    target,
+                    flags: pte_flags(ctx, r.attrs.flags, domain, ro),
+                });
+            }
+            // 4. Update the GPU page table, then flush its TLB.
+            pf.map_ptes(g, window.start(), &ptes);
+            pf.flush_tlb(g, TlbFlush::Legacy);
+        }
+        r.mapped_to_gpu = true;
+        r.validate_timestamp = Some(now);
+        Ok(true)
+    }
+
+    /// Clears the PTEs of `window` of range `start` on every GPU with access
+    /// (`svm_range_unmap_from_gpus`). A range never mapped is left alone;
+    /// unmapping the whole range clears `mapped_to_gpu`.
+    pub(super) fn unmap_from_gpus(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        window: PageRange,
+        trigger: UnmapTrigger,
+    ) {
+        let pid = self.pid;
+        let r = self
+            .svms
+            .get_mut(start)
+            .expect("range to unmap is in the list");
+        if !r.mapped_to_gpu {
+            return;
+        }
+        if window == r.range() {
+            r.mapped_to_gpu = false;
+        }
+        for g in r.attrs.access.or(r.attrs.access_in_place).iter() {
+            let id = self.devices[g].id.raw();
+            let line = events::unmap_from_gpu(
+                pf.now_ns(),
+                pid,
+                window.start().raw(),
+                window.npages().raw(),
+                id,
+                trigger,
+            );
+            pf.smi_event(g, line);
+            pf.unmap_ptes(g, window);
+            pf.flush_tlb(g, TlbFlush::Heavyweight);
+        }
+    }
+}

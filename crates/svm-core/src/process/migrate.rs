@@ -1,0 +1,380 @@
+//! Migration between system memory and VRAM (`kfd_migrate.c`), and the buffers it fills.
+//!
+//! # Overview
+//! RAM→VRAM moves the system pages of a window into the range's VRAM
+//! buffer, allocating the buffer (sized for the *whole* range) on first use;
+//! VRAM→RAM moves them back and skips pages already in RAM. Between two GPUs
+//! the whole range goes to RAM first, then the window to the new GPU, as the
+//! kernel does. Every migration invalidates the moved pages on the GPUs
+//! first, as the `MMU_NOTIFY_MIGRATE` notifier would: with XNACK on it
+//! unmaps them; with XNACK off it evicts the range, which the restore work
+//! remaps.
+
+use super::{Process, SvmBo};
+use crate::addr::{PageNum, PageRange};
+use crate::attr::{Location, SvmFlags};
+use crate::error::{Errno, Error, Result};
+use crate::events::{self, MigrateTrigger, UnmapTrigger};
+use crate::gpu::GpuIndex;
+use crate::platform::{CopyDir, Hardware};
+use crate::range::BoRef;
+use crate::uapi::flag;
+
+impl Process {
+    /// What the MMU notifier does for pages about to move or change
+    /// (`svm_range_evict`): XNACK on (and not GPU_ALWAYS_MAPPED) unmaps the
+    /// window from the GPUs; otherwise the range is marked invalid for the
+    /// restore work, which remaps the whole range.
+    pub(super) fn invalidate(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        window: PageRange,
+        trigger: UnmapTrigger,
+    ) {
+        let r = self
+            .svms
+            .get(start)
+            .expect("range to invalidate is in the list");
+        let always = r
+            .attrs
+            .flags
+            .contains(SvmFlags::from_bits(flag::GPU_ALWAYS_MAPPED));
+        if self.xnack_enabled && !always {
+            self.unmap_from_gpus(pf, start, window, trigger);
+        } else if r.mapped_to_gpu {
+            // Queues are quiesced on the first eviction; the mappings stay
+            // but may not be used until the restore work revalidates.
+            let r = self
+                .svms
+                .get_mut(start)
+                .expect("range to invalidate is in the list");
+            r.invalid += 1;
+            self.evicted_ranges += 1;
+        }
+    }
+
+    /// RAM→VRAM over `window` of range `start` (`svm_migrate_ram_to_vram`);
+    /// returns the pages moved.
+    ///
+    /// # Errors
+    /// ENOSPC when the GPU has no room for the range's buffer.
+    pub(super) fn ram_to_vram(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        best: GpuIndex,
+        window: PageRange,
+        trigger: MigrateTrigger,
+    ) -> Result<u64> {
+        let npages = self
+            .svms
+            .get(start)
+            .expect("range to migrate")
+            .range()
+            .npages()
+            .raw();
+        // The buffer covers the whole range; split siblings share it.
+        let bref = match self.svms.get(start).and_then(|r| r.bo) {
+            Some(b) => b,
+            None => {
+                let buf = pf.vram_alloc(best, npages)?;
+                let id = self.next_bo;
+                self.next_bo += 1;
+                self.bos.insert(
+                    id,
+                    SvmBo {
+                        gpu: best,
+                        buf,
+                        npages,
+                    },
+                );
+                BoRef { id, offset: 0 }
+            }
+        };
+        let sbo = self.bos[&bref.id];
+        // Pages that will move: in RAM, in an anonymous VMA (file pages stay
+        // in the page cache).
+        let movable: Vec<PageNum> = {
+            let r = self.svms.get(start).expect("range to migrate");
+            window
+                .pages()
+                .filter(|&p| !r.vram.get(r.index(p)))
+                .filter(|&p| pf.vma_at(p).is_some_and(|v| !v.flags.file && !v.flags.io))
+                .collect()
+        };
+        let (prefetch, preferred) = {
+            let r = self.svms.get(start).expect("range to migrate");
+            (
+                Location::to_uapi(r.attrs.prefetch_loc),
+                Location::to_uapi(r.attrs.preferred_loc),
+            )
+        };
+        let to = self.devices[best].id.raw();
+        let line = events::migrate_start(
+            pf.now_ns(),
+            self.pid,
+            window.start().raw(),
+            window.npages().raw(),
+            0,
+            to,
+            prefetch,
+            preferred,
+            trigger,
+        );
+        pf.smi_event(best, line);
+        if !movable.is_empty() {
+            self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
+        }
+        let r = self.svms.get_mut(start).expect("range to migrate");
+        for &p in &movable {
+            let k = r.index(p);
+            pf.copy_page(CopyDir::ToVram, sbo.gpu, sbo.buf, bref.offset + k, p);
+            r.vram.set(k, true);
+        }
+        let mpages = movable.len() as u64;
+        if mpages > 0 {
+            r.actual_loc = Some(best);
+            r.bo = Some(bref);
+            // The review thread's option: unmap the old system pages of every
+            // GPU at once rather than when each slot is rewritten.
+            if self.bulk_dma_unmap {
+                let from = r.index(window.start());
+                for (g, addr) in r.dma.unmap_sys(from, from + window.npages().raw()) {
+                    pf.dma_unmap(g, addr);
+                }
+            }
+        }
+        let line = events::migrate_end(
+            pf.now_ns(),
+            self.pid,
+            window.start().raw(),
+            window.npages().raw(),
+            0,
+            to,
+            trigger,
+        );
+        pf.smi_event(best, line);
+        self.stats[best].page_in += mpages;
+        Ok(mpages)
+    }
+
+    /// VRAM→RAM over `window` of range `start` (`svm_migrate_vram_to_ram`);
+    /// pages already in RAM are skipped and not counted. Returns the pages
+    /// moved.
+    pub(super) fn vram_to_ram(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        window: PageRange,
+        trigger: MigrateTrigger,
+    ) -> u64 {
+        let (owner, bref, moving) = {
+            let r = self.svms.get(start).expect("range to migrate");
+            let (Some(owner), Some(bref)) = (r.actual_loc, r.bo) else {
+                return 0; // already in RAM
+            };
+            let moving: Vec<PageNum> = window.pages().filter(|&p| r.vram.get(r.index(p))).collect();
+            (owner, bref, moving)
+        };
+        let sbo = self.bos[&bref.id];
+        let from = self.devices[owner].id.raw();
+        let line = events::migrate_start(
+            pf.now_ns(),
+            self.pid,
+            window.start().raw(),
+            window.npages().raw(),
+            from,
+            0,
+            Location::to_uapi(self.svms.get(start).and_then(|r| r.attrs.prefetch_loc)),
+            Location::to_uapi(self.svms.get(start).and_then(|r| r.attrs.preferred_loc)),
+            trigger,
+        );
+        pf.smi_event(owner, line);
+        if !moving.is_empty() {
+            self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
+        }
+        let r = self.svms.get_mut(start).expect("range to migrate");
+        for &p in &moving {
+            let k = r.index(p);
+            pf.copy_page(CopyDir::ToRam, sbo.gpu, sbo.buf, bref.offset + k, p);
+            r.vram.set(k, false);
+        }
+        // No VRAM page left: `actual_loc` goes back to system memory and the
+        // buffer reference is dropped.
+        r.settle();
+        let line = events::migrate_end(
+            pf.now_ns(),
+            self.pid,
+            window.start().raw(),
+            window.npages().raw(),
+            from,
+            0,
+            trigger,
+        );
+        pf.smi_event(owner, line);
+        let mpages = moving.len() as u64;
+        self.stats[owner].page_out += mpages;
+        mpages
+    }
+
+    /// Migrates `window` to `best`'s VRAM (`svm_migrate_to_vram`): directly
+    /// from RAM, or, when another GPU holds pages, the whole range to RAM
+    /// first.
+    ///
+    /// # Errors
+    /// ENOSPC when VRAM is full; EDEADLK-class when the range cannot leave the
+    /// other GPU.
+    pub(super) fn migrate_to_vram(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        best: GpuIndex,
+        window: PageRange,
+        trigger: MigrateTrigger,
+    ) -> Result<u64> {
+        let r = self.svms.get(start).expect("range to migrate");
+        if r.actual_loc.is_some_and(|g| g != best) {
+            // `svm_migrate_vram_to_vram`: no direct GPU-to-GPU migration.
+            let whole = r.range();
+            for _ in 0..3 {
+                self.vram_to_ram(pf, start, whole, trigger);
+                if self.svms.get(start).is_some_and(|r| r.actual_loc.is_none()) {
+                    break;
+                }
+            }
+            if self.svms.get(start).is_some_and(|r| r.actual_loc.is_some()) {
+                return Err(Error::FaultRefused {
+                    page: window.start().raw(),
+                    why: "range stuck in another GPU's VRAM",
+                    errno: Errno::Ebusy,
+                });
+            }
+        }
+        self.ram_to_vram(pf, start, best, window, trigger)
+    }
+
+    /// Frees buffers no range references any more.
+    pub(super) fn release_bos(&mut self, pf: &mut dyn Hardware) {
+        let used: std::collections::BTreeSet<u64> = self
+            .svms
+            .iter()
+            .filter_map(|r| r.bo.map(|b| b.id))
+            .collect();
+        let dead: Vec<u64> = self
+            .bos
+            .keys()
+            .copied()
+            .filter(|id| !used.contains(id))
+            .collect();
+        for id in dead {
+            let b = self.bos.remove(&id).expect("dead buffer is in the table");
+            pf.vram_free(b.gpu, b.buf);
+        }
+    }
+
+    /// The prefetch of set_attr (`svm_range_trigger_migration`): migrates the
+    /// whole range to the best prefetch location. Returns whether it migrated.
+    ///
+    /// # Errors
+    /// A failed VRAM migration (v6.8 behaviour: the range is skipped and the
+    /// error returned after the others are processed).
+    pub(super) fn trigger_migration(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+    ) -> Result<bool> {
+        let Some(best) = self.best_prefetch_location(start) else {
+            return Ok(false);
+        };
+        let r = self.svms.get(start).expect("range to prefetch");
+        let whole = r.range();
+        match best {
+            Location::Sys if r.actual_loc.is_none() => Ok(false),
+            Location::Sys => {
+                self.vram_to_ram(pf, start, whole, MigrateTrigger::Prefetch);
+                Ok(true)
+            }
+            Location::Vram(id) => {
+                let g = self.gpuidx(id.raw()).expect("prefetch GPU was checked");
+                // Even when the range already sits on this GPU, migrate
+                // again: `actual_loc` does not mean every page is there.
+                self.migrate_to_vram(pf, start, g, whole, MigrateTrigger::Prefetch)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `svm_range_best_prefetch_location`: the prefetch location, or system
+    /// memory when a GPU that must reach the range is outside the hive.
+    fn best_prefetch_location(&self, start: PageNum) -> Option<Location> {
+        let r = self.svms.get(start).expect("range to prefetch");
+        let best = r.attrs.prefetch_loc?;
+        let Location::Vram(id) = best else {
+            return Some(best);
+        };
+        let g = self.gpuidx(id.raw())?;
+        let others = if self.xnack_enabled {
+            r.attrs.access_in_place
+        } else {
+            r.attrs.access.or(r.attrs.access_in_place)
+        };
+        if others.iter().any(|o| !self.same_hive(o, g)) {
+            return Some(Location::Sys);
+        }
+        Some(best)
+    }
+
+    /// The CPU fault path (`svm_migrate_to_ram`): a CPU touched page `page`,
+    /// which is in VRAM; the granularity window around it comes back.
+    ///
+    /// # Errors
+    /// EFAULT (the kernel's SIGBUS) when no range holds the page.
+    pub fn migrate_to_ram(&mut self, pf: &mut dyn Hardware, page: PageNum) -> Result {
+        let r = self.svms.find(page).ok_or(Error::FaultRefused {
+            page: page.raw(),
+            why: "no SVM range (SIGBUS)",
+            errno: Errno::Efault,
+        })?;
+        if r.actual_loc.is_none() {
+            return Ok(()); // already migrated
+        }
+        let start = r.start();
+        let window = window(r.range(), page, r.attrs.granularity.log2());
+        self.vram_to_ram(pf, start, window, MigrateTrigger::PagefaultCpu);
+        self.release_bos(pf);
+        Ok(())
+    }
+
+    /// The MMU notifier for a CPU-side change that is not an unmap
+    /// (mprotect and the like): the GPUs lose the pages of `range`.
+    pub fn cpu_invalidate(&mut self, pf: &mut dyn Hardware, range: PageRange) {
+        let hit: Vec<(PageNum, PageRange)> = self
+            .svms
+            .overlapping(range)
+            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
+            .collect();
+        for (start, cut) in hit {
+            self.invalidate(pf, start, cut, UnmapTrigger::MmuNotify);
+        }
+    }
+
+    /// Whether `page` sits in VRAM, so a CPU touch must fault it back.
+    pub fn page_in_vram(&self, page: PageNum) -> bool {
+        self.svms
+            .find(page)
+            .is_some_and(|r| r.vram.get(r.index(page)))
+    }
+}
+
+/// The granularity window around `page`, clipped to `range`:
+/// `[max(align_down(page, 2^g), start), min(align_up(page + 1, 2^g) - 1, last)]`.
+pub(super) fn window(range: PageRange, page: PageNum, granularity: u8) -> PageRange {
+    let size = 1u64 << granularity.min(63);
+    let lo = page.raw() & !(size - 1);
+    let hi = lo.saturating_add(size);
+    PageRange::new(
+        PageNum::new(lo).max(range.start()),
+        PageNum::new(hi).min(range.end()),
+    )
+}
