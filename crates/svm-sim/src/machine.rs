@@ -775,3 +775,37 @@ impl Platform for MmView<'_> {
         unreachable!("GET_ATTR reserves no memory")
     }
 }
+
+impl Machine {
+    /// DMA entries of `gpu_id` in process `pid` whose page has moved since the
+    /// entry was written: a system mapping of a page now in VRAM, or a VRAM
+    /// address that is no longer the page's (the seed thread's GPU1/GPU2 case).
+    pub fn stale_dma(&self, pid: Pid, gpu_id: u32) -> u64 {
+        use svm_core::dma::DmaEntry;
+        let Some(g) = self.gpus.iter().position(|x| x.desc.id.raw() == gpu_id) else {
+            return 0;
+        };
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let p = &self.procs[pid.0];
+        p.svm
+            .ranges()
+            .iter()
+            .map(|r| {
+                let here = |k: u64| -> Option<u64> {
+                    let bref = r.bo?;
+                    let bo = p.svm.bo(bref.id)?;
+                    self.gpus[bo.gpu.get()].bufs[&bo.buf.0]
+                        .page(bref.offset + k)
+                        .map(|x| x * PAGE_SIZE)
+                };
+                (0..r.range().npages().raw())
+                    .filter(|&k| match r.dma.get(gpu, k) {
+                        DmaEntry::Empty => false,
+                        DmaEntry::Sys(_) => r.vram.get(k),
+                        DmaEntry::Vram(a) => !r.vram.get(k) || here(k) != Some(a),
+                    })
+                    .count() as u64
+            })
+            .sum()
+    }
+}

@@ -355,3 +355,216 @@ kfd_test!(prefetch_get, |k: &mut Kfd| {
         Ok(vec![(PREFETCH_LOC, 0)])
     );
 });
+
+// ---------------------------------------------------------------------------
+// Fault-path ports. The GPU work KFDTest does by dispatch or SDMA becomes
+// gpu_read/gpu_write/gpu_copy; every step runs the checkers (PTEs against
+// page locations, VRAM buffers, DMA mappings, bytes against the shadow).
+
+const PATTERN: u32 = 0x0101_0101;
+
+// BasicSystemMemTest: copy one dword between two system-memory ranges.
+kfd_test!(basic_system_mem, |k: &mut Kfd| {
+    let src = k.mmap(PAGE);
+    let dst = k.mmap(PAGE);
+    k.register(src, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.cpu_write(src, &PATTERN.to_le_bytes());
+    k.gpu_copy(GPU0, src, dst, 4);
+    assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
+    assert_eq!(k.vram_pages_in(src, PAGE) + k.vram_pages_in(dst, PAGE), 0);
+    // XNACK off maps at set_attr; XNACK on maps on the two faults.
+    let faults = k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].faults;
+    assert_eq!(faults, if k.xnack() { 2 } else { 0 });
+});
+
+// BasicVramTest: through a range prefetched to VRAM and back out.
+kfd_test!(basic_vram, |k: &mut Kfd| {
+    let src = k.mmap(PAGE);
+    let loc = k.mmap(PAGE);
+    let dst = k.mmap(PAGE);
+    k.register(src, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(loc, PAGE, GPU0, GPU0, HA_CO).unwrap();
+    k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+    assert_eq!(k.vram_pages_in(loc, PAGE), 1);
+    k.cpu_write(src, &PATTERN.to_le_bytes());
+    k.gpu_copy(GPU0, src, loc, 4);
+    k.gpu_copy(GPU0, loc, dst, 4);
+    assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
+    assert_eq!(
+        k.vram_pages_in(loc, PAGE),
+        1,
+        "the GPU worked on the range in VRAM"
+    );
+});
+
+// MigrateTest (scaled to 1 MiB): prefetch to VRAM, GPU copies in, the CPU
+// reads every word back through CPU faults, and the GPU copies once more.
+kfd_test!(migrate, |k: &mut Kfd| {
+    let size = 1 << 20;
+    let n = (size / 4) as usize;
+    let data = k.mmap(size);
+    let buf = k.mmap(size);
+    let buf2 = k.mmap(size);
+    for b in [data, buf, buf2] {
+        k.register(b, size, GPU0, 0, HA_CO).unwrap();
+    }
+    let want = words(n, |i| i);
+    k.cpu_write(data, &want);
+    for _ in 0..3 {
+        for b in [buf, buf2] {
+            k.set(b, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
+            assert_eq!(k.vram_pages_in(b, size), size / PAGE);
+        }
+        k.gpu_copy(GPU0, data, buf, size);
+        k.gpu_copy(GPU0, data, buf2, size);
+        for b in [buf, buf2] {
+            assert_eq!(k.cpu_read(b, size), want);
+            assert_eq!(
+                k.vram_pages_in(b, size),
+                0,
+                "CPU faults brought every window back"
+            );
+        }
+    }
+    k.gpu_copy(GPU0, data, buf, size);
+    assert_eq!(k.cpu_read(buf, size), want);
+    let counters = k.m.counters();
+    assert!(counters.pages_to_vram > 0 && counters.pages_to_ram > 0);
+});
+
+// MigratePolicyTest: the CPU reads and rewrites a range the GPU filled in VRAM.
+kfd_test!(migrate_policy, |k: &mut Kfd| {
+    let size = 1 << 20;
+    let n = (size / 8) as usize;
+    let data = k.mmap(size);
+    let buf = k.mmap(size);
+    k.register(data, size, GPU0, 0, HA_CO).unwrap();
+    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    let q = |f: &dyn Fn(u64) -> u64| {
+        (0..n as u64)
+            .flat_map(|i| f(i).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    k.cpu_write(data, &q(&|i| i));
+    k.set(buf, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    k.gpu_copy(GPU0, data, buf, size);
+    assert_eq!(k.cpu_read(buf, size), q(&|i| i));
+    k.cpu_write(buf, &q(&|i| i + 1));
+    k.gpu_copy(GPU0, buf, data, size);
+    for i in (0..n as u64).step_by(512) {
+        assert_eq!(k.cpu_read(data + i * 8, 8), (i + 1).to_le_bytes());
+    }
+});
+
+// MigrateAccessInPlaceTest (scaled): an in-place GPU works on a range whose
+// pages the CPU keeps pulling back to system memory.
+kfd_test!(migrate_access_in_place, |k: &mut Kfd| {
+    let size = 1 << 20;
+    let buf = k.mmap(size);
+    k.set(buf, size, &[(ACCESS_IN_PLACE, GPU0)]).unwrap();
+    k.set(buf, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    assert_eq!(k.vram_pages_in(buf, size), size / PAGE);
+    for off in (0..size).step_by(4096) {
+        k.cpu_write(buf + off, &0x1234_u32.to_le_bytes());
+    }
+    assert_eq!(k.vram_pages_in(buf, size), 0);
+    let fill = words((size / 4) as usize, |_| 0x55AA_AA55);
+    k.gpu_write(GPU0, buf, &fill);
+    for off in (0..size).step_by(4096) {
+        assert_eq!(k.cpu_read(buf + off, 4), 0x55AA_AA55_u32.to_le_bytes());
+    }
+    // In place: the GPU never pulled the range back into VRAM.
+    assert_eq!(k.vram_pages_in(buf, size), 0);
+});
+
+// MultiGPUMigrationTest: ranges hop from GPU to GPU through system memory.
+kfd_test!(multi_gpu_migration, |k: &mut Kfd| {
+    let size = 1 << 20;
+    let n = (size / 4) as usize;
+    let buf = k.mmap(size);
+    let data = k.mmap(size);
+    k.cpu_write(buf, &words(n, |i| i));
+    for gpu in [GPU0, GPU1] {
+        for b in [buf, data] {
+            k.set(b, size, &[(ACCESS, gpu), (PREFETCH_LOC, gpu)])
+                .unwrap();
+        }
+        // With XNACK off, once both GPUs have ACCESS both must map the range,
+        // and they share no hive, so the best prefetch location falls back
+        // to system memory.
+        let want = if k.xnack() || gpu == GPU0 {
+            size / PAGE
+        } else {
+            0
+        };
+        assert_eq!(k.vram_pages_in(buf, size), want, "prefetch to {gpu:#x}");
+    }
+    for gpu in [GPU0, GPU1] {
+        k.gpu_copy(gpu, buf, data, size);
+        for i in (0..n as u64).step_by(512) {
+            assert_eq!(k.cpu_read(data + i * 4, 4), (i as u32).to_le_bytes());
+        }
+    }
+});
+
+// ReadOnlyRangeTest: a GPU reads a read-only page, and its write faults fatally.
+kfd_test!(read_only_range, |k: &mut Kfd| {
+    let buf = k.mmap(2 * PAGE);
+    let out = k.mmap(PAGE);
+    k.register(buf, 2 * PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(out, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.cpu_write(buf, &[0x55; 16]);
+    k.m.mprotect(
+        k.pid,
+        svm_core::addr::CpuVa::new(buf),
+        PAGE,
+        svm_sim::mm::Prot::parse("r").unwrap(),
+    )
+    .unwrap();
+    k.gpu_copy(GPU0, buf, out, 4);
+    assert_eq!(k.cpu_read(out, 1), [0x55]);
+    let err =
+        k.m.gpu_access(
+            k.pid,
+            GPU0,
+            svm_core::addr::CpuVa::new(buf),
+            4,
+            Some(&[1, 2, 3, 4]),
+        )
+        .unwrap_err();
+    // XNACK on: the retry fault is refused with EPERM. XNACK off: there is no
+    // retry; the read-only PTE makes the write a fatal fault.
+    let want = if k.xnack() {
+        Errno::Eperm
+    } else {
+        Errno::Efault
+    };
+    assert_eq!(err.errno(), want, "{err}");
+    assert_eq!(
+        k.cpu_read(buf, 1),
+        [0x55],
+        "the failed write changed nothing"
+    );
+});
+
+// MigrateFileBackedRangeTest: file pages stay in the page cache.
+kfd_test!(migrate_file_backed, |k: &mut Kfd| {
+    let f =
+        k.m.mmap(
+            k.pid,
+            None,
+            PAGE,
+            svm_sim::mm::Prot::RW,
+            svm_sim::mm::Backing::File("t".into()),
+            svm_sim::mm::Mark::None,
+        )
+        .unwrap()
+        .start_va()
+        .raw();
+    k.cpu_write(f, &[0x30; 4]);
+    k.register(f, PAGE, GPU0, GPU0, HA_CO).unwrap();
+    assert_eq!(k.vram_pages_in(f, PAGE), 0, "file pages do not migrate");
+    k.gpu_write(GPU0, f, &0x3333_3333_u32.to_le_bytes());
+    assert_eq!(k.cpu_read(f, 1), [0x33]);
+});

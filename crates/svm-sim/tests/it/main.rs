@@ -11,5 +11,8 @@ mod kfdtest;
 // transactional set_attr, max-range chunking.
 mod machine;
 
+// The fault path: policies, the seed thread, peers, de-duplication, fatal faults.
+mod fault;
+
 // The proptest state machine: engine against the naive per-page reference model.
 mod refmodel;

@@ -154,3 +154,68 @@ impl Kfd {
         }
     }
 }
+
+impl Kfd {
+    /// A GPU writes `data` at `addr`; panics on a fatal fault.
+    pub fn gpu_write(&mut self, gpu: u32, addr: u64, data: &[u8]) {
+        self.m
+            .gpu_access(
+                self.pid,
+                gpu,
+                CpuVa::new(addr),
+                data.len() as u64,
+                Some(data),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check();
+    }
+
+    /// A GPU reads `len` bytes at `addr`; panics on a fatal fault.
+    pub fn gpu_read(&mut self, gpu: u32, addr: u64, len: u64) -> Vec<u8> {
+        let out = self
+            .m
+            .gpu_access(self.pid, gpu, CpuVa::new(addr), len, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0;
+        self.check();
+        out
+    }
+
+    /// The GPU copies `len` bytes from `src` to `dst`, as the CopyDword
+    /// shader or an SDMA copy does.
+    pub fn gpu_copy(&mut self, gpu: u32, src: u64, dst: u64, len: u64) {
+        let data = self.gpu_read(gpu, src, len);
+        self.gpu_write(gpu, dst, &data);
+    }
+
+    /// The CPU writes.
+    pub fn cpu_write(&mut self, addr: u64, data: &[u8]) {
+        self.m
+            .cpu_access(self.pid, CpuVa::new(addr), data.len() as u64, Some(data))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check();
+    }
+
+    /// The CPU reads.
+    pub fn cpu_read(&mut self, addr: u64, len: u64) -> Vec<u8> {
+        let out = self
+            .m
+            .cpu_access(self.pid, CpuVa::new(addr), len, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.check();
+        out
+    }
+
+    /// Pages of `[addr, addr+size)` in VRAM.
+    pub fn vram_pages_in(&self, addr: u64, size: u64) -> u64 {
+        let svm = &self.m.process(self.pid).svm;
+        (addr / PAGE..(addr + size) / PAGE)
+            .filter(|&p| svm.page_in_vram(svm_core::addr::PageNum::new(p)))
+            .count() as u64
+    }
+}
+
+/// `n` little-endian u32 words, word `i` holding `f(i)`.
+pub fn words(n: usize, f: impl Fn(u32) -> u32) -> Vec<u8> {
+    (0..n as u32).flat_map(|i| f(i).to_le_bytes()).collect()
+}

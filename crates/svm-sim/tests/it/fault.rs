@@ -1,0 +1,222 @@
+//! The fault path from first principles: the 2023 revert, the seed thread's
+//! stale DMA mappings, peer mapping in a hive, and fault de-duplication.
+
+use svm_core::gpu::GpuIndex;
+use svm_core::policy::Policy;
+use svm_core::uapi::attr_type::*;
+
+use crate::support::*;
+
+const MIB: u64 = 1 << 20;
+
+fn hive_gpus() -> Vec<svm_core::topology::GpuDesc> {
+    let mut a = gpu("gpu0", GPU0, 16 * GIB, true);
+    let mut b = gpu("gpu1", GPU1, 16 * GIB, true);
+    a.hive = Some(1);
+    b.hive = Some(1);
+    vec![a, b]
+}
+
+/// Touches one word in each 2 MiB window of an 8 MiB range on gpu0, under a
+/// policy, and returns (pages in VRAM, faults).
+fn touch_each_window(policy: Policy) -> (u64, u64) {
+    let mut k = Kfd::new(true);
+    k.m.set_policy(policy);
+    let size = 8 * MIB;
+    let buf = k.mmap(size);
+    k.set(buf, size, &[(ACCESS, GPU0)]).unwrap();
+    for w in 0..4 {
+        k.gpu_read(GPU0, buf + w * 2 * MIB + 64, 4);
+    }
+    // Touch again: nothing more should migrate under any policy.
+    for w in 0..4 {
+        k.gpu_read(GPU0, buf + w * 2 * MIB + 128, 4);
+    }
+    let faults = k.m.process(k.pid).svm.stats()[GpuIndex::new(0).unwrap()].faults;
+    (k.vram_pages_in(buf, size), faults)
+}
+
+/// Why v4 was reverted: migrating the window but mapping the whole range
+/// maps the rest of the range in system memory, so those pages never fault
+/// and never migrate. The merged patch migrates every touched window; the
+/// old code moved the whole range on the first fault.
+#[test]
+fn regress_2023_revert_partial_migrate_whole_map() {
+    let (partial, partial_faults) = touch_each_window(Policy::Partial);
+    let (v4, v4_faults) = touch_each_window(Policy::PartialMigrateWholeMap);
+    let (whole, whole_faults) = touch_each_window(Policy::WholeRange);
+    assert_eq!(partial, 2048, "partial: each touched 2 MiB window migrated");
+    assert_eq!(v4, 512, "v4: only the first window ever migrated");
+    assert_eq!(
+        v4_faults, 1,
+        "v4: one fault, then the whole range was mapped in system memory"
+    );
+    assert_eq!(
+        whole, 2048,
+        "whole-range: everything moved on the first fault"
+    );
+    assert_eq!(whole_faults, 1);
+    // Partial takes a fault per window, plus drops within 2 ms of the last
+    // validation that the GPU retried.
+    assert!(partial_faults >= 4, "{partial_faults}");
+}
+
+/// The seed thread's case: GPU2 maps pages in place in system memory; GPU1
+/// faults and migrates the window into its VRAM. GPU2's PTEs go (the
+/// migration's notifier) but its DMA mappings of the old pages stay, stale,
+/// until GPU2 faults again and overwrites them, unmapping each first.
+#[test]
+fn seed_thread_stale_dma_mappings_until_gpu2_faults() {
+    let mut k = Kfd::with_gpus(hive_gpus(), true);
+    let buf = k.mmap(2 * MIB);
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0), (ACCESS_IN_PLACE, GPU1)])
+        .unwrap();
+    k.cpu_write(buf, &words(1024, |i| i));
+    k.gpu_read(GPU1, buf, 2 * MIB); // GPU2 maps the system pages in place
+    assert_eq!(k.m.stale_dma(k.pid, GPU1), 0);
+    k.m.advance(3_000_000);
+    k.gpu_read(GPU0, buf + 4096, 4); // GPU1 faults: the window moves to its VRAM
+    assert_eq!(k.vram_pages_in(buf, 2 * MIB), 512);
+    assert_eq!(
+        k.m.stale_dma(k.pid, GPU1),
+        512,
+        "GPU2 still maps the old system pages"
+    );
+    let unmaps_before = k.m.counters().dma_unmaps;
+    k.m.advance(3_000_000);
+    // GPU2 faults again; in the hive it maps GPU1's VRAM, unmapping each old
+    // system mapping before it overwrites the slot.
+    assert_eq!(k.gpu_read(GPU1, buf + 8, 4), 2u32.to_le_bytes());
+    assert_eq!(k.m.stale_dma(k.pid, GPU1), 0);
+    assert_eq!(k.m.counters().dma_unmaps - unmaps_before, 512);
+}
+
+/// MultiGPUAccessInPlaceTest: in-place GPUs of one hive map each other's
+/// VRAM without migrating.
+#[test]
+fn multi_gpu_access_in_place_maps_peer_vram() {
+    for xnack in [false, true] {
+        let mut k = Kfd::with_gpus(hive_gpus(), xnack);
+        let size = MIB;
+        let buf = k.mmap(size);
+        k.cpu_write(buf, &words(256, |i| i * 3));
+        k.set(
+            buf,
+            size,
+            &[
+                (ACCESS_IN_PLACE, GPU0),
+                (ACCESS_IN_PLACE, GPU1),
+                (PREFETCH_LOC, GPU0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(k.vram_pages_in(buf, size), 256, "xnack {xnack}");
+        assert_eq!(k.gpu_read(GPU1, buf + 12, 4), 9u32.to_le_bytes());
+        assert_eq!(
+            k.vram_pages_in(buf, size),
+            256,
+            "GPU1 read gpu0's VRAM in place"
+        );
+    }
+}
+
+/// Faults on another window of a range within 2 ms of its last validation
+/// are dropped; the GPU retries until the window is served.
+#[test]
+fn duplicate_faults_within_2ms_are_dropped_and_retried() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(4 * MIB);
+    k.set(buf, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    k.gpu_read(GPU0, buf, 4);
+    let t0 = k.m.now_ns();
+    let (_, stats) =
+        k.m.gpu_access(
+            k.pid,
+            GPU0,
+            svm_core::addr::CpuVa::new(buf + 2 * MIB),
+            4,
+            None,
+        )
+        .unwrap();
+    assert!(stats.retries > 0);
+    assert!(
+        k.m.now_ns() - t0 >= 2_000_000,
+        "served only after the 2 ms window"
+    );
+    k.check();
+}
+
+/// A fault on memory never registered makes a 2 MiB range around it,
+/// clipped to the VMA; heap memory stays in system memory.
+#[test]
+fn unregistered_memory_gets_a_range_on_fault() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(3 * MIB);
+    k.gpu_write(GPU0, buf + MIB + 8, &[7; 4]);
+    let ranges = k.ranges_from(buf);
+    assert_eq!(ranges.len(), 1);
+    let (first, npages, mapped) = ranges[0];
+    assert!(mapped);
+    assert!(npages <= 512 && first + npages <= 768);
+    assert!(
+        k.vram_pages_in(buf, 3 * MIB) > 0,
+        "anonymous memory migrates to the faulting GPU"
+    );
+
+    let heap =
+        k.m.mmap(
+            k.pid,
+            None,
+            MIB,
+            svm_sim::mm::Prot::RW,
+            svm_sim::mm::Backing::Anon,
+            svm_sim::mm::Mark::Heap,
+        )
+        .unwrap()
+        .start_va()
+        .raw();
+    k.gpu_write(GPU0, heap, &[1; 4]);
+    assert_eq!(
+        k.vram_pages_in(heap, MIB),
+        0,
+        "heap ranges prefer system memory"
+    );
+    assert_eq!(k.cpu_read(heap, 1), [1]);
+}
+
+/// A fault from a GPU without access is refused with EACCES; with XNACK
+/// off every missing mapping is fatal.
+#[test]
+fn fatal_faults() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(MIB);
+    k.set(buf, MIB, &[(NO_ACCESS, GPU1)]).unwrap();
+    let err =
+        k.m.gpu_access(k.pid, GPU1, svm_core::addr::CpuVa::new(buf), 4, None)
+            .unwrap_err();
+    assert_eq!(err.errno(), svm_core::Errno::Eacces, "{err}");
+    let mut k = Kfd::new(false);
+    let buf = k.mmap(MIB);
+    let err =
+        k.m.gpu_access(k.pid, GPU0, svm_core::addr::CpuVa::new(buf), 4, None)
+            .unwrap_err();
+    assert_eq!(err.errno(), svm_core::Errno::Efault, "{err}");
+}
+
+/// munmap of a range in VRAM frees its buffer once no sibling holds pages.
+#[test]
+fn munmap_frees_vram() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(2 * MIB);
+    k.register(buf, 2 * MIB, GPU0, GPU0, 3).unwrap();
+    assert_eq!(k.m.gpus()[0].bufs.len(), 1);
+    k.munmap(buf, MIB);
+    assert_eq!(
+        k.m.gpus()[0].bufs.len(),
+        1,
+        "the tail still lives in the buffer"
+    );
+    k.munmap(buf + MIB, MIB);
+    assert_eq!(k.m.gpus()[0].bufs.len(), 0);
+    assert_eq!(k.m.gpus()[0].vram.buddy().free_pages(), 16 * GIB / PAGE);
+}
