@@ -217,5 +217,6 @@ impl Kfd {
 
 /// `n` little-endian u32 words, word `i` holding `f(i)`.
 pub fn words(n: usize, f: impl Fn(u32) -> u32) -> Vec<u8> {
-    (0..n as u32).flat_map(|i| f(i).to_le_bytes()).collect()
+    let n = u32::try_from(n).expect("word count fits in u32");
+    (0..n).flat_map(|i| f(i).to_le_bytes()).collect()
 }
