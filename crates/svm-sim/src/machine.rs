@@ -781,6 +781,15 @@ impl Machine {
     /// entry was written: a system mapping of a page now in VRAM, or a VRAM
     /// address that is no longer the page's (the seed thread's GPU1/GPU2 case).
     pub fn stale_dma(&self, pid: Pid, gpu_id: u32) -> u64 {
+        self.stale_dma_in(
+            pid,
+            gpu_id,
+            PageRange::new(PageNum::new(0), PageNum::new(u64::MAX)),
+        )
+    }
+
+    /// [`Machine::stale_dma`] for the ranges that overlap `window`.
+    pub fn stale_dma_in(&self, pid: Pid, gpu_id: u32, window: PageRange) -> u64 {
         use svm_core::dma::DmaEntry;
         let Some(g) = self.gpus.iter().position(|x| x.desc.id.raw() == gpu_id) else {
             return 0;
@@ -789,7 +798,7 @@ impl Machine {
         let p = &self.procs[pid.0];
         p.svm
             .ranges()
-            .iter()
+            .overlapping(window)
             .map(|r| {
                 let here = |k: u64| -> Option<u64> {
                     let bref = r.bo?;

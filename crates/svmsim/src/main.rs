@@ -27,17 +27,47 @@ enum Command {
         /// Print the per-op results and the final state as JSON (schema in docs/scenario-json.md).
         #[arg(long)]
         json: bool,
+        /// Write the SMI event stream (kfd text format) to this file.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// Run under this GPU-fault policy instead of the scenario's:
+        /// whole-range, partial or partial-migrate-whole-map.
+        #[arg(long, value_name = "NAME")]
+        policy: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Scenario { file, json } => run_scenario(file, json),
+        Command::Scenario {
+            file,
+            json,
+            events,
+            policy,
+        } => run_scenario(file, json, events, policy),
     }
 }
 
-fn run_scenario(file: Option<PathBuf>, json: bool) -> ExitCode {
+fn run_scenario(
+    file: Option<PathBuf>,
+    json: bool,
+    events: Option<PathBuf>,
+    policy: Option<String>,
+) -> ExitCode {
+    let policy = match policy
+        .as_deref()
+        .map(|p| (p, svm_core::policy::Policy::from_name(p)))
+    {
+        None => None,
+        Some((_, Some(p))) => Some(p),
+        Some((name, None)) => {
+            eprintln!(
+                "error: unknown policy {name:?}; expected whole-range, partial or partial-migrate-whole-map"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let (name, text) = match &file {
         None => (
             scenario::DEFAULT.0.to_string(),
@@ -51,7 +81,12 @@ fn run_scenario(file: Option<PathBuf>, json: bool) -> ExitCode {
             }
         },
     };
-    let result = scenario::parse(&name, &text).and_then(|sc| scenario::run(&sc));
+    let result = scenario::parse(&name, &text).and_then(|mut sc| {
+        if let Some(p) = policy {
+            sc.system.policy = p;
+        }
+        scenario::run(&sc)
+    });
     let r = match result {
         Ok(r) => r,
         Err(e) => {
@@ -59,6 +94,12 @@ fn run_scenario(file: Option<PathBuf>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = events
+        && let Err(e) = std::fs::write(&path, report::events(&r))
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     if json {
         print!("{}", report::json(&r));
     } else {

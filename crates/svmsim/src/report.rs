@@ -72,6 +72,11 @@ pub fn text(r: &RunReport) -> String {
         if let Some(a) = &o.addr {
             let _ = write!(result, " {a}");
         }
+        if let Some(a) = o.access
+            && a.faults > 0
+        {
+            let _ = write!(result, " ({} faults, {} retries)", a.faults, a.retries);
+        }
         if let Some(x) = o.xnack {
             let _ = write!(result, " xnack={}", if x { "on" } else { "off" });
         }
@@ -122,8 +127,6 @@ pub fn text(r: &RunReport) -> String {
             continue;
         }
         let mut t = table(&[
-            "start",
-            "last",
             "address",
             "size",
             "preferred",
@@ -133,25 +136,24 @@ pub fn text(r: &RunReport) -> String {
             "flags",
             "gran",
             "mapped",
+            "where (pages)",
+            "pte/dma/stale",
         ]);
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
         for g in &p.ranges {
             t.add_row(vec![
-                g.start.clone(),
-                g.last.clone(),
                 g.start_addr.clone(),
                 size_text(g.size_bytes),
                 g.preferred_loc.clone(),
                 g.prefetch_loc.clone(),
-                if g.access.is_empty() {
-                    "-".into()
-                } else {
-                    g.access.join(",")
-                },
-                if g.access_in_place.is_empty() {
-                    "-".into()
-                } else {
-                    g.access_in_place.join(",")
-                },
+                list(&g.access),
+                list(&g.access_in_place),
                 g.flags.clone(),
                 g.granularity.to_string(),
                 if g.mapped_to_gpu {
@@ -159,11 +161,52 @@ pub fn text(r: &RunReport) -> String {
                 } else {
                     "no".into()
                 },
+                g.residency
+                    .iter()
+                    .map(|r| format!("{}:{}", r.loc, r.npages))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                g.gpus
+                    .iter()
+                    .filter(|x| x.ptes + x.dma > 0)
+                    .map(|x| format!("{} {}/{}/{}", x.gpu, x.ptes, x.dma, x.stale))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             ]);
         }
         let _ = writeln!(out, "{t}");
+        let busy: Vec<String> = p
+            .stats
+            .iter()
+            .filter(|g| g.stats.faults + g.stats.page_in + g.stats.page_out > 0)
+            .map(|g| {
+                format!(
+                    "{}: {} faults, {} pages in, {} out",
+                    g.gpu, g.stats.faults, g.stats.page_in, g.stats.page_out
+                )
+            })
+            .collect();
+        if !busy.is_empty() {
+            let _ = writeln!(out, "  {}", busy.join("; "));
+        }
     }
 
+    let c = &r.counters;
+    let _ = writeln!(
+        out,
+        "\nhardware ({} policy): {} pages to VRAM ({} zero-filled), {} to RAM; {} DMA maps, {} unmaps; {} PTEs written, {} cleared; TLB flushes {} legacy, {} heavyweight; {} SMI events",
+        r.policy,
+        c.pages_to_vram,
+        c.pages_zero_filled,
+        c.pages_to_ram,
+        c.dma_maps,
+        c.dma_unmaps,
+        c.ptes_written,
+        c.ptes_cleared,
+        c.tlb_flush_legacy,
+        c.tlb_flush_heavyweight,
+        r.events.len()
+    );
     let expected = r.ops.iter().filter(|o| o.expect.is_some()).count();
     if let Some(v) = &r.violation {
         let _ = writeln!(out, "\nFAILED: {v}");
@@ -200,5 +243,15 @@ pub fn text(r: &RunReport) -> String {
 pub fn json(r: &RunReport) -> String {
     let mut s = serde_json::to_string_pretty(r).expect("a run report always serializes");
     s.push('\n');
+    s
+}
+
+/// The SMI event stream, one kfd text line per event, each prefixed with the
+/// gpu_id of the GPU that raised it.
+pub fn events(r: &RunReport) -> String {
+    let mut s = String::new();
+    for e in &r.events {
+        let _ = writeln!(s, "{:x} {}", e.gpu_id, e.line);
+    }
     s
 }

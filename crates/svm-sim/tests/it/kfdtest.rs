@@ -503,7 +503,10 @@ kfd_test!(multi_gpu_migration, |k: &mut Kfd| {
     for gpu in [GPU0, GPU1] {
         k.gpu_copy(gpu, buf, data, size);
         for i in (0..n as u64).step_by(512) {
-            assert_eq!(k.cpu_read(data + i * 4, 4), u32::try_from(i).unwrap().to_le_bytes());
+            assert_eq!(
+                k.cpu_read(data + i * 4, 4),
+                u32::try_from(i).unwrap().to_le_bytes()
+            );
         }
     }
 });

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use svm_core::Errno;
 use svm_core::attr::SvmFlags;
 use svm_core::gpu::GpuId;
+use svm_core::policy::Policy;
 use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SvmAttribute, attr_type};
 use svm_sim::mm::{Backing, Mark, Prot};
@@ -31,6 +32,10 @@ pub struct SystemSpec {
     pub sysmem_bytes: u64,
     /// The SVM system-memory limit in bytes.
     pub mem_limit_bytes: u64,
+    /// The GPU-fault policy.
+    pub policy: Policy,
+    /// Unmap old system DMA mappings in bulk after RAM→VRAM migration.
+    pub bulk_dma_unmap: bool,
 }
 
 /// A place in the address space: a mapping's label plus an offset, or a number.
@@ -96,6 +101,29 @@ pub enum OpKind {
         window: Option<(AddrExpr, u64)>,
         expect: Vec<RangeExpect>,
     },
+    /// A GPU (or, with `gpu_id` `None`, the CPU) reads or writes memory.
+    Access {
+        gpu_id: Option<u32>,
+        addr: AddrExpr,
+        size: u64,
+        /// Write this 32-bit pattern, or read.
+        fill: Option<u32>,
+        /// On a read, every word must hold this pattern.
+        check_fill: Option<u32>,
+    },
+    /// Let simulated time pass.
+    Sleep { ns: u64 },
+    /// Compare where the pages of a window live.
+    Residency {
+        addr: AddrExpr,
+        size: u64,
+        expect: Vec<(AddrExpr, u64, u32)>,
+    },
+    /// Compare counters: per-GPU fault and migration counts, stale DMA
+    /// entries, hardware counters and SMI events seen.
+    Counters {
+        expect: Vec<(String, Option<u32>, u64)>,
+    },
 }
 
 impl OpKind {
@@ -111,6 +139,13 @@ impl OpKind {
             OpKind::QueueCreate { .. } => "queue_create",
             OpKind::QueueDestroy { .. } => "queue_destroy",
             OpKind::Ranges { .. } => "ranges",
+            OpKind::Access {
+                gpu_id: Some(_), ..
+            } => "gpu_access",
+            OpKind::Access { gpu_id: None, .. } => "cpu_access",
+            OpKind::Sleep { .. } => "sleep",
+            OpKind::Residency { .. } => "residency",
+            OpKind::Counters { .. } => "counters",
         }
     }
 }
@@ -549,7 +584,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
     // The system.
     let sys = root.req("system")?.table()?;
-    sys.only(&["xnack", "sysmem", "mem_limit", "gpu"])?;
+    sys.only(&[
+        "xnack",
+        "sysmem",
+        "mem_limit",
+        "gpu",
+        "policy",
+        "bulk_dma_unmap",
+    ])?;
     let mut gpus = Vec::new();
     if let Some(list) = sys.get("gpu") {
         for (i, g) in list.array()?.iter().enumerate() {
@@ -580,6 +622,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .unwrap_or(true),
         sysmem_bytes,
         mem_limit_bytes,
+        policy: match sys.get("policy") {
+            None => Policy::default(),
+            Some(v) => policy(&v)?,
+        },
+        bulk_dma_unmap: sys
+            .get("bulk_dma_unmap")
+            .map(|v| v.bool())
+            .transpose()?
+            .unwrap_or(false),
     };
 
     // The processes.
@@ -624,8 +675,63 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     })
 }
 
-const OPS: &str =
-    "mmap, munmap, mprotect, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges";
+const OPS: &str = "mmap, munmap, mprotect, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, sleep, residency, counters";
+
+/// Names of the per-GPU counters a `counters` op may check.
+pub const GPU_COUNTERS: [&str; 4] = ["faults", "page_in", "page_out", "stale_dma"];
+/// Names of the machine-wide counters a `counters` op may check.
+pub const HW_COUNTERS: [&str; 12] = [
+    "pages_to_vram",
+    "pages_zero_filled",
+    "pages_to_ram",
+    "dma_maps",
+    "dma_unmaps",
+    "ptes_written",
+    "ptes_cleared",
+    "tlb_flush_legacy",
+    "tlb_flush_heavyweight",
+    "vram_allocs",
+    "vram_frees",
+    "bad_dma_unmaps",
+];
+/// Names of the SMI event counts a `counters` op may check.
+pub const EVENT_COUNTERS: [&str; 5] = [
+    "migrate_start",
+    "migrate_end",
+    "page_fault_start",
+    "page_fault_end",
+    "unmap_from_gpu",
+];
+
+fn policy(v: &Value<'_, '_>) -> Result<Policy, ScenarioError> {
+    let s = v.str()?;
+    Policy::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
+        v.error(format!("{s:?}: expected a policy: {}", names.join(", ")))
+    })
+}
+
+/// Parses a duration: integer nanoseconds, or `"3ms"`, `"100us"`, `"2s"`, `"50ns"`.
+fn duration(v: &Value<'_, '_>) -> Result<u64, ScenarioError> {
+    if let Some(i) = v.int_opt()? {
+        return u64::try_from(i).map_err(|_| v.error("a duration cannot be negative"));
+    }
+    let s = v.str()?.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| v.error(format!("{s:?}: expected a duration such as \"3ms\"")))?;
+    let mult = match unit.trim() {
+        "ns" | "" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        u => return Err(v.error(format!("{u:?}: expected ns, us, ms or s"))),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| v.error("duration too long"))
+}
 
 fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec, ScenarioError> {
     let t = v.table()?;
@@ -811,6 +917,95 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
                 });
             }
             (OpKind::Ranges { window, expect }, None)
+        }
+        "gpu_access" | "cpu_access" => {
+            let gpu = what.str()? == "gpu_access";
+            allow(if gpu {
+                &["gpu", "addr", "size", "write", "fill", "check_fill"]
+            } else {
+                &["addr", "size", "write", "fill", "check_fill"]
+            })?;
+            let gpu_id = if gpu {
+                Some(ctx.gpu(&t.req("gpu")?)?)
+            } else {
+                None
+            };
+            let write = t
+                .get("write")
+                .map(|w| w.bool())
+                .transpose()?
+                .unwrap_or(false);
+            let fill = t.get("fill").map(|f| f.int::<u32>()).transpose()?;
+            if write != fill.is_some() {
+                return Err(
+                    t.error("a write needs `fill` (a 32-bit pattern), and only a write has one")
+                );
+            }
+            let check_fill = t.get("check_fill").map(|f| f.int::<u32>()).transpose()?;
+            if write && check_fill.is_some() {
+                return Err(t.error("`check_fill` checks what a read returns; this is a write"));
+            }
+            let kind = OpKind::Access {
+                gpu_id,
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+                fill: if write { fill } else { None },
+                check_fill,
+            };
+            (kind, expect_str()?)
+        }
+        "sleep" => {
+            allow(&["time"])?;
+            (
+                OpKind::Sleep {
+                    ns: duration(&t.req("time")?)?,
+                },
+                None,
+            )
+        }
+        "residency" => {
+            allow(&["addr", "size"])?;
+            let mut expect = Vec::new();
+            for item in t.req("expect")?.array()? {
+                let r = item.table()?;
+                r.only(&["addr", "size", "loc"])?;
+                expect.push((
+                    ctx.addr(&r.req("addr")?, process)?,
+                    size(&r.req("size")?)?,
+                    ctx.location(&r.req("loc")?)?,
+                ));
+            }
+            let kind = OpKind::Residency {
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+                expect,
+            };
+            (kind, None)
+        }
+        "counters" => {
+            allow(&[])?;
+            let mut expect = Vec::new();
+            for (key, v) in t.req("expect")?.table()?.entries() {
+                if GPU_COUNTERS.contains(&key) {
+                    for (gpu, n) in v.table()?.entries() {
+                        expect.push((key.to_owned(), Some(ctx.gpu_by_name(&n, gpu)?), n.int()?));
+                    }
+                } else if HW_COUNTERS.contains(&key) || EVENT_COUNTERS.contains(&key) {
+                    expect.push((key.to_owned(), None, v.int()?));
+                } else {
+                    let all: Vec<&str> = GPU_COUNTERS
+                        .iter()
+                        .chain(&HW_COUNTERS)
+                        .chain(&EVENT_COUNTERS)
+                        .copied()
+                        .collect();
+                    return Err(v.error(format!(
+                        "unknown counter {key:?}; known: {}",
+                        all.join(", ")
+                    )));
+                }
+            }
+            (OpKind::Counters { expect }, None)
         }
         other => return Err(what.error(format!("unknown op {other:?}; expected one of: {OPS}"))),
     };

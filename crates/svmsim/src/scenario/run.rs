@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use svm_core::addr::CpuVa;
+use svm_core::addr::PAGE_SIZE;
 use svm_core::uapi::{
     SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs,
     SvmAttribute, attr_type,
 };
 use svm_sim::check;
-use svm_sim::machine::{Machine, MemLimit, Pid};
+use svm_sim::machine::{AccessStats, Machine, MemLimit, Pid};
 
 use super::doc::ScenarioError;
 use super::parse::{AddrExpr, AttrExpect, Expect, OpKind, OpSpec, Scenario};
@@ -70,6 +71,9 @@ pub struct OpRecord {
     /// The XNACK mode after a set_xnack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xnack: Option<bool>,
+    /// Faults and retries a GPU access took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStats>,
     /// The expectation, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
@@ -105,6 +109,38 @@ pub struct RangeOut {
     pub granularity: u8,
     /// Whether the range is mapped to a GPU.
     pub mapped_to_gpu: bool,
+    /// Pages in VRAM (`vram_pages`, derived from the pages).
+    pub vram_pages: u64,
+    /// The GPU whose VRAM holds them, or `sysmem`.
+    pub actual_loc: String,
+    /// Runs of pages by location, in page order.
+    pub residency: Vec<RunOut>,
+    /// Per GPU: PTEs, DMA entries and stale DMA entries of this range.
+    pub gpus: Vec<RangeGpuOut>,
+}
+
+/// A run of pages that live in one place.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOut {
+    /// Page offset from the range's start.
+    pub offset: u64,
+    /// Pages in the run.
+    pub npages: u64,
+    /// `sysmem` or a GPU name.
+    pub loc: String,
+}
+
+/// What one GPU holds of a range.
+#[derive(Clone, Debug, Serialize)]
+pub struct RangeGpuOut {
+    /// GPU name.
+    pub gpu: String,
+    /// Valid PTEs.
+    pub ptes: u64,
+    /// Non-empty DMA entries.
+    pub dma: u64,
+    /// DMA entries whose page has moved since they were written.
+    pub stale: u64,
 }
 
 /// One VMA in the final state.
@@ -135,6 +171,18 @@ pub struct ProcessOut {
     pub vmas: Vec<VmaOut>,
     /// Its SVM ranges.
     pub ranges: Vec<RangeOut>,
+    /// Per GPU: faults, pages in and out.
+    pub stats: Vec<GpuStatsOut>,
+}
+
+/// One GPU's counters in one process.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuStatsOut {
+    /// GPU name.
+    pub gpu: String,
+    /// Faults, pages in and pages out.
+    #[serde(flatten)]
+    pub stats: svm_core::process::GpuStats,
 }
 
 /// One GPU of the system.
@@ -192,6 +240,12 @@ pub struct RunReport {
     pub violation: Option<String>,
     /// Every expectation held and no invariant broke.
     pub passed: bool,
+    /// The GPU-fault policy of the run.
+    pub policy: String,
+    /// Hardware counters at the end.
+    pub counters: svm_sim::gpu::HwCounters,
+    /// SMI event lines, in order, each with the gpu_id it was raised on.
+    pub events: Vec<svm_sim::machine::SmiEvent>,
 }
 
 /// The id of the JSON schema `docs/scenario-json.md` describes.
@@ -343,6 +397,7 @@ impl Runner<'_> {
             values: None,
             addr: None,
             xnack: None,
+            access: None,
             expect: None,
             mismatch: None,
         };
@@ -472,6 +527,97 @@ impl Runner<'_> {
                     .unwrap_or(0);
                 rec.result = Self::svm_result(&self.m.destroy_queue(pid, q));
             }
+            OpKind::Access {
+                gpu_id,
+                addr,
+                size,
+                fill,
+                check_fill,
+            } => {
+                let a = self.addr(op, "addr", addr)?;
+                let data = fill.map(|f| pattern(f, *size));
+                let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
+                rec.args = format!(
+                    "{who} {} {a:#x} +{}{}",
+                    if fill.is_some() { "write" } else { "read" },
+                    fmt_size(*size),
+                    fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default()
+                );
+                let at = CpuVa::new(a);
+                let r = match gpu_id {
+                    Some(g) => self
+                        .m
+                        .gpu_access(pid, *g, at, *size, data.as_deref())
+                        .map(|(v, st)| (v, Some(st))),
+                    None => self
+                        .m
+                        .cpu_access(pid, at, *size, data.as_deref())
+                        .map(|v| (v, None)),
+                };
+                rec.result = Self::result(&r, svm_sim::machine::AccessError::errno);
+                if let Ok((bytes, stats)) = &r {
+                    rec.access = *stats;
+                    if let Some(want) = check_fill {
+                        rec.expect = Some(format!("every word {want:#x}"));
+                        rec.mismatch = bytes
+                            .chunks_exact(4)
+                            .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != *want)
+                            .map(|i| {
+                                let w = &bytes[i * 4..i * 4 + 4];
+                                format!(
+                                    "word at +{:#x} is {:#x}",
+                                    i * 4,
+                                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                                )
+                            });
+                    }
+                }
+            }
+            OpKind::Sleep { ns } => {
+                rec.args = format!("{ns} ns");
+                self.m.advance(*ns);
+            }
+            OpKind::Residency { addr, size, expect } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!("{a:#x} +{}", fmt_size(*size));
+                let got = self.residency_runs(pid, a, *size);
+                let mut want = Vec::new();
+                for (i, (wa, ws, loc)) in expect.iter().enumerate() {
+                    want.push((self.addr(op, &format!("expect[{i}].addr"), wa)?, *ws, *loc));
+                }
+                let show = |v: &[(u64, u64, u32)]| {
+                    v.iter()
+                        .map(|&(s, n, l)| {
+                            format!("{s:#x}+{} {}", fmt_size(n), self.names.location(l))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                rec.expect = Some(show(&want));
+                if got != want {
+                    rec.mismatch = Some(format!("pages live at [{}]", show(&got)));
+                }
+            }
+            OpKind::Counters { expect } => {
+                let mut bad = Vec::new();
+                let mut seen = Vec::new();
+                for (name, gpu, want) in expect {
+                    let got = self.counter(pid, name, *gpu);
+                    let label = gpu.map_or_else(
+                        || name.clone(),
+                        |g| format!("{name}({})", self.names.gpu(g)),
+                    );
+                    seen.push(format!("{label}={want}"));
+                    if got != *want {
+                        bad.push(format!("{label}: expected {want}, got {got}"));
+                    }
+                }
+                rec.args = seen.join(" ");
+                rec.expect = Some(rec.args.clone());
+                if !bad.is_empty() {
+                    rec.mismatch = Some(bad.join("; "));
+                }
+            }
             OpKind::Ranges { window, expect } => {
                 let win = window
                     .as_ref()
@@ -536,6 +682,71 @@ impl Runner<'_> {
             rec.mismatch = self.compare(e, &rec);
         }
         Ok(rec)
+    }
+
+    /// Where the pages of `[addr, addr+size)` live, as runs of
+    /// `(address, bytes, location)`; pages outside every range are in
+    /// system memory.
+    fn residency_runs(&self, pid: Pid, addr: u64, size: u64) -> Vec<(u64, u64, u32)> {
+        let svm = &self.m.process(pid).svm;
+        let mut runs: Vec<(u64, u64, u32)> = Vec::new();
+        let first = addr / PAGE_SIZE;
+        for page in first..(addr + size).div_ceil(PAGE_SIZE) {
+            let p = svm_core::addr::PageNum::new(page);
+            let loc = svm
+                .ranges()
+                .find(p)
+                .filter(|r| r.vram.get(r.index(p)))
+                .and_then(|r| r.actual_loc)
+                .map_or(0, |g| svm.devices()[g].id.raw());
+            match runs.last_mut() {
+                Some(last) if last.2 == loc => last.1 += PAGE_SIZE,
+                _ => runs.push((page * PAGE_SIZE, PAGE_SIZE, loc)),
+            }
+        }
+        runs
+    }
+
+    /// The value of a named counter (see `parse::GPU_COUNTERS` and friends).
+    fn counter(&self, pid: Pid, name: &str, gpu: Option<u32>) -> u64 {
+        let svm = &self.m.process(pid).svm;
+        if let Some(id) = gpu {
+            let Some(g) = svm.gpuidx(id) else { return 0 };
+            let st = svm.stats()[g];
+            return match name {
+                "faults" => st.faults,
+                "page_in" => st.page_in,
+                "page_out" => st.page_out,
+                _ => self.m.stale_dma(pid, id),
+            };
+        }
+        let c = self.m.counters();
+        let event = |id: &str| {
+            self.m
+                .events()
+                .iter()
+                .filter(|e| e.line.starts_with(id))
+                .count() as u64
+        };
+        match name {
+            "pages_to_vram" => c.pages_to_vram,
+            "pages_zero_filled" => c.pages_zero_filled,
+            "pages_to_ram" => c.pages_to_ram,
+            "dma_maps" => c.dma_maps,
+            "dma_unmaps" => c.dma_unmaps,
+            "ptes_written" => c.ptes_written,
+            "ptes_cleared" => c.ptes_cleared,
+            "tlb_flush_legacy" => c.tlb_flush_legacy,
+            "tlb_flush_heavyweight" => c.tlb_flush_heavyweight,
+            "vram_allocs" => c.vram_allocs,
+            "vram_frees" => c.vram_frees,
+            "bad_dma_unmaps" => c.bad_dma_unmaps,
+            "migrate_start" => event("5 "),
+            "migrate_end" => event("6 "),
+            "page_fault_start" => event("7 "),
+            "page_fault_end" => event("8 "),
+            _ => event("b "),
+        }
     }
 
     fn decode(&self, q: &SvmAttribute, out: &SvmAttribute) -> AttrOut {
@@ -662,7 +873,7 @@ impl Runner<'_> {
         self.m
             .processes()
             .enumerate()
-            .map(|(idx, (_, p))| {
+            .map(|(idx, (pid, p))| {
                 let svm = &p.svm;
                 let gpu_names = |mask: svm_core::gpu::GpuMask| -> Vec<String> {
                     mask.iter()
@@ -672,6 +883,14 @@ impl Runner<'_> {
                 ProcessOut {
                     name: p.name.clone(),
                     xnack: svm.xnack_enabled(),
+                    stats: svm
+                        .devices()
+                        .iter()
+                        .map(|(g, d)| GpuStatsOut {
+                            gpu: self.names.gpu(d.id.raw()),
+                            stats: svm.stats()[g],
+                        })
+                        .collect(),
                     // Open queues as the engine has them, named by their label
                     // when the scenario gave one.
                     queues: svm
@@ -713,6 +932,49 @@ impl Runner<'_> {
                             flags_raw: r.attrs.flags.bits(),
                             granularity: r.attrs.granularity.log2(),
                             mapped_to_gpu: r.mapped_to_gpu,
+                            vram_pages: r.vram_pages(),
+                            actual_loc: r.actual_loc.map_or_else(
+                                || "sysmem".into(),
+                                |g| self.names.gpu(svm.devices()[g].id.raw()),
+                            ),
+                            residency: r
+                                .vram
+                                .runs()
+                                .into_iter()
+                                .map(|(a, b, in_vram)| RunOut {
+                                    offset: a,
+                                    npages: b - a,
+                                    loc: match (in_vram, r.actual_loc) {
+                                        (true, Some(g)) => {
+                                            self.names.gpu(svm.devices()[g].id.raw())
+                                        }
+                                        _ => "sysmem".into(),
+                                    },
+                                })
+                                .collect(),
+                            gpus: svm
+                                .devices()
+                                .iter()
+                                .map(|(g, d)| {
+                                    let ptes = p.pts[g.get()]
+                                        .iter()
+                                        .filter(|(page, _)| r.range().contains(*page))
+                                        .count()
+                                        as u64;
+                                    let dma = (0..r.range().npages().raw())
+                                        .filter(|&k| {
+                                            r.dma.get(g, k) != svm_core::dma::DmaEntry::Empty
+                                        })
+                                        .count()
+                                        as u64;
+                                    RangeGpuOut {
+                                        gpu: self.names.gpu(d.id.raw()),
+                                        ptes,
+                                        dma,
+                                        stale: self.m.stale_dma_in(pid, d.id.raw(), r.range()),
+                                    }
+                                })
+                                .collect(),
                         })
                         .collect(),
                 }
@@ -740,7 +1002,11 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
             used_bytes: 0,
         },
     );
-    let pids = sc.processes.iter().map(|n| m.spawn(n)).collect();
+    m.set_policy(s.policy);
+    let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
+    for &pid in &pids {
+        m.process_mut(pid).set_bulk_dma_unmap(s.bulk_dma_unmap);
+    }
     let names = Names {
         gpus: s
             .topology
@@ -771,6 +1037,9 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
     Ok(RunReport {
         schema: SCHEMA,
         passed: mismatches == 0 && violation.is_none(),
+        policy: s.policy.name().into(),
+        counters: r.m.counters(),
+        events: r.m.events().to_vec(),
         name: sc.name.clone(),
         file: sc.file.clone(),
         description: sc.description.clone(),
@@ -798,6 +1067,14 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         ops,
         violation,
     })
+}
+
+/// `size` bytes of a repeated little-endian 32-bit pattern.
+fn pattern(fill: u32, size: u64) -> Vec<u8> {
+    let b = fill.to_le_bytes();
+    (0..usize::try_from(size).unwrap_or(0))
+        .map(|i| b[i % 4])
+        .collect()
 }
 
 /// Formats a byte count with the largest unit that divides it.
