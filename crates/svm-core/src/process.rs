@@ -116,6 +116,9 @@ pub struct Process {
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
+    /// Unmap from every GPU that mapped a range, not only those with
+    /// ACCESS or ACCESS_IN_PLACE (see [`Process::set_unmap_every_mapped_gpu`]).
+    unmap_every_mapped_gpu: bool,
 }
 
 impl Process {
@@ -158,6 +161,7 @@ impl Process {
             next_bo: 1,
             stats,
             evicted_ranges: 0,
+            unmap_every_mapped_gpu: false,
         };
         p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
         p
@@ -181,6 +185,27 @@ impl Process {
     /// Whether old system DMA mappings are unmapped in bulk after RAM→VRAM.
     pub fn set_bulk_dma_unmap(&mut self, on: bool) {
         self.bulk_dma_unmap = on;
+    }
+
+    /// Makes unmapping reach every GPU that mapped a range.
+    ///
+    /// Off by default, which is kfd's behaviour, and leaves GPU PTEs behind
+    /// in two cases the checker reports:
+    /// - kfd unmaps only the GPUs in `bitmap_access | bitmap_aip`
+    ///   (`svm_range_unmap_from_gpus`), but a GPU whose preferred location is
+    ///   itself can fault a range in and map it without either bit
+    ///   (`svm_range_best_restore_location` returns the preferred location
+    ///   first), so its PTEs outlive a munmap;
+    /// - an eviction (XNACK off, or GPU_ALWAYS_MAPPED) leaves PTEs in place
+    ///   for the restore work to rewrite, but with XNACK on the restore work
+    ///   remaps only the in-place GPUs and the GPU holding the VRAM, so
+    ///   another GPU keeps PTEs to where the pages were.
+    ///
+    /// On, unmapping covers every GPU with a DMA array for the range, and an
+    /// eviction also unmaps (harmless: the queues are stopped until the
+    /// restore work remaps).
+    pub fn set_unmap_every_mapped_gpu(&mut self, on: bool) {
+        self.unmap_every_mapped_gpu = on;
     }
 
     /// Per-GPU fault and migration counters.

@@ -161,7 +161,11 @@ impl Process {
         if window == r.range() {
             r.mapped_to_gpu = false;
         }
-        for g in r.attrs.access.or(r.attrs.access_in_place).iter() {
+        let mut gpus = r.attrs.access.or(r.attrs.access_in_place);
+        if self.unmap_every_mapped_gpu {
+            gpus = gpus.or(r.dma.gpus().collect());
+        }
+        for g in gpus.iter() {
             let id = self.devices[g].id.raw();
             let line = events::unmap_from_gpu(
                 pf.now_ns(),

@@ -45,6 +45,14 @@ impl Process {
         } else if r.mapped_to_gpu {
             // Queues are quiesced on the first eviction; the mappings stay
             // but may not be used until the restore work revalidates.
+            if self.unmap_every_mapped_gpu {
+                self.unmap_from_gpus(pf, start, window, trigger);
+                // Still mapped as far as the restore work is concerned.
+                self.svms
+                    .get_mut(start)
+                    .expect("range to invalidate")
+                    .mapped_to_gpu = true;
+            }
             let r = self
                 .svms
                 .get_mut(start)

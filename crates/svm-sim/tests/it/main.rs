@@ -14,5 +14,8 @@ mod machine;
 // The fault path: policies, the seed thread, peers, de-duplication, fatal faults.
 mod fault;
 
+// Random fault-path sequences over 1-3 GPUs and all policies, checked after every op.
+mod random;
+
 // The proptest state machine: engine against the naive per-page reference model.
 mod refmodel;
