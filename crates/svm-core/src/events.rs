@@ -15,6 +15,10 @@ pub const MIGRATE_END: u32 = 6;
 pub const PAGE_FAULT_START: u32 = 7;
 /// `KFD_SMI_EVENT_PAGE_FAULT_END`.
 pub const PAGE_FAULT_END: u32 = 8;
+/// `KFD_SMI_EVENT_QUEUE_EVICTION`.
+pub const QUEUE_EVICTION: u32 = 9;
+/// `KFD_SMI_EVENT_QUEUE_RESTORE`.
+pub const QUEUE_RESTORE: u32 = 10;
 /// `KFD_SMI_EVENT_UNMAP_FROM_GPU`.
 pub const UNMAP_FROM_GPU: u32 = 11;
 
@@ -122,6 +126,16 @@ pub fn unmap_from_gpu(
         UNMAP_FROM_GPU,
         format_args!("{ts} -{pid} @{addr:x}({npages:x}) {gpu_id:x} {t}"),
     )
+}
+
+/// `QUEUE_EVICTION`: `ts -pid gpu_id trigger` (trigger 0: SVM).
+pub fn queue_eviction(ts: u64, pid: u32, gpu_id: u32) -> String {
+    line(QUEUE_EVICTION, format_args!("{ts} -{pid} {gpu_id:x} 0"))
+}
+
+/// `QUEUE_RESTORE`: `ts -pid gpu_id`.
+pub fn queue_restore(ts: u64, pid: u32, gpu_id: u32) -> String {
+    line(QUEUE_RESTORE, format_args!("{ts} -{pid} {gpu_id:x}"))
 }
 
 #[cfg(test)]

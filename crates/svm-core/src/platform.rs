@@ -143,6 +143,12 @@ pub trait Hardware: Platform {
     /// Invalidates the GPU's TLB.
     fn flush_tlb(&mut self, gpu: GpuIndex, kind: TlbFlush);
 
+    /// Stops the process's user queues on `gpu` (`kgd2kfd_quiesce_mm`).
+    fn evict_queues(&mut self, gpu: GpuIndex);
+
+    /// Resumes them (`kgd2kfd_resume_mm`).
+    fn restore_queues(&mut self, gpu: GpuIndex);
+
     /// Records an SMI event line (without the trailing newline).
     fn smi_event(&mut self, gpu: GpuIndex, line: String);
 }

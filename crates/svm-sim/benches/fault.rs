@@ -70,13 +70,8 @@ fn machine(granularity: u32) -> (Machine, Pid) {
         Mark::None,
     )
     .unwrap();
-    m.cpu_access(
-        pid,
-        CpuVa::new(BASE),
-        SIZE,
-        Some(&vec![0x5a; LEN]),
-    )
-    .unwrap();
+    m.cpu_access(pid, CpuVa::new(BASE), SIZE, Some(&vec![0x5a; LEN]))
+        .unwrap();
     set(
         &mut m,
         pid,

@@ -44,6 +44,10 @@ pub struct HwCounters {
     pub vram_allocs: u64,
     /// VRAM buffers freed.
     pub vram_frees: u64,
+    /// User-queue evictions (per GPU).
+    pub queue_evictions: u64,
+    /// User-queue restores (per GPU).
+    pub queue_restores: u64,
 }
 
 /// One simulated GPU.

@@ -202,6 +202,14 @@ impl Hardware for Env<'_> {
         }
     }
 
+    fn evict_queues(&mut self, _gpu: GpuIndex) {
+        self.counters.queue_evictions += 1;
+    }
+
+    fn restore_queues(&mut self, _gpu: GpuIndex) {
+        self.counters.queue_restores += 1;
+    }
+
     fn smi_event(&mut self, gpu: GpuIndex, line: String) {
         let gpu_id = self.gpus[gpu.get()].desc.id.raw();
         self.events.push(SmiEvent { gpu_id, line });

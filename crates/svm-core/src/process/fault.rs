@@ -253,6 +253,10 @@ impl Process {
             self.svms.get_mut(start).expect("evicted range").invalid = 0;
         }
         self.evicted_ranges = 0;
+        for (g, d) in self.devices.iter() {
+            pf.restore_queues(g);
+            pf.smi_event(g, events::queue_restore(pf.now_ns(), self.pid, d.id.raw()));
+        }
         Ok(())
     }
 

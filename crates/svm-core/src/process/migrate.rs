@@ -59,6 +59,14 @@ impl Process {
                 .expect("range to invalidate is in the list");
             r.invalid += 1;
             self.evicted_ranges += 1;
+            // The first eviction stops the queues on every GPU; they stay
+            // stopped until the restore work has remapped everything.
+            if self.evicted_ranges == 1 {
+                for (g, d) in self.devices.iter() {
+                    pf.smi_event(g, events::queue_eviction(pf.now_ns(), self.pid, d.id.raw()));
+                    pf.evict_queues(g);
+                }
+            }
         }
     }
 

@@ -64,6 +64,8 @@ impl Hardware for Fake {
     fn unmap_ptes(&mut self, _gpu: GpuIndex, _range: PageRange) {}
     fn flush_tlb(&mut self, _gpu: GpuIndex, _kind: TlbFlush) {}
     fn smi_event(&mut self, _gpu: GpuIndex, _line: String) {}
+    fn evict_queues(&mut self, _gpu: GpuIndex) {}
+    fn restore_queues(&mut self, _gpu: GpuIndex) {}
 }
 
 impl Platform for Fake {

@@ -431,6 +431,15 @@ kfd_test!(migrate, |k: &mut Kfd| {
     assert_eq!(k.cpu_read(buf, size), want);
     let counters = k.m.counters();
     assert!(counters.pages_to_vram > 0 && counters.pages_to_ram > 0);
+    // XNACK off: CPU faults evict the GPU-mapped range (queues stop) and the
+    // restore work remaps it before the GPU runs again. XNACK on unmaps
+    // instead, and the GPU faults.
+    if k.xnack() {
+        assert_eq!(counters.queue_evictions, 0);
+    } else {
+        assert!(counters.queue_restores > 0, "{counters:?}");
+        assert!(counters.queue_evictions >= counters.queue_restores);
+    }
 });
 
 // MigratePolicyTest: the CPU reads and rewrites a range the GPU filled in VRAM.

@@ -680,7 +680,9 @@ const OPS: &str = "mmap, munmap, mprotect, set_attr, get_attr, set_xnack, queue_
 /// Names of the per-GPU counters a `counters` op may check.
 pub const GPU_COUNTERS: [&str; 4] = ["faults", "page_in", "page_out", "stale_dma"];
 /// Names of the machine-wide counters a `counters` op may check.
-pub const HW_COUNTERS: [&str; 12] = [
+pub const HW_COUNTERS: [&str; 14] = [
+    "queue_evictions",
+    "queue_restores",
     "pages_to_vram",
     "pages_zero_filled",
     "pages_to_ram",
@@ -695,7 +697,9 @@ pub const HW_COUNTERS: [&str; 12] = [
     "bad_dma_unmaps",
 ];
 /// Names of the SMI event counts a `counters` op may check.
-pub const EVENT_COUNTERS: [&str; 5] = [
+pub const EVENT_COUNTERS: [&str; 7] = [
+    "queue_eviction",
+    "queue_restore",
     "migrate_start",
     "migrate_end",
     "page_fault_start",
