@@ -119,6 +119,12 @@ pub struct Process {
     /// Unmap from every GPU that mapped a range, not only those with
     /// ACCESS or ACCESS_IN_PLACE (see [`Process::set_unmap_every_mapped_gpu`]).
     unmap_every_mapped_gpu: bool,
+    /// Check kfd's `vram_pages` counter against the truth.
+    kernel_accounting: bool,
+    /// Times a VRAM→RAM migration moved more pages than kfd's counter held
+    /// (its `WARN_ONCE("Recorded vram pages(...) should not be less than
+    /// migration pages(...)")`).
+    vram_pages_warnings: u64,
 }
 
 impl Process {
@@ -162,6 +168,8 @@ impl Process {
             stats,
             evicted_ranges: 0,
             unmap_every_mapped_gpu: false,
+            kernel_accounting: false,
+            vram_pages_warnings: 0,
         };
         p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
         p
@@ -206,6 +214,24 @@ impl Process {
     /// restore work remaps).
     pub fn set_unmap_every_mapped_gpu(&mut self, on: bool) {
         self.unmap_every_mapped_gpu = on;
+    }
+
+    /// Asks the checker to compare kfd's own `vram_pages` counter (kept the
+    /// kernel's way in every range) with the pages really in VRAM, to show
+    /// the 2026 accounting drift (ROCm/TheRock #8239).
+    pub fn set_kernel_accounting(&mut self, on: bool) {
+        self.kernel_accounting = on;
+    }
+
+    /// Whether kfd's `vram_pages` counter is checked.
+    pub fn kernel_accounting(&self) -> bool {
+        self.kernel_accounting
+    }
+
+    /// How often kfd would have warned that a migration moved more pages
+    /// than its counter recorded.
+    pub fn vram_pages_warnings(&self) -> u64 {
+        self.vram_pages_warnings
     }
 
     /// Per-GPU fault and migration counters.

@@ -52,6 +52,11 @@ pub struct SvmRange {
     pub validate_timestamp: Option<u64>,
     /// Evictions not yet restored (XNACK off; `prange->invalid`).
     pub invalid: u32,
+    /// `prange->vram_pages` kept the kernel's way: added to and subtracted
+    /// from by migrations, and re-derived on split from the VRAM tags of the
+    /// last GPU's DMA array. Never used for decisions; the checker compares
+    /// it with [`SvmRange::vram_pages`] to show kfd's accounting drift.
+    pub kernel_vram_pages: u64,
 }
 
 impl SvmRange {
@@ -72,6 +77,7 @@ impl SvmRange {
             dma: DmaArrays::new(n),
             validate_timestamp: None,
             invalid: 0,
+            kernel_vram_pages: 0,
         }
     }
 
@@ -117,6 +123,29 @@ impl SvmRange {
         }
     }
 
+    /// Shares this range's kernel-kept `vram_pages` among the pieces a split
+    /// made of it, as `svm_range_split_pages` does: every new piece counts
+    /// the VRAM tags in its slice of the *last* GPU's DMA array, and the
+    /// piece kfd keeps (`keep`) is left with what remains, wrapping as the
+    /// kernel's `u64` does. Without `actual_loc` nothing is recounted.
+    pub fn share_kernel_vram_pages(&self, pieces: &mut [SvmRange], keep: usize) {
+        let mut rest = self.kernel_vram_pages;
+        for (i, p) in pieces.iter_mut().enumerate() {
+            if i == keep {
+                continue;
+            }
+            p.kernel_vram_pages = if self.actual_loc.is_some() {
+                p.dma.kernel_split_vram_count()
+            } else {
+                0
+            };
+            rest = rest.wrapping_sub(p.kernel_vram_pages);
+        }
+        if let Some(k) = pieces.get_mut(keep) {
+            k.kernel_vram_pages = rest;
+        }
+    }
+
     /// A copy of this range narrowed to `sub`, as `svm_range_clone` followed by
     /// `svm_range_split` makes it: attributes, mapping state and timestamps are
     /// copied; residency and DMA arrays are sliced; the buffer is shared with
@@ -148,6 +177,7 @@ impl SvmRange {
             dma: self.dma.slice(from, to),
             validate_timestamp: self.validate_timestamp,
             invalid: self.invalid,
+            kernel_vram_pages: self.kernel_vram_pages,
         };
         p.settle();
         p

@@ -142,21 +142,24 @@ impl SvmRangeList {
                 plan.remove.push(nr.start());
                 let gran = node.attrs.granularity.pages();
                 let covered = nr.intersect(range).expect("overlapping node shares pages");
+                // The clone keeps the covered part; head and tail split off it.
+                let mut pieces = vec![node.piece(covered)];
                 if nr.start() < range.start() {
                     let head = PageRange::new(nr.start(), range.start());
-                    plan.insert.push(node.piece(head));
+                    pieces.push(node.piece(head));
                     if !range.start().is_aligned(gran) {
                         plan.remap.push(head.start());
                     }
                 }
                 if nr.end() > range.end() {
                     let tail = PageRange::new(range.end(), nr.end());
-                    plan.insert.push(node.piece(tail));
+                    pieces.push(node.piece(tail));
                     if !range.end().is_aligned(gran) {
                         plan.remap.push(tail.start());
                     }
                 }
-                plan.insert.push(node.piece(covered));
+                node.share_kernel_vram_pages(&mut pieces, 0);
+                plan.insert.extend(pieces);
                 plan.update.push(covered.start());
             } else {
                 plan.update.push(nr.start());
@@ -244,15 +247,26 @@ impl SvmRangeList {
                 .expect("overlapping range is in the list");
             let nr = node.range();
             let cut = nr.intersect(range).expect("overlapping range shares pages");
+            if cut == nr {
+                gone.push(node);
+                continue;
+            }
+            // kfd keeps the head if there is one, else the tail; the other
+            // pieces are new (`svm_range_unmap_split`).
+            let mut pieces = Vec::new();
             if nr.start() < cut.start() {
-                let head = node.piece(PageRange::new(nr.start(), cut.start()));
-                self.ranges.insert(head.start(), head);
+                pieces.push(node.piece(PageRange::new(nr.start(), cut.start())));
             }
             if cut.end() < nr.end() {
-                let tail = node.piece(PageRange::new(cut.end(), nr.end()));
-                self.ranges.insert(tail.start(), tail);
+                pieces.push(node.piece(PageRange::new(cut.end(), nr.end())));
             }
-            gone.push(if cut == nr { node } else { node.piece(cut) });
+            pieces.push(node.piece(cut));
+            node.share_kernel_vram_pages(&mut pieces, 0);
+            let hole = pieces.pop().expect("the cut piece was pushed last");
+            for p in pieces {
+                self.ranges.insert(p.start(), p);
+            }
+            gone.push(hole);
         }
         gone
     }

@@ -20,6 +20,8 @@
 //!   none is shared by two processes;
 //! - every system DMA entry names a live mapping of its own page, and every
 //!   live mapping is held by exactly one entry (no leak, no double unmap);
+//! - with kernel accounting on, kfd's own `vram_pages` counter equals the
+//!   pages really in VRAM (off by default: it drifts, which is the point);
 //! - every page's bytes, wherever they live, equal what the process's
 //!   accesses wrote (the per-page shadow model): no byte lost or stale.
 //!
@@ -183,6 +185,18 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                         format!("{}: range {} does not fit its buffer", p.name, r.range()),
                     );
                 }
+            }
+            if svm.kernel_accounting() && r.kernel_vram_pages != r.vram_pages() {
+                return fail(
+                    "vram_pages",
+                    format!(
+                        "{}: range {} records {} VRAM pages but holds {}",
+                        p.name,
+                        r.range(),
+                        r.kernel_vram_pages as i64,
+                        r.vram_pages()
+                    ),
+                );
             }
             for g in r.dma.gpus() {
                 for k in 0..n {

@@ -149,6 +149,7 @@ impl Process {
             r.vram.set(k, true);
         }
         let mpages = movable.len() as u64;
+        r.kernel_vram_pages = r.kernel_vram_pages.wrapping_add(mpages);
         if mpages > 0 {
             r.actual_loc = Some(best);
             r.bo = Some(bref);
@@ -216,6 +217,13 @@ impl Process {
             pf.copy_page(CopyDir::ToRam, sbo.gpu, sbo.buf, bref.offset + k, p);
             r.vram.set(k, false);
         }
+        // kfd's counter: a warning when it holds fewer pages than moved, then
+        // a u64 subtraction that may wrap.
+        let mpages = moving.len() as u64;
+        if r.kernel_vram_pages < mpages {
+            self.vram_pages_warnings += 1;
+        }
+        r.kernel_vram_pages = r.kernel_vram_pages.wrapping_sub(mpages);
         // No VRAM page left: `actual_loc` goes back to system memory and the
         // buffer reference is dropped.
         r.settle();
@@ -229,7 +237,6 @@ impl Process {
             trigger,
         );
         pf.smi_event(owner, line);
-        let mpages = moving.len() as u64;
         self.stats[owner].page_out += mpages;
         mpages
     }

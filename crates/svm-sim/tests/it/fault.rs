@@ -281,3 +281,49 @@ fn kernel_leaves_ptes_after_always_mapped_eviction() {
         }
     }
 }
+
+/// The 2026 field report (ROCm/TheRock #8239: "Recorded vram pages(...)
+/// should not be less than migration pages(...)") from first principles.
+/// kfd recounts `vram_pages` on a split from the VRAM tags of the last
+/// GPU's DMA array. Here that GPU mapped the range's VRAM in place and then
+/// never faulted again, so its tags for a window the CPU pulled back are
+/// stale: the split under-counts the piece kfd keeps, and its later
+/// migration moves more pages than the counter holds.
+#[test]
+fn regress_2026_vram_pages_drift_from_stale_dma_tags() {
+    let mut k = Kfd::with_gpus(hive_gpus(), true);
+    k.m.process_mut(k.pid).set_kernel_accounting(true);
+    let buf = k.mmap(2 * MIB);
+    k.set(
+        buf,
+        2 * MIB,
+        &[(ACCESS, GPU0), (ACCESS_IN_PLACE, GPU1), (GRANULARITY, 4)],
+    )
+    .unwrap();
+    k.m.set_policy(Policy::WholeRange);
+    k.gpu_read(GPU0, buf, 4); // the whole range moves to gpu0: counter 512
+    k.m.advance(3_000_000);
+    k.gpu_read(GPU1, buf, 4); // gpu1 maps gpu0's VRAM in place: its array is tagged
+    k.cpu_read(buf, 4); // a CPU fault brings back the 16-page window: counter 496
+    assert_eq!(k.vram_pages_in(buf, 2 * MIB), 496);
+    // Unmapping the first 8 pages splits the range; the new piece counts 8
+    // VRAM tags from gpu1's stale array, so kfd's kept piece is left with
+    // 496 - 8 = 488 while it really holds 496.
+    k.m.munmap(k.pid, svm_core::addr::CpuVa::new(buf), 8 * PAGE)
+        .unwrap();
+    let v = svm_sim::check::check(&k.m).unwrap_err();
+    assert_eq!(v.checker, "vram_pages", "{v}");
+    assert!(
+        v.message.contains("records 488 VRAM pages but holds 496"),
+        "{v}"
+    );
+    // The CPU reads the rest: 496 pages move, more than the 488 recorded.
+    k.m.cpu_access(
+        k.pid,
+        svm_core::addr::CpuVa::new(buf + 8 * PAGE),
+        2 * MIB - 8 * PAGE,
+        None,
+    )
+    .unwrap();
+    assert_eq!(k.m.process(k.pid).svm.vram_pages_warnings(), 1);
+}

@@ -36,6 +36,10 @@ pub struct SystemSpec {
     pub policy: Policy,
     /// Unmap old system DMA mappings in bulk after RAM→VRAM migration.
     pub bulk_dma_unmap: bool,
+    /// Check kfd's own `vram_pages` counter against the truth.
+    pub kernel_accounting: bool,
+    /// Unmap every GPU that mapped a range, not only those with access.
+    pub unmap_every_mapped_gpu: bool,
 }
 
 /// A place in the address space: a mapping's label plus an offset, or a number.
@@ -591,7 +595,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         "gpu",
         "policy",
         "bulk_dma_unmap",
+        "kernel_accounting",
+        "unmap_every_mapped_gpu",
     ])?;
+    let flag = |key: &str| -> Result<bool, ScenarioError> {
+        Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
+    };
     let mut gpus = Vec::new();
     if let Some(list) = sys.get("gpu") {
         for (i, g) in list.array()?.iter().enumerate() {
@@ -626,11 +635,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             None => Policy::default(),
             Some(v) => policy(&v)?,
         },
-        bulk_dma_unmap: sys
-            .get("bulk_dma_unmap")
-            .map(|v| v.bool())
-            .transpose()?
-            .unwrap_or(false),
+        bulk_dma_unmap: flag("bulk_dma_unmap")?,
+        kernel_accounting: flag("kernel_accounting")?,
+        unmap_every_mapped_gpu: flag("unmap_every_mapped_gpu")?,
     };
 
     // The processes.

@@ -1009,7 +1009,10 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
     m.set_policy(s.policy);
     let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
     for &pid in &pids {
-        m.process_mut(pid).set_bulk_dma_unmap(s.bulk_dma_unmap);
+        let p = m.process_mut(pid);
+        p.set_bulk_dma_unmap(s.bulk_dma_unmap);
+        p.set_kernel_accounting(s.kernel_accounting);
+        p.set_unmap_every_mapped_gpu(s.unmap_every_mapped_gpu);
     }
     let names = Names {
         gpus: s
