@@ -19,7 +19,7 @@
 //! seed-thread case where GPU1 migrates a window and GPU2's entries still
 //! name the old system pages until GPU2 faults again.
 //!
-//! Groundwork for the fault path; no range carries these arrays yet.
+//! Every [`crate::range::SvmRange`] carries one; `process/map.rs` fills it.
 
 use std::collections::BTreeMap;
 

@@ -1,11 +1,13 @@
-//! One process's SVM state and its API edge: SET_ATTR, GET_ATTR, XNACK mode and user queues.
+//! One process's SVM state and its API edge: SET_ATTR, GET_ATTR, XNACK mode, user queues, and the fault paths.
 //!
 //! # Overview
 //! [`Process`] is the engine's `kfd_process` with its `svm_range_list`. Its
 //! typed methods ([`Process::set_attr`], [`Process::get_attr`]) run the
 //! kernel's steps in the kernel's order; [`Process::svm_ioctl`] and
 //! [`Process::set_xnack_mode`] are the ioctl edge, where raw uAPI numbers come
-//! in and errno values go out.
+//! in and errno values go out. The GPU fault handler is in `process/fault.rs`
+//! ([`Process::restore_pages`]), migration and the CPU fault path in
+//! `process/migrate.rs`, GPU mapping in `process/map.rs`.
 //!
 //! # Locking
 //! kfd takes `process_info->lock`, the mmap lock and `svms->lock` around these

@@ -7,7 +7,7 @@
 //! whether accesses snoop the CPU caches. The rules follow the kernel's, IP
 //! version by IP version.
 //!
-//! Groundwork for the fault path's `validate_and_map`; nothing maps pages yet.
+//! `process/map.rs` builds every PTE with [`pte_flags`].
 
 use std::fmt;
 

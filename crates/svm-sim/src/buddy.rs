@@ -18,8 +18,7 @@
 //! Choices are deterministic: the lowest suitable address, or the highest for
 //! top-down requests, so a run never depends on set iteration order.
 //!
-//! This is groundwork for the VRAM model of the fault path; nothing in the
-//! engine uses it yet.
+//! Every simulated GPU's VRAM (`crate::vram`) is one of these.
 
 use std::collections::{BTreeMap, BTreeSet};
 

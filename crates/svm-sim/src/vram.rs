@@ -3,8 +3,8 @@
 //! Allocation goes through [`crate::buddy::Buddy`]; contents live in a
 //! [`crate::pages::PageStore`] keyed by page offset. Freed pages are dropped,
 //! so a new allocation reads as zero, like VRAM cleared on allocation. The
-//! fault path (issue 3) will place a range's pages VA-linearly in such an
-//! allocation, as `svm_bo` does.
+//! engine places a range's pages VA-linearly in such an allocation, as
+//! `svm_bo` does.
 
 use crate::buddy::{AllocFlags, Block, Buddy, BuddyError};
 use crate::pages::{Page, PageStore};
