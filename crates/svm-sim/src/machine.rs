@@ -274,7 +274,21 @@ pub enum AccessError {
     /// No such GPU.
     #[error("no GPU with gpu_id {0:#x}")]
     NoGpu(u32),
+    /// The access runs past the end of the address space, or is larger than
+    /// one simulated access may be.
+    #[error(
+        "access of {len:#x} bytes at {addr} is out of range (at most {MAX_ACCESS_BYTES:#x} bytes, below 2^64)"
+    )]
+    OutOfRange {
+        /// Start.
+        addr: CpuVa,
+        /// Length.
+        len: u64,
+    },
 }
+
+/// The most bytes one simulated access moves (its data is held in memory).
+pub const MAX_ACCESS_BYTES: u64 = 1 << 30;
 
 impl AccessError {
     /// The errno a scenario reports for it.
@@ -282,7 +296,7 @@ impl AccessError {
         match self {
             AccessError::VmFault { errno, .. } => *errno,
             AccessError::Signal { .. } => Errno::Efault,
-            AccessError::NoGpu(_) => Errno::Einval,
+            AccessError::NoGpu(_) | AccessError::OutOfRange { .. } => Errno::Einval,
         }
     }
 }
@@ -574,6 +588,9 @@ impl Machine {
             .ok_or(AccessError::NoGpu(gpu_id))?;
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let write = data.is_some();
+        if len > MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
+            return Err(AccessError::OutOfRange { addr, len });
+        }
         let mut stats = AccessStats::default();
         // XNACK off: queues stay stopped until the restore work has run.
         {
@@ -601,16 +618,32 @@ impl Machine {
                 usize::try_from(done).unwrap_or(0),
                 usize::try_from(done + n).unwrap_or(0),
             );
+            // A PTE can outlive its DMA mapping only through the kernel's own
+            // stale-PTE cases (see `Process::set_unmap_every_mapped_gpu`);
+            // the IOMMU then faults the access.
+            let iommu = |m: &Self, dma: u64| {
+                m.gpus[g]
+                    .iommu
+                    .get(&dma)
+                    .copied()
+                    .ok_or_else(|| AccessError::VmFault {
+                        gpu_id,
+                        addr: CpuVa::new(at),
+                        write,
+                        why: format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
+                        errno: Errno::Efault,
+                    })
+            };
             match (pte.target, data) {
                 (PteTarget::Sys(dma), Some(d)) => {
-                    let (pi, va) = self.gpus[g].iommu[&dma];
+                    let (pi, va) = iommu(self, dma)?;
                     self.procs[pi]
                         .mm
                         .pages_mut()
                         .write(va.raw() * PAGE_SIZE + off, &d[lo..hi]);
                 }
                 (PteTarget::Sys(dma), None) => {
-                    let (pi, va) = self.gpus[g].iommu[&dma];
+                    let (pi, va) = iommu(self, dma)?;
                     self.procs[pi]
                         .mm
                         .pages()
@@ -692,6 +725,9 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<Vec<u8>, AccessError> {
+        if len > MAX_ACCESS_BYTES {
+            return Err(AccessError::OutOfRange { addr, len });
+        }
         let last = addr
             .checked_add(len.saturating_sub(1))
             .ok_or_else(|| AccessError::Signal {

@@ -67,6 +67,10 @@ pub fn text(r: &RunReport) -> String {
     for o in &r.ops {
         let mut result = match &o.result {
             OpResult::Ok => "ok".to_string(),
+            // A fatal fault says where, on which GPU, and why.
+            OpResult::Error { errno, message, .. } if o.op.ends_with("_access") => {
+                format!("{errno}: {message}")
+            }
             OpResult::Error { errno, .. } => errno.clone(),
         };
         if let Some(a) = &o.addr {

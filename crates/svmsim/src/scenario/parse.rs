@@ -956,10 +956,15 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
             if write && check_fill.is_some() {
                 return Err(t.error("`check_fill` checks what a read returns; this is a write"));
             }
+            let size_v = t.req("size")?;
+            let nbytes = size(&size_v)?;
+            if nbytes > svm_sim::machine::MAX_ACCESS_BYTES {
+                return Err(size_v.error("one access moves at most 1 GiB"));
+            }
             let kind = OpKind::Access {
                 gpu_id,
                 addr: ctx.addr(&t.req("addr")?, process)?,
-                size: size(&t.req("size")?)?,
+                size: nbytes,
                 fill: if write { fill } else { None },
                 check_fill,
             };
