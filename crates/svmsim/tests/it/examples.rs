@@ -49,7 +49,10 @@ fn every_example_passes_in_text_and_json() {
         assert!(text.contains("PASSED"), "{f}:\n{text}");
 
         let again = svmsim(&["scenario", &f]);
-        assert_eq!(out.stdout, again.stdout, "{f}: two runs printed different bytes");
+        assert_eq!(
+            out.stdout, again.stdout,
+            "{f}: two runs printed different bytes"
+        );
 
         let out = svmsim(&["scenario", &f, "--json"]);
         assert_eq!(out.status.code(), Some(0), "{f} --json");
