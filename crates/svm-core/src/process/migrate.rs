@@ -20,7 +20,47 @@ use crate::platform::{CopyDir, Hardware};
 use crate::range::BoRef;
 use crate::uapi::flag;
 
+/// One migration as its SMI events describe it.
+struct Leg {
+    /// The GPU whose event stream gets the lines.
+    gpu: GpuIndex,
+    /// Source: 0 for system memory, else a gpu_id.
+    from: u32,
+    /// Destination, likewise.
+    to: u32,
+    trigger: MigrateTrigger,
+}
+
 impl Process {
+    /// Emits MIGRATE_START (`begin`) or MIGRATE_END for `window` of range `start`.
+    fn migrate_event(
+        &self,
+        pf: &mut dyn Hardware,
+        leg: &Leg,
+        start: PageNum,
+        window: PageRange,
+        begin: bool,
+    ) {
+        let (s, n) = (window.start().raw(), window.npages().raw());
+        let line = if begin {
+            let r = self.svms.get(start).expect("range to migrate");
+            events::migrate_start(
+                pf.now_ns(),
+                self.pid,
+                s,
+                n,
+                leg.from,
+                leg.to,
+                Location::to_uapi(r.attrs.prefetch_loc),
+                Location::to_uapi(r.attrs.preferred_loc),
+                leg.trigger,
+            )
+        } else {
+            events::migrate_end(pf.now_ns(), self.pid, s, n, leg.from, leg.to, leg.trigger)
+        };
+        pf.smi_event(leg.gpu, line);
+    }
+
     /// What the MMU notifier does for pages about to move or change
     /// (`svm_range_evict`): XNACK on (and not GPU_ALWAYS_MAPPED) unmaps the
     /// window from the GPUs; otherwise the range is marked invalid for the
@@ -119,26 +159,13 @@ impl Process {
                 .filter(|&p| pf.vma_at(p).is_some_and(|v| !v.flags.file && !v.flags.io))
                 .collect()
         };
-        let (prefetch, preferred) = {
-            let r = self.svms.get(start).expect("range to migrate");
-            (
-                Location::to_uapi(r.attrs.prefetch_loc),
-                Location::to_uapi(r.attrs.preferred_loc),
-            )
-        };
-        let to = self.devices[best].id.raw();
-        let line = events::migrate_start(
-            pf.now_ns(),
-            self.pid,
-            window.start().raw(),
-            window.npages().raw(),
-            0,
-            to,
-            prefetch,
-            preferred,
+        let leg = Leg {
+            gpu: best,
+            from: 0,
+            to: self.devices[best].id.raw(),
             trigger,
-        );
-        pf.smi_event(best, line);
+        };
+        self.migrate_event(pf, &leg, start, window, true);
         if !movable.is_empty() {
             self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
         }
@@ -162,16 +189,7 @@ impl Process {
                 }
             }
         }
-        let line = events::migrate_end(
-            pf.now_ns(),
-            self.pid,
-            window.start().raw(),
-            window.npages().raw(),
-            0,
-            to,
-            trigger,
-        );
-        pf.smi_event(best, line);
+        self.migrate_event(pf, &leg, start, window, false);
         self.stats[best].page_in += mpages;
         Ok(mpages)
     }
@@ -195,19 +213,13 @@ impl Process {
             (owner, bref, moving)
         };
         let sbo = self.bos[&bref.id];
-        let from = self.devices[owner].id.raw();
-        let line = events::migrate_start(
-            pf.now_ns(),
-            self.pid,
-            window.start().raw(),
-            window.npages().raw(),
-            from,
-            0,
-            Location::to_uapi(self.svms.get(start).and_then(|r| r.attrs.prefetch_loc)),
-            Location::to_uapi(self.svms.get(start).and_then(|r| r.attrs.preferred_loc)),
+        let leg = Leg {
+            gpu: owner,
+            from: self.devices[owner].id.raw(),
+            to: 0,
             trigger,
-        );
-        pf.smi_event(owner, line);
+        };
+        self.migrate_event(pf, &leg, start, window, true);
         if !moving.is_empty() {
             self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
         }
@@ -227,16 +239,7 @@ impl Process {
         // No VRAM page left: `actual_loc` goes back to system memory and the
         // buffer reference is dropped.
         r.settle();
-        let line = events::migrate_end(
-            pf.now_ns(),
-            self.pid,
-            window.start().raw(),
-            window.npages().raw(),
-            from,
-            0,
-            trigger,
-        );
-        pf.smi_event(owner, line);
+        self.migrate_event(pf, &leg, start, window, false);
         self.stats[owner].page_out += mpages;
         mpages
     }
