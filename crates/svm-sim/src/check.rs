@@ -25,8 +25,15 @@
 //! - every page's bytes, wherever they live, equal what the process's
 //!   accesses wrote (the per-page shadow model): no byte lost or stale.
 //!
-//! Not verified here: that the attributes are the *right* ones. The reference
-//! model ([`crate::refmodel`]) answers that, page by page.
+//! Not verified here:
+//! - that the attributes are the *right* ones: the reference model
+//!   ([`crate::refmodel`]) answers that, page by page;
+//! - PTE flags (MTYPE, snoop, write and exec bits): `svm_core::pte` has a
+//!   table test of the rules, and the checker only checks where PTEs point;
+//! - PTEs of ranges waiting for the XNACK-off restore work: their queues are
+//!   stopped, so a stale PTE there cannot be used;
+//! - TLB contents: the TLB is not modelled yet, only its flushes counted;
+//! - the order and content of SMI events: tests and scenarios count them.
 
 use std::fmt;
 
