@@ -327,3 +327,30 @@ fn regress_2026_vram_pages_drift_from_stale_dma_tags() {
     .unwrap();
     assert_eq!(k.m.process(k.pid).svm.vram_pages_warnings(), 1);
 }
+
+/// When VRAM cannot hold the range's buffer, the fault falls back to system
+/// memory and maps the pages there.
+#[test]
+fn fault_falls_back_to_system_memory_when_vram_is_full() {
+    let mut k = Kfd::with_gpus(vec![gpu("tiny", GPU0, MIB, true)], true);
+    let buf = k.mmap(2 * MIB);
+    k.cpu_write(buf, &words(512, |i| i ^ 0xabcd));
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    assert_eq!(
+        k.gpu_read(GPU0, buf + 40, 4),
+        (10u32 ^ 0xabcd).to_le_bytes()
+    );
+    assert_eq!(
+        k.vram_pages_in(buf, 2 * MIB),
+        0,
+        "a 2 MiB buffer does not fit in 1 MiB"
+    );
+    assert!(k.m.gpus()[0].bufs.is_empty());
+    let events: Vec<&str> = k.m.events().iter().map(|e| e.line.as_str()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|l| l.starts_with("8 ") && l.ends_with(" U")),
+        "{events:?}"
+    );
+}
