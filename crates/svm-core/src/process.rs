@@ -49,6 +49,8 @@ pub struct ProcessDevice {
 pub struct GpuStats {
     /// GPU page faults seen, including dropped duplicates.
     pub faults: u64,
+    /// VRAM buffers evicted to make room.
+    pub evictions: u64,
     /// Pages migrated into this GPU's VRAM.
     pub page_in: u64,
     /// Pages migrated out of this GPU's VRAM.
@@ -65,6 +67,19 @@ pub struct SvmBo {
     pub buf: VramBuf,
     /// Its size in pages (the whole range it was made for).
     pub npages: u64,
+    /// Simulated time it was last migrated into or mapped: the LRU key of
+    /// VRAM eviction.
+    pub last_used_ns: u64,
+}
+
+/// How VRAM eviction picks its victims when an allocation does not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum VictimPolicy {
+    /// The buffer used longest ago first (TTM's LRU order).
+    #[default]
+    Lru,
+    /// The largest buffer first, so fewer ranges move.
+    Largest,
 }
 
 /// A user queue handle.
@@ -123,6 +138,8 @@ pub struct Process {
     unmap_every_mapped_gpu: bool,
     /// Check kfd's `vram_pages` counter against the truth.
     kernel_accounting: bool,
+    /// How VRAM eviction picks victims.
+    victim_policy: VictimPolicy,
     /// Times a VRAM→RAM migration moved more pages than kfd's counter held
     /// (its `WARN_ONCE("Recorded vram pages(...) should not be less than
     /// migration pages(...)")`).
@@ -171,6 +188,7 @@ impl Process {
             evicted_ranges: 0,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
+            victim_policy: VictimPolicy::default(),
             vram_pages_warnings: 0,
         };
         p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
@@ -223,6 +241,11 @@ impl Process {
     /// the 2026 accounting drift (ROCm/TheRock #8239).
     pub fn set_kernel_accounting(&mut self, on: bool) {
         self.kernel_accounting = on;
+    }
+
+    /// Picks how VRAM eviction chooses its victims.
+    pub fn set_victim_policy(&mut self, policy: VictimPolicy) {
+        self.victim_policy = policy;
     }
 
     /// Whether kfd's `vram_pages` counter is checked.

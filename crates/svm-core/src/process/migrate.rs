@@ -134,7 +134,7 @@ impl Process {
         let bref = match self.svms.get(start).and_then(|r| r.bo) {
             Some(b) => b,
             None => {
-                let buf = pf.vram_alloc(best, npages)?;
+                let buf = self.alloc_vram(pf, best, npages)?;
                 let id = self.next_bo;
                 self.next_bo += 1;
                 self.bos.insert(
@@ -143,12 +143,21 @@ impl Process {
                         gpu: best,
                         buf,
                         npages,
+                        last_used_ns: pf.now_ns(),
                     },
                 );
                 BoRef { id, offset: 0 }
             }
         };
-        let sbo = self.bos[&bref.id];
+        let now = pf.now_ns();
+        let sbo = {
+            let b = self
+                .bos
+                .get_mut(&bref.id)
+                .expect("the range's buffer is in the table");
+            b.last_used_ns = now;
+            *b
+        };
         // Pages that will move: in RAM, in an anonymous VMA (file pages stay
         // in the page cache).
         let movable: Vec<PageNum> = {
@@ -278,6 +287,60 @@ impl Process {
             }
         }
         self.ram_to_vram(pf, start, best, window, trigger)
+    }
+
+    /// Allocates VRAM for a buffer, evicting this process's other buffers on
+    /// that GPU when it does not fit, as TTM evicts to make room: each victim's
+    /// ranges go back to system memory whole (trigger TTM_EVICTION), which
+    /// invalidates their GPU mappings, and the buffer is freed.
+    ///
+    /// # Errors
+    /// ENOSPC when even an empty GPU (of this process's buffers) has no room.
+    fn alloc_vram(
+        &mut self,
+        pf: &mut dyn Hardware,
+        gpu: GpuIndex,
+        npages: u64,
+    ) -> Result<crate::platform::VramBuf> {
+        loop {
+            let err = match pf.vram_alloc(gpu, npages) {
+                Ok(buf) => return Ok(buf),
+                Err(e) => e,
+            };
+            let mut victims: Vec<(u64, u64, u64)> = self
+                .bos
+                .iter()
+                .filter(|(_, b)| b.gpu == gpu)
+                .map(|(&id, b)| (id, b.last_used_ns, b.npages))
+                .collect();
+            match self.victim_policy {
+                super::VictimPolicy::Lru => victims.sort_by_key(|&(id, t, _)| (t, id)),
+                super::VictimPolicy::Largest => {
+                    victims.sort_by_key(|&(id, _, n)| (std::cmp::Reverse(n), id))
+                }
+            }
+            let Some(&(victim, _, _)) = victims.first() else {
+                return Err(err);
+            };
+            self.evict_bo(pf, victim);
+        }
+    }
+
+    /// `svm_range_evict_svm_bo_worker`: every range holding pages in the
+    /// buffer goes back to system memory, whole, and the buffer is freed.
+    pub(super) fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) {
+        let holders: Vec<(PageNum, PageRange)> = self
+            .svms
+            .iter()
+            .filter(|r| r.bo.is_some_and(|b| b.id == id))
+            .map(|r| (r.start(), r.range()))
+            .collect();
+        let gpu = self.bos[&id].gpu;
+        for (start, whole) in holders {
+            self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
+        }
+        self.stats[gpu].evictions += 1;
+        self.release_bos(pf);
     }
 
     /// Frees buffers no range references any more.

@@ -580,3 +580,51 @@ kfd_test!(migrate_file_backed, |k: &mut Kfd| {
     k.gpu_write(GPU0, f, &0x3333_3333_u32.to_le_bytes());
     assert_eq!(k.cpu_read(f, 1), [0x33]);
 });
+
+// VramOvercommitTest (scaled: 16 MiB of VRAM): registering VRAM + 8 MiB
+// with prefetch to the GPU succeeds, in many ranges and in one giant one
+// split at max_svm_range_pages; earlier ranges are evicted to system memory
+// to make room, and every byte survives.
+kfd_test!(vram_overcommit, |k: &mut Kfd| {
+    let _ = k;
+    for giant in [false, true] {
+        let mut k = Kfd::with_gpus(vec![gpu("gpu0", GPU0, 16 << 20, true)], k.xnack());
+        let chunk: u64 = 4 << 20;
+        let total = 24u64 << 20;
+        let mut bufs = Vec::new();
+        if giant {
+            let b = k.mmap(total);
+            k.cpu_write(b, &words((total / 4) as usize, |i| i));
+            k.register(b, total, GPU0, GPU0, 0).unwrap();
+            bufs.push((b, total));
+        } else {
+            for n in 0..(total / chunk) {
+                let b = k.mmap(chunk);
+                let seed = u32::try_from(n).unwrap() << 24;
+                k.cpu_write(b, &words((chunk / 4) as usize, |i| seed | i));
+                k.register(b, chunk, GPU0, GPU0, 0).unwrap();
+                bufs.push((b, chunk));
+            }
+        }
+        let resident: u64 = bufs.iter().map(|&(b, n)| k.vram_pages_in(b, n)).sum();
+        assert!(
+            resident > 0 && resident <= (64 << 20) / PAGE,
+            "giant {giant}: {resident}"
+        );
+        assert!(
+            k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions > 0
+        );
+        for (n, &(b, size)) in bufs.iter().enumerate() {
+            let seed = if giant {
+                0
+            } else {
+                u32::try_from(n).unwrap() << 24
+            };
+            assert_eq!(
+                k.cpu_read(b, size),
+                words((size / 4) as usize, |i| seed | i),
+                "giant {giant} buffer {n}"
+            );
+        }
+    }
+});
