@@ -49,6 +49,10 @@ pub struct ProcessDevice {
 pub struct GpuStats {
     /// GPU page faults seen, including dropped duplicates.
     pub faults: u64,
+    /// Times this process's queues were stopped on this GPU for an eviction.
+    pub queue_evictions: u64,
+    /// Times they were resumed by the restore work.
+    pub queue_restores: u64,
     /// VRAM buffers evicted to make room.
     pub evictions: u64,
     /// Pages migrated into this GPU's VRAM.
@@ -133,6 +137,11 @@ pub struct Process {
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
+    /// When the scheduled restore work runs (1 ms after the first eviction).
+    restore_due_ns: Option<u64>,
+    /// With XNACK on, leave mapping after a prefetch to the GPU faults
+    /// (the seed thread's suggestion) instead of mapping eagerly.
+    lazy_map_after_prefetch: bool,
     /// Unmap from every GPU that mapped a range, not only those with
     /// ACCESS or ACCESS_IN_PLACE (see [`Process::set_unmap_every_mapped_gpu`]).
     unmap_every_mapped_gpu: bool,
@@ -186,6 +195,8 @@ impl Process {
             next_bo: 1,
             stats,
             evicted_ranges: 0,
+            restore_due_ns: None,
+            lazy_map_after_prefetch: false,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
             victim_policy: VictimPolicy::default(),
@@ -241,6 +252,14 @@ impl Process {
     /// the 2026 accounting drift (ROCm/TheRock #8239).
     pub fn set_kernel_accounting(&mut self, on: bool) {
         self.kernel_accounting = on;
+    }
+
+    /// With XNACK on, skips the eager validate-and-map after a prefetch
+    /// migration, leaving it to GPU faults: the seed thread's proposal, which
+    /// Philip Yang argued against because applications prefetch precisely to
+    /// avoid faults. Off by default (the kernel maps eagerly).
+    pub fn set_lazy_map_after_prefetch(&mut self, on: bool) {
+        self.lazy_map_after_prefetch = on;
     }
 
     /// Picks how VRAM eviction chooses its victims.
@@ -676,6 +695,10 @@ impl Process {
                 // work remaps it.
                 continue;
             }
+            if migrated && self.xnack_enabled && self.lazy_map_after_prefetch {
+                // The seed thread's option: GPUs fault the range in lazily.
+                continue;
+            }
             if !migrated && !update_mapping {
                 continue;
             }
@@ -866,7 +889,7 @@ impl Aggregate {
 }
 
 mod fault;
-pub use fault::{DropReason, FaultOutcome, RETRY_FAULT_PENDING_NS};
+pub use fault::{DropReason, FaultOutcome, RESTORE_DELAY_NS, RETRY_FAULT_PENDING_NS};
 mod map;
 mod migrate;
 

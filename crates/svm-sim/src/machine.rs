@@ -400,9 +400,22 @@ impl Machine {
         self.clock_ns
     }
 
-    /// Lets simulated time pass.
+    /// Lets simulated time pass, running restore work that falls due.
     pub fn advance(&mut self, ns: u64) {
         self.clock_ns = self.clock_ns.saturating_add(ns);
+        for i in 0..self.procs.len() {
+            let pid = Pid(i);
+            if self.procs[i]
+                .svm
+                .restore_due_ns()
+                .is_some_and(|due| due <= self.clock_ns)
+            {
+                let (svm, mut env) = env!(self, pid);
+                // A range that cannot be remapped stays invalid; the next GPU
+                // access reports the failure.
+                let _ = svm.restore_work(&mut env);
+            }
+        }
     }
 
     /// Starts a process; it opens every GPU of the machine.
@@ -592,7 +605,11 @@ impl Machine {
             return Err(AccessError::OutOfRange { addr, len });
         }
         let mut stats = AccessStats::default();
-        // XNACK off: queues stay stopped until the restore work has run.
+        // Queues stay stopped until the restore work has run: the access
+        // waits for it.
+        if let Some(due) = self.procs[pid.0].svm.restore_due_ns() {
+            self.clock_ns = self.clock_ns.max(due);
+        }
         {
             let (svm, mut env) = env!(self, pid);
             if svm.restore_pending() {

@@ -24,6 +24,10 @@ use crate::range::SvmRange;
 /// its last validation are duplicates.
 pub const RETRY_FAULT_PENDING_NS: u64 = 2_000_000;
 
+/// `AMDGPU_SVM_RANGE_RESTORE_DELAY_MS`: the restore work runs 1 ms after the
+/// first eviction.
+pub const RESTORE_DELAY_NS: u64 = 1_000_000;
+
 /// What a GPU fault came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOutcome {
@@ -232,8 +236,9 @@ impl Process {
 
     /// The XNACK-off restore work (`svm_range_restore_work`): revalidates and
     /// remaps, whole, every range evicted since the last run, then resumes
-    /// the queues. The simulator runs it before the GPUs touch memory again,
-    /// standing in for the 1 ms delayed work while queues are stopped.
+    /// the queues. The simulator runs it when simulated time reaches
+    /// [`Process::restore_due_ns`], 1 ms after the first eviction; a GPU
+    /// access while the queues are stopped waits until then.
     ///
     /// # Errors
     /// A range that can no longer be mapped (its VMA is gone).
@@ -253,8 +258,10 @@ impl Process {
             self.svms.get_mut(start).expect("evicted range").invalid = 0;
         }
         self.evicted_ranges = 0;
+        self.restore_due_ns = None;
         for (g, d) in self.devices.iter() {
             pf.restore_queues(g);
+            self.stats[g].queue_restores += 1;
             pf.smi_event(g, events::queue_restore(pf.now_ns(), self.pid, d.id.raw()));
         }
         Ok(())
@@ -263,5 +270,10 @@ impl Process {
     /// Whether queues are stopped waiting for the restore work.
     pub fn restore_pending(&self) -> bool {
         self.evicted_ranges > 0
+    }
+
+    /// When the scheduled restore work is due, if queues are stopped.
+    pub fn restore_due_ns(&self) -> Option<u64> {
+        self.restore_due_ns.filter(|_| self.evicted_ranges > 0)
     }
 }

@@ -105,7 +105,10 @@ impl Process {
                 for (g, d) in self.devices.iter() {
                     pf.smi_event(g, events::queue_eviction(pf.now_ns(), self.pid, d.id.raw()));
                     pf.evict_queues(g);
+                    self.stats[g].queue_evictions += 1;
                 }
+                // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`.
+                self.restore_due_ns = Some(pf.now_ns() + super::fault::RESTORE_DELAY_NS);
             }
         }
     }

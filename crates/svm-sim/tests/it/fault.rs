@@ -354,3 +354,75 @@ fn fault_falls_back_to_system_memory_when_vram_is_full() {
         "{events:?}"
     );
 }
+
+/// With XNACK on, set_attr maps the GPU a prefetch moved the range to; the
+/// seed thread's alternative leaves it to faults, which this option measures.
+#[test]
+fn eager_or_lazy_mapping_after_prefetch() {
+    for lazy in [false, true] {
+        let mut k = Kfd::new(true);
+        k.m.process_mut(k.pid).set_lazy_map_after_prefetch(lazy);
+        let buf = k.mmap(2 * MIB);
+        k.set(buf, 2 * MIB, &[(PREFETCH_LOC, GPU0)]).unwrap();
+        assert_eq!(k.vram_pages_in(buf, 2 * MIB), 512);
+        k.gpu_read(GPU0, buf, 4);
+        let faults = k.m.process(k.pid).svm.stats()[GpuIndex::new(0).unwrap()].faults;
+        assert_eq!(faults, u64::from(lazy), "lazy {lazy}");
+    }
+}
+
+/// XNACK off: a CPU fault evicts the GPU-mapped range; the queues stop, and
+/// the restore work remaps the range 1 ms later, before the GPU runs again.
+#[test]
+fn restore_work_runs_1ms_after_eviction() {
+    let mut k = Kfd::new(false);
+    let buf = k.mmap(2 * MIB);
+    k.register(buf, 2 * MIB, GPU0, GPU0, 3).unwrap();
+    k.set(buf, 2 * MIB, &[(GRANULARITY, 8)]).unwrap(); // 1 MiB windows
+    k.m.advance(5_000_000);
+    let t0 = k.m.now_ns();
+    k.cpu_read(buf, 4); // migrates the window back: eviction
+    assert!(k.m.process(k.pid).svm.restore_pending());
+    k.gpu_read(GPU0, buf, 4); // waits for the restore work
+    assert!(!k.m.process(k.pid).svm.restore_pending());
+    assert_eq!(k.m.now_ns(), t0 + 1_000_000);
+    let st = k.m.process(k.pid).svm.stats()[GpuIndex::new(0).unwrap()];
+    assert_eq!(
+        (st.queue_evictions, st.queue_restores, st.faults),
+        (1, 1, 0)
+    );
+    // Time passing alone also runs it.
+    k.cpu_read(buf + MIB + 8, 4);
+    assert!(k.m.process(k.pid).svm.restore_pending());
+    k.m.advance(2_000_000);
+    assert!(!k.m.process(k.pid).svm.restore_pending());
+    k.check();
+}
+
+/// Process exit frees every range, VRAM buffer and DMA mapping.
+#[test]
+fn exit_frees_everything() {
+    let mut k = Kfd::with_gpus(hive_gpus(), true);
+    let buf = k.mmap(4 * MIB);
+    k.set(
+        buf,
+        4 * MIB,
+        &[
+            (ACCESS, GPU0),
+            (ACCESS_IN_PLACE, GPU1),
+            (PREFETCH_LOC, GPU0),
+        ],
+    )
+    .unwrap();
+    k.gpu_read(GPU1, buf, 4 * MIB);
+    let other = k.mmap(MIB);
+    k.gpu_write(GPU0, other, &[1; 64]);
+    k.m.exit(k.pid);
+    k.check();
+    assert!(
+        k.m.gpus()
+            .iter()
+            .all(|g| g.bufs.is_empty() && g.iommu.is_empty())
+    );
+    assert_eq!(k.m.process(k.pid).svm.ranges().len(), 0);
+}

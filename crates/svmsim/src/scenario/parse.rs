@@ -40,6 +40,10 @@ pub struct SystemSpec {
     pub kernel_accounting: bool,
     /// Unmap every GPU that mapped a range, not only those with access.
     pub unmap_every_mapped_gpu: bool,
+    /// With XNACK on, leave mapping after a prefetch to faults.
+    pub lazy_map_after_prefetch: bool,
+    /// How VRAM eviction picks victims.
+    pub victim_policy: svm_core::process::VictimPolicy,
 }
 
 /// A place in the address space: a mapping's label plus an offset, or a number.
@@ -597,6 +601,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         "bulk_dma_unmap",
         "kernel_accounting",
         "unmap_every_mapped_gpu",
+        "lazy_map_after_prefetch",
+        "victim_policy",
     ])?;
     let flag = |key: &str| -> Result<bool, ScenarioError> {
         Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
@@ -638,6 +644,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         bulk_dma_unmap: flag("bulk_dma_unmap")?,
         kernel_accounting: flag("kernel_accounting")?,
         unmap_every_mapped_gpu: flag("unmap_every_mapped_gpu")?,
+        lazy_map_after_prefetch: flag("lazy_map_after_prefetch")?,
+        victim_policy: match sys.get("victim_policy") {
+            None => svm_core::process::VictimPolicy::default(),
+            Some(v) => match v.str()? {
+                "lru" => svm_core::process::VictimPolicy::Lru,
+                "largest" => svm_core::process::VictimPolicy::Largest,
+                other => return Err(v.error(format!("{other:?}: expected \"lru\" or \"largest\""))),
+            },
+        },
     };
 
     // The processes.

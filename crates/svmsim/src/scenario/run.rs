@@ -1013,6 +1013,8 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         p.set_bulk_dma_unmap(s.bulk_dma_unmap);
         p.set_kernel_accounting(s.kernel_accounting);
         p.set_unmap_every_mapped_gpu(s.unmap_every_mapped_gpu);
+        p.set_lazy_map_after_prefetch(s.lazy_map_after_prefetch);
+        p.set_victim_policy(s.victim_policy);
     }
     let names = Names {
         gpus: s
