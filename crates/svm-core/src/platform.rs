@@ -143,6 +143,14 @@ pub trait Hardware: Platform {
     /// Invalidates the GPU's TLB.
     fn flush_tlb(&mut self, gpu: GpuIndex, kind: TlbFlush);
 
+    /// When the least recently used VRAM buffer of *another* process on
+    /// `gpu` was last used, if there is one: TTM evicts across processes.
+    fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64>;
+
+    /// Evicts that buffer (its process's eviction worker moves its ranges to
+    /// system memory and frees it). Returns whether there was one.
+    fn evict_foreign(&mut self, gpu: GpuIndex) -> bool;
+
     /// Stops the process's user queues on `gpu` (`kgd2kfd_quiesce_mm`).
     fn evict_queues(&mut self, gpu: GpuIndex);
 

@@ -76,6 +76,29 @@ struct Env<'a> {
     clock_ns: u64,
     counters: &'a mut HwCounters,
     events: &'a mut Vec<SmiEvent>,
+    /// The other processes, before and after this one: VRAM eviction may
+    /// take their buffers, as TTM evicts whatever is least recently used.
+    before: &'a mut [SimProcess],
+    after: &'a mut [SimProcess],
+}
+
+impl Env<'_> {
+    /// The other process whose buffer on `gpu` was used longest ago, with
+    /// that buffer and its time.
+    fn foreign_victim(&self, gpu: GpuIndex) -> Option<(usize, u64, u64)> {
+        let offset = self.proc_index + 1;
+        self.before
+            .iter()
+            .enumerate()
+            .chain(self.after.iter().enumerate().map(|(i, p)| (i + offset, p)))
+            .flat_map(|(i, p)| {
+                p.svm
+                    .bos()
+                    .filter(|(_, b)| b.gpu == gpu)
+                    .map(move |(id, b)| (i, id, b.last_used_ns))
+            })
+            .min_by_key(|&(i, id, t)| (t, i, id))
+    }
 }
 
 impl Platform for Env<'_> {
@@ -200,6 +223,37 @@ impl Hardware for Env<'_> {
             TlbFlush::Legacy => self.counters.tlb_flush_legacy += 1,
             TlbFlush::Heavyweight => self.counters.tlb_flush_heavyweight += 1,
         }
+    }
+
+    fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64> {
+        self.foreign_victim(gpu).map(|(_, _, t)| t)
+    }
+
+    fn evict_foreign(&mut self, gpu: GpuIndex) -> bool {
+        let Some((i, id, _)) = self.foreign_victim(gpu) else {
+            return false;
+        };
+        let p = if i < self.proc_index {
+            &mut self.before[i]
+        } else {
+            &mut self.after[i - self.proc_index - 1]
+        };
+        // The victim's own eviction worker runs, against its own memory map
+        // and page tables, on the same hardware.
+        let mut env = Env {
+            proc_index: i,
+            mm: &mut p.mm,
+            limit: &mut *self.limit,
+            gpus: &mut *self.gpus,
+            pts: &mut p.pts,
+            clock_ns: self.clock_ns,
+            counters: &mut *self.counters,
+            events: &mut *self.events,
+            before: &mut [],
+            after: &mut [],
+        };
+        p.svm.evict_bo(&mut env, id);
+        true
     }
 
     fn evict_queues(&mut self, _gpu: GpuIndex) {
@@ -328,7 +382,8 @@ pub struct Machine {
 macro_rules! env {
     ($m:expr, $pid:expr) => {{
         let m = &mut *$m;
-        let p = &mut m.procs[$pid.0];
+        let (before, rest) = m.procs.split_at_mut($pid.0);
+        let (p, after) = rest.split_first_mut().expect("pid from this machine");
         (
             &mut p.svm,
             Env {
@@ -340,6 +395,8 @@ macro_rules! env {
                 clock_ns: m.clock_ns,
                 counters: &mut m.counters,
                 events: &mut m.events,
+                before,
+                after,
             },
         )
     }};

@@ -292,8 +292,9 @@ impl Process {
         self.ram_to_vram(pf, start, best, window, trigger)
     }
 
-    /// Allocates VRAM for a buffer, evicting this process's other buffers on
-    /// that GPU when it does not fit, as TTM evicts to make room: each victim's
+    /// Allocates VRAM for a buffer, evicting buffers on that GPU (this
+    /// process's or another's) when it does not fit, as TTM evicts to make
+    /// room: each victim's
     /// ranges go back to system memory whole (trigger TTM_EVICTION), which
     /// invalidates their GPU mappings, and the buffer is freed.
     ///
@@ -322,7 +323,21 @@ impl Process {
                     victims.sort_by_key(|&(id, _, n)| (std::cmp::Reverse(n), id))
                 }
             }
-            let Some(&(victim, _, _)) = victims.first() else {
+            let own = victims.first().copied();
+            // TTM picks across processes by recency; another process's older
+            // buffer goes first under LRU.
+            let foreign_first = match (own, pf.foreign_lru_ns(gpu)) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some((_, t, _)), Some(f)) => {
+                    self.victim_policy == super::VictimPolicy::Lru && f < t
+                }
+            };
+            if foreign_first {
+                pf.evict_foreign(gpu);
+                continue;
+            }
+            let Some((victim, _, _)) = own else {
                 return Err(err);
             };
             self.evict_bo(pf, victim);
@@ -331,7 +346,7 @@ impl Process {
 
     /// `svm_range_evict_svm_bo_worker`: every range holding pages in the
     /// buffer goes back to system memory, whole, and the buffer is freed.
-    pub(super) fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) {
+    pub fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) {
         let holders: Vec<(PageNum, PageRange)> = self
             .svms
             .iter()

@@ -65,6 +65,12 @@ impl Hardware for Fake {
     fn flush_tlb(&mut self, _gpu: GpuIndex, _kind: TlbFlush) {}
     fn smi_event(&mut self, _gpu: GpuIndex, _line: String) {}
     fn evict_queues(&mut self, _gpu: GpuIndex) {}
+    fn foreign_lru_ns(&self, _gpu: GpuIndex) -> Option<u64> {
+        None
+    }
+    fn evict_foreign(&mut self, _gpu: GpuIndex) -> bool {
+        false
+    }
     fn restore_queues(&mut self, _gpu: GpuIndex) {}
 }
 
