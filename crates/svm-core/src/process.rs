@@ -147,6 +147,8 @@ pub struct Process {
     unmap_every_mapped_gpu: bool,
     /// Check kfd's `vram_pages` counter against the truth.
     kernel_accounting: bool,
+    /// The process has exited; faults for it are dropped.
+    exited: bool,
     /// How VRAM eviction picks victims.
     victim_policy: VictimPolicy,
     /// Times a VRAM→RAM migration moved more pages than kfd's counter held
@@ -199,6 +201,7 @@ impl Process {
             lazy_map_after_prefetch: false,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
+            exited: false,
             victim_policy: VictimPolicy::default(),
             vram_pages_warnings: 0,
         };
@@ -308,6 +311,11 @@ impl Process {
     /// GPUs that support SVM.
     pub fn bitmap_supported(&self) -> GpuMask {
         self.bitmap_supported
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self) -> bool {
+        self.exited
     }
 
     /// Whether GPU retry faults are on.
@@ -804,6 +812,9 @@ impl Process {
             self.unmap_from_cpu(pf, r);
         }
         self.queues.clear();
+        self.evicted_ranges = 0;
+        self.restore_due_ns = None;
+        self.exited = true;
     }
 }
 

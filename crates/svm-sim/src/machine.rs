@@ -658,6 +658,15 @@ impl Machine {
             .ok_or(AccessError::NoGpu(gpu_id))?;
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let write = data.is_some();
+        if self.procs[pid.0].svm.exited() {
+            return Err(AccessError::VmFault {
+                gpu_id,
+                addr,
+                write,
+                why: "the process has exited".into(),
+                errno: Errno::Efault,
+            });
+        }
         if len > MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
         }

@@ -49,6 +49,8 @@ pub enum DropReason {
     Duplicate,
     /// The VMA went away (a stale fault after munmap).
     VmaRemoved,
+    /// The process is gone (`kfd_lookup_process_by_pasid` finds nothing).
+    ProcessGone,
 }
 
 fn refused(page: PageNum, why: &'static str, errno: Errno) -> Error {
@@ -75,6 +77,10 @@ impl Process {
         write: bool,
     ) -> Result<FaultOutcome> {
         let now = pf.now_ns();
+        // 2. A fault for a process that is gone is dropped.
+        if self.exited {
+            return Ok(FaultOutcome::Dropped(DropReason::ProcessGone));
+        }
         // 19. Every fault counts, duplicates included.
         self.stats[gpu].faults += 1;
         // 4. Retry faults need XNACK.

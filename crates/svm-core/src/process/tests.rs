@@ -497,3 +497,26 @@ fn remap_pieces_are_validated_even_if_never_mapped() {
         .collect();
     assert_eq!(mapped, vec![(0x10, true), (0x18, false), (0x19, true)]);
 }
+
+#[test]
+fn faults_after_exit_are_dropped() {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    p.exit(&mut pf);
+    let g = GpuIndex::new(0).unwrap();
+    assert_eq!(
+        p.restore_pages(&mut pf, g, PageNum::new(0x10), false),
+        Ok(FaultOutcome::Dropped(DropReason::ProcessGone))
+    );
+}
+
+#[test]
+fn faults_with_xnack_off_are_fatal() {
+    let mut p = Process::new(&topo(true), false);
+    let mut pf = Fake::new(&[(0x10, 0x20, false)]);
+    let g = GpuIndex::new(0).unwrap();
+    let err = p
+        .restore_pages(&mut pf, g, PageNum::new(0x10), false)
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::Efault);
+}

@@ -425,4 +425,10 @@ fn exit_frees_everything() {
             .all(|g| g.bufs.is_empty() && g.iommu.is_empty())
     );
     assert_eq!(k.m.process(k.pid).svm.ranges().len(), 0);
+    // A retry fault that arrives for the gone process is dropped.
+    assert!(k.m.process(k.pid).svm.exited());
+    assert!(
+        k.m.gpu_access(k.pid, GPU0, svm_core::addr::CpuVa::new(buf), 4, None)
+            .is_err()
+    );
 }
