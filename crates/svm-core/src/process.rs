@@ -134,6 +134,8 @@ pub struct Process {
     /// VRAM buffers by id.
     bos: BTreeMap<u64, SvmBo>,
     next_bo: u64,
+    /// A buffer may have lost its last reference since the last scan.
+    bo_scan_needed: bool,
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
@@ -195,6 +197,7 @@ impl Process {
             bulk_dma_unmap: false,
             bos: BTreeMap::new(),
             next_bo: 1,
+            bo_scan_needed: false,
             stats,
             evicted_ranges: 0,
             restore_due_ns: None,
@@ -797,6 +800,7 @@ impl Process {
                 pf.dma_unmap(gpu, addr);
             }
             r.bo = None;
+            self.bo_scan_needed = true;
         }
         // Free pieces give back their reservation while XNACK is off.
         if !self.xnack_enabled {

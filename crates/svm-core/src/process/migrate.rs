@@ -149,6 +149,8 @@ impl Process {
                         last_used_ns: pf.now_ns(),
                     },
                 );
+                // Freed again below if nothing moves into it.
+                self.bo_scan_needed = true;
                 BoRef { id, offset: 0 }
             }
         };
@@ -251,6 +253,9 @@ impl Process {
         // No VRAM page left: `actual_loc` goes back to system memory and the
         // buffer reference is dropped.
         r.settle();
+        if r.bo.is_none() {
+            self.bo_scan_needed = true;
+        }
         self.migrate_event(pf, &leg, start, window, false);
         self.stats[owner].page_out += mpages;
         mpages
@@ -362,7 +367,13 @@ impl Process {
     }
 
     /// Frees buffers no range references any more.
+    ///
+    /// Scans only when some path may have dropped a last reference, so the
+    /// common call after a set_attr costs nothing.
     pub(super) fn release_bos(&mut self, pf: &mut dyn Hardware) {
+        if !std::mem::take(&mut self.bo_scan_needed) {
+            return;
+        }
         let used: std::collections::BTreeSet<u64> = self
             .svms
             .iter()
