@@ -432,3 +432,30 @@ fn exit_frees_everything() {
             .is_err()
     );
 }
+
+/// Found by the reference-model sequences at 5000 cases (seed 0x5eed0001):
+/// NO_ACCESS does not unmap a GPU (kfd's set_attr has a "TODO: unmap ranges
+/// from GPU that lost access"), and munmap then skips it too, because it
+/// unmaps only GPUs that still have ACCESS or ACCESS_IN_PLACE. XNACK off.
+#[test]
+fn kernel_leaves_ptes_of_a_gpu_that_lost_access() {
+    for fixed in [false, true] {
+        let mut k = Kfd::new(false);
+        k.m.process_mut(k.pid).set_unmap_every_mapped_gpu(fixed);
+        let buf = k.mmap(MIB);
+        k.set(buf, MIB, &[(ACCESS, GPU1)]).unwrap();
+        k.set(buf, MIB, &[(NO_ACCESS, GPU1)]).unwrap();
+        assert!(
+            !k.m.process(k.pid).pts[1].is_empty(),
+            "NO_ACCESS left gpu1's PTEs"
+        );
+        k.m.munmap(k.pid, svm_core::addr::CpuVa::new(buf), MIB)
+            .unwrap();
+        let verdict = svm_sim::check::check(&k.m);
+        if fixed {
+            verdict.unwrap();
+        } else {
+            assert_eq!(verdict.unwrap_err().checker, "gpu_pt");
+        }
+    }
+}
