@@ -2,8 +2,8 @@
 //! every invariant checked after every operation.
 //!
 //! Each case draws a machine (GPU count, hives, small VRAM so allocations
-//! fail and fall back, XNACK mode, policy, DMA unmap mode) and up to 30
-//! operations: mappings and unmappings, protection changes, SET_ATTR with
+//! evict or fall back, XNACK mode, policy, DMA unmap mode) with two
+//! processes, and up to 30 operations, each by one of them: mappings and unmappings, protection changes, SET_ATTR with
 //! prefetches and access changes, GPU and CPU reads and writes, and the
 //! passing of time. Operations may fail as the kernel would (fatal faults,
 //! EINVAL, ENOSPC); the checkers must pass regardless, and every byte must
@@ -128,7 +128,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run_case(s: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
     let gpus = (0..s.gpus)
         .map(|i| GpuDesc {
             name: format!("gpu{i}"),
@@ -145,23 +145,27 @@ fn run_case(s: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
         MemLimit::for_sysmem(1 << 30),
     );
     m.set_policy(s.policy);
-    let pid = m.spawn("p");
-    m.process_mut(pid).set_bulk_dma_unmap(s.bulk);
-    // The kernel's own stale-PTE hazard is shown by its own test
-    // (`fault::kernel_leaves_ptes_of_a_gpu_without_access`); here the
-    // sequences check everything else.
-    m.process_mut(pid).set_unmap_every_mapped_gpu(true);
-    // Start with the whole window mapped, so most operations find memory.
-    m.mmap(
-        pid,
-        Some(CpuVa::new(WIN * PAGE)),
-        WIN_PAGES * PAGE,
-        Prot::RW,
-        Backing::Anon,
-        Mark::None,
-    )
-    .unwrap();
-    for (i, op) in ops.iter().enumerate() {
+    // Two processes share the GPUs (and VRAM eviction picks across them).
+    let pids = [m.spawn("p0"), m.spawn("p1")];
+    for pid in pids {
+        m.process_mut(pid).set_bulk_dma_unmap(s.bulk);
+        // kfd's own stale-PTE cases have their own tests
+        // (`fault::kernel_leaves_ptes_*`); here the sequences check
+        // everything else.
+        m.process_mut(pid).set_unmap_every_mapped_gpu(true);
+        // Start with the whole window mapped, so most operations find memory.
+        m.mmap(
+            pid,
+            Some(CpuVa::new(WIN * PAGE)),
+            WIN_PAGES * PAGE,
+            Prot::RW,
+            Backing::Anon,
+            Mark::None,
+        )
+        .unwrap();
+    }
+    for (i, (who, op)) in ops.iter().enumerate() {
+        let pid = pids[*who];
         match op {
             Op::Mmap { page, n, file } => {
                 let b = if *file {
@@ -233,7 +237,9 @@ fn run_case(s: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         if let Err(v) = check::check(&m) {
-            return Err(TestCaseError::fail(format!("after op {i} ({op:?}): {v}")));
+            return Err(TestCaseError::fail(format!(
+                "after op {i} (p{who} {op:?}): {v}"
+            )));
         }
     }
     let c = m.counters();
@@ -281,7 +287,7 @@ fn random_fault_sequences_keep_every_invariant() {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = runner.run(
-        &(setup(), prop::collection::vec(op(), 1..30)),
+        &(setup(), prop::collection::vec((0usize..2, op()), 1..30)),
         |(s, ops)| run_case(&s, &ops),
     );
     std::panic::set_hook(hook);
