@@ -42,6 +42,8 @@ pub struct ProcessDevice {
     pub xnack: bool,
     /// Its xGMI hive.
     pub hive: Option<u64>,
+    /// An app-APU: its SVM memory stays in system memory.
+    pub apu: bool,
 }
 
 /// Per-GPU counters of one process (`/sys/class/kfd/kfd/proc/<pid>/stats_<gpuid>`).
@@ -175,6 +177,7 @@ impl Process {
                     svm: g.svm,
                     xnack: g.xnack,
                     hive: g.hive,
+                    apu: g.apu,
                 })
                 .collect(),
         );

@@ -25,6 +25,9 @@ pub struct GpuDesc {
     pub xnack: bool,
     /// The xGMI hive the GPU belongs to, if any.
     pub hive: Option<u64>,
+    /// An APU that keeps SVM memory in system memory (`gmc.is_app_apu`):
+    /// prefetches and faults never move pages into its "VRAM".
+    pub apu: bool,
 }
 
 /// Why a topology was refused.
@@ -129,6 +132,7 @@ mod tests {
             svm: true,
             xnack: true,
             hive: None,
+            apu: false,
         }
     }
 

@@ -51,6 +51,7 @@ fn machine() -> (Machine, Pid) {
         svm: true,
         xnack: true,
         hive: None,
+        apu: false,
     };
     let mut m = Machine::new(
         Topology::new(vec![gpu]).unwrap(),

@@ -54,6 +54,7 @@ fn machine(granularity: u32) -> (Machine, Pid) {
         svm: true,
         xnack: true,
         hive: None,
+        apu: false,
     };
     let mut m = Machine::new(
         Topology::new(vec![gpu]).unwrap(),

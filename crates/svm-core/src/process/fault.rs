@@ -174,6 +174,10 @@ impl Process {
     /// `svm_range_best_restore_location`: where a fault of `gpu` wants the
     /// range, or `None` when the GPU may not access it.
     fn best_restore_location(&self, start: PageNum, gpu: GpuIndex) -> Option<Location> {
+        // An app-APU keeps SVM memory in system memory.
+        if self.devices[gpu].apu {
+            return Some(Location::Sys);
+        }
         let r = self.svms.get(start).expect("faulting range is in the list");
         let me = Location::Vram(self.devices[gpu].id);
         match r.attrs.preferred_loc {

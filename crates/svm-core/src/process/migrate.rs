@@ -432,6 +432,10 @@ impl Process {
             return Some(best);
         };
         let g = self.gpuidx(id.raw())?;
+        // An app-APU has no VRAM of its own to prefetch into.
+        if self.devices[g].apu {
+            return Some(Location::Sys);
+        }
         let others = if self.xnack_enabled {
             r.attrs.access_in_place
         } else {

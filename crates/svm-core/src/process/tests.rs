@@ -117,6 +117,7 @@ fn topo(second_xnack: bool) -> Topology {
         svm,
         xnack,
         hive: None,
+        apu: false,
     };
     Topology::new(vec![
         g("gpu0", GPU0, true, true),

@@ -459,3 +459,19 @@ fn kernel_leaves_ptes_of_a_gpu_that_lost_access() {
         }
     }
 }
+
+/// On an app-APU SVM memory stays in system memory: prefetch and faults map
+/// it in place.
+#[test]
+fn app_apu_keeps_memory_in_system_memory() {
+    let mut apu = gpu("apu", GPU0, GIB, true);
+    apu.apu = true;
+    for xnack in [false, true] {
+        let mut k = Kfd::with_gpus(vec![apu.clone()], xnack);
+        let buf = k.mmap(2 * MIB);
+        k.register(buf, 2 * MIB, GPU0, GPU0, 3).unwrap();
+        k.gpu_write(GPU0, buf + 8, &[9; 8]);
+        assert_eq!(k.vram_pages_in(buf, 2 * MIB), 0, "xnack {xnack}");
+        assert_eq!(k.cpu_read(buf + 8, 8), [9; 8]);
+    }
+}

@@ -137,6 +137,7 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             svm: true,
             xnack: true,
             hive: s.hive.then_some(7),
+            apu: false,
         })
         .collect();
     let mut m = Machine::new(

@@ -413,6 +413,7 @@ impl StateMachineTest for EngineTest {
                 svm,
                 xnack,
                 hive: None,
+                apu: false,
             })
             .collect();
         let limit = MemLimit {

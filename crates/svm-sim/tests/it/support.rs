@@ -22,6 +22,7 @@ pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
         svm: true,
         xnack,
         hive: None,
+        apu: false,
     }
 }
 

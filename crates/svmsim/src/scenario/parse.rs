@@ -526,7 +526,7 @@ fn parse_gpu(
     index: usize,
 ) -> Result<GpuDesc, ScenarioError> {
     let t = v.table()?;
-    t.only(&["name", "id", "vram", "svm", "xnack", "hive"])?;
+    t.only(&["name", "id", "vram", "svm", "xnack", "hive", "apu"])?;
     let name = match t.get("name") {
         Some(n) => n.str()?.to_owned(),
         None => format!("gpu{index}"),
@@ -564,6 +564,7 @@ fn parse_gpu(
             .transpose()?
             .unwrap_or(true),
         hive: t.get("hive").map(|v| v.int()).transpose()?,
+        apu: t.get("apu").map(|v| v.bool()).transpose()?.unwrap_or(false),
     })
 }
 
