@@ -57,6 +57,11 @@ pub struct SvmRange {
     /// last GPU's DMA array. Never used for decisions; the checker compares
     /// it with [`SvmRange::vram_pages`] to show kfd's accounting drift.
     pub kernel_vram_pages: u64,
+    /// Times the range was evicted: its queues stopped for it (XNACK off or
+    /// GPU_ALWAYS_MAPPED) or its VRAM taken for another buffer.
+    pub evictions: u32,
+    /// Times the restore work remapped it.
+    pub restores: u32,
 }
 
 impl SvmRange {
@@ -78,6 +83,8 @@ impl SvmRange {
             validate_timestamp: None,
             invalid: 0,
             kernel_vram_pages: 0,
+            evictions: 0,
+            restores: 0,
         }
     }
 
@@ -178,6 +185,8 @@ impl SvmRange {
             validate_timestamp: self.validate_timestamp,
             invalid: self.invalid,
             kernel_vram_pages: self.kernel_vram_pages,
+            evictions: self.evictions,
+            restores: self.restores,
         };
         p.settle();
         p

@@ -265,7 +265,9 @@ impl Process {
         for start in invalid {
             let whole = self.svms.get(start).expect("evicted range").range();
             self.validate_and_map(pf, start, whole, None)?;
-            self.svms.get_mut(start).expect("evicted range").invalid = 0;
+            let r = self.svms.get_mut(start).expect("evicted range");
+            r.invalid = 0;
+            r.restores += 1;
         }
         self.evicted_ranges = 0;
         self.restore_due_ns = None;

@@ -98,6 +98,7 @@ impl Process {
                 .get_mut(start)
                 .expect("range to invalidate is in the list");
             r.invalid += 1;
+            r.evictions += 1;
             self.evicted_ranges += 1;
             // The first eviction stops the queues on every GPU; they stay
             // stopped until the restore work has remapped everything.
@@ -361,6 +362,9 @@ impl Process {
         let gpu = self.bos[&id].gpu;
         for (start, whole) in holders {
             self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
+            if let Some(r) = self.svms.get_mut(start) {
+                r.evictions += 1;
+            }
         }
         self.stats[gpu].evictions += 1;
         self.release_bos(pf);

@@ -117,6 +117,10 @@ pub struct RangeOut {
     pub residency: Vec<RunOut>,
     /// Per GPU: PTEs, DMA entries and stale DMA entries of this range.
     pub gpus: Vec<RangeGpuOut>,
+    /// Times the range was evicted (queues stopped for it, or VRAM taken).
+    pub evictions: u32,
+    /// Times the restore work remapped it.
+    pub restores: u32,
 }
 
 /// A run of pages that live in one place.
@@ -937,6 +941,8 @@ impl Runner<'_> {
                             granularity: r.attrs.granularity.log2(),
                             mapped_to_gpu: r.mapped_to_gpu,
                             vram_pages: r.vram_pages(),
+                            evictions: r.evictions,
+                            restores: r.restores,
                             actual_loc: r.actual_loc.map_or_else(
                                 || "sysmem".into(),
                                 |g| self.names.gpu(svm.devices()[g].id.raw()),
