@@ -578,6 +578,33 @@ impl Machine {
         r
     }
 
+    /// `madvise(MADV_DONTNEED)`: the pages are dropped and read as zero
+    /// afterwards, wherever they were (see `Process::cpu_zap`).
+    ///
+    /// # Errors
+    /// EINVAL for a misaligned address; ENOMEM when a page is not mapped.
+    pub fn madvise_dontneed(&mut self, pid: Pid, addr: CpuVa, len: u64) -> Result<(), MmError> {
+        if !addr.is_page_aligned() {
+            return Err(MmError::Misaligned(addr));
+        }
+        let end = addr
+            .checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            .ok_or(MmError::NotMapped(addr.page_num()))?;
+        let range = PageRange::new(addr.page_num(), end.page_num());
+        for page in range.pages() {
+            if self.procs[pid.0].mm.vma_at(page).is_none() {
+                return Err(MmError::NotMapped(page));
+            }
+        }
+        let (svm, mut env) = env!(self, pid);
+        svm.cpu_zap(&mut env, range);
+        let p = &mut self.procs[pid.0];
+        p.mm.pages_mut()
+            .drop_range(range.start().raw(), range.end().raw());
+        p.shadow.drop_range(range.start().raw(), range.end().raw());
+        Ok(())
+    }
+
     /// `AMDKFD_IOC_SVM`.
     ///
     /// # Errors

@@ -485,6 +485,33 @@ impl Process {
         }
     }
 
+    /// `madvise(MADV_DONTNEED)` over `range`: the CPU page tables drop the
+    /// pages, device-private ones included, so they read as zero afterwards.
+    /// The notifier (a CLEAR event) takes the GPUs' mappings away. Pages that
+    /// were in VRAM are freed behind kfd's back (`folio_free` drops the
+    /// buffer reference per page); kfd's `vram_pages` counter does not hear
+    /// of it, which is the second way it drifts (an over-count).
+    pub fn cpu_zap(&mut self, pf: &mut dyn Hardware, range: PageRange) {
+        self.cpu_invalidate(pf, range);
+        let hit: Vec<(PageNum, PageRange)> = self
+            .svms
+            .overlapping(range)
+            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
+            .collect();
+        for (start, cut) in hit {
+            let r = self.svms.get_mut(start).expect("zapped range");
+            for p in cut.pages() {
+                let k = r.index(p);
+                r.vram.set(k, false);
+            }
+            r.settle();
+            if r.bo.is_none() {
+                self.bo_scan_needed = true;
+            }
+        }
+        self.release_bos(pf);
+    }
+
     /// Whether `page` sits in VRAM, so a CPU touch must fault it back.
     pub fn page_in_vram(&self, page: PageNum) -> bool {
         self.svms

@@ -475,3 +475,36 @@ fn app_apu_keeps_memory_in_system_memory() {
         assert_eq!(k.cpu_read(buf + 8, 8), [9; 8]);
     }
 }
+
+/// madvise(MADV_DONTNEED) frees device pages behind kfd's back: the pages
+/// read as zero, the GPUs lose their mappings, and kfd's `vram_pages`
+/// counter, which only migrations update, is left too high.
+#[test]
+fn dontneed_frees_vram_pages_behind_the_counter() {
+    for accounting in [false, true] {
+        let mut k = Kfd::new(true);
+        k.m.process_mut(k.pid).set_kernel_accounting(accounting);
+        let buf = k.mmap(2 * MIB);
+        k.register(buf, 2 * MIB, GPU0, GPU0, 3).unwrap();
+        k.gpu_write(GPU0, buf, &[7; 4096]);
+        k.m.madvise_dontneed(k.pid, svm_core::addr::CpuVa::new(buf), MIB)
+            .unwrap();
+        assert_eq!(k.vram_pages_in(buf, 2 * MIB), 256);
+        let verdict = svm_sim::check::check(&k.m);
+        if accounting {
+            let v = verdict.unwrap_err();
+            assert!(
+                v.message.contains("records 512 VRAM pages but holds 256"),
+                "{v}"
+            );
+        } else {
+            verdict.unwrap();
+        }
+        // The zapped page reads zero, through a fresh fault.
+        let (bytes, stats) =
+            k.m.gpu_access(k.pid, GPU0, svm_core::addr::CpuVa::new(buf), 4, None)
+                .unwrap();
+        assert_eq!(bytes, vec![0; 4]);
+        assert!(stats.faults > 0);
+    }
+}

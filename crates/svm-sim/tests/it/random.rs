@@ -42,6 +42,10 @@ struct Setup {
 
 #[derive(Clone, Debug)]
 enum Op {
+    DontNeed {
+        page: u64,
+        n: u64,
+    },
     Mmap {
         page: u64,
         n: u64,
@@ -118,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (span(), prop::bool::weighted(0.15)).prop_map(|((page, n), file)| Op::Mmap { page, n, file }),
         1 => span().prop_map(|(page, n)| Op::Munmap { page, n }),
+        1 => span().prop_map(|(page, n)| Op::DontNeed { page, n }),
         1 => (span(), any::<bool>()).prop_map(|((page, n), write)| Op::Mprotect { page, n, write }),
         4 => (span(), prop::collection::vec(attr(), 1..4)).prop_map(|((page, n), attrs)| Op::SetAttr { page, n, attrs }),
         5 => (0usize..3, span(), 0..PAGE, 1..3 * PAGE, byte.clone())
@@ -185,6 +190,9 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
                 .unwrap();
             }
             Op::Munmap { page, n } => m.munmap(pid, CpuVa::new(page * PAGE), n * PAGE).unwrap(),
+            Op::DontNeed { page, n } => {
+                let _ = m.madvise_dontneed(pid, CpuVa::new(page * PAGE), n * PAGE);
+            }
             Op::Mprotect { page, n, write } => {
                 let prot = Prot {
                     read: true,

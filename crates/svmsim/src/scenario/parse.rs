@@ -86,6 +86,8 @@ pub enum OpKind {
         size: u64,
         prot: Prot,
     },
+    /// `madvise(MADV_DONTNEED)`.
+    DontNeed { addr: AddrExpr, size: u64 },
     /// SVM SET_ATTR with raw attributes.
     SetAttr {
         addr: AddrExpr,
@@ -141,6 +143,7 @@ impl OpKind {
             OpKind::Mmap { .. } => "mmap",
             OpKind::Munmap { .. } => "munmap",
             OpKind::Mprotect { .. } => "mprotect",
+            OpKind::DontNeed { .. } => "madvise_dontneed",
             OpKind::SetAttr { .. } => "set_attr",
             OpKind::GetAttr { .. } => "get_attr",
             OpKind::SetXnack { .. } => "set_xnack",
@@ -698,7 +701,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     })
 }
 
-const OPS: &str = "mmap, munmap, mprotect, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, sleep, residency, counters";
+const OPS: &str = "mmap, munmap, mprotect, madvise_dontneed, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, sleep, residency, counters";
 
 /// Names of the per-GPU counters a `counters` op may check.
 pub const GPU_COUNTERS: [&str; 4] = ["faults", "page_in", "page_out", "stale_dma"];
@@ -827,6 +830,14 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
             if let Some(l) = label {
                 ctx.labels[process].push(l);
             }
+            (kind, expect_str()?)
+        }
+        "madvise_dontneed" => {
+            allow(&["addr", "size"])?;
+            let kind = OpKind::DontNeed {
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+            };
             (kind, expect_str()?)
         }
         "munmap" | "mprotect" => {

@@ -577,6 +577,11 @@ impl Runner<'_> {
                     }
                 }
             }
+            OpKind::DontNeed { addr, size } => {
+                let a = self.addr(op, "addr", addr)?;
+                rec.args = format!("{a:#x} +{}", fmt_size(*size));
+                rec.result = Self::mm_result(&self.m.madvise_dontneed(pid, CpuVa::new(a), *size));
+            }
             OpKind::Sleep { ns } => {
                 rec.args = format!("{ns} ns");
                 self.m.advance(*ns);
