@@ -812,11 +812,25 @@ impl Process {
         self.release_bos(pf);
     }
 
-    /// Process exit (`svm_range_list_fini`): frees every range.
+    /// Process exit (`svm_range_list_fini`): frees every range, its DMA
+    /// mappings, VRAM and memory reservation. No notifier runs and no
+    /// UNMAP_FROM_GPU is reported: the process's GPU VMs go away with it.
     pub fn exit(&mut self, pf: &mut dyn Hardware) {
-        let all: Vec<PageRange> = self.svms.iter().map(SvmRange::range).collect();
-        for r in all {
-            self.unmap_from_cpu(pf, r);
+        let gone = self.svms.clear();
+        let pages: u64 = gone.iter().map(|r| r.range().npages().raw()).sum();
+        for mut r in gone {
+            for (gpu, addr) in r.dma.unmap_sys(0, r.range().npages().raw()) {
+                pf.dma_unmap(gpu, addr);
+            }
+        }
+        if !self.xnack_enabled {
+            pf.unreserve_mem_limit(PageCount::new(pages).bytes());
+        }
+        self.bo_scan_needed = true;
+        self.release_bos(pf);
+        let everything = PageRange::new(PageNum::new(0), PageNum::new(u64::MAX));
+        for (g, _) in self.devices.iter() {
+            pf.unmap_ptes(g, everything);
         }
         self.queues.clear();
         self.evicted_ranges = 0;

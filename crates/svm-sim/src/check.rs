@@ -265,15 +265,18 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
             }
         }
         // Bytes against the shadow.
+        // Only pages that can hold bytes: written, in host memory, or in
+        // VRAM. (Walking every VMA page made each step slow for large maps.)
         let mut pages: std::collections::BTreeSet<svm_core::addr::PageNum> =
-            std::collections::BTreeSet::new();
-        for v in p.mm.vmas() {
-            for page in v.range.pages() {
-                let populated = p.mm.pages().is_populated(page.raw())
-                    || p.shadow.is_populated(page.raw())
-                    || svm.page_in_vram(page);
-                if populated {
-                    pages.insert(page);
+            p.mm.pages()
+                .page_numbers()
+                .chain(p.shadow.page_numbers())
+                .map(svm_core::addr::PageNum::new)
+                .collect();
+        for r in svm.ranges().iter() {
+            for (a, b, in_vram) in r.vram.runs() {
+                if in_vram {
+                    pages.extend((a..b).map(|k| svm_core::addr::PageNum::new(r.start().raw() + k)));
                 }
             }
         }

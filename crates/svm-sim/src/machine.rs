@@ -33,6 +33,12 @@ pub const RETRY_DELAY_NS: u64 = 100_000;
 /// Retries after which a GPU access gives up (a livelock, a bug).
 const MAX_RETRIES: u32 = 10_000;
 
+/// One past the last byte of `[addr, addr + len)` with `len` rounded up to
+/// whole pages, or `None` when that leaves the 64-bit space.
+fn page_end(addr: CpuVa, len: u64) -> Option<CpuVa> {
+    addr.checked_add(len.checked_next_multiple_of(PAGE_SIZE)?)
+}
+
 /// The system-wide limit on memory that XNACK-off SVM ranges reserve
 /// (`kfd_mem_limit.max_system_mem_limit` and `system_mem_used`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -526,7 +532,7 @@ impl Machine {
         // mapping replaces them, so the engine can still see them.
         if let Some(addr) = fixed
             && addr.is_page_aligned()
-            && let Some(end) = addr.checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            && let Some(end) = page_end(addr, len)
         {
             let r = PageRange::new(addr.page_num(), end.page_num());
             self.notify_unmap(pid, r);
@@ -554,9 +560,7 @@ impl Machine {
         // Check the request the way munmap does before notifying anyone.
         let mut probe = AddressSpace::new();
         probe.munmap(addr, len)?;
-        let end = addr
-            .checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
-            .expect("checked by munmap");
+        let end = page_end(addr, len).expect("checked by munmap");
         self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
         self.procs[pid.0].mm.munmap(addr, len).map(drop)
     }
@@ -568,12 +572,19 @@ impl Machine {
     /// See [`AddressSpace::mprotect`].
     pub fn mprotect(&mut self, pid: Pid, addr: CpuVa, len: u64, prot: Prot) -> Result<(), MmError> {
         let r = self.procs[pid.0].mm.mprotect(addr, len, prot);
-        if let Some(end) = addr.checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+        // The notifier covers the VMAs that changed: all of them, or those
+        // before the hole that stopped the walk.
+        let changed_end = match &r {
+            Ok(()) => page_end(addr, len).map(CpuVa::page_num),
+            Err(MmError::NotMapped(hole)) => Some(*hole),
+            Err(_) => None,
+        };
+        if let Some(end) = changed_end
             && addr.is_page_aligned()
-            && len > 0
+            && end > addr.page_num()
         {
             let (svm, mut env) = env!(self, pid);
-            svm.cpu_invalidate(&mut env, PageRange::new(addr.page_num(), end.page_num()));
+            svm.cpu_invalidate(&mut env, PageRange::new(addr.page_num(), end));
         }
         r
     }
@@ -587,14 +598,15 @@ impl Machine {
         if !addr.is_page_aligned() {
             return Err(MmError::Misaligned(addr));
         }
-        let end = addr
-            .checked_add(len.div_ceil(PAGE_SIZE) * PAGE_SIZE)
-            .ok_or(MmError::NotMapped(addr.page_num()))?;
+        let end = page_end(addr, len).ok_or(MmError::NotMapped(addr.page_num()))?;
         let range = PageRange::new(addr.page_num(), end.page_num());
-        for page in range.pages() {
-            if self.procs[pid.0].mm.vma_at(page).is_none() {
-                return Err(MmError::NotMapped(page));
-            }
+        let mut page = range.start();
+        while page < range.end() {
+            let vma = self.procs[pid.0]
+                .mm
+                .vma_at(page)
+                .ok_or(MmError::NotMapped(page))?;
+            page = vma.range.end();
         }
         let (svm, mut env) = env!(self, pid);
         svm.cpu_zap(&mut env, range);

@@ -41,6 +41,11 @@ impl PageStore {
         self.pages.len()
     }
 
+    /// The numbers of the pages that hold bytes, in order.
+    pub fn page_numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.keys().copied()
+    }
+
     /// Whether page `n` holds bytes.
     pub fn is_populated(&self, n: u64) -> bool {
         self.pages.contains_key(&n)

@@ -31,9 +31,10 @@ pub const RESTORE_DELAY_NS: u64 = 1_000_000;
 /// What a GPU fault came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOutcome {
-    /// The window is mapped; `migrated` says whether pages moved first.
+    /// The window is mapped; `migrated` says whether the migration step ran
+    /// (kfd's 'M' in PAGE_FAULT_END), even if no page had to move.
     Resolved {
-        /// Pages moved before mapping.
+        /// The migration step ran.
         migrated: bool,
         /// The window that was migrated and mapped.
         window: PageRange,
@@ -81,12 +82,12 @@ impl Process {
         if self.exited {
             return Ok(FaultOutcome::Dropped(DropReason::ProcessGone));
         }
-        // 19. Every fault counts, duplicates included.
-        self.stats[gpu].faults += 1;
-        // 4. Retry faults need XNACK.
+        // 4. Retry faults need XNACK (refused before the fault is counted).
         if !self.xnack_enabled {
             return Err(refused(page, "XNACK is off", Errno::Efault));
         }
+        // 19. Every fault from here on counts, duplicates included.
+        self.stats[gpu].faults += 1;
         // 8. Find the range, or make one for memory never registered.
         let start = match self.svms.find(page) {
             Some(r) => r.start(),
@@ -131,40 +132,43 @@ impl Process {
         } else {
             whole
         };
-        let mut migrated = false;
-        if r.actual_loc.is_some() || best != Location::Sys {
+        // kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever this branch
+        // ran without error, even if no page had to move; with the fallback,
+        // this model's migrations cannot fail past it.
+        let migrated = r.actual_loc.is_some() || best != Location::Sys;
+        if migrated {
             match best {
                 Location::Vram(id) => {
                     let g = self
                         .gpuidx(id.raw())
                         .expect("best location is a process GPU");
-                    match self.migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu) {
-                        Ok(n) => migrated = n > 0,
-                        Err(_) => {
-                            // Fall back to system memory when VRAM fails; pages on
-                            // another GPU come back, pages in RAM stay.
-                            let r = self.svms.get(start).expect("faulting range is in the list");
-                            if r.actual_loc.is_some_and(|a| a != g) {
-                                migrated =
-                                    self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu)
-                                        > 0;
-                            }
+                    if self
+                        .migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu)
+                        .is_err()
+                    {
+                        // Fall back to system memory when VRAM fails: pages on
+                        // another GPU come back, pages in RAM stay.
+                        let r = self.svms.get(start).expect("faulting range is in the list");
+                        if r.actual_loc.is_some_and(|a| a != g) {
+                            self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
                         }
                     }
                 }
                 Location::Sys => {
-                    migrated = self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu) > 0;
+                    self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
                 }
             }
         }
-        // 17. Map the window on the faulting GPU.
-        self.validate_and_map(pf, start, map, Some(gpu))?;
+        // 17. Map the window on the faulting GPU. A failure is logged, the
+        //     fault still ends (18.), and then the error is returned.
+        let mapped = self.validate_and_map(pf, start, map, Some(gpu));
         self.release_bos(pf);
         // 18.
         pf.smi_event(
             gpu,
             events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, migrated),
         );
+        mapped?;
         Ok(FaultOutcome::Resolved {
             migrated,
             window: map,

@@ -93,9 +93,9 @@ impl Process {
             .get_mut(start)
             .expect("range to map is in the list");
         for (g, reachable) in hives {
-            if !reachable {
-                continue;
-            }
+            // 3. Every chosen GPU's DMA array is filled; a GPU outside the
+            //    hive of the GPU holding the VRAM then gets no PTEs
+            //    (`svm_range_map_to_gpus` skips it).
             let ctx = pf.pte_context(g);
             let mut ptes = Vec::with_capacity(readonly.len());
             for (page, &ro) in window.pages().zip(&readonly) {
@@ -132,8 +132,10 @@ impl Process {
                 });
             }
             // 4. Update the GPU page table, then flush its TLB.
-            pf.map_ptes(g, window.start(), &ptes);
-            pf.flush_tlb(g, TlbFlush::Legacy);
+            if reachable {
+                pf.map_ptes(g, window.start(), &ptes);
+                pf.flush_tlb(g, TlbFlush::Legacy);
+            }
         }
         r.mapped_to_gpu = true;
         r.validate_timestamp = Some(now);

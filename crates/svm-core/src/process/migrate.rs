@@ -164,33 +164,34 @@ impl Process {
             b.last_used_ns = now;
             *b
         };
-        // Pages that will move: in RAM, in an anonymous VMA (file pages stay
-        // in the page cache).
-        let movable: Vec<PageNum> = {
-            let r = self.svms.get(start).expect("range to migrate");
-            window
-                .pages()
-                .filter(|&p| !r.vram.get(r.index(p)))
-                .filter(|&p| pf.vma_at(p).is_some_and(|v| !v.flags.file && !v.flags.io))
-                .collect()
-        };
         let leg = Leg {
             gpu: best,
             from: 0,
             to: self.devices[best].id.raw(),
             trigger,
         };
-        self.migrate_event(pf, &leg, start, window, true);
-        if !movable.is_empty() {
-            self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
+        // One `migrate_vma` per VMA chunk of the window, stopping at a hole.
+        let mut mpages = 0;
+        for (chunk, vma) in vma_chunks(pf, window) {
+            self.migrate_event(pf, &leg, start, chunk, true);
+            // `migrate_vma_setup` raises the MIGRATE notifier over the chunk
+            // whether or not any page gets collected.
+            self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
+            // Only anonymous pages migrate; file pages stay in the page cache.
+            if !vma.flags.file && !vma.flags.io {
+                let r = self.svms.get_mut(start).expect("range to migrate");
+                for p in chunk.pages() {
+                    let k = r.index(p);
+                    if !r.vram.get(k) {
+                        pf.copy_page(CopyDir::ToVram, sbo.gpu, sbo.buf, bref.offset + k, p);
+                        r.vram.set(k, true);
+                        mpages += 1;
+                    }
+                }
+            }
+            self.migrate_event(pf, &leg, start, chunk, false);
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
-        for &p in &movable {
-            let k = r.index(p);
-            pf.copy_page(CopyDir::ToVram, sbo.gpu, sbo.buf, bref.offset + k, p);
-            r.vram.set(k, true);
-        }
-        let mpages = movable.len() as u64;
         r.kernel_vram_pages = r.kernel_vram_pages.wrapping_add(mpages);
         if mpages > 0 {
             r.actual_loc = Some(best);
@@ -204,7 +205,6 @@ impl Process {
                 }
             }
         }
-        self.migrate_event(pf, &leg, start, window, false);
         self.stats[best].page_in += mpages;
         Ok(mpages)
     }
@@ -219,13 +219,12 @@ impl Process {
         window: PageRange,
         trigger: MigrateTrigger,
     ) -> u64 {
-        let (owner, bref, moving) = {
+        let (owner, bref) = {
             let r = self.svms.get(start).expect("range to migrate");
             let (Some(owner), Some(bref)) = (r.actual_loc, r.bo) else {
                 return 0; // already in RAM
             };
-            let moving: Vec<PageNum> = window.pages().filter(|&p| r.vram.get(r.index(p))).collect();
-            (owner, bref, moving)
+            (owner, bref)
         };
         let sbo = self.bos[&bref.id];
         let leg = Leg {
@@ -234,19 +233,26 @@ impl Process {
             to: 0,
             trigger,
         };
-        self.migrate_event(pf, &leg, start, window, true);
-        if !moving.is_empty() {
-            self.invalidate(pf, start, window, UnmapTrigger::MmuNotifyMigrate);
+        // One `migrate_vma` per VMA chunk; pages already in RAM are skipped
+        // and not counted.
+        let mut mpages = 0;
+        for (chunk, _) in vma_chunks(pf, window) {
+            self.migrate_event(pf, &leg, start, chunk, true);
+            self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
+            let r = self.svms.get_mut(start).expect("range to migrate");
+            for p in chunk.pages() {
+                let k = r.index(p);
+                if r.vram.get(k) {
+                    pf.copy_page(CopyDir::ToRam, sbo.gpu, sbo.buf, bref.offset + k, p);
+                    r.vram.set(k, false);
+                    mpages += 1;
+                }
+            }
+            self.migrate_event(pf, &leg, start, chunk, false);
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
-        for &p in &moving {
-            let k = r.index(p);
-            pf.copy_page(CopyDir::ToRam, sbo.gpu, sbo.buf, bref.offset + k, p);
-            r.vram.set(k, false);
-        }
         // kfd's counter: a warning when it holds fewer pages than moved, then
         // a u64 subtraction that may wrap.
-        let mpages = moving.len() as u64;
         if r.kernel_vram_pages < mpages {
             self.vram_pages_warnings += 1;
         }
@@ -257,7 +263,6 @@ impl Process {
         if r.bo.is_none() {
             self.bo_scan_needed = true;
         }
-        self.migrate_event(pf, &leg, start, window, false);
         self.stats[owner].page_out += mpages;
         mpages
     }
@@ -518,6 +523,20 @@ impl Process {
             .find(page)
             .is_some_and(|r| r.vram.get(r.index(page)))
     }
+}
+
+/// The VMA chunks of `window`, in order, up to the first page no VMA holds
+/// (the migration loops' `vma_lookup` ... `break`).
+fn vma_chunks(pf: &dyn Hardware, window: PageRange) -> Vec<(PageRange, crate::platform::VmaInfo)> {
+    let mut out = Vec::new();
+    let mut at = window.start();
+    while at < window.end() {
+        let Some(vma) = pf.vma_at(at) else { break };
+        let end = vma.range.end().min(window.end());
+        out.push((PageRange::new(at, end), vma));
+        at = end;
+    }
+    out
 }
 
 /// The granularity window around `page`, clipped to `range`:
