@@ -9,13 +9,14 @@
 //! Run: `cargo bench -p svm-sim --bench attr_api`.
 
 use divan::Bencher;
-use svm_core::addr::CpuVa;
-use svm_core::gpu::GpuId;
-use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
-use svm_sim::machine::{Machine, MemLimit, Pid};
-use svm_sim::mm::{Backing, Mark, Prot};
+use svm_sim::machine::{Machine, Pid};
 use svm_sim::refmodel::{RefGpu, RefModel};
+
+#[path = "support/machine.rs"]
+mod support;
+
+use support::{GPU, one_gpu};
 
 fn main() {
     divan::main();
@@ -24,7 +25,6 @@ fn main() {
 const PAGE: u64 = 4096;
 const BASE: u64 = 0x4000_0000;
 const PAGES: u64 = 16 << 10; // 64 MiB
-const GPU: u32 = 0x1002;
 const NS: [u64; 3] = [16, 256, 2048];
 
 fn attrs(i: u64) -> Vec<SvmAttribute> {
@@ -44,31 +44,7 @@ fn query() -> Vec<SvmAttribute> {
 }
 
 fn machine() -> (Machine, Pid) {
-    let gpu = GpuDesc {
-        name: "gpu0".into(),
-        id: GpuId::new(GPU).unwrap(),
-        vram_bytes: 16 << 30,
-        svm: true,
-        xnack: true,
-        hive: None,
-        apu: false,
-    };
-    let mut m = Machine::new(
-        Topology::new(vec![gpu]).unwrap(),
-        false,
-        MemLimit::for_sysmem(64 << 30),
-    );
-    let pid = m.spawn("bench");
-    m.mmap(
-        pid,
-        Some(CpuVa::new(BASE)),
-        PAGES * PAGE,
-        Prot::RW,
-        Backing::Anon,
-        Mark::None,
-    )
-    .unwrap();
-    (m, pid)
+    one_gpu(16 << 30, false, BASE, PAGES * PAGE)
 }
 
 fn model() -> RefModel {

@@ -14,11 +14,13 @@
 
 use divan::Bencher;
 use svm_core::addr::CpuVa;
-use svm_core::gpu::GpuId;
-use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
-use svm_sim::machine::{Machine, MemLimit, Pid};
-use svm_sim::mm::{Backing, Mark, Prot};
+use svm_sim::machine::{Machine, Pid};
+
+#[path = "support/machine.rs"]
+mod support;
+
+use support::{GPU, one_gpu};
 
 fn main() {
     divan::main();
@@ -29,7 +31,6 @@ const BASE: u64 = 0x4000_0000;
 const SIZE: u64 = 4 << 20;
 /// [`SIZE`] as a buffer length.
 const LEN: usize = 4 << 20;
-const GPU: u32 = 0x1002;
 
 fn set(m: &mut Machine, pid: Pid, attrs: &[(u32, u32)]) {
     let attrs = attrs
@@ -47,30 +48,7 @@ fn set(m: &mut Machine, pid: Pid, attrs: &[(u32, u32)]) {
 
 /// A machine with one 1 GiB GPU and a 4 MiB range filled with bytes.
 fn machine(granularity: u32) -> (Machine, Pid) {
-    let gpu = GpuDesc {
-        name: "gpu0".into(),
-        id: GpuId::new(GPU).unwrap(),
-        vram_bytes: 1 << 30,
-        svm: true,
-        xnack: true,
-        hive: None,
-        apu: false,
-    };
-    let mut m = Machine::new(
-        Topology::new(vec![gpu]).unwrap(),
-        true,
-        MemLimit::for_sysmem(64 << 30),
-    );
-    let pid = m.spawn("bench");
-    m.mmap(
-        pid,
-        Some(CpuVa::new(BASE)),
-        SIZE,
-        Prot::RW,
-        Backing::Anon,
-        Mark::None,
-    )
-    .unwrap();
+    let (mut m, pid) = one_gpu(1 << 30, true, BASE, SIZE);
     m.cpu_access(pid, CpuVa::new(BASE), SIZE, Some(&vec![0x5a; LEN]))
         .unwrap();
     set(
