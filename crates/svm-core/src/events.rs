@@ -138,6 +138,13 @@ pub fn queue_restore(ts: u64, pid: u32, gpu_id: u32) -> String {
     line(QUEUE_RESTORE, format_args!("{ts} -{pid} {gpu_id:x}"))
 }
 
+/// `QUEUE_RESTORE` with the rescheduled mark: `ts -pid gpu_id R`
+/// (`kfd_smi_event_queue_restore_rescheduled`: the restore work failed and
+/// runs again 1 ms later; the queues stay stopped).
+pub fn queue_restore_rescheduled(ts: u64, pid: u32, gpu_id: u32) -> String {
+    line(QUEUE_RESTORE, format_args!("{ts} -{pid} {gpu_id:x} R"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

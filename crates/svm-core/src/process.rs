@@ -55,6 +55,9 @@ pub struct GpuStats {
     pub queue_evictions: u64,
     /// Times they were resumed by the restore work.
     pub queue_restores: u64,
+    /// Times the restore work failed and rescheduled itself 1 ms later,
+    /// leaving the queues stopped.
+    pub restore_reschedules: u64,
     /// VRAM buffers evicted to make room.
     pub evictions: u64,
     /// Pages migrated into this GPU's VRAM.
@@ -141,8 +144,11 @@ pub struct Process {
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
-    /// When the scheduled restore work runs (1 ms after the first eviction).
+    /// When the scheduled restore work runs (1 ms after the first eviction,
+    /// or after its own last failed run).
     restore_due_ns: Option<u64>,
+    /// Why the last restore work failed, while it stays rescheduled.
+    restore_error: Option<Error>,
     /// With XNACK on, leave mapping after a prefetch to the GPU faults
     /// (the seed thread's suggestion) instead of mapping eagerly.
     lazy_map_after_prefetch: bool,
@@ -204,6 +210,7 @@ impl Process {
             stats,
             evicted_ranges: 0,
             restore_due_ns: None,
+            restore_error: None,
             lazy_map_after_prefetch: false,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
@@ -238,7 +245,7 @@ impl Process {
     /// Makes unmapping reach every GPU that mapped a range.
     ///
     /// Off by default, which is kfd's behaviour, and leaves GPU PTEs behind
-    /// in two cases the checker reports:
+    /// in cases the checker reports, among them:
     /// - kfd unmaps only the GPUs in `bitmap_access | bitmap_aip`
     ///   (`svm_range_unmap_from_gpus`), but a GPU whose preferred location is
     ///   itself can fault a range in and map it without either bit
@@ -247,11 +254,18 @@ impl Process {
     /// - an eviction (XNACK off, or GPU_ALWAYS_MAPPED) leaves PTEs in place
     ///   for the restore work to rewrite, but with XNACK on the restore work
     ///   remaps only the in-place GPUs and the GPU holding the VRAM, so
-    ///   another GPU keeps PTEs to where the pages were.
+    ///   another GPU keeps PTEs to where the pages were;
+    /// - mapping a range that holds VRAM re-DMA-maps every chosen GPU's
+    ///   slots, unmapping the old addresses, but writes no PTEs for a GPU
+    ///   outside the VRAM owner's hive (`svm_range_map_to_gpus` skips it).
+    ///   Since migration became partial a range can hold system pages that
+    ///   such a GPU mapped earlier: its PTEs then point at unmapped DMA
+    ///   addresses.
     ///
-    /// On, unmapping covers every GPU with a DMA array for the range, and an
+    /// On, unmapping covers every GPU with a DMA array for the range, an
     /// eviction also unmaps (harmless: the queues are stopped until the
-    /// restore work remaps).
+    /// restore work remaps), and a skipped GPU's PTEs for the window are
+    /// cleared.
     pub fn set_unmap_every_mapped_gpu(&mut self, on: bool) {
         self.unmap_every_mapped_gpu = on;
     }
@@ -835,6 +849,7 @@ impl Process {
         self.queues.clear();
         self.evicted_ranges = 0;
         self.restore_due_ns = None;
+        self.restore_error = None;
         self.exited = true;
     }
 }

@@ -28,6 +28,9 @@ use crate::gpu::{HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
 
+/// Restore retries one [`Machine::advance_to`] runs before it skips the
+/// rest (they would fail the same way: nothing else runs between them).
+pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
 /// How long a GPU waits before retrying a fault the driver dropped.
 pub const RETRY_DELAY_NS: u64 = 100_000;
 /// Retries after which a GPU access gives up (a livelock, a bug).
@@ -465,20 +468,41 @@ impl Machine {
 
     /// Lets simulated time pass, running restore work that falls due.
     pub fn advance(&mut self, ns: u64) {
-        self.clock_ns = self.clock_ns.saturating_add(ns);
-        for i in 0..self.procs.len() {
-            let pid = Pid(i);
-            if self.procs[i]
-                .svm
-                .restore_due_ns()
-                .is_some_and(|due| due <= self.clock_ns)
-            {
-                let (svm, mut env) = env!(self, pid);
-                // A range that cannot be remapped stays invalid; the next GPU
-                // access reports the failure.
-                let _ = svm.restore_work(&mut env);
+        self.advance_to(self.clock_ns.saturating_add(ns));
+    }
+
+    /// Runs every piece of deferred work due by `until`, in time order with
+    /// the clock at each one's due time (ties go to the lower process), then
+    /// sets the clock to `until`.
+    ///
+    /// A restore work that fails reschedules itself 1 ms later, as kfd's
+    /// does, and runs again when that falls due. Nothing else changes the
+    /// process between two such retries, so after [`MAX_RETRIES_PER_ADVANCE`]
+    /// of them in one call the rest would fail the same way: they are skipped
+    /// and the next retry is left due 1 ms after `until`.
+    pub fn advance_to(&mut self, until: u64) {
+        let mut retries = 0;
+        while let Some((due, i)) = self
+            .procs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.svm.restore_due_ns().map(|d| (d, i)))
+            .filter(|&(d, _)| d <= until)
+            .min()
+        {
+            self.clock_ns = self.clock_ns.max(due);
+            let (svm, mut env) = env!(self, Pid(i));
+            if retries == MAX_RETRIES_PER_ADVANCE {
+                svm.postpone_restore(until.saturating_add(svm_core::process::RESTORE_DELAY_NS));
+                continue;
+            }
+            // A failed restore has rescheduled itself; its queues stay
+            // stopped, and a GPU access reports why.
+            if svm.restore_work(&mut env).is_err() {
+                retries += 1;
             }
         }
+        self.clock_ns = self.clock_ns.max(until);
     }
 
     /// Starts a process; it opens every GPU of the machine.
@@ -668,6 +692,51 @@ impl Machine {
         self.procs[pid.0].svm.destroy_queue(queue)
     }
 
+    /// The index of the GPU with this kfd gpu_id.
+    fn gpu_index(&self, gpu_id: u32) -> Option<GpuIndex> {
+        let g = self.gpus.iter().position(|x| x.desc.id.raw() == gpu_id)?;
+        Some(GpuIndex::new(g).expect("at most 64 GPUs"))
+    }
+
+    /// Forces VRAM pressure on a GPU, as another TTM client allocating
+    /// there would: SVM buffers on it are evicted, least recently used first
+    /// across every process, until `need_bytes` of VRAM are free (every SVM
+    /// buffer on the GPU when `None`). Each eviction is the owner's own
+    /// eviction worker (`svm_range_evict_svm_bo_worker`): its ranges go back
+    /// to system memory whole, with TTM_EVICTION migrations and, XNACK off,
+    /// a queue eviction. Returns the buffers evicted.
+    ///
+    /// # Errors
+    /// [`AccessError::NoGpu`] for an unknown GPU.
+    pub fn evict_vram(&mut self, gpu_id: u32, need_bytes: Option<u64>) -> Result<u64, AccessError> {
+        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
+        let g = gpu.get();
+        let need_pages = need_bytes.map(|b| b.div_ceil(PAGE_SIZE));
+        let mut evicted = 0;
+        while need_pages.is_none_or(|n| self.gpus[g].vram.buddy().free_pages() < n) {
+            // Ties in time go to the lower process, then the older buffer:
+            // the order is a function of the state, so runs replay.
+            let victim = self
+                .procs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| {
+                    p.svm
+                        .bos()
+                        .filter(|(_, b)| b.gpu == gpu)
+                        .map(move |(id, b)| (b.last_used_ns, i, id))
+                })
+                .min();
+            let Some((_, i, id)) = victim else {
+                break;
+            };
+            let (svm, mut env) = env!(self, Pid(i));
+            svm.evict_bo(&mut env, id);
+            evicted += 1;
+        }
+        Ok(evicted)
+    }
+
     /// Process exit: the SVM state goes, then the address space.
     pub fn exit(&mut self, pid: Pid) {
         let (svm, mut env) = env!(self, pid);
@@ -690,12 +759,8 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<(Vec<u8>, AccessStats), AccessError> {
-        let g = self
-            .gpus
-            .iter()
-            .position(|x| x.desc.id.raw() == gpu_id)
-            .ok_or(AccessError::NoGpu(gpu_id))?;
-        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
+        let g = gpu.get();
         let write = data.is_some();
         if self.procs[pid.0].svm.exited() {
             return Err(AccessError::VmFault {
@@ -713,20 +778,21 @@ impl Machine {
         // Queues stay stopped until the restore work has run: the access
         // waits for it.
         if let Some(due) = self.procs[pid.0].svm.restore_due_ns() {
-            self.clock_ns = self.clock_ns.max(due);
+            self.advance_to(due);
         }
-        {
-            let (svm, mut env) = env!(self, pid);
-            if svm.restore_pending() {
-                svm.restore_work(&mut env)
-                    .map_err(|e| AccessError::VmFault {
-                        gpu_id,
-                        addr,
-                        write,
-                        why: e.to_string(),
-                        errno: e.errno(),
-                    })?;
-            }
+        // The restore work failed and rescheduled itself: on hardware the
+        // queues stay stopped and the wave never runs. Report why instead
+        // of waiting forever.
+        if let Some(e) = self.procs[pid.0].svm.restore_error() {
+            return Err(AccessError::VmFault {
+                gpu_id,
+                addr,
+                write,
+                why: format!(
+                    "queues stay evicted: the restore work failed ({e}) and rescheduled itself"
+                ),
+                errno: e.errno(),
+            });
         }
         let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
         let mut done = 0u64;
@@ -957,10 +1023,9 @@ impl Machine {
     /// [`Machine::stale_dma`] for the ranges that overlap `window`.
     pub fn stale_dma_in(&self, pid: Pid, gpu_id: u32, window: PageRange) -> u64 {
         use svm_core::dma::DmaEntry;
-        let Some(g) = self.gpus.iter().position(|x| x.desc.id.raw() == gpu_id) else {
+        let Some(gpu) = self.gpu_index(gpu_id) else {
             return 0;
         };
-        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let p = &self.procs[pid.0];
         p.svm
             .ranges()

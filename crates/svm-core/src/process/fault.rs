@@ -250,12 +250,14 @@ impl Process {
 
     /// The XNACK-off restore work (`svm_range_restore_work`): revalidates and
     /// remaps, whole, every range evicted since the last run, then resumes
-    /// the queues. The simulator runs it when simulated time reaches
+    /// the queues. When a range cannot be mapped it stops there, reschedules
+    /// itself 1 ms later (QUEUE_RESTORE with `R`) and leaves the queues
+    /// stopped; the kernel retries until the mapping succeeds. The simulator runs it when simulated time reaches
     /// [`Process::restore_due_ns`], 1 ms after the first eviction; a GPU
     /// access while the queues are stopped waits until then.
     ///
     /// # Errors
-    /// A range that can no longer be mapped (its VMA is gone).
+    /// A range that cannot be mapped now (a page without a readable VMA).
     pub fn restore_work(&mut self, pf: &mut dyn Hardware) -> Result {
         if self.evicted_ranges == 0 {
             return Ok(());
@@ -268,19 +270,49 @@ impl Process {
             .collect();
         for start in invalid {
             let whole = self.svms.get(start).expect("evicted range").range();
-            self.validate_and_map(pf, start, whole, None)?;
+            if let Err(e) = self.validate_and_map(pf, start, whole, None) {
+                // out_reschedule: the ranges restored so far stay valid;
+                // this one and the rest wait for the next run.
+                self.restore_due_ns = Some(pf.now_ns() + RESTORE_DELAY_NS);
+                for (g, d) in self.devices.iter() {
+                    self.stats[g].restore_reschedules += 1;
+                    pf.smi_event(
+                        g,
+                        events::queue_restore_rescheduled(pf.now_ns(), self.pid, d.id.raw()),
+                    );
+                }
+                self.restore_error = Some(e.clone());
+                return Err(e);
+            }
             let r = self.svms.get_mut(start).expect("evicted range");
             r.invalid = 0;
             r.restores += 1;
         }
         self.evicted_ranges = 0;
         self.restore_due_ns = None;
+        self.restore_error = None;
         for (g, d) in self.devices.iter() {
             pf.restore_queues(g);
             self.stats[g].queue_restores += 1;
             pf.smi_event(g, events::queue_restore(pf.now_ns(), self.pid, d.id.raw()));
         }
         Ok(())
+    }
+
+    /// Why the restore work last failed, while it stays rescheduled.
+    pub fn restore_error(&self) -> Option<&Error> {
+        self.restore_error
+            .as_ref()
+            .filter(|_| self.evicted_ranges > 0)
+    }
+
+    /// Moves a pending restore work to `due_ns`: the simulator skips
+    /// retries that would repeat a failure with nothing changed between
+    /// them.
+    pub fn postpone_restore(&mut self, due_ns: u64) {
+        if self.evicted_ranges > 0 {
+            self.restore_due_ns = Some(due_ns);
+        }
     }
 
     /// Whether queues are stopped waiting for the restore work.

@@ -53,7 +53,8 @@ impl Process {
     /// silently skips it.
     ///
     /// # Errors
-    /// EFAULT when a page of the window has no VMA.
+    /// EFAULT when a page of the window has no VMA, or one without read
+    /// permission.
     pub(super) fn validate_and_map(
         &mut self,
         pf: &mut dyn Hardware,
@@ -73,6 +74,15 @@ impl Process {
                 why: "no VMA behind the page",
                 errno: Errno::Efault,
             })?;
+            // hmm_range_fault with HMM_PFN_REQ_FAULT cannot fault a page the
+            // VMA does not let anyone read (PROT_NONE): EFAULT.
+            if !vma.flags.read {
+                return Err(Error::FaultRefused {
+                    page: page.raw(),
+                    why: "the VMA behind the page is not readable",
+                    errno: Errno::Efault,
+                });
+            }
             readonly.push(!vma.flags.write);
         }
         let hives: Vec<(GpuIndex, bool)> = {
@@ -135,6 +145,13 @@ impl Process {
             if reachable {
                 pf.map_ptes(g, window.start(), &ptes);
                 pf.flush_tlb(g, TlbFlush::Legacy);
+            } else if self.unmap_every_mapped_gpu {
+                // kfd re-DMA-maps this GPU's slots above (unmapping the old
+                // addresses) and then skips its PTEs, so PTEs it wrote
+                // earlier for system pages of the window keep pointing at
+                // addresses no longer mapped. Closing that: clear them.
+                pf.unmap_ptes(g, window);
+                pf.flush_tlb(g, TlbFlush::Heavyweight);
             }
         }
         r.mapped_to_gpu = true;

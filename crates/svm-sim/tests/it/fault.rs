@@ -7,8 +7,6 @@ use svm_core::uapi::attr_type::*;
 
 use crate::support::*;
 
-const MIB: u64 = 1 << 20;
-
 fn hive_gpus() -> Vec<svm_core::topology::GpuDesc> {
     let mut a = gpu("gpu0", GPU0, 16 * GIB, true);
     let mut b = gpu("gpu1", GPU1, 16 * GIB, true);
@@ -526,4 +524,44 @@ fn dontneed_frees_vram_pages_behind_the_counter() {
         assert_eq!(bytes, vec![0; 4]);
         assert!(stats.faults > 0);
     }
+}
+
+/// Found by the random sequences (seed 1, once they also forced VRAM
+/// pressure): since migration is partial, a range can hold VRAM of one GPU
+/// and system pages that a GPU outside that GPU's hive mapped in place.
+/// Remapping the range (here for a flag change) re-DMA-maps that GPU's
+/// slots, unmapping the old addresses, and then skips its PTEs
+/// (`svm_range_map_to_gpus`: "cannot map to device"), so they point at DMA
+/// addresses no longer mapped: an IOMMU fault, or another page if the
+/// address is reused.
+#[test]
+fn kernel_leaves_ptes_to_unmapped_dma_on_a_gpu_outside_the_hive() {
+    stale_pte_case(true, |k| {
+        let buf = k.mmap(MIB);
+        // XNACK on: every GPU has ACCESS by default; gpu1 reads in place.
+        // A flag change makes set_attr map (an access change alone would
+        // not), so gpu1 maps the range in system memory.
+        let host = svm_core::uapi::flag::HOST_ACCESS;
+        k.set(
+            buf,
+            MIB,
+            &[(GRANULARITY, 0), (ACCESS_IN_PLACE, GPU1), (SET_FLAGS, host)],
+        )
+        .unwrap();
+        // gpu0 migrates one page into its VRAM; the notifier unmaps only
+        // that page from gpu1.
+        k.gpu_read(GPU0, buf, 4);
+        assert_eq!(k.vram_pages_in(buf, MIB), 1);
+        // The raw ioctl: `Kfd::set` would run the checker itself.
+        let mut args = svm_core::uapi::SvmArgs {
+            start_addr: buf,
+            size: MIB,
+            op: svm_core::uapi::SVM_OP_SET_ATTR,
+            attrs: vec![svm_core::uapi::SvmAttribute::new(
+                SET_FLAGS,
+                svm_core::uapi::flag::GPU_EXEC,
+            )],
+        };
+        k.m.svm_ioctl(k.pid, &mut args).unwrap();
+    });
 }

@@ -14,6 +14,9 @@ mod machine;
 // The fault path: policies, the seed thread, peers, de-duplication, fatal faults.
 mod fault;
 
+// VRAM pressure from outside SVM, and the restore work's reschedule rule.
+mod pressure;
+
 // Random fault-path sequences over 1-3 GPUs and all policies, checked after every op.
 mod random;
 

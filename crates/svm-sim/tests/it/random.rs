@@ -21,7 +21,7 @@ use svm_core::policy::Policy;
 use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
 use svm_sim::check;
-use svm_sim::machine::{Machine, MemLimit};
+use svm_sim::machine::{Machine, MemLimit, Pid};
 use svm_sim::mm::{Backing, Mark, Prot};
 
 use crate::support::PAGE;
@@ -58,6 +58,7 @@ enum Op {
     Mprotect {
         page: u64,
         n: u64,
+        read: bool,
         write: bool,
     },
     SetAttr {
@@ -80,6 +81,12 @@ enum Op {
     },
     Sleep(u64),
     Xnack(bool),
+    /// VRAM pressure from outside SVM: free this many pages, or everything.
+    EvictVram {
+        gpu: usize,
+        need_pages: Option<u64>,
+    },
+    Exit,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -120,16 +127,23 @@ fn attr() -> impl Strategy<Value = (u32, u32)> {
 fn op() -> impl Strategy<Value = Op> {
     let byte = prop::option::of(any::<u8>());
     prop_oneof![
-        2 => (span(), prop::bool::weighted(0.15)).prop_map(|((page, n), file)| Op::Mmap { page, n, file }),
-        1 => span().prop_map(|(page, n)| Op::Munmap { page, n }),
-        1 => span().prop_map(|(page, n)| Op::DontNeed { page, n }),
-        1 => (span(), any::<bool>()).prop_map(|((page, n), write)| Op::Mprotect { page, n, write }),
-        4 => (span(), prop::collection::vec(attr(), 1..4)).prop_map(|((page, n), attrs)| Op::SetAttr { page, n, attrs }),
-        5 => (0usize..3, span(), 0..PAGE, 1..3 * PAGE, byte.clone())
+        6 => (span(), prop::bool::weighted(0.15)).prop_map(|((page, n), file)| Op::Mmap { page, n, file }),
+        3 => span().prop_map(|(page, n)| Op::Munmap { page, n }),
+        3 => span().prop_map(|(page, n)| Op::DontNeed { page, n }),
+        // PROT_NONE now and then: the restore work cannot map it and
+        // reschedules itself.
+        3 => (span(), prop::bool::weighted(0.8), any::<bool>())
+            .prop_map(|((page, n), read, write)| Op::Mprotect { page, n, read, write }),
+        12 => (span(), prop::collection::vec(attr(), 1..4)).prop_map(|((page, n), attrs)| Op::SetAttr { page, n, attrs }),
+        15 => (0usize..3, span(), 0..PAGE, 1..3 * PAGE, byte.clone())
             .prop_map(|(gpu, (page, _), off, len, write)| Op::Gpu { gpu, page, off, len, write }),
-        3 => (span(), 0..PAGE, 1..2 * PAGE, byte).prop_map(|((page, _), off, len, write)| Op::Cpu { page, off, len, write }),
-        1 => prop::sample::select(vec![500_000u64, 3_000_000]).prop_map(Op::Sleep),
-        1 => any::<bool>().prop_map(Op::Xnack),
+        9 => (span(), 0..PAGE, 1..2 * PAGE, byte).prop_map(|((page, _), off, len, write)| Op::Cpu { page, off, len, write }),
+        3 => prop::sample::select(vec![500_000u64, 3_000_000]).prop_map(Op::Sleep),
+        3 => any::<bool>().prop_map(Op::Xnack),
+        3 => (0usize..3, prop::option::of(prop::sample::select(vec![16u64, 128, 4096])))
+            .prop_map(|(gpu, need_pages)| Op::EvictVram { gpu, need_pages }),
+        // Rare: a process that exits early stops exercising the rest.
+        1 => Just(Op::Exit),
     ]
 }
 
@@ -193,9 +207,14 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             Op::DontNeed { page, n } => {
                 let _ = m.madvise_dontneed(pid, CpuVa::new(page * PAGE), n * PAGE);
             }
-            Op::Mprotect { page, n, write } => {
+            Op::Mprotect {
+                page,
+                n,
+                read,
+                write,
+            } => {
                 let prot = Prot {
-                    read: true,
+                    read: *read,
                     write: *write,
                     exec: false,
                 };
@@ -244,6 +263,10 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             Op::Xnack(on) => {
                 let _ = m.set_xnack_mode(pid, i32::from(*on));
             }
+            Op::EvictVram { gpu, need_pages } => {
+                let _ = m.evict_vram(IDS[gpu % s.gpus], need_pages.map(|n| n * PAGE));
+            }
+            Op::Exit => m.exit(pid),
         }
         if let Err(v) = check::check(&m) {
             return Err(TestCaseError::fail(format!(
@@ -251,23 +274,73 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             )));
         }
     }
+    quiesce(&mut m, &pids)?;
     let c = m.counters();
     ACTIVITY[0].fetch_add(c.pages_to_vram + c.pages_zero_filled, Ordering::Relaxed);
     ACTIVITY[1].fetch_add(c.pages_to_ram, Ordering::Relaxed);
     ACTIVITY[2].fetch_add(c.ptes_written, Ordering::Relaxed);
-    ACTIVITY[3].fetch_add(
-        m.events()
-            .iter()
-            .filter(|e| e.line.starts_with("8 "))
-            .count() as u64,
+    let events = |f: &dyn Fn(&str) -> bool| m.events().iter().filter(|e| f(&e.line)).count() as u64;
+    ACTIVITY[3].fetch_add(events(&|l| l.starts_with("8 ")), Ordering::Relaxed);
+    // TTM evictions (migrations with trigger 3) and rescheduled restores.
+    ACTIVITY[4].fetch_add(
+        events(&|l| l.starts_with("5 ") && l.ends_with(" 3")),
+        Ordering::Relaxed,
+    );
+    ACTIVITY[5].fetch_add(
+        events(&|l| l.starts_with("a ") && l.ends_with(" R")),
         Ordering::Relaxed,
     );
     Ok(())
 }
 
+/// The end of every sequence: time passes until no work is due, and a
+/// restore still pending must be one that cannot map (it has failed and
+/// rescheduled itself). Then both processes exit, and nothing may be left:
+/// no VRAM allocated, no DMA mapping, no pending work, and the checkers
+/// still pass.
+fn quiesce(m: &mut Machine, pids: &[Pid]) -> Result<(), TestCaseError> {
+    m.advance(2_000_000);
+    for &pid in pids {
+        let svm = &m.process(pid).svm;
+        prop_assert!(
+            !svm.restore_pending() || svm.restore_error().is_some(),
+            "{pid:?}: restore work pending with nothing failing"
+        );
+        prop_assert!(
+            svm.ranges()
+                .iter()
+                .all(|r| r.invalid == 0 || svm.restore_pending())
+        );
+    }
+    for &pid in pids {
+        m.exit(pid);
+    }
+    for (i, g) in m.gpus().iter().enumerate() {
+        let b = g.vram.buddy();
+        prop_assert_eq!(b.free_pages(), b.total_pages(), "gpu{} VRAM leaked", i);
+        prop_assert!(
+            g.iommu.is_empty(),
+            "gpu{}: {} DMA mappings leaked",
+            i,
+            g.iommu.len()
+        );
+    }
+    let c = m.counters();
+    prop_assert_eq!(c.vram_allocs, c.vram_frees);
+    prop_assert_eq!(c.dma_maps, c.dma_unmaps);
+    for &pid in pids {
+        let svm = &m.process(pid).svm;
+        prop_assert!(!svm.restore_pending() && svm.ranges().iter().next().is_none());
+    }
+    check::check(m).map_err(|v| TestCaseError::fail(format!("after exit: {v}")))
+}
+
 /// What all cases together did: pages in, pages out, PTEs written, faults
-/// served. A generator that stopped reaching the fault path would show here.
-static ACTIVITY: [AtomicU64; 4] = [
+/// served, VRAM evictions, rescheduled restores. A generator that stopped
+/// reaching one of these paths would show here.
+static ACTIVITY: [AtomicU64; 6] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),

@@ -12,6 +12,7 @@ use svm_sim::mm::{Backing, Mark, Prot};
 pub const PAGE: u64 = PAGE_SIZE;
 pub const GPU0: u32 = 0x1002;
 pub const GPU1: u32 = 0x2002;
+pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 
 pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
