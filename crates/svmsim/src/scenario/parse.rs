@@ -121,8 +121,15 @@ pub enum OpKind {
         /// On a read, every word must hold this pattern.
         check_fill: Option<u32>,
     },
-    /// Let simulated time pass.
-    Sleep { ns: u64 },
+    /// SET_ATTR with PREFETCH_LOC alone: move the range to `loc`.
+    Prefetch { addr: AddrExpr, size: u64, loc: u32 },
+    /// Force VRAM pressure on a GPU until `need` bytes are free (every SVM
+    /// buffer there when `None`).
+    EvictVram { gpu_id: u32, need: Option<u64> },
+    /// The process exits.
+    Exit,
+    /// Let simulated time pass; deferred and restore work falls due.
+    AdvanceTime { ns: u64 },
     /// Compare where the pages of a window live.
     Residency {
         addr: AddrExpr,
@@ -154,7 +161,10 @@ impl OpKind {
                 gpu_id: Some(_), ..
             } => "gpu_access",
             OpKind::Access { gpu_id: None, .. } => "cpu_access",
-            OpKind::Sleep { .. } => "sleep",
+            OpKind::Prefetch { .. } => "prefetch",
+            OpKind::EvictVram { .. } => "evict_vram",
+            OpKind::Exit => "exit",
+            OpKind::AdvanceTime { .. } => "advance_time",
             OpKind::Residency { .. } => "residency",
             OpKind::Counters { .. } => "counters",
         }
@@ -701,7 +711,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     })
 }
 
-const OPS: &str = "mmap, munmap, mprotect, madvise_dontneed, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, sleep, residency, counters";
+const OPS: &str = "mmap, munmap, mprotect, madvise_dontneed, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, prefetch, evict_vram, exit, advance_time (or sleep), residency, counters";
 
 /// Names of the per-GPU counters a `counters` op may check.
 pub const GPU_COUNTERS: [&str; 4] = ["faults", "page_in", "page_out", "stale_dma"];
@@ -723,9 +733,10 @@ pub const HW_COUNTERS: [&str; 14] = [
     "bad_dma_unmaps",
 ];
 /// Names of the SMI event counts a `counters` op may check.
-pub const EVENT_COUNTERS: [&str; 7] = [
+pub const EVENT_COUNTERS: [&str; 8] = [
     "queue_eviction",
     "queue_restore",
+    "queue_restore_rescheduled",
     "migrate_start",
     "migrate_end",
     "page_fault_start",
@@ -788,6 +799,12 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
         t.only(&all)
     };
     let expect_str = || t.get("expect").map(|e| errno_or_ok(&e)).transpose();
+    // Ops that cannot fail take no `expect`; one given is a mistake, not a
+    // check to skip silently.
+    let no_expect = || match t.get("expect") {
+        Some(e) => Err(e.error("this op cannot fail; it takes no `expect`")),
+        None => Ok(None),
+    };
     let (kind, expect) = match what.str()? {
         "mmap" => {
             allow(&["name", "addr", "size", "prot", "backing", "file", "mark"])?;
@@ -997,14 +1014,35 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
             };
             (kind, expect_str()?)
         }
-        "sleep" => {
+        "advance_time" | "sleep" => {
             allow(&["time"])?;
             (
-                OpKind::Sleep {
+                OpKind::AdvanceTime {
                     ns: duration(&t.req("time")?)?,
                 },
-                None,
+                no_expect()?,
             )
+        }
+        "prefetch" => {
+            allow(&["addr", "size", "loc"])?;
+            let kind = OpKind::Prefetch {
+                addr: ctx.addr(&t.req("addr")?, process)?,
+                size: size(&t.req("size")?)?,
+                loc: ctx.location(&t.req("loc")?)?,
+            };
+            (kind, expect_str()?)
+        }
+        "evict_vram" => {
+            allow(&["gpu", "need"])?;
+            let kind = OpKind::EvictVram {
+                gpu_id: ctx.gpu(&t.req("gpu")?)?,
+                need: t.get("need").map(|n| size(&n)).transpose()?,
+            };
+            (kind, expect_str()?)
+        }
+        "exit" => {
+            allow(&[])?;
+            (OpKind::Exit, no_expect()?)
         }
         "residency" => {
             allow(&["addr", "size"])?;

@@ -582,10 +582,45 @@ impl Runner<'_> {
                 rec.args = format!("{a:#x} +{}", fmt_size(*size));
                 rec.result = Self::mm_result(&self.m.madvise_dontneed(pid, CpuVa::new(a), *size));
             }
-            OpKind::Sleep { ns } => {
+            OpKind::AdvanceTime { ns } => {
                 rec.args = format!("{ns} ns");
                 self.m.advance(*ns);
             }
+            OpKind::Prefetch { addr, size, loc } => {
+                let a = self.addr(op, "addr", addr)?;
+                let attrs = vec![SvmAttribute {
+                    ty: attr_type::PREFETCH_LOC,
+                    value: *loc,
+                }];
+                rec.args = format!(
+                    "{a:#x} +{} {}",
+                    fmt_size(*size),
+                    fmt_attrs(&self.names, &attrs)
+                );
+                let mut args = SvmArgs {
+                    start_addr: a,
+                    size: *size,
+                    op: SVM_OP_SET_ATTR,
+                    attrs,
+                };
+                rec.result = Self::svm_result(&self.m.svm_ioctl(pid, &mut args));
+            }
+            OpKind::EvictVram { gpu_id, need } => {
+                let r = self.m.evict_vram(*gpu_id, *need);
+                rec.args = format!(
+                    "{} {}{}",
+                    self.names.gpu(*gpu_id),
+                    need.map_or_else(
+                        || "all".to_string(),
+                        |n| format!("until {} free", fmt_size(n))
+                    ),
+                    r.as_ref()
+                        .map(|n| format!(": {n} buffer(s) evicted"))
+                        .unwrap_or_default()
+                );
+                rec.result = Self::result(&r, svm_sim::machine::AccessError::errno);
+            }
+            OpKind::Exit => self.m.exit(pid),
             OpKind::Residency { addr, size, expect } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!("{a:#x} +{}", fmt_size(*size));
@@ -737,6 +772,13 @@ impl Runner<'_> {
                 .filter(|e| e.line.starts_with(id))
                 .count() as u64
         };
+        let rescheduled = || {
+            self.m
+                .events()
+                .iter()
+                .filter(|e| e.line.starts_with("a ") && e.line.ends_with(" R"))
+                .count() as u64
+        };
         match name {
             "pages_to_vram" => c.pages_to_vram,
             "pages_zero_filled" => c.pages_zero_filled,
@@ -753,7 +795,9 @@ impl Runner<'_> {
             "queue_evictions" => c.queue_evictions,
             "queue_restores" => c.queue_restores,
             "queue_eviction" => event("9 "),
-            "queue_restore" => event("a "),
+            // A rescheduled restore is its own count, not a restore.
+            "queue_restore" => event("a ") - rescheduled(),
+            "queue_restore_rescheduled" => rescheduled(),
             "migrate_start" => event("5 "),
             "migrate_end" => event("6 "),
             "page_fault_start" => event("7 "),

@@ -99,6 +99,31 @@ fn malformed_files_name_file_line_and_field() {
             "field `op[0].query`",
             "does not ask for",
         ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"exit\"\nexpect = \"ok\"\n",
+            ":5:10: field `op[0].expect`",
+            "takes no `expect`",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"evict_vram\"\ngpu = \"gpu3\"\n",
+            ":5:7: field `op[0].gpu`",
+            "no GPU named \"gpu3\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"evict_vram\"\ngpu = 0\nneed = \"lots\"\n",
+            ":6:8: field `op[0].need`",
+            "expected a size",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"prefetch\"\naddr = 0x10000\nsize = 4096\n",
+            ":3:1: field `op[0]`",
+            "missing field `loc`",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"advance_time\"\ntime = \"soon\"\n",
+            ":5:8: field `op[0].time`",
+            "expected a duration",
+        ),
     ];
     for (i, (body, place, msg)) in cases.iter().enumerate() {
         let name = format!("bad{i}.toml");
