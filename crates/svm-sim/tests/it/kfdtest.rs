@@ -168,31 +168,45 @@ fn assert_registered_attrs(k: &mut Kfd, buf: u64, size: u64) {
     );
 }
 
-// SplitSystemRangeTest, case by case. BufSize is 16 pages; every range is
-// registered with RegisterSVMRange(gpu0, prefetch = sysmem, HOST_ACCESS|COHERENT).
-// Expected ranges are (first page from the buffer, pages, mapped_to_gpu):
-// with XNACK off, ACCESS maps eagerly; with XNACK on nothing is mapped yet.
-mod split_system_range {
+// SplitSystemRangeTest and SplitVramRangeTest, case by case. BufSize is 16
+// pages; every range is registered with RegisterSVMRange(gpu0, prefetch,
+// HOST_ACCESS|COHERENT), prefetch being sysmem for the first test and gpu0
+// for the second. Expected ranges are (first page from the buffer, pages,
+// mapped_to_gpu): in system memory, ACCESS maps eagerly with XNACK off and
+// nothing is mapped yet with XNACK on; in VRAM both modes map after the
+// prefetch. VRAM pieces share their parent's buffer at their own offsets
+// (`svm_range_split_nodes`); the checkers verify that after every step.
+mod split_range {
     use super::*;
 
     const N: u64 = 16;
 
-    fn reg(k: &mut Kfd, addr: u64, size: u64) {
-        k.register(addr, size, GPU0, 0, HA_CO).unwrap();
+    fn reg(k: &mut Kfd, at: u32, addr: u64, size: u64) {
+        k.register(addr, size, GPU0, at, HA_CO).unwrap();
     }
 
-    /// Runs one case in both modes: `setup` registers, `want` lists (page, npages).
-    fn case(map_pages: u64, setup: impl Fn(&mut Kfd, u64), want: &[(u64, u64)]) {
-        for xnack in [false, true] {
+    /// Runs one case in both modes, with the ranges in system memory and in
+    /// VRAM: `setup` registers, `want` lists (page, npages).
+    fn case(map_pages: u64, setup: impl Fn(&mut Kfd, u32, u64), want: &[(u64, u64)]) {
+        for (at, xnack) in [(0, false), (0, true), (GPU0, false), (GPU0, true)] {
             let mut k = Kfd::new(xnack);
             let buf = k.mmap(map_pages * PAGE);
-            setup(&mut k, buf);
-            let want: Vec<_> = want.iter().map(|&(p, n)| (p, n, !xnack)).collect();
-            assert_eq!(k.ranges_from(buf), want, "xnack {xnack}");
-            assert_registered_attrs(&mut k, buf, map_pages * PAGE);
-            // Delete the objects: munmap drops every range.
+            setup(&mut k, at, buf);
+            let mapped = at == GPU0 || !xnack;
+            let want: Vec<_> = want.iter().map(|&(p, n)| (p, n, mapped)).collect();
+            let ctx = format!("prefetch {at:#x} xnack {xnack}");
+            assert_eq!(k.ranges_from(buf), want, "{ctx}");
+            // Every registered page is where it was prefetched to.
+            let registered: u64 = want.iter().map(|&(_, n, _)| n).sum();
+            let in_vram = if at == GPU0 { registered } else { 0 };
+            assert_eq!(k.vram_pages_in(buf, map_pages * PAGE), in_vram, "{ctx}");
+            if at == 0 {
+                assert_registered_attrs(&mut k, buf, map_pages * PAGE);
+            }
+            // Delete the objects: munmap drops every range and frees VRAM.
             k.munmap(buf, map_pages * PAGE);
             assert!(k.ranges_from(buf).is_empty());
+            assert!(k.m.gpus()[0].bufs.is_empty(), "{ctx}: VRAM left");
         }
     }
 
@@ -201,9 +215,9 @@ mod split_system_range {
         // B = 1 page at +8 KiB: the clone is split into head, B and tail.
         case(
             N,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b + 2 * PAGE, PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b + 2 * PAGE, PAGE);
             },
             &[(0, 2), (2, 1), (3, 13)],
         );
@@ -213,9 +227,9 @@ mod split_system_range {
     fn case2_1_tail() {
         case(
             N,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b + PAGE, (N - 1) * PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b + PAGE, (N - 1) * PAGE);
             },
             &[(0, 1), (1, 15)],
         );
@@ -227,9 +241,9 @@ mod split_system_range {
         // pages of B become a new range.
         case(
             N + 2,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b + 2 * PAGE, N * PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b + 2 * PAGE, N * PAGE);
             },
             &[(0, 2), (2, 14), (16, 2)],
         );
@@ -239,9 +253,9 @@ mod split_system_range {
     fn case3_head() {
         case(
             N,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b, (N - 2) * PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b, (N - 2) * PAGE);
             },
             &[(0, 14), (14, 2)],
         );
@@ -252,9 +266,9 @@ mod split_system_range {
         // Fully contained: updated in place, no split.
         case(
             N,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b, N * PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b, N * PAGE);
             },
             &[(0, 16)],
         );
@@ -264,9 +278,9 @@ mod split_system_range {
     fn case4_2_superset() {
         case(
             N + 2,
-            |k, b| {
-                reg(k, b, N * PAGE);
-                reg(k, b, (N + 2) * PAGE);
+            |k, at, b| {
+                reg(k, at, b, N * PAGE);
+                reg(k, at, b, (N + 2) * PAGE);
             },
             &[(0, 16), (16, 2)],
         );
@@ -278,10 +292,10 @@ mod split_system_range {
         // +32 KiB, C = the whole mapping: C keeps A and B and fills the gaps.
         case(
             N + 16,
-            |k, b| {
-                reg(k, b + 2 * PAGE, 2 * PAGE);
-                reg(k, b + 8 * PAGE, 2 * PAGE);
-                reg(k, b, (N + 16) * PAGE);
+            |k, at, b| {
+                reg(k, at, b + 2 * PAGE, 2 * PAGE);
+                reg(k, at, b + 8 * PAGE, 2 * PAGE);
+                reg(k, at, b, (N + 16) * PAGE);
             },
             &[(0, 2), (2, 2), (4, 4), (8, 2), (10, 22)],
         );
@@ -289,13 +303,15 @@ mod split_system_range {
 
     #[test]
     fn case6_munmap_registered() {
-        for xnack in [false, true] {
+        for (at, xnack) in [(0, false), (0, true), (GPU0, false), (GPU0, true)] {
             let mut k = Kfd::new(xnack);
             let buf = k.mmap(N * PAGE);
-            reg(&mut k, buf + 2 * PAGE, 2 * PAGE);
-            assert_eq!(k.ranges_from(buf), vec![(2, 2, !xnack)]);
+            reg(&mut k, at, buf + 2 * PAGE, 2 * PAGE);
+            let mapped = at == GPU0 || !xnack;
+            assert_eq!(k.ranges_from(buf), vec![(2, 2, mapped)]);
             k.munmap(buf, N * PAGE);
             assert!(k.ranges_from(buf).is_empty());
+            assert!(k.m.gpus()[0].bufs.is_empty());
             assert_eq!(
                 k.get(buf + 2 * PAGE, PAGE, &[(PREFETCH_LOC, 0)]),
                 Err(Errno::Efault)
@@ -311,7 +327,7 @@ mod split_system_range {
         for xnack in [false, true] {
             let mut k = Kfd::new(xnack);
             let buf = k.mmap(N * PAGE);
-            reg(&mut k, buf, N * PAGE);
+            reg(&mut k, 0, buf, N * PAGE);
             k.set(buf + 2 * PAGE, PAGE, &[(SET_FLAGS, HA_CO), (ACCESS, GPU0)])
                 .unwrap();
             let want: &[(u64, u64, bool)] = if xnack {
@@ -341,6 +357,9 @@ kfd_test!(prefetch_get, |k: &mut Kfd| {
     );
     let upper = buf + size / 2;
     k.set(upper, size / 2, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    // The prefetch moved the upper half, and only it.
+    assert_eq!(k.vram_pages_in(upper, size / 2), size / 2 / PAGE);
+    assert_eq!(k.vram_pages_in(buf, size / 2), 0);
     assert_eq!(
         k.get(upper, size / 2, &[(PREFETCH_LOC, 0)]),
         Ok(vec![(PREFETCH_LOC, GPU0)])
@@ -379,6 +398,44 @@ kfd_test!(basic_system_mem, |k: &mut Kfd| {
 });
 
 // BasicVramTest: through a range prefetched to VRAM and back out.
+// PartialUnmapSysMemTest: munmap a hole out of a registered, filled range;
+// the GPU still reads the pieces on both sides of it. Run here with the
+// range in system memory (the test) and in VRAM (the same split on buffer
+// pages, which must stay where they are and be freed with the hole).
+kfd_test!(partial_unmap_sys_mem, |k: &mut Kfd| {
+    for at in [0, GPU0] {
+        let n = 16;
+        // Top-down mmap: dst lands above buf, out of buf's range picture.
+        let dst = k.mmap(PAGE);
+        let buf = k.mmap(n * PAGE);
+        k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+        k.cpu_write(
+            buf,
+            &words(usize::try_from(n * PAGE / 4).unwrap(), |_| PATTERN),
+        );
+        k.register(buf, n * PAGE, GPU0, at, HA_CO).unwrap();
+        let in_vram = |pages: u64| if at == GPU0 { pages } else { 0 };
+        assert_eq!(k.vram_pages_in(buf, n * PAGE), in_vram(n));
+        k.munmap(buf + 2 * PAGE, 4 * PAGE);
+        let mapped = at == GPU0 || !k.xnack();
+        let pieces: Vec<_> = k.ranges_from(buf).into_iter().filter(|r| r.0 < n).collect();
+        assert_eq!(
+            pieces,
+            vec![(0, 2, mapped), (6, 10, mapped)],
+            "prefetch {at:#x}"
+        );
+        assert_eq!(k.vram_pages_in(buf, n * PAGE), in_vram(n - 4));
+        k.gpu_copy(GPU0, buf + 6 * PAGE, dst, 4);
+        assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
+        k.cpu_write(dst, &[0; 4]);
+        k.gpu_copy(GPU0, buf, dst, 4);
+        assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
+        k.munmap(buf, n * PAGE);
+        k.munmap(dst, PAGE);
+        assert!(k.m.gpus()[0].bufs.is_empty(), "prefetch {at:#x}: VRAM left");
+    }
+});
+
 kfd_test!(basic_vram, |k: &mut Kfd| {
     let src = k.mmap(PAGE);
     let loc = k.mmap(PAGE);
