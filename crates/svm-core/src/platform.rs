@@ -159,4 +159,13 @@ pub trait Hardware: Platform {
 
     /// Records an SMI event line (without the trailing newline).
     fn smi_event(&mut self, gpu: GpuIndex, line: String);
+
+    /// The IH timestamp of the newest retry fault waiting in `gpu`'s fault
+    /// ring, or `None` when the ring is empty (`amdgpu_ih_get_wptr` and
+    /// `amdgpu_ih_decode_iv_ts` at the write pointer). A platform without
+    /// a ring has nothing waiting.
+    fn ih_checkpoint(&self, gpu: GpuIndex) -> Option<u64> {
+        let _ = gpu;
+        None
+    }
 }

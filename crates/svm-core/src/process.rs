@@ -9,11 +9,21 @@
 //! ([`Process::restore_pages`]), migration and the CPU fault path in
 //! `process/migrate.rs`, GPU mapping in `process/map.rs`.
 //!
-//! # Locking
+//! # Locking and deferred work
 //! kfd takes `process_info->lock`, the mmap lock and `svms->lock` around these
-//! calls and flushes the deferred munmap work first. The engine is called by
-//! one simulated thread at a time, and munmap finishes its range work before
-//! returning (see `crate::range_list`), so there is nothing left to flush.
+//! calls and flushes the deferred munmap work first
+//! (`svm_range_list_lock_and_flush_work`). The engine is called by one
+//! simulated thread at a time, so each call is one atomic step; the
+//! simulator's scheduler decides how steps interleave.
+//!
+//! munmap is two steps, as in kfd: [`Process::unmap_from_cpu`] (the
+//! notifier) unmaps the GPUs and splits the ranges, and
+//! [`Process::deferred_list_work`] frees the unmapped pieces later. Before
+//! that work may run, the platform must have drained each GPU's fault ring
+//! up to [`Process::deferred_checkpoints`] (`svm_range_drain_retry_fault`);
+//! set_attr and the restore work flush it themselves, which is only
+//! faithful once the rings are drained, so the simulator drains them
+//! before it calls either.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +36,7 @@ use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
 use crate::platform::{Hardware, Platform, VramBuf};
 use crate::policy::Policy;
-use crate::range::SvmRange;
+use crate::range::ListOp;
 use crate::range_list::SvmRangeList;
 use crate::topology::Topology;
 use crate::uapi::{self, SvmArgs, SvmAttribute, attr_type};
@@ -144,6 +154,10 @@ pub struct Process {
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
+    /// Per GPU, the IH timestamp of the newest retry fault that was waiting
+    /// in its ring when memory was last unmapped (`svms->checkpoint_ts`).
+    /// Faults up to it are stragglers and are dropped.
+    checkpoint_ts: PerGpu<Option<u64>>,
     /// When the scheduled restore work runs (1 ms after the first eviction,
     /// or after its own last failed run).
     restore_due_ns: Option<u64>,
@@ -187,7 +201,8 @@ impl Process {
                 })
                 .collect(),
         );
-        let stats = PerGpu::from_vec(vec![GpuStats::default(); devices.len()]);
+        let n_gpus = devices.len();
+        let stats = PerGpu::from_vec(vec![GpuStats::default(); n_gpus]);
         let bitmap_supported = devices
             .iter()
             .filter(|(_, d)| d.svm)
@@ -209,6 +224,7 @@ impl Process {
             bo_scan_needed: false,
             stats,
             evicted_ranges: 0,
+            checkpoint_ts: PerGpu::from_vec(vec![None; n_gpus]),
             restore_due_ns: None,
             restore_error: None,
             lazy_map_after_prefetch: false,
@@ -670,7 +686,8 @@ impl Process {
         ops: &[AttrOp],
     ) -> Result<SetAttrOutcome> {
         // 1. The attributes were checked by `check_attrs`.
-        // 2.-3. Locks and the deferred-work flush: see the module's Locking note.
+        // 2.-3. Locks and the deferred-work flush (see the module's note).
+        self.deferred_list_work(pf);
         // 4. The VA must be fully covered by VMAs SVM may manage.
         Self::is_valid(pf, range)?;
         // 5.-6. `svm_range_add`: plan the clones, splits and gap ranges.
@@ -793,23 +810,64 @@ impl Process {
         })
     }
 
-    /// The munmap path (`svm_range_unmap_from_cpu` and the deferred
-    /// `SVM_OP_UNMAP_RANGE` work): unmaps `range` from the GPUs, drops it from
-    /// every SVM range, and releases the dropped pieces' DMA mappings, VRAM
-    /// pages and memory reservation.
+    /// The munmap notifier (`svm_range_unmap_from_cpu`): unmaps `range`
+    /// from the GPUs now and splits the ranges, parking the pieces with
+    /// their deferred op. The unmapped pieces keep their DMA mappings, VRAM
+    /// and reservation until [`Process::deferred_list_work`] frees them.
     pub fn unmap_from_cpu(&mut self, pf: &mut dyn Hardware, range: PageRange) {
-        let hit: Vec<PageNum> = self.svms.overlapping(range).map(SvmRange::start).collect();
-        for start in hit {
-            let cut = self
-                .svms
-                .get(start)
-                .expect("overlapping range")
-                .range()
-                .intersect(range);
-            let cut = cut.expect("overlapping range shares pages");
+        // 2. (2024+) Remember, per GPU, the newest retry fault still in its
+        //    ring: it and every older one are stragglers on memory that may
+        //    be going away, dropped rather than served.
+        for (g, _) in self.devices.iter() {
+            if self.bitmap_supported.contains(g)
+                && let Some(ts) = pf.ih_checkpoint(g)
+            {
+                self.checkpoint_ts[g] = Some(ts);
+            }
+        }
+        // 4.-5. Children and parents alike: unmap the overlap from the GPUs,
+        //    then split. Pieces already being freed were unmapped before.
+        let hit: Vec<(PageNum, PageRange)> = self
+            .svms
+            .overlapping(range)
+            .filter(|r| r.op != Some(ListOp::UnmapRange))
+            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
+            .collect();
+        for (start, cut) in hit {
             self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu);
         }
-        let gone = self.svms.unmap(range);
+        self.svms.unmap_split(range);
+        // 6. The deferred list work is scheduled; the platform runs it.
+    }
+
+    /// Whether munmap left work for [`Process::deferred_list_work`].
+    pub fn deferred_pending(&self) -> bool {
+        self.svms.has_pending_ops()
+    }
+
+    /// The fault-ring checkpoints the deferred work waits for: per GPU, the
+    /// timestamp up to which the platform must have delivered retry faults
+    /// before [`Process::deferred_list_work`] runs.
+    pub fn deferred_checkpoints(&self) -> Vec<(GpuIndex, u64)> {
+        self.checkpoint_ts
+            .iter()
+            .filter_map(|(g, ts)| ts.map(|t| (g, t)))
+            .collect()
+    }
+
+    /// The deferred list work (`svm_range_deferred_list_work`): frees the
+    /// pieces munmap left behind (`SVM_OP_UNMAP_RANGE`: their DMA mappings,
+    /// VRAM pages and, XNACK off, their reservation) and turns the other
+    /// parked pieces into ordinary ranges. Returns whether there was work.
+    ///
+    /// The platform drains the fault rings up to
+    /// [`Process::deferred_checkpoints`] first, as the worker waits for the
+    /// IH to process them before it takes the mmap lock.
+    pub fn deferred_list_work(&mut self, pf: &mut dyn Hardware) -> bool {
+        if !self.svms.has_pending_ops() {
+            return false;
+        }
+        let gone = self.svms.apply_pending_ops();
         let pages: u64 = gone.iter().map(|r| r.range().npages().raw()).sum();
         for mut r in gone {
             // `svm_range_free(prange, do_unmap = true)`.
@@ -824,6 +882,7 @@ impl Process {
             pf.unreserve_mem_limit(PageCount::new(pages).bytes());
         }
         self.release_bos(pf);
+        true
     }
 
     /// Process exit (`svm_range_list_fini`): frees every range, its DMA
@@ -847,6 +906,7 @@ impl Process {
             pf.unmap_ptes(g, everything);
         }
         self.queues.clear();
+        self.checkpoint_ts = PerGpu::from_vec(vec![None; self.devices.len()]);
         self.evicted_ranges = 0;
         self.restore_due_ns = None;
         self.restore_error = None;
@@ -896,7 +956,13 @@ impl Aggregate {
     /// Combines the ranges overlapping `range`; gaps between them are ignored.
     /// With no range at all, the defaults of a new range answer.
     fn over(p: &Process, range: PageRange) -> Self {
-        let mut it = p.svms.overlapping(range).peekable();
+        // GET_ATTR flushes the deferred work first; pieces it would free
+        // are not there for it.
+        let mut it = p
+            .svms
+            .overlapping(range)
+            .filter(|r| r.op != Some(ListOp::UnmapRange))
+            .peekable();
         if it.peek().is_none() {
             let d = p.default_attrs();
             return Self {

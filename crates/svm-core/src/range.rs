@@ -23,6 +23,25 @@ pub struct BoRef {
     pub offset: u64,
 }
 
+/// Deferred-list work parked on a range by the munmap notifier
+/// (`enum svm_work_list_ops`; `SVM_OP_NULL` is `None`).
+///
+/// kfd splits ranges inside the notifier, where it may not touch the
+/// interval tree, so the pieces wait on their parent's `child_list` until
+/// the deferred list work applies these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ListOp {
+    /// `SVM_OP_UNMAP_RANGE`: the pages were unmapped; the piece is freed.
+    /// Sticky: no later op replaces it.
+    UnmapRange,
+    /// `SVM_OP_UPDATE_RANGE_NOTIFIER`: a range that lost pages gets its
+    /// notifier interval narrowed.
+    UpdateRangeNotifier,
+    /// `SVM_OP_ADD_RANGE`: the tail split off by a hole in the middle is
+    /// inserted as a range of its own. Faults on it wait until then.
+    AddRange,
+}
+
 /// A contiguous run of pages that share attributes.
 ///
 /// # Invariants
@@ -62,6 +81,8 @@ pub struct SvmRange {
     pub evictions: u32,
     /// Times the restore work remapped it.
     pub restores: u32,
+    /// Deferred work waiting for this range (`prange->work_item.op`).
+    pub op: Option<ListOp>,
 }
 
 impl SvmRange {
@@ -85,6 +106,7 @@ impl SvmRange {
             kernel_vram_pages: 0,
             evictions: 0,
             restores: 0,
+            op: None,
         }
     }
 
@@ -187,6 +209,8 @@ impl SvmRange {
             kernel_vram_pages: self.kernel_vram_pages,
             evictions: self.evictions,
             restores: self.restores,
+            // `svm_range_new` starts every split piece with `SVM_OP_NULL`.
+            op: None,
         };
         p.settle();
         p

@@ -13,17 +13,21 @@
 //! failing set_attr leaves the list as it was.
 //!
 //! # Partial unmap
-//! [`SvmRangeList::unmap`] cuts the unmapped pages out of every range they
-//! touch and returns how many pages were freed. kfd does this in two halves
-//! (a split in the MMU notifier, the freeing in deferred work); both halves
-//! finish before the next set_attr or get_attr can look, because those flush
-//! the deferred work first.
+//! kfd unmaps in two halves, and so does the list. In the MMU notifier,
+//! [`SvmRangeList::unmap_split`] cuts the ranges at the unmapped pages and
+//! marks the pieces with their deferred op ([`ListOp`]); kfd parks such
+//! pieces on the parent's `child_list`, which `svm_range_from_addr` also
+//! searches, so keeping them in the one map with their op is the same to
+//! every lookup. Later, [`SvmRangeList::apply_pending_ops`] is the deferred
+//! list work: it removes the unmapped pieces and returns them for freeing.
+//! set_attr and get_attr flush that work before they look, so they never
+//! see a marked piece.
 
 use std::collections::BTreeMap;
 
 use crate::addr::{PageCount, PageNum, PageRange};
 use crate::attr::{AttrOp, Attrs};
-use crate::range::SvmRange;
+use crate::range::{ListOp, SvmRange};
 
 /// The ranges of one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -231,44 +235,95 @@ impl SvmRangeList {
         self.ranges.get_mut(&start)
     }
 
-    /// Removes the pages of `range` from every range they belong to and
-    /// returns the removed pieces, whose DMA mappings, GPU mappings and VRAM
-    /// pages the caller releases (the munmap path).
+    /// The notifier half of munmap (`svm_range_unmap_split` over the parent
+    /// and its children): every range that shares pages with `range` is
+    /// split at the cut, and the pieces are marked with the deferred work
+    /// that will finish the job. Nothing is freed yet:
+    /// - the unmapped piece gets [`ListOp::UnmapRange`];
+    /// - the piece kfd keeps (the head if there is one, else the tail) gets
+    ///   [`ListOp::UpdateRangeNotifier`], unless it already waits for other
+    ///   work;
+    /// - with a hole in the middle, the tail is new and gets
+    ///   [`ListOp::AddRange`].
     ///
-    /// Pieces that remain keep their attributes and `mapped_to_gpu`, as
+    /// Pieces already marked [`ListOp::UnmapRange`] are being freed and are
+    /// left alone. Pieces keep their attributes and `mapped_to_gpu`, as
     /// `svm_range_split` copies them.
-    pub fn unmap(&mut self, range: PageRange) -> Vec<SvmRange> {
-        let hit: Vec<PageNum> = self.overlapping(range).map(SvmRange::start).collect();
-        let mut gone = Vec::new();
+    pub fn unmap_split(&mut self, range: PageRange) {
+        let hit: Vec<PageNum> = self
+            .overlapping(range)
+            .filter(|r| r.op != Some(ListOp::UnmapRange))
+            .map(SvmRange::start)
+            .collect();
         for start in hit {
-            let node = self
+            let mut node = self
                 .ranges
                 .remove(&start)
                 .expect("overlapping range is in the list");
             let nr = node.range();
             let cut = nr.intersect(range).expect("overlapping range shares pages");
             if cut == nr {
-                gone.push(node);
+                node.op = Some(ListOp::UnmapRange);
+                self.ranges.insert(node.start(), node);
                 continue;
             }
-            // kfd keeps the head if there is one, else the tail; the other
-            // pieces are new (`svm_range_unmap_split`).
             let mut pieces = Vec::new();
-            if nr.start() < cut.start() {
+            let head = nr.start() < cut.start();
+            let tail = cut.end() < nr.end();
+            if head {
                 pieces.push(node.piece(PageRange::new(nr.start(), cut.start())));
             }
-            if cut.end() < nr.end() {
+            if tail {
                 pieces.push(node.piece(PageRange::new(cut.end(), nr.end())));
             }
             pieces.push(node.piece(cut));
             node.share_kernel_vram_pages(&mut pieces, 0);
-            let hole = pieces.pop().expect("the cut piece was pushed last");
-            for p in pieces {
+            let kept_op = node.op.or(Some(ListOp::UpdateRangeNotifier));
+            let n = pieces.len();
+            for (i, mut p) in pieces.into_iter().enumerate() {
+                p.op = if i == n - 1 {
+                    Some(ListOp::UnmapRange)
+                } else if i == 0 {
+                    kept_op
+                } else {
+                    Some(ListOp::AddRange)
+                };
                 self.ranges.insert(p.start(), p);
             }
-            gone.push(hole);
         }
-        gone
+        debug_assert!(self.check().is_ok(), "{:?}", self.check());
+    }
+
+    /// Whether some range waits for deferred work.
+    pub fn has_pending_ops(&self) -> bool {
+        self.iter().any(|r| r.op.is_some())
+    }
+
+    /// The deferred half of munmap (`svm_range_handle_list_op` for every
+    /// queued range): removes and returns the unmapped pieces, whose DMA
+    /// mappings, VRAM pages and reservation the caller releases, and lets
+    /// every other piece become an ordinary range.
+    pub fn apply_pending_ops(&mut self) -> Vec<SvmRange> {
+        let gone: Vec<PageNum> = self
+            .iter()
+            .filter(|r| r.op == Some(ListOp::UnmapRange))
+            .map(SvmRange::start)
+            .collect();
+        for r in self.ranges.values_mut() {
+            if r.op != Some(ListOp::UnmapRange) {
+                r.op = None;
+            }
+        }
+        gone.into_iter()
+            .map(|s| self.ranges.remove(&s).expect("listed range"))
+            .collect()
+    }
+
+    /// Removes the pages of `range` from every range at once: the notifier
+    /// half and the deferred half back to back.
+    pub fn unmap(&mut self, range: PageRange) -> Vec<SvmRange> {
+        self.unmap_split(range);
+        self.apply_pending_ops()
     }
 
     /// Removes every range and returns them.
@@ -417,6 +472,42 @@ mod tests {
         assert_eq!(bounds(&l), vec![(0, 2), (6, 10), (18, 20)]);
         assert_eq!(pages(&l.unmap(pr(0, 100))), 8);
         assert!(l.is_empty());
+    }
+
+    /// The op of the range holding `page`.
+    fn op_at(l: &SvmRangeList, page: u64) -> Option<ListOp> {
+        l.find(PageNum::new(page)).and_then(|r| r.op)
+    }
+
+    #[test]
+    fn unmap_split_parks_pieces_with_their_ops() {
+        let mut l = SvmRangeList::new();
+        add(&mut l, pr(0, 16), &[], 1 << 18);
+        add(&mut l, pr(16, 20), &[], 1 << 18);
+        add(&mut l, pr(20, 24), &[], 1 << 18);
+        // A hole in the middle: head kept, tail new and not added yet.
+        l.unmap_split(pr(4, 6));
+        assert_eq!(
+            bounds(&l),
+            vec![(0, 4), (4, 6), (6, 16), (16, 20), (20, 24)]
+        );
+        assert_eq!(op_at(&l, 0), Some(ListOp::UpdateRangeNotifier));
+        assert_eq!(op_at(&l, 4), Some(ListOp::UnmapRange));
+        assert_eq!(op_at(&l, 6), Some(ListOp::AddRange));
+        // The unmapped head of the waiting tail: the tail keeps its op.
+        l.unmap_split(pr(6, 8));
+        assert_eq!(op_at(&l, 6), Some(ListOp::UnmapRange));
+        assert_eq!(op_at(&l, 8), Some(ListOp::AddRange));
+        // A whole range, and UNMAP is sticky over a second unmap.
+        l.unmap_split(pr(16, 20));
+        l.unmap_split(pr(4, 20));
+        assert_eq!(op_at(&l, 16), Some(ListOp::UnmapRange));
+        assert_eq!(op_at(&l, 20), None);
+        assert!(l.has_pending_ops());
+        let gone = l.apply_pending_ops();
+        assert_eq!(pages(&gone), 16);
+        assert_eq!(bounds(&l), vec![(0, 4), (20, 24)]);
+        assert!(!l.has_pending_ops());
     }
 
     #[test]

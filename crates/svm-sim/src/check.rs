@@ -2,7 +2,9 @@
 //!
 //! Verified here:
 //! - the range list's own shape: ranges non-empty, filed by start, never overlapping;
-//! - every SVM page lies in a VMA of its process that SVM may manage;
+//! - every SVM page lies in a VMA of its process that SVM may manage, except
+//!   pieces munmap left for the deferred work;
+//! - no GPU maps a page of such a piece: munmap unmapped it from the GPUs;
 //! - no range crosses a `max_svm_range_pages` boundary (gap ranges are born
 //!   chunked, and splits only shrink ranges);
 //! - no GPU is both ACCESS and ACCESS_IN_PLACE, and both sets hold only SVM GPUs;
@@ -36,6 +38,8 @@
 //! - the order and content of SMI events: tests and scenarios count them.
 
 use std::fmt;
+
+use svm_core::range::ListOp;
 
 use crate::machine::Machine;
 
@@ -73,7 +77,9 @@ pub fn check(m: &Machine) -> Result<(), Violation> {
         let supported = svm.bitmap_supported();
         for r in svm.ranges().iter() {
             let range = r.range();
-            let mut page = range.start();
+            // A piece munmap left for the deferred work has lost its VMA.
+            let unmapped = r.op == Some(ListOp::UnmapRange);
+            let mut page = if unmapped { range.end() } else { range.start() };
             while page < range.end() {
                 match p.mm.vma_info(page) {
                     Some(v) if !v.flags.io => page = v.range.end(),
@@ -232,6 +238,15 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                         format!("{}: gpu{gi} maps page {page} outside every range", p.name),
                     );
                 };
+                if r.op == Some(ListOp::UnmapRange) {
+                    return fail(
+                        "gpu_pt",
+                        format!(
+                            "{}: gpu{gi} still maps page {page}, which munmap unmapped",
+                            p.name
+                        ),
+                    );
+                }
                 if r.invalid > 0 {
                     continue;
                 }
@@ -273,14 +288,20 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                 .chain(p.shadow.page_numbers())
                 .map(svm_core::addr::PageNum::new)
                 .collect();
+        let mut unmapped = std::collections::BTreeSet::new();
         for r in svm.ranges().iter() {
+            if r.op == Some(ListOp::UnmapRange) {
+                // Gone for the process; the deferred work frees what is left.
+                unmapped.extend(r.range().pages());
+                continue;
+            }
             for (a, b, in_vram) in r.vram.runs() {
                 if in_vram {
                     pages.extend((a..b).map(|k| svm_core::addr::PageNum::new(r.start().raw() + k)));
                 }
             }
         }
-        for page in pages {
+        for page in pages.difference(&unmapped).copied() {
             let mut want = [0u8; crate::pages::PAGE_BYTES];
             p.shadow.read(page.raw() * 4096, &mut want);
             if m.page_bytes(pid, page) != want {

@@ -15,4 +15,5 @@ pub mod machine;
 pub mod mm;
 pub mod pages;
 pub mod refmodel;
+pub mod ring;
 pub mod vram;

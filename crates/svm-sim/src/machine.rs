@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
 use svm_core::gpu::GpuIndex;
-use svm_core::platform::{CopyDir, Hardware, Platform, Pte, PteTarget, TlbFlush, VmaInfo, VramBuf};
+use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
 use svm_core::policy::Policy;
-use svm_core::process::{FaultOutcome, Process, QueueId};
+use svm_core::process::{Process, QueueId};
 use svm_core::pte::{GcVersion, PteContext};
 use svm_core::topology::Topology;
 use svm_core::uapi::{SvmArgs, SvmAttribute};
@@ -27,14 +27,6 @@ use svm_core::{Errno, Error, Result};
 use crate::gpu::{HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
-
-/// Restore retries one [`Machine::advance_to`] runs before it skips the
-/// rest (they would fail the same way: nothing else runs between them).
-pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
-/// How long a GPU waits before retrying a fault the driver dropped.
-pub const RETRY_DELAY_NS: u64 = 100_000;
-/// Retries after which a GPU access gives up (a livelock, a bug).
-const MAX_RETRIES: u32 = 10_000;
 
 /// One past the last byte of `[addr, addr + len)` with `len` rounded up to
 /// whole pages, or `None` when that leaves the 64-bit space.
@@ -277,6 +269,10 @@ impl Hardware for Env<'_> {
         let gpu_id = self.gpus[gpu.get()].desc.id.raw();
         self.events.push(SmiEvent { gpu_id, line });
     }
+
+    fn ih_checkpoint(&self, gpu: GpuIndex) -> Option<u64> {
+        self.gpus[gpu.get()].ring.newest_ts()
+    }
 }
 
 /// A process identifier, the index of the process in its machine.
@@ -385,6 +381,17 @@ pub struct Machine {
     counters: HwCounters,
     events: Vec<SmiEvent>,
     policy: Policy,
+    /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
+    waves: Vec<Option<sched::Wave>>,
+    /// How pending work is ordered.
+    interleave: Interleave,
+    /// The last IH timestamp handed out.
+    last_ts: u64,
+    /// Restore failures since the current run began, and that run's horizon.
+    restore_failures: u32,
+    restore_horizon: u64,
+    /// Scratch list of ready steps, kept to save an allocation per step.
+    ready_buf: Vec<sched::Work>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -395,7 +402,7 @@ macro_rules! env {
         let (p, after) = rest.split_first_mut().expect("pid from this machine");
         (
             &mut p.svm,
-            Env {
+            $crate::machine::Env {
                 proc_index: $pid.0,
                 mm: &mut p.mm,
                 limit: &mut m.limit,
@@ -411,6 +418,9 @@ macro_rules! env {
     }};
 }
 
+mod sched;
+pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
+
 impl Machine {
     /// A machine with these GPUs, boot-time XNACK default and memory limit.
     pub fn new(topology: Topology, xnack_default: bool, limit: MemLimit) -> Self {
@@ -425,6 +435,12 @@ impl Machine {
             counters: HwCounters::default(),
             events: Vec::new(),
             policy: Policy::default(),
+            waves: Vec::new(),
+            interleave: Interleave::Eager,
+            last_ts: 0,
+            restore_failures: 0,
+            restore_horizon: 0,
+            ready_buf: Vec::new(),
         }
     }
 
@@ -466,43 +482,13 @@ impl Machine {
         self.clock_ns
     }
 
-    /// Lets simulated time pass, running restore work that falls due.
-    pub fn advance(&mut self, ns: u64) {
-        self.advance_to(self.clock_ns.saturating_add(ns));
-    }
-
-    /// Runs every piece of deferred work due by `until`, in time order with
-    /// the clock at each one's due time (ties go to the lower process), then
-    /// sets the clock to `until`.
-    ///
-    /// A restore work that fails reschedules itself 1 ms later, as kfd's
-    /// does, and runs again when that falls due. Nothing else changes the
-    /// process between two such retries, so after [`MAX_RETRIES_PER_ADVANCE`]
-    /// of them in one call the rest would fail the same way: they are skipped
-    /// and the next retry is left due 1 ms after `until`.
-    pub fn advance_to(&mut self, until: u64) {
-        let mut retries = 0;
-        while let Some((due, i)) = self
-            .procs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.svm.restore_due_ns().map(|d| (d, i)))
-            .filter(|&(d, _)| d <= until)
-            .min()
-        {
-            self.clock_ns = self.clock_ns.max(due);
-            let (svm, mut env) = env!(self, Pid(i));
-            if retries == MAX_RETRIES_PER_ADVANCE {
-                svm.postpone_restore(until.saturating_add(svm_core::process::RESTORE_DELAY_NS));
-                continue;
-            }
-            // A failed restore has rescheduled itself; its queues stay
-            // stopped, and a GPU access reports why.
-            if svm.restore_work(&mut env).is_err() {
-                retries += 1;
-            }
+    /// With eager ordering, kernel work an operation queued runs before the
+    /// operation returns (the worker "runs soon"); a seeded order leaves it
+    /// to [`Machine::interleave`] and the waits.
+    fn after_op(&mut self) {
+        if matches!(self.interleave, Interleave::Eager) {
+            self.interleave();
         }
-        self.clock_ns = self.clock_ns.max(until);
     }
 
     /// Starts a process; it opens every GPU of the machine.
@@ -565,6 +551,7 @@ impl Machine {
             .mm
             .mmap(fixed, len, prot, backing, mark)?
             .0;
+        self.after_op();
         Ok(range)
     }
 
@@ -586,7 +573,9 @@ impl Machine {
         probe.munmap(addr, len)?;
         let end = page_end(addr, len).expect("checked by munmap");
         self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
-        self.procs[pid.0].mm.munmap(addr, len).map(drop)
+        let r = self.procs[pid.0].mm.munmap(addr, len).map(drop);
+        self.after_op();
+        r
     }
 
     /// `mprotect`; GPUs lose their mappings of the pages, which fault back
@@ -646,6 +635,9 @@ impl Machine {
     /// # Errors
     /// See `svm_core::process::Process::svm_ioctl`.
     pub fn svm_ioctl(&mut self, pid: Pid, args: &mut SvmArgs) -> Result {
+        // `svm_range_list_lock_and_flush_work`: the deferred work, and the
+        // fault drain it waits for, run first.
+        self.flush_deferred(pid);
         let (svm, mut env) = env!(self, pid);
         svm.svm_ioctl(&mut env, args)
     }
@@ -739,165 +731,14 @@ impl Machine {
 
     /// Process exit: the SVM state goes, then the address space.
     pub fn exit(&mut self, pid: Pid) {
+        // `svm_range_list_fini`: pending faults are drained (dropped: the
+        // process is gone) and in-flight accesses die with it.
+        self.cancel_process_work(pid);
         let (svm, mut env) = env!(self, pid);
         svm.exit(&mut env);
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
         p.shadow = PageStore::new();
-    }
-
-    /// A GPU reads (`data` is `None`, `len` bytes come back) or writes `data`
-    /// at `addr` through its page table, faulting as the hardware would.
-    ///
-    /// # Errors
-    /// [`AccessError::VmFault`] for a fault the driver cannot recover.
-    pub fn gpu_access(
-        &mut self,
-        pid: Pid,
-        gpu_id: u32,
-        addr: CpuVa,
-        len: u64,
-        data: Option<&[u8]>,
-    ) -> Result<(Vec<u8>, AccessStats), AccessError> {
-        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
-        let g = gpu.get();
-        let write = data.is_some();
-        if self.procs[pid.0].svm.exited() {
-            return Err(AccessError::VmFault {
-                gpu_id,
-                addr,
-                write,
-                why: "the process has exited".into(),
-                errno: Errno::Efault,
-            });
-        }
-        if len > MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
-            return Err(AccessError::OutOfRange { addr, len });
-        }
-        let mut stats = AccessStats::default();
-        // Queues stay stopped until the restore work has run: the access
-        // waits for it.
-        if let Some(due) = self.procs[pid.0].svm.restore_due_ns() {
-            self.advance_to(due);
-        }
-        // The restore work failed and rescheduled itself: on hardware the
-        // queues stay stopped and the wave never runs. Report why instead
-        // of waiting forever.
-        if let Some(e) = self.procs[pid.0].svm.restore_error() {
-            return Err(AccessError::VmFault {
-                gpu_id,
-                addr,
-                write,
-                why: format!(
-                    "queues stay evicted: the restore work failed ({e}) and rescheduled itself"
-                ),
-                errno: e.errno(),
-            });
-        }
-        let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        let mut done = 0u64;
-        while done < len {
-            let at = addr.raw() + done;
-            let page = CpuVa::new(at).page_num();
-            let off = at % PAGE_SIZE;
-            let n = (PAGE_SIZE - off).min(len - done);
-            let pte = self.translate(pid, gpu, gpu_id, CpuVa::new(at), write, &mut stats)?;
-            let (lo, hi) = (
-                usize::try_from(done).unwrap_or(0),
-                usize::try_from(done + n).unwrap_or(0),
-            );
-            // A PTE can outlive its DMA mapping only through the kernel's own
-            // stale-PTE cases (see `Process::set_unmap_every_mapped_gpu`);
-            // the IOMMU then faults the access.
-            let iommu = |m: &Self, dma: u64| {
-                m.gpus[g]
-                    .iommu
-                    .get(&dma)
-                    .copied()
-                    .ok_or_else(|| AccessError::VmFault {
-                        gpu_id,
-                        addr: CpuVa::new(at),
-                        write,
-                        why: format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
-                        errno: Errno::Efault,
-                    })
-            };
-            match (pte.target, data) {
-                (PteTarget::Sys(dma), Some(d)) => {
-                    let (pi, va) = iommu(self, dma)?;
-                    self.procs[pi]
-                        .mm
-                        .pages_mut()
-                        .write(va.raw() * PAGE_SIZE + off, &d[lo..hi]);
-                }
-                (PteTarget::Sys(dma), None) => {
-                    let (pi, va) = iommu(self, dma)?;
-                    self.procs[pi]
-                        .mm
-                        .pages()
-                        .read(va.raw() * PAGE_SIZE + off, &mut out[lo..hi]);
-                }
-                (PteTarget::Vram { owner, addr: a }, Some(d)) => {
-                    self.gpus[owner.get()].vram.write(a + off, &d[lo..hi])
-                }
-                (PteTarget::Vram { owner, addr: a }, None) => {
-                    self.gpus[owner.get()].vram.read(a + off, &mut out[lo..hi])
-                }
-            }
-            if let Some(d) = data {
-                self.procs[pid.0].shadow.write(at, &d[lo..hi]);
-            }
-            let _ = page;
-            done += n;
-        }
-        Ok((out, stats))
-    }
-
-    /// Walks the page table for one access, raising retry faults until the
-    /// PTE allows it.
-    fn translate(
-        &mut self,
-        pid: Pid,
-        gpu: GpuIndex,
-        gpu_id: u32,
-        at: CpuVa,
-        write: bool,
-        stats: &mut AccessStats,
-    ) -> Result<Pte, AccessError> {
-        let page = at.page_num();
-        for _ in 0..MAX_RETRIES {
-            if let Some(pte) = self.procs[pid.0].pts[gpu.get()].walk(page)
-                && pte.flags.valid
-                && (!write || pte.flags.writeable)
-            {
-                return Ok(pte);
-            }
-            stats.faults += 1;
-            let (svm, mut env) = env!(self, pid);
-            match svm.restore_pages(&mut env, gpu, page, write) {
-                Ok(FaultOutcome::Resolved { .. }) => {}
-                Ok(FaultOutcome::Dropped(_)) => {
-                    stats.retries += 1;
-                    self.advance(RETRY_DELAY_NS);
-                }
-                Err(e) => {
-                    return Err(AccessError::VmFault {
-                        gpu_id,
-                        addr: at,
-                        write,
-                        why: e.to_string(),
-                        errno: e.errno(),
-                    });
-                }
-            }
-        }
-        Err(AccessError::VmFault {
-            gpu_id,
-            addr: at,
-            write,
-            why: format!("still faulting after {MAX_RETRIES} retries"),
-            errno: Errno::Ebusy,
-        })
     }
 
     /// A CPU reads (`data` is `None`) or writes `data` at `addr`. Pages in

@@ -18,7 +18,7 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
 use crate::gpu::GpuIndex;
 use crate::platform::Hardware;
-use crate::range::SvmRange;
+use crate::range::{ListOp, SvmRange};
 
 /// `AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING`: faults on a range within 2 ms of
 /// its last validation are duplicates.
@@ -52,6 +52,12 @@ pub enum DropReason {
     VmaRemoved,
     /// The process is gone (`kfd_lookup_process_by_pasid` finds nothing).
     ProcessGone,
+    /// A straggler: the fault was already in the ring when memory was
+    /// unmapped (its timestamp is not after the checkpoint).
+    Straggler,
+    /// The range is being unmapped, or split off and not yet added
+    /// (`svm_range_skip_recover`).
+    Unmapping,
 }
 
 fn refused(page: PageNum, why: &'static str, errno: Errno) -> Error {
@@ -64,6 +70,8 @@ fn refused(page: PageNum, why: &'static str, errno: Errno) -> Error {
 
 impl Process {
     /// Handles a retry fault of GPU `gpu` at `page` (`svm_range_restore_pages`).
+    /// `ts` is the fault's IH timestamp, which orders it against munmap
+    /// checkpoints.
     ///
     /// # Errors
     /// The fault is fatal: EFAULT (XNACK off, or no VMA to make a range
@@ -76,11 +84,22 @@ impl Process {
         gpu: GpuIndex,
         page: PageNum,
         write: bool,
+        ts: u64,
     ) -> Result<FaultOutcome> {
         let now = pf.now_ns();
         // 2. A fault for a process that is gone is dropped.
         if self.exited {
             return Ok(FaultOutcome::Dropped(DropReason::ProcessGone));
+        }
+        // 3. (2025 order: under the locks, before the lookup.) A fault that
+        //    was in the ring when memory was unmapped is a straggler: drop
+        //    it, uncounted (-EAGAIN). The first newer fault clears the
+        //    checkpoint.
+        if let Some(cp) = self.checkpoint_ts[gpu] {
+            if ts <= cp {
+                return Ok(FaultOutcome::Dropped(DropReason::Straggler));
+            }
+            self.checkpoint_ts[gpu] = None;
         }
         // 4. Retry faults need XNACK (refused before the fault is counted).
         if !self.xnack_enabled {
@@ -93,9 +112,14 @@ impl Process {
             Some(r) => r.start(),
             None => self.create_unregistered_range(pf, page)?,
         };
+        // 10. A range being unmapped, or a split-off tail not added yet,
+        //     is not recovered now; the GPU retries.
+        let r = self.svms.get(start).expect("faulting range is in the list");
+        if matches!(r.op, Some(ListOp::UnmapRange | ListOp::AddRange)) {
+            return Ok(FaultOutcome::Dropped(DropReason::Unmapping));
+        }
         // 11. A fault on a range validated less than 2 ms ago is a duplicate
         //     (maybe for another window of it); the GPU retries later.
-        let r = self.svms.get(start).expect("faulting range is in the list");
         if r.validate_timestamp
             .is_some_and(|t| now < t.saturating_add(RETRY_FAULT_PENDING_NS))
         {
@@ -262,6 +286,8 @@ impl Process {
         if self.evicted_ranges == 0 {
             return Ok(());
         }
+        // `svm_range_list_lock_and_flush_work`.
+        self.deferred_list_work(pf);
         let invalid: Vec<PageNum> = self
             .svms
             .iter()

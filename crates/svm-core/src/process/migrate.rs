@@ -366,6 +366,17 @@ impl Process {
             .collect();
         let gpu = self.bos[&id].gpu;
         for (start, whole) in holders {
+            let r = self.svms.get_mut(start).expect("holder");
+            if r.op == Some(crate::range::ListOp::UnmapRange) {
+                // Unmapped memory waiting to be freed: no VMA, so nothing
+                // migrates; its VRAM pages are simply let go, which is what
+                // kfd's worker amounts to when `migrate_vma_setup` finds
+                // no VMA.
+                r.vram = crate::residency::PageBits::new(whole.npages().raw());
+                r.settle();
+                self.bo_scan_needed = true;
+                continue;
+            }
             self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
             if let Some(r) = self.svms.get_mut(start) {
                 r.evictions += 1;

@@ -415,6 +415,11 @@ fn xnack_off_reserves_all_or_nothing() {
         &mut pf,
         PageRange::new(PageNum::new(0x18), PageNum::new(0x48)),
     );
+    // The notifier only splits; the deferred work frees and unreserves.
+    assert_eq!(pf.used, 0x20 * 4096);
+    assert!(p.deferred_pending());
+    assert!(p.deferred_list_work(&mut pf));
+    assert!(!p.deferred_list_work(&mut pf));
     assert_eq!(pf.used, 0x10 * 4096);
     p.exit(&mut pf);
     assert_eq!(pf.used, 0);
@@ -506,7 +511,7 @@ fn faults_after_exit_are_dropped() {
     p.exit(&mut pf);
     let g = GpuIndex::new(0).unwrap();
     assert_eq!(
-        p.restore_pages(&mut pf, g, PageNum::new(0x10), false),
+        p.restore_pages(&mut pf, g, PageNum::new(0x10), false, 0),
         Ok(FaultOutcome::Dropped(DropReason::ProcessGone))
     );
 }
@@ -517,7 +522,7 @@ fn faults_with_xnack_off_are_fatal() {
     let mut pf = Fake::new(&[(0x10, 0x20, false)]);
     let g = GpuIndex::new(0).unwrap();
     let err = p
-        .restore_pages(&mut pf, g, PageNum::new(0x10), false)
+        .restore_pages(&mut pf, g, PageNum::new(0x10), false, 0)
         .unwrap_err();
     assert_eq!(err.errno(), Errno::Efault);
 }

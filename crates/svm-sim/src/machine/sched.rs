@@ -1,0 +1,640 @@
+//! In-flight GPU accesses (waves), fault delivery, deferred work, and the
+//! seeded scheduler that interleaves them.
+//!
+//! # Concurrency model
+//! Every piece of work is one atomic step with respect to every other:
+//! - a wave step runs an access as far as its PTEs allow and raises a retry
+//!   fault into its GPU's [`crate::ring::FaultRing`] at the first miss;
+//! - a delivery hands the oldest fault of a ring to the engine's
+//!   `restore_pages` and wakes the waves waiting on that page;
+//! - a process's deferred list work frees what munmap left behind, once
+//!   every ring has delivered the faults up to its checkpoints;
+//! - a restore work, due 1 ms after an XNACK-off eviction, remaps and
+//!   resumes the queues.
+//!
+//! Syscalls and ioctls of the scenario are steps too. That steps never
+//! overlap is the kernel's own locking: the fault handler holds the mmap
+//! read lock from its range lookup to its last PTE, and munmap, set_attr,
+//! the deferred work and the restore work take it for writing. So a munmap
+//! that "arrives while a fault's window is migrating" waits for that fault
+//! to finish, and then sees its PTEs; what varies is the order of whole
+//! steps, and that is what the scheduler chooses.
+//!
+//! # Choosing the order
+//! [`Interleave::Eager`] runs kernel work as soon as it exists: a fault is
+//! delivered before the wave goes on, and munmap's deferred work runs
+//! before munmap returns. [`Interleave::Seeded`] picks uniformly among the
+//! steps that are ready, from a PCG stream seeded by the run's seed, and
+//! leaves work pending between the caller's operations until
+//! [`Machine::interleave`] or a wait runs it. The same seed gives the same
+//! order, so a race is a seed to replay.
+
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use svm_core::Errno;
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
+use svm_core::gpu::GpuIndex;
+use svm_core::platform::PteTarget;
+use svm_core::process::{FaultOutcome, RESTORE_DELAY_NS};
+
+use super::{AccessError, AccessStats, Machine, Pid};
+use crate::ring::RingEntry;
+
+/// How long a GPU waits before retrying a fault the driver dropped.
+pub const RETRY_DELAY_NS: u64 = 100_000;
+/// Faults on one page after which a wave gives up (a livelock, a bug).
+const MAX_RETRIES: u32 = 10_000;
+/// Restore retries one [`Machine::advance_to`] runs before it skips the
+/// rest (they would fail the same way: nothing else runs between them).
+pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
+/// Steps one [`Machine::quiesce`] runs before it reports a livelock.
+const MAX_QUIESCE_STEPS: u64 = 50_000_000;
+
+/// How pending work is ordered.
+#[derive(Clone, Debug)]
+pub enum Interleave {
+    /// Kernel work first, at once; the default.
+    Eager,
+    /// A seeded random order among ready steps.
+    Seeded {
+        /// The seed, for reports.
+        seed: u64,
+        /// The stream.
+        rng: Pcg64Mcg,
+    },
+}
+
+/// A launched GPU access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaveId(usize);
+
+/// An access in flight: a wave of one kernel, reduced to the one memory
+/// operation svmsim models so far.
+#[derive(Debug)]
+pub(super) struct Wave {
+    pid: Pid,
+    gpu: GpuIndex,
+    gpu_id: u32,
+    addr: CpuVa,
+    len: u64,
+    data: Option<Vec<u8>>,
+    done: u64,
+    out: Vec<u8>,
+    stats: AccessStats,
+    state: WaveState,
+    /// Faults taken on the page at `done`.
+    page_faults: u32,
+}
+
+#[derive(Debug)]
+enum WaveState {
+    /// Can run its next step.
+    Ready,
+    /// A retry fault for the page at `done` is in the ring.
+    Faulted,
+    /// Retries after the driver dropped its fault.
+    Sleeping(u64),
+    /// Finished; the result waits to be collected.
+    Done(Result<(), AccessError>),
+}
+
+/// One step the scheduler may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Work {
+    Deliver(usize),
+    Deferred(usize),
+    Restore(usize),
+    Wave(usize),
+}
+
+impl Wave {
+    fn page(&self) -> PageNum {
+        CpuVa::new(self.addr.raw() + self.done).page_num()
+    }
+
+    fn fail(&mut self, why: String, errno: Errno) {
+        let at = CpuVa::new(self.addr.raw() + self.done);
+        self.state = WaveState::Done(Err(AccessError::VmFault {
+            gpu_id: self.gpu_id,
+            addr: at,
+            write: self.data.is_some(),
+            why,
+            errno,
+        }));
+    }
+}
+
+impl Machine {
+    /// Orders pending work eagerly (`None`) or by a seeded random stream.
+    pub fn set_seed(&mut self, seed: Option<u64>) {
+        self.interleave = match seed {
+            None => Interleave::Eager,
+            Some(seed) => Interleave::Seeded {
+                seed,
+                rng: Pcg64Mcg::seed_from_u64(seed),
+            },
+        };
+    }
+
+    /// The interleaving seed, if the order is seeded.
+    pub fn seed(&self) -> Option<u64> {
+        match &self.interleave {
+            Interleave::Eager => None,
+            Interleave::Seeded { seed, .. } => Some(*seed),
+        }
+    }
+
+    /// Starts a GPU read (`data` is `None`, `len` bytes come back) or write
+    /// of `data` at `addr`. It runs when the scheduler lets it: collect it
+    /// with [`Machine::wait`].
+    ///
+    /// # Errors
+    /// [`AccessError::NoGpu`] and [`AccessError::OutOfRange`] at once;
+    /// a VM fault when the process has exited.
+    pub fn launch(
+        &mut self,
+        pid: Pid,
+        gpu_id: u32,
+        addr: CpuVa,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<WaveId, AccessError> {
+        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
+        let write = data.is_some();
+        if self.procs[pid.0].svm.exited() {
+            return Err(AccessError::VmFault {
+                gpu_id,
+                addr,
+                write,
+                why: "the process has exited".into(),
+                errno: Errno::Efault,
+            });
+        }
+        if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
+            return Err(AccessError::OutOfRange { addr, len });
+        }
+        let wave = Wave {
+            pid,
+            gpu,
+            gpu_id,
+            addr,
+            len,
+            data: data.map(<[u8]>::to_vec),
+            done: 0,
+            out: if write {
+                Vec::new()
+            } else {
+                vec![0u8; usize::try_from(len).unwrap_or(0)]
+            },
+            stats: AccessStats::default(),
+            state: WaveState::Ready,
+            page_faults: 0,
+        };
+        let id = match self.waves.iter().position(Option::is_none) {
+            Some(i) => {
+                self.waves[i] = Some(wave);
+                i
+            }
+            None => {
+                self.waves.push(Some(wave));
+                self.waves.len() - 1
+            }
+        };
+        Ok(WaveId(id))
+    }
+
+    /// Whether a launched access has finished.
+    pub fn wave_done(&self, w: WaveId) -> bool {
+        matches!(
+            self.waves.get(w.0),
+            Some(Some(Wave {
+                state: WaveState::Done(_),
+                ..
+            }))
+        )
+    }
+
+    /// Waves launched and not yet collected.
+    pub fn waves_in_flight(&self) -> usize {
+        self.waves.iter().flatten().count()
+    }
+
+    /// Runs pending work until the access finishes, and collects it.
+    ///
+    /// # Errors
+    /// [`AccessError::VmFault`] for a fault the driver could not recover.
+    ///
+    /// # Panics
+    /// If `w` was already collected.
+    pub fn wait(&mut self, w: WaveId) -> Result<(Vec<u8>, AccessStats), AccessError> {
+        self.run(u64::MAX, |m| m.wave_done(w));
+        if !self.wave_done(w) {
+            // Nothing can run and the wave is not done: only a bug gets here.
+            let wave = self.waves[w.0].as_mut().expect("wave in flight");
+            wave.fail("the wave can never run again".into(), Errno::Ebusy);
+        }
+        let wave = self.waves[w.0].take().expect("wave in flight");
+        match wave.state {
+            WaveState::Done(r) => r.map(|()| (wave.out, wave.stats)),
+            _ => unreachable!("checked done"),
+        }
+    }
+
+    /// A GPU reads (`data` is `None`, `len` bytes come back) or writes `data`
+    /// at `addr` through its page table, faulting as the hardware would,
+    /// and waits for it.
+    ///
+    /// # Errors
+    /// [`AccessError::VmFault`] for a fault the driver cannot recover.
+    pub fn gpu_access(
+        &mut self,
+        pid: Pid,
+        gpu_id: u32,
+        addr: CpuVa,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, AccessStats), AccessError> {
+        let w = self.launch(pid, gpu_id, addr, len, data)?;
+        self.wait(w)
+    }
+
+    /// Lets simulated time pass, running the work that falls due.
+    pub fn advance(&mut self, ns: u64) {
+        self.advance_to(self.clock_ns.saturating_add(ns));
+    }
+
+    /// Runs every step ready by `until`, moving the clock to each timed
+    /// step's due time, then sets the clock to `until`.
+    ///
+    /// A restore work that fails reschedules itself 1 ms later, as kfd's
+    /// does. Nothing else changes the process between two such retries, so
+    /// after [`MAX_RETRIES_PER_ADVANCE`] of them in one call the rest would
+    /// fail the same way: they are skipped and the next retry is left due
+    /// 1 ms after `until`.
+    pub fn advance_to(&mut self, until: u64) {
+        self.restore_failures = 0;
+        self.restore_horizon = until;
+        self.run(until, |_| false);
+        self.clock_ns = self.clock_ns.max(until);
+    }
+
+    /// Runs a seeded number of ready steps (each step goes on with
+    /// probability 1/2), as concurrent kernel work would between two of the
+    /// caller's operations. Eager ordering runs every ready kernel step.
+    pub fn interleave(&mut self) {
+        loop {
+            let go = match &mut self.interleave {
+                Interleave::Eager => true,
+                Interleave::Seeded { rng, .. } => rng.random_bool(0.5),
+            };
+            if !go {
+                return;
+            }
+            let Some(work) = self.next_work(self.clock_ns, false) else {
+                return;
+            };
+            self.do_work(work);
+        }
+    }
+
+    /// Runs everything to the end: every wave finishes, every ring drains,
+    /// the deferred and restore work run, with time moving on as needed.
+    /// Results of finished waves stay to be collected.
+    ///
+    /// Returns `false` when work was still pending after a bound of steps
+    /// (a livelock, which is a bug) or a restore work keeps failing.
+    pub fn quiesce(&mut self) -> bool {
+        self.restore_failures = 0;
+        self.restore_horizon = self.clock_ns;
+        self.run(u64::MAX, |_| false);
+        !self.work_pending()
+    }
+
+    /// Whether any work is left: waves still running, faults in a ring,
+    /// deferred work, or a restore work scheduled.
+    pub fn work_pending(&self) -> bool {
+        self.waves
+            .iter()
+            .flatten()
+            .any(|w| !matches!(w.state, WaveState::Done(_)))
+            || self.gpus.iter().any(|g| !g.ring.is_empty())
+            || self
+                .procs
+                .iter()
+                .any(|p| p.svm.deferred_pending() || p.svm.restore_due_ns().is_some())
+    }
+
+    /// Runs steps until `stop` holds, nothing is ready, or the next timed
+    /// step is after `until`.
+    fn run(&mut self, until: u64, stop: impl Fn(&Self) -> bool) {
+        let mut steps = 0u64;
+        while !stop(self) && steps < MAX_QUIESCE_STEPS {
+            steps += 1;
+            if let Some(work) = self.next_work(self.clock_ns, true) {
+                self.do_work(work);
+                continue;
+            }
+            // Nothing ready now: move time to the next timed step.
+            match self.next_timed() {
+                Some(t) if t <= until => self.clock_ns = self.clock_ns.max(t),
+                _ => return,
+            }
+        }
+    }
+
+    /// The earliest time something timed becomes ready.
+    fn next_timed(&self) -> Option<u64> {
+        let restore = self
+            .procs
+            .iter()
+            .filter_map(|p| p.svm.restore_due_ns())
+            .filter(|_| !self.restores_capped())
+            .min();
+        let sleep = self
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|w| match w.state {
+                WaveState::Sleeping(t) => Some(t),
+                _ => None,
+            })
+            .min();
+        restore.into_iter().chain(sleep).min()
+    }
+
+    /// Picks the next ready step, if any. Waves count only when `waves`.
+    fn next_work(&mut self, now: u64, waves: bool) -> Option<Work> {
+        self.wake_sleepers(now);
+        let mut ready = std::mem::take(&mut self.ready_buf);
+        ready.clear();
+        for (g, gpu) in self.gpus.iter().enumerate() {
+            if !gpu.ring.is_empty() {
+                ready.push(Work::Deliver(g));
+            }
+        }
+        for (i, p) in self.procs.iter().enumerate() {
+            if p.svm.deferred_pending() && self.drained_for(i) {
+                ready.push(Work::Deferred(i));
+            }
+            if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped() {
+                ready.push(Work::Restore(i));
+            }
+        }
+        if waves {
+            for (i, w) in self.waves.iter().enumerate() {
+                if let Some(w) = w
+                    && matches!(w.state, WaveState::Ready)
+                {
+                    ready.push(Work::Wave(i));
+                }
+            }
+        }
+        let pick = match &mut self.interleave {
+            _ if ready.is_empty() => None,
+            // Kernel work before waves, in the order listed.
+            Interleave::Eager => Some(ready[0]),
+            Interleave::Seeded { rng, .. } => Some(ready[rng.random_range(0..ready.len())]),
+        };
+        self.ready_buf = ready;
+        pick
+    }
+
+    /// Whether every ring has delivered the faults up to process `i`'s
+    /// munmap checkpoints (`svm_range_drain_retry_fault`).
+    fn drained_for(&self, i: usize) -> bool {
+        self.procs[i]
+            .svm
+            .deferred_checkpoints()
+            .iter()
+            .all(|&(g, cp)| self.gpus[g.get()].ring.head().is_none_or(|e| e.ts > cp))
+    }
+
+    /// Sleeping waves whose time has come are ready again.
+    fn wake_sleepers(&mut self, now: u64) {
+        for w in self.waves.iter_mut().flatten() {
+            if let WaveState::Sleeping(t) = w.state
+                && t <= now
+            {
+                w.state = WaveState::Ready;
+            }
+        }
+    }
+
+    fn do_work(&mut self, work: Work) {
+        match work {
+            Work::Deliver(g) => self.deliver(g),
+            Work::Deferred(i) => self.flush_deferred(Pid(i)),
+            Work::Restore(i) => self.run_restore(Pid(i)),
+            Work::Wave(i) => self.step_wave(i),
+        }
+    }
+
+    /// Drains the rings up to process `pid`'s checkpoints, then runs its
+    /// deferred work (`svm_range_list_lock_and_flush_work`).
+    pub(super) fn flush_deferred(&mut self, pid: Pid) {
+        if !self.procs[pid.0].svm.deferred_pending() {
+            return;
+        }
+        for (g, cp) in self.procs[pid.0].svm.deferred_checkpoints() {
+            while self.gpus[g.get()].ring.head().is_some_and(|e| e.ts <= cp) {
+                self.deliver(g.get());
+            }
+        }
+        let (svm, mut env) = env!(self, pid);
+        svm.deferred_list_work(&mut env);
+    }
+
+    /// Whether this run has seen [`MAX_RETRIES_PER_ADVANCE`] restore
+    /// failures: further retries would fail the same way.
+    fn restores_capped(&self) -> bool {
+        self.restore_failures >= MAX_RETRIES_PER_ADVANCE
+    }
+
+    /// Runs a due restore work, counting failures against the current
+    /// run's retry cap. Once capped, every pending restore is left due
+    /// 1 ms after the run's horizon and no restore runs again in this run.
+    fn run_restore(&mut self, pid: Pid) {
+        self.flush_deferred(pid);
+        let (svm, mut env) = env!(self, pid);
+        if svm.restore_work(&mut env).is_ok() {
+            return;
+        }
+        self.restore_failures += 1;
+        if self.restores_capped() {
+            let later = self
+                .restore_horizon
+                .max(self.clock_ns)
+                .saturating_add(RESTORE_DELAY_NS);
+            for p in &mut self.procs {
+                p.svm.postpone_restore(later);
+            }
+        }
+        // It rescheduled itself; its queues stay stopped. Waves of the
+        // process would wait forever: report why instead.
+        let Some(why) = self.procs[pid.0].svm.restore_error().cloned() else {
+            return;
+        };
+        for w in self.waves.iter_mut().flatten() {
+            if w.pid == pid && !matches!(w.state, WaveState::Done(_)) {
+                w.fail(
+                    format!(
+                        "queues stay evicted: the restore work failed ({why}) and rescheduled itself"
+                    ),
+                    why.errno(),
+                );
+            }
+        }
+    }
+
+    /// Hands the oldest fault of ring `g` to the engine and wakes the waves
+    /// that wait on it.
+    fn deliver(&mut self, g: usize) {
+        let Some(e) = self.gpus[g].ring.pop() else {
+            return;
+        };
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let (svm, mut env) = env!(self, Pid(e.proc_index));
+        let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
+        let now = self.clock_ns;
+        for w in self.waves.iter_mut().flatten() {
+            if w.pid.0 != e.proc_index
+                || w.gpu.get() != g
+                || !matches!(w.state, WaveState::Faulted)
+                || w.page() != e.page
+            {
+                continue;
+            }
+            match &outcome {
+                Ok(FaultOutcome::Resolved { .. }) => w.state = WaveState::Ready,
+                Ok(FaultOutcome::Dropped(_)) => {
+                    w.stats.retries += 1;
+                    w.state = WaveState::Sleeping(now + RETRY_DELAY_NS);
+                }
+                Err(err) => w.fail(err.to_string(), err.errno()),
+            }
+        }
+    }
+
+    /// Runs wave `i` until its access completes or misses.
+    fn step_wave(&mut self, i: usize) {
+        let mut wave = self.waves[i].take().expect("ready wave");
+        let pid = wave.pid;
+        // Queues stay stopped until the restore work has run: the wave waits
+        // for its next run (which fails the wave if it fails again).
+        if self.procs[pid.0].svm.restore_pending() {
+            wave.state = WaveState::Sleeping(
+                self.procs[pid.0]
+                    .svm
+                    .restore_due_ns()
+                    .unwrap_or(self.clock_ns),
+            );
+            self.waves[i] = Some(wave);
+            return;
+        }
+        if self.procs[pid.0].svm.exited() {
+            wave.fail("the process has exited".into(), Errno::Efault);
+            self.waves[i] = Some(wave);
+            return;
+        }
+        let g = wave.gpu.get();
+        let write = wave.data.is_some();
+        while wave.done < wave.len {
+            let at = wave.addr.raw() + wave.done;
+            let page = CpuVa::new(at).page_num();
+            let off = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - off).min(wave.len - wave.done);
+            let pte = match self.procs[pid.0].pts[g].walk(page) {
+                Some(p) if p.flags.valid && (!write || p.flags.writeable) => p,
+                _ => {
+                    // A miss: a retry fault into the ring (the CAM may
+                    // find one pending for the page already).
+                    wave.stats.faults += 1;
+                    wave.page_faults += 1;
+                    if wave.page_faults > MAX_RETRIES {
+                        wave.fail(
+                            format!("still faulting after {MAX_RETRIES} retries"),
+                            Errno::Ebusy,
+                        );
+                    } else {
+                        self.last_ts = self.last_ts.max(self.clock_ns.saturating_sub(1)) + 1;
+                        self.gpus[g].ring.raise(RingEntry {
+                            proc_index: pid.0,
+                            page,
+                            write,
+                            ts: self.last_ts,
+                        });
+                        wave.state = WaveState::Faulted;
+                    }
+                    self.waves[i] = Some(wave);
+                    return;
+                }
+            };
+            let (lo, hi) = (
+                usize::try_from(wave.done).unwrap_or(0),
+                usize::try_from(wave.done + n).unwrap_or(0),
+            );
+            // A PTE can outlive its DMA mapping only through the kernel's own
+            // stale-PTE cases (see `Process::set_unmap_every_mapped_gpu`);
+            // the IOMMU then faults the access.
+            let target = match pte.target {
+                PteTarget::Sys(dma) => match self.gpus[g].iommu.get(&dma).copied() {
+                    Some(t) => Ok(t),
+                    None => Err(dma),
+                },
+                PteTarget::Vram { .. } => Ok((0, page)),
+            };
+            if let Err(dma) = target {
+                wave.fail(
+                    format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
+                    Errno::Efault,
+                );
+                self.waves[i] = Some(wave);
+                return;
+            }
+            match (pte.target, &wave.data) {
+                (PteTarget::Sys(_), Some(d)) => {
+                    let (pi, va) = target.expect("checked");
+                    self.procs[pi]
+                        .mm
+                        .pages_mut()
+                        .write(va.raw() * PAGE_SIZE + off, &d[lo..hi]);
+                }
+                (PteTarget::Sys(_), None) => {
+                    let (pi, va) = target.expect("checked");
+                    self.procs[pi]
+                        .mm
+                        .pages()
+                        .read(va.raw() * PAGE_SIZE + off, &mut wave.out[lo..hi]);
+                }
+                (PteTarget::Vram { owner, addr: a }, Some(d)) => {
+                    self.gpus[owner.get()].vram.write(a + off, &d[lo..hi]);
+                }
+                (PteTarget::Vram { owner, addr: a }, None) => {
+                    self.gpus[owner.get()]
+                        .vram
+                        .read(a + off, &mut wave.out[lo..hi]);
+                }
+            }
+            if let Some(d) = &wave.data {
+                self.procs[pid.0].shadow.write(at, &d[lo..hi]);
+            }
+            wave.done += n;
+            wave.page_faults = 0;
+        }
+        wave.state = WaveState::Done(Ok(()));
+        self.waves[i] = Some(wave);
+    }
+
+    /// Cancels the waves and ring entries of a process that exits
+    /// (`svm_range_list_fini` drains its faults first).
+    pub(super) fn cancel_process_work(&mut self, pid: Pid) {
+        for g in &mut self.gpus {
+            g.ring.forget_process(pid.0);
+        }
+        for w in self.waves.iter_mut().flatten() {
+            if w.pid == pid && !matches!(w.state, WaveState::Done(_)) {
+                w.fail("the process has exited".into(), Errno::Efault);
+            }
+        }
+    }
+}

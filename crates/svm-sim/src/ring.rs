@@ -1,0 +1,114 @@
+//! A GPU's interrupt-handler ring for retry faults, with the retry CAM.
+//!
+//! A wave that misses in the page table writes a retry fault into its GPU's
+//! ring with an IH timestamp. The CAM keeps one pending entry per (process,
+//! page): a repeat while the first is pending is filtered, as the IH retry
+//! CAM of GC 9.4.x and later does (`amdgpu_gmc_filter_faults`). Handling
+//! the fault removes its CAM entry (`amdgpu_gmc_filter_faults_remove`), so
+//! the next miss on the page is a new fault.
+//!
+//! Timestamps only order faults against munmap checkpoints
+//! (`svms->checkpoint_ts`): every entry gets a fresh, strictly larger one.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use svm_core::addr::PageNum;
+
+/// One retry fault waiting in the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingEntry {
+    /// The process (machine index).
+    pub proc_index: usize,
+    /// The faulting page.
+    pub page: PageNum,
+    /// A write fault.
+    pub write: bool,
+    /// IH timestamp.
+    pub ts: u64,
+}
+
+/// The ring of one GPU.
+#[derive(Clone, Debug, Default)]
+pub struct FaultRing {
+    entries: VecDeque<RingEntry>,
+    cam: BTreeSet<(usize, PageNum)>,
+    /// Faults written into the ring.
+    pub raised: u64,
+    /// Faults the CAM filtered because one was pending for the page.
+    pub filtered: u64,
+}
+
+impl FaultRing {
+    /// Writes a fault unless one is pending for the page. Returns whether it
+    /// was written.
+    pub fn raise(&mut self, e: RingEntry) -> bool {
+        if !self.cam.insert((e.proc_index, e.page)) {
+            self.filtered += 1;
+            return false;
+        }
+        self.raised += 1;
+        self.entries.push_back(e);
+        true
+    }
+
+    /// The oldest pending fault.
+    pub fn head(&self) -> Option<&RingEntry> {
+        self.entries.front()
+    }
+
+    /// Takes the oldest pending fault for handling and frees its CAM slot.
+    pub fn pop(&mut self) -> Option<RingEntry> {
+        let e = self.entries.pop_front()?;
+        self.cam.remove(&(e.proc_index, e.page));
+        Some(e)
+    }
+
+    /// The timestamp of the newest pending fault (the write pointer's).
+    pub fn newest_ts(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.ts)
+    }
+
+    /// Whether a fault is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Pending faults.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Drops every pending fault of a process that is gone.
+    pub fn forget_process(&mut self, proc_index: usize) {
+        self.entries.retain(|e| e.proc_index != proc_index);
+        self.cam.retain(|&(p, _)| p != proc_index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(page: u64, ts: u64) -> RingEntry {
+        RingEntry {
+            proc_index: 0,
+            page: PageNum::new(page),
+            write: false,
+            ts,
+        }
+    }
+
+    #[test]
+    fn cam_filters_pending_repeats_until_handled() {
+        let mut r = FaultRing::default();
+        assert!(r.raise(e(1, 10)));
+        assert!(!r.raise(e(1, 11)));
+        assert!(r.raise(e(2, 12)));
+        assert_eq!(r.newest_ts(), Some(12));
+        assert_eq!(r.pop(), Some(e(1, 10)));
+        assert!(r.raise(e(1, 13)));
+        assert_eq!((r.raised, r.filtered, r.len()), (3, 1, 2));
+        r.forget_process(0);
+        assert!(r.is_empty() && r.newest_ts().is_none());
+    }
+}
