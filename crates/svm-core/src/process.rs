@@ -74,6 +74,12 @@ pub struct GpuStats {
     pub page_in: u64,
     /// Pages migrated out of this GPU's VRAM.
     pub page_out: u64,
+    /// Faults dropped as stragglers: they were in the ring when memory was
+    /// unmapped (not counted in `faults`, as kfd's -EAGAIN is not).
+    pub stragglers_dropped: u64,
+    /// Faults not recovered because their range was being unmapped or not
+    /// yet added (`svm_range_skip_recover`).
+    pub unmapping_dropped: u64,
 }
 
 /// A VRAM buffer of the process (`struct svm_range_bo`): shared by the split

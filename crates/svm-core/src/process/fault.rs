@@ -97,6 +97,7 @@ impl Process {
         //    checkpoint.
         if let Some(cp) = self.checkpoint_ts[gpu] {
             if ts <= cp {
+                self.stats[gpu].stragglers_dropped += 1;
                 return Ok(FaultOutcome::Dropped(DropReason::Straggler));
             }
             self.checkpoint_ts[gpu] = None;
@@ -116,6 +117,7 @@ impl Process {
         //     is not recovered now; the GPU retries.
         let r = self.svms.get(start).expect("faulting range is in the list");
         if matches!(r.op, Some(ListOp::UnmapRange | ListOp::AddRange)) {
+            self.stats[gpu].unmapping_dropped += 1;
             return Ok(FaultOutcome::Dropped(DropReason::Unmapping));
         }
         // 11. A fault on a range validated less than 2 ms ago is a duplicate

@@ -12,6 +12,8 @@ struct Fake {
     used: u64,
     bufs: u64,
     ptes_written: u64,
+    /// The newest fault in every GPU's ring, if any.
+    ih_newest: Option<u64>,
 }
 
 impl Fake {
@@ -34,6 +36,7 @@ impl Fake {
             used: 0,
             bufs: 0,
             ptes_written: 0,
+            ih_newest: None,
         }
     }
 }
@@ -72,6 +75,9 @@ impl Hardware for Fake {
         false
     }
     fn restore_queues(&mut self, _gpu: GpuIndex) {}
+    fn ih_checkpoint(&self, _gpu: GpuIndex) -> Option<u64> {
+        self.ih_newest
+    }
 }
 
 impl Platform for Fake {
@@ -525,4 +531,82 @@ fn faults_with_xnack_off_are_fatal() {
         .restore_pages(&mut pf, g, PageNum::new(0x10), false, 0)
         .unwrap_err();
     assert_eq!(err.errno(), Errno::Efault);
+}
+
+/// A process with XNACK on and one range [0x10, 0x40) that GPU0 may access.
+fn one_range() -> (Process, Fake) {
+    let mut p = Process::new(&topo(true), true);
+    let mut pf = Fake::new(&[(0x10, 0x40, false)]);
+    let r = PageRange::new(PageNum::new(0x10), PageNum::new(0x40));
+    let ops = p
+        .check_attrs(&[SvmAttribute::new(attr_type::ACCESS, GPU0)])
+        .unwrap();
+    p.set_attr(&mut pf, r, &ops).unwrap();
+    (p, pf)
+}
+
+#[test]
+fn faults_on_pieces_waiting_for_deferred_work_are_not_recovered() {
+    let (mut p, mut pf) = one_range();
+    let g = GpuIndex::new(0).unwrap();
+    let fault = |p: &mut Process, pf: &mut Fake, page: u64| {
+        p.restore_pages(pf, g, PageNum::new(page), false, 1)
+    };
+    // A hole in the middle: the head stays, the hole and the tail wait.
+    p.unmap_from_cpu(
+        &mut pf,
+        PageRange::new(PageNum::new(0x20), PageNum::new(0x28)),
+    );
+    let skipped = Ok(FaultOutcome::Dropped(DropReason::Unmapping));
+    assert_eq!(fault(&mut p, &mut pf, 0x22), skipped, "unmapped piece");
+    assert_eq!(fault(&mut p, &mut pf, 0x30), skipped, "tail not added yet");
+    assert!(matches!(
+        fault(&mut p, &mut pf, 0x10),
+        Ok(FaultOutcome::Resolved { .. })
+    ));
+    assert!(p.deferred_list_work(&mut pf));
+    let starts: Vec<u64> = p.ranges().iter().map(|r| r.start().raw()).collect();
+    assert_eq!(starts, vec![0x10, 0x28]);
+    assert!(matches!(
+        fault(&mut p, &mut pf, 0x30),
+        Ok(FaultOutcome::Resolved { .. })
+    ));
+}
+
+#[test]
+fn stragglers_up_to_the_checkpoint_are_dropped_uncounted() {
+    let (mut p, mut pf) = one_range();
+    let g = GpuIndex::new(0).unwrap();
+    // Faults up to ts 100 were in the ring when munmap came.
+    pf.ih_newest = Some(100);
+    p.unmap_from_cpu(
+        &mut pf,
+        PageRange::new(PageNum::new(0x38), PageNum::new(0x40)),
+    );
+    pf.ih_newest = None;
+    assert_eq!(
+        p.deferred_checkpoints(),
+        vec![(g, 100), (GpuIndex::new(1).unwrap(), 100)]
+    );
+    let fault = |p: &mut Process, pf: &mut Fake, ts: u64| {
+        p.restore_pages(pf, g, PageNum::new(0x10), false, ts)
+    };
+    for ts in [7, 100] {
+        assert_eq!(
+            fault(&mut p, &mut pf, ts),
+            Ok(FaultOutcome::Dropped(DropReason::Straggler))
+        );
+    }
+    assert_eq!(p.stats()[g].faults, 0, "-EAGAIN is not counted");
+    // The first newer fault is served and clears the checkpoint, so an
+    // older timestamp is no longer compared.
+    assert!(matches!(
+        fault(&mut p, &mut pf, 101),
+        Ok(FaultOutcome::Resolved { .. })
+    ));
+    assert_eq!(
+        p.deferred_checkpoints(),
+        vec![(GpuIndex::new(1).unwrap(), 100)]
+    );
+    assert_eq!(p.stats()[g].faults, 1);
 }

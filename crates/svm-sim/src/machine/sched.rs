@@ -278,19 +278,20 @@ impl Machine {
         self.clock_ns = self.clock_ns.max(until);
     }
 
-    /// Runs a seeded number of ready steps (each step goes on with
-    /// probability 1/2), as concurrent kernel work would between two of the
-    /// caller's operations. Eager ordering runs every ready kernel step.
+    /// Runs what would run concurrently with the caller between two of its
+    /// operations. Seeded: a seeded number of ready steps, waves included
+    /// (each step goes on with probability 7/8). Eager: every ready kernel
+    /// step, and waves only when waited for.
     pub fn interleave(&mut self) {
         loop {
-            let go = match &mut self.interleave {
-                Interleave::Eager => true,
-                Interleave::Seeded { rng, .. } => rng.random_bool(0.5),
+            let (go, waves) = match &mut self.interleave {
+                Interleave::Eager => (true, false),
+                Interleave::Seeded { rng, .. } => (rng.random_bool(0.875), true),
             };
             if !go {
                 return;
             }
-            let Some(work) = self.next_work(self.clock_ns, false) else {
+            let Some(work) = self.next_work(self.clock_ns, waves) else {
                 return;
             };
             self.do_work(work);

@@ -22,3 +22,6 @@ mod random;
 
 // The proptest state machine: engine against the naive per-page reference model.
 mod refmodel;
+
+// munmap racing in-flight faults and deferred work, across scheduler seeds.
+mod race;
