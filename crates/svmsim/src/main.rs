@@ -34,6 +34,11 @@ enum Command {
         /// whole-range, partial or partial-migrate-whole-map.
         #[arg(long, value_name = "NAME")]
         policy: Option<String>,
+        /// Interleave concurrent work (in-flight faults, deferred and restore
+        /// work) with the ops in the order this seed picks, overriding the
+        /// scenario's `seed`; the same seed replays the same run.
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
     },
 }
 
@@ -45,7 +50,8 @@ fn main() -> ExitCode {
             json,
             events,
             policy,
-        } => run_scenario(file, json, events, policy),
+            seed,
+        } => run_scenario(file, json, events, policy, seed),
     }
 }
 
@@ -54,6 +60,7 @@ fn run_scenario(
     json: bool,
     events: Option<PathBuf>,
     policy: Option<String>,
+    seed: Option<u64>,
 ) -> ExitCode {
     let policy = match policy
         .as_deref()
@@ -84,6 +91,9 @@ fn run_scenario(
     let result = scenario::parse(&name, &text).and_then(|mut sc| {
         if let Some(p) = policy {
             sc.system.policy = p;
+        }
+        if seed.is_some() {
+            sc.system.seed = seed;
         }
         scenario::run(&sc)
     });

@@ -211,6 +211,18 @@ pub fn text(r: &RunReport) -> String {
         c.tlb_flush_heavyweight,
         r.events.len()
     );
+    match r.seed {
+        Some(seed) => {
+            let _ = writeln!(
+                out,
+                "scheduler: seeded order, seed {seed} (replay: svmsim scenario {} --seed {seed})",
+                r.file
+            );
+        }
+        None => {
+            let _ = writeln!(out, "scheduler: eager order (kernel work runs at once)");
+        }
+    }
     let expected = r.ops.iter().filter(|o| o.expect.is_some()).count();
     if let Some(v) = &r.violation {
         let _ = writeln!(out, "\nFAILED: {v}");

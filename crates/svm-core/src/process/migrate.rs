@@ -473,7 +473,7 @@ impl Process {
     /// # Errors
     /// EFAULT (the kernel's SIGBUS) when no range holds the page.
     pub fn migrate_to_ram(&mut self, pf: &mut dyn Hardware, page: PageNum) -> Result {
-        let r = self.svms.find(page).ok_or(Error::FaultRefused {
+        let r = self.live_range(page).ok_or(Error::FaultRefused {
             page: page.raw(),
             why: "no SVM range (SIGBUS)",
             errno: Errno::Efault,
@@ -516,6 +516,11 @@ impl Process {
             .collect();
         for (start, cut) in hit {
             let r = self.svms.get_mut(start).expect("zapped range");
+            if r.op == Some(crate::range::ListOp::UnmapRange) {
+                // Its device pages left the CPU page table at munmap; a
+                // zap of whatever was mapped there since cannot reach them.
+                continue;
+            }
             for p in cut.pages() {
                 let k = r.index(p);
                 r.vram.set(k, false);
@@ -530,9 +535,17 @@ impl Process {
 
     /// Whether `page` sits in VRAM, so a CPU touch must fault it back.
     pub fn page_in_vram(&self, page: PageNum) -> bool {
+        self.live_range(page)
+            .is_some_and(|r| r.vram.get(r.index(page)))
+    }
+
+    /// The range holding `page` as the CPU sees it: a piece munmap left for
+    /// the deferred work is no longer in the CPU page table (memory mapped
+    /// there since is new memory), so it does not count.
+    fn live_range(&self, page: PageNum) -> Option<&crate::range::SvmRange> {
         self.svms
             .find(page)
-            .is_some_and(|r| r.vram.get(r.index(page)))
+            .filter(|r| r.op != Some(crate::range::ListOp::UnmapRange))
     }
 }
 

@@ -44,6 +44,10 @@ pub struct SystemSpec {
     pub lazy_map_after_prefetch: bool,
     /// How VRAM eviction picks victims.
     pub victim_policy: svm_core::process::VictimPolicy,
+    /// The scheduler's seed: with one, concurrent work (in-flight faults,
+    /// deferred and restore work) interleaves with the operations in a
+    /// seeded order; without, kernel work runs at once.
+    pub seed: Option<u64>,
 }
 
 /// A place in the address space: a mapping's label plus an offset, or a number.
@@ -120,7 +124,12 @@ pub enum OpKind {
         fill: Option<u32>,
         /// On a read, every word must hold this pattern.
         check_fill: Option<u32>,
+        /// Leave the GPU access in flight under this name; a later `wait`
+        /// collects it.
+        launch: Option<String>,
     },
+    /// Wait for a launched GPU access and check its result.
+    Wait { label: String },
     /// SET_ATTR with PREFETCH_LOC alone: move the range to `loc`.
     Prefetch { addr: AddrExpr, size: u64, loc: u32 },
     /// Force VRAM pressure on a GPU until `need` bytes are free (every SVM
@@ -160,6 +169,7 @@ impl OpKind {
             OpKind::Access {
                 gpu_id: Some(_), ..
             } => "gpu_access",
+            OpKind::Wait { .. } => "wait",
             OpKind::Access { gpu_id: None, .. } => "cpu_access",
             OpKind::Prefetch { .. } => "prefetch",
             OpKind::EvictVram { .. } => "evict_vram",
@@ -276,6 +286,9 @@ struct Ctx<'s> {
     labels: Vec<Vec<String>>,
     /// Queue labels per process.
     queues: Vec<Vec<String>>,
+    /// Launched accesses per process not yet waited for, with the error to
+    /// give if none is.
+    launches: Vec<Vec<(String, ScenarioError)>>,
 }
 
 impl Ctx<'_> {
@@ -617,6 +630,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         "unmap_every_mapped_gpu",
         "lazy_map_after_prefetch",
         "victim_policy",
+        "seed",
     ])?;
     let flag = |key: &str| -> Result<bool, ScenarioError> {
         Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
@@ -667,6 +681,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 other => return Err(v.error(format!("{other:?}: expected \"lru\" or \"largest\""))),
             },
         },
+        seed: sys.get("seed").map(|v| v.int::<u64>()).transpose()?,
     };
 
     // The processes.
@@ -691,6 +706,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         gpus,
         labels: vec![Vec::new(); processes.len()],
         queues: vec![Vec::new(); processes.len()],
+        launches: vec![Vec::new(); processes.len()],
         processes,
     };
 
@@ -700,6 +716,10 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         for (index, v) in list.array()?.iter().enumerate() {
             ops.push(parse_op(&mut ctx, v, index)?);
         }
+    }
+    // An access left in flight to the end would have no result to report.
+    if let Some((_, e)) = ctx.launches.iter().flatten().next() {
+        return Err(e.clone());
     }
     Ok(Scenario {
         file: file.to_owned(),
@@ -711,10 +731,17 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     })
 }
 
-const OPS: &str = "mmap, munmap, mprotect, madvise_dontneed, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, prefetch, evict_vram, exit, advance_time (or sleep), residency, counters";
+const OPS: &str = "mmap, munmap, mprotect, madvise_dontneed, set_attr, get_attr, set_xnack, queue_create, queue_destroy, ranges, gpu_access, cpu_access, wait, prefetch, evict_vram, exit, advance_time (or sleep), residency, counters";
 
 /// Names of the per-GPU counters a `counters` op may check.
-pub const GPU_COUNTERS: [&str; 4] = ["faults", "page_in", "page_out", "stale_dma"];
+pub const GPU_COUNTERS: [&str; 6] = [
+    "faults",
+    "page_in",
+    "page_out",
+    "stale_dma",
+    "stragglers_dropped",
+    "unmapping_dropped",
+];
 /// Names of the machine-wide counters a `counters` op may check.
 pub const HW_COUNTERS: [&str; 14] = [
     "queue_evictions",
@@ -976,7 +1003,15 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
         "gpu_access" | "cpu_access" => {
             let gpu = what.str()? == "gpu_access";
             allow(if gpu {
-                &["gpu", "addr", "size", "write", "fill", "check_fill"]
+                &[
+                    "gpu",
+                    "addr",
+                    "size",
+                    "write",
+                    "fill",
+                    "check_fill",
+                    "launch",
+                ]
             } else {
                 &["addr", "size", "write", "fill", "check_fill"]
             })?;
@@ -1005,14 +1040,48 @@ fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec
             if nbytes > svm_sim::machine::MAX_ACCESS_BYTES {
                 return Err(size_v.error("one access moves at most 1 GiB"));
             }
+            let launch = match t.get("launch") {
+                None => None,
+                Some(l) => {
+                    let name = l.str()?.to_owned();
+                    if ctx.launches[process].iter().any(|(n, _)| *n == name) {
+                        return Err(l.error(format!(
+                            "access {name:?} is already in flight; wait for it first"
+                        )));
+                    }
+                    if t.get("expect").is_some() {
+                        return Err(t.error(format!(
+                            "a launched access has no result yet; put `expect` on the `wait` for {name:?}"
+                        )));
+                    }
+                    let never = l.error(format!(
+                        "access {name:?} is launched but never waited for; add {{ do = \"wait\", access = \"{name}\" }}"
+                    ));
+                    ctx.launches[process].push((name.clone(), never));
+                    Some(name)
+                }
+            };
             let kind = OpKind::Access {
                 gpu_id,
                 addr: ctx.addr(&t.req("addr")?, process)?,
                 size: nbytes,
                 fill: if write { fill } else { None },
                 check_fill,
+                launch,
             };
             (kind, expect_str()?)
+        }
+        "wait" => {
+            allow(&["access"])?;
+            let a = t.req("access")?;
+            let name = a.str()?.to_owned();
+            let Some(i) = ctx.launches[process].iter().position(|(n, _)| *n == name) else {
+                return Err(a.error(format!(
+                    "no access named {name:?} is in flight in this process; launch one with `launch = \"{name}\"` on a gpu_access"
+                )));
+            };
+            ctx.launches[process].remove(i);
+            (OpKind::Wait { label: name }, expect_str()?)
         }
         "advance_time" | "sleep" => {
             allow(&["time"])?;

@@ -10,7 +10,7 @@ use svm_core::uapi::{
     SvmAttribute, attr_type,
 };
 use svm_sim::check;
-use svm_sim::machine::{AccessStats, Machine, MemLimit, Pid};
+use svm_sim::machine::{AccessError, AccessStats, Machine, MemLimit, Pid, WaveId};
 
 use super::doc::ScenarioError;
 use super::parse::{AddrExpr, AttrExpect, Expect, OpKind, OpSpec, Scenario};
@@ -246,6 +246,8 @@ pub struct RunReport {
     pub passed: bool,
     /// The GPU-fault policy of the run.
     pub policy: String,
+    /// The scheduler's seed, when work interleaved in a seeded order.
+    pub seed: Option<u64>,
     /// Hardware counters at the end.
     pub counters: svm_sim::gpu::HwCounters,
     /// SMI event lines, in order, each with the gpu_id it was raised on.
@@ -330,6 +332,10 @@ fn fmt_attrs(names: &Names, attrs: &[SvmAttribute]) -> String {
         .join(" ")
 }
 
+/// A launched access (with the read check for its wait), or why it could
+/// not start.
+type Launched = Result<(WaveId, Option<u32>), AccessError>;
+
 struct Runner<'a> {
     sc: &'a Scenario,
     m: Machine,
@@ -339,9 +345,39 @@ struct Runner<'a> {
     labels: BTreeMap<(usize, String), u64>,
     /// Queue ids by (process, label).
     queues: BTreeMap<(usize, String), u32>,
+    /// Launched GPU accesses by (process, label), with the read check to
+    /// apply when they are waited for.
+    /// A launch that failed at once keeps its error for the wait.
+    launches: BTreeMap<(usize, String), Launched>,
 }
 
 impl Runner<'_> {
+    /// Records an access's result and checks a read against `check_fill`.
+    fn access_result(
+        rec: &mut OpRecord,
+        r: &Result<(Vec<u8>, Option<AccessStats>), AccessError>,
+        check_fill: Option<u32>,
+    ) {
+        rec.result = Self::result(r, AccessError::errno);
+        if let Ok((bytes, stats)) = r {
+            rec.access = *stats;
+            if let Some(want) = check_fill {
+                rec.expect = Some(format!("every word {want:#x}"));
+                rec.mismatch = bytes
+                    .chunks_exact(4)
+                    .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != want)
+                    .map(|i| {
+                        let w = &bytes[i * 4..i * 4 + 4];
+                        format!(
+                            "word at +{:#x} is {:#x}",
+                            i * 4,
+                            u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                        )
+                    });
+            }
+        }
+    }
+
     fn place(&self, op: &OpSpec, field: &str, message: String) -> ScenarioError {
         ScenarioError {
             file: self.sc.file.clone(),
@@ -537,17 +573,29 @@ impl Runner<'_> {
                 size,
                 fill,
                 check_fill,
+                launch,
             } => {
                 let a = self.addr(op, "addr", addr)?;
                 let data = fill.map(|f| pattern(f, *size));
                 let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
                 rec.args = format!(
-                    "{who} {} {a:#x} +{}{}",
+                    "{who} {} {a:#x} +{}{}{}",
                     if fill.is_some() { "write" } else { "read" },
                     fmt_size(*size),
-                    fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default()
+                    fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default(),
+                    launch
+                        .as_ref()
+                        .map(|l| format!(" launch={l}"))
+                        .unwrap_or_default()
                 );
                 let at = CpuVa::new(a);
+                if let (Some(g), Some(label)) = (gpu_id, launch) {
+                    let w = self.m.launch(pid, *g, at, *size, data.as_deref());
+                    rec.result = Self::result(&w, AccessError::errno);
+                    self.launches
+                        .insert((op.process, label.clone()), w.map(|w| (w, *check_fill)));
+                    return Ok(rec);
+                }
                 let r = match gpu_id {
                     Some(g) => self
                         .m
@@ -558,24 +606,24 @@ impl Runner<'_> {
                         .cpu_access(pid, at, *size, data.as_deref())
                         .map(|v| (v, None)),
                 };
-                rec.result = Self::result(&r, svm_sim::machine::AccessError::errno);
-                if let Ok((bytes, stats)) = &r {
-                    rec.access = *stats;
-                    if let Some(want) = check_fill {
-                        rec.expect = Some(format!("every word {want:#x}"));
-                        rec.mismatch = bytes
-                            .chunks_exact(4)
-                            .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != *want)
-                            .map(|i| {
-                                let w = &bytes[i * 4..i * 4 + 4];
-                                format!(
-                                    "word at +{:#x} is {:#x}",
-                                    i * 4,
-                                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
-                                )
-                            });
+                Self::access_result(&mut rec, &r, *check_fill);
+            }
+            OpKind::Wait { label } => {
+                rec.args = label.clone();
+                // The parser made sure the launch came first.
+                let launched = self
+                    .launches
+                    .remove(&(op.process, label.clone()))
+                    .ok_or_else(|| {
+                        self.place(op, "access", format!("{label:?} was not launched"))
+                    })?;
+                let (r, check_fill) = match launched {
+                    Ok((w, check_fill)) => {
+                        (self.m.wait(w).map(|(v, st)| (v, Some(st))), check_fill)
                     }
-                }
+                    Err(e) => (Err(e), None),
+                };
+                Self::access_result(&mut rec, &r, check_fill);
             }
             OpKind::DontNeed { addr, size } => {
                 let a = self.addr(op, "addr", addr)?;
@@ -761,6 +809,8 @@ impl Runner<'_> {
                 "faults" => st.faults,
                 "page_in" => st.page_in,
                 "page_out" => st.page_out,
+                "stragglers_dropped" => st.stragglers_dropped,
+                "unmapping_dropped" => st.unmapping_dropped,
                 _ => self.m.stale_dma(pid, id),
             };
         }
@@ -1062,6 +1112,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         },
     );
     m.set_policy(s.policy);
+    m.set_seed(s.seed);
     let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
     for &pid in &pids {
         let p = m.process_mut(pid);
@@ -1086,10 +1137,15 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         names,
         labels: BTreeMap::new(),
         queues: BTreeMap::new(),
+        launches: BTreeMap::new(),
     };
     let mut ops = Vec::new();
     let mut violation = None;
     for op in &sc.ops {
+        // With a seed, concurrent work gets its turn before each op.
+        if s.seed.is_some() {
+            r.m.interleave();
+        }
         ops.push(r.step(op)?);
         if let Err(v) = check::check(&r.m) {
             violation = Some(format!("after op {} (line {}): {v}", op.index, op.line));
@@ -1102,6 +1158,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         schema: SCHEMA,
         passed: mismatches == 0 && violation.is_none(),
         policy: s.policy.name().into(),
+        seed: s.seed,
         counters: r.m.counters(),
         events: r.m.events().to_vec(),
         name: sc.name.clone(),

@@ -102,3 +102,30 @@ fn default_scenario_runs_without_a_file_and_is_deterministic() {
     assert!(ranges.iter().all(|r| r["mapped_to_gpu"] == true));
     assert!(ranges.iter().all(|r| r["access"][0] == "gpu0"));
 }
+
+/// `--seed` picks the interleaving: one seed replays byte for byte, and
+/// the seeds differ in what concurrent work did.
+#[test]
+fn a_seed_replays_and_seeds_differ() {
+    let f = "examples/munmap-race.toml";
+    let run = |seed: &str| svmsim(&["scenario", f, "--json", "--seed", seed]);
+    let a = run("3");
+    assert_eq!(a.stdout, run("3").stdout, "seed 3 did not replay");
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(v["seed"], 3);
+    // What happened, without the seed field itself.
+    let outputs: std::collections::BTreeSet<String> = (1..=6)
+        .map(|s| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&run(&s.to_string()).stdout).unwrap();
+            v.as_object_mut().unwrap().remove("seed");
+            v.to_string()
+        })
+        .collect();
+    assert!(outputs.len() > 1, "six seeds gave one interleaving");
+    let text = stdout(&svmsim(&["scenario", f]));
+    assert!(
+        text.contains("seed 7 (replay: svmsim scenario examples/munmap-race.toml --seed 7)"),
+        "{text}"
+    );
+}

@@ -105,6 +105,26 @@ fn malformed_files_name_file_line_and_field() {
             "takes no `expect`",
         ),
         (
+            "[system]\n[[system.gpu]]\nname = \"g\"\n[[op]]\ndo = \"gpu_access\"\ngpu = \"g\"\naddr = 0x10000\nsize = 4\nlaunch = \"w\"\n",
+            ":9:10: field `op[0].launch`",
+            "never waited for",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"wait\"\naccess = \"w\"\n",
+            ":5:10: field `op[0].access`",
+            "no access named \"w\" is in flight",
+        ),
+        (
+            "[system]\n[[system.gpu]]\nname = \"g\"\n[[op]]\ndo = \"gpu_access\"\ngpu = \"g\"\naddr = 0x10000\nsize = 4\nlaunch = \"w\"\nexpect = \"ok\"\n",
+            "field `op[0]`",
+            "put `expect` on the `wait`",
+        ),
+        (
+            "[system]\nseed = -1\n[[system.gpu]]\n",
+            ":2:8: field `system.seed`",
+            "",
+        ),
+        (
             "[system]\n[[system.gpu]]\n[[op]]\ndo = \"evict_vram\"\ngpu = \"gpu3\"\n",
             ":5:7: field `op[0].gpu`",
             "no GPU named \"gpu3\"",
