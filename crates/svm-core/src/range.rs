@@ -143,12 +143,14 @@ impl SvmRange {
         page.offset_from(self.range.start()).raw()
     }
 
-    /// Drops the buffer reference and `actual_loc` once no page is in VRAM
-    /// (`svm_range_vram_node_free` when `vram_pages` reaches 0).
+    /// Drops `actual_loc` once no page is in VRAM (`svm_range_vram_node_free`
+    /// when `vram_pages` reaches 0). The buffer reference stays, as
+    /// `prange->svm_bo` does: it no longer keeps the buffer alive, but while
+    /// a split sibling does, the next migration into the same GPU reuses it
+    /// (`svm_range_validate_svm_bo`). It is cleared when the buffer is freed.
     pub fn settle(&mut self) {
         if self.vram.count() == 0 {
             self.actual_loc = None;
-            self.bo = None;
         }
     }
 

@@ -175,6 +175,19 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                     ),
                 );
             }
+            if let Some(b) = r.bo
+                && svm.bo(b.id).is_none()
+            {
+                return fail(
+                    "residency",
+                    format!(
+                        "{}: range {} names freed buffer {}",
+                        p.name,
+                        r.range(),
+                        b.id
+                    ),
+                );
+            }
             if r.vram_pages() > 0 {
                 let (Some(owner), Some(bref)) = (r.actual_loc, r.bo) else {
                     return fail(

@@ -134,8 +134,16 @@ impl Process {
             .range()
             .npages()
             .raw();
-        // The buffer covers the whole range; split siblings share it.
-        let bref = match self.svms.get(start).and_then(|r| r.bo) {
+        // The buffer covers the whole range; split siblings share it, and a
+        // range whose pages all left it reuses it while a sibling keeps it
+        // alive on this GPU (`svm_range_validate_svm_bo`). A buffer on
+        // another GPU is let go and a new one allocated.
+        let reuse = self
+            .svms
+            .get(start)
+            .and_then(|r| r.bo)
+            .filter(|b| self.bos.get(&b.id).is_some_and(|x| x.gpu == best));
+        let bref = match reuse {
             Some(b) => b,
             None => {
                 let buf = self.alloc_vram(pf, best, npages)?;
@@ -260,7 +268,7 @@ impl Process {
         // No VRAM page left: `actual_loc` goes back to system memory and the
         // buffer reference is dropped.
         r.settle();
-        if r.bo.is_none() {
+        if r.vram_pages() == 0 {
             self.bo_scan_needed = true;
         }
         self.stats[owner].page_out += mpages;
@@ -386,7 +394,9 @@ impl Process {
         self.release_bos(pf);
     }
 
-    /// Frees buffers no range references any more.
+    /// Frees buffers that hold no page any more: the last reference rule
+    /// (`svm_range_bo_release`). Ranges that still name a freed buffer
+    /// (their pages all left it) forget it.
     ///
     /// Scans only when some path may have dropped a last reference, so the
     /// common call after a set_attr costs nothing.
@@ -397,8 +407,18 @@ impl Process {
         let used: std::collections::BTreeSet<u64> = self
             .svms
             .iter()
+            .filter(|r| r.vram_pages() > 0)
             .filter_map(|r| r.bo.map(|b| b.id))
             .collect();
+        let forget: Vec<PageNum> = self
+            .svms
+            .iter()
+            .filter(|r| r.bo.is_some_and(|b| !used.contains(&b.id)))
+            .map(crate::range::SvmRange::start)
+            .collect();
+        for s in forget {
+            self.svms.get_mut(s).expect("listed range").bo = None;
+        }
         let dead: Vec<u64> = self
             .bos
             .keys()
@@ -526,7 +546,7 @@ impl Process {
                 r.vram.set(k, false);
             }
             r.settle();
-            if r.bo.is_none() {
+            if r.vram_pages() == 0 {
                 self.bo_scan_needed = true;
             }
         }

@@ -264,3 +264,49 @@ fn vram_eviction_takes_another_process_buffer() {
     assert!(back.iter().all(|&x| x == 0xaa));
     check::check(&m).unwrap();
 }
+
+/// A piece whose pages all left the buffer it shares with split siblings
+/// keeps naming it, and its next migration to that GPU reuses it
+/// (`svm_range_validate_svm_bo`) instead of allocating a buffer for the
+/// piece. The buffer goes when the last page leaves (`svm_range_bo_release`),
+/// and the pieces forget it.
+#[test]
+fn split_siblings_reuse_their_shared_buffer() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(4 * MIB);
+    k.cpu_write(buf, &words((MIB / 4) as usize, |i| i + 1));
+    k.register(buf, 4 * MIB, GPU0, GPU0, 0).unwrap();
+    assert_eq!(k.m.counters().vram_allocs, 1);
+    // A different granularity in the middle splits the range in three.
+    k.set(buf + MIB, MIB, &[(GRANULARITY, 8)]).unwrap();
+    assert_eq!(k.ranges_from(buf).len(), 3);
+    // The CPU pulls the middle piece back (its window is the whole piece).
+    assert_eq!(k.cpu_read(buf + MIB, 4), [0; 4]);
+    assert_eq!(k.vram_pages_in(buf + MIB, MIB), 0);
+    let mid =
+        k.m.process(k.pid)
+            .svm
+            .ranges()
+            .find(CpuVa::new(buf + MIB).page_num())
+            .unwrap();
+    assert!(mid.bo.is_some() && mid.actual_loc.is_none());
+    // GPU0 faults it back in: same buffer, no new allocation.
+    k.gpu_read(GPU0, buf + MIB, 4);
+    assert_eq!(k.vram_pages_in(buf + MIB, MIB), MIB / PAGE);
+    assert_eq!(k.m.counters().vram_allocs, 1);
+    assert_eq!(k.cpu_read(buf, 4), 1u32.to_le_bytes());
+    // Every page leaves: the buffer is freed and nobody names it.
+    for at in [buf, buf + MIB, buf + 2 * MIB] {
+        k.cpu_read(at, 4);
+    }
+    k.set(buf, 4 * MIB, &[(PREFETCH_LOC, 0)]).unwrap();
+    assert_eq!(k.m.counters().vram_frees, 1);
+    assert!(
+        k.m.process(k.pid)
+            .svm
+            .ranges()
+            .iter()
+            .all(|r| r.bo.is_none())
+    );
+    k.check();
+}
