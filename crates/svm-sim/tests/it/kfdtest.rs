@@ -9,6 +9,7 @@
 //! split cases assert the exact ranges and their attributes afterwards.
 
 use svm_core::Errno;
+use svm_core::addr::CpuVa;
 use svm_core::uapi::{SVM_LOCATION_UNDEFINED as UNDEF, attr_type::*, flag};
 
 use crate::support::*;
@@ -683,5 +684,52 @@ kfd_test!(vram_overcommit, |k: &mut Kfd| {
                 "giant {giant} buffer {n}"
             );
         }
+    }
+});
+
+// VramOvercommitTest at its real size: VRAM + 1 GiB registered with
+// prefetch to the GPU (256 MiB of VRAM, so the giant range splits at 8 MiB
+// into 160 ranges). One word in every 16th page is written so that the
+// bytes to check stay small; the other pages are never populated and must
+// read as zero wherever they went.
+kfd_test!(vram_overcommit_by_1gib, |k: &mut Kfd| {
+    let vram = 256 * MIB;
+    let total = vram + GIB;
+    for giant in [false, true] {
+        let mut k = Kfd::with_gpus(vec![gpu("gpu0", GPU0, vram, true)], k.xnack());
+        let chunk = if giant { total } else { vram };
+        let bufs: Vec<u64> = (0..total / chunk).map(|_| k.mmap(chunk)).collect();
+        let mark =
+            |b: u64, p: u64| u32::try_from(((b >> 12) + p) & 0x7fff_ffff).unwrap() | 0x8000_0000;
+        for &b in &bufs {
+            for p in (0..chunk / PAGE).step_by(16) {
+                k.m.cpu_access(
+                    k.pid,
+                    CpuVa::new(b + p * PAGE),
+                    4,
+                    Some(&mark(b, p).to_le_bytes()),
+                )
+                .unwrap();
+            }
+            assert_eq!(k.register(b, chunk, GPU0, GPU0, 0), Ok(()), "giant {giant}");
+        }
+        assert!(
+            k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions > 0
+        );
+        let resident: u64 = bufs.iter().map(|&b| k.vram_pages_in(b, chunk)).sum();
+        assert!(
+            resident > 0 && resident <= vram / PAGE,
+            "giant {giant}: {resident}"
+        );
+        for &b in &bufs {
+            for p in (0..chunk / PAGE).step_by(8) {
+                let want = if p % 16 == 0 { mark(b, p) } else { 0 };
+                let got =
+                    k.m.cpu_access(k.pid, CpuVa::new(b + p * PAGE), 4, None)
+                        .unwrap();
+                assert_eq!(got, want.to_le_bytes(), "giant {giant}: page {p} of {b:#x}");
+            }
+        }
+        k.check();
     }
 });
