@@ -49,6 +49,15 @@ pub struct HwCounters {
     pub queue_evictions: u64,
     /// User-queue restores (per GPU).
     pub queue_restores: u64,
+    /// Simulated ns the copy engines spent moving pages.
+    pub copy_busy_ns: u64,
+    /// Simulated ns copies waited for a busy copy engine.
+    pub copy_wait_ns: u64,
+    /// Simulated ns fault handlers spent serving faults.
+    pub handler_busy_ns: u64,
+    /// Simulated ns faults waited for a range's migrate lock held by a
+    /// fault on another GPU.
+    pub migrate_lock_wait_ns: u64,
 }
 
 /// One simulated GPU.

@@ -16,4 +16,5 @@ pub mod mm;
 pub mod pages;
 pub mod refmodel;
 pub mod ring;
+pub mod timing;
 pub mod vram;

@@ -27,6 +27,7 @@ use svm_core::{Errno, Error, Result};
 use crate::gpu::{HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
+use crate::timing::{self, Timing};
 
 /// One past the last byte of `[addr, addr + len)` with `len` rounded up to
 /// whole pages, or `None` when that leaves the 64-bit space.
@@ -74,7 +75,18 @@ struct Env<'a> {
     limit: &'a mut MemLimit,
     gpus: &'a mut [SimGpu],
     pts: &'a mut [PageTable],
-    clock_ns: u64,
+    /// This step's own clock: it starts at the step's time and every
+    /// charged action moves it on.
+    now: u64,
+    timing: &'a Timing,
+    /// Per GPU, when its copy engine is free again: to VRAM, to RAM.
+    copy_busy: &'a mut [[u64; 2]],
+    /// The copy stream in progress (GPU, direction): further pages of it
+    /// ride the same transfer and pay no setup again.
+    copy_stream: Option<(usize, CopyDir)>,
+    /// The process's TLB generation per GPU: a flush bumps it, and the
+    /// CUs' TLBs drop entries of older generations.
+    tlb_flushes: &'a mut [u64],
     counters: &'a mut HwCounters,
     events: &'a mut Vec<SmiEvent>,
     /// The other processes, before and after this one: VRAM eviction may
@@ -84,6 +96,40 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// Charges `ns` of this step's time to an action other than a copy.
+    fn charge(&mut self, ns: f64) {
+        self.copy_stream = None;
+        self.now += timing::ns(ns);
+    }
+
+    /// Moves this step's clock to `t` if that is later (a nested step ran).
+    fn charge_to(&mut self, t: u64) {
+        self.copy_stream = None;
+        self.now = self.now.max(t);
+    }
+
+    /// Charges one page of a copy to or from `gpu`'s VRAM on its copy
+    /// engine: a new transfer waits for the engine (one transfer at a time
+    /// per direction) and pays the link's setup; the next pages of the same
+    /// stream only add their bytes.
+    fn charge_copy(&mut self, gpu: usize, dir: CopyDir) {
+        let lane = usize::from(dir == CopyDir::ToRam);
+        let link = self.timing.host_link;
+        if self.copy_stream == Some((gpu, dir)) {
+            let bytes = link.transfer_ns(PAGE_SIZE) - link.transfer_ns(0);
+            self.now += bytes;
+            self.counters.copy_busy_ns += bytes;
+        } else {
+            let start = self.now.max(self.copy_busy[gpu][lane]);
+            self.counters.copy_wait_ns += start - self.now;
+            let t = link.transfer_ns(PAGE_SIZE);
+            self.now = start + t;
+            self.counters.copy_busy_ns += t;
+            self.copy_stream = Some((gpu, dir));
+        }
+        self.copy_busy[gpu][lane] = self.now;
+    }
+
     /// The other process whose buffer on `gpu` was used longest ago, with
     /// that buffer and its time.
     fn foreign_victim(&self, gpu: GpuIndex) -> Option<(usize, u64, u64)> {
@@ -133,7 +179,7 @@ impl Platform for Env<'_> {
 
 impl Hardware for Env<'_> {
     fn now_ns(&self) -> u64 {
-        self.clock_ns
+        self.now
     }
 
     fn pte_context(&self, _gpu: GpuIndex) -> PteContext {
@@ -169,6 +215,10 @@ impl Hardware for Env<'_> {
     }
 
     fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum) {
+        let populated = dir == CopyDir::ToRam || self.mm.pages().is_populated(va.raw());
+        if populated {
+            self.charge_copy(gpu.get(), dir);
+        }
         let g = &mut self.gpus[gpu.get()];
         let vpage = g.bufs[&buf.0]
             .page(k)
@@ -194,6 +244,7 @@ impl Hardware for Env<'_> {
     }
 
     fn dma_map(&mut self, gpu: GpuIndex, va: PageNum) -> u64 {
+        self.charge(self.timing.dma_map_ns);
         let g = &mut self.gpus[gpu.get()];
         let addr = g.next_dma;
         g.next_dma += PAGE_SIZE;
@@ -211,19 +262,30 @@ impl Hardware for Env<'_> {
     }
 
     fn map_ptes(&mut self, gpu: GpuIndex, start: PageNum, ptes: &[Pte]) {
+        self.charge(self.timing.pte_write_ns * ptes.len() as f64);
         self.pts[gpu.get()].write(start, ptes);
         self.counters.ptes_written += ptes.len() as u64;
     }
 
     fn unmap_ptes(&mut self, gpu: GpuIndex, range: PageRange) {
-        self.counters.ptes_cleared += self.pts[gpu.get()].clear(range);
+        let n = self.pts[gpu.get()].clear(range);
+        self.charge(self.timing.pte_write_ns * n as f64);
+        self.counters.ptes_cleared += n;
     }
 
-    fn flush_tlb(&mut self, _gpu: GpuIndex, kind: TlbFlush) {
+    fn flush_tlb(&mut self, gpu: GpuIndex, kind: TlbFlush) {
         match kind {
-            TlbFlush::Legacy => self.counters.tlb_flush_legacy += 1,
-            TlbFlush::Heavyweight => self.counters.tlb_flush_heavyweight += 1,
+            TlbFlush::Legacy => {
+                self.charge(self.timing.tlb_flush_light_ns);
+                self.counters.tlb_flush_legacy += 1;
+            }
+            TlbFlush::Heavyweight => {
+                self.charge(self.timing.tlb_flush_heavy_ns);
+                self.counters.tlb_flush_heavyweight += 1;
+            }
         }
+        // Cached translations of this process on the GPU are gone.
+        self.tlb_flushes[gpu.get()] += 1;
     }
 
     fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64> {
@@ -247,21 +309,29 @@ impl Hardware for Env<'_> {
             limit: &mut *self.limit,
             gpus: &mut *self.gpus,
             pts: &mut p.pts,
-            clock_ns: self.clock_ns,
+            now: self.now,
+            timing: self.timing,
+            copy_busy: &mut *self.copy_busy,
+            copy_stream: None,
+            tlb_flushes: &mut p.tlb_gen,
             counters: &mut *self.counters,
             events: &mut *self.events,
             before: &mut [],
             after: &mut [],
         };
         p.svm.evict_bo(&mut env, id);
+        let end = env.now;
+        self.charge_to(end);
         true
     }
 
     fn evict_queues(&mut self, _gpu: GpuIndex) {
+        self.charge(self.timing.queue_evict_ns);
         self.counters.queue_evictions += 1;
     }
 
     fn restore_queues(&mut self, _gpu: GpuIndex) {
+        self.charge(self.timing.queue_restore_ns);
         self.counters.queue_restores += 1;
     }
 
@@ -300,6 +370,14 @@ pub struct SimProcess {
     /// What its accesses wrote, page by page: the naive model its memory is
     /// checked against.
     pub shadow: PageStore,
+    /// Its TLB generation on each GPU (bumped by every flush).
+    pub tlb_gen: Vec<u64>,
+    /// When the writer holding its mmap lock (an ioctl, munmap, the
+    /// deferred or restore work) lets it go; fault handlers wait for it.
+    pub mmap_busy_until: u64,
+    /// When the fault handlers serving it, which hold the mmap lock for
+    /// reading, are done; writers wait for them.
+    pub mmap_read_until: u64,
 }
 
 /// A GPU access the hardware could not complete.
@@ -392,6 +470,14 @@ pub struct Machine {
     restore_horizon: u64,
     /// Scratch list of ready steps, kept to save an allocation per step.
     ready_buf: Vec<sched::Work>,
+    /// What actions cost.
+    timing: Timing,
+    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
+    copy_busy: Vec<[u64; 2]>,
+    /// Per GPU, when its fault handler is free.
+    handler_free: Vec<u64>,
+    /// When each range's migrate lock is free, by (process, first page).
+    migrate_lock: BTreeMap<(usize, PageNum), u64>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -408,7 +494,11 @@ macro_rules! env {
                 limit: &mut m.limit,
                 gpus: &mut m.gpus,
                 pts: &mut p.pts,
-                clock_ns: m.clock_ns,
+                now: m.clock_ns,
+                timing: &m.timing,
+                copy_busy: &mut m.copy_busy,
+                copy_stream: None,
+                tlb_flushes: &mut p.tlb_gen,
                 counters: &mut m.counters,
                 events: &mut m.events,
                 before,
@@ -424,7 +514,8 @@ pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
 impl Machine {
     /// A machine with these GPUs, boot-time XNACK default and memory limit.
     pub fn new(topology: Topology, xnack_default: bool, limit: MemLimit) -> Self {
-        let gpus = topology.gpus().iter().cloned().map(SimGpu::new).collect();
+        let gpus: Vec<SimGpu> = topology.gpus().iter().cloned().map(SimGpu::new).collect();
+        let n_gpus = gpus.len();
         Self {
             topology,
             xnack_default,
@@ -441,6 +532,10 @@ impl Machine {
             restore_failures: 0,
             restore_horizon: 0,
             ready_buf: Vec::new(),
+            timing: Timing::ZERO,
+            copy_busy: vec![[0; 2]; n_gpus],
+            handler_free: vec![0; n_gpus],
+            migrate_lock: BTreeMap::new(),
         }
     }
 
@@ -450,6 +545,17 @@ impl Machine {
         for p in &mut self.procs {
             p.svm.set_policy(policy);
         }
+    }
+
+    /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
+    /// default, charges nothing).
+    pub fn set_timing(&mut self, timing: Timing) {
+        self.timing = timing;
+    }
+
+    /// What actions cost.
+    pub fn timing(&self) -> &Timing {
+        &self.timing
     }
 
     /// The GPUs.
@@ -482,6 +588,21 @@ impl Machine {
         self.clock_ns
     }
 
+    /// Runs `f` as one of the caller's operations on process `pid`'s
+    /// engine: it starts on the machine's clock, once the faults holding
+    /// the process's mmap lock have finished, and its cost moves the clock.
+    fn op<R>(&mut self, pid: Pid, f: impl FnOnce(&mut Process, &mut Env<'_>) -> R) -> R {
+        let p = &self.procs[pid.0];
+        let start = self.clock_ns.max(p.mmap_busy_until).max(p.mmap_read_until);
+        let (svm, mut env) = env!(self, pid);
+        env.now = start;
+        let r = f(svm, &mut env);
+        let end = env.now;
+        self.clock_ns = end;
+        self.procs[pid.0].mmap_busy_until = end;
+        r
+    }
+
     /// With eager ordering, kernel work an operation queued runs before the
     /// operation returns (the worker "runs soon"); a seeded order leaves it
     /// to [`Machine::interleave`] and the waits.
@@ -503,6 +624,9 @@ impl Machine {
             svm,
             pts: vec![PageTable::default(); self.gpus.len()],
             shadow: PageStore::new(),
+            tlb_gen: vec![0; self.gpus.len()],
+            mmap_busy_until: 0,
+            mmap_read_until: 0,
         });
         pid
     }
@@ -556,8 +680,7 @@ impl Machine {
     }
 
     fn notify_unmap(&mut self, pid: Pid, range: PageRange) {
-        let (svm, mut env) = env!(self, pid);
-        svm.unmap_from_cpu(&mut env, range);
+        self.op(pid, |svm, env| svm.unmap_from_cpu(env, range));
         self.procs[pid.0]
             .shadow
             .drop_range(range.start().raw(), range.end().raw());
@@ -596,8 +719,9 @@ impl Machine {
             && addr.is_page_aligned()
             && end > addr.page_num()
         {
-            let (svm, mut env) = env!(self, pid);
-            svm.cpu_invalidate(&mut env, PageRange::new(addr.page_num(), end));
+            self.op(pid, |svm, env| {
+                svm.cpu_invalidate(env, PageRange::new(addr.page_num(), end));
+            });
         }
         r
     }
@@ -621,8 +745,7 @@ impl Machine {
                 .ok_or(MmError::NotMapped(page))?;
             page = vma.range.end();
         }
-        let (svm, mut env) = env!(self, pid);
-        svm.cpu_zap(&mut env, range);
+        self.op(pid, |svm, env| svm.cpu_zap(env, range));
         let p = &mut self.procs[pid.0];
         p.mm.pages_mut()
             .drop_range(range.start().raw(), range.end().raw());
@@ -638,8 +761,7 @@ impl Machine {
         // `svm_range_list_lock_and_flush_work`: the deferred work, and the
         // fault drain it waits for, run first.
         self.flush_deferred(pid);
-        let (svm, mut env) = env!(self, pid);
-        svm.svm_ioctl(&mut env, args)
+        self.op(pid, |svm, env| svm.svm_ioctl(env, args))
     }
 
     /// GET_ATTR through shared access: the same answers as [`Machine::svm_ioctl`]
@@ -664,8 +786,7 @@ impl Machine {
     /// # Errors
     /// See `svm_core::process::Process::set_xnack_mode`.
     pub fn set_xnack_mode(&mut self, pid: Pid, value: i32) -> Result<i32> {
-        let (svm, mut env) = env!(self, pid);
-        svm.set_xnack_mode(&mut env, value)
+        self.op(pid, |svm, env| svm.set_xnack_mode(env, value))
     }
 
     /// `AMDKFD_IOC_CREATE_QUEUE` on the GPU with this gpu_id.
@@ -722,8 +843,7 @@ impl Machine {
             let Some((_, i, id)) = victim else {
                 break;
             };
-            let (svm, mut env) = env!(self, Pid(i));
-            svm.evict_bo(&mut env, id);
+            self.op(Pid(i), |svm, env| svm.evict_bo(env, id));
             evicted += 1;
         }
         Ok(evicted)
@@ -734,8 +854,7 @@ impl Machine {
         // `svm_range_list_fini`: pending faults are drained (dropped: the
         // process is gone) and in-flight accesses die with it.
         self.cancel_process_work(pid);
-        let (svm, mut env) = env!(self, pid);
-        svm.exit(&mut env);
+        self.op(pid, |svm, env| svm.exit(env));
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
         p.shadow = PageStore::new();
@@ -768,9 +887,8 @@ impl Machine {
             for page in
                 PageRange::new(addr.page_num(), PageNum::new(last.page_num().raw() + 1)).pages()
             {
-                let (svm, mut env) = env!(self, pid);
-                if svm.page_in_vram(page) {
-                    svm.migrate_to_ram(&mut env, page)
+                if self.procs[pid.0].svm.page_in_vram(page) {
+                    self.op(pid, |svm, env| svm.migrate_to_ram(env, page))
                         .map_err(|e| AccessError::Signal {
                             kind: "SIGBUS",
                             addr: page.va(),

@@ -25,6 +25,8 @@ pub struct RingEntry {
     pub write: bool,
     /// IH timestamp.
     pub ts: u64,
+    /// Simulated time the fault handler can see it (raised + delivery).
+    pub at: u64,
 }
 
 /// The ring of one GPU.
@@ -95,6 +97,7 @@ mod tests {
             page: PageNum::new(page),
             write: false,
             ts,
+            at: ts,
         }
     }
 

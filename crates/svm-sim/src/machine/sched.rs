@@ -82,6 +82,8 @@ pub(super) struct Wave {
     out: Vec<u8>,
     stats: AccessStats,
     state: WaveState,
+    /// When it finished (its result is visible to a waiter from then on).
+    done_at: u64,
     /// Faults taken on the page at `done`.
     page_faults: u32,
 }
@@ -188,6 +190,7 @@ impl Machine {
             },
             stats: AccessStats::default(),
             state: WaveState::Ready,
+            done_at: 0,
             page_faults: 0,
         };
         let id = match self.waves.iter().position(Option::is_none) {
@@ -234,6 +237,8 @@ impl Machine {
             wave.fail("the wave can never run again".into(), Errno::Ebusy);
         }
         let wave = self.waves[w.0].take().expect("wave in flight");
+        // The caller sees the result when the wave finished.
+        self.clock_ns = self.clock_ns.max(wave.done_at);
         match wave.state {
             WaveState::Done(r) => r.map(|()| (wave.out, wave.stats)),
             _ => unreachable!("checked done"),
@@ -360,7 +365,17 @@ impl Machine {
                 _ => None,
             })
             .min();
-        restore.into_iter().chain(sleep).min()
+        let deliver = (0..self.gpus.len())
+            .filter_map(|g| self.deliverable_at(g))
+            .min();
+        restore.into_iter().chain(sleep).chain(deliver).min()
+    }
+
+    /// When ring `g`'s oldest fault can be handled: once it has arrived and
+    /// the GPU's fault handler is free.
+    fn deliverable_at(&self, g: usize) -> Option<u64> {
+        let e = self.gpus[g].ring.head()?;
+        Some(e.at.max(self.handler_free[g]))
     }
 
     /// Picks the next ready step, if any. Waves count only when `waves`.
@@ -368,8 +383,8 @@ impl Machine {
         self.wake_sleepers(now);
         let mut ready = std::mem::take(&mut self.ready_buf);
         ready.clear();
-        for (g, gpu) in self.gpus.iter().enumerate() {
-            if !gpu.ring.is_empty() {
+        for g in 0..self.gpus.len() {
+            if self.deliverable_at(g).is_some_and(|t| t <= now) {
                 ready.push(Work::Deliver(g));
             }
         }
@@ -436,13 +451,23 @@ impl Machine {
         if !self.procs[pid.0].svm.deferred_pending() {
             return;
         }
+        // The worker waits for the handler to get through the faults up to
+        // the checkpoint, however long that takes.
+        let mut start = self.clock_ns;
         for (g, cp) in self.procs[pid.0].svm.deferred_checkpoints() {
             while self.gpus[g.get()].ring.head().is_some_and(|e| e.ts <= cp) {
                 self.deliver(g.get());
             }
+            start = start.max(self.handler_free[g.get()]);
         }
+        // It takes the mmap lock for writing.
+        let p = &self.procs[pid.0];
+        let start = start.max(p.mmap_read_until).max(p.mmap_busy_until);
         let (svm, mut env) = env!(self, pid);
+        env.now = start;
         svm.deferred_list_work(&mut env);
+        let end = env.now;
+        self.procs[pid.0].mmap_busy_until = end;
     }
 
     /// Whether this run has seen [`MAX_RETRIES_PER_ADVANCE`] restore
@@ -456,8 +481,15 @@ impl Machine {
     /// 1 ms after the run's horizon and no restore runs again in this run.
     fn run_restore(&mut self, pid: Pid) {
         self.flush_deferred(pid);
+        // Due at the clock; it takes the mmap lock for writing.
+        let p = &self.procs[pid.0];
+        let start = self.clock_ns.max(p.mmap_read_until).max(p.mmap_busy_until);
         let (svm, mut env) = env!(self, pid);
-        if svm.restore_work(&mut env).is_ok() {
+        env.now = start;
+        let ok = svm.restore_work(&mut env).is_ok();
+        let end = env.now;
+        self.procs[pid.0].mmap_busy_until = end;
+        if ok {
             return;
         }
         self.restore_failures += 1;
@@ -487,33 +519,91 @@ impl Machine {
         }
     }
 
-    /// Hands the oldest fault of ring `g` to the engine and wakes the waves
-    /// that wait on it.
+    /// The GPU's fault handler takes a batch of faults from ring `g` (up
+    /// to the profile's batch size, those that have arrived), hands each
+    /// to the engine, and wakes the waves waiting on them when it is done
+    /// with that fault.
+    ///
+    /// Time: the batch starts when the handler is free and pays the batch
+    /// cost; each fault pays the fixed and per-page handler costs plus
+    /// whatever its migration and mapping charge, after waiting for the
+    /// process's mmap lock (held for writing by munmap and the workers) and
+    /// for its range's migrate lock (held by a fault of another GPU).
     fn deliver(&mut self, g: usize) {
-        let Some(e) = self.gpus[g].ring.pop() else {
+        let Some(first) = self.gpus[g].ring.head().copied() else {
             return;
         };
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
-        let (svm, mut env) = env!(self, Pid(e.proc_index));
-        let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
-        let now = self.clock_ns;
-        for w in self.waves.iter_mut().flatten() {
-            if w.pid.0 != e.proc_index
-                || w.gpu.get() != g
-                || !matches!(w.state, WaveState::Faulted)
-                || w.page() != e.page
-            {
-                continue;
+        let t = self.timing.clone();
+        // It starts when it could have: the fault had arrived and the
+        // handler was free (events run in time order, so that is not after
+        // the clock unless a drain pulls it forward).
+        let mut now = first.at.max(self.handler_free[g]);
+        let batch_start = now;
+        now += crate::timing::ns(t.handler_batch_ns);
+        let mut taken = 0;
+        while taken < t.fault_batch {
+            let Some(e) = self.gpus[g].ring.head().copied() else {
+                break;
+            };
+            // Later faults join the batch only if they have arrived by then.
+            if taken > 0 && e.at > now {
+                break;
             }
-            match &outcome {
-                Ok(FaultOutcome::Resolved { .. }) => w.state = WaveState::Ready,
-                Ok(FaultOutcome::Dropped(_)) => {
-                    w.stats.retries += 1;
-                    w.state = WaveState::Sleeping(now + RETRY_DELAY_NS);
+            self.gpus[g].ring.pop();
+            taken += 1;
+            let pi = e.proc_index;
+            // The mmap read lock waits for writers; the range's migrate
+            // lock for another GPU's fault on it.
+            now = now.max(self.procs[pi].mmap_busy_until);
+            let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
+            if let Some(r) = range
+                && let Some(&held) = self.migrate_lock.get(&(pi, r))
+                && held > now
+            {
+                self.counters.migrate_lock_wait_ns += held - now;
+                now = held;
+            }
+            let before = self.counters;
+            let (svm, mut env) = env!(self, Pid(pi));
+            env.now = now + crate::timing::ns(t.handler_fixed_ns);
+            let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
+            let mut end = env.now;
+            let c = self.counters;
+            let pages = (c.pages_to_vram - before.pages_to_vram)
+                + (c.pages_zero_filled - before.pages_zero_filled)
+                + (c.pages_to_ram - before.pages_to_ram)
+                + (c.ptes_written - before.ptes_written);
+            end += crate::timing::ns(t.handler_per_page_ns * pages as f64);
+            if let Some(r) = range {
+                self.migrate_lock.insert((pi, r), end);
+            }
+            let p = &mut self.procs[pi];
+            p.mmap_read_until = p.mmap_read_until.max(end);
+            now = end;
+            for w in self.waves.iter_mut().flatten() {
+                if w.pid.0 != pi
+                    || w.gpu.get() != g
+                    || !matches!(w.state, WaveState::Faulted)
+                    || w.page() != e.page
+                {
+                    continue;
                 }
-                Err(err) => w.fail(err.to_string(), err.errno()),
+                match &outcome {
+                    Ok(FaultOutcome::Resolved { .. }) => w.state = WaveState::Sleeping(end),
+                    Ok(FaultOutcome::Dropped(_)) => {
+                        w.stats.retries += 1;
+                        w.state = WaveState::Sleeping(end + RETRY_DELAY_NS);
+                    }
+                    Err(err) => {
+                        w.fail(err.to_string(), err.errno());
+                        w.done_at = end;
+                    }
+                }
             }
         }
+        self.counters.handler_busy_ns += now - batch_start;
+        self.handler_free[g] = now;
     }
 
     /// Runs wave `i` until its access completes or misses.
@@ -539,7 +629,15 @@ impl Machine {
         }
         let g = wave.gpu.get();
         let write = wave.data.is_some();
+        // The wave's own clock: each page walk and access moves it.
+        let mut t = self.clock_ns;
+        let (walk, vram_ns, far_ns) = (
+            crate::timing::ns(self.timing.page_walk_ns),
+            crate::timing::ns(self.timing.access_vram_ns),
+            crate::timing::ns(self.timing.access_sysmem_ns),
+        );
         while wave.done < wave.len {
+            t += walk;
             let at = wave.addr.raw() + wave.done;
             let page = CpuVa::new(at).page_num();
             let off = at % PAGE_SIZE;
@@ -557,12 +655,14 @@ impl Machine {
                             Errno::Ebusy,
                         );
                     } else {
-                        self.last_ts = self.last_ts.max(self.clock_ns.saturating_sub(1)) + 1;
+                        self.last_ts = self.last_ts.max(t.saturating_sub(1)) + 1;
+                        let delivery = crate::timing::ns(self.timing.fault_delivery_ns);
                         self.gpus[g].ring.raise(RingEntry {
                             proc_index: pid.0,
                             page,
                             write,
                             ts: self.last_ts,
+                            at: t + delivery,
                         });
                         wave.state = WaveState::Faulted;
                     }
@@ -583,6 +683,10 @@ impl Machine {
                     None => Err(dma),
                 },
                 PteTarget::Vram { .. } => Ok((0, page)),
+            };
+            t += match pte.target {
+                PteTarget::Vram { owner, .. } if owner.get() == g => vram_ns,
+                _ => far_ns,
             };
             if let Err(dma) = target {
                 wave.fail(
@@ -623,6 +727,7 @@ impl Machine {
             wave.page_faults = 0;
         }
         wave.state = WaveState::Done(Ok(()));
+        wave.done_at = t;
         self.waves[i] = Some(wave);
     }
 

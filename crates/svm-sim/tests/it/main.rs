@@ -25,3 +25,6 @@ mod refmodel;
 
 // munmap racing in-flight faults and deferred work, across scheduler seeds.
 mod race;
+
+// The timing model under a profile: fault costs, contention.
+mod timing;

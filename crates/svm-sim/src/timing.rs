@@ -1,0 +1,321 @@
+//! The timing model: what each hardware and driver action costs in simulated
+//! nanoseconds, and the profiles (TOML files in `profiles/`) that set it.
+//!
+//! # Overview
+//! Every call the engine makes through `Hardware` is charged here: a page
+//! copy is a copy-engine transfer (setup latency plus bytes over the link's
+//! bandwidth, one transfer at a time per direction), a DMA map, a PTE write
+//! and a TLB flush each cost a constant, and the fault handler pays a fixed
+//! and a per-page cost. A step's cost moves that step's own clock, so SMI
+//! timestamps inside one fault are ordered, and the step's end is when its
+//! effects (a mapped window, a woken wave) take hold.
+//!
+//! [`Timing::ZERO`] charges nothing: the machine then behaves as an
+//! untimed model, which is what the protocol tests use so that their
+//! counts do not depend on calibration.
+//!
+//! A profile file documents each constant with its source, or marks it as an
+//! assumption; `docs/profiles.md` says which numbers were fitted and which
+//! were predicted.
+
+use serde::{Deserialize, Serialize};
+
+/// A link's cost: a fixed setup latency plus bytes over bandwidth.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// Latency before the first byte moves, ns.
+    pub setup_ns: f64,
+    /// Bandwidth in bytes per ns (= GB/s).
+    pub bytes_per_ns: f64,
+}
+
+impl Link {
+    /// A link that costs nothing.
+    pub const FREE: Link = Link {
+        setup_ns: 0.0,
+        bytes_per_ns: f64::INFINITY,
+    };
+
+    /// Nanoseconds to move `bytes` in one transfer.
+    pub fn transfer_ns(&self, bytes: u64) -> u64 {
+        let t = self.setup_ns + bytes as f64 / self.bytes_per_ns;
+        // Whole nanoseconds, never negative; an infinite bandwidth is free.
+        ns(t.ceil())
+    }
+}
+
+/// The shape of one GPU of a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuShape {
+    /// GPUs in the node.
+    pub count: u32,
+    /// VRAM per GPU, bytes.
+    pub vram_bytes: u64,
+    /// Compute units per GPU.
+    pub compute_units: u32,
+    /// Waves one CU keeps in flight.
+    pub waves_per_cu: u32,
+    /// Entries of each CU's TLB (4 KiB pages).
+    pub tlb_entries: u32,
+    /// Whether the GPUs share an xGMI hive.
+    pub xgmi_hive: bool,
+    /// Whether the GPUs run with retry faults (XNACK).
+    pub xnack: bool,
+}
+
+/// Every cost the simulator charges, in ns unless a name says otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// A wave's memory instruction that hits in VRAM, beyond the TLB.
+    pub access_vram_ns: f64,
+    /// The same to system memory over the host link (the round trip).
+    pub access_sysmem_ns: f64,
+    /// A TLB hit.
+    pub tlb_hit_ns: f64,
+    /// A TLB miss, before the page walk.
+    pub tlb_miss_ns: f64,
+    /// A page walk of the GPU's page table.
+    pub page_walk_ns: f64,
+    /// From a retry fault entering the ring to the handler seeing it.
+    pub fault_delivery_ns: f64,
+    /// Faults the handler takes from the ring in one batch.
+    pub fault_batch: u32,
+    /// Handler CPU time per batch of faults.
+    pub handler_batch_ns: f64,
+    /// Handler CPU time per fault (`svm_range_restore_pages`).
+    pub handler_fixed_ns: f64,
+    /// Handler CPU time per page migrated or mapped.
+    pub handler_per_page_ns: f64,
+    /// DMA-mapping one system page for a GPU.
+    pub dma_map_ns: f64,
+    /// Writing one PTE.
+    pub pte_write_ns: f64,
+    /// A legacy (light) TLB flush after mapping.
+    pub tlb_flush_light_ns: f64,
+    /// A heavyweight TLB flush after unmapping.
+    pub tlb_flush_heavy_ns: f64,
+    /// Stopping a process's queues on one GPU.
+    pub queue_evict_ns: f64,
+    /// Resuming them.
+    pub queue_restore_ns: f64,
+    /// A copy between system memory and a GPU (per direction, one at a time).
+    pub host_link: Link,
+    /// A copy between two GPUs (xGMI in a hive, else PCIe peer).
+    pub peer_link: Link,
+    /// A kernel launch, from the call to the first wave running.
+    pub launch_ns: f64,
+}
+
+impl Timing {
+    /// Charges nothing: an untimed model.
+    pub const ZERO: Timing = Timing {
+        access_vram_ns: 0.0,
+        access_sysmem_ns: 0.0,
+        tlb_hit_ns: 0.0,
+        tlb_miss_ns: 0.0,
+        page_walk_ns: 0.0,
+        fault_delivery_ns: 0.0,
+        fault_batch: 1,
+        handler_batch_ns: 0.0,
+        handler_fixed_ns: 0.0,
+        handler_per_page_ns: 0.0,
+        dma_map_ns: 0.0,
+        pte_write_ns: 0.0,
+        tlb_flush_light_ns: 0.0,
+        tlb_flush_heavy_ns: 0.0,
+        queue_evict_ns: 0.0,
+        queue_restore_ns: 0.0,
+        host_link: Link::FREE,
+        peer_link: Link::FREE,
+        launch_ns: 0.0,
+    };
+
+    /// Whether this model charges anything.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::ZERO
+    }
+}
+
+/// Whole nanoseconds of a cost.
+pub fn ns(x: f64) -> u64 {
+    if x.is_finite() && x > 0.0 {
+        // Saturates at u64::MAX (about 584 years), far past any run.
+        #[allow(clippy::cast_possible_truncation)]
+        let n = x.round() as u64;
+        n
+    } else {
+        0
+    }
+}
+
+/// A named profile: a GPU shape and its timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Its name.
+    pub name: String,
+    /// One line on what it models.
+    pub description: String,
+    /// The GPUs.
+    pub gpu: GpuShape,
+    /// The costs.
+    pub timing: Timing,
+}
+
+/// Why a profile could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ProfileError {
+    /// The file (or built-in name).
+    pub file: String,
+    /// What is wrong, with line and column when the parser knows them.
+    pub message: String,
+}
+
+/// The profiles shipped in `profiles/`, by name.
+pub const BUILT_IN: [(&str, &str); 4] = [
+    ("mi210", include_str!("../../../profiles/mi210.toml")),
+    ("mi250x", include_str!("../../../profiles/mi250x.toml")),
+    ("mi300x", include_str!("../../../profiles/mi300x.toml")),
+    ("uvm-like", include_str!("../../../profiles/uvm-like.toml")),
+];
+
+impl Profile {
+    /// Parses a profile file.
+    ///
+    /// # Errors
+    /// A syntax error, an unknown or missing field (with its line), or a
+    /// value that makes no sense (a zero bandwidth, no compute units).
+    pub fn parse(file: &str, text: &str) -> Result<Self, ProfileError> {
+        let err = |message: String| ProfileError {
+            file: file.to_owned(),
+            message,
+        };
+        let p: Profile = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_owned()))?;
+        let t = &p.timing;
+        for (name, v) in [
+            ("timing.host_link.bytes_per_ns", t.host_link.bytes_per_ns),
+            ("timing.peer_link.bytes_per_ns", t.peer_link.bytes_per_ns),
+        ] {
+            if v.is_nan() || v <= 0.0 {
+                return Err(err(format!("{name} must be positive, not {v}")));
+            }
+        }
+        let costs = [
+            t.access_vram_ns,
+            t.access_sysmem_ns,
+            t.tlb_hit_ns,
+            t.tlb_miss_ns,
+            t.page_walk_ns,
+            t.fault_delivery_ns,
+            t.handler_batch_ns,
+            t.handler_fixed_ns,
+            t.handler_per_page_ns,
+            t.dma_map_ns,
+            t.pte_write_ns,
+            t.tlb_flush_light_ns,
+            t.tlb_flush_heavy_ns,
+            t.queue_evict_ns,
+            t.queue_restore_ns,
+            t.host_link.setup_ns,
+            t.peer_link.setup_ns,
+            t.launch_ns,
+        ];
+        if costs.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
+            return Err(err(
+                "every cost must be a finite number of ns, 0 or more".into()
+            ));
+        }
+        let g = &p.gpu;
+        if g.count == 0 || g.count > 64 {
+            return Err(err(format!("gpu.count must be 1..=64, not {}", g.count)));
+        }
+        if g.compute_units == 0 || g.waves_per_cu == 0 || g.tlb_entries == 0 || t.fault_batch == 0 {
+            return Err(err(
+                "gpu.compute_units, gpu.waves_per_cu, gpu.tlb_entries and timing.fault_batch must be at least 1".into(),
+            ));
+        }
+        if g.vram_bytes < 2 << 20 {
+            return Err(err("gpu.vram_bytes must be at least 2 MiB".into()));
+        }
+        Ok(p)
+    }
+
+    /// A built-in profile by name.
+    ///
+    /// # Errors
+    /// An unknown name, listing the known ones.
+    pub fn built_in(name: &str) -> Result<Self, ProfileError> {
+        let (_, text) = BUILT_IN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| ProfileError {
+                file: name.to_owned(),
+                message: format!(
+                    "no built-in profile of that name; known: {}",
+                    BUILT_IN.map(|(n, _)| n).join(", ")
+                ),
+            })?;
+        Self::parse(&format!("profiles/{name}.toml"), text)
+    }
+
+    /// The GPUs of the node, named `gpu0`.. with kfd-style gpu_ids.
+    pub fn gpus(&self) -> Vec<svm_core::topology::GpuDesc> {
+        (0..self.gpu.count)
+            .map(|i| svm_core::topology::GpuDesc {
+                name: format!("gpu{i}"),
+                id: svm_core::gpu::GpuId::new(0x1002 + 0x1000 * i).expect("nonzero id"),
+                vram_bytes: self.gpu.vram_bytes,
+                svm: true,
+                xnack: self.gpu.xnack,
+                hive: self.gpu.xgmi_hive.then_some(1),
+                apu: false,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_profiles_parse() {
+        for (name, _) in BUILT_IN {
+            let p = Profile::built_in(name).unwrap();
+            assert_eq!(p.name, name);
+            assert!(!p.timing.is_zero());
+        }
+        assert!(
+            Profile::built_in("mi999")
+                .unwrap_err()
+                .message
+                .contains("mi210")
+        );
+    }
+
+    #[test]
+    fn bad_profiles_name_the_field() {
+        let good = BUILT_IN[0].1;
+        let bad = good.replace("fault_batch =", "fault_batch_typo =");
+        let e = Profile::parse("x.toml", &bad).unwrap_err();
+        assert!(e.message.contains("fault_batch_typo"), "{e}");
+        assert!(e.message.contains("line"), "{e}");
+        let bad = good.replacen("bytes_per_ns = ", "bytes_per_ns = 0.0 #", 1);
+        let e = Profile::parse("x.toml", &bad).unwrap_err();
+        assert!(e.message.contains("must be positive"), "{e}");
+    }
+
+    #[test]
+    fn a_link_charges_setup_plus_bytes() {
+        let l = Link {
+            setup_ns: 2000.0,
+            bytes_per_ns: 12.0,
+        };
+        assert_eq!(l.transfer_ns(12_000), 3000);
+        assert_eq!(Link::FREE.transfer_ns(1 << 30), 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! The timing model: what a fault costs under a profile, and contention.
+
+use svm_core::addr::CpuVa;
+use svm_core::uapi::attr_type::{ACCESS, GRANULARITY};
+use svm_sim::timing::Profile;
+
+use crate::support::*;
+
+fn timed(k: &mut Kfd) -> svm_sim::timing::Timing {
+    let t = Profile::built_in("mi210").unwrap().timing;
+    k.m.set_timing(t.clone());
+    t
+}
+
+/// One fault migrating a 2 MiB window: delivery, the handler, a 2 MiB copy
+/// at PCIe 4 speed, PTEs and a flush; the SMI lines carry the handler's
+/// own clock.
+#[test]
+fn a_fault_costs_delivery_handler_and_copy() {
+    let mut k = Kfd::new(true);
+    let t = timed(&mut k);
+    let buf = k.mmap(2 * MIB);
+    k.cpu_write(buf, &words((2 * MIB / 4) as usize, |i| i));
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let t0 = k.m.now_ns();
+    assert_eq!(k.gpu_read(GPU0, buf, 4), 0u32.to_le_bytes());
+    let took = k.m.now_ns() - t0;
+    let copy = t.host_link.setup_ns + (2 * MIB) as f64 / t.host_link.bytes_per_ns;
+    // 512 pages moved and 512 PTEs written, each paying the handler's
+    // per-page cost and the PTE its write.
+    let pages = (2 * MIB / PAGE) as f64;
+    let floor = t.fault_delivery_ns
+        + t.handler_fixed_ns
+        + copy
+        + 2.0 * pages * t.handler_per_page_ns
+        + pages * t.pte_write_ns;
+    assert!(took as f64 >= floor, "{took} ns < {floor}");
+    // The rest is flushes and the page walk.
+    assert!(
+        (took as f64) < floor + 50_000.0,
+        "{took} ns, far above {floor}"
+    );
+    let c = k.m.counters();
+    assert!(c.copy_busy_ns as f64 >= copy * 0.99, "{c:?}");
+    assert!(c.handler_busy_ns > 0 && c.handler_busy_ns <= took);
+    let stamp = |kind: &str| -> u64 {
+        let e =
+            k.m.events()
+                .iter()
+                .find(|e| e.line.starts_with(kind))
+                .unwrap();
+        e.line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    // PAGE_FAULT_START (7), MIGRATE_START (5), MIGRATE_END (6) and
+    // PAGE_FAULT_END (8) in order, the copy between the migration lines.
+    assert!(stamp("7 ") <= stamp("5 ") && stamp("5 ") < stamp("6 ") && stamp("6 ") < stamp("8 "));
+    assert!((stamp("6 ") - stamp("5 ")) as f64 >= copy * 0.99);
+    k.check();
+}
+
+/// Two GPUs fault the same range at once: each handler runs on its own
+/// GPU, but the range's migrate lock serialises them, and the wait is
+/// counted.
+#[test]
+fn faults_of_two_gpus_on_one_range_wait_for_its_migrate_lock() {
+    let mut k = Kfd::new(true);
+    timed(&mut k);
+    let buf = k.mmap(4 * MIB);
+    k.set(
+        buf,
+        4 * MIB,
+        &[(GRANULARITY, 9), (ACCESS, GPU0), (ACCESS, GPU1)],
+    )
+    .unwrap();
+    let a = k.m.launch(k.pid, GPU0, CpuVa::new(buf), 4, None).unwrap();
+    let b =
+        k.m.launch(k.pid, GPU1, CpuVa::new(buf + 2 * MIB), 4, None)
+            .unwrap();
+    k.m.wait(a).unwrap();
+    k.m.wait(b).unwrap();
+    assert!(
+        k.m.counters().migrate_lock_wait_ns > 0,
+        "{:?}",
+        k.m.counters()
+    );
+    k.check();
+}
+
+/// Without a profile nothing costs anything: the untimed protocol model.
+#[test]
+fn the_default_timing_charges_nothing() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(2 * MIB);
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    k.gpu_read(GPU0, buf, 4);
+    assert_eq!(k.m.now_ns(), 0);
+    assert_eq!(k.m.counters().copy_busy_ns, 0);
+}
