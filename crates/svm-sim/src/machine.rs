@@ -478,6 +478,21 @@ pub struct Machine {
     handler_free: Vec<u64>,
     /// When each range's migrate lock is free, by (process, first page).
     migrate_lock: BTreeMap<(usize, PageNum), u64>,
+    /// The GPUs' compute shape.
+    shape: kernel::ComputeShape,
+    /// Per GPU, per CU, its TLB.
+    tlbs: Vec<Vec<kernel::Tlb>>,
+    /// Kernels launched, by [`KernelId`].
+    kernels: Vec<kernel::Kernel>,
+    /// Kernel waves in flight, and free slots of that table.
+    kwaves: Vec<Option<kernel::KWave>>,
+    kwave_free: Vec<usize>,
+    /// Kernel waves ready to run, by (time, tie key, wave).
+    kready: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, usize)>>,
+    /// Kernel waves parked on a retry fault, by (GPU, process, page).
+    kwait: kernel::KernelWaits,
+    /// The next tie key under eager ordering.
+    tie_seq: u64,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -508,7 +523,9 @@ macro_rules! env {
     }};
 }
 
+mod kernel;
 mod sched;
+pub use kernel::{ComputeShape, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
 pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
 
 impl Machine {
@@ -536,6 +553,14 @@ impl Machine {
             copy_busy: vec![[0; 2]; n_gpus],
             handler_free: vec![0; n_gpus],
             migrate_lock: BTreeMap::new(),
+            shape: kernel::ComputeShape::default(),
+            tlbs: Vec::new(),
+            kernels: Vec::new(),
+            kwaves: Vec::new(),
+            kwave_free: Vec::new(),
+            kready: std::collections::BinaryHeap::new(),
+            kwait: BTreeMap::new(),
+            tie_seq: 0,
         }
     }
 
@@ -556,6 +581,17 @@ impl Machine {
     /// What actions cost.
     pub fn timing(&self) -> &Timing {
         &self.timing
+    }
+
+    /// Applies a profile's timing and compute shape (its GPUs are the
+    /// topology's business: see [`crate::timing::Profile::gpus`]).
+    pub fn apply_profile(&mut self, p: &crate::timing::Profile) {
+        self.set_timing(p.timing.clone());
+        self.set_compute_shape(kernel::ComputeShape {
+            compute_units: p.gpu.compute_units,
+            waves_per_cu: p.gpu.waves_per_cu,
+            tlb_entries: p.gpu.tlb_entries,
+        });
     }
 
     /// The GPUs.
@@ -854,6 +890,7 @@ impl Machine {
         // `svm_range_list_fini`: pending faults are drained (dropped: the
         // process is gone) and in-flight accesses die with it.
         self.cancel_process_work(pid);
+        self.cancel_kernels(pid);
         self.op(pid, |svm, env| svm.exit(env));
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();

@@ -107,6 +107,8 @@ pub(super) enum Work {
     Deferred(usize),
     Restore(usize),
     Wave(usize),
+    /// The earliest kernel wave.
+    KWave,
 }
 
 impl Wave {
@@ -324,6 +326,8 @@ impl Machine {
             .flatten()
             .any(|w| !matches!(w.state, WaveState::Done(_)))
             || self.gpus.iter().any(|g| !g.ring.is_empty())
+            || !self.kready.is_empty()
+            || self.kwaves_parked()
             || self
                 .procs
                 .iter()
@@ -332,7 +336,7 @@ impl Machine {
 
     /// Runs steps until `stop` holds, nothing is ready, or the next timed
     /// step is after `until`.
-    fn run(&mut self, until: u64, stop: impl Fn(&Self) -> bool) {
+    pub(super) fn run(&mut self, until: u64, stop: impl Fn(&Self) -> bool) {
         let mut steps = 0u64;
         while !stop(self) && steps < MAX_QUIESCE_STEPS {
             steps += 1;
@@ -368,7 +372,13 @@ impl Machine {
         let deliver = (0..self.gpus.len())
             .filter_map(|g| self.deliverable_at(g))
             .min();
-        restore.into_iter().chain(sleep).chain(deliver).min()
+        let kwave = self.kready.peek().map(|r| r.0.0);
+        restore
+            .into_iter()
+            .chain(sleep)
+            .chain(deliver)
+            .chain(kwave)
+            .min()
     }
 
     /// When ring `g`'s oldest fault can be handled: once it has arrived and
@@ -397,6 +407,9 @@ impl Machine {
             }
         }
         if waves {
+            if self.kready.peek().is_some_and(|r| r.0.0 <= now) {
+                ready.push(Work::KWave);
+            }
             for (i, w) in self.waves.iter().enumerate() {
                 if let Some(w) = w
                     && matches!(w.state, WaveState::Ready)
@@ -442,6 +455,11 @@ impl Machine {
             Work::Deferred(i) => self.flush_deferred(Pid(i)),
             Work::Restore(i) => self.run_restore(Pid(i)),
             Work::Wave(i) => self.step_wave(i),
+            Work::KWave => {
+                if let Some(std::cmp::Reverse((at, _, i))) = self.kready.pop() {
+                    self.step_kwave(i, at);
+                }
+            }
         }
     }
 
@@ -468,6 +486,18 @@ impl Machine {
         svm.deferred_list_work(&mut env);
         let end = env.now;
         self.procs[pid.0].mmap_busy_until = end;
+    }
+
+    /// A key that orders steps due at the same time: a counter under eager
+    /// ordering, the seeded stream otherwise.
+    pub(super) fn tie_key(&mut self) -> u64 {
+        match &mut self.interleave {
+            Interleave::Eager => {
+                self.tie_seq += 1;
+                self.tie_seq
+            }
+            Interleave::Seeded { rng, .. } => rng.random(),
+        }
     }
 
     /// Whether this run has seen [`MAX_RETRIES_PER_ADVANCE`] restore
@@ -581,6 +611,7 @@ impl Machine {
             let p = &mut self.procs[pi];
             p.mmap_read_until = p.mmap_read_until.max(end);
             now = end;
+            self.wake_after(g, &e, end, &outcome);
             for w in self.waves.iter_mut().flatten() {
                 if w.pid.0 != pi
                     || w.gpu.get() != g
@@ -604,6 +635,22 @@ impl Machine {
         }
         self.counters.handler_busy_ns += now - batch_start;
         self.handler_free[g] = now;
+    }
+
+    /// Wakes the kernel waves a handled fault was for.
+    fn wake_after(
+        &mut self,
+        g: usize,
+        e: &RingEntry,
+        end: u64,
+        outcome: &svm_core::Result<FaultOutcome>,
+    ) {
+        let (wake, fatal) = match outcome {
+            Ok(FaultOutcome::Resolved { .. }) => (end, None),
+            Ok(FaultOutcome::Dropped(_)) => (end + RETRY_DELAY_NS, None),
+            Err(err) => (end, Some((err.to_string(), e.write))),
+        };
+        self.wake_kwaves(g, e.proc_index, e.page, wake, fatal);
     }
 
     /// Runs wave `i` until its access completes or misses.

@@ -28,3 +28,6 @@ mod race;
 
 // The timing model under a profile: fault costs, contention.
 mod timing;
+
+// Kernels: waves, TLBs, retry faults, fatal faults with XNACK off.
+mod kernel;

@@ -1,0 +1,721 @@
+//! Kernels: a grid of waves placed on a GPU's compute units, each wave
+//! Rust code that loads and stores through the GPU's MMU.
+//!
+//! # Design
+//! A wave is an `async` block. Its memory operations ([`WaveCtx::load`],
+//! [`WaveCtx::store`], [`WaveCtx::compute`]) post one request into a slot
+//! the wave shares with the executor and return `Pending`; the executor,
+//! which owns the machine, performs the request (TLB, page walk, retry
+//! fault, the bytes), puts the answer in the slot, and polls the wave again
+//! when simulated time reaches the request's end. One request per step, in
+//! simulated-time order: so waves interleave as their memory operations
+//! would, on one thread, with no `unsafe` and no wakers (the executor knows
+//! exactly when a wave can go on).
+//!
+//! A launch dispatches waves in index order onto compute units, at most
+//! `waves_per_cu` in flight on each; a finished wave's slot takes the next.
+//! Each CU has a TLB (4-way set-associative, LRU within a set) whose
+//! entries carry the process's TLB generation on that GPU, so every flush
+//! the engine issues empties them. A miss walks the page table; an invalid
+//! PTE raises a retry fault into the GPU's ring and parks the wave until
+//! the fault is served (XNACK on). With XNACK off the fault is fatal: the
+//! queue dies, the kernel ends with the memory access fault, and its other
+//! waves stop.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use svm_core::Errno;
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
+use svm_core::gpu::GpuIndex;
+use svm_core::platform::{Pte, PteTarget};
+
+use super::{AccessError, Machine, Pid};
+use crate::ring::RingEntry;
+use crate::timing::ns;
+
+/// A wave's code: given its index in the grid and its context, the future
+/// that runs it.
+pub type KernelFn = Rc<dyn Fn(u32, WaveCtx) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// A launched kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelId(usize);
+
+/// The shape of the GPUs' compute side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComputeShape {
+    /// Compute units per GPU.
+    pub compute_units: u32,
+    /// Waves one CU keeps in flight.
+    pub waves_per_cu: u32,
+    /// TLB entries per CU (rounded up to a multiple of the 4 ways).
+    pub tlb_entries: u32,
+}
+
+impl Default for ComputeShape {
+    fn default() -> Self {
+        Self {
+            compute_units: 4,
+            waves_per_cu: 4,
+            tlb_entries: 64,
+        }
+    }
+}
+
+/// What a kernel did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelStats {
+    /// Waves run.
+    pub waves: u64,
+    /// Memory instructions issued (loads and stores).
+    pub accesses: u64,
+    /// Bytes loaded and stored.
+    pub bytes: u64,
+    /// TLB hits and misses (one lookup per page an access touches).
+    pub tlb_hits: u64,
+    /// See `tlb_hits`.
+    pub tlb_misses: u64,
+    /// Retry faults the waves raised (including ones the CAM filtered).
+    pub faults: u64,
+    /// When the launch was made, and when its first and last wave ended.
+    pub launch_ns: u64,
+    /// See `launch_ns`.
+    pub first_wave_done_ns: u64,
+    /// See `launch_ns`.
+    pub end_ns: u64,
+}
+
+/// A memory request a wave posts.
+#[derive(Debug)]
+enum Req {
+    Load { addr: u64, len: usize },
+    Store { addr: u64, data: Vec<u8> },
+    Compute { ns: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    req: Option<Req>,
+    resp: Option<Vec<u8>>,
+}
+
+/// What a wave's code uses to reach memory.
+#[derive(Clone, Debug)]
+pub struct WaveCtx {
+    slot: Rc<RefCell<Slot>>,
+}
+
+/// One posted request, resolved when the executor answers.
+#[derive(Debug)]
+pub struct MemOp {
+    slot: Rc<RefCell<Slot>>,
+    req: Option<Req>,
+}
+
+impl Future for MemOp {
+    type Output = Vec<u8>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Vec<u8>> {
+        let slot = Rc::clone(&self.slot);
+        let mut s = slot.borrow_mut();
+        if let Some(r) = s.resp.take() {
+            return Poll::Ready(r);
+        }
+        if let Some(req) = self.req.take() {
+            s.req = Some(req);
+        }
+        Poll::Pending
+    }
+}
+
+impl WaveCtx {
+    fn op(&self, req: Req) -> MemOp {
+        MemOp {
+            slot: Rc::clone(&self.slot),
+            req: Some(req),
+        }
+    }
+
+    /// Loads `len` bytes at `addr` (one memory instruction of the wave).
+    pub fn load(&self, addr: u64, len: usize) -> MemOp {
+        self.op(Req::Load { addr, len })
+    }
+
+    /// Stores `data` at `addr`.
+    pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp {
+        self.op(Req::Store { addr, data })
+    }
+
+    /// Spends `ns` computing.
+    pub fn compute(&self, ns: u64) -> MemOp {
+        self.op(Req::Compute { ns })
+    }
+
+    /// Loads `n` little-endian `u32`s.
+    pub async fn load_u32s(&self, addr: u64, n: usize) -> Vec<u32> {
+        let b = self.load(addr, n * 4).await;
+        b.chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
+    }
+
+    /// Stores little-endian `u32`s.
+    pub async fn store_u32s(&self, addr: u64, v: &[u32]) {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.store(addr, b).await;
+    }
+}
+
+/// A TLB entry: (process, page, generation, PTE, last use).
+type TlbEntry = (usize, PageNum, u64, Pte, u64);
+
+/// One CU's TLB.
+#[derive(Clone, Debug)]
+pub(super) struct Tlb {
+    /// Four ways per set.
+    sets: Vec<[Option<TlbEntry>; 4]>,
+    tick: u64,
+}
+
+impl Tlb {
+    fn new(entries: u32) -> Self {
+        let sets = usize::try_from(entries.div_ceil(4).max(1)).unwrap_or(1);
+        Self {
+            sets: vec![[None; 4]; sets],
+            tick: 0,
+        }
+    }
+
+    fn set(&self, page: PageNum) -> usize {
+        usize::try_from(page.raw() % self.sets.len() as u64).unwrap_or(0)
+    }
+
+    fn lookup(&mut self, proc: usize, page: PageNum, generation: u64) -> Option<Pte> {
+        self.tick += 1;
+        let t = self.tick;
+        let s = self.set(page);
+        for e in self.sets[s].iter_mut().flatten() {
+            if e.0 == proc && e.1 == page && e.2 == generation {
+                e.4 = t;
+                return Some(e.3);
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, proc: usize, page: PageNum, generation: u64, pte: Pte) {
+        self.tick += 1;
+        let t = self.tick;
+        let s = self.set(page);
+        let way = (0..4)
+            .min_by_key(|&w| self.sets[s][w].map_or(0, |e| e.4))
+            .unwrap_or(0);
+        self.sets[s][way] = Some((proc, page, generation, pte, t));
+    }
+}
+
+/// A running kernel.
+pub(super) struct Kernel {
+    pid: Pid,
+    gpu: GpuIndex,
+    gpu_id: u32,
+    f: KernelFn,
+    n_waves: u32,
+    next_wave: u32,
+    running: u32,
+    /// Free wave slots per CU.
+    cu_free: Vec<u32>,
+    pub(super) stats: KernelStats,
+    fatal: Option<AccessError>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("pid", &self.pid)
+            .field("gpu_id", &self.gpu_id)
+            .field("n_waves", &self.n_waves)
+            .field("stats", &self.stats)
+            .field("fatal", &self.fatal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for KWave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KWave")
+            .field("kernel", &self.kernel)
+            .field("cu", &self.cu)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A wave in flight.
+pub(super) struct KWave {
+    kernel: usize,
+    cu: u32,
+    fut: Pin<Box<dyn Future<Output = ()>>>,
+    slot: Rc<RefCell<Slot>>,
+    page_faults: u32,
+}
+
+/// Faults on one page after which a wave gives up (a livelock).
+const MAX_RETRIES: u32 = 10_000;
+
+impl Machine {
+    /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size).
+    pub fn set_compute_shape(&mut self, shape: ComputeShape) {
+        self.shape = shape;
+        let tlb = Tlb::new(shape.tlb_entries);
+        self.tlbs = vec![vec![tlb; shape.compute_units as usize]; self.gpus.len()];
+    }
+
+    /// Launches a grid of `n_waves` waves of `f` on GPU `gpu_id` for
+    /// process `pid`. It starts after the launch latency; collect it with
+    /// [`Machine::wait_kernel`].
+    ///
+    /// # Errors
+    /// An unknown GPU, or a process that has exited.
+    pub fn launch_kernel(
+        &mut self,
+        pid: Pid,
+        gpu_id: u32,
+        n_waves: u32,
+        f: KernelFn,
+    ) -> Result<KernelId, AccessError> {
+        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
+        if self.procs[pid.0].svm.exited() {
+            return Err(AccessError::VmFault {
+                gpu_id,
+                addr: CpuVa::new(0),
+                write: false,
+                why: "the process has exited".into(),
+                errno: Errno::Efault,
+            });
+        }
+        if self.tlbs.is_empty() {
+            self.set_compute_shape(self.shape);
+        }
+        let id = self.kernels.len();
+        let start = self.clock_ns + ns(self.timing.launch_ns);
+        self.kernels.push(Kernel {
+            pid,
+            gpu,
+            gpu_id,
+            f,
+            n_waves,
+            next_wave: 0,
+            running: 0,
+            cu_free: vec![self.shape.waves_per_cu; self.shape.compute_units as usize],
+            stats: KernelStats {
+                launch_ns: self.clock_ns,
+                ..KernelStats::default()
+            },
+            fatal: None,
+            done: n_waves == 0,
+        });
+        if n_waves == 0 {
+            self.kernels[id].stats.end_ns = start;
+        }
+        // Fill every CU's slots, round robin.
+        'fill: loop {
+            let mut placed = false;
+            for cu in 0..self.shape.compute_units {
+                if self.kernels[id].next_wave >= n_waves {
+                    break 'fill;
+                }
+                if self.kernels[id].cu_free[cu as usize] > 0 {
+                    self.dispatch(id, cu, start);
+                    placed = true;
+                }
+            }
+            if !placed {
+                break;
+            }
+        }
+        Ok(KernelId(id))
+    }
+
+    /// Starts the kernel's next wave on `cu` at time `at`.
+    fn dispatch(&mut self, k: usize, cu: u32, at: u64) {
+        let kern = &mut self.kernels[k];
+        let index = kern.next_wave;
+        kern.next_wave += 1;
+        kern.running += 1;
+        kern.cu_free[cu as usize] -= 1;
+        let slot = Rc::new(RefCell::new(Slot::default()));
+        let fut = (kern.f)(
+            index,
+            WaveCtx {
+                slot: Rc::clone(&slot),
+            },
+        );
+        let w = KWave {
+            kernel: k,
+            cu,
+            fut,
+            slot,
+            page_faults: 0,
+        };
+        let i = match self.kwave_free.pop() {
+            Some(i) => {
+                self.kwaves[i] = Some(w);
+                i
+            }
+            None => {
+                self.kwaves.push(Some(w));
+                self.kwaves.len() - 1
+            }
+        };
+        self.schedule_kwave(i, at);
+    }
+
+    /// Queues wave `i` to run at `at`.
+    pub(super) fn schedule_kwave(&mut self, i: usize, at: u64) {
+        let key = self.tie_key();
+        self.kready.push(std::cmp::Reverse((at, key, i)));
+    }
+
+    /// Whether a kernel has finished (all waves, or a fatal fault).
+    pub fn kernel_done(&self, k: KernelId) -> bool {
+        self.kernels.get(k.0).is_some_and(|x| x.done)
+    }
+
+    /// Runs pending work until the kernel finishes, and returns what it did.
+    ///
+    /// # Errors
+    /// The memory access fault that killed its queue.
+    pub fn wait_kernel(&mut self, k: KernelId) -> Result<KernelStats, AccessError> {
+        self.restore_failures = 0;
+        self.restore_horizon = u64::MAX;
+        self.run(u64::MAX, |m| m.kernel_done(k));
+        let kern = &mut self.kernels[k.0];
+        if !kern.done {
+            kern.fatal = Some(AccessError::VmFault {
+                gpu_id: kern.gpu_id,
+                addr: CpuVa::new(0),
+                write: false,
+                why: "the kernel can never finish".into(),
+                errno: Errno::Ebusy,
+            });
+            kern.done = true;
+        }
+        self.clock_ns = self.clock_ns.max(kern.stats.end_ns);
+        match &kern.fatal {
+            Some(e) => Err(e.clone()),
+            None => Ok(kern.stats),
+        }
+    }
+
+    /// Runs one step of wave `i`: perform its posted request, or poll it
+    /// for the next one.
+    pub(super) fn step_kwave(&mut self, i: usize, at: u64) {
+        let Some(mut w) = self.kwaves[i].take() else {
+            return;
+        };
+        let k = w.kernel;
+        if self.kernels[k].fatal.is_some() {
+            self.retire(i, w, at);
+            return;
+        }
+        let pid = self.kernels[k].pid;
+        // Queues stay stopped until the restore work has run.
+        if self.procs[pid.0].svm.restore_pending() {
+            let due = self.procs[pid.0]
+                .svm
+                .restore_due_ns()
+                .unwrap_or(at)
+                .max(at + 1);
+            self.kwaves[i] = Some(w);
+            self.schedule_kwave(i, due);
+            return;
+        }
+        let posted = w.slot.borrow().req.is_some();
+        if !posted {
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            if w.fut.as_mut().poll(&mut cx).is_ready() {
+                self.retire(i, w, at);
+                return;
+            }
+            if w.slot.borrow().req.is_none() {
+                // A wave awaiting something other than its context: a bug
+                // in the workload. Kill it rather than spin.
+                self.kill(
+                    k,
+                    at,
+                    "a wave waits on something that is not its memory".into(),
+                    CpuVa::new(0),
+                    false,
+                );
+                self.retire(i, w, at);
+                return;
+            }
+        }
+        match self.perform(&mut w, at) {
+            Ok(end) => {
+                self.kwaves[i] = Some(w);
+                self.schedule_kwave(i, end);
+            }
+            Err(Parked::Faulted { page }) => {
+                self.kwaves[i] = Some(w);
+                self.kwait
+                    .entry((self.kernels[k].gpu.get(), pid.0, page))
+                    .or_default()
+                    .push(i);
+            }
+            Err(Parked::Dead) => self.retire(i, w, at),
+        }
+    }
+
+    /// Ends a kernel with a fatal memory access fault.
+    fn kill(&mut self, k: usize, at: u64, why: String, addr: CpuVa, write: bool) {
+        let kern = &mut self.kernels[k];
+        if kern.fatal.is_none() {
+            kern.fatal = Some(AccessError::VmFault {
+                gpu_id: kern.gpu_id,
+                addr,
+                write,
+                why,
+                errno: Errno::Efault,
+            });
+            kern.stats.end_ns = kern.stats.end_ns.max(at);
+        }
+    }
+
+    /// A wave has finished (or died): free its CU slot for the next one.
+    fn retire(&mut self, i: usize, w: KWave, at: u64) {
+        self.kwave_free.push(i);
+        let k = w.kernel;
+        let kern = &mut self.kernels[k];
+        kern.running -= 1;
+        kern.cu_free[w.cu as usize] += 1;
+        kern.stats.end_ns = kern.stats.end_ns.max(at);
+        if kern.fatal.is_none() {
+            kern.stats.waves += 1;
+            if kern.stats.first_wave_done_ns == 0 {
+                kern.stats.first_wave_done_ns = at;
+            }
+            if kern.next_wave < kern.n_waves {
+                self.dispatch(k, w.cu, at);
+                return;
+            }
+        }
+        let kern = &mut self.kernels[k];
+        if kern.running == 0 {
+            kern.done = true;
+        }
+    }
+
+    /// Wakes the waves parked on a fault of (GPU, process, page): served,
+    /// they retry at `at`; refused, their kernel dies.
+    pub(super) fn wake_kwaves(
+        &mut self,
+        g: usize,
+        pi: usize,
+        page: PageNum,
+        at: u64,
+        fatal: Option<(String, bool)>,
+    ) {
+        let Some(list) = self.kwait.remove(&(g, pi, page)) else {
+            return;
+        };
+        for i in list {
+            if let Some((why, write)) = &fatal {
+                let k = self.kwaves[i].as_ref().map(|w| w.kernel);
+                if let Some(k) = k {
+                    self.kill(k, at, why.clone(), page.va(), *write);
+                }
+            }
+            self.schedule_kwave(i, at);
+        }
+    }
+
+    /// Performs the wave's posted request at `at`. Returns when it ends,
+    /// or why the wave cannot go on now.
+    fn perform(&mut self, w: &mut KWave, at: u64) -> Result<u64, Parked> {
+        let k = w.kernel;
+        let req = w.slot.borrow_mut().req.take().expect("a posted request");
+        let (addr, len, write) = match &req {
+            Req::Compute { ns } => {
+                w.slot.borrow_mut().resp = Some(Vec::new());
+                return Ok(at + ns);
+            }
+            Req::Load { addr, len } => (*addr, *len as u64, false),
+            Req::Store { addr, data } => (*addr, data.len() as u64, true),
+        };
+        let (pid, gpu) = (self.kernels[k].pid, self.kernels[k].gpu);
+        let g = gpu.get();
+        let t = &self.timing;
+        let (hit, miss, vram, far) = (
+            ns(t.tlb_hit_ns),
+            ns(t.tlb_miss_ns + t.page_walk_ns),
+            ns(t.access_vram_ns),
+            ns(t.access_sysmem_ns),
+        );
+        // Translate every page the access touches; the first miss parks it.
+        let mut cost = 0;
+        let mut targets: Vec<(u64, u64, u64, Pte)> = Vec::with_capacity(2);
+        let mut done = 0;
+        let gen_ = self.procs[pid.0].tlb_gen[g];
+        while done < len {
+            let a = addr + done;
+            let page = CpuVa::new(a).page_num();
+            let off = a % PAGE_SIZE;
+            let n = (PAGE_SIZE - off).min(len - done);
+            let tlb = &mut self.tlbs[g][w.cu as usize];
+            let pte = match tlb.lookup(pid.0, page, gen_) {
+                Some(p) => {
+                    self.kernels[k].stats.tlb_hits += 1;
+                    cost += hit;
+                    Some(p)
+                }
+                None => {
+                    self.kernels[k].stats.tlb_misses += 1;
+                    cost += miss;
+                    let p = self.procs[pid.0].pts[g]
+                        .walk(page)
+                        .filter(|p| p.flags.valid && (!write || p.flags.writeable));
+                    if let Some(p) = p {
+                        self.tlbs[g][w.cu as usize].insert(pid.0, page, gen_, p);
+                    }
+                    p
+                }
+            };
+            let Some(pte) = pte.filter(|p| !write || p.flags.writeable) else {
+                // Not mapped (or read-only for a write): a retry fault.
+                w.slot.borrow_mut().req = Some(req);
+                self.kernels[k].stats.faults += 1;
+                w.page_faults += 1;
+                if w.page_faults > MAX_RETRIES {
+                    self.kill(
+                        k,
+                        at,
+                        format!("still faulting after {MAX_RETRIES} retries"),
+                        CpuVa::new(a),
+                        write,
+                    );
+                    return Err(Parked::Dead);
+                }
+                let when = at + cost;
+                self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
+                let delivery = ns(self.timing.fault_delivery_ns);
+                self.gpus[g].ring.raise(RingEntry {
+                    proc_index: pid.0,
+                    page,
+                    write,
+                    ts: self.last_ts,
+                    at: when + delivery,
+                });
+                return Err(Parked::Faulted { page });
+            };
+            cost += match pte.target {
+                PteTarget::Vram { owner, .. } if owner.get() == g => vram,
+                _ => far,
+            };
+            targets.push((a, off, n, pte));
+            done += n;
+        }
+        w.page_faults = 0;
+        // The bytes.
+        let mut out = Vec::new();
+        let data = match &req {
+            Req::Store { data, .. } => Some(data.as_slice()),
+            _ => {
+                out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                None
+            }
+        };
+        let mut pos = 0usize;
+        for (a, off, n, pte) in targets {
+            let n = usize::try_from(n).unwrap_or(0);
+            let range = pos..pos + n;
+            match pte.target {
+                PteTarget::Sys(dma) => {
+                    let Some(&(pi, va)) = self.gpus[g].iommu.get(&dma) else {
+                        self.kill(
+                            k,
+                            at,
+                            format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
+                            CpuVa::new(a),
+                            write,
+                        );
+                        return Err(Parked::Dead);
+                    };
+                    let host = va.raw() * PAGE_SIZE + off;
+                    match data {
+                        Some(d) => self.procs[pi].mm.pages_mut().write(host, &d[range.clone()]),
+                        None => self.procs[pi]
+                            .mm
+                            .pages()
+                            .read(host, &mut out[range.clone()]),
+                    }
+                }
+                PteTarget::Vram { owner, addr: v } => match data {
+                    Some(d) => self.gpus[owner.get()]
+                        .vram
+                        .write(v + off, &d[range.clone()]),
+                    None => self.gpus[owner.get()]
+                        .vram
+                        .read(v + off, &mut out[range.clone()]),
+                },
+            }
+            if let Some(d) = data {
+                self.procs[pid.0].shadow.write(a, &d[range]);
+            }
+            pos += n;
+        }
+        let st = &mut self.kernels[k].stats;
+        st.accesses += 1;
+        st.bytes += len;
+        w.slot.borrow_mut().resp = Some(out);
+        Ok(at + cost)
+    }
+
+    /// Ends every kernel of a process that exits.
+    pub(super) fn cancel_kernels(&mut self, pid: Pid) {
+        let at = self.clock_ns;
+        for k in 0..self.kernels.len() {
+            if self.kernels[k].pid == pid && !self.kernels[k].done {
+                self.kill(k, at, "the process has exited".into(), CpuVa::new(0), false);
+            }
+        }
+        // Parked waves would never wake: run them once so they retire.
+        let parked: Vec<usize> = std::mem::take(&mut self.kwait)
+            .into_iter()
+            .flat_map(|(key, v)| {
+                if key.1 == pid.0 {
+                    v
+                } else {
+                    self.kwait.entry(key).or_default().extend(v);
+                    Vec::new()
+                }
+            })
+            .collect();
+        for i in parked {
+            self.schedule_kwave(i, at);
+        }
+    }
+
+    /// Kernel waves parked on faults, for `work_pending`.
+    pub(super) fn kwaves_parked(&self) -> bool {
+        self.kwait.values().any(|v| !v.is_empty())
+    }
+}
+
+/// Why a wave stopped.
+enum Parked {
+    /// Waiting for a retry fault on this page.
+    Faulted { page: PageNum },
+    /// Its kernel died.
+    Dead,
+}
+
+/// Kernel state the machine keeps.
+pub(super) type KernelWaits = BTreeMap<(usize, usize, PageNum), Vec<usize>>;

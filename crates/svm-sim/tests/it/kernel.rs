@@ -1,0 +1,113 @@
+//! Kernels: grids of waves through the GPU's MMU.
+
+use std::rc::Rc;
+
+use svm_core::uapi::attr_type::ACCESS;
+use svm_sim::machine::{AccessError, KernelFn, WaveCtx};
+use svm_sim::timing::Profile;
+
+use crate::support::*;
+
+/// c = a + b, one 256-byte instruction per wave step, `per_wave` bytes per wave.
+fn vadd(a: u64, b: u64, c: u64, per_wave: u64) -> KernelFn {
+    Rc::new(move |w: u32, ctx: WaveCtx| {
+        Box::pin(async move {
+            let base = u64::from(w) * per_wave;
+            let mut off = 0;
+            while off < per_wave {
+                let x = ctx.load_u32s(a + base + off, 64).await;
+                let y = ctx.load_u32s(b + base + off, 64).await;
+                let z: Vec<u32> = x.iter().zip(&y).map(|(p, q)| p.wrapping_add(*q)).collect();
+                ctx.store_u32s(c + base + off, &z).await;
+                off += 256;
+            }
+        })
+    })
+}
+
+fn setup(k: &mut Kfd, size: u64) -> (u64, u64, u64) {
+    let a = k.mmap(size);
+    let b = k.mmap(size);
+    let c = k.mmap(size);
+    k.cpu_write(a, &words((size / 4) as usize, |i| i));
+    k.cpu_write(b, &words((size / 4) as usize, |i| 3 * i));
+    (a, b, c)
+}
+
+#[test]
+fn a_vector_add_kernel_faults_its_pages_in_and_computes() {
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&Profile::built_in("mi210").unwrap());
+    let size = 4 * MIB;
+    let (a, b, c) = setup(&mut k, size);
+    for x in [a, b, c] {
+        k.set(x, size, &[(ACCESS, GPU0)]).unwrap();
+    }
+    let waves = 64;
+    let id =
+        k.m.launch_kernel(k.pid, GPU0, waves, vadd(a, b, c, size / u64::from(waves)))
+            .unwrap();
+    let st = k.m.wait_kernel(id).unwrap();
+    assert_eq!(st.waves, u64::from(waves));
+    assert_eq!(st.accesses, 3 * size / 256);
+    assert!(st.faults > 0 && st.tlb_hits > st.tlb_misses, "{st:?}");
+    assert!(st.end_ns > st.first_wave_done_ns && st.first_wave_done_ns > st.launch_ns);
+    assert_eq!(k.cpu_read(c, size), words((size / 4) as usize, |i| 4 * i));
+    k.check();
+}
+
+#[test]
+fn with_xnack_off_an_unmapped_access_kills_the_kernel() {
+    let mut k = Kfd::new(false);
+    let size = MIB;
+    let (a, b, c) = setup(&mut k, size);
+    // c is not registered for the GPU: its first store faults, fatally.
+    for x in [a, b] {
+        k.set(x, size, &[(ACCESS, GPU0)]).unwrap();
+    }
+    let id =
+        k.m.launch_kernel(k.pid, GPU0, 4, vadd(a, b, c, size / 4))
+            .unwrap();
+    match k.m.wait_kernel(id) {
+        Err(AccessError::VmFault {
+            addr,
+            write,
+            errno,
+            gpu_id,
+            ..
+        }) => {
+            assert!(write && addr.raw() >= c && addr.raw() < c + size);
+            assert_eq!((errno, gpu_id), (svm_core::Errno::Efault, GPU0));
+        }
+        other => panic!("expected a memory access fault, got {other:?}"),
+    }
+    assert!(!k.m.work_pending());
+    k.check();
+}
+
+/// Two runs of the same kernel under the same seed are identical, event
+/// for event.
+#[test]
+fn kernels_replay_under_a_seed() {
+    let run = |seed: u64| {
+        let mut k = Kfd::new(true);
+        k.m.apply_profile(&Profile::built_in("mi210").unwrap());
+        k.m.set_seed(Some(seed));
+        let size = MIB;
+        let (a, b, c) = setup(&mut k, size);
+        for x in [a, b, c] {
+            k.set(x, size, &[(ACCESS, GPU0), (ACCESS, GPU1)]).unwrap();
+        }
+        let k0 =
+            k.m.launch_kernel(k.pid, GPU0, 8, vadd(a, b, c, size / 8))
+                .unwrap();
+        let k1 =
+            k.m.launch_kernel(k.pid, GPU1, 8, vadd(a, b, c, size / 8))
+                .unwrap();
+        let s0 = k.m.wait_kernel(k0).unwrap();
+        let s1 = k.m.wait_kernel(k1).unwrap();
+        k.check();
+        (s0, s1, k.m.events().to_vec(), k.m.now_ns())
+    };
+    assert_eq!(run(5), run(5));
+}
