@@ -493,6 +493,8 @@ pub struct Machine {
     kwait: kernel::KernelWaits,
     /// The next tie key under eager ordering.
     tie_seq: u64,
+    /// For every fault served, ns from its raising to the handler's end.
+    fault_latencies: Vec<u64>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -561,6 +563,7 @@ impl Machine {
             kready: std::collections::BinaryHeap::new(),
             kwait: BTreeMap::new(),
             tie_seq: 0,
+            fault_latencies: Vec::new(),
         }
     }
 
@@ -581,6 +584,12 @@ impl Machine {
     /// What actions cost.
     pub fn timing(&self) -> &Timing {
         &self.timing
+    }
+
+    /// For every retry fault served so far, in order, the simulated ns from
+    /// the wave raising it to the handler finishing with it.
+    pub fn fault_latencies(&self) -> &[u64] {
+        &self.fault_latencies
     }
 
     /// Applies a profile's timing and compute shape (its GPUs are the

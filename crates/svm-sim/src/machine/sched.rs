@@ -611,6 +611,10 @@ impl Machine {
             let p = &mut self.procs[pi];
             p.mmap_read_until = p.mmap_read_until.max(end);
             now = end;
+            if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
+                let raised = e.at.saturating_sub(crate::timing::ns(t.fault_delivery_ns));
+                self.fault_latencies.push(end.saturating_sub(raised));
+            }
             self.wake_after(g, &e, end, &outcome);
             for w in self.waves.iter_mut().flatten() {
                 if w.pid.0 != pi

@@ -1,0 +1,767 @@
+//! The workloads: each a kernel (or a few) and the CPU computation it is
+//! checked against.
+//!
+//! A wave instruction moves at most 256 bytes (64 lanes of 4 bytes), as a
+//! GCN/CDNA wave's coalesced load does; loops below step by that.
+//!
+//! Indices here are word counts of buffers that live in this process's
+//! memory, so they fit `usize` and `u32` lane values by construction; the
+//! casts between them are not checked one by one.
+#![allow(clippy::cast_possible_truncation)]
+
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use svm_sim::machine::WaveCtx;
+use svm_sim::mm::Mark;
+
+use crate::{Params, Run, Workload, WorkloadError, kernel};
+
+/// Bytes of one wave instruction.
+const LANE_BYTES: u64 = 256;
+
+/// Every workload, in the order `svmsim workloads` lists them.
+pub static ALL: [&(dyn Workload + Sync); 12] = [
+    &Stream,
+    &Gemm,
+    &Stencil2d,
+    &Conv3d,
+    &Bfs,
+    &Gups,
+    &Pathfinder,
+    &Reduction,
+    &MultiGpuSplit,
+    &PingPong,
+    &ProducerConsumer,
+    &UnregisteredHeap,
+];
+
+fn seq(n: usize, f: impl Fn(u32) -> u32) -> Vec<u32> {
+    (0..n)
+        .map(|i| f(u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect()
+}
+
+fn bad(workload: &'static str, why: impl Into<String>) -> WorkloadError {
+    WorkloadError::Params {
+        workload,
+        why: why.into(),
+    }
+}
+
+/// Words per array, from a byte size split over `arrays` arrays, in whole
+/// wave instructions.
+fn words_per(p: &Params, arrays: u64, name: &'static str) -> Result<u64, WorkloadError> {
+    let n = p.size / arrays / LANE_BYTES * LANE_BYTES / 4;
+    if n == 0 {
+        return Err(bad(
+            name,
+            format!("size {} is below {} bytes", p.size, arrays * LANE_BYTES),
+        ));
+    }
+    Ok(n)
+}
+
+/// Loads `n` words at `a` in wave instructions.
+async fn load(ctx: &WaveCtx, a: u64, n: u64) -> Vec<u32> {
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut off = 0;
+    while off < n * 4 {
+        let len = (n * 4 - off).min(LANE_BYTES);
+        out.extend(
+            ctx.load_u32s(a + off, usize::try_from(len / 4).unwrap_or(0))
+                .await,
+        );
+        off += len;
+    }
+    out
+}
+
+/// Stores words at `a` in wave instructions.
+async fn store(ctx: &WaveCtx, a: u64, v: &[u32]) {
+    for (i, chunk) in v.chunks((LANE_BYTES / 4) as usize).enumerate() {
+        ctx.store_u32s(a + i as u64 * LANE_BYTES, chunk).await;
+    }
+}
+
+/// An element-wise kernel over words `[base, base + n)`: each of the waves
+/// takes `per` words, reads them from `src` (and `src2`, if given), and
+/// writes `f` of them to `dst`.
+fn elementwise(
+    src: u64,
+    src2: Option<u64>,
+    dst: u64,
+    base: u64,
+    n: u64,
+    per: u64,
+    f: fn(u32, u32) -> u32,
+) -> svm_sim::machine::KernelFn {
+    kernel(move |w, ctx| async move {
+        let lo = base + u64::from(w) * per;
+        let hi = (lo + per).min(base + n);
+        let mut i = lo;
+        while i < hi {
+            let k = (hi - i).min(LANE_BYTES / 4);
+            let x = load(&ctx, src + i * 4, k).await;
+            let y = match src2 {
+                Some(b) => load(&ctx, b + i * 4, k).await,
+                None => vec![0; x.len()],
+            };
+            let z: Vec<u32> = x.iter().zip(&y).map(|(p, q)| f(*p, *q)).collect();
+            store(&ctx, dst + i * 4, &z).await;
+            i += k;
+        }
+    })
+}
+
+/// Splits `n` items into at most `waves` chunks of whole wave instructions.
+fn chunks(n: u64, waves: u64) -> (u32, u64) {
+    let per = n.div_ceil(waves.max(1)).next_multiple_of(LANE_BYTES / 4);
+    (u32::try_from(n.div_ceil(per)).unwrap_or(u32::MAX), per)
+}
+
+/// stream: `c = a + b` over three arrays, `iters` times.
+struct Stream;
+
+impl Workload for Stream {
+    fn name(&self) -> &'static str {
+        "stream"
+    }
+    fn describe(&self) -> &'static str {
+        "vector add c = a + b over three arrays (size split in three); streaming faults, window by window"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 3, self.name())?;
+        let [a, b, c] = [0, 1, 2].map(|_| r.alloc(n * 4, &[0]));
+        let (a, b, c) = (a?, b?, c?);
+        let nu = usize::try_from(n).unwrap_or(0);
+        r.write_u32s(a, &seq(nu, |i| i))?;
+        r.write_u32s(b, &seq(nu, |i| i.wrapping_mul(7)))?;
+        let (waves, per) = chunks(n, 512);
+        for _ in 0..p.iters.max(1) {
+            r.launch(
+                0,
+                waves,
+                elementwise(a, Some(b), c, 0, n, per, u32::wrapping_add),
+            )?;
+        }
+        Ok(r.read_u32s(c, nu)? == seq(nu, |i| i.wrapping_mul(8)))
+    }
+}
+
+/// Tiled GEMM: `C = A × B` of N×N words, one 16×16 tile of C per wave.
+struct Gemm;
+
+const TILE: u64 = 16;
+
+fn gemm_n(p: &Params) -> u64 {
+    // Three N×N matrices of words in `size` bytes, N a multiple of the tile.
+    let n = ((p.size / 12) as f64).sqrt() as u64 / TILE * TILE;
+    n.max(TILE)
+}
+
+impl Workload for Gemm {
+    fn name(&self) -> &'static str {
+        "gemm"
+    }
+    fn describe(&self) -> &'static str {
+        "tiled matrix multiply C = A x B (16x16 tiles, wrapping u32); reuse-heavy, row-strided access"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        3 * gemm_n(p) * gemm_n(p) * 4
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = gemm_n(p);
+        let nn = usize::try_from(n * n).unwrap_or(0);
+        let bytes = n * n * 4;
+        let (a, b, c) = (
+            r.alloc(bytes, &[0])?,
+            r.alloc(bytes, &[0])?,
+            r.alloc(bytes, &[0])?,
+        );
+        let av = seq(nn, |i| i % 13 + 1);
+        let bv = seq(nn, |i| (i / 3) % 7);
+        r.write_u32s(a, &av)?;
+        r.write_u32s(b, &bv)?;
+        let tiles = n / TILE;
+        let waves = u32::try_from(tiles * tiles).unwrap_or(u32::MAX);
+        r.launch(
+            0,
+            waves,
+            kernel(move |w, ctx| async move {
+                let (ti, tj) = (u64::from(w) / tiles, u64::from(w) % tiles);
+                let mut acc = vec![0u32; (TILE * TILE) as usize];
+                for tk in 0..tiles {
+                    let mut at = Vec::new();
+                    let mut bt = Vec::new();
+                    for row in 0..TILE {
+                        at.extend(
+                            load(&ctx, a + ((ti * TILE + row) * n + tk * TILE) * 4, TILE).await,
+                        );
+                        bt.extend(
+                            load(&ctx, b + ((tk * TILE + row) * n + tj * TILE) * 4, TILE).await,
+                        );
+                    }
+                    ctx.compute(TILE * TILE * 4).await;
+                    for i in 0..TILE as usize {
+                        for j in 0..TILE as usize {
+                            let mut s = acc[i * TILE as usize + j];
+                            for k in 0..TILE as usize {
+                                s = s.wrapping_add(
+                                    at[i * TILE as usize + k]
+                                        .wrapping_mul(bt[k * TILE as usize + j]),
+                                );
+                            }
+                            acc[i * TILE as usize + j] = s;
+                        }
+                    }
+                }
+                for row in 0..TILE {
+                    let lo = (row * TILE) as usize;
+                    store(
+                        &ctx,
+                        c + ((ti * TILE + row) * n + tj * TILE) * 4,
+                        &acc[lo..lo + TILE as usize],
+                    )
+                    .await;
+                }
+            }),
+        )?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let mut want = vec![0u32; nn];
+        for i in 0..nu {
+            for k in 0..nu {
+                let x = av[i * nu + k];
+                for j in 0..nu {
+                    want[i * nu + j] =
+                        want[i * nu + j].wrapping_add(x.wrapping_mul(bv[k * nu + j]));
+                }
+            }
+        }
+        Ok(r.read_u32s(c, nn)? == want)
+    }
+}
+
+/// The side of a square grid of words filling `bytes / arrays`.
+fn side(p: &Params, arrays: u64) -> u64 {
+    (((p.size / arrays / 4) as f64).sqrt() as u64 / 64 * 64).max(64)
+}
+
+/// One 5-point stencil step on the CPU (borders copied).
+fn stencil_cpu(src: &[u32], w: usize, h: usize) -> Vec<u32> {
+    let mut out = src.to_vec();
+    for i in 1..h - 1 {
+        for j in 1..w - 1 {
+            let s = src[i * w + j]
+                .wrapping_add(src[(i - 1) * w + j])
+                .wrapping_add(src[(i + 1) * w + j])
+                .wrapping_add(src[i * w + j - 1])
+                .wrapping_add(src[i * w + j + 1]);
+            out[i * w + j] = s / 5;
+        }
+    }
+    out
+}
+
+/// 2D stencil (hotspot-like): 5-point average, ping-ponging two grids.
+struct Stencil2d;
+
+impl Workload for Stencil2d {
+    fn name(&self) -> &'static str {
+        "stencil2d"
+    }
+    fn describe(&self) -> &'static str {
+        "2D 5-point stencil (hotspot) over two ping-pong grids; neighbour rows shared between waves"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        2 * side(p, 2) * side(p, 2) * 4
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let s = side(p, 2);
+        let su = usize::try_from(s).unwrap_or(0);
+        let bytes = s * s * 4;
+        let bufs = [r.alloc(bytes, &[0])?, r.alloc(bytes, &[0])?];
+        let init = seq(su * su, |i| i.wrapping_mul(2_654_435_761) >> 8);
+        r.write_u32s(bufs[0], &init)?;
+        r.write_u32s(bufs[1], &init)?;
+        let mut want = init;
+        for it in 0..p.iters.max(1) as usize {
+            let (src, dst) = (bufs[it % 2], bufs[(it + 1) % 2]);
+            // One wave per interior row.
+            r.launch(
+                0,
+                u32::try_from(s - 2).unwrap_or(0),
+                kernel(move |w, ctx| async move {
+                    let i = u64::from(w) + 1;
+                    let up = load(&ctx, src + (i - 1) * s * 4, s).await;
+                    let mid = load(&ctx, src + i * s * 4, s).await;
+                    let down = load(&ctx, src + (i + 1) * s * 4, s).await;
+                    let mut out = mid.clone();
+                    for j in 1..s as usize - 1 {
+                        out[j] = mid[j]
+                            .wrapping_add(up[j])
+                            .wrapping_add(down[j])
+                            .wrapping_add(mid[j - 1])
+                            .wrapping_add(mid[j + 1])
+                            / 5;
+                    }
+                    store(&ctx, dst + i * s * 4, &out).await;
+                }),
+            )?;
+            want = stencil_cpu(&want, su, su);
+        }
+        let last = bufs[p.iters.max(1) as usize % 2];
+        Ok(r.read_u32s(last, su * su)? == want)
+    }
+}
+
+/// 3D convolution: a 7-point stencil on a cube, one wave per (z, y) row.
+struct Conv3d;
+
+fn cube(p: &Params) -> u64 {
+    (((p.size / 8) as f64).cbrt() as u64 / 16 * 16).max(16)
+}
+
+impl Workload for Conv3d {
+    fn name(&self) -> &'static str {
+        "conv3d"
+    }
+    fn describe(&self) -> &'static str {
+        "3D 7-point convolution on a cube (SRAD-like volume pass); plane-strided access"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        2 * cube(p).pow(3) * 4
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let d = cube(p);
+        let du = usize::try_from(d).unwrap_or(0);
+        let bytes = d * d * d * 4;
+        let (src, dst) = (r.alloc(bytes, &[0])?, r.alloc(bytes, &[0])?);
+        let init = seq(du * du * du, |i| i % 1009);
+        r.write_u32s(src, &init)?;
+        r.write_u32s(dst, &init)?;
+        let rows = u32::try_from((d - 2) * (d - 2)).unwrap_or(0);
+        r.launch(
+            0,
+            rows,
+            kernel(move |w, ctx| async move {
+                let (z, y) = (u64::from(w) / (d - 2) + 1, u64::from(w) % (d - 2) + 1);
+                let row = |zz: u64, yy: u64| src + ((zz * d + yy) * d) * 4;
+                let c = load(&ctx, row(z, y), d).await;
+                let n = [
+                    load(&ctx, row(z - 1, y), d).await,
+                    load(&ctx, row(z + 1, y), d).await,
+                    load(&ctx, row(z, y - 1), d).await,
+                    load(&ctx, row(z, y + 1), d).await,
+                ];
+                let mut out = c.clone();
+                for x in 1..d as usize - 1 {
+                    let mut s = c[x]
+                        .wrapping_mul(2)
+                        .wrapping_add(c[x - 1])
+                        .wrapping_add(c[x + 1]);
+                    for v in &n {
+                        s = s.wrapping_add(v[x]);
+                    }
+                    out[x] = s;
+                }
+                store(&ctx, dst + ((z * d + y) * d) * 4, &out).await;
+            }),
+        )?;
+        let mut want = init.clone();
+        let at = |z: usize, y: usize, x: usize| (z * du + y) * du + x;
+        for z in 1..du - 1 {
+            for y in 1..du - 1 {
+                for x in 1..du - 1 {
+                    let c = init[at(z, y, x)];
+                    want[at(z, y, x)] = c
+                        .wrapping_mul(2)
+                        .wrapping_add(init[at(z, y, x - 1)])
+                        .wrapping_add(init[at(z, y, x + 1)])
+                        .wrapping_add(init[at(z - 1, y, x)])
+                        .wrapping_add(init[at(z + 1, y, x)])
+                        .wrapping_add(init[at(z, y - 1, x)])
+                        .wrapping_add(init[at(z, y + 1, x)]);
+                }
+            }
+        }
+        Ok(r.read_u32s(dst, du * du * du)? == want)
+    }
+}
+
+/// BFS on a seeded random graph (CSR), level-synchronous: one kernel per
+/// level, one wave per 64 vertices.
+struct Bfs;
+
+const DEGREE: u64 = 8;
+
+fn bfs_vertices(p: &Params) -> u64 {
+    // offsets + edges + levels: (1 + DEGREE + 1) words per vertex.
+    (p.size / ((2 + DEGREE) * 4) / 64 * 64).max(64)
+}
+
+impl Workload for Bfs {
+    fn name(&self) -> &'static str {
+        "bfs"
+    }
+    fn describe(&self) -> &'static str {
+        "level-synchronous BFS on a seeded random graph (CSR); irregular, data-dependent gathers"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        bfs_vertices(p) * (2 + DEGREE) * 4
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let v = bfs_vertices(p);
+        let vu = usize::try_from(v).unwrap_or(0);
+        let mut rng = Pcg64Mcg::seed_from_u64(p.seed);
+        let edges: Vec<u32> = (0..v * DEGREE)
+            .map(|_| rng.random_range(0..u32::try_from(v).unwrap_or(u32::MAX)))
+            .collect();
+        let offs = seq(vu + 1, |i| i * DEGREE as u32);
+        let (o, e, l) = (
+            r.alloc((v + 1) * 4, &[0])?,
+            r.alloc(v * DEGREE * 4, &[0])?,
+            r.alloc(v * 4, &[0])?,
+        );
+        r.write_u32s(o, &offs)?;
+        r.write_u32s(e, &edges)?;
+        let mut levels = vec![u32::MAX; vu];
+        levels[0] = 0;
+        r.write_u32s(l, &levels)?;
+        // The CPU reference.
+        let mut want = levels.clone();
+        let mut frontier = vec![0usize];
+        let mut depth = 0u32;
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for &x in &frontier {
+                for &y in &edges[x * DEGREE as usize..(x + 1) * DEGREE as usize] {
+                    let y = y as usize;
+                    if want[y] == u32::MAX {
+                        want[y] = depth + 1;
+                        next.push(y);
+                    }
+                }
+            }
+            frontier = next;
+            depth += 1;
+        }
+        // The GPU: each level scans every vertex of that level and labels
+        // its unvisited neighbours (writes of the same value race benignly).
+        for level in 0..depth {
+            r.launch(
+                0,
+                u32::try_from(v / 64).unwrap_or(0),
+                kernel(move |w, ctx| async move {
+                    let base = u64::from(w) * 64;
+                    let mine = load(&ctx, l + base * 4, 64).await;
+                    for (k, &lv) in mine.iter().enumerate() {
+                        if lv != level {
+                            continue;
+                        }
+                        let x = base + k as u64;
+                        let nb = load(&ctx, e + x * DEGREE * 4, DEGREE).await;
+                        for y in nb {
+                            let cur = ctx.load_u32s(l + u64::from(y) * 4, 1).await;
+                            if cur[0] == u32::MAX {
+                                ctx.store_u32s(l + u64::from(y) * 4, &[level + 1]).await;
+                            }
+                        }
+                    }
+                }),
+            )?;
+        }
+        Ok(r.read_u32s(l, vu)? == want)
+    }
+}
+
+/// GUPS: random read-modify-write updates; each wave owns a slice of the
+/// table so that the result is exact.
+struct Gups;
+
+impl Workload for Gups {
+    fn name(&self) -> &'static str {
+        "gups"
+    }
+    fn describe(&self) -> &'static str {
+        "GUPS random updates (table[i] ^= v, seeded indices); one page per access, no locality"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 1, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let t = r.alloc(n * 4, &[0])?;
+        r.write_u32s(t, &seq(nu, |i| i))?;
+        let waves = 256u64.min(n / 64);
+        let slice = n / waves;
+        let updates = 64 * u64::from(p.iters.max(1));
+        let seed = p.seed;
+        let idx = move |w: u64, u: u64| -> (u64, u32) {
+            let mut x = seed ^ (w << 32) ^ u;
+            x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 29;
+            ((x % slice) + w * slice, (x >> 32) as u32)
+        };
+        r.launch(
+            0,
+            u32::try_from(waves).unwrap_or(0),
+            kernel(move |w, ctx| async move {
+                for u in 0..updates {
+                    let (i, v) = idx(u64::from(w), u);
+                    let cur = ctx.load_u32s(t + i * 4, 1).await;
+                    ctx.store_u32s(t + i * 4, &[cur[0] ^ v]).await;
+                }
+            }),
+        )?;
+        let mut want = seq(nu, |i| i);
+        for w in 0..waves {
+            for u in 0..updates {
+                let (i, v) = idx(w, u);
+                want[usize::try_from(i).unwrap_or(0)] ^= v;
+            }
+        }
+        Ok(r.read_u32s(t, nu)? == want)
+    }
+}
+
+/// Pathfinder: row-by-row dynamic programming, one kernel per row.
+struct Pathfinder;
+
+impl Workload for Pathfinder {
+    fn name(&self) -> &'static str {
+        "pathfinder"
+    }
+    fn describe(&self) -> &'static str {
+        "pathfinder dynamic programming: one launch per row, each reading the last row's costs"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let rows = u64::from(p.iters.max(2)) + 1;
+        let cols = (p.size / 4 / (rows + 2) / 64 * 64).max(64);
+        let cu = usize::try_from(cols).unwrap_or(0);
+        let wall = r.alloc(rows * cols * 4, &[0])?;
+        let bufs = [r.alloc(cols * 4, &[0])?, r.alloc(cols * 4, &[0])?];
+        let wv = seq(cu * rows as usize, |i| i.wrapping_mul(40503) % 10);
+        r.write_u32s(wall, &wv)?;
+        r.write_u32s(bufs[0], &wv[..cu])?;
+        let mut want = wv[..cu].to_vec();
+        for row in 1..rows {
+            let (src, dst) = (bufs[(row as usize + 1) % 2], bufs[row as usize % 2]);
+            r.launch(
+                0,
+                u32::try_from(cols / 64).unwrap_or(0),
+                kernel(move |w, ctx| async move {
+                    let lo = u64::from(w) * 64;
+                    let from = lo.saturating_sub(1);
+                    let to = (lo + 65).min(cols);
+                    let prev = load(&ctx, src + from * 4, to - from).await;
+                    let cost = load(&ctx, wall + (row * cols + lo) * 4, 64).await;
+                    let mut out = Vec::with_capacity(64);
+                    for k in 0..64u64 {
+                        let j = lo + k;
+                        let at = |x: u64| prev[(x - from) as usize];
+                        let mut m = at(j);
+                        if j > 0 {
+                            m = m.min(at(j - 1));
+                        }
+                        if j + 1 < cols {
+                            m = m.min(at(j + 1));
+                        }
+                        out.push(cost[k as usize].wrapping_add(m));
+                    }
+                    store(&ctx, dst + lo * 4, &out).await;
+                }),
+            )?;
+            let base = row as usize * cu;
+            want = (0..cu)
+                .map(|j| {
+                    let mut m = want[j];
+                    if j > 0 {
+                        m = m.min(want[j - 1]);
+                    }
+                    if j + 1 < cu {
+                        m = m.min(want[j + 1]);
+                    }
+                    wv[base + j].wrapping_add(m)
+                })
+                .collect();
+        }
+        Ok(r.read_u32s(bufs[(rows as usize - 1) % 2], cu)? == want)
+    }
+}
+
+/// Tree reduction: each wave sums its chunk, then one wave sums those.
+struct Reduction;
+
+impl Workload for Reduction {
+    fn name(&self) -> &'static str {
+        "reduction"
+    }
+    fn describe(&self) -> &'static str {
+        "tree reduction (wrapping sum) in two launches: read-once streaming, then a tiny second pass"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 1, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let a = r.alloc(n * 4, &[0])?;
+        let data = seq(nu, |i| i.wrapping_mul(2_246_822_519));
+        r.write_u32s(a, &data)?;
+        let (waves, per) = chunks(n, 256);
+        let part = r.alloc(u64::from(waves).next_multiple_of(64) * 4, &[0])?;
+        r.launch(
+            0,
+            waves,
+            kernel(move |w, ctx| async move {
+                let lo = u64::from(w) * per;
+                let hi = (lo + per).min(n);
+                let v = load(&ctx, a + lo * 4, hi - lo).await;
+                let s = v.iter().fold(0u32, |x, y| x.wrapping_add(*y));
+                ctx.store_u32s(part + u64::from(w) * 4, &[s]).await;
+            }),
+        )?;
+        let out = r.alloc(LANE_BYTES, &[0])?;
+        r.launch(
+            0,
+            1,
+            kernel(move |_, ctx| async move {
+                let v = load(&ctx, part, u64::from(waves)).await;
+                let s = v.iter().fold(0u32, |x, y| x.wrapping_add(*y));
+                ctx.store_u32s(out, &[s]).await;
+            }),
+        )?;
+        let want = data.iter().fold(0u32, |x, y| x.wrapping_add(*y));
+        Ok(r.read_u32s(out, 1)? == [want])
+    }
+}
+
+/// Data-parallel vector add split across two GPUs.
+struct MultiGpuSplit;
+
+impl Workload for MultiGpuSplit {
+    fn name(&self) -> &'static str {
+        "multi-gpu-split"
+    }
+    fn describe(&self) -> &'static str {
+        "vector add split in halves over two GPUs at once; each GPU pulls only its half"
+    }
+    fn gpus(&self) -> usize {
+        2
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 3, self.name())? / 128 * 128;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let arrays: Result<Vec<u64>, _> = (0..3).map(|_| r.alloc(n * 4, &[0, 1])).collect();
+        let [a, b, c] = <[u64; 3]>::try_from(arrays?).expect("three arrays");
+        r.write_u32s(a, &seq(nu, |i| i))?;
+        r.write_u32s(b, &seq(nu, |i| i ^ 0x55))?;
+        let half = n / 2;
+        let (waves, per) = chunks(half, 256);
+        let part = |base| elementwise(a, Some(b), c, base, half, per, u32::wrapping_add);
+        r.launch_all(vec![(0, waves, part(0)), (1, waves, part(half))])?;
+        Ok(r.read_u32s(c, nu)? == seq(nu, |i| i.wrapping_add(i ^ 0x55)))
+    }
+}
+
+/// Two GPUs take turns incrementing one shared buffer.
+struct PingPong;
+
+impl Workload for PingPong {
+    fn name(&self) -> &'static str {
+        "ping-pong"
+    }
+    fn describe(&self) -> &'static str {
+        "two GPUs take turns incrementing one shared buffer; every turn migrates it back and forth"
+    }
+    fn gpus(&self) -> usize {
+        2
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 1, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let a = r.alloc(n * 4, &[0, 1])?;
+        r.write_u32s(a, &vec![0; nu])?;
+        let (waves, per) = chunks(n, 256);
+        let turns = p.iters.max(2);
+        for t in 0..turns {
+            let g = usize::try_from(t % 2).unwrap_or(0);
+            r.launch(g, waves, elementwise(a, None, a, 0, n, per, |x, _| x + 1))?;
+        }
+        Ok(r.read_u32s(a, nu)? == vec![turns; nu])
+    }
+}
+
+/// The CPU produces, the GPU consumes, in turns.
+struct ProducerConsumer;
+
+impl Workload for ProducerConsumer {
+    fn name(&self) -> &'static str {
+        "producer-consumer"
+    }
+    fn describe(&self) -> &'static str {
+        "CPU writes a buffer, a GPU kernel doubles it into another, the CPU reads it back; in turns"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 2, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let (inp, out) = (r.alloc(n * 4, &[0])?, r.alloc(n * 4, &[0])?);
+        let (waves, per) = chunks(n, 256);
+        let mut ok = true;
+        for t in 0..p.iters.max(1) {
+            r.write_u32s(inp, &seq(nu, |i| i ^ t))?;
+            r.launch(
+                0,
+                waves,
+                elementwise(inp, None, out, 0, n, per, |x, _| x.wrapping_mul(2)),
+            )?;
+            ok &= r.read_u32s(out, nu)? == seq(nu, |i| (i ^ t).wrapping_mul(2));
+        }
+        Ok(ok)
+    }
+}
+
+/// Heap memory never registered with SVM: the GPU reaches it through
+/// unregistered ranges that prefer system memory.
+struct UnregisteredHeap;
+
+impl Workload for UnregisteredHeap {
+    fn name(&self) -> &'static str {
+        "unregistered-heap"
+    }
+    fn describe(&self) -> &'static str {
+        "malloc-like heap never registered: GPU faults create unregistered ranges that stay in system memory"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 1, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let a = r.alloc_unregistered(n * 4, Mark::Heap)?;
+        r.write_u32s(a, &seq(nu, |i| i))?;
+        let (waves, per) = chunks(n, 256);
+        r.launch(
+            0,
+            waves,
+            elementwise(a, None, a, 0, n, per, |x, _| x.wrapping_add(1)),
+        )?;
+        Ok(r.read_u32s(a, nu)? == seq(nu, |i| i.wrapping_add(1)))
+    }
+}

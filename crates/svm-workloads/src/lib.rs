@@ -1,0 +1,348 @@
+//! svm-workloads: kernels with CPU references, run on a simulated machine.
+//!
+//! # Overview
+//! A [`Workload`] allocates its buffers in one process, fills them from the
+//! CPU, registers them with SVM (or not: the heap workload leaves its memory
+//! unregistered), launches kernels (grids of waves, see
+//! `svm_sim::machine::WaveCtx`) and, in real mode, reads the results back
+//! and compares them with the same computation done on the CPU. Every
+//! number is a `u32` with wrapping arithmetic, so the comparison is exact.
+//!
+//! [`run`] wraps one workload with what a report needs: the kernels' own
+//! statistics, the engine's fault and migration counts, the simulated time
+//! from the first launch to the last wave, the time to the first result,
+//! and the latency of every fault served.
+
+#![forbid(unsafe_code)]
+
+use std::rc::Rc;
+
+use serde::Serialize;
+use svm_core::addr::CpuVa;
+use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
+use svm_sim::machine::{AccessError, KernelFn, KernelStats, Machine, Pid};
+use svm_sim::mm::{Backing, Mark, Prot};
+
+mod kernels;
+
+pub use kernels::ALL;
+
+/// Sizes and repetitions of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Params {
+    /// The main data size in bytes (each workload says how it reads it).
+    pub size: u64,
+    /// Iterations (kernel launches, time steps, rounds).
+    pub iters: u32,
+    /// Seed of the workload's own random choices (graphs, indices).
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            size: 4 << 20,
+            iters: 2,
+            seed: 1,
+        }
+    }
+}
+
+/// Why a workload could not run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    /// A GPU access the driver could not recover (the kernel died).
+    #[error("{0}")]
+    Access(#[from] AccessError),
+    /// A syscall or ioctl failed.
+    #[error("{what} failed: {why}")]
+    Setup {
+        /// Which call.
+        what: &'static str,
+        /// The error.
+        why: String,
+    },
+    /// The parameters do not fit the workload.
+    #[error("bad parameters for {workload}: {why}")]
+    Params {
+        /// The workload.
+        workload: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A workload.
+pub trait Workload {
+    /// Its name on the command line.
+    fn name(&self) -> &'static str;
+    /// One line on what it does and which path it exercises.
+    fn describe(&self) -> &'static str;
+    /// GPUs it needs.
+    fn gpus(&self) -> usize {
+        1
+    }
+    /// Bytes of memory it touches for `p` (what oversubscription scales).
+    fn footprint(&self, p: &Params) -> u64;
+    /// Runs it; returns whether the results matched the CPU reference.
+    ///
+    /// # Errors
+    /// A kernel that died, or a setup call that failed.
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError>;
+}
+
+/// A workload by name.
+pub fn by_name(name: &str) -> Option<&'static (dyn Workload + Sync)> {
+    ALL.iter().copied().find(|w| w.name() == name)
+}
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// The workload.
+    pub workload: String,
+    /// Its parameters.
+    pub params: Params,
+    /// Results matched the CPU reference.
+    pub verified: bool,
+    /// Every kernel, in launch order.
+    pub kernels: Vec<KernelStats>,
+    /// Simulated ns from the first launch to the end of the last kernel.
+    pub kernel_ns: u64,
+    /// Simulated ns from the first launch to its first wave's end.
+    pub first_result_ns: u64,
+    /// GPU faults the engine saw (all GPUs; duplicates included).
+    pub faults: u64,
+    /// Bytes migrated to and from VRAM.
+    pub migrated_bytes: u64,
+    /// Latency of each fault served, raised to handled, in ns: p50 and p99.
+    pub fault_p50_ns: u64,
+    /// See `fault_p50_ns`.
+    pub fault_p99_ns: u64,
+    /// The simulated clock at the end.
+    pub end_ns: u64,
+}
+
+/// A workload's handle on the machine: one process and its GPUs.
+#[derive(Debug)]
+pub struct Run<'m> {
+    /// The machine.
+    pub m: &'m mut Machine,
+    /// The process.
+    pub pid: Pid,
+    /// gpu_ids it may use.
+    pub gpu_ids: Vec<u32>,
+    kernels: Vec<KernelStats>,
+}
+
+impl<'m> Run<'m> {
+    /// A run for process `pid` on every GPU of the machine.
+    pub fn new(m: &'m mut Machine, pid: Pid) -> Self {
+        let gpu_ids = m.topology().gpus().iter().map(|g| g.id.raw()).collect();
+        Self {
+            m,
+            pid,
+            gpu_ids,
+            kernels: Vec::new(),
+        }
+    }
+
+    /// Anonymous memory of `size` bytes, registered for `gpus` (by index)
+    /// with the default attributes otherwise.
+    ///
+    /// # Errors
+    /// mmap or SET_ATTR failing.
+    pub fn alloc(&mut self, size: u64, gpus: &[usize]) -> Result<u64, WorkloadError> {
+        // Whole pages, as mmap gives them and SET_ATTR wants them.
+        let size = size.next_multiple_of(4096);
+        let a = self.alloc_unregistered(size, Mark::None)?;
+        if !gpus.is_empty() {
+            let attrs = gpus
+                .iter()
+                .map(|&g| SvmAttribute::new(attr_type::ACCESS, self.gpu_ids[g]))
+                .collect();
+            self.set_attr(a, size, attrs)?;
+        }
+        Ok(a)
+    }
+
+    /// Anonymous memory SVM was never told of.
+    ///
+    /// # Errors
+    /// mmap failing.
+    pub fn alloc_unregistered(&mut self, size: u64, mark: Mark) -> Result<u64, WorkloadError> {
+        let r = self
+            .m
+            .mmap(self.pid, None, size, Prot::RW, Backing::Anon, mark)
+            .map_err(|e| WorkloadError::Setup {
+                what: "mmap",
+                why: e.to_string(),
+            })?;
+        Ok(r.start_va().raw())
+    }
+
+    /// SET_ATTR with raw attributes.
+    ///
+    /// # Errors
+    /// The ioctl failing.
+    pub fn set_attr(
+        &mut self,
+        addr: u64,
+        size: u64,
+        attrs: Vec<SvmAttribute>,
+    ) -> Result<(), WorkloadError> {
+        let mut a = SvmArgs {
+            start_addr: addr,
+            size,
+            op: SVM_OP_SET_ATTR,
+            attrs,
+        };
+        self.m
+            .svm_ioctl(self.pid, &mut a)
+            .map_err(|e| WorkloadError::Setup {
+                what: "SET_ATTR",
+                why: e.to_string(),
+            })
+    }
+
+    /// The CPU writes `v` at `addr`.
+    ///
+    /// # Errors
+    /// A CPU fault the process would get a signal for.
+    pub fn write_u32s(&mut self, addr: u64, v: &[u32]) -> Result<(), WorkloadError> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.m
+            .cpu_access(self.pid, CpuVa::new(addr), b.len() as u64, Some(&b))?;
+        Ok(())
+    }
+
+    /// The CPU reads `n` words at `addr`.
+    ///
+    /// # Errors
+    /// A CPU fault the process would get a signal for.
+    pub fn read_u32s(&mut self, addr: u64, n: usize) -> Result<Vec<u32>, WorkloadError> {
+        let b = self
+            .m
+            .cpu_access(self.pid, CpuVa::new(addr), n as u64 * 4, None)?;
+        Ok(words(&b))
+    }
+
+    /// Runs kernels on several GPUs at once, `(gpu index, waves, code)`
+    /// each, and waits for all of them.
+    ///
+    /// # Errors
+    /// The first kernel that died.
+    pub fn launch_all(
+        &mut self,
+        launches: Vec<(usize, u32, KernelFn)>,
+    ) -> Result<(), WorkloadError> {
+        let mut ids = Vec::new();
+        for (g, n, f) in launches {
+            ids.push(self.m.launch_kernel(self.pid, self.gpu_ids[g], n, f)?);
+        }
+        let mut first_err = None;
+        for id in ids {
+            match self.m.wait_kernel(id) {
+                Ok(st) => self.kernels.push(st),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one kernel of `n` waves on GPU `g` and waits for it.
+    ///
+    /// # Errors
+    /// The kernel died.
+    pub fn launch(&mut self, g: usize, n: u32, f: KernelFn) -> Result<(), WorkloadError> {
+        self.launch_all(vec![(g, n, f)])
+    }
+}
+
+/// Little-endian words of a byte buffer.
+pub fn words(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect()
+}
+
+/// Makes a [`KernelFn`] from an async closure body.
+pub fn kernel<F, Fut>(f: F) -> KernelFn
+where
+    F: Fn(u32, svm_sim::machine::WaveCtx) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    Rc::new(move |w, ctx| Box::pin(f(w, ctx)))
+}
+
+/// Runs `w` as process `pid` on `m` and reports what it did.
+///
+/// # Errors
+/// See [`Workload::run`].
+pub fn run(
+    m: &mut Machine,
+    pid: Pid,
+    w: &dyn Workload,
+    p: &Params,
+) -> Result<Report, WorkloadError> {
+    if m.topology().gpus().len() < w.gpus() {
+        return Err(WorkloadError::Params {
+            workload: w.name(),
+            why: format!(
+                "needs {} GPUs, the machine has {}",
+                w.gpus(),
+                m.topology().gpus().len()
+            ),
+        });
+    }
+    let before = m.counters();
+    let lat_before = m.fault_latencies().len();
+    let mut r = Run::new(m, pid);
+    let verified = w.run(&mut r, p)?;
+    let kernels = std::mem::take(&mut r.kernels);
+    let m = r.m;
+    let c = m.counters();
+    let faults = m
+        .process(pid)
+        .svm
+        .stats()
+        .iter()
+        .map(|(_, s)| s.faults)
+        .sum();
+    let moved = (c.pages_to_vram - before.pages_to_vram)
+        + (c.pages_zero_filled - before.pages_zero_filled)
+        + (c.pages_to_ram - before.pages_to_ram);
+    let mut lat: Vec<u64> = m.fault_latencies()[lat_before..].to_vec();
+    lat.sort_unstable();
+    let pct = |q: f64| -> u64 {
+        if lat.is_empty() {
+            return 0;
+        }
+        let i = ((lat.len() - 1) as f64 * q).round();
+        #[allow(clippy::cast_possible_truncation)]
+        let i = i as usize;
+        lat[i.min(lat.len() - 1)]
+    };
+    let start = kernels.first().map_or(0, |k| k.launch_ns);
+    let end = kernels.iter().map(|k| k.end_ns).max().unwrap_or(start);
+    Ok(Report {
+        workload: w.name().into(),
+        params: *p,
+        verified,
+        first_result_ns: kernels
+            .first()
+            .map_or(0, |k| k.first_wave_done_ns.saturating_sub(k.launch_ns)),
+        kernel_ns: end - start,
+        kernels,
+        faults,
+        migrated_bytes: moved * 4096,
+        fault_p50_ns: pct(0.5),
+        fault_p99_ns: pct(0.99),
+        end_ns: m.now_ns(),
+    })
+}

@@ -1,0 +1,82 @@
+//! Every workload, in real mode, against its CPU reference; twice under the
+//! same seed for determinism; and a check per policy.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use svm_core::policy::Policy;
+use svm_core::topology::Topology;
+use svm_sim::check;
+use svm_sim::machine::{Machine, MemLimit};
+use svm_sim::timing::Profile;
+use svm_workloads::{ALL, Params, Report};
+
+/// A two-GPU MI250X-class machine scaled down to 64 MiB of VRAM per GPU.
+fn machine(seed: u64, policy: Policy) -> Machine {
+    let p = Profile::built_in("mi250x").unwrap();
+    let mut gpus = p.gpus();
+    gpus.truncate(2);
+    for g in &mut gpus {
+        g.vram_bytes = 64 << 20;
+    }
+    let mut m = Machine::new(
+        Topology::new(gpus).unwrap(),
+        true,
+        MemLimit::for_sysmem(8 << 30),
+    );
+    m.apply_profile(&p);
+    m.set_policy(policy);
+    m.set_seed(Some(seed));
+    m
+}
+
+fn run(name: &str, seed: u64, policy: Policy) -> (Report, u64) {
+    let w = svm_workloads::by_name(name).unwrap();
+    let mut m = machine(seed, policy);
+    let pid = m.spawn("w");
+    let p = Params {
+        size: 2 << 20,
+        iters: 2,
+        seed,
+    };
+    let r = svm_workloads::run(&mut m, pid, w, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Err(v) = check::check(&m) {
+        panic!("{name}: {v}");
+    }
+    let mut h = DefaultHasher::new();
+    format!("{r:?}").hash(&mut h);
+    for e in m.events() {
+        e.line.hash(&mut h);
+    }
+    m.counters().copy_busy_ns.hash(&mut h);
+    (r, h.finish())
+}
+
+#[test]
+fn every_workload_matches_its_cpu_reference() {
+    for w in ALL {
+        let (r, _) = run(w.name(), 1, Policy::Partial);
+        assert!(r.verified, "{} computed the wrong result", w.name());
+        assert!(!r.kernels.is_empty() && r.kernel_ns > 0, "{r:?}");
+        assert!(r.faults > 0, "{}: no fault at all", w.name());
+    }
+}
+
+#[test]
+fn every_workload_is_deterministic_under_a_seed() {
+    for w in ALL {
+        let (_, a) = run(w.name(), 7, Policy::Partial);
+        let (_, b) = run(w.name(), 7, Policy::Partial);
+        assert_eq!(a, b, "{} differs between two runs of one seed", w.name());
+    }
+}
+
+#[test]
+fn workloads_verify_under_every_policy() {
+    for policy in Policy::ALL {
+        for name in ["stream", "ping-pong", "stencil2d"] {
+            let (r, _) = run(name, 3, policy);
+            assert!(r.verified, "{name} under {policy:?}");
+        }
+    }
+}
