@@ -215,6 +215,12 @@ impl Hardware for Env<'_> {
     }
 
     fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum) {
+        // The driver's own work per page migrated (collecting it, the
+        // migrate_vma bookkeeping), then the copy unless the page was
+        // never populated (it arrives zero-filled).
+        // (CPU work between the pages of one migration does not split its
+        // copy into transfers: the driver collects the pages, then copies.)
+        self.now += timing::ns(self.timing.handler_per_page_ns);
         let populated = dir == CopyDir::ToRam || self.mm.pages().is_populated(va.raw());
         if populated {
             self.charge_copy(gpu.get(), dir);

@@ -87,7 +87,7 @@ pub struct Timing {
     pub handler_batch_ns: f64,
     /// Handler CPU time per fault (`svm_range_restore_pages`).
     pub handler_fixed_ns: f64,
-    /// Handler CPU time per page migrated or mapped.
+    /// Driver CPU time per page migrated (charged with each page's copy).
     pub handler_per_page_ns: f64,
     /// DMA-mapping one system page for a GPU.
     pub dma_map_ns: f64,

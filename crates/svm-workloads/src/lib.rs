@@ -23,6 +23,7 @@ use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
 use svm_sim::machine::{AccessError, KernelFn, KernelStats, Machine, Pid};
 use svm_sim::mm::{Backing, Mark, Prot};
 
+pub mod experiments;
 mod kernels;
 
 pub use kernels::ALL;

@@ -97,7 +97,6 @@ impl Process {
             .get(start)
             .and_then(|r| r.bo)
             .map(|b| (b, self.bos[&b.id]));
-        let now = pf.now_ns();
         let r = self
             .svms
             .get_mut(start)
@@ -155,7 +154,10 @@ impl Process {
             }
         }
         r.mapped_to_gpu = true;
-        r.validate_timestamp = Some(now);
+        // Stamped once the mapping is done, as kfd stamps it after
+        // `svm_range_map_to_gpus`: a slow mapping does not eat into the
+        // 2 ms in which repeated faults count as duplicates.
+        r.validate_timestamp = Some(pf.now_ns());
         Ok(true)
     }
 

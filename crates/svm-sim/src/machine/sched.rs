@@ -594,17 +594,13 @@ impl Machine {
                 self.counters.migrate_lock_wait_ns += held - now;
                 now = held;
             }
-            let before = self.counters;
+            // The per-page work is charged as it happens (copies, PTEs),
+            // so the validate timestamp the engine records is when the
+            // mapping really was done.
             let (svm, mut env) = env!(self, Pid(pi));
             env.now = now + crate::timing::ns(t.handler_fixed_ns);
             let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
-            let mut end = env.now;
-            let c = self.counters;
-            let pages = (c.pages_to_vram - before.pages_to_vram)
-                + (c.pages_zero_filled - before.pages_zero_filled)
-                + (c.pages_to_ram - before.pages_to_ram)
-                + (c.ptes_written - before.ptes_written);
-            end += crate::timing::ns(t.handler_per_page_ns * pages as f64);
+            let end = env.now;
             if let Some(r) = range {
                 self.migrate_lock.insert((pi, r), end);
             }

@@ -1,0 +1,170 @@
+//! Experiments kept as tests and as examples.
+//!
+//! [`first_touch_stream`] is the acceptance experiment for partial
+//! migration: one GPU streams over one large registered range, XNACK on,
+//! under a policy; the report says how the first fault migrated, how many
+//! bytes moved in all, when the first wave had its result, and what the
+//! faults cost.
+
+use serde::Serialize;
+use svm_core::policy::Policy;
+use svm_core::topology::Topology;
+use svm_core::uapi::{SvmAttribute, attr_type};
+use svm_sim::machine::{Machine, MemLimit};
+use svm_sim::timing::Profile;
+
+use crate::{Run, WorkloadError, kernel};
+
+/// What one run of [`first_touch_stream`] measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreamReport {
+    /// The policy.
+    pub policy: String,
+    /// Bytes of the range.
+    pub range_bytes: u64,
+    /// Pages the first migration moved (its MIGRATE_START line).
+    pub first_migration_pages: u64,
+    /// Distinct granularity windows the kernel touched.
+    pub windows_touched: u64,
+    /// Bytes moved into VRAM in all.
+    pub migrated_bytes: u64,
+    /// GPU faults the engine saw.
+    pub faults: u64,
+    /// Simulated ns from the launch to the first wave's result.
+    pub first_result_ns: u64,
+    /// Simulated ns from the launch to the last wave.
+    pub kernel_ns: u64,
+    /// Fault latency, raised to handled: median and 99th percentile.
+    pub fault_p50_ns: u64,
+    /// See `fault_p50_ns`.
+    pub fault_p99_ns: u64,
+    /// Every word came back doubled.
+    pub verified: bool,
+    /// Migrations (MIGRATE_START lines) and GPU unmaps (UNMAP_FROM_GPU).
+    pub migrations: u64,
+    /// See `migrations`.
+    pub unmaps: u64,
+    /// Simulated ns the fault handler was busy.
+    pub handler_busy_ns: u64,
+}
+
+/// Streams `x = 2x + 1` over the first `touched` bytes of a `size`-byte
+/// range on one GPU of `profile`, XNACK on, under `policy`.
+///
+/// # Errors
+/// A kernel that died or a setup call that failed.
+pub fn first_touch_stream(
+    profile: &Profile,
+    policy: Policy,
+    size: u64,
+    touched: u64,
+) -> Result<StreamReport, WorkloadError> {
+    let mut gpus = profile.gpus();
+    gpus.truncate(1);
+    let mut m = Machine::new(
+        Topology::new(gpus).map_err(|e| WorkloadError::Setup {
+            what: "topology",
+            why: e.to_string(),
+        })?,
+        true,
+        MemLimit::for_sysmem(4 * size + (1 << 30)),
+    );
+    m.apply_profile(profile);
+    m.set_policy(policy);
+    let pid = m.spawn("stream");
+    let mut r = Run::new(&mut m, pid);
+    let x = r.alloc(size, &[])?;
+    let gpu = r.gpu_ids[0];
+    r.set_attr(x, size, vec![SvmAttribute::new(attr_type::ACCESS, gpu)])?;
+    let n = touched / 4;
+    // The CPU writes every word (so every page is populated and must be
+    // copied, not zero-filled), a chunk at a time to bound host memory.
+    // Word values wrap: only the low 32 bits of the index matter.
+    let f = |i: u64| u32::try_from(i & 0xffff_ffff).unwrap_or(0).wrapping_mul(3);
+    const CHUNK: usize = 4 << 20;
+    for c in (0..n).step_by(CHUNK) {
+        let v: Vec<u32> = (c..(c + CHUNK as u64).min(n)).map(f).collect();
+        r.write_u32s(x + c * 4, &v)?;
+    }
+    let waves = u32::try_from((touched / (256 << 10)).max(1)).unwrap_or(u32::MAX);
+    let per = n / u64::from(waves);
+    r.launch(
+        0,
+        waves,
+        kernel(move |w, ctx| async move {
+            let lo = u64::from(w) * per;
+            let mut i = lo;
+            while i < lo + per {
+                let v = ctx.load_u32s(x + i * 4, 64).await;
+                let z: Vec<u32> = v
+                    .iter()
+                    .map(|a| a.wrapping_mul(2).wrapping_add(1))
+                    .collect();
+                ctx.store_u32s(x + i * 4, &z).await;
+                i += 64;
+            }
+        }),
+    )?;
+    let k = r.kernels[0];
+    let mut verified = true;
+    for c in (0..n).step_by(CHUNK) {
+        let len = (c + CHUNK as u64).min(n) - c;
+        let back = r.read_u32s(x + c * 4, usize::try_from(len).unwrap_or(0))?;
+        verified &= back
+            .iter()
+            .zip(c..)
+            .all(|(b, i)| *b == f(i).wrapping_mul(2).wrapping_add(1));
+    }
+    let m = r.m;
+    let first_migration_pages = m
+        .events()
+        .iter()
+        .find(|e| e.line.starts_with("5 "))
+        .and_then(|e| e.line.split(' ').nth(3))
+        .and_then(|f| {
+            f.split_once('(')?
+                .1
+                .split_once(')')
+                .map(|(n, _)| n.to_owned())
+        })
+        .and_then(|n| u64::from_str_radix(&n, 16).ok())
+        .unwrap_or(0);
+    let mut lat = m.fault_latencies().to_vec();
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        #[allow(clippy::cast_possible_truncation)]
+        let i = ((lat.len().saturating_sub(1)) as f64 * q).round() as usize;
+        lat.get(i).copied().unwrap_or(0)
+    };
+    let window = 2 << 20;
+    Ok(StreamReport {
+        policy: policy.name().into(),
+        range_bytes: size,
+        first_migration_pages,
+        windows_touched: touched.div_ceil(window),
+        migrated_bytes: (m.counters().pages_to_vram + m.counters().pages_zero_filled) * 4096,
+        faults: m
+            .process(pid)
+            .svm
+            .stats()
+            .iter()
+            .map(|(_, s)| s.faults)
+            .sum(),
+        first_result_ns: k.first_wave_done_ns - k.launch_ns,
+        kernel_ns: k.end_ns - k.launch_ns,
+        fault_p50_ns: pct(0.5),
+        fault_p99_ns: pct(0.99),
+        verified,
+        migrations: m
+            .events()
+            .iter()
+            .filter(|e| e.line.starts_with("5 "))
+            .count() as u64,
+        unmaps: m
+            .events()
+            .iter()
+            .filter(|e| e.line.starts_with("b "))
+            .count() as u64,
+        handler_busy_ns: m.counters().handler_busy_ns,
+    })
+}
