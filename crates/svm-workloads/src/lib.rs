@@ -281,6 +281,49 @@ where
     Rc::new(move |w, ctx| Box::pin(f(w, ctx)))
 }
 
+/// Oversubscription levels the workloads are run at: the footprint as a
+/// share of VRAM.
+pub const OVERSUBSCRIPTION: [f64; 3] = [1.10, 1.25, 2.00];
+
+/// A machine of `profile`'s GPUs (as many as `w` needs) whose VRAM each
+/// holds `1 / factor` of `w`'s footprint for `p`, rounded to whole 2 MiB:
+/// `factor` 1.25 is a footprint of 125% of VRAM.
+///
+/// # Errors
+/// A factor that is not a finite number above 0.
+pub fn oversubscribed_machine(
+    profile: &svm_sim::timing::Profile,
+    w: &dyn Workload,
+    p: &Params,
+    factor: f64,
+) -> Result<Machine, WorkloadError> {
+    if !(factor.is_finite() && factor > 0.0) {
+        return Err(WorkloadError::Params {
+            workload: w.name(),
+            why: format!("oversubscription {factor} is not a positive number"),
+        });
+    }
+    let unit = 2u64 << 20;
+    #[allow(clippy::cast_possible_truncation)]
+    let vram = ((w.footprint(p) as f64 / factor / unit as f64).floor() as u64).max(1) * unit;
+    let mut gpus = profile.gpus();
+    gpus.truncate(w.gpus().max(1));
+    for g in &mut gpus {
+        g.vram_bytes = vram;
+    }
+    let topo = svm_core::topology::Topology::new(gpus).map_err(|e| WorkloadError::Setup {
+        what: "topology",
+        why: e.to_string(),
+    })?;
+    let mut m = Machine::new(
+        topo,
+        true,
+        svm_sim::machine::MemLimit::for_sysmem(8 * w.footprint(p) + (1 << 30)),
+    );
+    m.apply_profile(profile);
+    Ok(m)
+}
+
 /// Runs `w` as process `pid` on `m` and reports what it did.
 ///
 /// # Errors

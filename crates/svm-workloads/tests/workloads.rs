@@ -80,3 +80,41 @@ fn workloads_verify_under_every_policy() {
         }
     }
 }
+
+/// Footprints of 110%, 125% and 200% of VRAM: VRAM runs out, buffers are
+/// evicted, and the results still match.
+#[test]
+fn oversubscribed_workloads_evict_and_still_verify() {
+    let profile = Profile::built_in("mi210").unwrap();
+    for name in ["stream", "gemm", "stencil2d", "gups", "reduction"] {
+        for factor in svm_workloads::OVERSUBSCRIPTION {
+            let w = svm_workloads::by_name(name).unwrap();
+            // GEMM's work grows as the cube of its side: keep it small.
+            let size = if name == "gemm" { 1 << 20 } else { 4 << 20 };
+            let p = Params {
+                size,
+                iters: 2,
+                seed: 1,
+            };
+            let mut m = svm_workloads::oversubscribed_machine(&profile, w, &p, factor).unwrap();
+            let pid = m.spawn("w");
+            let r = svm_workloads::run(&mut m, pid, w, &p)
+                .unwrap_or_else(|e| panic!("{name} at {factor}: {e}"));
+            assert!(r.verified, "{name} at {factor}");
+            let evictions: u64 = m
+                .process(pid)
+                .svm
+                .stats()
+                .iter()
+                .map(|(_, s)| s.evictions)
+                .sum();
+            assert!(
+                evictions > 0 || m.counters().pages_to_ram > 0,
+                "{name} at {factor}: VRAM never ran out"
+            );
+            if let Err(v) = check::check(&m) {
+                panic!("{name} at {factor}: {v}");
+            }
+        }
+    }
+}
