@@ -33,6 +33,9 @@ use crate::range::{ListOp, SvmRange};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SvmRangeList {
     ranges: BTreeMap<PageNum, SvmRange>,
+    /// Some range may carry a deferred op (kept so that asking is O(1):
+    /// the scheduler asks before every step).
+    pending: bool,
 }
 
 /// What one set_attr does to the list, worked out before anything changes.
@@ -256,6 +259,7 @@ impl SvmRangeList {
             .map(SvmRange::start)
             .collect();
         for start in hit {
+            self.pending = true;
             let mut node = self
                 .ranges
                 .remove(&start)
@@ -296,7 +300,7 @@ impl SvmRangeList {
 
     /// Whether some range waits for deferred work.
     pub fn has_pending_ops(&self) -> bool {
-        self.iter().any(|r| r.op.is_some())
+        self.pending
     }
 
     /// The deferred half of munmap (`svm_range_handle_list_op` for every
@@ -314,6 +318,7 @@ impl SvmRangeList {
                 r.op = None;
             }
         }
+        self.pending = false;
         gone.into_iter()
             .map(|s| self.ranges.remove(&s).expect("listed range"))
             .collect()
@@ -328,6 +333,7 @@ impl SvmRangeList {
 
     /// Removes every range and returns them.
     pub fn clear(&mut self) -> Vec<SvmRange> {
+        self.pending = false;
         std::mem::take(&mut self.ranges).into_values().collect()
     }
 
@@ -348,6 +354,9 @@ impl SvmRangeList {
                 return Err(format!("ranges {p} and {} overlap", r.range()));
             }
             prev = Some(r.range());
+        }
+        if !self.pending && self.iter().any(|r| r.op.is_some()) {
+            return Err("a range waits for deferred work nobody will run".into());
         }
         Ok(())
     }

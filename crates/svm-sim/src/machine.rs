@@ -494,13 +494,15 @@ pub struct Machine {
     kwaves: Vec<Option<kernel::KWave>>,
     kwave_free: Vec<usize>,
     /// Kernel waves ready to run, by (time, tie key, wave).
-    kready: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, usize)>>,
+    kready: kernel::ReadyQueue,
     /// Kernel waves parked on a retry fault, by (GPU, process, page).
     kwait: kernel::KernelWaits,
-    /// The next tie key under eager ordering.
-    tie_seq: u64,
     /// For every fault served, ns from its raising to the handler's end.
     fault_latencies: Vec<u64>,
+    /// `timing` in whole ns for wave instructions.
+    wave_costs: kernel::WaveCosts,
+    /// Scratch space of a wave instruction's translations.
+    scratch_targets: Vec<(u64, u64, u64, Pte)>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -566,10 +568,11 @@ impl Machine {
             kernels: Vec::new(),
             kwaves: Vec::new(),
             kwave_free: Vec::new(),
-            kready: std::collections::BinaryHeap::new(),
+            kready: kernel::ReadyQueue::default(),
             kwait: BTreeMap::new(),
-            tie_seq: 0,
             fault_latencies: Vec::new(),
+            wave_costs: kernel::WaveCosts::default(),
+            scratch_targets: Vec::new(),
         }
     }
 
@@ -584,6 +587,7 @@ impl Machine {
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
     /// default, charges nothing).
     pub fn set_timing(&mut self, timing: Timing) {
+        self.wave_costs = kernel::WaveCosts::of(&timing);
         self.timing = timing;
     }
 

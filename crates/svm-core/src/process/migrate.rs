@@ -158,8 +158,6 @@ impl Process {
                         last_used_ns: pf.now_ns(),
                     },
                 );
-                // Freed again below if nothing moves into it.
-                self.bo_scan_needed = true;
                 BoRef { id, offset: 0 }
             }
         };
@@ -201,6 +199,11 @@ impl Process {
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
         r.kernel_vram_pages = r.kernel_vram_pages.wrapping_add(mpages);
+        if mpages == 0 {
+            // A buffer allocated for nothing is freed again (and one
+            // reused was already referenced): let the scan decide.
+            self.bo_scan_needed = true;
+        }
         if mpages > 0 {
             r.actual_loc = Some(best);
             r.bo = Some(bref);

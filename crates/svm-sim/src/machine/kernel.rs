@@ -265,6 +265,29 @@ pub(super) struct KWave {
     page_faults: u32,
 }
 
+/// The timing constants a wave instruction needs, in whole ns (worked out
+/// once per timing rather than per instruction).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WaveCosts {
+    hit: u64,
+    miss: u64,
+    vram: u64,
+    far: u64,
+    delivery: u64,
+}
+
+impl WaveCosts {
+    pub(super) fn of(t: &crate::timing::Timing) -> Self {
+        Self {
+            hit: ns(t.tlb_hit_ns),
+            miss: ns(t.tlb_miss_ns + t.page_walk_ns),
+            vram: ns(t.access_vram_ns),
+            far: ns(t.access_sysmem_ns),
+            delivery: ns(t.fault_delivery_ns),
+        }
+    }
+}
+
 /// Faults on one page after which a wave gives up (a livelock).
 const MAX_RETRIES: u32 = 10_000;
 
@@ -378,8 +401,7 @@ impl Machine {
 
     /// Queues wave `i` to run at `at`.
     pub(super) fn schedule_kwave(&mut self, i: usize, at: u64) {
-        let key = self.tie_key();
-        self.kready.push(std::cmp::Reverse((at, key, i)));
+        self.kready.push(at, i);
     }
 
     /// Whether a kernel has finished (all waves, or a fatal fault).
@@ -552,16 +574,18 @@ impl Machine {
         };
         let (pid, gpu) = (self.kernels[k].pid, self.kernels[k].gpu);
         let g = gpu.get();
-        let t = &self.timing;
-        let (hit, miss, vram, far) = (
-            ns(t.tlb_hit_ns),
-            ns(t.tlb_miss_ns + t.page_walk_ns),
-            ns(t.access_vram_ns),
-            ns(t.access_sysmem_ns),
-        );
-        // Translate every page the access touches; the first miss parks it.
+        let WaveCosts {
+            hit,
+            miss,
+            vram,
+            far,
+            delivery,
+        } = self.wave_costs;
+        // Translate every page the access touches; the first miss parks it
+        // (and nothing moves: the instruction is replayed whole).
         let mut cost = 0;
-        let mut targets: Vec<(u64, u64, u64, Pte)> = Vec::with_capacity(2);
+        let mut targets = std::mem::take(&mut self.scratch_targets);
+        targets.clear();
         let mut done = 0;
         let gen_ = self.procs[pid.0].tlb_gen[g];
         while done < len {
@@ -591,6 +615,7 @@ impl Machine {
             let Some(pte) = pte.filter(|p| !write || p.flags.writeable) else {
                 // Not mapped (or read-only for a write): a retry fault.
                 w.slot.borrow_mut().req = Some(req);
+                self.scratch_targets = targets;
                 self.kernels[k].stats.faults += 1;
                 w.page_faults += 1;
                 if w.page_faults > MAX_RETRIES {
@@ -605,7 +630,6 @@ impl Machine {
                 }
                 let when = at + cost;
                 self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
-                let delivery = ns(self.timing.fault_delivery_ns);
                 self.gpus[g].ring.raise(RingEntry {
                     proc_index: pid.0,
                     page,
@@ -633,7 +657,7 @@ impl Machine {
             }
         };
         let mut pos = 0usize;
-        for (a, off, n, pte) in targets {
+        for &(a, off, n, pte) in &targets {
             let n = usize::try_from(n).unwrap_or(0);
             let range = pos..pos + n;
             match pte.target {
@@ -671,6 +695,7 @@ impl Machine {
             }
             pos += n;
         }
+        self.scratch_targets = targets;
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
@@ -719,3 +744,51 @@ enum Parked {
 
 /// Kernel state the machine keeps.
 pub(super) type KernelWaits = BTreeMap<(usize, usize, PageNum), Vec<usize>>;
+
+/// Kernel waves ready to run, by time: a bucket of waves per time.
+///
+/// Waves run in lockstep (every instruction of a kind costs the same), so
+/// many share a time and there are few distinct times: a sorted map of
+/// buckets beats a binary heap of every wave. Within a bucket the order is
+/// FIFO (eager ordering) or drawn from the seed (seeded ordering).
+#[derive(Debug, Default)]
+pub(super) struct ReadyQueue {
+    buckets: BTreeMap<u64, std::collections::VecDeque<usize>>,
+    len: usize,
+}
+
+impl ReadyQueue {
+    pub(super) fn push(&mut self, at: u64, i: usize) {
+        self.buckets.entry(at).or_default().push_back(i);
+        self.len += 1;
+    }
+
+    /// The earliest time a wave is ready.
+    pub(super) fn peek_time(&self) -> Option<u64> {
+        self.buckets.first_key_value().map(|(&t, _)| t)
+    }
+
+    /// Takes a wave of the earliest time: the oldest, or the one `pick`
+    /// chooses among `n` (a seeded draw).
+    pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
+        let mut e = self.buckets.first_entry()?;
+        let at = *e.key();
+        let q = e.get_mut();
+        let k = pick(q.len()).min(q.len() - 1);
+        let i = if k == 0 {
+            q.pop_front()
+        } else {
+            q.swap_remove_back(k)
+        }
+        .expect("nonempty bucket");
+        if q.is_empty() {
+            e.remove();
+        }
+        self.len -= 1;
+        Some((at, i))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -372,7 +372,7 @@ impl Machine {
         let deliver = (0..self.gpus.len())
             .filter_map(|g| self.deliverable_at(g))
             .min();
-        let kwave = self.kready.peek().map(|r| r.0.0);
+        let kwave = self.kready.peek_time();
         restore
             .into_iter()
             .chain(sleep)
@@ -407,7 +407,7 @@ impl Machine {
             }
         }
         if waves {
-            if self.kready.peek().is_some_and(|r| r.0.0 <= now) {
+            if self.kready.peek_time().is_some_and(|t| t <= now) {
                 ready.push(Work::KWave);
             }
             for (i, w) in self.waves.iter().enumerate() {
@@ -426,6 +426,18 @@ impl Machine {
         };
         self.ready_buf = ready;
         pick
+    }
+
+    /// Whether work other than kernel waves is ready at `now`.
+    fn kernel_work_ready(&self, now: u64) -> bool {
+        (0..self.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
+            || self.procs.iter().any(|p| {
+                p.svm.deferred_pending() || p.svm.restore_due_ns().is_some_and(|d| d <= now)
+            })
+            || self.waves.iter().flatten().any(|w| {
+                matches!(w.state, WaveState::Ready)
+                    || matches!(w.state, WaveState::Sleeping(t) if t <= now)
+            })
     }
 
     /// Whether every ring has delivered the faults up to process `i`'s
@@ -456,8 +468,26 @@ impl Machine {
             Work::Restore(i) => self.run_restore(Pid(i)),
             Work::Wave(i) => self.step_wave(i),
             Work::KWave => {
-                if let Some(std::cmp::Reverse((at, _, i))) = self.kready.pop() {
+                // The waves due at one time run back to back, as picking
+                // them one by one would, until other work becomes ready.
+                let Some(t) = self.kready.peek_time() else {
+                    return;
+                };
+                while self.kready.peek_time() == Some(t) {
+                    let popped = match &mut self.interleave {
+                        // The oldest of the earliest: FIFO.
+                        Interleave::Eager => self.kready.pop(|_| 0),
+                        Interleave::Seeded { rng, .. } => {
+                            self.kready.pop(|n| rng.random_range(0..n))
+                        }
+                    };
+                    let Some((at, i)) = popped else {
+                        break;
+                    };
                     self.step_kwave(i, at);
+                    if self.kernel_work_ready(self.clock_ns) {
+                        break;
+                    }
                 }
             }
         }
@@ -486,18 +516,6 @@ impl Machine {
         svm.deferred_list_work(&mut env);
         let end = env.now;
         self.procs[pid.0].mmap_busy_until = end;
-    }
-
-    /// A key that orders steps due at the same time: a counter under eager
-    /// ordering, the seeded stream otherwise.
-    pub(super) fn tie_key(&mut self) -> u64 {
-        match &mut self.interleave {
-            Interleave::Eager => {
-                self.tie_seq += 1;
-                self.tie_seq
-            }
-            Interleave::Seeded { rng, .. } => rng.random(),
-        }
     }
 
     /// Whether this run has seen [`MAX_RETRIES_PER_ADVANCE`] restore
