@@ -503,6 +503,8 @@ pub struct Machine {
     wave_costs: kernel::WaveCosts,
     /// Scratch space of a wave instruction's translations.
     scratch_targets: Vec<(u64, u64, u64, Pte)>,
+    /// The record being made, when recording.
+    trace: Option<Vec<TraceEvent>>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -535,8 +537,10 @@ macro_rules! env {
 
 mod kernel;
 mod sched;
+mod trace;
 pub use kernel::{ComputeShape, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
 pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
+pub use trace::{TraceEvent, WaveOp};
 
 impl Machine {
     /// A machine with these GPUs, boot-time XNACK default and memory limit.
@@ -573,6 +577,7 @@ impl Machine {
             fault_latencies: Vec::new(),
             wave_costs: kernel::WaveCosts::default(),
             scratch_targets: Vec::new(),
+            trace: None,
         }
     }
 
@@ -669,6 +674,7 @@ impl Machine {
 
     /// Starts a process; it opens every GPU of the machine.
     pub fn spawn(&mut self, name: &str) -> Pid {
+        self.record(|| TraceEvent::Spawn { name: name.into() });
         let mut svm = Process::new(&self.topology, self.xnack_default);
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
@@ -731,6 +737,17 @@ impl Machine {
             .mmap(fixed, len, prot, backing, mark)?
             .0;
         self.after_op();
+        self.record(|| TraceEvent::Mmap {
+            pid: Self::record_pid(pid),
+            addr: range.start_va().raw(),
+            len: range.npages().bytes(),
+            prot: u8::from(prot.read) | u8::from(prot.write) << 1 | u8::from(prot.exec) << 2,
+            mark: match mark {
+                Mark::None => 0,
+                Mark::Heap => 1,
+                Mark::Stack => 2,
+            },
+        });
         Ok(range)
     }
 
@@ -753,6 +770,11 @@ impl Machine {
         self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
         let r = self.procs[pid.0].mm.munmap(addr, len).map(drop);
         self.after_op();
+        self.record(|| TraceEvent::Munmap {
+            pid: Self::record_pid(pid),
+            addr: addr.raw(),
+            len,
+        });
         r
     }
 
@@ -815,6 +837,14 @@ impl Machine {
     pub fn svm_ioctl(&mut self, pid: Pid, args: &mut SvmArgs) -> Result {
         // `svm_range_list_lock_and_flush_work`: the deferred work, and the
         // fault drain it waits for, run first.
+        if args.op == svm_core::uapi::SVM_OP_SET_ATTR {
+            self.record(|| TraceEvent::SetAttr {
+                pid: Self::record_pid(pid),
+                addr: args.start_addr,
+                size: args.size,
+                attrs: args.attrs.iter().map(|a| (a.ty, a.value)).collect(),
+            });
+        }
         self.flush_deferred(pid);
         self.op(pid, |svm, env| svm.svm_ioctl(env, args))
     }
@@ -841,6 +871,10 @@ impl Machine {
     /// # Errors
     /// See `svm_core::process::Process::set_xnack_mode`.
     pub fn set_xnack_mode(&mut self, pid: Pid, value: i32) -> Result<i32> {
+        self.record(|| TraceEvent::SetXnack {
+            pid: Self::record_pid(pid),
+            value,
+        });
         self.op(pid, |svm, env| svm.set_xnack_mode(env, value))
     }
 
@@ -906,6 +940,9 @@ impl Machine {
 
     /// Process exit: the SVM state goes, then the address space.
     pub fn exit(&mut self, pid: Pid) {
+        self.record(|| TraceEvent::Exit {
+            pid: Self::record_pid(pid),
+        });
         // `svm_range_list_fini`: pending faults are drained (dropped: the
         // process is gone) and in-flight accesses die with it.
         self.cancel_process_work(pid);
@@ -932,6 +969,12 @@ impl Machine {
         if len > MAX_ACCESS_BYTES {
             return Err(AccessError::OutOfRange { addr, len });
         }
+        self.record(|| TraceEvent::Cpu {
+            pid: Self::record_pid(pid),
+            addr: addr.raw(),
+            len,
+            write: data.is_some(),
+        });
         let last = addr
             .checked_add(len.saturating_sub(1))
             .ok_or_else(|| AccessError::Signal {

@@ -44,7 +44,7 @@ pub type KernelFn = Rc<dyn Fn(u32, WaveCtx) -> Pin<Box<dyn Future<Output = ()>>>
 
 /// A launched kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KernelId(usize);
+pub struct KernelId(pub(super) usize);
 
 /// The shape of the GPUs' compute side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +259,8 @@ impl std::fmt::Debug for KWave {
 /// A wave in flight.
 pub(super) struct KWave {
     kernel: usize,
+    /// Its index in the grid.
+    index: u32,
     cu: u32,
     fut: Pin<Box<dyn Future<Output = ()>>>,
     slot: Rc<RefCell<Slot>>,
@@ -346,6 +348,11 @@ impl Machine {
         if n_waves == 0 {
             self.kernels[id].stats.end_ns = start;
         }
+        self.record(|| super::TraceEvent::Launch {
+            pid: Self::record_pid(pid),
+            gpu_id,
+            waves: n_waves,
+        });
         // Fill every CU's slots, round robin.
         'fill: loop {
             let mut placed = false;
@@ -381,6 +388,7 @@ impl Machine {
         );
         let w = KWave {
             kernel: k,
+            index,
             cu,
             fut,
             slot,
@@ -414,6 +422,9 @@ impl Machine {
     /// # Errors
     /// The memory access fault that killed its queue.
     pub fn wait_kernel(&mut self, k: KernelId) -> Result<KernelStats, AccessError> {
+        self.record(|| super::TraceEvent::Wait {
+            kernel: Self::record_kernel(k),
+        });
         self.restore_failures = 0;
         self.restore_horizon = u64::MAX;
         self.run(u64::MAX, |m| m.kernel_done(k));
@@ -567,6 +578,12 @@ impl Machine {
         let (addr, len, write) = match &req {
             Req::Compute { ns } => {
                 w.slot.borrow_mut().resp = Some(Vec::new());
+                let (kernel, wave, ns) = (u32::try_from(k).unwrap_or(u32::MAX), w.index, *ns);
+                self.record(|| super::TraceEvent::Wave {
+                    kernel,
+                    wave,
+                    op: super::WaveOp::Compute { ns },
+                });
                 return Ok(at + ns);
             }
             Req::Load { addr, len } => (*addr, *len as u64, false),
@@ -696,6 +713,17 @@ impl Machine {
             pos += n;
         }
         self.scratch_targets = targets;
+        let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        self.record(|| super::TraceEvent::Wave {
+            kernel,
+            wave,
+            op: if write {
+                super::WaveOp::Store { addr, len: len32 }
+            } else {
+                super::WaveOp::Load { addr, len: len32 }
+            },
+        });
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;

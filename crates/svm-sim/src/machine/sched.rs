@@ -267,6 +267,7 @@ impl Machine {
 
     /// Lets simulated time pass, running the work that falls due.
     pub fn advance(&mut self, ns: u64) {
+        self.record(|| super::TraceEvent::Advance { ns });
         self.advance_to(self.clock_ns.saturating_add(ns));
     }
 

@@ -1,0 +1,603 @@
+//! Traces: a run's access stream in a compact binary file, replayed on a
+//! fresh machine; and a CSV form to bring accesses from other tools.
+//!
+//! The format is documented in `docs/trace.md`. A trace holds the calls a
+//! run made (processes, mappings, SET_ATTR, XNACK mode, CPU accesses,
+//! launches, waits, time) and every memory operation of every wave in its
+//! program order, but no data: replayed stores write a fixed pattern. The
+//! memory system therefore does exactly what it did when recorded (the
+//! same faults, migrations, events and timing, under the same profile,
+//! policy and seed), which is what a trace is for.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use svm_core::addr::CpuVa;
+use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
+use svm_sim::machine::{
+    AccessError, KernelId, KernelStats, Machine, Pid, TraceEvent, WaveCtx, WaveOp,
+};
+use svm_sim::mm::{Backing, Mark, Prot};
+
+use crate::kernel;
+
+/// The first bytes of a trace file.
+pub const MAGIC: &[u8; 8] = b"SVMTRACE";
+/// The format version this code writes and reads.
+pub const VERSION: u16 = 1;
+
+/// Why a trace could not be read or replayed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// Not a trace, or a version this build cannot read.
+    #[error("not an svmsim trace (or version {0} is not supported)")]
+    Header(u16),
+    /// The bytes end or go wrong at `offset`.
+    #[error("corrupt trace at byte {offset}: {why}")]
+    Corrupt {
+        /// Where.
+        offset: usize,
+        /// What.
+        why: &'static str,
+    },
+    /// A CSV line that does not parse.
+    #[error("line {line}: {why}")]
+    Csv {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// A call the replay could not make.
+    #[error("replay: {0}")]
+    Replay(String),
+}
+
+// Record tags.
+const SPAWN: u8 = 1;
+const MMAP: u8 = 2;
+const MUNMAP: u8 = 3;
+const SET_ATTR: u8 = 4;
+const SET_XNACK: u8 = 5;
+const CPU: u8 = 6;
+const LAUNCH: u8 = 7;
+const LOAD: u8 = 8;
+const STORE: u8 = 9;
+const COMPUTE: u8 = 10;
+const WAIT: u8 = 11;
+const ADVANCE: u8 = 12;
+const EXIT: u8 = 13;
+
+/// LEB128: seven bits a byte, low first, the top bit saying more follow.
+fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(u8::try_from(v & 0x7f).unwrap_or(0) | 0x80);
+        v >>= 7;
+    }
+    out.push(u8::try_from(v).unwrap_or(0));
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Encodes a record as bytes (see `docs/trace.md`).
+pub fn encode(events: &[TraceEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + events.len() * 6);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    // Wave addresses are stored as the difference from the previous
+    // wave operation's address: streams move in small steps.
+    let mut last_addr = 0u64;
+    for e in events {
+        match e {
+            TraceEvent::Spawn { name } => {
+                out.push(SPAWN);
+                put(&mut out, name.len() as u64);
+                out.extend_from_slice(name.as_bytes());
+            }
+            TraceEvent::Mmap {
+                pid,
+                addr,
+                len,
+                prot,
+                mark,
+            } => {
+                out.push(MMAP);
+                for v in [
+                    u64::from(*pid),
+                    *addr,
+                    *len,
+                    u64::from(*prot),
+                    u64::from(*mark),
+                ] {
+                    put(&mut out, v);
+                }
+            }
+            TraceEvent::Munmap { pid, addr, len } => {
+                out.push(MUNMAP);
+                for v in [u64::from(*pid), *addr, *len] {
+                    put(&mut out, v);
+                }
+            }
+            TraceEvent::SetAttr {
+                pid,
+                addr,
+                size,
+                attrs,
+            } => {
+                out.push(SET_ATTR);
+                for v in [u64::from(*pid), *addr, *size, attrs.len() as u64] {
+                    put(&mut out, v);
+                }
+                for &(t, v) in attrs {
+                    put(&mut out, u64::from(t));
+                    put(&mut out, u64::from(v));
+                }
+            }
+            TraceEvent::SetXnack { pid, value } => {
+                out.push(SET_XNACK);
+                put(&mut out, u64::from(*pid));
+                put(&mut out, zigzag(i64::from(*value)));
+            }
+            TraceEvent::Cpu {
+                pid,
+                addr,
+                len,
+                write,
+            } => {
+                out.push(CPU);
+                for v in [u64::from(*pid), *addr, *len, u64::from(*write)] {
+                    put(&mut out, v);
+                }
+            }
+            TraceEvent::Launch { pid, gpu_id, waves } => {
+                out.push(LAUNCH);
+                for v in [u64::from(*pid), u64::from(*gpu_id), u64::from(*waves)] {
+                    put(&mut out, v);
+                }
+            }
+            TraceEvent::Wave { kernel, wave, op } => {
+                let (tag, a, n) = match *op {
+                    WaveOp::Load { addr, len } => (LOAD, addr, u64::from(len)),
+                    WaveOp::Store { addr, len } => (STORE, addr, u64::from(len)),
+                    WaveOp::Compute { ns } => (COMPUTE, last_addr, ns),
+                };
+                out.push(tag);
+                put(&mut out, u64::from(*kernel));
+                put(&mut out, u64::from(*wave));
+                if tag != COMPUTE {
+                    put(&mut out, zigzag(a.wrapping_sub(last_addr) as i64));
+                    last_addr = a;
+                }
+                put(&mut out, n);
+            }
+            TraceEvent::Wait { kernel } => {
+                out.push(WAIT);
+                put(&mut out, u64::from(*kernel));
+            }
+            TraceEvent::Advance { ns } => {
+                out.push(ADVANCE);
+                put(&mut out, *ns);
+            }
+            TraceEvent::Exit { pid } => {
+                out.push(EXIT);
+                put(&mut out, u64::from(*pid));
+            }
+        }
+    }
+    out
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn err(&self, why: &'static str) -> TraceError {
+        TraceError::Corrupt {
+            offset: self.at,
+            why,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, TraceError> {
+        let v = *self
+            .b
+            .get(self.at)
+            .ok_or_else(|| self.err("ends inside a record"))?;
+        self.at += 1;
+        Ok(v)
+    }
+
+    fn var(&mut self) -> Result<u64, TraceError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("a number longer than 64 bits"))
+    }
+
+    fn u32(&mut self) -> Result<u32, TraceError> {
+        let v = self.var()?;
+        u32::try_from(v).map_err(|_| self.err("a number above 32 bits"))
+    }
+}
+
+/// Decodes a trace file.
+///
+/// # Errors
+/// A bad header, or bytes that end or go wrong; never a panic.
+pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
+    if b.len() < 10 || &b[..8] != MAGIC {
+        return Err(TraceError::Header(0));
+    }
+    let version = u16::from_le_bytes([b[8], b[9]]);
+    if version != VERSION {
+        return Err(TraceError::Header(version));
+    }
+    let mut r = Reader { b, at: 10 };
+    let mut out = Vec::new();
+    let mut last_addr = 0u64;
+    while r.at < b.len() {
+        let tag = r.byte()?;
+        let e = match tag {
+            SPAWN => {
+                let n = usize::try_from(r.var()?).map_err(|_| r.err("a name too long"))?;
+                let end =
+                    r.at.checked_add(n)
+                        .filter(|&e| e <= b.len())
+                        .ok_or_else(|| r.err("a name past the end"))?;
+                let name = std::str::from_utf8(&b[r.at..end])
+                    .map_err(|_| r.err("a name that is not UTF-8"))?
+                    .to_owned();
+                r.at = end;
+                TraceEvent::Spawn { name }
+            }
+            MMAP => TraceEvent::Mmap {
+                pid: r.u32()?,
+                addr: r.var()?,
+                len: r.var()?,
+                prot: u8::try_from(r.var()?).map_err(|_| r.err("bad protection"))?,
+                mark: u8::try_from(r.var()?).map_err(|_| r.err("bad mark"))?,
+            },
+            MUNMAP => TraceEvent::Munmap {
+                pid: r.u32()?,
+                addr: r.var()?,
+                len: r.var()?,
+            },
+            SET_ATTR => {
+                let (pid, addr, size) = (r.u32()?, r.var()?, r.var()?);
+                let n = r.var()?;
+                if n > 64 {
+                    return Err(r.err("more attributes than any call has"));
+                }
+                let mut attrs = Vec::new();
+                for _ in 0..n {
+                    attrs.push((r.u32()?, r.u32()?));
+                }
+                TraceEvent::SetAttr {
+                    pid,
+                    addr,
+                    size,
+                    attrs,
+                }
+            }
+            SET_XNACK => TraceEvent::SetXnack {
+                pid: r.u32()?,
+                value: i32::try_from(unzigzag(r.var()?)).map_err(|_| r.err("bad XNACK value"))?,
+            },
+            CPU => TraceEvent::Cpu {
+                pid: r.u32()?,
+                addr: r.var()?,
+                len: r.var()?,
+                write: r.var()? != 0,
+            },
+            LAUNCH => TraceEvent::Launch {
+                pid: r.u32()?,
+                gpu_id: r.u32()?,
+                waves: r.u32()?,
+            },
+            LOAD | STORE | COMPUTE => {
+                let (kernel, wave) = (r.u32()?, r.u32()?);
+                let op = if tag == COMPUTE {
+                    WaveOp::Compute { ns: r.var()? }
+                } else {
+                    let addr = last_addr.wrapping_add(unzigzag(r.var()?) as u64);
+                    last_addr = addr;
+                    let len = r.u32()?;
+                    if tag == LOAD {
+                        WaveOp::Load { addr, len }
+                    } else {
+                        WaveOp::Store { addr, len }
+                    }
+                };
+                TraceEvent::Wave { kernel, wave, op }
+            }
+            WAIT => TraceEvent::Wait { kernel: r.u32()? },
+            ADVANCE => TraceEvent::Advance { ns: r.var()? },
+            EXIT => TraceEvent::Exit { pid: r.u32()? },
+            _ => return Err(r.err("an unknown record tag")),
+        };
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// What a replay's kernels came to, in launch order.
+pub type Replayed = Vec<Result<KernelStats, AccessError>>;
+
+/// The byte a replayed store writes.
+const FILL: u8 = 0xa5;
+
+/// Replays `events` on `m` (which should be configured as the recording
+/// machine was: topology, profile, policy, seed).
+///
+/// # Errors
+/// A call that cannot be made (a process that does not exist, a mapping
+/// that fails) or a wait for a kernel never launched.
+pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceError> {
+    // Each wave's operations, in its program order.
+    let mut programs: BTreeMap<(u32, u32), Vec<WaveOp>> = BTreeMap::new();
+    for e in events {
+        if let TraceEvent::Wave { kernel, wave, op } = e {
+            programs.entry((*kernel, *wave)).or_default().push(*op);
+        }
+    }
+    let mut pids: Vec<Pid> = Vec::new();
+    let pid = |pids: &[Pid], p: u32| -> Result<Pid, TraceError> {
+        pids.get(p as usize)
+            .copied()
+            .ok_or_else(|| TraceError::Replay(format!("process {p} was never spawned")))
+    };
+    let mut launched: Vec<KernelId> = Vec::new();
+    let mut out = Vec::new();
+    for e in events {
+        match e {
+            TraceEvent::Spawn { name } => pids.push(m.spawn(name)),
+            TraceEvent::Mmap {
+                pid: p,
+                addr,
+                len,
+                prot,
+                mark,
+            } => {
+                let prot = Prot {
+                    read: prot & 1 != 0,
+                    write: prot & 2 != 0,
+                    exec: prot & 4 != 0,
+                };
+                let mark = match mark {
+                    1 => Mark::Heap,
+                    2 => Mark::Stack,
+                    _ => Mark::None,
+                };
+                m.mmap(
+                    pid(&pids, *p)?,
+                    Some(CpuVa::new(*addr)),
+                    *len,
+                    prot,
+                    Backing::Anon,
+                    mark,
+                )
+                .map_err(|e| TraceError::Replay(format!("mmap at {addr:#x}: {e}")))?;
+            }
+            TraceEvent::Munmap { pid: p, addr, len } => {
+                let _ = m.munmap(pid(&pids, *p)?, CpuVa::new(*addr), *len);
+            }
+            TraceEvent::SetAttr {
+                pid: p,
+                addr,
+                size,
+                attrs,
+            } => {
+                let mut a = SvmArgs {
+                    start_addr: *addr,
+                    size: *size,
+                    op: SVM_OP_SET_ATTR,
+                    attrs: attrs
+                        .iter()
+                        .map(|&(t, v)| SvmAttribute::new(t, v))
+                        .collect(),
+                };
+                let _ = m.svm_ioctl(pid(&pids, *p)?, &mut a);
+            }
+            TraceEvent::SetXnack { pid: p, value } => {
+                let _ = m.set_xnack_mode(pid(&pids, *p)?, *value);
+            }
+            TraceEvent::Cpu {
+                pid: p,
+                addr,
+                len,
+                write,
+            } => {
+                let data = write.then(|| vec![FILL; usize::try_from(*len).unwrap_or(0)]);
+                let _ = m.cpu_access(pid(&pids, *p)?, CpuVa::new(*addr), *len, data.as_deref());
+            }
+            TraceEvent::Launch {
+                pid: p,
+                gpu_id,
+                waves,
+            } => {
+                let k = u32::try_from(launched.len()).unwrap_or(u32::MAX);
+                let progs: Rc<Vec<Rc<Vec<WaveOp>>>> = Rc::new(
+                    (0..*waves)
+                        .map(|w| Rc::new(programs.remove(&(k, w)).unwrap_or_default()))
+                        .collect(),
+                );
+                let f = kernel(move |w, ctx: WaveCtx| {
+                    let prog = Rc::clone(&progs[w as usize]);
+                    async move {
+                        for op in prog.iter() {
+                            match *op {
+                                WaveOp::Load { addr, len } => {
+                                    ctx.load(addr, len as usize).await;
+                                }
+                                WaveOp::Store { addr, len } => {
+                                    ctx.store(addr, vec![FILL; len as usize]).await;
+                                }
+                                WaveOp::Compute { ns } => {
+                                    ctx.compute(ns).await;
+                                }
+                            }
+                        }
+                    }
+                });
+                let id = m
+                    .launch_kernel(pid(&pids, *p)?, *gpu_id, *waves, f)
+                    .map_err(|e| TraceError::Replay(format!("launch: {e}")))?;
+                launched.push(id);
+            }
+            TraceEvent::Wait { kernel } => {
+                let id = *launched.get(*kernel as usize).ok_or_else(|| {
+                    TraceError::Replay(format!("wait for kernel {kernel}, never launched"))
+                })?;
+                out.push(m.wait_kernel(id));
+            }
+            TraceEvent::Advance { ns } => m.advance(*ns),
+            TraceEvent::Exit { pid: p } => m.exit(pid(&pids, *p)?),
+            TraceEvent::Wave { .. } => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A kernel read from CSV: its GPU, its wave count, its (wave, op) list.
+type CsvKernel = (u32, u32, Vec<(u32, WaveOp)>);
+
+/// Reads the CSV form: a header `kernel,gpu_id,wave,op,addr,len` and one
+/// line per wave operation (`op` is `load`, `store` or `compute`; for
+/// `compute`, `addr` is ignored and `len` is nanoseconds). Kernels run in
+/// the order of their numbers, one after another. The trace maps every
+/// 2 MiB block the accesses touch and registers it for the GPUs that touch
+/// it, in one process.
+///
+/// # Errors
+/// A line that does not parse, with its number.
+pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == "kernel,gpu_id,wave,op,addr,len" => {}
+        _ => {
+            return Err(TraceError::Csv {
+                line: 1,
+                why: "expected the header kernel,gpu_id,wave,op,addr,len".into(),
+            });
+        }
+    }
+    let num = |s: &str, line: usize, what: &str| -> Result<u64, TraceError> {
+        let s = s.trim();
+        let v = match s.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16),
+            None => s.parse(),
+        };
+        v.map_err(|_| TraceError::Csv {
+            line,
+            why: format!("{what} {s:?} is not a number"),
+        })
+    };
+    // kernel -> (gpu, waves, ops); blocks -> gpus touching them.
+    let mut kernels: BTreeMap<u32, CsvKernel> = BTreeMap::new();
+    let mut blocks: BTreeMap<u64, std::collections::BTreeSet<u32>> = BTreeMap::new();
+    const BLOCK: u64 = 2 << 20;
+    for (i, l) in lines {
+        let line = i + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() != 6 {
+            return Err(TraceError::Csv {
+                line,
+                why: format!("{} fields, expected 6", f.len()),
+            });
+        }
+        let too_big = |what: &str| TraceError::Csv {
+            line,
+            why: format!("{what} does not fit 32 bits"),
+        };
+        let kernel = u32::try_from(num(f[0], line, "kernel")?).map_err(|_| too_big("kernel"))?;
+        let gpu = u32::try_from(num(f[1], line, "gpu_id")?).map_err(|_| too_big("gpu_id"))?;
+        let wave = u32::try_from(num(f[2], line, "wave")?).map_err(|_| too_big("wave"))?;
+        let addr = num(f[4], line, "addr")?;
+        let len = num(f[5], line, "len")?;
+        let op = match f[3].trim() {
+            "load" | "store" => {
+                let len32 = u32::try_from(len).map_err(|_| too_big("len"))?;
+                if len32 == 0 || addr.checked_add(len).is_none() {
+                    return Err(TraceError::Csv {
+                        line,
+                        why: "an access needs 1 or more bytes inside the address space".into(),
+                    });
+                }
+                let mut b = addr / BLOCK;
+                while b <= (addr + len - 1) / BLOCK {
+                    blocks.entry(b).or_default().insert(gpu);
+                    b += 1;
+                }
+                if f[3].trim() == "load" {
+                    WaveOp::Load { addr, len: len32 }
+                } else {
+                    WaveOp::Store { addr, len: len32 }
+                }
+            }
+            "compute" => WaveOp::Compute { ns: len },
+            other => {
+                return Err(TraceError::Csv {
+                    line,
+                    why: format!("op {other:?}: expected load, store or compute"),
+                });
+            }
+        };
+        let k = kernels.entry(kernel).or_insert((gpu, 0, Vec::new()));
+        if k.0 != gpu {
+            return Err(TraceError::Csv {
+                line,
+                why: format!("kernel {kernel} runs on gpu_id {:#x}, not {gpu:#x}", k.0),
+            });
+        }
+        k.1 = k.1.max(wave.saturating_add(1));
+        k.2.push((wave, op));
+    }
+    let mut ev = vec![TraceEvent::Spawn { name: "csv".into() }];
+    for (&b, gpus) in &blocks {
+        ev.push(TraceEvent::Mmap {
+            pid: 0,
+            addr: b * BLOCK,
+            len: BLOCK,
+            prot: 3,
+            mark: 0,
+        });
+        ev.push(TraceEvent::SetAttr {
+            pid: 0,
+            addr: b * BLOCK,
+            size: BLOCK,
+            attrs: gpus
+                .iter()
+                .map(|&g| (svm_core::uapi::attr_type::ACCESS, g))
+                .collect(),
+        });
+    }
+    for (n, (_, (gpu, waves, ops))) in kernels.into_iter().enumerate() {
+        let kernel = u32::try_from(n).unwrap_or(u32::MAX);
+        ev.push(TraceEvent::Launch {
+            pid: 0,
+            gpu_id: gpu,
+            waves,
+        });
+        for (wave, op) in ops {
+            ev.push(TraceEvent::Wave { kernel, wave, op });
+        }
+        ev.push(TraceEvent::Wait { kernel });
+    }
+    Ok(ev)
+}
