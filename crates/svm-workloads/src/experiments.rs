@@ -8,9 +8,7 @@
 
 use serde::Serialize;
 use svm_core::policy::Policy;
-use svm_core::topology::Topology;
 use svm_core::uapi::{SvmAttribute, attr_type};
-use svm_sim::machine::{Machine, MemLimit};
 use svm_sim::timing::Profile;
 
 use crate::{Run, WorkloadError, kernel};
@@ -59,17 +57,7 @@ pub fn first_touch_stream(
     size: u64,
     touched: u64,
 ) -> Result<StreamReport, WorkloadError> {
-    let mut gpus = profile.gpus();
-    gpus.truncate(1);
-    let mut m = Machine::new(
-        Topology::new(gpus).map_err(|e| WorkloadError::Setup {
-            what: "topology",
-            why: e.to_string(),
-        })?,
-        true,
-        MemLimit::for_sysmem(4 * size + (1 << 30)),
-    );
-    m.apply_profile(profile);
+    let mut m = crate::machine(profile, 1, None)?;
     m.set_policy(policy);
     let pid = m.spawn("stream");
     let mut r = Run::new(&mut m, pid);

@@ -282,6 +282,43 @@ where
     Rc::new(move |w, ctx| Box::pin(f(w, ctx)))
 }
 
+/// A machine of the first `gpus` GPUs of `profile` (each with
+/// `vram_bytes` of VRAM if given), boot XNACK on, priced by the profile.
+///
+/// # Errors
+/// No GPU asked for, or more than the profile has.
+pub fn machine(
+    profile: &svm_sim::timing::Profile,
+    gpus: usize,
+    vram_bytes: Option<u64>,
+) -> Result<Machine, WorkloadError> {
+    let mut list = profile.gpus();
+    if gpus == 0 || gpus > list.len() {
+        return Err(WorkloadError::Setup {
+            what: "machine",
+            why: format!("{gpus} GPUs asked of a {}-GPU profile", list.len()),
+        });
+    }
+    list.truncate(gpus);
+    for g in &mut list {
+        if let Some(v) = vram_bytes {
+            g.vram_bytes = v;
+        }
+    }
+    let footprint: u64 = list.iter().map(|g| g.vram_bytes).sum();
+    let topo = svm_core::topology::Topology::new(list).map_err(|e| WorkloadError::Setup {
+        what: "topology",
+        why: e.to_string(),
+    })?;
+    let mut m = Machine::new(
+        topo,
+        true,
+        svm_sim::machine::MemLimit::for_sysmem(footprint.max(8 << 30)),
+    );
+    m.apply_profile(profile);
+    Ok(m)
+}
+
 /// Oversubscription levels the workloads are run at: the footprint as a
 /// share of VRAM.
 pub const OVERSUBSCRIPTION: [f64; 3] = [1.10, 1.25, 2.00];
@@ -307,22 +344,7 @@ pub fn oversubscribed_machine(
     let unit = 2u64 << 20;
     #[allow(clippy::cast_possible_truncation)]
     let vram = ((w.footprint(p) as f64 / factor / unit as f64).floor() as u64).max(1) * unit;
-    let mut gpus = profile.gpus();
-    gpus.truncate(w.gpus().max(1));
-    for g in &mut gpus {
-        g.vram_bytes = vram;
-    }
-    let topo = svm_core::topology::Topology::new(gpus).map_err(|e| WorkloadError::Setup {
-        what: "topology",
-        why: e.to_string(),
-    })?;
-    let mut m = Machine::new(
-        topo,
-        true,
-        svm_sim::machine::MemLimit::for_sysmem(8 * w.footprint(p) + (1 << 30)),
-    );
-    m.apply_profile(profile);
-    Ok(m)
+    machine(profile, w.gpus().max(1), Some(vram))
 }
 
 /// Runs `w` as process `pid` on `m` and reports what it did.

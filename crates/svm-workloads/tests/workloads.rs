@@ -5,26 +5,15 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use svm_core::policy::Policy;
-use svm_core::topology::Topology;
 use svm_sim::check;
-use svm_sim::machine::{Machine, MemLimit};
+use svm_sim::machine::Machine;
 use svm_sim::timing::Profile;
 use svm_workloads::{ALL, Params, Report};
 
 /// A two-GPU MI250X-class machine scaled down to 64 MiB of VRAM per GPU.
 fn machine(seed: u64, policy: Policy) -> Machine {
     let p = Profile::built_in("mi250x").unwrap();
-    let mut gpus = p.gpus();
-    gpus.truncate(2);
-    for g in &mut gpus {
-        g.vram_bytes = 64 << 20;
-    }
-    let mut m = Machine::new(
-        Topology::new(gpus).unwrap(),
-        true,
-        MemLimit::for_sysmem(8 << 30),
-    );
-    m.apply_profile(&p);
+    let mut m = svm_workloads::machine(&p, 2, Some(64 << 20)).unwrap();
     m.set_policy(policy);
     m.set_seed(Some(seed));
     m
