@@ -505,6 +505,8 @@ pub struct Machine {
     scratch_targets: Vec<(u64, u64, u64, Pte)>,
     /// The record being made, when recording.
     trace: Option<Vec<TraceEvent>>,
+    /// Phantom data mode: no page keeps bytes.
+    phantom: bool,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -578,6 +580,7 @@ impl Machine {
             wave_costs: kernel::WaveCosts::default(),
             scratch_targets: Vec::new(),
             trace: None,
+            phantom: false,
         }
     }
 
@@ -605,6 +608,36 @@ impl Machine {
     /// the wave raising it to the handler finishing with it.
     pub fn fault_latencies(&self) -> &[u64] {
         &self.fault_latencies
+    }
+
+    /// Switches to phantom data mode: from now on no page of host memory,
+    /// VRAM or the shadow keeps bytes, only whether it was written (see
+    /// `crate::pages`). Reads see zeros, so nothing a kernel computes can be
+    /// checked; the memory system (faults, migrations, mappings, timing)
+    /// runs as in real mode. Call it before anything is written.
+    pub fn set_phantom(&mut self) {
+        self.phantom = true;
+        for g in &mut self.gpus {
+            g.vram.set_phantom();
+        }
+        for p in &mut self.procs {
+            *p.mm.pages_mut() = PageStore::phantom();
+            p.shadow = PageStore::phantom();
+        }
+    }
+
+    /// Whether the machine runs in phantom data mode.
+    pub fn is_phantom(&self) -> bool {
+        self.phantom
+    }
+
+    /// A fresh page store for this machine's data mode.
+    fn store(&self) -> PageStore {
+        if self.phantom {
+            PageStore::phantom()
+        } else {
+            PageStore::new()
+        }
     }
 
     /// Applies a profile's timing and compute shape (its GPUs are the
@@ -679,12 +712,15 @@ impl Machine {
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
         svm.set_policy(self.policy);
+        let mut mm = AddressSpace::new();
+        *mm.pages_mut() = self.store();
+        let shadow = self.store();
         self.procs.push(SimProcess {
             name: name.to_owned(),
-            mm: AddressSpace::new(),
+            mm,
             svm,
             pts: vec![PageTable::default(); self.gpus.len()],
-            shadow: PageStore::new(),
+            shadow,
             tlb_gen: vec![0; self.gpus.len()],
             mmap_busy_until: 0,
             mmap_read_until: 0,
@@ -948,9 +984,11 @@ impl Machine {
         self.cancel_process_work(pid);
         self.cancel_kernels(pid);
         self.op(pid, |svm, env| svm.exit(env));
+        let (store, shadow) = (self.store(), self.store());
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
-        p.shadow = PageStore::new();
+        *p.mm.pages_mut() = store;
+        p.shadow = shadow;
     }
 
     /// A CPU reads (`data` is `None`) or writes `data` at `addr`. Pages in

@@ -91,6 +91,11 @@ impl Vram {
         self.data.page(offset)
     }
 
+    /// Keeps no bytes from now on (phantom mode; see `crate::pages`).
+    pub fn set_phantom(&mut self) {
+        self.data = PageStore::phantom();
+    }
+
     /// Replaces the bytes of VRAM page `offset` (`None` zeroes it).
     pub fn put(&mut self, offset: u64, page: Option<Page>) {
         self.data.put(offset, page);

@@ -156,3 +156,93 @@ pub fn first_touch_stream(
         handler_busy_ns: m.counters().handler_busy_ns,
     })
 }
+
+/// What [`phantom_first_touch`] measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PhantomReport {
+    /// Bytes of the footprint.
+    pub footprint: u64,
+    /// GPUs that shared it.
+    pub gpus: u32,
+    /// Pages touched (all of them).
+    pub pages: u64,
+    /// GPU faults the engine saw.
+    pub faults: u64,
+    /// Pages that arrived in VRAM.
+    pub pages_in_vram: u64,
+    /// Simulated ns from the launches to the last wave.
+    pub kernel_ns: u64,
+}
+
+/// Phantom mode at scale: `footprint` bytes split evenly over the first
+/// `gpus` GPUs of `profile`, each GPU's waves touching one word of every
+/// page of its share once (first touch, partial policy). No byte is kept
+/// anywhere, so the footprint may exceed the host's memory many times.
+///
+/// # Errors
+/// A kernel that died or a setup call that failed.
+pub fn phantom_first_touch(
+    profile: &Profile,
+    footprint: u64,
+    gpus: usize,
+) -> Result<PhantomReport, WorkloadError> {
+    let mut m = crate::machine(profile, gpus, None)?;
+    m.set_phantom();
+    m.set_policy(Policy::Partial);
+    let pid = m.spawn("phantom");
+    let mut r = Run::new(&mut m, pid);
+    let share = footprint / gpus as u64 / (2 << 20) * (2 << 20);
+    if share == 0 {
+        return Err(WorkloadError::Params {
+            workload: "phantom-first-touch",
+            why: "less than 2 MiB per GPU".into(),
+        });
+    }
+    let base = r.alloc_unregistered(share * gpus as u64, svm_sim::mm::Mark::None)?;
+    // Each GPU may access its share only.
+    for g in 0..gpus {
+        let id = r.gpu_ids[g];
+        r.set_attr(
+            base + g as u64 * share,
+            share,
+            vec![SvmAttribute::new(attr_type::ACCESS, id)],
+        )?;
+    }
+    // 64 pages a wave.
+    let per_wave = 64 * 4096;
+    let waves = u32::try_from(share / per_wave).unwrap_or(u32::MAX);
+    let launches = (0..gpus)
+        .map(|g| {
+            let start = base + g as u64 * share;
+            let f = kernel(move |w, ctx| async move {
+                let lo = start + u64::from(w) * per_wave;
+                for p in (lo..lo + per_wave).step_by(4096) {
+                    ctx.load(p, 4).await;
+                }
+            });
+            (g, waves, f)
+        })
+        .collect();
+    r.launch_all(launches)?;
+    let kernel_ns = r
+        .kernels
+        .iter()
+        .map(|k| k.end_ns - k.launch_ns)
+        .max()
+        .unwrap_or(0);
+    let m = r.m;
+    Ok(PhantomReport {
+        footprint: share * gpus as u64,
+        gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
+        pages: share * gpus as u64 / 4096,
+        faults: m
+            .process(pid)
+            .svm
+            .stats()
+            .iter()
+            .map(|(_, s)| s.faults)
+            .sum(),
+        pages_in_vram: m.counters().pages_to_vram + m.counters().pages_zero_filled,
+        kernel_ns,
+    })
+}
