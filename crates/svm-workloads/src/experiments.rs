@@ -131,13 +131,7 @@ pub fn first_touch_stream(
         first_migration_pages,
         windows_touched: touched.div_ceil(window),
         migrated_bytes: (m.counters().pages_to_vram + m.counters().pages_zero_filled) * 4096,
-        faults: m
-            .process(pid)
-            .svm
-            .stats()
-            .iter()
-            .map(|(_, s)| s.faults)
-            .sum(),
+        faults: crate::faults(m, pid),
         first_result_ns: k.first_wave_done_ns - k.launch_ns,
         kernel_ns: k.end_ns - k.launch_ns,
         fault_p50_ns: pct(0.5),
@@ -235,13 +229,7 @@ pub fn phantom_first_touch(
         footprint: share * gpus as u64,
         gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
         pages: share * gpus as u64 / 4096,
-        faults: m
-            .process(pid)
-            .svm
-            .stats()
-            .iter()
-            .map(|(_, s)| s.faults)
-            .sum(),
+        faults: crate::faults(m, pid),
         pages_in_vram: m.counters().pages_to_vram + m.counters().pages_zero_filled,
         kernel_ns,
     })

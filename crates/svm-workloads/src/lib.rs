@@ -347,6 +347,16 @@ pub fn oversubscribed_machine(
     machine(profile, w.gpus().max(1), Some(vram))
 }
 
+/// GPU faults process `pid` has seen, over all GPUs (duplicates included).
+pub fn faults(m: &Machine, pid: Pid) -> u64 {
+    m.process(pid)
+        .svm
+        .stats()
+        .iter()
+        .map(|(_, s)| s.faults)
+        .sum()
+}
+
 /// Runs `w` as process `pid` on `m` and reports what it did.
 ///
 /// # Errors
@@ -374,13 +384,7 @@ pub fn run(
     let kernels = std::mem::take(&mut r.kernels);
     let m = r.m;
     let c = m.counters();
-    let faults = m
-        .process(pid)
-        .svm
-        .stats()
-        .iter()
-        .map(|(_, s)| s.faults)
-        .sum();
+    let faults = faults(m, pid);
     let moved = (c.pages_to_vram - before.pages_to_vram)
         + (c.pages_zero_filled - before.pages_zero_filled)
         + (c.pages_to_ram - before.pages_to_ram);
