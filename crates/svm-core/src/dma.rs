@@ -52,6 +52,17 @@ impl DmaEntry {
         }
     }
 
+    /// The entry a kfd-encoded value stands for (see [`DmaEntry::raw`]).
+    pub fn from_raw(raw: u64) -> Self {
+        if raw == 0 {
+            DmaEntry::Empty
+        } else if raw & SVM_RANGE_VRAM_DOMAIN != 0 {
+            DmaEntry::Vram(raw & !SVM_RANGE_VRAM_DOMAIN)
+        } else {
+            DmaEntry::Sys(raw)
+        }
+    }
+
     /// Whether the slot holds a system mapping that must be unmapped before
     /// it is dropped or overwritten (`svm_is_valid_dma_mapping`).
     pub fn is_sys_mapping(self) -> bool {
@@ -60,10 +71,15 @@ impl DmaEntry {
 }
 
 /// The DMA arrays of one range, one per GPU that has used it.
+///
+/// Entries are kept in kfd's own 8-byte encoding ([`DmaEntry::raw`]): a
+/// bus address, a VRAM address with bit 0 set, or 0. Addresses are page
+/// aligned and a bus address is never 0, so the encoding is exact, and it
+/// halves what a page costs per GPU.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmaArrays {
     npages: u64,
-    arrays: BTreeMap<GpuIndex, Vec<DmaEntry>>,
+    arrays: BTreeMap<GpuIndex, Vec<u64>>,
 }
 
 fn idx(i: u64) -> usize {
@@ -91,7 +107,9 @@ impl DmaArrays {
 
     /// The entry of page `i` for `gpu` (Empty when the GPU has no array).
     pub fn get(&self, gpu: GpuIndex, i: u64) -> DmaEntry {
-        self.arrays.get(&gpu).map_or(DmaEntry::Empty, |a| a[idx(i)])
+        self.arrays
+            .get(&gpu)
+            .map_or(DmaEntry::Empty, |a| DmaEntry::from_raw(a[idx(i)]))
     }
 
     /// Writes page `i`'s entry for `gpu`, allocating the array on first use.
@@ -104,11 +122,9 @@ impl DmaArrays {
     pub fn set(&mut self, gpu: GpuIndex, i: u64, e: DmaEntry) -> Option<u64> {
         assert!(i < self.npages, "DMA slot {i} past {}", self.npages);
         let n = idx(self.npages);
-        let slot = &mut self
-            .arrays
-            .entry(gpu)
-            .or_insert_with(|| vec![DmaEntry::Empty; n])[idx(i)];
-        let old = std::mem::replace(slot, e);
+        debug_assert!(e != DmaEntry::Sys(0), "bus address 0 is never handed out");
+        let slot = &mut self.arrays.entry(gpu).or_insert_with(|| vec![0; n])[idx(i)];
+        let old = DmaEntry::from_raw(std::mem::replace(slot, e.raw()));
         match old {
             DmaEntry::Sys(a) => Some(a),
             DmaEntry::Empty | DmaEntry::Vram(_) => None,
@@ -123,9 +139,9 @@ impl DmaArrays {
         let mut out = Vec::new();
         for (&gpu, a) in &mut self.arrays {
             for slot in &mut a[idx(start)..idx(end.min(self.npages))] {
-                if let DmaEntry::Sys(addr) = *slot {
+                if let DmaEntry::Sys(addr) = DmaEntry::from_raw(*slot) {
                     out.push((gpu, addr));
-                    *slot = DmaEntry::Empty;
+                    *slot = 0;
                 }
             }
         }
@@ -158,7 +174,9 @@ impl DmaArrays {
     /// wins). Kept to reproduce the 2026 `vram_pages` drift, not to account.
     pub fn kernel_split_vram_count(&self) -> u64 {
         self.arrays.values().next_back().map_or(0, |a| {
-            a.iter().filter(|e| matches!(e, DmaEntry::Vram(_))).count() as u64
+            a.iter()
+                .filter(|&&r| matches!(DmaEntry::from_raw(r), DmaEntry::Vram(_)))
+                .count() as u64
         })
     }
 
@@ -169,7 +187,8 @@ impl DmaArrays {
         self.arrays.get(&gpu).map_or(0, |a| {
             a.iter()
                 .enumerate()
-                .filter(|&(i, e)| *e != DmaEntry::Empty && *e != current(i as u64))
+                .map(|(i, &r)| (i, DmaEntry::from_raw(r)))
+                .filter(|&(i, e)| e != DmaEntry::Empty && e != current(i as u64))
                 .count() as u64
         })
     }

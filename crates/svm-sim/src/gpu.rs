@@ -94,47 +94,218 @@ impl SimGpu {
 }
 
 /// One process's page table on one GPU.
+///
+/// Entries are packed into one `u64` each (the target's page frame in the
+/// top 44 bits, flags and owner below) in chunks of 64 pages: 8 bytes a
+/// mapped page, which is what lets phantom runs map hundreds of GiB.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageTable {
-    ptes: BTreeMap<PageNum, Pte>,
+    chunks: BTreeMap<u64, Box<[u64; CHUNK]>>,
+    len: usize,
+}
+
+/// Pages per chunk of a page table.
+const CHUNK: usize = 64;
+
+// Bits of a packed entry.
+const P_PRESENT: u64 = 1 << 15;
+const P_VALID: u64 = 1;
+const P_SYSTEM: u64 = 1 << 1;
+const P_SNOOPED: u64 = 1 << 2;
+const P_READ: u64 = 1 << 3;
+const P_WRITE: u64 = 1 << 4;
+const P_EXEC: u64 = 1 << 5;
+const P_MTYPE_SHIFT: u32 = 6;
+const P_VRAM: u64 = 1 << 8;
+const P_OWNER_SHIFT: u32 = 9;
+const P_FRAME_SHIFT: u32 = 20;
+
+fn pack(pte: &Pte) -> u64 {
+    use svm_core::platform::PteTarget;
+    use svm_core::pte::Mtype;
+    let f = pte.flags;
+    let mut w = P_PRESENT;
+    for (on, bit) in [
+        (f.valid, P_VALID),
+        (f.system, P_SYSTEM),
+        (f.snooped, P_SNOOPED),
+        (f.readable, P_READ),
+        (f.writeable, P_WRITE),
+        (f.executable, P_EXEC),
+    ] {
+        if on {
+            w |= bit;
+        }
+    }
+    let mtype = match f.mtype {
+        Mtype::Rw => 0,
+        Mtype::Nc => 1,
+        Mtype::Cc => 2,
+        Mtype::Uc => 3,
+    };
+    w |= mtype << P_MTYPE_SHIFT;
+    let addr = match pte.target {
+        PteTarget::Sys(a) => a,
+        PteTarget::Vram { owner, addr } => {
+            w |= P_VRAM | (owner.get() as u64) << P_OWNER_SHIFT;
+            addr
+        }
+    };
+    debug_assert!(addr % PAGE_SIZE == 0 && addr >> 56 == 0, "PTE target {addr:#x}");
+    w | (addr / PAGE_SIZE) << P_FRAME_SHIFT
+}
+
+fn unpack(w: u64) -> Pte {
+    use svm_core::gpu::GpuIndex;
+    use svm_core::platform::PteTarget;
+    use svm_core::pte::{Mtype, PteFlags};
+    let addr = (w >> P_FRAME_SHIFT) * PAGE_SIZE;
+    let target = if w & P_VRAM != 0 {
+        let owner = usize::try_from((w >> P_OWNER_SHIFT) & 63).unwrap_or(0);
+        PteTarget::Vram {
+            owner: GpuIndex::new(owner).expect("owner below 64"),
+            addr,
+        }
+    } else {
+        PteTarget::Sys(addr)
+    };
+    Pte {
+        target,
+        flags: PteFlags {
+            valid: w & P_VALID != 0,
+            system: w & P_SYSTEM != 0,
+            snooped: w & P_SNOOPED != 0,
+            readable: w & P_READ != 0,
+            writeable: w & P_WRITE != 0,
+            executable: w & P_EXEC != 0,
+            mtype: match (w >> P_MTYPE_SHIFT) & 3 {
+                0 => Mtype::Rw,
+                1 => Mtype::Nc,
+                2 => Mtype::Cc,
+                _ => Mtype::Uc,
+            },
+        },
+    }
+}
+
+fn split(page: PageNum) -> (u64, usize) {
+    let n = page.raw();
+    (n / CHUNK as u64, usize::try_from(n % CHUNK as u64).unwrap_or(0))
 }
 
 impl PageTable {
-    /// The PTE of `page`, if valid.
+    /// The PTE of `page`, if one was written.
     pub fn walk(&self, page: PageNum) -> Option<Pte> {
-        self.ptes.get(&page).copied()
+        let (c, i) = split(page);
+        let w = self.chunks.get(&c)?[i];
+        (w != 0).then(|| unpack(w))
     }
 
-    /// All valid PTEs in page order.
-    pub fn iter(&self) -> impl Iterator<Item = (PageNum, &Pte)> {
-        self.ptes.iter().map(|(&p, e)| (p, e))
+    /// All written PTEs in page order.
+    pub fn iter(&self) -> impl Iterator<Item = (PageNum, Pte)> + '_ {
+        self.chunks.iter().flat_map(|(&c, ws)| {
+            ws.iter()
+                .enumerate()
+                .filter(|(_, w)| **w != 0)
+                .map(move |(i, &w)| (PageNum::new(c * CHUNK as u64 + i as u64), unpack(w)))
+        })
     }
 
-    /// Number of valid PTEs.
+    /// Number of PTEs written.
     pub fn len(&self) -> usize {
-        self.ptes.len()
+        self.len
     }
 
-    /// Whether no PTE is valid.
+    /// Whether no PTE is written.
     pub fn is_empty(&self) -> bool {
-        self.ptes.is_empty()
+        self.len == 0
     }
 
     pub(crate) fn write(&mut self, start: PageNum, ptes: &[Pte]) {
-        for (i, pte) in ptes.iter().enumerate() {
-            self.ptes.insert(PageNum::new(start.raw() + i as u64), *pte);
+        for (k, pte) in ptes.iter().enumerate() {
+            let (c, i) = split(PageNum::new(start.raw() + k as u64));
+            let chunk = self
+                .chunks
+                .entry(c)
+                .or_insert_with(|| Box::new([0; CHUNK]));
+            if chunk[i] == 0 {
+                self.len += 1;
+            }
+            chunk[i] = pack(pte);
         }
     }
 
     pub(crate) fn clear(&mut self, range: PageRange) -> u64 {
-        let doomed: Vec<PageNum> = self
-            .ptes
-            .range(range.start()..range.end())
-            .map(|(&p, _)| p)
-            .collect();
-        for p in &doomed {
-            self.ptes.remove(p);
+        let (first, _) = split(range.start());
+        let last = range.end().raw().div_ceil(CHUNK as u64);
+        let keys: Vec<u64> = self.chunks.range(first..last).map(|(&c, _)| c).collect();
+        let mut n = 0;
+        for c in keys {
+            let chunk = self.chunks.get_mut(&c).expect("listed chunk");
+            let base = c * CHUNK as u64;
+            let lo = range.start().raw().max(base) - base;
+            let hi = range.end().raw().min(base + CHUNK as u64) - base;
+            for w in &mut chunk[usize::try_from(lo).unwrap_or(0)..usize::try_from(hi).unwrap_or(0)] {
+                if *w != 0 {
+                    *w = 0;
+                    n += 1;
+                }
+            }
+            if chunk.iter().all(|&w| w == 0) {
+                self.chunks.remove(&c);
+            }
         }
-        doomed.len() as u64
+        self.len -= usize::try_from(n).unwrap_or(0);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use svm_core::gpu::GpuIndex;
+    use svm_core::platform::PteTarget;
+    use svm_core::pte::{Mtype, PteFlags};
+
+    use super::*;
+
+    fn pte(target: PteTarget, writeable: bool, mtype: Mtype) -> Pte {
+        Pte {
+            target,
+            flags: PteFlags {
+                valid: true,
+                system: matches!(target, PteTarget::Sys(_)),
+                snooped: true,
+                readable: true,
+                writeable,
+                executable: false,
+                mtype,
+            },
+        }
+    }
+
+    #[test]
+    fn packed_entries_round_trip_and_clear_by_range() {
+        let mut t = PageTable::default();
+        let a = pte(PteTarget::Sys(0x1_0000_0000_3000), true, Mtype::Uc);
+        let b = pte(
+            PteTarget::Vram {
+                owner: GpuIndex::new(37).unwrap(),
+                addr: 0x3f_ffff_f000,
+            },
+            false,
+            Mtype::Cc,
+        );
+        t.write(PageNum::new(62), &[a, b, a]);
+        assert_eq!(t.walk(PageNum::new(62)), Some(a));
+        assert_eq!(t.walk(PageNum::new(63)), Some(b));
+        assert_eq!(t.walk(PageNum::new(64)), Some(a));
+        assert_eq!(t.walk(PageNum::new(65)), None);
+        assert_eq!(t.len(), 3);
+        let pages: Vec<u64> = t.iter().map(|(p, _)| p.raw()).collect();
+        assert_eq!(pages, vec![62, 63, 64]);
+        assert_eq!(t.clear(PageRange::new(PageNum::new(63), PageNum::new(100))), 2);
+        assert_eq!((t.len(), t.walk(PageNum::new(64))), (1, None));
+        assert_eq!(t.clear(PageRange::new(PageNum::new(0), PageNum::new(63))), 1);
+        assert!(t.is_empty() && t.chunks.is_empty());
     }
 }
