@@ -9,6 +9,7 @@
 use serde::Serialize;
 use svm_core::policy::Policy;
 use svm_core::uapi::{SvmAttribute, attr_type};
+use svm_sim::machine::Machine;
 use svm_sim::timing::Profile;
 
 use crate::{Run, WorkloadError, kernel};
@@ -180,7 +181,19 @@ pub fn phantom_first_touch(
     footprint: u64,
     gpus: usize,
 ) -> Result<PhantomReport, WorkloadError> {
-    let mut m = crate::machine(profile, gpus, None)?;
+    phantom_first_touch_on(crate::machine(profile, gpus, None)?, footprint, gpus).map(|(r, _)| r)
+}
+
+/// [`phantom_first_touch`] on a given machine, which is handed back with
+/// its state (so that what the state costs can be measured).
+///
+/// # Errors
+/// See [`phantom_first_touch`].
+pub fn phantom_first_touch_on(
+    mut m: Machine,
+    footprint: u64,
+    gpus: usize,
+) -> Result<(PhantomReport, Machine), WorkloadError> {
     m.set_phantom();
     m.set_policy(Policy::Partial);
     let pid = m.spawn("phantom");
@@ -224,13 +237,13 @@ pub fn phantom_first_touch(
         .map(|k| k.end_ns - k.launch_ns)
         .max()
         .unwrap_or(0);
-    let m = r.m;
-    Ok(PhantomReport {
+    let report = PhantomReport {
         footprint: share * gpus as u64,
         gpus: u32::try_from(gpus).unwrap_or(u32::MAX),
         pages: share * gpus as u64 / 4096,
-        faults: crate::faults(m, pid),
+        faults: crate::faults(&m, pid),
         pages_in_vram: m.counters().pages_to_vram + m.counters().pages_zero_filled,
         kernel_ns,
-    })
+    };
+    Ok((report, m))
 }
