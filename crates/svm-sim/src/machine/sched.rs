@@ -485,8 +485,12 @@ impl Machine {
                     let Some((at, i)) = popped else {
                         break;
                     };
+                    // Only a fault raised by this step can make other work
+                    // ready at this same time.
+                    let raised = self.gpus.iter().map(|g| g.ring.raised).sum::<u64>();
                     self.step_kwave(i, at);
-                    if self.kernel_work_ready(self.clock_ns) {
+                    let now_raised = self.gpus.iter().map(|g| g.ring.raised).sum::<u64>();
+                    if now_raised != raised && self.kernel_work_ready(self.clock_ns) {
                         break;
                     }
                 }
