@@ -151,7 +151,10 @@ fn pack(pte: &Pte) -> u64 {
             addr
         }
     };
-    debug_assert!(addr % PAGE_SIZE == 0 && addr >> 56 == 0, "PTE target {addr:#x}");
+    debug_assert!(
+        addr % PAGE_SIZE == 0 && addr >> 56 == 0,
+        "PTE target {addr:#x}"
+    );
     w | (addr / PAGE_SIZE) << P_FRAME_SHIFT
 }
 
@@ -190,7 +193,10 @@ fn unpack(w: u64) -> Pte {
 
 fn split(page: PageNum) -> (u64, usize) {
     let n = page.raw();
-    (n / CHUNK as u64, usize::try_from(n % CHUNK as u64).unwrap_or(0))
+    (
+        n / CHUNK as u64,
+        usize::try_from(n % CHUNK as u64).unwrap_or(0),
+    )
 }
 
 impl PageTable {
@@ -224,10 +230,7 @@ impl PageTable {
     pub(crate) fn write(&mut self, start: PageNum, ptes: &[Pte]) {
         for (k, pte) in ptes.iter().enumerate() {
             let (c, i) = split(PageNum::new(start.raw() + k as u64));
-            let chunk = self
-                .chunks
-                .entry(c)
-                .or_insert_with(|| Box::new([0; CHUNK]));
+            let chunk = self.chunks.entry(c).or_insert_with(|| Box::new([0; CHUNK]));
             if chunk[i] == 0 {
                 self.len += 1;
             }
@@ -245,7 +248,8 @@ impl PageTable {
             let base = c * CHUNK as u64;
             let lo = range.start().raw().max(base) - base;
             let hi = range.end().raw().min(base + CHUNK as u64) - base;
-            for w in &mut chunk[usize::try_from(lo).unwrap_or(0)..usize::try_from(hi).unwrap_or(0)] {
+            for w in &mut chunk[usize::try_from(lo).unwrap_or(0)..usize::try_from(hi).unwrap_or(0)]
+            {
                 if *w != 0 {
                     *w = 0;
                     n += 1;
@@ -303,9 +307,15 @@ mod tests {
         assert_eq!(t.len(), 3);
         let pages: Vec<u64> = t.iter().map(|(p, _)| p.raw()).collect();
         assert_eq!(pages, vec![62, 63, 64]);
-        assert_eq!(t.clear(PageRange::new(PageNum::new(63), PageNum::new(100))), 2);
+        assert_eq!(
+            t.clear(PageRange::new(PageNum::new(63), PageNum::new(100))),
+            2
+        );
         assert_eq!((t.len(), t.walk(PageNum::new(64))), (1, None));
-        assert_eq!(t.clear(PageRange::new(PageNum::new(0), PageNum::new(63))), 1);
+        assert_eq!(
+            t.clear(PageRange::new(PageNum::new(0), PageNum::new(63))),
+            1
+        );
         assert!(t.is_empty() && t.chunks.is_empty());
     }
 }

@@ -211,6 +211,13 @@ pub fn text(r: &RunReport) -> String {
         c.tlb_flush_heavyweight,
         r.events.len()
     );
+    if let Some(p) = &r.profile {
+        let _ = writeln!(
+            out,
+            "timing: {p} profile, {:.3} ms simulated",
+            r.end_ns as f64 / 1e6
+        );
+    }
     match r.seed {
         Some(seed) => {
             let _ = writeln!(

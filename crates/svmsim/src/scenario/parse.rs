@@ -48,6 +48,9 @@ pub struct SystemSpec {
     /// deferred and restore work) interleaves with the operations in a
     /// seeded order; without, kernel work runs at once.
     pub seed: Option<u64>,
+    /// The built-in profile that prices every action (its timing and
+    /// compute shape; the GPUs stay the scenario's). None: untimed.
+    pub profile: Option<svm_sim::timing::Profile>,
 }
 
 /// A place in the address space: a mapping's label plus an offset, or a number.
@@ -631,6 +634,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         "lazy_map_after_prefetch",
         "victim_policy",
         "seed",
+        "profile",
     ])?;
     let flag = |key: &str| -> Result<bool, ScenarioError> {
         Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
@@ -682,6 +686,12 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             },
         },
         seed: sys.get("seed").map(|v| v.int::<u64>()).transpose()?,
+        profile: match sys.get("profile") {
+            None => None,
+            Some(v) => {
+                Some(svm_sim::timing::Profile::built_in(v.str()?).map_err(|e| v.error(e.message))?)
+            }
+        },
     };
 
     // The processes.

@@ -80,6 +80,9 @@ pub struct OpRecord {
     /// Why the result did not meet the expectation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mismatch: Option<String>,
+    /// The simulated clock when the op returned, in ns (0 throughout
+    /// without a profile).
+    pub end_ns: u64,
 }
 
 /// One SVM range in the final state.
@@ -248,6 +251,10 @@ pub struct RunReport {
     pub policy: String,
     /// The scheduler's seed, when work interleaved in a seeded order.
     pub seed: Option<u64>,
+    /// The profile that priced the run, if any.
+    pub profile: Option<String>,
+    /// The simulated clock at the end, in ns.
+    pub end_ns: u64,
     /// Hardware counters at the end.
     pub counters: svm_sim::gpu::HwCounters,
     /// SMI event lines, in order, each with the gpu_id it was raised on.
@@ -440,6 +447,7 @@ impl Runner<'_> {
             access: None,
             expect: None,
             mismatch: None,
+            end_ns: 0,
         };
         match &op.kind {
             OpKind::Mmap {
@@ -1113,6 +1121,9 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
     );
     m.set_policy(s.policy);
     m.set_seed(s.seed);
+    if let Some(p) = &s.profile {
+        m.apply_profile(p);
+    }
     let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
     for &pid in &pids {
         let p = m.process_mut(pid);
@@ -1146,7 +1157,9 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         if s.seed.is_some() {
             r.m.interleave();
         }
-        ops.push(r.step(op)?);
+        let mut rec = r.step(op)?;
+        rec.end_ns = r.m.now_ns();
+        ops.push(rec);
         if let Err(v) = check::check(&r.m) {
             violation = Some(format!("after op {} (line {}): {v}", op.index, op.line));
             break;
@@ -1159,6 +1172,8 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         passed: mismatches == 0 && violation.is_none(),
         policy: s.policy.name().into(),
         seed: s.seed,
+        profile: s.profile.as_ref().map(|p| p.name.clone()),
+        end_ns: r.m.now_ns(),
         counters: r.m.counters(),
         events: r.m.events().to_vec(),
         name: sc.name.clone(),

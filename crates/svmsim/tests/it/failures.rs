@@ -120,6 +120,11 @@ fn malformed_files_name_file_line_and_field() {
             "put `expect` on the `wait`",
         ),
         (
+            "[system]\nprofile = \"mi999\"\n[[system.gpu]]\n",
+            ":2:11: field `system.profile`",
+            "known: mi210",
+        ),
+        (
             "[system]\nseed = -1\n[[system.gpu]]\n",
             ":2:8: field `system.seed`",
             "",
