@@ -107,6 +107,8 @@ pub struct Timing {
     pub peer_link: Link,
     /// A kernel launch, from the call to the first wave running.
     pub launch_ns: f64,
+    /// A CPU thread's memory operation on host memory (per page touched).
+    pub cpu_access_ns: f64,
 }
 
 impl Timing {
@@ -131,6 +133,7 @@ impl Timing {
         host_link: Link::FREE,
         peer_link: Link::FREE,
         launch_ns: 0.0,
+        cpu_access_ns: 0.0,
     };
 
     /// Whether this model charges anything.
@@ -223,6 +226,7 @@ impl Profile {
             t.host_link.setup_ns,
             t.peer_link.setup_ns,
             t.launch_ns,
+            t.cpu_access_ns,
         ];
         if costs.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
             return Err(err(

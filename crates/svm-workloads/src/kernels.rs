@@ -713,7 +713,7 @@ impl Workload for ProducerConsumer {
         "producer-consumer"
     }
     fn describe(&self) -> &'static str {
-        "CPU writes a buffer, a GPU kernel doubles it into another, the CPU reads it back; in turns"
+        "CPU threads write a buffer, a GPU kernel doubles it into another, the CPU reads it back; in turns"
     }
     fn footprint(&self, p: &Params) -> u64 {
         p.size
@@ -725,7 +725,17 @@ impl Workload for ProducerConsumer {
         let (waves, per) = chunks(n, 256);
         let mut ok = true;
         for t in 0..p.iters.max(1) {
-            r.write_u32s(inp, &seq(nu, |i| i ^ t))?;
+            // Four producer threads, in the GPU's timeline.
+            let (threads, tper) = chunks(n, 4);
+            r.launch_cpu(
+                threads,
+                kernel(move |w, ctx| async move {
+                    let lo = u64::from(w) * tper;
+                    let hi = (lo + tper).min(n);
+                    let v: Vec<u32> = (lo..hi).map(|i| (i as u32) ^ t).collect();
+                    store(&ctx, inp + lo * 4, &v).await;
+                }),
+            )?;
             r.launch(
                 0,
                 waves,

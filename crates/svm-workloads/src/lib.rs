@@ -257,6 +257,18 @@ impl<'m> Run<'m> {
         }
     }
 
+    /// Runs `n` CPU threads of `f` (in the GPUs' timeline) and waits for
+    /// them.
+    ///
+    /// # Errors
+    /// A thread got a signal.
+    pub fn launch_cpu(&mut self, n: u32, f: KernelFn) -> Result<(), WorkloadError> {
+        let id = self.m.launch_cpu(self.pid, n, f)?;
+        let st = self.m.wait_kernel(id)?;
+        self.kernels.push(st);
+        Ok(())
+    }
+
     /// Runs one kernel of `n` waves on GPU `g` and waits for it.
     ///
     /// # Errors

@@ -452,9 +452,13 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
                         }
                     }
                 });
-                let id = m
-                    .launch_kernel(pid(&pids, *p)?, *gpu_id, *waves, f)
-                    .map_err(|e| TraceError::Replay(format!("launch: {e}")))?;
+                // gpu_id 0 (never a GPU's) marks CPU threads.
+                let id = if *gpu_id == 0 {
+                    m.launch_cpu(pid(&pids, *p)?, *waves, f)
+                } else {
+                    m.launch_kernel(pid(&pids, *p)?, *gpu_id, *waves, f)
+                }
+                .map_err(|e| TraceError::Replay(format!("launch: {e}")))?;
                 launched.push(id);
             }
             TraceEvent::Wait { kernel } => {

@@ -233,6 +233,8 @@ pub(super) struct Kernel {
     pub(super) stats: KernelStats,
     fatal: Option<AccessError>,
     done: bool,
+    /// CPU threads of the process rather than GPU waves.
+    cpu: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -344,6 +346,7 @@ impl Machine {
             },
             fatal: None,
             done: n_waves == 0,
+            cpu: false,
         });
         if n_waves == 0 {
             self.kernels[id].stats.end_ns = start;
@@ -353,10 +356,69 @@ impl Machine {
             gpu_id,
             waves: n_waves,
         });
-        // Fill every CU's slots, round robin.
+        self.fill(id, start);
+        Ok(KernelId(id))
+    }
+
+    /// Starts `threads` CPU threads of process `pid` running `f` (each
+    /// given its thread index), in the same simulated timeline as the
+    /// GPUs: their loads and stores go through the CPU path, so a page in
+    /// VRAM faults back to system memory first (`migrate_to_ram`), and a
+    /// page the VMA does not allow is a SIGSEGV that ends them. Collect
+    /// them with [`Machine::wait_kernel`].
+    ///
+    /// # Errors
+    /// A process that has exited.
+    pub fn launch_cpu(
+        &mut self,
+        pid: Pid,
+        threads: u32,
+        f: KernelFn,
+    ) -> Result<KernelId, AccessError> {
+        if self.procs[pid.0].svm.exited() {
+            return Err(AccessError::Signal {
+                kind: "SIGKILL",
+                addr: CpuVa::new(0),
+                why: "the process has exited".into(),
+            });
+        }
+        let id = self.kernels.len();
+        let start = self.clock_ns;
+        self.kernels.push(Kernel {
+            pid,
+            gpu: GpuIndex::new(0).expect("index 0"),
+            gpu_id: 0,
+            f,
+            n_waves: threads,
+            next_wave: 0,
+            running: 0,
+            // Every thread runs at once, on a core of its own.
+            cu_free: vec![threads],
+            stats: KernelStats {
+                launch_ns: start,
+                end_ns: start,
+                ..KernelStats::default()
+            },
+            fatal: None,
+            done: threads == 0,
+            cpu: true,
+        });
+        self.record(|| super::TraceEvent::Launch {
+            pid: Self::record_pid(pid),
+            gpu_id: 0,
+            waves: threads,
+        });
+        self.fill(id, start);
+        Ok(KernelId(id))
+    }
+
+    /// Fills every CU's free slots with the kernel's next waves, round robin.
+    fn fill(&mut self, id: usize, start: u64) {
+        let n_waves = self.kernels[id].n_waves;
+        let cus = u32::try_from(self.kernels[id].cu_free.len()).unwrap_or(u32::MAX);
         'fill: loop {
             let mut placed = false;
-            for cu in 0..self.shape.compute_units {
+            for cu in 0..cus {
                 if self.kernels[id].next_wave >= n_waves {
                     break 'fill;
                 }
@@ -369,7 +431,6 @@ impl Machine {
                 break;
             }
         }
-        Ok(KernelId(id))
     }
 
     /// Starts the kernel's next wave on `cu` at time `at`.
@@ -458,8 +519,9 @@ impl Machine {
             return;
         }
         let pid = self.kernels[k].pid;
-        // Queues stay stopped until the restore work has run.
-        if self.procs[pid.0].svm.restore_pending() {
+        // GPU queues stay stopped until the restore work has run (CPU
+        // threads are not queues).
+        if !self.kernels[k].cpu && self.procs[pid.0].svm.restore_pending() {
             let due = self.procs[pid.0]
                 .svm
                 .restore_due_ns()
@@ -589,6 +651,9 @@ impl Machine {
             Req::Load { addr, len } => (*addr, *len as u64, false),
             Req::Store { addr, data } => (*addr, data.len() as u64, true),
         };
+        if self.kernels[k].cpu {
+            return self.perform_cpu(w, at, req, (addr, len, write));
+        }
         let (pid, gpu) = (self.kernels[k].pid, self.kernels[k].gpu);
         let g = gpu.get();
         let WaveCosts {
@@ -713,6 +778,14 @@ impl Machine {
             pos += n;
         }
         self.scratch_targets = targets;
+        self.finish_access(w, (addr, len, write), out);
+        Ok(at + cost)
+    }
+
+    /// Records a completed load or store, counts it, and hands the wave
+    /// its answer.
+    fn finish_access(&mut self, w: &KWave, (addr, len, write): (u64, u64, bool), out: Vec<u8>) {
+        let k = w.kernel;
         let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         self.record(|| super::TraceEvent::Wave {
@@ -728,7 +801,92 @@ impl Machine {
         st.accesses += 1;
         st.bytes += len;
         w.slot.borrow_mut().resp = Some(out);
-        Ok(at + cost)
+    }
+
+    /// A CPU thread's request: the CPU fault path for pages in VRAM, then
+    /// the bytes of host memory.
+    fn perform_cpu(
+        &mut self,
+        w: &mut KWave,
+        at: u64,
+        req: Req,
+        (addr, len, write): (u64, u64, bool),
+    ) -> Result<u64, Parked> {
+        let k = w.kernel;
+        let pid = self.kernels[k].pid;
+        let mut t = at;
+        let per_page = ns(self.timing.cpu_access_ns);
+        let mut done = 0;
+        while done < len {
+            let a = addr + done;
+            let page = CpuVa::new(a).page_num();
+            let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
+            let allowed = self.procs[pid.0]
+                .mm
+                .vma_info(page)
+                .is_some_and(|v| v.flags.read && (!write || v.flags.write));
+            if !allowed {
+                self.kill_with(
+                    k,
+                    t,
+                    AccessError::Signal {
+                        kind: "SIGSEGV",
+                        addr: CpuVa::new(a),
+                        why: "no VMA allows the access".into(),
+                    },
+                );
+                return Err(Parked::Dead);
+            }
+            if self.procs[pid.0].svm.page_in_vram(page) {
+                // `svm_migrate_to_ram`, on this thread's clock; it holds the
+                // mmap lock for reading.
+                let start = t.max(self.procs[pid.0].mmap_busy_until);
+                let (svm, mut env) = env!(self, pid);
+                env.now = start;
+                let r = svm.migrate_to_ram(&mut env, page);
+                t = env.now;
+                let p = &mut self.procs[pid.0];
+                p.mmap_read_until = p.mmap_read_until.max(t);
+                if let Err(e) = r {
+                    self.kill_with(
+                        k,
+                        t,
+                        AccessError::Signal {
+                            kind: "SIGBUS",
+                            addr: CpuVa::new(a),
+                            why: e.to_string(),
+                        },
+                    );
+                    return Err(Parked::Dead);
+                }
+            }
+            t += per_page;
+            done += n;
+        }
+        let p = &mut self.procs[pid.0];
+        let out = match &req {
+            Req::Store { data, .. } => {
+                p.mm.pages_mut().write(addr, data);
+                p.shadow.write(addr, data);
+                Vec::new()
+            }
+            _ => {
+                let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                p.mm.pages().read(addr, &mut out);
+                out
+            }
+        };
+        self.finish_access(w, (addr, len, write), out);
+        Ok(t)
+    }
+
+    /// Ends a kernel (or CPU threads) with `e`.
+    fn kill_with(&mut self, k: usize, at: u64, e: AccessError) {
+        let kern = &mut self.kernels[k];
+        if kern.fatal.is_none() {
+            kern.fatal = Some(e);
+            kern.stats.end_ns = kern.stats.end_ns.max(at);
+        }
     }
 
     /// Ends every kernel of a process that exits.

@@ -111,3 +111,78 @@ fn kernels_replay_under_a_seed() {
     };
     assert_eq!(run(5), run(5));
 }
+
+/// CPU threads run in the GPUs' timeline: while a GPU kernel pulls one half
+/// of a range into VRAM, CPU threads write the other half; then CPU threads
+/// read the GPU's half back through the CPU fault path.
+#[test]
+fn cpu_threads_share_the_timeline_and_fault_pages_back() {
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&Profile::built_in("mi210").unwrap());
+    let size = 4 * MIB;
+    let buf = k.mmap(size);
+    k.set(buf, size, &[(ACCESS, GPU0)]).unwrap();
+    let half = size / 2;
+    let per = half / 8;
+    let fill = |base: u64, v: u32| -> KernelFn {
+        Rc::new(move |w: u32, ctx: WaveCtx| {
+            Box::pin(async move {
+                let lo = base + u64::from(w) * per;
+                for off in (0..per).step_by(256) {
+                    ctx.store_u32s(lo + off, &[v; 64]).await;
+                }
+            })
+        })
+    };
+    let gpu = k.m.launch_kernel(k.pid, GPU0, 8, fill(buf, 7)).unwrap();
+    let cpu = k.m.launch_cpu(k.pid, 8, fill(buf + half, 9)).unwrap();
+    let g = k.m.wait_kernel(gpu).unwrap();
+    let c = k.m.wait_kernel(cpu).unwrap();
+    // Both ran at once: neither started after the other ended.
+    assert!(
+        c.launch_ns < g.end_ns && g.launch_ns < c.end_ns,
+        "{g:?} {c:?}"
+    );
+    assert_eq!(k.vram_pages_in(buf, half), half / PAGE);
+    assert_eq!(k.vram_pages_in(buf + half, half), 0);
+    // CPU threads read the GPU's half: every page faults back to RAM.
+    let sums = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s2 = Rc::clone(&sums);
+    let read: KernelFn = Rc::new(move |w: u32, ctx: WaveCtx| {
+        let s = Rc::clone(&s2);
+        Box::pin(async move {
+            let v = ctx.load_u32s(buf + u64::from(w) * per, 64).await;
+            s.borrow_mut().push(v.iter().sum::<u32>());
+        })
+    });
+    let r = k.m.launch_cpu(k.pid, 8, read).unwrap();
+    k.m.wait_kernel(r).unwrap();
+    assert_eq!(*sums.borrow(), vec![7 * 64; 8]);
+    assert!(k.vram_pages_in(buf, half) < half / PAGE);
+    k.check();
+}
+
+#[test]
+fn a_cpu_thread_touching_a_protected_page_gets_sigsegv() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(MIB);
+    let none = svm_sim::mm::Prot {
+        read: false,
+        write: false,
+        exec: false,
+    };
+    k.m.mprotect(k.pid, svm_core::addr::CpuVa::new(buf), MIB, none)
+        .unwrap();
+    let f: KernelFn = Rc::new(move |_, ctx: WaveCtx| {
+        Box::pin(async move {
+            ctx.load(buf, 4).await;
+        })
+    });
+    let t = k.m.launch_cpu(k.pid, 1, f).unwrap();
+    match k.m.wait_kernel(t) {
+        Err(AccessError::Signal { kind, addr, .. }) => {
+            assert_eq!((kind, addr.raw()), ("SIGSEGV", buf));
+        }
+        other => panic!("expected SIGSEGV, got {other:?}"),
+    }
+}
