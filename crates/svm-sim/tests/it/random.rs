@@ -40,6 +40,8 @@ struct Setup {
     bulk: bool,
     /// The scheduler's seed; `None` orders work eagerly.
     sched: Option<u64>,
+    /// Price every action with the mi210 profile (else untimed).
+    timed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -108,10 +110,10 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         prop::sample::select(Policy::ALL.to_vec()),
         any::<bool>(),
-        prop::option::weighted(0.75, any::<u64>()),
+        (prop::option::weighted(0.75, any::<u64>()), any::<bool>()),
     )
         .prop_map(
-            |(gpus, hive, vram_pages, xnack, policy, bulk, sched)| Setup {
+            |(gpus, hive, vram_pages, xnack, policy, bulk, (sched, timed))| Setup {
                 gpus,
                 hive,
                 vram_pages,
@@ -119,6 +121,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 policy,
                 bulk,
                 sched,
+                timed,
             },
         )
 }
@@ -184,6 +187,9 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
     );
     m.set_policy(s.policy);
     m.set_seed(s.sched);
+    if s.timed {
+        m.set_timing(svm_sim::timing::Profile::built_in("mi210").unwrap().timing);
+    }
     // Two processes share the GPUs (and VRAM eviction picks across them).
     let pids = [m.spawn("p0"), m.spawn("p1")];
     for pid in pids {
