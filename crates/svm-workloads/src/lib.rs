@@ -123,6 +123,15 @@ pub struct Report {
     pub fault_p99_ns: u64,
     /// The simulated clock at the end.
     pub end_ns: u64,
+    /// Simulated ns faults spent waiting for a range's migrate lock held
+    /// by another GPU's fault (where a multi-GPU run loses its time).
+    pub migrate_lock_wait_ns: u64,
+    /// Simulated ns the fault handlers were busy.
+    pub handler_busy_ns: u64,
+    /// Simulated ns the copy engines were busy, and waited for one another.
+    pub copy_busy_ns: u64,
+    /// See `copy_busy_ns`.
+    pub copy_wait_ns: u64,
 }
 
 /// A workload's handle on the machine: one process and its GPUs.
@@ -427,5 +436,9 @@ pub fn run(
         fault_p50_ns: pct(0.5),
         fault_p99_ns: pct(0.99),
         end_ns: m.now_ns(),
+        migrate_lock_wait_ns: c.migrate_lock_wait_ns - before.migrate_lock_wait_ns,
+        handler_busy_ns: c.handler_busy_ns - before.handler_busy_ns,
+        copy_busy_ns: c.copy_busy_ns - before.copy_busy_ns,
+        copy_wait_ns: c.copy_wait_ns - before.copy_wait_ns,
     })
 }
