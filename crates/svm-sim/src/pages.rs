@@ -128,6 +128,22 @@ impl PageStore {
         }
     }
 
+    /// Appends `len` bytes from byte address `addr` to `out` (what
+    /// [`PageStore::read`] would give, without zeroing a buffer first).
+    pub fn read_into(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
+        let mut done = 0;
+        while done < len {
+            let at = addr + done as u64;
+            let (n, off) = (at / PAGE_SIZE, offset_in_page(at));
+            let k = (PAGE_BYTES - off).min(len - done);
+            match self.pages.get(&n) {
+                Some(p) => out.extend_from_slice(&p[off..off + k]),
+                None => out.resize(out.len() + k, 0),
+            }
+            done += k;
+        }
+    }
+
     /// Writes `data` at byte address `addr`, populating pages as needed.
     pub fn write(&mut self, addr: u64, data: &[u8]) {
         if let Some(bits) = &mut self.phantom {

@@ -106,6 +106,11 @@ impl Vram {
         self.data.take(offset)
     }
 
+    /// Appends `len` bytes at a VRAM byte address to `out`.
+    pub fn read_into(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
+        self.data.read_into(addr, len, out);
+    }
+
     /// Reads bytes at a VRAM byte address.
     pub fn read(&self, addr: u64, buf: &mut [u8]) {
         self.data.read(addr, buf);

@@ -120,13 +120,13 @@ pub struct MemOp {
 impl Future for MemOp {
     type Output = Vec<u8>;
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Vec<u8>> {
-        let slot = Rc::clone(&self.slot);
-        let mut s = slot.borrow_mut();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Vec<u8>> {
+        let this = self.get_mut();
+        let mut s = this.slot.borrow_mut();
         if let Some(r) = s.resp.take() {
             return Poll::Ready(r);
         }
-        if let Some(req) = self.req.take() {
+        if let Some(req) = this.req.take() {
             s.req = Some(req);
         }
         Poll::Pending
@@ -184,7 +184,10 @@ pub(super) struct Tlb {
 
 impl Tlb {
     fn new(entries: u32) -> Self {
-        let sets = usize::try_from(entries.div_ceil(4).max(1)).unwrap_or(1);
+        // A power of two of sets, so that the set index is a mask.
+        let sets = usize::try_from(entries.div_ceil(4).max(1))
+            .unwrap_or(1)
+            .next_power_of_two();
         Self {
             sets: vec![[None; 4]; sets],
             tick: 0,
@@ -192,7 +195,7 @@ impl Tlb {
     }
 
     fn set(&self, page: PageNum) -> usize {
-        usize::try_from(page.raw() % self.sets.len() as u64).unwrap_or(0)
+        usize::try_from(page.raw() & (self.sets.len() as u64 - 1)).unwrap_or(0)
     }
 
     fn lookup(&mut self, proc: usize, page: PageNum, generation: u64) -> Option<Pte> {
@@ -734,7 +737,7 @@ impl Machine {
         let data = match &req {
             Req::Store { data, .. } => Some(data.as_slice()),
             _ => {
-                out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
                 None
             }
         };
@@ -757,19 +760,14 @@ impl Machine {
                     let host = va.raw() * PAGE_SIZE + off;
                     match data {
                         Some(d) => self.procs[pi].mm.pages_mut().write(host, &d[range.clone()]),
-                        None => self.procs[pi]
-                            .mm
-                            .pages()
-                            .read(host, &mut out[range.clone()]),
+                        None => self.procs[pi].mm.pages().read_into(host, n, &mut out),
                     }
                 }
                 PteTarget::Vram { owner, addr: v } => match data {
                     Some(d) => self.gpus[owner.get()]
                         .vram
                         .write(v + off, &d[range.clone()]),
-                    None => self.gpus[owner.get()]
-                        .vram
-                        .read(v + off, &mut out[range.clone()]),
+                    None => self.gpus[owner.get()].vram.read_into(v + off, n, &mut out),
                 },
             }
             if let Some(d) = data {
