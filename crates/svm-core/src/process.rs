@@ -17,13 +17,11 @@
 //! simulator's scheduler decides how steps interleave.
 //!
 //! munmap is two steps, as in kfd: [`Process::unmap_from_cpu`] (the
-//! notifier) unmaps the GPUs and splits the ranges, and
-//! [`Process::deferred_list_work`] frees the unmapped pieces later. Before
-//! that work may run, the platform must have drained each GPU's fault ring
-//! up to [`Process::deferred_checkpoints`] (`svm_range_drain_retry_fault`);
-//! set_attr and the restore work flush it themselves, which is only
-//! faithful once the rings are drained, so the simulator drains them
-//! before it calls either.
+//! notifier) unmaps the GPUs, records the fault-ring checkpoints and splits
+//! the ranges, and [`Process::deferred_list_work`] frees the unmapped
+//! pieces later; set_attr and the restore work flush it first. Faults that
+//! were in a ring at the munmap are dropped when they arrive (the
+//! checkpoint rule), whenever that is.
 
 use std::collections::BTreeMap;
 
@@ -821,6 +819,11 @@ impl Process {
     /// their deferred op. The unmapped pieces keep their DMA mappings, VRAM
     /// and reservation until [`Process::deferred_list_work`] frees them.
     pub fn unmap_from_cpu(&mut self, pf: &mut dyn Hardware, range: PageRange) {
+        // The notifier runs only for ranges the unmap overlaps: memory SVM
+        // has no range for leaves the checkpoints alone.
+        if self.svms.overlapping(range).next().is_none() {
+            return;
+        }
         // 2. (2024+) Remember, per GPU, the newest retry fault still in its
         //    ring: it and every older one are stragglers on memory that may
         //    be going away, dropped rather than served.
@@ -831,12 +834,12 @@ impl Process {
                 self.checkpoint_ts[g] = Some(ts);
             }
         }
-        // 4.-5. Children and parents alike: unmap the overlap from the GPUs,
-        //    then split. Pieces already being freed were unmapped before.
+        // 4.-5. Children and parents alike: unmap the overlap from the GPUs
+        //    (every overlapping child, even one already being freed, as
+        //    kfd's child loop does), then split.
         let hit: Vec<(PageNum, PageRange)> = self
             .svms
             .overlapping(range)
-            .filter(|r| r.op != Some(ListOp::UnmapRange))
             .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
             .collect();
         for (start, cut) in hit {
@@ -866,9 +869,10 @@ impl Process {
     /// VRAM pages and, XNACK off, their reservation) and turns the other
     /// parked pieces into ordinary ranges. Returns whether there was work.
     ///
-    /// The platform drains the fault rings up to
-    /// [`Process::deferred_checkpoints`] first, as the worker waits for the
-    /// IH to process them before it takes the mmap lock.
+    /// Since the checkpoint rule (2024, "Change kfd/svm page fault drain
+    /// handling") the worker no longer waits for the fault rings: faults
+    /// still in them are dropped by [`Process::restore_pages`] when they
+    /// are up to a checkpoint. Only exit drains.
     pub fn deferred_list_work(&mut self, pf: &mut dyn Hardware) -> bool {
         if !self.svms.has_pending_ops() {
             return false;

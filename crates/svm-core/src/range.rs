@@ -178,9 +178,10 @@ impl SvmRange {
     }
 
     /// A copy of this range narrowed to `sub`, as `svm_range_clone` followed by
-    /// `svm_range_split` makes it: attributes, mapping state and timestamps are
-    /// copied; residency and DMA arrays are sliced; the buffer is shared with
-    /// the offset moved by the pages cut off the front.
+    /// `svm_range_split` makes it: attributes and mapping state are copied;
+    /// residency and DMA arrays are sliced; the buffer is shared with the
+    /// offset moved by the pages cut off the front. The validate timestamp
+    /// is not copied (`svm_range_new` leaves it 0).
     ///
     /// # Panics
     /// If `sub` is empty or not inside the range.
@@ -206,7 +207,9 @@ impl SvmRange {
                 offset: b.offset + from,
             }),
             dma: self.dma.slice(from, to),
-            validate_timestamp: self.validate_timestamp,
+            // `svm_range_new` starts a piece unvalidated; the piece kfd keeps
+            // (the original) gets its stamp back from the caller.
+            validate_timestamp: None,
             invalid: self.invalid,
             kernel_vram_pages: self.kernel_vram_pages,
             evictions: self.evictions,

@@ -288,6 +288,8 @@ impl SvmRangeList {
                 p.op = if i == n - 1 {
                     Some(ListOp::UnmapRange)
                 } else if i == 0 {
+                    // kfd keeps the original here: it keeps its stamp.
+                    p.validate_timestamp = node.validate_timestamp;
                     kept_op
                 } else {
                     Some(ListOp::AddRange)

@@ -55,9 +55,11 @@ pub struct HwCounters {
     pub copy_wait_ns: u64,
     /// Simulated ns fault handlers spent serving faults.
     pub handler_busy_ns: u64,
-    /// Simulated ns faults waited for a range's migrate lock held by a
-    /// fault on another GPU.
+    /// Simulated ns faults waited for a range's migrate lock.
     pub migrate_lock_wait_ns: u64,
+    /// Simulated ns faults waited for their process's `svms->lock`, held
+    /// by the handler of a fault on another GPU.
+    pub svms_lock_wait_ns: u64,
 }
 
 /// One simulated GPU.

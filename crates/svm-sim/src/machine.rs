@@ -384,6 +384,9 @@ pub struct SimProcess {
     /// When the fault handlers serving it, which hold the mmap lock for
     /// reading, are done; writers wait for them.
     pub mmap_read_until: u64,
+    /// When the fault handler holding its `svms->lock` lets it go: faults
+    /// of one process are served one at a time, whatever their GPU.
+    pub svms_lock_until: u64,
 }
 
 /// A GPU access the hardware could not complete.
@@ -724,6 +727,7 @@ impl Machine {
             tlb_gen: vec![0; self.gpus.len()],
             mmap_busy_until: 0,
             mmap_read_until: 0,
+            svms_lock_until: 0,
         });
         pid
     }

@@ -123,8 +123,11 @@ pub struct Report {
     pub fault_p99_ns: u64,
     /// The simulated clock at the end.
     pub end_ns: u64,
-    /// Simulated ns faults spent waiting for a range's migrate lock held
-    /// by another GPU's fault (where a multi-GPU run loses its time).
+    /// Simulated ns faults spent waiting for their process's
+    /// `svms->lock`, held by another GPU's fault (where a multi-GPU run
+    /// loses its time), and for a range's migrate lock.
+    pub svms_lock_wait_ns: u64,
+    /// See `svms_lock_wait_ns`.
     pub migrate_lock_wait_ns: u64,
     /// Simulated ns the fault handlers were busy.
     pub handler_busy_ns: u64,
@@ -436,6 +439,7 @@ pub fn run(
         fault_p50_ns: pct(0.5),
         fault_p99_ns: pct(0.99),
         end_ns: m.now_ns(),
+        svms_lock_wait_ns: c.svms_lock_wait_ns - before.svms_lock_wait_ns,
         migrate_lock_wait_ns: c.migrate_lock_wait_ns - before.migrate_lock_wait_ns,
         handler_busy_ns: c.handler_busy_ns - before.handler_busy_ns,
         copy_busy_ns: c.copy_busy_ns - before.copy_busy_ns,

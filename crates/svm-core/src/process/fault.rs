@@ -91,6 +91,11 @@ impl Process {
         if self.exited {
             return Ok(FaultOutcome::Dropped(DropReason::ProcessGone));
         }
+        // 4. Retry faults need XNACK (refused before the fault is counted,
+        //    and before the locks).
+        if !self.xnack_enabled {
+            return Err(refused(page, "XNACK is off", Errno::Efault));
+        }
         // 3. (2025 order: under the locks, before the lookup.) A fault that
         //    was in the ring when memory was unmapped is a straggler: drop
         //    it, uncounted (-EAGAIN). The first newer fault clears the
@@ -101,10 +106,6 @@ impl Process {
                 return Ok(FaultOutcome::Dropped(DropReason::Straggler));
             }
             self.checkpoint_ts[gpu] = None;
-        }
-        // 4. Retry faults need XNACK (refused before the fault is counted).
-        if !self.xnack_enabled {
-            return Err(refused(page, "XNACK is off", Errno::Efault));
         }
         // 19. Every fault from here on counts, duplicates included.
         self.stats[gpu].faults += 1;

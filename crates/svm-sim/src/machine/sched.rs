@@ -7,8 +7,8 @@
 //!   fault into its GPU's [`crate::ring::FaultRing`] at the first miss;
 //! - a delivery hands the oldest fault of a ring to the engine's
 //!   `restore_pages` and wakes the waves waiting on that page;
-//! - a process's deferred list work frees what munmap left behind, once
-//!   every ring has delivered the faults up to its checkpoints;
+//! - a process's deferred list work frees what munmap left behind (faults
+//!   still in a ring from before the munmap are dropped when they arrive);
 //! - a restore work, due 1 ms after an XNACK-off eviction, remaps and
 //!   resumes the queues.
 //!
@@ -400,7 +400,7 @@ impl Machine {
             }
         }
         for (i, p) in self.procs.iter().enumerate() {
-            if p.svm.deferred_pending() && self.drained_for(i) {
+            if p.svm.deferred_pending() {
                 ready.push(Work::Deferred(i));
             }
             if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped() {
@@ -439,16 +439,6 @@ impl Machine {
                 matches!(w.state, WaveState::Ready)
                     || matches!(w.state, WaveState::Sleeping(t) if t <= now)
             })
-    }
-
-    /// Whether every ring has delivered the faults up to process `i`'s
-    /// munmap checkpoints (`svm_range_drain_retry_fault`).
-    fn drained_for(&self, i: usize) -> bool {
-        self.procs[i]
-            .svm
-            .deferred_checkpoints()
-            .iter()
-            .all(|&(g, cp)| self.gpus[g.get()].ring.head().is_none_or(|e| e.ts > cp))
     }
 
     /// Sleeping waves whose time has come are ready again.
@@ -498,24 +488,17 @@ impl Machine {
         }
     }
 
-    /// Drains the rings up to process `pid`'s checkpoints, then runs its
-    /// deferred work (`svm_range_list_lock_and_flush_work`).
+    /// Runs process `pid`'s deferred work (`svm_range_deferred_list_work`,
+    /// or its flush by `svm_range_list_lock_and_flush_work`). Since the
+    /// checkpoint rule it does not wait for the fault rings: stragglers
+    /// are dropped whenever they arrive.
     pub(super) fn flush_deferred(&mut self, pid: Pid) {
         if !self.procs[pid.0].svm.deferred_pending() {
             return;
         }
-        // The worker waits for the handler to get through the faults up to
-        // the checkpoint, however long that takes.
-        let mut start = self.clock_ns;
-        for (g, cp) in self.procs[pid.0].svm.deferred_checkpoints() {
-            while self.gpus[g.get()].ring.head().is_some_and(|e| e.ts <= cp) {
-                self.deliver(g.get());
-            }
-            start = start.max(self.handler_free[g.get()]);
-        }
         // It takes the mmap lock for writing.
         let p = &self.procs[pid.0];
-        let start = start.max(p.mmap_read_until).max(p.mmap_busy_until);
+        let start = self.clock_ns.max(p.mmap_read_until).max(p.mmap_busy_until);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         svm.deferred_list_work(&mut env);
@@ -590,7 +573,7 @@ impl Machine {
         let t = self.timing.clone();
         // It starts when it could have: the fault had arrived and the
         // handler was free (events run in time order, so that is not after
-        // the clock unless a drain pulls it forward).
+        // the clock).
         let mut now = first.at.max(self.handler_free[g]);
         let batch_start = now;
         now += crate::timing::ns(t.handler_batch_ns);
@@ -606,9 +589,16 @@ impl Machine {
             self.gpus[g].ring.pop();
             taken += 1;
             let pi = e.proc_index;
-            // The mmap read lock waits for writers; the range's migrate
-            // lock for another GPU's fault on it.
+            // The mmap read lock waits for writers; `svms->lock`, which
+            // the handler holds from the lookup to its last PTE, for a
+            // fault of the process on another GPU; the range's migrate
+            // lock for anyone else on the range.
             now = now.max(self.procs[pi].mmap_busy_until);
+            let svms_free = self.procs[pi].svms_lock_until;
+            if svms_free > now {
+                self.counters.svms_lock_wait_ns += svms_free - now;
+                now = svms_free;
+            }
             let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
             if let Some(r) = range
                 && let Some(&held) = self.migrate_lock.get(&(pi, r))
@@ -629,6 +619,7 @@ impl Machine {
             }
             let p = &mut self.procs[pi];
             p.mmap_read_until = p.mmap_read_until.max(end);
+            p.svms_lock_until = end;
             now = end;
             if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
                 let raised = e.at.saturating_sub(crate::timing::ns(t.fault_delivery_ns));

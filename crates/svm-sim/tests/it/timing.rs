@@ -59,10 +59,10 @@ fn a_fault_costs_delivery_handler_and_copy() {
 }
 
 /// Two GPUs fault the same range at once: each handler runs on its own
-/// GPU, but the range's migrate lock serialises them, and the wait is
-/// counted.
+/// GPU, but the process's `svms->lock` (held from the lookup to the last
+/// PTE) serialises them, and the wait is counted.
 #[test]
-fn faults_of_two_gpus_on_one_range_wait_for_its_migrate_lock() {
+fn faults_of_two_gpus_of_one_process_wait_for_its_svms_lock() {
     let mut k = Kfd::new(true);
     timed(&mut k);
     let buf = k.mmap(4 * MIB);
@@ -78,11 +78,7 @@ fn faults_of_two_gpus_on_one_range_wait_for_its_migrate_lock() {
             .unwrap();
     k.m.wait(a).unwrap();
     k.m.wait(b).unwrap();
-    assert!(
-        k.m.counters().migrate_lock_wait_ns > 0,
-        "{:?}",
-        k.m.counters()
-    );
+    assert!(k.m.counters().svms_lock_wait_ns > 0, "{:?}", k.m.counters());
     k.check();
 }
 
