@@ -474,8 +474,9 @@ pub struct Machine {
     interleave: Interleave,
     /// The last IH timestamp handed out.
     last_ts: u64,
-    /// Restore failures since the current run began, and that run's horizon.
-    restore_failures: u32,
+    /// Restore failures per process since the current run began, and that
+    /// run's horizon.
+    restore_failures: Vec<u32>,
     restore_horizon: u64,
     /// Scratch list of ready steps, kept to save an allocation per step.
     ready_buf: Vec<sched::Work>,
@@ -565,7 +566,7 @@ impl Machine {
             waves: Vec::new(),
             interleave: Interleave::Eager,
             last_ts: 0,
-            restore_failures: 0,
+            restore_failures: Vec::new(),
             restore_horizon: 0,
             ready_buf: Vec::new(),
             timing: Timing::ZERO,

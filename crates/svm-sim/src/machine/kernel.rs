@@ -489,7 +489,7 @@ impl Machine {
         self.record(|| super::TraceEvent::Wait {
             kernel: Self::record_kernel(k),
         });
-        self.restore_failures = 0;
+        self.restore_failures.clear();
         self.restore_horizon = u64::MAX;
         self.run(u64::MAX, |m| m.kernel_done(k));
         let kern = &mut self.kernels[k.0];
@@ -884,6 +884,25 @@ impl Machine {
         if kern.fatal.is_none() {
             kern.fatal = Some(e);
             kern.stats.end_ns = kern.stats.end_ns.max(at);
+        }
+    }
+
+    /// Ends the GPU kernels of `pid` whose queues stay stopped because the
+    /// restore work failed (CPU threads run on).
+    pub(super) fn kill_stopped_kernels(&mut self, pid: Pid, why: &str, errno: Errno) {
+        let at = self.clock_ns;
+        for k in 0..self.kernels.len() {
+            let kern = &self.kernels[k];
+            if kern.pid == pid && !kern.done && !kern.cpu {
+                let e = AccessError::VmFault {
+                    gpu_id: kern.gpu_id,
+                    addr: CpuVa::new(0),
+                    write: false,
+                    why: why.to_owned(),
+                    errno,
+                };
+                self.kill_with(k, at, e);
+            }
         }
     }
 

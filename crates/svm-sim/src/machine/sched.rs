@@ -280,7 +280,7 @@ impl Machine {
     /// fail the same way: they are skipped and the next retry is left due
     /// 1 ms after `until`.
     pub fn advance_to(&mut self, until: u64) {
-        self.restore_failures = 0;
+        self.restore_failures.clear();
         self.restore_horizon = until;
         self.run(until, |_| false);
         self.clock_ns = self.clock_ns.max(until);
@@ -313,7 +313,7 @@ impl Machine {
     /// Returns `false` when work was still pending after a bound of steps
     /// (a livelock, which is a bug) or a restore work keeps failing.
     pub fn quiesce(&mut self) -> bool {
-        self.restore_failures = 0;
+        self.restore_failures.clear();
         self.restore_horizon = self.clock_ns;
         self.run(u64::MAX, |_| false);
         !self.work_pending()
@@ -358,8 +358,9 @@ impl Machine {
         let restore = self
             .procs
             .iter()
-            .filter_map(|p| p.svm.restore_due_ns())
-            .filter(|_| !self.restores_capped())
+            .enumerate()
+            .filter(|&(i, _)| !self.restores_capped(i))
+            .filter_map(|(_, p)| p.svm.restore_due_ns())
             .min();
         let sleep = self
             .waves
@@ -403,7 +404,7 @@ impl Machine {
             if p.svm.deferred_pending() {
                 ready.push(Work::Deferred(i));
             }
-            if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped() {
+            if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped(i) {
                 ready.push(Work::Restore(i));
             }
         }
@@ -506,15 +507,16 @@ impl Machine {
         self.procs[pid.0].mmap_busy_until = end;
     }
 
-    /// Whether this run has seen [`MAX_RETRIES_PER_ADVANCE`] restore
-    /// failures: further retries would fail the same way.
-    fn restores_capped(&self) -> bool {
-        self.restore_failures >= MAX_RETRIES_PER_ADVANCE
+    /// Whether process `i`'s restore work has failed
+    /// [`MAX_RETRIES_PER_ADVANCE`] times in this run: further retries would
+    /// fail the same way.
+    fn restores_capped(&self, i: usize) -> bool {
+        self.restore_failures.get(i).copied().unwrap_or(0) >= MAX_RETRIES_PER_ADVANCE
     }
 
-    /// Runs a due restore work, counting failures against the current
-    /// run's retry cap. Once capped, every pending restore is left due
-    /// 1 ms after the run's horizon and no restore runs again in this run.
+    /// Runs a due restore work, counting failures against the process's
+    /// retry cap for the current run. Once capped, its restore is left due
+    /// 1 ms after the run's horizon and does not run again in this run.
     fn run_restore(&mut self, pid: Pid) {
         self.flush_deferred(pid);
         // Due at the clock; it takes the mmap lock for writing.
@@ -528,31 +530,31 @@ impl Machine {
         if ok {
             return;
         }
-        self.restore_failures += 1;
-        if self.restores_capped() {
+        if self.restore_failures.len() < self.procs.len() {
+            self.restore_failures.resize(self.procs.len(), 0);
+        }
+        self.restore_failures[pid.0] += 1;
+        if self.restores_capped(pid.0) {
             let later = self
                 .restore_horizon
                 .max(self.clock_ns)
                 .saturating_add(RESTORE_DELAY_NS);
-            for p in &mut self.procs {
-                p.svm.postpone_restore(later);
-            }
+            self.procs[pid.0].svm.postpone_restore(later);
         }
         // It rescheduled itself; its queues stay stopped. Waves of the
         // process would wait forever: report why instead.
         let Some(why) = self.procs[pid.0].svm.restore_error().cloned() else {
             return;
         };
+        let msg =
+            format!("queues stay evicted: the restore work failed ({why}) and rescheduled itself");
         for w in self.waves.iter_mut().flatten() {
             if w.pid == pid && !matches!(w.state, WaveState::Done(_)) {
-                w.fail(
-                    format!(
-                        "queues stay evicted: the restore work failed ({why}) and rescheduled itself"
-                    ),
-                    why.errno(),
-                );
+                w.fail(msg.clone(), why.errno());
             }
         }
+        // Kernels of the process are stuck the same way.
+        self.kill_stopped_kernels(pid, &msg, why.errno());
     }
 
     /// The GPU's fault handler takes a batch of faults from ring `g` (up

@@ -4,12 +4,14 @@
 //! Each case draws a machine (GPU count, hives, small VRAM so allocations
 //! evict or fall back, XNACK mode, policy, DMA unmap mode) with two
 //! processes, and up to 30 operations, each by one of them: mappings and unmappings, protection changes, SET_ATTR with
-//! prefetches and access changes, GPU and CPU reads and writes, and the
-//! passing of time. Operations may fail as the kernel would (fatal faults,
+//! prefetches and access changes, GPU and CPU reads and writes (some left
+//! in flight), kernels and CPU threads, and the passing of time. Operations may fail as the kernel would (fatal faults,
 //! EINVAL, ENOSPC); the checkers must pass regardless, and every byte must
 //! equal what was written.
 //!
-//! `SVM_CASES` sets the case count (default 256); `SVM_SEED` replays a run.
+//! `SVM_CASES` sets the case count (default 256); `SVM_SEED` replays a run;
+//! `SVM_TRACE_CASES` prints every case as it starts (to find one that
+//! hangs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,6 +92,15 @@ enum Op {
         len: u64,
         write: Option<u8>,
     },
+    /// A kernel (GPU waves) or CPU threads left running: each of `n`
+    /// waves touches a page of the span, loading or storing a byte.
+    Kernel {
+        /// `None`: CPU threads.
+        gpu: Option<usize>,
+        page: u64,
+        n: u64,
+        write: Option<u8>,
+    },
     /// Concurrent work runs for a while (seeded order only).
     Interleave,
     Sleep(u64),
@@ -157,6 +168,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(gpu, (page, _), off, len, write)| Op::Gpu { gpu, page, off, len, write }),
         8 => (0usize..3, span(), byte.clone())
             .prop_map(|(gpu, (page, n), write)| Op::Launch { gpu, page, len: n * PAGE, write }),
+        4 => (prop::option::weighted(0.8, 0usize..3), span(), byte.clone())
+            .prop_map(|(gpu, (page, n), write)| Op::Kernel { gpu, page, n, write }),
         8 => Just(Op::Interleave),
         9 => (span(), 0..PAGE, 1..2 * PAGE, byte).prop_map(|((page, _), off, len, write)| Op::Cpu { page, off, len, write }),
         3 => prop::sample::select(vec![500_000u64, 3_000_000]).prop_map(Op::Sleep),
@@ -169,6 +182,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
+    if std::env::var("SVM_TRACE_CASES").is_ok() {
+        eprintln!("CASE {s:?} {ops:?}");
+    }
     let gpus = (0..s.gpus)
         .map(|i| GpuDesc {
             name: format!("gpu{i}"),
@@ -293,6 +309,35 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
                 let id = IDS[gpu % s.gpus];
                 let data = write.map(|b| vec![b; usize::try_from(*len).unwrap()]);
                 let _ = m.launch(pid, id, CpuVa::new(page * PAGE), *len, data.as_deref());
+            }
+            Op::Kernel {
+                gpu,
+                page,
+                n,
+                write,
+            } => {
+                let (base, w) = (page * PAGE, *write);
+                let f: svm_sim::machine::KernelFn = std::rc::Rc::new(move |i, ctx| {
+                    Box::pin(async move {
+                        let at = base + u64::from(i) * PAGE + u64::from(i) % 64;
+                        match w {
+                            Some(b) => {
+                                ctx.store(at, vec![b; 8]).await;
+                            }
+                            None => {
+                                ctx.load(at, 8).await;
+                            }
+                        }
+                        ctx.compute(100).await;
+                    })
+                });
+                let waves = u32::try_from(*n).unwrap();
+                // Results are not collected: a kernel that dies (no VMA,
+                // XNACK off) is fine; the checkers judge the machine.
+                let _ = match gpu {
+                    Some(g) => m.launch_kernel(pid, IDS[g % s.gpus], waves, f),
+                    None => m.launch_cpu(pid, waves, f),
+                };
             }
             Op::Interleave => m.interleave(),
             Op::Sleep(ns) => m.advance(*ns),
