@@ -837,11 +837,7 @@ impl Process {
         // 4.-5. Children and parents alike: unmap the overlap from the GPUs
         //    (every overlapping child, even one already being freed, as
         //    kfd's child loop does), then split.
-        let hit: Vec<(PageNum, PageRange)> = self
-            .svms
-            .overlapping(range)
-            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
-            .collect();
+        let hit = self.svms.cuts(range);
         for (start, cut) in hit {
             self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu);
         }

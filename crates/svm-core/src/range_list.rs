@@ -123,6 +123,15 @@ impl SvmRangeList {
         before.into_iter().chain(inside)
     }
 
+    /// The ranges that share a page with `range`, each as its first page and
+    /// the part of `range` it holds (what a notifier callback gets per
+    /// interval). Collected, so that the caller may change the list.
+    pub fn cuts(&self, range: PageRange) -> Vec<(PageNum, PageRange)> {
+        self.overlapping(range)
+            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
+            .collect()
+    }
+
     /// Works out what a set_attr of `ops` over `range` does (`svm_range_add`).
     ///
     /// `default_attrs` are the attributes of a gap range before `ops` apply;

@@ -514,11 +514,7 @@ impl Process {
     /// The MMU notifier for a CPU-side change that is not an unmap
     /// (mprotect and the like): the GPUs lose the pages of `range`.
     pub fn cpu_invalidate(&mut self, pf: &mut dyn Hardware, range: PageRange) {
-        let hit: Vec<(PageNum, PageRange)> = self
-            .svms
-            .overlapping(range)
-            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
-            .collect();
+        let hit = self.svms.cuts(range);
         for (start, cut) in hit {
             self.invalidate(pf, start, cut, UnmapTrigger::MmuNotify);
         }
@@ -532,11 +528,7 @@ impl Process {
     /// of it, which is the second way it drifts (an over-count).
     pub fn cpu_zap(&mut self, pf: &mut dyn Hardware, range: PageRange) {
         self.cpu_invalidate(pf, range);
-        let hit: Vec<(PageNum, PageRange)> = self
-            .svms
-            .overlapping(range)
-            .map(|r| (r.start(), r.range().intersect(range).expect("overlapping")))
-            .collect();
+        let hit = self.svms.cuts(range);
         for (start, cut) in hit {
             let r = self.svms.get_mut(start).expect("zapped range");
             if r.op == Some(crate::range::ListOp::UnmapRange) {
