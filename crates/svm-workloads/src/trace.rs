@@ -336,6 +336,10 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
 /// What a replay's kernels came to, in launch order.
 pub type Replayed = Vec<Result<KernelStats, AccessError>>;
 
+/// The most waves one replayed launch may have (a guard against corrupt
+/// traces; real grids are far smaller).
+const MAX_WAVES: u32 = 1 << 24;
+
 /// The byte a replayed store writes.
 const FILL: u8 = 0xa5;
 
@@ -429,13 +433,22 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
                 waves,
             } => {
                 let k = u32::try_from(launched.len()).unwrap_or(u32::MAX);
-                let progs: Rc<Vec<Rc<Vec<WaveOp>>>> = Rc::new(
-                    (0..*waves)
-                        .map(|w| Rc::new(programs.remove(&(k, w)).unwrap_or_default()))
+                if *waves > MAX_WAVES {
+                    return Err(TraceError::Replay(format!(
+                        "a launch of {waves} waves (at most {MAX_WAVES})"
+                    )));
+                }
+                // Only waves that did something have a program; the rest
+                // replay as empty.
+                let later = programs.split_off(&(k + 1, 0));
+                let mine = std::mem::replace(&mut programs, later);
+                let progs: Rc<BTreeMap<u32, Rc<Vec<WaveOp>>>> = Rc::new(
+                    mine.into_iter()
+                        .map(|((_, w), p)| (w, Rc::new(p)))
                         .collect(),
                 );
                 let f = kernel(move |w, ctx: WaveCtx| {
-                    let prog = Rc::clone(&progs[w as usize]);
+                    let prog = progs.get(&w).cloned().unwrap_or_default();
                     async move {
                         for op in prog.iter() {
                             match *op {

@@ -92,6 +92,22 @@ fn corrupt_traces_are_errors_not_panics() {
         trace::decode(b"nonsense"),
         Err(TraceError::Header(_))
     ));
+    // A well-formed trace asking the impossible is an error, not a hang.
+    use svm_sim::machine::TraceEvent;
+    for bad in [
+        vec![TraceEvent::Wait { kernel: 0 }],
+        vec![
+            TraceEvent::Spawn { name: "p".into() },
+            TraceEvent::Launch {
+                pid: 0,
+                gpu_id: 0x1002,
+                waves: u32::MAX,
+            },
+        ],
+        vec![TraceEvent::Exit { pid: 3 }],
+    ] {
+        assert!(trace::replay(&mut machine(1), &bad).is_err(), "{bad:?}");
+    }
     for cut in [11, bytes.len() / 2, bytes.len() - 1] {
         assert!(trace::decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
