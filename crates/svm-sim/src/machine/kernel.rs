@@ -654,6 +654,16 @@ impl Machine {
             Req::Load { addr, len } => (*addr, *len as u64, false),
             Req::Store { addr, data } => (*addr, data.len() as u64, true),
         };
+        // An access past the end of the address space (or larger than one
+        // access may be) is a fault no driver can serve.
+        if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
+            let e = AccessError::OutOfRange {
+                addr: CpuVa::new(addr),
+                len,
+            };
+            self.kill_with(k, at, e);
+            return Err(Parked::Dead);
+        }
         if self.kernels[k].cpu {
             return self.perform_cpu(w, at, req, (addr, len, write));
         }

@@ -186,3 +186,26 @@ fn a_cpu_thread_touching_a_protected_page_gets_sigsegv() {
         other => panic!("expected SIGSEGV, got {other:?}"),
     }
 }
+
+/// A wave that asks for memory past the end of the address space ends its
+/// kernel with an error; nothing panics.
+#[test]
+fn an_access_past_the_address_space_is_an_error() {
+    let mut k = Kfd::new(true);
+    let f: KernelFn = Rc::new(move |_, ctx: WaveCtx| {
+        Box::pin(async move {
+            ctx.load(u64::MAX - 2, 16).await;
+        })
+    });
+    for cpu in [false, true] {
+        let id = if cpu {
+            k.m.launch_cpu(k.pid, 1, f.clone()).unwrap()
+        } else {
+            k.m.launch_kernel(k.pid, GPU0, 1, f.clone()).unwrap()
+        };
+        assert!(matches!(
+            k.m.wait_kernel(id),
+            Err(AccessError::OutOfRange { .. })
+        ));
+    }
+}
