@@ -4,6 +4,9 @@
 //!   64 times from a 256 KiB working set already mapped in VRAM, so almost
 //!   every lookup hits the CU TLB: 53 248 simulated memory instructions.
 //!   Divide the count by the time for simulated accesses per second.
+//! - `compute_only_kernel`: the same grid with compute instructions only,
+//!   which isolates the executor's cost per instruction (scheduling,
+//!   polling the wave) from the memory path's.
 //! - `host_reads`: the baseline, the same 53 248 reads of 256 bytes from a
 //!   host buffer into a fresh vector, as the simulator hands each load to
 //!   its wave.
@@ -144,6 +147,37 @@ fn faults_4k_kernel(b: Bencher) {
             .unwrap();
         let st = m.wait_kernel(k).unwrap();
         assert!(st.faults >= SIZE / 4096);
+        m
+    });
+}
+
+/// The executor alone: the same grid, each wave issuing 64 compute
+/// instructions instead of loads (no TLB, no bytes). What is left of
+/// `tlb_hit_kernel` beyond this is the memory path.
+#[divan::bench]
+fn compute_only_kernel(b: Bencher) {
+    b.with_inputs(|| {
+        let (m, pid) = machine(ComputeShape {
+            compute_units: 104,
+            waves_per_cu: 8,
+            tlb_entries: 64,
+        });
+        (m, pid)
+    })
+    .bench_local_values(|(mut m, pid)| {
+        let k = m
+            .launch_kernel(
+                pid,
+                0x1002,
+                WAVES,
+                kernel(move |_w, ctx| async move {
+                    for _ in 0..LOADS {
+                        divan::black_box(ctx.compute(3).await);
+                    }
+                }),
+            )
+            .unwrap();
+        m.wait_kernel(k).unwrap();
         m
     });
 }

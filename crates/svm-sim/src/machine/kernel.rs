@@ -22,7 +22,7 @@
 //! queue dies, the kernel ends with the memory access fault, and its other
 //! waves stop.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +37,12 @@ use svm_core::platform::{Pte, PteTarget};
 use super::{AccessError, Machine, Pid};
 use crate::ring::RingEntry;
 use crate::timing::ns;
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").finish_non_exhaustive()
+    }
+}
 
 /// A wave's code: given its index in the grid and its context, the future
 /// that runs it.
@@ -98,22 +104,25 @@ enum Req {
     Compute { ns: u64 },
 }
 
-#[derive(Debug, Default)]
+/// Where a wave and the executor meet: one posted request, one answer.
+/// (Cells rather than a `RefCell`: each side only ever moves a value in or
+/// out, so there is nothing to borrow.)
+#[derive(Default)]
 struct Slot {
-    req: Option<Req>,
-    resp: Option<Vec<u8>>,
+    req: Cell<Option<Req>>,
+    resp: Cell<Option<Vec<u8>>>,
 }
 
 /// What a wave's code uses to reach memory.
 #[derive(Clone, Debug)]
 pub struct WaveCtx {
-    slot: Rc<RefCell<Slot>>,
+    slot: Rc<Slot>,
 }
 
 /// One posted request, resolved when the executor answers.
 #[derive(Debug)]
 pub struct MemOp {
-    slot: Rc<RefCell<Slot>>,
+    slot: Rc<Slot>,
     req: Option<Req>,
 }
 
@@ -122,12 +131,11 @@ impl Future for MemOp {
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Vec<u8>> {
         let this = self.get_mut();
-        let mut s = this.slot.borrow_mut();
-        if let Some(r) = s.resp.take() {
+        if let Some(r) = this.slot.resp.take() {
             return Poll::Ready(r);
         }
         if let Some(req) = this.req.take() {
-            s.req = Some(req);
+            this.slot.req.set(Some(req));
         }
         Poll::Pending
     }
@@ -268,7 +276,7 @@ pub(super) struct KWave {
     index: u32,
     cu: u32,
     fut: Pin<Box<dyn Future<Output = ()>>>,
-    slot: Rc<RefCell<Slot>>,
+    slot: Rc<Slot>,
     page_faults: u32,
 }
 
@@ -443,7 +451,7 @@ impl Machine {
         kern.next_wave += 1;
         kern.running += 1;
         kern.cu_free[cu as usize] -= 1;
-        let slot = Rc::new(RefCell::new(Slot::default()));
+        let slot = Rc::new(Slot::default());
         let fut = (kern.f)(
             index,
             WaveCtx {
@@ -534,29 +542,33 @@ impl Machine {
             self.schedule_kwave(i, due);
             return;
         }
-        let posted = w.slot.borrow().req.is_some();
-        if !posted {
-            let waker = Waker::noop();
-            let mut cx = Context::from_waker(waker);
-            if w.fut.as_mut().poll(&mut cx).is_ready() {
-                self.retire(i, w, at);
-                return;
+        // A request left posted (a retry after a fault), or the wave's next.
+        let req = match w.slot.req.take() {
+            Some(r) => r,
+            None => {
+                let waker = Waker::noop();
+                let mut cx = Context::from_waker(waker);
+                if w.fut.as_mut().poll(&mut cx).is_ready() {
+                    self.retire(i, w, at);
+                    return;
+                }
+                let Some(r) = w.slot.req.take() else {
+                    // A wave awaiting something other than its context: a
+                    // bug in the workload. Kill it rather than spin.
+                    self.kill(
+                        k,
+                        at,
+                        "a wave waits on something that is not its memory".into(),
+                        CpuVa::new(0),
+                        false,
+                    );
+                    self.retire(i, w, at);
+                    return;
+                };
+                r
             }
-            if w.slot.borrow().req.is_none() {
-                // A wave awaiting something other than its context: a bug
-                // in the workload. Kill it rather than spin.
-                self.kill(
-                    k,
-                    at,
-                    "a wave waits on something that is not its memory".into(),
-                    CpuVa::new(0),
-                    false,
-                );
-                self.retire(i, w, at);
-                return;
-            }
-        }
-        match self.perform(&mut w, at) {
+        };
+        match self.perform(&mut w, at, req) {
             Ok(end) => {
                 self.kwaves[i] = Some(w);
                 self.schedule_kwave(i, end);
@@ -637,12 +649,11 @@ impl Machine {
 
     /// Performs the wave's posted request at `at`. Returns when it ends,
     /// or why the wave cannot go on now.
-    fn perform(&mut self, w: &mut KWave, at: u64) -> Result<u64, Parked> {
+    fn perform(&mut self, w: &mut KWave, at: u64, req: Req) -> Result<u64, Parked> {
         let k = w.kernel;
-        let req = w.slot.borrow_mut().req.take().expect("a posted request");
         let (addr, len, write) = match &req {
             Req::Compute { ns } => {
-                w.slot.borrow_mut().resp = Some(Vec::new());
+                w.slot.resp.set(Some(Vec::new()));
                 let (kernel, wave, ns) = (u32::try_from(k).unwrap_or(u32::MAX), w.index, *ns);
                 self.record(|| super::TraceEvent::Wave {
                     kernel,
@@ -709,7 +720,7 @@ impl Machine {
             };
             let Some(pte) = pte.filter(|p| !write || p.flags.writeable) else {
                 // Not mapped (or read-only for a write): a retry fault.
-                w.slot.borrow_mut().req = Some(req);
+                w.slot.req.set(Some(req));
                 self.scratch_targets = targets;
                 self.kernels[k].stats.faults += 1;
                 w.page_faults += 1;
@@ -808,7 +819,7 @@ impl Machine {
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
-        w.slot.borrow_mut().resp = Some(out);
+        w.slot.resp.set(Some(out));
     }
 
     /// A CPU thread's request: the CPU fault path for pages in VRAM, then
@@ -961,32 +972,47 @@ pub(super) type KernelWaits = BTreeMap<(usize, usize, PageNum), Vec<usize>>;
 /// Kernel waves ready to run, by time: a bucket of waves per time.
 ///
 /// Waves run in lockstep (every instruction of a kind costs the same), so
-/// many share a time and there are few distinct times: a sorted map of
-/// buckets beats a binary heap of every wave. Within a bucket the order is
-/// FIFO (eager ordering) or drawn from the seed (seeded ordering).
+/// many share a time and there are few distinct times, and a new time is
+/// almost always at or near the latest one. Buckets therefore sit in a
+/// deque sorted by time, searched from the back: a push is a step or two,
+/// a pop takes from the front, and emptied buckets are kept for reuse, so
+/// the steady state allocates nothing. Within a bucket the order is FIFO
+/// (eager ordering) or drawn from the seed (seeded ordering).
 #[derive(Debug, Default)]
 pub(super) struct ReadyQueue {
-    buckets: BTreeMap<u64, std::collections::VecDeque<usize>>,
+    buckets: std::collections::VecDeque<(u64, std::collections::VecDeque<usize>)>,
+    spare: Vec<std::collections::VecDeque<usize>>,
     len: usize,
 }
 
 impl ReadyQueue {
     pub(super) fn push(&mut self, at: u64, i: usize) {
-        self.buckets.entry(at).or_default().push_back(i);
         self.len += 1;
+        // Where `at` goes: usually at or after the last bucket; otherwise a
+        // binary search (times with many distinct values stay O(log n)).
+        let pos = match self.buckets.back() {
+            Some(&(t, _)) if t <= at => self.buckets.len(),
+            _ => self.buckets.partition_point(|&(t, _)| t <= at),
+        };
+        if pos > 0 && self.buckets[pos - 1].0 == at {
+            self.buckets[pos - 1].1.push_back(i);
+            return;
+        }
+        let mut q = self.spare.pop().unwrap_or_default();
+        q.push_back(i);
+        self.buckets.insert(pos, (at, q));
     }
 
     /// The earliest time a wave is ready.
     pub(super) fn peek_time(&self) -> Option<u64> {
-        self.buckets.first_key_value().map(|(&t, _)| t)
+        self.buckets.front().map(|&(t, _)| t)
     }
 
     /// Takes a wave of the earliest time: the oldest, or the one `pick`
     /// chooses among `n` (a seeded draw).
     pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
-        let mut e = self.buckets.first_entry()?;
-        let at = *e.key();
-        let q = e.get_mut();
+        let (at, q) = self.buckets.front_mut()?;
+        let at = *at;
         let k = pick(q.len()).min(q.len() - 1);
         let i = if k == 0 {
             q.pop_front()
@@ -994,8 +1020,10 @@ impl ReadyQueue {
             q.swap_remove_back(k)
         }
         .expect("nonempty bucket");
-        if q.is_empty() {
-            e.remove();
+        if q.is_empty()
+            && let Some((_, q)) = self.buckets.pop_front()
+        {
+            self.spare.push(q);
         }
         self.len -= 1;
         Some((at, i))
