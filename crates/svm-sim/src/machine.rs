@@ -88,7 +88,9 @@ struct Env<'a> {
     /// CUs' TLBs drop entries of older generations.
     tlb_flushes: &'a mut [u64],
     counters: &'a mut HwCounters,
-    events: &'a mut Vec<SmiEvent>,
+    /// The SMI event log, when someone reads it (see
+    /// [`Machine::set_smi_log`]).
+    events: Option<&'a mut Vec<SmiEvent>>,
     /// The other processes, before and after this one: VRAM eviction may
     /// take their buffers, as TTM evicts whatever is least recently used.
     before: &'a mut [SimProcess],
@@ -321,7 +323,7 @@ impl Hardware for Env<'_> {
             copy_stream: None,
             tlb_flushes: &mut p.tlb_gen,
             counters: &mut *self.counters,
-            events: &mut *self.events,
+            events: self.events.as_deref_mut(),
             before: &mut [],
             after: &mut [],
         };
@@ -343,7 +345,9 @@ impl Hardware for Env<'_> {
 
     fn smi_event(&mut self, gpu: GpuIndex, line: String) {
         let gpu_id = self.gpus[gpu.get()].desc.id.raw();
-        self.events.push(SmiEvent { gpu_id, line });
+        if let Some(events) = self.events.as_deref_mut() {
+            events.push(SmiEvent { gpu_id, line });
+        }
     }
 
     fn ih_checkpoint(&self, gpu: GpuIndex) -> Option<u64> {
@@ -467,6 +471,8 @@ pub struct Machine {
     clock_ns: u64,
     counters: HwCounters,
     events: Vec<SmiEvent>,
+    /// Whether SMI events are kept (someone is subscribed).
+    smi_log: bool,
     policy: Policy,
     /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
     waves: Vec<Option<sched::Wave>>,
@@ -533,7 +539,7 @@ macro_rules! env {
                 copy_stream: None,
                 tlb_flushes: &mut p.tlb_gen,
                 counters: &mut m.counters,
-                events: &mut m.events,
+                events: m.smi_log.then_some(&mut m.events),
                 before,
                 after,
             },
@@ -562,6 +568,7 @@ impl Machine {
             clock_ns: 0,
             counters: HwCounters::default(),
             events: Vec::new(),
+            smi_log: true,
             policy: Policy::default(),
             waves: Vec::new(),
             interleave: Interleave::Eager,
@@ -673,6 +680,14 @@ impl Machine {
     /// Hardware counters.
     pub fn counters(&self) -> HwCounters {
         self.counters
+    }
+
+    /// Keeps SMI events (the default) or not. kfd builds an event only
+    /// for a subscribed reader and keeps none itself; a run that reads no
+    /// event log (a large phantom run) leaves it off, so its memory grows
+    /// with pages, not with faults.
+    pub fn set_smi_log(&mut self, on: bool) {
+        self.smi_log = on;
     }
 
     /// SMI events so far.

@@ -195,6 +195,9 @@ pub fn phantom_first_touch_on(
     gpus: usize,
 ) -> Result<(PhantomReport, Machine), WorkloadError> {
     m.set_phantom();
+    // Nobody reads this run's event log: keep none, so the state left
+    // behind is the pages' own.
+    m.set_smi_log(false);
     m.set_policy(Policy::Partial);
     let pid = m.spawn("phantom");
     let mut r = Run::new(&mut m, pid);
