@@ -80,6 +80,12 @@ pub struct SimGpu {
 }
 
 impl SimGpu {
+    /// Bytes of VRAM allocated to buffers.
+    pub fn vram_used_bytes(&self) -> u64 {
+        let b = self.vram.buddy();
+        (b.total_pages() - b.free_pages()) * PAGE_SIZE
+    }
+
     /// A GPU with empty VRAM.
     pub fn new(desc: GpuDesc) -> Self {
         let pages = desc.vram_bytes / PAGE_SIZE;

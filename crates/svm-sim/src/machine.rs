@@ -91,6 +91,8 @@ struct Env<'a> {
     /// The SMI event log, when someone reads it (see
     /// [`Machine::set_smi_log`]).
     events: Option<&'a mut Vec<SmiEvent>>,
+    /// The hardware timeline, when recorded.
+    timeline: Option<&'a mut timeline::Timeline>,
     /// The other processes, before and after this one: VRAM eviction may
     /// take their buffers, as TTM evicts whatever is least recently used.
     before: &'a mut [SimProcess],
@@ -117,19 +119,39 @@ impl Env<'_> {
     fn charge_copy(&mut self, gpu: usize, dir: CopyDir) {
         let lane = usize::from(dir == CopyDir::ToRam);
         let link = self.timing.host_link;
-        if self.copy_stream == Some((gpu, dir)) {
-            let bytes = link.transfer_ns(PAGE_SIZE) - link.transfer_ns(0);
-            self.now += bytes;
-            self.counters.copy_busy_ns += bytes;
-        } else {
+        let new = self.copy_stream != Some((gpu, dir));
+        let start = if new {
             let start = self.now.max(self.copy_busy[gpu][lane]);
             self.counters.copy_wait_ns += start - self.now;
             let t = link.transfer_ns(PAGE_SIZE);
             self.now = start + t;
             self.counters.copy_busy_ns += t;
             self.copy_stream = Some((gpu, dir));
-        }
+            start
+        } else {
+            let start = self.now;
+            let bytes = link.transfer_ns(PAGE_SIZE) - link.transfer_ns(0);
+            self.now += bytes;
+            self.counters.copy_busy_ns += bytes;
+            start
+        };
         self.copy_busy[gpu][lane] = self.now;
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            let gpu_id = self.gpus[gpu].desc.id.raw();
+            tl.copy(gpu_id, dir == CopyDir::ToVram, start, self.now, new);
+        }
+    }
+
+    /// Records `gpu`'s VRAM use now, if a timeline is recorded.
+    fn sample_vram(&mut self, gpu: GpuIndex) {
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            let g = &self.gpus[gpu.get()];
+            tl.vram.push(timeline::VramSample {
+                at_ns: self.now,
+                gpu_id: g.desc.id.raw(),
+                used_bytes: g.vram_used_bytes(),
+            });
+        }
     }
 
     /// The other process whose buffer on `gpu` was used longest ago, with
@@ -198,6 +220,7 @@ impl Hardware for Env<'_> {
         g.next_buf += 1;
         g.bufs.insert(id, alloc);
         self.counters.vram_allocs += 1;
+        self.sample_vram(gpu);
         Ok(VramBuf(id))
     }
 
@@ -209,6 +232,7 @@ impl Hardware for Env<'_> {
             .expect("freeing a VRAM buffer that is not live");
         g.vram.free(alloc);
         self.counters.vram_frees += 1;
+        self.sample_vram(gpu);
     }
 
     fn vram_addr(&self, gpu: GpuIndex, buf: VramBuf, k: u64) -> u64 {
@@ -248,6 +272,18 @@ impl Hardware for Env<'_> {
                 self.mm.pages_mut().put(va.raw(), p);
                 self.counters.pages_to_ram += 1;
             }
+        }
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            tl.moved(timeline::PageMove {
+                at_ns: self.now,
+                pid: self.proc_index,
+                page: va.raw(),
+                npages: 1,
+                to: match dir {
+                    CopyDir::ToVram => timeline::Place::Vram(g.desc.id.raw()),
+                    CopyDir::ToRam => timeline::Place::Ram,
+                },
+            });
         }
     }
 
@@ -294,6 +330,13 @@ impl Hardware for Env<'_> {
         }
         // Cached translations of this process on the GPU are gone.
         self.tlb_flushes[gpu.get()] += 1;
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            tl.tlb_flushes.push(timeline::TlbFlushMark {
+                at_ns: self.now,
+                gpu_id: self.gpus[gpu.get()].desc.id.raw(),
+                heavy: kind == TlbFlush::Heavyweight,
+            });
+        }
     }
 
     fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64> {
@@ -324,6 +367,7 @@ impl Hardware for Env<'_> {
             tlb_flushes: &mut p.tlb_gen,
             counters: &mut *self.counters,
             events: self.events.as_deref_mut(),
+            timeline: self.timeline.as_deref_mut(),
             before: &mut [],
             after: &mut [],
         };
@@ -473,6 +517,8 @@ pub struct Machine {
     events: Vec<SmiEvent>,
     /// Whether SMI events are kept (someone is subscribed).
     smi_log: bool,
+    /// The hardware timeline, when recorded.
+    timeline: Option<Box<timeline::Timeline>>,
     policy: Policy,
     /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
     waves: Vec<Option<sched::Wave>>,
@@ -540,6 +586,7 @@ macro_rules! env {
                 tlb_flushes: &mut p.tlb_gen,
                 counters: &mut m.counters,
                 events: m.smi_log.then_some(&mut m.events),
+                timeline: m.timeline.as_deref_mut(),
                 before,
                 after,
             },
@@ -549,6 +596,7 @@ macro_rules! env {
 
 mod kernel;
 mod sched;
+pub mod timeline;
 mod trace;
 pub use kernel::{ComputeShape, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
 pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
@@ -569,6 +617,7 @@ impl Machine {
             counters: HwCounters::default(),
             events: Vec::new(),
             smi_log: true,
+            timeline: None,
             policy: Policy::default(),
             waves: Vec::new(),
             interleave: Interleave::Eager,
@@ -825,6 +874,15 @@ impl Machine {
         let end = page_end(addr, len).expect("checked by munmap");
         self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
         let r = self.procs[pid.0].mm.munmap(addr, len).map(drop);
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            tl.moved(timeline::PageMove {
+                at_ns: self.clock_ns,
+                pid: pid.0,
+                page: addr.page_num().raw(),
+                npages: end.page_num().raw() - addr.page_num().raw(),
+                to: timeline::Place::Gone,
+            });
+        }
         self.after_op();
         self.record(|| TraceEvent::Munmap {
             pid: Self::record_pid(pid),

@@ -20,7 +20,7 @@ use crate::{Params, Run, Workload, WorkloadError, kernel};
 const LANE_BYTES: u64 = 256;
 
 /// Every workload, in the order `svmsim workloads` lists them.
-pub static ALL: [&(dyn Workload + Sync); 12] = [
+pub static ALL: [&(dyn Workload + Sync); 13] = [
     &Stream,
     &Gemm,
     &Stencil2d,
@@ -31,6 +31,7 @@ pub static ALL: [&(dyn Workload + Sync); 12] = [
     &Reduction,
     &MultiGpuSplit,
     &PingPong,
+    &SharedBuffer,
     &ProducerConsumer,
     &UnregisteredHeap,
 ];
@@ -702,6 +703,63 @@ impl Workload for PingPong {
             r.launch(g, waves, elementwise(a, None, a, 0, n, per, |x, _| x + 1))?;
         }
         Ok(r.read_u32s(a, nu)? == vec![turns; nu])
+    }
+}
+
+/// The review thread's situation: two GPUs touch overlapping parts of one
+/// buffer the CPU filled, with XNACK on.
+///
+/// GPU 0 updates the first half; GPU 1 then updates the middle half, half
+/// of it GPU 0's data and half of it never touched by a GPU. Whether the
+/// first fault moves the whole buffer or one window, where the pages end up,
+/// and what GPU 1 pays for pages GPU 0 pulled away, is what the policies
+/// differ on.
+struct SharedBuffer;
+
+impl Workload for SharedBuffer {
+    fn name(&self) -> &'static str {
+        "shared-buffer"
+    }
+    fn describe(&self) -> &'static str {
+        "two GPUs update overlapping halves of one CPU-filled buffer, in turns (the partial-migration review's case)"
+    }
+    fn gpus(&self) -> usize {
+        2
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let n = words_per(p, 4, self.name())? * 4;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let a = r.alloc(n * 4, &[0, 1])?;
+        let mut want = seq(nu, |i| i.wrapping_mul(7));
+        r.write_u32s(a, &want)?;
+        let half = n / 2;
+        for _ in 0..p.iters.max(1) {
+            let (waves, per) = chunks(half, 256);
+            // GPU 0: words [0, n/2) += 1.
+            r.launch(
+                0,
+                waves,
+                elementwise(a, None, a, 0, half, per, |x, _| x.wrapping_add(1)),
+            )?;
+            // GPU 1: words [n/4, 3n/4) *= 3.
+            r.launch(
+                1,
+                waves,
+                elementwise(a, None, a, n / 4, half, per, |x, _| x.wrapping_mul(3)),
+            )?;
+            for (i, w) in want.iter_mut().enumerate() {
+                if (i as u64) < half {
+                    *w = w.wrapping_add(1);
+                }
+                if (n / 4..n / 4 + half).contains(&(i as u64)) {
+                    *w = w.wrapping_mul(3);
+                }
+            }
+        }
+        Ok(r.read_u32s(a, nu)? == want)
     }
 }
 

@@ -146,6 +146,10 @@ pub struct Run<'m> {
     pub pid: Pid,
     /// gpu_ids it may use.
     pub gpu_ids: Vec<u32>,
+    /// A migration granularity (log2 pages) every SET_ATTR adds, unless
+    /// the call sets one itself: how a run tries a granularity on a
+    /// workload that does not choose one.
+    pub granularity: Option<u32>,
     kernels: Vec<KernelStats>,
 }
 
@@ -157,6 +161,7 @@ impl<'m> Run<'m> {
             m,
             pid,
             gpu_ids,
+            granularity: None,
             kernels: Vec::new(),
         }
     }
@@ -203,8 +208,13 @@ impl<'m> Run<'m> {
         &mut self,
         addr: u64,
         size: u64,
-        attrs: Vec<SvmAttribute>,
+        mut attrs: Vec<SvmAttribute>,
     ) -> Result<(), WorkloadError> {
+        if let Some(g) = self.granularity
+            && !attrs.iter().any(|a| a.ty == attr_type::GRANULARITY)
+        {
+            attrs.push(SvmAttribute::new(attr_type::GRANULARITY, g));
+        }
         let mut a = SvmArgs {
             start_addr: addr,
             size,
@@ -316,6 +326,19 @@ pub fn machine(
     gpus: usize,
     vram_bytes: Option<u64>,
 ) -> Result<Machine, WorkloadError> {
+    machine_xnack(profile, gpus, vram_bytes, true)
+}
+
+/// [`machine`], booted with XNACK (retry faults) on or off.
+///
+/// # Errors
+/// See [`machine`].
+pub fn machine_xnack(
+    profile: &svm_sim::timing::Profile,
+    gpus: usize,
+    vram_bytes: Option<u64>,
+    xnack: bool,
+) -> Result<Machine, WorkloadError> {
     let mut list = profile.gpus();
     if gpus == 0 || gpus > list.len() {
         return Err(WorkloadError::Setup {
@@ -336,7 +359,7 @@ pub fn machine(
     })?;
     let mut m = Machine::new(
         topo,
-        true,
+        xnack,
         svm_sim::machine::MemLimit::for_sysmem(footprint.max(8 << 30)),
     );
     m.apply_profile(profile);
@@ -391,6 +414,21 @@ pub fn run(
     w: &dyn Workload,
     p: &Params,
 ) -> Result<Report, WorkloadError> {
+    run_with(m, pid, w, p, None)
+}
+
+/// [`run`] with every SET_ATTR given `granularity` (log2 pages) unless
+/// the workload sets its own.
+///
+/// # Errors
+/// See [`Workload::run`].
+pub fn run_with(
+    m: &mut Machine,
+    pid: Pid,
+    w: &dyn Workload,
+    p: &Params,
+    granularity: Option<u32>,
+) -> Result<Report, WorkloadError> {
     if m.topology().gpus().len() < w.gpus() {
         return Err(WorkloadError::Params {
             workload: w.name(),
@@ -404,6 +442,7 @@ pub fn run(
     let before = m.counters();
     let lat_before = m.fault_latencies().len();
     let mut r = Run::new(m, pid);
+    r.granularity = granularity;
     let verified = w.run(&mut r, p)?;
     let kernels = std::mem::take(&mut r.kernels);
     let m = r.m;

@@ -1,0 +1,185 @@
+//! What the hardware did, and when: the parts of a run's timeline that the
+//! kfd SMI event stream does not carry.
+//!
+//! The SMI stream already stamps faults, migrations and queue evictions
+//! with simulated time (see `svm_core::events::parse`). The recorder adds
+//! what only the simulated hardware sees: copy-engine transfers, TLB
+//! flushes, every page that changed place, munmaps and VRAM use. It is off
+//! by default ([`Machine::start_timeline`]); when off, each hook is one
+//! branch. Entries are appended in simulated-time order per source, not
+//! globally (a nested eviction's copies may start before its caller's).
+
+use serde::Serialize;
+
+use super::Machine;
+
+/// One copy-engine transfer: consecutive pages of one stream share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CopySpan {
+    /// The GPU whose engine ran it.
+    pub gpu_id: u32,
+    /// Towards VRAM (else towards system memory).
+    pub to_vram: bool,
+    /// Simulated ns.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// Pages copied.
+    pub pages: u64,
+}
+
+/// A TLB flush of one process on one GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TlbFlushMark {
+    /// When it ended.
+    pub at_ns: u64,
+    /// The GPU.
+    pub gpu_id: u32,
+    /// Heavyweight (else legacy, the light flush).
+    pub heavy: bool,
+}
+
+/// Where a page went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Place {
+    /// System memory.
+    Ram,
+    /// This GPU's VRAM.
+    Vram(u32),
+    /// Unmapped from the process (munmap).
+    Gone,
+}
+
+/// Pages `[page, page + npages)` of a process moved to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PageMove {
+    /// When the move ended.
+    pub at_ns: u64,
+    /// The process index.
+    pub pid: usize,
+    /// First page number (virtual address / 4096).
+    pub page: u64,
+    /// Pages.
+    pub npages: u64,
+    /// The new place.
+    pub to: Place,
+}
+
+/// A GPU's VRAM in use after an allocation or a free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VramSample {
+    /// When.
+    pub at_ns: u64,
+    /// The GPU.
+    pub gpu_id: u32,
+    /// Bytes allocated to buffers.
+    pub used_bytes: u64,
+}
+
+/// The recorded timeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// Copy-engine transfers.
+    pub copies: Vec<CopySpan>,
+    /// TLB flushes.
+    pub tlb_flushes: Vec<TlbFlushMark>,
+    /// Pages that changed place, runs of neighbours merged.
+    pub moves: Vec<PageMove>,
+    /// VRAM use per GPU.
+    pub vram: Vec<VramSample>,
+}
+
+impl Timeline {
+    /// A copy of one page of a stream on `gpu_id`'s engine that ends at
+    /// `end_ns`; `new` when it starts a transfer.
+    pub(super) fn copy(
+        &mut self,
+        gpu_id: u32,
+        to_vram: bool,
+        start_ns: u64,
+        end_ns: u64,
+        new: bool,
+    ) {
+        if !new
+            && let Some(c) = self.copies.last_mut()
+            && c.gpu_id == gpu_id
+            && c.to_vram == to_vram
+        {
+            c.end_ns = end_ns;
+            c.pages += 1;
+            return;
+        }
+        self.copies.push(CopySpan {
+            gpu_id,
+            to_vram,
+            start_ns,
+            end_ns,
+            pages: 1,
+        });
+    }
+
+    /// Pages moved; a move that continues the previous one merges into it.
+    pub(super) fn moved(&mut self, m: PageMove) {
+        if let Some(l) = self.moves.last_mut()
+            && l.pid == m.pid
+            && l.to == m.to
+            && l.page + l.npages == m.page
+        {
+            l.npages += m.npages;
+            l.at_ns = l.at_ns.max(m.at_ns);
+            return;
+        }
+        self.moves.push(m);
+    }
+}
+
+impl Machine {
+    /// Starts recording the hardware timeline (dropping any recorded).
+    pub fn start_timeline(&mut self) {
+        self.timeline = Some(Box::default());
+        // Where VRAM use starts.
+        let at_ns = self.clock_ns;
+        for g in &self.gpus {
+            let tl = self.timeline.as_mut().expect("just set");
+            tl.vram.push(VramSample {
+                at_ns,
+                gpu_id: g.desc.id.raw(),
+                used_bytes: g.vram_used_bytes(),
+            });
+        }
+    }
+
+    /// The timeline recorded since [`Machine::start_timeline`], which stops.
+    pub fn take_timeline(&mut self) -> Option<Timeline> {
+        self.timeline.take().map(|b| *b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbouring_moves_and_stream_pages_merge() {
+        let mut t = Timeline::default();
+        let mv = |page, to| PageMove {
+            at_ns: page,
+            pid: 0,
+            page,
+            npages: 1,
+            to,
+        };
+        t.moved(mv(10, Place::Vram(1)));
+        t.moved(mv(11, Place::Vram(1)));
+        t.moved(mv(12, Place::Ram));
+        t.moved(mv(20, Place::Ram));
+        assert_eq!(t.moves.len(), 3);
+        assert_eq!((t.moves[0].npages, t.moves[0].at_ns), (2, 11));
+        t.copy(1, true, 0, 5, true);
+        t.copy(1, true, 5, 7, false);
+        t.copy(1, false, 7, 9, false);
+        t.copy(1, false, 20, 25, true);
+        assert_eq!(t.copies.len(), 3);
+        assert_eq!((t.copies[0].end_ns, t.copies[0].pages), (7, 2));
+    }
+}
