@@ -6,5 +6,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chrome;
+pub mod demo;
+pub mod exec;
+pub mod html;
+pub mod plots;
+pub mod progress;
 pub mod report;
+pub mod runs;
 pub mod scenario;
+pub mod series;
+pub mod size;
+pub mod sweep;

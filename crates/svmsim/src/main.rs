@@ -1,81 +1,706 @@
-//! The `svmsim` binary.
+//! The `svmsim` binary: argument parsing and the subcommands' plumbing.
+//! What the subcommands run lives in the library (`svmsim::*`).
 //!
-//! Exit codes: 0 when every expectation held, 1 when one did not, 2 for a bad
-//! scenario file or command line, 3 when an invariant broke (a bug in svmsim).
+//! Exit codes: 0 success; 1 a scenario expectation or a workload's result
+//! check failed; 2 a usage error (bad flag, value, file or TOML); 3 an
+//! invariant broke (a bug in svmsim); 4 an internal or I/O error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use svmsim::{report, scenario};
+use clap::{Args, Parser, Subcommand};
+use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
+use svmsim::{chrome, demo, html, progress::Progress, report, runs, scenario, size, sweep};
 
-/// An executable model of amdkfd shared virtual memory.
+const EXIT_EXPECT: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_INVARIANT: u8 = 3;
+const EXIT_INTERNAL: u8 = 4;
+
+/// An executable model of amdkfd shared virtual memory: run GPU workloads
+/// on simulated GPUs and compare SVM migration policies.
 #[derive(Debug, Parser)]
-#[command(name = "svmsim", version, about)]
+#[command(
+    name = "svmsim",
+    version,
+    about,
+    after_help = "Start with `svmsim run`: the built-in demo compares the three fault policies on two GPUs.\n\
+                  Exit codes: 0 ok, 1 expectation or result check failed, 2 usage error, 3 invariant broken, 4 internal or I/O error."
+)]
 struct Cli {
+    /// Print only errors and the names of files written.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print per-GPU state, counters and wall time too.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one workload under one configuration; with no workload, the demo.
+    #[command(after_help = "Examples:\n  \
+        svmsim run                                   # the demo: shared buffer, 2 GPUs, three policies\n  \
+        svmsim run stream --size 1GiB --policy whole-range\n  \
+        svmsim run gups --xnack off                  # eager mapping, queue eviction and restore\n  \
+        svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
+        svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace")]
+    Run {
+        /// The workload (`svmsim workloads`); without it, the demo runs.
+        workload: Option<String>,
+        /// The policy (whole-range, partial, partial-migrate-whole-map).
+        #[arg(long, default_value = "partial")]
+        policy: String,
+        #[command(flatten)]
+        opts: RunOpts,
+        #[command(flatten)]
+        out: OutOpts,
+        /// Record the run's access trace to this file (replay it with `svmsim replay`).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Run one workload under several policies, granularities or XNACK modes; one table, with ratios.
+    #[command(after_help = "Examples:\n  \
+        svmsim compare stream                         # all three policies\n  \
+        svmsim compare gemm --granularities 0,4,9     # policies x granularities\n  \
+        svmsim compare ping-pong --xnack on,off --policies partial\n  \
+        svmsim compare bfs --baseline partial --csv > bfs.csv")]
+    Compare {
+        /// The workload (`svmsim workloads`).
+        workload: String,
+        /// Policies, comma separated, or `all`.
+        #[arg(long, default_value = "all", value_name = "LIST")]
+        policies: String,
+        /// Granularities (log2 pages), comma separated.
+        #[arg(long, value_name = "LIST")]
+        granularities: Option<String>,
+        /// XNACK modes, comma separated: on, off.
+        #[arg(long, value_name = "LIST", default_value = "on")]
+        xnack: String,
+        /// The run the ratios divide by: its label or its row number (1-based).
+        #[arg(long, value_name = "RUN")]
+        baseline: Option<String>,
+        #[command(flatten)]
+        opts: RunOpts,
+        #[command(flatten)]
+        out: OutOpts,
+        /// Runs at once (default: the machine's cores).
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Run a parameter grid from a TOML file, in parallel; optionally one shard of it.
+    #[command(after_help = "Examples:\n  \
+        svmsim sweep examples/sweep.toml\n  \
+        svmsim sweep grid.toml --shard 3/8 --out shard-3.json    # one job of a cluster array\n  \
+        svmsim merge shard-*.json --csv > all.csv\n\n\
+        On Slurm: #SBATCH --array=1-8, then\n  \
+        svmsim sweep grid.toml --shard ${SLURM_ARRAY_TASK_ID}/8 --out shard-${SLURM_ARRAY_TASK_ID}.json")]
+    Sweep {
+        /// The sweep file (docs/sweep.md).
+        file: PathBuf,
+        /// Run only shard K of N (1-based), for a job array.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+        /// Write this shard's results here, for `svmsim merge`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Runs at once (default: the machine's cores).
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        output: OutOpts,
+    },
+    /// Join the result files of a sweep's shards into one table.
+    #[command(
+        after_help = "Example:\n  svmsim merge shard-1.json shard-2.json --json > sweep.json"
+    )]
+    Merge {
+        /// The shards' `--out` files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutOpts,
+    },
+    /// Replay a recorded access trace (binary, or CSV with --csv-input).
+    #[command(after_help = "Examples:\n  \
+        svmsim run bfs --record bfs.trace && svmsim replay bfs.trace --policy whole-range\n  \
+        svmsim replay accesses.csv --csv-input --profile mi300x --gpus 2")]
+    Replay {
+        /// The trace file (docs/trace.md).
+        trace: PathBuf,
+        /// The file is the CSV form.
+        #[arg(long)]
+        csv_input: bool,
+        /// The policy.
+        #[arg(long, default_value = "partial")]
+        policy: String,
+        #[command(flatten)]
+        opts: RunOpts,
+        #[command(flatten)]
+        out: OutOpts,
+    },
     /// Run a scenario file (or the built-in default) and print what happened.
+    #[command(after_help = "Examples:\n  \
+        svmsim scenario                                    # KFDTest's SplitSystemRangeTest cases\n  \
+        svmsim scenario examples/munmap-race.toml --seed 7 --events race.smi")]
     Scenario {
-        /// The scenario TOML file; without it, the built-in default runs
-        /// (KFDTest's SplitSystemRangeTest cases).
+        /// The scenario TOML file; without it, the built-in default runs.
         file: Option<PathBuf>,
-        /// Print the per-op results and the final state as JSON (schema in docs/scenario-json.md).
+        /// Print the per-op results and the final state as JSON (docs/scenario-json.md).
         #[arg(long)]
         json: bool,
         /// Write the SMI event stream (kfd text format) to this file.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
-        /// Run under this GPU-fault policy instead of the scenario's:
-        /// whole-range, partial or partial-migrate-whole-map.
+        /// Run under this policy instead of the scenario's.
         #[arg(long, value_name = "NAME")]
         policy: Option<String>,
-        /// Interleave concurrent work (in-flight faults, deferred and restore
-        /// work) with the ops in the order this seed picks, overriding the
-        /// scenario's `seed`; the same seed replays the same run.
+        /// Interleave concurrent work in the order this seed picks (overrides the scenario's).
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
     },
+    /// List the built-in profiles, one line each.
+    Profiles,
+    /// List the built-in workloads, one line each.
+    Workloads,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+/// What one run is, besides its workload and policy.
+#[derive(Debug, Args)]
+struct RunOpts {
+    /// Data size: 4096, 512KiB, 64MiB, 1GiB.
+    #[arg(long, default_value = "64MiB", value_parser = size::parse)]
+    size: u64,
+    /// Iterations (launches, time steps, rounds).
+    #[arg(long, default_value_t = 2)]
+    iters: u32,
+    /// A built-in profile (`svmsim profiles`) or a profile .toml file.
+    #[arg(long, default_value = "mi210")]
+    profile: String,
+    /// GPUs in the machine (default: what the workload needs).
+    #[arg(long)]
+    gpus: Option<usize>,
+    /// VRAM per GPU (default: the profile's).
+    #[arg(long, value_parser = size::parse)]
+    vram: Option<u64>,
+    /// Size VRAM so the footprint is this share of it: 1.10, 1.25, 2.
+    #[arg(long, value_name = "FACTOR")]
+    oversubscribe: Option<f64>,
+    /// Migration granularity for every SET_ATTR, log2 pages (9 = 2MiB).
+    #[arg(long, value_name = "LOG2")]
+    granularity: Option<u32>,
+    /// Boot with XNACK (retry faults) on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    xnack: String,
+    /// The seed of the workload's choices and of the interleaving.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl RunOpts {
+    fn spec(&self, workload: &str, policy: &str) -> RunSpec {
+        RunSpec {
+            workload: workload.into(),
+            size: self.size,
+            iters: self.iters,
+            profile: self.profile.clone(),
+            gpus: self.gpus,
+            vram: self.vram,
+            oversubscribe: self.oversubscribe,
+            policy: policy.into(),
+            granularity: self.granularity,
+            xnack: self.xnack == "on",
+            seed: self.seed,
+        }
+    }
+}
+
+/// Where results go besides the table.
+#[derive(Debug, Args)]
+struct OutOpts {
+    /// Print the results as JSON (schema svmsim.runs/1, docs/runs-json.md) instead of the table.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print the results as CSV (same schema) instead of the table.
+    #[arg(long)]
+    csv: bool,
+    /// Write the kfd SMI event log to this file.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Write a Chrome trace-event timeline (opens in ui.perfetto.dev) to this file.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
+    /// Write an HTML report with plots into this directory.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+}
+
+impl OutOpts {
+    fn capture(&self) -> Capture {
+        let timeline = self.timeline.is_some() || self.report.is_some();
+        Capture {
+            events: self.events.is_some() || timeline,
+            timeline,
+            trace: false,
+        }
+    }
+}
+
+/// A failure, with its exit code.
+struct Fail(u8, String);
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail(EXIT_USAGE, msg.into())
+}
+
+fn io(msg: impl Into<String>) -> Fail {
+    Fail(EXIT_INTERNAL, msg.into())
+}
+
+fn spec_fail(e: exec::SpecError) -> Fail {
+    let flag = match e.field {
+        "size" | "profile" | "gpus" | "vram" | "oversubscribe" | "granularity" | "policy"
+        | "seed" => {
+            format!("--{}", e.field)
+        }
+        other => other.to_owned(),
+    };
+    usage(format!("{flag}: {}", e.message))
+}
+
+fn write_file(path: &PathBuf, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
+    std::fs::write(path, bytes).map_err(|e| io(format!("cannot write {}: {e}", path.display())))
+}
+
+fn jobs(j: Option<usize>) -> usize {
+    j.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Runs `specs` in parallel with a progress bar.
+fn run_all(
+    specs: &[RunSpec],
+    capture: Capture,
+    jobs: usize,
+    quiet: bool,
+    what: &str,
+) -> Result<Vec<Outcome>, Fail> {
+    let p = Progress::new(specs.len() as u64, what, quiet);
+    let idx: Vec<usize> = (0..specs.len()).collect();
+    let r = sweep::run_points(specs, &idx, jobs, capture, &|_| p.inc());
+    p.finish();
+    r.map_err(spec_fail)
+}
+
+/// Prints and writes a set of outcomes; returns the exit code they call for.
+fn emit(
+    outs: &[Outcome],
+    baseline: usize,
+    out: &OutOpts,
+    cli: &Cli,
+    title: &str,
+) -> Result<u8, Fail> {
+    if out.json {
+        let v = runs::json(outs, baseline);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
+        );
+    } else if out.csv {
+        print!("{}", runs::csv(outs, baseline));
+    } else if !cli.quiet {
+        println!("{}", runs::table(outs, baseline));
+        for o in outs {
+            if let Status::Killed { error } = &o.status {
+                println!("{}: killed: {error}", o.spec.label());
+            }
+            if let Some(v) = &o.violation {
+                println!("{}: {v}", o.spec.label());
+            }
+        }
+        if let Some(o) = outs.first() {
+            println!("seed {}; repeat with: {}", o.spec.seed, o.spec.repro());
+        }
+        if cli.verbose {
+            for o in outs {
+                println!(
+                    "\n{} ({:.2} s of wall time, {} SMI events kept)",
+                    o.spec.label(),
+                    o.wall_s,
+                    o.events.len()
+                );
+                for g in &o.gpu_end {
+                    println!(
+                        "  GPU {:#x}: VRAM in use {}, stale DMA {} pages",
+                        g.gpu_id,
+                        size::show(g.vram_used_bytes),
+                        g.stale_dma_pages
+                    );
+                }
+                let m = &o.metrics;
+                println!(
+                    "  pages to VRAM {}, to RAM {}, queue evictions {}, TLB flushes {}, copy busy {}, end {}",
+                    m.pages_to_vram,
+                    m.pages_to_ram,
+                    m.queue_evictions,
+                    m.tlb_flushes,
+                    runs::time(m.copy_busy_ns),
+                    runs::time(m.end_ns)
+                );
+            }
+        }
+    }
+    let say = |what: &str, p: &std::path::Path| {
+        if !out.json && !out.csv {
+            println!("{what}: {}", p.display());
+        } else {
+            eprintln!("{what}: {}", p.display());
+        }
+    };
+    if let Some(p) = &out.events {
+        let mut s = String::new();
+        for o in outs {
+            if outs.len() > 1 {
+                s += &format!("# svmsim run {}\n", o.spec.label());
+            }
+            for e in &o.events {
+                s += &e.line;
+                s.push('\n');
+            }
+        }
+        write_file(p, s)?;
+        say("SMI events", p);
+    }
+    if let Some(p) = &out.timeline {
+        let v = chrome::trace_many(outs);
+        chrome::validate(&v).map_err(|e| io(format!("internal: bad timeline: {e}")))?;
+        write_file(p, serde_json::to_vec(&v).map_err(|e| io(e.to_string()))?)?;
+        say("timeline (open in ui.perfetto.dev)", p);
+    }
+    if let Some(d) = &out.report {
+        let page = html::write(d, title, outs, baseline).map_err(io)?;
+        say("report", &page);
+    }
+    Ok(if outs.iter().any(|o| o.violation.is_some()) {
+        EXIT_INVARIANT
+    } else if outs.iter().any(|o| o.status == Status::Mismatch) {
+        EXIT_EXPECT
+    } else {
+        0
+    })
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_owned())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+fn run(cli: &Cli) -> Result<u8, Fail> {
+    match &cli.command {
+        Command::Run {
+            workload: None,
+            policy: _,
+            opts,
+            out,
+            record,
+        } => {
+            if record.is_some() {
+                return Err(usage(
+                    "--record: the demo is three runs; name a workload to record one",
+                ));
+            }
+            let specs = demo::specs(opts.seed);
+            let outs = run_all(&specs, out.capture(), jobs(None), cli.quiet, "demo")?;
+            if !cli.quiet && !out.json && !out.csv {
+                println!(
+                    "svmsim demo: two MI250X-class GPUs with XNACK on share a {} buffer the CPU filled.\n\
+                     GPU 0 updates its first half, then GPU 1 the middle half. Each fault policy runs it:\n",
+                    size::show(specs[0].size)
+                );
+            }
+            let code = emit(
+                &outs,
+                0,
+                out,
+                cli,
+                "svmsim demo: one shared buffer, two GPUs, three policies",
+            )?;
+            if !cli.quiet && !out.json && !out.csv {
+                println!("\n{}", demo::explain(&outs));
+            }
+            Ok(code)
+        }
+        Command::Run {
+            workload: Some(w),
+            policy,
+            opts,
+            out,
+            record,
+        } => {
+            let spec = opts.spec(w, policy);
+            spec.resolve().map_err(spec_fail)?;
+            let mut capture = out.capture();
+            capture.trace = record.is_some();
+            let p = Progress::new(1, &format!("simulating {w} ({policy})"), cli.quiet);
+            let o = exec::run(&spec, capture).map_err(spec_fail);
+            p.finish();
+            let o = o?;
+            if let (Some(path), Some(t)) = (record, &o.trace) {
+                write_file(path, t)?;
+                if !cli.quiet {
+                    eprintln!("trace: {} ({} bytes)", path.display(), t.len());
+                }
+            }
+            emit(
+                std::slice::from_ref(&o),
+                0,
+                out,
+                cli,
+                &format!("svmsim run: {w}"),
+            )
+        }
+        Command::Compare {
+            workload,
+            policies,
+            granularities,
+            xnack,
+            baseline,
+            opts,
+            out,
+            jobs: j,
+        } => {
+            let policies = if policies == "all" {
+                svm_core::policy::Policy::ALL
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect()
+            } else {
+                split_list(policies)
+            };
+            let grans: Vec<Option<u32>> = match granularities {
+                None => vec![opts.granularity],
+                Some(g) => split_list(g)
+                    .iter()
+                    .map(|x| {
+                        x.parse::<u32>().map(Some).map_err(|_| {
+                            usage(format!(
+                                "--granularities: {x:?} is not a number (log2 pages, 0..=63)"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let modes = split_list(xnack);
+            if let Some(bad) = modes.iter().find(|m| *m != "on" && *m != "off") {
+                return Err(usage(format!("--xnack: {bad:?} is neither on nor off")));
+            }
+            let mut specs = Vec::new();
+            for m in &modes {
+                for g in &grans {
+                    for p in &policies {
+                        let mut s = opts.spec(workload, p);
+                        s.granularity = *g;
+                        s.xnack = m == "on";
+                        s.resolve().map_err(spec_fail)?;
+                        specs.push(s);
+                    }
+                }
+            }
+            let base = match baseline {
+                None => 0,
+                Some(b) => match b.parse::<usize>() {
+                    Ok(n) if (1..=specs.len()).contains(&n) => n - 1,
+                    Ok(n) => {
+                        return Err(usage(format!(
+                            "--baseline {n}: rows are 1 to {}",
+                            specs.len()
+                        )));
+                    }
+                    Err(_) => specs.iter().position(|s| s.label() == *b).ok_or_else(|| {
+                        usage(format!(
+                            "--baseline {b:?}: no such run; runs are: {}",
+                            specs
+                                .iter()
+                                .map(RunSpec::label)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?,
+                },
+            };
+            let outs = run_all(&specs, out.capture(), jobs(*j), cli.quiet, workload)?;
+            emit(
+                &outs,
+                base,
+                out,
+                cli,
+                &format!("svmsim compare: {workload}"),
+            )
+        }
+        Command::Sweep {
+            file,
+            shard,
+            out: shard_out,
+            jobs: j,
+            output,
+        } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+            let name = file.display().to_string();
+            let sw = sweep::parse(&name, &text).map_err(|e| usage(e.to_string()))?;
+            let shard = match shard {
+                Some(s) => sweep::parse_shard(s).map_err(usage)?,
+                None => (1, 1),
+            };
+            let idx = sweep::shard_indices(sw.points.len(), shard);
+            let p = Progress::new(idx.len() as u64, &format!("sweep {name}"), cli.quiet);
+            let outs =
+                sweep::run_points(&sw.points, &idx, jobs(*j), output.capture(), &|_| p.inc());
+            p.finish();
+            let outs = outs.map_err(spec_fail)?;
+            if let Some(path) = shard_out {
+                let f = sweep::ShardFile {
+                    schema: sweep::SCHEMA.into(),
+                    sweep: name.clone(),
+                    total: sw.points.len(),
+                    shard,
+                    points: idx.iter().copied().zip(outs.iter().cloned()).collect(),
+                };
+                write_file(
+                    path,
+                    serde_json::to_vec_pretty(&f).map_err(|e| io(e.to_string()))?,
+                )?;
+                if !cli.quiet {
+                    eprintln!(
+                        "shard {}/{}: {} points written to {}",
+                        shard.0,
+                        shard.1,
+                        idx.len(),
+                        path.display()
+                    );
+                }
+            }
+            emit(&outs, 0, output, cli, &format!("svmsim sweep: {name}"))
+        }
+        Command::Merge { files, out } => {
+            let mut shards = Vec::new();
+            for f in files {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| usage(format!("cannot read {}: {e}", f.display())))?;
+                let s: sweep::ShardFile = serde_json::from_str(&text)
+                    .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
+                shards.push((f.display().to_string(), s));
+            }
+            let outs = sweep::merge(&shards).map_err(usage)?;
+            if out.events.is_some() || out.timeline.is_some() {
+                return Err(usage(
+                    "--events and --timeline need the runs themselves; pass them to `svmsim sweep`",
+                ));
+            }
+            emit(&outs, 0, out, cli, "svmsim sweep (merged)")
+        }
+        Command::Replay {
+            trace,
+            csv_input,
+            policy,
+            opts,
+            out,
+        } => {
+            let bytes = std::fs::read(trace)
+                .map_err(|e| usage(format!("cannot read {}: {e}", trace.display())))?;
+            let name = trace.display().to_string();
+            let bytes = if *csv_input {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
+                let ev = svm_workloads::trace::from_csv(&text)
+                    .map_err(|e| usage(format!("{name}: {e}")))?;
+                svm_workloads::trace::encode(&ev)
+            } else {
+                bytes
+            };
+            let spec = opts.spec("replay", policy);
+            let o = exec::replay(&spec, &name, &bytes, out.capture()).map_err(spec_fail)?;
+            emit(
+                std::slice::from_ref(&o),
+                0,
+                out,
+                cli,
+                &format!("svmsim replay: {name}"),
+            )
+        }
         Command::Scenario {
             file,
             json,
             events,
             policy,
             seed,
-        } => run_scenario(file, json, events, policy, seed),
+        } => Ok(run_scenario(
+            file.as_ref(),
+            *json,
+            events.as_ref(),
+            policy.as_deref(),
+            *seed,
+        )),
+        Command::Profiles => {
+            for (name, text) in svm_sim::timing::BUILT_IN {
+                match svm_sim::timing::Profile::parse(name, text) {
+                    Ok(p) => println!("{name:<10} {}", p.description),
+                    Err(e) => println!("{name:<10} (broken: {e})"),
+                }
+            }
+            Ok(0)
+        }
+        Command::Workloads => {
+            for w in svm_workloads::ALL {
+                let g = if w.gpus() > 1 {
+                    format!(" [{} GPUs]", w.gpus())
+                } else {
+                    String::new()
+                };
+                println!("{:<18} {}{g}", w.name(), w.describe());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cli)));
+    match r {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(Fail(code, msg))) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+        Err(_) => {
+            eprintln!("error: svmsim hit an internal error (a bug); the message above says where");
+            ExitCode::from(EXIT_INTERNAL)
+        }
     }
 }
 
 fn run_scenario(
-    file: Option<PathBuf>,
+    file: Option<&PathBuf>,
     json: bool,
-    events: Option<PathBuf>,
-    policy: Option<String>,
+    events: Option<&PathBuf>,
+    policy: Option<&str>,
     seed: Option<u64>,
-) -> ExitCode {
-    let policy = match policy
-        .as_deref()
-        .map(|p| (p, svm_core::policy::Policy::from_name(p)))
-    {
+) -> u8 {
+    let policy = match policy.map(|p| (p, svm_core::policy::Policy::from_name(p))) {
         None => None,
         Some((_, Some(p))) => Some(p),
         Some((name, None)) => {
             eprintln!(
-                "error: unknown policy {name:?}; expected whole-range, partial or partial-migrate-whole-map"
+                "error: --policy: unknown policy {name:?}; expected whole-range, partial or partial-migrate-whole-map"
             );
-            return ExitCode::from(2);
+            return EXIT_USAGE;
         }
     };
-    let (name, text) = match &file {
+    let (name, text) = match file {
         None => (
             scenario::DEFAULT.0.to_string(),
             scenario::DEFAULT.1.to_string(),
@@ -84,7 +709,7 @@ fn run_scenario(
             Ok(t) => (path.display().to_string(), t),
             Err(e) => {
                 eprintln!("error: cannot read {}: {e}", path.display());
-                return ExitCode::from(2);
+                return EXIT_USAGE;
             }
         },
     };
@@ -101,14 +726,14 @@ fn run_scenario(
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return EXIT_USAGE;
         }
     };
     if let Some(path) = events
-        && let Err(e) = std::fs::write(&path, report::events(&r))
+        && let Err(e) = std::fs::write(path, report::events(&r))
     {
         eprintln!("error: cannot write {}: {e}", path.display());
-        return ExitCode::from(2);
+        return EXIT_INTERNAL;
     }
     if json {
         print!("{}", report::json(&r));
@@ -116,10 +741,10 @@ fn run_scenario(
         print!("{}", report::text(&r));
     }
     if r.violation.is_some() {
-        ExitCode::from(3)
+        EXIT_INVARIANT
     } else if r.mismatches > 0 {
-        ExitCode::from(1)
+        EXIT_EXPECT
     } else {
-        ExitCode::SUCCESS
+        0
     }
 }

@@ -1,0 +1,547 @@
+//! One run: a workload under one configuration, with what the reports
+//! need recorded along the way.
+
+use serde::{Deserialize, Serialize};
+use svm_core::policy::Policy;
+use svm_sim::machine::{Machine, SmiEvent, timeline::Timeline};
+use svm_sim::timing::Profile;
+use svm_workloads::{Params, Report, Workload, WorkloadError};
+
+/// One configuration of one workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// The workload's name (`svmsim workloads`).
+    pub workload: String,
+    /// Its data size in bytes.
+    pub size: u64,
+    /// Its iterations.
+    pub iters: u32,
+    /// A built-in profile's name, or a profile file.
+    pub profile: String,
+    /// GPUs in the machine (default: what the workload needs).
+    pub gpus: Option<usize>,
+    /// VRAM per GPU in bytes (default: the profile's).
+    pub vram: Option<u64>,
+    /// Size VRAM so that the footprint is this share of it (1.25: 125%).
+    pub oversubscribe: Option<f64>,
+    /// The fault policy's name.
+    pub policy: String,
+    /// Migration granularity, log2 pages, for every SET_ATTR (default:
+    /// the workload's, or kfd's 9).
+    pub granularity: Option<u32>,
+    /// Boot with XNACK (retry faults) on.
+    pub xnack: bool,
+    /// The seed: the workload's random choices and the interleaving.
+    pub seed: u64,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        Self {
+            workload: "stream".into(),
+            size: 64 << 20,
+            iters: 2,
+            profile: "mi210".into(),
+            gpus: None,
+            vram: None,
+            oversubscribe: None,
+            policy: Policy::Partial.name().into(),
+            granularity: None,
+            xnack: true,
+            seed: 1,
+        }
+    }
+}
+
+/// A configuration that cannot run, named by the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The flag or field.
+    pub field: &'static str,
+    /// What is wrong and what would do.
+    pub message: String,
+}
+
+fn spec_err(field: &'static str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Names close to `name` among `known`, for "did you mean".
+pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let known: Vec<&str> = known.into_iter().collect();
+    let close: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|k| k.contains(name) || name.contains(k) || k.get(..2) == name.get(..2))
+        .collect();
+    let list = if close.is_empty() { known } else { close };
+    format!("expected one of: {}", list.join(", "))
+}
+
+/// A profile by built-in name or file path.
+///
+/// # Errors
+/// Neither a built-in name nor a readable, valid profile file.
+pub fn load_profile(name: &str) -> Result<Profile, SpecError> {
+    if let Ok(p) = Profile::built_in(name) {
+        return Ok(p);
+    }
+    if name.ends_with(".toml") || name.contains('/') {
+        let text = std::fs::read_to_string(name)
+            .map_err(|e| spec_err("profile", format!("cannot read {name}: {e}")))?;
+        return Profile::parse(name, &text).map_err(|e| spec_err("profile", e.to_string()));
+    }
+    Err(spec_err(
+        "profile",
+        format!(
+            "unknown profile {name:?}; {} (or a .toml file)",
+            suggest(name, svm_sim::timing::BUILT_IN.iter().map(|(n, _)| *n))
+        ),
+    ))
+}
+
+impl RunSpec {
+    /// The workload, policy and profile the spec names.
+    ///
+    /// # Errors
+    /// An unknown name, or values that cannot work together.
+    pub fn resolve(&self) -> Result<(&'static (dyn Workload + Sync), Policy, Profile), SpecError> {
+        let w = svm_workloads::by_name(&self.workload).ok_or_else(|| {
+            spec_err(
+                "workload",
+                format!(
+                    "unknown workload {:?}; {}",
+                    self.workload,
+                    suggest(&self.workload, svm_workloads::ALL.iter().map(|w| w.name()))
+                ),
+            )
+        })?;
+        let policy = Policy::from_name(&self.policy).ok_or_else(|| {
+            spec_err(
+                "policy",
+                format!(
+                    "unknown policy {:?}; {}",
+                    self.policy,
+                    suggest(&self.policy, Policy::ALL.iter().map(|p| p.name()))
+                ),
+            )
+        })?;
+        let profile = load_profile(&self.profile)?;
+        if self.size < 4096 {
+            return Err(spec_err("size", "must be at least 4096 bytes (one page)"));
+        }
+        if let Some(g) = self.granularity
+            && g > 0x3f
+        {
+            return Err(spec_err(
+                "granularity",
+                format!("{g} is above 63 (log2 pages)"),
+            ));
+        }
+        if let Some(f) = self.oversubscribe
+            && !(f.is_finite() && f > 0.0)
+        {
+            return Err(spec_err(
+                "oversubscribe",
+                "must be a number above 0 (1.25 = 125%)",
+            ));
+        }
+        if self.oversubscribe.is_some() && self.vram.is_some() {
+            return Err(spec_err(
+                "oversubscribe",
+                "give either --vram or --oversubscribe, not both",
+            ));
+        }
+        let gpus = self.gpus.unwrap_or(w.gpus());
+        let have = profile.gpus().len();
+        if gpus < w.gpus() || gpus == 0 || gpus > have {
+            return Err(spec_err(
+                "gpus",
+                format!(
+                    "{gpus} GPUs: {} needs at least {}, profile {} has {have}",
+                    w.name(),
+                    w.gpus(),
+                    profile.name
+                ),
+            ));
+        }
+        Ok((w, policy, profile))
+    }
+
+    /// A short label: what differs between runs of a comparison.
+    pub fn label(&self) -> String {
+        let mut s = self.policy.clone();
+        if let Some(g) = self.granularity {
+            s += &format!(" g{g}");
+        }
+        if !self.xnack {
+            s += " xnack-off";
+        }
+        if let Some(f) = self.oversubscribe {
+            s += &format!(" {:.0}%", f * 100.0);
+        }
+        s
+    }
+
+    /// The command line that runs this spec again.
+    pub fn repro(&self) -> String {
+        let mut s = format!(
+            "svmsim run {} --size {} --iters {} --profile {} --policy {} --seed {}",
+            self.workload,
+            crate::size::show(self.size),
+            self.iters,
+            self.profile,
+            self.policy,
+            self.seed
+        );
+        if let Some(g) = self.gpus {
+            s += &format!(" --gpus {g}");
+        }
+        if let Some(v) = self.vram {
+            s += &format!(" --vram {}", crate::size::show(v));
+        }
+        if let Some(f) = self.oversubscribe {
+            s += &format!(" --oversubscribe {f}");
+        }
+        if let Some(g) = self.granularity {
+            s += &format!(" --granularity {g}");
+        }
+        if !self.xnack {
+            s += " --xnack off";
+        }
+        s
+    }
+}
+
+/// What to keep of a run besides its numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// The SMI event log.
+    pub events: bool,
+    /// The hardware timeline and the per-fault latencies.
+    pub timeline: bool,
+    /// The access trace (`--record`), encoded.
+    pub trace: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Status {
+    /// Finished, and the results matched the CPU reference.
+    Ok,
+    /// Finished, but the results did not match (a bug).
+    Mismatch,
+    /// A kernel died: a memory access fault the driver could not recover
+    /// (XNACK off, or a fault the engine refused).
+    Killed {
+        /// The fault as the driver reports it.
+        error: String,
+    },
+}
+
+/// The numbers of a run, whether or not it finished.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Simulated ns from the first launch to the end of the last kernel.
+    pub kernel_ns: u64,
+    /// Simulated ns from the first launch to its first wave's end.
+    pub first_result_ns: u64,
+    /// GPU faults the engine saw (duplicates included).
+    pub faults: u64,
+    /// Bytes migrated to and from VRAM (zero-filled pages included).
+    pub migrated_bytes: u64,
+    /// Pages moved to VRAM (copied or zero-filled) and back to RAM.
+    pub pages_to_vram: u64,
+    /// See `pages_to_vram`.
+    pub pages_to_ram: u64,
+    /// Fault latency, raised to handled: p50 and p99, ns.
+    pub fault_p50_ns: u64,
+    /// See `fault_p50_ns`.
+    pub fault_p99_ns: u64,
+    /// Time faults waited on `svms->lock` and on migrate locks, ns.
+    pub svms_lock_wait_ns: u64,
+    /// See `svms_lock_wait_ns`.
+    pub migrate_lock_wait_ns: u64,
+    /// Copy-engine busy time, ns.
+    pub copy_busy_ns: u64,
+    /// Queue evictions (XNACK off, or VRAM eviction).
+    pub queue_evictions: u64,
+    /// TLB flushes, both kinds.
+    pub tlb_flushes: u64,
+    /// Simulated clock at the end, ns.
+    pub end_ns: u64,
+}
+
+impl Metrics {
+    fn from_report(r: &Report, m: &Machine) -> Self {
+        let c = m.counters();
+        Self {
+            kernel_ns: r.kernel_ns,
+            first_result_ns: r.first_result_ns,
+            faults: r.faults,
+            migrated_bytes: r.migrated_bytes,
+            pages_to_vram: c.pages_to_vram + c.pages_zero_filled,
+            pages_to_ram: c.pages_to_ram,
+            fault_p50_ns: r.fault_p50_ns,
+            fault_p99_ns: r.fault_p99_ns,
+            svms_lock_wait_ns: r.svms_lock_wait_ns,
+            migrate_lock_wait_ns: r.migrate_lock_wait_ns,
+            copy_busy_ns: r.copy_busy_ns,
+            queue_evictions: c.queue_evictions,
+            tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
+            end_ns: r.end_ns,
+        }
+    }
+
+    /// What the machine counted, for a run that did not finish.
+    fn from_machine(m: &Machine, pid: svm_sim::machine::Pid) -> Self {
+        let c = m.counters();
+        let mut lat = m.fault_latencies().to_vec();
+        lat.sort_unstable();
+        let pct = |q: f64| percentile(&lat, q);
+        let moved = c.pages_to_vram + c.pages_zero_filled + c.pages_to_ram;
+        Self {
+            kernel_ns: m.now_ns(),
+            first_result_ns: 0,
+            faults: svm_workloads::faults(m, pid),
+            migrated_bytes: moved * 4096,
+            pages_to_vram: c.pages_to_vram + c.pages_zero_filled,
+            pages_to_ram: c.pages_to_ram,
+            fault_p50_ns: pct(0.5),
+            fault_p99_ns: pct(0.99),
+            svms_lock_wait_ns: c.svms_lock_wait_ns,
+            migrate_lock_wait_ns: c.migrate_lock_wait_ns,
+            copy_busy_ns: c.copy_busy_ns,
+            queue_evictions: c.queue_evictions,
+            tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
+            end_ns: m.now_ns(),
+        }
+    }
+}
+
+/// The value at quantile `q` of sorted `v` (0 when empty).
+pub fn percentile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// A GPU's state at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuEnd {
+    /// Its gpu_id.
+    pub gpu_id: u32,
+    /// VRAM allocated to buffers, bytes.
+    pub vram_used_bytes: u64,
+    /// DMA mappings of system pages that now live in VRAM: stale until
+    /// this GPU faults on them again (the review thread's point).
+    pub stale_dma_pages: u64,
+}
+
+/// A run's outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// What ran.
+    pub spec: RunSpec,
+    /// GPUs in the machine.
+    pub gpus: usize,
+    /// How it ended.
+    pub status: Status,
+    /// Its numbers.
+    pub metrics: Metrics,
+    /// Each GPU at the end.
+    pub gpu_end: Vec<GpuEnd>,
+    /// The invariant checkers at the end: `None` when every one held.
+    pub violation: Option<String>,
+    /// SMI events, when captured.
+    #[serde(skip)]
+    pub events: Vec<SmiEvent>,
+    /// The hardware timeline, when captured.
+    #[serde(skip)]
+    pub timeline: Option<Timeline>,
+    /// Every fault's latency in ns, when the timeline is captured.
+    #[serde(skip)]
+    pub fault_latencies: Vec<u64>,
+    /// The encoded access trace, when captured.
+    #[serde(skip)]
+    pub trace: Option<Vec<u8>>,
+    /// Host wall-clock seconds the run took (not in the JSON: it varies).
+    #[serde(skip)]
+    pub wall_s: f64,
+}
+
+/// Runs `spec`.
+///
+/// # Errors
+/// A spec that cannot run (unknown names, impossible sizes).
+pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
+    let t0 = std::time::Instant::now();
+    let (w, policy, profile) = spec.resolve()?;
+    let params = Params {
+        size: spec.size,
+        iters: spec.iters,
+        seed: spec.seed,
+    };
+    let gpus = spec.gpus.unwrap_or(w.gpus()).max(1);
+    let vram = match spec.oversubscribe {
+        Some(f) => {
+            let m = svm_workloads::oversubscribed_machine(&profile, w, &params, f)
+                .map_err(|e| spec_err("oversubscribe", e.to_string()))?;
+            Some(m.topology().gpus()[0].vram_bytes)
+        }
+        None => spec.vram,
+    };
+    let mut m = svm_workloads::machine_xnack(&profile, gpus, vram, spec.xnack)
+        .map_err(|e| spec_err("gpus", e.to_string()))?;
+    m.set_policy(policy);
+    m.set_seed(Some(spec.seed));
+    m.set_smi_log(capture.events);
+    if capture.timeline {
+        m.start_timeline();
+    }
+    if capture.trace {
+        m.start_recording();
+    }
+    let pid = m.spawn(w.name());
+    let result = svm_workloads::run_with(&mut m, pid, w, &params, spec.granularity);
+    let (status, metrics) = match result {
+        Ok(r) => (
+            if r.verified {
+                Status::Ok
+            } else {
+                Status::Mismatch
+            },
+            Metrics::from_report(&r, &m),
+        ),
+        Err(WorkloadError::Params { why, .. }) => return Err(spec_err("size", why)),
+        Err(e) => (
+            Status::Killed {
+                error: e.to_string(),
+            },
+            Metrics::from_machine(&m, pid),
+        ),
+    };
+    let trace = capture
+        .trace
+        .then(|| svm_workloads::trace::encode(&m.take_trace()));
+    Ok(finish(
+        spec, gpus, status, metrics, pid, m, capture, trace, t0,
+    ))
+}
+
+/// Replays a recorded trace (`bytes`, from file `name`) on the machine
+/// `spec` describes (its workload, size and iterations are ignored: the
+/// trace is the workload).
+///
+/// # Errors
+/// A spec that cannot run, or a trace that cannot be read or replayed
+/// (field `trace`).
+pub fn replay(
+    spec: &RunSpec,
+    name: &str,
+    bytes: &[u8],
+    capture: Capture,
+) -> Result<Outcome, SpecError> {
+    let t0 = std::time::Instant::now();
+    let policy = Policy::from_name(&spec.policy).ok_or_else(|| {
+        spec_err(
+            "policy",
+            format!(
+                "unknown policy {:?}; {}",
+                spec.policy,
+                suggest(&spec.policy, Policy::ALL.iter().map(|p| p.name()))
+            ),
+        )
+    })?;
+    let profile = load_profile(&spec.profile)?;
+    let events = svm_workloads::trace::decode(bytes)
+        .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
+    let gpus = spec.gpus.unwrap_or(profile.gpus().len());
+    let mut m = svm_workloads::machine_xnack(&profile, gpus, spec.vram, spec.xnack)
+        .map_err(|e| spec_err("gpus", e.to_string()))?;
+    m.set_policy(policy);
+    m.set_seed(Some(spec.seed));
+    m.set_smi_log(capture.events);
+    if capture.timeline {
+        m.start_timeline();
+    }
+    let kernels = svm_workloads::trace::replay(&mut m, &events)
+        .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
+    let status = match kernels.iter().find_map(|k| k.as_ref().err()) {
+        None => Status::Ok,
+        Some(e) => Status::Killed {
+            error: e.to_string(),
+        },
+    };
+    let pid = m
+        .processes()
+        .next()
+        .map(|(p, _)| p)
+        .ok_or_else(|| spec_err("trace", format!("{name}: the trace starts no process")))?;
+    let mut metrics = Metrics::from_machine(&m, pid);
+    let ok: Vec<_> = kernels.iter().filter_map(|k| k.as_ref().ok()).collect();
+    if let (Some(first), Some(end)) = (ok.first(), ok.iter().map(|k| k.end_ns).max()) {
+        metrics.kernel_ns = end - first.launch_ns;
+        metrics.first_result_ns = first.first_wave_done_ns.saturating_sub(first.launch_ns);
+    }
+    let mut spec = spec.clone();
+    spec.workload = format!("trace:{name}");
+    Ok(finish(
+        &spec, gpus, status, metrics, pid, m, capture, None, t0,
+    ))
+}
+
+/// The end of a run: checks, per-GPU state, what was captured.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    spec: &RunSpec,
+    gpus: usize,
+    status: Status,
+    metrics: Metrics,
+    pid: svm_sim::machine::Pid,
+    mut m: Machine,
+    capture: Capture,
+    trace: Option<Vec<u8>>,
+    t0: std::time::Instant,
+) -> Outcome {
+    let violation = svm_sim::check::check(&m).err().map(|v| v.to_string());
+    let gpu_end = m
+        .gpus()
+        .iter()
+        .map(|g| {
+            let gpu_id = g.desc.id.raw();
+            GpuEnd {
+                gpu_id,
+                vram_used_bytes: g.vram_used_bytes(),
+                stale_dma_pages: m.stale_dma(pid, gpu_id),
+            }
+        })
+        .collect();
+    let fault_latencies = if capture.timeline {
+        m.fault_latencies().to_vec()
+    } else {
+        Vec::new()
+    };
+    Outcome {
+        spec: spec.clone(),
+        gpus,
+        status,
+        metrics,
+        gpu_end,
+        violation,
+        events: m.events().to_vec(),
+        timeline: m.take_timeline(),
+        fault_latencies,
+        trace,
+        wall_s: t0.elapsed().as_secs_f64(),
+    }
+}

@@ -1,0 +1,211 @@
+//! The HTML report (`--report DIR`): one self-contained page, with the
+//! configuration, the results table, every plot inline as SVG, the
+//! invariant-check summary and the commands that repeat each run. No
+//! script, no external asset: it opens offline, from a mail attachment.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::exec::{Outcome, Status};
+use crate::{plots, runs, size};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Plots of `outs`: (id, title, what to read in it, SVG).
+///
+/// # Errors
+/// A plot that could not be drawn.
+pub fn figures(outs: &[Outcome]) -> Result<Vec<(String, String, &'static str, String)>, String> {
+    let refs: Vec<&Outcome> = outs.iter().collect();
+    let mut f = vec![
+        (
+            "migrated".to_string(),
+            "Migrated bytes over time".to_string(),
+            "Steps are migrations. A policy that moves whole ranges climbs in a few tall steps; a partial one climbs window by window, and stops at what was touched.",
+            plots::migrated(&refs)?,
+        ),
+        (
+            "latency-cdf".to_string(),
+            "Fault latency (CDF)".to_string(),
+            "How long faults waited, from the wave raising them to the handler finishing. Curves to the left are better; a long tail is faults queued behind big migrations or a held lock.",
+            plots::latency_cdf(&refs)?,
+        ),
+        (
+            "vram".to_string(),
+            "VRAM in use over time".to_string(),
+            "Buffers allocated per GPU. A plateau at the VRAM size means eviction is running.",
+            plots::vram(&refs)?,
+        ),
+    ];
+    for (i, o) in outs.iter().enumerate() {
+        if let Some(svg) = plots::residency(o)? {
+            f.push((
+                format!("residency-{i}"),
+                format!("Residency map: {}", o.spec.label()),
+                "Address (up) against time (right), coloured by where most pages of each band were: grey is system memory, colours are GPUs' VRAM, white is unmapped.",
+                svg,
+            ));
+        }
+    }
+    Ok(f)
+}
+
+/// Writes `DIR/index.html` and each plot as `DIR/NAME.svg`; returns the
+/// page's path.
+///
+/// # Errors
+/// A plot that could not be drawn, or a file that could not be written.
+pub fn write(
+    dir: &Path,
+    title: &str,
+    outs: &[Outcome],
+    baseline: usize,
+) -> Result<std::path::PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let figs = figures(outs)?;
+    for (id, _, _, svg) in &figs {
+        let p = dir.join(format!("{id}.svg"));
+        std::fs::write(&p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    let page = page(title, outs, baseline, &figs);
+    let p = dir.join("index.html");
+    std::fs::write(&p, page).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    Ok(p)
+}
+
+fn page(
+    title: &str,
+    outs: &[Outcome],
+    baseline: usize,
+    figs: &[(String, String, &'static str, String)],
+) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title><style>{CSS}</style></head><body>\n<h1>{t}</h1>\n",
+        t = esc(title)
+    );
+    h += "<p class=\"lead\">svmsim: an executable model of amdkfd shared virtual memory. \
+          Times are simulated; every run repeats from its seed with the command shown.</p>\n";
+    // Configuration.
+    h += "<h2 id=\"configuration\">Configuration</h2>\n<table><tr><th>run</th><th>workload</th><th>size</th>\
+          <th>iterations</th><th>profile</th><th>GPUs</th><th>policy</th><th>granularity</th><th>XNACK</th>\
+          <th>oversubscription</th><th>seed</th></tr>\n";
+    for o in outs {
+        let s = &o.spec;
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.label()),
+            esc(&s.workload),
+            size::show(s.size),
+            s.iters,
+            esc(&s.profile),
+            o.gpus,
+            esc(&s.policy),
+            s.granularity
+                .map_or("workload's (default 9)".into(), |g| g.to_string()),
+            if s.xnack { "on" } else { "off" },
+            s.oversubscribe
+                .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
+            s.seed
+        );
+    }
+    h += "</table>\n";
+    // Results.
+    let base = outs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
+    h += "<h2 id=\"results\">Results</h2>\n<table><tr><th>run</th><th>status</th><th>kernel time</th>\
+          <th>vs base</th><th>first result</th><th>faults</th><th>migrated</th><th>fault p50</th>\
+          <th>fault p99</th><th>lock wait</th><th>copy busy</th><th>stale DMA</th></tr>\n";
+    for (i, o) in outs.iter().enumerate() {
+        let m = &o.metrics;
+        let (cls, st) = match &o.status {
+            Status::Ok => ("ok", "ok".to_string()),
+            Status::Mismatch => ("bad", "result mismatch".to_string()),
+            Status::Killed { error } => ("bad", format!("killed: {error}")),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}{}</td><td class=\"{cls}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} pages</td></tr>",
+            esc(&o.spec.label()),
+            if i == baseline && outs.len() > 1 {
+                " (base)"
+            } else {
+                ""
+            },
+            esc(&st),
+            runs::time(m.kernel_ns),
+            if base > 0 {
+                format!("{:.2}x", m.kernel_ns as f64 / base as f64)
+            } else {
+                "-".into()
+            },
+            runs::time(m.first_result_ns),
+            m.faults,
+            size::show(m.migrated_bytes),
+            runs::time(m.fault_p50_ns),
+            runs::time(m.fault_p99_ns),
+            runs::time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns),
+            runs::time(m.copy_busy_ns),
+            o.gpu_end.iter().map(|g| g.stale_dma_pages).sum::<u64>()
+        );
+    }
+    h += "</table>\n<p class=\"note\">Kernel time runs from the first launch to the last wave. \
+          First result is when the first wave of the first kernel ended. Lock wait is time faults spent \
+          waiting for the process's <code>svms-&gt;lock</code> and for ranges' migrate locks. Stale DMA counts \
+          system DMA mappings of pages that have since moved to VRAM, kept until that GPU faults on them again.</p>\n";
+    // Plots.
+    h += "<h2 id=\"plots\">Plots</h2>\n";
+    for (id, title, how, svg) in figs {
+        let _ = writeln!(
+            h,
+            "<figure class=\"plot\" id=\"plot-{id}\"><figcaption><b>{}</b>: {}</figcaption>{}</figure>",
+            esc(title),
+            esc(how),
+            svg.trim_start_matches("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
+                .trim()
+        );
+    }
+    // Invariants.
+    h += "<h2 id=\"invariants\">Invariant checks</h2>\n<ul>\n";
+    for o in outs {
+        match &o.violation {
+            None => {
+                let _ = writeln!(
+                    h,
+                    "<li class=\"ok\">{}: every checker held at the end of the run.</li>",
+                    esc(&o.spec.label())
+                );
+            }
+            Some(v) => {
+                let _ = writeln!(
+                    h,
+                    "<li class=\"bad\">{}: {}</li>",
+                    esc(&o.spec.label()),
+                    esc(v)
+                );
+            }
+        }
+    }
+    h += "</ul>\n<h2 id=\"repro\">Repeat a run</h2>\n<pre>";
+    for o in outs {
+        h += &esc(&o.spec.repro());
+        h.push('\n');
+    }
+    h += "</pre>\n</body></html>\n";
+    h
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}\
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
+.ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}.note,.lead{color:#555}\
+figure{margin:1.2em 0}figcaption{margin-bottom:.4em}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}";

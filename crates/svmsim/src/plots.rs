@@ -1,0 +1,270 @@
+//! SVG plots of one or more runs (plotters, SVG backend, no font files):
+//! migrated bytes over time, the fault-latency CDF, the residency map and
+//! VRAM use over time. Each function returns the SVG text.
+
+use plotters::prelude::*;
+
+use crate::exec::Outcome;
+use crate::series;
+
+const W: u32 = 760;
+const H: u32 = 400;
+
+/// Series colours, one per run (policy) or GPU.
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / f64::from(1 << 20)
+}
+
+type Line = (String, Vec<(f64, f64)>);
+
+/// A line chart of several labelled series.
+fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> Result<String, String> {
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let xmax = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.0))
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let ymax = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .fold(0.0, f64::max)
+            .max(1e-9);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..xmax * 1.02, 0.0..ymax * 1.08)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (label, pts)) in series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(buf)
+}
+
+/// Step series: each point holds until the next.
+fn steps(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(pts.len() * 2);
+    for (i, &(x, y)) in pts.iter().enumerate() {
+        if i > 0 {
+            out.push((x, pts[i - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
+}
+
+/// Migrated bytes over time, one line per run.
+///
+/// # Errors
+/// The plotting library failing.
+pub fn migrated(runs: &[&Outcome]) -> Result<String, String> {
+    let series: Vec<Line> = runs
+        .iter()
+        .filter_map(|o| {
+            let t = o.timeline.as_ref()?;
+            let pts: Vec<(f64, f64)> = series::migrated_over_time(t)
+                .into_iter()
+                .map(|(t, b)| (ms(t), mib(b)))
+                .collect();
+            Some((o.spec.label(), steps(&pts)))
+        })
+        .collect();
+    lines(
+        "Migrated bytes over time",
+        "simulated time (ms)",
+        "migrated (MiB)",
+        &series,
+    )
+}
+
+/// The fault-latency CDF, one line per run.
+///
+/// # Errors
+/// The plotting library failing.
+pub fn latency_cdf(runs: &[&Outcome]) -> Result<String, String> {
+    let series: Vec<Line> = runs
+        .iter()
+        .map(|o| {
+            let pts = series::latency_cdf(&o.fault_latencies)
+                .into_iter()
+                .map(|(l, q)| (l as f64 / 1e3, q))
+                .collect();
+            (o.spec.label(), pts)
+        })
+        .collect();
+    lines(
+        "Fault latency (CDF)",
+        "latency, raised to handled (µs)",
+        "share of faults",
+        &series,
+    )
+}
+
+/// VRAM in use over time: one line per run and GPU.
+///
+/// # Errors
+/// The plotting library failing.
+pub fn vram(runs: &[&Outcome]) -> Result<String, String> {
+    let mut series: Vec<Line> = Vec::new();
+    for o in runs {
+        let Some(t) = &o.timeline else { continue };
+        for g in &o.gpu_end {
+            let pts: Vec<(f64, f64)> = t
+                .vram
+                .iter()
+                .filter(|v| v.gpu_id == g.gpu_id)
+                .map(|v| (ms(v.at_ns), mib(v.used_bytes)))
+                .collect();
+            series.push((
+                format!("{} GPU {:#x}", o.spec.label(), g.gpu_id),
+                steps(&pts),
+            ));
+        }
+    }
+    lines("VRAM in use", "simulated time (ms)", "VRAM (MiB)", &series)
+}
+
+/// The place colours of the residency map: RAM, then each GPU.
+fn place_colour(code: u8) -> RGBColor {
+    match code {
+        0 => RGBColor(200, 200, 200),
+        255 => WHITE,
+        254 => BLACK,
+        k => colour(usize::from(k) - 1),
+    }
+}
+
+/// Where the pages were over time: address against time, coloured by
+/// place (grey: system memory; one colour per GPU's VRAM; white:
+/// unmapped). `None` when no page moved.
+///
+/// # Errors
+/// The plotting library failing.
+pub fn residency(o: &Outcome) -> Result<Option<String>, String> {
+    let Some(t) = &o.timeline else {
+        return Ok(None);
+    };
+    let gpu_ids: Vec<u32> = o.gpu_end.iter().map(|g| g.gpu_id).collect();
+    let Some(map) = series::residency(t, &gpu_ids, 160, 128) else {
+        return Ok(None);
+    };
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let tmax = ms(*map.times.last().unwrap_or(&1)).max(1e-9);
+        let (lo, hi) = map.pages;
+        let amax = mib((hi - lo) * 4096).max(1e-9);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Residency map: {}", o.spec.label()),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..tmax, 0.0..amax)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("simulated time (ms)")
+            .y_desc(format!("offset from {:#x} (MiB)", lo * 4096))
+            .disable_mesh()
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let mut rects = Vec::new();
+        for (j, row) in map.cells.iter().enumerate() {
+            let x0 = if j == 0 { 0.0 } else { ms(map.times[j - 1]) };
+            let x1 = ms(map.times[j]);
+            // One rectangle per run of equal cells: the map stays small
+            // however fine the grid.
+            let na = row.len();
+            let mut i = 0;
+            while i < na {
+                let c = row[i];
+                let mut k = i + 1;
+                while k < na && row[k] == c {
+                    k += 1;
+                }
+                let y0 = amax * i as f64 / na as f64;
+                let y1 = amax * k as f64 / na as f64;
+                rects.push(Rectangle::new(
+                    [(x0, y0), (x1, y1)],
+                    place_colour(c).filled(),
+                ));
+                i = k;
+            }
+        }
+        chart.draw_series(rects).map_err(|e| e.to_string())?;
+        // A legend of the places.
+        let mut legend = vec![("system memory".to_string(), 0u8)];
+        for (i, g) in gpu_ids.iter().enumerate() {
+            legend.push((
+                format!("VRAM of GPU {g:#x}"),
+                u8::try_from(i + 1).unwrap_or(254),
+            ));
+        }
+        for (label, code) in legend {
+            let c = place_colour(code);
+            chart
+                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+                .map_err(|e| e.to_string())?
+                .label(label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(Some(buf))
+}

@@ -1,0 +1,210 @@
+//! A set of runs as the user sees it: the terminal table, and the
+//! versioned JSON and CSV forms (schema `svmsim.runs/1`, documented in
+//! `docs/runs-json.md`).
+
+use comfy_table::{Cell, CellAlignment, Color, Table, presets};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::exec::{Outcome, Status};
+use crate::size;
+
+/// The schema name and version of `--json` and `--csv` output.
+pub const SCHEMA: &str = "svmsim.runs/1";
+
+/// Simulated ns as a short time.
+pub fn time(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.2} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+/// `x / base` of kernel time, as `1.00x`.
+fn ratio(x: u64, base: u64) -> String {
+    if base == 0 {
+        return "-".into();
+    }
+    format!("{:.2}x", x as f64 / base as f64)
+}
+
+fn status_text(s: &Status) -> String {
+    match s {
+        Status::Ok => "ok".into(),
+        Status::Mismatch => "MISMATCH".into(),
+        Status::Killed { .. } => "killed".into(),
+    }
+}
+
+/// The comparison table; `baseline` indexes the run the ratios divide by.
+pub fn table(runs: &[Outcome], baseline: usize) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "config",
+        "status",
+        "kernel time",
+        "vs base",
+        "first result",
+        "faults",
+        "migrated",
+        "fault p50",
+        "fault p99",
+        "lock wait",
+        "stale DMA",
+    ]);
+    let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
+    for (i, o) in runs.iter().enumerate() {
+        let m = &o.metrics;
+        let status = Cell::new(status_text(&o.status)).fg(match o.status {
+            Status::Ok => Color::Green,
+            _ => Color::Red,
+        });
+        let stale: u64 = o.gpu_end.iter().map(|g| g.stale_dma_pages).sum();
+        let mut label = o.spec.label();
+        if i == baseline && runs.len() > 1 {
+            label += " (base)";
+        }
+        t.add_row(vec![
+            Cell::new(label),
+            status,
+            Cell::new(time(m.kernel_ns)).set_alignment(CellAlignment::Right),
+            Cell::new(ratio(m.kernel_ns, base)).set_alignment(CellAlignment::Right),
+            Cell::new(time(m.first_result_ns)).set_alignment(CellAlignment::Right),
+            Cell::new(m.faults).set_alignment(CellAlignment::Right),
+            Cell::new(size::show(m.migrated_bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(time(m.fault_p50_ns)).set_alignment(CellAlignment::Right),
+            Cell::new(time(m.fault_p99_ns)).set_alignment(CellAlignment::Right),
+            Cell::new(time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(format!("{stale} pages")).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    t
+}
+
+/// One run in the JSON document.
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    label: String,
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+    kernel_time_ratio: Option<f64>,
+    repro: String,
+}
+
+/// The JSON document of a set of runs.
+pub fn json(runs: &[Outcome], baseline: usize) -> Value {
+    let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
+    let list: Vec<JsonRun<'_>> = runs
+        .iter()
+        .map(|o| JsonRun {
+            label: o.spec.label(),
+            outcome: o,
+            kernel_time_ratio: (base > 0).then(|| o.metrics.kernel_ns as f64 / base as f64),
+            repro: o.spec.repro(),
+        })
+        .collect();
+    json!({
+        "schema": SCHEMA,
+        "baseline": runs.get(baseline).map(|o| o.spec.label()),
+        "runs": list,
+    })
+}
+
+/// The CSV columns, in order.
+pub const CSV_COLUMNS: [&str; 26] = [
+    "schema",
+    "label",
+    "workload",
+    "size",
+    "iters",
+    "profile",
+    "gpus",
+    "policy",
+    "granularity",
+    "xnack",
+    "oversubscribe",
+    "seed",
+    "status",
+    "kernel_ns",
+    "kernel_time_ratio",
+    "first_result_ns",
+    "faults",
+    "migrated_bytes",
+    "pages_to_vram",
+    "pages_to_ram",
+    "fault_p50_ns",
+    "fault_p99_ns",
+    "svms_lock_wait_ns",
+    "migrate_lock_wait_ns",
+    "stale_dma_pages",
+    "invariants",
+];
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The CSV form: a header row, then a row per run.
+pub fn csv(runs: &[Outcome], baseline: usize) -> String {
+    let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
+    let mut out = CSV_COLUMNS.join(",") + "\n";
+    for o in runs {
+        let s = &o.spec;
+        let m = &o.metrics;
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let row = [
+            SCHEMA.to_string(),
+            s.label(),
+            s.workload.clone(),
+            s.size.to_string(),
+            s.iters.to_string(),
+            s.profile.clone(),
+            o.gpus.to_string(),
+            s.policy.clone(),
+            opt(s.granularity.map(|g| g.to_string())),
+            s.xnack.to_string(),
+            opt(s.oversubscribe.map(|f| f.to_string())),
+            s.seed.to_string(),
+            match &o.status {
+                Status::Killed { error } => format!("killed: {error}"),
+                st => status_text(st),
+            },
+            m.kernel_ns.to_string(),
+            if base > 0 {
+                format!("{:.4}", m.kernel_ns as f64 / base as f64)
+            } else {
+                String::new()
+            },
+            m.first_result_ns.to_string(),
+            m.faults.to_string(),
+            m.migrated_bytes.to_string(),
+            m.pages_to_vram.to_string(),
+            m.pages_to_ram.to_string(),
+            m.fault_p50_ns.to_string(),
+            m.fault_p99_ns.to_string(),
+            m.svms_lock_wait_ns.to_string(),
+            m.migrate_lock_wait_ns.to_string(),
+            o.gpu_end
+                .iter()
+                .map(|g| g.stale_dma_pages)
+                .sum::<u64>()
+                .to_string(),
+            o.violation.clone().unwrap_or_else(|| "held".into()),
+        ];
+        let line: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+        out += &line.join(",");
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! Time series drawn from a run's timeline and SMI events: what the plots
+//! and the Perfetto timeline show.
+
+use std::collections::BTreeMap;
+
+use svm_core::events::{self, Parsed};
+use svm_sim::machine::timeline::{PageMove, Place, Timeline};
+
+use crate::exec::Outcome;
+
+/// Cumulative bytes migrated (both directions) at each move's end.
+pub fn migrated_over_time(t: &Timeline) -> Vec<(u64, u64)> {
+    let mut moves: Vec<&PageMove> = t.moves.iter().filter(|m| m.to != Place::Gone).collect();
+    moves.sort_by_key(|m| m.at_ns);
+    let mut total = 0;
+    let mut out = vec![(0, 0)];
+    for m in moves {
+        total += m.npages * 4096;
+        out.push((m.at_ns, total));
+    }
+    out
+}
+
+/// The empirical CDF of fault latencies: (latency ns, share of faults).
+pub fn latency_cdf(lat: &[u64]) -> Vec<(u64, f64)> {
+    let mut v = lat.to_vec();
+    v.sort_unstable();
+    let n = v.len() as f64;
+    v.iter()
+        .enumerate()
+        .map(|(i, &l)| (l, (i + 1) as f64 / n))
+        .collect()
+}
+
+/// A place as a small code: 0 system memory, 1.. a GPU (by its index in
+/// `gpu_ids`, plus one), 255 unmapped.
+fn code(p: Place, gpu_ids: &[u32]) -> u8 {
+    match p {
+        Place::Ram => 0,
+        Place::Vram(id) => gpu_ids
+            .iter()
+            .position(|&g| g == id)
+            .and_then(|i| u8::try_from(i + 1).ok())
+            .unwrap_or(254),
+        Place::Gone => 255,
+    }
+}
+
+/// Where the pages were over time, on a grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResidencyMap {
+    /// First and last page (exclusive) the moves touched.
+    pub pages: (u64, u64),
+    /// The grid's time boundaries: cell `j` ends at `times[j]`.
+    pub times: Vec<u64>,
+    /// `cells[j][i]`: the place most pages of address bin `i` were at, at
+    /// `times[j]` (codes as in [`code`]: 0 RAM, k GPU k, 255 unmapped).
+    pub cells: Vec<Vec<u8>>,
+    /// Resident pages per GPU over time (one list per GPU, at each move).
+    pub resident: Vec<Vec<(u64, u64)>>,
+}
+
+/// Replays the moves of process 0 into a residency grid of `tbins` times
+/// by `abins` address bins, and per-GPU resident page counts.
+pub fn residency(
+    t: &Timeline,
+    gpu_ids: &[u32],
+    tbins: usize,
+    abins: usize,
+) -> Option<ResidencyMap> {
+    let mut moves: Vec<&PageMove> = t.moves.iter().filter(|m| m.pid == 0).collect();
+    moves.sort_by_key(|m| m.at_ns);
+    let lo = moves
+        .iter()
+        .filter(|m| m.to != Place::Gone)
+        .map(|m| m.page)
+        .min()?;
+    let hi = moves
+        .iter()
+        .filter(|m| m.to != Place::Gone)
+        .map(|m| m.page + m.npages)
+        .max()?;
+    let span = hi - lo;
+    let end = moves.last().map_or(1, |m| m.at_ns).max(1);
+    let mut place = vec![0u8; usize::try_from(span).ok()?];
+    let mut counts = vec![0u64; gpu_ids.len() + 1];
+    let mut resident: Vec<Vec<(u64, u64)>> = vec![vec![(0, 0)]; gpu_ids.len()];
+    let tbins = tbins.max(1);
+    let abins = abins.max(1);
+    let mut times = Vec::with_capacity(tbins);
+    let mut cells = Vec::with_capacity(tbins);
+    let mut next = 0;
+    let snapshot = |place: &[u8]| -> Vec<u8> {
+        (0..abins)
+            .map(|i| {
+                let a = place.len() * i / abins;
+                let b = (place.len() * (i + 1) / abins).max(a + 1).min(place.len());
+                let mut hist = [0u32; 256];
+                for &c in &place[a..b] {
+                    hist[c as usize] += 1;
+                }
+                (0..=255u8)
+                    .max_by_key(|&c| (hist[c as usize], std::cmp::Reverse(c)))
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    for j in 0..tbins {
+        let until = end * (j as u64 + 1) / tbins as u64;
+        while next < moves.len() && moves[next].at_ns <= until {
+            let m = moves[next];
+            let c = code(m.to, gpu_ids);
+            let a = m.page.max(lo).min(hi) - lo;
+            let b = (m.page + m.npages).max(lo).min(hi) - lo;
+            let gpus = 1..=gpu_ids.len();
+            for p in &mut place[usize::try_from(a).ok()?..usize::try_from(b).ok()?] {
+                if gpus.contains(&usize::from(*p)) {
+                    counts[usize::from(*p)] -= 1;
+                }
+                *p = c;
+                if gpus.contains(&usize::from(c)) {
+                    counts[usize::from(c)] += 1;
+                }
+            }
+            for (g, r) in resident.iter_mut().enumerate() {
+                if r.last().map(|x| x.1) != Some(counts[g + 1]) {
+                    r.push((m.at_ns, counts[g + 1]));
+                }
+            }
+            next += 1;
+        }
+        times.push(until);
+        cells.push(snapshot(&place));
+    }
+    Some(ResidencyMap {
+        pages: (lo, hi),
+        times,
+        cells,
+        resident,
+    })
+}
+
+/// A span on a GPU's track, from a pair of SMI events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The GPU (gpu_id) whose track it is on.
+    pub gpu_id: u32,
+    /// What it is.
+    pub name: String,
+    /// When, ns.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// Arguments shown on selection.
+    pub args: Vec<(&'static str, String)>,
+}
+
+/// The migration trigger's name.
+pub fn trigger_name(t: u32) -> &'static str {
+    match t {
+        0 => "prefetch",
+        1 => "GPU page fault",
+        2 => "CPU page fault",
+        3 => "TTM eviction",
+        _ => "other",
+    }
+}
+
+/// Faults and migrations as spans, queue evictions as spans to their
+/// restore, from the SMI stream.
+pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
+    let mut faults = Vec::new();
+    let mut migs = Vec::new();
+    let mut queues = Vec::new();
+    let mut open_fault: BTreeMap<(u32, u64), (u64, bool)> = BTreeMap::new();
+    let mut open_mig: BTreeMap<(u32, u64, u64), u64> = BTreeMap::new();
+    let mut open_q: BTreeMap<u32, u64> = BTreeMap::new();
+    for e in &o.events {
+        let Some(p) = events::parse(&e.line) else {
+            continue;
+        };
+        match p {
+            Parsed::PageFaultStart {
+                ts,
+                addr,
+                gpu_id,
+                write,
+                ..
+            } => {
+                open_fault.insert((gpu_id, addr), (ts, write));
+            }
+            Parsed::PageFaultEnd {
+                ts,
+                addr,
+                gpu_id,
+                migrated,
+                ..
+            } => {
+                if let Some((start, write)) = open_fault.remove(&(gpu_id, addr)) {
+                    faults.push(Span {
+                        gpu_id,
+                        name: if migrated {
+                            "fault (migrated)"
+                        } else {
+                            "fault (mapped)"
+                        }
+                        .into(),
+                        start_ns: start,
+                        end_ns: ts.max(start),
+                        args: vec![
+                            ("address", format!("{:#x}", addr * 4096)),
+                            ("access", if write { "write" } else { "read" }.into()),
+                        ],
+                    });
+                }
+            }
+            Parsed::MigrateStart {
+                ts, start, npages, ..
+            } => {
+                open_mig.insert((e.gpu_id, start, npages), ts);
+            }
+            Parsed::MigrateEnd {
+                ts,
+                start,
+                npages,
+                from,
+                to,
+                trigger,
+                ..
+            } => {
+                if let Some(s) = open_mig.remove(&(e.gpu_id, start, npages)) {
+                    let place = |g: u32| {
+                        if g == 0 {
+                            "RAM".to_string()
+                        } else {
+                            format!("GPU {g:#x}")
+                        }
+                    };
+                    migs.push(Span {
+                        gpu_id: e.gpu_id,
+                        name: format!("migrate: {}", trigger_name(trigger)),
+                        start_ns: s,
+                        end_ns: ts.max(s),
+                        args: vec![
+                            ("pages", format!("{npages}")),
+                            ("address", format!("{:#x}", start * 4096)),
+                            ("from", place(from)),
+                            ("to", place(to)),
+                        ],
+                    });
+                }
+            }
+            Parsed::QueueEviction { ts, gpu_id, .. } => {
+                open_q.entry(gpu_id).or_insert(ts);
+            }
+            Parsed::QueueRestore {
+                ts,
+                gpu_id,
+                rescheduled,
+                ..
+            } => {
+                if !rescheduled && let Some(s) = open_q.remove(&gpu_id) {
+                    queues.push(Span {
+                        gpu_id,
+                        name: "queues evicted".into(),
+                        start_ns: s,
+                        end_ns: ts.max(s),
+                        args: Vec::new(),
+                    });
+                }
+            }
+            Parsed::UnmapFromGpu { .. } => {}
+        }
+    }
+    (faults, migs, queues)
+}

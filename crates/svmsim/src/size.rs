@@ -1,0 +1,81 @@
+//! Sizes on the command line and in sweep files: `4096`, `2MiB`, `1GiB`,
+//! `512KiB`, `2 MiB`. Units are binary; `K`, `M`, `G` and `T` alone mean
+//! the same. Decimal units (`MB`) are refused rather than guessed at.
+
+/// Parses a size in bytes.
+///
+/// # Errors
+/// A message saying what is wrong and what would be accepted.
+pub fn parse(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: String = num.chars().filter(|&c| c != '_').collect();
+    let hint = "write bytes (4096) or a binary unit (512KiB, 2MiB, 1GiB)";
+    if num.is_empty() {
+        return Err(format!("{s:?} is not a size: {hint}"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is too large for a size"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" | "kiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        u @ ("KB" | "kB" | "MB" | "GB" | "TB") => {
+            return Err(format!(
+                "{s:?}: decimal unit {u} is ambiguous; use {}iB",
+                &u[..1].to_uppercase()
+            ));
+        }
+        u => return Err(format!("{s:?}: unknown unit {u:?}; {hint}")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large for a size"))
+}
+
+/// A size written back the short way: `2MiB`, `1GiB`, `4096`.
+pub fn show(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    if bytes >= 1 << 20 {
+        #[allow(clippy::cast_precision_loss)]
+        return format!("{:.1}MiB", bytes as f64 / f64::from(1 << 20));
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse("2MiB"), Ok(2 << 20));
+        assert_eq!(parse("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse("1GiB"), Ok(1 << 30));
+        assert_eq!(parse("512K"), Ok(512 << 10));
+        assert_eq!(parse("1_048_576"), Ok(1 << 20));
+        assert!(parse("2MB").unwrap_err().contains("MiB"));
+        assert!(parse("lots").is_err());
+        assert!(parse("2XiB").is_err());
+        assert!(parse("99999999999TiB").is_err());
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn show_round_trips() {
+        for b in [4096, 2 << 20, 1 << 30, 3 << 10, 12345] {
+            assert_eq!(parse(&show(b)), Ok(b));
+        }
+        assert_eq!(show(3 << 19), "1.5MiB");
+    }
+}

@@ -1,0 +1,359 @@
+//! Parameter sweeps: a grid of run configurations from a TOML file, run
+//! in parallel on this machine's cores, optionally one shard of it (for a
+//! cluster's job array), and shard results merged back into one.
+//!
+//! ```toml
+//! [base]                 # fields every point shares (RunSpec's)
+//! workload = "stream"
+//! size = "64MiB"
+//!
+//! [grid]                 # each key a list; the points are every combination
+//! policy = ["whole-range", "partial"]
+//! granularity = [0, 9]
+//! ```
+//!
+//! The format is in `docs/sweep.md`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use crate::exec::{self, Capture, Outcome, RunSpec};
+
+/// The schema of a shard's result file.
+pub const SCHEMA: &str = "svmsim.sweep/1";
+
+/// A sweep file's error: the file, the line when known, the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {message}", line.map_or(String::new(), |l| format!(":{l}")))]
+pub struct SweepError {
+    /// The file.
+    pub file: String,
+    /// The line, 1-based.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The line of `key = ...` in `text`, after the line of `[section]`.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let start = text
+        .lines()
+        .position(|l| l.trim() == format!("[{section}]"))?;
+    text.lines()
+        .enumerate()
+        .skip(start + 1)
+        .find(|(_, l)| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|(i, _)| i + 1)
+}
+
+fn size_of(v: &Value) -> Result<u64, String> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).map_err(|_| format!("{i} is not a size")),
+        Value::String(s) => crate::size::parse(s),
+        other => Err(format!("{other} is not a size (write \"2MiB\" or 4096)")),
+    }
+}
+
+fn int_of(v: &Value) -> Result<u64, String> {
+    v.as_integer()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| format!("{v} is not a whole number"))
+}
+
+/// Sets field `key` of `spec` from a TOML value.
+fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
+    let text = || {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{v} is not a string"))
+    };
+    match key {
+        "workload" => spec.workload = text()?,
+        "profile" => spec.profile = text()?,
+        "policy" => spec.policy = text()?,
+        "size" => spec.size = size_of(v)?,
+        "vram" => spec.vram = Some(size_of(v)?),
+        "iters" => spec.iters = u32::try_from(int_of(v)?).map_err(|e| e.to_string())?,
+        "gpus" => spec.gpus = Some(usize::try_from(int_of(v)?).map_err(|e| e.to_string())?),
+        "granularity" => {
+            spec.granularity = Some(u32::try_from(int_of(v)?).map_err(|e| e.to_string())?)
+        }
+        "seed" => spec.seed = int_of(v)?,
+        "xnack" => {
+            spec.xnack = match v {
+                Value::Boolean(b) => *b,
+                Value::String(s) if s == "on" => true,
+                Value::String(s) if s == "off" => false,
+                _ => return Err(format!("{v} is not on, off, true or false")),
+            }
+        }
+        "oversubscribe" => {
+            spec.oversubscribe = Some(
+                v.as_float()
+                    .or_else(|| v.as_integer().map(|i| i as f64))
+                    .ok_or_else(|| format!("{v} is not a number"))?,
+            );
+        }
+        _ => {
+            return Err(format!(
+                "unknown field {key:?}; fields are workload, size, iters, profile, gpus, vram, \
+                 oversubscribe, policy, granularity, xnack, seed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed sweep: its points, in grid order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    /// Every point.
+    pub points: Vec<RunSpec>,
+}
+
+/// Parses a sweep file.
+///
+/// # Errors
+/// A syntax error, an unknown section or field, or a bad value, with the
+/// file, line and field.
+pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
+    let err = |line: Option<usize>, message: String| SweepError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        err(line, e.message().to_owned())
+    })?;
+    for k in doc.keys() {
+        if k != "base" && k != "grid" {
+            return Err(err(
+                None,
+                format!("unknown section [{k}]; a sweep has [base] and [grid]"),
+            ));
+        }
+    }
+    let mut base = RunSpec::default();
+    if let Some(b) = doc.get("base") {
+        let b = b
+            .as_table()
+            .ok_or_else(|| err(None, "[base] must be a table".into()))?;
+        for (k, v) in b {
+            set(&mut base, k, v)
+                .map_err(|m| err(line_of(text, "base", k), format!("field {k}: {m}")))?;
+        }
+    }
+    let mut points = vec![base];
+    if let Some(g) = doc.get("grid") {
+        let g = g
+            .as_table()
+            .ok_or_else(|| err(None, "[grid] must be a table".into()))?;
+        for (k, v) in g {
+            let line = line_of(text, "grid", k);
+            let list = v
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| err(line, format!("field {k}: a grid value is a non-empty list")))?;
+            let mut next = Vec::with_capacity(points.len() * list.len());
+            for p in &points {
+                for x in list {
+                    let mut q = p.clone();
+                    set(&mut q, k, x).map_err(|m| err(line, format!("field {k}: {m}")))?;
+                    next.push(q);
+                }
+            }
+            points = next;
+        }
+    }
+    // Names and values that cannot run are caught now, not hours in.
+    for p in &points {
+        p.resolve().map_err(|e| {
+            let line = line_of(text, "grid", e.field).or_else(|| line_of(text, "base", e.field));
+            err(line, format!("field {}: {}", e.field, e.message))
+        })?;
+    }
+    Ok(Sweep { points })
+}
+
+/// `K/N`: shard K (1-based) of N.
+///
+/// # Errors
+/// Not of that form, or K outside 1..=N.
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {s}: write K/N, for example 2/8"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s}: K is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {s}: N is not a number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!(
+            "--shard {s} is out of range: K must be between 1 and N (N >= 1)"
+        ));
+    }
+    Ok((k, n))
+}
+
+/// The indices shard `k` of `n` runs: every n-th point from k - 1.
+pub fn shard_indices(total: usize, (k, n): (usize, usize)) -> Vec<usize> {
+    (k - 1..total).step_by(n).collect()
+}
+
+/// Runs the points `indices` of `points` on `jobs` threads, calling
+/// `done` after each. Results come back in `indices` order.
+///
+/// # Errors
+/// The first point that could not run.
+pub fn run_points(
+    points: &[RunSpec],
+    indices: &[usize],
+    jobs: usize,
+    capture: Capture,
+    done: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome>, exec::SpecError> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Outcome, exec::SpecError>>>> =
+        Mutex::new(vec![None; indices.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, indices.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&p) = indices.get(i) else { break };
+                    let r = exec::run(&points[p], capture);
+                    if let Ok(o) = &r {
+                        done(o);
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .map(|r| r.expect("every index ran"))
+        .collect()
+}
+
+/// A shard's result file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardFile {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The sweep file it came from.
+    pub sweep: String,
+    /// Points in the whole grid.
+    pub total: usize,
+    /// This shard: (K, N).
+    pub shard: (usize, usize),
+    /// Its points: (index in the grid, outcome).
+    pub points: Vec<(usize, Outcome)>,
+}
+
+/// Joins shard files into the whole grid's outcomes, in grid order.
+///
+/// # Errors
+/// Files of different sweeps or schemas, or points missing.
+pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
+    let Some((_, first)) = files.first() else {
+        return Err("no shard files given".into());
+    };
+    let mut slots: Vec<Option<Outcome>> = vec![None; first.total];
+    for (name, f) in files {
+        if f.schema != SCHEMA {
+            return Err(format!(
+                "{name}: schema {:?}, expected {SCHEMA:?}",
+                f.schema
+            ));
+        }
+        if f.total != first.total || f.sweep != first.sweep {
+            return Err(format!(
+                "{name}: from sweep {:?} of {} points, not {:?} of {}",
+                f.sweep, f.total, first.sweep, first.total
+            ));
+        }
+        for (i, o) in &f.points {
+            let slot = slots
+                .get_mut(*i)
+                .ok_or_else(|| format!("{name}: point {i} is outside the grid"))?;
+            *slot = Some(o.clone());
+        }
+    }
+    let missing: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(i, _)| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "points {} are missing: merge every shard's file",
+            missing.join(", ")
+        ));
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_the_product_in_order() {
+        let s = parse(
+            "t.toml",
+            "[base]\nworkload = \"stream\"\nsize = \"1MiB\"\n[grid]\npolicy = [\"whole-range\", \"partial\"]\ngranularity = [0, 9]\n",
+        )
+        .unwrap();
+        assert_eq!(s.points.len(), 4);
+        assert_eq!(s.points[0].size, 1 << 20);
+        assert_eq!(
+            (s.points[1].policy.as_str(), s.points[1].granularity),
+            ("partial", Some(0))
+        );
+        assert_eq!(s.points[3].granularity, Some(9));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse("t.toml", "[base]\nworkload = \"stream\"\nsize = \"2MB\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.to_string().starts_with("t.toml:3: field size"), "{e}");
+        let e = parse("t.toml", "[grid]\npolicy = [\"fast\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().contains("whole-range"), "{e}");
+        let e = parse("t.toml", "[base]\nwidth = 3\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field \"width\""), "{e}");
+        let e = parse("t.toml", "[base\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn shards_split_the_grid() {
+        assert_eq!(parse_shard("2/3"), Ok((2, 3)));
+        assert!(parse_shard("4/3").is_err());
+        assert!(parse_shard("0/3").is_err());
+        assert!(parse_shard("3").is_err());
+        let all: Vec<usize> = (1..=3).flat_map(|k| shard_indices(10, (k, 3))).collect();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    }
+}
