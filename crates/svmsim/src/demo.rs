@@ -91,8 +91,10 @@ pub fn explain(outs: &[Outcome]) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "  - Stale DMA mappings at the end (pages one GPU still maps in system memory although \
-         another moved them to VRAM; they go at that GPU's next fault): {}.",
+        "  - Stale DMA entries at the end: a GPU's entries that no longer point at their page (a \
+         system mapping of a page since moved to VRAM, or a VRAM address of a page since moved \
+         away). kfd keeps them until that GPU faults on the page again, as the review thread \
+         noted: {}.",
         stale.join(", ")
     );
     s += "\nTry next:\n\

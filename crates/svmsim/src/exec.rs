@@ -342,8 +342,10 @@ pub struct GpuEnd {
     pub gpu_id: u32,
     /// VRAM allocated to buffers, bytes.
     pub vram_used_bytes: u64,
-    /// DMA mappings of system pages that now live in VRAM: stale until
-    /// this GPU faults on them again (the review thread's point).
+    /// This GPU's DMA entries that no longer point at their page (a
+    /// system mapping of a page now in VRAM, or a VRAM address of a page
+    /// that moved away): stale until it faults on them again (the review
+    /// thread's point).
     pub stale_dma_pages: u64,
 }
 

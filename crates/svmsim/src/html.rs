@@ -160,7 +160,8 @@ fn page(
     h += "</table>\n<p class=\"note\">Kernel time runs from the first launch to the last wave. \
           First result is when the first wave of the first kernel ended. Lock wait is time faults spent \
           waiting for the process's <code>svms-&gt;lock</code> and for ranges' migrate locks. Stale DMA counts \
-          system DMA mappings of pages that have since moved to VRAM, kept until that GPU faults on them again.</p>\n";
+          a GPU's DMA entries that no longer point at their page (a system mapping of a page since moved to VRAM, \
+          or a VRAM address of a page since moved away); kfd keeps them until that GPU faults on the page again.</p>\n";
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";
     for (id, title, how, svg) in figs {

@@ -65,7 +65,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         svmsim compare stream                         # all three policies\n  \
         svmsim compare gemm --granularities 0,4,9     # policies x granularities\n  \
-        svmsim compare ping-pong --xnack on,off --policies partial\n  \
+        svmsim compare ping-pong --xnack-modes on,off --policies partial\n  \
         svmsim compare bfs --baseline partial --csv > bfs.csv")]
     Compare {
         /// The workload (`svmsim workloads`).
@@ -76,9 +76,9 @@ enum Command {
         /// Granularities (log2 pages), comma separated.
         #[arg(long, value_name = "LIST")]
         granularities: Option<String>,
-        /// XNACK modes, comma separated: on, off.
-        #[arg(long, value_name = "LIST", default_value = "on")]
-        xnack: String,
+        /// XNACK modes to compare, comma separated: on,off (default: --xnack's).
+        #[arg(long, value_name = "LIST")]
+        xnack_modes: Option<String>,
         /// The run the ratios divide by: its label or its row number (1-based).
         #[arg(long, value_name = "RUN")]
         baseline: Option<String>,
@@ -466,7 +466,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             workload,
             policies,
             granularities,
-            xnack,
+            xnack_modes,
             baseline,
             opts,
             out,
@@ -493,9 +493,11 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     })
                     .collect::<Result<_, _>>()?,
             };
-            let modes = split_list(xnack);
+            let modes = split_list(xnack_modes.as_deref().unwrap_or(&opts.xnack));
             if let Some(bad) = modes.iter().find(|m| *m != "on" && *m != "off") {
-                return Err(usage(format!("--xnack: {bad:?} is neither on nor off")));
+                return Err(usage(format!(
+                    "--xnack-modes: {bad:?} is neither on nor off"
+                )));
             }
             let mut specs = Vec::new();
             for m in &modes {
@@ -746,5 +748,15 @@ fn run_scenario(
         EXIT_EXPECT
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

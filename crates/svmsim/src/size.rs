@@ -76,6 +76,7 @@ mod tests {
         for b in [4096, 2 << 20, 1 << 30, 3 << 10, 12345] {
             assert_eq!(parse(&show(b)), Ok(b));
         }
-        assert_eq!(show(3 << 19), "1.5MiB");
+        assert_eq!(show(3 << 19), "1536KiB");
+        assert_eq!(show((3 << 19) + 1), "1.5MiB");
     }
 }

@@ -1,5 +1,14 @@
 //! Integration tests of the `svmsim` binary and its scenario runner.
 
+// The subcommands, and bad input to each.
+mod cli;
+
+// Golden --json output on fixed seeds.
+mod golden;
+
+// The timeline is valid trace-event JSON; the HTML report loads in Chromium.
+mod outputs;
+
 // Every example scenario runs, passes, and prints the same bytes twice.
 // New example files are picked up automatically.
 mod examples;

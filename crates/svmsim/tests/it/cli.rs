@@ -1,0 +1,339 @@
+//! The subcommands of issue 6: each runs, and each class of bad input gets
+//! a clear error and exit code 2.
+
+use std::path::PathBuf;
+
+use super::{stderr, stdout, svmsim};
+
+/// A fresh scratch directory under the target dir (kept out of the repo).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = svmsim(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn usage_error(args: &[&str]) -> String {
+    let o = svmsim(args);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?}\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+#[test]
+fn the_demo_compares_three_policies_and_says_why() {
+    let out = ok(&["run"]);
+    for p in [
+        "whole-range (base)",
+        "partial ",
+        "partial-migrate-whole-map",
+    ] {
+        assert!(out.contains(p), "{p} missing:\n{out}");
+    }
+    assert!(out.contains("What differed, and why:"), "{out}");
+    assert!(out.contains("Try next:"), "{out}");
+    assert!(
+        out.contains("seed 1; repeat with: svmsim run shared-buffer"),
+        "{out}"
+    );
+    // No colour codes when stdout is not a terminal.
+    assert!(!out.contains('\u{1b}'), "escape codes in piped output");
+}
+
+#[test]
+fn run_one_workload_prints_a_row_and_the_repro() {
+    let out = ok(&[
+        "run", "stream", "--size", "1MiB", "--iters", "1", "--seed", "5",
+    ]);
+    assert!(out.contains("partial"), "{out}");
+    assert!(
+        out.contains(
+            "svmsim run stream --size 1MiB --iters 1 --profile mi210 --policy partial --seed 5"
+        ),
+        "{out}"
+    );
+    let v = ok(&[
+        "run",
+        "stream",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--verbose",
+    ]);
+    assert!(v.contains("VRAM in use") && v.contains("wall time"), "{v}");
+    let q = ok(&["run", "stream", "--size", "1MiB", "--iters", "1", "--quiet"]);
+    assert!(q.is_empty(), "quiet printed: {q}");
+}
+
+#[test]
+fn xnack_off_reports_eager_mapping_and_a_killed_heap_kernel() {
+    // Registered buffers map eagerly; the run finishes.
+    let out = ok(&[
+        "run", "stream", "--size", "1MiB", "--iters", "1", "--xnack", "off", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["status"]["kind"], "ok", "{out}");
+    assert_eq!(v["runs"][0]["spec"]["xnack"], false);
+    // Memory SVM never heard of cannot be served without retry faults: the
+    // queue dies with the GPU's memory access fault.
+    let out = ok(&[
+        "run",
+        "unregistered-heap",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--xnack",
+        "off",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["status"]["kind"], "killed", "{out}");
+    let err = v["runs"][0]["status"]["error"].as_str().unwrap();
+    assert!(err.contains("0x1002"), "{err}");
+}
+
+#[test]
+fn compare_prints_one_table_with_ratios_to_the_baseline() {
+    let out = ok(&[
+        "compare",
+        "gups",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--granularities",
+        "0,9",
+        "--baseline",
+        "partial g9",
+    ]);
+    assert_eq!(
+        out.matches("x │").count() + out.matches("x ┆").count(),
+        6,
+        "{out}"
+    );
+    assert!(out.contains("partial g9 (base)"), "{out}");
+    assert!(out.contains("1.00x"), "{out}");
+    let csv = ok(&["compare", "gups", "--size", "1MiB", "--iters", "1", "--csv"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[0].starts_with("schema,label,workload"), "{csv}");
+    assert!(
+        lines[1].starts_with("svmsim.runs/1,whole-range,gups,1048576"),
+        "{csv}"
+    );
+}
+
+const GRID: &str = "[base]\nworkload = \"stream\"\nsize = \"1MiB\"\niters = 1\n\n[grid]\npolicy = [\"whole-range\", \"partial\"]\ngranularity = [0, 9]\n";
+
+#[test]
+fn sweep_shards_and_merge_give_the_whole_grid() {
+    let d = scratch("sweep");
+    let grid = d.join("grid.toml");
+    std::fs::write(&grid, GRID).unwrap();
+    let g = grid.to_str().unwrap();
+    let whole = ok(&["sweep", g, "--json", "-j", "2"]);
+    let whole: serde_json::Value = serde_json::from_str(&whole).unwrap();
+    assert_eq!(whole["runs"].as_array().unwrap().len(), 4);
+    let mut files = Vec::new();
+    for k in 1..=3 {
+        let f = d.join(format!("shard-{k}.json"));
+        let o = svmsim(&[
+            "sweep",
+            g,
+            "--shard",
+            &format!("{k}/3"),
+            "--out",
+            f.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        files.push(f.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["merge", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let merged: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(
+        merged["runs"], whole["runs"],
+        "merged shards differ from the whole sweep"
+    );
+    // A shard missing is named.
+    let err = usage_error(&["merge", &files[0], &files[1]]);
+    assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn replay_of_a_recording_gives_the_recorded_run() {
+    let d = scratch("replay");
+    let t = d.join("bfs.trace");
+    let run = ok(&[
+        "run",
+        "bfs",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--record",
+        t.to_str().unwrap(),
+        "--json",
+    ]);
+    let rep = ok(&["replay", t.to_str().unwrap(), "--json"]);
+    let (run, rep): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&run).unwrap(),
+        serde_json::from_str(&rep).unwrap(),
+    );
+    for k in [
+        "faults",
+        "migrated_bytes",
+        "kernel_ns",
+        "fault_p50_ns",
+        "pages_to_vram",
+    ] {
+        assert_eq!(
+            run["runs"][0]["metrics"][k], rep["runs"][0]["metrics"][k],
+            "{k}"
+        );
+    }
+    assert_eq!(
+        rep["runs"][0]["spec"]["workload"],
+        format!("trace:{}", t.display())
+    );
+    // The CSV form (docs/trace.md): two kernels on one GPU.
+    let csv = d.join("a.csv");
+    std::fs::write(
+        &csv,
+        "kernel,gpu_id,wave,op,addr,len\n0,0x1002,0,load,0x7f0000000000,256\n0,0x1002,1,store,0x7f0000200000,256\n1,0x1002,0,load,0x7f0000200000,256\n",
+    )
+    .unwrap();
+    let out = ok(&["replay", csv.to_str().unwrap(), "--csv-input", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["status"]["kind"], "ok", "{out}");
+    assert!(
+        v["runs"][0]["metrics"]["faults"].as_u64().unwrap() >= 2,
+        "{out}"
+    );
+    std::fs::write(
+        &csv,
+        "kernel,gpu_id,wave,op,addr,len\n0,0x1002,0,jump,0,1\n",
+    )
+    .unwrap();
+    let e = usage_error(&["replay", csv.to_str().unwrap(), "--csv-input"]);
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn listings_have_a_line_each() {
+    let p = ok(&["profiles"]);
+    assert_eq!(p.lines().count(), 4, "{p}");
+    assert!(p.lines().all(|l| l.split_whitespace().count() > 2), "{p}");
+    let w = ok(&["workloads"]);
+    assert_eq!(w.lines().count(), svm_workloads::ALL.len(), "{w}");
+    assert!(w.contains("shared-buffer"), "{w}");
+}
+
+#[test]
+fn every_subcommand_has_help_with_examples() {
+    for c in ["run", "compare", "sweep", "merge", "replay", "scenario"] {
+        let h = ok(&[c, "--help"]);
+        assert!(h.contains("Example"), "{c} --help has no examples:\n{h}");
+    }
+    let h = ok(&["--help"]);
+    assert!(h.contains("Exit codes"), "{h}");
+}
+
+#[test]
+fn bad_input_names_the_flag_and_suggests_the_fix() {
+    let e = usage_error(&["run", "stream", "--frobnicate"]);
+    assert!(e.contains("--frobnicate"), "{e}");
+    let e = usage_error(&["run", "stream", "--size", "2MB"]);
+    assert!(e.contains("--size") && e.contains("MiB"), "{e}");
+    let e = usage_error(&["run", "stream", "--size", "lots"]);
+    assert!(e.contains("2MiB"), "{e}");
+    let e = usage_error(&["run", "streem"]);
+    assert!(
+        e.contains("unknown workload \"streem\"") && e.contains("stream"),
+        "{e}"
+    );
+    let e = usage_error(&["run", "stream", "--policy", "fast"]);
+    assert!(e.contains("--policy") && e.contains("whole-range"), "{e}");
+    let e = usage_error(&["compare", "stream", "--policies", "partial,fast"]);
+    assert!(e.contains("--policy") && e.contains("\"fast\""), "{e}");
+    let e = usage_error(&["run", "stream", "--profile", "mi999"]);
+    assert!(e.contains("--profile") && e.contains("mi210"), "{e}");
+    let e = usage_error(&["run", "ping-pong", "--gpus", "1"]);
+    assert!(
+        e.contains("--gpus") && e.contains("needs at least 2"),
+        "{e}"
+    );
+    let e = usage_error(&["sweep", "no/such/file.toml"]);
+    assert!(e.contains("cannot read no/such/file.toml"), "{e}");
+    let e = usage_error(&["replay", "no/such.trace"]);
+    assert!(e.contains("cannot read"), "{e}");
+    let e = usage_error(&["scenario", "no/such.toml"]);
+    assert!(e.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn bad_sweep_files_and_shards_are_placed() {
+    let d = scratch("bad-sweep");
+    let cases = [
+        ("[base\n", "grid.toml:1"),
+        (
+            "[base]\nworkload = \"stream\"\nsize = \"2MB\"\n",
+            "grid.toml:3: field size",
+        ),
+        ("[grid]\npolicy = [\"fast\"]\n", "grid.toml:2: field policy"),
+        (
+            "[grid]\nworkload = [\"stream\", \"gupps\"]\n",
+            "grid.toml:2: field workload",
+        ),
+        ("[base]\nwidth = 1\n", "unknown field \"width\""),
+        ("[stuff]\n", "unknown section [stuff]"),
+    ];
+    for (text, want) in cases {
+        let f = d.join("grid.toml");
+        std::fs::write(&f, text).unwrap();
+        let e = usage_error(&["sweep", f.to_str().unwrap()]);
+        assert!(e.contains(want), "{text:?}: wanted {want:?} in {e}");
+    }
+    let f = d.join("grid.toml");
+    std::fs::write(&f, GRID).unwrap();
+    for s in ["4/3", "0/3", "3", "a/b"] {
+        let e = usage_error(&["sweep", f.to_str().unwrap(), "--shard", s]);
+        assert!(e.contains("--shard"), "{s}: {e}");
+    }
+}
+
+#[test]
+fn failed_writes_are_internal_errors() {
+    let o = svmsim(&[
+        "run",
+        "stream",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--events",
+        "/no/such/dir/e.smi",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write /no/such/dir/e.smi"));
+}
