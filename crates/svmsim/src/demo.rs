@@ -68,10 +68,12 @@ pub fn explain(outs: &[Outcome]) -> String {
     if part.metrics.kernel_ns > whole.metrics.kernel_ns {
         let _ = writeln!(
             s,
-            "    Its kernels took longer in all ({} against {}): every window is its own fault, \
-             paying delivery, the handler and a mapping, where whole-range paid once per range.",
+            "    Its kernels took longer in all ({} against {}): it served {} faults to \
+             whole-range's {}, and each paid delivery, the handler and a mapping of its own.",
             time(part.metrics.kernel_ns),
-            time(whole.metrics.kernel_ns)
+            time(whole.metrics.kernel_ns),
+            part.metrics.faults,
+            whole.metrics.faults
         );
     }
     let _ = writeln!(

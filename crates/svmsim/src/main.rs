@@ -320,7 +320,7 @@ fn emit(
             }
         }
         if let Some(o) = outs.first() {
-            println!("seed {}; repeat with: {}", o.spec.seed, o.spec.repro());
+            println!("seed {}; repeat with: {}", o.spec.seed, repro(o));
         }
         if cli.verbose {
             for o in outs {
@@ -389,6 +389,32 @@ fn emit(
     } else {
         0
     })
+}
+
+/// The command line that repeats this invocation: the arguments given,
+/// with the seed made explicit when it was left at its default.
+fn repro(o: &Outcome) -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut s = String::from("svmsim");
+    for a in &args {
+        s.push(' ');
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+            s += &format!("'{}'", a.replace('\'', "'\\''"));
+        } else {
+            s += a;
+        }
+    }
+    let seeded = args
+        .iter()
+        .any(|a| a == "--seed" || a.starts_with("--seed="));
+    let cmd = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str);
+    if !seeded && matches!(cmd, Some("run" | "compare" | "replay")) {
+        s += &format!(" --seed {}", o.spec.seed);
+    }
+    s
 }
 
 fn split_list(s: &str) -> Vec<String> {

@@ -50,7 +50,7 @@ fn the_demo_compares_three_policies_and_says_why() {
     assert!(out.contains("What differed, and why:"), "{out}");
     assert!(out.contains("Try next:"), "{out}");
     assert!(
-        out.contains("seed 1; repeat with: svmsim run shared-buffer"),
+        out.contains("seed 1; repeat with: svmsim run --seed 1\n"),
         "{out}"
     );
     // No colour codes when stdout is not a terminal.
@@ -64,9 +64,7 @@ fn run_one_workload_prints_a_row_and_the_repro() {
     ]);
     assert!(out.contains("partial"), "{out}");
     assert!(
-        out.contains(
-            "svmsim run stream --size 1MiB --iters 1 --profile mi210 --policy partial --seed 5"
-        ),
+        out.contains("seed 5; repeat with: svmsim run stream --size 1MiB --iters 1 --seed 5\n"),
         "{out}"
     );
     let v = ok(&[
