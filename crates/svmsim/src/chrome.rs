@@ -189,7 +189,7 @@ pub fn trace_many(outs: &[Outcome]) -> Value {
     }
     let mut all = Vec::new();
     for (k, o) in outs.iter().enumerate() {
-        let label = o.spec.label();
+        let label = o.label.clone();
         let off = 100 * u64::try_from(k).unwrap_or(0);
         let mut v = trace(o);
         if let Some(list) = v.get_mut("traceEvents").and_then(Value::as_array_mut) {
@@ -211,7 +211,7 @@ pub fn trace_many(outs: &[Outcome]) -> Value {
         "displayTimeUnit": "ns",
         "otherData": {
             "schema": "svmsim.timeline/1",
-            "runs": outs.iter().map(|o| o.spec.label()).collect::<Vec<_>>(),
+            "runs": outs.iter().map(|o| o.label.clone()).collect::<Vec<_>>(),
             "repro": outs.iter().map(|o| o.spec.repro()).collect::<Vec<_>>(),
             "clock": "simulated",
         },

@@ -160,13 +160,20 @@ impl RunSpec {
         let gpus = self.gpus.unwrap_or(w.gpus());
         let have = profile.gpus().len();
         if gpus < w.gpus() || gpus == 0 || gpus > have {
+            let fits: Vec<String> = svm_sim::timing::BUILT_IN
+                .iter()
+                .filter_map(|(n, _)| Profile::built_in(n).ok())
+                .filter(|p| p.gpus().len() >= gpus.max(w.gpus()))
+                .map(|p| format!("{} ({} GPUs)", p.name, p.gpus().len()))
+                .collect();
             return Err(spec_err(
                 "gpus",
                 format!(
-                    "{gpus} GPUs: {} needs at least {}, profile {} has {have}",
+                    "{gpus} GPUs: {} needs at least {}, profile {} has {have}; profiles with enough: {}",
                     w.name(),
                     w.gpus(),
-                    profile.name
+                    profile.name,
+                    fits.join(", ")
                 ),
             ));
         }
@@ -354,6 +361,10 @@ pub struct GpuEnd {
 pub struct Outcome {
     /// What ran.
     pub spec: RunSpec,
+    /// Its name in tables and plots: what sets it apart from the runs
+    /// shown with it (see `runs::relabel`).
+    #[serde(skip)]
+    pub label: String,
     /// GPUs in the machine.
     pub gpus: usize,
     /// How it ended.
@@ -535,6 +546,7 @@ fn finish(
     };
     Outcome {
         spec: spec.clone(),
+        label: spec.label(),
         gpus,
         status,
         metrics,

@@ -46,7 +46,7 @@ pub fn figures(outs: &[Outcome]) -> Result<Vec<(String, String, &'static str, St
         if let Some(svg) = plots::residency(o)? {
             f.push((
                 format!("residency-{i}"),
-                format!("Residency map: {}", o.spec.label()),
+                format!("Residency map: {}", o.label.clone()),
                 "Address (up) against time (right), coloured by where most pages of each band were: grey is system memory, colours are GPUs' VRAM, white is unmapped.",
                 svg,
             ));
@@ -100,10 +100,11 @@ fn page(
           <th>oversubscription</th><th>seed</th></tr>\n";
     for o in outs {
         let s = &o.spec;
+        let label = &o.label;
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.label()),
+            esc(label),
             esc(&s.workload),
             size::show(s.size),
             s.iters,
@@ -134,7 +135,7 @@ fn page(
         let _ = writeln!(
             h,
             "<tr><td>{}{}</td><td class=\"{cls}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} pages</td></tr>",
-            esc(&o.spec.label()),
+            esc(&o.label.clone()),
             if i == baseline && outs.len() > 1 {
                 " (base)"
             } else {
@@ -182,14 +183,14 @@ fn page(
                 let _ = writeln!(
                     h,
                     "<li class=\"ok\">{}: every checker held at the end of the run.</li>",
-                    esc(&o.spec.label())
+                    esc(&o.label.clone())
                 );
             }
             Some(v) => {
                 let _ = writeln!(
                     h,
                     "<li class=\"bad\">{}: {}</li>",
-                    esc(&o.spec.label()),
+                    esc(&o.label.clone()),
                     esc(v)
                 );
             }

@@ -92,7 +92,7 @@ enum Command {
     },
     /// Run a parameter grid from a TOML file, in parallel; optionally one shard of it.
     #[command(after_help = "Examples:\n  \
-        svmsim sweep examples/sweep.toml\n  \
+        svmsim sweep examples/sweeps/policies.toml\n  \
         svmsim sweep grid.toml --shard 3/8 --out shard-3.json    # one job of a cluster array\n  \
         svmsim merge shard-*.json --csv > all.csv\n\n\
         On Slurm: #SBATCH --array=1-8, then\n  \
@@ -176,9 +176,10 @@ struct RunOpts {
     /// Iterations (launches, time steps, rounds).
     #[arg(long, default_value_t = 2)]
     iters: u32,
-    /// A built-in profile (`svmsim profiles`) or a profile .toml file.
-    #[arg(long, default_value = "mi210")]
-    profile: String,
+    /// A built-in profile (`svmsim profiles`) or a profile .toml file
+    /// [default: mi210, or mi250x for a workload of two GPUs or more].
+    #[arg(long)]
+    profile: Option<String>,
     /// GPUs in the machine (default: what the workload needs).
     #[arg(long)]
     gpus: Option<usize>,
@@ -205,7 +206,10 @@ impl RunOpts {
             workload: workload.into(),
             size: self.size,
             iters: self.iters,
-            profile: self.profile.clone(),
+            profile: self.profile.clone().unwrap_or_else(|| {
+                let many = svm_workloads::by_name(workload).is_some_and(|w| w.gpus() > 1);
+                if many { "mi250x" } else { "mi210" }.to_owned()
+            }),
             gpus: self.gpus,
             vram: self.vram,
             oversubscribe: self.oversubscribe,
@@ -290,7 +294,9 @@ fn run_all(
     let idx: Vec<usize> = (0..specs.len()).collect();
     let r = sweep::run_points(specs, &idx, jobs, capture, &|_| p.inc());
     p.finish();
-    r.map_err(spec_fail)
+    let mut outs = r.map_err(spec_fail)?;
+    runs::relabel(&mut outs);
+    Ok(outs)
 }
 
 /// Prints and writes a set of outcomes; returns the exit code they call for.
@@ -313,10 +319,10 @@ fn emit(
         println!("{}", runs::table(outs, baseline));
         for o in outs {
             if let Status::Killed { error } = &o.status {
-                println!("{}: killed: {error}", o.spec.label());
+                println!("{}: killed: {error}", o.label.clone());
             }
             if let Some(v) = &o.violation {
-                println!("{}: {v}", o.spec.label());
+                println!("{}: {v}", o.label.clone());
             }
         }
         if let Some(o) = outs.first() {
@@ -326,7 +332,7 @@ fn emit(
             for o in outs {
                 println!(
                     "\n{} ({:.2} s of wall time, {} SMI events kept)",
-                    o.spec.label(),
+                    o.label.clone(),
                     o.wall_s,
                     o.events.len()
                 );
@@ -362,7 +368,7 @@ fn emit(
         let mut s = String::new();
         for o in outs {
             if outs.len() > 1 {
-                s += &format!("# svmsim run {}\n", o.spec.label());
+                s += &format!("# svmsim run {}\n", o.label.clone());
             }
             for e in &o.events {
                 s += &e.line;
@@ -547,16 +553,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                             specs.len()
                         )));
                     }
-                    Err(_) => specs.iter().position(|s| s.label() == *b).ok_or_else(|| {
-                        usage(format!(
-                            "--baseline {b:?}: no such run; runs are: {}",
-                            specs
-                                .iter()
-                                .map(RunSpec::label)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    })?,
+                    Err(_) => {
+                        let labels = runs::labels(&specs);
+                        labels.iter().position(|l| l == b).ok_or_else(|| {
+                            usage(format!(
+                                "--baseline {b:?}: no such run; runs are: {}",
+                                labels.join(", ")
+                            ))
+                        })?
+                    }
                 },
             };
             let outs = run_all(&specs, out.capture(), jobs(*j), cli.quiet, workload)?;
@@ -588,7 +593,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let outs =
                 sweep::run_points(&sw.points, &idx, jobs(*j), output.capture(), &|_| p.inc());
             p.finish();
-            let outs = outs.map_err(spec_fail)?;
+            let mut outs = outs.map_err(spec_fail)?;
+            runs::relabel(&mut outs);
             if let Some(path) = shard_out {
                 let f = sweep::ShardFile {
                     schema: sweep::SCHEMA.into(),
@@ -622,7 +628,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
                 shards.push((f.display().to_string(), s));
             }
-            let outs = sweep::merge(&shards).map_err(usage)?;
+            let mut outs = sweep::merge(&shards).map_err(usage)?;
+            runs::relabel(&mut outs);
             if out.events.is_some() || out.timeline.is_some() {
                 return Err(usage(
                     "--events and --timeline need the runs themselves; pass them to `svmsim sweep`",

@@ -111,7 +111,7 @@ pub fn migrated(runs: &[&Outcome]) -> Result<String, String> {
                 .into_iter()
                 .map(|(t, b)| (ms(t), mib(b)))
                 .collect();
-            Some((o.spec.label(), steps(&pts)))
+            Some((o.label.clone(), steps(&pts)))
         })
         .collect();
     lines(
@@ -134,7 +134,7 @@ pub fn latency_cdf(runs: &[&Outcome]) -> Result<String, String> {
                 .into_iter()
                 .map(|(l, q)| (l as f64 / 1e3, q))
                 .collect();
-            (o.spec.label(), pts)
+            (o.label.clone(), pts)
         })
         .collect();
     lines(
@@ -161,7 +161,7 @@ pub fn vram(runs: &[&Outcome]) -> Result<String, String> {
                 .map(|v| (ms(v.at_ns), mib(v.used_bytes)))
                 .collect();
             series.push((
-                format!("{} GPU {:#x}", o.spec.label(), g.gpu_id),
+                format!("{} GPU {:#x}", o.label.clone(), g.gpu_id),
                 steps(&pts),
             ));
         }
@@ -202,7 +202,7 @@ pub fn residency(o: &Outcome) -> Result<Option<String>, String> {
         let amax = mib((hi - lo) * 4096).max(1e-9);
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                format!("Residency map: {}", o.spec.label()),
+                format!("Residency map: {}", o.label.clone()),
                 ("sans-serif", 18),
             )
             .margin(12)

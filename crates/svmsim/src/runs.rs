@@ -6,7 +6,7 @@ use comfy_table::{Cell, CellAlignment, Color, Table, presets};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::exec::{Outcome, Status};
+use crate::exec::{Outcome, RunSpec, Status};
 use crate::size;
 
 /// The schema name and version of `--json` and `--csv` output.
@@ -22,6 +22,59 @@ pub fn time(ns: u64) -> String {
         format!("{:.1} µs", ns as f64 / 1e3)
     } else {
         format!("{ns} ns")
+    }
+}
+
+/// Names for runs shown together: the policy, plus every other setting
+/// that differs between them (a sweep over sizes names the size).
+pub fn labels(specs: &[RunSpec]) -> Vec<String> {
+    type Field = fn(&RunSpec) -> String;
+    let fields: [Field; 10] = [
+        |s| s.workload.clone(),
+        |s| size::show(s.size),
+        |s| format!("{} iters", s.iters),
+        |s| s.profile.clone(),
+        |s| s.gpus.map_or(String::new(), |g| format!("{g} GPUs")),
+        |s| {
+            s.vram
+                .map_or(String::new(), |v| format!("VRAM {}", size::show(v)))
+        },
+        |s| {
+            s.oversubscribe
+                .map_or(String::new(), |f| format!("{:.0}%", f * 100.0))
+        },
+        |s| s.granularity.map_or(String::new(), |g| format!("g{g}")),
+        |s| {
+            if s.xnack {
+                String::new()
+            } else {
+                "xnack-off".into()
+            }
+        },
+        |s| format!("seed {}", s.seed),
+    ];
+    if specs.len() <= 1 {
+        return specs.iter().map(RunSpec::label).collect();
+    }
+    let varying: Vec<&Field> = fields
+        .iter()
+        .filter(|f| specs.iter().any(|s| f(s) != f(&specs[0])))
+        .collect();
+    specs
+        .iter()
+        .map(|s| {
+            let mut parts = vec![s.policy.clone()];
+            parts.extend(varying.iter().map(|f| f(s)).filter(|x| !x.is_empty()));
+            parts.join(" ")
+        })
+        .collect()
+}
+
+/// Sets each outcome's label from [`labels`].
+pub fn relabel(outs: &mut [Outcome]) {
+    let specs: Vec<RunSpec> = outs.iter().map(|o| o.spec.clone()).collect();
+    for (o, l) in outs.iter_mut().zip(labels(&specs)) {
+        o.label = l;
     }
 }
 
@@ -66,7 +119,7 @@ pub fn table(runs: &[Outcome], baseline: usize) -> Table {
             _ => Color::Red,
         });
         let stale: u64 = o.gpu_end.iter().map(|g| g.stale_dma_pages).sum();
-        let mut label = o.spec.label();
+        let mut label = o.label.clone();
         if i == baseline && runs.len() > 1 {
             label += " (base)";
         }
@@ -104,7 +157,7 @@ pub fn json(runs: &[Outcome], baseline: usize) -> Value {
     let list: Vec<JsonRun<'_>> = runs
         .iter()
         .map(|o| JsonRun {
-            label: o.spec.label(),
+            label: o.label.clone(),
             outcome: o,
             kernel_time_ratio: (base > 0).then(|| o.metrics.kernel_ns as f64 / base as f64),
             repro: o.spec.repro(),
@@ -112,7 +165,7 @@ pub fn json(runs: &[Outcome], baseline: usize) -> Value {
         .collect();
     json!({
         "schema": SCHEMA,
-        "baseline": runs.get(baseline).map(|o| o.spec.label()),
+        "baseline": runs.get(baseline).map(|o| o.label.clone()),
         "runs": list,
     })
 }
@@ -165,7 +218,7 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
         let opt = |v: Option<String>| v.unwrap_or_default();
         let row = [
             SCHEMA.to_string(),
-            s.label(),
+            o.label.clone(),
             s.workload.clone(),
             s.size.to_string(),
             s.iters.to_string(),

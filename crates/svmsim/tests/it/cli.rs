@@ -335,3 +335,18 @@ fn failed_writes_are_internal_errors() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot write /no/such/dir/e.smi"));
 }
+
+#[test]
+fn every_example_sweep_parses() {
+    let dir = super::root().join("examples/sweeps");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let s =
+            svmsim::sweep::parse(&p.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.points.is_empty());
+        n += 1;
+    }
+    assert!(n > 0, "no sweeps in {}", dir.display());
+}
