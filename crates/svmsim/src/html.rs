@@ -21,7 +21,11 @@ fn esc(s: &str) -> String {
 /// # Errors
 /// A plot that could not be drawn.
 pub fn figures(outs: &[Outcome]) -> Result<Vec<(String, String, &'static str, String)>, String> {
-    let refs: Vec<&Outcome> = outs.iter().collect();
+    // Runs read back from shard files carry no timeline: nothing to draw.
+    let refs: Vec<&Outcome> = outs.iter().filter(|o| o.timeline.is_some()).collect();
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut f = vec![
         (
             "migrated".to_string(),
@@ -42,7 +46,11 @@ pub fn figures(outs: &[Outcome]) -> Result<Vec<(String, String, &'static str, St
             plots::vram(&refs)?,
         ),
     ];
-    for (i, o) in outs.iter().enumerate() {
+    for (i, o) in outs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.timeline.is_some())
+    {
         if let Some(svg) = plots::residency(o)? {
             f.push((
                 format!("residency-{i}"),
@@ -165,6 +173,10 @@ fn page(
           or a VRAM address of a page since moved away); kfd keeps them until that GPU faults on the page again.</p>\n";
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";
+    if figs.is_empty() {
+        h += "<p class=\"note\">No plots: these results were merged from shard files, which keep \
+              numbers only. Pass <code>--report</code> to <code>svmsim sweep</code> itself for plots.</p>\n";
+    }
     for (id, title, how, svg) in figs {
         let _ = writeln!(
             h,

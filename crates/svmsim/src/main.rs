@@ -162,8 +162,16 @@ enum Command {
         seed: Option<u64>,
     },
     /// List the built-in profiles, one line each.
+    #[command(
+        after_help = "Examples:\n  svmsim profiles\n  svmsim run stream --profile mi300x\n  \
+        svmsim run stream --profile my-gpu.toml    # a profile file of your own (docs/profiles.md)"
+    )]
     Profiles,
     /// List the built-in workloads, one line each.
+    #[command(
+        after_help = "Examples:\n  svmsim workloads\n  svmsim run gemm --size 16MiB --iters 3\n  \
+        svmsim compare bfs --granularities 0,9"
+    )]
     Workloads,
 }
 

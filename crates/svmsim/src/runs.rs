@@ -98,6 +98,10 @@ fn status_text(s: &Status) -> String {
 pub fn table(runs: &[Outcome], baseline: usize) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
+    // The NO_COLOR convention (no-color.org): any value turns colour off.
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        t.force_no_tty();
+    }
     t.set_header(vec![
         "config",
         "status",

@@ -173,6 +173,13 @@ fn sweep_shards_and_merge_give_the_whole_grid() {
         merged["runs"], whole["runs"],
         "merged shards differ from the whole sweep"
     );
+    // The merged report has the tables; plots need the runs themselves.
+    let rep = d.join("merged-report");
+    let mut args = vec!["merge", "--report", rep.to_str().unwrap(), "-q"];
+    args.extend(files.iter().map(String::as_str));
+    ok(&args);
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(html.contains("partial g9") && html.contains("No plots"), "merged report");
     // A shard missing is named.
     let err = usage_error(&["merge", &files[0], &files[1]]);
     assert!(err.contains("missing"), "{err}");
@@ -249,7 +256,16 @@ fn listings_have_a_line_each() {
 
 #[test]
 fn every_subcommand_has_help_with_examples() {
-    for c in ["run", "compare", "sweep", "merge", "replay", "scenario"] {
+    for c in [
+        "run",
+        "compare",
+        "sweep",
+        "merge",
+        "replay",
+        "scenario",
+        "profiles",
+        "workloads",
+    ] {
         let h = ok(&[c, "--help"]);
         assert!(h.contains("Example"), "{c} --help has no examples:\n{h}");
     }
@@ -349,4 +365,13 @@ fn every_example_sweep_parses() {
         n += 1;
     }
     assert!(n > 0, "no sweeps in {}", dir.display());
+}
+
+#[test]
+fn a_malformed_profile_file_is_placed() {
+    let d = scratch("bad-profile");
+    let f = d.join("gpu.toml");
+    std::fs::write(&f, "name = \"x\"\ndescription = \"y\"\n[gpu]\ncount = \"two\"\n").unwrap();
+    let e = usage_error(&["run", "stream", "--size", "1MiB", "--profile", f.to_str().unwrap()]);
+    assert!(e.contains("--profile") && e.contains("gpu.toml") && e.contains("line 4"), "{e}");
 }
