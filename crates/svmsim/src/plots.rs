@@ -43,47 +43,58 @@ fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> Result<Str
         let xmax = series
             .iter()
             .flat_map(|s| s.1.iter().map(|p| p.0))
-            .fold(0.0, f64::max)
-            .max(1e-9);
-        let ymax = series
-            .iter()
-            .flat_map(|s| s.1.iter().map(|p| p.1))
-            .fold(0.0, f64::max)
-            .max(1e-9);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..xmax * 1.02, 0.0..ymax * 1.08)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (i, (label, pts)) in series.iter().enumerate() {
-            let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .fold(0.0, f64::max);
+        draw_lines(&root, title, (x_desc, y_desc), series, xmax, 0)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(buf)
+}
+
+/// Draws `series` on `area`, x from 0 to `xmax`, colours from `first`.
+fn draw_lines(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Line],
+    xmax: f64,
+    first: usize,
+) -> Result<(), String> {
+    let xmax = xmax.max(1e-9);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..xmax * 1.02, 0.0..ymax * 1.08)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = colour(first + i);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Step series: each point holds until the next.
@@ -145,28 +156,55 @@ pub fn latency_cdf(runs: &[&Outcome]) -> Result<String, String> {
     )
 }
 
-/// VRAM in use over time: one line per run and GPU.
+/// VRAM in use over time: a panel per run, a line per GPU (in the
+/// residency map's colours), on one time axis.
 ///
 /// # Errors
 /// The plotting library failing.
 pub fn vram(runs: &[&Outcome]) -> Result<String, String> {
-    let mut series: Vec<Line> = Vec::new();
-    for o in runs {
-        let Some(t) = &o.timeline else { continue };
-        for g in &o.gpu_end {
-            let pts: Vec<(f64, f64)> = t
-                .vram
+    let panels: Vec<(String, Vec<Line>)> = runs
+        .iter()
+        .filter_map(|o| {
+            let t = o.timeline.as_ref()?;
+            let lines = o
+                .gpu_end
                 .iter()
-                .filter(|v| v.gpu_id == g.gpu_id)
-                .map(|v| (ms(v.at_ns), mib(v.used_bytes)))
+                .map(|g| {
+                    let pts: Vec<(f64, f64)> = t
+                        .vram
+                        .iter()
+                        .filter(|v| v.gpu_id == g.gpu_id)
+                        .map(|v| (ms(v.at_ns), mib(v.used_bytes)))
+                        .collect();
+                    (format!("GPU {:#x}", g.gpu_id), steps(&pts))
+                })
                 .collect();
-            series.push((
-                format!("{} GPU {:#x}", o.label.clone(), g.gpu_id),
-                steps(&pts),
-            ));
+            Some((o.label.clone(), lines))
+        })
+        .collect();
+    let xmax = panels
+        .iter()
+        .flat_map(|p| p.1.iter().flat_map(|l| l.1.iter().map(|q| q.0)))
+        .fold(0.0, f64::max);
+    let n = u32::try_from(panels.len().max(1)).unwrap_or(1);
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, (W, 260 * n)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        for ((label, lines), area) in panels.iter().zip(&areas) {
+            draw_lines(
+                area,
+                &format!("VRAM in use: {label}"),
+                ("simulated time (ms)", "VRAM (MiB)"),
+                lines,
+                xmax,
+                0,
+            )?;
         }
+        root.present().map_err(|e| e.to_string())?;
     }
-    lines("VRAM in use", "simulated time (ms)", "VRAM (MiB)", &series)
+    Ok(buf)
 }
 
 /// The place colours of the residency map: RAM, then each GPU.

@@ -179,7 +179,10 @@ fn sweep_shards_and_merge_give_the_whole_grid() {
     args.extend(files.iter().map(String::as_str));
     ok(&args);
     let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
-    assert!(html.contains("partial g9") && html.contains("No plots"), "merged report");
+    assert!(
+        html.contains("partial g9") && html.contains("No plots"),
+        "merged report"
+    );
     // A shard missing is named.
     let err = usage_error(&["merge", &files[0], &files[1]]);
     assert!(err.contains("missing"), "{err}");
@@ -371,7 +374,21 @@ fn every_example_sweep_parses() {
 fn a_malformed_profile_file_is_placed() {
     let d = scratch("bad-profile");
     let f = d.join("gpu.toml");
-    std::fs::write(&f, "name = \"x\"\ndescription = \"y\"\n[gpu]\ncount = \"two\"\n").unwrap();
-    let e = usage_error(&["run", "stream", "--size", "1MiB", "--profile", f.to_str().unwrap()]);
-    assert!(e.contains("--profile") && e.contains("gpu.toml") && e.contains("line 4"), "{e}");
+    std::fs::write(
+        &f,
+        "name = \"x\"\ndescription = \"y\"\n[gpu]\ncount = \"two\"\n",
+    )
+    .unwrap();
+    let e = usage_error(&[
+        "run",
+        "stream",
+        "--size",
+        "1MiB",
+        "--profile",
+        f.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("--profile") && e.contains("gpu.toml") && e.contains("line 4"),
+        "{e}"
+    );
 }
