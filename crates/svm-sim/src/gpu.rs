@@ -105,11 +105,67 @@ impl SimGpu {
 ///
 /// Entries are packed into one `u64` each (the target's page frame in the
 /// top 44 bits, flags and owner below) in chunks of 64 pages: 8 bytes a
-/// mapped page, which is what lets phantom runs map hundreds of GiB.
+/// mapped page. A chunk whose 64 entries map 64 consecutive frames with the
+/// same flags (what a migrated 2 MiB window or a run of DMA mappings gives)
+/// is kept as its first entry alone, as a GPU's PTE fragment field says "this
+/// block is contiguous": a few bytes for 64 pages, which is what lets
+/// phantom runs map hundreds of GiB. Which form a chunk has is invisible
+/// outside: `walk`, `iter` and `len` answer the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageTable {
-    chunks: BTreeMap<u64, Box<[u64; CHUNK]>>,
+    chunks: BTreeMap<u64, Chunk>,
     len: usize,
+}
+
+/// 64 entries of a page table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Each entry (0: none).
+    Dense(Box<[u64; CHUNK]>),
+    /// All 64 present, entry `i` being the first with its frame plus `i`.
+    Linear(u64),
+}
+
+/// The packed entry one frame after `w`.
+const FRAME_STEP: u64 = 1 << P_FRAME_SHIFT;
+
+impl Chunk {
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Self::Dense(ws) => ws[i],
+            Self::Linear(first) => first + i as u64 * FRAME_STEP,
+        }
+    }
+
+    /// The entries, expanded.
+    fn words(&self) -> Box<[u64; CHUNK]> {
+        match self {
+            Self::Dense(ws) => ws.clone(),
+            Self::Linear(first) => {
+                let mut ws = Box::new([0; CHUNK]);
+                for (i, w) in ws.iter_mut().enumerate() {
+                    *w = first + i as u64 * FRAME_STEP;
+                }
+                ws
+            }
+        }
+    }
+
+    /// `ws` in the smaller form that holds it.
+    fn compact(ws: Box<[u64; CHUNK]>) -> Self {
+        let first = ws[0];
+        let linear = first != 0
+            && first >> P_FRAME_SHIFT <= (u64::MAX >> P_FRAME_SHIFT) - CHUNK as u64
+            && ws
+                .iter()
+                .enumerate()
+                .all(|(i, &w)| w == first + i as u64 * FRAME_STEP);
+        if linear {
+            Self::Linear(first)
+        } else {
+            Self::Dense(ws)
+        }
+    }
 }
 
 /// Pages per chunk of a page table.
@@ -211,17 +267,17 @@ impl PageTable {
     /// The PTE of `page`, if one was written.
     pub fn walk(&self, page: PageNum) -> Option<Pte> {
         let (c, i) = split(page);
-        let w = self.chunks.get(&c)?[i];
+        let w = self.chunks.get(&c)?.get(i);
         (w != 0).then(|| unpack(w))
     }
 
     /// All written PTEs in page order.
     pub fn iter(&self) -> impl Iterator<Item = (PageNum, Pte)> + '_ {
-        self.chunks.iter().flat_map(|(&c, ws)| {
-            ws.iter()
-                .enumerate()
-                .filter(|(_, w)| **w != 0)
-                .map(move |(i, &w)| (PageNum::new(c * CHUNK as u64 + i as u64), unpack(w)))
+        self.chunks.iter().flat_map(|(&c, chunk)| {
+            (0..CHUNK)
+                .map(move |i| (i, chunk.get(i)))
+                .filter(|&(_, w)| w != 0)
+                .map(move |(i, w)| (PageNum::new(c * CHUNK as u64 + i as u64), unpack(w)))
         })
     }
 
@@ -236,13 +292,24 @@ impl PageTable {
     }
 
     pub(crate) fn write(&mut self, start: PageNum, ptes: &[Pte]) {
-        for (k, pte) in ptes.iter().enumerate() {
-            let (c, i) = split(PageNum::new(start.raw() + k as u64));
-            let chunk = self.chunks.entry(c).or_insert_with(|| Box::new([0; CHUNK]));
-            if chunk[i] == 0 {
-                self.len += 1;
+        let mut k = 0;
+        while k < ptes.len() {
+            // The run of `ptes` inside one chunk.
+            let (c, i0) = split(PageNum::new(start.raw() + k as u64));
+            let n = (CHUNK - i0).min(ptes.len() - k);
+            let mut ws = match self.chunks.remove(&c) {
+                Some(chunk) => chunk.words(),
+                None => Box::new([0; CHUNK]),
+            };
+            for (j, pte) in ptes[k..k + n].iter().enumerate() {
+                let w = &mut ws[i0 + j];
+                if *w == 0 {
+                    self.len += 1;
+                }
+                *w = pack(pte);
             }
-            chunk[i] = pack(pte);
+            self.chunks.insert(c, Chunk::compact(ws));
+            k += n;
         }
     }
 
@@ -252,19 +319,18 @@ impl PageTable {
         let keys: Vec<u64> = self.chunks.range(first..last).map(|(&c, _)| c).collect();
         let mut n = 0;
         for c in keys {
-            let chunk = self.chunks.get_mut(&c).expect("listed chunk");
+            let mut ws = self.chunks.remove(&c).expect("listed chunk").words();
             let base = c * CHUNK as u64;
             let lo = range.start().raw().max(base) - base;
             let hi = range.end().raw().min(base + CHUNK as u64) - base;
-            for w in &mut chunk[usize::try_from(lo).unwrap_or(0)..usize::try_from(hi).unwrap_or(0)]
-            {
+            for w in &mut ws[usize::try_from(lo).unwrap_or(0)..usize::try_from(hi).unwrap_or(0)] {
                 if *w != 0 {
                     *w = 0;
                     n += 1;
                 }
             }
-            if chunk.iter().all(|&w| w == 0) {
-                self.chunks.remove(&c);
+            if ws.iter().any(|&w| w != 0) {
+                self.chunks.insert(c, Chunk::compact(ws));
             }
         }
         self.len -= usize::try_from(n).unwrap_or(0);
@@ -325,5 +391,98 @@ mod tests {
             1
         );
         assert!(t.is_empty() && t.chunks.is_empty());
+    }
+
+    /// A run of consecutive frames with equal flags.
+    fn run(first_frame: u64, n: usize, vram: bool) -> Vec<Pte> {
+        (0..n as u64)
+            .map(|k| {
+                let addr = (first_frame + k) * PAGE_SIZE;
+                let target = if vram {
+                    PteTarget::Vram {
+                        owner: GpuIndex::new(1).unwrap(),
+                        addr,
+                    }
+                } else {
+                    PteTarget::Sys(addr)
+                };
+                pte(target, true, Mtype::Rw)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn contiguous_chunks_are_one_entry_and_answer_the_same() {
+        let mut t = PageTable::default();
+        // 2 MiB of consecutive VRAM frames from a chunk boundary.
+        t.write(PageNum::new(512), &run(4096, 512, true));
+        assert_eq!(t.len(), 512);
+        assert!(t.chunks.values().all(|c| matches!(c, Chunk::Linear(_))));
+        for k in 0..512 {
+            let p = t.walk(PageNum::new(512 + k)).unwrap();
+            assert_eq!(
+                p.target,
+                PteTarget::Vram {
+                    owner: GpuIndex::new(1).unwrap(),
+                    addr: (4096 + k) * PAGE_SIZE
+                }
+            );
+        }
+        // One entry that breaks the run makes its chunk dense again.
+        t.write(PageNum::new(600), &run(1, 1, false));
+        assert_eq!(t.len(), 512);
+        assert!(matches!(t.chunks[&(600 / 64)], Chunk::Dense(_)));
+        assert_eq!(
+            t.walk(PageNum::new(600)).unwrap().target,
+            PteTarget::Sys(PAGE_SIZE)
+        );
+        // Clearing half a linear chunk.
+        assert_eq!(
+            t.clear(PageRange::new(PageNum::new(512), PageNum::new(544))),
+            32
+        );
+        assert_eq!(t.walk(PageNum::new(543)), None);
+        assert!(t.walk(PageNum::new(544)).is_some());
+        assert_eq!(t.len(), 480);
+    }
+
+    /// Random writes and clears against a map of page to PTE.
+    #[test]
+    fn matches_a_naive_map() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+        for case in 0..200 {
+            let mut t = PageTable::default();
+            let mut model = BTreeMap::new();
+            for _ in 0..20 {
+                let start = rng.random_range(0..400u64);
+                let n = rng.random_range(1..150usize);
+                if rng.random_range(0..3) == 0 {
+                    let end = start + n as u64;
+                    let cleared = t.clear(PageRange::new(PageNum::new(start), PageNum::new(end)));
+                    let before = model.len();
+                    model.retain(|&p, _| !(start..end).contains(&p));
+                    assert_eq!(cleared, (before - model.len()) as u64, "case {case}");
+                } else {
+                    let frame = rng.random_range(1..1_000_000u64);
+                    let ptes = run(frame, n, rng.random_range(0..2) == 0);
+                    t.write(PageNum::new(start), &ptes);
+                    for (k, p) in ptes.into_iter().enumerate() {
+                        model.insert(start + k as u64, p);
+                    }
+                }
+                assert_eq!(t.len(), model.len(), "case {case}");
+                let got: Vec<(u64, Pte)> = t.iter().map(|(p, e)| (p.raw(), e)).collect();
+                let want: Vec<(u64, Pte)> = model.iter().map(|(&p, &e)| (p, e)).collect();
+                assert_eq!(got, want, "case {case}");
+                for p in 0..600 {
+                    assert_eq!(
+                        t.walk(PageNum::new(p)),
+                        model.get(&p).copied(),
+                        "case {case} page {p}"
+                    );
+                }
+            }
+        }
     }
 }
