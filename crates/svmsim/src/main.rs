@@ -40,15 +40,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one workload under one configuration; with no workload, the demo.
+    /// Run one workload (or a scenario .toml file) under one configuration; with neither, the demo.
     #[command(after_help = "Examples:\n  \
         svmsim run                                   # the demo: shared buffer, 2 GPUs, three policies\n  \
         svmsim run stream --size 1GiB --policy whole-range\n  \
         svmsim run gups --xnack off                  # eager mapping, queue eviction and restore\n  \
         svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
-        svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace")]
+        svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace\n  \
+        svmsim run examples/munmap-race.toml --seed 3  # a scenario file, as `svmsim scenario` runs it")]
     Run {
-        /// The workload (`svmsim workloads`); without it, the demo runs.
+        /// The workload (`svmsim workloads`) or a scenario file (FILE.toml); without it, the demo runs.
         workload: Option<String>,
         /// The policy (whole-range, partial, partial-migrate-whole-map).
         #[arg(long, default_value = "partial")]
@@ -480,6 +481,25 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out,
             record,
         } => {
+            // A scenario file runs as `svmsim scenario` would.
+            if w.ends_with(".toml") {
+                if out.csv || out.timeline.is_some() || out.report.is_some() || record.is_some() {
+                    return Err(usage(
+                        "a scenario prints its op log (or --json) and writes --events; \
+                         --csv, --timeline, --report and --record are for workloads",
+                    ));
+                }
+                let seed = std::env::args().any(|a| a == "--seed" || a.starts_with("--seed="));
+                return Ok(run_scenario(
+                    Some(&PathBuf::from(w)),
+                    out.json,
+                    out.events.as_ref(),
+                    std::env::args()
+                        .any(|a| a == "--policy" || a.starts_with("--policy="))
+                        .then_some(policy.as_str()),
+                    seed.then_some(opts.seed),
+                ));
+            }
             let spec = opts.spec(w, policy);
             spec.resolve().map_err(spec_fail)?;
             let mut capture = out.capture();

@@ -392,3 +392,14 @@ fn a_malformed_profile_file_is_placed() {
         "{e}"
     );
 }
+
+#[test]
+fn run_takes_a_scenario_file_too() {
+    let a = ok(&["run", "examples/munmap-race.toml", "--seed", "3"]);
+    let b = ok(&["scenario", "examples/munmap-race.toml", "--seed", "3"]);
+    assert_eq!(a, b);
+    let e = usage_error(&["run", "examples/munmap-race.toml", "--timeline", "t.json"]);
+    assert!(e.contains("--timeline"), "{e}");
+    let e = usage_error(&["run", "no/such.toml"]);
+    assert!(e.contains("cannot read no/such.toml"), "{e}");
+}
