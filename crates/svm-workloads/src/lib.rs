@@ -150,6 +150,10 @@ pub struct Run<'m> {
     /// the call sets one itself: how a run tries a granularity on a
     /// workload that does not choose one.
     pub granularity: Option<u32>,
+    /// Every SET_ATTR that grants a GPU ACCESS also prefetches to it
+    /// (PREFETCH_LOC), unless the call sets a prefetch location itself:
+    /// how a run tries eager placement on a workload that relies on faults.
+    pub prefetch: bool,
     kernels: Vec<KernelStats>,
 }
 
@@ -162,6 +166,7 @@ impl<'m> Run<'m> {
             pid,
             gpu_ids,
             granularity: None,
+            prefetch: false,
             kernels: Vec::new(),
         }
     }
@@ -214,6 +219,15 @@ impl<'m> Run<'m> {
             && !attrs.iter().any(|a| a.ty == attr_type::GRANULARITY)
         {
             attrs.push(SvmAttribute::new(attr_type::GRANULARITY, g));
+        }
+        if self.prefetch
+            && !attrs.iter().any(|a| a.ty == attr_type::PREFETCH_LOC)
+            && let Some(gpu) = attrs
+                .iter()
+                .find(|a| a.ty == attr_type::ACCESS)
+                .map(|a| a.value)
+        {
+            attrs.push(SvmAttribute::new(attr_type::PREFETCH_LOC, gpu));
         }
         let mut a = SvmArgs {
             start_addr: addr,
@@ -429,6 +443,22 @@ pub fn run_with(
     p: &Params,
     granularity: Option<u32>,
 ) -> Result<Report, WorkloadError> {
+    run_opts(m, pid, w, p, granularity, false)
+}
+
+/// [`run_with`], and with `prefetch` every SET_ATTR that grants ACCESS
+/// prefetches to that GPU (see [`Run::prefetch`]).
+///
+/// # Errors
+/// See [`Workload::run`].
+pub fn run_opts(
+    m: &mut Machine,
+    pid: Pid,
+    w: &dyn Workload,
+    p: &Params,
+    granularity: Option<u32>,
+    prefetch: bool,
+) -> Result<Report, WorkloadError> {
     if m.topology().gpus().len() < w.gpus() {
         return Err(WorkloadError::Params {
             workload: w.name(),
@@ -443,6 +473,7 @@ pub fn run_with(
     let lat_before = m.fault_latencies().len();
     let mut r = Run::new(m, pid);
     r.granularity = granularity;
+    r.prefetch = prefetch;
     let verified = w.run(&mut r, p)?;
     let kernels = std::mem::take(&mut r.kernels);
     let m = r.m;

@@ -126,7 +126,7 @@ fn hardware(ev: &mut Vec<Value>, t: &Timeline, gpu_ids: &[u32], pid_of: &dyn Fn(
         ev.push(json!({"ph": "C", "name": "VRAM used (MiB)", "pid": pid_of(v.gpu_id), "tid": 0,
                        "ts": us(v.at_ns), "args": {"MiB": v.used_bytes as f64 / f64::from(1 << 20)}}));
     }
-    if let Some(map) = series::residency(t, gpu_ids, 1, 1) {
+    if let Some(map) = series::residency(t, gpu_ids, 1, 1, None) {
         for (i, list) in map.resident.iter().enumerate() {
             let pid = u32::try_from(i + 1).unwrap_or(0);
             for &(at, n) in list {

@@ -52,16 +52,18 @@ pub fn explain(outs: &[Outcome]) -> String {
          VRAM before the first wave could go on (first result after {}); GPU 1's faults then pulled \
          it all across again, and the CPU's read-back brought it home: {} migrated in all.",
         time(whole.metrics.first_result_ns),
-        size::show(whole.metrics.migrated_bytes)
+        size::human(whole.metrics.migrated_bytes)
     );
     let faster = whole.metrics.first_result_ns as f64 / part.metrics.first_result_ns.max(1) as f64;
     let _ = writeln!(
         s,
-        "  - partial (kfd since 2024): each fault moved only the 2MiB window around it, so the first \
-         result came after {} ({faster:.0}x sooner) and only the touched windows moved: {} in all, \
-         over {} faults against {}.",
+        "  - partial (kfd since the November 2023 re-land): each fault moved only the 2MiB window \
+         around it, so the first result came after {} ({faster:.0}x sooner). Only windows a GPU \
+         touched moved, but the middle half crossed twice (GPU 0 to system memory, then to GPU 1: \
+         VRAM to VRAM goes through RAM), and the read-back brought it home: {} in all, over {} \
+         faults against {}.",
         time(part.metrics.first_result_ns),
-        size::show(part.metrics.migrated_bytes),
+        size::human(part.metrics.migrated_bytes),
         part.metrics.faults,
         whole.metrics.faults
     );
@@ -78,10 +80,11 @@ pub fn explain(outs: &[Outcome]) -> String {
     }
     let _ = writeln!(
         s,
-        "  - partial-migrate-whole-map (the reverted v4): windows migrate, but the whole range is \
-         mapped at once, so untouched pages are mapped in system memory and never fault again: {} \
-         migrated, {} faults.",
-        size::show(wmap.metrics.migrated_bytes),
+        "  - partial-migrate-whole-map (the October 2023 patch, reverted): the first fault migrates \
+         its window but maps the whole range, so every other page is mapped where it is, in system \
+         memory, and GPU accesses there never fault again and never migrate: only {} moved, over \
+         {} faults, and most accesses went over the link.",
+        size::human(wmap.metrics.migrated_bytes),
         wmap.metrics.faults
     );
     let stale: Vec<String> = outs
@@ -100,9 +103,11 @@ pub fn explain(outs: &[Outcome]) -> String {
         stale.join(", ")
     );
     s += "\nTry next:\n\
-          \x20 svmsim run shared-buffer --gpus 2 --profile mi250x --timeline t.json   # open t.json in ui.perfetto.dev\n\
-          \x20 svmsim run --report report/                                          # the demo as an HTML report with plots\n\
-          \x20 svmsim compare stream --size 256MiB --granularities 0,9             # one workload, policies x granularities\n\
-          \x20 svmsim workloads; svmsim profiles                                    # what else is built in\n";
+          \x20 svmsim run --report report/        # this demo as an HTML report with plots\n\
+          \x20 svmsim run --timeline t.json      # its timeline: open t.json in ui.perfetto.dev\n\
+          \x20 svmsim run shared-buffer --size 64MiB --iters 1 --policy whole-range --xnack off\n\
+          \x20 \x20                                # one run of it, any setting changed\n\
+          \x20 svmsim compare stream --size 16MiB --granularities 0,9   # policies x granularities\n\
+          \x20 svmsim workloads; svmsim profiles  # what else is built in\n";
     s
 }

@@ -32,6 +32,10 @@ pub struct RunSpec {
     pub granularity: Option<u32>,
     /// Boot with XNACK (retry faults) on.
     pub xnack: bool,
+    /// Prefetch every buffer to the GPU it is registered for
+    /// (PREFETCH_LOC with the ACCESS), as an XNACK-off application does.
+    #[serde(default)]
+    pub prefetch: bool,
     /// The seed: the workload's random choices and the interleaving.
     pub seed: u64,
 }
@@ -49,10 +53,18 @@ impl Default for RunSpec {
             policy: Policy::Partial.name().into(),
             granularity: None,
             xnack: true,
+            prefetch: false,
             seed: 1,
         }
     }
 }
+
+/// The largest `size` a real-data run takes.
+pub const MAX_SIZE: u64 = 4 << 30;
+/// The least VRAM a GPU may have: one 2 MiB block.
+pub const MIN_VRAM: u64 = 2 << 20;
+/// The largest oversubscription factor.
+pub const MAX_OVERSUBSCRIPTION: f64 = 16.0;
 
 /// A configuration that cannot run, named by the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +147,33 @@ impl RunSpec {
         if self.size < 4096 {
             return Err(spec_err("size", "must be at least 4096 bytes (one page)"));
         }
+        if self.size > MAX_SIZE {
+            return Err(spec_err(
+                "size",
+                format!(
+                    "{} is above {}: real-data runs keep every byte, and the workloads' CPU \
+                     references a copy (footprints beyond host memory run in phantom mode: \
+                     cargo run --release -p svm-workloads --example phantom)",
+                    crate::size::show(self.size),
+                    crate::size::show(MAX_SIZE)
+                ),
+            ));
+        }
+        if self.iters == 0 {
+            return Err(spec_err("iters", "must be at least 1"));
+        }
+        if let Some(v) = self.vram
+            && v < MIN_VRAM
+        {
+            return Err(spec_err(
+                "vram",
+                format!(
+                    "{} is below {} (one 2MiB block)",
+                    crate::size::show(v),
+                    crate::size::show(MIN_VRAM)
+                ),
+            ));
+        }
         if let Some(g) = self.granularity
             && g > 0x3f
         {
@@ -144,11 +183,13 @@ impl RunSpec {
             ));
         }
         if let Some(f) = self.oversubscribe
-            && !(f.is_finite() && f > 0.0)
+            && !(f.is_finite() && f > 0.0 && f <= MAX_OVERSUBSCRIPTION)
         {
             return Err(spec_err(
                 "oversubscribe",
-                "must be a number above 0 (1.25 = 125%)",
+                format!(
+                    "must be a number above 0 and at most {MAX_OVERSUBSCRIPTION} (1.25 = 125%)"
+                ),
             ));
         }
         if self.oversubscribe.is_some() && self.vram.is_some() {
@@ -157,23 +198,49 @@ impl RunSpec {
                 "give either --vram or --oversubscribe, not both",
             ));
         }
+        if let Some(f) = self.oversubscribe {
+            let p = Params {
+                size: self.size,
+                iters: self.iters,
+                seed: self.seed,
+            };
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let vram = (w.footprint(&p) as f64 / f) as u64;
+            if vram < MIN_VRAM {
+                return Err(spec_err(
+                    "oversubscribe",
+                    format!(
+                        "{f} leaves {} of VRAM for {}'s {} footprint, below one 2MiB block; \
+                         use a larger --size or a smaller factor",
+                        crate::size::show(vram),
+                        w.name(),
+                        crate::size::show(w.footprint(&p))
+                    ),
+                ));
+            }
+        }
         let gpus = self.gpus.unwrap_or(w.gpus());
         let have = profile.gpus().len();
         if gpus < w.gpus() || gpus == 0 || gpus > have {
+            let need = gpus.max(w.gpus()).max(1);
             let fits: Vec<String> = svm_sim::timing::BUILT_IN
                 .iter()
                 .filter_map(|(n, _)| Profile::built_in(n).ok())
-                .filter(|p| p.gpus().len() >= gpus.max(w.gpus()))
+                .filter(|p| p.gpus().len() >= need)
                 .map(|p| format!("{} ({} GPUs)", p.name, p.gpus().len()))
                 .collect();
+            let fits = if fits.is_empty() {
+                format!("no built-in profile has {need}")
+            } else {
+                format!("profiles with enough: {}", fits.join(", "))
+            };
             return Err(spec_err(
                 "gpus",
                 format!(
-                    "{gpus} GPUs: {} needs at least {}, profile {} has {have}; profiles with enough: {}",
+                    "{gpus} GPUs: {} needs at least {}, profile {} has {have}; {fits}",
                     w.name(),
                     w.gpus(),
-                    profile.name,
-                    fits.join(", ")
+                    profile.name
                 ),
             ));
         }
@@ -189,6 +256,9 @@ impl RunSpec {
         if !self.xnack {
             s += " xnack-off";
         }
+        if self.prefetch {
+            s += " prefetch";
+        }
         if let Some(f) = self.oversubscribe {
             s += &format!(" {:.0}%", f * 100.0);
         }
@@ -197,6 +267,22 @@ impl RunSpec {
 
     /// The command line that runs this spec again.
     pub fn repro(&self) -> String {
+        if let Some(file) = self.workload.strip_prefix("trace:") {
+            let mut s = format!(
+                "svmsim replay {file} --profile {} --policy {} --seed {}",
+                self.profile, self.policy, self.seed
+            );
+            if let Some(g) = self.gpus {
+                s += &format!(" --gpus {g}");
+            }
+            if let Some(v) = self.vram {
+                s += &format!(" --vram {}", crate::size::show(v));
+            }
+            if !self.xnack {
+                s += " --xnack off";
+            }
+            return s;
+        }
         let mut s = format!(
             "svmsim run {} --size {} --iters {} --profile {} --policy {} --seed {}",
             self.workload,
@@ -220,6 +306,9 @@ impl RunSpec {
         }
         if !self.xnack {
             s += " --xnack off";
+        }
+        if self.prefetch {
+            s += " --prefetch";
         }
         s
     }
@@ -425,7 +514,7 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
         m.start_recording();
     }
     let pid = m.spawn(w.name());
-    let result = svm_workloads::run_with(&mut m, pid, w, &params, spec.granularity);
+    let result = svm_workloads::run_opts(&mut m, pid, w, &params, spec.granularity, spec.prefetch);
     let (status, metrics) = match result {
         Ok(r) => (
             if r.verified {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::exec::{Outcome, Status};
-use crate::{plots, runs, size};
+use crate::{plots, runs, series, size};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -16,46 +16,65 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Plots of `outs`: (id, title, what to read in it, SVG).
+/// A figure: (id, title, what to read in it, SVG).
+pub type Figure = (String, String, &'static str, String);
+
+/// Plots of `outs`, leaving out any with nothing to draw (no page moved,
+/// no fault served: an XNACK-off run, or results merged from shards).
 ///
 /// # Errors
 /// A plot that could not be drawn.
-pub fn figures(outs: &[Outcome]) -> Result<Vec<(String, String, &'static str, String)>, String> {
-    // Runs read back from shard files carry no timeline: nothing to draw.
+pub fn figures(outs: &[Outcome]) -> Result<Vec<Figure>, String> {
     let refs: Vec<&Outcome> = outs.iter().filter(|o| o.timeline.is_some()).collect();
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut f = vec![
-        (
+    let moved = refs.iter().any(|o| {
+        o.timeline.as_ref().is_some_and(|t| {
+            t.moves
+                .iter()
+                .any(|m| m.to != svm_sim::machine::timeline::Place::Gone)
+        })
+    });
+    let faulted = refs.iter().any(|o| !o.fault_latencies.is_empty());
+    let mut f = Vec::new();
+    if moved {
+        f.push((
             "migrated".to_string(),
             "Migrated bytes over time".to_string(),
             "Steps are migrations. A policy that moves whole ranges climbs in a few tall steps; a partial one climbs window by window, and stops at what was touched.",
             plots::migrated(&refs)?,
-        ),
-        (
+        ));
+    }
+    if faulted {
+        f.push((
             "latency-cdf".to_string(),
             "Fault latency (CDF)".to_string(),
             "How long faults waited, from the wave raising them to the handler finishing. Curves to the left are better; a long tail is faults queued behind big migrations or a held lock.",
             plots::latency_cdf(&refs)?,
-        ),
-        (
+        ));
+    }
+    if refs.iter().any(|o| {
+        o.timeline
+            .as_ref()
+            .is_some_and(|t| t.vram.iter().any(|v| v.used_bytes > 0))
+    }) {
+        f.push((
             "vram".to_string(),
             "VRAM in use over time".to_string(),
             "Buffers allocated per GPU. A plateau at the VRAM size means eviction is running.",
             plots::vram(&refs)?,
-        ),
-    ];
+        ));
+    }
+    // One frame for every map: the same address origin, height and time.
+    let frame = series::common_extent(refs.iter().filter_map(|o| o.timeline.as_ref()));
     for (i, o) in outs
         .iter()
         .enumerate()
         .filter(|(_, o)| o.timeline.is_some())
     {
-        if let Some(svg) = plots::residency(o)? {
+        if let Some(svg) = plots::residency(o, frame)? {
             f.push((
                 format!("residency-{i}"),
                 format!("Residency map: {}", o.label.clone()),
-                "Address (up) against time (right), coloured by where most pages of each band were: grey is system memory, colours are GPUs' VRAM, white is unmapped.",
+                "Address (up) against time (right), coloured by where most pages of each band were: grey is system memory, colours are GPUs' VRAM, white is unmapped. Every run's map has the same axes.",
                 svg,
             ));
         }
@@ -158,7 +177,7 @@ fn page(
             },
             runs::time(m.first_result_ns),
             m.faults,
-            size::show(m.migrated_bytes),
+            size::human(m.migrated_bytes),
             runs::time(m.fault_p50_ns),
             runs::time(m.fault_p99_ns),
             runs::time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns),
@@ -173,9 +192,12 @@ fn page(
           or a VRAM address of a page since moved away); kfd keeps them until that GPU faults on the page again.</p>\n";
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";
-    if figs.is_empty() {
+    if outs.iter().all(|o| o.timeline.is_none()) {
         h += "<p class=\"note\">No plots: these results were merged from shard files, which keep \
               numbers only. Pass <code>--report</code> to <code>svmsim sweep</code> itself for plots.</p>\n";
+    } else if figs.is_empty() {
+        h += "<p class=\"note\">No plots: no page moved and no fault was served in these runs \
+              (with XNACK off and no prefetch, data stays in system memory).</p>\n";
     }
     for (id, title, how, svg) in figs {
         let _ = writeln!(

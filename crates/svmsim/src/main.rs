@@ -12,6 +12,33 @@ use clap::{Args, Parser, Subcommand};
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
 use svmsim::{chrome, demo, html, progress::Progress, report, runs, scenario, size, sweep};
 
+/// Writes to stdout; a reader that went away (`svmsim run | head`) ends
+/// the program quietly rather than as an error.
+fn write_out(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(i32::from(EXIT_INTERNAL));
+    }
+}
+
+macro_rules! outln {
+    () => { write_out(format_args!(""), true) };
+    ($($t:tt)*) => { write_out(format_args!($($t)*), true) };
+}
+
+macro_rules! outp {
+    ($($t:tt)*) => { write_out(format_args!($($t)*), false) };
+}
+
 const EXIT_EXPECT: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_INVARIANT: u8 = 3;
@@ -44,7 +71,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         svmsim run                                   # the demo: shared buffer, 2 GPUs, three policies\n  \
         svmsim run stream --size 1GiB --policy whole-range\n  \
-        svmsim run gups --xnack off                  # eager mapping, queue eviction and restore\n  \
+        svmsim run gups --xnack off                  # eager mapping: no retry faults\n  \
+        svmsim run stream --xnack off --prefetch --oversubscribe 1.25   # eviction stops the queues\n  \
         svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
         svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace\n  \
         svmsim run examples/munmap-race.toml --seed 3  # a scenario file, as `svmsim scenario` runs it")]
@@ -204,6 +232,11 @@ struct RunOpts {
     /// Boot with XNACK (retry faults) on or off.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     xnack: String,
+    /// Prefetch every buffer to the GPU it is registered for (PREFETCH_LOC), as
+    /// XNACK-off applications do; with --oversubscribe, VRAM eviction then stops
+    /// and restores the queues.
+    #[arg(long)]
+    prefetch: bool,
     /// The seed of the workload's choices and of the interleaving.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -225,6 +258,7 @@ impl RunOpts {
             policy: policy.into(),
             granularity: self.granularity,
             xnack: self.xnack == "on",
+            prefetch: self.prefetch,
             seed: self.seed,
         }
     }
@@ -250,7 +284,27 @@ struct OutOpts {
     report: Option<PathBuf>,
 }
 
+/// Makes sure `path` can be written before hours are spent on the run.
+fn writable(path: &PathBuf) -> Result<(), Fail> {
+    std::fs::File::create(path)
+        .map(drop)
+        .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))
+}
+
 impl OutOpts {
+    /// Checks every output path up front (exit 2 if one cannot be written).
+    fn preflight(&self) -> Result<(), Fail> {
+        for p in [&self.events, &self.timeline].into_iter().flatten() {
+            writable(p)?;
+        }
+        if let Some(d) = &self.report {
+            std::fs::create_dir_all(d)
+                .map_err(|e| usage(format!("cannot create {}: {e}", d.display())))?;
+            writable(&d.join("index.html"))?;
+        }
+        Ok(())
+    }
+
     fn capture(&self) -> Capture {
         let timeline = self.timeline.is_some() || self.report.is_some();
         Capture {
@@ -274,8 +328,8 @@ fn io(msg: impl Into<String>) -> Fail {
 
 fn spec_fail(e: exec::SpecError) -> Fail {
     let flag = match e.field {
-        "size" | "profile" | "gpus" | "vram" | "oversubscribe" | "granularity" | "policy"
-        | "seed" => {
+        "size" | "iters" | "profile" | "gpus" | "vram" | "oversubscribe" | "granularity"
+        | "granularities" | "policies" | "policy" | "seed" => {
             format!("--{}", e.field)
         }
         other => other.to_owned(),
@@ -287,8 +341,14 @@ fn write_file(path: &PathBuf, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
     std::fs::write(path, bytes).map_err(|e| io(format!("cannot write {}: {e}", path.display())))
 }
 
-fn jobs(j: Option<usize>) -> usize {
-    j.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+fn jobs(j: Option<usize>) -> Result<usize, Fail> {
+    match j {
+        Some(0) => Err(usage(
+            "--jobs 0: give at least 1 (or leave it out for one per core)",
+        )),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+    }
 }
 
 /// Runs `specs` in parallel with a progress bar.
@@ -318,43 +378,43 @@ fn emit(
 ) -> Result<u8, Fail> {
     if out.json {
         let v = runs::json(outs, baseline);
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
         );
     } else if out.csv {
-        print!("{}", runs::csv(outs, baseline));
+        outp!("{}", runs::csv(outs, baseline));
     } else if !cli.quiet {
-        println!("{}", runs::table(outs, baseline));
+        outln!("{}", runs::table(outs, baseline));
         for o in outs {
             if let Status::Killed { error } = &o.status {
-                println!("{}: killed: {error}", o.label.clone());
+                outln!("{}: killed: {error}", o.label.clone());
             }
             if let Some(v) = &o.violation {
-                println!("{}: {v}", o.label.clone());
+                outln!("{}: {v}", o.label.clone());
             }
         }
         if let Some(o) = outs.first() {
-            println!("seed {}; repeat with: {}", o.spec.seed, repro(o));
+            outln!("seed {}; repeat with: {}", o.spec.seed, repro(o));
         }
         if cli.verbose {
             for o in outs {
-                println!(
+                outln!(
                     "\n{} ({:.2} s of wall time, {} SMI events kept)",
                     o.label.clone(),
                     o.wall_s,
                     o.events.len()
                 );
                 for g in &o.gpu_end {
-                    println!(
+                    outln!(
                         "  GPU {:#x}: VRAM in use {}, stale DMA {} pages",
                         g.gpu_id,
-                        size::show(g.vram_used_bytes),
+                        size::human(g.vram_used_bytes),
                         g.stale_dma_pages
                     );
                 }
                 let m = &o.metrics;
-                println!(
+                outln!(
                     "  pages to VRAM {}, to RAM {}, queue evictions {}, TLB flushes {}, copy busy {}, end {}",
                     m.pages_to_vram,
                     m.pages_to_ram,
@@ -368,7 +428,7 @@ fn emit(
     }
     let say = |what: &str, p: &std::path::Path| {
         if !out.json && !out.csv {
-            println!("{what}: {}", p.display());
+            outln!("{what}: {}", p.display());
         } else {
             eprintln!("{what}: {}", p.display());
         }
@@ -404,6 +464,12 @@ fn emit(
     } else {
         0
     })
+}
+
+/// Whether `flag` was given on the command line (as `--flag V` or
+/// `--flag=V`).
+fn given(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
 }
 
 /// The command line that repeats this invocation: the arguments given,
@@ -448,15 +514,39 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out,
             record,
         } => {
+            let fixed: Vec<&str> = [
+                "--size",
+                "--iters",
+                "--profile",
+                "--gpus",
+                "--vram",
+                "--oversubscribe",
+                "--granularity",
+                "--xnack",
+                "--policy",
+                "--prefetch",
+            ]
+            .into_iter()
+            .filter(|f| given(f))
+            .collect();
+            if !fixed.is_empty() {
+                return Err(usage(format!(
+                    "{}: the demo's configuration is fixed (only --seed changes it); name a \
+                     workload to choose, e.g. svmsim run shared-buffer {} ...",
+                    fixed.join(", "),
+                    fixed[0]
+                )));
+            }
             if record.is_some() {
                 return Err(usage(
                     "--record: the demo is three runs; name a workload to record one",
                 ));
             }
+            out.preflight()?;
             let specs = demo::specs(opts.seed);
-            let outs = run_all(&specs, out.capture(), jobs(None), cli.quiet, "demo")?;
+            let outs = run_all(&specs, out.capture(), jobs(None)?, cli.quiet, "demo")?;
             if !cli.quiet && !out.json && !out.csv {
-                println!(
+                outln!(
                     "svmsim demo: two MI250X-class GPUs with XNACK on share a {} buffer the CPU filled.\n\
                      GPU 0 updates its first half, then GPU 1 the middle half. Each fault policy runs it:\n",
                     size::show(specs[0].size)
@@ -470,7 +560,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 "svmsim demo: one shared buffer, two GPUs, three policies",
             )?;
             if !cli.quiet && !out.json && !out.csv {
-                println!("\n{}", demo::explain(&outs));
+                outln!("\n{}", demo::explain(&outs));
             }
             Ok(code)
         }
@@ -489,19 +579,21 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                          --csv, --timeline, --report and --record are for workloads",
                     ));
                 }
-                let seed = std::env::args().any(|a| a == "--seed" || a.starts_with("--seed="));
+                let seed = given("--seed");
                 return Ok(run_scenario(
                     Some(&PathBuf::from(w)),
                     out.json,
                     out.events.as_ref(),
-                    std::env::args()
-                        .any(|a| a == "--policy" || a.starts_with("--policy="))
-                        .then_some(policy.as_str()),
+                    given("--policy").then_some(policy.as_str()),
                     seed.then_some(opts.seed),
                 ));
             }
             let spec = opts.spec(w, policy);
             spec.resolve().map_err(spec_fail)?;
+            out.preflight()?;
+            if let Some(p) = record {
+                writable(p)?;
+            }
             let mut capture = out.capture();
             capture.trace = record.is_some();
             let p = Progress::new(1, &format!("simulating {w} ({policy})"), cli.quiet);
@@ -540,6 +632,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 split_list(policies)
             };
+            if policies.is_empty() {
+                return Err(usage("--policies: give at least one policy, or `all`"));
+            }
             let grans: Vec<Option<u32>> = match granularities {
                 None => vec![opts.granularity],
                 Some(g) => split_list(g)
@@ -566,7 +661,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                         let mut s = opts.spec(workload, p);
                         s.granularity = *g;
                         s.xnack = m == "on";
-                        s.resolve().map_err(spec_fail)?;
+                        // Name compare's own list flags, not run's.
+                        s.resolve().map_err(|mut e| {
+                            e.field = match e.field {
+                                "policy" => "policies",
+                                "granularity" if granularities.is_some() => "granularities",
+                                f => f,
+                            };
+                            spec_fail(e)
+                        })?;
                         specs.push(s);
                     }
                 }
@@ -592,7 +695,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     }
                 },
             };
-            let outs = run_all(&specs, out.capture(), jobs(*j), cli.quiet, workload)?;
+            out.preflight()?;
+            let outs = run_all(&specs, out.capture(), jobs(*j)?, cli.quiet, workload)?;
             emit(
                 &outs,
                 base,
@@ -617,9 +721,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 None => (1, 1),
             };
             let idx = sweep::shard_indices(sw.points.len(), shard);
+            output.preflight()?;
+            if let Some(p) = shard_out {
+                writable(p)?;
+            }
+            let jobs = jobs(*j)?;
             let p = Progress::new(idx.len() as u64, &format!("sweep {name}"), cli.quiet);
-            let outs =
-                sweep::run_points(&sw.points, &idx, jobs(*j), output.capture(), &|_| p.inc());
+            let outs = sweep::run_points(&sw.points, &idx, jobs, output.capture(), &|_| p.inc());
             p.finish();
             let mut outs = outs.map_err(spec_fail)?;
             runs::relabel(&mut outs);
@@ -627,6 +735,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 let f = sweep::ShardFile {
                     schema: sweep::SCHEMA.into(),
                     sweep: name.clone(),
+                    grid: sw.fingerprint(),
                     total: sw.points.len(),
                     shard,
                     points: idx.iter().copied().zip(outs.iter().cloned()).collect(),
@@ -656,6 +765,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
                 shards.push((f.display().to_string(), s));
             }
+            out.preflight()?;
             let mut outs = sweep::merge(&shards).map_err(usage)?;
             runs::relabel(&mut outs);
             if out.events.is_some() || out.timeline.is_some() {
@@ -672,6 +782,22 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             opts,
             out,
         } => {
+            if let Some(f) = [
+                "--size",
+                "--iters",
+                "--granularity",
+                "--oversubscribe",
+                "--prefetch",
+            ]
+            .into_iter()
+            .find(|f| given(f))
+            {
+                return Err(usage(format!(
+                    "{f}: a replay's accesses are the trace's; it takes --profile, --gpus, --vram, \
+                     --policy, --xnack and --seed"
+                )));
+            }
+            out.preflight()?;
             let bytes = std::fs::read(trace)
                 .map_err(|e| usage(format!("cannot read {}: {e}", trace.display())))?;
             let name = trace.display().to_string();
@@ -710,8 +836,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Profiles => {
             for (name, text) in svm_sim::timing::BUILT_IN {
                 match svm_sim::timing::Profile::parse(name, text) {
-                    Ok(p) => println!("{name:<10} {}", p.description),
-                    Err(e) => println!("{name:<10} (broken: {e})"),
+                    Ok(p) => outln!("{name:<10} {}", p.description),
+                    Err(e) => outln!("{name:<10} (broken: {e})"),
                 }
             }
             Ok(0)
@@ -723,7 +849,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 } else {
                     String::new()
                 };
-                println!("{:<18} {}{g}", w.name(), w.describe());
+                outln!("{:<18} {}{g}", w.name(), w.describe());
             }
             Ok(0)
         }
@@ -799,9 +925,9 @@ fn run_scenario(
         return EXIT_INTERNAL;
     }
     if json {
-        print!("{}", report::json(&r));
+        outp!("{}", report::json(&r));
     } else {
-        print!("{}", report::text(&r));
+        outp!("{}", report::text(&r));
     }
     if r.violation.is_some() {
         EXIT_INVARIANT

@@ -138,19 +138,31 @@ pub fn migrated(runs: &[&Outcome]) -> Result<String, String> {
 /// # Errors
 /// The plotting library failing.
 pub fn latency_cdf(runs: &[&Outcome]) -> Result<String, String> {
+    // Milliseconds when the tail reaches them, else microseconds.
+    let max = runs
+        .iter()
+        .flat_map(|o| o.fault_latencies.iter())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let (div, unit) = if max >= 10_000_000 {
+        (1e6, "ms")
+    } else {
+        (1e3, "µs")
+    };
     let series: Vec<Line> = runs
         .iter()
         .map(|o| {
             let pts = series::latency_cdf(&o.fault_latencies)
                 .into_iter()
-                .map(|(l, q)| (l as f64 / 1e3, q))
+                .map(|(l, q)| (l as f64 / div, q))
                 .collect();
             (o.label.clone(), pts)
         })
         .collect();
     lines(
         "Fault latency (CDF)",
-        "latency, raised to handled (µs)",
+        &format!("latency, raised to handled ({unit})"),
         "share of faults",
         &series,
     )
@@ -219,16 +231,17 @@ fn place_colour(code: u8) -> RGBColor {
 
 /// Where the pages were over time: address against time, coloured by
 /// place (grey: system memory; one colour per GPU's VRAM; white:
-/// unmapped). `None` when no page moved.
+/// unmapped), over `frame` (see `series::residency`; give several runs the
+/// same frame so their maps compare). `None` when no page moved.
 ///
 /// # Errors
 /// The plotting library failing.
-pub fn residency(o: &Outcome) -> Result<Option<String>, String> {
+pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<String>, String> {
     let Some(t) = &o.timeline else {
         return Ok(None);
     };
     let gpu_ids: Vec<u32> = o.gpu_end.iter().map(|g| g.gpu_id).collect();
-    let Some(map) = series::residency(t, &gpu_ids, 160, 128) else {
+    let Some(map) = series::residency(t, &gpu_ids, 160, 128, frame) else {
         return Ok(None);
     };
     let mut buf = String::new();

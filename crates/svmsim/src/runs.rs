@@ -29,7 +29,7 @@ pub fn time(ns: u64) -> String {
 /// that differs between them (a sweep over sizes names the size).
 pub fn labels(specs: &[RunSpec]) -> Vec<String> {
     type Field = fn(&RunSpec) -> String;
-    let fields: [Field; 10] = [
+    let fields: [Field; 11] = [
         |s| s.workload.clone(),
         |s| size::show(s.size),
         |s| format!("{} iters", s.iters),
@@ -49,6 +49,13 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
                 String::new()
             } else {
                 "xnack-off".into()
+            }
+        },
+        |s| {
+            if s.prefetch {
+                "prefetch".into()
+            } else {
+                String::new()
             }
         },
         |s| format!("seed {}", s.seed),
@@ -134,7 +141,7 @@ pub fn table(runs: &[Outcome], baseline: usize) -> Table {
             Cell::new(ratio(m.kernel_ns, base)).set_alignment(CellAlignment::Right),
             Cell::new(time(m.first_result_ns)).set_alignment(CellAlignment::Right),
             Cell::new(m.faults).set_alignment(CellAlignment::Right),
-            Cell::new(size::show(m.migrated_bytes)).set_alignment(CellAlignment::Right),
+            Cell::new(size::human(m.migrated_bytes)).set_alignment(CellAlignment::Right),
             Cell::new(time(m.fault_p50_ns)).set_alignment(CellAlignment::Right),
             Cell::new(time(m.fault_p99_ns)).set_alignment(CellAlignment::Right),
             Cell::new(time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns))

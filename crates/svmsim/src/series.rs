@@ -60,29 +60,50 @@ pub struct ResidencyMap {
     pub resident: Vec<Vec<(u64, u64)>>,
 }
 
+/// The pages (first, end) and the last move's time of process 0 in `t`.
+pub fn extent(t: &Timeline) -> Option<(u64, u64, u64)> {
+    let moved = t.moves.iter().filter(|m| m.pid == 0 && m.to != Place::Gone);
+    let lo = moved.clone().map(|m| m.page).min()?;
+    let hi = moved.map(|m| m.page + m.npages).max()?;
+    let end = t
+        .moves
+        .iter()
+        .filter(|m| m.pid == 0)
+        .map(|m| m.at_ns)
+        .max()
+        .unwrap_or(0);
+    Some((lo, hi, end))
+}
+
+/// The union of several runs' extents, so their maps share axes.
+pub fn common_extent<'a>(ts: impl IntoIterator<Item = &'a Timeline>) -> Option<(u64, u64, u64)> {
+    ts.into_iter()
+        .filter_map(extent)
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1), a.2.max(b.2)))
+}
+
+/// Address-space cells the replay keeps at most: beyond this many pages,
+/// a cell stands for several pages (and resident counts are in cells
+/// times their size), so a sparse address space cannot exhaust memory.
+const MAX_CELLS: u64 = 1 << 22;
+
 /// Replays the moves of process 0 into a residency grid of `tbins` times
-/// by `abins` address bins, and per-GPU resident page counts.
+/// by `abins` address bins over `frame` (pages from, pages to, end time;
+/// this run's own extent if `None`), and per-GPU resident page counts.
 pub fn residency(
     t: &Timeline,
     gpu_ids: &[u32],
     tbins: usize,
     abins: usize,
+    frame: Option<(u64, u64, u64)>,
 ) -> Option<ResidencyMap> {
     let mut moves: Vec<&PageMove> = t.moves.iter().filter(|m| m.pid == 0).collect();
     moves.sort_by_key(|m| m.at_ns);
-    let lo = moves
-        .iter()
-        .filter(|m| m.to != Place::Gone)
-        .map(|m| m.page)
-        .min()?;
-    let hi = moves
-        .iter()
-        .filter(|m| m.to != Place::Gone)
-        .map(|m| m.page + m.npages)
-        .max()?;
-    let span = hi - lo;
-    let end = moves.last().map_or(1, |m| m.at_ns).max(1);
-    let mut place = vec![0u8; usize::try_from(span).ok()?];
+    let (lo, hi, end) = frame.or_else(|| extent(t))?;
+    let end = end.max(1);
+    let span = hi.checked_sub(lo).filter(|&s| s > 0)?;
+    let unit = span.div_ceil(MAX_CELLS).max(1);
+    let mut place = vec![0u8; usize::try_from(span.div_ceil(unit)).ok()?];
     let mut counts = vec![0u64; gpu_ids.len() + 1];
     let mut resident: Vec<Vec<(u64, u64)>> = vec![vec![(0, 0)]; gpu_ids.len()];
     let tbins = tbins.max(1);
@@ -96,7 +117,7 @@ pub fn residency(
                 let a = place.len() * i / abins;
                 let b = (place.len() * (i + 1) / abins).max(a + 1).min(place.len());
                 let mut hist = [0u32; 256];
-                for &c in &place[a..b] {
+                for &c in &place[a.min(b)..b] {
                     hist[c as usize] += 1;
                 }
                 (0..=255u8)
@@ -105,21 +126,21 @@ pub fn residency(
             })
             .collect()
     };
+    let gpus = 1..=gpu_ids.len();
     for j in 0..tbins {
         let until = end * (j as u64 + 1) / tbins as u64;
         while next < moves.len() && moves[next].at_ns <= until {
             let m = moves[next];
             let c = code(m.to, gpu_ids);
-            let a = m.page.max(lo).min(hi) - lo;
-            let b = (m.page + m.npages).max(lo).min(hi) - lo;
-            let gpus = 1..=gpu_ids.len();
+            let a = (m.page.clamp(lo, hi) - lo) / unit;
+            let b = ((m.page + m.npages).clamp(lo, hi) - lo).div_ceil(unit);
             for p in &mut place[usize::try_from(a).ok()?..usize::try_from(b).ok()?] {
                 if gpus.contains(&usize::from(*p)) {
-                    counts[usize::from(*p)] -= 1;
+                    counts[usize::from(*p)] -= unit;
                 }
                 *p = c;
                 if gpus.contains(&usize::from(c)) {
-                    counts[usize::from(c)] += 1;
+                    counts[usize::from(c)] += unit;
                 }
             }
             for (g, r) in resident.iter_mut().enumerate() {

@@ -38,18 +38,34 @@ pub fn parse(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large for a size"))
 }
 
-/// A size written back the short way: `2MiB`, `1GiB`, `4096`.
+/// A size written back exactly, the short way when a unit divides it:
+/// `2MiB`, `1GiB`, else bytes (`1572865`). `parse` reads it back.
 pub fn show(bytes: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
             return format!("{}{unit}", bytes >> shift);
         }
     }
-    if bytes >= 1 << 20 {
-        #[allow(clippy::cast_precision_loss)]
-        return format!("{:.1}MiB", bytes as f64 / f64::from(1 << 20));
-    }
     bytes.to_string()
+}
+
+/// A size for reading, to three significant digits: `1.33GiB`,
+/// `85.3MiB`, `512KiB`, `300B`.
+pub fn human(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift {
+            #[allow(clippy::cast_precision_loss)]
+            let v = bytes as f64 / (1u64 << shift) as f64;
+            return if v >= 100.0 {
+                format!("{v:.0}{unit}")
+            } else if v >= 10.0 {
+                format!("{v:.1}{unit}")
+            } else {
+                format!("{v:.2}{unit}")
+            };
+        }
+    }
+    format!("{bytes}B")
 }
 
 #[cfg(test)]
@@ -77,6 +93,12 @@ mod tests {
             assert_eq!(parse(&show(b)), Ok(b));
         }
         assert_eq!(show(3 << 19), "1536KiB");
-        assert_eq!(show((3 << 19) + 1), "1.5MiB");
+        assert_eq!(show((3 << 19) + 1), "1572865");
+        assert_eq!(parse(&show((3 << 19) + 1)), Ok((3 << 19) + 1));
+        assert_eq!(human(1_398_112 << 10), "1.33GiB");
+        assert_eq!(human(87_392 << 10), "85.3MiB");
+        assert_eq!(human(512 << 10), "512KiB");
+        assert_eq!(human(300), "300B");
+        assert_eq!(human(0), "0B");
     }
 }

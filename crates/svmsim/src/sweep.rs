@@ -94,6 +94,11 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
                 _ => return Err(format!("{v} is not on, off, true or false")),
             }
         }
+        "prefetch" => {
+            spec.prefetch = v
+                .as_bool()
+                .ok_or_else(|| format!("{v} is not true or false"))?;
+        }
         "oversubscribe" => {
             spec.oversubscribe = Some(
                 v.as_float()
@@ -104,7 +109,7 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
         _ => {
             return Err(format!(
                 "unknown field {key:?}; fields are workload, size, iters, profile, gpus, vram, \
-                 oversubscribe, policy, granularity, xnack, seed"
+                 oversubscribe, policy, granularity, xnack, prefetch, seed"
             ));
         }
     }
@@ -116,6 +121,20 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
 pub struct Sweep {
     /// Every point.
     pub points: Vec<RunSpec>,
+}
+
+impl Sweep {
+    /// A fingerprint of the points (FNV-1a of their JSON): shards of one
+    /// grid carry the same one, whatever path the file was given by.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(&self.points).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
 }
 
 /// Parses a sweep file.
@@ -173,10 +192,25 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
             points = next;
         }
     }
+    // Like `svmsim run`: without a profile, multi-GPU workloads get one
+    // with GPUs enough.
+    let profile_set = ["base", "grid"]
+        .iter()
+        .any(|t| doc.get(*t).and_then(|v| v.get("profile")).is_some());
+    if !profile_set {
+        for p in &mut points {
+            if svm_workloads::by_name(&p.workload).is_some_and(|w| w.gpus() > 1) {
+                p.profile = "mi250x".into();
+            }
+        }
+    }
     // Names and values that cannot run are caught now, not hours in.
     for p in &points {
         p.resolve().map_err(|e| {
-            let line = line_of(text, "grid", e.field).or_else(|| line_of(text, "base", e.field));
+            let line = line_of(text, "grid", e.field)
+                .or_else(|| line_of(text, "base", e.field))
+                .or_else(|| line_of(text, "grid", "workload"))
+                .or_else(|| line_of(text, "base", "workload"));
             err(line, format!("field {}: {}", e.field, e.message))
         })?;
     }
@@ -257,8 +291,10 @@ pub fn run_points(
 pub struct ShardFile {
     /// [`SCHEMA`].
     pub schema: String,
-    /// The sweep file it came from.
+    /// The sweep file it came from (as given; for people).
     pub sweep: String,
+    /// [`Sweep::fingerprint`] of its grid (what merge checks).
+    pub grid: String,
     /// Points in the whole grid.
     pub total: usize,
     /// This shard: (K, N).
@@ -283,10 +319,11 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
                 f.schema
             ));
         }
-        if f.total != first.total || f.sweep != first.sweep {
+        if f.total != first.total || f.grid != first.grid {
             return Err(format!(
-                "{name}: from sweep {:?} of {} points, not {:?} of {}",
-                f.sweep, f.total, first.sweep, first.total
+                "{name}: from another grid ({:?}, {} points, fingerprint {}) than {:?} \
+                 ({} points, fingerprint {}): was the sweep file edited between shards?",
+                f.sweep, f.total, f.grid, first.sweep, first.total, first.grid
             ));
         }
         for (i, o) in &f.points {

@@ -292,7 +292,7 @@ fn bad_input_names_the_flag_and_suggests_the_fix() {
     let e = usage_error(&["run", "stream", "--policy", "fast"]);
     assert!(e.contains("--policy") && e.contains("whole-range"), "{e}");
     let e = usage_error(&["compare", "stream", "--policies", "partial,fast"]);
-    assert!(e.contains("--policy") && e.contains("\"fast\""), "{e}");
+    assert!(e.contains("--policies") && e.contains("\"fast\""), "{e}");
     let e = usage_error(&["run", "stream", "--profile", "mi999"]);
     assert!(e.contains("--profile") && e.contains("mi210"), "{e}");
     let e = usage_error(&["run", "ping-pong", "--gpus", "1"]);
@@ -340,7 +340,8 @@ fn bad_sweep_files_and_shards_are_placed() {
 }
 
 #[test]
-fn failed_writes_are_internal_errors() {
+fn output_that_cannot_be_written_is_refused_or_internal() {
+    // A path that cannot be written is found before the run: a usage error.
     let o = svmsim(&[
         "run",
         "stream",
@@ -351,8 +352,23 @@ fn failed_writes_are_internal_errors() {
         "--events",
         "/no/such/dir/e.smi",
     ]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot write /no/such/dir/e.smi"));
+    // Standard output failing mid-run (a full disk) is an I/O error: exit 4.
+    let full = std::fs::File::options().write(true).open("/dev/full");
+    if let Ok(full) = full {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_svmsim"))
+            .arg("workloads")
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("cannot write to stdout"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]
@@ -402,4 +418,92 @@ fn run_takes_a_scenario_file_too() {
     assert!(e.contains("--timeline"), "{e}");
     let e = usage_error(&["run", "no/such.toml"]);
     assert!(e.contains("cannot read no/such.toml"), "{e}");
+}
+
+#[test]
+fn impossible_configurations_are_usage_errors() {
+    for (args, want) in [
+        (&["run", "stream", "--size", "1TiB"][..], "--size"),
+        (&["run", "stream", "--iters", "0"][..], "--iters"),
+        (&["run", "stream", "--vram", "4096"][..], "--vram"),
+        (
+            &["run", "stream", "--size", "4MiB", "--oversubscribe", "100"][..],
+            "--oversubscribe",
+        ),
+        (
+            &["run", "stream", "--size", "4MiB", "--oversubscribe", "4"][..],
+            "below one 2MiB block",
+        ),
+        (
+            &["run", "stream", "--oversubscribe", "nan"][..],
+            "--oversubscribe",
+        ),
+        (
+            &["run", "stream", "--granularity", "64"][..],
+            "--granularity",
+        ),
+        (
+            &["run", "stream", "--gpus", "9", "--profile", "mi300x"][..],
+            "no built-in profile has 9",
+        ),
+        (
+            &["run", "--size", "8MiB"][..],
+            "the demo's configuration is fixed",
+        ),
+        (&["compare", "stream", "--policies", ","][..], "--policies"),
+        (
+            &["compare", "stream", "--policies", "bogus"][..],
+            "--policies",
+        ),
+        (
+            &["compare", "stream", "--granularities", "0,64"][..],
+            "--granularities",
+        ),
+        (&["compare", "stream", "-j", "0"][..], "--jobs 0"),
+        (
+            &["run", "stream", "--timeline", "/no/such/dir/t.json"][..],
+            "cannot write /no/such/dir/t.json",
+        ),
+    ] {
+        let e = usage_error(args);
+        assert!(e.contains(want), "{args:?}: wanted {want:?} in {e}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_svmsim"))
+        .arg("workloads")
+        .current_dir(super::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once.
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn repro_commands_parse_back() {
+    let out = ok(&[
+        "run", "stream", "--size", "1572865", "--iters", "1", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let repro = v["runs"][0]["repro"].as_str().unwrap();
+    assert!(repro.contains("--size 1572865"), "{repro}");
+    let args: Vec<&str> = repro.split_whitespace().skip(1).collect();
+    let again = ok(&[&args[..], &["--json"]].concat());
+    assert_eq!(again, out);
 }

@@ -75,6 +75,34 @@ fn timeline_is_valid_trace_event_json_with_every_track() {
         .fold(0.0, f64::max);
     assert!(end_us > 0.0);
     assert_eq!(v["otherData"]["clock"], "simulated");
+    // Queue eviction and restore: XNACK off, prefetched, oversubscribed.
+    let t2 = d.join("t2.json");
+    let o = svmsim(&[
+        "run",
+        "stream",
+        "--size",
+        "16MiB",
+        "--iters",
+        "1",
+        "--xnack",
+        "off",
+        "--prefetch",
+        "--oversubscribe",
+        "1.25",
+        "--timeline",
+        t2.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v2: serde_json::Value = serde_json::from_slice(&std::fs::read(&t2).unwrap()).unwrap();
+    svmsim::chrome::validate(&v2).expect("valid trace events");
+    let evicted = v2["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "queues evicted" && e["tid"] == 3)
+        .count();
+    assert!(evicted > 0, "no queue eviction span");
     // The validator does reject what is not trace-event JSON.
     assert!(svmsim::chrome::validate(&serde_json::json!({"traceEvents": [{"ph": "Q"}]})).is_err());
     assert!(svmsim::chrome::validate(&serde_json::json!({"traceEvents": [{"ph": "X", "name": "a", "pid": 1, "tid": 1, "ts": -1, "dur": 1}]})).is_err());
