@@ -93,7 +93,7 @@ enum Command {
     /// Run one workload under several policies, granularities or XNACK modes; one table, with ratios.
     #[command(after_help = "Examples:\n  \
         svmsim compare stream                         # all three policies\n  \
-        svmsim compare gemm --granularities 0,4,9     # policies x granularities\n  \
+        svmsim compare gemm --size 4MiB --granularities 0,4,9   # policies x granularities\n  \
         svmsim compare ping-pong --xnack-modes on,off --policies partial\n  \
         svmsim compare bfs --baseline partial --csv > bfs.csv")]
     Compare {
@@ -439,9 +439,9 @@ fn emit(
             if outs.len() > 1 {
                 s += &format!("# svmsim run {}\n", o.label.clone());
             }
+            // As `svmsim scenario --events` writes them (docs/scenario.md).
             for e in &o.events {
-                s += &e.line;
-                s.push('\n');
+                s += &format!("{:x} {}\n", e.gpu_id, e.line);
             }
         }
         write_file(p, s)?;

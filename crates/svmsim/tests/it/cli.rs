@@ -507,3 +507,20 @@ fn repro_commands_parse_back() {
     let again = ok(&[&args[..], &["--json"]].concat());
     assert_eq!(again, out);
 }
+
+/// The README shows the demo's output; it must be what the demo prints.
+#[test]
+fn readme_shows_the_real_demo_output() {
+    let readme = std::fs::read_to_string(super::root().join("README.md")).unwrap();
+    let at = readme
+        .find("```text\n")
+        .expect("a text block in the README")
+        + "```text\n".len();
+    let block = &readme[at..at + readme[at..].find("```").unwrap()];
+    let out = ok(&["run"]);
+    assert_eq!(
+        block.trim_end(),
+        out.trim_end(),
+        "README's demo output is stale: paste `svmsim run`'s"
+    );
+}
