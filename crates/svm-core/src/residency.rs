@@ -9,10 +9,35 @@
 use serde::{Deserialize, Serialize};
 
 /// A fixed-length set of page indices, one bit per page.
+///
+/// It keeps its population count as bits change, so [`PageBits::count`]
+/// (a range's VRAM pages, asked for every range on every buffer scan) costs
+/// nothing however large the range.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Repr")]
 pub struct PageBits {
     words: Vec<u64>,
     len: u64,
+    #[serde(skip)]
+    ones: u64,
+}
+
+/// The serialized form: the count is derived again on reading.
+#[derive(Deserialize)]
+struct Repr {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl From<Repr> for PageBits {
+    fn from(r: Repr) -> Self {
+        let ones = r.words.iter().map(|w| u64::from(w.count_ones())).sum();
+        Self {
+            words: r.words,
+            len: r.len,
+            ones,
+        }
+    }
 }
 
 fn word_count(len: u64) -> usize {
@@ -32,6 +57,7 @@ impl PageBits {
         Self {
             words: vec![0; word_count(len)],
             len,
+            ones: 0,
         }
     }
 
@@ -62,16 +88,27 @@ impl PageBits {
     pub fn set(&mut self, i: u64, on: bool) {
         assert!(i < self.len, "page index {i} past {}", self.len);
         let (w, b) = index(i);
-        if on {
+        let was = self.words[w] >> b & 1 == 1;
+        if on && !was {
             self.words[w] |= 1 << b;
-        } else {
+            self.ones += 1;
+        } else if !on && was {
             self.words[w] &= !(1 << b);
+            self.ones -= 1;
         }
     }
 
     /// Number of set pages.
     pub fn count(&self) -> u64 {
-        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+        debug_assert_eq!(
+            self.ones,
+            self.words
+                .iter()
+                .map(|w| u64::from(w.count_ones()))
+                .sum::<u64>(),
+            "cached count"
+        );
+        self.ones
     }
 
     /// Number of set pages in `[start, end)`.
@@ -130,5 +167,21 @@ mod tests {
         b.set(1, false);
         assert_eq!(b.runs()[..2], [(0, 1, true), (1, 64, false)]);
         assert_eq!(*b.runs().last().unwrap(), (129, 130, true));
+    }
+
+    #[test]
+    fn count_follows_changes_and_survives_serde() {
+        let mut b = PageBits::new(200);
+        for i in [0, 5, 64, 199, 5] {
+            b.set(i, true);
+        }
+        b.set(64, false);
+        b.set(63, false);
+        assert_eq!(b.count(), 3);
+        let json = serde_json::to_string(&b).unwrap();
+        let back: PageBits = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.count(), 3);
+        assert_eq!(b.slice(0, 100).count(), 2);
     }
 }

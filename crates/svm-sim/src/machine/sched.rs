@@ -47,7 +47,7 @@ const MAX_RETRIES: u32 = 10_000;
 /// Restore retries one [`Machine::advance_to`] runs before it skips the
 /// rest (they would fail the same way: nothing else runs between them).
 pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
-/// Steps one [`Machine::quiesce`] runs before it reports a livelock.
+/// Steps at one simulated time after which a run reports a livelock.
 const MAX_QUIESCE_STEPS: u64 = 50_000_000;
 
 /// How pending work is ordered.
@@ -338,8 +338,16 @@ impl Machine {
     /// Runs steps until `stop` holds, nothing is ready, or the next timed
     /// step is after `until`.
     pub(super) fn run(&mut self, until: u64, stop: impl Fn(&Self) -> bool) {
+        // A livelock is work that never lets time move: count the steps
+        // since the clock last moved, not all steps (a big kernel takes
+        // more than any fixed number of them).
         let mut steps = 0u64;
+        let mut at = self.clock_ns;
         while !stop(self) && steps < MAX_QUIESCE_STEPS {
+            if self.clock_ns != at {
+                at = self.clock_ns;
+                steps = 0;
+            }
             steps += 1;
             if let Some(work) = self.next_work(self.clock_ns, true) {
                 self.do_work(work);
