@@ -4,7 +4,9 @@
 //! pages are each in system memory or in the VRAM of the range's
 //! `actual_loc` GPU (kfd never spreads one range over two GPUs' VRAM: a move
 //! between GPUs goes through system memory). [`PageBits`] records, per page,
-//! "in VRAM"; `vram_pages` is its population count, derived, never stored.
+//! "in VRAM"; `vram_pages` is its population count, derived from the bits
+//! (`PageBits` keeps the count beside them, changed only with them; debug
+//! builds recount on every read).
 
 use serde::{Deserialize, Serialize};
 
