@@ -408,6 +408,17 @@ pub fn oversubscribed_machine(
     machine(profile, w.gpus().max(1), Some(vram))
 }
 
+/// The value at quantile `q` (0 to 1, nearest rank) of the sorted `v`;
+/// 0 when `v` is empty.
+pub fn percentile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 /// GPU faults process `pid` has seen, over all GPUs (duplicates included).
 pub fn faults(m: &Machine, pid: Pid) -> u64 {
     m.process(pid)
@@ -484,15 +495,7 @@ pub fn run_opts(
         + (c.pages_to_ram - before.pages_to_ram);
     let mut lat: Vec<u64> = m.fault_latencies()[lat_before..].to_vec();
     lat.sort_unstable();
-    let pct = |q: f64| -> u64 {
-        if lat.is_empty() {
-            return 0;
-        }
-        let i = ((lat.len() - 1) as f64 * q).round();
-        #[allow(clippy::cast_possible_truncation)]
-        let i = i as usize;
-        lat[i.min(lat.len() - 1)]
-    };
+    let pct = |q: f64| percentile(&lat, q);
     let start = kernels.first().map_or(0, |k| k.launch_ns);
     let end = kernels.iter().map(|k| k.end_ns).max().unwrap_or(start);
     Ok(Report {

@@ -133,16 +133,7 @@ impl RunSpec {
                 ),
             )
         })?;
-        let policy = Policy::from_name(&self.policy).ok_or_else(|| {
-            spec_err(
-                "policy",
-                format!(
-                    "unknown policy {:?}; {}",
-                    self.policy,
-                    suggest(&self.policy, Policy::ALL.iter().map(|p| p.name()))
-                ),
-            )
-        })?;
+        let policy = self.policy()?;
         let profile = load_profile(&self.profile)?;
         if self.size < 4096 {
             return Err(spec_err("size", "must be at least 4096 bytes (one page)"));
@@ -245,6 +236,47 @@ impl RunSpec {
             ));
         }
         Ok((w, policy, profile))
+    }
+
+    /// The policy the spec names.
+    ///
+    /// # Errors
+    /// An unknown name, with the known ones.
+    pub fn policy(&self) -> Result<Policy, SpecError> {
+        Policy::from_name(&self.policy).ok_or_else(|| {
+            spec_err(
+                "policy",
+                format!(
+                    "unknown policy {:?}; {}",
+                    self.policy,
+                    suggest(&self.policy, Policy::ALL.iter().map(|p| p.name()))
+                ),
+            )
+        })
+    }
+
+    /// The machine a run of this spec starts from, recording what
+    /// `capture` asks for.
+    fn machine(
+        &self,
+        profile: &Profile,
+        gpus: usize,
+        vram: Option<u64>,
+        policy: Policy,
+        capture: Capture,
+    ) -> Result<Machine, SpecError> {
+        let mut m = svm_workloads::machine_xnack(profile, gpus, vram, self.xnack)
+            .map_err(|e| spec_err("gpus", e.to_string()))?;
+        m.set_policy(policy);
+        m.set_seed(Some(self.seed));
+        m.set_smi_log(capture.events);
+        if capture.timeline {
+            m.start_timeline();
+        }
+        if capture.trace {
+            m.start_recording();
+        }
+        Ok(m)
     }
 
     /// A short label: what differs between runs of a comparison.
@@ -400,7 +432,7 @@ impl Metrics {
         let c = m.counters();
         let mut lat = m.fault_latencies().to_vec();
         lat.sort_unstable();
-        let pct = |q: f64| percentile(&lat, q);
+        let pct = |q: f64| svm_workloads::percentile(&lat, q);
         let moved = c.pages_to_vram + c.pages_zero_filled + c.pages_to_ram;
         Self {
             kernel_ns: m.now_ns(),
@@ -419,16 +451,6 @@ impl Metrics {
             end_ns: m.now_ns(),
         }
     }
-}
-
-/// The value at quantile `q` of sorted `v` (0 when empty).
-pub fn percentile(v: &[u64], q: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let i = ((v.len() - 1) as f64 * q).round() as usize;
-    v[i.min(v.len() - 1)]
 }
 
 /// A GPU's state at the end of a run.
@@ -502,17 +524,7 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
         }
         None => spec.vram,
     };
-    let mut m = svm_workloads::machine_xnack(&profile, gpus, vram, spec.xnack)
-        .map_err(|e| spec_err("gpus", e.to_string()))?;
-    m.set_policy(policy);
-    m.set_seed(Some(spec.seed));
-    m.set_smi_log(capture.events);
-    if capture.timeline {
-        m.start_timeline();
-    }
-    if capture.trace {
-        m.start_recording();
-    }
+    let mut m = spec.machine(&profile, gpus, vram, policy, capture)?;
     let pid = m.spawn(w.name());
     let result = svm_workloads::run_opts(&mut m, pid, w, &params, spec.granularity, spec.prefetch);
     let (status, metrics) = match result {
@@ -554,28 +566,17 @@ pub fn replay(
     capture: Capture,
 ) -> Result<Outcome, SpecError> {
     let t0 = std::time::Instant::now();
-    let policy = Policy::from_name(&spec.policy).ok_or_else(|| {
-        spec_err(
-            "policy",
-            format!(
-                "unknown policy {:?}; {}",
-                spec.policy,
-                suggest(&spec.policy, Policy::ALL.iter().map(|p| p.name()))
-            ),
-        )
-    })?;
+    let policy = spec.policy()?;
     let profile = load_profile(&spec.profile)?;
     let events = svm_workloads::trace::decode(bytes)
         .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
     let gpus = spec.gpus.unwrap_or(profile.gpus().len());
-    let mut m = svm_workloads::machine_xnack(&profile, gpus, spec.vram, spec.xnack)
-        .map_err(|e| spec_err("gpus", e.to_string()))?;
-    m.set_policy(policy);
-    m.set_seed(Some(spec.seed));
-    m.set_smi_log(capture.events);
-    if capture.timeline {
-        m.start_timeline();
-    }
+    // A replay records no trace of its own.
+    let capture = Capture {
+        trace: false,
+        ..capture
+    };
+    let mut m = spec.machine(&profile, gpus, spec.vram, policy, capture)?;
     let kernels = svm_workloads::trace::replay(&mut m, &events)
         .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
     let status = match kernels.iter().find_map(|k| k.as_ref().err()) {
