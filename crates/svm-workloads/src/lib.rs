@@ -396,6 +396,20 @@ pub fn oversubscribed_machine(
     p: &Params,
     factor: f64,
 ) -> Result<Machine, WorkloadError> {
+    let vram = oversubscribed_vram(w, p, factor)?;
+    machine(profile, w.gpus().max(1), Some(vram))
+}
+
+/// The VRAM per GPU of [`oversubscribed_machine`]: `1 / factor` of `w`'s
+/// footprint for `p`, in whole 2 MiB (at least one).
+///
+/// # Errors
+/// A factor that is not a finite number above 0.
+pub fn oversubscribed_vram(
+    w: &dyn Workload,
+    p: &Params,
+    factor: f64,
+) -> Result<u64, WorkloadError> {
     if !(factor.is_finite() && factor > 0.0) {
         return Err(WorkloadError::Params {
             workload: w.name(),
@@ -403,9 +417,9 @@ pub fn oversubscribed_machine(
         });
     }
     let unit = 2u64 << 20;
-    #[allow(clippy::cast_possible_truncation)]
-    let vram = ((w.footprint(p) as f64 / factor / unit as f64).floor() as u64).max(1) * unit;
-    machine(profile, w.gpus().max(1), Some(vram))
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let blocks = (w.footprint(p) as f64 / factor / unit as f64).floor() as u64;
+    Ok(blocks.max(1) * unit)
 }
 
 /// The value at quantile `q` (0 to 1, nearest rank) of the sorted `v`;

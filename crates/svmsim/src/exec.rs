@@ -517,11 +517,10 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
     };
     let gpus = spec.gpus.unwrap_or(w.gpus()).max(1);
     let vram = match spec.oversubscribe {
-        Some(f) => {
-            let m = svm_workloads::oversubscribed_machine(&profile, w, &params, f)
-                .map_err(|e| spec_err("oversubscribe", e.to_string()))?;
-            Some(m.topology().gpus()[0].vram_bytes)
-        }
+        Some(f) => Some(
+            svm_workloads::oversubscribed_vram(w, &params, f)
+                .map_err(|e| spec_err("oversubscribe", e.to_string()))?,
+        ),
         None => spec.vram,
     };
     let mut m = spec.machine(&profile, gpus, vram, policy, capture)?;
