@@ -110,7 +110,15 @@ enum Req {
 #[derive(Default)]
 struct Slot {
     req: Cell<Option<Req>>,
-    resp: Cell<Option<Vec<u8>>>,
+    /// Whether the posted request has been performed.
+    done: Cell<bool>,
+    /// Retry faults in a row on the posted request.
+    page_faults: Cell<u32>,
+    /// The bytes a load brought back.
+    bytes: Cell<Vec<u8>>,
+    /// A buffer a dropped [`Data`] (or a performed store) handed back: the
+    /// next load fills it, so a wave that loads in a loop allocates once.
+    spare: Cell<Vec<u8>>,
 }
 
 /// What a wave's code uses to reach memory.
@@ -126,13 +134,59 @@ pub struct MemOp {
     req: Option<Req>,
 }
 
-impl Future for MemOp {
-    type Output = Vec<u8>;
+/// The bytes a load returned. It reads as a byte slice; dropping it hands
+/// its buffer back to the wave for the next load, so loads in a loop do
+/// not allocate (see [`Data::into_vec`] to keep the bytes instead).
+pub struct Data {
+    bytes: Vec<u8>,
+    home: Rc<Slot>,
+}
 
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Vec<u8>> {
+impl Data {
+    /// The bytes, as an owned vector.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        if self.bytes.capacity() != 0 {
+            self.home.spare.set(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Data").field(&self.bytes).finish()
+    }
+}
+
+impl PartialEq<[u8]> for Data {
+    fn eq(&self, other: &[u8]) -> bool {
+        *self.bytes == *other
+    }
+}
+
+impl Future for MemOp {
+    type Output = Data;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data> {
         let this = self.get_mut();
-        if let Some(r) = this.slot.resp.take() {
-            return Poll::Ready(r);
+        if this.slot.done.replace(false) {
+            return Poll::Ready(Data {
+                bytes: this.slot.bytes.take(),
+                home: Rc::clone(&this.slot),
+            });
         }
         if let Some(req) = this.req.take() {
             this.slot.req.set(Some(req));
@@ -277,7 +331,20 @@ pub(super) struct KWave {
     cu: u32,
     fut: Pin<Box<dyn Future<Output = ()>>>,
     slot: Rc<Slot>,
-    page_faults: u32,
+}
+
+/// What one step of a wave needs to know of it (a copy, so that the step
+/// can use the machine freely).
+struct Wave {
+    /// Its kernel.
+    k: usize,
+    /// Its process and GPU, by index.
+    pi: usize,
+    g: usize,
+    /// Its CU (on GPU `g`) and its index in the grid.
+    cu: usize,
+    index: u32,
+    slot: Rc<Slot>,
 }
 
 /// The timing constants a wave instruction needs, in whole ns (worked out
@@ -464,7 +531,6 @@ impl Machine {
             cu,
             fut,
             slot,
-            page_faults: 0,
         };
         let i = match self.kwave_free.pop() {
             Some(i) => {
@@ -519,38 +585,38 @@ impl Machine {
     }
 
     /// Runs one step of wave `i`: perform its posted request, or poll it
-    /// for the next one.
-    pub(super) fn step_kwave(&mut self, i: usize, at: u64) {
-        let Some(mut w) = self.kwaves[i].take() else {
-            return;
+    /// for the next one. Returns whether the step raised a retry fault
+    /// (the only way a wave's step can make other work ready at once).
+    pub(super) fn step_kwave(&mut self, i: usize, at: u64) -> bool {
+        let Some(w) = self.kwaves.get_mut(i).and_then(Option::as_mut) else {
+            return false;
         };
         let k = w.kernel;
-        if self.kernels[k].fatal.is_some() {
-            self.retire(i, w, at);
-            return;
+        let kern = &self.kernels[k];
+        let (pid, cpu, g) = (kern.pid, kern.cpu, kern.gpu.get());
+        if kern.fatal.is_some() {
+            self.retire(i, at);
+            return false;
         }
-        let pid = self.kernels[k].pid;
         // GPU queues stay stopped until the restore work has run (CPU
         // threads are not queues).
-        if !self.kernels[k].cpu && self.procs[pid.0].svm.restore_pending() {
+        if !cpu && self.procs[pid.0].svm.restore_pending() {
             let due = self.procs[pid.0]
                 .svm
                 .restore_due_ns()
                 .unwrap_or(at)
                 .max(at + 1);
-            self.kwaves[i] = Some(w);
             self.schedule_kwave(i, due);
-            return;
+            return false;
         }
         // A request left posted (a retry after a fault), or the wave's next.
         let req = match w.slot.req.take() {
             Some(r) => r,
             None => {
-                let waker = Waker::noop();
-                let mut cx = Context::from_waker(waker);
+                let mut cx = Context::from_waker(Waker::noop());
                 if w.fut.as_mut().poll(&mut cx).is_ready() {
-                    self.retire(i, w, at);
-                    return;
+                    self.retire(i, at);
+                    return false;
                 }
                 let Some(r) = w.slot.req.take() else {
                     // A wave awaiting something other than its context: a
@@ -562,25 +628,33 @@ impl Machine {
                         CpuVa::new(0),
                         false,
                     );
-                    self.retire(i, w, at);
-                    return;
+                    self.retire(i, at);
+                    return false;
                 };
                 r
             }
         };
-        match self.perform(&mut w, at, req) {
+        let wave = Wave {
+            k,
+            pi: pid.0,
+            g,
+            cu: w.cu as usize,
+            index: w.index,
+            slot: Rc::clone(&w.slot),
+        };
+        match self.perform(&wave, at, req) {
             Ok(end) => {
-                self.kwaves[i] = Some(w);
                 self.schedule_kwave(i, end);
+                false
             }
             Err(Parked::Faulted { page }) => {
-                self.kwaves[i] = Some(w);
-                self.kwait
-                    .entry((self.kernels[k].gpu.get(), pid.0, page))
-                    .or_default()
-                    .push(i);
+                self.kwait.entry((g, pid.0, page)).or_default().push(i);
+                true
             }
-            Err(Parked::Dead) => self.retire(i, w, at),
+            Err(Parked::Dead) => {
+                self.retire(i, at);
+                false
+            }
         }
     }
 
@@ -600,7 +674,10 @@ impl Machine {
     }
 
     /// A wave has finished (or died): free its CU slot for the next one.
-    fn retire(&mut self, i: usize, w: KWave, at: u64) {
+    fn retire(&mut self, i: usize, at: u64) {
+        let Some(w) = self.kwaves[i].take() else {
+            return;
+        };
         self.kwave_free.push(i);
         let k = w.kernel;
         let kern = &mut self.kernels[k];
@@ -649,11 +726,11 @@ impl Machine {
 
     /// Performs the wave's posted request at `at`. Returns when it ends,
     /// or why the wave cannot go on now.
-    fn perform(&mut self, w: &mut KWave, at: u64, req: Req) -> Result<u64, Parked> {
-        let k = w.kernel;
+    fn perform(&mut self, w: &Wave, at: u64, req: Req) -> Result<u64, Parked> {
+        let k = w.k;
         let (addr, len, write) = match &req {
             Req::Compute { ns } => {
-                w.slot.resp.set(Some(Vec::new()));
+                w.slot.done.set(true);
                 let (kernel, wave, ns) = (u32::try_from(k).unwrap_or(u32::MAX), w.index, *ns);
                 self.record(|| super::TraceEvent::Wave {
                     kernel,
@@ -678,133 +755,197 @@ impl Machine {
         if self.kernels[k].cpu {
             return self.perform_cpu(w, at, req, (addr, len, write));
         }
-        let (pid, gpu) = (self.kernels[k].pid, self.kernels[k].gpu);
-        let g = gpu.get();
+        let gen_ = self.procs[w.pi].tlb_gen[w.g];
+        let mut out = Vec::new();
+        let data = match &req {
+            Req::Store { data, .. } => Some(data.as_slice()),
+            _ => {
+                out = w.slot.spare.take();
+                out.clear();
+                out.reserve(usize::try_from(len).unwrap_or(0));
+                None
+            }
+        };
+        let off = addr % PAGE_SIZE;
+        let cost = if off + len <= PAGE_SIZE {
+            // Within one page, the usual case: no list of pages to build.
+            let page = CpuVa::new(addr).page_num();
+            let (pte, cost) = match self.translate(w, gen_, page, write) {
+                Ok(t) => t,
+                Err(cost) => return Err(self.retry_fault(w, (at, cost), page, addr, req)),
+            };
+            self.move_bytes(w, at, (addr, off, len, pte), data, &mut out)?;
+            cost
+        } else {
+            // Translate every page the access touches; the first miss parks
+            // it (and nothing moves: the instruction is replayed whole).
+            let mut cost = 0;
+            let mut targets = std::mem::take(&mut self.scratch_targets);
+            targets.clear();
+            let mut done = 0;
+            while done < len {
+                let a = addr + done;
+                let page = CpuVa::new(a).page_num();
+                let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
+                match self.translate(w, gen_, page, write) {
+                    Ok((pte, c)) => {
+                        cost += c;
+                        targets.push((a, n, pte));
+                    }
+                    Err(c) => {
+                        self.scratch_targets = targets;
+                        return Err(self.retry_fault(w, (at, cost + c), page, a, req));
+                    }
+                }
+                done += n;
+            }
+            let mut pos = 0usize;
+            for &(a, n, pte) in &targets {
+                let part = data.map(|d| &d[pos..pos + usize::try_from(n).unwrap_or(0)]);
+                if let Err(e) = self.move_bytes(w, at, (a, a % PAGE_SIZE, n, pte), part, &mut out) {
+                    self.scratch_targets = targets;
+                    return Err(e);
+                }
+                pos += usize::try_from(n).unwrap_or(0);
+            }
+            self.scratch_targets = targets;
+            cost
+        };
+        w.slot.page_faults.set(0);
+        if let Req::Store { data, .. } = req {
+            // The stored bytes' buffer serves the wave's next load.
+            w.slot.spare.set(data);
+        }
+        self.finish_access(w, (addr, len, write), out);
+        Ok(at + cost)
+    }
+
+    /// Translates `page` for wave `w` on GPU `g`: its CU's TLB, else a page
+    /// walk. Returns the PTE and the time it took, or (a retry fault) the
+    /// time until the fault is known.
+    fn translate(
+        &mut self,
+        w: &Wave,
+        gen_: u64,
+        page: PageNum,
+        write: bool,
+    ) -> Result<(Pte, u64), u64> {
+        let (pi, g) = (w.pi, w.g);
         let WaveCosts {
             hit,
             miss,
             vram,
             far,
-            delivery,
+            ..
         } = self.wave_costs;
-        // Translate every page the access touches; the first miss parks it
-        // (and nothing moves: the instruction is replayed whole).
-        let mut cost = 0;
-        let mut targets = std::mem::take(&mut self.scratch_targets);
-        targets.clear();
-        let mut done = 0;
-        let gen_ = self.procs[pid.0].tlb_gen[g];
-        while done < len {
-            let a = addr + done;
-            let page = CpuVa::new(a).page_num();
-            let off = a % PAGE_SIZE;
-            let n = (PAGE_SIZE - off).min(len - done);
-            let tlb = &mut self.tlbs[g][w.cu as usize];
-            let pte = match tlb.lookup(pid.0, page, gen_) {
-                Some(p) => {
-                    self.kernels[k].stats.tlb_hits += 1;
-                    cost += hit;
-                    Some(p)
+        let (pte, cost) = match self.tlbs[g][w.cu].lookup(pi, page, gen_) {
+            Some(p) => {
+                self.kernels[w.k].stats.tlb_hits += 1;
+                (Some(p), hit)
+            }
+            None => {
+                self.kernels[w.k].stats.tlb_misses += 1;
+                let p = self.procs[pi].pts[g]
+                    .walk(page)
+                    .filter(|p| p.flags.valid && (!write || p.flags.writeable));
+                if let Some(p) = p {
+                    self.tlbs[g][w.cu].insert(pi, page, gen_, p);
                 }
-                None => {
-                    self.kernels[k].stats.tlb_misses += 1;
-                    cost += miss;
-                    let p = self.procs[pid.0].pts[g]
-                        .walk(page)
-                        .filter(|p| p.flags.valid && (!write || p.flags.writeable));
-                    if let Some(p) = p {
-                        self.tlbs[g][w.cu as usize].insert(pid.0, page, gen_, p);
-                    }
-                    p
-                }
-            };
-            let Some(pte) = pte.filter(|p| !write || p.flags.writeable) else {
-                // Not mapped (or read-only for a write): a retry fault.
-                w.slot.req.set(Some(req));
-                self.scratch_targets = targets;
-                self.kernels[k].stats.faults += 1;
-                w.page_faults += 1;
-                if w.page_faults > MAX_RETRIES {
-                    self.kill(
-                        k,
-                        at,
-                        format!("still faulting after {MAX_RETRIES} retries"),
-                        CpuVa::new(a),
-                        write,
-                    );
-                    return Err(Parked::Dead);
-                }
-                let when = at + cost;
-                self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
-                self.gpus[g].ring.raise(RingEntry {
-                    proc_index: pid.0,
-                    page,
-                    write,
-                    ts: self.last_ts,
-                    at: when + delivery,
-                });
-                return Err(Parked::Faulted { page });
-            };
-            cost += match pte.target {
-                PteTarget::Vram { owner, .. } if owner.get() == g => vram,
-                _ => far,
-            };
-            targets.push((a, off, n, pte));
-            done += n;
-        }
-        w.page_faults = 0;
-        // The bytes.
-        let mut out = Vec::new();
-        let data = match &req {
-            Req::Store { data, .. } => Some(data.as_slice()),
-            _ => {
-                out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                None
+                (p, miss)
             }
         };
-        let mut pos = 0usize;
-        for &(a, off, n, pte) in &targets {
-            let n = usize::try_from(n).unwrap_or(0);
-            let range = pos..pos + n;
-            match pte.target {
-                PteTarget::Sys(dma) => {
-                    let Some(&(pi, va)) = self.gpus[g].iommu.get(&dma) else {
-                        self.kill(
-                            k,
-                            at,
-                            format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
-                            CpuVa::new(a),
-                            write,
-                        );
-                        return Err(Parked::Dead);
-                    };
-                    let host = va.raw() * PAGE_SIZE + off;
-                    match data {
-                        Some(d) => self.procs[pi].mm.pages_mut().write(host, &d[range.clone()]),
-                        None => self.procs[pi].mm.pages().read_into(host, n, &mut out),
-                    }
-                }
-                PteTarget::Vram { owner, addr: v } => match data {
-                    Some(d) => self.gpus[owner.get()]
-                        .vram
-                        .write(v + off, &d[range.clone()]),
-                    None => self.gpus[owner.get()].vram.read_into(v + off, n, &mut out),
-                },
-            }
-            if let Some(d) = data {
-                self.procs[pid.0].shadow.write(a, &d[range]);
-            }
-            pos += n;
+        // Not mapped (or read-only for a write): a retry fault.
+        let pte = pte.filter(|p| !write || p.flags.writeable).ok_or(cost)?;
+        let access = match pte.target {
+            PteTarget::Vram { owner, .. } if owner.get() == g => vram,
+            _ => far,
+        };
+        Ok((pte, cost + access))
+    }
+
+    /// Raises the retry fault of wave `w` on `page` (known `cost` after the
+    /// step at `at`) into its GPU's ring, and leaves the request posted for
+    /// the retry.
+    fn retry_fault(
+        &mut self,
+        w: &Wave,
+        (at, cost): (u64, u64),
+        page: PageNum,
+        a: u64,
+        req: Req,
+    ) -> Parked {
+        let write = matches!(req, Req::Store { .. });
+        w.slot.req.set(Some(req));
+        let k = w.k;
+        self.kernels[k].stats.faults += 1;
+        let faults = w.slot.page_faults.get() + 1;
+        w.slot.page_faults.set(faults);
+        if faults > MAX_RETRIES {
+            self.kill(
+                k,
+                at,
+                format!("still faulting after {MAX_RETRIES} retries"),
+                CpuVa::new(a),
+                write,
+            );
+            return Parked::Dead;
         }
-        self.scratch_targets = targets;
-        self.finish_access(w, (addr, len, write), out);
-        Ok(at + cost)
+        let when = at + cost;
+        self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
+        self.gpus[w.g].ring.raise(RingEntry {
+            proc_index: w.pi,
+            page,
+            write,
+            ts: self.last_ts,
+            at: when + self.wave_costs.delivery,
+        });
+        Parked::Faulted { page }
+    }
+
+    /// Moves the bytes of one page's part of an access: `data` into memory
+    /// for a store, or memory onto `out` for a load.
+    fn move_bytes(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        (a, off, n, pte): (u64, u64, u64, Pte),
+        data: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Parked> {
+        let n = usize::try_from(n).unwrap_or(0);
+        match pte.target {
+            PteTarget::Sys(dma) => {
+                let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
+                    self.kill(
+                        w.k,
+                        at,
+                        format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
+                        CpuVa::new(a),
+                        data.is_some(),
+                    );
+                    return Err(Parked::Dead);
+                };
+                let host = va.raw() * PAGE_SIZE + off;
+                match data {
+                    Some(d) => self.procs[owner].mm.pages_mut().write(host, d),
+                    None => self.procs[owner].mm.pages().read_into(host, n, out),
+                }
+            }
+            PteTarget::Vram { owner, addr: v } => match data {
+                Some(d) => self.gpus[owner.get()].vram.write(v + off, d),
+                None => self.gpus[owner.get()].vram.read_into(v + off, n, out),
+            },
+        }
+        if let Some(d) = data {
+            self.procs[w.pi].shadow.write(a, d);
+        }
+        Ok(())
     }
 
     /// Records a completed load or store, counts it, and hands the wave
     /// its answer.
-    fn finish_access(&mut self, w: &KWave, (addr, len, write): (u64, u64, bool), out: Vec<u8>) {
-        let k = w.kernel;
+    fn finish_access(&mut self, w: &Wave, (addr, len, write): (u64, u64, bool), out: Vec<u8>) {
+        let k = w.k;
         let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         self.record(|| super::TraceEvent::Wave {
@@ -819,19 +960,20 @@ impl Machine {
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
-        w.slot.resp.set(Some(out));
+        w.slot.bytes.set(out);
+        w.slot.done.set(true);
     }
 
     /// A CPU thread's request: the CPU fault path for pages in VRAM, then
     /// the bytes of host memory.
     fn perform_cpu(
         &mut self,
-        w: &mut KWave,
+        w: &Wave,
         at: u64,
         req: Req,
         (addr, len, write): (u64, u64, bool),
     ) -> Result<u64, Parked> {
-        let k = w.kernel;
+        let k = w.k;
         let pid = self.kernels[k].pid;
         let mut t = at;
         let per_page = ns(self.timing.cpu_access_ns);
@@ -883,15 +1025,18 @@ impl Machine {
             done += n;
         }
         let p = &mut self.procs[pid.0];
-        let out = match &req {
+        let out = match req {
             Req::Store { data, .. } => {
-                p.mm.pages_mut().write(addr, data);
-                p.shadow.write(addr, data);
+                p.mm.pages_mut().write(addr, &data);
+                p.shadow.write(addr, &data);
+                w.slot.spare.set(data);
                 Vec::new()
             }
             _ => {
-                let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                p.mm.pages().read(addr, &mut out);
+                let mut out = w.slot.spare.take();
+                out.clear();
+                p.mm.pages()
+                    .read_into(addr, usize::try_from(len).unwrap_or(0), &mut out);
                 out
             }
         };

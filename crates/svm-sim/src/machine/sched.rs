@@ -486,10 +486,7 @@ impl Machine {
                     };
                     // Only a fault raised by this step can make other work
                     // ready at this same time.
-                    let raised = self.gpus.iter().map(|g| g.ring.raised).sum::<u64>();
-                    self.step_kwave(i, at);
-                    let now_raised = self.gpus.iter().map(|g| g.ring.raised).sum::<u64>();
-                    if now_raised != raised && self.kernel_work_ready(self.clock_ns) {
+                    if self.step_kwave(i, at) && self.kernel_work_ready(self.clock_ns) {
                         break;
                     }
                 }
