@@ -263,12 +263,55 @@ fn split(page: PageNum) -> (u64, usize) {
     )
 }
 
+/// A PTE as the page table holds it: one word, so that the TLB and the
+/// wave's access path pass it in a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackedPte(u64);
+
+impl PackedPte {
+    /// Whether it translates.
+    pub(crate) fn valid(self) -> bool {
+        self.0 & P_VALID != 0
+    }
+
+    /// Whether writes are allowed.
+    pub(crate) fn writeable(self) -> bool {
+        self.0 & P_WRITE != 0
+    }
+
+    /// The GPU whose VRAM holds the page, or `None` for system memory.
+    pub(crate) fn vram_owner(self) -> Option<usize> {
+        (self.0 & P_VRAM != 0).then(|| usize::try_from((self.0 >> P_OWNER_SHIFT) & 63).unwrap_or(0))
+    }
+
+    /// The page's address: a VRAM byte address, or a DMA address.
+    pub(crate) fn addr(self) -> u64 {
+        (self.0 >> P_FRAME_SHIFT) * PAGE_SIZE
+    }
+
+    /// The PTE it packs.
+    pub(crate) fn unpack(self) -> Pte {
+        unpack(self.0)
+    }
+
+    /// A word that only tests look inside.
+    #[cfg(test)]
+    pub(crate) fn for_test(w: u64) -> Self {
+        Self(w)
+    }
+}
+
 impl PageTable {
     /// The PTE of `page`, if one was written.
     pub fn walk(&self, page: PageNum) -> Option<Pte> {
+        self.walk_packed(page).map(PackedPte::unpack)
+    }
+
+    /// [`PageTable::walk`], packed.
+    pub(crate) fn walk_packed(&self, page: PageNum) -> Option<PackedPte> {
         let (c, i) = split(page);
         let w = self.chunks.get(&c)?.get(i);
-        (w != 0).then(|| unpack(w))
+        (w != 0).then_some(PackedPte(w))
     }
 
     /// All written PTEs in page order.

@@ -558,7 +558,7 @@ pub struct Machine {
     /// `timing` in whole ns for wave instructions.
     wave_costs: kernel::WaveCosts,
     /// Scratch space of a wave instruction's translations.
-    scratch_targets: Vec<(u64, u64, Pte)>,
+    scratch_targets: Vec<(u64, u64, crate::gpu::PackedPte)>,
     /// The record being made, when recording.
     trace: Option<Vec<TraceEvent>>,
     /// Phantom data mode: no page keeps bytes.

@@ -32,9 +32,9 @@ use std::task::{Context, Poll, Waker};
 use svm_core::Errno;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use svm_core::gpu::GpuIndex;
-use svm_core::platform::{Pte, PteTarget};
 
 use super::{AccessError, Machine, Pid};
+use crate::gpu::PackedPte;
 use crate::ring::RingEntry;
 use crate::timing::ns;
 
@@ -233,15 +233,24 @@ impl WaveCtx {
     }
 }
 
-/// A TLB entry: (process, page, generation, PTE, last use).
-type TlbEntry = (usize, PageNum, u64, Pte, u64);
+/// A TLB entry: what it translates (a page of a process, filled at one
+/// flush generation) and the PTE it caches.
+#[derive(Clone, Copy, Debug)]
+struct TlbEntry {
+    page: PageNum,
+    proc: usize,
+    generation: u64,
+    pte: PackedPte,
+}
 
-/// One CU's TLB.
+/// One CU's TLB: 4-way set-associative, LRU within a set.
 #[derive(Clone, Debug)]
 pub(super) struct Tlb {
-    /// Four ways per set.
+    /// Four ways per set, kept in order of last use, most recent first,
+    /// empty ways last. So a hit on the entry used last (the common case:
+    /// a wave walking its own page) is the first comparison, the LRU
+    /// victim is always the last way, and no use counter is kept.
     sets: Vec<[Option<TlbEntry>; 4]>,
-    tick: u64,
 }
 
 impl Tlb {
@@ -252,35 +261,39 @@ impl Tlb {
             .next_power_of_two();
         Self {
             sets: vec![[None; 4]; sets],
-            tick: 0,
         }
     }
 
-    fn set(&self, page: PageNum) -> usize {
-        usize::try_from(page.raw() & (self.sets.len() as u64 - 1)).unwrap_or(0)
+    fn set(&mut self, page: PageNum) -> &mut [Option<TlbEntry>; 4] {
+        let mask = self.sets.len() as u64 - 1;
+        let i = usize::try_from(page.raw() & mask).unwrap_or(0);
+        &mut self.sets[i]
     }
 
-    fn lookup(&mut self, proc: usize, page: PageNum, generation: u64) -> Option<Pte> {
-        self.tick += 1;
-        let t = self.tick;
-        let s = self.set(page);
-        for e in self.sets[s].iter_mut().flatten() {
-            if e.0 == proc && e.1 == page && e.2 == generation {
-                e.4 = t;
-                return Some(e.3);
+    fn lookup(&mut self, proc: usize, page: PageNum, generation: u64) -> Option<PackedPte> {
+        let set = self.set(page);
+        for way in 0..4 {
+            let e = set[way].as_ref()?;
+            if e.page == page && e.proc == proc && e.generation == generation {
+                let pte = e.pte;
+                // Now the most recently used.
+                set[..=way].rotate_right(1);
+                return Some(pte);
             }
         }
         None
     }
 
-    fn insert(&mut self, proc: usize, page: PageNum, generation: u64, pte: Pte) {
-        self.tick += 1;
-        let t = self.tick;
-        let s = self.set(page);
-        let way = (0..4)
-            .min_by_key(|&w| self.sets[s][w].map_or(0, |e| e.4))
-            .unwrap_or(0);
-        self.sets[s][way] = Some((proc, page, generation, pte, t));
+    fn insert(&mut self, proc: usize, page: PageNum, generation: u64, pte: PackedPte) {
+        let set = self.set(page);
+        // The least recently used way (or an empty one) makes room.
+        set.rotate_right(1);
+        set[0] = Some(TlbEntry {
+            page,
+            proc,
+            generation,
+            pte,
+        });
     }
 }
 
@@ -829,7 +842,7 @@ impl Machine {
         gen_: u64,
         page: PageNum,
         write: bool,
-    ) -> Result<(Pte, u64), u64> {
+    ) -> Result<(PackedPte, u64), u64> {
         let (pi, g) = (w.pi, w.g);
         let WaveCosts {
             hit,
@@ -846,8 +859,8 @@ impl Machine {
             None => {
                 self.kernels[w.k].stats.tlb_misses += 1;
                 let p = self.procs[pi].pts[g]
-                    .walk(page)
-                    .filter(|p| p.flags.valid && (!write || p.flags.writeable));
+                    .walk_packed(page)
+                    .filter(|p| p.valid() && (!write || p.writeable()));
                 if let Some(p) = p {
                     self.tlbs[g][w.cu].insert(pi, page, gen_, p);
                 }
@@ -855,10 +868,11 @@ impl Machine {
             }
         };
         // Not mapped (or read-only for a write): a retry fault.
-        let pte = pte.filter(|p| !write || p.flags.writeable).ok_or(cost)?;
-        let access = match pte.target {
-            PteTarget::Vram { owner, .. } if owner.get() == g => vram,
-            _ => far,
+        let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
+        let access = if pte.vram_owner() == Some(g) {
+            vram
+        } else {
+            far
         };
         Ok((pte, cost + access))
     }
@@ -908,13 +922,14 @@ impl Machine {
         &mut self,
         w: &Wave,
         at: u64,
-        (a, off, n, pte): (u64, u64, u64, Pte),
+        (a, off, n, pte): (u64, u64, u64, PackedPte),
         data: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), Parked> {
         let n = usize::try_from(n).unwrap_or(0);
-        match pte.target {
-            PteTarget::Sys(dma) => {
+        match pte.vram_owner() {
+            None => {
+                let dma = pte.addr();
                 let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
                     self.kill(
                         w.k,
@@ -931,10 +946,13 @@ impl Machine {
                     None => self.procs[owner].mm.pages().read_into(host, n, out),
                 }
             }
-            PteTarget::Vram { owner, addr: v } => match data {
-                Some(d) => self.gpus[owner.get()].vram.write(v + off, d),
-                None => self.gpus[owner.get()].vram.read_into(v + off, n, out),
-            },
+            Some(owner) => {
+                let v = pte.addr() + off;
+                match data {
+                    Some(d) => self.gpus[owner].vram.write(v, d),
+                    None => self.gpus[owner].vram.read_into(v, n, out),
+                }
+            }
         }
         if let Some(d) = data {
             self.procs[w.pi].shadow.write(a, d);
@@ -1118,57 +1136,80 @@ pub(super) type KernelWaits = BTreeMap<(usize, usize, PageNum), Vec<usize>>;
 ///
 /// Waves run in lockstep (every instruction of a kind costs the same), so
 /// many share a time and there are few distinct times, and a new time is
-/// almost always at or near the latest one. Buckets therefore sit in a
-/// deque sorted by time, searched from the back: a push is a step or two,
-/// a pop takes from the front, and emptied buckets are kept for reuse, so
-/// the steady state allocates nothing. Within a bucket the order is FIFO
+/// almost always the latest one. Buckets therefore sit in a vector sorted
+/// by time: a push usually appends to the last bucket, a pop takes from the
+/// first live one, and emptied buckets' vectors are kept for reuse, so the
+/// steady state allocates nothing. Within a bucket the order is FIFO
 /// (eager ordering) or drawn from the seed (seeded ordering).
 #[derive(Debug, Default)]
 pub(super) struct ReadyQueue {
-    buckets: std::collections::VecDeque<(u64, std::collections::VecDeque<usize>)>,
-    spare: Vec<std::collections::VecDeque<usize>>,
+    /// Buckets `first..` are live, in time order, none of them empty; the
+    /// ones before `first` are spent.
+    buckets: Vec<Bucket>,
+    first: usize,
+    spare: Vec<Vec<usize>>,
     len: usize,
+}
+
+/// The waves ready at one time: `waves[head..]`, oldest first.
+#[derive(Debug)]
+struct Bucket {
+    at: u64,
+    waves: Vec<usize>,
+    head: usize,
 }
 
 impl ReadyQueue {
     pub(super) fn push(&mut self, at: u64, i: usize) {
         self.len += 1;
-        // Where `at` goes: usually at or after the last bucket; otherwise a
-        // binary search (times with many distinct values stay O(log n)).
-        let pos = match self.buckets.back() {
-            Some(&(t, _)) if t <= at => self.buckets.len(),
-            _ => self.buckets.partition_point(|&(t, _)| t <= at),
-        };
-        if pos > 0 && self.buckets[pos - 1].0 == at {
-            self.buckets[pos - 1].1.push_back(i);
+        if let Some(b) = self.buckets.last_mut()
+            && b.at == at
+        {
+            b.waves.push(i);
             return;
         }
-        let mut q = self.spare.pop().unwrap_or_default();
-        q.push_back(i);
-        self.buckets.insert(pos, (at, q));
+        // Otherwise a binary search (times with many distinct values stay
+        // O(log n)).
+        let pos = self.first + self.buckets[self.first..].partition_point(|b| b.at <= at);
+        if pos > self.first && self.buckets[pos - 1].at == at {
+            self.buckets[pos - 1].waves.push(i);
+            return;
+        }
+        let mut waves = self.spare.pop().unwrap_or_default();
+        waves.push(i);
+        self.buckets.insert(pos, Bucket { at, waves, head: 0 });
     }
 
     /// The earliest time a wave is ready.
     pub(super) fn peek_time(&self) -> Option<u64> {
-        self.buckets.front().map(|&(t, _)| t)
+        self.buckets.get(self.first).map(|b| b.at)
     }
 
     /// Takes a wave of the earliest time: the oldest, or the one `pick`
-    /// chooses among `n` (a seeded draw).
+    /// chooses among `n` (a seeded draw; the last one takes its place).
     pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
-        let (at, q) = self.buckets.front_mut()?;
-        let at = *at;
-        let k = pick(q.len()).min(q.len() - 1);
+        let b = self.buckets.get_mut(self.first)?;
+        let at = b.at;
+        let n = b.waves.len() - b.head;
+        let k = pick(n).min(n - 1);
         let i = if k == 0 {
-            q.pop_front()
+            b.head += 1;
+            b.waves[b.head - 1]
         } else {
-            q.swap_remove_back(k)
-        }
-        .expect("nonempty bucket");
-        if q.is_empty()
-            && let Some((_, q)) = self.buckets.pop_front()
-        {
-            self.spare.push(q);
+            b.waves.swap_remove(b.head + k)
+        };
+        if b.head == b.waves.len() {
+            let mut waves = std::mem::take(&mut b.waves);
+            waves.clear();
+            self.spare.push(waves);
+            self.first += 1;
+            if self.first == self.buckets.len() {
+                self.buckets.clear();
+                self.first = 0;
+            } else if self.first >= 64 && self.first * 2 >= self.buckets.len() {
+                self.buckets.drain(..self.first);
+                self.first = 0;
+            }
         }
         self.len -= 1;
         Some((at, i))
@@ -1176,5 +1217,71 @@ impl ReadyQueue {
 
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    /// (process, page, generation, PTE, last use).
+    type NaiveEntry = (usize, u64, u64, u64, u64);
+
+    /// A TLB as the simplest code would keep it: every entry with the time
+    /// of its last use; a full set evicts the least recently used.
+    #[derive(Default)]
+    struct NaiveTlb {
+        sets: Vec<Vec<NaiveEntry>>,
+        tick: u64,
+    }
+
+    impl NaiveTlb {
+        fn lookup(&mut self, proc: usize, page: u64, generation: u64) -> Option<u64> {
+            self.tick += 1;
+            let set = &mut self.sets[usize::try_from(page % 4).unwrap()];
+            let e = set
+                .iter_mut()
+                .find(|e| (e.0, e.1, e.2) == (proc, page, generation))?;
+            e.4 = self.tick;
+            Some(e.3)
+        }
+
+        fn insert(&mut self, proc: usize, page: u64, generation: u64, pte: u64) {
+            self.tick += 1;
+            let set = &mut self.sets[usize::try_from(page % 4).unwrap()];
+            if set.len() == 4 {
+                let lru = (0..4).min_by_key(|&w| set[w].4).unwrap();
+                set.remove(lru);
+            }
+            set.push((proc, page, generation, pte, self.tick));
+        }
+    }
+
+    /// The most-recent-first TLB hits and misses exactly as an LRU with use
+    /// counters does. Fixed seed; on failure the step is printed.
+    #[test]
+    fn the_tlb_is_lru_within_a_set() {
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(5);
+        let mut tlb = Tlb::new(16);
+        let mut naive = NaiveTlb {
+            sets: vec![Vec::new(); 4],
+            tick: 0,
+        };
+        let pte = |page: u64| PackedPte::for_test(page + 1);
+        for step in 0..20_000 {
+            let proc = rng.random_range(0..2usize);
+            let page = rng.random_range(0..40u64);
+            let generation = rng.random_range(0..3u64);
+            let got = tlb.lookup(proc, PageNum::new(page), generation);
+            let want = naive
+                .lookup(proc, page, generation)
+                .map(PackedPte::for_test);
+            assert_eq!(got, want, "step {step}: lookup of page {page}");
+            if got.is_none() {
+                tlb.insert(proc, PageNum::new(page), generation, pte(page));
+                naive.insert(proc, page, generation, page + 1);
+            }
+        }
     }
 }
