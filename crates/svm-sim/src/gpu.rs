@@ -269,6 +269,9 @@ fn split(page: PageNum) -> (u64, usize) {
 pub(crate) struct PackedPte(u64);
 
 impl PackedPte {
+    /// No entry (what an empty TLB way holds).
+    pub(crate) const NONE: Self = Self(0);
+
     /// Whether it translates.
     pub(crate) fn valid(self) -> bool {
         self.0 & P_VALID != 0

@@ -543,7 +543,7 @@ pub struct Machine {
     /// The GPUs' compute shape.
     shape: kernel::ComputeShape,
     /// Per GPU, per CU, its TLB.
-    tlbs: Vec<Vec<kernel::Tlb>>,
+    tlbs: kernel::Tlbs,
     /// Kernels launched, by [`KernelId`].
     kernels: Vec<kernel::Kernel>,
     /// Kernel waves in flight, and free slots of that table.
@@ -598,7 +598,7 @@ mod kernel;
 mod sched;
 pub mod timeline;
 mod trace;
-pub use kernel::{ComputeShape, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
+pub use kernel::{ComputeShape, Data, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
 pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
 pub use trace::{TraceEvent, WaveOp};
 
@@ -630,7 +630,7 @@ impl Machine {
             handler_free: vec![0; n_gpus],
             migrate_lock: BTreeMap::new(),
             shape: kernel::ComputeShape::default(),
-            tlbs: Vec::new(),
+            tlbs: kernel::Tlbs::default(),
             kernels: Vec::new(),
             kwaves: Vec::new(),
             kwave_free: Vec::new(),

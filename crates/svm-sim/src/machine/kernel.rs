@@ -4,13 +4,23 @@
 //! # Design
 //! A wave is an `async` block. Its memory operations ([`WaveCtx::load`],
 //! [`WaveCtx::store`], [`WaveCtx::compute`]) post one request into a slot
-//! the wave shares with the executor and return `Pending`; the executor,
-//! which owns the machine, performs the request (TLB, page walk, retry
-//! fault, the bytes), puts the answer in the slot, and polls the wave again
-//! when simulated time reaches the request's end. One request per step, in
-//! simulated-time order: so waves interleave as their memory operations
-//! would, on one thread, with no `unsafe` and no wakers (the executor knows
-//! exactly when a wave can go on).
+//! the wave shares with the executor, and awaiting one returns `Pending`
+//! until it has been performed; the executor, which owns the machine,
+//! performs the request (TLB, page walk, retry fault, the bytes), marks
+//! the slot done, and polls the wave again when simulated time reaches the
+//! request's end. One request per step, in simulated-time order: so waves
+//! interleave as their memory operations would, on one thread, with no
+//! `unsafe` and no wakers (the executor knows exactly when a wave can go
+//! on). An operation is issued when it is made, so a wave makes one and
+//! awaits it before making the next, as a wave's instructions issue in
+//! order.
+//!
+//! The step is the simulator's inner loop, so it is kept lean: an
+//! operation borrows the wave's context (no reference counting), a load
+//! fills the wave's own buffer in place and lends it to the wave (no
+//! allocation per load), PTEs travel packed in one word, and a hit on a
+//! TLB set's most recent way is one comparison. `benches/kernel.rs` in
+//! `svm-workloads` measures it.
 //!
 //! A launch dispatches waves in index order onto compute units, at most
 //! `waves_per_cu` in flight on each; a finished wave's slot takes the next.
@@ -22,7 +32,7 @@
 //! queue dies, the kernel ends with the memory access fault, and its other
 //! waves stop.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -105,8 +115,8 @@ enum Req {
 }
 
 /// Where a wave and the executor meet: one posted request, one answer.
-/// (Cells rather than a `RefCell`: each side only ever moves a value in or
-/// out, so there is nothing to borrow.)
+/// (Cells where each side only moves a value in or out; a `RefCell` for
+/// the buffer, which the executor fills in place.)
 #[derive(Default)]
 struct Slot {
     req: Cell<Option<Req>>,
@@ -114,11 +124,13 @@ struct Slot {
     done: Cell<bool>,
     /// Retry faults in a row on the posted request.
     page_faults: Cell<u32>,
-    /// The bytes a load brought back.
-    bytes: Cell<Vec<u8>>,
-    /// A buffer a dropped [`Data`] (or a performed store) handed back: the
-    /// next load fills it, so a wave that loads in a loop allocates once.
-    spare: Cell<Vec<u8>>,
+    /// The wave's load buffer: the executor fills it in place with a load's
+    /// bytes, the wave takes it as the load's [`Data`], and a dropped
+    /// `Data` (or a performed store) gives it back. So a wave that loads in
+    /// a loop allocates once, and the buffer is moved twice per load, not
+    /// taken and put back at each hand-over. (The executor holds the borrow
+    /// only while it fills; the wave only while it takes or gives back.)
+    buf: RefCell<Vec<u8>>,
 }
 
 /// What a wave's code uses to reach memory.
@@ -127,29 +139,30 @@ pub struct WaveCtx {
     slot: Rc<Slot>,
 }
 
-/// One posted request, resolved when the executor answers.
+/// One memory instruction of a wave, issued when it was made and resolved
+/// when the executor has performed it. It borrows the wave's context
+/// rather than sharing it, so issuing an instruction counts no references.
 #[derive(Debug)]
-pub struct MemOp {
-    slot: Rc<Slot>,
-    req: Option<Req>,
+pub struct MemOp<'a> {
+    slot: &'a Slot,
 }
 
 /// The bytes a load returned. It reads as a byte slice; dropping it hands
 /// its buffer back to the wave for the next load, so loads in a loop do
 /// not allocate (see [`Data::into_vec`] to keep the bytes instead).
-pub struct Data {
+pub struct Data<'a> {
     bytes: Vec<u8>,
-    home: Rc<Slot>,
+    home: &'a Slot,
 }
 
-impl Data {
+impl Data<'_> {
     /// The bytes, as an owned vector.
     pub fn into_vec(mut self) -> Vec<u8> {
         std::mem::take(&mut self.bytes)
     }
 }
 
-impl std::ops::Deref for Data {
+impl std::ops::Deref for Data<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
@@ -157,64 +170,59 @@ impl std::ops::Deref for Data {
     }
 }
 
-impl Drop for Data {
+impl Drop for Data<'_> {
     fn drop(&mut self) {
         if self.bytes.capacity() != 0 {
-            self.home.spare.set(std::mem::take(&mut self.bytes));
+            *self.home.buf.borrow_mut() = std::mem::take(&mut self.bytes);
         }
     }
 }
 
-impl std::fmt::Debug for Data {
+impl std::fmt::Debug for Data<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Data").field(&self.bytes).finish()
     }
 }
 
-impl PartialEq<[u8]> for Data {
+impl PartialEq<[u8]> for Data<'_> {
     fn eq(&self, other: &[u8]) -> bool {
         *self.bytes == *other
     }
 }
 
-impl Future for MemOp {
-    type Output = Data;
+impl<'a> Future for MemOp<'a> {
+    type Output = Data<'a>;
 
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data> {
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data<'a>> {
         let this = self.get_mut();
         if this.slot.done.replace(false) {
             return Poll::Ready(Data {
-                bytes: this.slot.bytes.take(),
-                home: Rc::clone(&this.slot),
+                bytes: std::mem::take(&mut *this.slot.buf.borrow_mut()),
+                home: this.slot,
             });
-        }
-        if let Some(req) = this.req.take() {
-            this.slot.req.set(Some(req));
         }
         Poll::Pending
     }
 }
 
 impl WaveCtx {
-    fn op(&self, req: Req) -> MemOp {
-        MemOp {
-            slot: Rc::clone(&self.slot),
-            req: Some(req),
-        }
+    fn op(&self, req: Req) -> MemOp<'_> {
+        self.slot.req.set(Some(req));
+        MemOp { slot: &self.slot }
     }
 
     /// Loads `len` bytes at `addr` (one memory instruction of the wave).
-    pub fn load(&self, addr: u64, len: usize) -> MemOp {
+    pub fn load(&self, addr: u64, len: usize) -> MemOp<'_> {
         self.op(Req::Load { addr, len })
     }
 
     /// Stores `data` at `addr`.
-    pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp {
+    pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp<'_> {
         self.op(Req::Store { addr, data })
     }
 
     /// Spends `ns` computing.
-    pub fn compute(&self, ns: u64) -> MemOp {
+    pub fn compute(&self, ns: u64) -> MemOp<'_> {
         self.op(Req::Compute { ns })
     }
 
@@ -234,48 +242,87 @@ impl WaveCtx {
 }
 
 /// A TLB entry: what it translates (a page of a process, filled at one
-/// flush generation) and the PTE it caches.
-#[derive(Clone, Copy, Debug)]
+/// flush generation) and the PTE it caches. An empty way has page
+/// [`TlbEntry::EMPTY`], which no page number reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TlbEntry {
-    page: PageNum,
+    page: u64,
     proc: usize,
     generation: u64,
     pte: PackedPte,
 }
 
-/// One CU's TLB: 4-way set-associative, LRU within a set.
-#[derive(Clone, Debug)]
-pub(super) struct Tlb {
-    /// Four ways per set, kept in order of last use, most recent first,
-    /// empty ways last. So a hit on the entry used last (the common case:
-    /// a wave walking its own page) is the first comparison, the LRU
-    /// victim is always the last way, and no use counter is kept.
-    sets: Vec<[Option<TlbEntry>; 4]>,
+impl TlbEntry {
+    const EMPTY: u64 = u64::MAX;
+
+    fn is(&self, proc: usize, page: u64, generation: u64) -> bool {
+        self.page == page && self.proc == proc && self.generation == generation
+    }
 }
 
-impl Tlb {
-    fn new(entries: u32) -> Self {
-        // A power of two of sets, so that the set index is a mask.
-        let sets = usize::try_from(entries.div_ceil(4).max(1))
+/// Every CU's TLB, each 4-way set-associative with LRU within a set, in
+/// one table: CU after CU, GPU after GPU.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Tlbs {
+    /// Each set keeps its ways in order of use, most recent first, empty
+    /// ways last. So a hit on the last-used entry (the common case: a wave
+    /// walking its own page) is the first comparison, the LRU victim is
+    /// always the last way, and no use counter is kept.
+    sets: Vec<[TlbEntry; 4]>,
+    /// Sets per CU: a power of two, so that the set index is a mask.
+    per_cu: usize,
+    /// CUs per GPU.
+    cus: usize,
+}
+
+impl Tlbs {
+    /// TLBs of `entries` entries (rounded up to 4 ways times a power of
+    /// two of sets) for `cus` CUs on each of `gpus` GPUs.
+    fn new(gpus: usize, cus: usize, entries: u32) -> Self {
+        let per_cu = usize::try_from(entries.div_ceil(4).max(1))
             .unwrap_or(1)
             .next_power_of_two();
+        let empty = TlbEntry {
+            page: TlbEntry::EMPTY,
+            proc: 0,
+            generation: 0,
+            pte: PackedPte::NONE,
+        };
         Self {
-            sets: vec![[None; 4]; sets],
+            sets: vec![[empty; 4]; gpus * cus * per_cu],
+            per_cu,
+            cus,
         }
     }
 
-    fn set(&mut self, page: PageNum) -> &mut [Option<TlbEntry>; 4] {
-        let mask = self.sets.len() as u64 - 1;
-        let i = usize::try_from(page.raw() & mask).unwrap_or(0);
+    fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// The set of CU `cu` of GPU `g` that holds `page`.
+    fn set(&mut self, g: usize, cu: usize, page: u64) -> &mut [TlbEntry; 4] {
+        let i =
+            (g * self.cus + cu) * self.per_cu + usize::try_from(page).unwrap_or(0) % self.per_cu;
         &mut self.sets[i]
     }
 
-    fn lookup(&mut self, proc: usize, page: PageNum, generation: u64) -> Option<PackedPte> {
-        let set = self.set(page);
-        for way in 0..4 {
-            let e = set[way].as_ref()?;
-            if e.page == page && e.proc == proc && e.generation == generation {
-                let pte = e.pte;
+    fn lookup(
+        &mut self,
+        (g, cu): (usize, usize),
+        proc: usize,
+        page: u64,
+        generation: u64,
+    ) -> Option<PackedPte> {
+        let set = self.set(g, cu, page);
+        if set[0].is(proc, page, generation) {
+            return Some(set[0].pte);
+        }
+        for way in 1..4 {
+            if set[way].page == TlbEntry::EMPTY {
+                return None;
+            }
+            if set[way].is(proc, page, generation) {
+                let pte = set[way].pte;
                 // Now the most recently used.
                 set[..=way].rotate_right(1);
                 return Some(pte);
@@ -284,16 +331,23 @@ impl Tlb {
         None
     }
 
-    fn insert(&mut self, proc: usize, page: PageNum, generation: u64, pte: PackedPte) {
-        let set = self.set(page);
+    fn insert(
+        &mut self,
+        (g, cu): (usize, usize),
+        proc: usize,
+        page: u64,
+        generation: u64,
+        pte: PackedPte,
+    ) {
+        let set = self.set(g, cu, page);
         // The least recently used way (or an empty one) makes room.
         set.rotate_right(1);
-        set[0] = Some(TlbEntry {
+        set[0] = TlbEntry {
             page,
             proc,
             generation,
             pte,
-        });
+        };
     }
 }
 
@@ -390,8 +444,11 @@ impl Machine {
     /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size).
     pub fn set_compute_shape(&mut self, shape: ComputeShape) {
         self.shape = shape;
-        let tlb = Tlb::new(shape.tlb_entries);
-        self.tlbs = vec![vec![tlb; shape.compute_units as usize]; self.gpus.len()];
+        self.tlbs = Tlbs::new(
+            self.gpus.len(),
+            shape.compute_units as usize,
+            shape.tlb_entries,
+        );
     }
 
     /// Launches a grid of `n_waves` waves of `f` on GPU `gpu_id` for
@@ -769,12 +826,12 @@ impl Machine {
             return self.perform_cpu(w, at, req, (addr, len, write));
         }
         let gen_ = self.procs[w.pi].tlb_gen[w.g];
-        let mut out = Vec::new();
+        let slot = Rc::clone(&w.slot);
+        let mut out = slot.buf.borrow_mut();
+        out.clear();
         let data = match &req {
             Req::Store { data, .. } => Some(data.as_slice()),
             _ => {
-                out = w.slot.spare.take();
-                out.clear();
                 out.reserve(usize::try_from(len).unwrap_or(0));
                 None
             }
@@ -827,9 +884,11 @@ impl Machine {
         w.slot.page_faults.set(0);
         if let Req::Store { data, .. } = req {
             // The stored bytes' buffer serves the wave's next load.
-            w.slot.spare.set(data);
+            *out = data;
+            out.clear();
         }
-        self.finish_access(w, (addr, len, write), out);
+        drop(out);
+        self.finish_access(w, (addr, len, write));
         Ok(at + cost)
     }
 
@@ -851,7 +910,7 @@ impl Machine {
             far,
             ..
         } = self.wave_costs;
-        let (pte, cost) = match self.tlbs[g][w.cu].lookup(pi, page, gen_) {
+        let (pte, cost) = match self.tlbs.lookup((g, w.cu), pi, page.raw(), gen_) {
             Some(p) => {
                 self.kernels[w.k].stats.tlb_hits += 1;
                 (Some(p), hit)
@@ -862,7 +921,7 @@ impl Machine {
                     .walk_packed(page)
                     .filter(|p| p.valid() && (!write || p.writeable()));
                 if let Some(p) = p {
-                    self.tlbs[g][w.cu].insert(pi, page, gen_, p);
+                    self.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
                 }
                 (p, miss)
             }
@@ -962,7 +1021,7 @@ impl Machine {
 
     /// Records a completed load or store, counts it, and hands the wave
     /// its answer.
-    fn finish_access(&mut self, w: &Wave, (addr, len, write): (u64, u64, bool), out: Vec<u8>) {
+    fn finish_access(&mut self, w: &Wave, (addr, len, write): (u64, u64, bool)) {
         let k = w.k;
         let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
@@ -978,7 +1037,6 @@ impl Machine {
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
-        w.slot.bytes.set(out);
         w.slot.done.set(true);
     }
 
@@ -1043,22 +1101,22 @@ impl Machine {
             done += n;
         }
         let p = &mut self.procs[pid.0];
-        let out = match req {
+        let mut out = w.slot.buf.borrow_mut();
+        out.clear();
+        match req {
             Req::Store { data, .. } => {
                 p.mm.pages_mut().write(addr, &data);
                 p.shadow.write(addr, &data);
-                w.slot.spare.set(data);
-                Vec::new()
+                *out = data;
+                out.clear();
             }
             _ => {
-                let mut out = w.slot.spare.take();
-                out.clear();
                 p.mm.pages()
                     .read_into(addr, usize::try_from(len).unwrap_or(0), &mut out);
-                out
             }
-        };
-        self.finish_access(w, (addr, len, write), out);
+        }
+        drop(out);
+        self.finish_access(w, (addr, len, write));
         Ok(t)
     }
 
@@ -1263,7 +1321,7 @@ mod tests {
     #[test]
     fn the_tlb_is_lru_within_a_set() {
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(5);
-        let mut tlb = Tlb::new(16);
+        let mut tlb = Tlbs::new(1, 1, 16);
         let mut naive = NaiveTlb {
             sets: vec![Vec::new(); 4],
             tick: 0,
@@ -1273,13 +1331,13 @@ mod tests {
             let proc = rng.random_range(0..2usize);
             let page = rng.random_range(0..40u64);
             let generation = rng.random_range(0..3u64);
-            let got = tlb.lookup(proc, PageNum::new(page), generation);
+            let got = tlb.lookup((0, 0), proc, page, generation);
             let want = naive
                 .lookup(proc, page, generation)
                 .map(PackedPte::for_test);
             assert_eq!(got, want, "step {step}: lookup of page {page}");
             if got.is_none() {
-                tlb.insert(proc, PageNum::new(page), generation, pte(page));
+                tlb.insert((0, 0), proc, page, generation, pte(page));
                 naive.insert(proc, page, generation, page + 1);
             }
         }
