@@ -269,8 +269,10 @@ pub(super) struct Tlbs {
     /// walking its own page) is the first comparison, the LRU victim is
     /// always the last way, and no use counter is kept.
     sets: Vec<[TlbEntry; 4]>,
-    /// Sets per CU: a power of two, so that the set index is a mask.
+    /// Sets per CU: a power of two, so that the set index is a mask (the
+    /// step is hot enough for a division to show).
     per_cu: usize,
+    mask: usize,
     /// CUs per GPU.
     cus: usize,
 }
@@ -291,6 +293,7 @@ impl Tlbs {
         Self {
             sets: vec![[empty; 4]; gpus * cus * per_cu],
             per_cu,
+            mask: per_cu - 1,
             cus,
         }
     }
@@ -302,7 +305,7 @@ impl Tlbs {
     /// The set of CU `cu` of GPU `g` that holds `page`.
     fn set(&mut self, g: usize, cu: usize, page: u64) -> &mut [TlbEntry; 4] {
         let i =
-            (g * self.cus + cu) * self.per_cu + usize::try_from(page).unwrap_or(0) % self.per_cu;
+            (g * self.cus + cu) * self.per_cu + (usize::try_from(page).unwrap_or(0) & self.mask);
         &mut self.sets[i]
     }
 
@@ -616,6 +619,7 @@ impl Machine {
     }
 
     /// Queues wave `i` to run at `at`.
+    #[inline(always)]
     pub(super) fn schedule_kwave(&mut self, i: usize, at: u64) {
         self.kready.push(at, i);
     }
@@ -895,6 +899,7 @@ impl Machine {
     /// Translates `page` for wave `w` on GPU `g`: its CU's TLB, else a page
     /// walk. Returns the PTE and the time it took, or (a retry fault) the
     /// time until the fault is known.
+    #[inline(always)]
     fn translate(
         &mut self,
         w: &Wave,
@@ -977,6 +982,7 @@ impl Machine {
 
     /// Moves the bytes of one page's part of an access: `data` into memory
     /// for a store, or memory onto `out` for a load.
+    #[inline(always)]
     fn move_bytes(
         &mut self,
         w: &Wave,
@@ -1021,6 +1027,7 @@ impl Machine {
 
     /// Records a completed load or store, counts it, and hands the wave
     /// its answer.
+    #[inline(always)]
     fn finish_access(&mut self, w: &Wave, (addr, len, write): (u64, u64, bool)) {
         let k = w.k;
         let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
@@ -1218,6 +1225,7 @@ struct Bucket {
 }
 
 impl ReadyQueue {
+    #[inline(always)]
     pub(super) fn push(&mut self, at: u64, i: usize) {
         self.len += 1;
         if let Some(b) = self.buckets.last_mut()
@@ -1245,6 +1253,7 @@ impl ReadyQueue {
 
     /// Takes a wave of the earliest time: the oldest, or the one `pick`
     /// chooses among `n` (a seeded draw; the last one takes its place).
+    #[inline(always)]
     pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
         let b = self.buckets.get_mut(self.first)?;
         let at = b.at;
