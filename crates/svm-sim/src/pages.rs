@@ -244,6 +244,15 @@ impl PageStore {
     /// Appends `len` bytes from byte address `addr` to `out` (what
     /// [`PageStore::read`] would give, without zeroing a buffer first).
     pub fn read_into(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
+        let off = offset_in_page(addr);
+        if off + len <= PAGE_BYTES {
+            // Within one page (a wave's load, usually): no loop.
+            match self.pages.get(addr / PAGE_SIZE) {
+                Some(p) => out.extend_from_slice(&p[off..off + len]),
+                None => out.resize(out.len() + len, 0),
+            }
+            return;
+        }
         let mut done = 0;
         while done < len {
             let at = addr + done as u64;

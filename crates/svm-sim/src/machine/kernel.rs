@@ -309,6 +309,7 @@ impl Tlbs {
         &mut self.sets[i]
     }
 
+    #[inline(always)]
     fn lookup(
         &mut self,
         (g, cu): (usize, usize),
@@ -320,6 +321,17 @@ impl Tlbs {
         if set[0].is(proc, page, generation) {
             return Some(set[0].pte);
         }
+        Self::lookup_older(set, proc, page, generation)
+    }
+
+    /// [`Tlbs::lookup`] past the most recent way.
+    #[inline(never)]
+    fn lookup_older(
+        set: &mut [TlbEntry; 4],
+        proc: usize,
+        page: u64,
+        generation: u64,
+    ) -> Option<PackedPte> {
         for way in 1..4 {
             if set[way].page == TlbEntry::EMPTY {
                 return None;
@@ -835,10 +847,7 @@ impl Machine {
         out.clear();
         let data = match &req {
             Req::Store { data, .. } => Some(data.as_slice()),
-            _ => {
-                out.reserve(usize::try_from(len).unwrap_or(0));
-                None
-            }
+            _ => None,
         };
         let off = addr % PAGE_SIZE;
         let cost = if off + len <= PAGE_SIZE {
@@ -851,39 +860,13 @@ impl Machine {
             self.move_bytes(w, at, (addr, off, len, pte), data, &mut out)?;
             cost
         } else {
-            // Translate every page the access touches; the first miss parks
-            // it (and nothing moves: the instruction is replayed whole).
-            let mut cost = 0;
-            let mut targets = std::mem::take(&mut self.scratch_targets);
-            targets.clear();
-            let mut done = 0;
-            while done < len {
-                let a = addr + done;
-                let page = CpuVa::new(a).page_num();
-                let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
-                match self.translate(w, gen_, page, write) {
-                    Ok((pte, c)) => {
-                        cost += c;
-                        targets.push((a, n, pte));
-                    }
-                    Err(c) => {
-                        self.scratch_targets = targets;
-                        return Err(self.retry_fault(w, (at, cost + c), page, a, req));
-                    }
+            match self.perform_pages(w, at, gen_, (addr, len), data, &mut out) {
+                Ok(cost) => cost,
+                Err(Stop::Fault { cost, page, a }) => {
+                    return Err(self.retry_fault(w, (at, cost), page, a, req));
                 }
-                done += n;
+                Err(Stop::Dead) => return Err(Parked::Dead),
             }
-            let mut pos = 0usize;
-            for &(a, n, pte) in &targets {
-                let part = data.map(|d| &d[pos..pos + usize::try_from(n).unwrap_or(0)]);
-                if let Err(e) = self.move_bytes(w, at, (a, a % PAGE_SIZE, n, pte), part, &mut out) {
-                    self.scratch_targets = targets;
-                    return Err(e);
-                }
-                pos += usize::try_from(n).unwrap_or(0);
-            }
-            self.scratch_targets = targets;
-            cost
         };
         w.slot.page_faults.set(0);
         if let Req::Store { data, .. } = req {
@@ -896,9 +879,65 @@ impl Machine {
         Ok(at + cost)
     }
 
-    /// Translates `page` for wave `w` on GPU `g`: its CU's TLB, else a page
+    /// [`Machine::perform`] for an access that spans pages: translate every
+    /// page it touches, and only then move the bytes, so that the first
+    /// miss parks it with nothing moved (the instruction is replayed
+    /// whole). Returns the cost, or where it stopped.
+    #[inline(never)]
+    fn perform_pages(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        gen_: u64,
+        (addr, len): (u64, u64),
+        data: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, Stop> {
+        let write = data.is_some();
+        let mut cost = 0;
+        let mut targets = std::mem::take(&mut self.scratch_targets);
+        targets.clear();
+        let mut done = 0;
+        while done < len {
+            let a = addr + done;
+            let page = CpuVa::new(a).page_num();
+            let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
+            match self.translate(w, gen_, page, write) {
+                Ok((pte, c)) => {
+                    cost += c;
+                    targets.push((a, n, pte));
+                }
+                Err(c) => {
+                    self.scratch_targets = targets;
+                    return Err(Stop::Fault {
+                        cost: cost + c,
+                        page,
+                        a,
+                    });
+                }
+            }
+            done += n;
+        }
+        let mut pos = 0usize;
+        for &(a, n, pte) in &targets {
+            let part = data.map(|d| &d[pos..pos + usize::try_from(n).unwrap_or(0)]);
+            if self
+                .move_bytes(w, at, (a, a % PAGE_SIZE, n, pte), part, out)
+                .is_err()
+            {
+                self.scratch_targets = targets;
+                return Err(Stop::Dead);
+            }
+            pos += usize::try_from(n).unwrap_or(0);
+        }
+        self.scratch_targets = targets;
+        Ok(cost)
+    }
+
+    /// Translates `page` for wave `w` on its GPU: its CU's TLB, else a page
     /// walk. Returns the PTE and the time it took, or (a retry fault) the
-    /// time until the fault is known.
+    /// time until the fault is known. The hit is the simulator's hottest
+    /// path, so it stays inline and the walk does not.
     #[inline(always)]
     fn translate(
         &mut self,
@@ -907,36 +946,51 @@ impl Machine {
         page: PageNum,
         write: bool,
     ) -> Result<(PackedPte, u64), u64> {
-        let (pi, g) = (w.pi, w.g);
-        let WaveCosts {
-            hit,
-            miss,
-            vram,
-            far,
-            ..
-        } = self.wave_costs;
-        let (pte, cost) = match self.tlbs.lookup((g, w.cu), pi, page.raw(), gen_) {
-            Some(p) => {
-                self.kernels[w.k].stats.tlb_hits += 1;
-                (Some(p), hit)
-            }
-            None => {
-                self.kernels[w.k].stats.tlb_misses += 1;
-                let p = self.procs[pi].pts[g]
-                    .walk_packed(page)
-                    .filter(|p| p.valid() && (!write || p.writeable()));
-                if let Some(p) = p {
-                    self.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
-                }
-                (p, miss)
-            }
+        let Some(pte) = self.tlbs.lookup((w.g, w.cu), w.pi, page.raw(), gen_) else {
+            return self.translate_miss(w, gen_, page, write);
         };
-        // Not mapped (or read-only for a write): a retry fault.
+        self.kernels[w.k].stats.tlb_hits += 1;
+        self.access_cost(w.g, Some(pte), self.wave_costs.hit, write)
+    }
+
+    /// [`Machine::translate`] after a TLB miss: the page walk, which fills
+    /// the TLB when the PTE allows the access.
+    #[cold]
+    #[inline(never)]
+    fn translate_miss(
+        &mut self,
+        w: &Wave,
+        gen_: u64,
+        page: PageNum,
+        write: bool,
+    ) -> Result<(PackedPte, u64), u64> {
+        let (pi, g) = (w.pi, w.g);
+        self.kernels[w.k].stats.tlb_misses += 1;
+        let p = self.procs[pi].pts[g]
+            .walk_packed(page)
+            .filter(|p| p.valid() && (!write || p.writeable()));
+        if let Some(p) = p {
+            self.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
+        }
+        self.access_cost(g, p, self.wave_costs.miss, write)
+    }
+
+    /// The PTE a translation found and its cost, `cost` so far plus the
+    /// access; or, when it does not allow the access (not mapped, or
+    /// read-only for a write), a retry fault known after `cost`.
+    #[inline(always)]
+    fn access_cost(
+        &self,
+        g: usize,
+        pte: Option<PackedPte>,
+        cost: u64,
+        write: bool,
+    ) -> Result<(PackedPte, u64), u64> {
         let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
         let access = if pte.vram_owner() == Some(g) {
-            vram
+            self.wave_costs.vram
         } else {
-            far
+            self.wave_costs.far
         };
         Ok((pte, cost + access))
     }
@@ -944,6 +998,8 @@ impl Machine {
     /// Raises the retry fault of wave `w` on `page` (known `cost` after the
     /// step at `at`) into its GPU's ring, and leaves the request posted for
     /// the retry.
+    #[cold]
+    #[inline(never)]
     fn retry_fault(
         &mut self,
         w: &Wave,
@@ -1184,6 +1240,14 @@ impl Machine {
     pub(super) fn kwaves_parked(&self) -> bool {
         self.kwait.values().any(|v| !v.is_empty())
     }
+}
+
+/// Where an access that spans pages stopped.
+enum Stop {
+    /// A retry fault on `page` (at byte `a`), known `cost` into the step.
+    Fault { cost: u64, page: PageNum, a: u64 },
+    /// Its kernel died.
+    Dead,
 }
 
 /// Why a wave stopped.
