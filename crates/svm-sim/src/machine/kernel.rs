@@ -680,19 +680,10 @@ impl Machine {
         let k = w.kernel;
         let kern = &self.kernels[k];
         let (pid, cpu, g) = (kern.pid, kern.cpu, kern.gpu.get());
-        if kern.fatal.is_some() {
-            self.retire(i, at);
-            return false;
-        }
         // GPU queues stay stopped until the restore work has run (CPU
         // threads are not queues).
-        if !cpu && self.procs[pid.0].svm.restore_pending() {
-            let due = self.procs[pid.0]
-                .svm
-                .restore_due_ns()
-                .unwrap_or(at)
-                .max(at + 1);
-            self.schedule_kwave(i, due);
+        if kern.fatal.is_some() || (!cpu && self.procs[pid.0].svm.restore_pending()) {
+            self.step_held(i, at);
             return false;
         }
         // A request left posted (a retry after a fault), or the wave's next.
@@ -742,6 +733,27 @@ impl Machine {
                 false
             }
         }
+    }
+
+    /// A step of wave `i` that cannot run: its kernel died (it retires),
+    /// or its process's queues are stopped (it waits for the restore).
+    #[cold]
+    #[inline(never)]
+    fn step_held(&mut self, i: usize, at: u64) {
+        let Some(w) = self.kwaves[i].as_ref() else {
+            return;
+        };
+        let kern = &self.kernels[w.kernel];
+        if kern.fatal.is_some() {
+            self.retire(i, at);
+            return;
+        }
+        let due = self.procs[kern.pid.0]
+            .svm
+            .restore_due_ns()
+            .unwrap_or(at)
+            .max(at + 1);
+        self.schedule_kwave(i, due);
     }
 
     /// Ends a kernel with a fatal memory access fault.
@@ -831,11 +843,7 @@ impl Machine {
         // An access past the end of the address space (or larger than one
         // access may be) is a fault no driver can serve.
         if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
-            let e = AccessError::OutOfRange {
-                addr: CpuVa::new(addr),
-                len,
-            };
-            self.kill_with(k, at, e);
+            self.kill_out_of_range(k, at, (addr, len));
             return Err(Parked::Dead);
         }
         if self.kernels[k].cpu {
@@ -1048,35 +1056,46 @@ impl Machine {
         out: &mut Vec<u8>,
     ) -> Result<(), Parked> {
         let n = usize::try_from(n).unwrap_or(0);
-        match pte.vram_owner() {
-            None => {
-                let dma = pte.addr();
-                let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
-                    self.kill(
-                        w.k,
-                        at,
-                        format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
-                        CpuVa::new(a),
-                        data.is_some(),
-                    );
-                    return Err(Parked::Dead);
-                };
-                let host = va.raw() * PAGE_SIZE + off;
-                match data {
-                    Some(d) => self.procs[owner].mm.pages_mut().write(host, d),
-                    None => self.procs[owner].mm.pages().read_into(host, n, out),
-                }
+        match (pte.vram_owner(), data) {
+            (Some(owner), None) => self.gpus[owner].vram.read_into(pte.addr() + off, n, out),
+            (Some(owner), Some(d)) => {
+                self.gpus[owner].vram.write(pte.addr() + off, d);
+                self.procs[w.pi].shadow.write(a, d);
             }
-            Some(owner) => {
-                let v = pte.addr() + off;
-                match data {
-                    Some(d) => self.gpus[owner].vram.write(v, d),
-                    None => self.gpus[owner].vram.read_into(v, n, out),
-                }
-            }
+            (None, _) => return self.move_sys_bytes(w, at, (a, off, n, pte), data, out),
         }
-        if let Some(d) = data {
-            self.procs[w.pi].shadow.write(a, d);
+        Ok(())
+    }
+
+    /// [`Machine::move_bytes`] for a page of system memory, through the
+    /// GPU's IOMMU.
+    #[inline(never)]
+    fn move_sys_bytes(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        (a, off, n, pte): (u64, u64, usize, PackedPte),
+        data: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Parked> {
+        let dma = pte.addr();
+        let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
+            self.kill(
+                w.k,
+                at,
+                format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
+                CpuVa::new(a),
+                data.is_some(),
+            );
+            return Err(Parked::Dead);
+        };
+        let host = va.raw() * PAGE_SIZE + off;
+        match data {
+            Some(d) => {
+                self.procs[owner].mm.pages_mut().write(host, d);
+                self.procs[w.pi].shadow.write(a, d);
+            }
+            None => self.procs[owner].mm.pages().read_into(host, n, out),
         }
         Ok(())
     }
@@ -1105,6 +1124,7 @@ impl Machine {
 
     /// A CPU thread's request: the CPU fault path for pages in VRAM, then
     /// the bytes of host memory.
+    #[inline(never)]
     fn perform_cpu(
         &mut self,
         w: &Wave,
@@ -1181,6 +1201,18 @@ impl Machine {
         drop(out);
         self.finish_access(w, (addr, len, write));
         Ok(t)
+    }
+
+    /// Ends kernel `k`: an access of `len` bytes at `addr` that no driver
+    /// could serve.
+    #[cold]
+    #[inline(never)]
+    fn kill_out_of_range(&mut self, k: usize, at: u64, (addr, len): (u64, u64)) {
+        let e = AccessError::OutOfRange {
+            addr: CpuVa::new(addr),
+            len,
+        };
+        self.kill_with(k, at, e);
     }
 
     /// Ends a kernel (or CPU threads) with `e`.
