@@ -3,7 +3,12 @@
 //! - `tlb_hit_kernel`: 832 waves (104 CUs × 8) each load 256 bytes
 //!   64 times from a 256 KiB working set already mapped in VRAM, so almost
 //!   every lookup hits the CU TLB: 53 248 simulated memory instructions.
-//!   Divide the count by the time for simulated accesses per second.
+//!   The set holds data (the CPU wrote it before the prefetch), so every
+//!   load copies real bytes. Divide the count by the time for simulated
+//!   accesses per second.
+//! - `tlb_hit_zero_kernel`: the same over a set never written, whose
+//!   pages read as zero (a fill instead of a copy): what a kernel reading
+//!   fresh memory costs.
 //! - `compute_only_kernel`: the same grid with compute instructions only,
 //!   which isolates the executor's cost per instruction (scheduling,
 //!   polling the wave) from the memory path's.
@@ -47,11 +52,15 @@ fn machine(shape: ComputeShape) -> (Machine, Pid) {
 }
 
 /// A buffer of `size` bytes registered for the GPU in ranges of `piece`
-/// bytes, prefetched there or not.
-fn resident(m: &mut Machine, pid: Pid, size: u64, piece: u64, prefetch: bool) -> u64 {
+/// bytes, prefetched there or not, written by the CPU first or not.
+fn resident(m: &mut Machine, pid: Pid, size: u64, piece: u64, prefetch: bool, data: bool) -> u64 {
     let mut r = Run::new(m, pid);
     let gpu = r.gpu_ids[0];
     let a = r.alloc(size, &[]).unwrap();
+    if data {
+        let words: Vec<u32> = (0..size / 4).map(|i| u32::try_from(i).unwrap()).collect();
+        r.write_u32s(a, &words).unwrap();
+    }
     for at in (a..a + size).step_by(usize::try_from(piece).unwrap()) {
         let mut attrs = vec![
             SvmAttribute::new(attr_type::GRANULARITY, 0),
@@ -72,13 +81,22 @@ fn resident(m: &mut Machine, pid: Pid, size: u64, piece: u64, prefetch: bool) ->
 
 #[divan::bench]
 fn tlb_hit_kernel(b: Bencher) {
+    tlb_hits(b, true);
+}
+
+#[divan::bench]
+fn tlb_hit_zero_kernel(b: Bencher) {
+    tlb_hits(b, false);
+}
+
+fn tlb_hits(b: Bencher, data: bool) {
     b.with_inputs(|| {
         let (mut m, pid) = machine(ComputeShape {
             compute_units: 104,
             waves_per_cu: 8,
             tlb_entries: 64,
         });
-        let a = resident(&mut m, pid, SET, SET, true);
+        let a = resident(&mut m, pid, SET, SET, true, data);
         (m, pid, a)
     })
     .bench_local_values(|(mut m, pid, a)| {
@@ -131,7 +149,7 @@ fn faults_4k_kernel(b: Bencher) {
         let pid = m.spawn("bench");
         // One range per page: the 2 ms duplicate window is per range, so
         // pages of one range would mostly be dropped and retried.
-        let a = resident(&mut m, pid, SIZE, 4096, false);
+        let a = resident(&mut m, pid, SIZE, 4096, false, false);
         (m, pid, a)
     })
     .bench_local_values(|(mut m, pid, a)| {
