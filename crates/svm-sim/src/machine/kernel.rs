@@ -32,7 +32,7 @@
 //! queue dies, the kernel ends with the memory access fault, and its other
 //! waves stop.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -116,21 +116,86 @@ enum Req {
 
 /// Where a wave and the executor meet: one posted request, one answer.
 /// (Cells where each side only moves a value in or out; a `RefCell` for
-/// the buffer, which the executor fills in place.)
+/// the buffer, which the executor fills in place and the wave reads in
+/// place.)
 #[derive(Default)]
 struct Slot {
     req: Cell<Option<Req>>,
-    /// Whether the posted request has been performed.
-    done: Cell<bool>,
+    /// Whether the posted request has been performed, and where its
+    /// answer is.
+    answer: Cell<Answer>,
     /// Retry faults in a row on the posted request.
     page_faults: Cell<u32>,
-    /// The wave's load buffer: the executor fills it in place with a load's
-    /// bytes, the wave takes it as the load's [`Data`], and a dropped
-    /// `Data` (or a performed store) gives it back. So a wave that loads in
-    /// a loop allocates once, and the buffer is moved twice per load, not
-    /// taken and put back at each hand-over. (The executor holds the borrow
-    /// only while it fills; the wave only while it takes or gives back.)
+    /// The wave's load buffer. The executor fills it in place, and the
+    /// load's [`Data`] reads it in place (a shared borrow), so a load
+    /// neither allocates nor moves a buffer. While the wave still holds an
+    /// earlier load's `Data`, the executor cannot borrow it and fills
+    /// `spill` instead, which the next `Data` takes.
     buf: RefCell<Vec<u8>>,
+    spill: Cell<Vec<u8>>,
+}
+
+/// Where the executor writes a load's bytes: the wave's buffer, or, while
+/// the wave holds an earlier load's bytes from it, a vector of their own.
+enum Out<'s> {
+    Buf(RefMut<'s, Vec<u8>>),
+    Spill(Vec<u8>),
+}
+
+impl Out<'_> {
+    fn vec(&mut self) -> &mut Vec<u8> {
+        match self {
+            Out::Buf(b) => b,
+            Out::Spill(v) => v,
+        }
+    }
+}
+
+impl Slot {
+    /// An empty place for a load's bytes.
+    fn out(&self) -> Out<'_> {
+        match self.buf.try_borrow_mut() {
+            Ok(mut b) => {
+                b.clear();
+                Out::Buf(b)
+            }
+            Err(_) => Out::Spill(Vec::new()),
+        }
+    }
+
+    /// Answers the posted request: a load's bytes are in `out`; a store's
+    /// bytes, `stored`, are written, and their vector becomes the wave's
+    /// buffer when that is free.
+    fn answer(&self, out: Out<'_>, stored: Option<Vec<u8>>) {
+        let answer = match (out, stored) {
+            (Out::Buf(mut b), Some(data)) => {
+                *b = data;
+                b.clear();
+                Answer::Empty
+            }
+            (Out::Spill(_), Some(_)) => Answer::Empty,
+            (Out::Buf(_), None) => Answer::Buf,
+            (Out::Spill(v), None) => {
+                self.spill.set(v);
+                Answer::Spill
+            }
+        };
+        self.answer.set(answer);
+    }
+}
+
+/// Where a performed request's answer is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Answer {
+    /// Not performed yet.
+    #[default]
+    Pending,
+    /// No bytes (a store, or compute).
+    Empty,
+    /// In the slot's buffer.
+    Buf,
+    /// In the slot's spill vector.
+    Spill,
 }
 
 /// What a wave's code uses to reach memory.
@@ -147,18 +212,24 @@ pub struct MemOp<'a> {
     slot: &'a Slot,
 }
 
-/// The bytes a load returned. It reads as a byte slice; dropping it hands
-/// its buffer back to the wave for the next load, so loads in a loop do
-/// not allocate (see [`Data::into_vec`] to keep the bytes instead).
-pub struct Data<'a> {
-    bytes: Vec<u8>,
-    home: &'a Slot,
+/// The bytes a load returned (none for a store or compute). It reads as a
+/// byte slice, usually the wave's own buffer lent in place, so loads in a
+/// loop neither allocate nor copy twice; see [`Data::into_vec`] to keep
+/// the bytes.
+pub struct Data<'a>(Bytes<'a>);
+
+enum Bytes<'a> {
+    Lent(Ref<'a, Vec<u8>>),
+    Owned(Vec<u8>),
 }
 
 impl Data<'_> {
     /// The bytes, as an owned vector.
-    pub fn into_vec(mut self) -> Vec<u8> {
-        std::mem::take(&mut self.bytes)
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            Bytes::Lent(b) => b.to_vec(),
+            Bytes::Owned(v) => v,
+        }
     }
 }
 
@@ -166,27 +237,22 @@ impl std::ops::Deref for Data<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for Data<'_> {
-    fn drop(&mut self) {
-        if self.bytes.capacity() != 0 {
-            *self.home.buf.borrow_mut() = std::mem::take(&mut self.bytes);
+        match &self.0 {
+            Bytes::Lent(b) => b,
+            Bytes::Owned(v) => v,
         }
     }
 }
 
 impl std::fmt::Debug for Data<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Data").field(&self.bytes).finish()
+        f.debug_tuple("Data").field(&&**self).finish()
     }
 }
 
 impl PartialEq<[u8]> for Data<'_> {
     fn eq(&self, other: &[u8]) -> bool {
-        *self.bytes == *other
+        **self == *other
     }
 }
 
@@ -194,14 +260,13 @@ impl<'a> Future for MemOp<'a> {
     type Output = Data<'a>;
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data<'a>> {
-        let this = self.get_mut();
-        if this.slot.done.replace(false) {
-            return Poll::Ready(Data {
-                bytes: std::mem::take(&mut *this.slot.buf.borrow_mut()),
-                home: this.slot,
-            });
-        }
-        Poll::Pending
+        let slot = self.slot;
+        Poll::Ready(Data(match slot.answer.replace(Answer::Pending) {
+            Answer::Pending => return Poll::Pending,
+            Answer::Buf => Bytes::Lent(slot.buf.borrow()),
+            Answer::Spill => Bytes::Owned(slot.spill.take()),
+            Answer::Empty => Bytes::Owned(Vec::new()),
+        }))
     }
 }
 
@@ -828,7 +893,7 @@ impl Machine {
         let k = w.k;
         let (addr, len, write) = match &req {
             Req::Compute { ns } => {
-                w.slot.done.set(true);
+                w.slot.answer.set(Answer::Empty);
                 let (kernel, wave, ns) = (u32::try_from(k).unwrap_or(u32::MAX), w.index, *ns);
                 self.record(|| super::TraceEvent::Wave {
                     kernel,
@@ -851,8 +916,7 @@ impl Machine {
         }
         let gen_ = self.procs[w.pi].tlb_gen[w.g];
         let slot = Rc::clone(&w.slot);
-        let mut out = slot.buf.borrow_mut();
-        out.clear();
+        let mut out = slot.out();
         let data = match &req {
             Req::Store { data, .. } => Some(data.as_slice()),
             _ => None,
@@ -865,10 +929,10 @@ impl Machine {
                 Ok(t) => t,
                 Err(cost) => return Err(self.retry_fault(w, (at, cost), page, addr, req)),
             };
-            self.move_bytes(w, at, (addr, off, len, pte), data, &mut out)?;
+            self.move_bytes(w, at, (addr, off, len, pte), data, out.vec())?;
             cost
         } else {
-            match self.perform_pages(w, at, gen_, (addr, len), data, &mut out) {
+            match self.perform_pages(w, at, gen_, (addr, len), data, out.vec()) {
                 Ok(cost) => cost,
                 Err(Stop::Fault { cost, page, a }) => {
                     return Err(self.retry_fault(w, (at, cost), page, a, req));
@@ -877,12 +941,11 @@ impl Machine {
             }
         };
         w.slot.page_faults.set(0);
-        if let Req::Store { data, .. } = req {
-            // The stored bytes' buffer serves the wave's next load.
-            *out = data;
-            out.clear();
-        }
-        drop(out);
+        let stored = match req {
+            Req::Store { data, .. } => Some(data),
+            _ => None,
+        };
+        slot.answer(out, stored);
         self.finish_access(w, (addr, len, write));
         Ok(at + cost)
     }
@@ -1119,7 +1182,6 @@ impl Machine {
         let st = &mut self.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
-        w.slot.done.set(true);
     }
 
     /// A CPU thread's request: the CPU fault path for pages in VRAM, then
@@ -1184,21 +1246,20 @@ impl Machine {
             done += n;
         }
         let p = &mut self.procs[pid.0];
-        let mut out = w.slot.buf.borrow_mut();
-        out.clear();
-        match req {
+        let mut out = w.slot.out();
+        let stored = match req {
             Req::Store { data, .. } => {
                 p.mm.pages_mut().write(addr, &data);
                 p.shadow.write(addr, &data);
-                *out = data;
-                out.clear();
+                Some(data)
             }
             _ => {
                 p.mm.pages()
-                    .read_into(addr, usize::try_from(len).unwrap_or(0), &mut out);
+                    .read_into(addr, usize::try_from(len).unwrap_or(0), out.vec());
+                None
             }
-        }
-        drop(out);
+        };
+        w.slot.answer(out, stored);
         self.finish_access(w, (addr, len, write));
         Ok(t)
     }

@@ -209,3 +209,56 @@ fn an_access_past_the_address_space_is_an_error() {
         ));
     }
 }
+
+/// A wave may keep a load's bytes while it issues more: each load still
+/// answers its own bytes (the first is lent in place, later ones get
+/// vectors of their own), stores and compute answer none, and bytes kept
+/// with `into_vec` outlive the buffer's reuse.
+#[test]
+fn loads_held_across_other_instructions_keep_their_bytes() {
+    let mut k = Kfd::new(true);
+    let size = 2 * PAGE;
+    let a = k.mmap(size);
+    k.cpu_write(a, &words((size / 4) as usize, |i| i));
+    k.set(a, size, &[(ACCESS, GPU0)]).unwrap();
+    let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let out = Rc::clone(&seen);
+    let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
+        let out = Rc::clone(&out);
+        Box::pin(async move {
+            let first = ctx.load(a, 8).await;
+            let second = ctx.load(a + PAGE, 8).await;
+            let stored = ctx.store(a + 16, vec![9; 4]).await;
+            let computed = ctx.compute(5).await;
+            let third = ctx.load(a + 16, 4).await;
+            let kept = ctx.load(a + 4, 4).await.into_vec();
+            let fourth = ctx.load(a + PAGE + 4, 4).await;
+            out.borrow_mut().extend([
+                first.to_vec(),
+                second.to_vec(),
+                stored.to_vec(),
+                computed.to_vec(),
+                third.to_vec(),
+                kept,
+                fourth.to_vec(),
+            ]);
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 1, f).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    let le = |ws: &[u32]| ws.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+    let p = u32::try_from(PAGE / 4).unwrap();
+    assert_eq!(
+        *seen.borrow(),
+        vec![
+            le(&[0, 1]),
+            le(&[p, p + 1]),
+            Vec::new(),
+            Vec::new(),
+            vec![9; 4],
+            le(&[1]),
+            le(&[p + 1]),
+        ]
+    );
+    k.check();
+}
