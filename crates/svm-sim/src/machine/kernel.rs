@@ -915,8 +915,7 @@ impl Machine {
             return self.perform_cpu(w, at, req, (addr, len, write));
         }
         let gen_ = self.procs[w.pi].tlb_gen[w.g];
-        let slot = Rc::clone(&w.slot);
-        let mut out = slot.out();
+        let mut out = w.slot.out();
         let data = match &req {
             Req::Store { data, .. } => Some(data.as_slice()),
             _ => None,
@@ -945,7 +944,7 @@ impl Machine {
             Req::Store { data, .. } => Some(data),
             _ => None,
         };
-        slot.answer(out, stored);
+        w.slot.answer(out, stored);
         self.finish_access(w, (addr, len, write));
         Ok(at + cost)
     }
