@@ -126,6 +126,9 @@ struct Slot {
     answer: Cell<Answer>,
     /// Retry faults in a row on the posted request.
     page_faults: Cell<u32>,
+    /// The wave made an instruction while an earlier one was still posted
+    /// (made but not awaited): the earlier one is lost, so the wave dies.
+    misused: Cell<bool>,
     /// The wave's load buffer. The executor fills it in place, and the
     /// load's [`Data`] reads it in place (a shared borrow), so a load
     /// neither allocates nor moves a buffer. While the wave still holds an
@@ -272,7 +275,9 @@ impl<'a> Future for MemOp<'a> {
 
 impl WaveCtx {
     fn op(&self, req: Req) -> MemOp<'_> {
-        self.slot.req.set(Some(req));
+        if self.slot.req.replace(Some(req)).is_some() {
+            self.slot.misused.set(true);
+        }
         MemOp { slot: &self.slot }
     }
 
@@ -521,12 +526,20 @@ impl WaveCosts {
 const MAX_RETRIES: u32 = 10_000;
 
 impl Machine {
-    /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size).
+    /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size). Kernels
+    /// already running keep their CUs (the TLBs, emptied, cover them).
     pub fn set_compute_shape(&mut self, shape: ComputeShape) {
         self.shape = shape;
+        let running = self
+            .kernels
+            .iter()
+            .filter(|k| !k.done && !k.cpu)
+            .map(|k| k.cu_free.len())
+            .max()
+            .unwrap_or(0);
         self.tlbs = Tlbs::new(
             self.gpus.len(),
-            shape.compute_units as usize,
+            (shape.compute_units as usize).max(running),
             shape.tlb_entries,
         );
     }
@@ -736,8 +749,9 @@ impl Machine {
     }
 
     /// Runs one step of wave `i`: perform its posted request, or poll it
-    /// for the next one. Returns whether the step raised a retry fault
-    /// (the only way a wave's step can make other work ready at once).
+    /// for the next one. Returns whether the step put a retry fault in a
+    /// ring (the only way a wave's step can make other work ready at
+    /// once; a fault the CAM filtered does not count).
     pub(super) fn step_kwave(&mut self, i: usize, at: u64) -> bool {
         let Some(w) = self.kwaves.get_mut(i).and_then(Option::as_mut) else {
             return false;
@@ -760,17 +774,13 @@ impl Machine {
                     self.retire(i, at);
                     return false;
                 }
-                let Some(r) = w.slot.req.take() else {
-                    // A wave awaiting something other than its context: a
-                    // bug in the workload. Kill it rather than spin.
-                    self.kill(
-                        k,
-                        at,
-                        "a wave waits on something that is not its memory".into(),
-                        CpuVa::new(0),
-                        false,
-                    );
-                    self.retire(i, at);
+                let r = w.slot.req.take();
+                let Some(r) = r.filter(|_| !w.slot.misused.get()) else {
+                    // A wave awaiting something other than its context, or
+                    // making an instruction before awaiting the one before:
+                    // a bug in the workload. Kill it rather than spin or
+                    // answer the wrong instruction.
+                    self.kill_misused(i, at);
                     return false;
                 };
                 r
@@ -789,9 +799,9 @@ impl Machine {
                 self.schedule_kwave(i, end);
                 false
             }
-            Err(Parked::Faulted { page }) => {
+            Err(Parked::Faulted { page, raised }) => {
                 self.kwait.entry((g, pid.0, page)).or_default().push(i);
-                true
+                raised
             }
             Err(Parked::Dead) => {
                 self.retire(i, at);
@@ -819,6 +829,22 @@ impl Machine {
             .unwrap_or(at)
             .max(at + 1);
         self.schedule_kwave(i, due);
+    }
+
+    /// Ends the kernel of wave `i`, whose code misused its context.
+    #[cold]
+    #[inline(never)]
+    fn kill_misused(&mut self, i: usize, at: u64) {
+        let Some(w) = self.kwaves[i].as_ref() else {
+            return;
+        };
+        let why = if w.slot.misused.get() {
+            "a wave made a memory instruction before awaiting its previous one"
+        } else {
+            "a wave waits on something that is not its memory"
+        };
+        self.kill(w.kernel, at, why.into(), CpuVa::new(0), false);
+        self.retire(i, at);
     }
 
     /// Ends a kernel with a fatal memory access fault.
@@ -921,7 +947,9 @@ impl Machine {
             _ => None,
         };
         let off = addr % PAGE_SIZE;
-        let cost = if off + len <= PAGE_SIZE {
+        // (An empty access touches no page: the general path, which
+        // translates none.)
+        let cost = if len != 0 && off + len <= PAGE_SIZE {
             // Within one page, the usual case: no list of pages to build.
             let page = CpuVa::new(addr).page_num();
             let (pte, cost) = match self.translate(w, gen_, page, write) {
@@ -1096,14 +1124,16 @@ impl Machine {
         }
         let when = at + cost;
         self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
-        self.gpus[w.g].ring.raise(RingEntry {
+        // The ring's CAM drops a repeat of a pending fault: then nothing
+        // new reaches the ring.
+        let raised = self.gpus[w.g].ring.raise(RingEntry {
             proc_index: w.pi,
             page,
             write,
             ts: self.last_ts,
             at: when + self.wave_costs.delivery,
         });
-        Parked::Faulted { page }
+        Parked::Faulted { page, raised }
     }
 
     /// Moves the bytes of one page's part of an access: `data` into memory
@@ -1344,8 +1374,9 @@ enum Stop {
 
 /// Why a wave stopped.
 enum Parked {
-    /// Waiting for a retry fault on this page.
-    Faulted { page: PageNum },
+    /// Waiting for a retry fault on this page; `raised` when the fault
+    /// entered the ring (the CAM filters repeats of a pending one).
+    Faulted { page: PageNum, raised: bool },
     /// Its kernel died.
     Dead,
 }
