@@ -34,8 +34,9 @@ fn setup(k: &mut Kfd, size: u64) -> (u64, u64, u64) {
     (a, b, c)
 }
 
-#[test]
-fn a_vector_add_kernel_faults_its_pages_in_and_computes() {
+/// A 4 MiB vector add on an MI210-class machine, launched as `waves`
+/// waves: the machine, the kernel and the output array.
+fn launch_vadd(waves: u32) -> (Kfd, svm_sim::machine::KernelId, u64) {
     let mut k = Kfd::new(true);
     k.m.apply_profile(&Profile::built_in("mi210").unwrap());
     let size = 4 * MIB;
@@ -43,10 +44,16 @@ fn a_vector_add_kernel_faults_its_pages_in_and_computes() {
     for x in [a, b, c] {
         k.set(x, size, &[(ACCESS, GPU0)]).unwrap();
     }
-    let waves = 64;
     let id =
         k.m.launch_kernel(k.pid, GPU0, waves, vadd(a, b, c, size / u64::from(waves)))
             .unwrap();
+    (k, id, c)
+}
+
+#[test]
+fn a_vector_add_kernel_faults_its_pages_in_and_computes() {
+    let (mut k, id, c) = launch_vadd(64);
+    let (size, waves) = (4 * MIB, 64u32);
     let st = k.m.wait_kernel(id).unwrap();
     assert_eq!(st.waves, u64::from(waves));
     assert_eq!(st.accesses, 3 * size / 256);
@@ -335,17 +342,8 @@ fn an_instruction_made_before_awaiting_the_last_kills_the_kernel() {
 /// its CUs, and their TLBs stay their own.
 #[test]
 fn a_shape_change_mid_kernel_keeps_running_waves_apart() {
-    let mut k = Kfd::new(true);
-    k.m.apply_profile(&Profile::built_in("mi210").unwrap());
-    let size = 4 * MIB;
-    let (a, b, c) = setup(&mut k, size);
-    for x in [a, b, c] {
-        k.set(x, size, &[(ACCESS, GPU0)]).unwrap();
-    }
-    let waves = 256;
-    let id =
-        k.m.launch_kernel(k.pid, GPU0, waves, vadd(a, b, c, size / u64::from(waves)))
-            .unwrap();
+    let (mut k, id, c) = launch_vadd(256);
+    let (size, waves) = (4 * MIB, 256u32);
     k.m.advance_to(k.m.now_ns() + 20_000);
     assert!(!k.m.kernel_done(id), "the kernel should still run");
     k.m.set_compute_shape(svm_sim::machine::ComputeShape {
