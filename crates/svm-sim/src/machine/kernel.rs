@@ -339,9 +339,8 @@ pub(super) struct Tlbs {
     /// walking its own page) is the first comparison, the LRU victim is
     /// always the last way, and no use counter is kept.
     sets: Vec<[TlbEntry; 4]>,
-    /// Sets per CU: a power of two, so that the set index is a mask (the
-    /// step is hot enough for a division to show).
-    per_cu: usize,
+    /// Sets per CU less one: sets per CU are a power of two, so that the
+    /// set index is a mask (the step is hot enough for a division to show).
     mask: usize,
     /// CUs per GPU.
     cus: usize,
@@ -362,7 +361,6 @@ impl Tlbs {
         };
         Self {
             sets: vec![[empty; 4]; gpus * cus * per_cu],
-            per_cu,
             mask: per_cu - 1,
             cus,
         }
@@ -374,8 +372,8 @@ impl Tlbs {
 
     /// The set of CU `cu` of GPU `g` that holds `page`.
     fn set(&mut self, g: usize, cu: usize, page: u64) -> &mut [TlbEntry; 4] {
-        let i =
-            (g * self.cus + cu) * self.per_cu + (usize::try_from(page).unwrap_or(0) & self.mask);
+        let i = (g * self.cus + cu) * (self.mask + 1)
+            + (usize::try_from(page).unwrap_or(0) & self.mask);
         &mut self.sets[i]
     }
 
@@ -1400,7 +1398,6 @@ pub(super) struct ReadyQueue {
     buckets: Vec<Bucket>,
     first: usize,
     spare: Vec<Vec<usize>>,
-    len: usize,
 }
 
 /// The waves ready at one time: `waves[head..]`, oldest first.
@@ -1414,7 +1411,6 @@ struct Bucket {
 impl ReadyQueue {
     #[inline(always)]
     pub(super) fn push(&mut self, at: u64, i: usize) {
-        self.len += 1;
         if let Some(b) = self.buckets.last_mut()
             && b.at == at
         {
@@ -1465,12 +1461,12 @@ impl ReadyQueue {
                 self.first = 0;
             }
         }
-        self.len -= 1;
         Some((at, i))
     }
 
+    /// Whether no wave is ready (live buckets are never empty).
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.first == self.buckets.len()
     }
 }
 
