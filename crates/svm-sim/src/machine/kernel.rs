@@ -106,11 +106,12 @@ pub struct KernelStats {
     pub end_ns: u64,
 }
 
-/// A memory request a wave posts.
-#[derive(Debug)]
+/// A memory request a wave posts (a store's bytes wait in the slot, so
+/// that posting and taking a request copies a few words and drops nothing).
+#[derive(Clone, Copy, Debug)]
 enum Req {
     Load { addr: u64, len: usize },
-    Store { addr: u64, data: Vec<u8> },
+    Store { addr: u64, len: usize },
     Compute { ns: u64 },
 }
 
@@ -121,6 +122,8 @@ enum Req {
 #[derive(Default)]
 struct Slot {
     req: Cell<Option<Req>>,
+    /// The posted store's bytes.
+    stored: Cell<Vec<u8>>,
     /// Whether the posted request has been performed, and where its
     /// answer is.
     answer: Cell<Answer>,
@@ -166,24 +169,26 @@ impl Slot {
         }
     }
 
-    /// Answers the posted request: a load's bytes are in `out`; a store's
-    /// bytes, `stored`, are written, and their vector becomes the wave's
-    /// buffer when that is free.
-    fn answer(&self, out: Out<'_>, stored: Option<Vec<u8>>) {
-        let answer = match (out, stored) {
-            (Out::Buf(mut b), Some(data)) => {
-                *b = data;
-                b.clear();
-                Answer::Empty
-            }
-            (Out::Spill(_), Some(_)) => Answer::Empty,
-            (Out::Buf(_), None) => Answer::Buf,
-            (Out::Spill(v), None) => {
+    /// Answers the posted load, whose bytes are in `out`.
+    fn answer(&self, out: Out<'_>) {
+        let answer = match out {
+            Out::Buf(_) => Answer::Buf,
+            Out::Spill(v) => {
                 self.spill.set(v);
                 Answer::Spill
             }
         };
         self.answer.set(answer);
+    }
+
+    /// Answers the posted store, whose bytes, `data`, are written: their
+    /// vector becomes the wave's buffer when that is free.
+    fn answer_store(&self, data: Vec<u8>) {
+        if let Ok(mut b) = self.buf.try_borrow_mut() {
+            *b = data;
+            b.clear();
+        }
+        self.answer.set(Answer::Empty);
     }
 }
 
@@ -288,7 +293,9 @@ impl WaveCtx {
 
     /// Stores `data` at `addr`.
     pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp<'_> {
-        self.op(Req::Store { addr, data })
+        let len = data.len();
+        self.slot.stored.set(data);
+        self.op(Req::Store { addr, len })
     }
 
     /// Spends `ns` computing.
@@ -915,10 +922,10 @@ impl Machine {
     /// or why the wave cannot go on now.
     fn perform(&mut self, w: &Wave, at: u64, req: Req) -> Result<u64, Parked> {
         let k = w.k;
-        let (addr, len, write) = match &req {
+        let (addr, len, write) = match req {
             Req::Compute { ns } => {
                 w.slot.answer.set(Answer::Empty);
-                let (kernel, wave, ns) = (u32::try_from(k).unwrap_or(u32::MAX), w.index, *ns);
+                let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
                 self.record(|| super::TraceEvent::Wave {
                     kernel,
                     wave,
@@ -926,8 +933,8 @@ impl Machine {
                 });
                 return Ok(at + ns);
             }
-            Req::Load { addr, len } => (*addr, *len as u64, false),
-            Req::Store { addr, data } => (*addr, data.len() as u64, true),
+            Req::Load { addr, len } => (addr, len as u64, false),
+            Req::Store { addr, len } => (addr, len as u64, true),
         };
         // An access past the end of the address space (or larger than one
         // access may be) is a fault no driver can serve.
@@ -936,14 +943,9 @@ impl Machine {
             return Err(Parked::Dead);
         }
         if self.kernels[k].cpu {
-            return self.perform_cpu(w, at, req, (addr, len, write));
+            return self.perform_cpu(w, at, (addr, len, write));
         }
         let gen_ = self.procs[w.pi].tlb_gen[w.g];
-        let mut out = w.slot.out();
-        let data = match &req {
-            Req::Store { data, .. } => Some(data.as_slice()),
-            _ => None,
-        };
         let off = addr % PAGE_SIZE;
         // (An empty access touches no page: the general path, which
         // translates none.)
@@ -954,10 +956,25 @@ impl Machine {
                 Ok(t) => t,
                 Err(cost) => return Err(self.retry_fault(w, (at, cost), page, addr, req)),
             };
-            self.move_bytes(w, at, (addr, off, len, pte), data, out.vec())?;
+            match (pte.vram_owner(), write) {
+                // A load from VRAM, the hottest path: the bytes go
+                // straight into the wave's buffer.
+                (Some(owner), false) => {
+                    let mut out = w.slot.out();
+                    let n = usize::try_from(len).unwrap_or(0);
+                    self.gpus[owner]
+                        .vram
+                        .read_into(pte.addr() + off, n, out.vec());
+                    w.slot.answer(out);
+                }
+                _ => self.perform_now(w, at, write, &[(addr, len, pte)])?,
+            }
             cost
         } else {
-            match self.perform_pages(w, at, gen_, (addr, len), data, out.vec()) {
+            let mut targets = std::mem::take(&mut self.scratch_targets);
+            let r = self.perform_pages(w, at, gen_, (addr, len, write), &mut targets);
+            self.scratch_targets = targets;
+            match r {
                 Ok(cost) => cost,
                 Err(Stop::Fault { cost, page, a }) => {
                     return Err(self.retry_fault(w, (at, cost), page, a, req));
@@ -966,32 +983,24 @@ impl Machine {
             }
         };
         w.slot.page_faults.set(0);
-        let stored = match req {
-            Req::Store { data, .. } => Some(data),
-            _ => None,
-        };
-        w.slot.answer(out, stored);
         self.finish_access(w, (addr, len, write));
         Ok(at + cost)
     }
 
-    /// [`Machine::perform`] for an access that spans pages: translate every
-    /// page it touches, and only then move the bytes, so that the first
-    /// miss parks it with nothing moved (the instruction is replayed
-    /// whole). Returns the cost, or where it stopped.
+    /// [`Machine::perform`] for an access that spans pages (or none):
+    /// translate every page it touches, and only then move the bytes, so
+    /// that the first miss parks it with nothing moved (the instruction is
+    /// replayed whole). Returns the cost, or where it stopped.
     #[inline(never)]
     fn perform_pages(
         &mut self,
         w: &Wave,
         at: u64,
         gen_: u64,
-        (addr, len): (u64, u64),
-        data: Option<&[u8]>,
-        out: &mut Vec<u8>,
+        (addr, len, write): (u64, u64, bool),
+        targets: &mut Vec<(u64, u64, PackedPte)>,
     ) -> Result<u64, Stop> {
-        let write = data.is_some();
         let mut cost = 0;
-        let mut targets = std::mem::take(&mut self.scratch_targets);
         targets.clear();
         let mut done = 0;
         while done < len {
@@ -1004,7 +1013,6 @@ impl Machine {
                     targets.push((a, n, pte));
                 }
                 Err(c) => {
-                    self.scratch_targets = targets;
                     return Err(Stop::Fault {
                         cost: cost + c,
                         page,
@@ -1014,20 +1022,40 @@ impl Machine {
             }
             done += n;
         }
-        let mut pos = 0usize;
-        for &(a, n, pte) in &targets {
-            let part = data.map(|d| &d[pos..pos + usize::try_from(n).unwrap_or(0)]);
-            if self
-                .move_bytes(w, at, (a, a % PAGE_SIZE, n, pte), part, out)
-                .is_err()
-            {
-                self.scratch_targets = targets;
-                return Err(Stop::Dead);
-            }
-            pos += usize::try_from(n).unwrap_or(0);
-        }
-        self.scratch_targets = targets;
+        self.perform_now(w, at, write, targets)
+            .map_err(|_| Stop::Dead)?;
         Ok(cost)
+    }
+
+    /// Moves the bytes of a translated access, part by part (`n` bytes at
+    /// `a` through a PTE each), and answers the wave: a store's bytes go
+    /// into memory, a load's into the wave's buffer.
+    #[inline(never)]
+    fn perform_now(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        write: bool,
+        parts: &[(u64, u64, PackedPte)],
+    ) -> Result<(), Parked> {
+        if write {
+            let data = w.slot.stored.take();
+            let mut pos = 0usize;
+            for &(a, n, pte) in parts {
+                let n = usize::try_from(n).unwrap_or(0);
+                self.store_part(w, at, (a, a % PAGE_SIZE, pte), &data[pos..pos + n])?;
+                pos += n;
+            }
+            w.slot.answer_store(data);
+        } else {
+            let mut out = w.slot.out();
+            for &(a, n, pte) in parts {
+                let n = usize::try_from(n).unwrap_or(0);
+                self.load_part(w, at, (a, a % PAGE_SIZE, n, pte), out.vec())?;
+            }
+            w.slot.answer(out);
+        }
+        Ok(())
     }
 
     /// Translates `page` for wave `w` on its GPU: its CU's TLB, else a page
@@ -1134,40 +1162,55 @@ impl Machine {
         Parked::Faulted { page, raised }
     }
 
-    /// Moves the bytes of one page's part of an access: `data` into memory
-    /// for a store, or memory onto `out` for a load.
-    #[inline(always)]
-    fn move_bytes(
-        &mut self,
-        w: &Wave,
-        at: u64,
-        (a, off, n, pte): (u64, u64, u64, PackedPte),
-        data: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Parked> {
-        let n = usize::try_from(n).unwrap_or(0);
-        match (pte.vram_owner(), data) {
-            (Some(owner), None) => self.gpus[owner].vram.read_into(pte.addr() + off, n, out),
-            (Some(owner), Some(d)) => {
-                self.gpus[owner].vram.write(pte.addr() + off, d);
-                self.procs[w.pi].shadow.write(a, d);
-            }
-            (None, _) => return self.move_sys_bytes(w, at, (a, off, n, pte), data, out),
-        }
-        Ok(())
-    }
-
-    /// [`Machine::move_bytes`] for a page of system memory, through the
-    /// GPU's IOMMU.
-    #[inline(never)]
-    fn move_sys_bytes(
+    /// Copies one page's part of a load (`n` bytes at `a`, offset `off`
+    /// in its page) onto `out`.
+    fn load_part(
         &mut self,
         w: &Wave,
         at: u64,
         (a, off, n, pte): (u64, u64, usize, PackedPte),
-        data: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), Parked> {
+        match pte.vram_owner() {
+            Some(owner) => self.gpus[owner].vram.read_into(pte.addr() + off, n, out),
+            None => {
+                let (owner, host) = self.iommu_page(w, at, (a, pte), false)?;
+                self.procs[owner].mm.pages().read_into(host + off, n, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one page's part of a store (`d` at `a`, offset `off` in its
+    /// page).
+    fn store_part(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        (a, off, pte): (u64, u64, PackedPte),
+        d: &[u8],
+    ) -> Result<(), Parked> {
+        match pte.vram_owner() {
+            Some(owner) => self.gpus[owner].vram.write(pte.addr() + off, d),
+            None => {
+                let (owner, host) = self.iommu_page(w, at, (a, pte), true)?;
+                self.procs[owner].mm.pages_mut().write(host + off, d);
+            }
+        }
+        self.procs[w.pi].shadow.write(a, d);
+        Ok(())
+    }
+
+    /// The host page that a system-memory PTE points at through the GPU's
+    /// IOMMU: its process, and its first byte's address. An unmapped DMA
+    /// address kills the kernel.
+    fn iommu_page(
+        &mut self,
+        w: &Wave,
+        at: u64,
+        (a, pte): (u64, PackedPte),
+        write: bool,
+    ) -> Result<(usize, u64), Parked> {
         let dma = pte.addr();
         let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
             self.kill(
@@ -1175,19 +1218,11 @@ impl Machine {
                 at,
                 format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
                 CpuVa::new(a),
-                data.is_some(),
+                write,
             );
             return Err(Parked::Dead);
         };
-        let host = va.raw() * PAGE_SIZE + off;
-        match data {
-            Some(d) => {
-                self.procs[owner].mm.pages_mut().write(host, d);
-                self.procs[w.pi].shadow.write(a, d);
-            }
-            None => self.procs[owner].mm.pages().read_into(host, n, out),
-        }
-        Ok(())
+        Ok((owner, va.raw() * PAGE_SIZE))
     }
 
     /// Records a completed load or store, counts it, and hands the wave
@@ -1218,7 +1253,6 @@ impl Machine {
         &mut self,
         w: &Wave,
         at: u64,
-        req: Req,
         (addr, len, write): (u64, u64, bool),
     ) -> Result<u64, Parked> {
         let k = w.k;
@@ -1273,20 +1307,17 @@ impl Machine {
             done += n;
         }
         let p = &mut self.procs[pid.0];
-        let mut out = w.slot.out();
-        let stored = match req {
-            Req::Store { data, .. } => {
-                p.mm.pages_mut().write(addr, &data);
-                p.shadow.write(addr, &data);
-                Some(data)
-            }
-            _ => {
-                p.mm.pages()
-                    .read_into(addr, usize::try_from(len).unwrap_or(0), out.vec());
-                None
-            }
-        };
-        w.slot.answer(out, stored);
+        if write {
+            let data = w.slot.stored.take();
+            p.mm.pages_mut().write(addr, &data);
+            p.shadow.write(addr, &data);
+            w.slot.answer_store(data);
+        } else {
+            let mut out = w.slot.out();
+            p.mm.pages()
+                .read_into(addr, usize::try_from(len).unwrap_or(0), out.vec());
+            w.slot.answer(out);
+        }
         self.finish_access(w, (addr, len, write));
         Ok(t)
     }
