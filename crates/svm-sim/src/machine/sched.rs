@@ -467,29 +467,32 @@ impl Machine {
             Work::Deferred(i) => self.flush_deferred(Pid(i)),
             Work::Restore(i) => self.run_restore(Pid(i)),
             Work::Wave(i) => self.step_wave(i),
-            Work::KWave => {
-                // The waves due at one time run back to back, as picking
-                // them one by one would, until other work becomes ready.
-                let Some(t) = self.kready.peek_time() else {
-                    return;
-                };
-                while self.kready.peek_time() == Some(t) {
-                    let popped = match &mut self.interleave {
-                        // The oldest of the earliest: FIFO.
-                        Interleave::Eager => self.kready.pop(|_| 0),
-                        Interleave::Seeded { rng, .. } => {
-                            self.kready.pop(|n| rng.random_range(0..n))
-                        }
-                    };
-                    let Some((at, i)) = popped else {
-                        break;
-                    };
-                    // Only a fault raised by this step can make other work
-                    // ready at this same time.
-                    if self.step_kwave(i, at) && self.kernel_work_ready(self.clock_ns) {
-                        break;
-                    }
-                }
+            Work::KWave => self.run_kwaves(),
+        }
+    }
+
+    /// Runs the kernel waves due at the earliest time back to back, as
+    /// picking them one by one would, until other work becomes ready.
+    /// (The simulator's inner loop: kept apart from the rest of the
+    /// scheduler's work so that it compiles on its own.)
+    #[inline(never)]
+    fn run_kwaves(&mut self) {
+        let Some(t) = self.kready.peek_time() else {
+            return;
+        };
+        while self.kready.peek_time() == Some(t) {
+            let popped = match &mut self.interleave {
+                // The oldest of the earliest: FIFO.
+                Interleave::Eager => self.kready.pop(|_| 0),
+                Interleave::Seeded { rng, .. } => self.kready.pop(|n| rng.random_range(0..n)),
+            };
+            let Some((at, i)) = popped else {
+                break;
+            };
+            // Only a fault raised by this step can make other work ready
+            // at this same time.
+            if self.step_kwave(i, at) && self.kernel_work_ready(self.clock_ns) {
+                break;
             }
         }
     }
