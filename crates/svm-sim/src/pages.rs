@@ -322,6 +322,15 @@ impl PageStore {
         }
     }
 
+    /// The `len` bytes at byte address `addr`, borrowed, when they lie in
+    /// one page that holds bytes (a wave's load from written memory, the
+    /// simulator's hottest read); `None` otherwise.
+    #[inline]
+    pub fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let off = offset_in_page(addr);
+        self.pages.get(addr / PAGE_SIZE)?.get(off..off + len)
+    }
+
     /// Appends `len` bytes from byte address `addr` to `out` (what
     /// [`PageStore::read`] would give, without zeroing a buffer first).
     pub fn read_into(&self, addr: u64, len: usize, out: &mut Vec<u8>) {

@@ -106,6 +106,13 @@ impl Vram {
         self.data.take(offset)
     }
 
+    /// The `len` bytes at a VRAM byte address, borrowed, when they lie in
+    /// one page that holds bytes.
+    #[inline]
+    pub fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.data.bytes(addr, len)
+    }
+
     /// Appends `len` bytes at a VRAM byte address to `out`.
     pub fn read_into(&self, addr: u64, len: usize, out: &mut Vec<u8>) {
         self.data.read_into(addr, len, out);

@@ -962,9 +962,12 @@ impl Machine {
                 (Some(owner), false) => {
                     let mut out = w.slot.out();
                     let n = usize::try_from(len).unwrap_or(0);
-                    self.gpus[owner]
-                        .vram
-                        .read_into(pte.addr() + off, n, out.vec());
+                    let (vram, a) = (&self.gpus[owner].vram, pte.addr() + off);
+                    match vram.bytes(a, n) {
+                        Some(b) => out.vec().extend_from_slice(b),
+                        // (A page never written reads as zeros.)
+                        None => vram.read_into(a, n, out.vec()),
+                    }
                     w.slot.answer(out);
                 }
                 _ => self.perform_now(w, at, write, &[(addr, len, pte)])?,
