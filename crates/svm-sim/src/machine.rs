@@ -559,6 +559,8 @@ pub struct Machine {
     wave_costs: kernel::WaveCosts,
     /// Scratch space of a wave instruction's translations.
     scratch_targets: Vec<(u64, u64, crate::gpu::PackedPte)>,
+    /// What a wave's load from a page never written lends.
+    zero_page: crate::pages::PageBytes,
     /// The record being made, when recording.
     trace: Option<Vec<TraceEvent>>,
     /// Phantom data mode: no page keeps bytes.
@@ -639,6 +641,7 @@ impl Machine {
             fault_latencies: Vec::new(),
             wave_costs: kernel::WaveCosts::default(),
             scratch_targets: Vec::new(),
+            zero_page: crate::pages::zero_page(),
             trace: None,
             phantom: false,
         }

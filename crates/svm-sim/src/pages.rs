@@ -5,6 +5,13 @@
 //! never written, or was dropped, costs nothing and reads as zeros, which is
 //! what a fresh anonymous page or cleared VRAM shows.
 //!
+//! # Shared pages
+//! A page's bytes sit behind a reference count ([`PageBytes`]), so that a
+//! wave's load can lend the page it reads instead of copying the bytes
+//! out. Writing a page that is still lent copies it first (copy on
+//! write): the load keeps the bytes it read, exactly as if they had been
+//! copied when it was performed.
+//!
 //! # Phantom mode
 //! A phantom store keeps no bytes, only which pages were written (one bit
 //! a page, in 64-page words): writes are dropped, reads see zeros, and a
@@ -13,17 +20,22 @@
 //! then cost a bit a page.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use svm_core::addr::PAGE_SIZE;
 
 /// Bytes in a page, as a `usize`.
 pub const PAGE_BYTES: usize = 1 << svm_core::addr::PAGE_SHIFT;
 
+/// A page's bytes, shared by the store and the loads that lent them (see
+/// the module doc).
+pub type PageBytes = Rc<[u8; PAGE_BYTES]>;
+
 /// One page moved out of a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Page {
     /// Its bytes.
-    Bytes(Box<[u8; PAGE_BYTES]>),
+    Bytes(PageBytes),
     /// A populated page of a phantom store (no bytes kept).
     Phantom,
 }
@@ -33,8 +45,9 @@ fn offset_in_page(addr: u64) -> usize {
     usize::try_from(addr % PAGE_SIZE).expect("a page offset is below 4096")
 }
 
-fn zero_page() -> Box<[u8; PAGE_BYTES]> {
-    Box::new([0; PAGE_BYTES])
+/// A page of zeros.
+pub fn zero_page() -> PageBytes {
+    Rc::new([0; PAGE_BYTES])
 }
 
 /// Pages in a group of [`Frames`].
@@ -43,7 +56,7 @@ const GROUP: usize = 64;
 /// A group of [`GROUP`] consecutive pages, and how many of them hold bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Group {
-    pages: [Option<Box<[u8; PAGE_BYTES]>>; GROUP],
+    pages: [Option<PageBytes>; GROUP],
     held: u32,
 }
 
@@ -142,9 +155,9 @@ impl Frames {
     }
 
     #[inline]
-    fn get(&self, n: u64) -> Option<&[u8; PAGE_BYTES]> {
+    fn get(&self, n: u64) -> Option<&PageBytes> {
         let (g, i) = group_of(n);
-        self.group(g)?.pages[i].as_deref()
+        self.group(g)?.pages[i].as_ref()
     }
 
     fn contains(&self, n: u64) -> bool {
@@ -155,7 +168,8 @@ impl Frames {
         self.len
     }
 
-    /// Page `n`, zero-filled first if it holds no bytes yet.
+    /// Page `n`, to write, zero-filled first if it holds no bytes yet (and
+    /// copied first if it is lent).
     fn get_or_zero(&mut self, n: u64) -> &mut [u8; PAGE_BYTES] {
         let (g, i) = group_of(n);
         let group = self.group_or_empty(g);
@@ -164,10 +178,10 @@ impl Frames {
             group.held += 1;
             self.len += 1;
         }
-        self.group_or_empty(g).pages[i].get_or_insert_with(zero_page)
+        Rc::make_mut(self.group_or_empty(g).pages[i].get_or_insert_with(zero_page))
     }
 
-    fn insert(&mut self, n: u64, page: Box<[u8; PAGE_BYTES]>) {
+    fn insert(&mut self, n: u64, page: PageBytes) {
         let (g, i) = group_of(n);
         let group = self.group_or_empty(g);
         if group.pages[i].replace(page).is_none() {
@@ -176,7 +190,7 @@ impl Frames {
         }
     }
 
-    fn remove(&mut self, n: u64) -> Option<Box<[u8; PAGE_BYTES]>> {
+    fn remove(&mut self, n: u64) -> Option<PageBytes> {
         let (g, i) = group_of(n);
         let group = self.group_mut(g)?;
         let page = group.pages[i].take()?;
@@ -303,7 +317,14 @@ impl PageStore {
 
     /// Page `n`, or `None` if it reads as zero.
     pub fn page(&self, n: u64) -> Option<&[u8; PAGE_BYTES]> {
-        self.pages.get(n)
+        self.pages.get(n).map(|p| &**p)
+    }
+
+    /// The page holding byte address `addr`, to lend, or `None` if it
+    /// reads as zero.
+    #[inline]
+    pub fn lend(&self, addr: u64) -> Option<&PageBytes> {
+        self.pages.get(addr / PAGE_SIZE)
     }
 
     /// Reads `buf.len()` bytes from byte address `addr` (page `addr / 4096`
@@ -320,15 +341,6 @@ impl PageStore {
             }
             done += len;
         }
-    }
-
-    /// The `len` bytes at byte address `addr`, borrowed, when they lie in
-    /// one page that holds bytes (a wave's load from written memory, the
-    /// simulator's hottest read); `None` otherwise.
-    #[inline]
-    pub fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let off = offset_in_page(addr);
-        self.pages.get(addr / PAGE_SIZE)?.get(off..off + len)
     }
 
     /// Appends `len` bytes from byte address `addr` to `out` (what

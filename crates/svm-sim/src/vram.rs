@@ -106,11 +106,11 @@ impl Vram {
         self.data.take(offset)
     }
 
-    /// The `len` bytes at a VRAM byte address, borrowed, when they lie in
-    /// one page that holds bytes.
+    /// The page holding a VRAM byte address, to lend, or `None` if it
+    /// reads as zero.
     #[inline]
-    pub fn bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        self.data.bytes(addr, len)
+    pub fn lend(&self, addr: u64) -> Option<&crate::pages::PageBytes> {
+        self.data.lend(addr)
     }
 
     /// Appends `len` bytes at a VRAM byte address to `out`.

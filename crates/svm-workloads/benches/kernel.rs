@@ -3,18 +3,18 @@
 //! - `tlb_hit_kernel`: 832 waves (104 CUs × 8) each load 256 bytes
 //!   64 times from a 256 KiB working set already mapped in VRAM, so almost
 //!   every lookup hits the CU TLB: 53 248 simulated memory instructions.
-//!   The set holds data (the CPU wrote it before the prefetch), so every
-//!   load copies real bytes. Divide the count by the time for simulated
+//!   The set holds data (the CPU wrote it before the prefetch), and each
+//!   wave checks the first word of every load, so every load hands real
+//!   bytes to its wave. Divide the count by the time for simulated
 //!   accesses per second.
 //! - `tlb_hit_zero_kernel`: the same over a set never written, whose
-//!   pages read as zero (a fill instead of a copy): what a kernel reading
-//!   fresh memory costs.
+//!   pages read as zero: what a kernel reading fresh memory costs.
 //! - `compute_only_kernel`: the same grid with compute instructions only,
 //!   which isolates the executor's cost per instruction (scheduling,
 //!   polling the wave) from the memory path's.
 //! - `host_reads`: the baseline, the same 53 248 reads of 256 bytes from a
-//!   host buffer into a fresh vector, as the simulator hands each load to
-//!   its wave.
+//!   host buffer, each copied into a fresh vector: a measure of this
+//!   machine's speed at the moment, to compare the others against.
 //! - `faults_4k_kernel`: one wave per page of a 4 MiB buffer registered as
 //!   1024 one-page ranges: 1024 retry faults served through the ring,
 //!   untimed. (Within one range, kfd drops faults for 2 ms after each
@@ -113,11 +113,18 @@ fn tlb_hits(b: Bencher, data: bool, loads: u64) {
                 0x1002,
                 WAVES,
                 kernel(move |w, ctx| async move {
-                    // Each wave reads its own 256-byte slot of the set.
-                    let slot = a + (u64::from(w) * 256) % SET;
+                    // Each wave reads its own 256-byte slot of the set,
+                    // whose first word the CPU wrote as its index.
+                    let off = (u64::from(w) * 256) % SET;
+                    let want = if data {
+                        u32::try_from(off / 4).unwrap()
+                    } else {
+                        0
+                    };
                     for _ in 0..loads {
-                        let v = ctx.load(slot, 256).await;
-                        divan::black_box(v);
+                        let v = ctx.load(a + off, 256).await;
+                        let first = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                        assert_eq!(divan::black_box(first), want);
                     }
                 }),
             )

@@ -17,10 +17,12 @@
 //!
 //! The step is the simulator's inner loop, so it is kept lean: an
 //! operation borrows the wave's context (no reference counting), a load
-//! fills the wave's own buffer in place and lends it to the wave (no
-//! allocation per load), PTEs travel packed in one word, and a hit on a
-//! TLB set's most recent way is one comparison. `benches/kernel.rs` in
-//! `svm-workloads` measures it.
+//! from VRAM lends the page it read rather than copying its bytes (a
+//! store to a page still lent copies the page first, so the load keeps
+//! the bytes it had; see `crate::pages`), other loads fill the wave's own
+//! buffer in place (no allocation per load), PTEs travel packed in one
+//! word, and a hit on a TLB set's most recent way is one comparison.
+//! `benches/kernel.rs` in `svm-workloads` measures it.
 //!
 //! A launch dispatches waves in index order onto compute units, at most
 //! `waves_per_cu` in flight on each; a finished wave's slot takes the next.
@@ -45,6 +47,7 @@ use svm_core::gpu::GpuIndex;
 
 use super::{AccessError, Machine, Pid};
 use crate::gpu::PackedPte;
+use crate::pages::PageBytes;
 use crate::ring::RingEntry;
 use crate::timing::ns;
 
@@ -139,6 +142,8 @@ struct Slot {
     /// `spill` instead, which the next `Data` takes.
     buf: RefCell<Vec<u8>>,
     spill: Cell<Vec<u8>>,
+    /// The page a load from VRAM lends ([`Answer::Page`]).
+    page: Cell<Option<PageBytes>>,
 }
 
 /// Where the executor writes a load's bytes: the wave's buffer, or, while
@@ -204,6 +209,8 @@ enum Answer {
     Buf,
     /// In the slot's spill vector.
     Spill,
+    /// `len` bytes at `off` in the page the slot lends.
+    Page { off: u16, len: u16 },
 }
 
 /// What a wave's code uses to reach memory.
@@ -221,14 +228,18 @@ pub struct MemOp<'a> {
 }
 
 /// The bytes a load returned (none for a store or compute). It reads as a
-/// byte slice, usually the wave's own buffer lent in place, so loads in a
-/// loop neither allocate nor copy twice; see [`Data::into_vec`] to keep
-/// the bytes.
+/// byte slice: for a load from VRAM, the page itself, lent as it was when
+/// the load was performed; otherwise the wave's own buffer, lent in
+/// place. So loads in a loop neither allocate nor copy twice; see
+/// [`Data::into_vec`] to keep the bytes.
 pub struct Data<'a>(Bytes<'a>);
 
 enum Bytes<'a> {
     Lent(Ref<'a, Vec<u8>>),
     Owned(Vec<u8>),
+    /// Part of a page of memory, lent as it was when the load was
+    /// performed (see `crate::pages`).
+    Page(PageBytes, u16, u16),
 }
 
 impl Data<'_> {
@@ -237,6 +248,7 @@ impl Data<'_> {
         match self.0 {
             Bytes::Lent(b) => b.to_vec(),
             Bytes::Owned(v) => v,
+            Bytes::Page(..) => self.to_vec(),
         }
     }
 }
@@ -248,6 +260,10 @@ impl std::ops::Deref for Data<'_> {
         match &self.0 {
             Bytes::Lent(b) => b,
             Bytes::Owned(v) => v,
+            Bytes::Page(p, off, len) => {
+                let off = usize::from(*off);
+                &p[off..off + usize::from(*len)]
+            }
         }
     }
 }
@@ -274,6 +290,10 @@ impl<'a> Future for MemOp<'a> {
             Answer::Buf => Bytes::Lent(slot.buf.borrow()),
             Answer::Spill => Bytes::Owned(slot.spill.take()),
             Answer::Empty => Bytes::Owned(Vec::new()),
+            Answer::Page { off, len } => match slot.page.take() {
+                Some(p) => Bytes::Page(p, off, len),
+                None => Bytes::Owned(Vec::new()),
+            },
         }))
     }
 }
@@ -959,16 +979,19 @@ impl Machine {
             match (pte.vram_owner(), write) {
                 // A load from VRAM, the hottest path: the bytes go
                 // straight into the wave's buffer.
+                // A load from VRAM, the hottest path: it lends the page
+                // (a page never written, the zero page) and copies nothing.
                 (Some(owner), false) => {
-                    let mut out = w.slot.out();
-                    let n = usize::try_from(len).unwrap_or(0);
-                    let (vram, a) = (&self.gpus[owner].vram, pte.addr() + off);
-                    match vram.bytes(a, n) {
-                        Some(b) => out.vec().extend_from_slice(b),
-                        // (A page never written reads as zeros.)
-                        None => vram.read_into(a, n, out.vec()),
-                    }
-                    w.slot.answer(out);
+                    let page = match self.gpus[owner].vram.lend(pte.addr()) {
+                        Some(p) => Rc::clone(p),
+                        None => Rc::clone(&self.zero_page),
+                    };
+                    w.slot.page.set(Some(page));
+                    // (Both fit: the access lies within one page.)
+                    w.slot.answer.set(Answer::Page {
+                        off: u16::try_from(off).unwrap_or(0),
+                        len: u16::try_from(len).unwrap_or(0),
+                    });
                 }
                 _ => self.perform_now(w, at, write, &[(addr, len, pte)])?,
             }

@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use svm_core::uapi::attr_type::ACCESS;
+use svm_core::uapi::attr_type::{ACCESS, PREFETCH_LOC};
 use svm_sim::machine::{AccessError, KernelFn, WaveCtx};
 use svm_sim::timing::Profile;
 
@@ -267,6 +267,46 @@ fn loads_held_across_other_instructions_keep_their_bytes() {
             le(&[p + 1]),
         ]
     );
+    k.check();
+}
+
+/// A load from VRAM lends the page it read rather than copying it, so a
+/// store to that page while the load's bytes are still held (by the same
+/// wave, or by another wave before this one resumes) must leave them as
+/// they were when the load was performed.
+#[test]
+fn a_lent_page_keeps_its_bytes_when_stored_to() {
+    let mut k = Kfd::new(true);
+    let a = k.mmap(PAGE);
+    k.cpu_write(a, &words((PAGE / 4) as usize, |i| i));
+    k.set(a, PAGE, &[(ACCESS, GPU0), (PREFETCH_LOC, GPU0)])
+        .unwrap();
+    assert_eq!(k.vram_pages_in(a, PAGE), 1, "the page is in VRAM");
+    let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let out = Rc::clone(&seen);
+    let f: KernelFn = Rc::new(move |w: u32, ctx: WaveCtx| {
+        let out = Rc::clone(&out);
+        Box::pin(async move {
+            if w == 0 {
+                // Performed before wave 1's store (same time, FIFO), but
+                // resumed after it.
+                let before = ctx.load(a, 8).await;
+                // Held across its own store to the same bytes.
+                ctx.store(a + 4, vec![7; 4]).await;
+                let after = ctx.load(a, 8).await;
+                out.borrow_mut().push((before.to_vec(), after.to_vec()));
+            } else {
+                ctx.store(a, vec![9; 4]).await;
+            }
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 2, f).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    let le = |ws: &[u32]| ws.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+    let mut after = vec![9; 4];
+    after.extend([7; 4]);
+    assert_eq!(*seen.borrow(), vec![(le(&[0, 1]), after.clone())]);
+    assert_eq!(k.cpu_read(a, 8), after);
     k.check();
 }
 
