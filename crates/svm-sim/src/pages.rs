@@ -131,15 +131,26 @@ impl Frames {
     }
 
     /// Group `g`, made empty first if it does not exist.
+    #[inline]
     fn group_or_empty(&mut self, g: u64) -> &mut Group {
+        Self::group_in(&mut self.dense, &mut self.sparse, g)
+    }
+
+    /// [`Frames::group_or_empty`], borrowing only the two tables.
+    #[inline]
+    fn group_in<'a>(
+        dense: &'a mut Vec<Option<Box<Group>>>,
+        sparse: &'a mut BTreeMap<u64, Box<Group>>,
+        g: u64,
+    ) -> &'a mut Group {
         if g < DENSE_GROUPS {
             let i = dense_index(g);
-            if self.dense.len() <= i {
-                self.dense.resize_with(i + 1, || None);
+            if dense.len() <= i {
+                dense.resize_with(i + 1, || None);
             }
-            self.dense[i].get_or_insert_with(Group::empty)
+            dense[i].get_or_insert_with(Group::empty)
         } else {
-            self.sparse.entry(g).or_insert_with(Group::empty)
+            sparse.entry(g).or_insert_with(Group::empty)
         }
     }
 
@@ -169,16 +180,19 @@ impl Frames {
     }
 
     /// Page `n`, to write, zero-filled first if it holds no bytes yet (and
-    /// copied first if it is lent).
-    fn get_or_zero(&mut self, n: u64) -> &mut [u8; PAGE_BYTES] {
+    /// copied first if it is lent: then the flag is set).
+    #[inline]
+    fn get_or_zero(&mut self, n: u64) -> (&mut [u8; PAGE_BYTES], bool) {
         let (g, i) = group_of(n);
-        let group = self.group_or_empty(g);
-        let fresh = group.pages[i].is_none();
-        if fresh {
+        let group = Self::group_in(&mut self.dense, &mut self.sparse, g);
+        let slot = &mut group.pages[i];
+        if slot.is_none() {
             group.held += 1;
             self.len += 1;
         }
-        Rc::make_mut(self.group_or_empty(g).pages[i].get_or_insert_with(zero_page))
+        let page = slot.get_or_insert_with(zero_page);
+        let lent = Rc::strong_count(page) > 1;
+        (Rc::make_mut(page), lent)
     }
 
     fn insert(&mut self, n: u64, page: PageBytes) {
@@ -369,24 +383,29 @@ impl PageStore {
     }
 
     /// Writes `data` at byte address `addr`, populating pages as needed.
-    pub fn write(&mut self, addr: u64, data: &[u8]) {
+    /// Returns whether it had to copy a page that was lent (see the
+    /// module doc).
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> bool {
         if let Some(bits) = &mut self.phantom {
             if !data.is_empty() {
                 for n in addr / PAGE_SIZE..=(addr + data.len() as u64 - 1) / PAGE_SIZE {
                     Self::set_bit(bits, n, true);
                 }
             }
-            return;
+            return false;
         }
         let mut done = 0;
+        let mut copied = false;
         while done < data.len() {
             let at = addr + done as u64;
             let (n, off) = (at / PAGE_SIZE, offset_in_page(at));
             let len = (PAGE_BYTES - off).min(data.len() - done);
-            let p = self.pages.get_or_zero(n);
+            let (p, lent) = self.pages.get_or_zero(n);
             p[off..off + len].copy_from_slice(&data[done..done + len]);
+            copied |= lent;
             done += len;
         }
+        copied
     }
 
     /// Removes page `n` and returns its bytes, or `None` if it read as zero.

@@ -124,8 +124,10 @@ impl Vram {
     }
 
     /// Writes bytes at a VRAM byte address.
-    pub fn write(&mut self, addr: u64, data: &[u8]) {
-        self.data.write(addr, data);
+    ///
+    /// Returns whether it had to copy a page that was lent.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> bool {
+        self.data.write(addr, data)
     }
 }
 

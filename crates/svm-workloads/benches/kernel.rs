@@ -12,6 +12,12 @@
 //!   without the kernel's fixed costs.
 //! - `tlb_hit_zero_kernel`: the same over a set never written, whose
 //!   pages read as zero: what a kernel reading fresh memory costs.
+//! - `write_back_kernel`: the same grid, each wave loading its 256 bytes and
+//!   storing them back changed, 32 times (64 instructions), keeping each
+//!   load's bytes while it stores: the kernel switches its loads from
+//!   lending pages to copying bytes after its first store. (Named to run
+//!   last: divan runs a file's benchmarks in name order, and this one's
+//!   stores leave the heap changed for those after it.)
 //! - `compute_only_kernel`: the same grid with compute instructions only,
 //!   which isolates the executor's cost per instruction (scheduling,
 //!   polling the wave) from the memory path's.
@@ -49,6 +55,19 @@ fn tlb_hit_long_kernel(b: Bencher) {
 #[divan::bench]
 fn tlb_hit_zero_kernel(b: Bencher) {
     tlb_hits(b, false, LOADS, false);
+}
+
+#[divan::bench]
+fn write_back_kernel(b: Bencher) {
+    b.with_inputs(|| {
+        let (mut m, pid) = machine(grid());
+        let a = support::resident(&mut m, pid, support::SET, support::SET, true, true);
+        (m, pid, a)
+    })
+    .bench_local_values(|(mut m, pid, a)| {
+        support::run_write_back(&mut m, pid, a, LOADS / 2);
+        m
+    });
 }
 
 #[divan::bench]

@@ -19,9 +19,11 @@
 //! operation borrows the wave's context (no reference counting), a load
 //! from VRAM lends the page it read rather than copying its bytes (a
 //! store to a page still lent copies the page first, so the load keeps
-//! the bytes it had; see `crate::pages`), other loads fill the wave's own
-//! buffer in place (no allocation per load), PTEs travel packed in one
-//! word, and a hit on a TLB set's most recent way is one comparison.
+//! the bytes it had; see `crate::pages`; a kernel whose stores find their
+//! pages lent switches its loads to copies, rather than copy a page per
+//! store), other loads fill the wave's own buffer in place (no allocation
+//! per load), PTEs travel packed in one word, and a hit on a TLB set's
+//! most recent way is one comparison.
 //! `benches/kernel.rs` in `svm-workloads` measures it.
 //!
 //! A launch dispatches waves in index order onto compute units, at most
@@ -477,6 +479,10 @@ pub(super) struct Kernel {
     done: bool,
     /// CPU threads of the process rather than GPU waves.
     cpu: bool,
+    /// Its loads copy their bytes into the wave's buffer rather than lend
+    /// the page: set once one of its stores found its page lent (see
+    /// `Machine::store_part`).
+    copy_loads: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -613,6 +619,7 @@ impl Machine {
             fatal: None,
             done: n_waves == 0,
             cpu: false,
+            copy_loads: false,
         });
         if n_waves == 0 {
             self.kernels[id].stats.end_ns = start;
@@ -668,6 +675,7 @@ impl Machine {
             fatal: None,
             done: threads == 0,
             cpu: true,
+            copy_loads: false,
         });
         self.record(|| super::TraceEvent::Launch {
             pid: Self::record_pid(pid),
@@ -737,6 +745,14 @@ impl Machine {
     #[inline(always)]
     pub(super) fn schedule_kwave(&mut self, i: usize, at: u64) {
         self.kready.push(at, i);
+    }
+
+    /// Whether a kernel's loads from VRAM copy their bytes rather than
+    /// lend the page they read: so once one of its stores has found its
+    /// page lent to a load still held (see `Machine::store_part`). `None`
+    /// for a kernel never launched.
+    pub fn kernel_copies_loads(&self, k: KernelId) -> Option<bool> {
+        self.kernels.get(k.0).map(|x| x.copy_loads)
     }
 
     /// Whether a kernel has finished (all waves, or a fatal fault).
@@ -977,23 +993,33 @@ impl Machine {
                 Err(cost) => return Err(self.retry_fault(w, (at, cost), page, addr, req)),
             };
             match (pte.vram_owner(), write) {
-                // A load from VRAM, the hottest path: the bytes go
-                // straight into the wave's buffer.
                 // A load from VRAM, the hottest path: it lends the page
                 // (a page never written, the zero page) and copies nothing.
                 (Some(owner), false) => {
-                    let page = match self.gpus[owner].vram.lend(pte.addr()) {
-                        Some(p) => Rc::clone(p),
-                        None => Rc::clone(&self.zero_page),
-                    };
-                    w.slot.page.set(Some(page));
-                    // (Both fit: the access lies within one page.)
-                    w.slot.answer.set(Answer::Page {
-                        off: u16::try_from(off).unwrap_or(0),
-                        len: u16::try_from(len).unwrap_or(0),
-                    });
+                    let vram = &self.gpus[owner].vram;
+                    if self.kernels[k].copy_loads {
+                        // A kernel whose stores found their pages lent
+                        // copies the bytes into the wave's buffer.
+                        let mut out = w.slot.out();
+                        let n = usize::try_from(len).unwrap_or(0);
+                        vram.read_into(pte.addr() + off, n, out.vec());
+                        w.slot.answer(out);
+                    } else {
+                        let page = match vram.lend(pte.addr()) {
+                            Some(p) => Rc::clone(p),
+                            None => Rc::clone(&self.zero_page),
+                        };
+                        w.slot.page.set(Some(page));
+                        // (Both fit: the access lies within one page.)
+                        w.slot.answer.set(Answer::Page {
+                            off: u16::try_from(off).unwrap_or(0),
+                            len: u16::try_from(len).unwrap_or(0),
+                        });
+                    }
                 }
-                _ => self.perform_now(w, at, write, &[(addr, len, pte)])?,
+                // A store to VRAM, the next most common.
+                (Some(owner), true) => self.store_vram(w, owner, pte.addr() + off, addr),
+                (None, _) => self.perform_now(w, at, write, &[(addr, len, pte)])?,
             }
             cost
         } else {
@@ -1011,6 +1037,24 @@ impl Machine {
         w.slot.page_faults.set(0);
         self.finish_access(w, (addr, len, write));
         Ok(at + cost)
+    }
+
+    /// Writes the posted store's bytes at VRAM byte `vaddr` of GPU `owner`
+    /// (virtual address `addr`), within one page. (Out of line, to keep
+    /// the load's step short.)
+    #[inline(never)]
+    fn store_vram(&mut self, w: &Wave, owner: usize, vaddr: u64, addr: u64) {
+        let data = w.slot.stored.take();
+        // A page still lent to a load is copied before it is written (copy
+        // on write), 4 KiB for this store. A kernel whose waves store to
+        // pages that loads still hold (a read-modify-write that keeps the
+        // load's `Data`, say) would copy a page per store; its loads copy
+        // their bytes from now on instead (the same bytes either way).
+        if self.gpus[owner].vram.write(vaddr, &data) {
+            self.kernels[w.k].copy_loads = true;
+        }
+        self.procs[w.pi].shadow.write(addr, &data);
+        w.slot.answer_store(data);
     }
 
     /// [`Machine::perform`] for an access that spans pages (or none):
@@ -1217,7 +1261,12 @@ impl Machine {
         d: &[u8],
     ) -> Result<(), Parked> {
         match pte.vram_owner() {
-            Some(owner) => self.gpus[owner].vram.write(pte.addr() + off, d),
+            Some(owner) => {
+                // (See the store in `Machine::perform`.)
+                if self.gpus[owner].vram.write(pte.addr() + off, d) {
+                    self.kernels[w.k].copy_loads = true;
+                }
+            }
             None => {
                 let (owner, host) = self.iommu_page(w, at, (a, pte), true)?;
                 self.procs[owner].mm.pages_mut().write(host + off, d);

@@ -310,6 +310,63 @@ fn a_lent_page_keeps_its_bytes_when_stored_to() {
     k.check();
 }
 
+/// A wave that keeps a load's bytes while it stores to the same page (a
+/// read-modify-write) would make every store copy the page it lent; the
+/// first such store switches the kernel's loads to copying their bytes.
+/// Either way every load answers the bytes it read, and a kernel that only
+/// loads keeps lending.
+#[test]
+fn a_read_modify_write_kernel_switches_its_loads_to_copies() {
+    let mut k = Kfd::new(true);
+    let size = 4 * PAGE;
+    let a = k.mmap(size);
+    k.cpu_write(a, &words((size / 4) as usize, |i| i));
+    k.set(a, size, &[(ACCESS, GPU0), (PREFETCH_LOC, GPU0)])
+        .unwrap();
+    let waves = u32::try_from(size / 256).unwrap();
+    let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let out = Rc::clone(&seen);
+    let rmw: KernelFn = Rc::new(move |w: u32, ctx: WaveCtx| {
+        let out = Rc::clone(&out);
+        Box::pin(async move {
+            let p = a + u64::from(w) * 256;
+            for round in 0..3u8 {
+                let v = ctx.load(p, 256).await;
+                let next: Vec<u8> = v.iter().map(|b| b.wrapping_add(1)).collect();
+                ctx.store(p, next).await;
+                // Still the bytes it loaded, not the ones just stored.
+                out.borrow_mut().push((w, round, v[..4].to_vec()));
+            }
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, waves, rmw).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    assert_eq!(k.m.kernel_copies_loads(id), Some(true));
+    let mut seen = seen.borrow().clone();
+    seen.sort();
+    assert_eq!(seen.len(), 3 * waves as usize);
+    for (w, round, first) in seen {
+        let want: Vec<u8> = (w * 64).to_le_bytes().iter().map(|b| b + round).collect();
+        assert_eq!(first, want, "wave {w}, round {round}");
+    }
+    let want: Vec<u8> = words((size / 4) as usize, |i| i)
+        .iter()
+        .map(|b| b.wrapping_add(3))
+        .collect();
+    assert_eq!(k.cpu_read(a, size), want);
+
+    let f: KernelFn = Rc::new(move |w: u32, ctx: WaveCtx| {
+        Box::pin(async move {
+            let v = ctx.load(a + u64::from(w) * 256, 256).await;
+            assert_eq!(v.len(), 256);
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, waves, f).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    assert_eq!(k.m.kernel_copies_loads(id), Some(false));
+    k.check();
+}
+
 /// A retry fault the ring's CAM filters (a repeat of a pending page) puts
 /// nothing new in the ring, so it must not end the batch of waves due at
 /// one time: under a seeded order that would take another draw and change

@@ -132,6 +132,23 @@ pub fn run_tlb_hits(m: &mut Machine, pid: Pid, a: u64, data: bool, loads: u64) {
     assert_eq!(st.accesses, u64::from(WAVES) * loads);
 }
 
+/// The write-back kernel (a read-modify-write): each wave loads its own 256 bytes of the
+/// set and stores them back changed, `pairs` times, keeping the load's
+/// bytes while it stores (as code that reads `v` after the store would).
+pub fn run_write_back(m: &mut Machine, pid: Pid, a: u64, pairs: u64) {
+    let f = kernel(move |w, ctx| async move {
+        let p = a + (u64::from(w) * 256) % SET;
+        for _ in 0..pairs {
+            let v = ctx.load(p, 256).await;
+            let next: Vec<u8> = v.iter().map(|b| b ^ 1).collect();
+            ctx.store(p, next).await;
+            divan::black_box(&v);
+        }
+    });
+    let st = run_kernel(m, pid, WAVES, f);
+    assert_eq!(st.accesses, u64::from(WAVES) * 2 * pairs);
+}
+
 /// Benchmarks the TLB-hit kernel (see [`run_tlb_hits`]), on a fresh
 /// machine each sample; `after_faults` first runs the fault kernel three
 /// times on machines of its own, dropped before the sample's machine is
