@@ -302,8 +302,15 @@ impl<'a> Future for MemOp<'a> {
 
 impl WaveCtx {
     fn op(&self, req: Req) -> MemOp<'_> {
-        if self.slot.req.replace(Some(req)).is_some() {
+        // An earlier instruction still posted, or answered and never taken
+        // (its `MemOp` dropped before it was done): this one would get the
+        // earlier's answer, so the wave dies instead.
+        let earlier = self.slot.req.replace(Some(req)).is_some();
+        if earlier || !matches!(self.slot.answer.get(), Answer::Pending) {
             self.slot.misused.set(true);
+            // (Not this one's answer: it must not be taken for it.)
+            self.slot.answer.set(Answer::Pending);
+            self.slot.page.set(None);
         }
         MemOp { slot: &self.slot }
     }
@@ -812,6 +819,15 @@ impl Machine {
             None => {
                 let mut cx = Context::from_waker(Waker::noop());
                 if w.fut.as_mut().poll(&mut cx).is_ready() {
+                    // An instruction made and never awaited (or awaited
+                    // and dropped before it was done) is lost: a bug in
+                    // the workload, so the kernel dies rather than finish
+                    // without it.
+                    let answered = !matches!(w.slot.answer.get(), Answer::Pending);
+                    if w.slot.req.get().is_some() || answered || w.slot.misused.get() {
+                        let why = "a wave ended without awaiting a memory instruction it made";
+                        self.kill(k, at, why.into(), CpuVa::new(0), false);
+                    }
                     self.retire(i, at);
                     return false;
                 }

@@ -435,6 +435,72 @@ fn an_instruction_made_before_awaiting_the_last_kills_the_kernel() {
     );
 }
 
+/// Waits for nothing once: the executor runs a step of other work (here,
+/// performs the wave's posted instruction) before the wave goes on.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// An instruction performed but dropped before its answer was taken (as a
+/// select or a timeout would) must not hand that answer to the next one,
+/// and one made but never awaited must not vanish: either kills the
+/// kernel, as making one before awaiting the last does.
+#[test]
+fn an_instruction_dropped_before_it_is_done_kills_the_kernel() {
+    let mut k = Kfd::new(true);
+    let a = k.mmap(2 * PAGE);
+    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
+    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    let abandoned: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
+        Box::pin(async move {
+            {
+                let _op = ctx.load(a, 4);
+                YieldOnce(false).await;
+                // (`_op` goes here, its answer never taken.)
+            }
+            let got = ctx.load(a + PAGE, 4).await.to_vec();
+            assert_ne!(
+                got,
+                0u32.to_le_bytes(),
+                "the abandoned answer was handed on"
+            );
+        })
+    });
+    let unawaited: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
+        Box::pin(async move {
+            ctx.load(a, 4).await;
+            let _lost = ctx.store(a, vec![1; 4]);
+        })
+    });
+    for f in [abandoned, unawaited] {
+        let id = k.m.launch_kernel(k.pid, GPU0, 1, f).unwrap();
+        let e = k.m.wait_kernel(id).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("before awaiting its previous one") || e.contains("without awaiting"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        k.cpu_read(a, 4),
+        0u32.to_le_bytes(),
+        "the lost store landed"
+    );
+}
+
 /// A new compute shape applies to later kernels; one already running keeps
 /// its CUs, and their TLBs stay their own.
 #[test]
