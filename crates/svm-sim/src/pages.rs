@@ -69,11 +69,11 @@ impl Group {
     }
 }
 
-/// Groups with keys below this sit in a directory indexed by key (VRAM
-/// offsets, which start at zero, always do); higher ones (host virtual
-/// pages, near the top of the address space) in a map. 2^20 keys cover
-/// 256 GiB, and the directory only grows as far as its highest group: 8
-/// bytes for each 64 pages below it.
+/// In a VRAM store, groups with keys below this sit in a directory
+/// indexed by key (VRAM offsets start at zero; 2^20 keys cover 256 GiB),
+/// higher ones in a map. The directory only grows as far as its highest
+/// group: 8 bytes for each 64 pages below it. Host stores (virtual pages,
+/// anywhere in the address space) keep every group in the map.
 const DENSE_GROUPS: u64 = 1 << 20;
 
 /// Pages by number, in groups of [`GROUP`]. A lookup finds the group
@@ -91,6 +91,8 @@ struct Frames {
     dense: Vec<Option<Box<Group>>>,
     sparse: BTreeMap<u64, Box<Group>>,
     len: usize,
+    /// Groups below this key go in the directory (0: none do).
+    dense_limit: u64,
 }
 
 impl PartialEq for Frames {
@@ -115,7 +117,7 @@ fn dense_index(g: u64) -> usize {
 impl Frames {
     #[inline]
     fn group(&self, g: u64) -> Option<&Group> {
-        if g < DENSE_GROUPS {
+        if g < self.dense_limit {
             self.dense.get(dense_index(g))?.as_deref()
         } else {
             self.sparse.get(&g).map(|b| &**b)
@@ -123,7 +125,7 @@ impl Frames {
     }
 
     fn group_mut(&mut self, g: u64) -> Option<&mut Group> {
-        if g < DENSE_GROUPS {
+        if g < self.dense_limit {
             self.dense.get_mut(dense_index(g))?.as_deref_mut()
         } else {
             self.sparse.get_mut(&g).map(|b| &mut **b)
@@ -133,7 +135,7 @@ impl Frames {
     /// Group `g`, made empty first if it does not exist.
     #[inline]
     fn group_or_empty(&mut self, g: u64) -> &mut Group {
-        Self::group_in(&mut self.dense, &mut self.sparse, g)
+        Self::group_in(&mut self.dense, &mut self.sparse, self.dense_limit, g)
     }
 
     /// [`Frames::group_or_empty`], borrowing only the two tables.
@@ -141,9 +143,10 @@ impl Frames {
     fn group_in<'a>(
         dense: &'a mut Vec<Option<Box<Group>>>,
         sparse: &'a mut BTreeMap<u64, Box<Group>>,
+        dense_limit: u64,
         g: u64,
     ) -> &'a mut Group {
-        if g < DENSE_GROUPS {
+        if g < dense_limit {
             let i = dense_index(g);
             if dense.len() <= i {
                 dense.resize_with(i + 1, || None);
@@ -156,7 +159,7 @@ impl Frames {
 
     /// Forgets group `g`, which holds no page any more.
     fn drop_group(&mut self, g: u64) {
-        if g < DENSE_GROUPS {
+        if g < self.dense_limit {
             if let Some(e) = self.dense.get_mut(dense_index(g)) {
                 *e = None;
             }
@@ -184,7 +187,7 @@ impl Frames {
     #[inline]
     fn get_or_zero(&mut self, n: u64) -> (&mut [u8; PAGE_BYTES], bool) {
         let (g, i) = group_of(n);
-        let group = Self::group_in(&mut self.dense, &mut self.sparse, g);
+        let group = Self::group_in(&mut self.dense, &mut self.sparse, self.dense_limit, g);
         let slot = &mut group.pages[i];
         if slot.is_none() {
             group.held += 1;
@@ -271,6 +274,18 @@ impl PageStore {
     /// An empty store: every page reads as zero.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store for VRAM, whose page numbers start at zero (see
+    /// [`DENSE_GROUPS`]).
+    pub fn for_vram() -> Self {
+        Self {
+            pages: Frames {
+                dense_limit: DENSE_GROUPS,
+                ..Frames::default()
+            },
+            phantom: None,
+        }
     }
 
     /// An empty phantom store (see the module doc).
@@ -515,7 +530,13 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
         for case in 0..100 {
-            let mut s = PageStore::new();
+            // Cases alternate between a host store (groups in a map) and
+            // a VRAM store (a directory below the limit).
+            let mut s = if case % 4 < 2 {
+                PageStore::new()
+            } else {
+                PageStore::for_vram()
+            };
             let mut model: BTreeMap<u64, u8> = BTreeMap::new();
             // Odd cases straddle the directory's end, where groups move
             // from the directory to the map.

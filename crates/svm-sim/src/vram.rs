@@ -57,7 +57,7 @@ impl Vram {
     pub fn new(pages: u64) -> Self {
         Self {
             buddy: Buddy::new(pages),
-            data: PageStore::new(),
+            data: PageStore::for_vram(),
         }
     }
 
