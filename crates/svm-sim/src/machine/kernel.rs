@@ -1034,7 +1034,7 @@ impl Machine {
                     }
                 }
                 // A store to VRAM, the next most common.
-                (Some(owner), true) => self.store_vram(w, owner, pte.addr() + off, addr),
+                (Some(_), true) => self.store_vram(w, at, (addr, off, pte)),
                 (None, _) => self.perform_now(w, at, write, &[(addr, len, pte)])?,
             }
             cost
@@ -1055,21 +1055,14 @@ impl Machine {
         Ok(at + cost)
     }
 
-    /// Writes the posted store's bytes at VRAM byte `vaddr` of GPU `owner`
-    /// (virtual address `addr`), within one page. (Out of line, to keep
-    /// the load's step short.)
+    /// Writes the posted store's bytes, within one page of VRAM (the
+    /// common store, without `perform_now`'s list of parts). Out of line,
+    /// to keep the load's step short.
     #[inline(never)]
-    fn store_vram(&mut self, w: &Wave, owner: usize, vaddr: u64, addr: u64) {
+    fn store_vram(&mut self, w: &Wave, at: u64, (a, off, pte): (u64, u64, PackedPte)) {
         let data = w.slot.stored.take();
-        // A page still lent to a load is copied before it is written (copy
-        // on write), 4 KiB for this store. A kernel whose waves store to
-        // pages that loads still hold (a read-modify-write that keeps the
-        // load's `Data`, say) would copy a page per store; its loads copy
-        // their bytes from now on instead (the same bytes either way).
-        if self.gpus[owner].vram.write(vaddr, &data) {
-            self.kernels[w.k].copy_loads = true;
-        }
-        self.procs[w.pi].shadow.write(addr, &data);
+        // (A part in VRAM cannot fail: no IOMMU lookup.)
+        let _ = self.store_part(w, at, (a, off, pte), &data);
         w.slot.answer_store(data);
     }
 
@@ -1278,7 +1271,12 @@ impl Machine {
     ) -> Result<(), Parked> {
         match pte.vram_owner() {
             Some(owner) => {
-                // (See the store in `Machine::perform`.)
+                // A page still lent to a load is copied before it is
+                // written (copy on write), 4 KiB for this store. A kernel
+                // whose waves store to pages that loads still hold (a
+                // read-modify-write that keeps the load's `Data`, say)
+                // would copy a page per store; its loads copy their bytes
+                // from now on instead (the same bytes either way).
                 if self.gpus[owner].vram.write(pte.addr() + off, d) {
                     self.kernels[w.k].copy_loads = true;
                 }
