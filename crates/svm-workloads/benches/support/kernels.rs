@@ -123,7 +123,10 @@ pub fn run_tlb_hits(m: &mut Machine, pid: Pid, a: u64, data: bool, loads: u64) {
             0
         };
         for _ in 0..loads {
-            let v = ctx.load(a + off, 256).await;
+            let d = ctx.load(a + off, 256).await;
+            // (One borrow of the bytes for the whole check: each index
+            // of `d` itself would borrow them again.)
+            let v: &[u8] = &d;
             let first = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
             assert_eq!(divan::black_box(first), want);
         }
