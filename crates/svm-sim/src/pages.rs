@@ -104,24 +104,33 @@ impl PartialEq for Frames {
 impl Eq for Frames {}
 
 /// Where page `n` is: its group's key and its index there.
+#[inline(always)]
 fn group_of(n: u64) -> (u64, usize) {
     let i = usize::try_from(n % GROUP as u64).expect("below the group size");
     (n / GROUP as u64, i)
 }
 
 /// A dense group key as an index (it is below [`DENSE_GROUPS`]).
+#[inline(always)]
 fn dense_index(g: u64) -> usize {
     usize::try_from(g).expect("dense keys fit an index")
 }
 
 impl Frames {
-    #[inline]
+    /// Group `g`. A wave's load from VRAM comes through here, so the
+    /// directory's lookup is always inline and the map's never.
+    #[inline(always)]
     fn group(&self, g: u64) -> Option<&Group> {
         if g < self.dense_limit {
             self.dense.get(dense_index(g))?.as_deref()
         } else {
-            self.sparse.get(&g).map(|b| &**b)
+            self.sparse_group(g)
         }
+    }
+
+    #[inline(never)]
+    fn sparse_group(&self, g: u64) -> Option<&Group> {
+        self.sparse.get(&g).map(|b| &**b)
     }
 
     fn group_mut(&mut self, g: u64) -> Option<&mut Group> {
@@ -168,7 +177,7 @@ impl Frames {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, n: u64) -> Option<&PageBytes> {
         let (g, i) = group_of(n);
         self.group(g)?.pages[i].as_ref()
@@ -351,7 +360,7 @@ impl PageStore {
 
     /// The page holding byte address `addr`, to lend, or `None` if it
     /// reads as zero.
-    #[inline]
+    #[inline(always)]
     pub fn lend(&self, addr: u64) -> Option<&PageBytes> {
         self.pages.get(addr / PAGE_SIZE)
     }

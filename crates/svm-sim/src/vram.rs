@@ -108,7 +108,7 @@ impl Vram {
 
     /// The page holding a VRAM byte address, to lend, or `None` if it
     /// reads as zero.
-    #[inline]
+    #[inline(always)]
     pub fn lend(&self, addr: u64) -> Option<&crate::pages::PageBytes> {
         self.data.lend(addr)
     }
