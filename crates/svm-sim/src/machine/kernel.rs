@@ -36,7 +36,7 @@
 //! queue dies, the kernel ends with the memory access fault, and its other
 //! waves stop.
 
-use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::cell::{Cell, OnceCell, Ref, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -114,21 +114,38 @@ pub struct KernelStats {
 /// A memory request a wave posts (a store's bytes wait in the slot, so
 /// that posting and taking a request copies a few words and drops nothing).
 #[derive(Clone, Copy, Debug)]
-enum Req {
-    Load { addr: u64, len: usize },
-    Store { addr: u64, len: usize },
-    Compute { ns: u64 },
+struct Req {
+    kind: ReqKind,
+    /// The address (the time, for compute).
+    addr: u64,
+    /// Bytes loaded or stored.
+    len: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReqKind {
+    Load,
+    Store,
+    Compute,
 }
 
 /// Where a wave and the executor meet: one posted request, one answer.
 /// (Cells where each side only moves a value in or out; a `RefCell` for
 /// the buffer, which the executor fills in place and the wave reads in
 /// place.)
+///
+/// Every step reads and writes it, and with hundreds of waves in flight
+/// it is rarely in the host's L1 cache, so what a TLB-hit load touches
+/// is kept within 48 bytes (with its reference counts, one 64-byte
+/// allocation): the buffers of the other paths are a box of their own,
+/// made when first used.
 #[derive(Default)]
 struct Slot {
-    req: Cell<Option<Req>>,
-    /// The posted store's bytes.
-    stored: Cell<Vec<u8>>,
+    /// The posted request, its fields in cells of their own (an
+    /// `Option<Req>`, or a struct of them, would take a word more).
+    req_kind: Cell<Option<ReqKind>>,
+    req_addr: Cell<u64>,
+    req_len: Cell<u64>,
     /// Whether the posted request has been performed, and where its
     /// answer is.
     answer: Cell<Answer>,
@@ -137,6 +154,17 @@ struct Slot {
     /// The wave made an instruction while an earlier one was still posted
     /// (made but not awaited): the earlier one is lost, so the wave dies.
     misused: Cell<bool>,
+    /// The page a load from VRAM lends ([`Answer::Page`]).
+    page: Cell<Option<PageBytes>>,
+    bufs: OnceCell<Box<Bufs>>,
+}
+
+/// A slot's buffers, for the paths that move bytes (stores, and loads
+/// that copy).
+#[derive(Default)]
+struct Bufs {
+    /// The posted store's bytes.
+    stored: Cell<Vec<u8>>,
     /// The wave's load buffer. The executor fills it in place, and the
     /// load's [`Data`] reads it in place (a shared borrow), so a load
     /// neither allocates nor moves a buffer. While the wave still holds an
@@ -144,8 +172,6 @@ struct Slot {
     /// `spill` instead, which the next `Data` takes.
     buf: RefCell<Vec<u8>>,
     spill: Cell<Vec<u8>>,
-    /// The page a load from VRAM lends ([`Answer::Page`]).
-    page: Cell<Option<PageBytes>>,
 }
 
 /// Where the executor writes a load's bytes: the wave's buffer, or, while
@@ -165,9 +191,36 @@ impl Out<'_> {
 }
 
 impl Slot {
+    /// Posts `r`; returns whether a request was posted already.
+    #[inline(always)]
+    fn post(&self, r: Req) -> bool {
+        self.req_addr.set(r.addr);
+        self.req_len.set(r.len);
+        self.req_kind.replace(Some(r.kind)).is_some()
+    }
+
+    /// Takes the posted request.
+    #[inline(always)]
+    fn take_req(&self) -> Option<Req> {
+        let kind = self.req_kind.take()?;
+        Some(Req {
+            kind,
+            addr: self.req_addr.get(),
+            len: self.req_len.get(),
+        })
+    }
+
+    fn is_posted(&self) -> bool {
+        self.req_kind.get().is_some()
+    }
+
+    fn bufs(&self) -> &Bufs {
+        self.bufs.get_or_init(Box::default)
+    }
+
     /// An empty place for a load's bytes.
     fn out(&self) -> Out<'_> {
-        match self.buf.try_borrow_mut() {
+        match self.bufs().buf.try_borrow_mut() {
             Ok(mut b) => {
                 b.clear();
                 Out::Buf(b)
@@ -181,7 +234,7 @@ impl Slot {
         let answer = match out {
             Out::Buf(_) => Answer::Buf,
             Out::Spill(v) => {
-                self.spill.set(v);
+                self.bufs().spill.set(v);
                 Answer::Spill
             }
         };
@@ -191,7 +244,7 @@ impl Slot {
     /// Answers the posted store, whose bytes, `data`, are written: their
     /// vector becomes the wave's buffer when that is free.
     fn answer_store(&self, data: Vec<u8>) {
-        if let Ok(mut b) = self.buf.try_borrow_mut() {
+        if let Ok(mut b) = self.bufs().buf.try_borrow_mut() {
             *b = data;
             b.clear();
         }
@@ -227,6 +280,10 @@ pub struct WaveCtx {
 #[derive(Debug)]
 pub struct MemOp<'a> {
     slot: &'a Slot,
+    /// Whether it has been polled. The first poll cannot find it done:
+    /// the executor performs an instruction only once its wave has
+    /// yielded, so that poll yields without looking at the slot.
+    polled: bool,
 }
 
 /// The bytes a load returned (none for a store or compute). It reads as a
@@ -285,18 +342,36 @@ impl PartialEq<[u8]> for Data<'_> {
 impl<'a> Future for MemOp<'a> {
     type Output = Data<'a>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data<'a>> {
-        let slot = self.slot;
-        Poll::Ready(Data(match slot.answer.replace(Answer::Pending) {
-            Answer::Pending => return Poll::Pending,
-            Answer::Buf => Bytes::Lent(slot.buf.borrow()),
-            Answer::Spill => Bytes::Owned(slot.spill.take()),
-            Answer::Empty => Bytes::Owned(Vec::new()),
-            Answer::Page { off, len } => match slot.page.take() {
+        let this = self.get_mut();
+        if !this.polled {
+            this.polled = true;
+            return Poll::Pending;
+        }
+        let slot = this.slot;
+        match slot.answer.replace(Answer::Pending) {
+            Answer::Pending => Poll::Pending,
+            Answer::Page { off, len } => Poll::Ready(Data(match slot.page.take() {
                 Some(p) => Bytes::Page(p, off, len),
                 None => Bytes::Owned(Vec::new()),
-            },
-        }))
+            })),
+            Answer::Empty => Poll::Ready(Data(Bytes::Owned(Vec::new()))),
+            other => Poll::Ready(slot.data(other)),
+        }
+    }
+}
+
+impl Slot {
+    /// The bytes of an answer in the wave's buffers (kept out of line, so
+    /// that a wave's code inlines only the common answers).
+    #[inline(never)]
+    fn data(&self, answer: Answer) -> Data<'_> {
+        Data(match answer {
+            Answer::Buf => Bytes::Lent(self.bufs().buf.borrow()),
+            Answer::Spill => Bytes::Owned(self.bufs().spill.take()),
+            _ => Bytes::Owned(Vec::new()),
+        })
     }
 }
 
@@ -305,31 +380,46 @@ impl WaveCtx {
         // An earlier instruction still posted, or answered and never taken
         // (its `MemOp` dropped before it was done): this one would get the
         // earlier's answer, so the wave dies instead.
-        let earlier = self.slot.req.replace(Some(req)).is_some();
+        let earlier = self.slot.post(req);
         if earlier || !matches!(self.slot.answer.get(), Answer::Pending) {
             self.slot.misused.set(true);
             // (Not this one's answer: it must not be taken for it.)
             self.slot.answer.set(Answer::Pending);
             self.slot.page.set(None);
         }
-        MemOp { slot: &self.slot }
+        MemOp {
+            slot: &self.slot,
+            polled: false,
+        }
     }
 
     /// Loads `len` bytes at `addr` (one memory instruction of the wave).
     pub fn load(&self, addr: u64, len: usize) -> MemOp<'_> {
-        self.op(Req::Load { addr, len })
+        self.op(Req {
+            kind: ReqKind::Load,
+            addr,
+            len: len as u64,
+        })
     }
 
     /// Stores `data` at `addr`.
     pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp<'_> {
         let len = data.len();
-        self.slot.stored.set(data);
-        self.op(Req::Store { addr, len })
+        self.slot.bufs().stored.set(data);
+        self.op(Req {
+            kind: ReqKind::Store,
+            addr,
+            len: len as u64,
+        })
     }
 
     /// Spends `ns` computing.
     pub fn compute(&self, ns: u64) -> MemOp<'_> {
-        self.op(Req::Compute { ns })
+        self.op(Req {
+            kind: ReqKind::Compute,
+            addr: ns,
+            len: 0,
+        })
     }
 
     /// Loads `n` little-endian `u32`s.
@@ -366,6 +456,12 @@ impl TlbEntry {
     }
 }
 
+/// A TLB set's four ways, aligned to a cache line: a lookup touches one
+/// line for the two most recent ways (most lookups) and two for all.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
+struct TlbSet([TlbEntry; 4]);
+
 /// Every CU's TLB, each 4-way set-associative with LRU within a set, in
 /// one table: CU after CU, GPU after GPU.
 #[derive(Clone, Debug, Default)]
@@ -374,7 +470,7 @@ pub(super) struct Tlbs {
     /// ways last. So a hit on the last-used entry (the common case: a wave
     /// walking its own page) is the first comparison, the LRU victim is
     /// always the last way, and no use counter is kept.
-    sets: Vec<[TlbEntry; 4]>,
+    sets: Vec<TlbSet>,
     /// Sets per CU less one: sets per CU are a power of two, so that the
     /// set index is a mask (the step is hot enough for a division to show).
     mask: usize,
@@ -396,7 +492,7 @@ impl Tlbs {
             pte: PackedPte::NONE,
         };
         Self {
-            sets: vec![[empty; 4]; gpus * cus * per_cu],
+            sets: vec![TlbSet([empty; 4]); gpus * cus * per_cu],
             mask: per_cu - 1,
             cus,
         }
@@ -410,7 +506,7 @@ impl Tlbs {
     fn set(&mut self, g: usize, cu: usize, page: u64) -> &mut [TlbEntry; 4] {
         let i = (g * self.cus + cu) * (self.mask + 1)
             + (usize::try_from(page).unwrap_or(0) & self.mask);
-        &mut self.sets[i]
+        &mut self.sets[i].0
     }
 
     #[inline(always)]
@@ -814,7 +910,7 @@ impl Machine {
             return false;
         }
         // A request left posted (a retry after a fault), or the wave's next.
-        let req = match w.slot.req.take() {
+        let req = match w.slot.take_req() {
             Some(r) => r,
             None => {
                 let mut cx = Context::from_waker(Waker::noop());
@@ -824,14 +920,14 @@ impl Machine {
                     // the workload, so the kernel dies rather than finish
                     // without it.
                     let answered = !matches!(w.slot.answer.get(), Answer::Pending);
-                    if w.slot.req.get().is_some() || answered || w.slot.misused.get() {
+                    if w.slot.is_posted() || answered || w.slot.misused.get() {
                         let why = "a wave ended without awaiting a memory instruction it made";
                         self.kill(k, at, why.into(), CpuVa::new(0), false);
                     }
                     self.retire(i, at);
                     return false;
                 }
-                let r = w.slot.req.take();
+                let r = w.slot.take_req();
                 let Some(r) = r.filter(|_| !w.slot.misused.get()) else {
                     // A wave awaiting something other than its context, or
                     // making an instruction before awaiting the one before:
@@ -974,8 +1070,10 @@ impl Machine {
     /// or why the wave cannot go on now.
     fn perform(&mut self, w: &Wave, at: u64, req: Req) -> Result<u64, Parked> {
         let k = w.k;
-        let (addr, len, write) = match req {
-            Req::Compute { ns } => {
+        let Req { addr, len, .. } = req;
+        let write = match req.kind {
+            ReqKind::Compute => {
+                let ns = addr;
                 w.slot.answer.set(Answer::Empty);
                 let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
                 self.record(|| super::TraceEvent::Wave {
@@ -985,8 +1083,8 @@ impl Machine {
                 });
                 return Ok(at + ns);
             }
-            Req::Load { addr, len } => (addr, len as u64, false),
-            Req::Store { addr, len } => (addr, len as u64, true),
+            ReqKind::Load => false,
+            ReqKind::Store => true,
         };
         // An access past the end of the address space (or larger than one
         // access may be) is a fault no driver can serve.
@@ -1060,7 +1158,7 @@ impl Machine {
     /// to keep the load's step short.
     #[inline(never)]
     fn store_vram(&mut self, w: &Wave, at: u64, (a, off, pte): (u64, u64, PackedPte)) {
-        let data = w.slot.stored.take();
+        let data = w.slot.bufs().stored.take();
         // (A part in VRAM cannot fail: no IOMMU lookup.)
         let _ = self.store_part(w, at, (a, off, pte), &data);
         w.slot.answer_store(data);
@@ -1118,7 +1216,7 @@ impl Machine {
         parts: &[(u64, u64, PackedPte)],
     ) -> Result<(), Parked> {
         if write {
-            let data = w.slot.stored.take();
+            let data = w.slot.bufs().stored.take();
             let mut pos = 0usize;
             for &(a, n, pte) in parts {
                 let n = usize::try_from(n).unwrap_or(0);
@@ -1211,8 +1309,8 @@ impl Machine {
         a: u64,
         req: Req,
     ) -> Parked {
-        let write = matches!(req, Req::Store { .. });
-        w.slot.req.set(Some(req));
+        let write = req.kind == ReqKind::Store;
+        w.slot.post(req);
         let k = w.k;
         self.kernels[k].stats.faults += 1;
         let faults = w.slot.page_faults.get() + 1;
@@ -1397,7 +1495,7 @@ impl Machine {
         }
         let p = &mut self.procs[pid.0];
         if write {
-            let data = w.slot.stored.take();
+            let data = w.slot.bufs().stored.take();
             p.mm.pages_mut().write(addr, &data);
             p.shadow.write(addr, &data);
             w.slot.answer_store(data);
@@ -1626,6 +1724,20 @@ mod tests {
             }
             set.push((proc, page, generation, pte, self.tick));
         }
+    }
+
+    /// What a TLB-hit load touches stays small: a slot of 48 bytes (64
+    /// with its reference counts) and a TLB set of one aligned pair of
+    /// cache lines. (The kernel benchmarks measure what this buys.)
+    #[test]
+    fn the_step_s_state_stays_within_its_cache_lines() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 48,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        assert_eq!(std::mem::size_of::<TlbSet>(), 128);
+        assert_eq!(std::mem::align_of::<TlbSet>(), 64);
     }
 
     /// The most-recent-first TLB hits and misses exactly as an LRU with use
