@@ -23,8 +23,12 @@
 //! pages lent switches its loads to copies, rather than copy a page per
 //! store), other loads fill the wave's own buffer in place (no allocation
 //! per load), PTEs travel packed in one word, and a hit on a TLB set's
-//! most recent way is one comparison.
-//! `benches/kernel.rs` in `svm-workloads` measures it.
+//! most recent way is one comparison. With hundreds of waves in flight a
+//! wave's state is never in the host's L1 cache when it steps, so the
+//! step costs mostly the cache lines it touches: what a TLB-hit load
+//! touches in the slot fits 48 bytes, and TLB sets are aligned to cache
+//! lines. `benches/kernel.rs` in `svm-workloads` measures it, and
+//! `docs/performance.md` tells how to count instructions and misses.
 //!
 //! A launch dispatches waves in index order onto compute units, at most
 //! `waves_per_cu` in flight on each; a finished wave's slot takes the next.
