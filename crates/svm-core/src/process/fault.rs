@@ -279,9 +279,19 @@ impl Process {
     /// remaps, whole, every range evicted since the last run, then resumes
     /// the queues. When a range cannot be mapped it stops there, reschedules
     /// itself 1 ms later (QUEUE_RESTORE with `R`) and leaves the queues
-    /// stopped; the kernel retries until the mapping succeeds. The simulator runs it when simulated time reaches
+    /// stopped; the kernel retries until the mapping succeeds. The
+    /// simulator runs it when simulated time reaches
     /// [`Process::restore_due_ns`], 1 ms after the first eviction; a GPU
     /// access while the queues are stopped waits until then.
+    ///
+    /// The kernel also reschedules when a range is evicted again while the
+    /// work runs (its `cmpxchg` on the range's `invalid` and on
+    /// `evicted_ranges` fail): an MMU notifier on another CPU, racing with
+    /// the work. Here nothing runs while the work does, and the work itself
+    /// only maps pages where they are (it migrates nothing: VRAM pages
+    /// stay put, and a GPU outside their hive gets no PTEs), so no
+    /// eviction can come between its snapshot and its end; that check is
+    /// not modelled.
     ///
     /// # Errors
     /// A range that cannot be mapped now (a page without a readable VMA).
