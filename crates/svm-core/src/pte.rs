@@ -33,6 +33,12 @@ impl GcVersion {
     }
 }
 
+impl Default for GcVersion {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 impl fmt::Display for GcVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.0, self.1, self.2)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr::PageCount;
 use crate::gpu::{GpuId, MAX_GPU_INSTANCE};
+use crate::pte::GcVersion;
 
 /// One GPU of the system.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub struct GpuDesc {
     /// An APU that keeps SVM memory in system memory (`gmc.is_app_apu`):
     /// prefetches and faults never move pages into its "VRAM".
     pub apu: bool,
+    /// Its graphics IP version, which picks the rules for its PTEs' memory
+    /// types and snooping (`svm_range_get_pte_flags`).
+    #[serde(default)]
+    pub gc: GcVersion,
 }
 
 /// Why a topology was refused.
@@ -133,6 +138,7 @@ mod tests {
             xnack: true,
             hive: None,
             apu: false,
+            gc: GcVersion::DEFAULT,
         }
     }
 

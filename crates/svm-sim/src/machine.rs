@@ -19,7 +19,7 @@ use svm_core::gpu::GpuIndex;
 use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
 use svm_core::policy::Policy;
 use svm_core::process::{Process, QueueId};
-use svm_core::pte::{GcVersion, PteContext};
+use svm_core::pte::PteContext;
 use svm_core::topology::Topology;
 use svm_core::uapi::{SvmArgs, SvmAttribute};
 use svm_core::{Errno, Error, Result};
@@ -206,8 +206,14 @@ impl Hardware for Env<'_> {
         self.now
     }
 
-    fn pte_context(&self, _gpu: GpuIndex) -> PteContext {
-        PteContext::dgpu(GcVersion::DEFAULT)
+    fn pte_context(&self, gpu: GpuIndex) -> PteContext {
+        // Each GPU's own IP version picks its rules (an MI300X-class GPU,
+        // GC 9.4.3, snoops and types its mappings unlike an MI200).
+        let d = &self.gpus[gpu.get()].desc;
+        PteContext {
+            apu: d.apu,
+            ..PteContext::dgpu(d.gc)
+        }
     }
 
     fn vram_alloc(&mut self, gpu: GpuIndex, npages: u64) -> Result<VramBuf> {

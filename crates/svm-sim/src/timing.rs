@@ -19,6 +19,7 @@
 //! were predicted.
 
 use serde::{Deserialize, Serialize};
+use svm_core::pte::GcVersion;
 
 /// A link's cost: a fixed setup latency plus bytes over bandwidth.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,6 +64,10 @@ pub struct GpuShape {
     pub xgmi_hive: bool,
     /// Whether the GPUs run with retry faults (XNACK).
     pub xnack: bool,
+    /// The GPUs' graphics IP version, such as `"9.4.3"`, which picks the
+    /// rules for their PTEs (GC 9.4.2, MI200 class, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_version: Option<String>,
 }
 
 /// Every cost the simulator charges, in ns unless a name says otherwise.
@@ -245,6 +250,13 @@ impl Profile {
         if g.vram_bytes < 2 << 20 {
             return Err(err("gpu.vram_bytes must be at least 2 MiB".into()));
         }
+        if let Some(v) = &g.gc_version
+            && GcVersion::parse(v).is_none()
+        {
+            return Err(err(format!(
+                "gpu.gc_version must be a version such as \"9.4.3\", not {v:?}"
+            )));
+        }
         Ok(p)
     }
 
@@ -266,6 +278,15 @@ impl Profile {
         Self::parse(&format!("profiles/{name}.toml"), text)
     }
 
+    /// The GPUs' graphics IP version.
+    pub fn gc(&self) -> GcVersion {
+        self.gpu
+            .gc_version
+            .as_deref()
+            .and_then(GcVersion::parse)
+            .unwrap_or_default()
+    }
+
     /// The GPUs of the node, named `gpu0`.. with kfd-style gpu_ids.
     pub fn gpus(&self) -> Vec<svm_core::topology::GpuDesc> {
         (0..self.gpu.count)
@@ -277,6 +298,7 @@ impl Profile {
                 xnack: self.gpu.xnack,
                 hive: self.gpu.xgmi_hive.then_some(1),
                 apu: false,
+                gc: self.gc(),
             })
             .collect()
     }
@@ -311,6 +333,15 @@ mod tests {
         let bad = good.replacen("bytes_per_ns = ", "bytes_per_ns = 0.0 #", 1);
         let e = Profile::parse("x.toml", &bad).unwrap_err();
         assert!(e.message.contains("must be positive"), "{e}");
+        let bad = good.replacen("gc_version = \"9.4.2\"", "gc_version = \"gfx90a\"", 1);
+        let e = Profile::parse("x.toml", &bad).unwrap_err();
+        assert!(e.message.contains("gpu.gc_version"), "{e}");
+        // Absent, it is GC 9.4.2.
+        let old = good.replacen("gc_version = \"9.4.2\"", "", 1);
+        assert_eq!(
+            Profile::parse("x.toml", &old).unwrap().gc(),
+            GcVersion(9, 4, 2)
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ fn topo(second_xnack: bool) -> Topology {
         xnack,
         hive: None,
         apu: false,
+        gc: crate::pte::GcVersion::DEFAULT,
     };
     Topology::new(vec![
         g("gpu0", GPU0, true, true),

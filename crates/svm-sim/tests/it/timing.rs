@@ -92,3 +92,61 @@ fn the_default_timing_charges_nothing() {
     assert_eq!(k.m.now_ns(), 0);
     assert_eq!(k.m.counters().copy_busy_ns, 0);
 }
+
+/// A profile's GPUs carry its graphics IP version, and their PTEs follow
+/// that version's rules (`svm_range_get_pte_flags`). With the default
+/// flags (coherent), an MI200-class GPU (GC 9.4.2) maps its own VRAM
+/// unsnooped and CC, an MI300X-class GPU (GC 9.4.3) snooped and RW; a
+/// range made non-coherent maps system memory NC on the first and UC on
+/// the second.
+#[test]
+fn each_profile_s_gpus_write_their_own_version_s_ptes() {
+    use svm_core::pte::{GcVersion, Mtype};
+    use svm_core::uapi::{attr_type::CLR_FLAGS, flag::COHERENT};
+    let snooped = |m| (true, m);
+    for (name, gc, vram, sys, sys_nc) in [
+        (
+            "mi210",
+            GcVersion(9, 4, 2),
+            (false, Mtype::Cc),
+            snooped(Mtype::Uc),
+            snooped(Mtype::Nc),
+        ),
+        (
+            "mi300x",
+            GcVersion(9, 4, 3),
+            snooped(Mtype::Rw),
+            snooped(Mtype::Uc),
+            snooped(Mtype::Uc),
+        ),
+    ] {
+        let p = Profile::built_in(name).unwrap();
+        assert_eq!(p.gc(), gc, "{name}");
+        let mut g = p.gpus().swap_remove(0);
+        (g.id, g.vram_bytes, g.hive) = (svm_core::gpu::GpuId::new(GPU0).unwrap(), GIB, None);
+        assert_eq!(g.gc, gc, "{name}");
+        // XNACK off: registering maps at once.
+        let mut k = Kfd::with_gpus(vec![g], false);
+        let buf = k.mmap(6 * MIB);
+        for i in 0..3 {
+            k.cpu_write(buf + i * 2 * MIB, &[1; 8]);
+        }
+        k.set(buf + 4 * MIB, 2 * MIB, &[(CLR_FLAGS, COHERENT)])
+            .unwrap();
+        k.register(buf, 2 * MIB, GPU0, GPU0, 0).unwrap();
+        k.register(buf + 2 * MIB, 4 * MIB, GPU0, 0, 0).unwrap();
+        let pt = &k.m.process(k.pid).pts[0];
+        let flags = |a: u64| {
+            let pte = pt.walk(CpuVa::new(a).page_num()).expect("mapped");
+            (pte.flags.snooped, pte.flags.mtype)
+        };
+        assert_eq!(flags(buf), vram, "{name}: a page in its VRAM");
+        assert_eq!(flags(buf + 2 * MIB), sys, "{name}: a page in system memory");
+        assert_eq!(
+            flags(buf + 4 * MIB),
+            sys_nc,
+            "{name}: the same, not coherent"
+        );
+        k.check();
+    }
+}

@@ -555,7 +555,7 @@ fn parse_gpu(
     index: usize,
 ) -> Result<GpuDesc, ScenarioError> {
     let t = v.table()?;
-    t.only(&["name", "id", "vram", "svm", "xnack", "hive", "apu"])?;
+    t.only(&["name", "id", "vram", "svm", "xnack", "hive", "apu", "gc"])?;
     let name = match t.get("name") {
         Some(n) => n.str()?.to_owned(),
         None => format!("gpu{index}"),
@@ -594,6 +594,17 @@ fn parse_gpu(
             .unwrap_or(true),
         hive: t.get("hive").map(|v| v.int()).transpose()?,
         apu: t.get("apu").map(|v| v.bool()).transpose()?.unwrap_or(false),
+        gc: match t.get("gc") {
+            None => svm_core::pte::GcVersion::DEFAULT,
+            Some(v) => {
+                let s = v.str()?;
+                svm_core::pte::GcVersion::parse(s).ok_or_else(|| {
+                    v.error(format!(
+                        "{s:?}: expected a graphics IP version such as \"9.4.3\""
+                    ))
+                })?
+            }
+        },
     })
 }
 
@@ -1248,6 +1259,21 @@ fn check_expect_is_queried(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GPU's `gc` key sets its graphics IP version; without it, GC 9.4.2.
+    #[test]
+    fn gpus_carry_their_ip_version() {
+        let text = "[system]\n[[system.gpu]]\ngc = \"9.4.3\"\n[[system.gpu]]\n";
+        let s = parse("t.toml", text).unwrap();
+        let gcs: Vec<_> = s.system.topology.gpus().iter().map(|g| g.gc).collect();
+        assert_eq!(
+            gcs,
+            [
+                svm_core::pte::GcVersion(9, 4, 3),
+                svm_core::pte::GcVersion(9, 4, 2)
+            ]
+        );
+    }
 
     #[test]
     fn sizes() {

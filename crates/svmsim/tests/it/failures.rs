@@ -45,6 +45,11 @@ fn malformed_files_name_file_line_and_field() {
             "reserved",
         ),
         (
+            "[system]\n[[system.gpu]]\ngc = \"gfx942\"\n",
+            ":3:6: field `system.gpu[0].gc`",
+            "expected a graphics IP version",
+        ),
+        (
             "[system]\n[[system.gpu]]\n[[system.gpu]]\nname = \"gpu0\"\n",
             "field `system.gpu[1]`",
             "used twice",
