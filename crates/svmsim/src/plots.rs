@@ -9,6 +9,8 @@ use crate::series;
 
 const W: u32 = 760;
 const H: u32 = 400;
+/// Width of the residency map's legend strip.
+const LEGEND_W: u32 = 170;
 
 /// Series colours, one per run (policy) or GPU.
 const PALETTE: [RGBColor; 6] = [
@@ -248,10 +250,13 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
     {
         let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
+        // The legend has a strip of its own on the right: every cell of the
+        // map is data, so a legend inside the plot would hide some.
+        let (plot, key) = root.split_horizontally(W - LEGEND_W);
         let tmax = ms(*map.times.last().unwrap_or(&1)).max(1e-9);
         let (lo, hi) = map.pages;
         let amax = mib((hi - lo) * 4096).max(1e-9);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&plot)
             .caption(
                 format!("Residency map: {}", o.label.clone()),
                 ("sans-serif", 18),
@@ -292,7 +297,7 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
             }
         }
         chart.draw_series(rects).map_err(|e| e.to_string())?;
-        // A legend of the places.
+        // A legend of the places, one row each, below the caption's height.
         let mut legend = vec![("system memory".to_string(), 0u8)];
         for (i, g) in gpu_ids.iter().enumerate() {
             legend.push((
@@ -300,21 +305,16 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
                 u8::try_from(i + 1).unwrap_or(254),
             ));
         }
-        for (label, code) in legend {
-            let c = place_colour(code);
-            chart
-                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
-                .map_err(|e| e.to_string())?
-                .label(label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
+        for (row, (label, code)) in legend.into_iter().enumerate() {
+            let y = 44 + 20 * i32::try_from(row).unwrap_or(i32::MAX / 40);
+            key.draw(&Rectangle::new(
+                [(8, y), (20, y + 12)],
+                place_colour(code).filled(),
+            ))
             .map_err(|e| e.to_string())?;
+            key.draw(&Text::new(label, (26, y), ("sans-serif", 13)))
+                .map_err(|e| e.to_string())?;
+        }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(Some(buf))

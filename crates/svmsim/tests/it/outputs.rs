@@ -148,6 +148,30 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
         );
     }
     assert!(html.contains("Invariant checks") && html.contains("every checker held"));
+    // The residency map's legend sits beside the map, not on it: every
+    // cell drawn ends left of where the legend's text starts.
+    let svg = std::fs::read_to_string(d.join("residency-0.svg")).unwrap();
+    let attr = |tag: &str, name: &str| -> u32 {
+        let at = tag.find(&format!(" {name}=\"")).expect("attribute") + name.len() + 3;
+        tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+    };
+    let legend_x = svg
+        .split("<text")
+        .find(|t| t.contains("system memory"))
+        .map(|t| attr(t, "x"))
+        .expect("a legend");
+    let cells: Vec<u32> = svg
+        .split("<rect")
+        .skip(2) // the background
+        .filter(|r| !r.contains("fill=\"#FFFFFF\""))
+        .map(|r| attr(r, "x") + attr(r, "width"))
+        .collect();
+    assert!(cells.len() > 10, "a map of {} cells", cells.len());
+    let swatches = cells.iter().filter(|&&right| right > legend_x).count();
+    assert_eq!(
+        swatches, 0,
+        "cells reach under the legend at x = {legend_x}"
+    );
     assert!(
         html.contains("svmsim run shared-buffer"),
         "no repro command"
