@@ -297,23 +297,37 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
             }
         }
         chart.draw_series(rects).map_err(|e| e.to_string())?;
-        // A legend of the places, one row each, below the caption's height.
-        let mut legend = vec![("system memory".to_string(), 0u8)];
+        // A legend of the places, one row each, below the caption's height:
+        // system memory, each GPU's VRAM, and white for unmapped pages.
+        let mut legend = vec![("system memory".to_string(), Some(0u8))];
         for (i, g) in gpu_ids.iter().enumerate() {
             legend.push((
                 format!("VRAM of GPU {g:#x}"),
-                u8::try_from(i + 1).unwrap_or(254),
+                Some(u8::try_from(i + 1).unwrap_or(254)),
             ));
         }
-        for (row, (label, code)) in legend.into_iter().enumerate() {
-            let y = 44 + 20 * i32::try_from(row).unwrap_or(i32::MAX / 40);
-            key.draw(&Rectangle::new(
-                [(8, y), (20, y + 12)],
-                place_colour(code).filled(),
-            ))
-            .map_err(|e| e.to_string())?;
+        // As many rows as the strip holds; past that, one line says how
+        // many GPUs are left out (their colours repeat the palette's
+        // anyway).
+        let fit = usize::try_from((H - 56) / 20).unwrap_or(2) - 1;
+        if legend.len() > fit {
+            let left_out = legend.len() - (fit - 1);
+            legend.truncate(fit - 1);
+            legend.push((format!("and {left_out} more GPUs"), None));
+        }
+        legend.push(("not mapped".to_string(), Some(255)));
+        let mut y = 44;
+        for (label, code) in legend {
+            if let Some(code) = code {
+                let swatch = [(8, y), (20, y + 12)];
+                key.draw(&Rectangle::new(swatch, place_colour(code).filled()))
+                    .map_err(|e| e.to_string())?;
+                key.draw(&Rectangle::new(swatch, BLACK.stroke_width(1)))
+                    .map_err(|e| e.to_string())?;
+            }
             key.draw(&Text::new(label, (26, y), ("sans-serif", 13)))
                 .map_err(|e| e.to_string())?;
+            y += 20;
         }
         root.present().map_err(|e| e.to_string())?;
     }

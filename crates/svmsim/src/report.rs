@@ -49,6 +49,7 @@ pub fn text(r: &RunReport) -> String {
             if let Some(h) = g.hive {
                 caps.push(format!("hive {h}"));
             }
+            caps.push(format!("GC {}", g.gc));
             format!("{} {} ({})", g.name, g.id, caps.join(", "))
         })
         .collect();

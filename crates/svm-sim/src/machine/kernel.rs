@@ -284,10 +284,6 @@ pub struct WaveCtx {
 #[derive(Debug)]
 pub struct MemOp<'a> {
     slot: &'a Slot,
-    /// Whether it has been polled. The first poll cannot find it done:
-    /// the executor performs an instruction only once its wave has
-    /// yielded, so that poll yields without looking at the slot.
-    polled: bool,
 }
 
 /// The bytes a load returned (none for a store or compute). It reads as a
@@ -348,12 +344,9 @@ impl<'a> Future for MemOp<'a> {
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data<'a>> {
-        let this = self.get_mut();
-        if !this.polled {
-            this.polled = true;
-            return Poll::Pending;
-        }
-        let slot = this.slot;
+        // (Even its first poll may find it done: a wave may yield on
+        // something else between making an instruction and awaiting it.)
+        let slot = self.slot;
         match slot.answer.replace(Answer::Pending) {
             Answer::Pending => Poll::Pending,
             Answer::Page { off, len } => Poll::Ready(Data(match slot.page.take() {
@@ -391,10 +384,7 @@ impl WaveCtx {
             self.slot.answer.set(Answer::Pending);
             self.slot.page.set(None);
         }
-        MemOp {
-            slot: &self.slot,
-            polled: false,
-        }
+        MemOp { slot: &self.slot }
     }
 
     /// Loads `len` bytes at `addr` (one memory instruction of the wave).

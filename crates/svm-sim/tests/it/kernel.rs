@@ -454,6 +454,31 @@ impl std::future::Future for YieldOnce {
     }
 }
 
+/// A wave may wait on something else between making an instruction and
+/// awaiting it: the executor performs the instruction meanwhile, and the
+/// await, its first poll, takes the answer.
+#[test]
+fn an_instruction_made_before_another_wait_is_answered_when_awaited() {
+    let mut k = Kfd::new(true);
+    let a = k.mmap(2 * PAGE);
+    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
+    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
+        Box::pin(async move {
+            let op = ctx.load(a + 4, 4);
+            YieldOnce(false).await;
+            assert_eq!(op.await.to_vec(), 1u32.to_le_bytes());
+            let op = ctx.store(a + 8, vec![9; 4]);
+            YieldOnce(false).await;
+            op.await;
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 1, f).unwrap();
+    let st = k.m.wait_kernel(id).unwrap();
+    assert_eq!(st.accesses, 2);
+    assert_eq!(k.cpu_read(a + 8, 4), [9; 4]);
+}
+
 /// An instruction performed but dropped before its answer was taken (as a
 /// select or a timeout would) must not hand that answer to the next one,
 /// and one made but never awaited must not vanish: either kills the

@@ -553,6 +553,7 @@ fn parse_gpu(
     ctx_gpus: &[GpuDesc],
     v: &Value<'_, '_>,
     index: usize,
+    default_gc: svm_core::pte::GcVersion,
 ) -> Result<GpuDesc, ScenarioError> {
     let t = v.table()?;
     t.only(&["name", "id", "vram", "svm", "xnack", "hive", "apu", "gc"])?;
@@ -595,7 +596,7 @@ fn parse_gpu(
         hive: t.get("hive").map(|v| v.int()).transpose()?,
         apu: t.get("apu").map(|v| v.bool()).transpose()?.unwrap_or(false),
         gc: match t.get("gc") {
-            None => svm_core::pte::GcVersion::DEFAULT,
+            None => default_gc,
             Some(v) => {
                 let s = v.str()?;
                 svm_core::pte::GcVersion::parse(s).ok_or_else(|| {
@@ -650,10 +651,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let flag = |key: &str| -> Result<bool, ScenarioError> {
         Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
     };
+    let profile = match sys.get("profile") {
+        None => None,
+        Some(v) => {
+            Some(svm_sim::timing::Profile::built_in(v.str()?).map_err(|e| v.error(e.message))?)
+        }
+    };
+    // A GPU without its own `gc` has the profile's GPUs' version.
+    let default_gc = profile.as_ref().map(|p| p.gc()).unwrap_or_default();
     let mut gpus = Vec::new();
     if let Some(list) = sys.get("gpu") {
         for (i, g) in list.array()?.iter().enumerate() {
-            let desc = parse_gpu(&gpus, g, i)?;
+            let desc = parse_gpu(&gpus, g, i, default_gc)?;
             gpus.push(desc);
         }
     }
@@ -697,12 +706,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             },
         },
         seed: sys.get("seed").map(|v| v.int::<u64>()).transpose()?,
-        profile: match sys.get("profile") {
-            None => None,
-            Some(v) => {
-                Some(svm_sim::timing::Profile::built_in(v.str()?).map_err(|e| v.error(e.message))?)
-            }
-        },
+        profile,
     };
 
     // The processes.
@@ -1260,19 +1264,21 @@ fn check_expect_is_queried(
 mod tests {
     use super::*;
 
-    /// A GPU's `gc` key sets its graphics IP version; without it, GC 9.4.2.
+    /// A GPU's `gc` key sets its graphics IP version; without it, the
+    /// profile's, or GC 9.4.2.
     #[test]
     fn gpus_carry_their_ip_version() {
+        use svm_core::pte::GcVersion;
         let text = "[system]\n[[system.gpu]]\ngc = \"9.4.3\"\n[[system.gpu]]\n";
         let s = parse("t.toml", text).unwrap();
         let gcs: Vec<_> = s.system.topology.gpus().iter().map(|g| g.gc).collect();
-        assert_eq!(
-            gcs,
-            [
-                svm_core::pte::GcVersion(9, 4, 3),
-                svm_core::pte::GcVersion(9, 4, 2)
-            ]
-        );
+        assert_eq!(gcs, [GcVersion(9, 4, 3), GcVersion(9, 4, 2)]);
+        // With a profile, a GPU without `gc` has the profile's version.
+        let text =
+            "[system]\nprofile = \"mi300x\"\n[[system.gpu]]\n[[system.gpu]]\ngc = \"9.4.2\"\n";
+        let s = parse("t.toml", text).unwrap();
+        let gcs: Vec<_> = s.system.topology.gpus().iter().map(|g| g.gc).collect();
+        assert_eq!(gcs, [GcVersion(9, 4, 3), GcVersion(9, 4, 2)]);
     }
 
     #[test]

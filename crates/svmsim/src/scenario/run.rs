@@ -207,6 +207,8 @@ pub struct GpuOut {
     pub xnack: bool,
     /// xGMI hive.
     pub hive: Option<u64>,
+    /// Graphics IP version, which picked its PTE rules.
+    pub gc: String,
 }
 
 /// The machine as the run saw it.
@@ -1191,6 +1193,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
                     svm: g.svm,
                     xnack: g.xnack,
                     hive: g.hive,
+                    gc: g.gc.to_string(),
                 })
                 .collect(),
             xnack_default: s.xnack,
