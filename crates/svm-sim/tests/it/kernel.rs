@@ -409,15 +409,21 @@ fn an_empty_access_touches_no_page() {
     assert_eq!((st.accesses, st.tlb_misses, st.faults), (2, 0, 0));
 }
 
+/// Two pages the GPU may access, word `i` holding `i`.
+fn two_counted_pages() -> (Kfd, u64) {
+    let mut k = Kfd::new(true);
+    let a = k.mmap(2 * PAGE);
+    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
+    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    (k, a)
+}
+
 /// Making an instruction before awaiting the previous one loses the
 /// previous one: the wave's kernel dies with a message that says so, and
 /// no answer goes to the wrong instruction.
 #[test]
 fn an_instruction_made_before_awaiting_the_last_kills_the_kernel() {
-    let mut k = Kfd::new(true);
-    let a = k.mmap(2 * PAGE);
-    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
-    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    let (mut k, a) = two_counted_pages();
     let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             let x = ctx.load(a, 4);
@@ -459,10 +465,7 @@ impl std::future::Future for YieldOnce {
 /// await, its first poll, takes the answer.
 #[test]
 fn an_instruction_made_before_another_wait_is_answered_when_awaited() {
-    let mut k = Kfd::new(true);
-    let a = k.mmap(2 * PAGE);
-    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
-    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    let (mut k, a) = two_counted_pages();
     let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             let op = ctx.load(a + 4, 4);
@@ -485,10 +488,7 @@ fn an_instruction_made_before_another_wait_is_answered_when_awaited() {
 /// kernel, as making one before awaiting the last does.
 #[test]
 fn an_instruction_dropped_before_it_is_done_kills_the_kernel() {
-    let mut k = Kfd::new(true);
-    let a = k.mmap(2 * PAGE);
-    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
-    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
+    let (mut k, a) = two_counted_pages();
     let abandoned: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             {
