@@ -4,7 +4,6 @@
 
 use comfy_table::{Cell, CellAlignment, Color, Table, presets};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::exec::{Outcome, RunSpec, Status};
 use crate::size;
@@ -153,7 +152,7 @@ pub fn table(runs: &[Outcome], baseline: usize) -> Table {
 }
 
 /// One run in the JSON document.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct JsonRun<'a> {
     label: String,
     #[serde(flatten)]
@@ -162,8 +161,18 @@ struct JsonRun<'a> {
     repro: String,
 }
 
+/// The JSON document of a set of runs (serialized as it is, its keys in
+/// the order of the structs' fields: the schema first, each run's label
+/// before its numbers).
+#[derive(Debug, Serialize)]
+pub struct RunsJson<'a> {
+    schema: &'static str,
+    baseline: Option<String>,
+    runs: Vec<JsonRun<'a>>,
+}
+
 /// The JSON document of a set of runs.
-pub fn json(runs: &[Outcome], baseline: usize) -> Value {
+pub fn json(runs: &[Outcome], baseline: usize) -> RunsJson<'_> {
     let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
     let list: Vec<JsonRun<'_>> = runs
         .iter()
@@ -174,11 +183,11 @@ pub fn json(runs: &[Outcome], baseline: usize) -> Value {
             repro: o.spec.repro(),
         })
         .collect();
-    json!({
-        "schema": SCHEMA,
-        "baseline": runs.get(baseline).map(|o| o.label.clone()),
-        "runs": list,
-    })
+    RunsJson {
+        schema: SCHEMA,
+        baseline: runs.get(baseline).map(|o| o.label.clone()),
+        runs: list,
+    }
 }
 
 /// The CSV columns, in order.
