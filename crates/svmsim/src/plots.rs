@@ -3,6 +3,7 @@
 //! VRAM use over time. Each function returns the SVG text.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::exec::Outcome;
 use crate::series;
@@ -52,7 +53,9 @@ fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> Result<Str
     Ok(buf)
 }
 
-/// Draws `series` on `area`, x from 0 to `xmax`, colours from `first`.
+/// Draws `series` on `area`, x from 0 to `xmax`, colours from `first`:
+/// the title, a band with the legend, then the plot, so the legend never
+/// covers a line.
 fn draw_lines(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     title: &str,
@@ -67,9 +70,42 @@ fn draw_lines(
         .flat_map(|s| s.1.iter().map(|p| p.1))
         .fold(0.0, f64::max)
         .max(1e-9);
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
+    let (w, _) = area.dim_in_pixel();
+    let labels: Vec<&str> = series.iter().map(|s| s.0.as_str()).collect();
+    let key = legend_rows(&labels, w);
+    let rows = key.iter().map(|&(_, _, row)| row + 1).max().unwrap_or(0);
+    let (band, plot) = area.split_vertically(LEGEND_TOP + LEGEND_ROW * rows + 4);
+    let (bw, _) = band.dim_in_pixel();
+    band.draw(&Text::new(
+        title.to_owned(),
+        (i32::try_from(bw / 2).unwrap_or(0), 8),
+        ("sans-serif", 18)
+            .into_font()
+            .into_text_style(&band)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))
+    .map_err(|e| e.to_string())?;
+    for &(i, x, row) in &key {
+        let c = colour(first + i);
+        let y = i32::try_from(LEGEND_TOP + LEGEND_ROW * row + LEGEND_ROW / 2).unwrap_or(0);
+        band.draw(&PathElement::new(
+            vec![(x, y), (x + 18, y)],
+            c.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+        band.draw(&Text::new(
+            labels[i].to_owned(),
+            (x + 24, y),
+            ("sans-serif", 13)
+                .into_font()
+                .into_text_style(&band)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    let mut chart = ChartBuilder::on(&plot)
         .margin(12)
+        .margin_top(4)
         .x_label_area_size(40)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..xmax * 1.02, 0.0..ymax * 1.08)
@@ -81,22 +117,37 @@ fn draw_lines(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, (label, pts)) in series.iter().enumerate() {
+    for (i, (_, pts)) in series.iter().enumerate() {
         let c = colour(first + i);
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Where the title's band puts its first legend row, and a row's height.
+const LEGEND_TOP: u32 = 30;
+const LEGEND_ROW: u32 = 18;
+
+/// Lays `labels` out left to right in rows across `width` pixels, from
+/// the plot's left edge: (label, x, row) each. A label's width is
+/// estimated from its length (the 13-pixel font's average glyph).
+fn legend_rows(labels: &[&str], width: u32) -> Vec<(usize, i32, u32)> {
+    let left = 76;
+    let right = i32::try_from(width).unwrap_or(i32::MAX).saturating_sub(12);
+    let (mut x, mut row) = (left, 0);
+    let mut out = Vec::with_capacity(labels.len());
+    for (i, l) in labels.iter().enumerate() {
+        let len = i32::try_from(l.chars().count()).unwrap_or(1000);
+        let w = 24 + 7 * len + 24;
+        if x > left && x + w > right {
+            (x, row) = (left, row + 1);
+        }
+        out.push((i, x, row));
+        x += w;
+    }
+    out
 }
 
 /// Step series: each point holds until the next.
@@ -332,4 +383,32 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Legend entries fill a row left to right and wrap to the next when
+    /// the next would pass the right edge; a label wider than the plot
+    /// still gets a row of its own.
+    #[test]
+    fn legend_entries_wrap_into_rows() {
+        let rows = legend_rows(&["whole-range", "partial", "partial-migrate-whole-map"], W);
+        assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), [0, 0, 0]);
+        assert!(rows.windows(2).all(|p| p[0].1 < p[1].1));
+        let many: Vec<String> = (0..12)
+            .map(|i| format!("a rather long label {i:02}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let rows = legend_rows(&many, W);
+        assert!(rows.last().unwrap().2 >= 2, "{rows:?}");
+        let right = i32::try_from(W).unwrap() - 12;
+        for &(i, x, _) in &rows {
+            let end = x + 48 + 7 * i32::try_from(many[i].len()).unwrap();
+            assert!(x >= 76 && end <= right, "{i} ends at {end}");
+        }
+        let wide = "x".repeat(200);
+        assert_eq!(legend_rows(&[&wide, "b"], W), [(0, 76, 0), (1, 76, 1)]);
+    }
 }

@@ -178,6 +178,35 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
     }
     assert!(cells > 10, "a map of {cells} cells");
     assert!(swatches >= 2, "{swatches} swatches");
+    // A line chart's legend is a band above its plot: below the legend's
+    // lowest row, only the data's lines (long ones, not 18-pixel keys).
+    let svg = std::fs::read_to_string(d.join("migrated.svg")).unwrap();
+    let points = |pl: &str| -> Vec<(u32, u32)> {
+        let pts = &pl[pl.find("points=\"").expect("points") + 8..];
+        pts[..pts.find('"').unwrap()]
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    };
+    let lines: Vec<Vec<(u32, u32)>> = svg.split("<polyline").skip(1).map(points).collect();
+    // (A key: one level 18-pixel stroke.)
+    let band = lines
+        .iter()
+        .filter(|l| l.len() == 2 && l[0].1 == l[1].1 && l[1].0 == l[0].0 + 18)
+        .map(|k| k[0].1)
+        .max()
+        .expect("legend keys");
+    let data: Vec<&Vec<(u32, u32)>> = lines.iter().filter(|l| l.len() > 2).collect();
+    assert!(!data.is_empty());
+    for l in data {
+        assert!(
+            l.iter().all(|&(_, y)| y > band + 8),
+            "a line reaches the legend band"
+        );
+    }
     assert!(
         html.contains("svmsim run shared-buffer"),
         "no repro command"
