@@ -10,17 +10,23 @@ use crate::series;
 
 const W: u32 = 760;
 const H: u32 = 400;
+/// Height of each VRAM panel's plot, under its band.
+const VRAM_PLOT_H: u32 = 208;
 /// Width of the residency map's legend strip.
 const LEGEND_W: u32 = 170;
 
-/// Series colours, one per run (policy) or GPU.
-const PALETTE: [RGBColor; 6] = [
+/// Series colours, one per run (policy) or GPU: ten, then they repeat.
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(99, 99, 99),
 ];
 
 fn colour(i: usize) -> RGBColor {
@@ -39,9 +45,12 @@ type Line = (String, Vec<(f64, f64)>);
 
 /// A line chart of several labelled series.
 fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Line]) -> Result<String, String> {
+    let labels: Vec<&str> = series.iter().map(|s| s.0.as_str()).collect();
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
+        // The plot keeps its height; the band grows with the legend.
+        let h = PLOT_H + band_height(&labels, W);
+        let root = SVGBackend::with_string(&mut buf, (W, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let xmax = series
             .iter()
@@ -72,12 +81,11 @@ fn draw_lines(
         .max(1e-9);
     let (w, _) = area.dim_in_pixel();
     let labels: Vec<&str> = series.iter().map(|s| s.0.as_str()).collect();
-    let key = legend_rows(&labels, w);
-    let rows = key.iter().map(|&(_, _, row)| row + 1).max().unwrap_or(0);
-    let (band, plot) = area.split_vertically(LEGEND_TOP + LEGEND_ROW * rows + 4);
+    let (band, plot) = area.split_vertically(band_height(&labels, w));
     let (bw, _) = band.dim_in_pixel();
+    let room = i32::try_from(bw).unwrap_or(i32::MAX).saturating_sub(24);
     band.draw(&Text::new(
-        title.to_owned(),
+        fit(title, 18, room),
         (i32::try_from(bw / 2).unwrap_or(0), 8),
         ("sans-serif", 18)
             .into_font()
@@ -85,16 +93,20 @@ fn draw_lines(
             .pos(Pos::new(HPos::Center, VPos::Top)),
     ))
     .map_err(|e| e.to_string())?;
-    for &(i, x, row) in &key {
-        let c = colour(first + i);
-        let y = i32::try_from(LEGEND_TOP + LEGEND_ROW * row + LEGEND_ROW / 2).unwrap_or(0);
-        band.draw(&PathElement::new(
-            vec![(x, y), (x + 18, y)],
-            c.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?;
+    for e in legend_rows(&labels, w) {
+        let (x, y) = (
+            e.x,
+            i32::try_from(LEGEND_TOP + LEGEND_ROW * e.row + LEGEND_ROW / 2).unwrap_or(0),
+        );
+        if let Some(i) = e.series {
+            band.draw(&PathElement::new(
+                vec![(x, y), (x + 18, y)],
+                colour(first + i).stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+        }
         band.draw(&Text::new(
-            labels[i].to_owned(),
+            e.text,
             (x + 24, y),
             ("sans-serif", 13)
                 .into_font()
@@ -129,25 +141,115 @@ fn draw_lines(
 /// Where the title's band puts its first legend row, and a row's height.
 const LEGEND_TOP: u32 = 30;
 const LEGEND_ROW: u32 = 18;
+/// Legend rows a line chart shows at most; past them, one entry says how
+/// many series are left out.
+const LEGEND_MAX_ROWS: u32 = 5;
+/// A line chart's plot height, under its band.
+const PLOT_H: u32 = H - LEGEND_TOP - LEGEND_ROW - 4;
 
-/// Lays `labels` out left to right in rows across `width` pixels, from
-/// the plot's left edge: (label, x, row) each. A label's width is
-/// estimated from its length (the 13-pixel font's average glyph).
-fn legend_rows(labels: &[&str], width: u32) -> Vec<(usize, i32, u32)> {
+/// One legend entry: its series (`None` for the line saying how many are
+/// left out), its text, where it starts and its row.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    series: Option<usize>,
+    text: String,
+    x: i32,
+    row: u32,
+}
+
+/// The estimated width in pixels of `s` at `px` pixels (an average Latin
+/// glyph is about half the size; CJK and other wide glyphs a whole one).
+fn text_px(s: &str, px: u32) -> i32 {
+    let half = i32::try_from(px / 2 + 1).unwrap_or(8);
+    s.chars()
+        .map(|c| {
+            if u32::from(c) >= 0x2E80 {
+                2 * half
+            } else {
+                half
+            }
+        })
+        .sum()
+}
+
+/// `s` shortened with an ellipsis to at most `max` pixels at `px` pixels.
+fn fit(s: &str, px: u32, max: i32) -> String {
+    if text_px(s, px) <= max {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    for c in s.chars() {
+        out.push(c);
+        if text_px(&out, px) + text_px("…", px) > max {
+            out.pop();
+            break;
+        }
+    }
+    out.push('…');
+    out
+}
+
+/// Lays the legend of `labels` out left to right in rows across `width`
+/// pixels, from the plot's left edge, at most [`LEGEND_MAX_ROWS`] rows; a
+/// label too long for a row is shortened.
+fn legend_rows(labels: &[&str], width: u32) -> Vec<Entry> {
+    const KEY: i32 = 24;
+    const GAP: i32 = 24;
     let left = 76;
     let right = i32::try_from(width).unwrap_or(i32::MAX).saturating_sub(12);
+    let room = (right - left - KEY - GAP).max(40);
     let (mut x, mut row) = (left, 0);
-    let mut out = Vec::with_capacity(labels.len());
+    let mut out: Vec<Entry> = Vec::with_capacity(labels.len());
     for (i, l) in labels.iter().enumerate() {
-        let len = i32::try_from(l.chars().count()).unwrap_or(1000);
-        let w = 24 + 7 * len + 24;
+        let text = fit(l, 13, room);
+        let w = KEY + text_px(&text, 13) + GAP;
         if x > left && x + w > right {
             (x, row) = (left, row + 1);
         }
-        out.push((i, x, row));
+        if row == LEGEND_MAX_ROWS {
+            // The rest do not fit: the last row ends with how many are
+            // left out, making room for it if it must.
+            let last = LEGEND_MAX_ROWS - 1;
+            loop {
+                let text = format!("and {} more", labels.len() - out.len());
+                let (x, row) = match out.last() {
+                    Some(e) if e.row == last => (e.x + KEY + text_px(&e.text, 13) + GAP, last),
+                    _ => (left, last),
+                };
+                if row == last && x > left && x + text_px(&text, 13) > right {
+                    out.pop();
+                    continue;
+                }
+                out.push(Entry {
+                    series: None,
+                    text,
+                    x,
+                    row,
+                });
+                return out;
+            }
+        }
+        out.push(Entry {
+            series: Some(i),
+            text,
+            x,
+            row,
+        });
         x += w;
     }
     out
+}
+
+/// The height of the title and legend band above a line chart of
+/// `labels` drawn `width` pixels wide.
+fn band_height(labels: &[&str], width: u32) -> u32 {
+    let rows = legend_rows(labels, width)
+        .iter()
+        .map(|e| e.row + 1)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    LEGEND_TOP + LEGEND_ROW * rows + 4
 }
 
 /// Step series: each point holds until the next.
@@ -251,15 +353,26 @@ pub fn vram(runs: &[&Outcome]) -> Result<String, String> {
         .iter()
         .flat_map(|p| p.1.iter().flat_map(|l| l.1.iter().map(|q| q.0)))
         .fold(0.0, f64::max);
-    let n = u32::try_from(panels.len().max(1)).unwrap_or(1);
+    // Each panel: its band (which grows with its legend), then a plot of
+    // a fixed height.
+    let heights: Vec<u32> = panels
+        .iter()
+        .map(|(_, lines)| {
+            let labels: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+            VRAM_PLOT_H + band_height(&labels, W)
+        })
+        .collect();
+    let total = heights.iter().sum::<u32>().max(1);
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (W, 260 * n)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (W, total)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let areas = root.split_evenly((panels.len().max(1), 1));
-        for ((label, lines), area) in panels.iter().zip(&areas) {
+        let mut rest = root.clone();
+        for ((label, lines), &h) in panels.iter().zip(&heights) {
+            let (area, below) = rest.split_vertically(h);
+            rest = below;
             draw_lines(
-                area,
+                &area,
                 &format!("VRAM in use: {label}"),
                 ("simulated time (ms)", "VRAM (MiB)"),
                 lines,
@@ -389,26 +502,44 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
 mod tests {
     use super::*;
 
-    /// Legend entries fill a row left to right and wrap to the next when
-    /// the next would pass the right edge; a label wider than the plot
-    /// still gets a row of its own.
+    fn end(e: &Entry) -> i32 {
+        e.x + 24 + text_px(&e.text, 13)
+    }
+
+    /// Legend entries fill a row left to right and wrap when the next
+    /// would pass the right edge; past the last row one entry says how
+    /// many are left out; a label wider than the plot is shortened.
     #[test]
-    fn legend_entries_wrap_into_rows() {
+    fn legend_entries_wrap_into_rows_and_stay_inside() {
+        let right = i32::try_from(W).unwrap() - 12;
         let rows = legend_rows(&["whole-range", "partial", "partial-migrate-whole-map"], W);
-        assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), [0, 0, 0]);
-        assert!(rows.windows(2).all(|p| p[0].1 < p[1].1));
-        let many: Vec<String> = (0..12)
+        assert!(rows.iter().all(|e| e.row == 0 && e.series.is_some()));
+        assert!(rows.windows(2).all(|p| end(&p[0]) < p[1].x));
+
+        let many: Vec<String> = (0..60)
             .map(|i| format!("a rather long label {i:02}"))
             .collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let rows = legend_rows(&many, W);
-        assert!(rows.last().unwrap().2 >= 2, "{rows:?}");
-        let right = i32::try_from(W).unwrap() - 12;
-        for &(i, x, _) in &rows {
-            let end = x + 48 + 7 * i32::try_from(many[i].len()).unwrap();
-            assert!(x >= 76 && end <= right, "{i} ends at {end}");
-        }
-        let wide = "x".repeat(200);
-        assert_eq!(legend_rows(&[&wide, "b"], W), [(0, 76, 0), (1, 76, 1)]);
+        let last = rows.last().unwrap();
+        assert_eq!(last.row, LEGEND_MAX_ROWS - 1, "{rows:?}");
+        assert_eq!(last.series, None);
+        let shown = rows.iter().filter(|e| e.series.is_some()).count();
+        assert_eq!(last.text, format!("and {} more", 60 - shown));
+        assert!(
+            rows.iter().all(|e| e.x >= 76 && end(e) <= right),
+            "{rows:?}"
+        );
+        assert_eq!(
+            band_height(&many, W),
+            LEGEND_TOP + LEGEND_ROW * LEGEND_MAX_ROWS + 4
+        );
+
+        let wide = "x".repeat(300);
+        let rows = legend_rows(&[&wide, "b"], W);
+        assert!(rows[0].text.ends_with('…') && end(&rows[0]) <= right);
+        assert_eq!((rows[1].x, rows[1].row), (76, 1));
+        // Wide glyphs count double.
+        assert_eq!(text_px("显存", 13), 2 * text_px("ab", 13));
     }
 }

@@ -178,34 +178,13 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
     }
     assert!(cells > 10, "a map of {cells} cells");
     assert!(swatches >= 2, "{swatches} swatches");
-    // A line chart's legend is a band above its plot: below the legend's
-    // lowest row, only the data's lines (long ones, not 18-pixel keys).
-    let svg = std::fs::read_to_string(d.join("migrated.svg")).unwrap();
-    let points = |pl: &str| -> Vec<(u32, u32)> {
-        let pts = &pl[pl.find("points=\"").expect("points") + 8..];
-        pts[..pts.find('"').unwrap()]
-            .split_whitespace()
-            .map(|p| {
-                let (x, y) = p.split_once(',').unwrap();
-                (x.parse().unwrap(), y.parse().unwrap())
-            })
-            .collect()
-    };
-    let lines: Vec<Vec<(u32, u32)>> = svg.split("<polyline").skip(1).map(points).collect();
-    // (A key: one level 18-pixel stroke.)
-    let band = lines
-        .iter()
-        .filter(|l| l.len() == 2 && l[0].1 == l[1].1 && l[1].0 == l[0].0 + 18)
-        .map(|k| k[0].1)
-        .max()
-        .expect("legend keys");
-    let data: Vec<&Vec<(u32, u32)>> = lines.iter().filter(|l| l.len() > 2).collect();
-    assert!(!data.is_empty());
-    for l in data {
-        assert!(
-            l.iter().all(|&(_, y)| y > band + 8),
-            "a line reaches the legend band"
-        );
+    // No line of a line chart passes under a legend entry (its key and
+    // its text).
+    for chart in ["migrated.svg", "latency-cdf.svg", "vram.svg"] {
+        let svg = std::fs::read_to_string(d.join(chart)).unwrap();
+        if let Err(e) = lines_clear_of_legend(&svg) {
+            panic!("{chart}: {e}");
+        }
     }
     assert!(
         html.contains("svmsim run shared-buffer"),
@@ -277,4 +256,107 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
         "no screenshot: {}",
         String::from_utf8_lossy(&s.stderr)
     );
+}
+
+/// The value of attribute `name` in an SVG tag's text.
+fn svg_attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(&tag[at..at + tag[at..].find('"')?])
+}
+
+/// Checks that no data line of a line chart (a 2-pixel polyline that is
+/// not an 18-pixel legend key) crosses a legend entry: its key and the
+/// text just right of it, whose width is taken as 7 pixels a character
+/// (more than the font needs).
+fn lines_clear_of_legend(svg: &str) -> Result<(), String> {
+    type Pt = (f64, f64);
+    let mut keys: Vec<Pt> = Vec::new();
+    let mut data: Vec<Vec<Pt>> = Vec::new();
+    for tag in svg.split("<polyline").skip(1) {
+        let tag = &tag[..tag.find("/>").unwrap_or(tag.len())];
+        if svg_attr(tag, "stroke-width") != Some("2") {
+            continue;
+        }
+        let pts: Vec<Pt> = svg_attr(tag, "points")
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|p| {
+                let (x, y) = p.split_once(',')?;
+                Some((x.parse().ok()?, y.parse().ok()?))
+            })
+            .collect();
+        if let [a, b] = pts[..]
+            && a.1 == b.1
+            && b.0 == a.0 + 18.0
+        {
+            keys.push(a);
+        } else {
+            data.push(pts);
+        }
+    }
+    if keys.is_empty() || data.is_empty() {
+        return Err(format!("{} keys, {} lines", keys.len(), data.len()));
+    }
+    // Each key's entry: from the key to the end of the text beside it.
+    let boxes: Vec<(f64, f64, f64, f64)> = keys
+        .iter()
+        .map(|&(x, y)| {
+            let text = svg
+                .split("<text")
+                .skip(1)
+                .find(|t| {
+                    let at = |n| svg_attr(t, n).and_then(|v| v.parse::<f64>().ok());
+                    at("x").is_some_and(|tx| (x + 18.0..=x + 40.0).contains(&tx))
+                        && at("y").is_some_and(|ty| (ty - y).abs() <= 8.0)
+                })
+                .and_then(|t| {
+                    Some(
+                        t[t.find('>')? + 1..t.find("</text>")?]
+                            .trim()
+                            .chars()
+                            .count(),
+                    )
+                })
+                .unwrap_or(0);
+            (x - 2.0, y - 8.0, x + 24.0 + 7.0 * text as f64, y + 8.0)
+        })
+        .collect();
+    // Whether segment a-b meets the box (clipped against each side).
+    let meets = |a: Pt, b: Pt, (x0, y0, x1, y1): (f64, f64, f64, f64)| {
+        let (mut t0, mut t1) = (0.0f64, 1.0f64);
+        let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+        for (p, q) in [
+            (-dx, a.0 - x0),
+            (dx, x1 - a.0),
+            (-dy, a.1 - y0),
+            (dy, y1 - a.1),
+        ] {
+            if p == 0.0 {
+                if q < 0.0 {
+                    return false;
+                }
+            } else {
+                let r = q / p;
+                if p < 0.0 {
+                    t0 = t0.max(r);
+                } else {
+                    t1 = t1.min(r);
+                }
+            }
+        }
+        t0 <= t1
+    };
+    for line in &data {
+        for seg in line.windows(2) {
+            for &bx in &boxes {
+                if meets(seg[0], seg[1], bx) {
+                    return Err(format!(
+                        "segment {:?}-{:?} crosses the legend entry {bx:?}",
+                        seg[0], seg[1]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
