@@ -161,7 +161,7 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
         .find(|t| t.contains("system memory"))
         .map(|t| attr(t, "x"))
         .expect("a legend");
-    let strip = legend_x - 20;
+    let strip = legend_x.saturating_sub(20);
     let (mut cells, mut swatches) = (0, 0);
     // (The first rectangle is the background.)
     for r in svg.split("<rect").skip(2) {
