@@ -157,19 +157,20 @@ struct Entry {
     row: u32,
 }
 
-/// The estimated width in pixels of `s` at `px` pixels (an average Latin
+/// The estimated width in pixels of `c` at `px` pixels (an average Latin
 /// glyph is about half the size; CJK and other wide glyphs a whole one).
-fn text_px(s: &str, px: u32) -> i32 {
+fn char_px(c: char, px: u32) -> i32 {
     let half = i32::try_from(px / 2 + 1).unwrap_or(8);
-    s.chars()
-        .map(|c| {
-            if u32::from(c) >= 0x2E80 {
-                2 * half
-            } else {
-                half
-            }
-        })
-        .sum()
+    if u32::from(c) >= 0x2E80 {
+        2 * half
+    } else {
+        half
+    }
+}
+
+/// The estimated width in pixels of `s` at `px` pixels.
+fn text_px(s: &str, px: u32) -> i32 {
+    s.chars().map(|c| char_px(c, px)).sum()
 }
 
 /// `s` shortened with an ellipsis to at most `max` pixels at `px` pixels.
@@ -177,14 +178,14 @@ fn fit(s: &str, px: u32, max: i32) -> String {
     if text_px(s, px) <= max {
         return s.to_owned();
     }
-    let mut out = String::new();
-    for c in s.chars() {
-        out.push(c);
-        if text_px(&out, px) + text_px("…", px) > max {
-            out.pop();
-            break;
-        }
-    }
+    let mut room = max - char_px('…', px);
+    let mut out: String = s
+        .chars()
+        .take_while(|&c| {
+            room -= char_px(c, px);
+            room >= 0
+        })
+        .collect();
     out.push('…');
     out
 }

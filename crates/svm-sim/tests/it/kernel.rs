@@ -217,17 +217,23 @@ fn an_access_past_the_address_space_is_an_error() {
     }
 }
 
+/// `size` bytes the CPU wrote (word `i` holds `i`) with `attrs` set, on a
+/// machine with XNACK on.
+fn counted(size: u64, attrs: &[(u32, u32)]) -> (Kfd, u64) {
+    let mut k = Kfd::new(true);
+    let a = k.mmap(size);
+    k.cpu_write(a, &words((size / 4) as usize, |i| i));
+    k.set(a, size, attrs).unwrap();
+    (k, a)
+}
+
 /// A wave may keep a load's bytes while it issues more: each load still
 /// answers its own bytes (the first is lent in place, later ones get
 /// vectors of their own), stores and compute answer none, and bytes kept
 /// with `into_vec` outlive the buffer's reuse.
 #[test]
 fn loads_held_across_other_instructions_keep_their_bytes() {
-    let mut k = Kfd::new(true);
-    let size = 2 * PAGE;
-    let a = k.mmap(size);
-    k.cpu_write(a, &words((size / 4) as usize, |i| i));
-    k.set(a, size, &[(ACCESS, GPU0)]).unwrap();
+    let (mut k, a) = counted(2 * PAGE, &[(ACCESS, GPU0)]);
     let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
     let out = Rc::clone(&seen);
     let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
@@ -317,12 +323,8 @@ fn a_lent_page_keeps_its_bytes_when_stored_to() {
 /// loads keeps lending.
 #[test]
 fn a_read_modify_write_kernel_switches_its_loads_to_copies() {
-    let mut k = Kfd::new(true);
     let size = 4 * PAGE;
-    let a = k.mmap(size);
-    k.cpu_write(a, &words((size / 4) as usize, |i| i));
-    k.set(a, size, &[(ACCESS, GPU0), (PREFETCH_LOC, GPU0)])
-        .unwrap();
+    let (mut k, a) = counted(size, &[(ACCESS, GPU0), (PREFETCH_LOC, GPU0)]);
     let waves = u32::try_from(size / 256).unwrap();
     let seen = Rc::new(std::cell::RefCell::new(Vec::new()));
     let out = Rc::clone(&seen);
@@ -409,21 +411,12 @@ fn an_empty_access_touches_no_page() {
     assert_eq!((st.accesses, st.tlb_misses, st.faults), (2, 0, 0));
 }
 
-/// Two pages the GPU may access, word `i` holding `i`.
-fn two_counted_pages() -> (Kfd, u64) {
-    let mut k = Kfd::new(true);
-    let a = k.mmap(2 * PAGE);
-    k.cpu_write(a, &words(2 * (PAGE / 4) as usize, |i| i));
-    k.set(a, 2 * PAGE, &[(ACCESS, GPU0)]).unwrap();
-    (k, a)
-}
-
 /// Making an instruction before awaiting the previous one loses the
 /// previous one: the wave's kernel dies with a message that says so, and
 /// no answer goes to the wrong instruction.
 #[test]
 fn an_instruction_made_before_awaiting_the_last_kills_the_kernel() {
-    let (mut k, a) = two_counted_pages();
+    let (mut k, a) = counted(2 * PAGE, &[(ACCESS, GPU0)]);
     let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             let x = ctx.load(a, 4);
@@ -465,7 +458,7 @@ impl std::future::Future for YieldOnce {
 /// await, its first poll, takes the answer.
 #[test]
 fn an_instruction_made_before_another_wait_is_answered_when_awaited() {
-    let (mut k, a) = two_counted_pages();
+    let (mut k, a) = counted(2 * PAGE, &[(ACCESS, GPU0)]);
     let f: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             let op = ctx.load(a + 4, 4);
@@ -488,7 +481,7 @@ fn an_instruction_made_before_another_wait_is_answered_when_awaited() {
 /// kernel, as making one before awaiting the last does.
 #[test]
 fn an_instruction_dropped_before_it_is_done_kills_the_kernel() {
-    let (mut k, a) = two_counted_pages();
+    let (mut k, a) = counted(2 * PAGE, &[(ACCESS, GPU0)]);
     let abandoned: KernelFn = Rc::new(move |_w: u32, ctx: WaveCtx| {
         Box::pin(async move {
             {
