@@ -527,7 +527,7 @@ pub struct Machine {
     timeline: Option<Box<timeline::Timeline>>,
     policy: Policy,
     /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
-    waves: Vec<Option<sched::Wave>>,
+    waves: Vec<Option<sched::Access>>,
     /// How pending work is ordered.
     interleave: Interleave,
     /// The last IH timestamp handed out.
@@ -1078,12 +1078,14 @@ impl Machine {
         p.shadow = shadow;
     }
 
-    /// A CPU reads (`data` is `None`) or writes `data` at `addr`. Pages in
-    /// VRAM fault back to system memory first (`migrate_to_ram`).
+    /// A CPU reads (`data` is `None`) or writes `data` at `addr`, through
+    /// the one CPU path ([`Machine::cpu_fault_in`]): the VMAs first, then
+    /// pages in VRAM fault back to system memory (`migrate_to_ram`), then
+    /// the bytes. The caller waits for it: the clock moves to its end.
     ///
     /// # Errors
-    /// [`AccessError::Signal`]: SIGSEGV for a page the VMA does not allow,
-    /// SIGBUS when the migration back fails.
+    /// [`AccessError::Signal`]: SIGSEGV for a page the VMA does not allow
+    /// (nothing migrates), SIGBUS when the migration back fails.
     pub fn cpu_access(
         &mut self,
         pid: Pid,
@@ -1091,7 +1093,8 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<Vec<u8>, AccessError> {
-        if len > MAX_ACCESS_BYTES {
+        // Bounded before anything is allocated for it.
+        if len > MAX_ACCESS_BYTES || data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
         self.record(|| TraceEvent::Cpu {
@@ -1100,45 +1103,94 @@ impl Machine {
             len,
             write: data.is_some(),
         });
+        let end = self.cpu_fault_in(pid, addr, len, data.is_some(), self.clock_ns)?;
+        self.clock_ns = self.clock_ns.max(end);
+        let p = &mut self.procs[pid.0];
+        match data {
+            Some(d) => {
+                p.mm.pages_mut().write(addr.raw(), d);
+                p.shadow.write(addr.raw(), d);
+                Ok(Vec::new())
+            }
+            None => {
+                let mut out = Vec::new();
+                p.mm.pages()
+                    .read_into(addr.raw(), usize::try_from(len).unwrap_or(0), &mut out);
+                Ok(out)
+            }
+        }
+    }
+
+    /// The CPU path of an access of `len` bytes at `addr` that starts at
+    /// `at` (the caller's clock, or a CPU thread's): what the CPU's page
+    /// fault does before the bytes can move. Returns when it is done.
+    ///
+    /// 1. Every page's VMA must exist and allow the access; otherwise the
+    ///    access is a SIGSEGV and nothing has moved (the kernel resolves
+    ///    the VMA before `svm_migrate_to_ram` is ever called, so a write
+    ///    to a read-only range in VRAM does not migrate it first).
+    /// 2. Each page in VRAM faults back to system memory: the window
+    ///    around it migrates (`svm_migrate_to_ram`), on this access's
+    ///    clock, holding the mmap lock for reading (after its writers).
+    ///    A failure is a SIGBUS.
+    /// 3. Each page then costs a host access.
+    ///
+    /// # Errors
+    /// [`AccessError::Signal`], as above.
+    pub(super) fn cpu_fault_in(
+        &mut self,
+        pid: Pid,
+        addr: CpuVa,
+        len: u64,
+        write: bool,
+        at: u64,
+    ) -> Result<u64, AccessError> {
+        if len == 0 {
+            return Ok(at);
+        }
         let last = addr
-            .checked_add(len.saturating_sub(1))
+            .checked_add(len - 1)
             .ok_or_else(|| AccessError::Signal {
                 kind: "SIGSEGV",
                 addr,
                 why: "address wraps".into(),
             })?;
-        if len > 0 {
-            for page in
-                PageRange::new(addr.page_num(), PageNum::new(last.page_num().raw() + 1)).pages()
-            {
-                if self.procs[pid.0].svm.page_in_vram(page) {
-                    self.op(pid, |svm, env| svm.migrate_to_ram(env, page))
-                        .map_err(|e| AccessError::Signal {
-                            kind: "SIGBUS",
-                            addr: page.va(),
-                            why: e.to_string(),
-                        })?;
-                }
+        let pages = PageRange::new(addr.page_num(), PageNum::new(last.page_num().raw() + 1));
+        // 1.
+        for page in pages.pages() {
+            let allowed = self.procs[pid.0]
+                .mm
+                .vma_info(page)
+                .is_some_and(|v| v.flags.read && (!write || v.flags.write));
+            if !allowed {
+                return Err(AccessError::Signal {
+                    kind: "SIGSEGV",
+                    addr: page.va().max(addr),
+                    why: "no VMA allows the access".into(),
+                });
             }
         }
-        let p = &mut self.procs[pid.0];
-        let segv = |e: MmError| AccessError::Signal {
-            kind: "SIGSEGV",
-            addr,
-            why: e.to_string(),
-        };
-        match data {
-            Some(d) => {
-                p.mm.write(addr, d).map_err(segv)?;
-                p.shadow.write(addr.raw(), d);
-                Ok(Vec::new())
+        // 2.-3.
+        let per_page = crate::timing::ns(self.timing.cpu_access_ns);
+        let mut t = at;
+        for page in pages.pages() {
+            if self.procs[pid.0].svm.page_in_vram(page) {
+                let start = t.max(self.procs[pid.0].mmap_busy_until);
+                let (svm, mut env) = env!(self, pid);
+                env.now = start;
+                let r = svm.migrate_to_ram(&mut env, page);
+                t = env.now;
+                let p = &mut self.procs[pid.0];
+                p.mmap_read_until = p.mmap_read_until.max(t);
+                r.map_err(|e| AccessError::Signal {
+                    kind: "SIGBUS",
+                    addr: page.va().max(addr),
+                    why: e.to_string(),
+                })?;
             }
-            None => {
-                let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
-                p.mm.read(addr, &mut out).map_err(segv)?;
-                Ok(out)
-            }
+            t += per_page;
         }
+        Ok(t)
     }
 
     /// The bytes of page `page` of process `pid` wherever they live now,

@@ -35,6 +35,13 @@ pub struct Prot {
 }
 
 impl Prot {
+    /// `PROT_READ`.
+    pub const READ: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
+
     /// `PROT_READ | PROT_WRITE`.
     pub const RW: Prot = Prot {
         read: true,

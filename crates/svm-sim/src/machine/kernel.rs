@@ -107,6 +107,9 @@ pub struct KernelStats {
     pub tlb_misses: u64,
     /// Retry faults the waves raised (including ones the CAM filtered).
     pub faults: u64,
+    /// Times a wave retried after the driver dropped its fault (a
+    /// duplicate, a straggler, a range being unmapped).
+    pub retries: u64,
     /// When the launch was made, and when its first and last wave ended.
     pub launch_ns: u64,
     /// See `launch_ns`.
@@ -650,8 +653,23 @@ impl WaveCosts {
     }
 }
 
-/// Faults on one page after which a wave gives up (a livelock).
-const MAX_RETRIES: u32 = 10_000;
+/// Faults in a row on one instruction after which a wave gives up: a
+/// livelock, which is a bug in a policy or in the simulator. Every GPU
+/// access, a scenario's or a kernel's, takes this one path and this one
+/// limit, and ends with [`livelock`].
+pub const MAX_RETRIES: u32 = 10_000;
+
+/// The error of an instruction still faulting after [`MAX_RETRIES`]
+/// retries: EBUSY, the driver never let it through.
+fn livelock(gpu_id: u32, addr: CpuVa, write: bool) -> AccessError {
+    AccessError::VmFault {
+        gpu_id,
+        addr,
+        write,
+        why: format!("still faulting after {MAX_RETRIES} retries"),
+        errno: Errno::Ebusy,
+    }
+}
 
 impl Machine {
     /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size). Kernels
@@ -685,6 +703,20 @@ impl Machine {
         n_waves: u32,
         f: KernelFn,
     ) -> Result<KernelId, AccessError> {
+        let latency = ns(self.timing.launch_ns);
+        self.launch_wave(pid, gpu_id, n_waves, f, latency)
+    }
+
+    /// [`Machine::launch_kernel`] whose waves start `latency` ns from now
+    /// (none for a scenario's access, whose wave is already running).
+    pub(super) fn launch_wave(
+        &mut self,
+        pid: Pid,
+        gpu_id: u32,
+        n_waves: u32,
+        f: KernelFn,
+        latency: u64,
+    ) -> Result<KernelId, AccessError> {
         let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
         if self.procs[pid.0].svm.exited() {
             return Err(AccessError::VmFault {
@@ -699,7 +731,7 @@ impl Machine {
             self.set_compute_shape(self.shape);
         }
         let id = self.kernels.len();
-        let start = self.clock_ns + ns(self.timing.launch_ns);
+        let start = self.clock_ns + latency;
         self.kernels.push(Kernel {
             pid,
             gpu,
@@ -862,6 +894,12 @@ impl Machine {
     /// # Errors
     /// The memory access fault that killed its queue.
     pub fn wait_kernel(&mut self, k: KernelId) -> Result<KernelStats, AccessError> {
+        self.finish_kernel(k)
+    }
+
+    /// Runs pending work until kernel `k` finishes (a wave's access, or a
+    /// launched kernel), and returns what it did.
+    pub(super) fn finish_kernel(&mut self, k: KernelId) -> Result<KernelStats, AccessError> {
         self.record(|| super::TraceEvent::Wait {
             kernel: Self::record_kernel(k),
         });
@@ -1044,16 +1082,29 @@ impl Machine {
         pi: usize,
         page: PageNum,
         at: u64,
-        fatal: Option<(String, bool)>,
+        outcome: Woken,
     ) {
         let Some(list) = self.kwait.remove(&(g, pi, page)) else {
             return;
         };
         for i in list {
-            if let Some((why, write)) = &fatal {
-                let k = self.kwaves[i].as_ref().map(|w| w.kernel);
-                if let Some(k) = k {
-                    self.kill(k, at, why.clone(), page.va(), *write);
+            let Some(k) = self.kwaves[i].as_ref().map(|w| w.kernel) else {
+                continue;
+            };
+            match &outcome {
+                Woken::Served => {}
+                Woken::Dropped => self.kernels[k].stats.retries += 1,
+                // The handler's own errno (EFAULT with XNACK off, EPERM
+                // for a write to a read-only VMA, EACCES, ...).
+                Woken::Fatal { why, write, errno } => {
+                    let e = AccessError::VmFault {
+                        gpu_id: self.kernels[k].gpu_id,
+                        addr: page.va(),
+                        write: *write,
+                        why: why.clone(),
+                        errno: *errno,
+                    };
+                    self.kill_with(k, at, e);
                 }
             }
             self.schedule_kwave(i, at);
@@ -1310,13 +1361,8 @@ impl Machine {
         let faults = w.slot.page_faults.get() + 1;
         w.slot.page_faults.set(faults);
         if faults > MAX_RETRIES {
-            self.kill(
-                k,
-                at,
-                format!("still faulting after {MAX_RETRIES} retries"),
-                CpuVa::new(a),
-                write,
-            );
+            let e = livelock(self.kernels[k].gpu_id, CpuVa::new(a), write);
+            self.kill_with(k, at, e);
             return Parked::Dead;
         }
         let when = at + cost;
@@ -1427,8 +1473,8 @@ impl Machine {
         st.bytes += len;
     }
 
-    /// A CPU thread's request: the CPU fault path for pages in VRAM, then
-    /// the bytes of host memory.
+    /// A CPU thread's request: the one CPU path (`Machine::cpu_fault_in`),
+    /// then the bytes of host memory.
     #[inline(never)]
     fn perform_cpu(
         &mut self,
@@ -1438,55 +1484,13 @@ impl Machine {
     ) -> Result<u64, Parked> {
         let k = w.k;
         let pid = self.kernels[k].pid;
-        let mut t = at;
-        let per_page = ns(self.timing.cpu_access_ns);
-        let mut done = 0;
-        while done < len {
-            let a = addr + done;
-            let page = CpuVa::new(a).page_num();
-            let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
-            let allowed = self.procs[pid.0]
-                .mm
-                .vma_info(page)
-                .is_some_and(|v| v.flags.read && (!write || v.flags.write));
-            if !allowed {
-                self.kill_with(
-                    k,
-                    t,
-                    AccessError::Signal {
-                        kind: "SIGSEGV",
-                        addr: CpuVa::new(a),
-                        why: "no VMA allows the access".into(),
-                    },
-                );
+        let t = match self.cpu_fault_in(pid, CpuVa::new(addr), len, write, at) {
+            Ok(t) => t,
+            Err(e) => {
+                self.kill_with(k, at, e);
                 return Err(Parked::Dead);
             }
-            if self.procs[pid.0].svm.page_in_vram(page) {
-                // `svm_migrate_to_ram`, on this thread's clock; it holds the
-                // mmap lock for reading.
-                let start = t.max(self.procs[pid.0].mmap_busy_until);
-                let (svm, mut env) = env!(self, pid);
-                env.now = start;
-                let r = svm.migrate_to_ram(&mut env, page);
-                t = env.now;
-                let p = &mut self.procs[pid.0];
-                p.mmap_read_until = p.mmap_read_until.max(t);
-                if let Err(e) = r {
-                    self.kill_with(
-                        k,
-                        t,
-                        AccessError::Signal {
-                            kind: "SIGBUS",
-                            addr: CpuVa::new(a),
-                            why: e.to_string(),
-                        },
-                    );
-                    return Err(Parked::Dead);
-                }
-            }
-            t += per_page;
-            done += n;
-        }
+        };
         let p = &mut self.procs[pid.0];
         if write {
             let data = w.slot.bufs().stored.take();
@@ -1580,6 +1584,20 @@ enum Stop {
     Fault { cost: u64, page: PageNum, a: u64 },
     /// Its kernel died.
     Dead,
+}
+
+/// What the fault handler made of the fault parked waves wait on.
+pub(super) enum Woken {
+    /// Served: they retry the instruction now.
+    Served,
+    /// Dropped: they retry after [`super::RETRY_DELAY_NS`].
+    Dropped,
+    /// Refused: their kernels die with the handler's error.
+    Fatal {
+        why: String,
+        write: bool,
+        errno: Errno,
+    },
 }
 
 /// Why a wave stopped.

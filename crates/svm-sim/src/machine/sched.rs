@@ -3,8 +3,11 @@
 //!
 //! # Concurrency model
 //! Every piece of work is one atomic step with respect to every other:
-//! - a wave step runs an access as far as its PTEs allow and raises a retry
-//!   fault into its GPU's [`crate::ring::FaultRing`] at the first miss;
+//! - a wave step performs one memory instruction of a kernel wave through
+//!   the GPU's MMU (`kernel.rs`) and raises a retry fault into its GPU's
+//!   [`crate::ring::FaultRing`] at a miss; a scenario's GPU access is such
+//!   a wave too ([`Machine::launch`]), so every GPU access takes that one
+//!   path;
 //! - a delivery hands the oldest fault of a ring to the engine's
 //!   `restore_pages` and wakes the waves waiting on that page;
 //! - a process's deferred list work frees what munmap left behind (faults
@@ -31,19 +34,19 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use svm_core::Errno;
-use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use svm_core::addr::{CpuVa, PAGE_SIZE};
 use svm_core::gpu::GpuIndex;
-use svm_core::platform::PteTarget;
 use svm_core::process::{FaultOutcome, RESTORE_DELAY_NS};
 
-use super::{AccessError, AccessStats, Machine, Pid};
+use super::kernel::Woken;
+use super::{AccessError, AccessStats, KernelFn, KernelId, Machine, Pid};
 use crate::ring::RingEntry;
 
 /// How long a GPU waits before retrying a fault the driver dropped.
 pub const RETRY_DELAY_NS: u64 = 100_000;
-/// Faults on one page after which a wave gives up (a livelock, a bug).
-const MAX_RETRIES: u32 = 10_000;
 /// Restore retries one [`Machine::advance_to`] runs before it skips the
 /// rest (they would fail the same way: nothing else runs between them).
 pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
@@ -68,36 +71,14 @@ pub enum Interleave {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaveId(usize);
 
-/// An access in flight: a wave of one kernel, reduced to the one memory
-/// operation svmsim models so far.
+/// A GPU access in flight: a kernel of one wave that moves the access's
+/// bytes page by page, one memory instruction a page, through the same
+/// MMU path as every other wave.
 #[derive(Debug)]
-pub(super) struct Wave {
-    pid: Pid,
-    gpu: GpuIndex,
-    gpu_id: u32,
-    addr: CpuVa,
-    len: u64,
-    data: Option<Vec<u8>>,
-    done: u64,
-    out: Vec<u8>,
-    stats: AccessStats,
-    state: WaveState,
-    /// When it finished (its result is visible to a waiter from then on).
-    done_at: u64,
-    /// Faults taken on the page at `done`.
-    page_faults: u32,
-}
-
-#[derive(Debug)]
-enum WaveState {
-    /// Can run its next step.
-    Ready,
-    /// A retry fault for the page at `done` is in the ring.
-    Faulted,
-    /// Retries after the driver dropped its fault.
-    Sleeping(u64),
-    /// Finished; the result waits to be collected.
-    Done(Result<(), AccessError>),
+pub(super) struct Access {
+    kernel: KernelId,
+    /// What its loads returned, in order.
+    out: Rc<RefCell<Vec<u8>>>,
 }
 
 /// One step the scheduler may run.
@@ -106,26 +87,39 @@ pub(super) enum Work {
     Deliver(usize),
     Deferred(usize),
     Restore(usize),
-    Wave(usize),
     /// The earliest kernel wave.
     KWave,
 }
 
-impl Wave {
-    fn page(&self) -> PageNum {
-        CpuVa::new(self.addr.raw() + self.done).page_num()
-    }
-
-    fn fail(&mut self, why: String, errno: Errno) {
-        let at = CpuVa::new(self.addr.raw() + self.done);
-        self.state = WaveState::Done(Err(AccessError::VmFault {
-            gpu_id: self.gpu_id,
-            addr: at,
-            write: self.data.is_some(),
-            why,
-            errno,
-        }));
-    }
+/// The wave of a GPU access of `len` bytes at `addr`: a load (`data` is
+/// `None`) or a store of `data`, one instruction per page it touches, so
+/// that a fault on a later page leaves the earlier ones done, as a wave
+/// walking a buffer leaves them.
+fn access_wave(addr: u64, len: u64, data: Option<Rc<[u8]>>, out: Rc<RefCell<Vec<u8>>>) -> KernelFn {
+    Rc::new(move |_, ctx| {
+        let (data, out) = (data.clone(), Rc::clone(&out));
+        Box::pin(async move {
+            let mut done = 0u64;
+            while done < len {
+                let a = addr + done;
+                let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
+                let (lo, hi) = (
+                    usize::try_from(done).unwrap_or(usize::MAX),
+                    usize::try_from(done + n).unwrap_or(usize::MAX),
+                );
+                match &data {
+                    Some(d) => {
+                        ctx.store(a, d[lo..hi].to_vec()).await;
+                    }
+                    None => {
+                        let got = ctx.load(a, hi - lo).await;
+                        out.borrow_mut().extend_from_slice(&got);
+                    }
+                }
+                done += n;
+            }
+        })
+    })
 }
 
 impl Machine {
@@ -149,8 +143,10 @@ impl Machine {
     }
 
     /// Starts a GPU read (`data` is `None`, `len` bytes come back) or write
-    /// of `data` at `addr`. It runs when the scheduler lets it: collect it
-    /// with [`Machine::wait`].
+    /// of `data` at `addr`: a wave of one kernel, already on its CU (no
+    /// launch latency), whose instructions go through the GPU's MMU as any
+    /// kernel's do. It runs when the scheduler lets it: collect it with
+    /// [`Machine::wait`].
     ///
     /// # Errors
     /// [`AccessError::NoGpu`] and [`AccessError::OutOfRange`] at once;
@@ -163,45 +159,27 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<WaveId, AccessError> {
-        let gpu = self.gpu_index(gpu_id).ok_or(AccessError::NoGpu(gpu_id))?;
-        let write = data.is_some();
-        if self.procs[pid.0].svm.exited() {
-            return Err(AccessError::VmFault {
-                gpu_id,
-                addr,
-                write,
-                why: "the process has exited".into(),
-                errno: Errno::Efault,
-            });
+        if self.gpu_index(gpu_id).is_none() {
+            return Err(AccessError::NoGpu(gpu_id));
         }
+        // Bounded before anything is allocated for it.
         if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        let wave = Wave {
-            pid,
-            gpu,
-            gpu_id,
-            addr,
-            len,
-            data: data.map(<[u8]>::to_vec),
-            done: 0,
-            out: if write {
-                Vec::new()
-            } else {
-                vec![0u8; usize::try_from(len).unwrap_or(0)]
-            },
-            stats: AccessStats::default(),
-            state: WaveState::Ready,
-            done_at: 0,
-            page_faults: 0,
-        };
+        if data.is_some_and(|d| d.len() as u64 != len) {
+            return Err(AccessError::OutOfRange { addr, len });
+        }
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out));
+        let kernel = self.launch_wave(pid, gpu_id, 1, f, 0)?;
+        let access = Access { kernel, out };
         let id = match self.waves.iter().position(Option::is_none) {
             Some(i) => {
-                self.waves[i] = Some(wave);
+                self.waves[i] = Some(access);
                 i
             }
             None => {
-                self.waves.push(Some(wave));
+                self.waves.push(Some(access));
                 self.waves.len() - 1
             }
         };
@@ -210,16 +188,13 @@ impl Machine {
 
     /// Whether a launched access has finished.
     pub fn wave_done(&self, w: WaveId) -> bool {
-        matches!(
-            self.waves.get(w.0),
-            Some(Some(Wave {
-                state: WaveState::Done(_),
-                ..
-            }))
-        )
+        self.waves
+            .get(w.0)
+            .and_then(Option::as_ref)
+            .is_some_and(|a| self.kernel_done(a.kernel))
     }
 
-    /// Waves launched and not yet collected.
+    /// Accesses launched and not yet collected.
     pub fn waves_in_flight(&self) -> usize {
         self.waves.iter().flatten().count()
     }
@@ -232,19 +207,16 @@ impl Machine {
     /// # Panics
     /// If `w` was already collected.
     pub fn wait(&mut self, w: WaveId) -> Result<(Vec<u8>, AccessStats), AccessError> {
-        self.run(u64::MAX, |m| m.wave_done(w));
-        if !self.wave_done(w) {
-            // Nothing can run and the wave is not done: only a bug gets here.
-            let wave = self.waves[w.0].as_mut().expect("wave in flight");
-            wave.fail("the wave can never run again".into(), Errno::Ebusy);
-        }
-        let wave = self.waves[w.0].take().expect("wave in flight");
-        // The caller sees the result when the wave finished.
-        self.clock_ns = self.clock_ns.max(wave.done_at);
-        match wave.state {
-            WaveState::Done(r) => r.map(|()| (wave.out, wave.stats)),
-            _ => unreachable!("checked done"),
-        }
+        let access = self.waves[w.0].take().expect("wave in flight");
+        let stats = self.finish_kernel(access.kernel)?;
+        let out = access.out.take();
+        Ok((
+            out,
+            AccessStats {
+                faults: stats.faults,
+                retries: stats.retries,
+            },
+        ))
     }
 
     /// A GPU reads (`data` is `None`, `len` bytes come back) or writes `data`
@@ -322,11 +294,7 @@ impl Machine {
     /// Whether any work is left: waves still running, faults in a ring,
     /// deferred work, or a restore work scheduled.
     pub fn work_pending(&self) -> bool {
-        self.waves
-            .iter()
-            .flatten()
-            .any(|w| !matches!(w.state, WaveState::Done(_)))
-            || self.gpus.iter().any(|g| !g.ring.is_empty())
+        self.gpus.iter().any(|g| !g.ring.is_empty())
             || !self.kready.is_empty()
             || self.kwaves_parked()
             || self
@@ -370,25 +338,11 @@ impl Machine {
             .filter(|&(i, _)| !self.restores_capped(i))
             .filter_map(|(_, p)| p.svm.restore_due_ns())
             .min();
-        let sleep = self
-            .waves
-            .iter()
-            .flatten()
-            .filter_map(|w| match w.state {
-                WaveState::Sleeping(t) => Some(t),
-                _ => None,
-            })
-            .min();
         let deliver = (0..self.gpus.len())
             .filter_map(|g| self.deliverable_at(g))
             .min();
         let kwave = self.kready.peek_time();
-        restore
-            .into_iter()
-            .chain(sleep)
-            .chain(deliver)
-            .chain(kwave)
-            .min()
+        restore.into_iter().chain(deliver).chain(kwave).min()
     }
 
     /// When ring `g`'s oldest fault can be handled: once it has arrived and
@@ -400,7 +354,6 @@ impl Machine {
 
     /// Picks the next ready step, if any. Waves count only when `waves`.
     fn next_work(&mut self, now: u64, waves: bool) -> Option<Work> {
-        self.wake_sleepers(now);
         let mut ready = std::mem::take(&mut self.ready_buf);
         ready.clear();
         for g in 0..self.gpus.len() {
@@ -416,17 +369,8 @@ impl Machine {
                 ready.push(Work::Restore(i));
             }
         }
-        if waves {
-            if self.kready.peek_time().is_some_and(|t| t <= now) {
-                ready.push(Work::KWave);
-            }
-            for (i, w) in self.waves.iter().enumerate() {
-                if let Some(w) = w
-                    && matches!(w.state, WaveState::Ready)
-                {
-                    ready.push(Work::Wave(i));
-                }
-            }
+        if waves && self.kready.peek_time().is_some_and(|t| t <= now) {
+            ready.push(Work::KWave);
         }
         let pick = match &mut self.interleave {
             _ if ready.is_empty() => None,
@@ -444,21 +388,6 @@ impl Machine {
             || self.procs.iter().any(|p| {
                 p.svm.deferred_pending() || p.svm.restore_due_ns().is_some_and(|d| d <= now)
             })
-            || self.waves.iter().flatten().any(|w| {
-                matches!(w.state, WaveState::Ready)
-                    || matches!(w.state, WaveState::Sleeping(t) if t <= now)
-            })
-    }
-
-    /// Sleeping waves whose time has come are ready again.
-    fn wake_sleepers(&mut self, now: u64) {
-        for w in self.waves.iter_mut().flatten() {
-            if let WaveState::Sleeping(t) = w.state
-                && t <= now
-            {
-                w.state = WaveState::Ready;
-            }
-        }
     }
 
     fn do_work(&mut self, work: Work) {
@@ -466,7 +395,6 @@ impl Machine {
             Work::Deliver(g) => self.deliver(g),
             Work::Deferred(i) => self.flush_deferred(Pid(i)),
             Work::Restore(i) => self.run_restore(Pid(i)),
-            Work::Wave(i) => self.step_wave(i),
             Work::KWave => self.run_kwaves(),
         }
     }
@@ -556,12 +484,6 @@ impl Machine {
         };
         let msg =
             format!("queues stay evicted: the restore work failed ({why}) and rescheduled itself");
-        for w in self.waves.iter_mut().flatten() {
-            if w.pid == pid && !matches!(w.state, WaveState::Done(_)) {
-                w.fail(msg.clone(), why.errno());
-            }
-        }
-        // Kernels of the process are stuck the same way.
         self.kill_stopped_kernels(pid, &msg, why.errno());
     }
 
@@ -636,26 +558,6 @@ impl Machine {
                 self.fault_latencies.push(end.saturating_sub(raised));
             }
             self.wake_after(g, &e, end, &outcome);
-            for w in self.waves.iter_mut().flatten() {
-                if w.pid.0 != pi
-                    || w.gpu.get() != g
-                    || !matches!(w.state, WaveState::Faulted)
-                    || w.page() != e.page
-                {
-                    continue;
-                }
-                match &outcome {
-                    Ok(FaultOutcome::Resolved { .. }) => w.state = WaveState::Sleeping(end),
-                    Ok(FaultOutcome::Dropped(_)) => {
-                        w.stats.retries += 1;
-                        w.state = WaveState::Sleeping(end + RETRY_DELAY_NS);
-                    }
-                    Err(err) => {
-                        w.fail(err.to_string(), err.errno());
-                        w.done_at = end;
-                    }
-                }
-            }
         }
         self.counters.handler_busy_ns += now - batch_start;
         self.handler_free[g] = now;
@@ -669,149 +571,27 @@ impl Machine {
         end: u64,
         outcome: &svm_core::Result<FaultOutcome>,
     ) {
-        let (wake, fatal) = match outcome {
-            Ok(FaultOutcome::Resolved { .. }) => (end, None),
-            Ok(FaultOutcome::Dropped(_)) => (end + RETRY_DELAY_NS, None),
-            Err(err) => (end, Some((err.to_string(), e.write))),
-        };
-        self.wake_kwaves(g, e.proc_index, e.page, wake, fatal);
-    }
-
-    /// Runs wave `i` until its access completes or misses.
-    fn step_wave(&mut self, i: usize) {
-        let mut wave = self.waves[i].take().expect("ready wave");
-        let pid = wave.pid;
-        // Queues stay stopped until the restore work has run: the wave waits
-        // for its next run (which fails the wave if it fails again).
-        if self.procs[pid.0].svm.restore_pending() {
-            wave.state = WaveState::Sleeping(
-                self.procs[pid.0]
-                    .svm
-                    .restore_due_ns()
-                    .unwrap_or(self.clock_ns),
-            );
-            self.waves[i] = Some(wave);
-            return;
-        }
-        if self.procs[pid.0].svm.exited() {
-            wave.fail("the process has exited".into(), Errno::Efault);
-            self.waves[i] = Some(wave);
-            return;
-        }
-        let g = wave.gpu.get();
-        let write = wave.data.is_some();
-        // The wave's own clock: each page walk and access moves it.
-        let mut t = self.clock_ns;
-        let (walk, vram_ns, far_ns) = (
-            crate::timing::ns(self.timing.page_walk_ns),
-            crate::timing::ns(self.timing.access_vram_ns),
-            crate::timing::ns(self.timing.access_sysmem_ns),
-        );
-        while wave.done < wave.len {
-            t += walk;
-            let at = wave.addr.raw() + wave.done;
-            let page = CpuVa::new(at).page_num();
-            let off = at % PAGE_SIZE;
-            let n = (PAGE_SIZE - off).min(wave.len - wave.done);
-            let pte = match self.procs[pid.0].pts[g].walk(page) {
-                Some(p) if p.flags.valid && (!write || p.flags.writeable) => p,
-                _ => {
-                    // A miss: a retry fault into the ring (the CAM may
-                    // find one pending for the page already).
-                    wave.stats.faults += 1;
-                    wave.page_faults += 1;
-                    if wave.page_faults > MAX_RETRIES {
-                        wave.fail(
-                            format!("still faulting after {MAX_RETRIES} retries"),
-                            Errno::Ebusy,
-                        );
-                    } else {
-                        self.last_ts = self.last_ts.max(t.saturating_sub(1)) + 1;
-                        let delivery = crate::timing::ns(self.timing.fault_delivery_ns);
-                        self.gpus[g].ring.raise(RingEntry {
-                            proc_index: pid.0,
-                            page,
-                            write,
-                            ts: self.last_ts,
-                            at: t + delivery,
-                        });
-                        wave.state = WaveState::Faulted;
-                    }
-                    self.waves[i] = Some(wave);
-                    return;
-                }
-            };
-            let (lo, hi) = (
-                usize::try_from(wave.done).unwrap_or(0),
-                usize::try_from(wave.done + n).unwrap_or(0),
-            );
-            // A PTE can outlive its DMA mapping only through the kernel's own
-            // stale-PTE cases (see `Process::set_unmap_every_mapped_gpu`);
-            // the IOMMU then faults the access.
-            let target = match pte.target {
-                PteTarget::Sys(dma) => match self.gpus[g].iommu.get(&dma).copied() {
-                    Some(t) => Ok(t),
-                    None => Err(dma),
+        let (wake, woken) = match outcome {
+            Ok(FaultOutcome::Resolved { .. }) => (end, Woken::Served),
+            Ok(FaultOutcome::Dropped(_)) => (end + RETRY_DELAY_NS, Woken::Dropped),
+            Err(err) => (
+                end,
+                Woken::Fatal {
+                    why: err.to_string(),
+                    write: e.write,
+                    errno: err.errno(),
                 },
-                PteTarget::Vram { .. } => Ok((0, page)),
-            };
-            t += match pte.target {
-                PteTarget::Vram { owner, .. } if owner.get() == g => vram_ns,
-                _ => far_ns,
-            };
-            if let Err(dma) = target {
-                wave.fail(
-                    format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
-                    Errno::Efault,
-                );
-                self.waves[i] = Some(wave);
-                return;
-            }
-            match (pte.target, &wave.data) {
-                (PteTarget::Sys(_), Some(d)) => {
-                    let (pi, va) = target.expect("checked");
-                    self.procs[pi]
-                        .mm
-                        .pages_mut()
-                        .write(va.raw() * PAGE_SIZE + off, &d[lo..hi]);
-                }
-                (PteTarget::Sys(_), None) => {
-                    let (pi, va) = target.expect("checked");
-                    self.procs[pi]
-                        .mm
-                        .pages()
-                        .read(va.raw() * PAGE_SIZE + off, &mut wave.out[lo..hi]);
-                }
-                (PteTarget::Vram { owner, addr: a }, Some(d)) => {
-                    self.gpus[owner.get()].vram.write(a + off, &d[lo..hi]);
-                }
-                (PteTarget::Vram { owner, addr: a }, None) => {
-                    self.gpus[owner.get()]
-                        .vram
-                        .read(a + off, &mut wave.out[lo..hi]);
-                }
-            }
-            if let Some(d) = &wave.data {
-                self.procs[pid.0].shadow.write(at, &d[lo..hi]);
-            }
-            wave.done += n;
-            wave.page_faults = 0;
-        }
-        wave.state = WaveState::Done(Ok(()));
-        wave.done_at = t;
-        self.waves[i] = Some(wave);
+            ),
+        };
+        self.wake_kwaves(g, e.proc_index, e.page, wake, woken);
     }
 
-    /// Cancels the waves and ring entries of a process that exits
-    /// (`svm_range_list_fini` drains its faults first).
+    /// Drops the ring entries of a process that exits
+    /// (`svm_range_list_fini` drains its faults first); its waves die with
+    /// its kernels (`Machine::cancel_kernels`).
     pub(super) fn cancel_process_work(&mut self, pid: Pid) {
         for g in &mut self.gpus {
             g.ring.forget_process(pid.0);
-        }
-        for w in self.waves.iter_mut().flatten() {
-            if w.pid == pid && !matches!(w.state, WaveState::Done(_)) {
-                w.fail("the process has exited".into(), Errno::Efault);
-            }
         }
     }
 }

@@ -31,3 +31,7 @@ mod timing;
 
 // Kernels: waves, TLBs, retry faults, fatal faults with XNACK off.
 mod kernel;
+
+// One access path: a scenario's accesses and a kernel's give the same state;
+// the CPU path resolves the VMA before it migrates.
+mod paths;
