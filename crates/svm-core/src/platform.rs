@@ -8,6 +8,7 @@
 use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
 use crate::gpu::GpuIndex;
+use crate::policy::victim::Candidate;
 use crate::pte::{PteContext, PteFlags};
 
 /// Protection and kind bits of a VMA, as `vm_flags` holds them.
@@ -117,6 +118,9 @@ pub trait Hardware: Platform {
     /// [`crate::Error::VramExhausted`] when the pages are not there.
     fn vram_alloc(&mut self, gpu: GpuIndex, npages: u64) -> Result<VramBuf>;
 
+    /// Free VRAM pages on `gpu` (what a policy weighs as pressure).
+    fn vram_free_pages(&self, gpu: GpuIndex) -> u64;
+
     /// Frees a VRAM buffer.
     fn vram_free(&mut self, gpu: GpuIndex, buf: VramBuf);
 
@@ -143,13 +147,14 @@ pub trait Hardware: Platform {
     /// Invalidates the GPU's TLB.
     fn flush_tlb(&mut self, gpu: GpuIndex, kind: TlbFlush);
 
-    /// When the least recently used VRAM buffer of *another* process on
-    /// `gpu` was last used, if there is one: TTM evicts across processes.
-    fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64>;
+    /// Every VRAM buffer of *another* process on `gpu`, as eviction
+    /// candidates: TTM evicts across processes.
+    fn foreign_buffers(&self, gpu: GpuIndex) -> Vec<Candidate>;
 
-    /// Evicts that buffer (its process's eviction worker moves its ranges to
-    /// system memory and frees it). Returns whether there was one.
-    fn evict_foreign(&mut self, gpu: GpuIndex) -> bool;
+    /// Evicts buffer `bo` of process `owner` on `gpu` (that process's
+    /// eviction worker moves its ranges to system memory and frees it).
+    /// Returns whether there was such a buffer.
+    fn evict_foreign(&mut self, gpu: GpuIndex, owner: usize, bo: u64) -> bool;
 
     /// Stops the process's user queues on `gpu` (`kgd2kfd_quiesce_mm`).
     fn evict_queues(&mut self, gpu: GpuIndex);

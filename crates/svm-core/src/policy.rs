@@ -1,66 +1,186 @@
-//! Migration policies: how much a GPU fault migrates and maps.
+//! The policy seam: what a GPU fault migrates and maps, and which VRAM
+//! buffer an allocation that does not fit evicts.
 //!
-//! **Architecture Invariant:** policies are values, picked per run. The three
-//! here are the kernel's own history around the 2023 partial-migration work,
-//! so the same workload can be replayed under each.
+//! # Overview
+//! A fault policy is a value behind [`FaultPolicy`]. The engine's fault
+//! handler (`Process::restore_pages`, `process/fault.rs`) runs kfd's steps
+//! up to the point where kfd decides what to move, hands the policy a
+//! [`FaultCtx`] (the fault, its range with attributes and residency, kfd's
+//! best location, the granularity window, the VRAM left on the faulting
+//! GPU) and carries out the [`FaultPlan`] it returns: migrate these pages
+//! there, map these pages on the faulting GPU (where they are, if nothing
+//! migrates: a remote mapping), or serve nothing now and let the GPU retry
+//! after a delay (a throttle). A policy keeps whatever history it needs in
+//! itself (per range, per 2 MiB block, ...): each process gets its own
+//! instance, made by the [`PolicyFactory`] of the run, and is told when
+//! memory goes away ([`FaultPolicy::on_unmap`]) so that history of freed
+//! memory can be dropped.
+//!
+//! kfd's own three variants are in `policy/kfd.rs`; eviction order, a
+//! seam of its own, in `policy/victim.rs`. Adding a policy is one file
+//! and one line in [`registry`]; a policy outside this crate needs no
+//! change to the engine at all (`Machine::set_fault_policy`, see the
+//! simulator's `tests/it/policy.rs`).
+//!
+//! **Architecture Invariant:** policies are values, picked per run; the
+//! engine never asks which policy it runs.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use crate::addr::{PageNum, PageRange};
+use crate::attr::Location;
+use crate::gpu::{GpuId, GpuIndex};
+use crate::range::SvmRange;
 
-/// What a GPU fault migrates and maps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// Before the 2023 patch: the fault migrates and maps the whole range.
-    WholeRange,
-    /// The merged combined patch (18eb61bd5a6a): migrate and map the
-    /// granularity window around the fault.
-    #[default]
-    Partial,
-    /// The reverted v4: migrate the window, map the whole range. The rest of
-    /// the range gets mapped in system memory and then never faults, so it
-    /// never migrates.
-    PartialMigrateWholeMap,
+mod kfd;
+pub mod victim;
+
+pub use kfd::{KfdPolicy, Policy};
+pub use victim::VictimPolicy;
+
+/// What a policy may see of one GPU retry fault.
+#[derive(Debug)]
+pub struct FaultCtx<'a> {
+    /// The faulting GPU, by index in the process, and its gpu_id.
+    pub gpu: GpuIndex,
+    /// See `gpu`.
+    pub gpu_id: GpuId,
+    /// The faulting page.
+    pub page: PageNum,
+    /// Whether the access was a write.
+    pub write: bool,
+    /// Simulated time of the fault's handling.
+    pub now_ns: u64,
+    /// The range that holds the page: its pages, attributes, where its
+    /// VRAM pages are (`actual_loc`, `vram`).
+    pub range: &'a SvmRange,
+    /// Where kfd would have the page (`svm_range_best_restore_location`).
+    pub best: Location,
+    /// The granularity-aligned window around the page, clipped to the
+    /// range (kfd's partial-migration window).
+    pub window: PageRange,
+    /// Free VRAM pages on the faulting GPU: the pressure it is under.
+    pub vram_free_pages: u64,
 }
 
-impl Policy {
-    /// Every policy, for sweeps and parsers.
-    pub const ALL: [Policy; 3] = [
-        Policy::WholeRange,
-        Policy::Partial,
-        Policy::PartialMigrateWholeMap,
-    ];
+/// Pages to move, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The destination.
+    pub to: Location,
+    /// The pages (clipped to the range by the engine).
+    pub pages: PageRange,
+}
 
-    /// The name scenarios and the CLI use.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Policy::WholeRange => "whole-range",
-            Policy::Partial => "partial",
-            Policy::PartialMigrateWholeMap => "partial-migrate-whole-map",
+/// What a policy decides for one fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPlan {
+    /// Serve the fault now: migrate (if anything), then map `map` on the
+    /// faulting GPU wherever its pages then are. Without a migration the
+    /// pages are mapped where they are: a remote mapping, over the link.
+    Serve {
+        /// What to migrate first.
+        migrate: Option<Migration>,
+        /// The pages to map on the faulting GPU (clipped to the range; it
+        /// should hold the faulting page, or the GPU faults again).
+        map: PageRange,
+    },
+    /// Serve nothing now: the GPU retries no sooner than `after_ns` from
+    /// now (a throttle, as UVM's thrashing mitigation does).
+    Retry {
+        /// The least delay before the retry, in ns.
+        after_ns: u64,
+    },
+}
+
+/// A GPU fault policy.
+///
+/// `plan` is called once per fault that reaches the point where kfd
+/// decides what to move (not for duplicates, stragglers or faults kfd
+/// refuses before that), with `&mut self` so the policy can keep state.
+pub trait FaultPolicy: fmt::Debug {
+    /// The name runs, reports and `--set policy=` use.
+    fn name(&self) -> &str;
+
+    /// Decides what the fault moves and maps.
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan;
+
+    /// Memory of `range` was unmapped from the CPU (munmap): history kept
+    /// for it may go. The default keeps nothing, so does nothing.
+    fn on_unmap(&mut self, range: PageRange) {
+        let _ = range;
+    }
+}
+
+/// Makes the fault policy of each new process (each gets an instance of
+/// its own, so the history one keeps is its process's).
+#[derive(Clone)]
+pub struct PolicyFactory {
+    /// The name its policies give.
+    name: String,
+    make: Arc<dyn Fn() -> Box<dyn FaultPolicy> + Send + Sync>,
+}
+
+impl PolicyFactory {
+    /// A factory of the policies `make` makes.
+    pub fn new(make: impl Fn() -> Box<dyn FaultPolicy> + Send + Sync + 'static) -> Self {
+        let name = make().name().to_owned();
+        Self {
+            name,
+            make: Arc::new(make),
         }
     }
 
-    /// Parses a name from [`Policy::name`].
-    pub fn from_name(s: &str) -> Option<Policy> {
-        Self::ALL.into_iter().find(|p| p.name() == s)
+    /// A new instance.
+    pub fn make(&self) -> Box<dyn FaultPolicy> {
+        (self.make)()
     }
 
-    /// Whether the fault migrates only the window.
-    pub const fn migrates_window(self) -> bool {
-        !matches!(self, Policy::WholeRange)
-    }
-
-    /// Whether the fault maps only the window.
-    pub const fn maps_window(self) -> bool {
-        matches!(self, Policy::Partial)
+    /// The name its policies give.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
-impl fmt::Display for Policy {
+impl fmt::Debug for PolicyFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.debug_tuple("PolicyFactory").field(&self.name).finish()
     }
+}
+
+/// One registered fault policy.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// Its name (kebab-case).
+    pub name: &'static str,
+    /// One line on what it does, for `svmsim config` and `--help`.
+    pub about: &'static str,
+    /// Makes an instance.
+    pub make: fn() -> Box<dyn FaultPolicy>,
+}
+
+impl Entry {
+    /// A factory for runs.
+    pub fn factory(&self) -> PolicyFactory {
+        PolicyFactory::new(self.make)
+    }
+}
+
+/// Every built-in fault policy, in the order `--help` lists them: one line
+/// per policy file.
+pub fn registry() -> impl Iterator<Item = &'static Entry> {
+    kfd::ENTRIES.iter()
+}
+
+/// The registered policy of this name.
+pub fn lookup(name: &str) -> Option<&'static Entry> {
+    registry().find(|e| e.name == name)
+}
+
+/// The names of every registered policy.
+pub fn names() -> Vec<&'static str> {
+    registry().map(|e| e.name).collect()
 }
 
 #[cfg(test)]
@@ -68,12 +188,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
-        for p in Policy::ALL {
-            assert_eq!(Policy::from_name(p.name()), Some(p));
+    fn every_registered_policy_makes_itself_under_its_name() {
+        let names = names();
+        assert_eq!(
+            names,
+            ["whole-range", "partial", "partial-migrate-whole-map"]
+        );
+        for e in registry() {
+            assert_eq!((e.make)().name(), e.name);
+            assert_eq!(lookup(e.name).map(|x| x.name), Some(e.name));
+            assert!(!e.about.is_empty());
         }
-        assert_eq!(Policy::default(), Policy::Partial);
-        assert!(Policy::PartialMigrateWholeMap.migrates_window());
-        assert!(!Policy::PartialMigrateWholeMap.maps_window());
+        assert!(lookup("nope").is_none());
     }
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
 use crate::platform::{Hardware, Platform, VramBuf};
-use crate::policy::Policy;
+use crate::policy::{FaultPolicy, KfdPolicy, Policy};
 use crate::range::ListOp;
 use crate::range_list::SvmRangeList;
 use crate::topology::Topology;
@@ -95,15 +95,7 @@ pub struct SvmBo {
     pub last_used_ns: u64,
 }
 
-/// How VRAM eviction picks its victims when an allocation does not fit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum VictimPolicy {
-    /// The buffer used longest ago first (TTM's LRU order).
-    #[default]
-    Lru,
-    /// The largest buffer first, so fewer ranges move.
-    Largest,
-}
+pub use crate::policy::VictimPolicy;
 
 /// A user queue handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,8 +137,9 @@ pub struct Process {
     max_pages: PageCount,
     /// The process id SMI events carry.
     pid: u32,
-    /// How GPU faults migrate and map.
-    policy: Policy,
+    /// How GPU faults migrate and map: this process's instance of the
+    /// run's fault policy, with whatever history it keeps.
+    policy: Box<dyn FaultPolicy>,
     /// Unmap the old system pages' DMA mappings in bulk after RAM→VRAM
     /// (the review thread's option) instead of when each slot is rewritten.
     bulk_dma_unmap: bool,
@@ -221,7 +214,7 @@ impl Process {
             svms: SvmRangeList::new(),
             max_pages: topology.max_svm_range_pages(),
             pid: 0,
-            policy: Policy::default(),
+            policy: Box::new(KfdPolicy(Policy::default())),
             bulk_dma_unmap: false,
             bos: BTreeMap::new(),
             next_bo: 1,
@@ -248,12 +241,18 @@ impl Process {
     }
 
     /// The GPU-fault policy.
-    pub fn policy(&self) -> Policy {
-        self.policy
+    pub fn fault_policy(&self) -> &dyn FaultPolicy {
+        &*self.policy
     }
 
-    /// Picks the GPU-fault policy.
+    /// Picks one of kfd's GPU-fault policies.
     pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = Box::new(KfdPolicy(policy));
+    }
+
+    /// Gives the process a fault policy of any kind (its own instance:
+    /// the history it keeps is this process's).
+    pub fn set_fault_policy(&mut self, policy: Box<dyn FaultPolicy>) {
         self.policy = policy;
     }
 
@@ -824,6 +823,8 @@ impl Process {
         if self.svms.overlapping(range).next().is_none() {
             return;
         }
+        // The policy's history of this memory goes with it.
+        self.policy.on_unmap(range);
         // 2. (2024+) Remember, per GPU, the newest retry fault still in its
         //    ring: it and every older one are stragglers on memory that may
         //    be going away, dropped rather than served.

@@ -17,7 +17,8 @@ use serde::Serialize;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
 use svm_core::gpu::GpuIndex;
 use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
-use svm_core::policy::Policy;
+use svm_core::policy::victim::{Candidate, Owner};
+use svm_core::policy::{Policy, PolicyFactory, VictimPolicy};
 use svm_core::process::{Process, QueueId};
 use svm_core::pte::PteContext;
 use svm_core::topology::Topology;
@@ -153,23 +154,22 @@ impl Env<'_> {
             });
         }
     }
+}
 
-    /// The other process whose buffer on `gpu` was used longest ago, with
-    /// that buffer and its time.
-    fn foreign_victim(&self, gpu: GpuIndex) -> Option<(usize, u64, u64)> {
-        let offset = self.proc_index + 1;
-        self.before
-            .iter()
-            .enumerate()
-            .chain(self.after.iter().enumerate().map(|(i, p)| (i + offset, p)))
-            .flat_map(|(i, p)| {
-                p.svm
-                    .bos()
-                    .filter(|(_, b)| b.gpu == gpu)
-                    .map(move |(id, b)| (i, id, b.last_used_ns))
-            })
-            .min_by_key(|&(i, id, t)| (t, i, id))
-    }
+/// A process's VRAM buffers on `gpu`, as eviction candidates of `owner`.
+fn buffer_candidates(
+    svm: &Process,
+    gpu: GpuIndex,
+    owner: Owner,
+) -> impl Iterator<Item = Candidate> + '_ {
+    svm.bos()
+        .filter(move |(_, b)| b.gpu == gpu)
+        .map(move |(bo, b)| Candidate {
+            owner,
+            bo,
+            last_used_ns: b.last_used_ns,
+            npages: b.npages,
+        })
 }
 
 impl Platform for Env<'_> {
@@ -345,19 +345,29 @@ impl Hardware for Env<'_> {
         }
     }
 
-    fn foreign_lru_ns(&self, gpu: GpuIndex) -> Option<u64> {
-        self.foreign_victim(gpu).map(|(_, _, t)| t)
+    fn vram_free_pages(&self, gpu: GpuIndex) -> u64 {
+        self.gpus[gpu.get()].vram.buddy().free_pages()
     }
 
-    fn evict_foreign(&mut self, gpu: GpuIndex) -> bool {
-        let Some((i, id, _)) = self.foreign_victim(gpu) else {
+    fn foreign_buffers(&self, gpu: GpuIndex) -> Vec<Candidate> {
+        let offset = self.proc_index + 1;
+        self.before
+            .iter()
+            .enumerate()
+            .chain(self.after.iter().enumerate().map(|(i, p)| (i + offset, p)))
+            .flat_map(|(i, p)| buffer_candidates(&p.svm, gpu, Owner::Other(i)))
+            .collect()
+    }
+
+    fn evict_foreign(&mut self, gpu: GpuIndex, i: usize, id: u64) -> bool {
+        let p = match i.cmp(&self.proc_index) {
+            std::cmp::Ordering::Less => &mut self.before[i],
+            std::cmp::Ordering::Equal => return false,
+            std::cmp::Ordering::Greater => &mut self.after[i - self.proc_index - 1],
+        };
+        if p.svm.bo(id).is_none_or(|b| b.gpu != gpu) {
             return false;
-        };
-        let p = if i < self.proc_index {
-            &mut self.before[i]
-        } else {
-            &mut self.after[i - self.proc_index - 1]
-        };
+        }
         // The victim's own eviction worker runs, against its own memory map
         // and page tables, on the same hardware.
         let mut env = Env {
@@ -525,7 +535,10 @@ pub struct Machine {
     smi_log: bool,
     /// The hardware timeline, when recorded.
     timeline: Option<Box<timeline::Timeline>>,
-    policy: Policy,
+    /// Makes each process's fault policy.
+    policy: PolicyFactory,
+    /// How VRAM eviction picks victims.
+    victim_policy: VictimPolicy,
     /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
     waves: Vec<Option<sched::Access>>,
     /// How pending work is ordered.
@@ -626,7 +639,8 @@ impl Machine {
             events: Vec::new(),
             smi_log: true,
             timeline: None,
-            policy: Policy::default(),
+            policy: Policy::default().entry().factory(),
+            victim_policy: VictimPolicy::default(),
             waves: Vec::new(),
             interleave: Interleave::Eager,
             last_ts: 0,
@@ -653,12 +667,28 @@ impl Machine {
         }
     }
 
-    /// The GPU-fault policy of processes spawned from now on.
+    /// Runs one of kfd's fault policies from now on, in every process.
     pub fn set_policy(&mut self, policy: Policy) {
-        self.policy = policy;
+        self.set_fault_policy(policy.entry().factory());
+    }
+
+    /// Runs the policies `factory` makes from now on: every process, and
+    /// every process spawned later, gets an instance of its own (so a
+    /// policy's history starts afresh).
+    pub fn set_fault_policy(&mut self, factory: PolicyFactory) {
         for p in &mut self.procs {
-            p.svm.set_policy(policy);
+            p.svm.set_fault_policy(factory.make());
         }
+        self.policy = factory;
+    }
+
+    /// Picks how VRAM eviction chooses victims, for every process and for
+    /// pressure from outside SVM ([`Machine::evict_vram`]).
+    pub fn set_victim_policy(&mut self, victim: VictimPolicy) {
+        for p in &mut self.procs {
+            p.svm.set_victim_policy(victim);
+        }
+        self.victim_policy = victim;
     }
 
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
@@ -788,7 +818,8 @@ impl Machine {
         let mut svm = Process::new(&self.topology, self.xnack_default);
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
-        svm.set_policy(self.policy);
+        svm.set_fault_policy(self.policy.make());
+        svm.set_victim_policy(self.victim_policy);
         let mut mm = AddressSpace::new();
         *mm.pages_mut() = self.store();
         let shadow = self.store();
@@ -1039,23 +1070,22 @@ impl Machine {
         let need_pages = need_bytes.map(|b| b.div_ceil(PAGE_SIZE));
         let mut evicted = 0;
         while need_pages.is_none_or(|n| self.gpus[g].vram.buddy().free_pages() < n) {
-            // Ties in time go to the lower process, then the older buffer:
-            // the order is a function of the state, so runs replay.
-            let victim = self
+            // The run's eviction order, as an SVM allocation would choose
+            // (no process asks, so every buffer is another's).
+            let all = self
                 .procs
                 .iter()
                 .enumerate()
-                .flat_map(|(i, p)| {
-                    p.svm
-                        .bos()
-                        .filter(|(_, b)| b.gpu == gpu)
-                        .map(move |(id, b)| (b.last_used_ns, i, id))
-                })
-                .min();
-            let Some((_, i, id)) = victim else {
+                .flat_map(|(i, p)| buffer_candidates(&p.svm, gpu, Owner::Other(i)));
+            let Some(Candidate {
+                owner: Owner::Other(i),
+                bo,
+                ..
+            }) = self.victim_policy.pick(all)
+            else {
                 break;
             };
-            self.op(Pid(i), |svm, env| svm.evict_bo(env, id));
+            self.op(Pid(i), |svm, env| svm.evict_bo(env, bo));
             evicted += 1;
         }
         Ok(evicted)

@@ -18,6 +18,7 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
 use crate::gpu::GpuIndex;
 use crate::platform::Hardware;
+use crate::policy::{FaultCtx, FaultPlan};
 use crate::range::{ListOp, SvmRange};
 
 /// `AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING`: faults on a range within 2 ms of
@@ -58,6 +59,11 @@ pub enum DropReason {
     /// The range is being unmapped, or split off and not yet added
     /// (`svm_range_skip_recover`).
     Unmapping,
+    /// The fault policy throttled it: retry no sooner than `after_ns`.
+    Throttled {
+        /// The least delay before the retry, in ns.
+        after_ns: u64,
+    },
 }
 
 fn refused(page: PageNum, why: &'static str, errno: Errno) -> Error {
@@ -145,25 +151,44 @@ impl Process {
             gpu,
             events::page_fault_start(now, self.pid, page.raw(), id, write),
         );
-        // 16. The window to migrate and to map.
+        // 16. What to migrate and what to map: the policy's decision (kfd's
+        //     own is the granularity window, or the whole range).
         let r = self.svms.get(start).expect("faulting range is in the list");
         let whole = r.range();
-        let gran_window = window(whole, page, r.attrs.granularity.log2());
-        let mig = if self.policy.migrates_window() {
-            gran_window
-        } else {
-            whole
+        let ctx = FaultCtx {
+            gpu,
+            gpu_id: self.devices[gpu].id,
+            page,
+            write,
+            now_ns: now,
+            range: r,
+            best,
+            window: window(whole, page, r.attrs.granularity.log2()),
+            vram_free_pages: pf.vram_free_pages(gpu),
         };
-        let map = if self.policy.maps_window() {
-            gran_window
-        } else {
-            whole
+        let (migrate, map) = match self.policy.plan(&ctx) {
+            // A plan is clipped to the range; what lies outside it is not
+            // this fault's to move (a map that misses the page leaves the
+            // GPU faulting, which ends in the retry limit).
+            FaultPlan::Serve { migrate, map } => (
+                migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
+                map.intersect(whole),
+            ),
+            FaultPlan::Retry { after_ns } => {
+                // Throttled: the fault ends unserved and the GPU retries
+                // later; the range stays as it is.
+                pf.smi_event(
+                    gpu,
+                    events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, false),
+                );
+                return Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns }));
+            }
         };
         // kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever this branch
         // ran without error, even if no page had to move; with the fallback,
         // this model's migrations cannot fail past it.
-        let migrated = r.actual_loc.is_some() || best != Location::Sys;
-        if migrated {
+        let migrated = migrate.is_some_and(|(to, _)| r.actual_loc.is_some() || to != Location::Sys);
+        if let Some((best, mig)) = migrate.filter(|_| migrated) {
             match best {
                 Location::Vram(id) => {
                     let g = self
@@ -188,7 +213,11 @@ impl Process {
         }
         // 17. Map the window on the faulting GPU. A failure is logged, the
         //     fault still ends (18.), and then the error is returned.
-        let mapped = self.validate_and_map(pf, start, map, Some(gpu));
+        let mapped = match map {
+            Some(map) => self.validate_and_map(pf, start, map, Some(gpu)),
+            None => Ok(false),
+        };
+        let map = map.unwrap_or(PageRange::new(page, page));
         self.release_bos(pf);
         // 18.
         pf.smi_event(

@@ -17,6 +17,7 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::GpuIndex;
 use crate::platform::{CopyDir, Hardware};
+use crate::policy::victim::{Candidate, Owner};
 use crate::range::BoRef;
 use crate::uapi::flag;
 
@@ -333,36 +334,34 @@ impl Process {
                 Ok(buf) => return Ok(buf),
                 Err(e) => e,
             };
-            let mut victims: Vec<(u64, u64, u64)> = self
+            // TTM picks across processes: this process's buffers on the
+            // GPU and every other's are candidates of one choice.
+            let own = self
                 .bos
                 .iter()
                 .filter(|(_, b)| b.gpu == gpu)
-                .map(|(&id, b)| (id, b.last_used_ns, b.npages))
-                .collect();
-            match self.victim_policy {
-                super::VictimPolicy::Lru => victims.sort_by_key(|&(id, t, _)| (t, id)),
-                super::VictimPolicy::Largest => {
-                    victims.sort_by_key(|&(id, _, n)| (std::cmp::Reverse(n), id))
+                .map(|(&bo, b)| Candidate {
+                    owner: Owner::This,
+                    bo,
+                    last_used_ns: b.last_used_ns,
+                    npages: b.npages,
+                });
+            let foreign = pf.foreign_buffers(gpu);
+            match self.victim_policy.pick(own.chain(foreign)) {
+                None => return Err(err),
+                Some(Candidate {
+                    owner: Owner::This,
+                    bo,
+                    ..
+                }) => self.evict_bo(pf, bo),
+                Some(Candidate {
+                    owner: Owner::Other(i),
+                    bo,
+                    ..
+                }) => {
+                    pf.evict_foreign(gpu, i, bo);
                 }
             }
-            let own = victims.first().copied();
-            // TTM picks across processes by recency; another process's older
-            // buffer goes first under LRU.
-            let foreign_first = match (own, pf.foreign_lru_ns(gpu)) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some((_, t, _)), Some(f)) => {
-                    self.victim_policy == super::VictimPolicy::Lru && f < t
-                }
-            };
-            if foreign_first {
-                pf.evict_foreign(gpu);
-                continue;
-            }
-            let Some((victim, _, _)) = own else {
-                return Err(err);
-            };
-            self.evict_bo(pf, victim);
         }
     }
 

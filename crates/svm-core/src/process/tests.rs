@@ -68,10 +68,13 @@ impl Hardware for Fake {
     fn flush_tlb(&mut self, _gpu: GpuIndex, _kind: TlbFlush) {}
     fn smi_event(&mut self, _gpu: GpuIndex, _line: String) {}
     fn evict_queues(&mut self, _gpu: GpuIndex) {}
-    fn foreign_lru_ns(&self, _gpu: GpuIndex) -> Option<u64> {
-        None
+    fn vram_free_pages(&self, _gpu: GpuIndex) -> u64 {
+        u64::MAX
     }
-    fn evict_foreign(&mut self, _gpu: GpuIndex) -> bool {
+    fn foreign_buffers(&self, _gpu: GpuIndex) -> Vec<crate::policy::victim::Candidate> {
+        Vec::new()
+    }
+    fn evict_foreign(&mut self, _gpu: GpuIndex, _owner: usize, _bo: u64) -> bool {
         false
     }
     fn restore_queues(&mut self, _gpu: GpuIndex) {}

@@ -39,7 +39,7 @@ use std::rc::Rc;
 
 use svm_core::addr::{CpuVa, PAGE_SIZE};
 use svm_core::gpu::GpuIndex;
-use svm_core::process::{FaultOutcome, RESTORE_DELAY_NS};
+use svm_core::process::{DropReason, FaultOutcome, RESTORE_DELAY_NS};
 
 use super::kernel::Woken;
 use super::{AccessError, AccessStats, KernelFn, KernelId, Machine, Pid};
@@ -573,6 +573,9 @@ impl Machine {
     ) {
         let (wake, woken) = match outcome {
             Ok(FaultOutcome::Resolved { .. }) => (end, Woken::Served),
+            Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns })) => {
+                (end + RETRY_DELAY_NS.max(*after_ns), Woken::Dropped)
+            }
             Ok(FaultOutcome::Dropped(_)) => (end + RETRY_DELAY_NS, Woken::Dropped),
             Err(err) => (
                 end,

@@ -35,3 +35,6 @@ mod kernel;
 // One access path: a scenario's accesses and a kernel's give the same state;
 // the CPU path resolves the VMA before it migrates.
 mod paths;
+
+// The policy seam: a fault policy written outside the engine, run unchanged.
+mod policy;

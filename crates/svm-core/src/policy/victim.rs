@@ -1,0 +1,121 @@
+//! Eviction order: which VRAM buffer goes when an allocation does not fit.
+//!
+//! One choice for every caller: the engine's own allocation
+//! (`Process::alloc_vram`, which sees its process's buffers and, through
+//! the platform, every other process's on the GPU, as TTM evicts across
+//! processes) and VRAM pressure from outside SVM (the simulator's
+//! `Machine::evict_vram`, which has no process of its own). Each strategy
+//! is one arm of [`VictimPolicy::pick`].
+
+use std::cmp::Reverse;
+
+use serde::{Deserialize, Serialize};
+
+/// Whose buffer a candidate is, as the asking process sees it. The asking
+/// process's own buffers order first among equals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// The process that needs the room.
+    This,
+    /// Another process, by its index on the machine.
+    Other(usize),
+}
+
+/// A VRAM buffer that could be evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Whose it is.
+    pub owner: Owner,
+    /// Its id in its process's buffer table.
+    pub bo: u64,
+    /// When it was last migrated into or mapped (simulated ns).
+    pub last_used_ns: u64,
+    /// Its size in pages.
+    pub npages: u64,
+}
+
+/// How VRAM eviction picks its victims when an allocation does not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VictimPolicy {
+    /// The buffer used longest ago first, across processes (TTM's LRU
+    /// order); among equal times the asking process's own, then the lower
+    /// process, then the older buffer.
+    #[default]
+    Lru,
+    /// The asking process's largest buffer first, so fewer ranges move;
+    /// then the largest of the others.
+    Largest,
+}
+
+impl VictimPolicy {
+    /// Every strategy, for parsers and `svmsim config`.
+    pub const ALL: [VictimPolicy; 2] = [VictimPolicy::Lru, VictimPolicy::Largest];
+
+    /// Its name in configurations.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VictimPolicy::Lru => "lru",
+            VictimPolicy::Largest => "largest",
+        }
+    }
+
+    /// Parses a name from [`VictimPolicy::name`].
+    pub fn from_name(s: &str) -> Option<VictimPolicy> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    /// The next victim among `candidates`, if any. The order is a function
+    /// of the candidates alone (ties fall to owner, then buffer id), so
+    /// runs replay.
+    pub fn pick(self, candidates: impl IntoIterator<Item = Candidate>) -> Option<Candidate> {
+        let c = candidates.into_iter();
+        match self {
+            VictimPolicy::Lru => c.min_by_key(|c| (c.last_used_ns, c.owner, c.bo)),
+            VictimPolicy::Largest => {
+                c.min_by_key(|c| (c.owner != Owner::This, Reverse(c.npages), c.owner, c.bo))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(owner: Owner, bo: u64, t: u64, n: u64) -> Candidate {
+        Candidate {
+            owner,
+            bo,
+            last_used_ns: t,
+            npages: n,
+        }
+    }
+
+    #[test]
+    fn each_strategy_orders_as_documented() {
+        // owner      bo  last used  pages
+        let all = [
+            c(Owner::This, 1, 50, 8),        // own, newer, small
+            c(Owner::This, 2, 70, 512),      // own, newest, largest of its own
+            c(Owner::Other(0), 7, 10, 16),   // another's, oldest
+            c(Owner::Other(3), 9, 10, 4096), // another's, as old, the largest
+        ];
+        assert_eq!(VictimPolicy::Lru.pick(all).map(|c| c.bo), Some(7));
+        assert_eq!(VictimPolicy::Largest.pick(all).map(|c| c.bo), Some(2));
+        // Without own buffers, the largest of the others.
+        assert_eq!(
+            VictimPolicy::Largest
+                .pick(all[2..].iter().copied())
+                .map(|c| c.bo),
+            Some(9)
+        );
+        // A tie in time goes to the asking process's own buffer.
+        let tie = [c(Owner::Other(0), 1, 5, 1), c(Owner::This, 4, 5, 1)];
+        assert_eq!(VictimPolicy::Lru.pick(tie).map(|c| c.bo), Some(4));
+        assert_eq!(VictimPolicy::Lru.pick([]), None);
+        for p in VictimPolicy::ALL {
+            assert_eq!(VictimPolicy::from_name(p.name()), Some(p));
+        }
+    }
+}
