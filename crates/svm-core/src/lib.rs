@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod attr;
+pub mod config;
 pub mod dma;
 pub mod error;
 pub mod events;
@@ -27,5 +28,6 @@ pub mod range_list;
 pub mod residency;
 pub mod topology;
 pub mod uapi;
+pub mod units;
 
 pub use error::{Errno, Error, Result};

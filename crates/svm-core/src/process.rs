@@ -29,6 +29,7 @@ use crate::addr::{CpuVa, PageCount, PageNum, PageRange};
 use crate::attr::{
     AccessKind, AttrOp, AttrQuery, AttrValue, Attrs, Granularity, Location, SvmFlags,
 };
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
@@ -140,9 +141,9 @@ pub struct Process {
     /// How GPU faults migrate and map: this process's instance of the
     /// run's fault policy, with whatever history it keeps.
     policy: Box<dyn FaultPolicy>,
-    /// Unmap the old system pages' DMA mappings in bulk after RAM→VRAM
-    /// (the review thread's option) instead of when each slot is rewritten.
-    bulk_dma_unmap: bool,
+    /// The run's knobs (the policy's name, kfd's tunables, the review
+    /// thread's options, the accounting mode).
+    config: Config,
     /// VRAM buffers by id.
     bos: BTreeMap<u64, SvmBo>,
     next_bo: u64,
@@ -160,18 +161,8 @@ pub struct Process {
     restore_due_ns: Option<u64>,
     /// Why the last restore work failed, while it stays rescheduled.
     restore_error: Option<Error>,
-    /// With XNACK on, leave mapping after a prefetch to the GPU faults
-    /// (the seed thread's suggestion) instead of mapping eagerly.
-    lazy_map_after_prefetch: bool,
-    /// Unmap from every GPU that mapped a range, not only those with
-    /// ACCESS or ACCESS_IN_PLACE (see [`Process::set_unmap_every_mapped_gpu`]).
-    unmap_every_mapped_gpu: bool,
-    /// Check kfd's `vram_pages` counter against the truth.
-    kernel_accounting: bool,
     /// The process has exited; faults for it are dropped.
     exited: bool,
-    /// How VRAM eviction picks victims.
-    victim_policy: VictimPolicy,
     /// Times a VRAM→RAM migration moved more pages than kfd's counter held
     /// (its `WARN_ONCE("Recorded vram pages(...) should not be less than
     /// migration pages(...)")`).
@@ -215,7 +206,7 @@ impl Process {
             max_pages: topology.max_svm_range_pages(),
             pid: 0,
             policy: Box::new(KfdPolicy(Policy::default())),
-            bulk_dma_unmap: false,
+            config: Config::default(),
             bos: BTreeMap::new(),
             next_bo: 1,
             bo_scan_needed: false,
@@ -224,11 +215,7 @@ impl Process {
             checkpoint_ts: PerGpu::from_vec(vec![None; n_gpus]),
             restore_due_ns: None,
             restore_error: None,
-            lazy_map_after_prefetch: false,
-            unmap_every_mapped_gpu: false,
-            kernel_accounting: false,
             exited: false,
-            victim_policy: VictimPolicy::default(),
             vram_pages_warnings: 0,
         };
         p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
@@ -247,18 +234,43 @@ impl Process {
 
     /// Picks one of kfd's GPU-fault policies.
     pub fn set_policy(&mut self, policy: Policy) {
-        self.policy = Box::new(KfdPolicy(policy));
+        self.set_fault_policy(Box::new(KfdPolicy(policy)));
     }
 
     /// Gives the process a fault policy of any kind (its own instance:
     /// the history it keeps is this process's).
     pub fn set_fault_policy(&mut self, policy: Box<dyn FaultPolicy>) {
+        policy.name().clone_into(&mut self.config.policy);
         self.policy = policy;
+    }
+
+    /// Takes every knob of `config`, a fresh instance of its policy among
+    /// them (whatever history the old one kept is gone).
+    ///
+    /// # Errors
+    /// A value [`Config::validate`] refuses; nothing changes then.
+    pub fn set_config(&mut self, config: &Config) -> std::result::Result<(), ConfigError> {
+        config.validate()?;
+        let entry = crate::policy::lookup(&config.policy).expect("validated: a registered policy");
+        self.configure(config.clone(), (entry.make)());
+        Ok(())
+    }
+
+    /// Takes `config`'s knobs and `policy` as its fault policy (which may
+    /// be one from outside the registry: `config.policy` becomes its name).
+    pub fn configure(&mut self, config: Config, policy: Box<dyn FaultPolicy>) {
+        self.config = config;
+        self.set_fault_policy(policy);
+    }
+
+    /// The run's knobs as this process holds them.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Whether old system DMA mappings are unmapped in bulk after RAM→VRAM.
     pub fn set_bulk_dma_unmap(&mut self, on: bool) {
-        self.bulk_dma_unmap = on;
+        self.config.bulk_dma_unmap = on;
     }
 
     /// Makes unmapping reach every GPU that mapped a range.
@@ -286,14 +298,14 @@ impl Process {
     /// restore work remaps), and a skipped GPU's PTEs for the window are
     /// cleared.
     pub fn set_unmap_every_mapped_gpu(&mut self, on: bool) {
-        self.unmap_every_mapped_gpu = on;
+        self.config.unmap_every_mapped_gpu = on;
     }
 
     /// Asks the checker to compare kfd's own `vram_pages` counter (kept the
     /// kernel's way in every range) with the pages really in VRAM, to show
     /// the 2026 accounting drift (ROCm/TheRock #8239).
     pub fn set_kernel_accounting(&mut self, on: bool) {
-        self.kernel_accounting = on;
+        self.config.kernel_accounting = on;
     }
 
     /// With XNACK on, skips the eager validate-and-map after a prefetch
@@ -301,17 +313,17 @@ impl Process {
     /// Philip Yang argued against because applications prefetch precisely to
     /// avoid faults. Off by default (the kernel maps eagerly).
     pub fn set_lazy_map_after_prefetch(&mut self, on: bool) {
-        self.lazy_map_after_prefetch = on;
+        self.config.lazy_map_after_prefetch = on;
     }
 
     /// Picks how VRAM eviction chooses its victims.
     pub fn set_victim_policy(&mut self, policy: VictimPolicy) {
-        self.victim_policy = policy;
+        self.config.victim_policy = policy;
     }
 
     /// Whether kfd's `vram_pages` counter is checked.
     pub fn kernel_accounting(&self) -> bool {
-        self.kernel_accounting
+        self.config.kernel_accounting
     }
 
     /// How often kfd would have warned that a migration moved more pages
@@ -402,7 +414,15 @@ impl Process {
         } else {
             GpuMask::EMPTY
         };
-        Attrs::new_range(access)
+        self.new_range_attrs(access)
+    }
+
+    /// A new range's attributes with `access`, at the run's default
+    /// granularity (`svms->default_granularity`).
+    fn new_range_attrs(&self, access: GpuMask) -> Attrs {
+        let mut a = Attrs::new_range(access);
+        a.granularity = Granularity::from_uapi(u32::from(self.config.default_granularity));
+        a
     }
 
     // ---------------------------------------------------------------------
@@ -743,7 +763,7 @@ impl Process {
                 // work remaps it.
                 continue;
             }
-            if migrated && self.xnack_enabled && self.lazy_map_after_prefetch {
+            if migrated && self.xnack_enabled && self.config.lazy_map_after_prefetch {
                 // The seed thread's option: GPUs fault the range in lazily.
                 continue;
             }
@@ -1009,7 +1029,7 @@ impl Aggregate {
 }
 
 mod fault;
-pub use fault::{DropReason, FaultOutcome, RESTORE_DELAY_NS, RETRY_FAULT_PENDING_NS};
+pub use fault::{DropReason, FaultOutcome};
 mod map;
 mod migrate;
 

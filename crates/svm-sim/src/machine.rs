@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
+use svm_core::config::{Config, ConfigError};
 use svm_core::gpu::GpuIndex;
 use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
 use svm_core::policy::victim::{Candidate, Owner};
-use svm_core::policy::{Policy, PolicyFactory, VictimPolicy};
+use svm_core::policy::{Policy, PolicyFactory};
 use svm_core::process::{Process, QueueId};
 use svm_core::pte::PteContext;
 use svm_core::topology::Topology;
@@ -537,8 +538,10 @@ pub struct Machine {
     timeline: Option<Box<timeline::Timeline>>,
     /// Makes each process's fault policy.
     policy: PolicyFactory,
-    /// How VRAM eviction picks victims.
-    victim_policy: VictimPolicy,
+    /// The run's knobs: each process gets them at spawn; the GPU's side
+    /// (`gpu_retry_delay_ns`, `gpu_max_retries`) and the eviction order of
+    /// outside pressure are read here.
+    config: Config,
     /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
     waves: Vec<Option<sched::Access>>,
     /// How pending work is ordered.
@@ -620,7 +623,7 @@ mod sched;
 pub mod timeline;
 mod trace;
 pub use kernel::{ComputeShape, Data, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
-pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, RETRY_DELAY_NS, WaveId};
+pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, WaveId};
 pub use trace::{TraceEvent, WaveOp};
 
 impl Machine {
@@ -640,7 +643,7 @@ impl Machine {
             smi_log: true,
             timeline: None,
             policy: Policy::default().entry().factory(),
-            victim_policy: VictimPolicy::default(),
+            config: Config::default(),
             waves: Vec::new(),
             interleave: Interleave::Eager,
             last_ts: 0,
@@ -679,16 +682,31 @@ impl Machine {
         for p in &mut self.procs {
             p.svm.set_fault_policy(factory.make());
         }
+        factory.name().clone_into(&mut self.config.policy);
         self.policy = factory;
     }
 
-    /// Picks how VRAM eviction chooses victims, for every process and for
-    /// pressure from outside SVM ([`Machine::evict_vram`]).
-    pub fn set_victim_policy(&mut self, victim: VictimPolicy) {
+    /// Takes every knob of `config` from now on, in every process and in
+    /// every process spawned later (each with a fresh instance of the
+    /// policy it names).
+    ///
+    /// # Errors
+    /// A value [`Config::validate`] refuses; nothing changes then.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        let entry =
+            svm_core::policy::lookup(&config.policy).expect("validated: a registered policy");
         for p in &mut self.procs {
-            p.svm.set_victim_policy(victim);
+            p.svm.set_config(config)?;
         }
-        self.victim_policy = victim;
+        self.policy = entry.factory();
+        self.config = config.clone();
+        Ok(())
+    }
+
+    /// The run's knobs.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
@@ -818,8 +836,7 @@ impl Machine {
         let mut svm = Process::new(&self.topology, self.xnack_default);
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
-        svm.set_fault_policy(self.policy.make());
-        svm.set_victim_policy(self.victim_policy);
+        svm.configure(self.config.clone(), self.policy.make());
         let mut mm = AddressSpace::new();
         *mm.pages_mut() = self.store();
         let shadow = self.store();
@@ -1081,7 +1098,7 @@ impl Machine {
                 owner: Owner::Other(i),
                 bo,
                 ..
-            }) = self.victim_policy.pick(all)
+            }) = self.config.victim_policy.pick(all)
             else {
                 break;
             };

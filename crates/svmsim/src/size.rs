@@ -1,41 +1,13 @@
-//! Sizes on the command line and in sweep files: `4096`, `2MiB`, `1GiB`,
-//! `512KiB`, `2 MiB`. Units are binary; `K`, `M`, `G` and `T` alone mean
-//! the same. Decimal units (`MB`) are refused rather than guessed at.
+//! Sizes for people: the command line's parser (the one grammar of
+//! `svm_core::units`, shared with scenario, sweep and profile files) and
+//! the two ways sizes are written back.
 
-/// Parses a size in bytes.
+/// Parses a size in bytes: the one grammar ([`svm_core::units`]).
 ///
 /// # Errors
 /// A message saying what is wrong and what would be accepted.
 pub fn parse(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: String = num.chars().filter(|&c| c != '_').collect();
-    let hint = "write bytes (4096) or a binary unit (512KiB, 2MiB, 1GiB)";
-    if num.is_empty() {
-        return Err(format!("{s:?} is not a size: {hint}"));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is too large for a size"))?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "K" | "KiB" | "k" | "kiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        "T" | "TiB" => 40,
-        u @ ("KB" | "kB" | "MB" | "GB" | "TB") => {
-            return Err(format!(
-                "{s:?}: decimal unit {u} is ambiguous; use {}iB",
-                &u[..1].to_uppercase()
-            ));
-        }
-        u => return Err(format!("{s:?}: unknown unit {u:?}; {hint}")),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?} is too large for a size"))
+    svm_core::units::parse_size(s)
 }
 
 /// A size written back exactly, the short way when a unit divides it:

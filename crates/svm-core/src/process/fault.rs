@@ -13,21 +13,13 @@
 use super::Process;
 use super::migrate::window;
 use crate::addr::{PageCount, PageNum, PageRange};
-use crate::attr::{Attrs, Location};
+use crate::attr::Location;
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
 use crate::gpu::GpuIndex;
 use crate::platform::Hardware;
 use crate::policy::{FaultCtx, FaultPlan};
 use crate::range::{ListOp, SvmRange};
-
-/// `AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING`: faults on a range within 2 ms of
-/// its last validation are duplicates.
-pub const RETRY_FAULT_PENDING_NS: u64 = 2_000_000;
-
-/// `AMDGPU_SVM_RANGE_RESTORE_DELAY_MS`: the restore work runs 1 ms after the
-/// first eviction.
-pub const RESTORE_DELAY_NS: u64 = 1_000_000;
 
 /// What a GPU fault came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +122,7 @@ impl Process {
         // 11. A fault on a range validated less than 2 ms ago is a duplicate
         //     (maybe for another window of it); the GPU retries later.
         if r.validate_timestamp
-            .is_some_and(|t| now < t.saturating_add(RETRY_FAULT_PENDING_NS))
+            .is_some_and(|t| now < t.saturating_add(self.config.retry_fault_pending_ns))
         {
             return Ok(FaultOutcome::Dropped(DropReason::Duplicate));
         }
@@ -275,7 +267,8 @@ impl Process {
         let vma = pf
             .vma_at(page)
             .ok_or_else(|| refused(page, "no VMA at the faulting address", Errno::Efault))?;
-        let size = PageCount::new(1 << crate::attr::Granularity::DEFAULT.log2());
+        // `1UL << svms->default_granularity` pages since 2024.
+        let size = PageCount::new(1 << self.config.default_granularity.min(63));
         let mut lo = page.align_down(size).max(vma.range.start());
         let mut hi = page.align_down(size).add(size).min(vma.range.end());
         if let Some(next) = self
@@ -288,7 +281,7 @@ impl Process {
         if let Some(prev) = self.svms.iter().filter(|r| r.range().end() <= page).last() {
             lo = lo.max(prev.range().end());
         }
-        let mut attrs = Attrs::new_range(self.bitmap_supported);
+        let mut attrs = self.new_range_attrs(self.bitmap_supported);
         if vma.flags.heap_stack {
             attrs.preferred_loc = Some(Location::Sys);
         }
@@ -341,7 +334,7 @@ impl Process {
             if let Err(e) = self.validate_and_map(pf, start, whole, None) {
                 // out_reschedule: the ranges restored so far stay valid;
                 // this one and the rest wait for the next run.
-                self.restore_due_ns = Some(pf.now_ns() + RESTORE_DELAY_NS);
+                self.restore_due_ns = Some(pf.now_ns() + self.config.restore_delay_ns);
                 for (g, d) in self.devices.iter() {
                     self.stats[g].restore_reschedules += 1;
                     pf.smi_event(

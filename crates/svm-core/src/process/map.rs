@@ -144,7 +144,7 @@ impl Process {
             if reachable {
                 pf.map_ptes(g, window.start(), &ptes);
                 pf.flush_tlb(g, TlbFlush::Legacy);
-            } else if self.unmap_every_mapped_gpu {
+            } else if self.config.unmap_every_mapped_gpu {
                 // kfd re-DMA-maps this GPU's slots above (unmapping the old
                 // addresses) and then skips its PTEs, so PTEs it wrote
                 // earlier for system pages of the window keep pointing at
@@ -183,7 +183,7 @@ impl Process {
             r.mapped_to_gpu = false;
         }
         let mut gpus = r.attrs.access.or(r.attrs.access_in_place);
-        if self.unmap_every_mapped_gpu {
+        if self.config.unmap_every_mapped_gpu {
             gpus = gpus.or(r.dma.gpus().collect());
         }
         for g in gpus.iter() {

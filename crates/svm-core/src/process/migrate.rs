@@ -86,7 +86,7 @@ impl Process {
         } else if r.mapped_to_gpu {
             // Queues are quiesced on the first eviction; the mappings stay
             // but may not be used until the restore work revalidates.
-            if self.unmap_every_mapped_gpu {
+            if self.config.unmap_every_mapped_gpu {
                 self.unmap_from_gpus(pf, start, window, trigger);
                 // Still mapped as far as the restore work is concerned.
                 self.svms
@@ -110,7 +110,7 @@ impl Process {
                     self.stats[g].queue_evictions += 1;
                 }
                 // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`.
-                self.restore_due_ns = Some(pf.now_ns() + super::fault::RESTORE_DELAY_NS);
+                self.restore_due_ns = Some(pf.now_ns() + self.config.restore_delay_ns);
             }
         }
     }
@@ -210,7 +210,7 @@ impl Process {
             r.bo = Some(bref);
             // The review thread's option: unmap the old system pages of every
             // GPU at once rather than when each slot is rewritten.
-            if self.bulk_dma_unmap {
+            if self.config.bulk_dma_unmap {
                 let from = r.index(window.start());
                 for (g, addr) in r.dma.unmap_sys(from, from + window.npages().raw()) {
                     pf.dma_unmap(g, addr);
@@ -347,7 +347,7 @@ impl Process {
                     npages: b.npages,
                 });
             let foreign = pf.foreign_buffers(gpu);
-            match self.victim_policy.pick(own.chain(foreign)) {
+            match self.config.victim_policy.pick(own.chain(foreign)) {
                 None => return Err(err),
                 Some(Candidate {
                     owner: Owner::This,

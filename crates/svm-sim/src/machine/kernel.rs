@@ -653,20 +653,17 @@ impl WaveCosts {
     }
 }
 
-/// Faults in a row on one instruction after which a wave gives up: a
-/// livelock, which is a bug in a policy or in the simulator. Every GPU
-/// access, a scenario's or a kernel's, takes this one path and this one
-/// limit, and ends with [`livelock`].
-pub const MAX_RETRIES: u32 = 10_000;
-
-/// The error of an instruction still faulting after [`MAX_RETRIES`]
-/// retries: EBUSY, the driver never let it through.
-fn livelock(gpu_id: u32, addr: CpuVa, write: bool) -> AccessError {
+/// The error of an instruction still faulting after `limit` retries in a
+/// row (`gpu_max_retries`): EBUSY, the driver never let it through. Every
+/// GPU access, a scenario's or a kernel's, takes this one path, this one
+/// limit and this one error; it is a livelock, a bug in a policy or in the
+/// simulator.
+fn livelock(gpu_id: u32, addr: CpuVa, write: bool, limit: u32) -> AccessError {
     AccessError::VmFault {
         gpu_id,
         addr,
         write,
-        why: format!("still faulting after {MAX_RETRIES} retries"),
+        why: format!("still faulting after {limit} retries"),
         errno: Errno::Ebusy,
     }
 }
@@ -1360,8 +1357,9 @@ impl Machine {
         self.kernels[k].stats.faults += 1;
         let faults = w.slot.page_faults.get() + 1;
         w.slot.page_faults.set(faults);
-        if faults > MAX_RETRIES {
-            let e = livelock(self.kernels[k].gpu_id, CpuVa::new(a), write);
+        let limit = self.config.gpu_max_retries;
+        if faults > limit {
+            let e = livelock(self.kernels[k].gpu_id, CpuVa::new(a), write, limit);
             self.kill_with(k, at, e);
             return Parked::Dead;
         }
@@ -1590,7 +1588,7 @@ enum Stop {
 pub(super) enum Woken {
     /// Served: they retry the instruction now.
     Served,
-    /// Dropped: they retry after [`super::RETRY_DELAY_NS`].
+    /// Dropped: they retry after the GPU's retry delay (`gpu_retry_delay_ns`).
     Dropped,
     /// Refused: their kernels die with the handler's error.
     Fatal {

@@ -39,14 +39,12 @@ use std::rc::Rc;
 
 use svm_core::addr::{CpuVa, PAGE_SIZE};
 use svm_core::gpu::GpuIndex;
-use svm_core::process::{DropReason, FaultOutcome, RESTORE_DELAY_NS};
+use svm_core::process::{DropReason, FaultOutcome};
 
 use super::kernel::Woken;
 use super::{AccessError, AccessStats, KernelFn, KernelId, Machine, Pid};
 use crate::ring::RingEntry;
 
-/// How long a GPU waits before retrying a fault the driver dropped.
-pub const RETRY_DELAY_NS: u64 = 100_000;
 /// Restore retries one [`Machine::advance_to`] runs before it skips the
 /// rest (they would fail the same way: nothing else runs between them).
 pub const MAX_RETRIES_PER_ADVANCE: u32 = 1000;
@@ -474,7 +472,7 @@ impl Machine {
             let later = self
                 .restore_horizon
                 .max(self.clock_ns)
-                .saturating_add(RESTORE_DELAY_NS);
+                .saturating_add(self.procs[pid.0].svm.config().restore_delay_ns);
             self.procs[pid.0].svm.postpone_restore(later);
         }
         // It rescheduled itself; its queues stay stopped. Waves of the
@@ -573,10 +571,11 @@ impl Machine {
     ) {
         let (wake, woken) = match outcome {
             Ok(FaultOutcome::Resolved { .. }) => (end, Woken::Served),
-            Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns })) => {
-                (end + RETRY_DELAY_NS.max(*after_ns), Woken::Dropped)
-            }
-            Ok(FaultOutcome::Dropped(_)) => (end + RETRY_DELAY_NS, Woken::Dropped),
+            Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns })) => (
+                end + self.config.gpu_retry_delay_ns.max(*after_ns),
+                Woken::Dropped,
+            ),
+            Ok(FaultOutcome::Dropped(_)) => (end + self.config.gpu_retry_delay_ns, Woken::Dropped),
             Err(err) => (
                 end,
                 Woken::Fatal {

@@ -38,3 +38,6 @@ mod paths;
 
 // The policy seam: a fault policy written outside the engine, run unchanged.
 mod policy;
+
+// The run's configuration: every knob reaches what it names.
+mod config;

@@ -19,8 +19,6 @@ use svm_sim::mm::{Backing, Mark, Prot};
 
 use super::doc::{ScenarioError, Source, Table, Value};
 
-const KIB: u64 = 1 << 10;
-
 /// The machine a scenario runs on.
 #[derive(Clone, Debug)]
 pub struct SystemSpec {
@@ -246,28 +244,10 @@ pub struct Scenario {
     pub ops: Vec<OpSpec>,
 }
 
-/// Parses a byte size: an integer, or a string such as `"16KiB"`, `"2 MiB"`,
-/// `"3 pages"`, `"0x4000"`.
+/// Parses a byte size: an integer, or a string in the one size grammar
+/// (`"16KiB"`, `"2 MiB"`, `"3 pages"`, `"0x4000"`; `svm_core::units`).
 fn size_of_str(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Some(hex) = s.strip_prefix("0x") {
-        return u64::from_str_radix(&hex.replace('_', ""), 16).ok();
-    }
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.replace('_', "").parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => KIB,
-        "MiB" => KIB * KIB,
-        "GiB" => KIB * KIB * KIB,
-        "TiB" => KIB * KIB * KIB * KIB,
-        "page" | "pages" | "p" => 4 * KIB,
-        _ => return None,
-    };
-    n.checked_mul(mult)
+    svm_core::units::parse_size(s).ok()
 }
 
 const SIZE_HELP: &str = "expected a size: bytes as an integer, or a string such as \"16KiB\", \"2 MiB\", \"3 pages\", \"0x4000\"";
@@ -277,7 +257,7 @@ fn size(v: &Value<'_, '_>) -> Result<u64, ScenarioError> {
         return u64::try_from(i).map_err(|_| v.error("a size cannot be negative"));
     }
     let s = v.str().map_err(|_| v.error(SIZE_HELP))?;
-    size_of_str(s).ok_or_else(|| v.error(format!("{s:?}: {SIZE_HELP}")))
+    svm_core::units::parse_size(s).map_err(|e| v.error(format!("expected a size: {e}")))
 }
 
 /// The parser's running state: names defined so far.
@@ -804,26 +784,14 @@ fn policy(v: &Value<'_, '_>) -> Result<Policy, ScenarioError> {
     })
 }
 
-/// Parses a duration: integer nanoseconds, or `"3ms"`, `"100us"`, `"2s"`, `"50ns"`.
+/// Parses a duration: integer nanoseconds, or a string in the one
+/// duration grammar (`"3ms"`, `"100us"`, `"2s"`, `"50ns"`; `svm_core::units`).
 fn duration(v: &Value<'_, '_>) -> Result<u64, ScenarioError> {
     if let Some(i) = v.int_opt()? {
         return u64::try_from(i).map_err(|_| v.error("a duration cannot be negative"));
     }
-    let s = v.str()?.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| v.error(format!("{s:?}: expected a duration such as \"3ms\"")))?;
-    let mult = match unit.trim() {
-        "ns" | "" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        u => return Err(v.error(format!("{u:?}: expected ns, us, ms or s"))),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| v.error("duration too long"))
+    svm_core::units::parse_duration_ns(v.str()?)
+        .map_err(|e| v.error(format!("expected a duration: {e}")))
 }
 
 fn parse_op(ctx: &mut Ctx<'_>, v: &Value<'_, '_>, index: usize) -> Result<OpSpec, ScenarioError> {

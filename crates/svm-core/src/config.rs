@@ -1,0 +1,466 @@
+//! Every knob of a run, in one serde value: the fault policy, kfd's
+//! tunables, the review thread's options, the accounting mode, and the
+//! GPU's side of retrying.
+//!
+//! # Overview
+//! [`Config`] is what a run is, besides its workload and machine. It is
+//! read from `--set KEY=VALUE`, from a `--config FILE.toml`, and from a
+//! scenario's `[config]` table; every run's JSON carries it whole, so a
+//! result file is enough to repeat its run. [`KNOBS`] is its catalogue:
+//! each key with its default, unit, what it accepts and one line of
+//! meaning (`svmsim config` prints it), and the one parser of a key's
+//! value ([`Config::set`]).
+//!
+//! The engine reads its part through `Process::set_config`; the GPU's
+//! part (`gpu_retry_delay_ns`, `gpu_max_retries`) is read by the simulator,
+//! whose hardware retries. Sizes and durations are written in the one
+//! grammar of [`crate::units`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{self, VictimPolicy};
+use crate::units;
+
+/// The largest default granularity kfd takes
+/// (`svms->default_granularity = min(svm_default_granularity, 0x1B)`).
+pub const MAX_DEFAULT_GRANULARITY: u8 = 0x1B;
+
+/// Every knob of a run. Fields are in the order `svmsim config` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The GPU fault policy, by registry name.
+    pub policy: String,
+    /// The granularity of a new range, log2 pages (kfd's module parameter
+    /// `svm_default_granularity`, 2024); also the size of the range made
+    /// for a fault on unregistered memory.
+    pub default_granularity: u8,
+    /// How VRAM eviction picks its victims.
+    pub victim_policy: VictimPolicy,
+    /// Faults on a range within this long of its last validation are
+    /// dropped as duplicates (`AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING`), ns.
+    pub retry_fault_pending_ns: u64,
+    /// The XNACK-off restore work runs this long after the first eviction,
+    /// and a failing one reschedules itself this much later
+    /// (`AMDGPU_SVM_RANGE_RESTORE_DELAY_MS`), ns.
+    pub restore_delay_ns: u64,
+    /// Unmap old system DMA mappings in bulk after RAM→VRAM (the review
+    /// thread's option) rather than when each slot is rewritten.
+    pub bulk_dma_unmap: bool,
+    /// With XNACK on, leave mapping after a prefetch to the GPU faults
+    /// (the seed thread's proposal) rather than map eagerly.
+    pub lazy_map_after_prefetch: bool,
+    /// Unmap from every GPU that mapped a range, not only those with
+    /// ACCESS or ACCESS_IN_PLACE: closes kfd's stale-PTE cases.
+    pub unmap_every_mapped_gpu: bool,
+    /// Keep kfd's own `vram_pages` counter the kernel's way and have the
+    /// checker compare it with the truth (the 2026 drift).
+    pub kernel_accounting: bool,
+    /// How long a GPU waits before retrying a fault the driver dropped, ns.
+    pub gpu_retry_delay_ns: u64,
+    /// Faults in a row on one instruction after which a wave gives up
+    /// (EBUSY): a livelock.
+    pub gpu_max_retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy: policy::Policy::default().name().to_owned(),
+            default_granularity: 9,
+            victim_policy: VictimPolicy::default(),
+            retry_fault_pending_ns: 2_000_000,
+            restore_delay_ns: 1_000_000,
+            bulk_dma_unmap: false,
+            lazy_map_after_prefetch: false,
+            unmap_every_mapped_gpu: false,
+            kernel_accounting: false,
+            gpu_retry_delay_ns: 100_000,
+            gpu_max_retries: 10_000,
+        }
+    }
+}
+
+/// A key or value the configuration refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No such key.
+    #[error("unknown key {key:?}; keys are: {known}")]
+    UnknownKey {
+        /// The key given.
+        key: String,
+        /// Close keys, or all of them.
+        known: String,
+    },
+    /// A value the key does not take.
+    #[error("{key}: {value:?} is not {accepts}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What the key takes.
+        accepts: String,
+    },
+    /// `--set` wants `KEY=VALUE`.
+    #[error("{0:?} is not KEY=VALUE")]
+    NotAssignment(String),
+}
+
+/// One knob of [`Config`].
+pub struct Knob {
+    /// Its key.
+    pub key: &'static str,
+    /// Its unit, or what kind of value it is.
+    pub unit: &'static str,
+    /// One line of meaning.
+    pub doc: &'static str,
+    get: fn(&Config) -> String,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+    accepts: fn() -> String,
+}
+
+impl fmt::Debug for Knob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Knob").field("key", &self.key).finish()
+    }
+}
+
+impl Knob {
+    /// What values it takes, for `svmsim config` and error messages.
+    pub fn accepts(&self) -> String {
+        (self.accepts)()
+    }
+
+    /// Its value in `c`, written as [`Config::set`] reads it.
+    pub fn get(&self, c: &Config) -> String {
+        (self.get)(c)
+    }
+}
+
+fn bool_of(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(String::new()),
+    }
+}
+
+fn bools() -> String {
+    "true or false (on/off)".into()
+}
+
+fn durations() -> String {
+    units::DURATION_HELP.into()
+}
+
+macro_rules! bool_knob {
+    ($key:literal, $field:ident, $doc:literal) => {
+        Knob {
+            key: $key,
+            unit: "bool",
+            doc: $doc,
+            get: |c| c.$field.to_string(),
+            set: |c, s| {
+                c.$field = bool_of(s)?;
+                Ok(())
+            },
+            accepts: bools,
+        }
+    };
+}
+
+macro_rules! duration_knob {
+    ($key:literal, $field:ident, $doc:literal) => {
+        Knob {
+            key: $key,
+            unit: "duration",
+            doc: $doc,
+            get: |c| units::show_duration(c.$field),
+            set: |c, s| {
+                c.$field = units::parse_duration_ns(s)?;
+                Ok(())
+            },
+            accepts: durations,
+        }
+    };
+}
+
+/// Every knob, in the order `svmsim config` lists them. A knob's key is
+/// its field's name everywhere (`--set`, files, JSON); a duration's value
+/// may carry its unit (`restore_delay_ns=500us`).
+pub static KNOBS: &[Knob] = &[
+    Knob {
+        key: "policy",
+        unit: "name",
+        doc: "the GPU fault policy (what a fault migrates and maps)",
+        get: |c| c.policy.clone(),
+        set: |c, s| {
+            let e = policy::lookup(s.trim()).ok_or_else(String::new)?;
+            c.policy = e.name.to_owned();
+            Ok(())
+        },
+        accepts: || format!("a policy: {}", policy::names().join(", ")),
+    },
+    Knob {
+        key: "default_granularity",
+        unit: "log2 pages",
+        doc: "granularity of a new range and of a fault's unregistered range (svm_default_granularity)",
+        get: |c| c.default_granularity.to_string(),
+        set: |c, s| {
+            let g: u8 = s.trim().parse().map_err(|_| String::new())?;
+            if g > MAX_DEFAULT_GRANULARITY {
+                return Err(String::new());
+            }
+            c.default_granularity = g;
+            Ok(())
+        },
+        accepts: || format!("a whole number from 0 to {MAX_DEFAULT_GRANULARITY} (9 = 2MiB)"),
+    },
+    Knob {
+        key: "victim_policy",
+        unit: "name",
+        doc: "which VRAM buffer an allocation that does not fit evicts first",
+        get: |c| c.victim_policy.name().to_owned(),
+        set: |c, s| {
+            c.victim_policy = VictimPolicy::from_name(s.trim()).ok_or_else(String::new)?;
+            Ok(())
+        },
+        accepts: || {
+            let names: Vec<&str> = VictimPolicy::ALL.iter().map(|v| v.name()).collect();
+            format!("one of: {}", names.join(", "))
+        },
+    },
+    duration_knob!(
+        "retry_fault_pending_ns",
+        retry_fault_pending_ns,
+        "faults on a range this soon after its validation are duplicates (AMDGPU_SVM_RANGE_RETRY_FAULT_PENDING)"
+    ),
+    duration_knob!(
+        "restore_delay_ns",
+        restore_delay_ns,
+        "XNACK off: the restore work runs this long after an eviction (AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)"
+    ),
+    bool_knob!(
+        "bulk_dma_unmap",
+        bulk_dma_unmap,
+        "unmap stale system DMA addresses in bulk after RAM->VRAM (the review thread's option)"
+    ),
+    bool_knob!(
+        "lazy_map_after_prefetch",
+        lazy_map_after_prefetch,
+        "XNACK on: leave mapping after a prefetch to GPU faults (the seed thread's proposal)"
+    ),
+    bool_knob!(
+        "unmap_every_mapped_gpu",
+        unmap_every_mapped_gpu,
+        "unmap every GPU that mapped a range, closing kfd's stale-PTE cases"
+    ),
+    bool_knob!(
+        "kernel_accounting",
+        kernel_accounting,
+        "keep kfd's vram_pages counter the kernel's way; the checker reports its drift"
+    ),
+    duration_knob!(
+        "gpu_retry_delay_ns",
+        gpu_retry_delay_ns,
+        "how long a GPU waits before retrying a fault the driver dropped"
+    ),
+    Knob {
+        key: "gpu_max_retries",
+        unit: "count",
+        doc: "faults in a row on one instruction before the wave gives up with EBUSY",
+        get: |c| c.gpu_max_retries.to_string(),
+        set: |c, s| {
+            let n: u32 = s.trim().parse().map_err(|_| String::new())?;
+            if n == 0 {
+                return Err(String::new());
+            }
+            c.gpu_max_retries = n;
+            Ok(())
+        },
+        accepts: || "a whole number from 1 to 4294967295".into(),
+    },
+];
+
+/// The knob of `key`.
+pub fn knob(key: &str) -> Option<&'static Knob> {
+    KNOBS.iter().find(|k| k.key == key)
+}
+
+/// Keys close to `key` (or all of them), for an error message.
+fn close_keys(key: &str) -> String {
+    let close: Vec<&str> = KNOBS
+        .iter()
+        .map(|k| k.key)
+        .filter(|k| {
+            k.contains(key)
+                || key.contains(k)
+                || k.split('_').any(|w| w.len() > 3 && key.contains(w))
+        })
+        .collect();
+    let list = if close.is_empty() {
+        KNOBS.iter().map(|k| k.key).collect()
+    } else {
+        close
+    };
+    list.join(", ")
+}
+
+impl Config {
+    /// Sets `key` to `value`, written as the knob's unit reads it.
+    ///
+    /// # Errors
+    /// An unknown key (with the close ones), or a value the key does not
+    /// take (with what it does).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let k = knob(key.trim()).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_owned(),
+            known: close_keys(key),
+        })?;
+        (k.set)(self, value).map_err(|why| ConfigError::BadValue {
+            key: k.key,
+            value: value.to_owned(),
+            accepts: if why.is_empty() { k.accepts() } else { why },
+        })
+    }
+
+    /// Applies one `KEY=VALUE`.
+    ///
+    /// # Errors
+    /// As [`Config::set`], or text without `=`.
+    pub fn assign(&mut self, kv: &str) -> Result<(), ConfigError> {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| ConfigError::NotAssignment(kv.to_owned()))?;
+        self.set(k, v)
+    }
+
+    /// The value of `key`, as [`Config::set`] reads it back.
+    pub fn get(&self, key: &str) -> Option<String> {
+        knob(key).map(|k| k.get(self))
+    }
+
+    /// Checks what serde cannot: the policy is registered, the numbers are
+    /// in range. A value read from a file goes through this.
+    ///
+    /// # Errors
+    /// The first key whose value is refused.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for k in KNOBS {
+            let v = k.get(self);
+            let mut probe = Config::default();
+            (k.set)(&mut probe, &v).map_err(|_| ConfigError::BadValue {
+                key: k.key,
+                value: v.clone(),
+                accepts: k.accepts(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The keys whose values differ from the defaults, as `KEY=VALUE`.
+    pub fn changes(&self) -> Vec<String> {
+        let d = Config::default();
+        KNOBS
+            .iter()
+            .filter(|k| k.get(self) != k.get(&d))
+            .map(|k| format!("{}={}", k.key, k.get(self)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_knob_reads_back_what_it_prints() {
+        let c = Config::default();
+        for k in KNOBS {
+            let mut d = Config::default();
+            d.set(k.key, &k.get(&c)).unwrap();
+            assert_eq!(d, c, "{}", k.key);
+            assert!(!k.doc.is_empty() && !k.accepts().is_empty());
+        }
+        c.validate().unwrap();
+        assert!(c.changes().is_empty());
+    }
+
+    #[test]
+    fn every_field_is_a_knob_in_order() {
+        // A field added without a knob could not be set or listed.
+        // (The text keeps the struct's order; a `Value` would sort it.)
+        let text = serde_json::to_string(&Config::default()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut fields: Vec<(usize, &str)> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (text.find(&format!("\"{k}\":")).unwrap(), k.as_str()))
+            .collect();
+        fields.sort_unstable();
+        let fields: Vec<&str> = fields.into_iter().map(|(_, k)| k).collect();
+        let keys: Vec<&str> = KNOBS.iter().map(|k| k.key).collect();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn keys_set_their_fields() {
+        let mut c = Config::default();
+        // key=value, and what it sets
+        c.assign("policy=whole-range").unwrap();
+        c.assign("default_granularity=4").unwrap();
+        c.assign("victim_policy=largest").unwrap();
+        c.assign("retry_fault_pending_ns=3ms").unwrap();
+        c.assign("restore_delay_ns=500us").unwrap();
+        c.assign("bulk_dma_unmap=on").unwrap();
+        c.assign("gpu_retry_delay_ns=1500").unwrap();
+        c.assign("gpu_max_retries=7").unwrap();
+        assert_eq!(c.policy, "whole-range");
+        assert_eq!(c.default_granularity, 4);
+        assert_eq!(c.victim_policy, VictimPolicy::Largest);
+        assert_eq!(c.retry_fault_pending_ns, 3_000_000);
+        assert_eq!(c.restore_delay_ns, 500_000);
+        assert!(c.bulk_dma_unmap);
+        assert_eq!(c.gpu_retry_delay_ns, 1500);
+        assert_eq!(c.gpu_max_retries, 7);
+        assert_eq!(c.changes().len(), 8);
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_key_and_what_it_takes() {
+        let mut c = Config::default();
+        let e = c.assign("polcy=partial").unwrap_err().to_string();
+        assert!(e.contains("\"polcy\"") && e.contains("policy"), "{e}");
+        let e = c.set("policy", "fastest").unwrap_err().to_string();
+        assert!(
+            e.starts_with("policy: \"fastest\"") && e.contains("partial"),
+            "{e}"
+        );
+        let e = c.set("default_granularity", "28").unwrap_err().to_string();
+        assert!(e.contains("0 to 27"), "{e}");
+        let e = c
+            .set("restore_delay_ns", "3 weeks")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("restore_delay_ns:") && e.contains("ms"),
+            "{e}"
+        );
+        assert!(c.set("bulk_dma_unmap", "maybe").is_err());
+        assert!(c.set("gpu_max_retries", "0").is_err());
+        assert!(matches!(
+            c.assign("policy"),
+            Err(ConfigError::NotAssignment(_))
+        ));
+        assert_eq!(c, Config::default(), "a refused value changes nothing");
+        let bad = Config {
+            policy: "nope".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}
