@@ -153,7 +153,7 @@ fn bools() -> String {
 }
 
 fn durations() -> String {
-    units::DURATION_HELP.into()
+    "a duration: nanoseconds (1500) or a number with ns, us, ms or s (100us, 3ms)".into()
 }
 
 macro_rules! bool_knob {
@@ -180,7 +180,7 @@ macro_rules! duration_knob {
             doc: $doc,
             get: |c| units::show_duration(c.$field),
             set: |c, s| {
-                c.$field = units::parse_duration_ns(s)?;
+                c.$field = units::parse_duration_ns(s).map_err(|_| String::new())?;
                 Ok(())
             },
             accepts: durations,
@@ -320,10 +320,10 @@ impl Config {
             key: key.to_owned(),
             known: close_keys(key),
         })?;
-        (k.set)(self, value).map_err(|why| ConfigError::BadValue {
+        (k.set)(self, value).map_err(|_| ConfigError::BadValue {
             key: k.key,
             value: value.to_owned(),
-            accepts: if why.is_empty() { k.accepts() } else { why },
+            accepts: k.accepts(),
         })
     }
 

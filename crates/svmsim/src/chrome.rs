@@ -93,7 +93,7 @@ pub fn trace(o: &Outcome) -> Value {
         "otherData": {
             "schema": "svmsim.timeline/1",
             "workload": o.spec.workload,
-            "policy": o.spec.policy,
+            "policy": o.spec.policy(),
             "seed": o.spec.seed,
             "repro": o.spec.repro(),
             "clock": "simulated",

@@ -20,7 +20,10 @@ pub fn specs(seed: u64) -> Vec<RunSpec> {
             iters: 1,
             profile: "mi250x".into(),
             gpus: Some(2),
-            policy: p.name().into(),
+            config: svm_core::config::Config {
+                policy: p.name().into(),
+                ..Default::default()
+            },
             seed,
             ..RunSpec::default()
         })
@@ -28,7 +31,7 @@ pub fn specs(seed: u64) -> Vec<RunSpec> {
 }
 
 fn by<'a>(outs: &'a [Outcome], policy: &str) -> Option<&'a Outcome> {
-    outs.iter().find(|o| o.spec.policy == policy)
+    outs.iter().find(|o| o.spec.policy() == policy)
 }
 
 /// What differed between the demo's runs, and why, in a few lines that
@@ -91,7 +94,7 @@ pub fn explain(outs: &[Outcome]) -> String {
         .iter()
         .map(|o| {
             let n: u64 = o.gpu_end.iter().map(|g| g.stale_dma_pages).sum();
-            format!("{} {n}", o.spec.policy)
+            format!("{} {n}", o.spec.policy())
         })
         .collect();
     let _ = writeln!(

@@ -2,14 +2,14 @@
 //! need recorded along the way.
 
 use serde::{Deserialize, Serialize};
-use svm_core::policy::Policy;
+use svm_core::config::{Config, ConfigError};
 use svm_sim::machine::{Machine, SmiEvent, timeline::Timeline};
 use svm_sim::timing::Profile;
 use svm_workloads::{Params, Report, Workload, WorkloadError};
 
 /// One configuration of one workload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(into = "SpecRepr", try_from = "SpecRepr")]
 pub struct RunSpec {
     /// The workload's name (`svmsim workloads`).
     pub workload: String,
@@ -25,8 +25,6 @@ pub struct RunSpec {
     pub vram: Option<u64>,
     /// Size VRAM so that the footprint is this share of it (1.25: 125%).
     pub oversubscribe: Option<f64>,
-    /// The fault policy's name.
-    pub policy: String,
     /// Migration granularity, log2 pages, for every SET_ATTR (default:
     /// the workload's, or kfd's 9).
     pub granularity: Option<u32>,
@@ -38,6 +36,86 @@ pub struct RunSpec {
     pub prefetch: bool,
     /// The seed: the workload's random choices and the interleaving.
     pub seed: u64,
+    /// Every knob of the engine (the fault policy among them), resolved.
+    pub config: Config,
+}
+
+/// [`RunSpec`] as files hold it: the policy stays a field of its own, as
+/// schema `svmsim.runs/1` had it, beside the whole configuration (which
+/// a file written before it existed lacks).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecRepr {
+    workload: String,
+    size: u64,
+    iters: u32,
+    profile: String,
+    gpus: Option<usize>,
+    vram: Option<u64>,
+    oversubscribe: Option<f64>,
+    /// The same as `config.policy`.
+    policy: String,
+    granularity: Option<u32>,
+    xnack: bool,
+    #[serde(default)]
+    prefetch: bool,
+    seed: u64,
+    #[serde(default)]
+    config: Option<Config>,
+}
+
+impl From<RunSpec> for SpecRepr {
+    fn from(s: RunSpec) -> Self {
+        Self {
+            workload: s.workload,
+            size: s.size,
+            iters: s.iters,
+            profile: s.profile,
+            gpus: s.gpus,
+            vram: s.vram,
+            oversubscribe: s.oversubscribe,
+            policy: s.config.policy.clone(),
+            granularity: s.granularity,
+            xnack: s.xnack,
+            prefetch: s.prefetch,
+            seed: s.seed,
+            config: Some(s.config),
+        }
+    }
+}
+
+impl TryFrom<SpecRepr> for RunSpec {
+    type Error = String;
+
+    fn try_from(r: SpecRepr) -> Result<Self, String> {
+        let config = match r.config {
+            None => Config {
+                policy: r.policy,
+                ..Config::default()
+            },
+            Some(c) if c.policy == r.policy => c,
+            Some(c) => {
+                return Err(format!(
+                    "policy {:?} and config.policy {:?} disagree",
+                    r.policy, c.policy
+                ));
+            }
+        };
+        Ok(Self {
+            workload: r.workload,
+            size: r.size,
+            iters: r.iters,
+            profile: r.profile,
+            gpus: r.gpus,
+            vram: r.vram,
+            oversubscribe: r.oversubscribe,
+            granularity: r.granularity,
+            xnack: r.xnack,
+            prefetch: r.prefetch,
+            seed: r.seed,
+            config,
+        })
+    }
 }
 
 impl Default for RunSpec {
@@ -50,11 +128,11 @@ impl Default for RunSpec {
             gpus: None,
             vram: None,
             oversubscribe: None,
-            policy: Policy::Partial.name().into(),
             granularity: None,
             xnack: true,
             prefetch: false,
             seed: 1,
+            config: Config::default(),
         }
     }
 }
@@ -122,7 +200,7 @@ impl RunSpec {
     ///
     /// # Errors
     /// An unknown name, or values that cannot work together.
-    pub fn resolve(&self) -> Result<(&'static (dyn Workload + Sync), Policy, Profile), SpecError> {
+    pub fn resolve(&self) -> Result<(&'static (dyn Workload + Sync), Profile), SpecError> {
         let w = svm_workloads::by_name(&self.workload).ok_or_else(|| {
             spec_err(
                 "workload",
@@ -133,7 +211,7 @@ impl RunSpec {
                 ),
             )
         })?;
-        let policy = self.policy()?;
+        self.check_config()?;
         let profile = load_profile(&self.profile)?;
         if self.size < 4096 {
             return Err(spec_err("size", "must be at least 4096 bytes (one page)"));
@@ -235,23 +313,39 @@ impl RunSpec {
                 ),
             ));
         }
-        Ok((w, policy, profile))
+        Ok((w, profile))
     }
 
-    /// The policy the spec names.
+    /// The fault policy's name.
+    pub fn policy(&self) -> &str {
+        &self.config.policy
+    }
+
+    /// Checks the configuration (a spec read from a file may hold
+    /// anything), naming the key at fault.
     ///
     /// # Errors
-    /// An unknown name, with the known ones.
-    pub fn policy(&self) -> Result<Policy, SpecError> {
-        Policy::from_name(&self.policy).ok_or_else(|| {
-            spec_err(
+    /// The first refused key: an unknown policy with the known ones, or a
+    /// value out of range with what the key takes.
+    pub fn check_config(&self) -> Result<(), SpecError> {
+        self.config.validate().map_err(|e| match e {
+            ConfigError::BadValue {
+                key: "policy",
+                value,
+                ..
+            } => spec_err(
                 "policy",
                 format!(
-                    "unknown policy {:?}; {}",
-                    self.policy,
-                    suggest(&self.policy, Policy::ALL.iter().map(|p| p.name()))
+                    "unknown policy {value:?}; {}",
+                    suggest(&value, svm_core::policy::names())
                 ),
-            )
+            ),
+            ConfigError::BadValue {
+                key,
+                value,
+                accepts,
+            } => spec_err(key, format!("{value:?} is not {accepts}")),
+            other => spec_err("config", other.to_string()),
         })
     }
 
@@ -262,12 +356,13 @@ impl RunSpec {
         profile: &Profile,
         gpus: usize,
         vram: Option<u64>,
-        policy: Policy,
         capture: Capture,
     ) -> Result<Machine, SpecError> {
         let mut m = svm_workloads::machine_xnack(profile, gpus, vram, self.xnack)
             .map_err(|e| spec_err("gpus", e.to_string()))?;
-        m.set_policy(policy);
+        self.check_config()?;
+        m.set_config(&self.config)
+            .map_err(|e| spec_err("config", e.to_string()))?;
         m.set_seed(Some(self.seed));
         m.set_smi_log(capture.events);
         if capture.timeline {
@@ -281,7 +376,10 @@ impl RunSpec {
 
     /// A short label: what differs between runs of a comparison.
     pub fn label(&self) -> String {
-        let mut s = self.policy.clone();
+        let mut s = self.policy().to_owned();
+        for kv in self.config_changes() {
+            s += &format!(" {kv}");
+        }
         if let Some(g) = self.granularity {
             s += &format!(" g{g}");
         }
@@ -297,13 +395,28 @@ impl RunSpec {
         s
     }
 
+    /// The knobs other than the policy that differ from the defaults, as
+    /// `KEY=VALUE` (the policy has a name and a flag of its own).
+    pub fn config_changes(&self) -> Vec<String> {
+        self.config
+            .changes()
+            .into_iter()
+            .filter(|kv| !kv.starts_with("policy="))
+            .collect()
+    }
+
     /// The command line that runs this spec again.
     pub fn repro(&self) -> String {
         if let Some(file) = self.workload.strip_prefix("trace:") {
             let mut s = format!(
                 "svmsim replay {file} --profile {} --policy {} --seed {}",
-                self.profile, self.policy, self.seed
+                self.profile,
+                self.policy(),
+                self.seed
             );
+            for kv in self.config_changes() {
+                s += &format!(" --set {kv}");
+            }
             if let Some(g) = self.gpus {
                 s += &format!(" --gpus {g}");
             }
@@ -321,9 +434,12 @@ impl RunSpec {
             crate::size::show(self.size),
             self.iters,
             self.profile,
-            self.policy,
+            self.policy(),
             self.seed
         );
+        for kv in self.config_changes() {
+            s += &format!(" --set {kv}");
+        }
         if let Some(g) = self.gpus {
             s += &format!(" --gpus {g}");
         }
@@ -509,7 +625,7 @@ pub struct Outcome {
 /// A spec that cannot run (unknown names, impossible sizes).
 pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
     let t0 = std::time::Instant::now();
-    let (w, policy, profile) = spec.resolve()?;
+    let (w, profile) = spec.resolve()?;
     let params = Params {
         size: spec.size,
         iters: spec.iters,
@@ -523,7 +639,7 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
         ),
         None => spec.vram,
     };
-    let mut m = spec.machine(&profile, gpus, vram, policy, capture)?;
+    let mut m = spec.machine(&profile, gpus, vram, capture)?;
     let pid = m.spawn(w.name());
     let result = svm_workloads::run_opts(&mut m, pid, w, &params, spec.granularity, spec.prefetch);
     let (status, metrics) = match result {
@@ -565,7 +681,7 @@ pub fn replay(
     capture: Capture,
 ) -> Result<Outcome, SpecError> {
     let t0 = std::time::Instant::now();
-    let policy = spec.policy()?;
+    spec.check_config()?;
     let profile = load_profile(&spec.profile)?;
     let events = svm_workloads::trace::decode(bytes)
         .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
@@ -575,7 +691,7 @@ pub fn replay(
         trace: false,
         ..capture
     };
-    let mut m = spec.machine(&profile, gpus, spec.vram, policy, capture)?;
+    let mut m = spec.machine(&profile, gpus, spec.vram, capture)?;
     let kernels = svm_workloads::trace::replay(&mut m, &events)
         .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
     let status = match kernels.iter().find_map(|k| k.as_ref().err()) {

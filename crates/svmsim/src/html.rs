@@ -137,7 +137,7 @@ fn page(
             s.iters,
             esc(&s.profile),
             o.gpus,
-            esc(&s.policy),
+            esc(s.policy()),
             s.granularity
                 .map_or("workload's (default 9)".into(), |g| g.to_string()),
             if s.xnack { "on" } else { "off" },

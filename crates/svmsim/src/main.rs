@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use svm_core::config::Config;
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
 use svmsim::{chrome, demo, html, progress::Progress, report, runs, scenario, size, sweep};
 
@@ -75,13 +76,14 @@ enum Command {
         svmsim run stream --xnack off --prefetch --oversubscribe 1.25   # eviction stops the queues\n  \
         svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
         svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace\n  \
+        svmsim run stream --set victim_policy=largest --set default_granularity=4\n  \
         svmsim run examples/munmap-race.toml --seed 3  # a scenario file, as `svmsim scenario` runs it")]
     Run {
         /// The workload (`svmsim workloads`) or a scenario file (FILE.toml); without it, the demo runs.
         workload: Option<String>,
-        /// The policy (whole-range, partial, partial-migrate-whole-map).
-        #[arg(long, default_value = "partial")]
-        policy: String,
+        /// The fault policy [default: partial] (the same as --set policy=NAME).
+        #[arg(long, value_name = "NAME", value_parser = policy_names())]
+        policy: Option<String>,
         #[command(flatten)]
         opts: RunOpts,
         #[command(flatten)]
@@ -99,7 +101,7 @@ enum Command {
     Compare {
         /// The workload (`svmsim workloads`).
         workload: String,
-        /// Policies, comma separated, or `all`.
+        /// Policies, comma separated, or `all` (`svmsim config` lists them); each replaces a --config file's.
         #[arg(long, default_value = "all", value_name = "LIST")]
         policies: String,
         /// Granularities (log2 pages), comma separated.
@@ -139,6 +141,8 @@ enum Command {
         #[arg(long, short = 'j', value_name = "N")]
         jobs: Option<usize>,
         #[command(flatten)]
+        config: ConfigOpts,
+        #[command(flatten)]
         output: OutOpts,
     },
     /// Join the result files of a sweep's shards into one table.
@@ -162,9 +166,9 @@ enum Command {
         /// The file is the CSV form.
         #[arg(long)]
         csv_input: bool,
-        /// The policy.
-        #[arg(long, default_value = "partial")]
-        policy: String,
+        /// The fault policy [default: partial] (the same as --set policy=NAME).
+        #[arg(long, value_name = "NAME", value_parser = policy_names())]
+        policy: Option<String>,
         #[command(flatten)]
         opts: RunOpts,
         #[command(flatten)]
@@ -184,11 +188,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// Run under this policy instead of the scenario's.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = policy_names())]
         policy: Option<String>,
         /// Interleave concurrent work in the order this seed picks (overrides the scenario's).
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
+        #[command(flatten)]
+        config: ConfigOpts,
+    },
+    /// List every knob of a run (`--set KEY=VALUE`, `--config FILE`, a scenario's `[config]`, a sweep's fields).
+    #[command(after_help = "Examples:\n  \
+        svmsim config                                      # every key, its default, unit and meaning\n  \
+        svmsim config --set victim_policy=largest --toml > my.toml   # a config file to start from\n  \
+        svmsim run stream --config my.toml")]
+    Config {
+        /// Print the resolved values as a TOML config file instead of the table.
+        #[arg(long)]
+        toml: bool,
+        #[command(flatten)]
+        config: ConfigOpts,
     },
     /// List the built-in profiles, one line each.
     #[command(
@@ -240,11 +258,55 @@ struct RunOpts {
     /// The seed of the workload's choices and of the interleaving.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    config: ConfigOpts,
+}
+
+/// The registered fault policies, for `--policy`'s help and "did you mean".
+fn policy_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(svm_core::policy::names())
+}
+
+/// The knobs of a run, from the command line.
+#[derive(Debug, Args)]
+struct ConfigOpts {
+    /// Set a knob (`svmsim config` lists them); repeatable, applied in order after --config and --policy.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Read knobs from a TOML file (as `svmsim config --toml` writes it).
+    #[arg(long = "config", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+}
+
+impl ConfigOpts {
+    /// `base` with the file's knobs, then `policy`, then each `--set`.
+    fn resolve(&self, base: Config, policy: Option<&str>) -> Result<Config, Fail> {
+        let mut c = base;
+        if let Some(path) = &self.config_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--config: cannot read {}: {e}", path.display())))?;
+            c = scenario::parse::config_file(&path.display().to_string(), &text, c)
+                .map_err(|e| usage(format!("--config: {e}")))?;
+        }
+        if let Some(p) = policy {
+            c.set("policy", p)
+                .map_err(|e| usage(format!("--policy: {e}")))?;
+        }
+        for kv in &self.set {
+            c.assign(kv)
+                .map_err(|e| usage(format!("--set {kv}: {e}")))?;
+        }
+        Ok(c)
+    }
+
+    fn given(&self) -> bool {
+        !self.set.is_empty() || self.config_file.is_some()
+    }
 }
 
 impl RunOpts {
-    fn spec(&self, workload: &str, policy: &str) -> RunSpec {
-        RunSpec {
+    fn spec(&self, workload: &str, policy: Option<&str>) -> Result<RunSpec, Fail> {
+        Ok(RunSpec {
             workload: workload.into(),
             size: self.size,
             iters: self.iters,
@@ -255,12 +317,12 @@ impl RunOpts {
             gpus: self.gpus,
             vram: self.vram,
             oversubscribe: self.oversubscribe,
-            policy: policy.into(),
             granularity: self.granularity,
             xnack: self.xnack == "on",
             prefetch: self.prefetch,
             seed: self.seed,
-        }
+            config: self.config.resolve(Config::default(), policy)?,
+        })
     }
 }
 
@@ -332,6 +394,7 @@ fn spec_fail(e: exec::SpecError) -> Fail {
         | "granularities" | "policies" | "policy" | "seed" => {
             format!("--{}", e.field)
         }
+        key if svm_core::config::knob(key).is_some() => format!("--set {key}"),
         other => other.to_owned(),
     };
     usage(format!("{flag}: {}", e.message))
@@ -525,6 +588,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 "--xnack",
                 "--policy",
                 "--prefetch",
+                "--set",
+                "--config",
             ]
             .into_iter()
             .filter(|f| given(f))
@@ -584,11 +649,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     Some(&PathBuf::from(w)),
                     out.json,
                     out.events.as_ref(),
-                    given("--policy").then_some(policy.as_str()),
+                    policy.as_deref(),
                     seed.then_some(opts.seed),
+                    &opts.config,
                 ));
             }
-            let spec = opts.spec(w, policy);
+            let spec = opts.spec(w, policy.as_deref())?;
+            let policy = spec.policy().to_owned();
             spec.resolve().map_err(spec_fail)?;
             out.preflight()?;
             if let Some(p) = record {
@@ -625,13 +692,24 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             jobs: j,
         } => {
             let policies = if policies == "all" {
-                svm_core::policy::Policy::ALL
-                    .iter()
-                    .map(|p| p.name().to_owned())
+                svm_core::policy::names()
+                    .into_iter()
+                    .map(str::to_owned)
                     .collect()
             } else {
                 split_list(policies)
             };
+            let base = opts.spec(workload, None)?;
+            if opts
+                .config
+                .set
+                .iter()
+                .any(|kv| kv.trim_start().starts_with("policy"))
+            {
+                return Err(usage(
+                    "--set policy: compare runs each policy of --policies; list them there",
+                ));
+            }
             if policies.is_empty() {
                 return Err(usage("--policies: give at least one policy, or `all`"));
             }
@@ -658,7 +736,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             for m in &modes {
                 for g in &grans {
                     for p in &policies {
-                        let mut s = opts.spec(workload, p);
+                        let mut s = base.clone();
+                        p.clone_into(&mut s.config.policy);
                         s.granularity = *g;
                         s.xnack = m == "on";
                         // Name compare's own list flags, not run's.
@@ -710,12 +789,29 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             shard,
             out: shard_out,
             jobs: j,
+            config,
             output,
         } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
             let name = file.display().to_string();
-            let sw = sweep::parse(&name, &text).map_err(|e| usage(e.to_string()))?;
+            let mut sw = sweep::parse(&name, &text).map_err(|e| usage(e.to_string()))?;
+            // --set and --config apply to every point; a knob the grid
+            // varies is the grid's to set.
+            if config.given() {
+                for point in &mut sw.points {
+                    let resolved = config.resolve(point.config.clone(), None)?;
+                    if let Some(axis) = sw.axes.iter().find(|a| {
+                        svm_core::config::knob(a).is_some()
+                            && resolved.get(a) != point.config.get(a)
+                    }) {
+                        return Err(usage(format!(
+                            "--set {axis}: {name} varies it in [grid]; set it in one place"
+                        )));
+                    }
+                    point.config = resolved;
+                }
+            }
             let shard = match shard {
                 Some(s) => sweep::parse_shard(s).map_err(usage)?,
                 None => (1, 1),
@@ -794,7 +890,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             {
                 return Err(usage(format!(
                     "{f}: a replay's accesses are the trace's; it takes --profile, --gpus, --vram, \
-                     --policy, --xnack and --seed"
+                     --policy, --xnack, --seed, --set and --config"
                 )));
             }
             out.preflight()?;
@@ -810,7 +906,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 bytes
             };
-            let spec = opts.spec("replay", policy);
+            let spec = opts.spec("replay", policy.as_deref())?;
             let o = exec::replay(&spec, &name, &bytes, out.capture()).map_err(spec_fail)?;
             emit(
                 std::slice::from_ref(&o),
@@ -826,13 +922,27 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             events,
             policy,
             seed,
+            config,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
             events.as_ref(),
             policy.as_deref(),
             *seed,
+            config,
         )),
+        Command::Config { toml, config } => {
+            let c = config.resolve(Config::default(), None)?;
+            outp!(
+                "{}",
+                if *toml {
+                    config_toml(&c)
+                } else {
+                    config_table(&c)
+                }
+            );
+            Ok(0)
+        }
         Command::Profiles => {
             for (name, text) in svm_sim::timing::BUILT_IN {
                 match svm_sim::timing::Profile::parse(name, text) {
@@ -872,23 +982,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// `svmsim config`: every knob with its value (the default unless set),
+/// unit and meaning, and what it accepts.
+fn config_table(c: &Config) -> String {
+    let d = Config::default();
+    let mut s = String::from(
+        "Every knob of a run: --set KEY=VALUE, --config FILE.toml, a scenario's [config], a sweep's fields.\n\n",
+    );
+    for k in svm_core::config::KNOBS {
+        let v = k.get(c);
+        let mark = if v == k.get(&d) {
+            ""
+        } else {
+            "  (set; default "
+        };
+        let tail = if mark.is_empty() {
+            String::new()
+        } else {
+            format!("{mark}{})", k.get(&d))
+        };
+        s += &format!("{} = {v}{tail}\n", k.key);
+        s += &format!("    {} [{}]\n", k.doc, k.unit);
+        s += &format!("    accepts {}\n", k.accepts());
+    }
+    s
+}
+
+/// A TOML config file of `c`, every key with its meaning as a comment.
+fn config_toml(c: &Config) -> String {
+    let mut s =
+        String::from("# svmsim configuration (svmsim config --toml); read it with --config FILE\n");
+    for k in svm_core::config::KNOBS {
+        let v = k.get(c);
+        let value = match k.unit {
+            "bool" | "count" | "log2 pages" => v,
+            _ => format!("{v:?}"),
+        };
+        s += &format!("\n# {} [{}]\n{} = {value}\n", k.doc, k.unit, k.key);
+    }
+    s
+}
+
 fn run_scenario(
     file: Option<&PathBuf>,
     json: bool,
     events: Option<&PathBuf>,
     policy: Option<&str>,
     seed: Option<u64>,
+    config: &ConfigOpts,
 ) -> u8 {
-    let policy = match policy.map(|p| (p, svm_core::policy::Policy::from_name(p))) {
-        None => None,
-        Some((_, Some(p))) => Some(p),
-        Some((name, None)) => {
-            eprintln!(
-                "error: --policy: unknown policy {name:?}; expected whole-range, partial or partial-migrate-whole-map"
-            );
-            return EXIT_USAGE;
-        }
-    };
     let (name, text) = match file {
         None => (
             scenario::DEFAULT.0.to_string(),
@@ -902,15 +1044,25 @@ fn run_scenario(
             }
         },
     };
-    let result = scenario::parse(&name, &text).and_then(|mut sc| {
-        if let Some(p) = policy {
-            sc.system.policy = p;
+    let mut sc = match scenario::parse(&name, &text) {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
         }
-        if seed.is_some() {
-            sc.system.seed = seed;
+    };
+    // The command line over the scenario's own [config].
+    sc.system.config = match config.resolve(sc.system.config.clone(), policy) {
+        Ok(c) => c,
+        Err(Fail(code, msg)) => {
+            eprintln!("error: {msg}");
+            return code;
         }
-        scenario::run(&sc)
-    });
+    };
+    if seed.is_some() {
+        sc.system.seed = seed;
+    }
+    let result = scenario::run(&sc);
     let r = match result {
         Ok(r) => r,
         Err(e) => {

@@ -69,7 +69,7 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
     specs
         .iter()
         .map(|s| {
-            let mut parts = vec![s.policy.clone()];
+            let mut parts = vec![s.policy().to_owned()];
             parts.extend(varying.iter().map(|f| f(s)).filter(|x| !x.is_empty()));
             parts.join(" ")
         })
@@ -244,7 +244,7 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
             s.iters.to_string(),
             s.profile.clone(),
             o.gpus.to_string(),
-            s.policy.clone(),
+            s.policy().to_owned(),
             opt(s.granularity.map(|g| g.to_string())),
             s.xnack.to_string(),
             opt(s.oversubscribe.map(|f| f.to_string())),

@@ -77,7 +77,6 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
     match key {
         "workload" => spec.workload = text()?,
         "profile" => spec.profile = text()?,
-        "policy" => spec.policy = text()?,
         "size" => spec.size = size_of(v)?,
         "vram" => spec.vram = Some(size_of(v)?),
         "iters" => spec.iters = u32::try_from(int_of(v)?).map_err(|e| e.to_string())?,
@@ -106,10 +105,28 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
                     .ok_or_else(|| format!("{v} is not a number"))?,
             );
         }
+        // Every knob of `svmsim config` is a field too (`policy` among them).
+        _ if svm_core::config::knob(key).is_some() => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Integer(i) => i.to_string(),
+                Value::Boolean(b) => b.to_string(),
+                other => return Err(format!("{other} is not a string, number or boolean")),
+            };
+            spec.config.set(key, &text).map_err(|e| match e {
+                svm_core::config::ConfigError::BadValue { value, accepts, .. } => {
+                    format!("{value:?} is not {accepts}")
+                }
+                other => other.to_string(),
+            })?;
+        }
         _ => {
+            let knobs: Vec<&str> = svm_core::config::KNOBS.iter().map(|k| k.key).collect();
             return Err(format!(
                 "unknown field {key:?}; fields are workload, size, iters, profile, gpus, vram, \
-                 oversubscribe, policy, granularity, xnack, prefetch, seed"
+                 oversubscribe, granularity, xnack, prefetch, seed, and the knobs of \
+                 `svmsim config`: {}",
+                knobs.join(", ")
             ));
         }
     }
@@ -121,6 +138,8 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
 pub struct Sweep {
     /// Every point.
     pub points: Vec<RunSpec>,
+    /// The fields `[grid]` varies, in file order.
+    pub axes: Vec<String>,
 }
 
 impl Sweep {
@@ -171,11 +190,13 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
         }
     }
     let mut points = vec![base];
+    let mut axes = Vec::new();
     if let Some(g) = doc.get("grid") {
         let g = g
             .as_table()
             .ok_or_else(|| err(None, "[grid] must be a table".into()))?;
         for (k, v) in g {
+            axes.push(k.clone());
             let line = line_of(text, "grid", k);
             let list = v
                 .as_array()
@@ -214,7 +235,7 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
             err(line, format!("field {}: {}", e.field, e.message))
         })?;
     }
-    Ok(Sweep { points })
+    Ok(Sweep { points, axes })
 }
 
 /// `K/N`: shard K (1-based) of N.
@@ -362,7 +383,7 @@ mod tests {
         assert_eq!(s.points.len(), 4);
         assert_eq!(s.points[0].size, 1 << 20);
         assert_eq!(
-            (s.points[1].policy.as_str(), s.points[1].granularity),
+            (s.points[1].policy(), s.points[1].granularity),
             ("partial", Some(0))
         );
         assert_eq!(s.points[3].granularity, Some(9));

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use svm_core::Errno;
 use svm_core::attr::SvmFlags;
+use svm_core::config::Config;
 use svm_core::gpu::GpuId;
-use svm_core::policy::Policy;
 use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SvmAttribute, attr_type};
 use svm_sim::mm::{Backing, Mark, Prot};
@@ -30,18 +30,9 @@ pub struct SystemSpec {
     pub sysmem_bytes: u64,
     /// The SVM system-memory limit in bytes.
     pub mem_limit_bytes: u64,
-    /// The GPU-fault policy.
-    pub policy: Policy,
-    /// Unmap old system DMA mappings in bulk after RAM→VRAM migration.
-    pub bulk_dma_unmap: bool,
-    /// Check kfd's own `vram_pages` counter against the truth.
-    pub kernel_accounting: bool,
-    /// Unmap every GPU that mapped a range, not only those with access.
-    pub unmap_every_mapped_gpu: bool,
-    /// With XNACK on, leave mapping after a prefetch to faults.
-    pub lazy_map_after_prefetch: bool,
-    /// How VRAM eviction picks victims.
-    pub victim_policy: svm_core::process::VictimPolicy,
+    /// Every knob of the run: the `[config]` table, and the knobs
+    /// `[system]` may name too (`policy`, `bulk_dma_unmap`, ...).
+    pub config: Config,
     /// The scheduler's seed: with one, concurrent work (in-flight faults,
     /// deferred and restore work) interleaves with the operations in a
     /// seeded order; without, kernel work runs at once.
@@ -594,15 +585,28 @@ fn parse_gpu(
 /// # Errors
 /// The first problem found, placed at its file, line and field.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    with_root(file, text, |root| parse_root(file, root))
+}
+
+/// Parses `text` as TOML and hands its root table to `f`.
+fn with_root<R>(
+    file: &str,
+    text: &str,
+    f: impl FnOnce(Table<'_, '_>) -> Result<R, ScenarioError>,
+) -> Result<R, ScenarioError> {
     let src = Source { file, text };
     let doc = src.parse()?;
-    let root = Table {
+    f(Table {
         src,
         path: String::new(),
         span: doc.span(),
         table: doc.get_ref(),
-    };
-    root.only(&["name", "description", "system", "process", "op"])?;
+    })
+}
+
+fn parse_root(file: &str, root: Table<'_, '_>) -> Result<Scenario, ScenarioError> {
+    let src = root.src;
+    root.only(&["name", "description", "system", "config", "process", "op"])?;
     let name = root
         .get("name")
         .map(|v| v.str().map(str::to_owned))
@@ -628,9 +632,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         "seed",
         "profile",
     ])?;
-    let flag = |key: &str| -> Result<bool, ScenarioError> {
-        Ok(sys.get(key).map(|v| v.bool()).transpose()?.unwrap_or(false))
-    };
+    let config = parse_config(&sys, root.get("config"))?;
     let profile = match sys.get("profile") {
         None => None,
         Some(v) => {
@@ -669,22 +671,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .unwrap_or(true),
         sysmem_bytes,
         mem_limit_bytes,
-        policy: match sys.get("policy") {
-            None => Policy::default(),
-            Some(v) => policy(&v)?,
-        },
-        bulk_dma_unmap: flag("bulk_dma_unmap")?,
-        kernel_accounting: flag("kernel_accounting")?,
-        unmap_every_mapped_gpu: flag("unmap_every_mapped_gpu")?,
-        lazy_map_after_prefetch: flag("lazy_map_after_prefetch")?,
-        victim_policy: match sys.get("victim_policy") {
-            None => svm_core::process::VictimPolicy::default(),
-            Some(v) => match v.str()? {
-                "lru" => svm_core::process::VictimPolicy::Lru,
-                "largest" => svm_core::process::VictimPolicy::Largest,
-                other => return Err(v.error(format!("{other:?}: expected \"lru\" or \"largest\""))),
-            },
-        },
+        config,
         seed: sys.get("seed").map(|v| v.int::<u64>()).transpose()?,
         profile,
     };
@@ -776,12 +763,88 @@ pub const EVENT_COUNTERS: [&str; 8] = [
     "unmap_from_gpu",
 ];
 
-fn policy(v: &Value<'_, '_>) -> Result<Policy, ScenarioError> {
-    let s = v.str()?;
-    Policy::from_name(s).ok_or_else(|| {
-        let names: Vec<_> = Policy::ALL.iter().map(|p| p.name()).collect();
-        v.error(format!("{s:?}: expected a policy: {}", names.join(", ")))
+/// The run's knobs: the `[config]` table (any key of `svmsim config`),
+/// and the few `[system]` also takes (the older spelling). A key given in
+/// both is refused rather than one silently winning.
+fn parse_config(
+    sys: &Table<'_, '_>,
+    table: Option<Value<'_, '_>>,
+) -> Result<Config, ScenarioError> {
+    let mut config = Config::default();
+    let mut set = |key: &str, v: &Value<'_, '_>| set_knob(&mut config, key, v);
+    const IN_SYSTEM: [&str; 6] = [
+        "policy",
+        "bulk_dma_unmap",
+        "kernel_accounting",
+        "unmap_every_mapped_gpu",
+        "lazy_map_after_prefetch",
+        "victim_policy",
+    ];
+    for key in IN_SYSTEM {
+        if let Some(v) = sys.get(key) {
+            set(key, &v)?;
+        }
+    }
+    if let Some(t) = table {
+        let t = t.table()?;
+        t.only(&knob_keys())?;
+        for (key, v) in t.entries() {
+            if IN_SYSTEM.contains(&key) && sys.get(key).is_some() {
+                return Err(v.error(format!(
+                    "`{key}` is given in [system] too; keep one (`[config]` is the place for knobs)"
+                )));
+            }
+            set(key, &v)?;
+        }
+    }
+    Ok(config)
+}
+
+/// Every key of `svmsim config`.
+fn knob_keys() -> Vec<&'static str> {
+    svm_core::config::KNOBS.iter().map(|k| k.key).collect()
+}
+
+/// Sets knob `key` from `v`; a refused value is an error at `v`.
+fn set_knob(config: &mut Config, key: &str, v: &Value<'_, '_>) -> Result<(), ScenarioError> {
+    let text = knob_text(v)?;
+    config.set(key, &text).map_err(|e| match e {
+        svm_core::config::ConfigError::BadValue { value, accepts, .. } => {
+            v.error(format!("{value:?} is not {accepts}"))
+        }
+        other => v.error(other.to_string()),
     })
+}
+
+/// Reads a configuration file (`--config FILE.toml`): a table of knobs,
+/// as `svmsim config --toml` writes it, applied over `base`.
+///
+/// # Errors
+/// TOML that does not parse, an unknown key or a refused value, at its
+/// file, line and column.
+pub fn config_file(file: &str, text: &str, base: Config) -> Result<Config, ScenarioError> {
+    with_root(file, text, |root| {
+        root.only(&knob_keys())?;
+        let mut config = base;
+        for (key, v) in root.entries() {
+            set_knob(&mut config, key, &v)?;
+        }
+        Ok(config)
+    })
+}
+
+/// A knob's value as [`Config::set`] reads it: a string as written, an
+/// integer in digits, a boolean as `true`/`false`.
+fn knob_text(v: &Value<'_, '_>) -> Result<String, ScenarioError> {
+    if let Ok(b) = v.bool() {
+        return Ok(b.to_string());
+    }
+    if let Some(i) = v.int_opt()? {
+        return Ok(i.to_string());
+    }
+    v.str()
+        .map(str::to_owned)
+        .map_err(|_| v.error("expected a string, a whole number or a boolean"))
 }
 
 /// Parses a duration: integer nanoseconds, or a string in the one

@@ -251,6 +251,9 @@ pub struct RunReport {
     pub passed: bool,
     /// The GPU-fault policy of the run.
     pub policy: String,
+    /// Every knob of the run, resolved: enough, with the file and the
+    /// seed, to repeat it.
+    pub config: svm_core::config::Config,
     /// The scheduler's seed, when work interleaved in a seeded order.
     pub seed: Option<u64>,
     /// The profile that priced the run, if any.
@@ -1121,20 +1124,13 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
             used_bytes: 0,
         },
     );
-    m.set_policy(s.policy);
+    m.set_config(&s.config)
+        .expect("the parser validated the scenario's config");
     m.set_seed(s.seed);
     if let Some(p) = &s.profile {
         m.apply_profile(p);
     }
     let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
-    for &pid in &pids {
-        let p = m.process_mut(pid);
-        p.set_bulk_dma_unmap(s.bulk_dma_unmap);
-        p.set_kernel_accounting(s.kernel_accounting);
-        p.set_unmap_every_mapped_gpu(s.unmap_every_mapped_gpu);
-        p.set_lazy_map_after_prefetch(s.lazy_map_after_prefetch);
-        p.set_victim_policy(s.victim_policy);
-    }
     let names = Names {
         gpus: s
             .topology
@@ -1172,7 +1168,8 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
     Ok(RunReport {
         schema: SCHEMA,
         passed: mismatches == 0 && violation.is_none(),
-        policy: s.policy.name().into(),
+        policy: s.config.policy.clone(),
+        config: s.config.clone(),
         seed: s.seed,
         profile: s.profile.as_ref().map(|p| p.name.clone()),
         end_ns: r.m.now_ns(),

@@ -6,6 +6,9 @@ mod cli;
 // Golden --json output on fixed seeds.
 mod golden;
 
+// Every knob reachable: --set, --config, `svmsim config`, scenario [config], sweep axes.
+mod config;
+
 // The timeline is valid trace-event JSON; the HTML report loads in Chromium.
 mod outputs;
 
