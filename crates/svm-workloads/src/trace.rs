@@ -501,15 +501,17 @@ type CsvKernel = (u32, u32, Vec<(u32, WaveOp)>);
 /// # Errors
 /// A line that does not parse, with its number.
 pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == "kernel,gpu_id,wave,op,addr,len" => {}
-        _ => {
-            return Err(TraceError::Csv {
-                line: 1,
-                why: "expected the header kernel,gpu_id,wave,op,addr,len".into(),
-            });
-        }
+    const HEADER: [&str; 6] = ["kernel", "gpu_id", "wave", "op", "addr", "len"];
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let bad_header = || TraceError::Csv {
+        line: 1,
+        why: "expected the header kernel,gpu_id,wave,op,addr,len".into(),
+    };
+    if reader.headers().map_err(|_| bad_header())? != HEADER.as_slice() {
+        return Err(bad_header());
     }
     let num = |s: &str, line: usize, what: &str| -> Result<u64, TraceError> {
         let s = s.trim();
@@ -526,12 +528,25 @@ pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
     let mut kernels: BTreeMap<u32, CsvKernel> = BTreeMap::new();
     let mut blocks: BTreeMap<u64, std::collections::BTreeSet<u32>> = BTreeMap::new();
     const BLOCK: u64 = 2 << 20;
-    for (i, l) in lines {
-        let line = i + 1;
-        if l.trim().is_empty() {
-            continue;
+    // The line a record starts on, counted in the text itself: the
+    // reader's position is where it began to read, before the blank lines
+    // it skipped.
+    let line_at = |p: Option<&csv::Position>| {
+        let bytes = text.as_bytes();
+        let mut byte = p.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        byte = byte.min(bytes.len());
+        while byte < bytes.len() && matches!(bytes[byte], b'\n' | b'\r') {
+            byte += 1;
         }
-        let f: Vec<&str> = l.split(',').collect();
+        bytes[..byte].iter().filter(|&&b| b == b'\n').count() + 1
+    };
+    for record in reader.records() {
+        let record = record.map_err(|e| TraceError::Csv {
+            line: line_at(e.position()),
+            why: e.to_string(),
+        })?;
+        let line = line_at(record.position());
+        let f: Vec<&str> = record.iter().collect();
         if f.len() != 6 {
             return Err(TraceError::Csv {
                 line,

@@ -150,6 +150,11 @@ fn a_csv_trace_runs() {
             "not a number",
         ),
         ("kernel,gpu_id,wave,op,addr,len\n0,1,0,load,0\n", "fields"),
+        // The line counts the blank one and a quoted field's text.
+        (
+            "kernel,gpu_id,wave,op,addr,len\n0,1,0,\"load\",0,4\n\n0,1,0,fetch,0,4\n",
+            "line 4",
+        ),
     ] {
         let e = trace::from_csv(bad).unwrap_err().to_string();
         assert!(e.contains(want), "{bad:?}: {e}");

@@ -108,8 +108,8 @@ enum Command {
         #[arg(long, value_name = "LIST")]
         granularities: Option<String>,
         /// XNACK modes to compare, comma separated: on,off (default: --xnack's).
-        #[arg(long, value_name = "LIST")]
-        xnack_modes: Option<String>,
+        #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
+        xnack_modes: Option<Vec<OnOff>>,
         /// The run the ratios divide by: its label or its row number (1-based).
         #[arg(long, value_name = "RUN")]
         baseline: Option<String>,
@@ -248,8 +248,8 @@ struct RunOpts {
     #[arg(long, value_name = "LOG2")]
     granularity: Option<u32>,
     /// Boot with XNACK (retry faults) on or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    xnack: String,
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    xnack: OnOff,
     /// Prefetch every buffer to the GPU it is registered for (PREFETCH_LOC), as
     /// XNACK-off applications do; with --oversubscribe, VRAM eviction then stops
     /// and restores the queues.
@@ -260,6 +260,15 @@ struct RunOpts {
     seed: u64,
     #[command(flatten)]
     config: ConfigOpts,
+}
+
+/// A switch: `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The registered fault policies, for `--policy`'s help and "did you mean".
@@ -318,7 +327,7 @@ impl RunOpts {
             vram: self.vram,
             oversubscribe: self.oversubscribe,
             granularity: self.granularity,
-            xnack: self.xnack == "on",
+            xnack: self.xnack == OnOff::On,
             prefetch: self.prefetch,
             seed: self.seed,
             config: self.config.resolve(Config::default(), policy)?,
@@ -726,11 +735,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     })
                     .collect::<Result<_, _>>()?,
             };
-            let modes = split_list(xnack_modes.as_deref().unwrap_or(&opts.xnack));
-            if let Some(bad) = modes.iter().find(|m| *m != "on" && *m != "off") {
-                return Err(usage(format!(
-                    "--xnack-modes: {bad:?} is neither on nor off"
-                )));
+            let modes = xnack_modes.clone().unwrap_or_else(|| vec![opts.xnack]);
+            if modes.is_empty() {
+                return Err(usage("--xnack-modes: give on, off or on,off"));
             }
             let mut specs = Vec::new();
             for m in &modes {
@@ -739,7 +746,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                         let mut s = base.clone();
                         p.clone_into(&mut s.config.policy);
                         s.granularity = *g;
-                        s.xnack = m == "on";
+                        s.xnack = *m == OnOff::On;
                         // Name compare's own list flags, not run's.
                         s.resolve().map_err(|mut e| {
                             e.field = match e.field {

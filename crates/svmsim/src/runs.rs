@@ -220,18 +220,14 @@ pub const CSV_COLUMNS: [&str; 26] = [
     "invariants",
 ];
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// The CSV form: a header row, then a row per run.
 pub fn csv(runs: &[Outcome], baseline: usize) -> String {
     let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
-    let mut out = CSV_COLUMNS.join(",") + "\n";
+    // Written in memory: a write cannot fail, and quoting is the crate's.
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(CSV_COLUMNS).expect("writing CSV to memory");
     for o in runs {
         let s = &o.spec;
         let m = &o.metrics;
@@ -275,9 +271,8 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
                 .to_string(),
             o.violation.clone().unwrap_or_else(|| "held".into()),
         ];
-        let line: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
-        out += &line.join(",");
-        out.push('\n');
+        w.write_record(&row).expect("writing CSV to memory");
     }
-    out
+    let bytes = w.into_inner().expect("flushing CSV to memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
 }
