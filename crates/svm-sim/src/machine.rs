@@ -565,20 +565,20 @@ pub struct Machine {
     /// The GPUs' compute shape.
     shape: kernel::ComputeShape,
     /// Per GPU, per CU, its TLB.
-    tlbs: kernel::Tlbs,
+    tlbs: mmu::Tlbs,
     /// Kernels launched, by [`KernelId`].
     kernels: Vec<kernel::Kernel>,
     /// Kernel waves in flight, and free slots of that table.
     kwaves: Vec<Option<kernel::KWave>>,
     kwave_free: Vec<usize>,
     /// Kernel waves ready to run, by (time, tie key, wave).
-    kready: kernel::ReadyQueue,
+    kready: sched::ReadyQueue,
     /// Kernel waves parked on a retry fault, by (GPU, process, page).
     kwait: kernel::KernelWaits,
     /// For every fault served, ns from its raising to the handler's end.
     fault_latencies: Vec<u64>,
     /// `timing` in whole ns for wave instructions.
-    wave_costs: kernel::WaveCosts,
+    wave_costs: mmu::WaveCosts,
     /// Scratch space of a wave instruction's translations.
     scratch_targets: Vec<(u64, u64, crate::gpu::PackedPte)>,
     /// What a wave's load from a page never written lends.
@@ -619,12 +619,15 @@ macro_rules! env {
 }
 
 mod kernel;
+mod mmu;
 mod sched;
 pub mod timeline;
 mod trace;
-pub use kernel::{ComputeShape, Data, KernelFn, KernelId, KernelStats, MemOp, WaveCtx};
+mod wave;
+pub use kernel::{ComputeShape, KernelId, KernelStats};
 pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, WaveId};
 pub use trace::{TraceEvent, WaveOp};
+pub use wave::{Data, KernelFn, MemOp, WaveCtx};
 
 impl Machine {
     /// A machine with these GPUs, boot-time XNACK default and memory limit.
@@ -655,14 +658,14 @@ impl Machine {
             handler_free: vec![0; n_gpus],
             migrate_lock: BTreeMap::new(),
             shape: kernel::ComputeShape::default(),
-            tlbs: kernel::Tlbs::default(),
+            tlbs: mmu::Tlbs::default(),
             kernels: Vec::new(),
             kwaves: Vec::new(),
             kwave_free: Vec::new(),
-            kready: kernel::ReadyQueue::default(),
+            kready: sched::ReadyQueue::default(),
             kwait: BTreeMap::new(),
             fault_latencies: Vec::new(),
-            wave_costs: kernel::WaveCosts::default(),
+            wave_costs: mmu::WaveCosts::default(),
             scratch_targets: Vec::new(),
             zero_page: crate::pages::zero_page(),
             trace: None,
@@ -712,7 +715,7 @@ impl Machine {
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
     /// default, charges nothing).
     pub fn set_timing(&mut self, timing: Timing) {
-        self.wave_costs = kernel::WaveCosts::of(&timing);
+        self.wave_costs = mmu::WaveCosts::of(&timing);
         self.timing = timing;
     }
 
@@ -1126,7 +1129,7 @@ impl Machine {
     }
 
     /// A CPU reads (`data` is `None`) or writes `data` at `addr`, through
-    /// the one CPU path ([`Machine::cpu_fault_in`]): the VMAs first, then
+    /// the one CPU path (`Machine::cpu_fault_in`): the VMAs first, then
     /// pages in VRAM fault back to system memory (`migrate_to_ram`), then
     /// the bytes. The caller waits for it: the clock moves to its end.
     ///

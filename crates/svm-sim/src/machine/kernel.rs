@@ -1,19 +1,20 @@
-//! Kernels: a grid of waves placed on a GPU's compute units, each wave
-//! Rust code that loads and stores through the GPU's MMU.
+//! The executor: kernels as grids of waves placed on a GPU's compute
+//! units, each wave Rust code whose memory instructions this file
+//! performs.
 //!
 //! # Design
-//! A wave is an `async` block. Its memory operations ([`WaveCtx::load`],
-//! [`WaveCtx::store`], [`WaveCtx::compute`]) post one request into a slot
-//! the wave shares with the executor, and awaiting one returns `Pending`
-//! until it has been performed; the executor, which owns the machine,
-//! performs the request (TLB, page walk, retry fault, the bytes), marks
-//! the slot done, and polls the wave again when simulated time reaches the
-//! request's end. One request per step, in simulated-time order: so waves
-//! interleave as their memory operations would, on one thread, with no
-//! `unsafe` and no wakers (the executor knows exactly when a wave can go
-//! on). An operation is issued when it is made, so a wave makes one and
-//! awaits it before making the next, as a wave's instructions issue in
-//! order.
+//! A wave is an `async` block (its side is in `wave.rs`: [`WaveCtx`],
+//! `MemOp`, `Data`, the slot). Each memory operation posts one request
+//! into the slot, and awaiting it returns `Pending` until it has been
+//! performed; the executor, which owns the machine, performs the request
+//! here ([`Machine::perform`]: the translation through `mmu.rs`, a retry
+//! fault that parks the wave, the bytes), marks the slot done, and polls
+//! the wave again when simulated time reaches the request's end. One
+//! request per step, in simulated-time order: so waves interleave as
+//! their memory operations would, on one thread, with no `unsafe` and no
+//! wakers (the executor knows exactly when a wave can go on). An
+//! operation is issued when it is made, so a wave makes one and awaits it
+//! before making the next, as a wave's instructions issue in order.
 //!
 //! The step is the simulator's inner loop, so it is kept lean: an
 //! operation borrows the wave's context (no reference counting), a load
@@ -32,40 +33,27 @@
 //!
 //! A launch dispatches waves in index order onto compute units, at most
 //! `waves_per_cu` in flight on each; a finished wave's slot takes the next.
-//! Each CU has a TLB (4-way set-associative, LRU within a set) whose
-//! entries carry the process's TLB generation on that GPU, so every flush
-//! the engine issues empties them. A miss walks the page table; an invalid
-//! PTE raises a retry fault into the GPU's ring and parks the wave until
-//! the fault is served (XNACK on). With XNACK off the fault is fatal: the
-//! queue dies, the kernel ends with the memory access fault, and its other
-//! waves stop.
+//! An invalid PTE raises a retry fault into the GPU's ring and parks the
+//! wave until the fault is served (XNACK on); a refused fault ends the
+//! kernel with the handler's errno (with XNACK off: EFAULT), and its other
+//! waves stop. A scenario's GPU access is a kernel of one wave too
+//! (`sched.rs`), so every GPU access takes this one path.
 
-use std::cell::{Cell, OnceCell, Ref, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use svm_core::Errno;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use svm_core::gpu::GpuIndex;
 
+use super::mmu::Tlbs;
+use super::wave::{Answer, KernelFn, Req, ReqKind, Slot, WaveCtx};
 use super::{AccessError, Machine, Pid};
 use crate::gpu::PackedPte;
-use crate::pages::PageBytes;
-use crate::ring::RingEntry;
 use crate::timing::ns;
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").finish_non_exhaustive()
-    }
-}
-
-/// A wave's code: given its index in the grid and its context, the future
-/// that runs it.
-pub type KernelFn = Rc<dyn Fn(u32, WaveCtx) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// A launched kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,456 +106,11 @@ pub struct KernelStats {
     pub end_ns: u64,
 }
 
-/// A memory request a wave posts (a store's bytes wait in the slot, so
-/// that posting and taking a request copies a few words and drops nothing).
-#[derive(Clone, Copy, Debug)]
-struct Req {
-    kind: ReqKind,
-    /// The address (the time, for compute).
-    addr: u64,
-    /// Bytes loaded or stored.
-    len: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReqKind {
-    Load,
-    Store,
-    Compute,
-}
-
-/// Where a wave and the executor meet: one posted request, one answer.
-/// (Cells where each side only moves a value in or out; a `RefCell` for
-/// the buffer, which the executor fills in place and the wave reads in
-/// place.)
-///
-/// Every step reads and writes it, and with hundreds of waves in flight
-/// it is rarely in the host's L1 cache, so what a TLB-hit load touches
-/// is kept within 48 bytes (with its reference counts, one 64-byte
-/// allocation): the buffers of the other paths are a box of their own,
-/// made when first used.
-#[derive(Default)]
-struct Slot {
-    /// The posted request, its fields in cells of their own (an
-    /// `Option<Req>`, or a struct of them, would take a word more).
-    req_kind: Cell<Option<ReqKind>>,
-    req_addr: Cell<u64>,
-    req_len: Cell<u64>,
-    /// Whether the posted request has been performed, and where its
-    /// answer is.
-    answer: Cell<Answer>,
-    /// Retry faults in a row on the posted request.
-    page_faults: Cell<u32>,
-    /// The wave made an instruction while an earlier one was still posted
-    /// (made but not awaited): the earlier one is lost, so the wave dies.
-    misused: Cell<bool>,
-    /// The page a load from VRAM lends ([`Answer::Page`]).
-    page: Cell<Option<PageBytes>>,
-    bufs: OnceCell<Box<Bufs>>,
-}
-
-/// A slot's buffers, for the paths that move bytes (stores, and loads
-/// that copy).
-#[derive(Default)]
-struct Bufs {
-    /// The posted store's bytes.
-    stored: Cell<Vec<u8>>,
-    /// The wave's load buffer. The executor fills it in place, and the
-    /// load's [`Data`] reads it in place (a shared borrow), so a load
-    /// neither allocates nor moves a buffer. While the wave still holds an
-    /// earlier load's `Data`, the executor cannot borrow it and fills
-    /// `spill` instead, which the next `Data` takes.
-    buf: RefCell<Vec<u8>>,
-    spill: Cell<Vec<u8>>,
-}
-
-/// Where the executor writes a load's bytes: the wave's buffer, or, while
-/// the wave holds an earlier load's bytes from it, a vector of their own.
-enum Out<'s> {
-    Buf(RefMut<'s, Vec<u8>>),
-    Spill(Vec<u8>),
-}
-
-impl Out<'_> {
-    fn vec(&mut self) -> &mut Vec<u8> {
-        match self {
-            Out::Buf(b) => b,
-            Out::Spill(v) => v,
-        }
-    }
-}
-
-impl Slot {
-    /// Posts `r`; returns whether a request was posted already.
-    #[inline(always)]
-    fn post(&self, r: Req) -> bool {
-        self.req_addr.set(r.addr);
-        self.req_len.set(r.len);
-        self.req_kind.replace(Some(r.kind)).is_some()
-    }
-
-    /// Takes the posted request.
-    #[inline(always)]
-    fn take_req(&self) -> Option<Req> {
-        let kind = self.req_kind.take()?;
-        Some(Req {
-            kind,
-            addr: self.req_addr.get(),
-            len: self.req_len.get(),
-        })
-    }
-
-    fn is_posted(&self) -> bool {
-        self.req_kind.get().is_some()
-    }
-
-    fn bufs(&self) -> &Bufs {
-        self.bufs.get_or_init(Box::default)
-    }
-
-    /// An empty place for a load's bytes.
-    fn out(&self) -> Out<'_> {
-        match self.bufs().buf.try_borrow_mut() {
-            Ok(mut b) => {
-                b.clear();
-                Out::Buf(b)
-            }
-            Err(_) => Out::Spill(Vec::new()),
-        }
-    }
-
-    /// Answers the posted load, whose bytes are in `out`.
-    fn answer(&self, out: Out<'_>) {
-        let answer = match out {
-            Out::Buf(_) => Answer::Buf,
-            Out::Spill(v) => {
-                self.bufs().spill.set(v);
-                Answer::Spill
-            }
-        };
-        self.answer.set(answer);
-    }
-
-    /// Answers the posted store, whose bytes, `data`, are written: their
-    /// vector becomes the wave's buffer when that is free.
-    fn answer_store(&self, data: Vec<u8>) {
-        if let Ok(mut b) = self.bufs().buf.try_borrow_mut() {
-            *b = data;
-            b.clear();
-        }
-        self.answer.set(Answer::Empty);
-    }
-}
-
-/// Where a performed request's answer is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Answer {
-    /// Not performed yet.
-    #[default]
-    Pending,
-    /// No bytes (a store, or compute).
-    Empty,
-    /// In the slot's buffer.
-    Buf,
-    /// In the slot's spill vector.
-    Spill,
-    /// `len` bytes at `off` in the page the slot lends.
-    Page { off: u16, len: u16 },
-}
-
-/// What a wave's code uses to reach memory.
-#[derive(Clone, Debug)]
-pub struct WaveCtx {
-    slot: Rc<Slot>,
-}
-
-/// One memory instruction of a wave, issued when it was made and resolved
-/// when the executor has performed it. It borrows the wave's context
-/// rather than sharing it, so issuing an instruction counts no references.
-#[derive(Debug)]
-pub struct MemOp<'a> {
-    slot: &'a Slot,
-}
-
-/// The bytes a load returned (none for a store or compute). It reads as a
-/// byte slice: for a load from VRAM, the page itself, lent as it was when
-/// the load was performed; otherwise the wave's own buffer, lent in
-/// place. So loads in a loop neither allocate nor copy twice; see
-/// [`Data::into_vec`] to keep the bytes.
-pub struct Data<'a>(Bytes<'a>);
-
-enum Bytes<'a> {
-    Lent(Ref<'a, Vec<u8>>),
-    Owned(Vec<u8>),
-    /// Part of a page of memory, lent as it was when the load was
-    /// performed (see `crate::pages`).
-    Page(PageBytes, u16, u16),
-}
-
-impl Data<'_> {
-    /// The bytes, as an owned vector.
-    pub fn into_vec(self) -> Vec<u8> {
-        match self.0 {
-            Bytes::Lent(b) => b.to_vec(),
-            Bytes::Owned(v) => v,
-            Bytes::Page(..) => self.to_vec(),
-        }
-    }
-}
-
-impl std::ops::Deref for Data<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Bytes::Lent(b) => b,
-            Bytes::Owned(v) => v,
-            Bytes::Page(p, off, len) => {
-                let off = usize::from(*off);
-                &p[off..off + usize::from(*len)]
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Data<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Data").field(&&**self).finish()
-    }
-}
-
-impl PartialEq<[u8]> for Data<'_> {
-    fn eq(&self, other: &[u8]) -> bool {
-        **self == *other
-    }
-}
-
-impl<'a> Future for MemOp<'a> {
-    type Output = Data<'a>;
-
-    #[inline(always)]
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Data<'a>> {
-        // (Even its first poll may find it done: a wave may yield on
-        // something else between making an instruction and awaiting it.)
-        let slot = self.slot;
-        match slot.answer.replace(Answer::Pending) {
-            Answer::Pending => Poll::Pending,
-            Answer::Page { off, len } => Poll::Ready(Data(match slot.page.take() {
-                Some(p) => Bytes::Page(p, off, len),
-                None => Bytes::Owned(Vec::new()),
-            })),
-            Answer::Empty => Poll::Ready(Data(Bytes::Owned(Vec::new()))),
-            other => Poll::Ready(slot.data(other)),
-        }
-    }
-}
-
-impl Slot {
-    /// The bytes of an answer in the wave's buffers (kept out of line, so
-    /// that a wave's code inlines only the common answers).
-    #[inline(never)]
-    fn data(&self, answer: Answer) -> Data<'_> {
-        Data(match answer {
-            Answer::Buf => Bytes::Lent(self.bufs().buf.borrow()),
-            Answer::Spill => Bytes::Owned(self.bufs().spill.take()),
-            _ => Bytes::Owned(Vec::new()),
-        })
-    }
-}
-
-impl WaveCtx {
-    fn op(&self, req: Req) -> MemOp<'_> {
-        // An earlier instruction still posted, or answered and never taken
-        // (its `MemOp` dropped before it was done): this one would get the
-        // earlier's answer, so the wave dies instead.
-        let earlier = self.slot.post(req);
-        if earlier || !matches!(self.slot.answer.get(), Answer::Pending) {
-            self.slot.misused.set(true);
-            // (Not this one's answer: it must not be taken for it.)
-            self.slot.answer.set(Answer::Pending);
-            self.slot.page.set(None);
-        }
-        MemOp { slot: &self.slot }
-    }
-
-    /// Loads `len` bytes at `addr` (one memory instruction of the wave).
-    pub fn load(&self, addr: u64, len: usize) -> MemOp<'_> {
-        self.op(Req {
-            kind: ReqKind::Load,
-            addr,
-            len: len as u64,
-        })
-    }
-
-    /// Stores `data` at `addr`.
-    pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp<'_> {
-        let len = data.len();
-        self.slot.bufs().stored.set(data);
-        self.op(Req {
-            kind: ReqKind::Store,
-            addr,
-            len: len as u64,
-        })
-    }
-
-    /// Spends `ns` computing.
-    pub fn compute(&self, ns: u64) -> MemOp<'_> {
-        self.op(Req {
-            kind: ReqKind::Compute,
-            addr: ns,
-            len: 0,
-        })
-    }
-
-    /// Loads `n` little-endian `u32`s.
-    pub async fn load_u32s(&self, addr: u64, n: usize) -> Vec<u32> {
-        let b = self.load(addr, n * 4).await;
-        b.chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect()
-    }
-
-    /// Stores little-endian `u32`s.
-    pub async fn store_u32s(&self, addr: u64, v: &[u32]) {
-        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.store(addr, b).await;
-    }
-}
-
-/// A TLB entry: what it translates (a page of a process, filled at one
-/// flush generation) and the PTE it caches. An empty way has page
-/// [`TlbEntry::EMPTY`], which no page number reaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TlbEntry {
-    page: u64,
-    proc: usize,
-    generation: u64,
-    pte: PackedPte,
-}
-
-impl TlbEntry {
-    const EMPTY: u64 = u64::MAX;
-
-    fn is(&self, proc: usize, page: u64, generation: u64) -> bool {
-        self.page == page && self.proc == proc && self.generation == generation
-    }
-}
-
-/// A TLB set's four ways, aligned to a cache line: a lookup touches one
-/// line for the two most recent ways (most lookups) and two for all.
-#[derive(Clone, Copy, Debug)]
-#[repr(align(64))]
-struct TlbSet([TlbEntry; 4]);
-
-/// Every CU's TLB, each 4-way set-associative with LRU within a set, in
-/// one table: CU after CU, GPU after GPU.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Tlbs {
-    /// Each set keeps its ways in order of use, most recent first, empty
-    /// ways last. So a hit on the last-used entry (the common case: a wave
-    /// walking its own page) is the first comparison, the LRU victim is
-    /// always the last way, and no use counter is kept.
-    sets: Vec<TlbSet>,
-    /// Sets per CU less one: sets per CU are a power of two, so that the
-    /// set index is a mask (the step is hot enough for a division to show).
-    mask: usize,
-    /// CUs per GPU.
-    cus: usize,
-}
-
-impl Tlbs {
-    /// TLBs of `entries` entries (rounded up to 4 ways times a power of
-    /// two of sets) for `cus` CUs on each of `gpus` GPUs.
-    fn new(gpus: usize, cus: usize, entries: u32) -> Self {
-        let per_cu = usize::try_from(entries.div_ceil(4).max(1))
-            .unwrap_or(1)
-            .next_power_of_two();
-        let empty = TlbEntry {
-            page: TlbEntry::EMPTY,
-            proc: 0,
-            generation: 0,
-            pte: PackedPte::NONE,
-        };
-        Self {
-            sets: vec![TlbSet([empty; 4]); gpus * cus * per_cu],
-            mask: per_cu - 1,
-            cus,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.sets.is_empty()
-    }
-
-    /// The set of CU `cu` of GPU `g` that holds `page`.
-    fn set(&mut self, g: usize, cu: usize, page: u64) -> &mut [TlbEntry; 4] {
-        let i = (g * self.cus + cu) * (self.mask + 1)
-            + (usize::try_from(page).unwrap_or(0) & self.mask);
-        &mut self.sets[i].0
-    }
-
-    #[inline(always)]
-    fn lookup(
-        &mut self,
-        (g, cu): (usize, usize),
-        proc: usize,
-        page: u64,
-        generation: u64,
-    ) -> Option<PackedPte> {
-        let set = self.set(g, cu, page);
-        if set[0].is(proc, page, generation) {
-            return Some(set[0].pte);
-        }
-        Self::lookup_older(set, proc, page, generation)
-    }
-
-    /// [`Tlbs::lookup`] past the most recent way.
-    #[inline(never)]
-    fn lookup_older(
-        set: &mut [TlbEntry; 4],
-        proc: usize,
-        page: u64,
-        generation: u64,
-    ) -> Option<PackedPte> {
-        for way in 1..4 {
-            if set[way].page == TlbEntry::EMPTY {
-                return None;
-            }
-            if set[way].is(proc, page, generation) {
-                let pte = set[way].pte;
-                // Now the most recently used.
-                set[..=way].rotate_right(1);
-                return Some(pte);
-            }
-        }
-        None
-    }
-
-    fn insert(
-        &mut self,
-        (g, cu): (usize, usize),
-        proc: usize,
-        page: u64,
-        generation: u64,
-        pte: PackedPte,
-    ) {
-        let set = self.set(g, cu, page);
-        // The least recently used way (or an empty one) makes room.
-        set.rotate_right(1);
-        set[0] = TlbEntry {
-            page,
-            proc,
-            generation,
-            pte,
-        };
-    }
-}
-
 /// A running kernel.
 pub(super) struct Kernel {
     pid: Pid,
     gpu: GpuIndex,
-    gpu_id: u32,
+    pub(super) gpu_id: u32,
     f: KernelFn,
     n_waves: u32,
     next_wave: u32,
@@ -618,54 +161,16 @@ pub(super) struct KWave {
 
 /// What one step of a wave needs to know of it (a copy, so that the step
 /// can use the machine freely).
-struct Wave {
+pub(super) struct Wave {
     /// Its kernel.
-    k: usize,
+    pub(super) k: usize,
     /// Its process and GPU, by index.
-    pi: usize,
-    g: usize,
+    pub(super) pi: usize,
+    pub(super) g: usize,
     /// Its CU (on GPU `g`) and its index in the grid.
-    cu: usize,
-    index: u32,
-    slot: Rc<Slot>,
-}
-
-/// The timing constants a wave instruction needs, in whole ns (worked out
-/// once per timing rather than per instruction).
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct WaveCosts {
-    hit: u64,
-    miss: u64,
-    vram: u64,
-    far: u64,
-    delivery: u64,
-}
-
-impl WaveCosts {
-    pub(super) fn of(t: &crate::timing::Timing) -> Self {
-        Self {
-            hit: ns(t.tlb_hit_ns),
-            miss: ns(t.tlb_miss_ns + t.page_walk_ns),
-            vram: ns(t.access_vram_ns),
-            far: ns(t.access_sysmem_ns),
-            delivery: ns(t.fault_delivery_ns),
-        }
-    }
-}
-
-/// The error of an instruction still faulting after `limit` retries in a
-/// row (`gpu_max_retries`): EBUSY, the driver never let it through. Every
-/// GPU access, a scenario's or a kernel's, takes this one path, this one
-/// limit and this one error; it is a livelock, a bug in a policy or in the
-/// simulator.
-fn livelock(gpu_id: u32, addr: CpuVa, write: bool, limit: u32) -> AccessError {
-    AccessError::VmFault {
-        gpu_id,
-        addr,
-        write,
-        why: format!("still faulting after {limit} retries"),
-        errno: Errno::Ebusy,
-    }
+    pub(super) cu: usize,
+    pub(super) index: u32,
+    pub(super) slot: Rc<Slot>,
 }
 
 impl Machine {
@@ -1030,7 +535,7 @@ impl Machine {
     }
 
     /// Ends a kernel with a fatal memory access fault.
-    fn kill(&mut self, k: usize, at: u64, why: String, addr: CpuVa, write: bool) {
+    pub(super) fn kill(&mut self, k: usize, at: u64, why: String, addr: CpuVa, write: bool) {
         let kern = &mut self.kernels[k];
         if kern.fatal.is_none() {
             kern.fatal = Some(AccessError::VmFault {
@@ -1277,106 +782,6 @@ impl Machine {
         Ok(())
     }
 
-    /// Translates `page` for wave `w` on its GPU: its CU's TLB, else a page
-    /// walk. Returns the PTE and the time it took, or (a retry fault) the
-    /// time until the fault is known. The hit is the simulator's hottest
-    /// path, so it stays inline and the walk does not.
-    #[inline(always)]
-    fn translate(
-        &mut self,
-        w: &Wave,
-        gen_: u64,
-        page: PageNum,
-        write: bool,
-    ) -> Result<(PackedPte, u64), u64> {
-        let Some(pte) = self.tlbs.lookup((w.g, w.cu), w.pi, page.raw(), gen_) else {
-            return self.translate_miss(w, gen_, page, write);
-        };
-        self.kernels[w.k].stats.tlb_hits += 1;
-        self.access_cost(w.g, Some(pte), self.wave_costs.hit, write)
-    }
-
-    /// [`Machine::translate`] after a TLB miss: the page walk, which fills
-    /// the TLB when the PTE allows the access.
-    #[cold]
-    #[inline(never)]
-    fn translate_miss(
-        &mut self,
-        w: &Wave,
-        gen_: u64,
-        page: PageNum,
-        write: bool,
-    ) -> Result<(PackedPte, u64), u64> {
-        let (pi, g) = (w.pi, w.g);
-        self.kernels[w.k].stats.tlb_misses += 1;
-        let p = self.procs[pi].pts[g]
-            .walk_packed(page)
-            .filter(|p| p.valid() && (!write || p.writeable()));
-        if let Some(p) = p {
-            self.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
-        }
-        self.access_cost(g, p, self.wave_costs.miss, write)
-    }
-
-    /// The PTE a translation found and its cost, `cost` so far plus the
-    /// access; or, when it does not allow the access (not mapped, or
-    /// read-only for a write), a retry fault known after `cost`.
-    #[inline(always)]
-    fn access_cost(
-        &self,
-        g: usize,
-        pte: Option<PackedPte>,
-        cost: u64,
-        write: bool,
-    ) -> Result<(PackedPte, u64), u64> {
-        let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
-        let access = if pte.vram_owner() == Some(g) {
-            self.wave_costs.vram
-        } else {
-            self.wave_costs.far
-        };
-        Ok((pte, cost + access))
-    }
-
-    /// Raises the retry fault of wave `w` on `page` (known `cost` after the
-    /// step at `at`) into its GPU's ring, and leaves the request posted for
-    /// the retry.
-    #[cold]
-    #[inline(never)]
-    fn retry_fault(
-        &mut self,
-        w: &Wave,
-        (at, cost): (u64, u64),
-        page: PageNum,
-        a: u64,
-        req: Req,
-    ) -> Parked {
-        let write = req.kind == ReqKind::Store;
-        w.slot.post(req);
-        let k = w.k;
-        self.kernels[k].stats.faults += 1;
-        let faults = w.slot.page_faults.get() + 1;
-        w.slot.page_faults.set(faults);
-        let limit = self.config.gpu_max_retries;
-        if faults > limit {
-            let e = livelock(self.kernels[k].gpu_id, CpuVa::new(a), write, limit);
-            self.kill_with(k, at, e);
-            return Parked::Dead;
-        }
-        let when = at + cost;
-        self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
-        // The ring's CAM drops a repeat of a pending fault: then nothing
-        // new reaches the ring.
-        let raised = self.gpus[w.g].ring.raise(RingEntry {
-            proc_index: w.pi,
-            page,
-            write,
-            ts: self.last_ts,
-            at: when + self.wave_costs.delivery,
-        });
-        Parked::Faulted { page, raised }
-    }
-
     /// Copies one page's part of a load (`n` bytes at `a`, offset `off`
     /// in its page) onto `out`.
     fn load_part(
@@ -1424,30 +829,6 @@ impl Machine {
         }
         self.procs[w.pi].shadow.write(a, d);
         Ok(())
-    }
-
-    /// The host page that a system-memory PTE points at through the GPU's
-    /// IOMMU: its process, and its first byte's address. An unmapped DMA
-    /// address kills the kernel.
-    fn iommu_page(
-        &mut self,
-        w: &Wave,
-        at: u64,
-        (a, pte): (u64, PackedPte),
-        write: bool,
-    ) -> Result<(usize, u64), Parked> {
-        let dma = pte.addr();
-        let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
-            self.kill(
-                w.k,
-                at,
-                format!("IOMMU fault: DMA address {dma:#x} is not mapped"),
-                CpuVa::new(a),
-                write,
-            );
-            return Err(Parked::Dead);
-        };
-        Ok((owner, va.raw() * PAGE_SIZE))
     }
 
     /// Records a completed load or store, counts it, and hands the wave
@@ -1518,7 +899,7 @@ impl Machine {
     }
 
     /// Ends a kernel (or CPU threads) with `e`.
-    fn kill_with(&mut self, k: usize, at: u64, e: AccessError) {
+    pub(super) fn kill_with(&mut self, k: usize, at: u64, e: AccessError) {
         let kern = &mut self.kernels[k];
         if kern.fatal.is_none() {
             kern.fatal = Some(e);
@@ -1599,7 +980,7 @@ pub(super) enum Woken {
 }
 
 /// Why a wave stopped.
-enum Parked {
+pub(super) enum Parked {
     /// Waiting for a retry fault on this page; `raised` when the fault
     /// entered the ring (the CAM filters repeats of a pending one).
     Faulted { page: PageNum, raised: bool },
@@ -1609,171 +990,3 @@ enum Parked {
 
 /// Kernel state the machine keeps.
 pub(super) type KernelWaits = BTreeMap<(usize, usize, PageNum), Vec<usize>>;
-
-/// Kernel waves ready to run, by time: a bucket of waves per time.
-///
-/// Waves run in lockstep (every instruction of a kind costs the same), so
-/// many share a time and there are few distinct times, and a new time is
-/// almost always the latest one. Buckets therefore sit in a vector sorted
-/// by time: a push usually appends to the last bucket, a pop takes from the
-/// first live one, and emptied buckets' vectors are kept for reuse, so the
-/// steady state allocates nothing. Within a bucket the order is FIFO
-/// (eager ordering) or drawn from the seed (seeded ordering).
-#[derive(Debug, Default)]
-pub(super) struct ReadyQueue {
-    /// Buckets `first..` are live, in time order, none of them empty; the
-    /// ones before `first` are spent.
-    buckets: Vec<Bucket>,
-    first: usize,
-    spare: Vec<Vec<usize>>,
-}
-
-/// The waves ready at one time: `waves[head..]`, oldest first.
-#[derive(Debug)]
-struct Bucket {
-    at: u64,
-    waves: Vec<usize>,
-    head: usize,
-}
-
-impl ReadyQueue {
-    #[inline(always)]
-    pub(super) fn push(&mut self, at: u64, i: usize) {
-        if let Some(b) = self.buckets.last_mut()
-            && b.at == at
-        {
-            b.waves.push(i);
-            return;
-        }
-        // Otherwise a binary search (times with many distinct values stay
-        // O(log n)).
-        let pos = self.first + self.buckets[self.first..].partition_point(|b| b.at <= at);
-        if pos > self.first && self.buckets[pos - 1].at == at {
-            self.buckets[pos - 1].waves.push(i);
-            return;
-        }
-        let mut waves = self.spare.pop().unwrap_or_default();
-        waves.push(i);
-        self.buckets.insert(pos, Bucket { at, waves, head: 0 });
-    }
-
-    /// The earliest time a wave is ready.
-    pub(super) fn peek_time(&self) -> Option<u64> {
-        self.buckets.get(self.first).map(|b| b.at)
-    }
-
-    /// Takes a wave of the earliest time: the oldest, or the one `pick`
-    /// chooses among `n` (a seeded draw; the last one takes its place).
-    #[inline(always)]
-    pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
-        let b = self.buckets.get_mut(self.first)?;
-        let at = b.at;
-        let n = b.waves.len() - b.head;
-        let k = pick(n).min(n - 1);
-        let i = if k == 0 {
-            b.head += 1;
-            b.waves[b.head - 1]
-        } else {
-            b.waves.swap_remove(b.head + k)
-        };
-        if b.head == b.waves.len() {
-            let mut waves = std::mem::take(&mut b.waves);
-            waves.clear();
-            self.spare.push(waves);
-            self.first += 1;
-            if self.first == self.buckets.len() {
-                self.buckets.clear();
-                self.first = 0;
-            } else if self.first >= 64 && self.first * 2 >= self.buckets.len() {
-                self.buckets.drain(..self.first);
-                self.first = 0;
-            }
-        }
-        Some((at, i))
-    }
-
-    /// Whether no wave is ready (live buckets are never empty).
-    pub(super) fn is_empty(&self) -> bool {
-        self.first == self.buckets.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{RngExt, SeedableRng};
-
-    /// (process, page, generation, PTE, last use).
-    type NaiveEntry = (usize, u64, u64, u64, u64);
-
-    /// A TLB as the simplest code would keep it: every entry with the time
-    /// of its last use; a full set evicts the least recently used.
-    #[derive(Default)]
-    struct NaiveTlb {
-        sets: Vec<Vec<NaiveEntry>>,
-        tick: u64,
-    }
-
-    impl NaiveTlb {
-        fn lookup(&mut self, proc: usize, page: u64, generation: u64) -> Option<u64> {
-            self.tick += 1;
-            let set = &mut self.sets[usize::try_from(page % 4).unwrap()];
-            let e = set
-                .iter_mut()
-                .find(|e| (e.0, e.1, e.2) == (proc, page, generation))?;
-            e.4 = self.tick;
-            Some(e.3)
-        }
-
-        fn insert(&mut self, proc: usize, page: u64, generation: u64, pte: u64) {
-            self.tick += 1;
-            let set = &mut self.sets[usize::try_from(page % 4).unwrap()];
-            if set.len() == 4 {
-                let lru = (0..4).min_by_key(|&w| set[w].4).unwrap();
-                set.remove(lru);
-            }
-            set.push((proc, page, generation, pte, self.tick));
-        }
-    }
-
-    /// What a TLB-hit load touches stays small: a slot of 48 bytes (64
-    /// with its reference counts) and a TLB set of one aligned pair of
-    /// cache lines. (The kernel benchmarks measure what this buys.)
-    #[test]
-    fn the_step_s_state_stays_within_its_cache_lines() {
-        assert!(
-            std::mem::size_of::<Slot>() <= 48,
-            "{}",
-            std::mem::size_of::<Slot>()
-        );
-        assert_eq!(std::mem::size_of::<TlbSet>(), 128);
-        assert_eq!(std::mem::align_of::<TlbSet>(), 64);
-    }
-
-    /// The most-recent-first TLB hits and misses exactly as an LRU with use
-    /// counters does. Fixed seed; on failure the step is printed.
-    #[test]
-    fn the_tlb_is_lru_within_a_set() {
-        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(5);
-        let mut tlb = Tlbs::new(1, 1, 16);
-        let mut naive = NaiveTlb {
-            sets: vec![Vec::new(); 4],
-            tick: 0,
-        };
-        let pte = |page: u64| PackedPte::for_test(page + 1);
-        for step in 0..20_000 {
-            let proc = rng.random_range(0..2usize);
-            let page = rng.random_range(0..40u64);
-            let generation = rng.random_range(0..3u64);
-            let got = tlb.lookup((0, 0), proc, page, generation);
-            let want = naive
-                .lookup(proc, page, generation)
-                .map(PackedPte::for_test);
-            assert_eq!(got, want, "step {step}: lookup of page {page}");
-            if got.is_none() {
-                tlb.insert((0, 0), proc, page, generation, pte(page));
-                naive.insert(proc, page, generation, page + 1);
-            }
-        }
-    }
-}

@@ -120,6 +120,94 @@ fn access_wave(addr: u64, len: u64, data: Option<Rc<[u8]>>, out: Rc<RefCell<Vec<
     })
 }
 
+/// Kernel waves ready to run, by time: a bucket of waves per time.
+///
+/// Waves run in lockstep (every instruction of a kind costs the same), so
+/// many share a time and there are few distinct times, and a new time is
+/// almost always the latest one. Buckets therefore sit in a vector sorted
+/// by time: a push usually appends to the last bucket, a pop takes from the
+/// first live one, and emptied buckets' vectors are kept for reuse, so the
+/// steady state allocates nothing. Within a bucket the order is FIFO
+/// (eager ordering) or drawn from the seed (seeded ordering).
+#[derive(Debug, Default)]
+pub(super) struct ReadyQueue {
+    /// Buckets `first..` are live, in time order, none of them empty; the
+    /// ones before `first` are spent.
+    buckets: Vec<Bucket>,
+    first: usize,
+    spare: Vec<Vec<usize>>,
+}
+
+/// The waves ready at one time: `waves[head..]`, oldest first.
+#[derive(Debug)]
+struct Bucket {
+    at: u64,
+    waves: Vec<usize>,
+    head: usize,
+}
+
+impl ReadyQueue {
+    #[inline(always)]
+    pub(super) fn push(&mut self, at: u64, i: usize) {
+        if let Some(b) = self.buckets.last_mut()
+            && b.at == at
+        {
+            b.waves.push(i);
+            return;
+        }
+        // Otherwise a binary search (times with many distinct values stay
+        // O(log n)).
+        let pos = self.first + self.buckets[self.first..].partition_point(|b| b.at <= at);
+        if pos > self.first && self.buckets[pos - 1].at == at {
+            self.buckets[pos - 1].waves.push(i);
+            return;
+        }
+        let mut waves = self.spare.pop().unwrap_or_default();
+        waves.push(i);
+        self.buckets.insert(pos, Bucket { at, waves, head: 0 });
+    }
+
+    /// The earliest time a wave is ready.
+    pub(super) fn peek_time(&self) -> Option<u64> {
+        self.buckets.get(self.first).map(|b| b.at)
+    }
+
+    /// Takes a wave of the earliest time: the oldest, or the one `pick`
+    /// chooses among `n` (a seeded draw; the last one takes its place).
+    #[inline(always)]
+    pub(super) fn pop(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<(u64, usize)> {
+        let b = self.buckets.get_mut(self.first)?;
+        let at = b.at;
+        let n = b.waves.len() - b.head;
+        let k = pick(n).min(n - 1);
+        let i = if k == 0 {
+            b.head += 1;
+            b.waves[b.head - 1]
+        } else {
+            b.waves.swap_remove(b.head + k)
+        };
+        if b.head == b.waves.len() {
+            let mut waves = std::mem::take(&mut b.waves);
+            waves.clear();
+            self.spare.push(waves);
+            self.first += 1;
+            if self.first == self.buckets.len() {
+                self.buckets.clear();
+                self.first = 0;
+            } else if self.first >= 64 && self.first * 2 >= self.buckets.len() {
+                self.buckets.drain(..self.first);
+                self.first = 0;
+            }
+        }
+        Some((at, i))
+    }
+
+    /// Whether no wave is ready (live buckets are never empty).
+    pub(super) fn is_empty(&self) -> bool {
+        self.first == self.buckets.len()
+    }
+}
+
 impl Machine {
     /// Orders pending work eagerly (`None`) or by a seeded random stream.
     pub fn set_seed(&mut self, seed: Option<u64>) {
