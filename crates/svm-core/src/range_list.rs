@@ -20,8 +20,9 @@
 //! searches, so keeping them in the one map with their op is the same to
 //! every lookup. Later, [`SvmRangeList::apply_pending_ops`] is the deferred
 //! list work: it removes the unmapped pieces and returns them for freeing.
-//! set_attr and get_attr flush that work before they look, so they never
-//! see a marked piece.
+//! set_attr flushes that work before it looks, so it never sees a marked
+//! piece; get_attr does not flush, and skips the marked pieces instead
+//! (what the flush would have left).
 
 use std::collections::BTreeMap;
 

@@ -34,7 +34,10 @@
 //!   table test of the rules, and the checker only checks where PTEs point;
 //! - PTEs of ranges waiting for the XNACK-off restore work: their queues are
 //!   stopped, so a stale PTE there cannot be used;
-//! - TLB contents: the TLB is not modelled yet, only its flushes counted;
+//! - TLB contents: each entry carries the flush generation it was filled
+//!   in, so a flush makes every older entry unreachable by construction
+//!   (`machine/mmu.rs`); that the engine flushes after every unmap is not
+//!   checked here;
 //! - the order and content of SMI events: tests and scenarios count them.
 
 use std::fmt;

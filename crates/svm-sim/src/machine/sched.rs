@@ -8,15 +8,19 @@
 //!   [`crate::ring::FaultRing`] at a miss; a scenario's GPU access is such
 //!   a wave too ([`Machine::launch`]), so every GPU access takes that one
 //!   path;
-//! - a delivery hands the oldest fault of a ring to the engine's
-//!   `restore_pages` and wakes the waves waiting on that page;
+//! - a delivery takes a batch of a ring's faults (up to the profile's
+//!   batch size, those that have arrived), hands each in turn to the
+//!   engine's `restore_pages`, and wakes the waves waiting on its page;
 //! - a process's deferred list work frees what munmap left behind (faults
 //!   still in a ring from before the munmap are dropped when they arrive);
-//! - a restore work, due 1 ms after an XNACK-off eviction, remaps and
-//!   resumes the queues.
+//! - a restore work, due `restore_delay_ns` (kfd's 1 ms) after an
+//!   XNACK-off eviction, remaps and resumes the queues.
 //!
-//! Syscalls and ioctls of the scenario are steps too. That steps never
-//! overlap is the kernel's own locking: the fault handler holds the mmap
+//! Syscalls and ioctls of the scenario are steps too. Under a profile a
+//! step runs on its own clock from its start time, and the locks it would
+//! wait for are modelled as times (`mmap_busy_until`, `mmap_read_until`,
+//! `svms_lock_until`, the range's migrate lock); but no step sees another
+//! halfway. That steps are atomic is the kernel's own locking: the fault handler holds the mmap
 //! read lock from its range lookup to its last PTE, and munmap, set_attr,
 //! the deferred work and the restore work take it for writing. So a munmap
 //! that "arrives while a fault's window is migrating" waits for that fault
@@ -332,11 +336,12 @@ impl Machine {
     /// Runs every step ready by `until`, moving the clock to each timed
     /// step's due time, then sets the clock to `until`.
     ///
-    /// A restore work that fails reschedules itself 1 ms later, as kfd's
+    /// A restore work that fails reschedules itself `restore_delay_ns`
+    /// (kfd's 1 ms) later, as kfd's
     /// does. Nothing else changes the process between two such retries, so
     /// after [`MAX_RETRIES_PER_ADVANCE`] of them in one call the rest would
     /// fail the same way: they are skipped and the next retry is left due
-    /// 1 ms after `until`.
+    /// `restore_delay_ns` after `until`.
     pub fn advance_to(&mut self, until: u64) {
         self.restore_failures.clear();
         self.restore_horizon = until;
