@@ -443,15 +443,48 @@ pub struct SimProcess {
     pub shadow: PageStore,
     /// Its TLB generation on each GPU (bumped by every flush).
     pub tlb_gen: Vec<u64>,
-    /// When the writer holding its mmap lock (an ioctl, munmap, the
-    /// deferred or restore work) lets it go; fault handlers wait for it.
-    pub mmap_busy_until: u64,
-    /// When the fault handlers serving it, which hold the mmap lock for
-    /// reading, are done; writers wait for them.
-    pub mmap_read_until: u64,
+    /// Its mmap lock, in simulated time.
+    pub mmap_lock: MmapLock,
     /// When the fault handler holding its `svms->lock` lets it go: faults
     /// of one process are served one at a time, whatever their GPU.
     pub svms_lock_until: u64,
+}
+
+/// A process's mmap lock in simulated time: the one place its bookkeeping
+/// lives. Writers (an ioctl, munmap, the deferred and the restore work)
+/// hold it alone; readers (GPU fault handlers, CPU faults back from VRAM)
+/// share it. A step asks when it gets the lock, runs on its own clock from
+/// then, and says when it let go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmapLock {
+    /// When the last writer lets it go.
+    write_until: u64,
+    /// When the last reader lets it go.
+    read_until: u64,
+}
+
+impl MmapLock {
+    /// When a writer that wants the lock at `at` gets it: after the writer
+    /// and every reader before it.
+    pub fn write_from(&self, at: u64) -> u64 {
+        at.max(self.write_until).max(self.read_until)
+    }
+
+    /// A writer let go at `end`.
+    pub fn write_done(&mut self, end: u64) {
+        self.write_until = self.write_until.max(end);
+    }
+
+    /// When a reader that wants the lock at `at` gets it: after the writer
+    /// (readers do not wait for each other).
+    pub fn read_from(&self, at: u64) -> u64 {
+        at.max(self.write_until)
+    }
+
+    /// A reader let go at `end`.
+    pub fn read_done(&mut self, end: u64) {
+        self.read_until = self.read_until.max(end);
+    }
 }
 
 /// A GPU access the hardware could not complete.
@@ -814,13 +847,13 @@ impl Machine {
     /// the process's mmap lock have finished, and its cost moves the clock.
     fn op<R>(&mut self, pid: Pid, f: impl FnOnce(&mut Process, &mut Env<'_>) -> R) -> R {
         let p = &self.procs[pid.0];
-        let start = self.clock_ns.max(p.mmap_busy_until).max(p.mmap_read_until);
+        let start = p.mmap_lock.write_from(self.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         let r = f(svm, &mut env);
         let end = env.now;
         self.clock_ns = end;
-        self.procs[pid.0].mmap_busy_until = end;
+        self.procs[pid.0].mmap_lock.write_done(end);
         r
     }
 
@@ -850,8 +883,7 @@ impl Machine {
             pts: vec![PageTable::default(); self.gpus.len()],
             shadow,
             tlb_gen: vec![0; self.gpus.len()],
-            mmap_busy_until: 0,
-            mmap_read_until: 0,
+            mmap_lock: MmapLock::default(),
             svms_lock_until: 0,
         });
         pid
@@ -1225,13 +1257,13 @@ impl Machine {
         let mut t = at;
         for page in pages.pages() {
             if self.procs[pid.0].svm.page_in_vram(page) {
-                let start = t.max(self.procs[pid.0].mmap_busy_until);
+                let start = self.procs[pid.0].mmap_lock.read_from(t);
                 let (svm, mut env) = env!(self, pid);
                 env.now = start;
                 let r = svm.migrate_to_ram(&mut env, page);
                 t = env.now;
                 let p = &mut self.procs[pid.0];
-                p.mmap_read_until = p.mmap_read_until.max(t);
+                p.mmap_lock.read_done(t);
                 r.map_err(|e| AccessError::Signal {
                     kind: "SIGBUS",
                     addr: page.va().max(addr),

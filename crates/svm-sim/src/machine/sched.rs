@@ -18,7 +18,7 @@
 //!
 //! Syscalls and ioctls of the scenario are steps too. Under a profile a
 //! step runs on its own clock from its start time, and the locks it would
-//! wait for are modelled as times (`mmap_busy_until`, `mmap_read_until`,
+//! wait for are modelled as times (the process's `MmapLock`, its
 //! `svms_lock_until`, the range's migrate lock); but no step sees another
 //! halfway. That steps are atomic is the kernel's own locking: the fault handler holds the mmap
 //! read lock from its range lookup to its last PTE, and munmap, set_attr,
@@ -526,12 +526,12 @@ impl Machine {
         }
         // It takes the mmap lock for writing.
         let p = &self.procs[pid.0];
-        let start = self.clock_ns.max(p.mmap_read_until).max(p.mmap_busy_until);
+        let start = p.mmap_lock.write_from(self.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         svm.deferred_list_work(&mut env);
         let end = env.now;
-        self.procs[pid.0].mmap_busy_until = end;
+        self.procs[pid.0].mmap_lock.write_done(end);
     }
 
     /// Whether process `i`'s restore work has failed
@@ -548,12 +548,12 @@ impl Machine {
         self.flush_deferred(pid);
         // Due at the clock; it takes the mmap lock for writing.
         let p = &self.procs[pid.0];
-        let start = self.clock_ns.max(p.mmap_read_until).max(p.mmap_busy_until);
+        let start = p.mmap_lock.write_from(self.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         let ok = svm.restore_work(&mut env).is_ok();
         let end = env.now;
-        self.procs[pid.0].mmap_busy_until = end;
+        self.procs[pid.0].mmap_lock.write_done(end);
         if ok {
             return;
         }
@@ -616,7 +616,7 @@ impl Machine {
             // the handler holds from the lookup to its last PTE, for a
             // fault of the process on another GPU; the range's migrate
             // lock for anyone else on the range.
-            now = now.max(self.procs[pi].mmap_busy_until);
+            now = self.procs[pi].mmap_lock.read_from(now);
             let svms_free = self.procs[pi].svms_lock_until;
             if svms_free > now {
                 self.counters.svms_lock_wait_ns += svms_free - now;
@@ -641,7 +641,7 @@ impl Machine {
                 self.migrate_lock.insert((pi, r), end);
             }
             let p = &mut self.procs[pi];
-            p.mmap_read_until = p.mmap_read_until.max(end);
+            p.mmap_lock.read_done(end);
             p.svms_lock_until = end;
             now = end;
             if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
