@@ -554,72 +554,54 @@ pub struct AccessStats {
     pub retries: u64,
 }
 
-/// A whole simulated machine.
+/// A whole simulated machine: the platform (GPUs with their VRAM, IOMMU
+/// and fault ring, host memory limits, copy engines, counters, the cost
+/// model), the processes (each an address space, an engine `Process` and
+/// its page tables), the scheduler, the MMU, and what is being recorded.
 #[derive(Debug)]
 pub struct Machine {
+    // The platform.
     topology: Topology,
     xnack_default: bool,
     limit: MemLimit,
     gpus: Vec<SimGpu>,
-    procs: Vec<SimProcess>,
-    clock_ns: u64,
     counters: HwCounters,
-    events: Vec<SmiEvent>,
-    /// Whether SMI events are kept (someone is subscribed).
-    smi_log: bool,
-    /// The hardware timeline, when recorded.
-    timeline: Option<Box<timeline::Timeline>>,
+    /// What actions cost.
+    timing: Timing,
+    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
+    copy_busy: Vec<[u64; 2]>,
+    /// What a wave's load from a page never written lends.
+    zero_page: crate::pages::PageBytes,
+    /// Phantom data mode: no page keeps bytes.
+    phantom: bool,
+    // The processes, and what they run under.
+    procs: Vec<SimProcess>,
     /// Makes each process's fault policy.
     policy: PolicyFactory,
     /// The run's knobs: each process gets them at spawn; the GPU's side
     /// (`gpu_retry_delay_ns`, `gpu_max_retries`) and the eviction order of
     /// outside pressure are read here.
     config: Config,
-    /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
-    waves: Vec<Option<sched::Access>>,
-    /// How pending work is ordered.
-    interleave: Interleave,
-    /// The last IH timestamp handed out.
-    last_ts: u64,
-    /// Restore failures per process since the current run began, and that
-    /// run's horizon.
-    restore_failures: Vec<u32>,
-    restore_horizon: u64,
-    /// Scratch list of ready steps, kept to save an allocation per step.
-    ready_buf: Vec<sched::Work>,
-    /// What actions cost.
-    timing: Timing,
-    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
-    copy_busy: Vec<[u64; 2]>,
-    /// Per GPU, when its fault handler is free.
-    handler_free: Vec<u64>,
-    /// When each range's migrate lock is free, by (process, first page).
-    migrate_lock: BTreeMap<(usize, PageNum), u64>,
-    /// The GPUs' compute shape.
-    shape: kernel::ComputeShape,
-    /// Per GPU, per CU, its TLB.
-    tlbs: mmu::Tlbs,
-    /// Kernels launched, by [`KernelId`].
-    kernels: Vec<kernel::Kernel>,
-    /// Kernel waves in flight, and free slots of that table.
-    kwaves: Vec<Option<kernel::KWave>>,
-    kwave_free: Vec<usize>,
-    /// Kernel waves ready to run, by (time, tie key, wave).
-    kready: sched::ReadyQueue,
-    /// Kernel waves parked on a retry fault, by (GPU, process, page).
-    kwait: kernel::KernelWaits,
-    /// For every fault served, ns from its raising to the handler's end.
-    fault_latencies: Vec<u64>,
-    /// `timing` in whole ns for wave instructions.
-    wave_costs: mmu::WaveCosts,
-    /// Scratch space of a wave instruction's translations.
-    scratch_targets: Vec<(u64, u64, crate::gpu::PackedPte)>,
-    /// What a wave's load from a page never written lends.
-    zero_page: crate::pages::PageBytes,
+    /// Simulated time, kernels and their waves, and the order of work.
+    sched: sched::Sched,
+    /// The GPUs' translation: TLBs and what a walk costs.
+    mmu: mmu::Mmu,
+    /// What is being recorded: SMI events, the timeline, the trace.
+    rec: Recorder,
+}
+
+/// What a run records besides its state.
+#[derive(Debug)]
+struct Recorder {
+    events: Vec<SmiEvent>,
+    /// Whether SMI events are kept (someone is subscribed).
+    smi_log: bool,
+    /// The hardware timeline, when recorded.
+    timeline: Option<Box<timeline::Timeline>>,
     /// The record being made, when recording.
     trace: Option<Vec<TraceEvent>>,
-    /// Phantom data mode: no page keeps bytes.
-    phantom: bool,
+    /// For every fault served, ns from its raising to the handler's end.
+    fault_latencies: Vec<u64>,
 }
 
 /// Splits the machine into the one process's parts and an [`Env`].
@@ -636,14 +618,14 @@ macro_rules! env {
                 limit: &mut m.limit,
                 gpus: &mut m.gpus,
                 pts: &mut p.pts,
-                now: m.clock_ns,
+                now: m.sched.clock_ns,
                 timing: &m.timing,
                 copy_busy: &mut m.copy_busy,
                 copy_stream: None,
                 tlb_flushes: &mut p.tlb_gen,
                 counters: &mut m.counters,
-                events: m.smi_log.then_some(&mut m.events),
-                timeline: m.timeline.as_deref_mut(),
+                events: m.rec.smi_log.then_some(&mut m.rec.events),
+                timeline: m.rec.timeline.as_deref_mut(),
                 before,
                 after,
             },
@@ -672,37 +654,23 @@ impl Machine {
             xnack_default,
             limit,
             gpus,
-            procs: Vec::new(),
-            clock_ns: 0,
             counters: HwCounters::default(),
-            events: Vec::new(),
-            smi_log: true,
-            timeline: None,
-            policy: Policy::default().entry().factory(),
-            config: Config::default(),
-            waves: Vec::new(),
-            interleave: Interleave::Eager,
-            last_ts: 0,
-            restore_failures: Vec::new(),
-            restore_horizon: 0,
-            ready_buf: Vec::new(),
             timing: Timing::ZERO,
             copy_busy: vec![[0; 2]; n_gpus],
-            handler_free: vec![0; n_gpus],
-            migrate_lock: BTreeMap::new(),
-            shape: kernel::ComputeShape::default(),
-            tlbs: mmu::Tlbs::default(),
-            kernels: Vec::new(),
-            kwaves: Vec::new(),
-            kwave_free: Vec::new(),
-            kready: sched::ReadyQueue::default(),
-            kwait: BTreeMap::new(),
-            fault_latencies: Vec::new(),
-            wave_costs: mmu::WaveCosts::default(),
-            scratch_targets: Vec::new(),
             zero_page: crate::pages::zero_page(),
-            trace: None,
             phantom: false,
+            procs: Vec::new(),
+            policy: Policy::default().entry().factory(),
+            config: Config::default(),
+            sched: sched::Sched::new(n_gpus),
+            mmu: mmu::Mmu::default(),
+            rec: Recorder {
+                events: Vec::new(),
+                smi_log: true,
+                timeline: None,
+                trace: None,
+                fault_latencies: Vec::new(),
+            },
         }
     }
 
@@ -748,7 +716,7 @@ impl Machine {
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
     /// default, charges nothing).
     pub fn set_timing(&mut self, timing: Timing) {
-        self.wave_costs = mmu::WaveCosts::of(&timing);
+        self.mmu.wave_costs = mmu::WaveCosts::of(&timing);
         self.timing = timing;
     }
 
@@ -760,7 +728,7 @@ impl Machine {
     /// For every retry fault served so far, in order, the simulated ns from
     /// the wave raising it to the handler finishing with it.
     pub fn fault_latencies(&self) -> &[u64] {
-        &self.fault_latencies
+        &self.rec.fault_latencies
     }
 
     /// Switches to phantom data mode: from now on no page of host memory,
@@ -829,17 +797,17 @@ impl Machine {
     /// event log (a large phantom run) leaves it off, so its memory grows
     /// with pages, not with faults.
     pub fn set_smi_log(&mut self, on: bool) {
-        self.smi_log = on;
+        self.rec.smi_log = on;
     }
 
     /// SMI events so far.
     pub fn events(&self) -> &[SmiEvent] {
-        &self.events
+        &self.rec.events
     }
 
     /// Simulated time in nanoseconds.
     pub fn now_ns(&self) -> u64 {
-        self.clock_ns
+        self.sched.clock_ns
     }
 
     /// Runs `f` as one of the caller's operations on process `pid`'s
@@ -847,12 +815,12 @@ impl Machine {
     /// the process's mmap lock have finished, and its cost moves the clock.
     fn op<R>(&mut self, pid: Pid, f: impl FnOnce(&mut Process, &mut Env<'_>) -> R) -> R {
         let p = &self.procs[pid.0];
-        let start = p.mmap_lock.write_from(self.clock_ns);
+        let start = p.mmap_lock.write_from(self.sched.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         let r = f(svm, &mut env);
         let end = env.now;
-        self.clock_ns = end;
+        self.sched.clock_ns = end;
         self.procs[pid.0].mmap_lock.write_done(end);
         r
     }
@@ -861,7 +829,7 @@ impl Machine {
     /// operation returns (the worker "runs soon"); a seeded order leaves it
     /// to [`Machine::interleave`] and the waits.
     fn after_op(&mut self) {
-        if matches!(self.interleave, Interleave::Eager) {
+        if matches!(self.sched.interleave, Interleave::Eager) {
             self.interleave();
         }
     }
@@ -966,9 +934,9 @@ impl Machine {
         let end = page_end(addr, len).expect("checked by munmap");
         self.notify_unmap(pid, PageRange::new(addr.page_num(), end.page_num()));
         let r = self.procs[pid.0].mm.munmap(addr, len).map(drop);
-        if let Some(tl) = self.timeline.as_deref_mut() {
+        if let Some(tl) = self.rec.timeline.as_deref_mut() {
             tl.moved(timeline::PageMove {
-                at_ns: self.clock_ns,
+                at_ns: self.sched.clock_ns,
                 pid: pid.0,
                 page: addr.page_num().raw(),
                 npages: end.page_num().raw() - addr.page_num().raw(),
@@ -1185,8 +1153,8 @@ impl Machine {
             len,
             write: data.is_some(),
         });
-        let end = self.cpu_fault_in(pid, addr, len, data.is_some(), self.clock_ns)?;
-        self.clock_ns = self.clock_ns.max(end);
+        let end = self.cpu_fault_in(pid, addr, len, data.is_some(), self.sched.clock_ns)?;
+        self.sched.clock_ns = self.sched.clock_ns.max(end);
         let p = &mut self.procs[pid.0];
         match data {
             Some(d) => {

@@ -177,15 +177,16 @@ impl Machine {
     /// Sets the GPUs' compute shape (CUs, waves per CU, TLB size). Kernels
     /// already running keep their CUs (the TLBs, emptied, cover them).
     pub fn set_compute_shape(&mut self, shape: ComputeShape) {
-        self.shape = shape;
+        self.sched.shape = shape;
         let running = self
+            .sched
             .kernels
             .iter()
             .filter(|k| !k.done && !k.cpu)
             .map(|k| k.cu_free.len())
             .max()
             .unwrap_or(0);
-        self.tlbs = Tlbs::new(
+        self.mmu.tlbs = Tlbs::new(
             self.gpus.len(),
             (shape.compute_units as usize).max(running),
             shape.tlb_entries,
@@ -229,12 +230,12 @@ impl Machine {
                 errno: Errno::Efault,
             });
         }
-        if self.tlbs.is_empty() {
-            self.set_compute_shape(self.shape);
+        if self.mmu.tlbs.is_empty() {
+            self.set_compute_shape(self.sched.shape);
         }
-        let id = self.kernels.len();
-        let start = self.clock_ns + latency;
-        self.kernels.push(Kernel {
+        let id = self.sched.kernels.len();
+        let start = self.sched.clock_ns + latency;
+        self.sched.kernels.push(Kernel {
             pid,
             gpu,
             gpu_id,
@@ -242,9 +243,9 @@ impl Machine {
             n_waves,
             next_wave: 0,
             running: 0,
-            cu_free: vec![self.shape.waves_per_cu; self.shape.compute_units as usize],
+            cu_free: vec![self.sched.shape.waves_per_cu; self.sched.shape.compute_units as usize],
             stats: KernelStats {
-                launch_ns: self.clock_ns,
+                launch_ns: self.sched.clock_ns,
                 ..KernelStats::default()
             },
             fatal: None,
@@ -253,7 +254,7 @@ impl Machine {
             copy_loads: false,
         });
         if n_waves == 0 {
-            self.kernels[id].stats.end_ns = start;
+            self.sched.kernels[id].stats.end_ns = start;
         }
         self.record(|| super::TraceEvent::Launch {
             pid: Self::record_pid(pid),
@@ -286,9 +287,9 @@ impl Machine {
                 why: "the process has exited".into(),
             });
         }
-        let id = self.kernels.len();
-        let start = self.clock_ns;
-        self.kernels.push(Kernel {
+        let id = self.sched.kernels.len();
+        let start = self.sched.clock_ns;
+        self.sched.kernels.push(Kernel {
             pid,
             gpu: GpuIndex::new(0).expect("index 0"),
             gpu_id: 0,
@@ -319,15 +320,15 @@ impl Machine {
 
     /// Fills every CU's free slots with the kernel's next waves, round robin.
     fn fill(&mut self, id: usize, start: u64) {
-        let n_waves = self.kernels[id].n_waves;
-        let cus = u32::try_from(self.kernels[id].cu_free.len()).unwrap_or(u32::MAX);
+        let n_waves = self.sched.kernels[id].n_waves;
+        let cus = u32::try_from(self.sched.kernels[id].cu_free.len()).unwrap_or(u32::MAX);
         'fill: loop {
             let mut placed = false;
             for cu in 0..cus {
-                if self.kernels[id].next_wave >= n_waves {
+                if self.sched.kernels[id].next_wave >= n_waves {
                     break 'fill;
                 }
-                if self.kernels[id].cu_free[cu as usize] > 0 {
+                if self.sched.kernels[id].cu_free[cu as usize] > 0 {
                     self.dispatch(id, cu, start);
                     placed = true;
                 }
@@ -340,7 +341,7 @@ impl Machine {
 
     /// Starts the kernel's next wave on `cu` at time `at`.
     fn dispatch(&mut self, k: usize, cu: u32, at: u64) {
-        let kern = &mut self.kernels[k];
+        let kern = &mut self.sched.kernels[k];
         let index = kern.next_wave;
         kern.next_wave += 1;
         kern.running += 1;
@@ -359,14 +360,14 @@ impl Machine {
             fut,
             slot,
         };
-        let i = match self.kwave_free.pop() {
+        let i = match self.sched.kwave_free.pop() {
             Some(i) => {
-                self.kwaves[i] = Some(w);
+                self.sched.kwaves[i] = Some(w);
                 i
             }
             None => {
-                self.kwaves.push(Some(w));
-                self.kwaves.len() - 1
+                self.sched.kwaves.push(Some(w));
+                self.sched.kwaves.len() - 1
             }
         };
         self.schedule_kwave(i, at);
@@ -375,7 +376,7 @@ impl Machine {
     /// Queues wave `i` to run at `at`.
     #[inline(always)]
     pub(super) fn schedule_kwave(&mut self, i: usize, at: u64) {
-        self.kready.push(at, i);
+        self.sched.kready.push(at, i);
     }
 
     /// Whether a kernel's loads from VRAM copy their bytes rather than
@@ -383,12 +384,12 @@ impl Machine {
     /// page lent to a load still held (see `Machine::store_part`). `None`
     /// for a kernel never launched.
     pub fn kernel_copies_loads(&self, k: KernelId) -> Option<bool> {
-        self.kernels.get(k.0).map(|x| x.copy_loads)
+        self.sched.kernels.get(k.0).map(|x| x.copy_loads)
     }
 
     /// Whether a kernel has finished (all waves, or a fatal fault).
     pub fn kernel_done(&self, k: KernelId) -> bool {
-        self.kernels.get(k.0).is_some_and(|x| x.done)
+        self.sched.kernels.get(k.0).is_some_and(|x| x.done)
     }
 
     /// Runs pending work until the kernel finishes, and returns what it did.
@@ -405,10 +406,10 @@ impl Machine {
         self.record(|| super::TraceEvent::Wait {
             kernel: Self::record_kernel(k),
         });
-        self.restore_failures.clear();
-        self.restore_horizon = u64::MAX;
+        self.sched.restore_failures.clear();
+        self.sched.restore_horizon = u64::MAX;
         self.run(u64::MAX, |m| m.kernel_done(k));
-        let kern = &mut self.kernels[k.0];
+        let kern = &mut self.sched.kernels[k.0];
         if !kern.done {
             kern.fatal = Some(AccessError::VmFault {
                 gpu_id: kern.gpu_id,
@@ -419,7 +420,7 @@ impl Machine {
             });
             kern.done = true;
         }
-        self.clock_ns = self.clock_ns.max(kern.stats.end_ns);
+        self.sched.clock_ns = self.sched.clock_ns.max(kern.stats.end_ns);
         match &kern.fatal {
             Some(e) => Err(e.clone()),
             None => Ok(kern.stats),
@@ -431,11 +432,11 @@ impl Machine {
     /// ring (the only way a wave's step can make other work ready at
     /// once; a fault the CAM filtered does not count).
     pub(super) fn step_kwave(&mut self, i: usize, at: u64) -> bool {
-        let Some(w) = self.kwaves.get_mut(i).and_then(Option::as_mut) else {
+        let Some(w) = self.sched.kwaves.get_mut(i).and_then(Option::as_mut) else {
             return false;
         };
         let k = w.kernel;
-        let kern = &self.kernels[k];
+        let kern = &self.sched.kernels[k];
         let (pid, cpu, g) = (kern.pid, kern.cpu, kern.gpu.get());
         // GPU queues stay stopped until the restore work has run (CPU
         // threads are not queues).
@@ -487,7 +488,11 @@ impl Machine {
                 false
             }
             Err(Parked::Faulted { page, raised }) => {
-                self.kwait.entry((g, pid.0, page)).or_default().push(i);
+                self.sched
+                    .kwait
+                    .entry((g, pid.0, page))
+                    .or_default()
+                    .push(i);
                 raised
             }
             Err(Parked::Dead) => {
@@ -502,10 +507,10 @@ impl Machine {
     #[cold]
     #[inline(never)]
     fn step_held(&mut self, i: usize, at: u64) {
-        let Some(w) = self.kwaves[i].as_ref() else {
+        let Some(w) = self.sched.kwaves[i].as_ref() else {
             return;
         };
-        let kern = &self.kernels[w.kernel];
+        let kern = &self.sched.kernels[w.kernel];
         if kern.fatal.is_some() {
             self.retire(i, at);
             return;
@@ -522,7 +527,7 @@ impl Machine {
     #[cold]
     #[inline(never)]
     fn kill_misused(&mut self, i: usize, at: u64) {
-        let Some(w) = self.kwaves[i].as_ref() else {
+        let Some(w) = self.sched.kwaves[i].as_ref() else {
             return;
         };
         let why = if w.slot.misused.get() {
@@ -536,7 +541,7 @@ impl Machine {
 
     /// Ends a kernel with a fatal memory access fault.
     pub(super) fn kill(&mut self, k: usize, at: u64, why: String, addr: CpuVa, write: bool) {
-        let kern = &mut self.kernels[k];
+        let kern = &mut self.sched.kernels[k];
         if kern.fatal.is_none() {
             kern.fatal = Some(AccessError::VmFault {
                 gpu_id: kern.gpu_id,
@@ -551,12 +556,12 @@ impl Machine {
 
     /// A wave has finished (or died): free its CU slot for the next one.
     fn retire(&mut self, i: usize, at: u64) {
-        let Some(w) = self.kwaves[i].take() else {
+        let Some(w) = self.sched.kwaves[i].take() else {
             return;
         };
-        self.kwave_free.push(i);
+        self.sched.kwave_free.push(i);
         let k = w.kernel;
-        let kern = &mut self.kernels[k];
+        let kern = &mut self.sched.kernels[k];
         kern.running -= 1;
         kern.cu_free[w.cu as usize] += 1;
         kern.stats.end_ns = kern.stats.end_ns.max(at);
@@ -570,7 +575,7 @@ impl Machine {
                 return;
             }
         }
-        let kern = &mut self.kernels[k];
+        let kern = &mut self.sched.kernels[k];
         if kern.running == 0 {
             kern.done = true;
         }
@@ -586,21 +591,21 @@ impl Machine {
         at: u64,
         outcome: Woken,
     ) {
-        let Some(list) = self.kwait.remove(&(g, pi, page)) else {
+        let Some(list) = self.sched.kwait.remove(&(g, pi, page)) else {
             return;
         };
         for i in list {
-            let Some(k) = self.kwaves[i].as_ref().map(|w| w.kernel) else {
+            let Some(k) = self.sched.kwaves[i].as_ref().map(|w| w.kernel) else {
                 continue;
             };
             match &outcome {
                 Woken::Served => {}
-                Woken::Dropped => self.kernels[k].stats.retries += 1,
+                Woken::Dropped => self.sched.kernels[k].stats.retries += 1,
                 // The handler's own errno (EFAULT with XNACK off, EPERM
                 // for a write to a read-only VMA, EACCES, ...).
                 Woken::Fatal { why, write, errno } => {
                     let e = AccessError::VmFault {
-                        gpu_id: self.kernels[k].gpu_id,
+                        gpu_id: self.sched.kernels[k].gpu_id,
                         addr: page.va(),
                         write: *write,
                         why: why.clone(),
@@ -639,7 +644,7 @@ impl Machine {
             self.kill_out_of_range(k, at, (addr, len));
             return Err(Parked::Dead);
         }
-        if self.kernels[k].cpu {
+        if self.sched.kernels[k].cpu {
             return self.perform_cpu(w, at, (addr, len, write));
         }
         let gen_ = self.procs[w.pi].tlb_gen[w.g];
@@ -658,7 +663,7 @@ impl Machine {
                 // (a page never written, the zero page) and copies nothing.
                 (Some(owner), false) => {
                     let vram = &self.gpus[owner].vram;
-                    if self.kernels[k].copy_loads {
+                    if self.sched.kernels[k].copy_loads {
                         // A kernel whose stores found their pages lent
                         // copies the bytes into the wave's buffer.
                         let mut out = w.slot.out();
@@ -684,9 +689,9 @@ impl Machine {
             }
             cost
         } else {
-            let mut targets = std::mem::take(&mut self.scratch_targets);
+            let mut targets = std::mem::take(&mut self.mmu.scratch_targets);
             let r = self.perform_pages(w, at, gen_, (addr, len, write), &mut targets);
-            self.scratch_targets = targets;
+            self.mmu.scratch_targets = targets;
             match r {
                 Ok(cost) => cost,
                 Err(Stop::Fault { cost, page, a }) => {
@@ -819,7 +824,7 @@ impl Machine {
                 // would copy a page per store; its loads copy their bytes
                 // from now on instead (the same bytes either way).
                 if self.gpus[owner].vram.write(pte.addr() + off, d) {
-                    self.kernels[w.k].copy_loads = true;
+                    self.sched.kernels[w.k].copy_loads = true;
                 }
             }
             None => {
@@ -847,7 +852,7 @@ impl Machine {
                 super::WaveOp::Load { addr, len: len32 }
             },
         });
-        let st = &mut self.kernels[k].stats;
+        let st = &mut self.sched.kernels[k].stats;
         st.accesses += 1;
         st.bytes += len;
     }
@@ -862,7 +867,7 @@ impl Machine {
         (addr, len, write): (u64, u64, bool),
     ) -> Result<u64, Parked> {
         let k = w.k;
-        let pid = self.kernels[k].pid;
+        let pid = self.sched.kernels[k].pid;
         let t = match self.cpu_fault_in(pid, CpuVa::new(addr), len, write, at) {
             Ok(t) => t,
             Err(e) => {
@@ -900,7 +905,7 @@ impl Machine {
 
     /// Ends a kernel (or CPU threads) with `e`.
     pub(super) fn kill_with(&mut self, k: usize, at: u64, e: AccessError) {
-        let kern = &mut self.kernels[k];
+        let kern = &mut self.sched.kernels[k];
         if kern.fatal.is_none() {
             kern.fatal = Some(e);
             kern.stats.end_ns = kern.stats.end_ns.max(at);
@@ -910,9 +915,9 @@ impl Machine {
     /// Ends the GPU kernels of `pid` whose queues stay stopped because the
     /// restore work failed (CPU threads run on).
     pub(super) fn kill_stopped_kernels(&mut self, pid: Pid, why: &str, errno: Errno) {
-        let at = self.clock_ns;
-        for k in 0..self.kernels.len() {
-            let kern = &self.kernels[k];
+        let at = self.sched.clock_ns;
+        for k in 0..self.sched.kernels.len() {
+            let kern = &self.sched.kernels[k];
             if kern.pid == pid && !kern.done && !kern.cpu {
                 let e = AccessError::VmFault {
                     gpu_id: kern.gpu_id,
@@ -928,20 +933,20 @@ impl Machine {
 
     /// Ends every kernel of a process that exits.
     pub(super) fn cancel_kernels(&mut self, pid: Pid) {
-        let at = self.clock_ns;
-        for k in 0..self.kernels.len() {
-            if self.kernels[k].pid == pid && !self.kernels[k].done {
+        let at = self.sched.clock_ns;
+        for k in 0..self.sched.kernels.len() {
+            if self.sched.kernels[k].pid == pid && !self.sched.kernels[k].done {
                 self.kill(k, at, "the process has exited".into(), CpuVa::new(0), false);
             }
         }
         // Parked waves would never wake: run them once so they retire.
-        let parked: Vec<usize> = std::mem::take(&mut self.kwait)
+        let parked: Vec<usize> = std::mem::take(&mut self.sched.kwait)
             .into_iter()
             .flat_map(|(key, v)| {
                 if key.1 == pid.0 {
                     v
                 } else {
-                    self.kwait.entry(key).or_default().extend(v);
+                    self.sched.kwait.entry(key).or_default().extend(v);
                     Vec::new()
                 }
             })
@@ -953,7 +958,7 @@ impl Machine {
 
     /// Kernel waves parked on faults, for `work_pending`.
     pub(super) fn kwaves_parked(&self) -> bool {
-        self.kwait.values().any(|v| !v.is_empty())
+        self.sched.kwait.values().any(|v| !v.is_empty())
     }
 }
 

@@ -20,6 +20,19 @@ use crate::gpu::PackedPte;
 use crate::ring::RingEntry;
 use crate::timing::ns;
 
+/// The GPUs' translation state: every CU's TLB, and the costs a wave
+/// instruction's translation and access pay (page tables are each
+/// process's, `SimProcess::pts`; fault rings each GPU's, `SimGpu::ring`).
+#[derive(Debug, Default)]
+pub(super) struct Mmu {
+    /// Per GPU, per CU, its TLB.
+    pub(super) tlbs: Tlbs,
+    /// `timing` in whole ns for wave instructions.
+    pub(super) wave_costs: WaveCosts,
+    /// Scratch space of a wave instruction's translations.
+    pub(super) scratch_targets: Vec<(u64, u64, PackedPte)>,
+}
+
 /// A TLB entry: what it translates (a page of a process, filled at one
 /// flush generation) and the PTE it caches. An empty way has page
 /// [`TlbEntry::EMPTY`], which no page number reaches.
@@ -200,11 +213,11 @@ impl Machine {
         page: PageNum,
         write: bool,
     ) -> Result<(PackedPte, u64), u64> {
-        let Some(pte) = self.tlbs.lookup((w.g, w.cu), w.pi, page.raw(), gen_) else {
+        let Some(pte) = self.mmu.tlbs.lookup((w.g, w.cu), w.pi, page.raw(), gen_) else {
             return self.translate_miss(w, gen_, page, write);
         };
-        self.kernels[w.k].stats.tlb_hits += 1;
-        self.access_cost(w.g, Some(pte), self.wave_costs.hit, write)
+        self.sched.kernels[w.k].stats.tlb_hits += 1;
+        self.access_cost(w.g, Some(pte), self.mmu.wave_costs.hit, write)
     }
 
     /// [`Machine::translate`] after a TLB miss: the page walk, which fills
@@ -219,14 +232,14 @@ impl Machine {
         write: bool,
     ) -> Result<(PackedPte, u64), u64> {
         let (pi, g) = (w.pi, w.g);
-        self.kernels[w.k].stats.tlb_misses += 1;
+        self.sched.kernels[w.k].stats.tlb_misses += 1;
         let p = self.procs[pi].pts[g]
             .walk_packed(page)
             .filter(|p| p.valid() && (!write || p.writeable()));
         if let Some(p) = p {
-            self.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
+            self.mmu.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
         }
-        self.access_cost(g, p, self.wave_costs.miss, write)
+        self.access_cost(g, p, self.mmu.wave_costs.miss, write)
     }
 
     /// The PTE a translation found and its cost, `cost` so far plus the
@@ -242,9 +255,9 @@ impl Machine {
     ) -> Result<(PackedPte, u64), u64> {
         let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
         let access = if pte.vram_owner() == Some(g) {
-            self.wave_costs.vram
+            self.mmu.wave_costs.vram
         } else {
-            self.wave_costs.far
+            self.mmu.wave_costs.far
         };
         Ok((pte, cost + access))
     }
@@ -265,25 +278,25 @@ impl Machine {
         let write = req.kind == ReqKind::Store;
         w.slot.post(req);
         let k = w.k;
-        self.kernels[k].stats.faults += 1;
+        self.sched.kernels[k].stats.faults += 1;
         let faults = w.slot.page_faults.get() + 1;
         w.slot.page_faults.set(faults);
         let limit = self.config.gpu_max_retries;
         if faults > limit {
-            let e = livelock(self.kernels[k].gpu_id, CpuVa::new(a), write, limit);
+            let e = livelock(self.sched.kernels[k].gpu_id, CpuVa::new(a), write, limit);
             self.kill_with(k, at, e);
             return Parked::Dead;
         }
         let when = at + cost;
-        self.last_ts = self.last_ts.max(when.saturating_sub(1)) + 1;
+        self.sched.last_ts = self.sched.last_ts.max(when.saturating_sub(1)) + 1;
         // The ring's CAM drops a repeat of a pending fault: then nothing
         // new reaches the ring.
         let raised = self.gpus[w.g].ring.raise(RingEntry {
             proc_index: w.pi,
             page,
             write,
-            ts: self.last_ts,
-            at: when + self.wave_costs.delivery,
+            ts: self.sched.last_ts,
+            at: when + self.mmu.wave_costs.delivery,
         });
         Parked::Faulted { page, raised }
     }

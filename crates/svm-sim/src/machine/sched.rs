@@ -83,6 +83,64 @@ pub(super) struct Access {
     out: Rc<RefCell<Vec<u8>>>,
 }
 
+/// The scheduler's state: simulated time, the kernels and their waves,
+/// the caller's GPU accesses, and the order work runs in.
+#[derive(Debug)]
+pub(super) struct Sched {
+    /// Simulated time, ns.
+    pub(super) clock_ns: u64,
+    /// Accesses in flight, by [`WaveId`]; a slot empties when collected.
+    pub(super) waves: Vec<Option<Access>>,
+    /// How pending work is ordered.
+    pub(super) interleave: Interleave,
+    /// The last IH timestamp handed out.
+    pub(super) last_ts: u64,
+    /// Restore failures per process since the current run began, and that
+    /// run's horizon.
+    pub(super) restore_failures: Vec<u32>,
+    pub(super) restore_horizon: u64,
+    /// Scratch list of ready steps, kept to save an allocation per step.
+    pub(super) ready_buf: Vec<Work>,
+    /// Per GPU, when its fault handler is free.
+    pub(super) handler_free: Vec<u64>,
+    /// When each range's migrate lock is free, by (process, first page).
+    pub(super) migrate_lock: std::collections::BTreeMap<(usize, svm_core::addr::PageNum), u64>,
+    /// The GPUs' compute shape.
+    pub(super) shape: super::kernel::ComputeShape,
+    /// Kernels launched, by [`KernelId`].
+    pub(super) kernels: Vec<super::kernel::Kernel>,
+    /// Kernel waves in flight, and free slots of that table.
+    pub(super) kwaves: Vec<Option<super::kernel::KWave>>,
+    pub(super) kwave_free: Vec<usize>,
+    /// Kernel waves ready to run, by time.
+    pub(super) kready: ReadyQueue,
+    /// Kernel waves parked on a retry fault, by (GPU, process, page).
+    pub(super) kwait: super::kernel::KernelWaits,
+}
+
+impl Sched {
+    /// A scheduler for `gpus` GPUs, at time 0, eager.
+    pub(super) fn new(gpus: usize) -> Self {
+        Self {
+            clock_ns: 0,
+            waves: Vec::new(),
+            interleave: Interleave::Eager,
+            last_ts: 0,
+            restore_failures: Vec::new(),
+            restore_horizon: 0,
+            ready_buf: Vec::new(),
+            handler_free: vec![0; gpus],
+            migrate_lock: std::collections::BTreeMap::new(),
+            shape: super::kernel::ComputeShape::default(),
+            kernels: Vec::new(),
+            kwaves: Vec::new(),
+            kwave_free: Vec::new(),
+            kready: ReadyQueue::default(),
+            kwait: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 /// One step the scheduler may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Work {
@@ -215,7 +273,7 @@ impl ReadyQueue {
 impl Machine {
     /// Orders pending work eagerly (`None`) or by a seeded random stream.
     pub fn set_seed(&mut self, seed: Option<u64>) {
-        self.interleave = match seed {
+        self.sched.interleave = match seed {
             None => Interleave::Eager,
             Some(seed) => Interleave::Seeded {
                 seed,
@@ -226,7 +284,7 @@ impl Machine {
 
     /// The interleaving seed, if the order is seeded.
     pub fn seed(&self) -> Option<u64> {
-        match &self.interleave {
+        match &self.sched.interleave {
             Interleave::Eager => None,
             Interleave::Seeded { seed, .. } => Some(*seed),
         }
@@ -263,14 +321,14 @@ impl Machine {
         let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out));
         let kernel = self.launch_wave(pid, gpu_id, 1, f, 0)?;
         let access = Access { kernel, out };
-        let id = match self.waves.iter().position(Option::is_none) {
+        let id = match self.sched.waves.iter().position(Option::is_none) {
             Some(i) => {
-                self.waves[i] = Some(access);
+                self.sched.waves[i] = Some(access);
                 i
             }
             None => {
-                self.waves.push(Some(access));
-                self.waves.len() - 1
+                self.sched.waves.push(Some(access));
+                self.sched.waves.len() - 1
             }
         };
         Ok(WaveId(id))
@@ -278,7 +336,8 @@ impl Machine {
 
     /// Whether a launched access has finished.
     pub fn wave_done(&self, w: WaveId) -> bool {
-        self.waves
+        self.sched
+            .waves
             .get(w.0)
             .and_then(Option::as_ref)
             .is_some_and(|a| self.kernel_done(a.kernel))
@@ -286,7 +345,7 @@ impl Machine {
 
     /// Accesses launched and not yet collected.
     pub fn waves_in_flight(&self) -> usize {
-        self.waves.iter().flatten().count()
+        self.sched.waves.iter().flatten().count()
     }
 
     /// Runs pending work until the access finishes, and collects it.
@@ -297,7 +356,7 @@ impl Machine {
     /// # Panics
     /// If `w` was already collected.
     pub fn wait(&mut self, w: WaveId) -> Result<(Vec<u8>, AccessStats), AccessError> {
-        let access = self.waves[w.0].take().expect("wave in flight");
+        let access = self.sched.waves[w.0].take().expect("wave in flight");
         let stats = self.finish_kernel(access.kernel)?;
         let out = access.out.take();
         Ok((
@@ -330,7 +389,7 @@ impl Machine {
     /// Lets simulated time pass, running the work that falls due.
     pub fn advance(&mut self, ns: u64) {
         self.record(|| super::TraceEvent::Advance { ns });
-        self.advance_to(self.clock_ns.saturating_add(ns));
+        self.advance_to(self.sched.clock_ns.saturating_add(ns));
     }
 
     /// Runs every step ready by `until`, moving the clock to each timed
@@ -343,10 +402,10 @@ impl Machine {
     /// fail the same way: they are skipped and the next retry is left due
     /// `restore_delay_ns` after `until`.
     pub fn advance_to(&mut self, until: u64) {
-        self.restore_failures.clear();
-        self.restore_horizon = until;
+        self.sched.restore_failures.clear();
+        self.sched.restore_horizon = until;
         self.run(until, |_| false);
-        self.clock_ns = self.clock_ns.max(until);
+        self.sched.clock_ns = self.sched.clock_ns.max(until);
     }
 
     /// Runs what would run concurrently with the caller between two of its
@@ -355,14 +414,14 @@ impl Machine {
     /// step, and waves only when waited for.
     pub fn interleave(&mut self) {
         loop {
-            let (go, waves) = match &mut self.interleave {
+            let (go, waves) = match &mut self.sched.interleave {
                 Interleave::Eager => (true, false),
                 Interleave::Seeded { rng, .. } => (rng.random_bool(0.875), true),
             };
             if !go {
                 return;
             }
-            let Some(work) = self.next_work(self.clock_ns, waves) else {
+            let Some(work) = self.next_work(self.sched.clock_ns, waves) else {
                 return;
             };
             self.do_work(work);
@@ -376,8 +435,8 @@ impl Machine {
     /// Returns `false` when work was still pending after a bound of steps
     /// (a livelock, which is a bug) or a restore work keeps failing.
     pub fn quiesce(&mut self) -> bool {
-        self.restore_failures.clear();
-        self.restore_horizon = self.clock_ns;
+        self.sched.restore_failures.clear();
+        self.sched.restore_horizon = self.sched.clock_ns;
         self.run(u64::MAX, |_| false);
         !self.work_pending()
     }
@@ -386,7 +445,7 @@ impl Machine {
     /// deferred work, or a restore work scheduled.
     pub fn work_pending(&self) -> bool {
         self.gpus.iter().any(|g| !g.ring.is_empty())
-            || !self.kready.is_empty()
+            || !self.sched.kready.is_empty()
             || self.kwaves_parked()
             || self
                 .procs
@@ -401,20 +460,20 @@ impl Machine {
         // since the clock last moved, not all steps (a big kernel takes
         // more than any fixed number of them).
         let mut steps = 0u64;
-        let mut at = self.clock_ns;
+        let mut at = self.sched.clock_ns;
         while !stop(self) && steps < MAX_QUIESCE_STEPS {
-            if self.clock_ns != at {
-                at = self.clock_ns;
+            if self.sched.clock_ns != at {
+                at = self.sched.clock_ns;
                 steps = 0;
             }
             steps += 1;
-            if let Some(work) = self.next_work(self.clock_ns, true) {
+            if let Some(work) = self.next_work(self.sched.clock_ns, true) {
                 self.do_work(work);
                 continue;
             }
             // Nothing ready now: move time to the next timed step.
             match self.next_timed() {
-                Some(t) if t <= until => self.clock_ns = self.clock_ns.max(t),
+                Some(t) if t <= until => self.sched.clock_ns = self.sched.clock_ns.max(t),
                 _ => return,
             }
         }
@@ -432,7 +491,7 @@ impl Machine {
         let deliver = (0..self.gpus.len())
             .filter_map(|g| self.deliverable_at(g))
             .min();
-        let kwave = self.kready.peek_time();
+        let kwave = self.sched.kready.peek_time();
         restore.into_iter().chain(deliver).chain(kwave).min()
     }
 
@@ -440,12 +499,12 @@ impl Machine {
     /// the GPU's fault handler is free.
     fn deliverable_at(&self, g: usize) -> Option<u64> {
         let e = self.gpus[g].ring.head()?;
-        Some(e.at.max(self.handler_free[g]))
+        Some(e.at.max(self.sched.handler_free[g]))
     }
 
     /// Picks the next ready step, if any. Waves count only when `waves`.
     fn next_work(&mut self, now: u64, waves: bool) -> Option<Work> {
-        let mut ready = std::mem::take(&mut self.ready_buf);
+        let mut ready = std::mem::take(&mut self.sched.ready_buf);
         ready.clear();
         for g in 0..self.gpus.len() {
             if self.deliverable_at(g).is_some_and(|t| t <= now) {
@@ -460,16 +519,16 @@ impl Machine {
                 ready.push(Work::Restore(i));
             }
         }
-        if waves && self.kready.peek_time().is_some_and(|t| t <= now) {
+        if waves && self.sched.kready.peek_time().is_some_and(|t| t <= now) {
             ready.push(Work::KWave);
         }
-        let pick = match &mut self.interleave {
+        let pick = match &mut self.sched.interleave {
             _ if ready.is_empty() => None,
             // Kernel work before waves, in the order listed.
             Interleave::Eager => Some(ready[0]),
             Interleave::Seeded { rng, .. } => Some(ready[rng.random_range(0..ready.len())]),
         };
-        self.ready_buf = ready;
+        self.sched.ready_buf = ready;
         pick
     }
 
@@ -496,21 +555,21 @@ impl Machine {
     /// scheduler's work so that it compiles on its own.)
     #[inline(never)]
     fn run_kwaves(&mut self) {
-        let Some(t) = self.kready.peek_time() else {
+        let Some(t) = self.sched.kready.peek_time() else {
             return;
         };
-        while self.kready.peek_time() == Some(t) {
-            let popped = match &mut self.interleave {
+        while self.sched.kready.peek_time() == Some(t) {
+            let popped = match &mut self.sched.interleave {
                 // The oldest of the earliest: FIFO.
-                Interleave::Eager => self.kready.pop(|_| 0),
-                Interleave::Seeded { rng, .. } => self.kready.pop(|n| rng.random_range(0..n)),
+                Interleave::Eager => self.sched.kready.pop(|_| 0),
+                Interleave::Seeded { rng, .. } => self.sched.kready.pop(|n| rng.random_range(0..n)),
             };
             let Some((at, i)) = popped else {
                 break;
             };
             // Only a fault raised by this step can make other work ready
             // at this same time.
-            if self.step_kwave(i, at) && self.kernel_work_ready(self.clock_ns) {
+            if self.step_kwave(i, at) && self.kernel_work_ready(self.sched.clock_ns) {
                 break;
             }
         }
@@ -526,7 +585,7 @@ impl Machine {
         }
         // It takes the mmap lock for writing.
         let p = &self.procs[pid.0];
-        let start = p.mmap_lock.write_from(self.clock_ns);
+        let start = p.mmap_lock.write_from(self.sched.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         svm.deferred_list_work(&mut env);
@@ -538,7 +597,7 @@ impl Machine {
     /// [`MAX_RETRIES_PER_ADVANCE`] times in this run: further retries would
     /// fail the same way.
     fn restores_capped(&self, i: usize) -> bool {
-        self.restore_failures.get(i).copied().unwrap_or(0) >= MAX_RETRIES_PER_ADVANCE
+        self.sched.restore_failures.get(i).copied().unwrap_or(0) >= MAX_RETRIES_PER_ADVANCE
     }
 
     /// Runs a due restore work, counting failures against the process's
@@ -548,7 +607,7 @@ impl Machine {
         self.flush_deferred(pid);
         // Due at the clock; it takes the mmap lock for writing.
         let p = &self.procs[pid.0];
-        let start = p.mmap_lock.write_from(self.clock_ns);
+        let start = p.mmap_lock.write_from(self.sched.clock_ns);
         let (svm, mut env) = env!(self, pid);
         env.now = start;
         let ok = svm.restore_work(&mut env).is_ok();
@@ -557,14 +616,15 @@ impl Machine {
         if ok {
             return;
         }
-        if self.restore_failures.len() < self.procs.len() {
-            self.restore_failures.resize(self.procs.len(), 0);
+        if self.sched.restore_failures.len() < self.procs.len() {
+            self.sched.restore_failures.resize(self.procs.len(), 0);
         }
-        self.restore_failures[pid.0] += 1;
+        self.sched.restore_failures[pid.0] += 1;
         if self.restores_capped(pid.0) {
             let later = self
+                .sched
                 .restore_horizon
-                .max(self.clock_ns)
+                .max(self.sched.clock_ns)
                 .saturating_add(self.procs[pid.0].svm.config().restore_delay_ns);
             self.procs[pid.0].svm.postpone_restore(later);
         }
@@ -597,7 +657,7 @@ impl Machine {
         // It starts when it could have: the fault had arrived and the
         // handler was free (events run in time order, so that is not after
         // the clock).
-        let mut now = first.at.max(self.handler_free[g]);
+        let mut now = first.at.max(self.sched.handler_free[g]);
         let batch_start = now;
         now += crate::timing::ns(t.handler_batch_ns);
         let mut taken = 0;
@@ -624,7 +684,7 @@ impl Machine {
             }
             let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
             if let Some(r) = range
-                && let Some(&held) = self.migrate_lock.get(&(pi, r))
+                && let Some(&held) = self.sched.migrate_lock.get(&(pi, r))
                 && held > now
             {
                 self.counters.migrate_lock_wait_ns += held - now;
@@ -638,7 +698,7 @@ impl Machine {
             let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
             let end = env.now;
             if let Some(r) = range {
-                self.migrate_lock.insert((pi, r), end);
+                self.sched.migrate_lock.insert((pi, r), end);
             }
             let p = &mut self.procs[pi];
             p.mmap_lock.read_done(end);
@@ -646,12 +706,12 @@ impl Machine {
             now = end;
             if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
                 let raised = e.at.saturating_sub(crate::timing::ns(t.fault_delivery_ns));
-                self.fault_latencies.push(end.saturating_sub(raised));
+                self.rec.fault_latencies.push(end.saturating_sub(raised));
             }
             self.wake_after(g, &e, end, &outcome);
         }
         self.counters.handler_busy_ns += now - batch_start;
-        self.handler_free[g] = now;
+        self.sched.handler_free[g] = now;
     }
 
     /// Wakes the kernel waves a handled fault was for.

@@ -136,11 +136,11 @@ impl Timeline {
 impl Machine {
     /// Starts recording the hardware timeline (dropping any recorded).
     pub fn start_timeline(&mut self) {
-        self.timeline = Some(Box::default());
+        self.rec.timeline = Some(Box::default());
         // Where VRAM use starts.
-        let at_ns = self.clock_ns;
+        let at_ns = self.sched.clock_ns;
         for g in &self.gpus {
-            let tl = self.timeline.as_mut().expect("just set");
+            let tl = self.rec.timeline.as_mut().expect("just set");
             tl.vram.push(VramSample {
                 at_ns,
                 gpu_id: g.desc.id.raw(),
@@ -151,7 +151,7 @@ impl Machine {
 
     /// The timeline recorded since [`Machine::start_timeline`], which stops.
     pub fn take_timeline(&mut self) -> Option<Timeline> {
-        self.timeline.take().map(|b| *b)
+        self.rec.timeline.take().map(|b| *b)
     }
 }
 

@@ -135,17 +135,17 @@ impl Machine {
     /// Starts recording every call and wave operation (dropping any earlier
     /// record).
     pub fn start_recording(&mut self) {
-        self.trace = Some(Vec::new());
+        self.rec.trace = Some(Vec::new());
     }
 
     /// Stops recording and returns the record.
     pub fn take_trace(&mut self) -> Vec<TraceEvent> {
-        self.trace.take().unwrap_or_default()
+        self.rec.trace.take().unwrap_or_default()
     }
 
     /// Records `e` if recording.
     pub(super) fn record(&mut self, e: impl FnOnce() -> TraceEvent) {
-        if let Some(t) = &mut self.trace {
+        if let Some(t) = &mut self.rec.trace {
             t.push(e());
         }
     }
