@@ -441,7 +441,7 @@ fn emit(
             }
             // As `svmsim scenario --events` writes them (docs/scenario.md).
             for e in &o.events {
-                s += &format!("{:x} {}\n", e.gpu_id, e.line);
+                s += &format!("{:x} {}\n", e.gpu_id.raw(), e.event);
             }
         }
         write_file(p, s)?;

@@ -275,7 +275,7 @@ pub fn json(r: &RunReport) -> String {
 pub fn events(r: &RunReport) -> String {
     let mut s = String::new();
     for e in &r.events {
-        let _ = writeln!(s, "{:x} {}", e.gpu_id, e.line);
+        let _ = writeln!(s, "{:x} {}", e.gpu_id.raw(), e.event);
     }
     s
 }
