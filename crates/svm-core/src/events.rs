@@ -18,16 +18,18 @@
 //! | id | event | payload format |
 //! |---|---|---|
 //! | 5 | MIGRATE_START | `%lld -%d @%lx(%lx) %x->%x %x:%x %d` |
-//! | 6 | MIGRATE_END | `%lld -%d @%lx(%lx) %x->%x %d` |
+//! | 6 | MIGRATE_END | `%lld -%d @%lx(%lx) %x->%x %d %d` |
 //! | 7 | PAGE_FAULT_START | `%lld -%d @%lx(%x) %c` |
 //! | 8 | PAGE_FAULT_END | `%lld -%d @%lx(%x) %c` |
 //! | 9 | QUEUE_EVICTION | `%lld -%d %x %d` |
-//! | a | QUEUE_RESTORE | `%lld -%d %x` (rescheduled: `%lld -%d %x %c`) |
+//! | a | QUEUE_RESTORE | `%lld -%d %x %c` |
 //! | b | UNMAP_FROM_GPU | `%lld -%d @%lx(%lx) %x %d` |
 //!
-//! MIGRATE_END and QUEUE_RESTORE are kfd's pre-2024 forms, as svmsim has
-//! printed them so far: no error code, and no character after a restore
-//! that was not rescheduled.
+//! These are the formats of current kernels: MIGRATE_END ends with the
+//! migration's error code since 2024 ("Output migrate end event if migrate
+//! failed"), and QUEUE_RESTORE always ends with a character, `R` when the
+//! restore work failed and was rescheduled, `0` otherwise (since the 2025
+//! fix that replaced the NUL byte the first macro version printed there).
 //!
 //! # Differences from the kernel
 //! - kfd formats into a 96-byte buffer (`KFD_SMI_EVENT_MSG_SIZE`) and would
@@ -301,19 +303,15 @@ impl fmt::Display for Event {
                 to,
                 trigger,
                 error_code,
-            } => {
-                // The pre-2024 format has no error code (always 0 here).
-                let _ = error_code;
-                write!(
-                    f,
-                    "@{:x}({:x}) {:x}->{:x} {}",
-                    start.raw(),
-                    npages.raw(),
-                    loc_raw(Some(from)),
-                    loc_raw(Some(to)),
-                    trigger.raw()
-                )
-            }
+            } => write!(
+                f,
+                "@{:x}({:x}) {:x}->{:x} {} {error_code}",
+                start.raw(),
+                npages.raw(),
+                loc_raw(Some(from)),
+                loc_raw(Some(to)),
+                trigger.raw()
+            ),
             Kind::QueueEviction { gpu_id, trigger } => {
                 write!(f, "{:x} {}", gpu_id.raw(), trigger.raw())
             }
@@ -321,12 +319,8 @@ impl fmt::Display for Event {
                 gpu_id,
                 rescheduled,
             } => {
-                write!(f, "{:x}", gpu_id.raw())?;
-                if rescheduled {
-                    f.write_str(" R")
-                } else {
-                    Ok(())
-                }
+                let r = if rescheduled { 'R' } else { '0' };
+                write!(f, "{:x} {r}", gpu_id.raw())
             }
             Kind::UnmapFromGpu {
                 addr,

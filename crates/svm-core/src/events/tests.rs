@@ -46,7 +46,7 @@ fn each_kind_prints_as_kfd_does() {
         ),
         (
             migrate_end(6, 1, 0x200, 0x200, 0x1002, 0, MigrateTrigger::PagefaultCpu),
-            "6 6 -1 @200(200) 1002->0 2",
+            "6 6 -1 @200(200) 1002->0 2 0",
         ),
         // kfd passes its negative errno (`r`) through `%d`.
         (
@@ -62,7 +62,7 @@ fn each_kind_prints_as_kfd_does() {
                     error_code: -12,
                 },
             ),
-            "6 6 -1 @10(20) 0->2002 0",
+            "6 6 -1 @10(20) 0->2002 0 -12",
         ),
         (
             unmap_from_gpu(7, 1, 0x10, 4, 0x2002, UnmapTrigger::UnmapFromCpu),
@@ -80,7 +80,7 @@ fn each_kind_prints_as_kfd_does() {
             ),
             "9 8 -1 1002 5",
         ),
-        (queue_restore(9, 1, 0x1002), "a 9 -1 1002"),
+        (queue_restore(9, 1, 0x1002), "a 9 -1 1002 0"),
         (queue_restore_rescheduled(10, 1, 0x1002), "a 10 -1 1002 R"),
     ];
     for (e, text) in table {
