@@ -10,6 +10,7 @@ pub mod chrome;
 pub mod demo;
 pub mod exec;
 pub mod html;
+pub mod output;
 pub mod plots;
 pub mod progress;
 pub mod report;

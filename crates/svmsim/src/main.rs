@@ -5,12 +5,12 @@
 //! check failed; 2 a usage error (bad flag, value, file or TOML); 3 an
 //! invariant broke (a bug in svmsim); 4 an internal or I/O error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
-use svmsim::{chrome, demo, html, progress::Progress, report, runs, scenario, size, sweep};
+use svmsim::{chrome, demo, html, output, progress::Progress, report, runs, scenario, size, sweep};
 
 /// Writes to stdout; a reader that went away (`svmsim run | head`) ends
 /// the program quietly rather than as an error.
@@ -284,11 +284,10 @@ struct OutOpts {
     report: Option<PathBuf>,
 }
 
-/// Makes sure `path` can be written before hours are spent on the run.
-fn writable(path: &PathBuf) -> Result<(), Fail> {
-    std::fs::File::create(path)
-        .map(drop)
-        .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))
+/// Makes sure `path` can be written before hours are spent on the run;
+/// creates and truncates nothing (the file is replaced whole at the end).
+fn writable(path: &Path) -> Result<(), Fail> {
+    output::check_file(path).map_err(usage)
 }
 
 impl OutOpts {
@@ -337,8 +336,10 @@ fn spec_fail(e: exec::SpecError) -> Fail {
     usage(format!("{flag}: {}", e.message))
 }
 
-fn write_file(path: &PathBuf, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
-    std::fs::write(path, bytes).map_err(|e| io(format!("cannot write {}: {e}", path.display())))
+/// Writes an output file whole (a temporary, then a rename).
+fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
+    output::write_atomic(path, bytes.as_ref())
+        .map_err(|e| io(format!("cannot write {}: {e}", path.display())))
 }
 
 fn jobs(j: Option<usize>) -> Result<usize, Fail> {
@@ -902,6 +903,12 @@ fn run_scenario(
             }
         },
     };
+    if let Some(path) = events
+        && let Err(e) = output::check_file(path)
+    {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
     let result = scenario::parse(&name, &text).and_then(|mut sc| {
         if let Some(p) = policy {
             sc.system.policy = p;
@@ -919,7 +926,7 @@ fn run_scenario(
         }
     };
     if let Some(path) = events
-        && let Err(e) = std::fs::write(path, report::events(&r))
+        && let Err(e) = output::write_atomic(path, report::events(&r).as_bytes())
     {
         eprintln!("error: cannot write {}: {e}", path.display());
         return EXIT_INTERNAL;
