@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
+use svmsim::smi::{self, EventsFormat, RunEvents};
 use svmsim::{chrome, demo, html, output, progress::Progress, report, runs, scenario, size, sweep};
 
 /// Writes to stdout; a reader that went away (`svmsim run | head`) ends
@@ -74,7 +75,7 @@ enum Command {
         svmsim run gups --xnack off                  # eager mapping: no retry faults\n  \
         svmsim run stream --xnack off --prefetch --oversubscribe 1.25   # eviction stops the queues\n  \
         svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
-        svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace\n  \
+        svmsim run bfs --timeline bfs.json --events bfs-smi --record bfs.trace   # bfs-smi/gpu-0x1002.smi\n  \
         svmsim run examples/munmap-race.toml --seed 3  # a scenario file, as `svmsim scenario` runs it")]
     Run {
         /// The workload (`svmsim workloads`) or a scenario file (FILE.toml); without it, the demo runs.
@@ -173,16 +174,27 @@ enum Command {
     /// Run a scenario file (or the built-in default) and print what happened.
     #[command(after_help = "Examples:\n  \
         svmsim scenario                                    # KFDTest's SplitSystemRangeTest cases\n  \
-        svmsim scenario examples/munmap-race.toml --seed 7 --events race.smi")]
+        svmsim scenario examples/munmap-race.toml --seed 7 --events race-smi   # one file per GPU\n  \
+        svmsim scenario examples/vram-pressure.toml --events all.smi --events-format prefixed")]
     Scenario {
         /// The scenario TOML file; without it, the built-in default runs.
         file: Option<PathBuf>,
         /// Print the per-op results and the final state as JSON (docs/scenario-json.md).
         #[arg(long)]
         json: bool,
-        /// Write the SMI event stream (kfd text format) to this file.
-        #[arg(long, value_name = "FILE")]
+        /// Write the kfd SMI event log here: a directory with one file per GPU
+        /// (docs/events.md), or one file with --events-format prefixed.
+        #[arg(long, value_name = "PATH")]
         events: Option<PathBuf>,
+        /// How --events lays the log out.
+        #[arg(
+            long,
+            value_enum,
+            value_name = "FORMAT",
+            default_value_t,
+            requires = "events"
+        )]
+        events_format: EventsFormat,
         /// Run under this policy instead of the scenario's.
         #[arg(long, value_name = "NAME")]
         policy: Option<String>,
@@ -273,9 +285,19 @@ struct OutOpts {
     /// Print the results as CSV (same schema) instead of the table.
     #[arg(long)]
     csv: bool,
-    /// Write the kfd SMI event log to this file.
-    #[arg(long, value_name = "FILE")]
+    /// Write the kfd SMI event log here: a directory with one file per GPU
+    /// (docs/events.md), or one file with --events-format prefixed.
+    #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
+    /// How --events lays the log out.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t,
+        requires = "events"
+    )]
+    events_format: EventsFormat,
     /// Write a Chrome trace-event timeline (opens in ui.perfetto.dev) to this file.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
@@ -293,7 +315,10 @@ fn writable(path: &Path) -> Result<(), Fail> {
 impl OutOpts {
     /// Checks every output path up front (exit 2 if one cannot be written).
     fn preflight(&self) -> Result<(), Fail> {
-        for p in [&self.events, &self.timeline].into_iter().flatten() {
+        if let Some(p) = &self.events {
+            smi::check(p, self.events_format).map_err(usage)?;
+        }
+        if let Some(p) = &self.timeline {
             writable(p)?;
         }
         if let Some(d) = &self.report {
@@ -369,6 +394,14 @@ fn run_all(
     Ok(outs)
 }
 
+/// What the line naming the SMI log says it is.
+fn events_what(format: EventsFormat) -> &'static str {
+    match format {
+        EventsFormat::Kfd => "SMI events (a file per GPU)",
+        EventsFormat::Prefixed => "SMI events",
+    }
+}
+
 /// Prints and writes a set of outcomes; returns the exit code they call for.
 fn emit(
     outs: &[Outcome],
@@ -435,18 +468,9 @@ fn emit(
         }
     };
     if let Some(p) = &out.events {
-        let mut s = String::new();
-        for o in outs {
-            if outs.len() > 1 {
-                s += &format!("# svmsim run {}\n", o.label.clone());
-            }
-            // As `svmsim scenario --events` writes them (docs/scenario.md).
-            for e in &o.events {
-                s += &format!("{:x} {}\n", e.gpu_id.raw(), e.event);
-            }
-        }
-        write_file(p, s)?;
-        say("SMI events", p);
+        let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
+        smi::write(p, out.events_format, &runs).map_err(io)?;
+        say(events_what(out.events_format), p);
     }
     if let Some(p) = &out.timeline {
         let v = chrome::trace_many(outs);
@@ -584,7 +608,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 return Ok(run_scenario(
                     Some(&PathBuf::from(w)),
                     out.json,
-                    out.events.as_ref(),
+                    out.events.as_ref().map(|p| (p, out.events_format)),
                     given("--policy").then_some(policy.as_str()),
                     seed.then_some(opts.seed),
                 ));
@@ -825,12 +849,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             file,
             json,
             events,
+            events_format,
             policy,
             seed,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
-            events.as_ref(),
+            events.as_ref().map(|p| (p, *events_format)),
             policy.as_deref(),
             *seed,
         )),
@@ -876,7 +901,7 @@ fn main() -> ExitCode {
 fn run_scenario(
     file: Option<&PathBuf>,
     json: bool,
-    events: Option<&PathBuf>,
+    events: Option<(&PathBuf, EventsFormat)>,
     policy: Option<&str>,
     seed: Option<u64>,
 ) -> u8 {
@@ -903,8 +928,8 @@ fn run_scenario(
             }
         },
     };
-    if let Some(path) = events
-        && let Err(e) = output::check_file(path)
+    if let Some((path, format)) = events
+        && let Err(e) = smi::check(path, format)
     {
         eprintln!("error: {e}");
         return EXIT_USAGE;
@@ -925,10 +950,10 @@ fn run_scenario(
             return EXIT_USAGE;
         }
     };
-    if let Some(path) = events
-        && let Err(e) = output::write_atomic(path, report::events(&r).as_bytes())
+    if let Some((path, format)) = events
+        && let Err(e) = smi::write(path, format, &[RunEvents::of_scenario(&r)])
     {
-        eprintln!("error: cannot write {}: {e}", path.display());
+        eprintln!("error: {e}");
         return EXIT_INTERNAL;
     }
     if json {

@@ -263,6 +263,9 @@ pub struct RunReport {
     /// SMI events, in order, each with the gpu_id it was raised on (in
     /// JSON, as kfd's text line).
     pub events: Vec<svm_sim::machine::SmiEvent>,
+    /// The machine's GPUs in node order (each has an SMI event file).
+    #[serde(skip)]
+    pub gpu_ids: Vec<svm_core::gpu::GpuId>,
 }
 
 /// The id of the JSON schema `docs/scenario-json.md` describes.
@@ -1188,6 +1191,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         end_ns: r.m.now_ns(),
         counters: r.m.counters(),
         events: r.m.events().to_vec(),
+        gpu_ids: s.topology.gpus().iter().map(|g| g.id).collect(),
         name: sc.name.clone(),
         file: sc.file.clone(),
         description: sc.description.clone(),
