@@ -23,6 +23,16 @@ pub enum Location {
 }
 
 impl Location {
+    /// The location a uAPI value names; `None` for UNDEFINED (the inverse of
+    /// [`Location::to_uapi`]).
+    pub fn from_uapi(raw: u32) -> Option<Location> {
+        match raw {
+            uapi::SVM_LOCATION_SYSMEM => Some(Location::Sys),
+            // `GpuId::new` refuses only 0 (taken above) and UNDEFINED.
+            _ => GpuId::new(raw).map(Location::Vram),
+        }
+    }
+
     /// The uAPI value of an optional location; `None` is UNDEFINED.
     pub fn to_uapi(loc: Option<Location>) -> u32 {
         match loc {
@@ -350,6 +360,16 @@ mod tests {
         assert_eq!(Granularity::from_uapi(0x3F), Granularity::MAX);
         assert_eq!(Granularity::from_uapi(0xff), Granularity::MAX);
         assert_eq!(Granularity::from_uapi(u32::MAX), Granularity::MAX);
+    }
+
+    #[test]
+    fn location_round_trips_through_uapi() {
+        let gpu = Location::Vram(GpuId::new(0x1002).unwrap());
+        for loc in [None, Some(Location::Sys), Some(gpu)] {
+            assert_eq!(Location::from_uapi(Location::to_uapi(loc)), loc);
+        }
+        assert_eq!(Location::from_uapi(uapi::SVM_LOCATION_UNDEFINED), None);
+        assert_eq!(Location::from_uapi(0), Some(Location::Sys));
     }
 
     #[test]

@@ -1,11 +1,52 @@
-//! kfd SMI event lines (`kfd_smi_events.c`), formatted as the kernel formats them.
+//! kfd SMI events (`kfd_smi_events.c`): the typed values the engine raises, and their text.
 //!
-//! Each line is `"<id in hex> <payload>"`. Addresses and sizes are in pages,
-//! `ts` in nanoseconds of simulated time, and the pid is printed with a
-//! leading `-` as the kernel does. The engine hands lines to
-//! `Hardware::smi_event`; the CLI writes the stream to a file.
+//! # Overview
+//! kfd reports SVM activity to tools through System Management Interface
+//! events: `AMDKFD_IOC_SMI_EVENTS` opens one event file per GPU, and a read
+//! of it gives that GPU's messages, one line each. The engine raises every
+//! event as an [`Event`] through `Hardware::smi_event`, naming the GPU whose
+//! stream gets it; the simulator keeps them typed and consumers match on
+//! [`Kind`]. Addresses and sizes are in pages, `ts_ns` is simulated time in
+//! nanoseconds (kfd's `ktime_get_boottime_ns()`), and `pid` is the process's
+//! pid.
+//!
+//! Text is made in one place, [`Event`]'s `Display`: the event id in hex and
+//! a space (`kfd_smi_event_add`'s `"%x "`), then the payload in the
+//! kernel's `KFD_EVENT_FMT_*` format from `include/uapi/linux/kfd_ioctl.h`,
+//! without the format's final newline (writers add it):
+//!
+//! | id | event | payload format |
+//! |---|---|---|
+//! | 5 | MIGRATE_START | `%lld -%d @%lx(%lx) %x->%x %x:%x %d` |
+//! | 6 | MIGRATE_END | `%lld -%d @%lx(%lx) %x->%x %d %d` |
+//! | 7 | PAGE_FAULT_START | `%lld -%d @%lx(%x) %c` |
+//! | 8 | PAGE_FAULT_END | `%lld -%d @%lx(%x) %c` |
+//! | 9 | QUEUE_EVICTION | `%lld -%d %x %d` |
+//! | a | QUEUE_RESTORE | `%lld -%d %x %c` |
+//! | b | UNMAP_FROM_GPU | `%lld -%d @%lx(%lx) %x %d` |
+//!
+//! These are the formats of current kernels: MIGRATE_END ends with the
+//! migration's error code since 2024 ("Output migrate end event if migrate
+//! failed"), and QUEUE_RESTORE always ends with a character, `R` when the
+//! restore work failed and was rescheduled, `0` otherwise (since the 2025
+//! fix that replaced the NUL byte the first macro version printed there).
+//!
+//! # Differences from the kernel
+//! - kfd formats into a 96-byte buffer (`KFD_SMI_EVENT_MSG_SIZE`) and would
+//!   cut a longer message; here nothing is cut. A message reaches 96 bytes
+//!   only with timestamps beyond days of simulated time.
+//! - kfd delivers an event only to clients that enabled its id in their
+//!   mask and, for these per-process events, that belong to the same process
+//!   (or are privileged and asked for all processes). The log here is what a
+//!   privileged client with every SVM event enabled would read.
+//!
+//! The CLI writes the stream to disk (`svmsim::smi`).
 
-use std::fmt::Write as _;
+use std::fmt;
+
+use crate::addr::{PageCount, PageNum};
+use crate::attr::Location;
+use crate::gpu::GpuId;
 
 /// `KFD_SMI_EVENT_MIGRATE_START`.
 pub const MIGRATE_START: u32 = 5;
@@ -24,6 +65,7 @@ pub const UNMAP_FROM_GPU: u32 = 11;
 
 /// Why a migration ran (`KFD_MIGRATE_TRIGGER_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum MigrateTrigger {
     /// set_attr PREFETCH_LOC.
     Prefetch = 0,
@@ -35,8 +77,26 @@ pub enum MigrateTrigger {
     TtmEviction = 3,
 }
 
+impl MigrateTrigger {
+    /// The uAPI number kfd prints.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// A short name for people (timelines, plots).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Prefetch => "prefetch",
+            Self::PagefaultGpu => "GPU page fault",
+            Self::PagefaultCpu => "CPU page fault",
+            Self::TtmEviction => "TTM eviction",
+        }
+    }
+}
+
 /// Why pages were unmapped from a GPU (`KFD_SVM_UNMAP_TRIGGER_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum UnmapTrigger {
     /// An MMU notifier other than migration (mprotect, ...).
     MmuNotify = 0,
@@ -46,31 +106,280 @@ pub enum UnmapTrigger {
     UnmapFromCpu = 2,
 }
 
-fn line(id: u32, payload: std::fmt::Arguments<'_>) -> String {
-    let mut s = format!("{id:x} ");
-    let _ = s.write_fmt(payload);
-    s
+impl UnmapTrigger {
+    /// The uAPI number kfd prints.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
 }
 
-/// `PAGE_FAULT_START`: `ts -pid @addr(gpu_id) R|W`.
-pub fn page_fault_start(ts: u64, pid: u32, addr: u64, gpu_id: u32, write: bool) -> String {
-    let rw = if write { 'W' } else { 'R' };
-    line(
-        PAGE_FAULT_START,
-        format_args!("{ts} -{pid} @{addr:x}({gpu_id:x}) {rw}"),
-    )
+/// Why a process's queues were stopped (`KFD_QUEUE_EVICTION_TRIGGER_*`).
+///
+/// The engine raises only [`EvictTrigger::Svm`]; the others are kfd's
+/// non-SVM reasons, listed so that the type covers what the kernel prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum EvictTrigger {
+    /// An SVM range was evicted (XNACK off).
+    Svm = 0,
+    /// A userptr buffer was invalidated.
+    Userptr = 1,
+    /// TTM evicted a KFD buffer.
+    Ttm = 2,
+    /// The device was suspended.
+    Suspend = 3,
+    /// CRIU checkpoint.
+    CriuCheckpoint = 4,
+    /// CRIU restore.
+    CriuRestore = 5,
 }
 
-/// `PAGE_FAULT_END`: `ts -pid @addr(gpu_id) M|U` (migrated, or only mapped).
-pub fn page_fault_end(ts: u64, pid: u32, addr: u64, gpu_id: u32, migrated: bool) -> String {
-    let mu = if migrated { 'M' } else { 'U' };
-    line(
-        PAGE_FAULT_END,
-        format_args!("{ts} -{pid} @{addr:x}({gpu_id:x}) {mu}"),
-    )
+impl EvictTrigger {
+    /// The uAPI number kfd prints.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
 }
 
-/// `MIGRATE_START`: `ts -pid @start(npages) from->to prefetch:preferred trigger`.
+/// One SMI event: when, which process, and what happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// Simulated time of the event, ns.
+    pub ts_ns: u64,
+    /// The process (kfd prints the pid after a `-`).
+    pub pid: u32,
+    /// The event and its fields.
+    pub kind: Kind,
+}
+
+/// What an SMI event reports, one variant per kfd SVM event id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `PAGE_FAULT_START`: a GPU retry fault reached `restore_pages`.
+    PageFaultStart {
+        /// The faulting page.
+        addr: PageNum,
+        /// The faulting GPU.
+        gpu_id: GpuId,
+        /// A write fault (`W`), else a read (`R`).
+        write: bool,
+    },
+    /// `PAGE_FAULT_END`: the fault was served.
+    PageFaultEnd {
+        /// The faulting page.
+        addr: PageNum,
+        /// The faulting GPU.
+        gpu_id: GpuId,
+        /// The migration branch ran (`M`), else the pages were only mapped
+        /// (`U`, updated).
+        migrated: bool,
+    },
+    /// `MIGRATE_START`: one `migrate_vma` chunk begins.
+    MigrateStart {
+        /// First page of the chunk.
+        start: PageNum,
+        /// Pages in the chunk.
+        npages: PageCount,
+        /// Where the pages come from.
+        from: Location,
+        /// Where they go.
+        to: Location,
+        /// The range's prefetch location (`None`: undefined, `ffffffff`).
+        prefetch_loc: Option<Location>,
+        /// The range's preferred location (`None`: undefined).
+        preferred_loc: Option<Location>,
+        /// Why.
+        trigger: MigrateTrigger,
+    },
+    /// `MIGRATE_END`: that chunk is done.
+    MigrateEnd {
+        /// First page of the chunk.
+        start: PageNum,
+        /// Pages in the chunk.
+        npages: PageCount,
+        /// Where the pages came from.
+        from: Location,
+        /// Where they went.
+        to: Location,
+        /// Why.
+        trigger: MigrateTrigger,
+        /// 0, or the negative errno the migration failed with (kfd passes
+        /// its `r`).
+        error_code: i32,
+    },
+    /// `QUEUE_EVICTION`: the process's queues on the GPU stopped.
+    QueueEviction {
+        /// The GPU.
+        gpu_id: GpuId,
+        /// Why.
+        trigger: EvictTrigger,
+    },
+    /// `QUEUE_RESTORE`: the restore work ran.
+    QueueRestore {
+        /// The GPU.
+        gpu_id: GpuId,
+        /// The restore failed and runs again later; the queues stay
+        /// stopped (`R`, else `0`).
+        rescheduled: bool,
+    },
+    /// `UNMAP_FROM_GPU`: pages were unmapped from a GPU.
+    UnmapFromGpu {
+        /// First page.
+        addr: PageNum,
+        /// Pages.
+        npages: PageCount,
+        /// The GPU.
+        gpu_id: GpuId,
+        /// Why.
+        trigger: UnmapTrigger,
+    },
+}
+
+impl Kind {
+    /// The kfd event id (`enum kfd_smi_event`).
+    pub const fn id(&self) -> u32 {
+        match self {
+            Self::PageFaultStart { .. } => PAGE_FAULT_START,
+            Self::PageFaultEnd { .. } => PAGE_FAULT_END,
+            Self::MigrateStart { .. } => MIGRATE_START,
+            Self::MigrateEnd { .. } => MIGRATE_END,
+            Self::QueueEviction { .. } => QUEUE_EVICTION,
+            Self::QueueRestore { .. } => QUEUE_RESTORE,
+            Self::UnmapFromGpu { .. } => UNMAP_FROM_GPU,
+        }
+    }
+}
+
+/// A location as kfd prints it with `%x`: 0 for system memory, else the gpu_id.
+fn loc_raw(loc: Option<Location>) -> u32 {
+    Location::to_uapi(loc)
+}
+
+impl fmt::Display for Event {
+    /// The message a read of the GPU's SMI file gives, without its newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ts, pid) = (self.ts_ns, self.pid);
+        write!(f, "{:x} {ts} -{pid} ", self.kind.id())?;
+        match self.kind {
+            Kind::PageFaultStart {
+                addr,
+                gpu_id,
+                write,
+            } => {
+                let rw = if write { 'W' } else { 'R' };
+                write!(f, "@{:x}({:x}) {rw}", addr.raw(), gpu_id.raw())
+            }
+            Kind::PageFaultEnd {
+                addr,
+                gpu_id,
+                migrated,
+            } => {
+                let mu = if migrated { 'M' } else { 'U' };
+                write!(f, "@{:x}({:x}) {mu}", addr.raw(), gpu_id.raw())
+            }
+            Kind::MigrateStart {
+                start,
+                npages,
+                from,
+                to,
+                prefetch_loc,
+                preferred_loc,
+                trigger,
+            } => write!(
+                f,
+                "@{:x}({:x}) {:x}->{:x} {:x}:{:x} {}",
+                start.raw(),
+                npages.raw(),
+                loc_raw(Some(from)),
+                loc_raw(Some(to)),
+                loc_raw(prefetch_loc),
+                loc_raw(preferred_loc),
+                trigger.raw()
+            ),
+            Kind::MigrateEnd {
+                start,
+                npages,
+                from,
+                to,
+                trigger,
+                error_code,
+            } => write!(
+                f,
+                "@{:x}({:x}) {:x}->{:x} {} {error_code}",
+                start.raw(),
+                npages.raw(),
+                loc_raw(Some(from)),
+                loc_raw(Some(to)),
+                trigger.raw()
+            ),
+            Kind::QueueEviction { gpu_id, trigger } => {
+                write!(f, "{:x} {}", gpu_id.raw(), trigger.raw())
+            }
+            Kind::QueueRestore {
+                gpu_id,
+                rescheduled,
+            } => {
+                let r = if rescheduled { 'R' } else { '0' };
+                write!(f, "{:x} {r}", gpu_id.raw())
+            }
+            Kind::UnmapFromGpu {
+                addr,
+                npages,
+                gpu_id,
+                trigger,
+            } => write!(
+                f,
+                "@{:x}({:x}) {:x} {}",
+                addr.raw(),
+                npages.raw(),
+                gpu_id.raw(),
+                trigger.raw()
+            ),
+        }
+    }
+}
+
+// The constructors below take the raw numbers kfd's `kfd_smi_event_*`
+// helpers take, so that the engine's call sites read like kfd's; they turn
+// them into typed fields.
+
+fn gpu_id(raw: u32) -> GpuId {
+    GpuId::new(raw).expect("an SMI event names one of the process's GPUs, whose gpu_id is valid")
+}
+
+/// A migration end: 0 for system memory, else a gpu_id (never UNDEFINED).
+fn location(raw: u32) -> Location {
+    Location::from_uapi(raw).expect("a migration goes from and to a defined location")
+}
+
+/// `PAGE_FAULT_START` (`kfd_smi_event_page_fault_start`).
+pub fn page_fault_start(ts: u64, pid: u32, addr: u64, gpu: u32, write: bool) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::PageFaultStart {
+            addr: PageNum::new(addr),
+            gpu_id: gpu_id(gpu),
+            write,
+        },
+    }
+}
+
+/// `PAGE_FAULT_END` (`kfd_smi_event_page_fault_end`).
+pub fn page_fault_end(ts: u64, pid: u32, addr: u64, gpu: u32, migrated: bool) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::PageFaultEnd {
+            addr: PageNum::new(addr),
+            gpu_id: gpu_id(gpu),
+            migrated,
+        },
+    }
+}
+
+/// `MIGRATE_START` (`kfd_smi_event_migration_start`); locations are uAPI
+/// values (0 system memory, `0xffffffff` undefined, else a gpu_id).
 #[expect(
     clippy::too_many_arguments,
     reason = "the kernel's event has these fields"
@@ -85,17 +394,25 @@ pub fn migrate_start(
     prefetch: u32,
     preferred: u32,
     trigger: MigrateTrigger,
-) -> String {
-    let t = trigger as u32;
-    line(
-        MIGRATE_START,
-        format_args!(
-            "{ts} -{pid} @{start:x}({npages:x}) {from:x}->{to:x} {prefetch:x}:{preferred:x} {t}"
-        ),
-    )
+) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::MigrateStart {
+            start: PageNum::new(start),
+            npages: PageCount::new(npages),
+            from: location(from),
+            to: location(to),
+            prefetch_loc: Location::from_uapi(prefetch),
+            preferred_loc: Location::from_uapi(preferred),
+            trigger,
+        },
+    }
 }
 
-/// `MIGRATE_END`: `ts -pid @start(npages) from->to trigger`.
+/// `MIGRATE_END` of a migration that succeeded (`kfd_smi_event_migration_end`
+/// with `r == 0`): once a chunk has started, this model's migrations do not
+/// fail, so the engine never reports an error code.
 pub fn migrate_end(
     ts: u64,
     pid: u32,
@@ -104,385 +421,79 @@ pub fn migrate_end(
     from: u32,
     to: u32,
     trigger: MigrateTrigger,
-) -> String {
-    let t = trigger as u32;
-    line(
-        MIGRATE_END,
-        format_args!("{ts} -{pid} @{start:x}({npages:x}) {from:x}->{to:x} {t}"),
-    )
+) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::MigrateEnd {
+            start: PageNum::new(start),
+            npages: PageCount::new(npages),
+            from: location(from),
+            to: location(to),
+            trigger,
+            error_code: 0,
+        },
+    }
 }
 
-/// `UNMAP_FROM_GPU`: `ts -pid @addr(npages) gpu_id trigger`.
+/// `UNMAP_FROM_GPU` (`kfd_smi_event_unmap_from_gpu`).
 pub fn unmap_from_gpu(
     ts: u64,
     pid: u32,
     addr: u64,
     npages: u64,
-    gpu_id: u32,
+    gpu: u32,
     trigger: UnmapTrigger,
-) -> String {
-    let t = trigger as u32;
-    line(
-        UNMAP_FROM_GPU,
-        format_args!("{ts} -{pid} @{addr:x}({npages:x}) {gpu_id:x} {t}"),
-    )
-}
-
-/// `QUEUE_EVICTION`: `ts -pid gpu_id trigger` (trigger 0: SVM).
-pub fn queue_eviction(ts: u64, pid: u32, gpu_id: u32) -> String {
-    line(QUEUE_EVICTION, format_args!("{ts} -{pid} {gpu_id:x} 0"))
-}
-
-/// `QUEUE_RESTORE`: `ts -pid gpu_id`.
-pub fn queue_restore(ts: u64, pid: u32, gpu_id: u32) -> String {
-    line(QUEUE_RESTORE, format_args!("{ts} -{pid} {gpu_id:x}"))
-}
-
-/// `QUEUE_RESTORE` with the rescheduled mark: `ts -pid gpu_id R`
-/// (`kfd_smi_event_queue_restore_rescheduled`: the restore work failed and
-/// runs again 1 ms later; the queues stay stopped).
-pub fn queue_restore_rescheduled(ts: u64, pid: u32, gpu_id: u32) -> String {
-    line(QUEUE_RESTORE, format_args!("{ts} -{pid} {gpu_id:x} R"))
-}
-
-/// One SMI event line, read back (what a tool subscribed to the event
-/// stream gets). Addresses and sizes are in pages, times in ns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parsed {
-    /// `PAGE_FAULT_START`.
-    PageFaultStart {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// The faulting page.
-        addr: u64,
-        /// The GPU.
-        gpu_id: u32,
-        /// A write fault.
-        write: bool,
-    },
-    /// `PAGE_FAULT_END`.
-    PageFaultEnd {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// The faulting page.
-        addr: u64,
-        /// The GPU.
-        gpu_id: u32,
-        /// Pages were migrated (not only mapped).
-        migrated: bool,
-    },
-    /// `MIGRATE_START`.
-    MigrateStart {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// First page.
-        start: u64,
-        /// Pages.
-        npages: u64,
-        /// Source and destination gpu_id (0: system memory).
-        from: u32,
-        /// See `from`.
-        to: u32,
-        /// Why.
-        trigger: u32,
-    },
-    /// `MIGRATE_END`.
-    MigrateEnd {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// First page.
-        start: u64,
-        /// Pages.
-        npages: u64,
-        /// Source and destination gpu_id (0: system memory).
-        from: u32,
-        /// See `from`.
-        to: u32,
-        /// Why.
-        trigger: u32,
-    },
-    /// `QUEUE_EVICTION`.
-    QueueEviction {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// The GPU.
-        gpu_id: u32,
-    },
-    /// `QUEUE_RESTORE` (`rescheduled`: the restore failed and runs again).
-    QueueRestore {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// The GPU.
-        gpu_id: u32,
-        /// See the variant.
-        rescheduled: bool,
-    },
-    /// `UNMAP_FROM_GPU`.
-    UnmapFromGpu {
-        /// When.
-        ts: u64,
-        /// The process.
-        pid: u32,
-        /// First page.
-        addr: u64,
-        /// Pages.
-        npages: u64,
-        /// The GPU.
-        gpu_id: u32,
-        /// Why.
-        trigger: u32,
-    },
-}
-
-impl Parsed {
-    /// The event's time.
-    pub fn ts(&self) -> u64 {
-        match *self {
-            Self::PageFaultStart { ts, .. }
-            | Self::PageFaultEnd { ts, .. }
-            | Self::MigrateStart { ts, .. }
-            | Self::MigrateEnd { ts, .. }
-            | Self::QueueEviction { ts, .. }
-            | Self::QueueRestore { ts, .. }
-            | Self::UnmapFromGpu { ts, .. } => ts,
-        }
+) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::UnmapFromGpu {
+            addr: PageNum::new(addr),
+            npages: PageCount::new(npages),
+            gpu_id: gpu_id(gpu),
+            trigger,
+        },
     }
 }
 
-/// `"@addr(n)"`: a hex address and a hex count.
-fn at_count(f: &str) -> Option<(u64, u64)> {
-    let (a, n) = f.strip_prefix('@')?.strip_suffix(')')?.split_once('(')?;
-    Some((hex(a)?, hex(n)?))
-}
-
-fn hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s, 16).ok()
-}
-
-fn hex32(s: &str) -> Option<u32> {
-    u32::from_str_radix(s, 16).ok()
-}
-
-/// Reads one line of the format above; `None` for anything else.
-pub fn parse(line: &str) -> Option<Parsed> {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    let id = hex32(f.first()?)?;
-    let ts: u64 = f.get(1)?.parse().ok()?;
-    let pid: u32 = f.get(2)?.strip_prefix('-')?.parse().ok()?;
-    let ev = match (id, f.len()) {
-        (PAGE_FAULT_START | PAGE_FAULT_END, 5) => {
-            let (addr, gpu) = at_count(f[3])?;
-            let gpu_id = u32::try_from(gpu).ok()?;
-            match (id, f[4]) {
-                (PAGE_FAULT_START, "R" | "W") => Parsed::PageFaultStart {
-                    ts,
-                    pid,
-                    addr,
-                    gpu_id,
-                    write: f[4] == "W",
-                },
-                (PAGE_FAULT_END, "M" | "U") => Parsed::PageFaultEnd {
-                    ts,
-                    pid,
-                    addr,
-                    gpu_id,
-                    migrated: f[4] == "M",
-                },
-                _ => return None,
-            }
-        }
-        (MIGRATE_START, 7) | (MIGRATE_END, 6) => {
-            let (start, npages) = at_count(f[3])?;
-            let (from, to) = f[4].split_once("->")?;
-            let (from, to) = (hex32(from)?, hex32(to)?);
-            let trigger: u32 = f[f.len() - 1].parse().ok()?;
-            if id == MIGRATE_START {
-                let (a, b) = f[5].split_once(':')?;
-                hex32(a)?;
-                hex32(b)?;
-                Parsed::MigrateStart {
-                    ts,
-                    pid,
-                    start,
-                    npages,
-                    from,
-                    to,
-                    trigger,
-                }
-            } else {
-                Parsed::MigrateEnd {
-                    ts,
-                    pid,
-                    start,
-                    npages,
-                    from,
-                    to,
-                    trigger,
-                }
-            }
-        }
-        (QUEUE_EVICTION, 5) => Parsed::QueueEviction {
-            ts,
-            pid,
-            gpu_id: hex32(f[3])?,
+/// `QUEUE_EVICTION` for an SVM eviction (`kfd_smi_event_queue_eviction`
+/// with `KFD_QUEUE_EVICTION_TRIGGER_SVM`).
+pub fn queue_eviction(ts: u64, pid: u32, gpu: u32) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::QueueEviction {
+            gpu_id: gpu_id(gpu),
+            trigger: EvictTrigger::Svm,
         },
-        (QUEUE_RESTORE, 4 | 5) => Parsed::QueueRestore {
-            ts,
-            pid,
-            gpu_id: hex32(f[3])?,
-            rescheduled: match f.get(4) {
-                None => false,
-                Some(&"R") => true,
-                Some(_) => return None,
-            },
+    }
+}
+
+/// `QUEUE_RESTORE`: the queues run again (`kfd_smi_event_queue_restore`).
+pub fn queue_restore(ts: u64, pid: u32, gpu: u32) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::QueueRestore {
+            gpu_id: gpu_id(gpu),
+            rescheduled: false,
         },
-        (UNMAP_FROM_GPU, 6) => {
-            let (addr, npages) = at_count(f[3])?;
-            Parsed::UnmapFromGpu {
-                ts,
-                pid,
-                addr,
-                npages,
-                gpu_id: hex32(f[4])?,
-                trigger: f[5].parse().ok()?,
-            }
-        }
-        _ => return None,
-    };
-    Some(ev)
+    }
+}
+
+/// `QUEUE_RESTORE` marked rescheduled (`kfd_smi_event_queue_restore_rescheduled`):
+/// the restore work failed and runs again 1 ms later; the queues stay stopped.
+pub fn queue_restore_rescheduled(ts: u64, pid: u32, gpu: u32) -> Event {
+    Event {
+        ts_ns: ts,
+        pid,
+        kind: Kind::QueueRestore {
+            gpu_id: gpu_id(gpu),
+            rescheduled: true,
+        },
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(
-            page_fault_start(1000, 42, 0x7f000, 0x1002, true),
-            "7 1000 -42 @7f000(1002) W"
-        );
-        assert_eq!(
-            page_fault_end(2000, 42, 0x7f000, 0x1002, false),
-            "8 2000 -42 @7f000(1002) U"
-        );
-        assert_eq!(
-            migrate_start(
-                5,
-                1,
-                0x200,
-                0x200,
-                0,
-                0x1002,
-                0xffffffff,
-                0,
-                MigrateTrigger::PagefaultGpu
-            ),
-            "5 5 -1 @200(200) 0->1002 ffffffff:0 1"
-        );
-        assert_eq!(
-            migrate_end(6, 1, 0x200, 0x200, 0x1002, 0, MigrateTrigger::PagefaultCpu),
-            "6 6 -1 @200(200) 1002->0 2"
-        );
-        assert_eq!(
-            unmap_from_gpu(7, 1, 0x10, 4, 0x2002, UnmapTrigger::UnmapFromCpu),
-            "b 7 -1 @10(4) 2002 2"
-        );
-    }
-
-    #[test]
-    fn parse_reads_back_every_format() {
-        let lines = [
-            page_fault_start(1000, 42, 0x7f000, 0x1002, true),
-            page_fault_end(2000, 42, 0x7f000, 0x1002, false),
-            migrate_start(
-                5,
-                1,
-                0x200,
-                0x200,
-                0,
-                0x1002,
-                0xffff_ffff,
-                0,
-                MigrateTrigger::PagefaultGpu,
-            ),
-            migrate_end(6, 1, 0x200, 0x200, 0x1002, 0, MigrateTrigger::PagefaultCpu),
-            unmap_from_gpu(7, 1, 0x10, 4, 0x2002, UnmapTrigger::UnmapFromCpu),
-            queue_eviction(8, 1, 0x1002),
-            queue_restore(9, 1, 0x1002),
-            queue_restore_rescheduled(10, 1, 0x1002),
-        ];
-        let parsed: Vec<Parsed> = lines.iter().map(|l| parse(l).unwrap()).collect();
-        assert_eq!(
-            parsed[0],
-            Parsed::PageFaultStart {
-                ts: 1000,
-                pid: 42,
-                addr: 0x7f000,
-                gpu_id: 0x1002,
-                write: true
-            }
-        );
-        assert_eq!(
-            parsed[2],
-            Parsed::MigrateStart {
-                ts: 5,
-                pid: 1,
-                start: 0x200,
-                npages: 0x200,
-                from: 0,
-                to: 0x1002,
-                trigger: 1
-            }
-        );
-        assert_eq!(
-            parsed[4],
-            Parsed::UnmapFromGpu {
-                ts: 7,
-                pid: 1,
-                addr: 0x10,
-                npages: 4,
-                gpu_id: 0x2002,
-                trigger: 2
-            }
-        );
-        assert_eq!(
-            parsed[7],
-            Parsed::QueueRestore {
-                ts: 10,
-                pid: 1,
-                gpu_id: 0x1002,
-                rescheduled: true
-            }
-        );
-        let ts: Vec<u64> = parsed.iter().map(Parsed::ts).collect();
-        assert_eq!(ts, [1000, 2000, 5, 6, 7, 8, 9, 10]);
-    }
-
-    #[test]
-    fn parse_rejects_other_lines() {
-        for l in [
-            "",
-            "7",
-            "7 x -1 @1(2) R",
-            "7 1 -1 @1(2) X",
-            "5 1 -1 @1(2) 0->1 0:0",
-            "ff 1 -1",
-            "a 1 -1 2 Q",
-        ] {
-            assert_eq!(parse(l), None, "{l:?}");
-        }
-    }
-}
+mod tests;

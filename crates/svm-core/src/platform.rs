@@ -7,6 +7,7 @@
 
 use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
+use crate::events::Event;
 use crate::gpu::GpuIndex;
 use crate::policy::victim::Candidate;
 use crate::pte::{PteContext, PteFlags};
@@ -162,8 +163,10 @@ pub trait Hardware: Platform {
     /// Resumes them (`kgd2kfd_resume_mm`).
     fn restore_queues(&mut self, gpu: GpuIndex);
 
-    /// Records an SMI event line (without the trailing newline).
-    fn smi_event(&mut self, gpu: GpuIndex, line: String);
+    /// Raises an SMI event on `gpu`'s event stream (kfd's per-GPU SMI
+    /// file); the platform keeps it typed, and text is made only where it
+    /// is written out.
+    fn smi_event(&mut self, gpu: GpuIndex, event: Event);
 
     /// The IH timestamp of the newest retry fault waiting in `gpu`'s fault
     /// ring, or `None` when the ring is empty (`amdgpu_ih_get_wptr` and

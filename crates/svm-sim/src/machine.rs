@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
 use svm_core::config::{Config, ConfigError};
-use svm_core::gpu::GpuIndex;
+use svm_core::events::Event;
+use svm_core::gpu::{GpuId, GpuIndex};
 use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
 use svm_core::policy::victim::{Candidate, Owner};
 use svm_core::policy::{Policy, PolicyFactory};
@@ -61,13 +62,21 @@ impl MemLimit {
     }
 }
 
-/// One SMI event line and the GPU it was raised on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One SMI event and the GPU whose event stream it was raised on.
+///
+/// It serializes as `{ "gpu_id": n, "line": "<kfd text>" }`: JSON is an
+/// output edge, where the event becomes kfd's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct SmiEvent {
     /// The GPU's gpu_id.
-    pub gpu_id: u32,
-    /// The kfd text line.
-    pub line: String,
+    pub gpu_id: GpuId,
+    /// The event.
+    #[serde(rename = "line", serialize_with = "kfd_text")]
+    pub event: Event,
+}
+
+fn kfd_text<S: serde::Serializer>(e: &Event, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(e)
 }
 
 /// The [`Platform`] and [`Hardware`] one process's engine sees during one call.
@@ -404,10 +413,10 @@ impl Hardware for Env<'_> {
         self.counters.queue_restores += 1;
     }
 
-    fn smi_event(&mut self, gpu: GpuIndex, line: String) {
-        let gpu_id = self.gpus[gpu.get()].desc.id.raw();
+    fn smi_event(&mut self, gpu: GpuIndex, event: Event) {
+        let gpu_id = self.gpus[gpu.get()].desc.id;
         if let Some(events) = self.events.as_deref_mut() {
-            events.push(SmiEvent { gpu_id, line });
+            events.push(SmiEvent { gpu_id, event });
         }
     }
 

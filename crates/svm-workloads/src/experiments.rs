@@ -7,6 +7,7 @@
 //! faults cost.
 
 use serde::Serialize;
+use svm_core::events::Kind;
 use svm_core::policy::Policy;
 use svm_core::uapi::{SvmAttribute, attr_type};
 use svm_sim::machine::Machine;
@@ -21,7 +22,7 @@ pub struct StreamReport {
     pub policy: String,
     /// Bytes of the range.
     pub range_bytes: u64,
-    /// Pages the first migration moved (its MIGRATE_START line).
+    /// Pages the first migration moved (its MIGRATE_START event).
     pub first_migration_pages: u64,
     /// Distinct granularity windows the kernel touched.
     pub windows_touched: u64,
@@ -39,7 +40,7 @@ pub struct StreamReport {
     pub fault_p99_ns: u64,
     /// Every word came back doubled.
     pub verified: bool,
-    /// Migrations (MIGRATE_START lines) and GPU unmaps (UNMAP_FROM_GPU).
+    /// Migrations (MIGRATE_START events) and GPU unmaps (UNMAP_FROM_GPU).
     pub migrations: u64,
     /// See `migrations`.
     pub unmaps: u64,
@@ -108,15 +109,10 @@ pub fn first_touch_stream(
     let first_migration_pages = m
         .events()
         .iter()
-        .find(|e| e.line.starts_with("5 "))
-        .and_then(|e| e.line.split(' ').nth(3))
-        .and_then(|f| {
-            f.split_once('(')?
-                .1
-                .split_once(')')
-                .map(|(n, _)| n.to_owned())
+        .find_map(|e| match e.event.kind {
+            Kind::MigrateStart { npages, .. } => Some(npages.raw()),
+            _ => None,
         })
-        .and_then(|n| u64::from_str_radix(&n, 16).ok())
         .unwrap_or(0);
     let mut lat = m.fault_latencies().to_vec();
     lat.sort_unstable();
@@ -141,12 +137,12 @@ pub fn first_touch_stream(
         migrations: m
             .events()
             .iter()
-            .filter(|e| e.line.starts_with("5 "))
+            .filter(|e| matches!(e.event.kind, Kind::MigrateStart { .. }))
             .count() as u64,
         unmaps: m
             .events()
             .iter()
-            .filter(|e| e.line.starts_with("b "))
+            .filter(|e| matches!(e.event.kind, Kind::UnmapFromGpu { .. }))
             .count() as u64,
         handler_busy_ns: m.counters().handler_busy_ns,
     })

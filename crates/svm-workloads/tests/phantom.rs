@@ -22,8 +22,8 @@ fn phantom_mode_changes_no_decision_of_the_memory_system() {
             let w = svm_workloads::by_name(name).unwrap();
             let r = svm_workloads::run(&mut m, pid, w, &Params::default()).unwrap();
             check::check(&m).unwrap();
-            let lines: Vec<String> = m.events().iter().map(|e| e.line.clone()).collect();
-            (r.kernels, lines, format!("{:?}", m.counters()), r.verified)
+            let events = m.events().to_vec();
+            (r.kernels, events, format!("{:?}", m.counters()), r.verified)
         };
         let (real, phantom) = (run(false), run(true));
         assert!(real.3, "{name}: real mode verifies");

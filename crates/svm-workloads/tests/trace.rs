@@ -3,7 +3,7 @@
 
 use svm_core::policy::Policy;
 use svm_sim::check;
-use svm_sim::machine::Machine;
+use svm_sim::machine::{Machine, SmiEvent};
 use svm_sim::timing::Profile;
 use svm_workloads::trace::{self, TraceError};
 use svm_workloads::{ALL, Params};
@@ -17,9 +17,9 @@ fn machine(seed: u64) -> Machine {
 }
 
 /// What a run did to the memory system.
-fn outcome(m: &Machine) -> (Vec<String>, String, u64) {
+fn outcome(m: &Machine) -> (Vec<SmiEvent>, String, u64) {
     (
-        m.events().iter().map(|e| e.line.clone()).collect(),
+        m.events().to_vec(),
         format!("{:?}", m.counters()),
         m.now_ns(),
     )

@@ -35,7 +35,7 @@ fn run(name: &str, seed: u64, policy: Policy) -> (Report, u64) {
     let mut h = DefaultHasher::new();
     format!("{r:?}").hash(&mut h);
     for e in m.events() {
-        e.line.hash(&mut h);
+        e.hash(&mut h);
     }
     m.counters().copy_busy_ns.hash(&mut h);
     (r, h.finish())

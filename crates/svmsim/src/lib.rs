@@ -2,7 +2,8 @@
 //!
 //! The binary (`src/main.rs`) only parses arguments and picks a subcommand;
 //! everything it runs lives here so tests can call it: [`scenario`] parses
-//! and runs scenario files, [`report`] prints their outcome.
+//! and runs scenario files, [`report`] prints their outcome, [`smi`] writes
+//! the SMI event log.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod chrome;
 pub mod demo;
 pub mod exec;
 pub mod html;
+pub mod output;
 pub mod plots;
 pub mod progress;
 pub mod report;
@@ -17,4 +19,5 @@ pub mod runs;
 pub mod scenario;
 pub mod series;
 pub mod size;
+pub mod smi;
 pub mod sweep;

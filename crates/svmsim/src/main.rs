@@ -5,13 +5,14 @@
 //! check failed; 2 a usage error (bad flag, value, file or TOML); 3 an
 //! invariant broke (a bug in svmsim); 4 an internal or I/O error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use svm_core::config::Config;
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
-use svmsim::{chrome, demo, html, progress::Progress, report, runs, scenario, size, sweep};
+use svmsim::smi::{self, EventsFormat, RunEvents};
+use svmsim::{chrome, demo, html, output, progress::Progress, report, runs, scenario, size, sweep};
 
 /// Writes to stdout; a reader that went away (`svmsim run | head`) ends
 /// the program quietly rather than as an error.
@@ -75,7 +76,7 @@ enum Command {
         svmsim run gups --xnack off                  # eager mapping: no retry faults\n  \
         svmsim run stream --xnack off --prefetch --oversubscribe 1.25   # eviction stops the queues\n  \
         svmsim run stencil2d --oversubscribe 1.25 --report out/\n  \
-        svmsim run bfs --timeline bfs.json --events bfs.smi --record bfs.trace\n  \
+        svmsim run bfs --timeline bfs.json --events bfs-smi --record bfs.trace   # bfs-smi/gpu-0x1002.smi\n  \
         svmsim run stream --set victim_policy=largest --set default_granularity=4\n  \
         svmsim run examples/munmap-race.toml --seed 3  # a scenario file, as `svmsim scenario` runs it")]
     Run {
@@ -177,16 +178,27 @@ enum Command {
     /// Run a scenario file (or the built-in default) and print what happened.
     #[command(after_help = "Examples:\n  \
         svmsim scenario                                    # KFDTest's SplitSystemRangeTest cases\n  \
-        svmsim scenario examples/munmap-race.toml --seed 7 --events race.smi")]
+        svmsim scenario examples/munmap-race.toml --seed 7 --events race-smi   # one file per GPU\n  \
+        svmsim scenario examples/vram-pressure.toml --events all.smi --events-format prefixed")]
     Scenario {
         /// The scenario TOML file; without it, the built-in default runs.
         file: Option<PathBuf>,
         /// Print the per-op results and the final state as JSON (docs/scenario-json.md).
         #[arg(long)]
         json: bool,
-        /// Write the SMI event stream (kfd text format) to this file.
-        #[arg(long, value_name = "FILE")]
+        /// Write the kfd SMI event log here: a directory with one file per GPU
+        /// (docs/events.md), or one file with --events-format prefixed.
+        #[arg(long, value_name = "PATH")]
         events: Option<PathBuf>,
+        /// How --events lays the log out.
+        #[arg(
+            long,
+            value_enum,
+            value_name = "FORMAT",
+            default_value_t,
+            requires = "events"
+        )]
+        events_format: EventsFormat,
         /// Run under this policy instead of the scenario's.
         #[arg(long, value_name = "NAME", value_parser = policy_names())]
         policy: Option<String>,
@@ -344,9 +356,19 @@ struct OutOpts {
     /// Print the results as CSV (same schema) instead of the table.
     #[arg(long)]
     csv: bool,
-    /// Write the kfd SMI event log to this file.
-    #[arg(long, value_name = "FILE")]
+    /// Write the kfd SMI event log here: a directory with one file per GPU
+    /// (docs/events.md), or one file with --events-format prefixed.
+    #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
+    /// How --events lays the log out.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t,
+        requires = "events"
+    )]
+    events_format: EventsFormat,
     /// Write a Chrome trace-event timeline (opens in ui.perfetto.dev) to this file.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
@@ -355,17 +377,19 @@ struct OutOpts {
     report: Option<PathBuf>,
 }
 
-/// Makes sure `path` can be written before hours are spent on the run.
-fn writable(path: &PathBuf) -> Result<(), Fail> {
-    std::fs::File::create(path)
-        .map(drop)
-        .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))
+/// Makes sure `path` can be written before hours are spent on the run;
+/// creates and truncates nothing (the file is replaced whole at the end).
+fn writable(path: &Path) -> Result<(), Fail> {
+    output::check_file(path).map_err(usage)
 }
 
 impl OutOpts {
     /// Checks every output path up front (exit 2 if one cannot be written).
     fn preflight(&self) -> Result<(), Fail> {
-        for p in [&self.events, &self.timeline].into_iter().flatten() {
+        if let Some(p) = &self.events {
+            smi::check(p, self.events_format).map_err(usage)?;
+        }
+        if let Some(p) = &self.timeline {
             writable(p)?;
         }
         if let Some(d) = &self.report {
@@ -409,8 +433,10 @@ fn spec_fail(e: exec::SpecError) -> Fail {
     usage(format!("{flag}: {}", e.message))
 }
 
-fn write_file(path: &PathBuf, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
-    std::fs::write(path, bytes).map_err(|e| io(format!("cannot write {}: {e}", path.display())))
+/// Writes an output file whole (a temporary, then a rename).
+fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
+    output::write_atomic(path, bytes.as_ref())
+        .map_err(|e| io(format!("cannot write {}: {e}", path.display())))
 }
 
 fn jobs(j: Option<usize>) -> Result<usize, Fail> {
@@ -438,6 +464,14 @@ fn run_all(
     let mut outs = r.map_err(spec_fail)?;
     runs::relabel(&mut outs);
     Ok(outs)
+}
+
+/// What the line naming the SMI log says it is.
+fn events_what(format: EventsFormat) -> &'static str {
+    match format {
+        EventsFormat::Kfd => "SMI events (a file per GPU)",
+        EventsFormat::Prefixed => "SMI events",
+    }
 }
 
 /// Prints and writes a set of outcomes; returns the exit code they call for.
@@ -506,18 +540,9 @@ fn emit(
         }
     };
     if let Some(p) = &out.events {
-        let mut s = String::new();
-        for o in outs {
-            if outs.len() > 1 {
-                s += &format!("# svmsim run {}\n", o.label.clone());
-            }
-            // As `svmsim scenario --events` writes them (docs/scenario.md).
-            for e in &o.events {
-                s += &format!("{:x} {}\n", e.gpu_id, e.line);
-            }
-        }
-        write_file(p, s)?;
-        say("SMI events", p);
+        let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
+        smi::write(p, out.events_format, &runs).map_err(io)?;
+        say(events_what(out.events_format), p);
     }
     if let Some(p) = &out.timeline {
         let v = chrome::trace_many(outs);
@@ -657,7 +682,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 return Ok(run_scenario(
                     Some(&PathBuf::from(w)),
                     out.json,
-                    out.events.as_ref(),
+                    out.events.as_ref().map(|p| (p, out.events_format)),
                     policy.as_deref(),
                     seed.then_some(opts.seed),
                     &opts.config,
@@ -927,13 +952,14 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             file,
             json,
             events,
+            events_format,
             policy,
             seed,
             config,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
-            events.as_ref(),
+            events.as_ref().map(|p| (p, *events_format)),
             policy.as_deref(),
             *seed,
             config,
@@ -1033,7 +1059,7 @@ fn config_toml(c: &Config) -> String {
 fn run_scenario(
     file: Option<&PathBuf>,
     json: bool,
-    events: Option<&PathBuf>,
+    events: Option<(&PathBuf, EventsFormat)>,
     policy: Option<&str>,
     seed: Option<u64>,
     config: &ConfigOpts,
@@ -1051,6 +1077,12 @@ fn run_scenario(
             }
         },
     };
+    if let Some((path, format)) = events
+        && let Err(e) = smi::check(path, format)
+    {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
     let mut sc = match scenario::parse(&name, &text) {
         Ok(sc) => sc,
         Err(e) => {
@@ -1077,10 +1109,10 @@ fn run_scenario(
             return EXIT_USAGE;
         }
     };
-    if let Some(path) = events
-        && let Err(e) = std::fs::write(path, report::events(&r))
+    if let Some((path, format)) = events
+        && let Err(e) = smi::write(path, format, &[RunEvents::of_scenario(&r)])
     {
-        eprintln!("error: cannot write {}: {e}", path.display());
+        eprintln!("error: {e}");
         return EXIT_INTERNAL;
     }
     if json {

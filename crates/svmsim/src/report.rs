@@ -269,13 +269,3 @@ pub fn json(r: &RunReport) -> String {
     s.push('\n');
     s
 }
-
-/// The SMI event stream, one kfd text line per event, each prefixed with the
-/// gpu_id of the GPU that raised it.
-pub fn events(r: &RunReport) -> String {
-    let mut s = String::new();
-    for e in &r.events {
-        let _ = writeln!(s, "{:x} {}", e.gpu_id, e.line);
-    }
-    s
-}

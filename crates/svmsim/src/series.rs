@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use svm_core::events::{self, Parsed};
+use svm_core::addr::{PageCount, PageNum};
+use svm_core::attr::Location;
+use svm_core::events::Kind;
+use svm_core::gpu::GpuId;
 use svm_sim::machine::timeline::{PageMove, Place, Timeline};
 
 use crate::exec::Outcome;
@@ -176,50 +179,33 @@ pub struct Span {
     pub args: Vec<(&'static str, String)>,
 }
 
-/// The migration trigger's name.
-pub fn trigger_name(t: u32) -> &'static str {
-    match t {
-        0 => "prefetch",
-        1 => "GPU page fault",
-        2 => "CPU page fault",
-        3 => "TTM eviction",
-        _ => "other",
-    }
-}
-
 /// Faults and migrations as spans, queue evictions as spans to their
 /// restore, from the SMI stream.
 pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
     let mut faults = Vec::new();
     let mut migs = Vec::new();
     let mut queues = Vec::new();
-    let mut open_fault: BTreeMap<(u32, u64), (u64, bool)> = BTreeMap::new();
-    let mut open_mig: BTreeMap<(u32, u64, u64), u64> = BTreeMap::new();
-    let mut open_q: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut open_fault: BTreeMap<(GpuId, PageNum), (u64, bool)> = BTreeMap::new();
+    let mut open_mig: BTreeMap<(GpuId, PageNum, PageCount), u64> = BTreeMap::new();
+    let mut open_q: BTreeMap<GpuId, u64> = BTreeMap::new();
     for e in &o.events {
-        let Some(p) = events::parse(&e.line) else {
-            continue;
-        };
-        match p {
-            Parsed::PageFaultStart {
-                ts,
+        let ts = e.event.ts_ns;
+        match e.event.kind {
+            Kind::PageFaultStart {
                 addr,
                 gpu_id,
                 write,
-                ..
             } => {
                 open_fault.insert((gpu_id, addr), (ts, write));
             }
-            Parsed::PageFaultEnd {
-                ts,
+            Kind::PageFaultEnd {
                 addr,
                 gpu_id,
                 migrated,
-                ..
             } => {
                 if let Some((start, write)) = open_fault.remove(&(gpu_id, addr)) {
                     faults.push(Span {
-                        gpu_id,
+                        gpu_id: gpu_id.raw(),
                         name: if migrated {
                             "fault (migrated)"
                         } else {
@@ -229,19 +215,16 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
                         start_ns: start,
                         end_ns: ts.max(start),
                         args: vec![
-                            ("address", format!("{:#x}", addr * 4096)),
+                            ("address", format!("{:#x}", addr.va().raw())),
                             ("access", if write { "write" } else { "read" }.into()),
                         ],
                     });
                 }
             }
-            Parsed::MigrateStart {
-                ts, start, npages, ..
-            } => {
+            Kind::MigrateStart { start, npages, .. } => {
                 open_mig.insert((e.gpu_id, start, npages), ts);
             }
-            Parsed::MigrateEnd {
-                ts,
+            Kind::MigrateEnd {
                 start,
                 npages,
                 from,
@@ -250,39 +233,34 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
                 ..
             } => {
                 if let Some(s) = open_mig.remove(&(e.gpu_id, start, npages)) {
-                    let place = |g: u32| {
-                        if g == 0 {
-                            "RAM".to_string()
-                        } else {
-                            format!("GPU {g:#x}")
-                        }
+                    let place = |l: Location| match l {
+                        Location::Sys => "RAM".to_string(),
+                        Location::Vram(g) => format!("GPU {g}"),
                     };
                     migs.push(Span {
-                        gpu_id: e.gpu_id,
-                        name: format!("migrate: {}", trigger_name(trigger)),
+                        gpu_id: e.gpu_id.raw(),
+                        name: format!("migrate: {}", trigger.name()),
                         start_ns: s,
                         end_ns: ts.max(s),
                         args: vec![
                             ("pages", format!("{npages}")),
-                            ("address", format!("{:#x}", start * 4096)),
+                            ("address", format!("{:#x}", start.va().raw())),
                             ("from", place(from)),
                             ("to", place(to)),
                         ],
                     });
                 }
             }
-            Parsed::QueueEviction { ts, gpu_id, .. } => {
+            Kind::QueueEviction { gpu_id, .. } => {
                 open_q.entry(gpu_id).or_insert(ts);
             }
-            Parsed::QueueRestore {
-                ts,
+            Kind::QueueRestore {
                 gpu_id,
                 rescheduled,
-                ..
             } => {
                 if !rescheduled && let Some(s) = open_q.remove(&gpu_id) {
                     queues.push(Span {
-                        gpu_id,
+                        gpu_id: gpu_id.raw(),
                         name: "queues evicted".into(),
                         start_ns: s,
                         end_ns: ts.max(s),
@@ -290,7 +268,7 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
                     });
                 }
             }
-            Parsed::UnmapFromGpu { .. } => {}
+            Kind::UnmapFromGpu { .. } => {}
         }
     }
     (faults, migs, queues)

@@ -66,7 +66,7 @@ impl Hardware for Fake {
     }
     fn unmap_ptes(&mut self, _gpu: GpuIndex, _range: PageRange) {}
     fn flush_tlb(&mut self, _gpu: GpuIndex, _kind: TlbFlush) {}
-    fn smi_event(&mut self, _gpu: GpuIndex, _line: String) {}
+    fn smi_event(&mut self, _gpu: GpuIndex, _event: crate::events::Event) {}
     fn evict_queues(&mut self, _gpu: GpuIndex) {}
     fn vram_free_pages(&self, _gpu: GpuIndex) -> u64 {
         u64::MAX

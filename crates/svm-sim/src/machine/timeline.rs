@@ -2,7 +2,7 @@
 //! kfd SMI event stream does not carry.
 //!
 //! The SMI stream already stamps faults, migrations and queue evictions
-//! with simulated time (see `svm_core::events::parse`). The recorder adds
+//! with simulated time (typed, `svm_core::events::Event`). The recorder adds
 //! what only the simulated hardware sees: copy-engine transfers, TLB
 //! flushes, every page that changed place, munmaps and VRAM use. It is off
 //! by default ([`Machine::start_timeline`]); when off, each hook is one

@@ -1,6 +1,7 @@
 //! The fault path from first principles: the 2023 revert, the seed thread's
 //! stale DMA mappings, peer mapping in a hive, and fault de-duplication.
 
+use svm_core::events::Kind;
 use svm_core::gpu::GpuIndex;
 use svm_core::policy::Policy;
 use svm_core::uapi::attr_type::*;
@@ -344,11 +345,11 @@ fn fault_falls_back_to_system_memory_when_vram_is_full() {
     );
     assert!(k.m.gpus()[0].bufs.is_empty());
     // kfd still reports 'M': the migration step ran and its fallback succeeded.
-    let events: Vec<&str> = k.m.events().iter().map(|e| e.line.as_str()).collect();
+    let events = k.m.events();
     assert!(
         events
             .iter()
-            .any(|l| l.starts_with("8 ") && l.ends_with(" M")),
+            .any(|e| matches!(e.event.kind, Kind::PageFaultEnd { migrated: true, .. })),
         "{events:?}"
     );
 }

@@ -3,6 +3,7 @@
 
 use svm_core::addr::CpuVa;
 use svm_core::error::Errno;
+use svm_core::events::Kind;
 use svm_core::gpu::GpuIndex;
 use svm_sim::machine::{AccessError, MAX_RETRIES_PER_ADVANCE};
 use svm_sim::mm::Prot;
@@ -11,14 +12,17 @@ use crate::support::*;
 
 const MS: u64 = 1_000_000;
 
-fn restore_lines(k: &Kfd) -> (usize, usize) {
-    let q: Vec<&str> =
+/// QUEUE_RESTORE events: (restored, rescheduled).
+fn restore_events(k: &Kfd) -> (usize, usize) {
+    let q: Vec<bool> =
         k.m.events()
             .iter()
-            .map(|e| e.line.as_str())
-            .filter(|l| l.starts_with("a "))
+            .filter_map(|e| match e.event.kind {
+                Kind::QueueRestore { rescheduled, .. } => Some(rescheduled),
+                _ => None,
+            })
             .collect();
-    let rescheduled = q.iter().filter(|l| l.ends_with(" R")).count();
+    let rescheduled = q.iter().filter(|r| **r).count();
     (q.len() - rescheduled, rescheduled)
 }
 
@@ -46,13 +50,21 @@ fn restore_work_reschedules_until_the_range_can_be_mapped() {
     );
     k.m.advance(3 * MS + MS / 2);
     // Two GPUs, three failed runs at 1, 2 and 3 ms.
-    assert_eq!(restore_lines(&k), (0, 6));
+    assert_eq!(restore_events(&k), (0, 6));
     let r =
         k.m.events()
             .iter()
-            .filter(|e| e.line.ends_with(" R"))
+            .filter(|e| {
+                matches!(
+                    e.event.kind,
+                    Kind::QueueRestore {
+                        rescheduled: true,
+                        ..
+                    }
+                )
+            })
             .nth(2);
-    assert!(r.unwrap().line.starts_with(&format!("a {} ", t0 + 2 * MS)));
+    assert_eq!(r.unwrap().event.ts_ns, t0 + 2 * MS);
     let g0 = GpuIndex::new(0).unwrap();
     assert_eq!(k.m.process(k.pid).svm.stats()[g0].restore_reschedules, 3);
     match k.m.gpu_access(k.pid, GPU0, CpuVa::new(buf + PAGE), 4, None) {
@@ -63,11 +75,11 @@ fn restore_work_reschedules_until_the_range_can_be_mapped() {
         other => panic!("the queues are stopped, yet the access gave {other:?}"),
     }
     // The access waited for the 4 ms retry, which failed again.
-    assert_eq!(restore_lines(&k), (0, 8));
+    assert_eq!(restore_events(&k), (0, 8));
     k.m.mprotect(k.pid, CpuVa::new(buf), PAGE, Prot::RW)
         .unwrap();
     assert_eq!(k.gpu_read(GPU0, buf, 4), [5; 4]);
-    assert_eq!(restore_lines(&k), (2, 8));
+    assert_eq!(restore_events(&k), (2, 8));
     assert_eq!(k.m.now_ns(), t0 + 5 * MS);
     assert!(!k.m.process(k.pid).svm.restore_pending());
     k.check();
@@ -90,7 +102,7 @@ fn a_long_wait_caps_the_retries_of_a_failing_restore() {
     let t0 = k.m.now_ns();
     k.m.advance(3600 * 1000 * MS);
     let cap = usize::try_from(MAX_RETRIES_PER_ADVANCE).unwrap();
-    assert_eq!(restore_lines(&k), (0, cap));
+    assert_eq!(restore_events(&k), (0, cap));
     assert_eq!(k.m.now_ns(), t0 + 3600 * 1000 * MS);
     assert_eq!(
         k.m.process(k.pid).svm.restore_due_ns(),

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use svm_core::addr::CpuVa;
+use svm_core::events::{Kind, MigrateTrigger};
 use svm_core::gpu::GpuId;
 use svm_core::policy::Policy;
 use svm_core::topology::{GpuDesc, Topology};
@@ -361,15 +362,35 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
     ACTIVITY[0].fetch_add(c.pages_to_vram + c.pages_zero_filled, Ordering::Relaxed);
     ACTIVITY[1].fetch_add(c.pages_to_ram, Ordering::Relaxed);
     ACTIVITY[2].fetch_add(c.ptes_written, Ordering::Relaxed);
-    let events = |f: &dyn Fn(&str) -> bool| m.events().iter().filter(|e| f(&e.line)).count() as u64;
-    ACTIVITY[3].fetch_add(events(&|l| l.starts_with("8 ")), Ordering::Relaxed);
-    // TTM evictions (migrations with trigger 3) and rescheduled restores.
+    let events =
+        |f: &dyn Fn(&Kind) -> bool| m.events().iter().filter(|e| f(&e.event.kind)).count() as u64;
+    ACTIVITY[3].fetch_add(
+        events(&|k| matches!(k, Kind::PageFaultEnd { .. })),
+        Ordering::Relaxed,
+    );
+    // TTM evictions and rescheduled restores.
     ACTIVITY[4].fetch_add(
-        events(&|l| l.starts_with("5 ") && l.ends_with(" 3")),
+        events(&|k| {
+            matches!(
+                k,
+                Kind::MigrateStart {
+                    trigger: MigrateTrigger::TtmEviction,
+                    ..
+                }
+            )
+        }),
         Ordering::Relaxed,
     );
     ACTIVITY[5].fetch_add(
-        events(&|l| l.starts_with("a ") && l.ends_with(" R")),
+        events(&|k| {
+            matches!(
+                k,
+                Kind::QueueRestore {
+                    rescheduled: true,
+                    ..
+                }
+            )
+        }),
         Ordering::Relaxed,
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! The timing model: what a fault costs under a profile, and contention.
 
 use svm_core::addr::CpuVa;
+use svm_core::events;
 use svm_core::uapi::attr_type::{ACCESS, GRANULARITY};
 use svm_sim::timing::Profile;
 
@@ -43,18 +44,25 @@ fn a_fault_costs_delivery_handler_and_copy() {
     let c = k.m.counters();
     assert!(c.copy_busy_ns as f64 >= copy * 0.99, "{c:?}");
     assert!(c.handler_busy_ns > 0 && c.handler_busy_ns <= took);
-    let stamp = |kind: &str| -> u64 {
-        let e =
-            k.m.events()
-                .iter()
-                .find(|e| e.line.starts_with(kind))
-                .unwrap();
-        e.line.split(' ').nth(1).unwrap().parse().unwrap()
+    // The time of the first event with this kfd event id.
+    let stamp = |id: u32| -> u64 {
+        k.m.events()
+            .iter()
+            .find(|e| e.event.kind.id() == id)
+            .unwrap()
+            .event
+            .ts_ns
     };
-    // PAGE_FAULT_START (7), MIGRATE_START (5), MIGRATE_END (6) and
-    // PAGE_FAULT_END (8) in order, the copy between the migration lines.
-    assert!(stamp("7 ") <= stamp("5 ") && stamp("5 ") < stamp("6 ") && stamp("6 ") < stamp("8 "));
-    assert!((stamp("6 ") - stamp("5 ")) as f64 >= copy * 0.99);
+    // PAGE_FAULT_START, MIGRATE_START, MIGRATE_END and PAGE_FAULT_END in
+    // order, the copy between the migration events.
+    let (fault, mig, mig_end, fault_end) = (
+        stamp(events::PAGE_FAULT_START),
+        stamp(events::MIGRATE_START),
+        stamp(events::MIGRATE_END),
+        stamp(events::PAGE_FAULT_END),
+    );
+    assert!(fault <= mig && mig < mig_end && mig_end < fault_end);
+    assert!((mig_end - mig) as f64 >= copy * 0.99);
     k.check();
 }
 

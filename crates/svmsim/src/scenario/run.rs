@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use svm_core::addr::CpuVa;
 use svm_core::addr::PAGE_SIZE;
+use svm_core::events::{self, Kind};
 use svm_core::uapi::{
     SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs,
     SvmAttribute, attr_type,
@@ -262,8 +263,12 @@ pub struct RunReport {
     pub end_ns: u64,
     /// Hardware counters at the end.
     pub counters: svm_sim::gpu::HwCounters,
-    /// SMI event lines, in order, each with the gpu_id it was raised on.
+    /// SMI events, in order, each with the gpu_id it was raised on (in
+    /// JSON, as kfd's text line).
     pub events: Vec<svm_sim::machine::SmiEvent>,
+    /// The machine's GPUs in node order (each has an SMI event file).
+    #[serde(skip)]
+    pub gpu_ids: Vec<svm_core::gpu::GpuId>,
 }
 
 /// The id of the JSON schema `docs/scenario-json.md` describes.
@@ -828,18 +833,26 @@ impl Runner<'_> {
             };
         }
         let c = self.m.counters();
-        let event = |id: &str| {
+        let event = |id: u32| {
             self.m
                 .events()
                 .iter()
-                .filter(|e| e.line.starts_with(id))
+                .filter(|e| e.event.kind.id() == id)
                 .count() as u64
         };
         let rescheduled = || {
             self.m
                 .events()
                 .iter()
-                .filter(|e| e.line.starts_with("a ") && e.line.ends_with(" R"))
+                .filter(|e| {
+                    matches!(
+                        e.event.kind,
+                        Kind::QueueRestore {
+                            rescheduled: true,
+                            ..
+                        }
+                    )
+                })
                 .count() as u64
         };
         match name {
@@ -857,15 +870,15 @@ impl Runner<'_> {
             "bad_dma_unmaps" => c.bad_dma_unmaps,
             "queue_evictions" => c.queue_evictions,
             "queue_restores" => c.queue_restores,
-            "queue_eviction" => event("9 "),
+            "queue_eviction" => event(events::QUEUE_EVICTION),
             // A rescheduled restore is its own count, not a restore.
-            "queue_restore" => event("a ") - rescheduled(),
+            "queue_restore" => event(events::QUEUE_RESTORE) - rescheduled(),
             "queue_restore_rescheduled" => rescheduled(),
-            "migrate_start" => event("5 "),
-            "migrate_end" => event("6 "),
-            "page_fault_start" => event("7 "),
-            "page_fault_end" => event("8 "),
-            _ => event("b "),
+            "migrate_start" => event(events::MIGRATE_START),
+            "migrate_end" => event(events::MIGRATE_END),
+            "page_fault_start" => event(events::PAGE_FAULT_START),
+            "page_fault_end" => event(events::PAGE_FAULT_END),
+            _ => event(events::UNMAP_FROM_GPU),
         }
     }
 
@@ -1175,6 +1188,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         end_ns: r.m.now_ns(),
         counters: r.m.counters(),
         events: r.m.events().to_vec(),
+        gpu_ids: s.topology.gpus().iter().map(|g| g.id).collect(),
         name: sc.name.clone(),
         file: sc.file.clone(),
         description: sc.description.clone(),

@@ -22,6 +22,9 @@ mod failures;
 // Random and mutated scenario text: errors, never panics.
 mod robust;
 
+// The SMI log: kfd's formats read back as sscanf would, one file per GPU.
+mod smi;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
