@@ -95,6 +95,33 @@ pub fn show_duration(ns: u64) -> String {
     format!("{ns}ns")
 }
 
+/// Deserializes a size written either way a file may write it: an
+/// integer of bytes, or a string in the size grammar (`"64GiB"`), so that
+/// profiles read sizes as flags and scenarios do
+/// (`#[serde(deserialize_with = "svm_core::units::de_size")]`).
+///
+/// # Errors
+/// A negative number, another type, or a string [`parse_size`] refuses.
+pub fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Size;
+    impl serde::de::Visitor<'_> for Size {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a size: bytes as an integer, or a string such as \"64GiB\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is not a size: it is negative")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +152,26 @@ mod tests {
             assert_eq!(parse_size(s).ok(), want, "{s:?}");
         }
         assert!(parse_size("2MB").unwrap_err().contains("MiB"));
+    }
+
+    #[test]
+    fn files_write_sizes_either_way() {
+        #[derive(serde::Deserialize)]
+        struct S {
+            #[serde(deserialize_with = "de_size")]
+            v: u64,
+        }
+        let v = |text: &str| serde_json::from_str::<S>(text).map(|s| s.v);
+        assert_eq!(v(r#"{"v": 4096}"#).unwrap(), 4096);
+        assert_eq!(v(r#"{"v": "64GiB"}"#).unwrap(), 64 << 30);
+        assert!(v(r#"{"v": -1}"#).is_err());
+        assert!(
+            v(r#"{"v": "64GB"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("GiB")
+        );
+        assert!(v(r#"{"v": true}"#).is_err());
     }
 
     #[test]

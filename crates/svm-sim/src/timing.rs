@@ -52,7 +52,8 @@ impl Link {
 pub struct GpuShape {
     /// GPUs in the node.
     pub count: u32,
-    /// VRAM per GPU, bytes.
+    /// VRAM per GPU, bytes (an integer, or a size such as `"64GiB"`).
+    #[serde(deserialize_with = "svm_core::units::de_size")]
     pub vram_bytes: u64,
     /// Compute units per GPU.
     pub compute_units: u32,
@@ -336,6 +337,16 @@ mod tests {
         let bad = good.replacen("gc_version = \"9.4.2\"", "gc_version = \"gfx90a\"", 1);
         let e = Profile::parse("x.toml", &bad).unwrap_err();
         assert!(e.message.contains("gpu.gc_version"), "{e}");
+        // A size in the grammar flags use; a decimal unit is refused.
+        let sized = good.replacen("vram_bytes = 68719476736", "vram_bytes = \"64GiB\"", 1);
+        assert_ne!(sized, good);
+        assert_eq!(
+            Profile::parse("x.toml", &sized).unwrap(),
+            Profile::parse("x.toml", good).unwrap()
+        );
+        let bad = good.replacen("vram_bytes = 68719476736", "vram_bytes = \"64GB\"", 1);
+        let e = Profile::parse("x.toml", &bad).unwrap_err();
+        assert!(e.message.contains("GiB"), "{e}");
         // Absent, it is GC 9.4.2.
         let old = good.replacen("gc_version = \"9.4.2\"", "", 1);
         assert_eq!(
