@@ -111,7 +111,8 @@ pub(super) struct Kernel {
     pid: Pid,
     gpu: GpuIndex,
     pub(super) gpu_id: u32,
-    f: KernelFn,
+    /// Its waves' code, until it is done.
+    f: Option<KernelFn>,
     n_waves: u32,
     next_wave: u32,
     running: u32,
@@ -239,7 +240,7 @@ impl Machine {
             pid,
             gpu,
             gpu_id,
-            f,
+            f: Some(f),
             n_waves,
             next_wave: 0,
             running: 0,
@@ -293,7 +294,7 @@ impl Machine {
             pid,
             gpu: GpuIndex::new(0).expect("index 0"),
             gpu_id: 0,
-            f,
+            f: Some(f),
             n_waves: threads,
             next_wave: 0,
             running: 0,
@@ -347,7 +348,11 @@ impl Machine {
         kern.running += 1;
         kern.cu_free[cu as usize] -= 1;
         let slot = Rc::new(Slot::default());
-        let fut = (kern.f)(
+        let f = kern
+            .f
+            .as_ref()
+            .expect("a kernel with waves left to dispatch keeps its code");
+        let fut = f(
             index,
             WaveCtx {
                 slot: Rc::clone(&slot),
@@ -578,6 +583,10 @@ impl Machine {
         let kern = &mut self.sched.kernels[k];
         if kern.running == 0 {
             kern.done = true;
+            // A finished kernel keeps its stats, not its code: a scenario
+            // makes a kernel per GPU access, and a long one makes many.
+            kern.f = None;
+            kern.cu_free = Vec::new();
         }
     }
 
