@@ -124,13 +124,13 @@ fn page(
     // Configuration.
     h += "<h2 id=\"configuration\">Configuration</h2>\n<table><tr><th>run</th><th>workload</th><th>size</th>\
           <th>iterations</th><th>profile</th><th>GPUs</th><th>policy</th><th>granularity</th><th>XNACK</th>\
-          <th>oversubscription</th><th>seed</th></tr>\n";
+          <th>oversubscription</th><th>seed</th><th>other knobs</th></tr>\n";
     for o in outs {
         let s = &o.spec;
         let label = &o.label;
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(label),
             esc(&s.workload),
             size::show(s.size),
@@ -143,7 +143,17 @@ fn page(
             if s.xnack { "on" } else { "off" },
             s.oversubscribe
                 .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
-            s.seed
+            s.seed,
+            {
+                // What `svmsim config` would show as set, so the page
+                // says every knob the run differs in.
+                let changes = s.config_changes();
+                if changes.is_empty() {
+                    "defaults".to_owned()
+                } else {
+                    esc(&changes.join(", "))
+                }
+            }
         );
     }
     h += "</table>\n";

@@ -289,3 +289,25 @@ fn a_scenario_holds_the_same_table() {
         "{e}"
     );
 }
+
+#[test]
+fn the_report_names_every_knob_the_run_changed() {
+    let dir = scratch("config-report");
+    let d = dir.join("r");
+    ok(&[
+        &SMALL[..],
+        &[
+            "--set",
+            "bulk_dma_unmap=on",
+            "--report",
+            d.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    let page = std::fs::read_to_string(d.join("index.html")).unwrap();
+    assert!(page.contains("<th>other knobs</th>"), "no knobs column");
+    assert!(
+        page.contains("<td>bulk_dma_unmap=true</td>"),
+        "knob missing from the report"
+    );
+}
