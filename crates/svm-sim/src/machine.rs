@@ -1172,9 +1172,11 @@ impl Machine {
                 Ok(Vec::new())
             }
             None => {
-                let mut out = Vec::new();
-                p.mm.pages()
-                    .read_into(addr.raw(), usize::try_from(len).unwrap_or(0), &mut out);
+                // Sized once (len is bounded above): growing it page by
+                // page would double it, and the peak RSS with it.
+                let n = usize::try_from(len).unwrap_or(0);
+                let mut out = Vec::with_capacity(n);
+                p.mm.pages().read_into(addr.raw(), n, &mut out);
                 Ok(out)
             }
         }

@@ -317,7 +317,13 @@ impl Machine {
         if data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        let out = Rc::new(RefCell::new(Vec::new()));
+        // A load's bytes, sized once (len is bounded above).
+        let cap = if data.is_none() {
+            usize::try_from(len).unwrap_or(0)
+        } else {
+            0
+        };
+        let out = Rc::new(RefCell::new(Vec::with_capacity(cap)));
         let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out));
         let kernel = self.launch_wave(pid, gpu_id, 1, f, 0)?;
         let access = Access { kernel, out };
