@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{self, VictimPolicy};
 use crate::units;
 
+/// The longest duration a knob takes: an hour of simulated time, far past
+/// any delay a driver would use, and far from overflowing the clock.
+pub const MAX_DURATION_NS: u64 = 3_600_000_000_000;
+
 /// The largest default granularity kfd takes
 /// (`svms->default_granularity = min(svm_default_granularity, 0x1B)`).
 pub const MAX_DEFAULT_GRANULARITY: u8 = 0x1B;
@@ -153,7 +157,8 @@ fn bools() -> String {
 }
 
 fn durations() -> String {
-    "a duration: nanoseconds (1500) or a number with ns, us, ms or s (100us, 3ms)".into()
+    "a duration up to 3600s: nanoseconds (1500) or a number with ns, us, ms or s (100us, 3ms)"
+        .into()
 }
 
 macro_rules! bool_knob {
@@ -180,7 +185,11 @@ macro_rules! duration_knob {
             doc: $doc,
             get: |c| units::show_duration(c.$field),
             set: |c, s| {
-                c.$field = units::parse_duration_ns(s).map_err(|_| String::new())?;
+                let ns = units::parse_duration_ns(s).map_err(|_| String::new())?;
+                if ns > MAX_DURATION_NS {
+                    return Err(String::new());
+                }
+                c.$field = ns;
                 Ok(())
             },
             accepts: durations,
@@ -451,6 +460,13 @@ mod tests {
             "{e}"
         );
         assert!(c.set("bulk_dma_unmap", "maybe").is_err());
+        let e = c
+            .set("gpu_retry_delay_ns", "18446744073709551615")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("up to 3600s"), "{e}");
+        c.set("restore_delay_ns", "3600s").unwrap();
+        c.set("restore_delay_ns", "1ms").unwrap();
         assert!(c.set("gpu_max_retries", "0").is_err());
         assert!(matches!(
             c.assign("policy"),

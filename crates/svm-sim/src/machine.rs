@@ -701,18 +701,37 @@ impl Machine {
 
     /// Takes every knob of `config` from now on, in every process and in
     /// every process spawned later (each with a fresh instance of the
-    /// policy it names).
+    /// policy it names: a registered one, or the outside policy this
+    /// machine runs, by its name).
     ///
     /// # Errors
     /// A value [`Config::validate`] refuses; nothing changes then.
     pub fn set_config(&mut self, config: &Config) -> Result<(), ConfigError> {
-        config.validate()?;
-        let entry =
-            svm_core::policy::lookup(&config.policy).expect("validated: a registered policy");
+        let factory = match svm_core::policy::lookup(&config.policy) {
+            Some(entry) => {
+                config.validate()?;
+                entry.factory()
+            }
+            // A policy from outside the registry (`set_fault_policy`) stays
+            // while the config names it; the other knobs are checked alone.
+            None if config.policy == self.policy.name() => {
+                Config {
+                    policy: Policy::default().name().to_owned(),
+                    ..config.clone()
+                }
+                .validate()?;
+                self.policy.clone()
+            }
+            None => {
+                return Err(config
+                    .validate()
+                    .expect_err("a policy outside the registry does not validate"));
+            }
+        };
         for p in &mut self.procs {
-            p.svm.set_config(config)?;
+            p.svm.configure(config.clone(), factory.make());
         }
-        self.policy = entry.factory();
+        self.policy = factory;
         self.config = config.clone();
         Ok(())
     }
@@ -1186,8 +1205,10 @@ impl Machine {
     /// `at` (the caller's clock, or a CPU thread's): what the CPU's page
     /// fault does before the bytes can move. Returns when it is done.
     ///
-    /// 1. Every page's VMA must exist and allow the access; otherwise the
-    ///    access is a SIGSEGV and nothing has moved (the kernel resolves
+    /// 1. Every page's VMA must exist, allow the access (`PROT_WRITE` for a
+    ///    write, `PROT_READ` for a read) and not be device memory
+    ///    (`AddressSpace::check_access`); otherwise the access is a SIGSEGV
+    ///    and nothing has moved (the kernel resolves
     ///    the VMA before `svm_migrate_to_ram` is ever called, so a write
     ///    to a read-only range in VRAM does not migrate it first).
     /// 2. Each page in VRAM faults back to system memory: the window
@@ -1218,19 +1239,17 @@ impl Machine {
             })?;
         let pages = PageRange::new(addr.page_num(), PageNum::new(last.page_num().raw() + 1));
         // 1.
-        for page in pages.pages() {
-            let allowed = self.procs[pid.0]
-                .mm
-                .vma_info(page)
-                .is_some_and(|v| v.flags.read && (!write || v.flags.write));
-            if !allowed {
-                return Err(AccessError::Signal {
-                    kind: "SIGSEGV",
-                    addr: page.va().max(addr),
-                    why: "no VMA allows the access".into(),
-                });
-            }
-        }
+        self.procs[pid.0]
+            .mm
+            .check_access(addr.raw(), len, write)
+            .map_err(|e| AccessError::Signal {
+                kind: "SIGSEGV",
+                addr: match &e {
+                    MmError::Segv { page, .. } => page.va().max(addr),
+                    _ => addr,
+                },
+                why: e.to_string(),
+            })?;
         // 2.-3.
         let per_page = crate::timing::ns(self.timing.cpu_access_ns);
         let mut t = at;

@@ -364,8 +364,12 @@ impl AddressSpace {
     }
 
     /// Checks that every page of `[addr, addr+len)` is mapped with the
-    /// protection a CPU access needs.
-    fn check_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MmError> {
+    /// protection a CPU access needs (a write needs `PROT_WRITE`, a read
+    /// `PROT_READ`) and is not device memory: the one rule of the CPU path.
+    ///
+    /// # Errors
+    /// [`MmError::Segv`] naming the first page that refuses.
+    pub fn check_access(&self, addr: u64, len: u64, write: bool) -> Result<(), MmError> {
         let kind = if write { "write" } else { "read" };
         let Some(last) = len.checked_sub(1).and_then(|l| addr.checked_add(l)) else {
             return Ok(());

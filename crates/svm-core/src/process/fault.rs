@@ -176,6 +176,22 @@ impl Process {
                 return Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns }));
             }
         };
+        // A plan that moves pages to a GPU the process does not have is
+        // the policy's bug: the fault ends unserved and is refused (a
+        // policy is code from outside the engine; it must not panic it).
+        if let Some((Location::Vram(to), _)) = migrate
+            && self.gpuidx(to.raw()).is_none()
+        {
+            pf.smi_event(
+                gpu,
+                events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, false),
+            );
+            return Err(refused(
+                page,
+                "the fault policy planned a migration to a GPU the process does not have",
+                Errno::Einval,
+            ));
+        }
         // kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever this branch
         // ran without error, even if no page had to move; with the fallback,
         // this model's migrations cannot fail past it.
@@ -185,7 +201,7 @@ impl Process {
                 Location::Vram(id) => {
                     let g = self
                         .gpuidx(id.raw())
-                        .expect("best location is a process GPU");
+                        .expect("checked above: the plan's GPU is the process's");
                     if self
                         .migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu)
                         .is_err()
@@ -334,7 +350,8 @@ impl Process {
             if let Err(e) = self.validate_and_map(pf, start, whole, None) {
                 // out_reschedule: the ranges restored so far stay valid;
                 // this one and the rest wait for the next run.
-                self.restore_due_ns = Some(pf.now_ns() + self.config.restore_delay_ns);
+                self.restore_due_ns =
+                    Some(pf.now_ns().saturating_add(self.config.restore_delay_ns));
                 for (g, d) in self.devices.iter() {
                     self.stats[g].restore_reschedules += 1;
                     pf.smi_event(

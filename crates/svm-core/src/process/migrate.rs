@@ -110,7 +110,8 @@ impl Process {
                     self.stats[g].queue_evictions += 1;
                 }
                 // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`.
-                self.restore_due_ns = Some(pf.now_ns() + self.config.restore_delay_ns);
+                self.restore_due_ns =
+                    Some(pf.now_ns().saturating_add(self.config.restore_delay_ns));
             }
         }
     }

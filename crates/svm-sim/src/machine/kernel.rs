@@ -604,7 +604,10 @@ impl Machine {
             return;
         };
         for i in list {
-            let Some(k) = self.sched.kwaves[i].as_ref().map(|w| w.kernel) else {
+            let Some((k, req_addr)) = self.sched.kwaves[i]
+                .as_ref()
+                .map(|w| (w.kernel, w.slot.req_addr.get()))
+            else {
                 continue;
             };
             match &outcome {
@@ -613,9 +616,13 @@ impl Machine {
                 // The handler's own errno (EFAULT with XNACK off, EPERM
                 // for a write to a read-only VMA, EACCES, ...).
                 Woken::Fatal { why, write, errno } => {
+                    // The faulting byte: the instruction's own address when
+                    // it starts in this page (its request is posted again
+                    // for the retry), else the page's first byte.
+                    let addr = CpuVa::new(req_addr.max(page.va().raw()));
                     let e = AccessError::VmFault {
                         gpu_id: self.sched.kernels[k].gpu_id,
-                        addr: page.va(),
+                        addr,
                         write: *write,
                         why: why.clone(),
                         errno: *errno,

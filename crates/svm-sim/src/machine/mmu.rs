@@ -287,7 +287,7 @@ impl Machine {
             self.kill_with(k, at, e);
             return Parked::Dead;
         }
-        let when = at + cost;
+        let when = at.saturating_add(cost);
         self.sched.last_ts = self.sched.last_ts.max(when.saturating_sub(1)) + 1;
         // The ring's CAM drops a repeat of a pending fault: then nothing
         // new reaches the ring.

@@ -310,6 +310,15 @@ impl Machine {
         if self.gpu_index(gpu_id).is_none() {
             return Err(AccessError::NoGpu(gpu_id));
         }
+        if self.procs[pid.index()].svm.exited() {
+            return Err(AccessError::VmFault {
+                gpu_id,
+                addr,
+                write: data.is_some(),
+                why: "the process has exited".into(),
+                errno: svm_core::Errno::Efault,
+            });
+        }
         // Bounded before anything is allocated for it.
         if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
@@ -731,10 +740,13 @@ impl Machine {
         let (wake, woken) = match outcome {
             Ok(FaultOutcome::Resolved { .. }) => (end, Woken::Served),
             Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns })) => (
-                end + self.config.gpu_retry_delay_ns.max(*after_ns),
+                end.saturating_add(self.config.gpu_retry_delay_ns.max(*after_ns)),
                 Woken::Dropped,
             ),
-            Ok(FaultOutcome::Dropped(_)) => (end + self.config.gpu_retry_delay_ns, Woken::Dropped),
+            Ok(FaultOutcome::Dropped(_)) => (
+                end.saturating_add(self.config.gpu_retry_delay_ns),
+                Woken::Dropped,
+            ),
             Err(err) => (
                 end,
                 Woken::Fatal {

@@ -189,6 +189,11 @@ fn a_gpu_write_to_a_read_only_vma_fails_alike_on_every_path() {
                 .unwrap_err()
         };
         assert_eq!(e.errno(), svm_core::Errno::Eperm, "{e}");
+        // The faulting byte, not its page.
+        assert!(
+            matches!(e, AccessError::VmFault { addr, .. } if addr.raw() == buf + 8),
+            "{e}"
+        );
         errs.push(e);
     }
     assert_eq!(errs[0], errs[1]);
@@ -240,4 +245,57 @@ fn a_cpu_write_to_a_read_only_range_in_vram_migrates_nothing() {
         );
         assert!(k.vram_pages_in(buf, 4 * MIB) < 1024);
     }
+}
+
+/// The CPU path's rule is the address space's own: a write needs only
+/// `PROT_WRITE` (a write-only mapping takes it), and device memory
+/// refuses every access, whatever its protection.
+#[test]
+fn the_cpu_path_takes_linux_s_permission_rule() {
+    use svm_sim::mm::{Backing, Mark};
+    let mut k = Kfd::new(true);
+    let wo = Prot {
+        read: false,
+        write: true,
+        exec: false,
+    };
+    let w =
+        k.m.mmap(k.pid, None, 2 * PAGE, wo, Backing::Anon, Mark::None)
+            .unwrap()
+            .start_va();
+    k.m.cpu_access(k.pid, w, 4, Some(&[1, 2, 3, 4])).unwrap();
+    let e = k.m.cpu_access(k.pid, w, 4, None).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AccessError::Signal {
+                kind: "SIGSEGV",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let io =
+        k.m.mmap(k.pid, None, 2 * PAGE, Prot::RW, Backing::Io, Mark::None)
+            .unwrap()
+            .start_va();
+    for data in [None, Some(&[9u8; 4][..])] {
+        let e = k.m.cpu_access(k.pid, io, 4, data).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AccessError::Signal {
+                    kind: "SIGSEGV",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        k.m.page_bytes(k.pid, io.page_num())[..4],
+        [0; 4],
+        "nothing written"
+    );
+    k.check();
 }

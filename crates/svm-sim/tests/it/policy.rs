@@ -201,3 +201,59 @@ fn a_throttled_fault_is_retried_after_the_policy_s_delay() {
     assert_eq!(k.vram_pages_in(buf, 2 * MIB), 512);
     k.check();
 }
+
+/// Plans a migration to a GPU the process does not have: a bug in the
+/// policy, which the engine refuses rather than panic on.
+#[derive(Debug)]
+struct Stray;
+
+impl FaultPolicy for Stray {
+    fn name(&self) -> &str {
+        "stray"
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        FaultPlan::Serve {
+            migrate: Some(Migration {
+                to: svm_core::attr::Location::Vram(svm_core::gpu::GpuId::new(0x9999).unwrap()),
+                pages: ctx.window,
+            }),
+            map: ctx.window,
+        }
+    }
+}
+
+#[test]
+fn a_plan_to_a_gpu_the_process_lacks_is_refused_not_a_panic() {
+    let mut k = Kfd::new(true);
+    k.m.set_fault_policy(PolicyFactory::new(|| Box::new(Stray)));
+    let buf = k.mmap(2 * MIB);
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let e =
+        k.m.gpu_access(k.pid, GPU0, CpuVa::new(buf), 4, None)
+            .unwrap_err();
+    assert_eq!(e.errno(), svm_core::Errno::Einval, "{e}");
+    assert!(e.to_string().contains("does not have"), "{e}");
+    assert_eq!(k.vram_pages_in(buf, 2 * MIB), 0);
+    k.check();
+}
+
+/// A machine running an outside policy takes a config that names it, and
+/// keeps running it (with fresh instances).
+#[test]
+fn an_outside_policy_survives_set_config() {
+    let (mut k, buf) = machine();
+    word(&mut k, buf);
+    let mut c = k.m.config().clone();
+    assert_eq!(c.policy, "second-touch");
+    c.assign("bulk_dma_unmap=on").unwrap();
+    k.m.set_config(&c).unwrap();
+    assert_eq!(k.m.process(k.pid).svm.fault_policy().name(), "second-touch");
+    assert!(k.m.process(k.pid).svm.config().bulk_dma_unmap);
+    // A fresh instance: block 0's first touch was forgotten.
+    word(&mut k, buf + MIB);
+    assert_eq!(k.vram_pages_in(buf, 2 * MIB), 0);
+    // An unknown name that is not the running policy is refused.
+    c.policy = "third-touch".into();
+    assert!(k.m.set_config(&c).is_err());
+}
