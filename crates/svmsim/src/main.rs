@@ -186,19 +186,8 @@ enum Command {
         /// Print the per-op results and the final state as JSON (docs/scenario-json.md).
         #[arg(long)]
         json: bool,
-        /// Write the kfd SMI event log here: a directory with one file per GPU
-        /// (docs/events.md), or one file with --events-format prefixed.
-        #[arg(long, value_name = "PATH")]
-        events: Option<PathBuf>,
-        /// How --events lays the log out.
-        #[arg(
-            long,
-            value_enum,
-            value_name = "FORMAT",
-            default_value_t,
-            requires = "events"
-        )]
-        events_format: EventsFormat,
+        #[command(flatten)]
+        smi: SmiOpts,
         /// Run under this policy instead of the scenario's.
         #[arg(long, value_name = "NAME", value_parser = policy_names())]
         policy: Option<String>,
@@ -347,15 +336,9 @@ impl RunOpts {
     }
 }
 
-/// Where results go besides the table.
+/// Where the SMI event log goes, for every command that writes one.
 #[derive(Debug, Args)]
-struct OutOpts {
-    /// Print the results as JSON (schema svmsim.runs/1, docs/runs-json.md) instead of the table.
-    #[arg(long, conflicts_with = "csv")]
-    json: bool,
-    /// Print the results as CSV (same schema) instead of the table.
-    #[arg(long)]
-    csv: bool,
+struct SmiOpts {
     /// Write the kfd SMI event log here: a directory with one file per GPU
     /// (docs/events.md), or one file with --events-format prefixed.
     #[arg(long, value_name = "PATH")]
@@ -369,6 +352,26 @@ struct OutOpts {
         requires = "events"
     )]
     events_format: EventsFormat,
+}
+
+impl SmiOpts {
+    /// The log's path and layout, when one is asked for.
+    fn target(&self) -> Option<(&PathBuf, EventsFormat)> {
+        self.events.as_ref().map(|p| (p, self.events_format))
+    }
+}
+
+/// Where results go besides the table.
+#[derive(Debug, Args)]
+struct OutOpts {
+    /// Print the results as JSON (schema svmsim.runs/1, docs/runs-json.md) instead of the table.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print the results as CSV (same schema) instead of the table.
+    #[arg(long)]
+    csv: bool,
+    #[command(flatten)]
+    smi: SmiOpts,
     /// Write a Chrome trace-event timeline (opens in ui.perfetto.dev) to this file.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
@@ -386,8 +389,8 @@ fn writable(path: &Path) -> Result<(), Fail> {
 impl OutOpts {
     /// Checks every output path up front (exit 2 if one cannot be written).
     fn preflight(&self) -> Result<(), Fail> {
-        if let Some(p) = &self.events {
-            smi::check(p, self.events_format).map_err(usage)?;
+        if let Some((p, format)) = self.smi.target() {
+            smi::check(p, format).map_err(usage)?;
         }
         if let Some(p) = &self.timeline {
             writable(p)?;
@@ -403,7 +406,7 @@ impl OutOpts {
     fn capture(&self) -> Capture {
         let timeline = self.timeline.is_some() || self.report.is_some();
         Capture {
-            events: self.events.is_some() || timeline,
+            events: self.smi.events.is_some() || timeline,
             timeline,
             trace: false,
         }
@@ -539,10 +542,10 @@ fn emit(
             eprintln!("{what}: {}", p.display());
         }
     };
-    if let Some(p) = &out.events {
+    if let Some((p, format)) = out.smi.target() {
         let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
-        smi::write(p, out.events_format, &runs).map_err(io)?;
-        say(events_what(out.events_format), p);
+        smi::write(p, format, &runs).map_err(io)?;
+        say(events_what(format), p);
     }
     if let Some(p) = &out.timeline {
         let v = chrome::trace_many(outs);
@@ -682,7 +685,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 return Ok(run_scenario(
                     Some(&PathBuf::from(w)),
                     out.json,
-                    out.events.as_ref().map(|p| (p, out.events_format)),
+                    out.smi.target(),
                     policy.as_deref(),
                     seed.then_some(opts.seed),
                     &opts.config,
@@ -896,7 +899,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out.preflight()?;
             let mut outs = sweep::merge(&shards).map_err(usage)?;
             runs::relabel(&mut outs);
-            if out.events.is_some() || out.timeline.is_some() {
+            if out.smi.events.is_some() || out.timeline.is_some() {
                 return Err(usage(
                     "--events and --timeline need the runs themselves; pass them to `svmsim sweep`",
                 ));
@@ -951,15 +954,14 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Scenario {
             file,
             json,
-            events,
-            events_format,
+            smi,
             policy,
             seed,
             config,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
-            events.as_ref().map(|p| (p, *events_format)),
+            smi.target(),
             policy.as_deref(),
             *seed,
             config,
