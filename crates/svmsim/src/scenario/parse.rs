@@ -618,20 +618,10 @@ fn parse_root(file: &str, root: Table<'_, '_>) -> Result<Scenario, ScenarioError
 
     // The system.
     let sys = root.req("system")?.table()?;
-    sys.only(&[
-        "xnack",
-        "sysmem",
-        "mem_limit",
-        "gpu",
-        "policy",
-        "bulk_dma_unmap",
-        "kernel_accounting",
-        "unmap_every_mapped_gpu",
-        "lazy_map_after_prefetch",
-        "victim_policy",
-        "seed",
-        "profile",
-    ])?;
+    let mut keys = vec!["xnack", "sysmem", "mem_limit", "gpu"];
+    keys.extend(SYSTEM_KNOBS);
+    keys.extend(["seed", "profile"]);
+    sys.only(&keys)?;
     let config = parse_config(&sys, root.get("config"))?;
     let profile = match sys.get("profile") {
         None => None,
@@ -763,6 +753,17 @@ pub const EVENT_COUNTERS: [&str; 8] = [
     "unmap_from_gpu",
 ];
 
+/// The knobs `[system]` takes too, as scenario files wrote them before
+/// `[config]` (each is a key of `svmsim config`).
+const SYSTEM_KNOBS: [&str; 6] = [
+    "policy",
+    "bulk_dma_unmap",
+    "kernel_accounting",
+    "unmap_every_mapped_gpu",
+    "lazy_map_after_prefetch",
+    "victim_policy",
+];
+
 /// The run's knobs: the `[config]` table (any key of `svmsim config`),
 /// and the few `[system]` also takes (the older spelling). A key given in
 /// both is refused rather than one silently winning.
@@ -772,15 +773,7 @@ fn parse_config(
 ) -> Result<Config, ScenarioError> {
     let mut config = Config::default();
     let mut set = |key: &str, v: &Value<'_, '_>| set_knob(&mut config, key, v);
-    const IN_SYSTEM: [&str; 6] = [
-        "policy",
-        "bulk_dma_unmap",
-        "kernel_accounting",
-        "unmap_every_mapped_gpu",
-        "lazy_map_after_prefetch",
-        "victim_policy",
-    ];
-    for key in IN_SYSTEM {
+    for key in SYSTEM_KNOBS {
         if let Some(v) = sys.get(key) {
             set(key, &v)?;
         }
@@ -789,7 +782,7 @@ fn parse_config(
         let t = t.table()?;
         t.only(&knob_keys())?;
         for (key, v) in t.entries() {
-            if IN_SYSTEM.contains(&key) && sys.get(key).is_some() {
+            if SYSTEM_KNOBS.contains(&key) && sys.get(key).is_some() {
                 return Err(v.error(format!(
                     "`{key}` is given in [system] too; keep one (`[config]` is the place for knobs)"
                 )));
