@@ -102,7 +102,7 @@ enum Command {
     Compare {
         /// The workload (`svmsim workloads`).
         workload: String,
-        /// Policies, comma separated, or `all` (`svmsim config` lists them); each replaces a --config file's.
+        /// Policies, comma separated, or `all` (`svmsim config` lists them); `--set policy=X` alone compares X; each replaces a --config file's.
         #[arg(long, default_value = "all", value_name = "LIST")]
         policies: String,
         /// Granularities (log2 pages), comma separated.
@@ -728,7 +728,22 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out,
             jobs: j,
         } => {
-            let policies = if policies == "all" {
+            let base = opts.spec(workload, None)?;
+            // `--set policy=X` is a list of one, unless --policies gives one.
+            let set_policy = opts
+                .config
+                .set
+                .iter()
+                .any(|kv| kv.split('=').next().is_some_and(|k| k.trim() == "policy"));
+            if set_policy && given("--policies") {
+                return Err(usage(
+                    "--set policy and --policies: compare runs each policy of --policies; \
+                     give the policies in one place",
+                ));
+            }
+            let policies = if set_policy {
+                vec![base.policy().to_owned()]
+            } else if policies == "all" {
                 svm_core::policy::names()
                     .into_iter()
                     .map(str::to_owned)
@@ -736,17 +751,6 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 split_list(policies)
             };
-            let base = opts.spec(workload, None)?;
-            if opts
-                .config
-                .set
-                .iter()
-                .any(|kv| kv.trim_start().starts_with("policy"))
-            {
-                return Err(usage(
-                    "--set policy: compare runs each policy of --policies; list them there",
-                ));
-            }
             if policies.is_empty() {
                 return Err(usage("--policies: give at least one policy, or `all`"));
             }

@@ -178,8 +178,36 @@ fn every_command_takes_set() {
     for r in v["runs"].as_array().unwrap() {
         assert_eq!(r["spec"]["config"]["victim_policy"], "largest");
     }
-    let e = usage(&["compare", "stream", "--set", "policy=partial"]);
+    let e = usage(&[
+        "compare",
+        "stream",
+        "--set",
+        "policy=partial",
+        "--policies",
+        "all",
+    ]);
     assert!(e.contains("--policies"), "{e}");
+    // Alone, --set policy=X compares that one policy (across the other axes).
+    let out = ok(&[
+        "compare",
+        "stream",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--set",
+        "policy=whole-range",
+        "--granularities",
+        "4,9",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter().all(|r| r["spec"]["policy"] == "whole-range"),
+        "{out}"
+    );
     // replay
     let dir = scratch("config-replay");
     let t = dir.join("s.trace");
