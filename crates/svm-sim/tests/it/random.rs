@@ -1,5 +1,7 @@
 //! Random operation sequences over 1–3 GPUs under all three policies, with
-//! every invariant checked after every operation.
+//! every invariant checked after every operation, and under a chaos policy
+//! (random plans, as a policy outside the engine may make them) in about a
+//! third of the cases.
 //!
 //! Each case draws a machine (GPU count, hives, small VRAM so allocations
 //! evict or fall back, XNACK mode, policy, DMA unmap mode) with two
@@ -18,9 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use svm_core::addr::CpuVa;
+use svm_core::addr::{PageNum, PageRange};
+use svm_core::attr::Location;
 use svm_core::events::{Kind, MigrateTrigger};
 use svm_core::gpu::GpuId;
-use svm_core::policy::Policy;
+use svm_core::policy::{FaultCtx, FaultPlan, FaultPolicy, Migration, Policy, PolicyFactory};
 use svm_core::topology::{GpuDesc, Topology};
 use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
 use svm_sim::check;
@@ -45,6 +49,67 @@ struct Setup {
     sched: Option<u64>,
     /// Price every action with the mi210 profile (else untimed).
     timed: bool,
+    /// Run a chaos policy from this seed instead of `policy`: any plan a
+    /// policy outside the engine might make, which the engine must carry
+    /// out without breaking an invariant.
+    chaos: Option<u64>,
+}
+
+/// A fault policy that plans at random: throttle now and then, migrate
+/// any part of the range to the best location, to system memory or to
+/// the faulting GPU (or nothing: a remote mapping), and map a window that
+/// usually holds the faulting page and sometimes does not.
+#[derive(Debug)]
+struct Chaos(rand_pcg::Pcg64Mcg);
+
+impl FaultPolicy for Chaos {
+    fn name(&self) -> &str {
+        "chaos"
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        use rand::RngExt;
+        CHAOS_PLANS.fetch_add(1, Ordering::Relaxed);
+        let r = &mut self.0;
+        if r.random_bool(0.1) {
+            return FaultPlan::Retry {
+                after_ns: r.random_range(0..1_000_000),
+            };
+        }
+        let whole = ctx.range.range();
+        let (lo, hi) = (whole.start().raw(), whole.end().raw());
+        let sub = |r: &mut rand_pcg::Pcg64Mcg, around: Option<u64>| {
+            let (a, b) = match around {
+                Some(p) => (r.random_range(lo..=p), r.random_range(p + 1..=hi)),
+                None => {
+                    let a = r.random_range(lo..hi);
+                    (a, r.random_range(a + 1..=hi))
+                }
+            };
+            PageRange::new(PageNum::new(a), PageNum::new(b))
+        };
+        let page = ctx.page.raw();
+        let migrate = match r.random_range(0..8) {
+            0 | 1 => None,
+            2 => Some(Location::Sys),
+            3 => Some(Location::Vram(ctx.gpu_id)),
+            _ => Some(ctx.best),
+        }
+        .map(|to| Migration {
+            to,
+            pages: if r.random_bool(0.7) {
+                sub(r, Some(page))
+            } else {
+                sub(r, None)
+            },
+        });
+        let map = match r.random_range(0..10) {
+            0 => sub(r, None),
+            1..=3 => ctx.window,
+            _ => sub(r, Some(page)),
+        };
+        FaultPlan::Serve { migrate, map }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -122,10 +187,14 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         prop::sample::select(Policy::ALL.to_vec()),
         any::<bool>(),
-        (prop::option::weighted(0.75, any::<u64>()), any::<bool>()),
+        (
+            prop::option::weighted(0.75, any::<u64>()),
+            any::<bool>(),
+            prop::option::weighted(0.3, any::<u64>()),
+        ),
     )
         .prop_map(
-            |(gpus, hive, vram_pages, xnack, policy, bulk, (sched, timed))| Setup {
+            |(gpus, hive, vram_pages, xnack, policy, bulk, (sched, timed, chaos))| Setup {
                 gpus,
                 hive,
                 vram_pages,
@@ -134,6 +203,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 bulk,
                 sched,
                 timed,
+                chaos,
             },
         )
 }
@@ -204,6 +274,11 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
         MemLimit::for_sysmem(1 << 30),
     );
     m.set_policy(s.policy);
+    if let Some(seed) = s.chaos {
+        m.set_fault_policy(PolicyFactory::new(move || {
+            Box::new(Chaos(rand::SeedableRng::seed_from_u64(seed)))
+        }));
+    }
     m.set_seed(s.sched);
     if s.timed {
         m.set_timing(svm_sim::timing::Profile::built_in("mi210").unwrap().timing);
@@ -457,6 +532,9 @@ fn quiesce(m: &mut Machine, pids: &[Pid]) -> Result<(), TestCaseError> {
     check::check(m).map_err(|v| TestCaseError::fail(format!("after exit: {v}")))
 }
 
+/// Plans the chaos policy made, over all cases: it must have been asked.
+static CHAOS_PLANS: AtomicU64 = AtomicU64::new(0);
+
 /// What all cases together did: pages in, pages out, PTEs written, faults
 /// served, VRAM evictions, rescheduled restores, straggler faults dropped,
 /// faults on pieces being unmapped. A generator that stopped reaching one
@@ -505,7 +583,9 @@ fn random_fault_sequences_keep_every_invariant() {
         );
     }
     let a: Vec<u64> = ACTIVITY.iter().map(|x| x.load(Ordering::Relaxed)).collect();
-    eprintln!("activity over {cases} cases: {a:?}");
+    let chaos = CHAOS_PLANS.load(Ordering::Relaxed);
+    eprintln!("activity over {cases} cases: {a:?}; chaos plans: {chaos}");
+    assert!(chaos > 0, "no case ran the chaos policy");
     // The last two (stragglers, skip-recover drops) need a fault in flight
     // exactly as munmap comes; `race::munmap_during_fault_migration_*`
     // reaches them on purpose, so here they are only reported.
