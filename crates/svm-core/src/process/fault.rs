@@ -119,7 +119,8 @@ impl Process {
             self.stats[gpu].unmapping_dropped += 1;
             return Ok(FaultOutcome::Dropped(DropReason::Unmapping));
         }
-        // 11. A fault on a range validated less than 2 ms ago is a duplicate
+        // 11. A fault on a range validated less than `retry_fault_pending_ns`
+        //     (kfd: 2 ms) ago is a duplicate
         //     (maybe for another window of it); the GPU retries later.
         if r.validate_timestamp
             .is_some_and(|t| now < t.saturating_add(self.config.retry_fault_pending_ns))
