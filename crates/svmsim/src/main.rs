@@ -1044,6 +1044,10 @@ fn config_table(c: &Config) -> String {
         s += &format!("    {} [{}]\n", k.doc, k.unit);
         s += &format!("    accepts {}\n", k.accepts());
     }
+    s += "\nThe fault policies (docs/policies.md):\n";
+    for e in svm_core::policy::registry() {
+        s += &format!("  {:<27} {}\n", e.name, e.about);
+    }
     s
 }
 

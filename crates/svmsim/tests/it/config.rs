@@ -39,6 +39,9 @@ fn svmsim_config_lists_every_key_with_its_default_unit_and_meaning() {
             k.key
         );
     }
+    for e in svm_core::policy::registry() {
+        assert!(out.contains(e.name) && out.contains(e.about), "{}", e.name);
+    }
     // A changed value says so, and the TOML form reads back.
     let out = ok(&["config", "--set", "victim_policy=largest"]);
     assert!(
