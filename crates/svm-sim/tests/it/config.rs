@@ -79,3 +79,37 @@ fn a_bad_config_is_refused_and_changes_nothing() {
     assert_eq!(k.m.config(), &Config::default());
     assert_eq!(k.m.process(k.pid).svm.config(), &Config::default());
 }
+
+/// Pressure from outside SVM follows the run's victim policy, as the
+/// engine's own allocations do: LRU takes the buffer used longest ago,
+/// `largest` the biggest one.
+#[test]
+fn outside_pressure_evicts_in_the_victim_policy_s_order() {
+    use svm_core::uapi::attr_type::PREFETCH_LOC;
+    for (policy, small_stays) in [("lru", false), ("largest", true)] {
+        let mut k = with(&[&format!("victim_policy={policy}")]);
+        // An old small buffer, then a newer large one, both in GPU 0's VRAM.
+        let small = k.mmap(2 * MIB);
+        k.set(small, 2 * MIB, &[(PREFETCH_LOC, GPU0)]).unwrap();
+        k.m.advance(1_000_000);
+        let large = k.mmap(8 * MIB);
+        k.set(large, 8 * MIB, &[(PREFETCH_LOC, GPU0)]).unwrap();
+        assert_eq!(k.vram_pages_in(small, 2 * MIB), 512);
+        assert_eq!(k.vram_pages_in(large, 8 * MIB), 2048);
+        // Room for one page more than is free: one buffer must go.
+        let free = k.m.gpus()[0].vram.buddy().free_pages();
+        let evicted = k.m.evict_vram(GPU0, Some((free + 1) * PAGE)).unwrap();
+        assert_eq!(evicted, 1, "{policy}");
+        assert_eq!(
+            k.vram_pages_in(small, 2 * MIB) == 512,
+            small_stays,
+            "{policy}: the small, older buffer"
+        );
+        assert_eq!(
+            k.vram_pages_in(large, 8 * MIB) == 2048,
+            !small_stays,
+            "{policy}: the large, newer buffer"
+        );
+        k.check();
+    }
+}
