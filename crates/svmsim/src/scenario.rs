@@ -5,6 +5,7 @@
 //! after each operation, and `crate::report` prints the outcome as tables or
 //! JSON. The format is documented in `docs/scenario.md`.
 
+mod de;
 pub mod doc;
 pub mod parse;
 pub mod run;

@@ -1,11 +1,12 @@
 //! Reading a TOML document with the position of every value, so errors can name file, line and field.
 //!
-//! The scenario parser walks a [`toml::de::DeTable`] (which keeps byte spans)
-//! through [`Table`] and [`Value`] handles. Each handle knows its field path
-//! (`op[3].attrs[1].access`) and span; every accessor that refuses a value
-//! returns a [`ScenarioError`] that says where and what.
+//! The document is parsed once into a [`toml::de::DeTable`], which keeps the
+//! byte span of every key and value; serde reads the parts from it, and an
+//! error serde raises carries the span of the value it refused. [`Source`]
+//! turns a span back into line, column and the field path
+//! (`op[3].attrs[1].access`) by finding the deepest key or value that holds
+//! it, so every error says where and what.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -87,213 +88,80 @@ impl Source<'_> {
     }
 }
 
-/// A value with its path and place.
-#[derive(Clone, Debug)]
-pub struct Value<'a, 's> {
-    /// The document.
-    pub src: Source<'s>,
-    /// Its field path.
-    pub path: String,
-    /// The value and its span.
-    pub value: &'a Spanned<DeValue<'s>>,
-}
-
-/// A table with its path and place.
-#[derive(Clone, Debug)]
-pub struct Table<'a, 's> {
-    /// The document.
-    pub src: Source<'s>,
-    /// Its field path; empty for the document itself.
-    pub path: String,
-    /// Its span.
-    pub span: Range<usize>,
-    /// Its entries.
-    pub table: &'a DeTable<'s>,
-}
-
-fn kind(v: &DeValue<'_>) -> &'static str {
-    match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a datetime",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-impl<'a, 's> Value<'a, 's> {
-    /// An error about this value.
-    pub fn error(&self, message: impl Into<String>) -> ScenarioError {
-        self.src.error(self.value.span(), &self.path, message)
+impl<'s> Source<'s> {
+    /// An error at `span`, with the field path of what sits there in `root`.
+    pub fn error_in(
+        &self,
+        root: &DeTable<'_>,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        let field = field_at(root, span.start).unwrap_or_default();
+        self.error(span, &field, message)
     }
 
-    fn expected(&self, what: &str) -> ScenarioError {
-        self.error(format!(
-            "expected {what}, found {}",
-            kind(self.value.get_ref())
-        ))
-    }
-
-    /// The raw value.
-    pub fn get(&self) -> &'a DeValue<'s> {
-        self.value.get_ref()
-    }
-
-    /// A string.
-    ///
-    /// # Errors
-    /// Not a string.
-    pub fn str(&self) -> Result<&'a str, ScenarioError> {
-        match self.get() {
-            DeValue::String(s) => Ok(s.as_ref()),
-            _ => Err(self.expected("a string")),
-        }
-    }
-
-    /// An integer, or `None` if the value is not one.
-    ///
-    /// # Errors
-    /// An integer that does not fit in an `i128`.
-    pub fn int_opt(&self) -> Result<Option<i128>, ScenarioError> {
-        match self.get() {
-            DeValue::Integer(i) => {
-                let digits = i.as_str();
-                let (neg, digits) = match digits.strip_prefix('-') {
-                    Some(d) => (true, d),
-                    None => (false, digits.strip_prefix('+').unwrap_or(digits)),
-                };
-                let v = i128::from_str_radix(digits, i.radix())
-                    .map_err(|_| self.error("integer out of range"))?;
-                Ok(Some(if neg { -v } else { v }))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// An integer in `T`.
-    ///
-    /// # Errors
-    /// Not an integer, or out of `T`'s range.
-    pub fn int<T: TryFrom<i128>>(&self) -> Result<T, ScenarioError> {
-        let v = self.int_opt()?.ok_or_else(|| self.expected("an integer"))?;
-        T::try_from(v).map_err(|_| self.error(format!("{v} is out of range here")))
-    }
-
-    /// A boolean.
-    ///
-    /// # Errors
-    /// Not a boolean.
-    pub fn bool(&self) -> Result<bool, ScenarioError> {
-        match self.get() {
-            DeValue::Boolean(b) => Ok(*b),
-            _ => Err(self.expected("true or false")),
-        }
-    }
-
-    /// A table.
-    ///
-    /// # Errors
-    /// Not a table.
-    pub fn table(&self) -> Result<Table<'a, 's>, ScenarioError> {
-        match self.get() {
-            DeValue::Table(t) => Ok(Table {
-                src: self.src,
-                path: self.path.clone(),
-                span: self.value.span(),
-                table: t,
-            }),
-            _ => Err(self.expected("a table")),
-        }
-    }
-
-    /// The items of an array, each with its own path (`path[i]`).
-    ///
-    /// # Errors
-    /// Not an array.
-    pub fn array(&self) -> Result<Vec<Value<'a, 's>>, ScenarioError> {
-        match self.get() {
-            DeValue::Array(a) => Ok(a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Value {
-                    src: self.src,
-                    path: format!("{}[{i}]", self.path),
-                    value: v,
-                })
-                .collect()),
-            _ => Err(self.expected("an array")),
-        }
-    }
-}
-
-impl<'a, 's> Table<'a, 's> {
-    /// An error about the table itself.
-    pub fn error(&self, message: impl Into<String>) -> ScenarioError {
-        self.src.error(self.span.clone(), &self.path, message)
-    }
-
-    /// The path of a key in this table.
-    pub fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    /// The value under `key`, if present.
-    pub fn get(&self, key: &str) -> Option<Value<'a, 's>> {
-        self.table.get(key).map(|v| Value {
-            src: self.src,
-            path: self.child_path(key),
-            value: v,
+    /// Reads `value` (a part of `root`) as a `T`; a refusal is placed.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+        root: &DeTable<'_>,
+        value: Spanned<DeValue<'_>>,
+    ) -> Result<T, ScenarioError> {
+        T::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            self.error_in(root, span, reword(e.message().trim()))
         })
     }
+}
 
-    /// The value under `key`.
-    ///
-    /// # Errors
-    /// The key is missing.
-    pub fn req(&self, key: &str) -> Result<Value<'a, 's>, ScenarioError> {
-        self.get(key)
-            .ok_or_else(|| self.error(format!("missing field `{key}`")))
+/// serde's and toml's wording, in ours: an unknown key says so and what
+/// the table takes.
+fn reword(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unexpected keys in table: ") {
+        let (keys, known) = rest.split_once(", available keys: ").unwrap_or((rest, ""));
+        let keys: Vec<String> = keys.split(", ").map(|k| format!("`{k}`")).collect();
+        let takes = if known.is_empty() {
+            "this table takes none".to_owned()
+        } else {
+            format!("expected one of: {known}")
+        };
+        return format!("unknown field {}; {takes}", keys.join(", "));
     }
+    message.to_owned()
+}
 
-    /// Refuses keys not in `allowed`, naming the first stray one.
-    ///
-    /// # Errors
-    /// An unknown key, with the list of known ones.
-    pub fn only(&self, allowed: &[&str]) -> Result<(), ScenarioError> {
-        for (k, _) in self.table.iter() {
-            if !allowed.contains(&k.get_ref().as_ref()) {
-                return Err(self.src.error(
-                    k.span(),
-                    &self.child_path(k.get_ref()),
-                    format!("unknown field; expected one of: {}", allowed.join(", ")),
-                ));
-            }
+/// The path of the deepest key or value of `table` whose span holds byte
+/// `at`, such as `op[3].attrs[1]`. Tables of an array (`[[op]]`) span only
+/// their header, so every child is searched, not just those that hold `at`.
+fn field_at(table: &DeTable<'_>, at: usize) -> Option<String> {
+    fn holds(span: Range<usize>, at: usize) -> bool {
+        span.start <= at && (at < span.end || span.is_empty() && at == span.start)
+    }
+    fn value(v: &Spanned<DeValue<'_>>, at: usize, path: String) -> Option<String> {
+        let deeper = match v.get_ref() {
+            DeValue::Table(t) => t.iter().find_map(|(k, c)| {
+                let p = if path.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{path}.{}", k.get_ref())
+                };
+                if holds(k.span(), at) {
+                    return Some(p);
+                }
+                value(c, at, p)
+            }),
+            DeValue::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, c)| value(c, at, format!("{path}[{i}]"))),
+            _ => None,
+        };
+        deeper.or_else(|| holds(v.span(), at).then_some(path))
+    }
+    table.iter().find_map(|(k, c)| {
+        let p = k.get_ref().to_string();
+        if holds(k.span(), at) {
+            return Some(p);
         }
-        Ok(())
-    }
-
-    /// The keys and values, in the order they appear in the file.
-    pub fn entries(&self) -> Vec<(&'a str, Value<'a, 's>)> {
-        let mut v: Vec<(&Spanned<Cow<'s, str>>, _)> = self.table.iter().collect();
-        v.sort_by_key(|(k, _)| k.span().start);
-        v.into_iter()
-            .map(|(k, val)| {
-                let key: &'a str = k.get_ref().as_ref();
-                (
-                    key,
-                    Value {
-                        src: self.src,
-                        path: self.child_path(key),
-                        value: val,
-                    },
-                )
-            })
-            .collect()
-    }
+        value(c, at, p)
+    })
 }

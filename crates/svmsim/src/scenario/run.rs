@@ -14,7 +14,7 @@ use svm_sim::check;
 use svm_sim::machine::{AccessError, AccessStats, Machine, MemLimit, Pid, WaveId};
 
 use super::doc::ScenarioError;
-use super::parse::{AddrExpr, AttrExpect, Expect, OpKind, OpSpec, Scenario};
+use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, OpKind, OpSpec, Scenario};
 
 /// The result of one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -442,6 +442,55 @@ impl Runner<'_> {
         Self::result(r, svm_sim::mm::MmError::errno)
     }
 
+    /// A GPU's access (`gpu_id` given) or the CPU's, written or read; a
+    /// launched one is left in flight under its name.
+    #[allow(clippy::too_many_arguments)]
+    fn access(
+        &mut self,
+        op: &OpSpec,
+        rec: &mut OpRecord,
+        gpu_id: Option<u32>,
+        addr: &AddrExpr,
+        size: u64,
+        (fill, check_fill): (Option<u32>, Option<u32>),
+        launch: Option<&str>,
+    ) -> Result<(), ScenarioError> {
+        let pid = self.pids[op.process];
+        let a = self.addr(op, "addr", addr)?;
+        let data = fill.map(|f| pattern(f, size));
+        let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
+        rec.args = format!(
+            "{who} {} {a:#x} +{}{}{}",
+            if fill.is_some() { "write" } else { "read" },
+            fmt_size(size),
+            fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default(),
+            launch
+                .as_ref()
+                .map(|l| format!(" launch={l}"))
+                .unwrap_or_default()
+        );
+        let at = CpuVa::new(a);
+        if let (Some(g), Some(label)) = (gpu_id, launch) {
+            let w = self.m.launch(pid, g, at, size, data.as_deref());
+            rec.result = Self::result(&w, AccessError::errno);
+            self.launches
+                .insert((op.process, label.to_owned()), w.map(|w| (w, check_fill)));
+            return Ok(());
+        }
+        let r = match gpu_id {
+            Some(g) => self
+                .m
+                .gpu_access(pid, g, at, size, data.as_deref())
+                .map(|(v, st)| (v, Some(st))),
+            None => self
+                .m
+                .cpu_access(pid, at, size, data.as_deref())
+                .map(|v| (v, None)),
+        };
+        Self::access_result(rec, &r, check_fill);
+        Ok(())
+    }
+
     fn step(&mut self, op: &OpSpec) -> Result<OpRecord, ScenarioError> {
         let pid = self.pids[op.process];
         let mut rec = OpRecord {
@@ -466,8 +515,11 @@ impl Runner<'_> {
                 size,
                 prot,
                 backing,
+                file,
                 mark,
+                ..
             } => {
+                let backing = backing.backing(file.as_deref());
                 let fixed = addr
                     .as_ref()
                     .map(|a| self.addr(op, "addr", a))
@@ -484,8 +536,8 @@ impl Runner<'_> {
                     fixed.map(CpuVa::new),
                     *size,
                     *prot,
-                    backing.clone(),
-                    *mark,
+                    backing,
+                    (*mark).into(),
                 );
                 rec.result = Self::mm_result(&r);
                 if let Ok(range) = r {
@@ -496,17 +548,21 @@ impl Runner<'_> {
                     }
                 }
             }
-            OpKind::Munmap { addr, size } => {
+            OpKind::Munmap { addr, size, .. } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!("{a:#x} +{}", fmt_size(*size));
                 rec.result = Self::mm_result(&self.m.munmap(pid, CpuVa::new(a), *size));
             }
-            OpKind::Mprotect { addr, size, prot } => {
+            OpKind::Mprotect {
+                addr, size, prot, ..
+            } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!("{a:#x} +{} {prot}", fmt_size(*size));
                 rec.result = Self::mm_result(&self.m.mprotect(pid, CpuVa::new(a), *size, *prot));
             }
-            OpKind::SetAttr { addr, size, attrs } => {
+            OpKind::SetAttr {
+                addr, size, attrs, ..
+            } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!(
                     "{a:#x} +{} {}",
@@ -521,7 +577,10 @@ impl Runner<'_> {
                 };
                 rec.result = Self::svm_result(&self.m.svm_ioctl(pid, &mut args));
             }
-            OpKind::GetAttr { addr, size, query } => {
+            OpKind::GetAttr {
+                addr, size, query, ..
+            } => {
+                let query = query.as_deref().unwrap_or_default();
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!(
                     "{a:#x} +{} {}",
@@ -540,7 +599,7 @@ impl Runner<'_> {
                     start_addr: a,
                     size: *size,
                     op: SVM_OP_GET_ATTR,
-                    attrs: query.clone(),
+                    attrs: query.to_vec(),
                 };
                 let r = self.m.svm_ioctl(pid, &mut args);
                 rec.result = Self::svm_result(&r);
@@ -554,7 +613,7 @@ impl Runner<'_> {
                     );
                 }
             }
-            OpKind::SetXnack { value } => {
+            OpKind::SetXnack { value, .. } => {
                 rec.args = if *value < 0 {
                     "query".into()
                 } else {
@@ -564,7 +623,7 @@ impl Runner<'_> {
                 rec.result = Self::svm_result(&r);
                 rec.xnack = Some(self.m.process(pid).svm.xnack_enabled());
             }
-            OpKind::QueueCreate { label, gpu_id } => {
+            OpKind::QueueCreate { label, gpu_id, .. } => {
                 rec.args = format!(
                     "{}on {}",
                     label.as_ref().map(|l| format!("{l} ")).unwrap_or_default(),
@@ -576,7 +635,7 @@ impl Runner<'_> {
                     self.queues.insert((op.process, l.clone()), q.raw());
                 }
             }
-            OpKind::QueueDestroy { label } => {
+            OpKind::QueueDestroy { label, .. } => {
                 rec.args = label.clone();
                 // A queue whose creation failed has no id; destroying it is EINVAL.
                 let q = self
@@ -585,48 +644,35 @@ impl Runner<'_> {
                     .unwrap_or(0);
                 rec.result = Self::svm_result(&self.m.destroy_queue(pid, q));
             }
-            OpKind::Access {
+            OpKind::GpuAccess {
                 gpu_id,
                 addr,
                 size,
                 fill,
                 check_fill,
                 launch,
+                ..
             } => {
-                let a = self.addr(op, "addr", addr)?;
-                let data = fill.map(|f| pattern(f, *size));
-                let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
-                rec.args = format!(
-                    "{who} {} {a:#x} +{}{}{}",
-                    if fill.is_some() { "write" } else { "read" },
-                    fmt_size(*size),
-                    fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default(),
-                    launch
-                        .as_ref()
-                        .map(|l| format!(" launch={l}"))
-                        .unwrap_or_default()
-                );
-                let at = CpuVa::new(a);
-                if let (Some(g), Some(label)) = (gpu_id, launch) {
-                    let w = self.m.launch(pid, *g, at, *size, data.as_deref());
-                    rec.result = Self::result(&w, AccessError::errno);
-                    self.launches
-                        .insert((op.process, label.clone()), w.map(|w| (w, *check_fill)));
-                    return Ok(rec);
-                }
-                let r = match gpu_id {
-                    Some(g) => self
-                        .m
-                        .gpu_access(pid, *g, at, *size, data.as_deref())
-                        .map(|(v, st)| (v, Some(st))),
-                    None => self
-                        .m
-                        .cpu_access(pid, at, *size, data.as_deref())
-                        .map(|v| (v, None)),
-                };
-                Self::access_result(&mut rec, &r, *check_fill);
+                self.access(
+                    op,
+                    &mut rec,
+                    Some(*gpu_id),
+                    addr,
+                    *size,
+                    (*fill, *check_fill),
+                    launch.as_deref(),
+                )?;
             }
-            OpKind::Wait { label } => {
+            OpKind::CpuAccess {
+                addr,
+                size,
+                fill,
+                check_fill,
+                ..
+            } => {
+                self.access(op, &mut rec, None, addr, *size, (*fill, *check_fill), None)?;
+            }
+            OpKind::Wait { label, .. } => {
                 rec.args = label.clone();
                 // The parser made sure the launch came first.
                 let launched = self
@@ -643,7 +689,7 @@ impl Runner<'_> {
                 };
                 Self::access_result(&mut rec, &r, check_fill);
             }
-            OpKind::DontNeed { addr, size } => {
+            OpKind::DontNeed { addr, size, .. } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!("{a:#x} +{}", fmt_size(*size));
                 rec.result = Self::mm_result(&self.m.madvise_dontneed(pid, CpuVa::new(a), *size));
@@ -652,7 +698,9 @@ impl Runner<'_> {
                 rec.args = format!("{ns} ns");
                 self.m.advance(*ns);
             }
-            OpKind::Prefetch { addr, size, loc } => {
+            OpKind::Prefetch {
+                addr, size, loc, ..
+            } => {
                 let a = self.addr(op, "addr", addr)?;
                 let attrs = vec![SvmAttribute {
                     ty: attr_type::PREFETCH_LOC,
@@ -671,7 +719,7 @@ impl Runner<'_> {
                 };
                 rec.result = Self::svm_result(&self.m.svm_ioctl(pid, &mut args));
             }
-            OpKind::EvictVram { gpu_id, need } => {
+            OpKind::EvictVram { gpu_id, need, .. } => {
                 let r = self.m.evict_vram(*gpu_id, *need);
                 rec.args = format!(
                     "{} {}{}",
@@ -686,14 +734,18 @@ impl Runner<'_> {
                 );
                 rec.result = Self::result(&r, svm_sim::machine::AccessError::errno);
             }
-            OpKind::Exit => self.m.exit(pid),
+            OpKind::Exit {} => self.m.exit(pid),
             OpKind::Residency { addr, size, expect } => {
                 let a = self.addr(op, "addr", addr)?;
                 rec.args = format!("{a:#x} +{}", fmt_size(*size));
                 let got = self.residency_runs(pid, a, *size);
                 let mut want = Vec::new();
-                for (i, (wa, ws, loc)) in expect.iter().enumerate() {
-                    want.push((self.addr(op, &format!("expect[{i}].addr"), wa)?, *ws, *loc));
+                for (i, w) in expect.iter().enumerate() {
+                    want.push((
+                        self.addr(op, &format!("expect[{i}].addr"), &w.addr)?,
+                        w.size,
+                        w.loc,
+                    ));
                 }
                 let show = |v: &[(u64, u64, u32)]| {
                     v.iter()
@@ -711,7 +763,7 @@ impl Runner<'_> {
             OpKind::Counters { expect } => {
                 let mut bad = Vec::new();
                 let mut seen = Vec::new();
-                for (name, gpu, want) in expect {
+                for CounterExpect { name, gpu, want } in expect {
                     let got = self.counter(pid, name, *gpu);
                     let label = gpu.map_or_else(
                         || name.clone(),
@@ -728,10 +780,12 @@ impl Runner<'_> {
                     rec.mismatch = Some(bad.join("; "));
                 }
             }
-            OpKind::Ranges { window, expect } => {
-                let win = window
+            OpKind::Ranges { addr, size, expect } => {
+                // The parser made sure a window has both or neither.
+                let win = addr
                     .as_ref()
-                    .map(|(a, s)| Ok::<_, ScenarioError>((self.addr(op, "addr", a)?, *s)))
+                    .zip(*size)
+                    .map(|(a, s)| Ok::<_, ScenarioError>((self.addr(op, "addr", a)?, s)))
                     .transpose()?;
                 let mut want = Vec::new();
                 for (i, r) in expect.iter().enumerate() {
@@ -787,7 +841,7 @@ impl Runner<'_> {
                 }
             }
         }
-        if let Some(e) = &op.expect {
+        if let Some(e) = op.kind.expect() {
             rec.expect = Some(self.describe(e));
             rec.mismatch = self.compare(e, &rec);
         }

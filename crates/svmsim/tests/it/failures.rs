@@ -154,6 +154,32 @@ fn malformed_files_name_file_line_and_field() {
             ":5:8: field `op[0].time`",
             "expected a duration",
         ),
+        // Every field of an op is read by serde and placed at its value.
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nsize = 4096\nbogus = 3\n",
+            ":6:1: field `op[0].bogus`",
+            "unknown field `bogus`; expected one of: name, addr, size",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nsize = 4096\nbacking = \"tape\"\n",
+            ":6:11: field `op[0].backing`",
+            "unknown variant `tape`, expected one of `anon`, `file`, `io`",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = 4096\n[[op]]\ndo = \"set_attr\"\naddr = \"b\"\nsize = 4096\nattrs = [{ granularity = 1 }, { set_flags = [\"coherent\", \"nope\"] }]\n",
+            ":11:58: field `op[1].attrs[1].set_flags[1]`",
+            "unknown flag \"nope\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"counters\"\nexpect = { page_in = 0, faults = { gpu9 = 1 } }\n",
+            ":5:43: field `op[0].expect.faults.gpu9`",
+            "no GPU named \"gpu9\"",
+        ),
+        (
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"cpu_access\"\naddr = 0x10000\nsize = 4\nlaunch = \"w\"\n",
+            ":7:1: field `op[0].launch`",
+            "unknown field `launch`",
+        ),
     ];
     for (i, (body, place, msg)) in cases.iter().enumerate() {
         let name = format!("bad{i}.toml");
