@@ -246,7 +246,7 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
             }
         }
         // PTEs against the truth.
-        for (gi, pt) in p.pts.iter().enumerate() {
+        for (gi, pt) in m.page_tables(pid).iter().enumerate() {
             for (page, pte) in pt.iter() {
                 let Some(r) = svm.ranges().find(page) else {
                     return fail(

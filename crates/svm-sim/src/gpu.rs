@@ -11,7 +11,6 @@ use svm_core::addr::{PAGE_SIZE, PageNum, PageRange};
 use svm_core::platform::Pte;
 use svm_core::topology::GpuDesc;
 
-use crate::ring::FaultRing;
 use crate::vram::{Vram, VramAlloc};
 
 /// First DMA address the IOMMU hands out; far from any VRAM address so the
@@ -75,8 +74,6 @@ pub struct SimGpu {
     /// Live DMA mappings: bus address → (process index, virtual page).
     pub iommu: BTreeMap<u64, (usize, PageNum)>,
     pub(crate) next_dma: u64,
-    /// Retry faults waiting for the driver.
-    pub ring: FaultRing,
 }
 
 impl SimGpu {
@@ -96,7 +93,6 @@ impl SimGpu {
             next_buf: 1,
             iommu: BTreeMap::new(),
             next_dma: DMA_BASE,
-            ring: FaultRing::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ use svm_core::{Errno, Error, Result};
 use crate::gpu::{HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
+use crate::ring::FaultRing;
 use crate::timing::{self, Timing};
 
 /// One past the last byte of `[addr, addr + len)` with `len` rounded up to
@@ -85,7 +86,13 @@ struct Env<'a> {
     mm: &'a mut AddressSpace,
     limit: &'a mut MemLimit,
     gpus: &'a mut [SimGpu],
-    pts: &'a mut [PageTable],
+    /// Every process's page tables (this one's at `proc_index`).
+    pts: &'a mut [Vec<PageTable>],
+    /// Every process's TLB generation per GPU: a flush bumps it, and the
+    /// CUs' TLBs drop entries of older generations.
+    tlb_gens: &'a mut [Vec<u64>],
+    /// The GPUs' fault rings, read for the fault filter's checkpoint.
+    rings: &'a [FaultRing],
     /// This step's own clock: it starts at the step's time and every
     /// charged action moves it on.
     now: u64,
@@ -95,9 +102,6 @@ struct Env<'a> {
     /// The copy stream in progress (GPU, direction): further pages of it
     /// ride the same transfer and pay no setup again.
     copy_stream: Option<(usize, CopyDir)>,
-    /// The process's TLB generation per GPU: a flush bumps it, and the
-    /// CUs' TLBs drop entries of older generations.
-    tlb_flushes: &'a mut [u64],
     counters: &'a mut HwCounters,
     /// The SMI event log, when someone reads it (see
     /// [`Machine::set_smi_log`]).
@@ -323,12 +327,12 @@ impl Hardware for Env<'_> {
 
     fn map_ptes(&mut self, gpu: GpuIndex, start: PageNum, ptes: &[Pte]) {
         self.charge(self.timing.pte_write_ns * ptes.len() as f64);
-        self.pts[gpu.get()].write(start, ptes);
+        self.pts[self.proc_index][gpu.get()].write(start, ptes);
         self.counters.ptes_written += ptes.len() as u64;
     }
 
     fn unmap_ptes(&mut self, gpu: GpuIndex, range: PageRange) {
-        let n = self.pts[gpu.get()].clear(range);
+        let n = self.pts[self.proc_index][gpu.get()].clear(range);
         self.charge(self.timing.pte_write_ns * n as f64);
         self.counters.ptes_cleared += n;
     }
@@ -345,7 +349,7 @@ impl Hardware for Env<'_> {
             }
         }
         // Cached translations of this process on the GPU are gone.
-        self.tlb_flushes[gpu.get()] += 1;
+        self.tlb_gens[self.proc_index][gpu.get()] += 1;
         if let Some(tl) = self.timeline.as_deref_mut() {
             tl.tlb_flushes.push(timeline::TlbFlushMark {
                 at_ns: self.now,
@@ -385,12 +389,13 @@ impl Hardware for Env<'_> {
             mm: &mut p.mm,
             limit: &mut *self.limit,
             gpus: &mut *self.gpus,
-            pts: &mut p.pts,
+            pts: &mut *self.pts,
+            tlb_gens: &mut *self.tlb_gens,
+            rings: self.rings,
             now: self.now,
             timing: self.timing,
             copy_busy: &mut *self.copy_busy,
             copy_stream: None,
-            tlb_flushes: &mut p.tlb_gen,
             counters: &mut *self.counters,
             events: self.events.as_deref_mut(),
             timeline: self.timeline.as_deref_mut(),
@@ -421,7 +426,7 @@ impl Hardware for Env<'_> {
     }
 
     fn ih_checkpoint(&self, gpu: GpuIndex) -> Option<u64> {
-        self.gpus[gpu.get()].ring.newest_ts()
+        self.rings[gpu.get()].newest_ts()
     }
 }
 
@@ -445,13 +450,9 @@ pub struct SimProcess {
     pub mm: AddressSpace,
     /// Its SVM state.
     pub svm: Process,
-    /// Its page table on each GPU.
-    pub pts: Vec<PageTable>,
     /// What its accesses wrote, page by page: the naive model its memory is
     /// checked against.
     pub shadow: PageStore,
-    /// Its TLB generation on each GPU (bumped by every flush).
-    pub tlb_gen: Vec<u64>,
     /// Its mmap lock, in simulated time.
     pub mmap_lock: MmapLock,
     /// When the fault handler holding its `svms->lock` lets it go: faults
@@ -626,12 +627,13 @@ macro_rules! env {
                 mm: &mut p.mm,
                 limit: &mut m.limit,
                 gpus: &mut m.gpus,
-                pts: &mut p.pts,
+                pts: &mut m.mmu.pts,
+                tlb_gens: &mut m.mmu.tlb_gens,
+                rings: &m.mmu.rings,
                 now: m.sched.clock_ns,
                 timing: &m.timing,
                 copy_busy: &mut m.copy_busy,
                 copy_stream: None,
-                tlb_flushes: &mut p.tlb_gen,
                 counters: &mut m.counters,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
                 timeline: m.rec.timeline.as_deref_mut(),
@@ -672,7 +674,10 @@ impl Machine {
             policy: Policy::default().entry().factory(),
             config: Config::default(),
             sched: sched::Sched::new(n_gpus),
-            mmu: mmu::Mmu::default(),
+            mmu: mmu::Mmu {
+                rings: vec![FaultRing::default(); n_gpus],
+                ..mmu::Mmu::default()
+            },
             rec: Recorder {
                 events: Vec::new(),
                 smi_log: true,
@@ -872,13 +877,15 @@ impl Machine {
         let mut mm = AddressSpace::new();
         *mm.pages_mut() = self.store();
         let shadow = self.store();
+        self.mmu
+            .pts
+            .push(vec![PageTable::default(); self.gpus.len()]);
+        self.mmu.tlb_gens.push(vec![0; self.gpus.len()]);
         self.procs.push(SimProcess {
             name: name.to_owned(),
             mm,
             svm,
-            pts: vec![PageTable::default(); self.gpus.len()],
             shadow,
-            tlb_gen: vec![0; self.gpus.len()],
             mmap_lock: MmapLock::default(),
             svms_lock_until: 0,
         });
@@ -896,6 +903,16 @@ impl Machine {
     /// If `pid` did not come from this machine.
     pub fn process(&self, pid: Pid) -> &SimProcess {
         &self.procs[pid.0]
+    }
+
+    /// A process's page table on each GPU.
+    pub fn page_tables(&self, pid: Pid) -> &[PageTable] {
+        &self.mmu.pts[pid.0]
+    }
+
+    /// Whether a retry fault waits in some GPU's ring.
+    pub fn faults_pending(&self) -> bool {
+        self.mmu.rings.iter().any(|r| !r.is_empty())
     }
 
     /// Process settings that are not syscalls (policy, DMA unmap mode).

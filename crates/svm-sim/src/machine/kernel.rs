@@ -663,7 +663,7 @@ impl Machine {
         if self.sched.kernels[k].cpu {
             return self.perform_cpu(w, at, (addr, len, write));
         }
-        let gen_ = self.procs[w.pi].tlb_gen[w.g];
+        let gen_ = self.mmu.tlb_gens[w.pi][w.g];
         let off = addr % PAGE_SIZE;
         // (An empty access touches no page: the general path, which
         // translates none.)

@@ -16,15 +16,25 @@ use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use super::kernel::{Parked, Wave};
 use super::wave::{Req, ReqKind};
 use super::{AccessError, Machine};
-use crate::gpu::PackedPte;
-use crate::ring::RingEntry;
+use crate::gpu::{PackedPte, PageTable};
+use crate::ring::{FaultRing, RingEntry};
 use crate::timing::ns;
 
-/// The GPUs' translation state: every CU's TLB, and the costs a wave
-/// instruction's translation and access pay (page tables are each
-/// process's, `SimProcess::pts`; fault rings each GPU's, `SimGpu::ring`).
+/// The GPUs' translation state: every process's page table on each GPU,
+/// every CU's TLB and the flush generations that tag its entries, each
+/// GPU's fault ring, and the costs a wave instruction's translation and
+/// access pay. The engine writes page tables, flushes and reads the ring
+/// through `Env` (its `Platform`); waves translate and fault here.
 #[derive(Debug, Default)]
 pub(super) struct Mmu {
+    /// Per process, per GPU: its page table.
+    pub(super) pts: Vec<Vec<PageTable>>,
+    /// Per process, per GPU: its TLB generation. A flush bumps it, and
+    /// TLB entries of an older generation miss.
+    pub(super) tlb_gens: Vec<Vec<u64>>,
+    /// Per GPU: the retry faults waiting for the driver, and the filter
+    /// that drops repeats of a pending one.
+    pub(super) rings: Vec<FaultRing>,
     /// Per GPU, per CU, its TLB.
     pub(super) tlbs: Tlbs,
     /// `timing` in whole ns for wave instructions.
@@ -233,7 +243,7 @@ impl Machine {
     ) -> Result<(PackedPte, u64), u64> {
         let (pi, g) = (w.pi, w.g);
         self.sched.kernels[w.k].stats.tlb_misses += 1;
-        let p = self.procs[pi].pts[g]
+        let p = self.mmu.pts[pi][g]
             .walk_packed(page)
             .filter(|p| p.valid() && (!write || p.writeable()));
         if let Some(p) = p {
@@ -291,7 +301,7 @@ impl Machine {
         self.sched.last_ts = self.sched.last_ts.max(when.saturating_sub(1)) + 1;
         // The ring's CAM drops a repeat of a pending fault: then nothing
         // new reaches the ring.
-        let raised = self.gpus[w.g].ring.raise(RingEntry {
+        let raised = self.mmu.rings[w.g].raise(RingEntry {
             proc_index: w.pi,
             page,
             write,

@@ -459,7 +459,7 @@ impl Machine {
     /// Whether any work is left: waves still running, faults in a ring,
     /// deferred work, or a restore work scheduled.
     pub fn work_pending(&self) -> bool {
-        self.gpus.iter().any(|g| !g.ring.is_empty())
+        self.mmu.rings.iter().any(|r| !r.is_empty())
             || !self.sched.kready.is_empty()
             || self.kwaves_parked()
             || self
@@ -513,7 +513,7 @@ impl Machine {
     /// When ring `g`'s oldest fault can be handled: once it has arrived and
     /// the GPU's fault handler is free.
     fn deliverable_at(&self, g: usize) -> Option<u64> {
-        let e = self.gpus[g].ring.head()?;
+        let e = self.mmu.rings[g].head()?;
         Some(e.at.max(self.sched.handler_free[g]))
     }
 
@@ -664,7 +664,7 @@ impl Machine {
     /// process's mmap lock (held for writing by munmap and the workers) and
     /// for its range's migrate lock (held by a fault of another GPU).
     fn deliver(&mut self, g: usize) {
-        let Some(first) = self.gpus[g].ring.head().copied() else {
+        let Some(first) = self.mmu.rings[g].head().copied() else {
             return;
         };
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
@@ -677,14 +677,14 @@ impl Machine {
         now += crate::timing::ns(t.handler_batch_ns);
         let mut taken = 0;
         while taken < t.fault_batch {
-            let Some(e) = self.gpus[g].ring.head().copied() else {
+            let Some(e) = self.mmu.rings[g].head().copied() else {
                 break;
             };
             // Later faults join the batch only if they have arrived by then.
             if taken > 0 && e.at > now {
                 break;
             }
-            self.gpus[g].ring.pop();
+            self.mmu.rings[g].pop();
             taken += 1;
             let pi = e.proc_index;
             // The mmap read lock waits for writers; `svms->lock`, which
@@ -763,8 +763,8 @@ impl Machine {
     /// (`svm_range_list_fini` drains its faults first); its waves die with
     /// its kernels (`Machine::cancel_kernels`).
     pub(super) fn cancel_process_work(&mut self, pid: Pid) {
-        for g in &mut self.gpus {
-            g.ring.forget_process(pid.0);
+        for r in &mut self.mmu.rings {
+            r.forget_process(pid.0);
         }
     }
 }

@@ -470,7 +470,7 @@ fn kernel_leaves_ptes_of_a_gpu_that_lost_access() {
         k.set(buf, MIB, &[(ACCESS, GPU1)]).unwrap();
         k.set(buf, MIB, &[(NO_ACCESS, GPU1)]).unwrap();
         assert!(
-            !k.m.process(k.pid).pts[1].is_empty(),
+            !k.m.page_tables(k.pid)[1].is_empty(),
             "NO_ACCESS left gpu1's PTEs"
         );
         k.m.munmap(k.pid, svm_core::addr::CpuVa::new(buf), MIB)

@@ -65,7 +65,7 @@ fn run_seed(seed: u64, seen: &mut Seen) -> Result<(), String> {
     let a = rng.random_range(0..pages);
     let b = rng.random_range(a + 1..=pages);
     let hole = PageRange::new(PageNum::new(buf / PAGE + a), PageNum::new(buf / PAGE + b));
-    if k.m.gpus().iter().any(|g| !g.ring.is_empty()) {
+    if k.m.faults_pending() {
         seen.munmap_with_faults_pending += 1;
     }
     k.m.munmap(k.pid, CpuVa::new(buf + a * PAGE), (b - a) * PAGE)

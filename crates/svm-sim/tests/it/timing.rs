@@ -143,7 +143,7 @@ fn each_profile_s_gpus_write_their_own_version_s_ptes() {
             .unwrap();
         k.register(buf, 2 * MIB, GPU0, GPU0, 0).unwrap();
         k.register(buf + 2 * MIB, 4 * MIB, GPU0, 0, 0).unwrap();
-        let pt = &k.m.process(k.pid).pts[0];
+        let pt = &k.m.page_tables(k.pid)[0];
         let flags = |a: u64| {
             let pte = pt.walk(CpuVa::new(a).page_num()).expect("mapped");
             (pte.flags.snooped, pte.flags.mtype)

@@ -1145,7 +1145,7 @@ impl Runner<'_> {
                                 .devices()
                                 .iter()
                                 .map(|(g, d)| {
-                                    let ptes = p.pts[g.get()]
+                                    let ptes = self.m.page_tables(pid)[g.get()]
                                         .iter()
                                         .filter(|(page, _)| r.range().contains(*page))
                                         .count()
