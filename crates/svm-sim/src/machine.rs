@@ -570,20 +570,8 @@ pub struct AccessStats {
 /// its page tables), the scheduler, the MMU, and what is being recorded.
 #[derive(Debug)]
 pub struct Machine {
-    // The platform.
-    topology: Topology,
-    xnack_default: bool,
-    limit: MemLimit,
-    gpus: Vec<SimGpu>,
-    counters: HwCounters,
-    /// What actions cost.
-    timing: Timing,
-    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
-    copy_busy: Vec<[u64; 2]>,
-    /// What a wave's load from a page never written lends.
-    zero_page: crate::pages::PageBytes,
-    /// Phantom data mode: no page keeps bytes.
-    phantom: bool,
+    /// The platform: GPUs, host memory, copy engines, what actions cost.
+    hw: Hw,
     // The processes, and what they run under.
     procs: Vec<SimProcess>,
     /// Makes each process's fault policy.
@@ -598,6 +586,28 @@ pub struct Machine {
     mmu: mmu::Mmu,
     /// What is being recorded: SMI events, the timeline, the trace.
     rec: Recorder,
+}
+
+/// The platform under the engine: the GPUs (VRAM and its buffers, the
+/// IOMMU's DMA mappings), host memory's SVM limit, the copy engines, the
+/// hardware counters and what each action costs. `Env` lends it to one
+/// process's engine as its `Platform` and `Hardware`.
+#[derive(Debug)]
+struct Hw {
+    topology: Topology,
+    /// amdgpu's boot-time XNACK mode (`noretry = 0`), each process's start.
+    xnack_default: bool,
+    limit: MemLimit,
+    gpus: Vec<SimGpu>,
+    counters: HwCounters,
+    /// What actions cost.
+    timing: Timing,
+    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
+    copy_busy: Vec<[u64; 2]>,
+    /// What a wave's load from a page never written lends.
+    zero_page: crate::pages::PageBytes,
+    /// Phantom data mode: no page keeps bytes.
+    phantom: bool,
 }
 
 /// What a run records besides its state.
@@ -625,16 +635,16 @@ macro_rules! env {
             $crate::machine::Env {
                 proc_index: $pid.0,
                 mm: &mut p.mm,
-                limit: &mut m.limit,
-                gpus: &mut m.gpus,
+                limit: &mut m.hw.limit,
+                gpus: &mut m.hw.gpus,
                 pts: &mut m.mmu.pts,
                 tlb_gens: &mut m.mmu.tlb_gens,
                 rings: &m.mmu.rings,
                 now: m.sched.clock_ns,
-                timing: &m.timing,
-                copy_busy: &mut m.copy_busy,
+                timing: &m.hw.timing,
+                copy_busy: &mut m.hw.copy_busy,
                 copy_stream: None,
-                counters: &mut m.counters,
+                counters: &mut m.hw.counters,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
                 timeline: m.rec.timeline.as_deref_mut(),
                 before,
@@ -661,15 +671,17 @@ impl Machine {
         let gpus: Vec<SimGpu> = topology.gpus().iter().cloned().map(SimGpu::new).collect();
         let n_gpus = gpus.len();
         Self {
-            topology,
-            xnack_default,
-            limit,
-            gpus,
-            counters: HwCounters::default(),
-            timing: Timing::ZERO,
-            copy_busy: vec![[0; 2]; n_gpus],
-            zero_page: crate::pages::zero_page(),
-            phantom: false,
+            hw: Hw {
+                topology,
+                xnack_default,
+                limit,
+                gpus,
+                counters: HwCounters::default(),
+                timing: Timing::ZERO,
+                copy_busy: vec![[0; 2]; n_gpus],
+                zero_page: crate::pages::zero_page(),
+                phantom: false,
+            },
             procs: Vec::new(),
             policy: Policy::default().entry().factory(),
             config: Config::default(),
@@ -750,12 +762,12 @@ impl Machine {
     /// default, charges nothing).
     pub fn set_timing(&mut self, timing: Timing) {
         self.mmu.wave_costs = mmu::WaveCosts::of(&timing);
-        self.timing = timing;
+        self.hw.timing = timing;
     }
 
     /// What actions cost.
     pub fn timing(&self) -> &Timing {
-        &self.timing
+        &self.hw.timing
     }
 
     /// For every retry fault served so far, in order, the simulated ns from
@@ -770,8 +782,8 @@ impl Machine {
     /// checked; the memory system (faults, migrations, mappings, timing)
     /// runs as in real mode. Call it before anything is written.
     pub fn set_phantom(&mut self) {
-        self.phantom = true;
-        for g in &mut self.gpus {
+        self.hw.phantom = true;
+        for g in &mut self.hw.gpus {
             g.vram.set_phantom();
         }
         for p in &mut self.procs {
@@ -782,12 +794,12 @@ impl Machine {
 
     /// Whether the machine runs in phantom data mode.
     pub fn is_phantom(&self) -> bool {
-        self.phantom
+        self.hw.phantom
     }
 
     /// A fresh page store for this machine's data mode.
     fn store(&self) -> PageStore {
-        if self.phantom {
+        if self.hw.phantom {
             PageStore::phantom()
         } else {
             PageStore::new()
@@ -807,22 +819,22 @@ impl Machine {
 
     /// The GPUs.
     pub fn topology(&self) -> &Topology {
-        &self.topology
+        &self.hw.topology
     }
 
     /// The simulated GPUs.
     pub fn gpus(&self) -> &[SimGpu] {
-        &self.gpus
+        &self.hw.gpus
     }
 
     /// The memory limit and its use.
     pub fn mem_limit(&self) -> MemLimit {
-        self.limit
+        self.hw.limit
     }
 
     /// Hardware counters.
     pub fn counters(&self) -> HwCounters {
-        self.counters
+        self.hw.counters
     }
 
     /// Keeps SMI events (the default) or not. kfd builds an event only
@@ -870,7 +882,7 @@ impl Machine {
     /// Starts a process; it opens every GPU of the machine.
     pub fn spawn(&mut self, name: &str) -> Pid {
         self.record(|| TraceEvent::Spawn { name: name.into() });
-        let mut svm = Process::new(&self.topology, self.xnack_default);
+        let mut svm = Process::new(&self.hw.topology, self.hw.xnack_default);
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
         svm.configure(self.config.clone(), self.policy.make());
@@ -879,8 +891,8 @@ impl Machine {
         let shadow = self.store();
         self.mmu
             .pts
-            .push(vec![PageTable::default(); self.gpus.len()]);
-        self.mmu.tlb_gens.push(vec![0; self.gpus.len()]);
+            .push(vec![PageTable::default(); self.hw.gpus.len()]);
+        self.mmu.tlb_gens.push(vec![0; self.hw.gpus.len()]);
         self.procs.push(SimProcess {
             name: name.to_owned(),
             mm,
@@ -1115,7 +1127,11 @@ impl Machine {
 
     /// The index of the GPU with this kfd gpu_id.
     fn gpu_index(&self, gpu_id: u32) -> Option<GpuIndex> {
-        let g = self.gpus.iter().position(|x| x.desc.id.raw() == gpu_id)?;
+        let g = self
+            .hw
+            .gpus
+            .iter()
+            .position(|x| x.desc.id.raw() == gpu_id)?;
         Some(GpuIndex::new(g).expect("at most 64 GPUs"))
     }
 
@@ -1134,7 +1150,7 @@ impl Machine {
         let g = gpu.get();
         let need_pages = need_bytes.map(|b| b.div_ceil(PAGE_SIZE));
         let mut evicted = 0;
-        while need_pages.is_none_or(|n| self.gpus[g].vram.buddy().free_pages() < n) {
+        while need_pages.is_none_or(|n| self.hw.gpus[g].vram.buddy().free_pages() < n) {
             // The run's eviction order, as an SVM allocation would choose
             // (no process asks, so every buffer is another's).
             let all = self
@@ -1268,7 +1284,7 @@ impl Machine {
                 why: e.to_string(),
             })?;
         // 2.-3.
-        let per_page = crate::timing::ns(self.timing.cpu_access_ns);
+        let per_page = crate::timing::ns(self.hw.timing.cpu_access_ns);
         let mut t = at;
         for page in pages.pages() {
             if self.procs[pid.0].svm.page_in_vram(page) {
@@ -1300,7 +1316,7 @@ impl Machine {
         {
             let bref = r.bo.expect("a range with VRAM pages has a buffer");
             let bo = p.svm.bo(bref.id).expect("the buffer is in the table");
-            let g = &self.gpus[bo.gpu.get()];
+            let g = &self.hw.gpus[bo.gpu.get()];
             let vpage = g.bufs[&bo.buf.0]
                 .page(bref.offset + r.index(page))
                 .expect("page inside buffer");
@@ -1314,7 +1330,7 @@ impl Machine {
     /// Live DMA mappings of each GPU, by (gpu index, bus address) → (process index, page).
     pub fn dma_mappings(&self) -> BTreeMap<(usize, u64), (usize, PageNum)> {
         let mut out = BTreeMap::new();
-        for (g, gpu) in self.gpus.iter().enumerate() {
+        for (g, gpu) in self.hw.gpus.iter().enumerate() {
             for (&a, &v) in &gpu.iommu {
                 out.insert((g, a), v);
             }
@@ -1366,7 +1382,7 @@ impl Machine {
                 let here = |k: u64| -> Option<u64> {
                     let bref = r.bo?;
                     let bo = p.svm.bo(bref.id)?;
-                    self.gpus[bo.gpu.get()].bufs[&bo.buf.0]
+                    self.hw.gpus[bo.gpu.get()].bufs[&bo.buf.0]
                         .page(bref.offset + k)
                         .map(|x| x * PAGE_SIZE)
                 };

@@ -188,7 +188,7 @@ impl Machine {
             .max()
             .unwrap_or(0);
         self.mmu.tlbs = Tlbs::new(
-            self.gpus.len(),
+            self.hw.gpus.len(),
             (shape.compute_units as usize).max(running),
             shape.tlb_entries,
         );
@@ -207,7 +207,7 @@ impl Machine {
         n_waves: u32,
         f: KernelFn,
     ) -> Result<KernelId, AccessError> {
-        let latency = ns(self.timing.launch_ns);
+        let latency = ns(self.hw.timing.launch_ns);
         self.launch_wave(pid, gpu_id, n_waves, f, latency)
     }
 
@@ -678,7 +678,7 @@ impl Machine {
                 // A load from VRAM, the hottest path: it lends the page
                 // (a page never written, the zero page) and copies nothing.
                 (Some(owner), false) => {
-                    let vram = &self.gpus[owner].vram;
+                    let vram = &self.hw.gpus[owner].vram;
                     if self.sched.kernels[k].copy_loads {
                         // A kernel whose stores found their pages lent
                         // copies the bytes into the wave's buffer.
@@ -689,7 +689,7 @@ impl Machine {
                     } else {
                         let page = match vram.lend(pte.addr()) {
                             Some(p) => Rc::clone(p),
-                            None => Rc::clone(&self.zero_page),
+                            None => Rc::clone(&self.hw.zero_page),
                         };
                         w.slot.page.set(Some(page));
                         // (Both fit: the access lies within one page.)
@@ -813,7 +813,7 @@ impl Machine {
         out: &mut Vec<u8>,
     ) -> Result<(), Parked> {
         match pte.vram_owner() {
-            Some(owner) => self.gpus[owner].vram.read_into(pte.addr() + off, n, out),
+            Some(owner) => self.hw.gpus[owner].vram.read_into(pte.addr() + off, n, out),
             None => {
                 let (owner, host) = self.iommu_page(w, at, (a, pte), false)?;
                 self.procs[owner].mm.pages().read_into(host + off, n, out);
@@ -839,7 +839,7 @@ impl Machine {
                 // read-modify-write that keeps the load's `Data`, say)
                 // would copy a page per store; its loads copy their bytes
                 // from now on instead (the same bytes either way).
-                if self.gpus[owner].vram.write(pte.addr() + off, d) {
+                if self.hw.gpus[owner].vram.write(pte.addr() + off, d) {
                     self.sched.kernels[w.k].copy_loads = true;
                 }
             }

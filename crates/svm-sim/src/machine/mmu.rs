@@ -322,7 +322,7 @@ impl Machine {
         write: bool,
     ) -> Result<(usize, u64), Parked> {
         let dma = pte.addr();
-        let Some(&(owner, va)) = self.gpus[w.g].iommu.get(&dma) else {
+        let Some(&(owner, va)) = self.hw.gpus[w.g].iommu.get(&dma) else {
             self.kill(
                 w.k,
                 at,

@@ -503,7 +503,7 @@ impl Machine {
             .filter(|&(i, _)| !self.restores_capped(i))
             .filter_map(|(_, p)| p.svm.restore_due_ns())
             .min();
-        let deliver = (0..self.gpus.len())
+        let deliver = (0..self.hw.gpus.len())
             .filter_map(|g| self.deliverable_at(g))
             .min();
         let kwave = self.sched.kready.peek_time();
@@ -521,7 +521,7 @@ impl Machine {
     fn next_work(&mut self, now: u64, waves: bool) -> Option<Work> {
         let mut ready = std::mem::take(&mut self.sched.ready_buf);
         ready.clear();
-        for g in 0..self.gpus.len() {
+        for g in 0..self.hw.gpus.len() {
             if self.deliverable_at(g).is_some_and(|t| t <= now) {
                 ready.push(Work::Deliver(g));
             }
@@ -549,7 +549,7 @@ impl Machine {
 
     /// Whether work other than kernel waves is ready at `now`.
     fn kernel_work_ready(&self, now: u64) -> bool {
-        (0..self.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
+        (0..self.hw.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
             || self.procs.iter().any(|p| {
                 p.svm.deferred_pending() || p.svm.restore_due_ns().is_some_and(|d| d <= now)
             })
@@ -668,7 +668,7 @@ impl Machine {
             return;
         };
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
-        let t = self.timing.clone();
+        let t = self.hw.timing.clone();
         // It starts when it could have: the fault had arrived and the
         // handler was free (events run in time order, so that is not after
         // the clock).
@@ -694,7 +694,7 @@ impl Machine {
             now = self.procs[pi].mmap_lock.read_from(now);
             let svms_free = self.procs[pi].svms_lock_until;
             if svms_free > now {
-                self.counters.svms_lock_wait_ns += svms_free - now;
+                self.hw.counters.svms_lock_wait_ns += svms_free - now;
                 now = svms_free;
             }
             let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
@@ -702,7 +702,7 @@ impl Machine {
                 && let Some(&held) = self.sched.migrate_lock.get(&(pi, r))
                 && held > now
             {
-                self.counters.migrate_lock_wait_ns += held - now;
+                self.hw.counters.migrate_lock_wait_ns += held - now;
                 now = held;
             }
             // The per-page work is charged as it happens (copies, PTEs),
@@ -725,7 +725,7 @@ impl Machine {
             }
             self.wake_after(g, &e, end, &outcome);
         }
-        self.counters.handler_busy_ns += now - batch_start;
+        self.hw.counters.handler_busy_ns += now - batch_start;
         self.sched.handler_free[g] = now;
     }
 

@@ -139,7 +139,7 @@ impl Machine {
         self.rec.timeline = Some(Box::default());
         // Where VRAM use starts.
         let at_ns = self.sched.clock_ns;
-        for g in &self.gpus {
+        for g in &self.hw.gpus {
             let tl = self.rec.timeline.as_mut().expect("just set");
             tl.vram.push(VramSample {
                 at_ns,
