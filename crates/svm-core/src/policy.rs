@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use crate::addr::{PageNum, PageRange};
 use crate::attr::Location;
-use crate::gpu::{GpuId, GpuIndex};
+use crate::gpu::{GpuId, GpuIndex, GpuMask};
 use crate::range::SvmRange;
 
 mod kfd;
@@ -62,6 +62,11 @@ pub struct FaultCtx<'a> {
     pub window: PageRange,
     /// Free VRAM pages on the faulting GPU: the pressure it is under.
     pub vram_free_pages: u64,
+    /// The pages of the faults of the same batch that the policy coalesced
+    /// into this one ([`FaultPolicy::order`]); empty when unbatched. Their
+    /// waves retry after this fault is served, so a plan that maps them
+    /// serves them too.
+    pub coalesced: &'a [PageNum],
 }
 
 /// Pages to move, and where.
@@ -79,12 +84,18 @@ pub enum FaultPlan {
     /// Serve the fault now: migrate (if anything), then map `map` on the
     /// faulting GPU wherever its pages then are. Without a migration the
     /// pages are mapped where they are: a remote mapping, over the link.
+    /// Make one with [`FaultPlan::serve`]; fields may grow.
+    #[non_exhaustive]
     Serve {
         /// What to migrate first.
         migrate: Option<Migration>,
         /// The pages to map on the faulting GPU (clipped to the range; it
         /// should hold the faulting page, or the GPU faults again).
         map: PageRange,
+        /// Other GPUs to map the same pages on, in the same step (UVM's
+        /// accessed-by mappings, kfd's mapping to every GPU of the access
+        /// bitmap). GPUs that may not access the range are left out.
+        also: GpuMask,
     },
     /// Serve nothing now: the GPU retries no sooner than `after_ns` from
     /// now (a throttle, as UVM's thrashing mitigation does).
@@ -92,6 +103,54 @@ pub enum FaultPlan {
         /// The least delay before the retry, in ns.
         after_ns: u64,
     },
+}
+
+impl FaultPlan {
+    /// Serve the fault: migrate `migrate` (if any), then map `map` on the
+    /// faulting GPU.
+    pub fn serve(migrate: Option<Migration>, map: PageRange) -> Self {
+        FaultPlan::Serve {
+            migrate,
+            map,
+            also: GpuMask::EMPTY,
+        }
+    }
+
+    /// The same plan, mapping on the GPUs of `gpus` too (a retry plan is
+    /// left as it is).
+    #[must_use]
+    pub fn also_on(self, gpus: GpuMask) -> Self {
+        match self {
+            FaultPlan::Serve { migrate, map, .. } => FaultPlan::Serve {
+                migrate,
+                map,
+                also: gpus,
+            },
+            retry => retry,
+        }
+    }
+}
+
+/// One fault of a batch the GPU's handler took from its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchFault {
+    /// The faulting GPU.
+    pub gpu: GpuIndex,
+    /// The faulting page.
+    pub page: PageNum,
+    /// Whether the access was a write.
+    pub write: bool,
+}
+
+/// One service of a batch: the fault `serve` (an index into the batch)
+/// goes through the handler; the faults of `with` are coalesced into it
+/// (not handled on their own; their waves retry once it is served).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchStep {
+    /// The fault served.
+    pub serve: usize,
+    /// The faults coalesced into it.
+    pub with: Vec<usize>,
 }
 
 /// A GPU fault policy.
@@ -105,6 +164,30 @@ pub trait FaultPolicy: fmt::Debug {
 
     /// Decides what the fault moves and maps.
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan;
+
+    /// Whether the GPU's handler takes a whole batch of arrived faults
+    /// at once and asks [`FaultPolicy::order`] how to serve it, as UVM
+    /// reads its replayable fault buffer. kfd's handler takes faults from
+    /// the ring one by one, as they arrive: the default.
+    fn batched(&self) -> bool {
+        false
+    }
+
+    /// How to serve this process's faults of one batch (only asked when
+    /// [`FaultPolicy::batched`]): in which order, and which are coalesced
+    /// into which (UVM sorts by 2 MiB va_block and services each block
+    /// once). Every index should appear once; the engine serves a fault
+    /// the answer leaves out on its own, after the others, and ignores an
+    /// index out of the batch or given twice. The default serves each
+    /// fault alone, in ring order.
+    fn order(&mut self, faults: &[BatchFault]) -> Vec<BatchStep> {
+        (0..faults.len())
+            .map(|serve| BatchStep {
+                serve,
+                with: Vec::new(),
+            })
+            .collect()
+    }
 
     /// Memory of `range` was unmapped from the CPU (munmap): history kept
     /// for it may go. The default keeps nothing, so does nothing.

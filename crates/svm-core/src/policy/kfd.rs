@@ -112,13 +112,13 @@ impl FaultPolicy for KfdPolicy {
         } else {
             whole
         };
-        FaultPlan::Serve {
-            migrate: Some(Migration {
+        FaultPlan::serve(
+            Some(Migration {
                 to: ctx.best,
                 pages,
             }),
             map,
-        }
+        )
     }
 }
 

@@ -16,9 +16,9 @@ use crate::addr::{PageCount, PageNum, PageRange};
 use crate::attr::Location;
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
-use crate::gpu::GpuIndex;
+use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
-use crate::policy::{FaultCtx, FaultPlan};
+use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan};
 use crate::range::{ListOp, SvmRange};
 
 /// What a GPU fault came to.
@@ -83,6 +83,60 @@ impl Process {
         page: PageNum,
         write: bool,
         ts: u64,
+    ) -> Result<FaultOutcome> {
+        self.restore_pages_coalesced(pf, gpu, page, write, ts, &[])
+    }
+
+    /// Whether the fault policy serves faults in batches
+    /// ([`crate::policy::FaultPolicy::batched`]).
+    pub fn fault_batched(&self) -> bool {
+        self.policy.batched()
+    }
+
+    /// How to serve this process's faults of one batch, as the fault
+    /// policy orders and coalesces them; the answer is made whole: every
+    /// fault is in exactly one step (a fault the policy left out is served
+    /// alone, after the rest; an index out of the batch or given twice is
+    /// ignored), so a wrong answer cannot lose a fault or serve one twice.
+    pub fn order_batch(&mut self, faults: &[BatchFault]) -> Vec<BatchStep> {
+        let mut seen = vec![false; faults.len()];
+        let mut take = |i: usize| i < faults.len() && !std::mem::replace(&mut seen[i], true);
+        let mut steps: Vec<BatchStep> = Vec::with_capacity(faults.len());
+        for s in self.policy.order(faults) {
+            if !take(s.serve) {
+                continue;
+            }
+            let with = s.with.into_iter().filter(|&i| take(i)).collect();
+            steps.push(BatchStep {
+                serve: s.serve,
+                with,
+            });
+        }
+        steps.extend(
+            (0..faults.len())
+                .filter(|&i| !seen[i])
+                .map(|serve| BatchStep {
+                    serve,
+                    with: Vec::new(),
+                }),
+        );
+        steps
+    }
+
+    /// [`Process::restore_pages`] for a fault that others of its batch
+    /// were coalesced into (`coalesced`: their pages, which the policy's
+    /// plan sees).
+    ///
+    /// # Errors
+    /// As [`Process::restore_pages`].
+    pub fn restore_pages_coalesced(
+        &mut self,
+        pf: &mut dyn Hardware,
+        gpu: GpuIndex,
+        page: PageNum,
+        write: bool,
+        ts: u64,
+        coalesced: &[PageNum],
     ) -> Result<FaultOutcome> {
         let now = pf.now_ns();
         // 2. A fault for a process that is gone is dropped.
@@ -158,14 +212,19 @@ impl Process {
             best,
             window: window(whole, page, r.attrs.granularity.log2()),
             vram_free_pages: pf.vram_free_pages(gpu),
+            coalesced,
         };
-        let (migrate, map) = match self.policy.plan(&ctx) {
+        // The GPUs that may map the range at all: a plan's other GPUs are
+        // clipped to them.
+        let may_map = r.attrs.access.or(r.attrs.access_in_place);
+        let (migrate, map, map_on) = match self.policy.plan(&ctx) {
             // A plan is clipped to the range; what lies outside it is not
             // this fault's to move (a map that misses the page leaves the
             // GPU faulting, which ends in the retry limit).
-            FaultPlan::Serve { migrate, map } => (
+            FaultPlan::Serve { migrate, map, also } => (
                 migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
                 map.intersect(whole),
+                GpuMask::only(gpu).or(also.and(may_map)),
             ),
             FaultPlan::Retry { after_ns } => {
                 // Throttled: the fault ends unserved and the GPU retries
@@ -220,10 +279,11 @@ impl Process {
                 }
             }
         }
-        // 17. Map the window on the faulting GPU. A failure is logged, the
-        //     fault still ends (18.), and then the error is returned.
+        // 17. Map the window on the faulting GPU (and the plan's others).
+        //     A failure is logged, the fault still ends (18.), and then the
+        //     error is returned.
         let mapped = match map {
-            Some(map) => self.validate_and_map(pf, start, map, Some(gpu)),
+            Some(map) => self.validate_and_map(pf, start, map, Some(map_on)),
             None => Ok(false),
         };
         let map = map.unwrap_or(PageRange::new(page, page));

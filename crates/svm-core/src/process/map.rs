@@ -60,9 +60,9 @@ impl Process {
         pf: &mut dyn Hardware,
         start: PageNum,
         window: PageRange,
-        gpu: Option<GpuIndex>,
+        gpus: Option<GpuMask>,
     ) -> Result<bool> {
-        let bitmap = gpu.map_or_else(|| self.map_bitmap(start), GpuMask::only);
+        let bitmap = gpus.unwrap_or_else(|| self.map_bitmap(start));
         if bitmap.is_empty() {
             return Ok(false);
         }

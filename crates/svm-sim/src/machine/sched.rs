@@ -41,8 +41,9 @@ use rand_pcg::Pcg64Mcg;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use svm_core::addr::{CpuVa, PAGE_SIZE};
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use svm_core::gpu::GpuIndex;
+use svm_core::policy::BatchFault;
 use svm_core::process::{DropReason, FaultOutcome};
 
 use super::kernel::Woken;
@@ -667,7 +668,6 @@ impl Machine {
         let Some(first) = self.mmu.rings[g].head().copied() else {
             return;
         };
-        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let t = self.hw.timing.clone();
         // It starts when it could have: the fault had arrived and the
         // handler was free (events run in time order, so that is not after
@@ -675,58 +675,128 @@ impl Machine {
         let mut now = first.at.max(self.sched.handler_free[g]);
         let batch_start = now;
         now += crate::timing::ns(t.handler_batch_ns);
-        let mut taken = 0;
-        while taken < t.fault_batch {
-            let Some(e) = self.mmu.rings[g].head().copied() else {
-                break;
-            };
-            // Later faults join the batch only if they have arrived by then.
-            if taken > 0 && e.at > now {
-                break;
+        if self.procs[first.proc_index].svm.fault_batched() {
+            now = self.deliver_batch(g, now);
+        } else {
+            let mut taken = 0;
+            while taken < t.fault_batch {
+                let Some(e) = self.mmu.rings[g].head().copied() else {
+                    break;
+                };
+                // Later faults join the batch only if they have arrived by then.
+                if taken > 0 && e.at > now {
+                    break;
+                }
+                self.mmu.rings[g].pop();
+                taken += 1;
+                now = self.serve_fault(g, &e, &[], now);
             }
-            self.mmu.rings[g].pop();
-            taken += 1;
-            let pi = e.proc_index;
-            // The mmap read lock waits for writers; `svms->lock`, which
-            // the handler holds from the lookup to its last PTE, for a
-            // fault of the process on another GPU; the range's migrate
-            // lock for anyone else on the range.
-            now = self.procs[pi].mmap_lock.read_from(now);
-            let svms_free = self.procs[pi].svms_lock_until;
-            if svms_free > now {
-                self.hw.counters.svms_lock_wait_ns += svms_free - now;
-                now = svms_free;
-            }
-            let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
-            if let Some(r) = range
-                && let Some(&held) = self.sched.migrate_lock.get(&(pi, r))
-                && held > now
-            {
-                self.hw.counters.migrate_lock_wait_ns += held - now;
-                now = held;
-            }
-            // The per-page work is charged as it happens (copies, PTEs),
-            // so the validate timestamp the engine records is when the
-            // mapping really was done.
-            let (svm, mut env) = env!(self, Pid(pi));
-            env.now = now + crate::timing::ns(t.handler_fixed_ns);
-            let outcome = svm.restore_pages(&mut env, gpu, e.page, e.write, e.ts);
-            let end = env.now;
-            if let Some(r) = range {
-                self.sched.migrate_lock.insert((pi, r), end);
-            }
-            let p = &mut self.procs[pi];
-            p.mmap_lock.read_done(end);
-            p.svms_lock_until = end;
-            now = end;
-            if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
-                let raised = e.at.saturating_sub(crate::timing::ns(t.fault_delivery_ns));
-                self.rec.fault_latencies.push(end.saturating_sub(raised));
-            }
-            self.wake_after(g, &e, end, &outcome);
         }
         self.hw.counters.handler_busy_ns += now - batch_start;
         self.sched.handler_free[g] = now;
+    }
+
+    /// Serves fault `e` of ring `g` from `now` (with the faults of
+    /// `coalesced` folded into it) and wakes the waves waiting on all of
+    /// them; returns when the handler is done with it.
+    fn serve_fault(
+        &mut self,
+        g: usize,
+        e: &RingEntry,
+        coalesced: &[RingEntry],
+        mut now: u64,
+    ) -> u64 {
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let fixed = crate::timing::ns(self.hw.timing.handler_fixed_ns);
+        let delivery = crate::timing::ns(self.hw.timing.fault_delivery_ns);
+        let pi = e.proc_index;
+        // The mmap read lock waits for writers; `svms->lock`, which
+        // the handler holds from the lookup to its last PTE, for a
+        // fault of the process on another GPU; the range's migrate
+        // lock for anyone else on the range.
+        now = self.procs[pi].mmap_lock.read_from(now);
+        let svms_free = self.procs[pi].svms_lock_until;
+        if svms_free > now {
+            self.hw.counters.svms_lock_wait_ns += svms_free - now;
+            now = svms_free;
+        }
+        let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
+        if let Some(r) = range
+            && let Some(&held) = self.sched.migrate_lock.get(&(pi, r))
+            && held > now
+        {
+            self.hw.counters.migrate_lock_wait_ns += held - now;
+            now = held;
+        }
+        // The per-page work is charged as it happens (copies, PTEs),
+        // so the validate timestamp the engine records is when the
+        // mapping really was done.
+        let (svm, mut env) = env!(self, Pid(pi));
+        env.now = now + fixed;
+        let pages: Vec<PageNum> = coalesced.iter().map(|c| c.page).collect();
+        let outcome = svm.restore_pages_coalesced(&mut env, gpu, e.page, e.write, e.ts, &pages);
+        let end = env.now;
+        if let Some(r) = range {
+            self.sched.migrate_lock.insert((pi, r), end);
+        }
+        let p = &mut self.procs[pi];
+        p.mmap_lock.read_done(end);
+        p.svms_lock_until = end;
+        if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
+            let raised = e.at.saturating_sub(delivery);
+            self.rec.fault_latencies.push(end.saturating_sub(raised));
+        }
+        self.wake_after(g, e, end, &outcome);
+        for c in coalesced {
+            self.wake_after(g, c, end, &outcome);
+        }
+        end
+    }
+
+    /// A batched policy's service of ring `g` from `now` (UVM reads its
+    /// fault buffer so): the arrived faults, up to the batch size, are
+    /// taken at once; each process's are served in the order its policy
+    /// gives, coalesced as it says. Returns when the batch is done.
+    fn deliver_batch(&mut self, g: usize, mut now: u64) -> u64 {
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let mut batch: Vec<RingEntry> = Vec::new();
+        while batch.len() < usize::try_from(self.hw.timing.fault_batch.max(1)).unwrap_or(usize::MAX)
+        {
+            match self.mmu.rings[g].head().copied() {
+                Some(e) if batch.is_empty() || e.at <= now => {
+                    self.mmu.rings[g].pop();
+                    batch.push(e);
+                }
+                _ => break,
+            }
+        }
+        // Each process's faults, in the order its first fault came.
+        let mut procs: Vec<usize> = Vec::new();
+        for e in &batch {
+            if !procs.contains(&e.proc_index) {
+                procs.push(e.proc_index);
+            }
+        }
+        for pi in procs {
+            let mine: Vec<RingEntry> = batch
+                .iter()
+                .filter(|e| e.proc_index == pi)
+                .copied()
+                .collect();
+            let faults: Vec<BatchFault> = mine
+                .iter()
+                .map(|e| BatchFault {
+                    gpu,
+                    page: e.page,
+                    write: e.write,
+                })
+                .collect();
+            for step in self.procs[pi].svm.order_batch(&faults) {
+                let with: Vec<RingEntry> = step.with.iter().map(|&i| mine[i]).collect();
+                now = self.serve_fault(g, &mine[step.serve], &with, now);
+            }
+        }
+        now
     }
 
     /// Wakes the kernel waves a handled fault was for.

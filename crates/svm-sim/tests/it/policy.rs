@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use svm_core::addr::{CpuVa, PageNum, PageRange};
-use svm_core::policy::{FaultCtx, FaultPlan, FaultPolicy, Migration, PolicyFactory};
-use svm_core::uapi::attr_type::{ACCESS, GRANULARITY};
+use svm_core::policy::{
+    BatchFault, BatchStep, FaultCtx, FaultPlan, FaultPolicy, Migration, PolicyFactory,
+};
+use svm_core::uapi::attr_type::{ACCESS, GRANULARITY, NO_ACCESS};
 use svm_sim::mm::{Backing, Mark, Prot};
 
 use crate::support::*;
@@ -32,23 +34,20 @@ impl FaultPolicy for SecondTouch {
         let n = self.touches.entry(block).or_default();
         *n += 1;
         if *n < 2 {
-            return FaultPlan::Serve {
-                migrate: None,
-                map: ctx.window,
-            };
+            return FaultPlan::serve(None, ctx.window);
         }
         // The whole block (the engine clips it to the range).
         let pages = PageRange::new(
             PageNum::new(block * BLOCK_PAGES),
             PageNum::new((block + 1) * BLOCK_PAGES),
         );
-        FaultPlan::Serve {
-            migrate: Some(Migration {
+        FaultPlan::serve(
+            Some(Migration {
                 to: ctx.best,
                 pages,
             }),
-            map: pages,
-        }
+            pages,
+        )
     }
 
     fn on_unmap(&mut self, range: PageRange) {
@@ -172,13 +171,13 @@ impl FaultPolicy for Throttle {
                 after_ns: 5_000_000,
             };
         }
-        FaultPlan::Serve {
-            migrate: Some(Migration {
+        FaultPlan::serve(
+            Some(Migration {
                 to: ctx.best,
                 pages: ctx.window,
             }),
-            map: ctx.window,
-        }
+            ctx.window,
+        )
     }
 }
 
@@ -213,13 +212,13 @@ impl FaultPolicy for Stray {
     }
 
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
-        FaultPlan::Serve {
-            migrate: Some(Migration {
+        FaultPlan::serve(
+            Some(Migration {
                 to: svm_core::attr::Location::Vram(svm_core::gpu::GpuId::new(0x9999).unwrap()),
                 pages: ctx.window,
             }),
-            map: ctx.window,
-        }
+            ctx.window,
+        )
     }
 }
 
@@ -256,4 +255,267 @@ fn an_outside_policy_survives_set_config() {
     // An unknown name that is not the running policy is refused.
     c.policy = "third-touch".into();
     assert!(k.m.set_config(&c).is_err());
+}
+
+/// What [`BlockBatch`] was asked and decided, in order.
+#[derive(Debug, Default)]
+struct BatchLog {
+    /// Each batch's faulting pages, as the engine gave them.
+    batches: Vec<Vec<u64>>,
+    /// Each plan: the page served and the pages coalesced into it.
+    plans: Vec<(u64, Vec<u64>)>,
+    /// The lead page of each step, in the order `order` answered.
+    order: Vec<u64>,
+}
+
+/// UVM's shape of service, from outside the engine: the handler takes a
+/// batch at once; faults are sorted by 2 MiB block and each block is
+/// served once, the block's other faults coalesced into its first. The
+/// plan migrates and maps the whole block.
+#[derive(Debug)]
+struct BlockBatch {
+    batched: bool,
+    log: std::sync::Arc<std::sync::Mutex<BatchLog>>,
+}
+
+impl FaultPolicy for BlockBatch {
+    fn name(&self) -> &str {
+        "block-batch"
+    }
+
+    fn batched(&self) -> bool {
+        self.batched
+    }
+
+    fn order(&mut self, faults: &[BatchFault]) -> Vec<BatchStep> {
+        let mut by_block: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, f) in faults.iter().enumerate() {
+            by_block
+                .entry(f.page.raw() / BLOCK_PAGES)
+                .or_default()
+                .push(i);
+        }
+        let steps: Vec<BatchStep> = by_block
+            .into_values()
+            .map(|ix| BatchStep {
+                serve: ix[0],
+                with: ix[1..].to_vec(),
+            })
+            .collect();
+        let mut log = self.log.lock().unwrap();
+        log.batches
+            .push(faults.iter().map(|f| f.page.raw()).collect());
+        log.order
+            .extend(steps.iter().map(|s| faults[s.serve].page.raw()));
+        steps
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        self.log.lock().unwrap().plans.push((
+            ctx.page.raw(),
+            ctx.coalesced.iter().map(|p| p.raw()).collect(),
+        ));
+        let block = ctx.page.raw() / BLOCK_PAGES;
+        let pages = PageRange::new(
+            PageNum::new(block * BLOCK_PAGES),
+            PageNum::new((block + 1) * BLOCK_PAGES),
+        );
+        FaultPlan::serve(
+            Some(Migration {
+                to: ctx.best,
+                pages,
+            }),
+            pages,
+        )
+    }
+}
+
+/// Each of 64 waves stores its number into its own 64 KiB of a 4 MiB
+/// buffer (two 2 MiB blocks) under [`BlockBatch`], on a machine whose
+/// handler takes up to 256 faults a batch: the log, the faults the
+/// engine handled, and the machine.
+fn run_block_batch(batched: bool) -> (BatchLog, u64, Kfd, u64) {
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-like").unwrap());
+    // No 2 ms duplicate window: every step's lead reaches the plan.
+    let mut c = k.m.config().clone();
+    c.retry_fault_pending_ns = 0;
+    k.m.set_config(&c).unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(BatchLog::default()));
+    let l = log.clone();
+    k.m.set_fault_policy(PolicyFactory::new(move || {
+        Box::new(BlockBatch {
+            batched,
+            log: l.clone(),
+        })
+    }));
+    let raw = k.mmap(6 * MIB);
+    let buf = raw.next_multiple_of(2 * MIB);
+    k.set(buf, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let kernel: svm_sim::machine::KernelFn = std::rc::Rc::new(move |w: u32, ctx| {
+        Box::pin(async move {
+            ctx.store_u32s(buf + u64::from(w) * 64 * 1024, &[w + 1])
+                .await;
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 64, kernel).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    let handled = k.m.process(k.pid).svm.stats()[idx0()].faults;
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    (log, handled, k, buf)
+}
+
+#[test]
+fn a_batched_policy_orders_and_coalesces_a_batch_and_no_fault_is_lost() {
+    let (log, handled, mut k, buf) = run_block_batch(true);
+    assert_eq!(k.vram_pages_in(buf, 4 * MIB), 2 * BLOCK_PAGES);
+    // Every wave's store landed.
+    for w in 0..64u32 {
+        let b = k.cpu_read(buf + u64::from(w) * 64 * 1024, 4);
+        assert_eq!(u32::from_le_bytes(b.try_into().unwrap()), w + 1, "wave {w}");
+    }
+    assert!(!log.batches.is_empty(), "the policy was asked to order");
+    assert!(
+        log.batches.iter().any(|b| b.len() > 1),
+        "faults arrived together: {:?}",
+        log.batches
+    );
+    // The engine served the steps in the policy's order, each with the
+    // pages the policy coalesced into it...
+    let served: Vec<u64> = log.plans.iter().map(|(p, _)| *p).collect();
+    assert_eq!(served, log.order);
+    // ...and every fault of every batch was served or coalesced, once.
+    let mut given: Vec<u64> = log.batches.concat();
+    let mut covered: Vec<u64> = log
+        .plans
+        .iter()
+        .flat_map(|(p, with)| std::iter::once(*p).chain(with.iter().copied()))
+        .collect();
+    given.sort_unstable();
+    covered.sort_unstable();
+    assert_eq!(given, covered);
+    // Coalesced faults never reach the handler: it handled one per step.
+    assert_eq!(handled, log.order.len() as u64);
+    k.check();
+
+    // Served one by one instead, the same faults each reach the handler.
+    let (one_by_one, handled_alone, _, _) = run_block_batch(false);
+    assert!(one_by_one.batches.is_empty(), "not asked to order");
+    assert!(
+        handled_alone > handled,
+        "coalescing handled {handled} faults, one by one {handled_alone}"
+    );
+}
+
+/// Answers `order` with nonsense: indices out of the batch, one twice,
+/// some left out.
+#[derive(Debug)]
+struct BadOrder;
+
+impl FaultPolicy for BadOrder {
+    fn name(&self) -> &str {
+        "bad-order"
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn order(&mut self, faults: &[BatchFault]) -> Vec<BatchStep> {
+        vec![
+            BatchStep {
+                serve: faults.len() + 3,
+                with: vec![0],
+            },
+            BatchStep {
+                serve: 0,
+                with: vec![0, 99],
+            },
+        ]
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        FaultPlan::serve(
+            Some(Migration {
+                to: ctx.best,
+                pages: ctx.window,
+            }),
+            ctx.window,
+        )
+    }
+}
+
+#[test]
+fn a_wrong_batch_order_loses_no_fault_and_panics_nothing() {
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-like").unwrap());
+    k.m.set_fault_policy(PolicyFactory::new(|| Box::new(BadOrder)));
+    let buf = k.mmap(4 * MIB);
+    k.set(buf, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let kernel: svm_sim::machine::KernelFn = std::rc::Rc::new(move |w: u32, ctx| {
+        Box::pin(async move {
+            ctx.store_u32s(buf + u64::from(w) * 64 * 1024, &[w + 1])
+                .await;
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 32, kernel).unwrap();
+    k.m.wait_kernel(id).unwrap();
+    for w in 0..32u32 {
+        let b = k.cpu_read(buf + u64::from(w) * 64 * 1024, 4);
+        assert_eq!(u32::from_le_bytes(b.try_into().unwrap()), w + 1, "wave {w}");
+    }
+    k.check();
+}
+
+/// Maps the faulting window on every GPU the range allows, not just the
+/// faulting one (UVM's accessed-by; kfd maps so for ACCESS_IN_PLACE).
+#[derive(Debug)]
+struct MapEverywhere;
+
+impl FaultPolicy for MapEverywhere {
+    fn name(&self) -> &str {
+        "map-everywhere"
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        FaultPlan::serve(None, ctx.window).also_on(svm_core::gpu::GpuMask::first(2))
+    }
+}
+
+#[test]
+fn a_plan_maps_on_other_gpus_the_range_allows_and_no_others() {
+    let mut k = Kfd::new(true);
+    k.m.set_fault_policy(PolicyFactory::new(|| Box::new(MapEverywhere)));
+    let a = k.mmap(2 * MIB);
+    let b = k.mmap(2 * MIB);
+    k.cpu_write(a, &words(1024, |i| i + 5));
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0), (ACCESS, GPU1)])
+        .unwrap();
+    // With XNACK on every GPU may access a new range (kfd's default);
+    // NO_ACCESS takes GPU 1's away.
+    k.set(b, 2 * MIB, &[(ACCESS, GPU0), (NO_ACCESS, GPU1)])
+        .unwrap();
+    // GPU 0's fault maps the window on GPU 1 too: GPU 1 reads with no
+    // fault of its own, remotely from system memory.
+    assert_eq!(k.gpu_read(GPU0, a, 4), 5u32.to_le_bytes());
+    let idx1 = svm_core::gpu::GpuIndex::new(1).unwrap();
+    let before = k.m.process(k.pid).svm.stats()[idx1].faults;
+    assert_eq!(k.gpu_read(GPU1, a + 8, 4), 7u32.to_le_bytes());
+    assert_eq!(k.m.process(k.pid).svm.stats()[idx1].faults, before);
+    assert_eq!(k.vram_pages_in(a, 2 * MIB), 0, "nothing migrated");
+    // A range GPU 1 may not access is not mapped there.
+    k.gpu_read(GPU0, b, 4);
+    let on1: Vec<u64> = k.m.page_tables(k.pid)[1]
+        .iter()
+        .map(|(p, _)| p.raw())
+        .collect();
+    assert!(
+        on1.iter()
+            .all(|&p| p < b / 4096 || p >= (b + 2 * MIB) / 4096),
+        "mapped on a GPU without access: a={:#x} b={:#x} {:#x?}",
+        a / 4096,
+        b / 4096,
+        on1
+    );
+    k.check();
 }

@@ -108,7 +108,7 @@ impl FaultPolicy for Chaos {
             1..=3 => ctx.window,
             _ => sub(r, Some(page)),
         };
-        FaultPlan::Serve { migrate, map }
+        FaultPlan::serve(migrate, map)
     }
 }
 
