@@ -153,6 +153,21 @@ pub struct BatchStep {
     pub with: Vec<usize>,
 }
 
+/// What a policy may see when a GPU faults on memory no range holds
+/// (kfd's `svm_range_create_unregistered_range`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRangeCtx {
+    /// The faulting page.
+    pub page: PageNum,
+    /// The VMA that holds it.
+    pub vma: PageRange,
+    /// Where a new range may lie: the VMA, less the neighbouring ranges.
+    pub room: PageRange,
+    /// The range kfd makes: the `default_granularity` block around the
+    /// page, clipped to `room`.
+    pub kfd: PageRange,
+}
+
 /// A GPU fault policy.
 ///
 /// `plan` is called once per fault that reaches the point where kfd
@@ -187,6 +202,22 @@ pub trait FaultPolicy: fmt::Debug {
                 with: Vec::new(),
             })
             .collect()
+    }
+
+    /// The range to make for a fault on memory no range holds. The engine
+    /// clips it to `ctx.room`; one that then misses the faulting page is
+    /// refused (EINVAL). The default is kfd's.
+    fn new_range(&mut self, ctx: &NewRangeCtx) -> PageRange {
+        ctx.kfd
+    }
+
+    /// Whether a munmap of part of a range splits it, as kfd does (the
+    /// default). A policy that says no gets drm_gpusvm's rule: ranges never
+    /// split; a partial munmap moves the range's pages that stay mapped
+    /// back to system memory, unmaps the range from every GPU and drops it
+    /// whole; the memory left gets a new range at its next fault.
+    fn splits_ranges(&self) -> bool {
+        true
     }
 
     /// Memory of `range` was unmapped from the CPU (munmap): history kept

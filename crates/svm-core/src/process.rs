@@ -859,6 +859,33 @@ impl Process {
         //    (every overlapping child, even one already being freed, as
         //    kfd's child loop does), then split.
         let hit = self.svms.cuts(range);
+        if !self.policy.splits_ranges() {
+            // drm_gpusvm's rule instead of 4.-5.: a range never splits. A
+            // range the munmap covers only in part first moves its pages
+            // that stay mapped back to system memory (the garbage
+            // collector's `drm_gpusvm_range_evict` of a partial unmap);
+            // then it is unmapped from every GPU and goes whole, and the
+            // memory left has no range until its next fault makes one.
+            for (start, cut) in hit {
+                let whole = self.svms.get(start).expect("overlapping range").range();
+                for rest in [
+                    PageRange::new(whole.start(), cut.start()),
+                    PageRange::new(cut.end(), whole.end()),
+                ] {
+                    if !rest.is_empty() {
+                        self.vram_to_ram(
+                            pf,
+                            start,
+                            rest,
+                            crate::events::MigrateTrigger::TtmEviction,
+                        );
+                    }
+                }
+                self.unmap_from_gpus(pf, start, whole, UnmapTrigger::UnmapFromCpu);
+                self.svms.unmap_split(whole);
+            }
+            return;
+        }
         for (start, cut) in hit {
             self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu);
         }

@@ -18,7 +18,7 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
-use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan};
+use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, NewRangeCtx};
 use crate::range::{ListOp, SvmRange};
 
 /// What a GPU fault came to.
@@ -344,25 +344,50 @@ impl Process {
         let vma = pf
             .vma_at(page)
             .ok_or_else(|| refused(page, "no VMA at the faulting address", Errno::Efault))?;
-        // `1UL << svms->default_granularity` pages since 2024.
-        let size = PageCount::new(1 << self.config.default_granularity.min(63));
-        let mut lo = page.align_down(size).max(vma.range.start());
-        let mut hi = page.align_down(size).add(size).min(vma.range.end());
+        // The room a new range has: the VMA, less its neighbours.
+        let mut room_hi = vma.range.end();
         if let Some(next) = self
             .svms
             .overlapping(PageRange::new(page, PageNum::new(u64::MAX)))
             .next()
         {
-            hi = hi.min(next.start());
+            room_hi = room_hi.min(next.start());
         }
+        let mut room_lo = vma.range.start();
         if let Some(prev) = self.svms.iter().filter(|r| r.range().end() <= page).last() {
-            lo = lo.max(prev.range().end());
+            room_lo = room_lo.max(prev.range().end());
         }
+        let room = PageRange::new(room_lo, room_hi);
+        // kfd's: `1UL << svms->default_granularity` pages since 2024.
+        let size = PageCount::new(1 << self.config.default_granularity.min(63));
+        let kfd = PageRange::new(
+            page.align_down(size).max(room_lo),
+            page.align_down(size).add(size).min(room_hi),
+        );
+        let ctx = NewRangeCtx {
+            page,
+            vma: vma.range,
+            room,
+            kfd,
+        };
+        // The policy's choice (kfd's unless it says otherwise), within the
+        // room; a range that misses the page is the policy's bug.
+        let range = self
+            .policy
+            .new_range(&ctx)
+            .intersect(room)
+            .filter(|r| r.contains(page))
+            .ok_or_else(|| {
+                refused(
+                    page,
+                    "the fault policy made a range that does not hold the faulting page",
+                    Errno::Einval,
+                )
+            })?;
         let mut attrs = self.new_range_attrs(self.bitmap_supported);
         if vma.flags.heap_stack {
             attrs.preferred_loc = Some(Location::Sys);
         }
-        let range = PageRange::new(lo, hi);
         // XNACK is on here, so the new range reserves no system memory.
         let plan = self.svms.plan_add(range, &[], attrs, self.max_pages);
         self.svms.commit(&plan, &[]);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use svm_core::addr::{CpuVa, PageNum, PageRange};
 use svm_core::policy::{
-    BatchFault, BatchStep, FaultCtx, FaultPlan, FaultPolicy, Migration, PolicyFactory,
+    BatchFault, BatchStep, FaultCtx, FaultPlan, FaultPolicy, Migration, NewRangeCtx, Policy,
+    PolicyFactory,
 };
 use svm_core::uapi::attr_type::{ACCESS, GRANULARITY, NO_ACCESS};
 use svm_sim::mm::{Backing, Mark, Prot};
@@ -517,5 +518,150 @@ fn a_plan_maps_on_other_gpus_the_range_allows_and_no_others() {
         b / 4096,
         on1
     );
+    k.check();
+}
+
+/// drm_gpusvm's ranges, from outside the engine: a fault on memory no
+/// range holds makes a range of the largest chunk of {2 MiB, 64 KiB,
+/// 4 KiB} around the page that fits in the room left; ranges never split;
+/// a fault migrates and maps its whole range, so none holds mixed
+/// residency.
+#[derive(Debug)]
+struct Chunks;
+
+impl FaultPolicy for Chunks {
+    fn name(&self) -> &str {
+        "chunks"
+    }
+
+    fn new_range(&mut self, ctx: &NewRangeCtx) -> PageRange {
+        for pages in [512, 16, 1] {
+            let n = svm_core::addr::PageCount::new(pages);
+            let lo = ctx.page.align_down(n);
+            let chunk = PageRange::new(lo, lo.add(n));
+            if ctx.room.contains_range(chunk) {
+                return chunk;
+            }
+        }
+        ctx.kfd
+    }
+
+    fn splits_ranges(&self) -> bool {
+        false
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        let whole = ctx.range.range();
+        FaultPlan::serve(
+            Some(Migration {
+                to: ctx.best,
+                pages: whole,
+            }),
+            whole,
+        )
+    }
+}
+
+/// A 2 MiB-aligned VMA of 2 MiB + 72 KiB, never registered, under `policy`.
+fn unregistered(policy: PolicyFactory) -> (Kfd, u64) {
+    let mut k = Kfd::new(true);
+    k.m.set_fault_policy(policy);
+    let raw = k.mmap(8 * MIB);
+    let base = raw.next_multiple_of(2 * MIB);
+    k.munmap(raw, 8 * MIB);
+    k.m.mmap(
+        k.pid,
+        Some(CpuVa::new(base)),
+        2 * MIB + 72 * 1024,
+        Prot::RW,
+        Backing::Anon,
+        Mark::None,
+    )
+    .unwrap();
+    (k, base)
+}
+
+#[test]
+fn chunked_ranges_take_the_largest_chunk_that_fits_and_never_split() {
+    let (mut k, base) = unregistered(PolicyFactory::new(|| Box::new(Chunks)));
+    // Three faults, three chunk sizes: 2 MiB fits at the start; after it
+    // only 72 KiB of VMA is left, so 64 KiB; after that 8 KiB, so 4 KiB.
+    for (off, v) in [(4096, 1u32), (2 * MIB + 4096, 2), (2 * MIB + 68 * 1024, 3)] {
+        k.gpu_write(GPU0, base + off, &v.to_le_bytes());
+    }
+    let sizes: Vec<(u64, u64)> = k
+        .ranges_from(base)
+        .iter()
+        .map(|&(start, pages, _)| (start, pages))
+        .collect();
+    assert_eq!(sizes, [(0, 512), (512, 16), (512 + 17, 1)]);
+    // Each fault moved its whole range: no range holds mixed residency.
+    assert_eq!(k.vram_pages_in(base, 2 * MIB), 512);
+    assert_eq!(k.vram_pages_in(base + 2 * MIB, 64 * 1024), 16);
+
+    // A munmap of one page inside the 2 MiB range drops the range whole;
+    // its pages that stay mapped went back to system memory first.
+    k.munmap(base + MIB, 4096);
+    k.m.quiesce();
+    assert!(
+        k.ranges_from(base)
+            .iter()
+            .all(|&(start, _, _)| start >= 512),
+        "the 2 MiB range is gone: {:?}",
+        k.ranges_from(base)
+    );
+    assert_eq!(k.vram_pages_in(base, MIB), 0);
+    assert_eq!(k.cpu_read(base + 4096, 4), 1u32.to_le_bytes());
+    // The memory left gets a new range at its next fault, of the chunk
+    // that fits the VMA now (1 MiB below the hole: 64 KiB).
+    k.gpu_read(GPU0, base + 4096, 4);
+    assert_eq!(k.ranges_from(base)[0].0..k.ranges_from(base)[0].1, 0..16);
+    k.check();
+
+    // kfd's rule on the same memory: the munmap splits the range and the
+    // pieces stay.
+    let (mut k, base) = unregistered(Policy::Partial.entry().factory());
+    k.gpu_write(GPU0, base + 4096, &1u32.to_le_bytes());
+    let before = k.ranges_from(base).len();
+    k.munmap(base + MIB, 4096);
+    k.m.quiesce();
+    assert!(
+        k.ranges_from(base).len() > before,
+        "{:?}",
+        k.ranges_from(base)
+    );
+    k.check();
+}
+
+/// Makes ranges that miss the faulting page: the engine refuses the fault
+/// rather than make one or panic.
+#[derive(Debug)]
+struct Elsewhere;
+
+impl FaultPolicy for Elsewhere {
+    fn name(&self) -> &str {
+        "elsewhere"
+    }
+
+    fn new_range(&mut self, ctx: &NewRangeCtx) -> PageRange {
+        PageRange::new(
+            ctx.page.add(svm_core::addr::PageCount::new(1)),
+            ctx.page.add(svm_core::addr::PageCount::new(2)),
+        )
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        FaultPlan::serve(None, ctx.window)
+    }
+}
+
+#[test]
+fn a_new_range_that_misses_the_page_is_refused() {
+    let (mut k, base) = unregistered(PolicyFactory::new(|| Box::new(Elsewhere)));
+    let e =
+        k.m.gpu_access(k.pid, GPU0, CpuVa::new(base), 4, None)
+            .unwrap_err();
+    assert_eq!(e.errno(), svm_core::Errno::Einval, "{e}");
+    assert!(k.ranges_from(base).is_empty());
     k.check();
 }
