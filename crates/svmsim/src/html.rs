@@ -82,26 +82,29 @@ pub fn figures(outs: &[Outcome]) -> Result<Vec<Figure>, String> {
     Ok(f)
 }
 
-/// Writes `DIR/index.html` and each plot as `DIR/NAME.svg`; returns the
-/// page's path.
+/// Whether a file of this name is one a report writes.
+pub fn writes(name: &str) -> bool {
+    name == "index.html" || name.ends_with(".svg")
+}
+
+/// Stages `DIR/index.html` and each plot as `DIR/NAME.svg` (written when
+/// the command commits its outputs); returns the page's path.
 ///
 /// # Errors
-/// A plot that could not be drawn, or a file that could not be written.
-pub fn write(
+/// A plot that could not be drawn.
+pub fn stage(
     dir: &Path,
     title: &str,
     outs: &[Outcome],
     baseline: usize,
+    out: &mut crate::output::Staged,
 ) -> Result<std::path::PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let figs = figures(outs)?;
     for (id, _, _, svg) in &figs {
-        let p = dir.join(format!("{id}.svg"));
-        std::fs::write(&p, svg).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        out.file(&dir.join(format!("{id}.svg")), svg.clone().into_bytes());
     }
-    let page = page(title, outs, baseline, &figs);
     let p = dir.join("index.html");
-    std::fs::write(&p, page).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    out.file(&p, page(title, outs, baseline, &figs).into_bytes());
     Ok(p)
 }
 

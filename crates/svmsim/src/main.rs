@@ -312,9 +312,25 @@ impl ConfigOpts {
     fn given(&self) -> bool {
         !self.set.is_empty() || self.config_file.is_some()
     }
+
+    /// The files these options read.
+    fn inputs(&self) -> Vec<&Path> {
+        self.config_file.iter().map(PathBuf::as_path).collect()
+    }
 }
 
 impl RunOpts {
+    /// The files these options read: a profile file, a config file.
+    fn inputs(&self) -> Vec<&Path> {
+        let mut v = self.config.inputs();
+        if let Some(p) = &self.profile
+            && Path::new(p).is_file()
+        {
+            v.push(Path::new(p));
+        }
+        v
+    }
+
     fn spec(&self, workload: &str, policy: Option<&str>) -> Result<RunSpec, Fail> {
         Ok(RunSpec {
             workload: workload.into(),
@@ -387,8 +403,31 @@ fn writable(path: &Path) -> Result<(), Fail> {
 }
 
 impl OutOpts {
-    /// Checks every output path up front (exit 2 if one cannot be written).
-    fn preflight(&self) -> Result<(), Fail> {
+    /// What these options write.
+    fn targets(&self) -> Vec<output::Target<'_>> {
+        let mut v = Vec::new();
+        if let Some((p, format)) = self.smi.target() {
+            v.push(smi::target(p, format));
+        }
+        if let Some(p) = &self.timeline {
+            v.push(output::Target::File(p));
+        }
+        if let Some(d) = &self.report {
+            v.push(output::Target::Dir {
+                dir: d,
+                writes: html::writes,
+            });
+        }
+        v
+    }
+
+    /// Checks every output path up front (exit 2 if one cannot be
+    /// written, or would overwrite one of `inputs` or another output;
+    /// `more` are the command's other outputs).
+    fn preflight(&self, inputs: &[&Path], more: &[output::Target<'_>]) -> Result<(), Fail> {
+        let mut targets = self.targets();
+        targets.extend_from_slice(more);
+        output::refuse_clashes(inputs, &targets).map_err(usage)?;
         if let Some((p, format)) = self.smi.target() {
             smi::check(p, format).map_err(usage)?;
         }
@@ -396,9 +435,19 @@ impl OutOpts {
             writable(p)?;
         }
         if let Some(d) = &self.report {
-            std::fs::create_dir_all(d)
-                .map_err(|e| usage(format!("cannot create {}: {e}", d.display())))?;
-            writable(&d.join("index.html"))?;
+            // The directory is made when the outputs are written; its
+            // parent must take it, or it must be a directory already.
+            if d.exists() && !d.is_dir() {
+                return Err(usage(format!(
+                    "--report {}: it is a file; --report names a directory",
+                    d.display()
+                )));
+            }
+            if d.is_dir() {
+                writable(&d.join("index.html"))?;
+            } else {
+                writable(d)?;
+            }
         }
         Ok(())
     }
@@ -434,12 +483,6 @@ fn spec_fail(e: exec::SpecError) -> Fail {
         other => other.to_owned(),
     };
     usage(format!("{flag}: {}", e.message))
-}
-
-/// Writes an output file whole (a temporary, then a rename).
-fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Fail> {
-    output::write_atomic(path, bytes.as_ref())
-        .map_err(|e| io(format!("cannot write {}: {e}", path.display())))
 }
 
 fn jobs(j: Option<usize>) -> Result<usize, Fail> {
@@ -478,13 +521,36 @@ fn events_what(format: EventsFormat) -> &'static str {
 }
 
 /// Prints and writes a set of outcomes; returns the exit code they call for.
+/// Writes the command's outputs (`staged`, and those `out` asks for) and
+/// prints the results. The outputs are written first, all together, once
+/// the runs are done: also when a result check failed (exit 1) or an
+/// invariant broke (exit 3), as the record of what happened. A command
+/// refused before (exit 2) writes nothing.
 fn emit(
     outs: &[Outcome],
     baseline: usize,
     out: &OutOpts,
     cli: &Cli,
     title: &str,
+    mut staged: output::Staged,
 ) -> Result<u8, Fail> {
+    if let Some((p, format)) = out.smi.target() {
+        let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
+        smi::stage(p, format, &runs, &mut staged);
+    }
+    if let Some(p) = &out.timeline {
+        let v = chrome::trace_many(outs);
+        chrome::validate(&v).map_err(|e| io(format!("internal: bad timeline: {e}")))?;
+        staged.file(p, serde_json::to_vec(&v).map_err(|e| io(e.to_string()))?);
+    }
+    let page = match &out.report {
+        Some(d) => {
+            staged.dir(d);
+            Some(html::stage(d, title, outs, baseline, &mut staged).map_err(io)?)
+        }
+        None => None,
+    };
+    staged.commit().map_err(io)?;
     if out.json {
         let v = runs::json(outs, baseline);
         outln!(
@@ -543,19 +609,13 @@ fn emit(
         }
     };
     if let Some((p, format)) = out.smi.target() {
-        let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
-        smi::write(p, format, &runs).map_err(io)?;
         say(events_what(format), p);
     }
     if let Some(p) = &out.timeline {
-        let v = chrome::trace_many(outs);
-        chrome::validate(&v).map_err(|e| io(format!("internal: bad timeline: {e}")))?;
-        write_file(p, serde_json::to_vec(&v).map_err(|e| io(e.to_string()))?)?;
         say("timeline (open in ui.perfetto.dev)", p);
     }
-    if let Some(d) = &out.report {
-        let page = html::write(d, title, outs, baseline).map_err(io)?;
-        say("report", &page);
+    if let Some(page) = &page {
+        say("report", page);
     }
     Ok(if outs.iter().any(|o| o.violation.is_some()) {
         EXIT_INVARIANT
@@ -644,7 +704,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     "--record: the demo is three runs; name a workload to record one",
                 ));
             }
-            out.preflight()?;
+            out.preflight(&[], &[])?;
             let specs = demo::specs(opts.seed);
             let outs = run_all(&specs, out.capture(), jobs(None)?, cli.quiet, "demo")?;
             if !cli.quiet && !out.json && !out.csv {
@@ -660,6 +720,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 out,
                 cli,
                 "svmsim demo: one shared buffer, two GPUs, three policies",
+                output::Staged::default(),
             )?;
             if !cli.quiet && !out.json && !out.csv {
                 outln!("\n{}", demo::explain(&outs));
@@ -694,7 +755,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let spec = opts.spec(w, policy.as_deref())?;
             let policy = spec.policy().to_owned();
             spec.resolve().map_err(spec_fail)?;
-            out.preflight()?;
+            let recorded: Vec<output::Target<'_>> =
+                record.iter().map(|p| output::Target::File(p)).collect();
+            out.preflight(&opts.inputs(), &recorded)?;
             if let Some(p) = record {
                 writable(p)?;
             }
@@ -704,19 +767,22 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let o = exec::run(&spec, capture).map_err(spec_fail);
             p.finish();
             let o = o?;
+            let mut staged = output::Staged::default();
             if let (Some(path), Some(t)) = (record, &o.trace) {
-                write_file(path, t)?;
-                if !cli.quiet {
-                    eprintln!("trace: {} ({} bytes)", path.display(), t.len());
-                }
+                staged.file(path, t.clone());
             }
-            emit(
+            let code = emit(
                 std::slice::from_ref(&o),
                 0,
                 out,
                 cli,
                 &format!("svmsim run: {w}"),
-            )
+                staged,
+            )?;
+            if let (Some(path), Some(t), false) = (record, &o.trace, cli.quiet) {
+                eprintln!("trace: {} ({} bytes)", path.display(), t.len());
+            }
+            Ok(code)
         }
         Command::Compare {
             workload,
@@ -813,7 +879,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     }
                 },
             };
-            out.preflight()?;
+            out.preflight(&opts.inputs(), &[])?;
             let outs = run_all(&specs, out.capture(), jobs(*j)?, cli.quiet, workload)?;
             emit(
                 &outs,
@@ -821,6 +887,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 out,
                 cli,
                 &format!("svmsim compare: {workload}"),
+                output::Staged::default(),
             )
         }
         Command::Sweep {
@@ -856,7 +923,19 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 None => (1, 1),
             };
             let idx = sweep::shard_indices(sw.points.len(), shard);
-            output.preflight()?;
+            // The sweep file, a --config file, and the profile files its
+            // points name.
+            let mut inputs: Vec<&Path> = vec![file.as_path()];
+            inputs.extend(config.inputs());
+            for pt in &sw.points {
+                let p = Path::new(&pt.profile);
+                if p.is_file() && !inputs.contains(&p) {
+                    inputs.push(p);
+                }
+            }
+            let shard_target: Vec<output::Target<'_>> =
+                shard_out.iter().map(|p| output::Target::File(p)).collect();
+            output.preflight(&inputs, &shard_target)?;
             if let Some(p) = shard_out {
                 writable(p)?;
             }
@@ -866,6 +945,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             p.finish();
             let mut outs = outs.map_err(spec_fail)?;
             runs::relabel(&mut outs);
+            let mut staged = output::Staged::default();
             if let Some(path) = shard_out {
                 let f = sweep::ShardFile {
                     schema: sweep::SCHEMA.into(),
@@ -875,21 +955,29 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     shard,
                     points: idx.iter().copied().zip(outs.iter().cloned()).collect(),
                 };
-                write_file(
+                staged.file(
                     path,
                     serde_json::to_vec_pretty(&f).map_err(|e| io(e.to_string()))?,
-                )?;
-                if !cli.quiet {
-                    eprintln!(
-                        "shard {}/{}: {} points written to {}",
-                        shard.0,
-                        shard.1,
-                        idx.len(),
-                        path.display()
-                    );
-                }
+                );
             }
-            emit(&outs, 0, output, cli, &format!("svmsim sweep: {name}"))
+            let code = emit(
+                &outs,
+                0,
+                output,
+                cli,
+                &format!("svmsim sweep: {name}"),
+                staged,
+            )?;
+            if let (Some(path), false) = (shard_out, cli.quiet) {
+                eprintln!(
+                    "shard {}/{}: {} points written to {}",
+                    shard.0,
+                    shard.1,
+                    idx.len(),
+                    path.display()
+                );
+            }
+            Ok(code)
         }
         Command::Merge { files, out } => {
             let mut shards = Vec::new();
@@ -900,15 +988,23 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
                 shards.push((f.display().to_string(), s));
             }
-            out.preflight()?;
-            let mut outs = sweep::merge(&shards).map_err(usage)?;
-            runs::relabel(&mut outs);
             if out.smi.events.is_some() || out.timeline.is_some() {
                 return Err(usage(
                     "--events and --timeline need the runs themselves; pass them to `svmsim sweep`",
                 ));
             }
-            emit(&outs, 0, out, cli, "svmsim sweep (merged)")
+            let inputs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            out.preflight(&inputs, &[])?;
+            let mut outs = sweep::merge(&shards).map_err(usage)?;
+            runs::relabel(&mut outs);
+            emit(
+                &outs,
+                0,
+                out,
+                cli,
+                "svmsim sweep (merged)",
+                output::Staged::default(),
+            )
         }
         Command::Replay {
             trace,
@@ -932,7 +1028,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                      --policy, --xnack, --seed, --set and --config"
                 )));
             }
-            out.preflight()?;
+            let mut inputs = vec![trace.as_path()];
+            inputs.extend(opts.inputs());
+            out.preflight(&inputs, &[])?;
             let bytes = std::fs::read(trace)
                 .map_err(|e| usage(format!("cannot read {}: {e}", trace.display())))?;
             let name = trace.display().to_string();
@@ -953,6 +1051,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 out,
                 cli,
                 &format!("svmsim replay: {name}"),
+                output::Staged::default(),
             )
         }
         Command::Scenario {
@@ -1087,11 +1186,16 @@ fn run_scenario(
             }
         },
     };
-    if let Some((path, format)) = events
-        && let Err(e) = smi::check(path, format)
-    {
-        eprintln!("error: {e}");
-        return EXIT_USAGE;
+    if let Some((path, format)) = events {
+        // The scenario file and a --config file are inputs.
+        let mut inputs: Vec<&Path> = file.iter().map(|p| p.as_path()).collect();
+        inputs.extend(config.inputs());
+        if let Err(e) = output::refuse_clashes(&inputs, &[smi::target(path, format)])
+            .and_then(|()| smi::check(path, format))
+        {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
     }
     let mut sc = match scenario::parse(&name, &text) {
         Ok(sc) => sc,
@@ -1119,11 +1223,13 @@ fn run_scenario(
             return EXIT_USAGE;
         }
     };
-    if let Some((path, format)) = events
-        && let Err(e) = smi::write(path, format, &[RunEvents::of_scenario(&r)])
-    {
-        eprintln!("error: {e}");
-        return EXIT_INTERNAL;
+    if let Some((path, format)) = events {
+        let mut staged = output::Staged::default();
+        smi::stage(path, format, &[RunEvents::of_scenario(&r)], &mut staged);
+        if let Err(e) = staged.commit() {
+            eprintln!("error: {e}");
+            return EXIT_INTERNAL;
+        }
     }
     if json {
         outp!("{}", report::json(&r));

@@ -20,8 +20,6 @@
 //! or runs already in the directory are left alone.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use svm_core::gpu::GpuId;
@@ -173,43 +171,38 @@ pub fn check(path: &Path, format: EventsFormat) -> Result<(), String> {
     }
 }
 
-/// Makes directory `dir` unless it is there (its parent must be).
-fn make_dir(dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        r => r,
+/// Whether a file of this name is one `--events-format kfd` writes.
+pub fn writes(name: &str) -> bool {
+    name.starts_with("gpu-") && name.ends_with(".smi")
+}
+
+/// What `--events` writes at `path` in `format`, for the clash check.
+pub fn target(path: &Path, format: EventsFormat) -> output::Target<'_> {
+    match format {
+        EventsFormat::Prefixed => output::Target::File(path),
+        EventsFormat::Kfd => output::Target::Dir { dir: path, writes },
     }
 }
 
-/// Writes the SMI log of `runs` to `path` in `format`; returns the files
-/// written.
-///
-/// # Errors
-/// The first file or directory that could not be written; files written
-/// before it stay (each is whole).
-pub fn write(
-    path: &Path,
-    format: EventsFormat,
-    runs: &[RunEvents<'_>],
-) -> Result<Vec<PathBuf>, String> {
-    let fail = |p: &Path, e: io::Error| format!("cannot write {}: {e}", p.display());
+/// Stages the SMI log of `runs` at `path` in `format` (written when the
+/// command commits its outputs).
+pub fn stage(path: &Path, format: EventsFormat, runs: &[RunEvents<'_>], out: &mut output::Staged) {
     match format {
-        EventsFormat::Prefixed => {
-            output::write_atomic(path, prefixed(runs).as_bytes()).map_err(|e| fail(path, e))?;
-            Ok(vec![path.to_owned()])
-        }
+        EventsFormat::Prefixed => out.file(path, prefixed(runs).into_bytes()),
         EventsFormat::Kfd => {
-            make_dir(path).map_err(|e| fail(path, e))?;
-            let mut written = Vec::new();
+            out.dir(path);
+            let mut dirs: Vec<PathBuf> = Vec::new();
             for (rel, text) in kfd_files(runs) {
                 let p = path.join(rel);
-                if let Some(d) = p.parent() {
-                    make_dir(d).map_err(|e| fail(d, e))?;
+                if let Some(d) = p
+                    .parent()
+                    .filter(|d| *d != path && !dirs.iter().any(|x| x == d))
+                {
+                    dirs.push(d.to_owned());
+                    out.dir(d);
                 }
-                output::write_atomic(&p, text.as_bytes()).map_err(|e| fail(&p, e))?;
-                written.push(p);
+                out.file(&p, text.into_bytes());
             }
-            Ok(written)
         }
     }
 }

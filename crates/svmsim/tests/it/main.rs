@@ -25,6 +25,9 @@ mod robust;
 // The SMI log: kfd's formats read back as sscanf would, one file per GPU.
 mod smi;
 
+// No lost files: outputs that name inputs are refused, nothing changes.
+mod files;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
