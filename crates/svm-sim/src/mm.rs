@@ -209,6 +209,11 @@ fn page_len(len: u64) -> Option<u64> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AddressSpace {
     vmas: BTreeMap<PageNum, Vma>,
+    /// The pages some VMA covers, as maximal runs `start -> end`: what the
+    /// top-down search for a free gap walks, so that `mmap` after `mmap`
+    /// (each placed just below the last) crosses one run, not every VMA.
+    /// Linux keeps the same answer in the maple tree's gap tracking.
+    covered: BTreeMap<PageNum, PageNum>,
     /// The bytes of host pages, by virtual page number; unmapped pages drop theirs.
     data: PageStore,
 }
@@ -279,6 +284,7 @@ impl AddressSpace {
             None => self.find_gap(npages).ok_or(MmError::NoSpace { len })?,
         };
         let replaced = self.unmap_pages(range);
+        self.cover(range);
         self.vmas.insert(
             range.start(),
             Vma {
@@ -292,18 +298,62 @@ impl AddressSpace {
     }
 
     /// The highest free run of `npages` pages below [`MMAP_BASE`].
+    ///
+    /// The walk crosses the covered runs above the gap it picks: one for
+    /// maps placed one below the other, more only when munmap has left
+    /// holes too small for the request.
     fn find_gap(&self, npages: PageCount) -> Option<PageRange> {
         let floor = CpuVa::new(MMAP_MIN_ADDR).page_num();
         let mut top = CpuVa::new(MMAP_BASE).page_num();
-        for v in self.vmas.range(..top).rev().map(|(_, v)| v) {
-            let hole_start = v.range.end();
-            if hole_start < top && top.raw() - hole_start.raw() >= npages.raw() {
+        for (&start, &end) in self.covered.range(..top).rev() {
+            if end < top && top.raw() - end.raw() >= npages.raw() {
                 break;
             }
-            top = top.min(v.range.start());
+            top = top.min(start);
         }
         let start = top.raw().checked_sub(npages.raw())?;
         (start >= floor.raw()).then(|| PageRange::new(PageNum::new(start), top))
+    }
+
+    /// Adds `range`, which no VMA covers, to the covered runs, joining the
+    /// runs it touches.
+    fn cover(&mut self, range: PageRange) {
+        let (mut start, mut end) = (range.start(), range.end());
+        if let Some((&s, &e)) = self.covered.range(..start).next_back() {
+            if e == start {
+                self.covered.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(e) = self.covered.remove(&end) {
+            end = e;
+        }
+        self.covered.insert(start, end);
+    }
+
+    /// Takes `range` out of the covered runs, keeping what lies outside it.
+    fn uncover(&mut self, range: PageRange) {
+        let (start, end) = (range.start(), range.end());
+        let first = self
+            .covered
+            .range(..start)
+            .next_back()
+            .filter(|&(_, &e)| e > start)
+            .map(|(&s, _)| s);
+        let hit: Vec<(PageNum, PageNum)> = first
+            .into_iter()
+            .map(|s| (s, self.covered[&s]))
+            .chain(self.covered.range(start..end).map(|(&s, &e)| (s, e)))
+            .collect();
+        for (s, e) in hit {
+            self.covered.remove(&s);
+            if s < start {
+                self.covered.insert(s, start);
+            }
+            if e > end {
+                self.covered.insert(end, e);
+            }
+        }
     }
 
     /// Unmaps `[addr, addr+len)`, the length rounded up to whole pages, and
@@ -331,6 +381,7 @@ impl AddressSpace {
         // The pages' contents go with the mapping: a new mapping reads zero.
         self.data.drop_range(range.start().raw(), range.end().raw());
         let hit = self.split_around(range);
+        self.uncover(range);
         hit.iter()
             .map(|start| {
                 self.vmas
@@ -534,6 +585,64 @@ mod tests {
             .mmap(None, P, Prot::RW, Backing::Anon, Mark::None)
             .unwrap();
         assert_eq!(r4.start(), r1.start());
+    }
+
+    /// The covered runs are the VMAs merged, and the gap search over them
+    /// picks what a walk over every VMA picks, under any mix of mmap,
+    /// MAP_FIXED and munmap near the top of the mmap area.
+    #[test]
+    fn covered_runs_match_a_walk_over_every_vma() {
+        use proptest::prelude::*;
+        let base = CpuVa::new(MMAP_BASE).page_num().raw();
+        let op = prop_oneof![
+            (1u64..6).prop_map(|n| (0u8, 0u64, n)),
+            (0u64..40, 1u64..6).prop_map(|(at, n)| (1u8, at, n)),
+            (0u64..40, 1u64..6).prop_map(|(at, n)| (2u8, at, n)),
+        ];
+        proptest!(|(ops in proptest::collection::vec(op, 1..60))| {
+            let mut a = AddressSpace::new();
+            for (kind, at, n) in ops {
+                let fixed = CpuVa::new((base - 40 + at) * P);
+                match kind {
+                    0 => {
+                        let naive = naive_gap(&a, PageCount::new(n));
+                        prop_assert_eq!(a.find_gap(PageCount::new(n)), naive);
+                        a.mmap(None, n * P, Prot::RW, Backing::Anon, Mark::None).unwrap();
+                    }
+                    1 => {
+                        a.mmap(Some(fixed), n * P, Prot::RW, Backing::Anon, Mark::None).unwrap();
+                    }
+                    _ => {
+                        a.munmap(fixed, n * P).unwrap();
+                    }
+                }
+                let mut merged: Vec<(PageNum, PageNum)> = Vec::new();
+                for v in a.vmas() {
+                    match merged.last_mut() {
+                        Some(last) if last.1 == v.range.start() => last.1 = v.range.end(),
+                        _ => merged.push((v.range.start(), v.range.end())),
+                    }
+                }
+                let covered: Vec<_> = a.covered.iter().map(|(&s, &e)| (s, e)).collect();
+                prop_assert_eq!(covered, merged);
+            }
+        });
+    }
+
+    /// The gap search as a walk down every VMA.
+    fn naive_gap(a: &AddressSpace, npages: PageCount) -> Option<PageRange> {
+        let mut top = CpuVa::new(MMAP_BASE).page_num();
+        for v in a.vmas.values().rev() {
+            if v.range.start() >= top {
+                continue;
+            }
+            if v.range.end() < top && top.raw() - v.range.end().raw() >= npages.raw() {
+                break;
+            }
+            top = top.min(v.range.start());
+        }
+        let start = top.raw().checked_sub(npages.raw())?;
+        (start >= MMAP_MIN_ADDR / P).then(|| PageRange::new(PageNum::new(start), top))
     }
 
     #[test]
