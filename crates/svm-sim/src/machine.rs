@@ -528,10 +528,11 @@ pub enum AccessError {
     /// No such GPU.
     #[error("no GPU with gpu_id {0:#x}")]
     NoGpu(u32),
-    /// The access runs past the end of the address space, or is larger than
-    /// one simulated access may be.
+    /// The access runs past the end of the address space, or one wave
+    /// instruction moves more than [`MAX_WAVE_OP_BYTES`].
     #[error(
-        "access of {len:#x} bytes at {addr} is out of range (at most {MAX_ACCESS_BYTES:#x} bytes, below 2^64)"
+        "access of {len:#x} bytes at {addr} is out of range (it must end below 2^64; one wave \
+         instruction moves at most {MAX_WAVE_OP_BYTES:#x} bytes)"
     )]
     OutOfRange {
         /// Start.
@@ -539,10 +540,31 @@ pub enum AccessError {
         /// Length.
         len: u64,
     },
+    /// The host could not hold the access's bytes (a read returns them).
+    #[error("the host cannot hold the {len:#x} bytes of an access at {addr}")]
+    NoMemory {
+        /// Start.
+        addr: CpuVa,
+        /// Length.
+        len: u64,
+    },
 }
 
-/// The most bytes one simulated access moves (its data is held in memory).
-pub const MAX_ACCESS_BYTES: u64 = 1 << 30;
+/// The most bytes one wave instruction of a kernel moves (a real one moves
+/// at most a few KiB; its data is held in memory). A scenario's or a
+/// workload's access has no such limit: it is a wave of one instruction
+/// per page, and its bytes are reserved fallibly.
+pub const MAX_WAVE_OP_BYTES: u64 = 1 << 30;
+
+/// A buffer of `len` bytes, reserved fallibly: a huge access is an error,
+/// never an abort.
+pub(crate) fn access_buffer(addr: CpuVa, len: u64) -> Result<Vec<u8>, AccessError> {
+    let n = usize::try_from(len).map_err(|_| AccessError::NoMemory { addr, len })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| AccessError::NoMemory { addr, len })?;
+    Ok(v)
+}
 
 impl AccessError {
     /// The errno a scenario reports for it.
@@ -551,6 +573,7 @@ impl AccessError {
             AccessError::VmFault { errno, .. } => *errno,
             AccessError::Signal { .. } => Errno::Efault,
             AccessError::NoGpu(_) | AccessError::OutOfRange { .. } => Errno::Einval,
+            AccessError::NoMemory { .. } => Errno::Enomem,
         }
     }
 }
@@ -1204,10 +1227,15 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<Vec<u8>, AccessError> {
-        // Bounded before anything is allocated for it.
-        if len > MAX_ACCESS_BYTES || data.is_some_and(|d| d.len() as u64 != len) {
+        if addr.raw().checked_add(len).is_none() || data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
+        // A read's bytes, reserved before anything moves.
+        let mut out = if data.is_none() {
+            access_buffer(addr, len)?
+        } else {
+            Vec::new()
+        };
         self.record(|| TraceEvent::Cpu {
             pid: Self::record_pid(pid),
             addr: addr.raw(),
@@ -1224,10 +1252,9 @@ impl Machine {
                 Ok(Vec::new())
             }
             None => {
-                // Sized once (len is bounded above): growing it page by
-                // page would double it, and the peak RSS with it.
-                let n = usize::try_from(len).unwrap_or(0);
-                let mut out = Vec::with_capacity(n);
+                // Reserved once, above: growing it page by page would
+                // double it, and the peak RSS with it.
+                let n = out.capacity();
                 p.mm.pages().read_into(addr.raw(), n, &mut out);
                 Ok(out)
             }

@@ -192,6 +192,24 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     ("uvm-like", include_str!("../../../profiles/uvm-like.toml")),
 ];
 
+/// The line of `key = ...` in `[section]` of `text`, for errors serde's
+/// value checks cannot place.
+fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            inside = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
+        } else if inside
+            && t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 impl Profile {
     /// Parses a profile file.
     ///
@@ -240,16 +258,50 @@ impl Profile {
             ));
         }
         let g = &p.gpu;
-        if g.count == 0 || g.count > 64 {
-            return Err(err(format!("gpu.count must be 1..=64, not {}", g.count)));
+        use crate::limits as l;
+        // Each count within its limit, placed at its line.
+        let at = |section: &str, key: &str, what: String| ProfileError {
+            file: match line_of(text, section, key) {
+                Some(n) => format!("{file}:{n}"),
+                None => file.to_owned(),
+            },
+            message: format!("field `{section}.{key}`: {what}"),
+        };
+        #[rustfmt::skip]
+        let counts = [
+            ("gpu", "count", g.count, l::MAX_GPUS),
+            ("gpu", "compute_units", g.compute_units, l::MAX_COMPUTE_UNITS),
+            ("gpu", "waves_per_cu", g.waves_per_cu, l::MAX_WAVES_PER_CU),
+            ("gpu", "tlb_entries", g.tlb_entries, l::MAX_TLB_ENTRIES),
+            ("timing", "fault_batch", t.fault_batch, l::MAX_FAULT_BATCH),
+        ];
+        for (section, key, v, max) in counts {
+            if v == 0 || v > max {
+                return Err(at(section, key, format!("{v} is not between 1 and {max}")));
+            }
         }
-        if g.compute_units == 0 || g.waves_per_cu == 0 || g.tlb_entries == 0 || t.fault_batch == 0 {
-            return Err(err(
-                "gpu.compute_units, gpu.waves_per_cu, gpu.tlb_entries and timing.fault_batch must be at least 1".into(),
+        let tlbs = u64::from(g.count)
+            .saturating_mul(u64::from(g.compute_units))
+            .saturating_mul(u64::from(g.tlb_entries));
+        if tlbs > l::MAX_MACHINE_TLB_ENTRIES {
+            return Err(at(
+                "gpu",
+                "tlb_entries",
+                format!(
+                    "{} GPUs x {} CUs x {} entries is {tlbs} TLB entries; a machine holds at most {}",
+                    g.count,
+                    g.compute_units,
+                    g.tlb_entries,
+                    l::MAX_MACHINE_TLB_ENTRIES
+                ),
             ));
         }
-        if g.vram_bytes < 2 << 20 {
-            return Err(err("gpu.vram_bytes must be at least 2 MiB".into()));
+        if !(l::MIN_VRAM_BYTES..=l::MAX_VRAM_BYTES).contains(&g.vram_bytes) {
+            return Err(at(
+                "gpu",
+                "vram_bytes",
+                format!("{} is not between 2 MiB and 16 TiB", g.vram_bytes),
+            ));
         }
         if let Some(v) = &g.gc_version
             && GcVersion::parse(v).is_none()

@@ -143,6 +143,36 @@ pub const MAX_SIZE: u64 = 4 << 30;
 pub const MIN_VRAM: u64 = 2 << 20;
 /// The largest oversubscription factor.
 pub const MAX_OVERSUBSCRIPTION: f64 = 16.0;
+/// The most iterations a run takes.
+pub const MAX_ITERS: u32 = 100_000;
+/// The most page touches (footprint pages times iterations) a run may
+/// need: 2^32, hours of simulation at the half to one million a second
+/// the workloads run at.
+pub const MAX_PAGE_TOUCHES: u64 = 1 << 32;
+
+/// What a run needs of the host, estimated from its spec before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostNeed {
+    /// Host memory, bytes: every byte of the footprint three times (the
+    /// process's pages, the checker's shadow, the workload's CPU
+    /// reference), 64 bytes of bookkeeping per page, the TLBs, and 64 MiB.
+    pub bytes: u64,
+    /// Page touches: footprint pages times iterations (the work).
+    pub page_touches: u64,
+}
+
+/// The host memory runs may take at once: half of the machine's memory
+/// (`MemTotal` of /proc/meminfo), or 8 GiB where that cannot be read.
+pub fn default_host_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024) / 2)
+        })
+        .unwrap_or(8 << 30)
+}
 
 /// A configuration that cannot run, named by the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -182,8 +212,12 @@ pub fn load_profile(name: &str) -> Result<Profile, SpecError> {
         return Ok(p);
     }
     if name.ends_with(".toml") || name.contains('/') {
-        let text = std::fs::read_to_string(name)
-            .map_err(|e| spec_err("profile", format!("cannot read {name}: {e}")))?;
+        let text = crate::input::read_text(
+            std::path::Path::new(name),
+            crate::input::MAX_PROFILE_BYTES,
+            "profile",
+        )
+        .map_err(|e| spec_err("profile", e))?;
         return Profile::parse(name, &text).map_err(|e| spec_err("profile", e.to_string()));
     }
     Err(spec_err(
@@ -228,18 +262,22 @@ impl RunSpec {
                 ),
             ));
         }
-        if self.iters == 0 {
-            return Err(spec_err("iters", "must be at least 1"));
+        if self.iters == 0 || self.iters > MAX_ITERS {
+            return Err(spec_err(
+                "iters",
+                format!("{} is not between 1 and {MAX_ITERS}", self.iters),
+            ));
         }
         if let Some(v) = self.vram
-            && v < MIN_VRAM
+            && !(MIN_VRAM..=svm_sim::limits::MAX_VRAM_BYTES).contains(&v)
         {
             return Err(spec_err(
                 "vram",
                 format!(
-                    "{} is below {} (one 2MiB block)",
+                    "{} is not between {} (one 2MiB block) and {}",
                     crate::size::show(v),
-                    crate::size::show(MIN_VRAM)
+                    crate::size::show(MIN_VRAM),
+                    crate::size::show(svm_sim::limits::MAX_VRAM_BYTES)
                 ),
             ));
         }
@@ -275,6 +313,20 @@ impl RunSpec {
             };
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let vram = (w.footprint(&p) as f64 / f) as u64;
+            if vram > svm_sim::limits::MAX_VRAM_BYTES {
+                return Err(spec_err(
+                    "oversubscribe",
+                    format!(
+                        "{f} asks for {} of VRAM per GPU for {}'s {} footprint, above {}; \
+                         use a factor of at least {:.2e}",
+                        crate::size::show(vram),
+                        w.name(),
+                        crate::size::show(w.footprint(&p)),
+                        crate::size::show(svm_sim::limits::MAX_VRAM_BYTES),
+                        w.footprint(&p) as f64 / svm_sim::limits::MAX_VRAM_BYTES as f64
+                    ),
+                ));
+            }
             if vram < MIN_VRAM {
                 return Err(spec_err(
                     "oversubscribe",
@@ -314,6 +366,33 @@ impl RunSpec {
             ));
         }
         Ok((w, profile))
+    }
+
+    /// What the run needs of the host ([`HostNeed`]), from its spec.
+    ///
+    /// # Errors
+    /// A spec that does not resolve.
+    pub fn host_need(&self) -> Result<HostNeed, SpecError> {
+        let (w, profile) = self.resolve()?;
+        let p = Params {
+            size: self.size,
+            iters: self.iters,
+            seed: self.seed,
+        };
+        let footprint = w.footprint(&p);
+        let pages = footprint.div_ceil(4096);
+        let g = &profile.gpu;
+        let gpus = self.gpus.unwrap_or(w.gpus()) as u64;
+        let tlbs =
+            svm_sim::limits::tlb_bytes(gpus, u64::from(g.compute_units), u64::from(g.tlb_entries));
+        Ok(HostNeed {
+            bytes: footprint
+                .saturating_mul(3)
+                .saturating_add(pages.saturating_mul(64))
+                .saturating_add(tlbs)
+                .saturating_add(64 << 20),
+            page_touches: pages.saturating_mul(u64::from(self.iters)),
+        })
     }
 
     /// The fault policy's name.

@@ -11,6 +11,7 @@ pub mod chrome;
 pub mod demo;
 pub mod exec;
 pub mod html;
+pub mod input;
 pub mod output;
 pub mod plots;
 pub mod progress;

@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use svm_core::config::Config;
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
 use svmsim::smi::{self, EventsFormat, RunEvents};
-use svmsim::{chrome, demo, html, output, progress::Progress, report, runs, scenario, size, sweep};
+use svmsim::{
+    chrome, demo, html, input, output, progress::Progress, report, runs, scenario, size, sweep,
+};
 
 /// Writes to stdout; a reader that went away (`svmsim run | head`) ends
 /// the program quietly rather than as an error.
@@ -63,6 +65,10 @@ struct Cli {
     /// Print per-GPU state, counters and wall time too.
     #[arg(long, short, global = true)]
     verbose: bool,
+    /// Host memory runs may take at once [default: half of this machine's];
+    /// a run estimated above it is refused before it starts.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = size::parse)]
+    max_host_mem: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,8 +299,8 @@ impl ConfigOpts {
     fn resolve(&self, base: Config, policy: Option<&str>) -> Result<Config, Fail> {
         let mut c = base;
         if let Some(path) = &self.config_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| usage(format!("--config: cannot read {}: {e}", path.display())))?;
+            let text = input::read_text(path, input::MAX_CONFIG_BYTES, "config file")
+                .map_err(|e| usage(format!("--config: {e}")))?;
             c = scenario::parse::config_file(&path.display().to_string(), &text, c)
                 .map_err(|e| usage(format!("--config: {e}")))?;
         }
@@ -496,6 +502,66 @@ fn jobs(j: Option<usize>) -> Result<usize, Fail> {
 }
 
 /// Runs `specs` in parallel with a progress bar.
+/// Checks that `specs` fit the host before any runs: each run's estimated
+/// memory within the budget and its work within `MAX_PAGE_TOUCHES`.
+/// Returns how many may run at once (at most `jobs`, fewer if the largest
+/// of them together would not fit).
+fn fit_host(specs: &[RunSpec], jobs: usize, cli: &Cli) -> Result<usize, Fail> {
+    let budget = cli.max_host_mem.unwrap_or_else(exec::default_host_budget);
+    let mut needs = Vec::with_capacity(specs.len());
+    for s in specs {
+        let n = s.host_need().map_err(spec_fail)?;
+        if n.page_touches > exec::MAX_PAGE_TOUCHES {
+            return Err(usage(format!(
+                "--size {} --iters {}: the run would touch {} pages ({} pages of footprint, {} times), \
+                 above {}; give fewer iterations or a smaller size",
+                size::show(s.size),
+                s.iters,
+                n.page_touches,
+                n.page_touches / u64::from(s.iters.max(1)),
+                s.iters,
+                exec::MAX_PAGE_TOUCHES
+            )));
+        }
+        if n.bytes > budget {
+            return Err(usage(format!(
+                "--size {}: the run needs about {} of host memory (its footprint three times over, \
+                 its page bookkeeping and TLBs), above the budget of {}{}; use a smaller --size, \
+                 phantom mode for footprints beyond host memory (cargo run --release -p \
+                 svm-workloads --example phantom), or --max-host-mem",
+                size::show(s.size),
+                size::human(n.bytes),
+                size::human(budget),
+                if cli.max_host_mem.is_some() {
+                    ""
+                } else {
+                    " (half of this machine's memory)"
+                }
+            )));
+        }
+        needs.push(n.bytes);
+    }
+    needs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut fit = 0;
+    let mut sum = 0u64;
+    for n in needs.iter().take(jobs) {
+        sum = sum.saturating_add(*n);
+        if sum > budget {
+            break;
+        }
+        fit += 1;
+    }
+    let fit = fit.max(1);
+    if fit < jobs.min(specs.len()) && !cli.quiet {
+        eprintln!(
+            "note: running {fit} at once, not {}, to stay within {} of host memory",
+            jobs.min(specs.len()),
+            size::human(budget)
+        );
+    }
+    Ok(fit)
+}
+
 fn run_all(
     specs: &[RunSpec],
     capture: Capture,
@@ -755,6 +821,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let spec = opts.spec(w, policy.as_deref())?;
             let policy = spec.policy().to_owned();
             spec.resolve().map_err(spec_fail)?;
+            fit_host(std::slice::from_ref(&spec), 1, cli)?;
             let recorded: Vec<output::Target<'_>> =
                 record.iter().map(|p| output::Target::File(p)).collect();
             out.preflight(&opts.inputs(), &recorded)?;
@@ -880,7 +947,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 },
             };
             out.preflight(&opts.inputs(), &[])?;
-            let outs = run_all(&specs, out.capture(), jobs(*j)?, cli.quiet, workload)?;
+            let jobs = fit_host(&specs, jobs(*j)?, cli)?;
+            let outs = run_all(&specs, out.capture(), jobs, cli.quiet, workload)?;
             emit(
                 &outs,
                 base,
@@ -898,8 +966,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             config,
             output,
         } => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+            let text =
+                input::read_text(file, input::MAX_SWEEP_BYTES, "sweep file").map_err(usage)?;
             let name = file.display().to_string();
             let mut sw = sweep::parse(&name, &text).map_err(|e| usage(e.to_string()))?;
             // --set and --config apply to every point; a knob the grid
@@ -939,7 +1007,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             if let Some(p) = shard_out {
                 writable(p)?;
             }
-            let jobs = jobs(*j)?;
+            let mine: Vec<RunSpec> = idx.iter().map(|&i| sw.points[i].clone()).collect();
+            let jobs = fit_host(&mine, jobs(*j)?, cli)?;
             let p = Progress::new(idx.len() as u64, &format!("sweep {name}"), cli.quiet);
             let outs = sweep::run_points(&sw.points, &idx, jobs, output.capture(), &|_| p.inc());
             p.finish();
@@ -982,8 +1051,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Merge { files, out } => {
             let mut shards = Vec::new();
             for f in files {
-                let text = std::fs::read_to_string(f)
-                    .map_err(|e| usage(format!("cannot read {}: {e}", f.display())))?;
+                let text =
+                    input::read_text(f, input::MAX_SHARD_BYTES, "shard file").map_err(usage)?;
                 let s: sweep::ShardFile = serde_json::from_str(&text)
                     .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
                 shards.push((f.display().to_string(), s));
@@ -1031,8 +1100,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let mut inputs = vec![trace.as_path()];
             inputs.extend(opts.inputs());
             out.preflight(&inputs, &[])?;
-            let bytes = std::fs::read(trace)
-                .map_err(|e| usage(format!("cannot read {}: {e}", trace.display())))?;
+            let bytes = input::read(trace, input::MAX_TRACE_BYTES, "trace").map_err(usage)?;
             let name = trace.display().to_string();
             let bytes = if *csv_input {
                 let text = String::from_utf8(bytes)
@@ -1178,10 +1246,10 @@ fn run_scenario(
             scenario::DEFAULT.0.to_string(),
             scenario::DEFAULT.1.to_string(),
         ),
-        Some(path) => match std::fs::read_to_string(path) {
+        Some(path) => match input::read_text(path, input::MAX_SCENARIO_BYTES, "scenario file") {
             Ok(t) => (path.display().to_string(), t),
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", path.display());
+                eprintln!("error: {e}");
                 return EXIT_USAGE;
             }
         },

@@ -25,6 +25,9 @@ use crate::exec::{self, Capture, Outcome, RunSpec};
 /// The schema of a shard's result file.
 pub const SCHEMA: &str = "svmsim.sweep/1";
 
+/// The most points a sweep's grid may have (the product of its axes).
+pub const MAX_POINTS: usize = 1_000_000;
+
 /// A sweep file's error: the file, the line when known, the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {message}", line.map_or(String::new(), |l| format!(":{l}")))]
@@ -195,6 +198,23 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
         let g = g
             .as_table()
             .ok_or_else(|| err(None, "[grid] must be a table".into()))?;
+        // The grid's size, before a point is made.
+        let mut total: usize = 1;
+        for (k, v) in g {
+            let n = v.as_array().map_or(1, Vec::len).max(1);
+            total = total
+                .checked_mul(n)
+                .filter(|&t| t <= MAX_POINTS)
+                .ok_or_else(|| {
+                    err(
+                        line_of(text, "grid", k),
+                        format!(
+                            "field {k}: the grid has more than {MAX_POINTS} points (the product of \
+                         its lists' lengths); split it into several sweeps"
+                        ),
+                    )
+                })?;
+        }
         for (k, v) in g {
             axes.push(k.clone());
             let line = line_of(text, "grid", k);
@@ -332,6 +352,12 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
     let Some((_, first)) = files.first() else {
         return Err("no shard files given".into());
     };
+    if first.total > MAX_POINTS {
+        return Err(format!(
+            "{}: a grid of {} points; a sweep has at most {MAX_POINTS}",
+            files[0].0, first.total
+        ));
+    }
     let mut slots: Vec<Option<Outcome>> = vec![None; first.total];
     for (name, f) in files {
         if f.schema != SCHEMA {
@@ -354,16 +380,22 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
             *slot = Some(o.clone());
         }
     }
-    let missing: Vec<String> = slots
+    let missing: Vec<usize> = slots
         .iter()
         .enumerate()
         .filter(|(_, s)| s.is_none())
-        .map(|(i, _)| i.to_string())
+        .map(|(i, _)| i)
         .collect();
     if !missing.is_empty() {
+        let shown: Vec<String> = missing.iter().take(10).map(ToString::to_string).collect();
+        let more = if missing.len() > 10 {
+            format!(" and {} more", missing.len() - 10)
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "points {} are missing: merge every shard's file",
-            missing.join(", ")
+            "points {}{more} are missing: merge every shard's file",
+            shown.join(", ")
         ));
     }
     Ok(slots.into_iter().flatten().collect())

@@ -320,20 +320,19 @@ impl Machine {
                 errno: svm_core::Errno::Efault,
             });
         }
-        // Bounded before anything is allocated for it.
-        if len > super::MAX_ACCESS_BYTES || addr.checked_add(len).is_none() {
+        if addr.checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
         }
         if data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        // A load's bytes, sized once (len is bounded above).
-        let cap = if data.is_none() {
-            usize::try_from(len).unwrap_or(0)
+        // A load's bytes, reserved once, fallibly.
+        let buf = if data.is_none() {
+            super::access_buffer(addr, len)?
         } else {
-            0
+            Vec::new()
         };
-        let out = Rc::new(RefCell::new(Vec::with_capacity(cap)));
+        let out = Rc::new(RefCell::new(buf));
         let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out));
         let kernel = self.launch_wave(pid, gpu_id, 1, f, 0)?;
         let access = Access { kernel, out };

@@ -35,7 +35,7 @@ pub(super) struct Names {
     /// The processes, in spawn order.
     pub processes: Vec<String>,
     /// For each process, the mapping labels it has made so far.
-    pub labels: Vec<Vec<String>>,
+    pub labels: Vec<std::collections::BTreeSet<String>>,
     /// The process the operation being read runs in.
     pub current: usize,
 }
@@ -67,6 +67,35 @@ fn in_scope<R>(f: impl FnOnce(&Names) -> Result<R, String>) -> Result<R, String>
         Some(n) => f(n),
         None => Err("names resolve only while a scenario is parsed".to_owned()),
     })
+}
+
+/// A list of at most `N` items, refused at item `N + 1` while it is read
+/// (not after all of them are held).
+pub(super) fn at_most<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct V<T, const N: usize>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {N}")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                if out.len() == N {
+                    return Err(A::Error::custom(format!(
+                        "more than {N}; at most {N} are allowed"
+                    )));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V::<T, N>(std::marker::PhantomData))
 }
 
 /// A value that is an integer, a string or a boolean.
@@ -273,7 +302,7 @@ fn addr_of(s: Scalar) -> Result<AddrExpr, String> {
         });
     }
     in_scope(|n| {
-        if n.labels[n.current].iter().any(|l| l == head) {
+        if n.labels[n.current].contains(head) {
             Ok(())
         } else {
             Err(format!(

@@ -41,22 +41,42 @@ impl fmt::Display for ScenarioError {
 impl std::error::Error for ScenarioError {}
 
 /// The source text and its name, to turn byte offsets into lines.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Source<'s> {
     /// The file name as given.
     pub file: &'s str,
     /// The whole text.
     pub text: &'s str,
+    /// Byte offsets of the text's newlines, so that placing a span is a
+    /// binary search, not a count from the start (every op is placed).
+    newlines: Vec<usize>,
 }
 
-impl Source<'_> {
+impl<'s> Source<'s> {
+    /// The text of `file`, indexed by line.
+    pub fn new(file: &'s str, text: &'s str) -> Self {
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter_map(|(i, b)| (b == b'\n').then_some(i))
+            .collect();
+        Self {
+            file,
+            text,
+            newlines,
+        }
+    }
+
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-        (line, col)
+        // Newlines before `offset`: its line is one more.
+        let before = self.newlines.partition_point(|&nl| nl < offset);
+        let col = match before {
+            0 => offset,
+            n => offset - self.newlines[n - 1] - 1,
+        };
+        (before + 1, col + 1)
     }
 
     /// An error at `span` about `field`.

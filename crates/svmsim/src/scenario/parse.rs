@@ -472,7 +472,7 @@ struct FileHead {
     system: Spanned<SystemFile>,
     #[serde(default)]
     config: BTreeMap<Spanned<String>, Spanned<KnobText>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::at_most::<_, _, MAX_PROCESSES>")]
     process: Vec<ProcessFile>,
 }
 
@@ -486,7 +486,7 @@ struct SystemFile {
     sysmem: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_size")]
     mem_limit: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::at_most::<_, _, 64>")]
     gpu: Vec<Spanned<GpuFile>>,
     seed: Option<u64>,
     profile: Option<Spanned<String>>,
@@ -563,7 +563,7 @@ impl<'de> Deserialize<'de> for KnobText {
 /// # Errors
 /// The first problem found, placed at its file, line and field.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-    let src = Source { file, text };
+    let src = Source::new(file, text);
     let doc = src.parse()?;
     let root = doc.get_ref();
     let mut head = root.clone();
@@ -622,24 +622,32 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
     // The operations.
     let mut reader = OpReader {
-        src,
+        src: &src,
         root,
         names: de::Names {
             gpus,
-            labels: vec![Vec::new(); processes.len()],
+            labels: vec![std::collections::BTreeSet::new(); processes.len()],
             processes,
             current: 0,
         },
         queues: Vec::new(),
         launches: Vec::new(),
     };
-    reader.queues = vec![Vec::new(); reader.names.processes.len()];
+    reader.queues = vec![std::collections::BTreeSet::new(); reader.names.processes.len()];
     reader.launches = vec![Vec::new(); reader.names.processes.len()];
     let mut out = Vec::new();
     if let Some(list) = ops {
+        let span = list.span();
         let DeValue::Array(list) = list.get_ref() else {
-            return Err(src.error_in(root, list.span(), "`op` is a list of [[op]] tables"));
+            return Err(src.error_in(root, span, "`op` is a list of [[op]] tables"));
         };
+        if list.len() > MAX_OPS {
+            return Err(src.error_in(
+                root,
+                span,
+                format!("{} ops; a scenario holds at most {MAX_OPS}", list.len()),
+            ));
+        }
         for (index, v) in list.iter().enumerate() {
             out.push(reader.op(v, index)?);
         }
@@ -780,7 +788,7 @@ fn set_knob(
 /// TOML that does not parse, an unknown key or a refused value, at its
 /// file, line and column.
 pub fn config_file(file: &str, text: &str, base: Config) -> Result<Config, ScenarioError> {
-    let src = Source { file, text };
+    let src = Source::new(file, text);
     let doc = src.parse()?;
     let root = doc.get_ref();
     let table: BTreeMap<Spanned<String>, Spanned<KnobText>> =
@@ -794,12 +802,12 @@ pub fn config_file(file: &str, text: &str, base: Config) -> Result<Config, Scena
 
 /// Reads the operations in order, keeping the names each defines.
 struct OpReader<'a, 's> {
-    src: Source<'s>,
+    src: &'a Source<'s>,
     root: &'a DeTable<'s>,
     /// GPUs, processes and the mapping labels made so far.
     names: de::Names,
     /// Queue labels per process.
-    queues: Vec<Vec<String>>,
+    queues: Vec<std::collections::BTreeSet<String>>,
     /// Launched accesses per process not yet waited for, with the error to
     /// give if none is.
     launches: Vec<Vec<(String, ScenarioError)>>,
@@ -894,8 +902,12 @@ impl OpReader<'_, '_> {
         at: &dyn Fn(&str) -> std::ops::Range<usize>,
     ) -> Result<(), ScenarioError> {
         match kind {
-            OpKind::Mmap { label: Some(l), .. } => self.names.labels[process].push(l.clone()),
-            OpKind::QueueCreate { label: Some(l), .. } => self.queues[process].push(l.clone()),
+            OpKind::Mmap { label: Some(l), .. } => {
+                self.names.labels[process].insert(l.clone());
+            }
+            OpKind::QueueCreate { label: Some(l), .. } => {
+                self.queues[process].insert(l.clone());
+            }
             OpKind::QueueDestroy { label, .. } if !self.queues[process].contains(label) => {
                 return Err(self.error(
                     at("queue"),
@@ -998,8 +1010,8 @@ impl OpReader<'_, '_> {
                 "`check_fill` checks what a read returns; this is a write",
             ));
         }
-        if size > svm_sim::machine::MAX_ACCESS_BYTES {
-            return Err(self.error(at("size"), "one access moves at most 1 GiB"));
+        if size > MAX_OP_BYTES {
+            return Err(self.error(at("size"), "one access of a scenario moves at most 1 GiB"));
         }
         Ok(())
     }
@@ -1076,6 +1088,15 @@ impl OpReader<'_, '_> {
         Ok(())
     }
 }
+
+/// The most processes a scenario declares.
+pub const MAX_PROCESSES: usize = 1024;
+/// The most ops a scenario holds.
+pub const MAX_OPS: usize = 1_000_000;
+
+/// The most bytes one `gpu_access` or `cpu_access` op moves (its bytes are
+/// held, and written to the report).
+pub const MAX_OP_BYTES: u64 = 1 << 30;
 
 /// The op names, as serde reads them (with aliases), for error messages.
 fn op_names() -> String {
