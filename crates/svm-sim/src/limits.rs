@@ -31,6 +31,23 @@ pub const MAX_MACHINE_TLB_ENTRIES: u64 = 1 << 24;
 /// Faults the handler takes in one batch.
 pub const MAX_FAULT_BATCH: u32 = 65_536;
 
+/// Processes one machine runs (a scenario's, a trace's).
+pub const MAX_PROCESSES: u32 = 1024;
+
+/// The most bytes one wave instruction of a kernel moves (a real one moves
+/// at most a few KiB; its data is held in memory). A scenario's or a
+/// workload's access has no such limit: it is a wave of one instruction
+/// per page, and its bytes are reserved fallibly.
+pub const MAX_WAVE_OP_BYTES: u64 = 1 << 30;
+
+/// The most bytes one CPU access from a file (a scenario's `cpu_access`
+/// or `gpu_access`, a trace's CPU record) moves: its bytes are held, and a
+/// scenario writes them to its report.
+pub const MAX_ACCESS_BYTES: u64 = 1 << 30;
+
+/// Waves of one launch.
+pub const MAX_LAUNCH_WAVES: u32 = 1 << 24;
+
 /// Host memory the TLBs of a machine of this shape take, in bytes (a set
 /// of 4 ways is 128 bytes).
 pub fn tlb_bytes(gpus: u64, compute_units: u64, tlb_entries: u64) -> u64 {

@@ -529,10 +529,11 @@ pub enum AccessError {
     #[error("no GPU with gpu_id {0:#x}")]
     NoGpu(u32),
     /// The access runs past the end of the address space, or one wave
-    /// instruction moves more than [`MAX_WAVE_OP_BYTES`].
+    /// instruction moves more than [`MAX_WAVE_OP_BYTES`](crate::limits::MAX_WAVE_OP_BYTES).
     #[error(
         "access of {len:#x} bytes at {addr} is out of range (it must end below 2^64; one wave \
-         instruction moves at most {MAX_WAVE_OP_BYTES:#x} bytes)"
+         instruction moves at most {:#x} bytes)",
+        crate::limits::MAX_WAVE_OP_BYTES
     )]
     OutOfRange {
         /// Start.
@@ -549,12 +550,6 @@ pub enum AccessError {
         len: u64,
     },
 }
-
-/// The most bytes one wave instruction of a kernel moves (a real one moves
-/// at most a few KiB; its data is held in memory). A scenario's or a
-/// workload's access has no such limit: it is a wave of one instruction
-/// per page, and its bytes are reserved fallibly.
-pub const MAX_WAVE_OP_BYTES: u64 = 1 << 30;
 
 /// A buffer of `len` bytes, reserved fallibly: a huge access is an error,
 /// never an abort.

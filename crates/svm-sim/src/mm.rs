@@ -142,7 +142,8 @@ pub struct Vma {
 }
 
 impl Vma {
-    fn info(&self) -> VmaInfo {
+    /// The engine's view of it.
+    pub fn info(&self) -> VmaInfo {
         VmaInfo {
             range: self.range,
             flags: VmFlags {
@@ -227,6 +228,11 @@ impl AddressSpace {
     /// VMAs in address order.
     pub fn vmas(&self) -> impl Iterator<Item = &Vma> {
         self.vmas.values()
+    }
+
+    /// Number of VMAs.
+    pub fn vma_count(&self) -> usize {
+        self.vmas.len()
     }
 
     /// The VMA that holds `page`.

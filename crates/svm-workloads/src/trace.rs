@@ -48,9 +48,59 @@ pub enum TraceError {
         /// What is wrong.
         why: String,
     },
+    /// A count or size above its limit (`docs/files.md`), at `offset` of
+    /// a binary trace or on `line` of a CSV one.
+    #[error("{at}: {what} {value} is above the limit of {max}")]
+    Limit {
+        /// `byte N` or `line N`.
+        at: String,
+        /// What is counted.
+        what: &'static str,
+        /// How many or how large.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A call the replay could not make.
     #[error("replay: {0}")]
     Replay(String),
+}
+
+/// The most events a trace holds, whatever the host budget: a 1 GiB file
+/// of two-byte records.
+pub const MAX_EVENTS: usize = 1 << 29;
+
+/// Host bytes one event takes while it is replayed: the event, and its
+/// wave operation copied into its wave's program.
+pub const EVENT_HOST_BYTES: u64 =
+    (std::mem::size_of::<TraceEvent>() + std::mem::size_of::<WaveOp>() + 16) as u64;
+
+/// What a replay of `events` takes of host memory, estimated before it
+/// runs: the events ([`EVENT_HOST_BYTES`] each), and for every page its
+/// accesses can touch (no more than it maps), the page, the checker's
+/// shadow of it, and 64 bytes of bookkeeping.
+pub fn host_bytes(events: &[TraceEvent]) -> u64 {
+    const PAGE: u64 = 4096;
+    let (mut mapped, mut touched) = (0u64, 0u64);
+    for e in events {
+        let len = match e {
+            TraceEvent::Mmap { len, .. } => {
+                mapped = mapped.saturating_add(len.div_ceil(PAGE));
+                continue;
+            }
+            TraceEvent::Cpu { len, .. } => *len,
+            TraceEvent::Wave {
+                op: WaveOp::Load { len, .. } | WaveOp::Store { len, .. },
+                ..
+            } => u64::from(*len),
+            _ => continue,
+        };
+        // An access straddles at most one more page than its length fills.
+        touched = touched.saturating_add(len.div_ceil(PAGE) + 1);
+    }
+    (events.len() as u64)
+        .saturating_mul(EVENT_HOST_BYTES)
+        .saturating_add(mapped.min(touched).saturating_mul(2 * PAGE + 64))
 }
 
 // Record tags.
@@ -206,6 +256,19 @@ impl Reader<'_> {
         }
     }
 
+    /// `value`, or an error when it is above `max`.
+    fn within(&self, what: &'static str, value: u64, max: u64) -> Result<u64, TraceError> {
+        if value > max {
+            return Err(TraceError::Limit {
+                at: format!("byte {}", self.at),
+                what,
+                value,
+                max,
+            });
+        }
+        Ok(value)
+    }
+
     fn byte(&mut self) -> Result<u8, TraceError> {
         let v = *self
             .b
@@ -233,11 +296,20 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes a trace file.
+/// Decodes a trace file of at most `max_events` events (at most
+/// [`MAX_EVENTS`]; fewer to keep a replay within a host budget, see
+/// [`EVENT_HOST_BYTES`]).
+///
+/// Every count and size is checked against its limit as it is read:
+/// processes ([`MAX_PROCESSES`](svm_sim::limits::MAX_PROCESSES)), the bytes
+/// of a CPU access and of a wave instruction, the waves of a launch.
 ///
 /// # Errors
-/// A bad header, or bytes that end or go wrong; never a panic.
-pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
+/// A bad header, bytes that end or go wrong, or a limit passed; never a
+/// panic.
+pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError> {
+    use svm_sim::limits as l;
+    let max_events = max_events.min(MAX_EVENTS);
     if b.len() < 10 || &b[..8] != MAGIC {
         return Err(TraceError::Header(0));
     }
@@ -248,7 +320,9 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
     let mut r = Reader { b, at: 10 };
     let mut out = Vec::new();
     let mut last_addr = 0u64;
+    let mut spawns = 0u64;
     while r.at < b.len() {
+        r.within("events", out.len() as u64 + 1, max_events as u64)?;
         let tag = r.byte()?;
         let e = match tag {
             SPAWN => {
@@ -261,6 +335,8 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
                     .map_err(|_| r.err("a name that is not UTF-8"))?
                     .to_owned();
                 r.at = end;
+                spawns += 1;
+                r.within("processes", spawns, u64::from(l::MAX_PROCESSES))?;
                 TraceEvent::Spawn { name }
             }
             MMAP => TraceEvent::Mmap {
@@ -299,13 +375,20 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
             CPU => TraceEvent::Cpu {
                 pid: r.u32()?,
                 addr: r.var()?,
-                len: r.var()?,
+                len: {
+                    let v = r.var()?;
+                    r.within("bytes of a CPU access", v, l::MAX_ACCESS_BYTES)?
+                },
                 write: r.var()? != 0,
             },
             LAUNCH => TraceEvent::Launch {
                 pid: r.u32()?,
                 gpu_id: r.u32()?,
-                waves: r.u32()?,
+                waves: {
+                    let v = r.u32()?;
+                    r.within("waves of a launch", v.into(), l::MAX_LAUNCH_WAVES.into())?;
+                    v
+                },
             },
             LOAD | STORE | COMPUTE => {
                 let (kernel, wave) = (r.u32()?, r.u32()?);
@@ -315,6 +398,11 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
                     let addr = last_addr.wrapping_add(unzigzag(r.var()?) as u64);
                     last_addr = addr;
                     let len = r.u32()?;
+                    r.within(
+                        "bytes of a wave instruction",
+                        len.into(),
+                        l::MAX_WAVE_OP_BYTES,
+                    )?;
                     if tag == LOAD {
                         WaveOp::Load { addr, len }
                     } else {
@@ -335,10 +423,6 @@ pub fn decode(b: &[u8]) -> Result<Vec<TraceEvent>, TraceError> {
 
 /// What a replay's kernels came to, in launch order.
 pub type Replayed = Vec<Result<KernelStats, AccessError>>;
-
-/// The most waves one replayed launch may have (a guard against corrupt
-/// traces; real grids are far smaller).
-const MAX_WAVES: u32 = 1 << 24;
 
 /// The byte a replayed store writes.
 const FILL: u8 = 0xa5;
@@ -424,6 +508,12 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
                 len,
                 write,
             } => {
+                if *len > svm_sim::limits::MAX_ACCESS_BYTES {
+                    return Err(TraceError::Replay(format!(
+                        "a CPU access of {len} bytes (at most {})",
+                        svm_sim::limits::MAX_ACCESS_BYTES
+                    )));
+                }
                 let data = write.then(|| vec![FILL; usize::try_from(*len).unwrap_or(0)]);
                 let _ = m.cpu_access(pid(&pids, *p)?, CpuVa::new(*addr), *len, data.as_deref());
             }
@@ -433,9 +523,10 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
                 waves,
             } => {
                 let k = u32::try_from(launched.len()).unwrap_or(u32::MAX);
-                if *waves > MAX_WAVES {
+                if *waves > svm_sim::limits::MAX_LAUNCH_WAVES {
                     return Err(TraceError::Replay(format!(
-                        "a launch of {waves} waves (at most {MAX_WAVES})"
+                        "a launch of {waves} waves (at most {})",
+                        svm_sim::limits::MAX_LAUNCH_WAVES
                     )));
                 }
                 // Only waves that did something have a program; the rest
@@ -498,9 +589,15 @@ type CsvKernel = (u32, u32, Vec<(u32, WaveOp)>);
 /// 2 MiB block the accesses touch and registers it for the GPUs that touch
 /// it, in one process.
 ///
+/// At most `max_events` lines are read (as [`decode`]); wave numbers,
+/// access lengths and gpu_ids are checked against their limits on the
+/// line that holds them.
+///
 /// # Errors
-/// A line that does not parse, with its number.
-pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
+/// A line that does not parse or passes a limit, with its number.
+pub fn from_csv(text: &str, max_events: usize) -> Result<Vec<TraceEvent>, TraceError> {
+    use svm_sim::limits as l;
+    let max_events = max_events.min(MAX_EVENTS);
     const HEADER: [&str; 6] = ["kernel", "gpu_id", "wave", "op", "addr", "len"];
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -530,22 +627,47 @@ pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
     const BLOCK: u64 = 2 << 20;
     // The line a record starts on, counted in the text itself: the
     // reader's position is where it began to read, before the blank lines
-    // it skipped.
-    let line_at = |p: Option<&csv::Position>| {
-        let bytes = text.as_bytes();
+    // it skipped. Records come in order, so the count goes on from the
+    // last record's (counting from the start each time is quadratic).
+    let bytes = text.as_bytes();
+    let (mut seen_byte, mut seen_lines) = (0usize, 1usize);
+    let mut line_at = |p: Option<&csv::Position>| {
         let mut byte = p.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
         byte = byte.min(bytes.len());
         while byte < bytes.len() && matches!(bytes[byte], b'\n' | b'\r') {
             byte += 1;
         }
-        bytes[..byte].iter().filter(|&&b| b == b'\n').count() + 1
+        if byte < seen_byte {
+            (seen_byte, seen_lines) = (0, 1);
+        }
+        seen_lines += bytes[seen_byte..byte]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        seen_byte = byte;
+        seen_lines
     };
+    let mut records = 0u64;
     for record in reader.records() {
         let record = record.map_err(|e| TraceError::Csv {
             line: line_at(e.position()),
             why: e.to_string(),
         })?;
         let line = line_at(record.position());
+        records += 1;
+        let limit = |what: &'static str, value: u64, max: u64| {
+            if value > max {
+                return Err(TraceError::Limit {
+                    at: format!("line {line}"),
+                    what,
+                    value,
+                    max,
+                });
+            }
+            Ok(())
+        };
+        // Each line adds a wave event; launches, waits, maps come on top.
+        limit("lines", records, max_events as u64 / 2)?;
         let f: Vec<&str> = record.iter().collect();
         if f.len() != 6 {
             return Err(TraceError::Csv {
@@ -560,10 +682,12 @@ pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
         let kernel = u32::try_from(num(f[0], line, "kernel")?).map_err(|_| too_big("kernel"))?;
         let gpu = u32::try_from(num(f[1], line, "gpu_id")?).map_err(|_| too_big("gpu_id"))?;
         let wave = u32::try_from(num(f[2], line, "wave")?).map_err(|_| too_big("wave"))?;
+        limit("wave", u64::from(wave), u64::from(l::MAX_LAUNCH_WAVES - 1))?;
         let addr = num(f[4], line, "addr")?;
         let len = num(f[5], line, "len")?;
         let op = match f[3].trim() {
             "load" | "store" => {
+                limit("bytes of a wave instruction", len, l::MAX_WAVE_OP_BYTES)?;
                 let len32 = u32::try_from(len).map_err(|_| too_big("len"))?;
                 if len32 == 0 || addr.checked_add(len).is_none() {
                     return Err(TraceError::Csv {
@@ -576,6 +700,12 @@ pub fn from_csv(text: &str) -> Result<Vec<TraceEvent>, TraceError> {
                     blocks.entry(b).or_default().insert(gpu);
                     b += 1;
                 }
+                // Each block becomes a map and a SET_ATTR.
+                limit(
+                    "2 MiB blocks touched",
+                    blocks.len() as u64,
+                    max_events as u64 / 4,
+                )?;
                 if f[3].trim() == "load" {
                     WaveOp::Load { addr, len: len32 }
                 } else {

@@ -40,13 +40,17 @@ fn every_workload_replays_identically_from_its_trace() {
         let events = m.take_trace();
         let bytes = trace::encode(&events);
         assert_eq!(
-            trace::decode(&bytes).unwrap(),
+            trace::decode(&bytes, trace::MAX_EVENTS).unwrap(),
             events,
             "{}: round trip",
             w.name()
         );
         let mut again = machine(11);
-        let kernels = trace::replay(&mut again, &trace::decode(&bytes).unwrap()).unwrap();
+        let kernels = trace::replay(
+            &mut again,
+            &trace::decode(&bytes, trace::MAX_EVENTS).unwrap(),
+        )
+        .unwrap();
         let stats: Vec<_> = kernels.into_iter().map(Result::unwrap).collect();
         assert_eq!(
             stats,
@@ -89,7 +93,7 @@ fn corrupt_traces_are_errors_not_panics() {
     .unwrap();
     let bytes = trace::encode(&m.take_trace());
     assert!(matches!(
-        trace::decode(b"nonsense"),
+        trace::decode(b"nonsense", trace::MAX_EVENTS),
         Err(TraceError::Header(_))
     ));
     // A well-formed trace asking the impossible is an error, not a hang.
@@ -109,7 +113,10 @@ fn corrupt_traces_are_errors_not_panics() {
         assert!(trace::replay(&mut machine(1), &bad).is_err(), "{bad:?}");
     }
     for cut in [11, bytes.len() / 2, bytes.len() - 1] {
-        assert!(trace::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            trace::decode(&bytes[..cut], trace::MAX_EVENTS).is_err(),
+            "cut at {cut}"
+        );
     }
     // Flipped bytes decode to something or fail, but never panic.
     let mut x = 12345u64;
@@ -120,7 +127,7 @@ fn corrupt_traces_are_errors_not_panics() {
             let i = 10 + (x >> 33) as usize % (b.len() - 10);
             b[i] ^= x.to_le_bytes()[2];
         }
-        let _ = trace::decode(&b);
+        let _ = trace::decode(&b, trace::MAX_EVENTS);
     }
 }
 
@@ -131,7 +138,7 @@ fn a_csv_trace_runs() {
                0,0x1002,0,compute,0,500\n\
                0,0x1002,1,store,0x7f0000200000,256\n\
                1,0x2002,0,load,0x7f0000200000,256\n";
-    let events = trace::from_csv(csv).unwrap();
+    let events = trace::from_csv(csv, trace::MAX_EVENTS).unwrap();
     let mut m = machine(2);
     let ks = trace::replay(&mut m, &events).unwrap();
     assert_eq!(ks.len(), 2);
@@ -156,7 +163,104 @@ fn a_csv_trace_runs() {
             "line 4",
         ),
     ] {
-        let e = trace::from_csv(bad).unwrap_err().to_string();
+        let e = trace::from_csv(bad, trace::MAX_EVENTS)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(want), "{bad:?}: {e}");
     }
+}
+
+/// Every count and size in a trace is checked against its limit as it is
+/// read, before anything is allocated for it.
+#[test]
+fn limits_are_checked_while_reading() {
+    use svm_sim::limits as l;
+    use svm_sim::machine::{TraceEvent, WaveOp};
+    let spawn = || TraceEvent::Spawn { name: "p".into() };
+    let wave = |len| TraceEvent::Wave {
+        kernel: 0,
+        wave: 0,
+        op: WaveOp::Store { addr: 0, len },
+    };
+    let limit_of =
+        |events: &[TraceEvent], max_events| match trace::decode(&trace::encode(events), max_events)
+        {
+            Err(TraceError::Limit {
+                what, value, max, ..
+            }) => (what, value, max),
+            other => panic!("{events:?}: {other:?}"),
+        };
+    // A CPU access of 2^50 bytes (a 22-byte file once asked for that).
+    let cpu = TraceEvent::Cpu {
+        pid: 0,
+        addr: 0,
+        len: 1 << 50,
+        write: true,
+    };
+    assert_eq!(
+        limit_of(&[spawn(), cpu], trace::MAX_EVENTS),
+        ("bytes of a CPU access", 1 << 50, l::MAX_ACCESS_BYTES)
+    );
+    assert_eq!(
+        limit_of(&[spawn(), wave(u32::MAX)], trace::MAX_EVENTS),
+        (
+            "bytes of a wave instruction",
+            u64::from(u32::MAX),
+            l::MAX_WAVE_OP_BYTES
+        )
+    );
+    let launch = TraceEvent::Launch {
+        pid: 0,
+        gpu_id: 0x1002,
+        waves: l::MAX_LAUNCH_WAVES + 1,
+    };
+    assert_eq!(
+        limit_of(&[spawn(), launch], trace::MAX_EVENTS).0,
+        "waves of a launch"
+    );
+    let spawns = vec![spawn(); l::MAX_PROCESSES as usize + 1];
+    assert_eq!(
+        limit_of(&spawns, trace::MAX_EVENTS),
+        (
+            "processes",
+            u64::from(l::MAX_PROCESSES) + 1,
+            u64::from(l::MAX_PROCESSES)
+        )
+    );
+    // The event count a host budget allows, and no more.
+    let ten: Vec<_> = std::iter::once(spawn())
+        .chain((0..9).map(|_| wave(64)))
+        .collect();
+    assert_eq!(trace::decode(&trace::encode(&ten), 10).unwrap().len(), 10);
+    assert_eq!(limit_of(&ten, 9), ("events", 10, 9));
+
+    // CSV: the line is named.
+    let head = "kernel,gpu_id,wave,op,addr,len\n";
+    for (body, want) in [
+        (
+            "0,1,16777216,load,0,4\n",
+            "line 2: wave 16777216 is above the limit",
+        ),
+        (
+            "0,1,0,load,0,2147483648\n",
+            "line 2: bytes of a wave instruction",
+        ),
+        (
+            "0,1,0,load,0,4\n0,1,0,load,0,4\n0,1,0,load,0,4\n",
+            "line 4: lines 3",
+        ),
+    ] {
+        let e = trace::from_csv(&format!("{head}{body}"), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{body:?}: {e}");
+    }
+    // A CSV trace touching many 2 MiB blocks is counted by its blocks.
+    let spread: String = (0..8)
+        .map(|i| format!("0,1,0,load,{},4\n", i << 21))
+        .collect();
+    let e = trace::from_csv(&format!("{head}{spread}"), 20)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 MiB blocks touched 6"), "{e}");
 }

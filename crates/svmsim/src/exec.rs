@@ -758,13 +758,34 @@ pub fn replay(
     name: &str,
     bytes: &[u8],
     capture: Capture,
+    host_budget: u64,
 ) -> Result<Outcome, SpecError> {
+    use svm_workloads::trace;
     let t0 = std::time::Instant::now();
     spec.check_config()?;
     let profile = load_profile(&spec.profile)?;
-    let events = svm_workloads::trace::decode(bytes)
-        .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
+    let events = trace::decode(bytes, max_trace_events(host_budget))
+        .map_err(|e| trace_err(name, &e, host_budget))?;
     let gpus = spec.gpus.unwrap_or(profile.gpus().len());
+    let g = &profile.gpu;
+    let need = trace::host_bytes(&events)
+        .saturating_add(svm_sim::limits::tlb_bytes(
+            gpus as u64,
+            u64::from(g.compute_units),
+            u64::from(g.tlb_entries),
+        ))
+        .saturating_add(64 << 20);
+    if need > host_budget {
+        return Err(spec_err(
+            "trace",
+            format!(
+                "{name}: replaying it needs about {} of host memory (its events, and the pages \
+                 its accesses touch twice over), above the budget of {}; use --max-host-mem",
+                crate::size::human(need),
+                crate::size::human(host_budget)
+            ),
+        ));
+    }
     // A replay records no trace of its own.
     let capture = Capture {
         trace: false,
@@ -795,6 +816,30 @@ pub fn replay(
     Ok(finish(
         &spec, gpus, status, metrics, pid, m, capture, None, t0,
     ))
+}
+
+/// The most trace events a replay within `host_budget` holds.
+pub fn max_trace_events(host_budget: u64) -> usize {
+    let n = host_budget / svm_workloads::trace::EVENT_HOST_BYTES;
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A trace that cannot be read, named by its file; a limit of events says
+/// the way out.
+pub fn trace_err(name: &str, e: &svm_workloads::trace::TraceError, host_budget: u64) -> SpecError {
+    use svm_workloads::trace::TraceError;
+    let hint = match e {
+        // The limits the budget sets.
+        TraceError::Limit {
+            what: "events" | "lines" | "2 MiB blocks touched",
+            ..
+        } => format!(
+            " (the events a replay holds within the host budget of {}; use --max-host-mem)",
+            crate::size::human(host_budget)
+        ),
+        _ => String::new(),
+    };
+    spec_err("trace", format!("{name}: {e}{hint}"))
 }
 
 /// The end of a run: checks, per-GPU state, what was captured.

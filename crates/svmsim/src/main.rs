@@ -200,6 +200,11 @@ enum Command {
         /// Interleave concurrent work in the order this seed picks (overrides the scenario's).
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
+        /// Check the invariants after every op, however large the state. By
+        /// default they are checked after every op while the state is small
+        /// and less often beyond, so that checking stays linear in the ops.
+        #[arg(long)]
+        check_every_op: bool,
         #[command(flatten)]
         config: ConfigOpts,
     },
@@ -502,12 +507,17 @@ fn jobs(j: Option<usize>) -> Result<usize, Fail> {
 }
 
 /// Runs `specs` in parallel with a progress bar.
+/// The host memory runs may take: `--max-host-mem`, or half the machine's.
+fn host_budget(cli: &Cli) -> u64 {
+    cli.max_host_mem.unwrap_or_else(exec::default_host_budget)
+}
+
 /// Checks that `specs` fit the host before any runs: each run's estimated
 /// memory within the budget and its work within `MAX_PAGE_TOUCHES`.
 /// Returns how many may run at once (at most `jobs`, fewer if the largest
 /// of them together would not fit).
 fn fit_host(specs: &[RunSpec], jobs: usize, cli: &Cli) -> Result<usize, Fail> {
-    let budget = cli.max_host_mem.unwrap_or_else(exec::default_host_budget);
+    let budget = host_budget(cli);
     let mut needs = Vec::with_capacity(specs.len());
     for s in specs {
         let n = s.host_need().map_err(spec_fail)?;
@@ -813,8 +823,8 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     Some(&PathBuf::from(w)),
                     out.json,
                     out.smi.target(),
-                    policy.as_deref(),
-                    seed.then_some(opts.seed),
+                    (policy.as_deref(), seed.then_some(opts.seed)),
+                    svm_sim::check::Schedule::linear(),
                     &opts.config,
                 ));
             }
@@ -1102,17 +1112,18 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out.preflight(&inputs, &[])?;
             let bytes = input::read(trace, input::MAX_TRACE_BYTES, "trace").map_err(usage)?;
             let name = trace.display().to_string();
+            let budget = host_budget(cli);
             let bytes = if *csv_input {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
-                let ev = svm_workloads::trace::from_csv(&text)
-                    .map_err(|e| usage(format!("{name}: {e}")))?;
+                let ev = svm_workloads::trace::from_csv(&text, exec::max_trace_events(budget))
+                    .map_err(|e| spec_fail(exec::trace_err(&name, &e, budget)))?;
                 svm_workloads::trace::encode(&ev)
             } else {
                 bytes
             };
             let spec = opts.spec("replay", policy.as_deref())?;
-            let o = exec::replay(&spec, &name, &bytes, out.capture()).map_err(spec_fail)?;
+            let o = exec::replay(&spec, &name, &bytes, out.capture(), budget).map_err(spec_fail)?;
             emit(
                 std::slice::from_ref(&o),
                 0,
@@ -1128,13 +1139,18 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             smi,
             policy,
             seed,
+            check_every_op,
             config,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
             smi.target(),
-            policy.as_deref(),
-            *seed,
+            (policy.as_deref(), *seed),
+            if *check_every_op {
+                svm_sim::check::Schedule::every_step()
+            } else {
+                svm_sim::check::Schedule::linear()
+            },
             config,
         )),
         Command::Config { toml, config } => {
@@ -1237,8 +1253,8 @@ fn run_scenario(
     file: Option<&PathBuf>,
     json: bool,
     events: Option<(&PathBuf, EventsFormat)>,
-    policy: Option<&str>,
-    seed: Option<u64>,
+    (policy, seed): (Option<&str>, Option<u64>),
+    checks: svm_sim::check::Schedule,
     config: &ConfigOpts,
 ) -> u8 {
     let (name, text) = match file {
@@ -1283,7 +1299,7 @@ fn run_scenario(
     if seed.is_some() {
         sc.system.seed = seed;
     }
-    let result = scenario::run(&sc);
+    let result = scenario::run(&sc, checks);
     let r = match result {
         Ok(r) => r,
         Err(e) => {

@@ -251,9 +251,17 @@ pub fn text(r: &RunReport) -> String {
             );
         }
     } else {
+        let checked = if r.checked_ops == r.ops.len() {
+            "after every op".to_owned()
+        } else {
+            format!(
+                "after {} of them (linear schedule; --check-every-op checks after each)",
+                r.checked_ops
+            )
+        };
         let _ = writeln!(
             out,
-            "\nPASSED: {} op(s), {expected} expectation(s) held, invariants checked after every op",
+            "\nPASSED: {} op(s), {expected} expectation(s) held, invariants checked {checked}",
             r.ops.len()
         );
     }

@@ -656,7 +656,7 @@ impl Machine {
         };
         // An access past the end of the address space (or larger than one
         // access may be) is a fault no driver can serve.
-        if len > super::MAX_WAVE_OP_BYTES || addr.checked_add(len).is_none() {
+        if len > crate::limits::MAX_WAVE_OP_BYTES || addr.checked_add(len).is_none() {
             self.kill_out_of_range(k, at, (addr, len));
             return Err(Parked::Dead);
         }

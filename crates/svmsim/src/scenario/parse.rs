@@ -1090,13 +1090,12 @@ impl OpReader<'_, '_> {
 }
 
 /// The most processes a scenario declares.
-pub const MAX_PROCESSES: usize = 1024;
+pub const MAX_PROCESSES: usize = svm_sim::limits::MAX_PROCESSES as usize;
 /// The most ops a scenario holds.
 pub const MAX_OPS: usize = 1_000_000;
 
-/// The most bytes one `gpu_access` or `cpu_access` op moves (its bytes are
-/// held, and written to the report).
-pub const MAX_OP_BYTES: u64 = 1 << 30;
+/// The most bytes one `gpu_access` or `cpu_access` op moves.
+pub const MAX_OP_BYTES: u64 = svm_sim::limits::MAX_ACCESS_BYTES;
 
 /// The op names, as serde reads them (with aliases), for error messages.
 fn op_names() -> String {

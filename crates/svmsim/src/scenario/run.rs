@@ -248,6 +248,10 @@ pub struct RunReport {
     pub mismatches: usize,
     /// A broken invariant, if one was found (the run stops there).
     pub violation: Option<String>,
+    /// The ops after which the invariants were checked: every op, or under
+    /// the linear schedule (`svm_sim::check::Schedule`) every op while the
+    /// state was small, fewer beyond, and always the last.
+    pub checked_ops: usize,
     /// Every expectation held and no invariant broke.
     pub passed: bool,
     /// The GPU-fault policy of the run.
@@ -1178,10 +1182,13 @@ impl Runner<'_> {
 /// [`RunReport::violation`]); mismatched expectations are recorded and the
 /// run goes on.
 ///
+/// The invariants are checked after the ops `checks` picks, and always
+/// after the last.
+///
 /// # Errors
 /// An address expression that cannot be resolved at run time (a label whose
 /// mmap failed), placed at its op.
-pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
+pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, ScenarioError> {
     let s = &sc.system;
     let mut m = Machine::new(
         s.topology.clone(),
@@ -1217,7 +1224,10 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
     };
     let mut ops = Vec::new();
     let mut violation = None;
-    for op in &sc.ops {
+    let mut checked_ops = 0;
+    // The op after which the last check held, to say where a break lies.
+    let mut clean: Option<usize> = None;
+    for (n, op) in sc.ops.iter().enumerate() {
         // With a seed, concurrent work gets its turn before each op.
         if s.seed.is_some() {
             r.m.interleave();
@@ -1225,10 +1235,27 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         let mut rec = r.step(op)?;
         rec.end_ns = r.m.now_ns();
         ops.push(rec);
+        if !(checks.due(&r.m) || n + 1 == sc.ops.len()) {
+            continue;
+        }
+        checked_ops += 1;
         if let Err(v) = check::check(&r.m) {
-            violation = Some(format!("after op {} (line {}): {v}", op.index, op.line));
+            let since = match clean {
+                Some(c) if c + 1 < op.index => format!(
+                    " (checked last after op {c}: it broke in ops {}..={}; \
+                     `svmsim scenario --check-every-op` names the op)",
+                    c + 1,
+                    op.index
+                ),
+                _ => String::new(),
+            };
+            violation = Some(format!(
+                "after op {} (line {}): {v}{since}",
+                op.index, op.line
+            ));
             break;
         }
+        clean = Some(op.index);
     }
     let max_pages = r.m.process(r.pids[0]).svm.max_range_pages().raw();
     let mismatches = ops.iter().filter(|o| o.mismatch.is_some()).count();
@@ -1270,6 +1297,7 @@ pub fn run(sc: &Scenario) -> Result<RunReport, ScenarioError> {
         processes: r.final_state(),
         ops,
         violation,
+        checked_ops,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::root;
 fn parse_and_run(text: &str) {
     if let Ok(sc) = scenario::parse("fuzz.toml", text) {
         // A run may fail on a label whose mmap failed; it must not panic.
-        let _ = scenario::run(&sc);
+        let _ = scenario::run(&sc, svm_sim::check::Schedule::every_step());
     }
 }
 
