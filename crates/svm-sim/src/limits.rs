@@ -48,6 +48,12 @@ pub const MAX_ACCESS_BYTES: u64 = 1 << 30;
 /// Waves of one launch.
 pub const MAX_LAUNCH_WAVES: u32 = 1 << 24;
 
+/// The most page touches (pages moved, mapped or accessed) one run may
+/// need: 2^32, hours of simulation at the half to one million pages a
+/// second the engine moves. A workload's is its footprint times its
+/// iterations; a scenario's the pages its ops may move or map.
+pub const MAX_PAGE_TOUCHES: u64 = 1 << 32;
+
 /// Host memory the TLBs of a machine of this shape take, in bytes (a set
 /// of 4 ways is 128 bytes).
 pub fn tlb_bytes(gpus: u64, compute_units: u64, tlb_entries: u64) -> u64 {

@@ -221,7 +221,29 @@ impl Profile {
             file: file.to_owned(),
             message,
         };
-        let p: Profile = toml::from_str(text).map_err(|e| err(e.to_string().trim().to_owned()))?;
+        // A syntax or field error placed at file:line:column, as every
+        // other input's.
+        let p: Profile = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let start = before.rfind('\n').map_or(0, |n| n + 1);
+                let col = before.len() - start + 1;
+                let source = text[start..].lines().next().unwrap_or("").trim();
+                (format!("{file}:{line}:{col}"), source)
+            });
+            match at {
+                // The line itself names the field.
+                Some((at, source)) if !source.is_empty() => ProfileError {
+                    file: at,
+                    message: format!("{} (in `{source}`)", e.message().trim()),
+                },
+                other => ProfileError {
+                    file: other.map_or_else(|| file.to_owned(), |(at, _)| at),
+                    message: e.message().trim().to_owned(),
+                },
+            }
+        })?;
         let t = &p.timing;
         for (name, v) in [
             ("timing.host_link.bytes_per_ns", t.host_link.bytes_per_ns),
@@ -382,7 +404,11 @@ mod tests {
         let bad = good.replace("fault_batch =", "fault_batch_typo =");
         let e = Profile::parse("x.toml", &bad).unwrap_err();
         assert!(e.message.contains("fault_batch_typo"), "{e}");
-        assert!(e.message.contains("line"), "{e}");
+        // Placed at file:line:column.
+        let line = 1 + good[..good.find("fault_batch =").unwrap()]
+            .matches('\n')
+            .count();
+        assert_eq!(e.file, format!("x.toml:{line}:1"), "{e}");
         let bad = good.replacen("bytes_per_ns = ", "bytes_per_ns = 0.0 #", 1);
         let e = Profile::parse("x.toml", &bad).unwrap_err();
         assert!(e.message.contains("must be positive"), "{e}");

@@ -145,10 +145,8 @@ pub const MIN_VRAM: u64 = 2 << 20;
 pub const MAX_OVERSUBSCRIPTION: f64 = 16.0;
 /// The most iterations a run takes.
 pub const MAX_ITERS: u32 = 100_000;
-/// The most page touches (footprint pages times iterations) a run may
-/// need: 2^32, hours of simulation at the half to one million a second
-/// the workloads run at.
-pub const MAX_PAGE_TOUCHES: u64 = 1 << 32;
+/// The most page touches (footprint pages times iterations) a run may need.
+pub const MAX_PAGE_TOUCHES: u64 = svm_sim::limits::MAX_PAGE_TOUCHES;
 
 /// What a run needs of the host, estimated from its spec before it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

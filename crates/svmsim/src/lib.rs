@@ -10,6 +10,7 @@
 pub mod chrome;
 pub mod demo;
 pub mod exec;
+pub mod fuzz;
 pub mod html;
 pub mod input;
 pub mod output;

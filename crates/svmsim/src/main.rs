@@ -1063,8 +1063,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             for f in files {
                 let text =
                     input::read_text(f, input::MAX_SHARD_BYTES, "shard file").map_err(usage)?;
-                let s: sweep::ShardFile = serde_json::from_str(&text)
-                    .map_err(|e| usage(format!("{}: not a shard file ({e})", f.display())))?;
+                let s = sweep::read_shard(&f.display().to_string(), &text).map_err(usage)?;
                 shards.push((f.display().to_string(), s));
             }
             if out.smi.events.is_some() || out.timeline.is_some() {

@@ -344,6 +344,14 @@ pub struct ShardFile {
     pub points: Vec<(usize, Outcome)>,
 }
 
+/// Reads a shard's result file.
+///
+/// # Errors
+/// `NAME: not a shard file (...)`, with serde's line and column.
+pub fn read_shard(name: &str, text: &str) -> Result<ShardFile, String> {
+    serde_json::from_str(text).map_err(|e| format!("{name}: not a shard file ({e})"))
+}
+
 /// Joins shard files into the whole grid's outcomes, in grid order.
 ///
 /// # Errors
@@ -359,7 +367,9 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
         ));
     }
     let mut slots: Vec<Option<Outcome>> = vec![None; first.total];
-    for (name, f) in files {
+    // Which file gave each point: a point given twice is refused.
+    let mut from: Vec<usize> = vec![usize::MAX; first.total];
+    for (n, (name, f)) in files.iter().enumerate() {
         if f.schema != SCHEMA {
             return Err(format!(
                 "{name}: schema {:?}, expected {SCHEMA:?}",
@@ -377,7 +387,14 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
             let slot = slots
                 .get_mut(*i)
                 .ok_or_else(|| format!("{name}: point {i} is outside the grid"))?;
+            if slot.is_some() {
+                let other = files.get(from[*i]).map_or(name, |(o, _)| o);
+                return Err(format!(
+                    "{name}: point {i} is in both {other} and {name}: merge each shard's file once"
+                ));
+            }
             *slot = Some(o.clone());
+            from[*i] = n;
         }
     }
     let missing: Vec<usize> = slots

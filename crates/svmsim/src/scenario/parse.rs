@@ -276,6 +276,28 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// The pages this op may move, map or access, one by one: an access's,
+    /// a prefetch's, a SET_ATTR's that prefetches, or that grants access
+    /// when XNACK may be off (it then maps every page at once).
+    pub fn page_touches(&self, xnack_may_be_off: bool) -> u64 {
+        use attr_type as t;
+        let pages = |size: &u64| size.div_ceil(svm_core::addr::PAGE_SIZE);
+        match self {
+            OpKind::GpuAccess { size, .. }
+            | OpKind::CpuAccess { size, .. }
+            | OpKind::Prefetch { size, .. } => pages(size),
+            OpKind::SetAttr { size, attrs, .. }
+                if attrs.iter().any(|a| {
+                    a.ty == t::PREFETCH_LOC
+                        || (xnack_may_be_off && matches!(a.ty, t::ACCESS | t::ACCESS_IN_PLACE))
+                }) =>
+            {
+                pages(size)
+            }
+            _ => 0,
+        }
+    }
+
     /// The name the file uses for this operation.
     pub fn name(&self) -> &'static str {
         match self {
@@ -648,8 +670,25 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 format!("{} ops; a scenario holds at most {MAX_OPS}", list.len()),
             ));
         }
+        // The work the ops may need, bounded as they are read.
+        let mut touches = 0u64;
+        let mut xnack_may_be_off = !system.xnack;
         for (index, v) in list.iter().enumerate() {
-            out.push(reader.op(v, index)?);
+            let op = reader.op(v, index)?;
+            xnack_may_be_off |= matches!(op.kind, OpKind::SetXnack { .. });
+            touches = touches.saturating_add(op.kind.page_touches(xnack_may_be_off));
+            if touches > svm_sim::limits::MAX_PAGE_TOUCHES {
+                return Err(src.error_in(
+                    root,
+                    v.span(),
+                    format!(
+                        "the ops up to this one may move or map {touches} pages; a scenario's \
+                         may move or map at most {} (hours of simulation)",
+                        svm_sim::limits::MAX_PAGE_TOUCHES
+                    ),
+                ));
+            }
+            out.push(op);
         }
     }
     // An access left in flight to the end would have no result to report.
@@ -902,8 +941,18 @@ impl OpReader<'_, '_> {
         at: &dyn Fn(&str) -> std::ops::Range<usize>,
     ) -> Result<(), ScenarioError> {
         match kind {
-            OpKind::Mmap { label: Some(l), .. } => {
-                self.names.labels[process].insert(l.clone());
+            // A label names one mapping: a second would make every later
+            // address ambiguous.
+            OpKind::Mmap { label: Some(l), .. }
+                if !self.names.labels[process].insert(l.clone()) =>
+            {
+                return Err(self.error(
+                    at("name"),
+                    format!(
+                        "the name {l:?} already labels an earlier mapping of this process; \
+                         give this one another name"
+                    ),
+                ));
             }
             OpKind::QueueCreate { label: Some(l), .. } => {
                 self.queues[process].insert(l.clone());

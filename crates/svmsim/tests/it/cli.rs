@@ -404,7 +404,7 @@ fn a_malformed_profile_file_is_placed() {
         f.to_str().unwrap(),
     ]);
     assert!(
-        e.contains("--profile") && e.contains("gpu.toml") && e.contains("line 4"),
+        e.contains("--profile") && e.contains("gpu.toml:4:9") && e.contains("count = \"two\""),
         "{e}"
     );
 }

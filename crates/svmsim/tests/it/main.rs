@@ -52,3 +52,9 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("utf-8 output")
 }
+
+// The fuzz targets' seeds and past crashers, replayed on stable.
+mod fuzz_corpus;
+
+// Hostile input, per input kind: the error class, and no file changed.
+mod hostile;

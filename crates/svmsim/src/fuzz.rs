@@ -1,0 +1,231 @@
+//! The entry points the fuzz targets drive (`fuzz/`, `docs/fuzzing.md`),
+//! and the corpus tests replay on stable Rust: each takes arbitrary bytes
+//! and feeds them to one reader the way the command line does, or to the
+//! kfd-style attribute API. Each returns normally for every input; a panic,
+//! an abort, a hang or a broken invariant is a finding.
+
+use svm_core::addr::CpuVa;
+use svm_core::uapi::{SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
+use svm_sim::check;
+use svm_sim::mm::{Backing, Mark, Prot};
+use svm_sim::timing::Profile;
+use svm_workloads::trace;
+
+use crate::scenario;
+use crate::sweep;
+
+/// A fuzz target's entry point.
+pub type Entry = fn(&[u8]);
+
+/// The fuzz targets, by name: what `fuzz/fuzz_targets/NAME.rs` calls and
+/// the corpus directories are named after.
+pub const TARGETS: [(&str, Entry); 5] = [
+    ("scenario", scenario_file),
+    ("profile", profile_file),
+    ("trace", trace_file),
+    ("shard", shard_file),
+    ("attr_api", attr_api),
+];
+
+/// Events a fuzzed trace may hold to be replayed as well as decoded: a
+/// replay of more is correct but too slow for one input a second.
+const REPLAY_EVENTS: usize = 256;
+
+/// A scenario file, as `svmsim scenario FILE` reads it; parsed scenarios
+/// with small ops also run (the run checks its invariants).
+pub fn scenario_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(sc) = scenario::parse("fuzz.toml", text) else {
+        return;
+    };
+    // Ops move at most 1 GiB each, which is correct and too much for a
+    // fuzz input's memory limit; a few small ones run.
+    if sc.ops.len() <= 64 && sc.ops.iter().all(|op| op.kind.page_touches(true) <= 256) {
+        if let Ok(r) = scenario::run(&sc, check::Schedule::every_step()) {
+            assert!(r.violation.is_none(), "{:?}", r.violation);
+        }
+    }
+    let _ = scenario::parse::config_file("fuzz.toml", text, Default::default());
+}
+
+/// A profile file, as `--profile FILE` reads it.
+pub fn profile_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(p) = Profile::parse("fuzz.toml", text) {
+        // What a run asks of a parsed profile.
+        let _ = (p.gc(), p.gpus());
+    }
+}
+
+/// A trace, binary or CSV, as `svmsim replay` reads it; small ones replay.
+pub fn trace_file(data: &[u8]) {
+    let events = match trace::decode(data, trace::MAX_EVENTS) {
+        Ok(e) => e,
+        Err(_) => match std::str::from_utf8(data) {
+            Ok(text) => match trace::from_csv(text, trace::MAX_EVENTS) {
+                Ok(e) => e,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        },
+    };
+    // Round trip: what decodes encodes to bytes that decode the same.
+    let again = trace::decode(&trace::encode(&events), trace::MAX_EVENTS);
+    assert_eq!(again.as_ref(), Ok(&events), "a decoded trace re-encodes");
+    if events.len() > REPLAY_EVENTS || trace::host_bytes(&events) > 64 << 20 {
+        return;
+    }
+    let Ok(profile) = Profile::built_in("mi250x") else {
+        return;
+    };
+    let Ok(mut m) = svm_workloads::machine(&profile, 2, Some(64 << 20)) else {
+        return;
+    };
+    if trace::replay(&mut m, &events).is_ok() {
+        if let Err(v) = check::check(&m) {
+            panic!("{v}");
+        }
+    }
+}
+
+/// A shard's result file, as `svmsim merge` reads it.
+pub fn shard_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(f) = sweep::read_shard("fuzz.json", text) {
+        let _ = sweep::merge(&[("fuzz.json".into(), f)]);
+    }
+}
+
+/// The attribute API: the bytes are a program of SET_ATTR, GET_ATTR,
+/// XNACK-mode, munmap and access calls over a 64 MiB mapping of a
+/// two-GPU machine. Every call's answer is an errno or success, and the
+/// invariants hold after each.
+pub fn attr_api(data: &[u8]) {
+    let Ok(profile) = Profile::built_in("mi250x") else {
+        return;
+    };
+    let Ok(mut m) = svm_workloads::machine(&profile, 2, Some(16 << 20)) else {
+        return;
+    };
+    let pid = m.spawn("fuzz");
+    const BASE: u64 = 0x7000_0000_0000;
+    const LEN: u64 = 64 << 20;
+    if m.mmap(
+        pid,
+        Some(CpuVa::new(BASE)),
+        LEN,
+        Prot::RW,
+        Backing::Anon,
+        Mark::None,
+    )
+    .is_err()
+    {
+        return;
+    }
+    let ids: Vec<u32> = m.gpus().iter().map(|g| g.desc.id.raw()).collect();
+    let mut b = Bytes(data);
+    // An address mostly inside the mapping (page-aligned or not), or raw.
+    let addr = |b: &mut Bytes<'_>| {
+        let v = b.u64();
+        match v & 3 {
+            0 => v,
+            1 => BASE + (v >> 2) % LEN,
+            _ => BASE + (((v >> 2) % LEN) & !0xfff),
+        }
+    };
+    let size = |b: &mut Bytes<'_>| {
+        let v = b.u64();
+        if v & 1 == 0 {
+            v >> 1
+        } else {
+            ((v >> 1) % (LEN / 4096) + 1) * 4096
+        }
+    };
+    // A value mostly meaningful for its attribute: a gpu_id, a location.
+    let value = |b: &mut Bytes<'_>| {
+        let v = b.u32();
+        match v & 3 {
+            0 => v,
+            1 => ids[(v as usize >> 2) % ids.len()],
+            2 => 0,
+            _ => (v >> 2) % 64,
+        }
+    };
+    for _ in 0..64 {
+        let Some(op) = b.next() else { break };
+        match op % 6 {
+            0 | 1 => {
+                let n = b.next().unwrap_or(0) % 8;
+                let attrs = (0..n)
+                    .map(|_| {
+                        SvmAttribute::new(u32::from(b.next().unwrap_or(0) % 10), value(&mut b))
+                    })
+                    .collect();
+                let mut args = SvmArgs {
+                    start_addr: addr(&mut b),
+                    size: size(&mut b),
+                    op: if op % 6 == 0 {
+                        SVM_OP_SET_ATTR
+                    } else {
+                        SVM_OP_GET_ATTR
+                    },
+                    attrs,
+                };
+                let _ = m.svm_ioctl(pid, &mut args);
+            }
+            2 => {
+                let _ = m.set_xnack_mode(pid, i32::from(b.next().unwrap_or(0) % 3) - 1);
+            }
+            3 => {
+                let _ = m.munmap(pid, CpuVa::new(addr(&mut b)), size(&mut b));
+            }
+            4 => {
+                let gpu = ids[usize::from(b.next().unwrap_or(0)) % ids.len()];
+                let (a, len) = (addr(&mut b), size(&mut b) % (256 << 10));
+                let data = vec![0x5a; usize::try_from(len).unwrap_or(0)];
+                let write = b.next().unwrap_or(0) & 1 == 1;
+                let _ = m.gpu_access(pid, gpu, CpuVa::new(a), len, write.then_some(&data[..]));
+            }
+            _ => {
+                let (a, len) = (addr(&mut b), size(&mut b) % (256 << 10));
+                let _ = m.cpu_access(pid, CpuVa::new(a), len, None);
+            }
+        }
+        if let Err(v) = check::check(&m) {
+            panic!("{v}");
+        }
+    }
+}
+
+/// The fuzz input, read from the front; zeros once it runs out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(first)
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut v = [0u8; 8];
+        for x in &mut v {
+            *x = self.next().unwrap_or(0);
+        }
+        u64::from_le_bytes(v)
+    }
+
+    fn u32(&mut self) -> u32 {
+        let mut v = [0u8; 4];
+        for x in &mut v {
+            *x = self.next().unwrap_or(0);
+        }
+        u32::from_le_bytes(v)
+    }
+}
