@@ -1331,8 +1331,14 @@ impl Machine {
     /// The bytes of page `page` of process `pid` wherever they live now,
     /// without faulting anything: for checkers and reports.
     pub fn page_bytes(&self, pid: Pid, page: PageNum) -> [u8; PAGE_BYTES] {
+        self.page_ref(pid, page).copied().unwrap_or([0; PAGE_BYTES])
+    }
+
+    /// The bytes of `page` where they live, lent, or `None` when the page
+    /// reads as zero: what [`Machine::page_bytes`] copies, without the copy
+    /// (the checker compares every page after every step).
+    pub fn page_ref(&self, pid: Pid, page: PageNum) -> Option<&[u8; PAGE_BYTES]> {
         let p = &self.procs[pid.0];
-        let mut out = [0u8; PAGE_BYTES];
         if let Some(r) = p.svm.ranges().find(page)
             && r.vram.get(r.index(page))
         {
@@ -1342,11 +1348,9 @@ impl Machine {
             let vpage = g.bufs[&bo.buf.0]
                 .page(bref.offset + r.index(page))
                 .expect("page inside buffer");
-            g.vram.read(vpage * PAGE_SIZE, &mut out);
-            return out;
+            return g.vram.lend(vpage * PAGE_SIZE).map(|b| &**b);
         }
-        p.mm.pages().read(page.raw() * PAGE_SIZE, &mut out);
-        out
+        p.mm.pages().page(page.raw())
     }
 
     /// Live DMA mappings of each GPU, by (gpu index, bus address) → (process index, page).
@@ -1417,5 +1421,63 @@ impl Machine {
                     .count() as u64
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check;
+
+    /// The bytes checker compares every page where it lies with the
+    /// shadow, a page that reads as zero on either side included.
+    #[test]
+    fn the_checker_finds_a_lost_byte_on_either_side() {
+        let gpu = svm_core::topology::GpuDesc {
+            name: "gpu0".into(),
+            id: svm_core::gpu::GpuId::new(0x1002).unwrap(),
+            vram_bytes: 16 << 20,
+            svm: true,
+            xnack: true,
+            hive: None,
+            apu: false,
+            gc: svm_core::pte::GcVersion::DEFAULT,
+        };
+        let fresh = || {
+            let mut m = Machine::new(
+                Topology::new(vec![gpu.clone()]).unwrap(),
+                true,
+                MemLimit::for_sysmem(1 << 30),
+            );
+            let pid = m.spawn("t");
+            let base = CpuVa::new(0x7000_0000_0000);
+            m.mmap(
+                pid,
+                Some(base),
+                1 << 20,
+                Prot::RW,
+                Backing::Anon,
+                Mark::None,
+            )
+            .unwrap();
+            m.cpu_access(pid, base, 8192, Some(&[7; 8192])).unwrap();
+            check::check(&m).unwrap();
+            (m, pid, base.raw())
+        };
+        // The page changed behind the shadow's back.
+        let (mut m, pid, base) = fresh();
+        m.procs[pid.0].mm.pages_mut().write(base + 5, &[9]);
+        assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
+        // A page the process wrote, lost (it would read as zero).
+        let (mut m, pid, base) = fresh();
+        m.procs[pid.0]
+            .mm
+            .pages_mut()
+            .drop_range(base / 4096 + 1, base / 4096 + 2);
+        assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
+        // A page never written that holds bytes.
+        let (mut m, pid, base) = fresh();
+        m.procs[pid.0].mm.pages_mut().write(base + 3 * 4096, &[1]);
+        assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
     }
 }

@@ -31,6 +31,11 @@ pub const TARGETS: [(&str, Entry); 5] = [
 /// replay of more is correct but too slow for one input a second.
 const REPLAY_EVENTS: usize = 256;
 
+/// Waves a fuzzed trace may launch in all to be replayed: a launch of
+/// millions of empty waves is correct (a 5M-wave launch replays in half a
+/// second) but too slow for one input a second.
+const REPLAY_WAVES: u64 = 1 << 16;
+
 /// A scenario file, as `svmsim scenario FILE` reads it; parsed scenarios
 /// with small ops also run (the run checks its invariants).
 pub fn scenario_file(data: &[u8]) {
@@ -76,7 +81,15 @@ pub fn trace_file(data: &[u8]) {
     // Round trip: what decodes encodes to bytes that decode the same.
     let again = trace::decode(&trace::encode(&events), trace::MAX_EVENTS);
     assert_eq!(again.as_ref(), Ok(&events), "a decoded trace re-encodes");
-    if events.len() > REPLAY_EVENTS || trace::host_bytes(&events) > 64 << 20 {
+    let waves: u64 = events
+        .iter()
+        .map(|e| match e {
+            svm_sim::machine::TraceEvent::Launch { waves, .. } => u64::from(*waves),
+            _ => 0,
+        })
+        .sum();
+    if events.len() > REPLAY_EVENTS || waves > REPLAY_WAVES || trace::host_bytes(&events) > 64 << 20
+    {
         return;
     }
     let Ok(profile) = Profile::built_in("mi250x") else {
@@ -103,19 +116,33 @@ pub fn shard_file(data: &[u8]) {
 }
 
 /// The attribute API: the bytes are a program of SET_ATTR, GET_ATTR,
-/// XNACK-mode, munmap and access calls over a 64 MiB mapping of a
-/// two-GPU machine. Every call's answer is an errno or success, and the
-/// invariants hold after each.
+/// XNACK-mode, munmap and access calls over a 16 MiB mapping of an
+/// untimed two-GPU machine with 8 MiB of VRAM each (so VRAM runs out).
+/// Every call's answer is an errno or success, and the invariants hold
+/// after each.
 pub fn attr_api(data: &[u8]) {
-    let Ok(profile) = Profile::built_in("mi250x") else {
+    use svm_core::topology::{GpuDesc, Topology};
+    let gpu = |i: u32| GpuDesc {
+        name: format!("gpu{i}"),
+        id: svm_core::gpu::GpuId::new(0x1002 + 0x1000 * i).expect("a valid gpu_id"),
+        vram_bytes: 8 << 20,
+        svm: true,
+        xnack: true,
+        hive: None,
+        apu: false,
+        gc: svm_core::pte::GcVersion::DEFAULT,
+    };
+    let Ok(topology) = Topology::new(vec![gpu(0), gpu(1)]) else {
         return;
     };
-    let Ok(mut m) = svm_workloads::machine(&profile, 2, Some(16 << 20)) else {
-        return;
-    };
+    let mut m = svm_sim::machine::Machine::new(
+        topology,
+        true,
+        svm_sim::machine::MemLimit::for_sysmem(1 << 30),
+    );
     let pid = m.spawn("fuzz");
     const BASE: u64 = 0x7000_0000_0000;
-    const LEN: u64 = 64 << 20;
+    const LEN: u64 = 16 << 20;
     if m.mmap(
         pid,
         Some(CpuVa::new(BASE)),
@@ -157,7 +184,7 @@ pub fn attr_api(data: &[u8]) {
             _ => (v >> 2) % 64,
         }
     };
-    for _ in 0..64 {
+    for _ in 0..32 {
         let Some(op) = b.next() else { break };
         match op % 6 {
             0 | 1 => {
@@ -187,13 +214,13 @@ pub fn attr_api(data: &[u8]) {
             }
             4 => {
                 let gpu = ids[usize::from(b.next().unwrap_or(0)) % ids.len()];
-                let (a, len) = (addr(&mut b), size(&mut b) % (256 << 10));
+                let (a, len) = (addr(&mut b), size(&mut b) % (64 << 10));
                 let data = vec![0x5a; usize::try_from(len).unwrap_or(0)];
                 let write = b.next().unwrap_or(0) & 1 == 1;
                 let _ = m.gpu_access(pid, gpu, CpuVa::new(a), len, write.then_some(&data[..]));
             }
             _ => {
-                let (a, len) = (addr(&mut b), size(&mut b) % (256 << 10));
+                let (a, len) = (addr(&mut b), size(&mut b) % (64 << 10));
                 let _ = m.cpu_access(pid, CpuVa::new(a), len, None);
             }
         }

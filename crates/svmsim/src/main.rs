@@ -826,6 +826,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     (policy.as_deref(), seed.then_some(opts.seed)),
                     svm_sim::check::Schedule::linear(),
                     &opts.config,
+                    host_budget(cli),
                 ));
             }
             let spec = opts.spec(w, policy.as_deref())?;
@@ -1151,6 +1152,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 svm_sim::check::Schedule::linear()
             },
             config,
+            host_budget(cli),
         )),
         Command::Config { toml, config } => {
             let c = config.resolve(Config::default(), None)?;
@@ -1255,6 +1257,7 @@ fn run_scenario(
     (policy, seed): (Option<&str>, Option<u64>),
     checks: svm_sim::check::Schedule,
     config: &ConfigOpts,
+    host_budget: u64,
 ) -> u8 {
     let (name, text) = match file {
         None => (
@@ -1297,6 +1300,16 @@ fn run_scenario(
     };
     if seed.is_some() {
         sc.system.seed = seed;
+    }
+    let need = sc.host_bytes();
+    if need > host_budget {
+        eprintln!(
+            "error: {name}: running it needs about {} of host memory (the pages its writes fill, \
+             twice over, and its largest access), above the budget of {}; use --max-host-mem",
+            size::human(need),
+            size::human(host_budget)
+        );
+        return EXIT_USAGE;
     }
     let result = scenario::run(&sc, checks);
     let r = match result {

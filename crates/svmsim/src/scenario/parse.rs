@@ -484,6 +484,35 @@ pub struct Scenario {
     pub ops: Vec<OpSpec>,
 }
 
+impl Scenario {
+    /// The host memory a run of it needs, estimated before it runs: every
+    /// page its writes can fill (no more than it maps) twice (the page and
+    /// the checker's shadow) with 64 bytes of bookkeeping, its largest
+    /// access twice (the bytes and their copy), and 64 MiB.
+    pub fn host_bytes(&self) -> u64 {
+        let page = svm_core::addr::PAGE_SIZE;
+        let (mut mapped, mut written, mut largest) = (0u64, 0u64, 0u64);
+        for op in &self.ops {
+            match &op.kind {
+                OpKind::Mmap { size, .. } => mapped = mapped.saturating_add(size.div_ceil(page)),
+                OpKind::GpuAccess { size, write, .. } | OpKind::CpuAccess { size, write, .. } => {
+                    largest = largest.max(*size);
+                    if *write {
+                        // One more page when it straddles a boundary.
+                        written = written.saturating_add(size.div_ceil(page) + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        mapped
+            .min(written)
+            .saturating_mul(2 * page + 64)
+            .saturating_add(largest.saturating_mul(2))
+            .saturating_add(64 << 20)
+    }
+}
+
 /// The document as serde reads it, less `op` (read apart, one operation at
 /// a time, once the system's names are known).
 #[derive(Deserialize)]

@@ -261,6 +261,16 @@ fn hostile_scenarios() {
                 run,
                 "at most 1 GiB",
             ),
+            case(
+                "over-budget",
+                "s.toml",
+                format!(
+                    "{}[[op]]\ndo = \"cpu_access\"\naddr = \"b\"\nsize = \"1GiB\"\nwrite = true\nfill = 7\n",
+                    mmap("\"1GiB\"")
+                ),
+                "scenario {d}/s.toml --max-host-mem 1GiB --events {d}/out.json --events-format prefixed",
+                "above the budget of 1.00GiB; use --max-host-mem",
+            ),
             case("negative", "s.toml", mmap("-4096"), run, "size"),
             case("nan", "s.toml", mmap("nan"), run, "size"),
             case(
