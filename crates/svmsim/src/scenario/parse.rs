@@ -783,10 +783,19 @@ fn gpu_desc(
             )
         })?,
     };
+    let vram_bytes = g.vram.unwrap_or(16 << 30);
+    use svm_sim::limits::{MAX_VRAM_BYTES, MIN_VRAM_BYTES};
+    if !(MIN_VRAM_BYTES..=MAX_VRAM_BYTES).contains(&vram_bytes) {
+        return Err(src.error_in(
+            root,
+            span,
+            format!("vram {vram_bytes}: a GPU has 2 MiB to 16 TiB of VRAM"),
+        ));
+    }
     Ok(GpuDesc {
         name,
         id,
-        vram_bytes: g.vram.unwrap_or(16 << 30),
+        vram_bytes,
         svm: g.svm,
         xnack: g.xnack,
         hive: g.hive,

@@ -271,6 +271,13 @@ fn hostile_scenarios() {
                 "scenario {d}/s.toml --max-host-mem 1GiB --events {d}/out.json --events-format prefixed",
                 "above the budget of 1.00GiB; use --max-host-mem",
             ),
+            case(
+                "huge-vram",
+                "s.toml",
+                "[system]\n[[system.gpu]]\nvram = 18446744073709551615\n",
+                run,
+                "a GPU has 2 MiB to 16 TiB of VRAM",
+            ),
             case("negative", "s.toml", mmap("-4096"), run, "size"),
             case("nan", "s.toml", mmap("nan"), run, "size"),
             case(
