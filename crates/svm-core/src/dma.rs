@@ -105,6 +105,14 @@ impl DmaArrays {
         self.arrays.keys().copied()
     }
 
+    /// Entries of `gpu` that are not empty; no work when the GPU has no
+    /// array (a range never mapped on it).
+    pub fn count_set(&self, gpu: GpuIndex) -> u64 {
+        self.arrays
+            .get(&gpu)
+            .map_or(0, |a| a.iter().filter(|&&w| w != 0).count() as u64)
+    }
+
     /// The entry of page `i` for `gpu` (Empty when the GPU has no array).
     pub fn get(&self, gpu: GpuIndex, i: u64) -> DmaEntry {
         self.arrays

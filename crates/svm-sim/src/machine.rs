@@ -1404,6 +1404,8 @@ impl Machine {
         p.svm
             .ranges()
             .overlapping(window)
+            // A range never mapped on this GPU has no entries to be stale.
+            .filter(|r| r.dma.count_set(gpu) > 0)
             .map(|r| {
                 let here = |k: u64| -> Option<u64> {
                     let bref = r.bo?;

@@ -116,8 +116,9 @@ pub fn shard_file(data: &[u8]) {
 }
 
 /// The attribute API: the bytes are a program of SET_ATTR, GET_ATTR,
-/// XNACK-mode, munmap and access calls over a 16 MiB mapping of an
-/// untimed two-GPU machine with 8 MiB of VRAM each (so VRAM runs out).
+/// XNACK-mode, munmap and access calls over an 8 MiB mapping of an
+/// untimed two-GPU machine with 4 MiB of VRAM each (so VRAM runs out;
+/// small, because the invariants are checked after every call).
 /// Every call's answer is an errno or success, and the invariants hold
 /// after each.
 pub fn attr_api(data: &[u8]) {
@@ -125,7 +126,7 @@ pub fn attr_api(data: &[u8]) {
     let gpu = |i: u32| GpuDesc {
         name: format!("gpu{i}"),
         id: svm_core::gpu::GpuId::new(0x1002 + 0x1000 * i).expect("a valid gpu_id"),
-        vram_bytes: 8 << 20,
+        vram_bytes: 4 << 20,
         svm: true,
         xnack: true,
         hive: None,
@@ -142,7 +143,7 @@ pub fn attr_api(data: &[u8]) {
     );
     let pid = m.spawn("fuzz");
     const BASE: u64 = 0x7000_0000_0000;
-    const LEN: u64 = 16 << 20;
+    const LEN: u64 = 8 << 20;
     if m.mmap(
         pid,
         Some(CpuVa::new(BASE)),

@@ -87,7 +87,8 @@ where
             while let Some(x) = seq.next_element()? {
                 if out.len() == N {
                     return Err(A::Error::custom(format!(
-                        "more than {N}; at most {N} are allowed"
+                        "the list has more than {N} entries (it starts here); at most {N} \
+                         are allowed"
                     )));
                 }
                 out.push(x);

@@ -1149,17 +1149,8 @@ impl Runner<'_> {
                                 .devices()
                                 .iter()
                                 .map(|(g, d)| {
-                                    let ptes = self.m.page_tables(pid)[g.get()]
-                                        .iter()
-                                        .filter(|(page, _)| r.range().contains(*page))
-                                        .count()
-                                        as u64;
-                                    let dma = (0..r.range().npages().raw())
-                                        .filter(|&k| {
-                                            r.dma.get(g, k) != svm_core::dma::DmaEntry::Empty
-                                        })
-                                        .count()
-                                        as u64;
+                                    let ptes = self.m.page_tables(pid)[g.get()].count_in(r.range());
+                                    let dma = r.dma.count_set(g);
                                     RangeGpuOut {
                                         gpu: self.names.gpu(d.id.raw()),
                                         ptes,
