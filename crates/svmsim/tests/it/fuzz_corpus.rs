@@ -35,6 +35,28 @@ fn every_seed_and_regression_runs_clean() {
     );
 }
 
+/// The attr_api fuzzer's first finds were kfd's stale-PTE bug, which
+/// svmsim keeps on purpose: under kfd's rule each of those inputs breaks
+/// the PTE invariant, and with every mapped GPU unmapped it holds.
+#[test]
+fn the_fuzzers_kfd_stale_pte_finds_reproduce_the_kernel_bug() {
+    let d = root().join("fuzz/regressions/attr_api");
+    let mut n = 0;
+    for f in std::fs::read_dir(&d).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("kfd-stale-pte-") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let kfd = svmsim::fuzz::attr_api_as(&bytes, false).unwrap_err();
+        assert!(kfd.contains("invariant gpu_pt broken"), "{name}: {kfd}");
+        svmsim::fuzz::attr_api_as(&bytes, true).unwrap();
+        n += 1;
+    }
+    assert!(n >= 1, "no kfd-stale-pte inputs in {}", d.display());
+}
+
 fn replay(name: &str, entry: svmsim::fuzz::Entry, f: &Path) {
     let bytes = std::fs::read(f).unwrap();
     if std::panic::catch_unwind(|| entry(&bytes)).is_err() {
