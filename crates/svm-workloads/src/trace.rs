@@ -243,6 +243,25 @@ pub fn encode(events: &[TraceEvent]) -> Vec<u8> {
     out
 }
 
+/// `value`, or [`TraceError::Limit`] placed by `at` when it is above
+/// `max`: the one check of both readers.
+fn within(
+    at: impl FnOnce() -> String,
+    what: &'static str,
+    value: u64,
+    max: u64,
+) -> Result<u64, TraceError> {
+    if value > max {
+        return Err(TraceError::Limit {
+            at: at(),
+            what,
+            value,
+            max,
+        });
+    }
+    Ok(value)
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -258,15 +277,7 @@ impl Reader<'_> {
 
     /// `value`, or an error when it is above `max`.
     fn within(&self, what: &'static str, value: u64, max: u64) -> Result<u64, TraceError> {
-        if value > max {
-            return Err(TraceError::Limit {
-                at: format!("byte {}", self.at),
-                what,
-                value,
-                max,
-            });
-        }
-        Ok(value)
+        within(|| format!("byte {}", self.at), what, value, max)
     }
 
     fn byte(&mut self) -> Result<u8, TraceError> {
@@ -656,15 +667,7 @@ pub fn from_csv(text: &str, max_events: usize) -> Result<Vec<TraceEvent>, TraceE
         let line = line_at(record.position());
         records += 1;
         let limit = |what: &'static str, value: u64, max: u64| {
-            if value > max {
-                return Err(TraceError::Limit {
-                    at: format!("line {line}"),
-                    what,
-                    value,
-                    max,
-                });
-            }
-            Ok(())
+            within(|| format!("line {line}"), what, value, max).map(drop)
         };
         // Each line adds a wave event; launches, waits, maps come on top.
         limit("lines", records, max_events as u64 / 2)?;
