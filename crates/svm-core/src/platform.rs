@@ -9,7 +9,7 @@ use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
 use crate::events::Event;
 use crate::gpu::GpuIndex;
-use crate::policy::victim::Candidate;
+use crate::policy::victim::{Candidate, Owner};
 use crate::pte::{PteContext, PteFlags};
 
 /// Protection and kind bits of a VMA, as `vm_flags` holds them.
@@ -152,10 +152,26 @@ pub trait Hardware: Platform {
     /// candidates: TTM evicts across processes.
     fn foreign_buffers(&self, gpu: GpuIndex) -> Vec<Candidate>;
 
+    /// Moves a buffer to the tail of `gpu`'s LRU (TTM's
+    /// `ttm_bo_move_to_lru_tail` when a BO is validated) and returns its
+    /// new position: a count per device, shared by every process on it and
+    /// independent of simulated time, so the least recently validated
+    /// buffer of any process is the smallest.
+    fn lru_bump(&mut self, gpu: GpuIndex) -> u64;
+
     /// Evicts buffer `bo` of process `owner` on `gpu` (that process's
     /// eviction worker moves its ranges to system memory and frees it).
-    /// Returns whether there was such a buffer.
-    fn evict_foreign(&mut self, gpu: GpuIndex, owner: usize, bo: u64) -> bool;
+    /// Returns the pages it moved back, or `None` when there was no such
+    /// buffer.
+    fn evict_foreign(&mut self, gpu: GpuIndex, owner: usize, bo: u64) -> Option<u64>;
+
+    /// Notes that making room on `gpu` evicted `victim`'s buffer, moving
+    /// `pages` back to system memory in `ns` of simulated time (the
+    /// report's "who evicted whom"). A platform that reports nothing may
+    /// ignore it.
+    fn note_eviction(&mut self, gpu: GpuIndex, victim: Owner, pages: u64, ns: u64) {
+        let _ = (gpu, victim, pages, ns);
+    }
 
     /// Stops the process's user queues on `gpu` (`kgd2kfd_quiesce_mm`).
     fn evict_queues(&mut self, gpu: GpuIndex);

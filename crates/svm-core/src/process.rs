@@ -91,9 +91,10 @@ pub struct SvmBo {
     pub buf: VramBuf,
     /// Its size in pages (the whole range it was made for).
     pub npages: u64,
-    /// Simulated time it was last migrated into or mapped: the LRU key of
-    /// VRAM eviction.
-    pub last_used_ns: u64,
+    /// Its place in its GPU's LRU, from when it was last allocated,
+    /// migrated into or mapped ([`crate::platform::Hardware::lru_bump`]):
+    /// the key of VRAM eviction.
+    pub lru: u64,
 }
 
 pub use crate::policy::VictimPolicy;

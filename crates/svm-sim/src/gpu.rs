@@ -61,6 +61,55 @@ pub struct HwCounters {
     pub svms_lock_wait_ns: u64,
 }
 
+/// Who evicted whose VRAM on one GPU, how often, and what it cost: one row
+/// of [`EvictionLog`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Evictions {
+    /// The GPU whose VRAM was reclaimed.
+    pub gpu_id: u32,
+    /// The process (by spawn order) whose allocation needed the room, or
+    /// `None` for pressure from outside SVM (`Machine::evict_vram`).
+    pub by: Option<usize>,
+    /// The process whose buffers went.
+    pub victim: usize,
+    /// Buffers evicted.
+    pub buffers: u64,
+    /// Pages moved back to system memory.
+    pub pages: u64,
+    /// Simulated ns the evictions took (the copies back, the victims'
+    /// queue evictions and unmapping).
+    pub ns: u64,
+}
+
+/// Every eviction of a run, summed per (GPU, evicting process, victim).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EvictionLog {
+    rows: BTreeMap<(u32, Option<usize>, usize), Evictions>,
+}
+
+impl EvictionLog {
+    /// Adds one eviction of `victim`'s buffer on GPU `gpu_id`.
+    pub fn note(&mut self, gpu_id: u32, by: Option<usize>, victim: usize, pages: u64, ns: u64) {
+        let row = self.rows.entry((gpu_id, by, victim)).or_insert(Evictions {
+            gpu_id,
+            by,
+            victim,
+            buffers: 0,
+            pages: 0,
+            ns: 0,
+        });
+        row.buffers += 1;
+        row.pages += pages;
+        row.ns += ns;
+    }
+
+    /// The rows, by GPU, then evicting process (outside pressure first),
+    /// then victim.
+    pub fn rows(&self) -> impl Iterator<Item = &Evictions> {
+        self.rows.values()
+    }
+}
+
 /// One simulated GPU.
 #[derive(Clone, Debug)]
 pub struct SimGpu {
@@ -74,6 +123,9 @@ pub struct SimGpu {
     /// Live DMA mappings: bus address → (process index, virtual page).
     pub iommu: BTreeMap<u64, (usize, PageNum)>,
     pub(crate) next_dma: u64,
+    /// The last position handed out on its TTM LRU (every process's
+    /// buffers share it).
+    pub(crate) lru_clock: u64,
 }
 
 impl SimGpu {
@@ -93,6 +145,7 @@ impl SimGpu {
             next_buf: 1,
             iommu: BTreeMap::new(),
             next_dma: DMA_BASE,
+            lru_clock: 0,
         }
     }
 }

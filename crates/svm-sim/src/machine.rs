@@ -27,7 +27,7 @@ use svm_core::topology::Topology;
 use svm_core::uapi::{SvmArgs, SvmAttribute};
 use svm_core::{Errno, Error, Result};
 
-use crate::gpu::{HwCounters, PageTable, SimGpu};
+use crate::gpu::{EvictionLog, HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
 use crate::ring::FaultRing;
@@ -103,6 +103,8 @@ struct Env<'a> {
     /// ride the same transfer and pay no setup again.
     copy_stream: Option<(usize, CopyDir)>,
     counters: &'a mut HwCounters,
+    /// Who evicted whom.
+    evictions: &'a mut EvictionLog,
     /// The SMI event log, when someone reads it (see
     /// [`Machine::set_smi_log`]).
     events: Option<&'a mut Vec<SmiEvent>>,
@@ -181,7 +183,7 @@ fn buffer_candidates(
         .map(move |(bo, b)| Candidate {
             owner,
             bo,
-            last_used_ns: b.last_used_ns,
+            lru: b.lru,
             npages: b.npages,
         })
 }
@@ -373,14 +375,30 @@ impl Hardware for Env<'_> {
             .collect()
     }
 
-    fn evict_foreign(&mut self, gpu: GpuIndex, i: usize, id: u64) -> bool {
+    fn lru_bump(&mut self, gpu: GpuIndex) -> u64 {
+        let g = &mut self.gpus[gpu.get()];
+        g.lru_clock += 1;
+        g.lru_clock
+    }
+
+    fn note_eviction(&mut self, gpu: GpuIndex, victim: Owner, pages: u64, ns: u64) {
+        let victim = match victim {
+            Owner::This => self.proc_index,
+            Owner::Other(i) => i,
+        };
+        let gpu_id = self.gpus[gpu.get()].desc.id.raw();
+        self.evictions
+            .note(gpu_id, Some(self.proc_index), victim, pages, ns);
+    }
+
+    fn evict_foreign(&mut self, gpu: GpuIndex, i: usize, id: u64) -> Option<u64> {
         let p = match i.cmp(&self.proc_index) {
             std::cmp::Ordering::Less => &mut self.before[i],
-            std::cmp::Ordering::Equal => return false,
+            std::cmp::Ordering::Equal => return None,
             std::cmp::Ordering::Greater => &mut self.after[i - self.proc_index - 1],
         };
         if p.svm.bo(id).is_none_or(|b| b.gpu != gpu) {
-            return false;
+            return None;
         }
         // The victim's own eviction worker runs, against its own memory map
         // and page tables, on the same hardware.
@@ -397,15 +415,16 @@ impl Hardware for Env<'_> {
             copy_busy: &mut *self.copy_busy,
             copy_stream: None,
             counters: &mut *self.counters,
+            evictions: &mut *self.evictions,
             events: self.events.as_deref_mut(),
             timeline: self.timeline.as_deref_mut(),
             before: &mut [],
             after: &mut [],
         };
-        p.svm.evict_bo(&mut env, id);
+        let pages = p.svm.evict_bo(&mut env, id);
         let end = env.now;
         self.charge_to(end);
-        true
+        Some(pages)
     }
 
     fn evict_queues(&mut self, _gpu: GpuIndex) {
@@ -618,6 +637,8 @@ struct Hw {
     limit: MemLimit,
     gpus: Vec<SimGpu>,
     counters: HwCounters,
+    /// Who evicted whose VRAM.
+    evictions: EvictionLog,
     /// What actions cost.
     timing: Timing,
     /// Per GPU, when its copy engine is free: to VRAM, to RAM.
@@ -663,6 +684,7 @@ macro_rules! env {
                 copy_busy: &mut m.hw.copy_busy,
                 copy_stream: None,
                 counters: &mut m.hw.counters,
+                evictions: &mut m.hw.evictions,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
                 timeline: m.rec.timeline.as_deref_mut(),
                 before,
@@ -695,6 +717,7 @@ impl Machine {
                 limit,
                 gpus,
                 counters: HwCounters::default(),
+                evictions: EvictionLog::default(),
                 timing: Timing::ZERO,
                 copy_busy: vec![[0; 2]; n_gpus],
                 zero_page: crate::pages::zero_page(),
@@ -853,6 +876,11 @@ impl Machine {
     /// Hardware counters.
     pub fn counters(&self) -> HwCounters {
         self.hw.counters
+    }
+
+    /// Who evicted whose VRAM, how often, and what it cost.
+    pub fn evictions(&self) -> &EvictionLog {
+        &self.hw.evictions
     }
 
     /// Keeps SMI events (the default) or not. kfd builds an event only
@@ -1184,7 +1212,11 @@ impl Machine {
             else {
                 break;
             };
-            self.op(Pid(i), |svm, env| svm.evict_bo(env, bo));
+            let t0 = self.sched.clock_ns;
+            let pages = self.op(Pid(i), |svm, env| svm.evict_bo(env, bo));
+            let ns = self.sched.clock_ns.saturating_sub(t0);
+            let gpu_id = self.hw.gpus[g].desc.id.raw();
+            self.hw.evictions.note(gpu_id, None, i, pages, ns);
             evicted += 1;
         }
         Ok(evicted)

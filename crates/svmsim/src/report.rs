@@ -212,6 +212,27 @@ pub fn text(r: &RunReport) -> String {
         c.tlb_flush_heavyweight,
         r.events.len()
     );
+    if !r.evictions.is_empty() {
+        let mut t = table(&[
+            "GPU",
+            "evicted by",
+            "victim",
+            "buffers",
+            "pages back",
+            "time",
+        ]);
+        for e in &r.evictions {
+            t.add_row(vec![
+                e.gpu.clone(),
+                e.by.clone(),
+                e.victim.clone(),
+                e.buffers.to_string(),
+                e.pages.to_string(),
+                format!("{:.3} ms", e.ns as f64 / 1e6),
+            ]);
+        }
+        let _ = writeln!(out, "VRAM evictions (who evicted whom):\n{t}");
+    }
     if let Some(p) = &r.profile {
         let _ = writeln!(
             out,

@@ -28,8 +28,10 @@ pub struct Candidate {
     pub owner: Owner,
     /// Its id in its process's buffer table.
     pub bo: u64,
-    /// When it was last migrated into or mapped (simulated ns).
-    pub last_used_ns: u64,
+    /// Its place in the GPU's LRU: the device's count when it was last
+    /// validated (allocated, migrated into or mapped); smaller is older
+    /// ([`crate::platform::Hardware::lru_bump`]).
+    pub lru: u64,
     /// Its size in pages.
     pub npages: u64,
 }
@@ -38,9 +40,10 @@ pub struct Candidate {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VictimPolicy {
-    /// The buffer used longest ago first, across processes (TTM's LRU
-    /// order); among equal times the asking process's own, then the lower
-    /// process, then the older buffer.
+    /// The buffer validated longest ago first, across processes, the
+    /// asking process's own included (TTM's per-device LRU). Positions are
+    /// unique on a device; between platforms that repeat them, the asking
+    /// process's own, then the lower process, then the older buffer.
     #[default]
     Lru,
     /// The asking process's largest buffer first, so fewer ranges move;
@@ -71,7 +74,7 @@ impl VictimPolicy {
     pub fn pick(self, candidates: impl IntoIterator<Item = Candidate>) -> Option<Candidate> {
         let c = candidates.into_iter();
         match self {
-            VictimPolicy::Lru => c.min_by_key(|c| (c.last_used_ns, c.owner, c.bo)),
+            VictimPolicy::Lru => c.min_by_key(|c| (c.lru, c.owner, c.bo)),
             VictimPolicy::Largest => {
                 c.min_by_key(|c| (c.owner != Owner::This, Reverse(c.npages), c.owner, c.bo))
             }
@@ -87,14 +90,14 @@ mod tests {
         Candidate {
             owner,
             bo,
-            last_used_ns: t,
+            lru: t,
             npages: n,
         }
     }
 
     #[test]
     fn each_strategy_orders_as_documented() {
-        // owner      bo  last used  pages
+        // owner      bo  LRU place  pages
         let all = [
             c(Owner::This, 1, 50, 8),        // own, newer, small
             c(Owner::This, 2, 70, 512),      // own, newest, largest of its own
@@ -110,7 +113,7 @@ mod tests {
                 .map(|c| c.bo),
             Some(9)
         );
-        // A tie in time goes to the asking process's own buffer.
+        // A tie in place goes to the asking process's own buffer.
         let tie = [c(Owner::Other(0), 1, 5, 1), c(Owner::This, 4, 5, 1)];
         assert_eq!(VictimPolicy::Lru.pick(tie).map(|c| c.bo), Some(4));
         assert_eq!(VictimPolicy::Lru.pick([]), None);

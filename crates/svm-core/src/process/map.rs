@@ -95,8 +95,14 @@ impl Process {
         let bo = self
             .svms
             .get(start)
+            .filter(|r| r.vram_pages() > 0)
             .and_then(|r| r.bo)
             .map(|b| (b, self.bos[&b.id]));
+        if let Some((bref, sbo)) = bo {
+            // Mapping validates the buffer: the tail of its GPU's LRU.
+            let lru = pf.lru_bump(sbo.gpu);
+            self.bos.get_mut(&bref.id).expect("the range's buffer").lru = lru;
+        }
         let r = self
             .svms
             .get_mut(start)

@@ -157,19 +157,20 @@ impl Process {
                         gpu: best,
                         buf,
                         npages,
-                        last_used_ns: pf.now_ns(),
+                        lru: 0,
                     },
                 );
                 BoRef { id, offset: 0 }
             }
         };
-        let now = pf.now_ns();
+        // Validated for the copy: it goes to the tail of the GPU's LRU.
+        let lru = pf.lru_bump(best);
         let sbo = {
             let b = self
                 .bos
                 .get_mut(&bref.id)
                 .expect("the range's buffer is in the table");
-            b.last_used_ns = now;
+            b.lru = lru;
             *b
         };
         let leg = Leg {
@@ -318,9 +319,13 @@ impl Process {
 
     /// Allocates VRAM for a buffer, evicting buffers on that GPU (this
     /// process's or another's) when it does not fit, as TTM evicts to make
-    /// room: each victim's
-    /// ranges go back to system memory whole (trigger TTM_EVICTION), which
-    /// invalidates their GPU mappings, and the buffer is freed.
+    /// room: the least recently validated buffer of any process goes first
+    /// (`ttm_bo_evict_first` over the device's LRU), the asking process's
+    /// own other ranges included; only the buffer being made, not yet on
+    /// the LRU, is safe. Each victim's ranges go back to system memory
+    /// whole (trigger TTM_EVICTION), which invalidates their GPU mappings
+    /// (XNACK off: the owner's queues stop until its restore work runs),
+    /// and the buffer is freed. Each eviction is noted with the platform.
     ///
     /// # Errors
     /// ENOSPC when even an empty GPU (of this process's buffers) has no room.
@@ -344,31 +349,34 @@ impl Process {
                 .map(|(&bo, b)| Candidate {
                     owner: Owner::This,
                     bo,
-                    last_used_ns: b.last_used_ns,
+                    lru: b.lru,
                     npages: b.npages,
                 });
             let foreign = pf.foreign_buffers(gpu);
-            match self.config.victim_policy.pick(own.chain(foreign)) {
-                None => return Err(err),
-                Some(Candidate {
-                    owner: Owner::This,
-                    bo,
-                    ..
-                }) => self.evict_bo(pf, bo),
-                Some(Candidate {
-                    owner: Owner::Other(i),
-                    bo,
-                    ..
-                }) => {
-                    pf.evict_foreign(gpu, i, bo);
+            let Some(victim) = self.config.victim_policy.pick(own.chain(foreign)) else {
+                return Err(err);
+            };
+            let t0 = pf.now_ns();
+            let pages = match victim.owner {
+                Owner::This => Some(self.evict_bo(pf, victim.bo)),
+                Owner::Other(i) => pf.evict_foreign(gpu, i, victim.bo),
+            };
+            match pages {
+                Some(pages) => {
+                    let ns = pf.now_ns().saturating_sub(t0);
+                    pf.note_eviction(gpu, victim.owner, pages, ns);
                 }
+                // A candidate the platform named but could not evict:
+                // asking again would loop, so the allocation fails.
+                None => return Err(err),
             }
         }
     }
 
     /// `svm_range_evict_svm_bo_worker`: every range holding pages in the
     /// buffer goes back to system memory, whole, and the buffer is freed.
-    pub fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) {
+    /// Returns the pages moved back.
+    pub fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) -> u64 {
         let holders: Vec<(PageNum, PageRange)> = self
             .svms
             .iter()
@@ -376,6 +384,7 @@ impl Process {
             .map(|r| (r.start(), r.range()))
             .collect();
         let gpu = self.bos[&id].gpu;
+        let mut moved = 0;
         for (start, whole) in holders {
             let r = self.svms.get_mut(start).expect("holder");
             if r.op == Some(crate::range::ListOp::UnmapRange) {
@@ -388,13 +397,14 @@ impl Process {
                 self.bo_scan_needed = true;
                 continue;
             }
-            self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
+            moved += self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
             if let Some(r) = self.svms.get_mut(start) {
                 r.evictions += 1;
             }
         }
         self.stats[gpu].evictions += 1;
         self.release_bos(pf);
+        moved
     }
 
     /// Frees buffers that hold no page any more: the last reference rule

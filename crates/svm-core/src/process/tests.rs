@@ -14,6 +14,8 @@ struct Fake {
     ptes_written: u64,
     /// The newest fault in every GPU's ring, if any.
     ih_newest: Option<u64>,
+    /// The device LRU's last position handed out.
+    lru: u64,
 }
 
 impl Fake {
@@ -37,6 +39,7 @@ impl Fake {
             bufs: 0,
             ptes_written: 0,
             ih_newest: None,
+            lru: 0,
         }
     }
 }
@@ -74,8 +77,12 @@ impl Hardware for Fake {
     fn foreign_buffers(&self, _gpu: GpuIndex) -> Vec<crate::policy::victim::Candidate> {
         Vec::new()
     }
-    fn evict_foreign(&mut self, _gpu: GpuIndex, _owner: usize, _bo: u64) -> bool {
-        false
+    fn evict_foreign(&mut self, _gpu: GpuIndex, _owner: usize, _bo: u64) -> Option<u64> {
+        None
+    }
+    fn lru_bump(&mut self, _gpu: GpuIndex) -> u64 {
+        self.lru += 1;
+        self.lru
     }
     fn restore_queues(&mut self, _gpu: GpuIndex) {}
     fn ih_checkpoint(&self, _gpu: GpuIndex) -> Option<u64> {

@@ -211,58 +211,76 @@ fn failed_set_attr_changes_nothing() {
     check::check(&m).unwrap();
 }
 
-/// VRAM eviction crosses processes, as TTM's does: the older buffer of
-/// another process makes room, and its bytes survive in system memory.
+/// VRAM eviction crosses processes, as TTM's does: the least recently
+/// validated buffer of another process makes room, and its bytes survive
+/// in system memory. The order is the device's LRU, not time: an untimed
+/// run (every timestamp 0) evicts the same buffer.
 #[test]
 fn vram_eviction_takes_another_process_buffer() {
     use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
-    let topo = Topology::new(vec![gpu("gpu0", GPU0, 4 << 20, true)]).unwrap();
-    let mut m = Machine::new(topo, true, MemLimit::for_sysmem(GIB));
-    let (a, b) = (m.spawn("a"), m.spawn("b"));
-    let base = CpuVa::new(0x4000_0000);
-    for (pid, fill) in [(a, 0xaau8), (b, 0xbb)] {
-        m.mmap(
-            pid,
-            Some(base),
-            3 << 20,
-            Prot::RW,
-            Backing::Anon,
-            Mark::None,
-        )
-        .unwrap();
-        m.cpu_access(pid, base, 3 << 20, Some(&vec![fill; 3 << 20]))
+    for timed in [true, false] {
+        let topo = Topology::new(vec![gpu("gpu0", GPU0, 4 << 20, true)]).unwrap();
+        let mut m = Machine::new(topo, true, MemLimit::for_sysmem(GIB));
+        let (a, b) = (m.spawn("a"), m.spawn("b"));
+        let base = CpuVa::new(0x4000_0000);
+        for (pid, fill) in [(a, 0xaau8), (b, 0xbb)] {
+            m.mmap(
+                pid,
+                Some(base),
+                3 << 20,
+                Prot::RW,
+                Backing::Anon,
+                Mark::None,
+            )
             .unwrap();
-        m.advance(1_000_000);
-        let mut args = SvmArgs {
-            start_addr: base.raw(),
-            size: 3 << 20,
-            op: SVM_OP_SET_ATTR,
-            attrs: vec![SvmAttribute::new(PREFETCH_LOC, GPU0)],
+            m.cpu_access(pid, base, 3 << 20, Some(&vec![fill; 3 << 20]))
+                .unwrap();
+            if timed {
+                m.advance(1_000_000);
+            }
+            let mut args = SvmArgs {
+                start_addr: base.raw(),
+                size: 3 << 20,
+                op: SVM_OP_SET_ATTR,
+                attrs: vec![SvmAttribute::new(PREFETCH_LOC, GPU0)],
+            };
+            m.svm_ioctl(pid, &mut args).unwrap();
+            check::check(&m).unwrap();
+        }
+        let in_vram = |m: &Machine, pid| {
+            m.process(pid)
+                .svm
+                .ranges()
+                .iter()
+                .map(|r| r.vram_pages())
+                .sum::<u64>()
         };
-        m.svm_ioctl(pid, &mut args).unwrap();
+        // 4 MiB of VRAM makes max_svm_range_pages 2 MiB, so each 3 MiB
+        // mapping is two ranges with two buffers (512 + 256 pages). b's
+        // first buffer needed 512 pages: a's least recently validated
+        // buffer (its first range) went; its second stays.
+        assert_eq!(
+            in_vram(&m, b),
+            768,
+            "timed {timed}: b's prefetch got the VRAM"
+        );
+        assert_eq!(in_vram(&m, a), 256, "timed {timed}: a's older buffer went");
+        assert_eq!(
+            m.process(a).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions,
+            1
+        );
+        let log: Vec<_> = m.evictions().rows().copied().collect();
+        assert_eq!(log.len(), 1, "timed {timed}: {log:?}");
+        assert_eq!(
+            (log[0].by, log[0].victim, log[0].buffers, log[0].pages),
+            (Some(1), 0, 1, 512)
+        );
+        let back = m.cpu_access(a, base, 3 << 20, None).unwrap();
+        assert!(back.iter().all(|&x| x == 0xaa));
+        let back = m.cpu_access(b, base, 3 << 20, None).unwrap();
+        assert!(back.iter().all(|&x| x == 0xbb));
         check::check(&m).unwrap();
     }
-    let in_vram = |m: &Machine, pid| {
-        m.process(pid)
-            .svm
-            .ranges()
-            .iter()
-            .map(|r| r.vram_pages())
-            .sum::<u64>()
-    };
-    // 4 MiB of VRAM makes max_svm_range_pages 2 MiB, so each 3 MiB mapping
-    // is two ranges with two buffers (512 + 256 pages). b's first buffer
-    // needed 512 pages: a's oldest buffer (its first range) went; its second
-    // stays.
-    assert_eq!(in_vram(&m, b), 768, "b's prefetch got the VRAM");
-    assert_eq!(in_vram(&m, a), 256, "a's older buffer was evicted");
-    assert_eq!(
-        m.process(a).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions,
-        1
-    );
-    let back = m.cpu_access(a, base, 3 << 20, None).unwrap();
-    assert!(back.iter().all(|&x| x == 0xaa));
-    check::check(&m).unwrap();
 }
 
 /// A piece whose pages all left the buffer it shares with split siblings

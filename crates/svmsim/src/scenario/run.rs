@@ -212,6 +212,24 @@ pub struct GpuOut {
     pub gc: String,
 }
 
+/// Who evicted whose VRAM on one GPU, how often, at what cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvictionOut {
+    /// The GPU whose VRAM was reclaimed.
+    pub gpu: String,
+    /// The process whose allocation needed the room, or `"outside"` for
+    /// pressure from outside SVM (`evict_vram`).
+    pub by: String,
+    /// The process whose buffers went.
+    pub victim: String,
+    /// Buffers evicted.
+    pub buffers: u64,
+    /// Pages moved back to system memory.
+    pub pages: u64,
+    /// Simulated ns the evictions took.
+    pub ns: u64,
+}
+
 /// The machine as the run saw it.
 #[derive(Clone, Debug, Serialize)]
 pub struct SystemOut {
@@ -267,6 +285,8 @@ pub struct RunReport {
     pub end_ns: u64,
     /// Hardware counters at the end.
     pub counters: svm_sim::gpu::HwCounters,
+    /// VRAM evictions: who evicted whom, per GPU.
+    pub evictions: Vec<EvictionOut>,
     /// SMI events, in order, each with the gpu_id it was raised on (in
     /// JSON, as kfd's text line).
     pub events: Vec<svm_sim::machine::SmiEvent>,
@@ -1060,6 +1080,28 @@ impl Runner<'_> {
         (!bad.is_empty()).then(|| bad.join("; "))
     }
 
+    /// The run's eviction log, with GPUs and processes by name.
+    fn evictions(&self) -> Vec<EvictionOut> {
+        let proc_name = |i: usize| {
+            self.m
+                .processes()
+                .nth(i)
+                .map_or_else(|| format!("process {i}"), |(_, p)| p.name.clone())
+        };
+        self.m
+            .evictions()
+            .rows()
+            .map(|e| EvictionOut {
+                gpu: self.names.gpu(e.gpu_id),
+                by: e.by.map_or_else(|| "outside".to_owned(), proc_name),
+                victim: proc_name(e.victim),
+                buffers: e.buffers,
+                pages: e.pages,
+                ns: e.ns,
+            })
+            .collect()
+    }
+
     fn final_state(&self) -> Vec<ProcessOut> {
         self.m
             .processes()
@@ -1259,6 +1301,7 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         profile: s.profile.as_ref().map(|p| p.name.clone()),
         end_ns: r.m.now_ns(),
         counters: r.m.counters(),
+        evictions: r.evictions(),
         events: r.m.events().to_vec(),
         gpu_ids: s.topology.gpus().iter().map(|g| g.id).collect(),
         name: sc.name.clone(),

@@ -129,3 +129,34 @@ fn a_seed_replays_and_seeds_differ() {
         "{text}"
     );
 }
+
+/// Untimed, VRAM is reclaimed in TTM's LRU order across processes, and the
+/// report says who evicted whom.
+#[test]
+fn oversubscribed_vram_reports_who_evicted_whom() {
+    let out = svmsim(&["scenario", "examples/vram-oversubscribed.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    let rows: Vec<(String, String, u64, u64)> = v["evictions"]
+        .as_array()
+        .expect("an evictions list")
+        .iter()
+        .map(|r| {
+            (
+                r["by"].as_str().expect("by").to_owned(),
+                r["victim"].as_str().expect("victim").to_owned(),
+                r["buffers"].as_u64().expect("buffers"),
+                r["pages"].as_u64().expect("pages"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("b".to_owned(), "b".to_owned(), 2, 1024),
+            ("c".to_owned(), "a".to_owned(), 4, 2048),
+        ]
+    );
+    let text = stdout(&svmsim(&["scenario", "examples/vram-oversubscribed.toml"]));
+    assert!(text.contains("VRAM evictions (who evicted whom)"), "{text}");
+}
