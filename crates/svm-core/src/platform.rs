@@ -53,6 +53,16 @@ pub trait Platform {
 
     /// Gives back a reservation made by [`Platform::reserve_mem_limit`].
     fn unreserve_mem_limit(&mut self, bytes: u64);
+
+    /// `hmm_range_fault` with `HMM_PFN_REQ_FAULT` for one page in system
+    /// memory, `| HMM_PFN_REQ_WRITE` when `write` (amdgpu_hmm.c sets it
+    /// for a writable VMA, whatever the access that led here). A write
+    /// fault gives a never-touched page a zeroed page of its own, which a
+    /// later migration copies; a read fault maps the shared zero page,
+    /// which `migrate_vma_setup` collects as a hole (`is_zero_pfn`), so
+    /// the page stays one. Pages that hold bytes are left alone. Returns
+    /// whether a page was populated.
+    fn fault_in(&mut self, page: PageNum, write: bool) -> bool;
 }
 
 /// A VRAM buffer the platform allocated for one `svm_bo`.

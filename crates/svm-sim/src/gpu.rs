@@ -26,6 +26,10 @@ pub struct HwCounters {
     pub pages_zero_filled: u64,
     /// Pages copied from VRAM back to system memory.
     pub pages_to_ram: u64,
+    /// Never-touched system pages that mapping faulted in as zeroed pages
+    /// (`hmm_range_fault` with REQ_WRITE on a writable VMA); a later
+    /// migration copies them instead of zero-filling.
+    pub pages_faulted_in: u64,
     /// DMA mappings made.
     pub dma_maps: u64,
     /// DMA mappings released.

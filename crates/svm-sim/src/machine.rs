@@ -215,6 +215,15 @@ impl Platform for Env<'_> {
             .checked_sub(bytes)
             .expect("memory limit: more unreserved than reserved");
     }
+
+    fn fault_in(&mut self, page: PageNum, write: bool) -> bool {
+        // A read fault maps the shared zero page: the page stays a hole.
+        if !write || !self.mm.pages_mut().fault_in(page.raw()) {
+            return false;
+        }
+        self.counters.pages_faulted_in += 1;
+        true
+    }
 }
 
 impl Hardware for Env<'_> {
@@ -1411,6 +1420,10 @@ impl Platform for MmView<'_> {
 
     fn unreserve_mem_limit(&mut self, _bytes: u64) {
         unreachable!("GET_ATTR reserves no memory")
+    }
+
+    fn fault_in(&mut self, _page: PageNum, _write: bool) -> bool {
+        unreachable!("GET_ATTR maps nothing")
     }
 }
 

@@ -432,6 +432,22 @@ impl PageStore {
         copied
     }
 
+    /// Gives page `n` zeroed bytes of its own if it holds none (a
+    /// never-touched anonymous page write-faulted in). Returns whether it
+    /// did.
+    pub fn fault_in(&mut self, n: u64) -> bool {
+        if self.is_populated(n) {
+            return false;
+        }
+        match &mut self.phantom {
+            Some(b) => {
+                Self::set_bit(b, n, true);
+            }
+            None => self.pages.insert(n, zero_page()),
+        }
+        true
+    }
+
     /// Removes page `n` and returns its bytes, or `None` if it read as zero.
     pub fn take(&mut self, n: u64) -> Option<Page> {
         match &mut self.phantom {

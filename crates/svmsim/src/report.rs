@@ -199,11 +199,12 @@ pub fn text(r: &RunReport) -> String {
     let c = &r.counters;
     let _ = writeln!(
         out,
-        "\nhardware ({} policy): {} pages to VRAM ({} zero-filled), {} to RAM; {} DMA maps, {} unmaps; {} PTEs written, {} cleared; TLB flushes {} legacy, {} heavyweight; {} SMI events",
+        "\nhardware ({} policy): {} pages to VRAM ({} zero-filled), {} to RAM, {} faulted in; {} DMA maps, {} unmaps; {} PTEs written, {} cleared; TLB flushes {} legacy, {} heavyweight; {} SMI events",
         r.policy,
         c.pages_to_vram,
         c.pages_zero_filled,
         c.pages_to_ram,
+        c.pages_faulted_in,
         c.dma_maps,
         c.dma_unmaps,
         c.ptes_written,

@@ -85,6 +85,21 @@ impl Process {
             }
             readonly.push(!vma.flags.write);
         }
+        // 2b. `hmm_range_fault` faults the window in (HMM_PFN_REQ_FAULT,
+        //     and REQ_WRITE for a writable VMA: kfd passes `readonly` from
+        //     the VMA, not from the access), so a never-touched page of a
+        //     writable mapping becomes a zeroed system page here, in every
+        //     path that maps: XNACK-off registration, prefetch, restore
+        //     work and GPU faults alike. Pages in VRAM are device pages
+        //     hmm returns as they are.
+        {
+            let r = self.svms.get(start).expect("range to map is in the list");
+            for (page, &ro) in window.pages().zip(&readonly) {
+                if !r.vram.get(r.index(page)) {
+                    pf.fault_in(page, !ro);
+                }
+            }
+        }
         let hives: Vec<(GpuIndex, bool)> = {
             let r = self.svms.get(start).expect("range to map is in the list");
             bitmap

@@ -16,6 +16,8 @@ struct Fake {
     ih_newest: Option<u64>,
     /// The device LRU's last position handed out.
     lru: u64,
+    /// Pages `fault_in` populated.
+    faulted_in: u64,
 }
 
 impl Fake {
@@ -40,6 +42,7 @@ impl Fake {
             ptes_written: 0,
             ih_newest: None,
             lru: 0,
+            faulted_in: 0,
         }
     }
 }
@@ -104,6 +107,12 @@ impl Platform for Fake {
         }
         self.used += bytes;
         Ok(())
+    }
+    fn fault_in(&mut self, _page: PageNum, write: bool) -> bool {
+        if write {
+            self.faulted_in += 1;
+        }
+        write
     }
     fn unreserve_mem_limit(&mut self, bytes: u64) {
         self.used = self

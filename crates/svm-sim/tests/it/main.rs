@@ -35,6 +35,8 @@ mod kernel;
 // One access path: a scenario's accesses and a kernel's give the same state;
 // the CPU path resolves the VMA before it migrates.
 mod paths;
+// Mapping faults pages in, as hmm_range_fault does.
+mod faultin;
 
 // The policy seam: a fault policy written outside the engine, run unchanged.
 mod policy;

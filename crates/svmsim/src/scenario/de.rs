@@ -688,12 +688,13 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 14] = [
+pub const HW_COUNTERS: [&str; 15] = [
     "queue_evictions",
     "queue_restores",
     "pages_to_vram",
     "pages_zero_filled",
     "pages_to_ram",
+    "pages_faulted_in",
     "dma_maps",
     "dma_unmaps",
     "ptes_written",

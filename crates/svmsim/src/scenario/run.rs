@@ -937,6 +937,7 @@ impl Runner<'_> {
             "pages_to_vram" => c.pages_to_vram,
             "pages_zero_filled" => c.pages_zero_filled,
             "pages_to_ram" => c.pages_to_ram,
+            "pages_faulted_in" => c.pages_faulted_in,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
             "ptes_written" => c.ptes_written,
