@@ -77,10 +77,25 @@ pub const EVENT_HOST_BYTES: u64 =
 
 /// What a replay of `events` takes of host memory, estimated before it
 /// runs: the events ([`EVENT_HOST_BYTES`] each), and for every page its
-/// accesses can touch (no more than it maps), the page, the checker's
-/// shadow of it, and 64 bytes of bookkeeping.
-pub fn host_bytes(events: &[TraceEvent]) -> u64 {
+/// accesses can touch or its mappings fault in (no more than it maps):
+/// the page, the checker's shadow of it, and 64 bytes of bookkeeping. A
+/// SET_ATTR may map (and so fault in) all it names; a wave's access, the
+/// widest granularity window (the run's `default_granularity` or one the
+/// trace sets) on both sides.
+pub fn host_bytes(events: &[TraceEvent], default_granularity: u8) -> u64 {
     const PAGE: u64 = 4096;
+    let granularity = events
+        .iter()
+        .filter_map(|e| match e {
+            TraceEvent::SetAttr { attrs, .. } => attrs
+                .iter()
+                .filter(|(ty, _)| *ty == svm_core::uapi::attr_type::GRANULARITY)
+                .map(|&(_, v)| v)
+                .max(),
+            _ => None,
+        })
+        .fold(u32::from(default_granularity), u32::max);
+    let window = 1u64.checked_shl(granularity).unwrap_or(u64::MAX);
     let (mut mapped, mut touched) = (0u64, 0u64);
     for e in events {
         let len = match e {
@@ -88,11 +103,18 @@ pub fn host_bytes(events: &[TraceEvent]) -> u64 {
                 mapped = mapped.saturating_add(len.div_ceil(PAGE));
                 continue;
             }
+            TraceEvent::SetAttr { size, .. } => {
+                touched = touched.saturating_add(size.div_ceil(PAGE));
+                continue;
+            }
             TraceEvent::Cpu { len, .. } => *len,
             TraceEvent::Wave {
                 op: WaveOp::Load { len, .. } | WaveOp::Store { len, .. },
                 ..
-            } => u64::from(*len),
+            } => {
+                touched = touched.saturating_add(window.saturating_mul(2));
+                u64::from(*len)
+            }
             _ => continue,
         };
         // An access straddles at most one more page than its length fills.

@@ -766,7 +766,7 @@ pub fn replay(
         .map_err(|e| trace_err(name, &e, host_budget))?;
     let gpus = spec.gpus.unwrap_or(profile.gpus().len());
     let g = &profile.gpu;
-    let need = trace::host_bytes(&events)
+    let need = trace::host_bytes(&events, spec.config.default_granularity)
         .saturating_add(svm_sim::limits::tlb_bytes(
             gpus as u64,
             u64::from(g.compute_units),

@@ -88,7 +88,12 @@ pub fn trace_file(data: &[u8]) {
             _ => 0,
         })
         .sum();
-    if events.len() > REPLAY_EVENTS || waves > REPLAY_WAVES || trace::host_bytes(&events) > 64 << 20
+    if events.len() > REPLAY_EVENTS
+        || waves > REPLAY_WAVES
+        || trace::host_bytes(
+            &events,
+            svm_core::config::Config::default().default_granularity,
+        ) > 64 << 20
     {
         return;
     }

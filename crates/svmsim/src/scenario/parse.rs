@@ -487,12 +487,35 @@ pub struct Scenario {
 impl Scenario {
     /// The host memory a run of it needs, estimated before it runs: every
     /// page its writes can fill (no more than it maps) twice (the page and
-    /// the checker's shadow) with 64 bytes of bookkeeping, its largest
-    /// access twice (the bytes and their copy), and 64 MiB.
+    /// the checker's shadow) with 64 bytes of bookkeeping; every page
+    /// mapping may fault in (no more than it maps) once, with its
+    /// bookkeeping: what its accesses, prefetches and XNACK-off
+    /// registrations touch, and a GPU access's granularity window on both
+    /// sides; its largest access twice (the bytes and their copy); and
+    /// 64 MiB.
     pub fn host_bytes(&self) -> u64 {
         let page = svm_core::addr::PAGE_SIZE;
         let (mut mapped, mut written, mut largest) = (0u64, 0u64, 0u64);
+        // The widest granularity the file can give a fault window.
+        let granularity = self
+            .ops
+            .iter()
+            .filter_map(|op| match &op.kind {
+                OpKind::SetAttr { attrs, .. } => attrs
+                    .iter()
+                    .filter(|a| a.ty == attr_type::GRANULARITY)
+                    .map(|a| a.value)
+                    .max(),
+                _ => None,
+            })
+            .fold(u32::from(self.system.config.default_granularity), u32::max);
+        let window = 1u64.checked_shl(granularity).unwrap_or(u64::MAX);
+        let mut faulted = 0u64;
         for op in &self.ops {
+            faulted = faulted.saturating_add(op.kind.page_touches(true));
+            if matches!(op.kind, OpKind::GpuAccess { .. }) {
+                faulted = faulted.saturating_add(window.saturating_mul(2));
+            }
             match &op.kind {
                 OpKind::Mmap { size, .. } => mapped = mapped.saturating_add(size.div_ceil(page)),
                 OpKind::GpuAccess { size, write, .. } | OpKind::CpuAccess { size, write, .. } => {
@@ -508,6 +531,7 @@ impl Scenario {
         mapped
             .min(written)
             .saturating_mul(2 * page + 64)
+            .saturating_add(mapped.min(faulted).saturating_mul(page + 64))
             .saturating_add(largest.saturating_mul(2))
             .saturating_add(64 << 20)
     }

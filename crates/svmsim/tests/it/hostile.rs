@@ -271,6 +271,16 @@ fn hostile_scenarios() {
                 "scenario {d}/s.toml --max-host-mem 1GiB --events {d}/out.json --events-format prefixed",
                 "above the budget of 1.00GiB; use --max-host-mem",
             ),
+            // Registering access with XNACK off maps, and so faults in,
+            // every page: 2 GiB of zeroed pages against a 1 GiB budget.
+            case(
+                "over-budget-fault-in",
+                "s.toml",
+                "[system]\nxnack = false\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = \"2GiB\"\n\
+                     [[op]]\ndo = \"set_attr\"\naddr = \"b\"\nsize = \"2GiB\"\nattrs = [{ access = \"gpu0\" }]\n",
+                "scenario {d}/s.toml --max-host-mem 1GiB --events {d}/out.json --events-format prefixed",
+                "above the budget of 1.00GiB; use --max-host-mem",
+            ),
             case(
                 "huge-vram",
                 "s.toml",
