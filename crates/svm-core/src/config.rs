@@ -20,6 +20,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::{Change, KernelVersion};
 use crate::policy::{self, VictimPolicy};
 use crate::units;
 
@@ -35,6 +36,10 @@ pub const MAX_DEFAULT_GRANULARITY: u8 = 0x1B;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The Linux release whose amdkfd the engine follows
+    /// ([`crate::kernel`]: each 2024–2026 change from the release it
+    /// arrived in).
+    pub kernel: KernelVersion,
     /// The GPU fault policy, by registry name.
     pub policy: String,
     /// The granularity of a new range, log2 pages (kfd's module parameter
@@ -72,6 +77,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            kernel: KernelVersion::default(),
             policy: policy::Policy::default().name().to_owned(),
             default_granularity: 9,
             victim_policy: VictimPolicy::default(),
@@ -201,6 +207,28 @@ macro_rules! duration_knob {
 /// its field's name everywhere (`--set`, files, JSON); a duration's value
 /// may carry its unit (`restore_delay_ns=500us`).
 pub static KNOBS: &[Knob] = &[
+    Knob {
+        key: "kernel",
+        unit: "release",
+        doc: "the Linux release whose amdkfd the engine follows (2024-2026 changes gated by release)",
+        get: |c| c.kernel.to_string(),
+        set: |c, s| {
+            c.kernel = s.parse().map_err(|_| String::new())?;
+            Ok(())
+        },
+        accepts: || {
+            let changes: Vec<String> = Change::ALL
+                .iter()
+                .map(|c| format!("{} {}", c.since(), c.name()))
+                .collect();
+            format!(
+                "a release from {} to {} (changes: {})",
+                KernelVersion::OLDEST,
+                KernelVersion::NEWEST,
+                changes.join(", ")
+            )
+        },
+    },
     Knob {
         key: "policy",
         unit: "name",

@@ -33,6 +33,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
+use crate::kernel::Change;
 use crate::platform::{Hardware, Platform, VramBuf};
 use crate::policy::{FaultPolicy, KfdPolicy, Policy};
 use crate::range::ListOp;
@@ -260,6 +261,11 @@ impl Process {
     /// Takes `config`'s knobs and `policy` as its fault policy (which may
     /// be one from outside the registry: `config.policy` becomes its name).
     pub fn configure(&mut self, config: Config, policy: Box<dyn FaultPolicy>) {
+        self.svms.split_rule = if config.kernel.has(Change::SplitActualLoc) {
+            crate::range::SplitRule::ActualLocFollowsVram
+        } else {
+            crate::range::SplitRule::Copied
+        };
         self.config = config;
         self.set_fault_policy(policy);
     }
@@ -743,10 +749,42 @@ impl Process {
             remapped: plan.remap.len(),
             mapped: 0,
         };
+        // 8b. (2026) NO_ACCESS: `svm_range_apply_attrs` takes an IH
+        //     checkpoint, so retry faults queued before the call are dropped
+        //     rather than remap the range, and marks the GPUs to unmap.
+        let no_access = if self.config.kernel.has(Change::NoAccessUnmaps) {
+            ops.iter().fold(GpuMask::default(), |mut m, op| {
+                if let AttrOp::NoAccess(g) = *op {
+                    m.insert(g);
+                }
+                m
+            })
+        } else {
+            GpuMask::default()
+        };
+        if !no_access.is_empty() && !plan.update.is_empty() {
+            self.update_checkpoint_timestamp(pf);
+        }
         // 9.-10. Migrate (prefetch) and map each updated range. A migration
         //    error is remembered, and the loop goes on with the next range.
         let mut ret = Ok(());
         for &start in &plan.update {
+            // (2026) `svm_range_needs_unmap`: unmap the range from the GPUs
+            // that lost access; a range no GPU maps any more is neither
+            // migrated nor mapped.
+            if !no_access.is_empty() {
+                let whole = self.svms.get(start).expect("updated range").range();
+                self.unmap_from_gpus(
+                    pf,
+                    start,
+                    whole,
+                    UnmapTrigger::UnmapFromCpu,
+                    Some(no_access),
+                );
+                if !self.is_mapped(start) {
+                    continue;
+                }
+            }
             let migrated = match self.trigger_migration(pf, start) {
                 Ok(m) => m,
                 Err(e) => {
@@ -759,7 +797,7 @@ impl Process {
                 || r.attrs
                     .flags
                     .contains(SvmFlags::from_bits(uapi::flag::GPU_ALWAYS_MAPPED));
-            if migrated && xnack_off_or_always && r.mapped_to_gpu {
+            if migrated && xnack_off_or_always && self.is_mapped(start) {
                 // The migration's notifier evicted the range; the restore
                 // work remaps it.
                 continue;
@@ -834,6 +872,19 @@ impl Process {
         })
     }
 
+    /// `svm_range_update_checkpoint_timestamp`: per GPU that supports SVM,
+    /// the IH timestamp of the newest retry fault still in its ring, if
+    /// any. Faults up to it are dropped (-EAGAIN) until a newer one comes.
+    fn update_checkpoint_timestamp(&mut self, pf: &dyn Hardware) {
+        for (g, _) in self.devices.iter() {
+            if self.bitmap_supported.contains(g)
+                && let Some(ts) = pf.ih_checkpoint(g)
+            {
+                self.checkpoint_ts[g] = Some(ts);
+            }
+        }
+    }
+
     /// The munmap notifier (`svm_range_unmap_from_cpu`): unmaps `range`
     /// from the GPUs now and splits the ranges, parking the pieces with
     /// their deferred op. The unmapped pieces keep their DMA mappings, VRAM
@@ -849,13 +900,7 @@ impl Process {
         // 2. (2024+) Remember, per GPU, the newest retry fault still in its
         //    ring: it and every older one are stragglers on memory that may
         //    be going away, dropped rather than served.
-        for (g, _) in self.devices.iter() {
-            if self.bitmap_supported.contains(g)
-                && let Some(ts) = pf.ih_checkpoint(g)
-            {
-                self.checkpoint_ts[g] = Some(ts);
-            }
-        }
+        self.update_checkpoint_timestamp(pf);
         // 4.-5. Children and parents alike: unmap the overlap from the GPUs
         //    (every overlapping child, even one already being freed, as
         //    kfd's child loop does), then split.
@@ -882,13 +927,13 @@ impl Process {
                         );
                     }
                 }
-                self.unmap_from_gpus(pf, start, whole, UnmapTrigger::UnmapFromCpu);
+                self.unmap_from_gpus(pf, start, whole, UnmapTrigger::UnmapFromCpu, None);
                 self.svms.unmap_split(whole);
             }
             return;
         }
         for (start, cut) in hit {
-            self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu);
+            self.unmap_from_gpus(pf, start, cut, UnmapTrigger::UnmapFromCpu, None);
         }
         self.svms.unmap_split(range);
         // 6. The deferred list work is scheduled; the platform runs it.

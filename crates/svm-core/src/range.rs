@@ -59,6 +59,12 @@ pub struct SvmRange {
     /// kfd keeps this per range, not per page. It gates the "same attributes
     /// and already mapped" shortcut of set_attr and XNACK-off eviction.
     pub mapped_to_gpu: bool,
+    /// The GPUs whose page tables this range wrote and has not cleared
+    /// since, whole (kfd's `bitmap_mapped`, 2026): set by a mapping,
+    /// cleared by an unmap of the whole range from that GPU. Kept in every
+    /// release; the engine decides by it from
+    /// [`crate::kernel::Change::NoAccessUnmaps`] on.
+    pub mapped_on: crate::gpu::GpuMask,
     /// Pages in the VRAM of `actual_loc`: the authoritative location record.
     pub vram: PageBits,
     /// The GPU whose VRAM holds some of the pages.
@@ -97,6 +103,7 @@ impl SvmRange {
             range,
             attrs,
             mapped_to_gpu: false,
+            mapped_on: crate::gpu::GpuMask::default(),
             vram: PageBits::new(n),
             actual_loc: None,
             bo: None,
@@ -183,9 +190,11 @@ impl SvmRange {
     /// offset moved by the pages cut off the front. The validate timestamp
     /// is not copied (`svm_range_new` leaves it 0).
     ///
+    /// `actual_loc` goes with `rule`.
+    ///
     /// # Panics
     /// If `sub` is empty or not inside the range.
-    pub fn piece(&self, sub: PageRange) -> Self {
+    pub fn piece(&self, rule: SplitRule, sub: PageRange) -> Self {
         assert!(
             !sub.is_empty(),
             "an SVM range piece holds at least one page"
@@ -200,6 +209,7 @@ impl SvmRange {
             range: sub,
             attrs: self.attrs,
             mapped_to_gpu: self.mapped_to_gpu,
+            mapped_on: self.mapped_on,
             vram: self.vram.slice(from, to),
             actual_loc: self.actual_loc,
             bo: self.bo.map(|b| BoRef {
@@ -217,7 +227,21 @@ impl SvmRange {
             // `svm_range_new` starts every split piece with `SVM_OP_NULL`.
             op: None,
         };
-        p.settle();
+        if rule == SplitRule::ActualLocFollowsVram {
+            p.settle();
+        }
         p
     }
+}
+
+/// How a split piece takes its range's `actual_loc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitRule {
+    /// Since the 2024 fix ([`crate::kernel::Change::SplitActualLoc`]): a
+    /// piece keeps it only if it holds VRAM pages.
+    #[default]
+    ActualLocFollowsVram,
+    /// Before: every piece copies it, so a piece may say VRAM and hold
+    /// none (`svm_range_split_adjust` copied `actual_loc`).
+    Copied,
 }

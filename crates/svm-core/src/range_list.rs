@@ -37,6 +37,8 @@ pub struct SvmRangeList {
     /// Some range may carry a deferred op (kept so that asking is O(1):
     /// the scheduler asks before every step).
     pending: bool,
+    /// How split pieces take `actual_loc` (the kernel's release decides).
+    pub split_rule: crate::range::SplitRule,
 }
 
 /// What one set_attr does to the list, worked out before anything changes.
@@ -160,17 +162,17 @@ impl SvmRangeList {
                 let gran = node.attrs.granularity.pages();
                 let covered = nr.intersect(range).expect("overlapping node shares pages");
                 // The clone keeps the covered part; head and tail split off it.
-                let mut pieces = vec![node.piece(covered)];
+                let mut pieces = vec![node.piece(self.split_rule, covered)];
                 if nr.start() < range.start() {
                     let head = PageRange::new(nr.start(), range.start());
-                    pieces.push(node.piece(head));
+                    pieces.push(node.piece(self.split_rule, head));
                     if !range.start().is_aligned(gran) {
                         plan.remap.push(head.start());
                     }
                 }
                 if nr.end() > range.end() {
                     let tail = PageRange::new(range.end(), nr.end());
-                    pieces.push(node.piece(tail));
+                    pieces.push(node.piece(self.split_rule, tail));
                     if !range.end().is_aligned(gran) {
                         plan.remap.push(tail.start());
                     }
@@ -285,12 +287,12 @@ impl SvmRangeList {
             let head = nr.start() < cut.start();
             let tail = cut.end() < nr.end();
             if head {
-                pieces.push(node.piece(PageRange::new(nr.start(), cut.start())));
+                pieces.push(node.piece(self.split_rule, PageRange::new(nr.start(), cut.start())));
             }
             if tail {
-                pieces.push(node.piece(PageRange::new(cut.end(), nr.end())));
+                pieces.push(node.piece(self.split_rule, PageRange::new(cut.end(), nr.end())));
             }
-            pieces.push(node.piece(cut));
+            pieces.push(node.piece(self.split_rule, cut));
             node.share_kernel_vram_pages(&mut pieces, 0);
             let kept_op = node.op.or(Some(ListOp::UpdateRangeNotifier));
             let n = pieces.len();

@@ -5,6 +5,7 @@
 //! an abort, a hang or a broken invariant is a finding.
 
 use svm_core::addr::CpuVa;
+use svm_core::config::Config;
 use svm_core::uapi::{SVM_OP_GET_ATTR, SVM_OP_SET_ATTR, SvmArgs, SvmAttribute};
 use svm_sim::check;
 use svm_sim::mm::{Backing, Mark, Prot};
@@ -128,25 +129,29 @@ pub fn shard_file(data: &[u8]) {
 /// most of the time; a broken invariant stays broken, so it is still
 /// found, at most three calls late).
 ///
-/// It runs with `unmap_every_mapped_gpu` on. Under kfd's own rule (off)
-/// the fuzzer's first finds were kfd's stale-PTE bug, which svmsim
-/// reproduces on purpose: munmap unmaps only GPUs with ACCESS or
+/// It runs with `unmap_every_mapped_gpu` on. Under kfd's own rule up to
+/// 7.2 (off) the fuzzer's first finds were kfd's stale-PTE bug, which
+/// svmsim reproduces on purpose: munmap unmaps only GPUs with ACCESS or
 /// ACCESS_IN_PLACE, so a GPU that mapped the range without either keeps
 /// PTEs to freed memory (`fuzz/regressions/attr_api/kfd-stale-pte-*`, and
-/// [`attr_api_as`] to replay them either way).
+/// [`attr_api_as`] to replay them under any configuration).
 pub fn attr_api(data: &[u8]) {
-    if let Err(v) = attr_api_as(data, true) {
+    let config = Config {
+        unmap_every_mapped_gpu: true,
+        ..Config::default()
+    };
+    if let Err(v) = attr_api_as(data, &config) {
         panic!("{v}");
     }
 }
 
-/// [`attr_api`]'s program, with munmap unmapping every GPU that mapped the
-/// range (`unmap_every_mapped_gpu`) or only those kfd unmaps; the first
+/// [`attr_api`]'s program under `config` (its `kernel` and
+/// `unmap_every_mapped_gpu` decide which GPUs an unmap reaches); the first
 /// broken invariant, with the call it was found after.
 ///
 /// # Errors
-/// The broken invariant.
-pub fn attr_api_as(data: &[u8], unmap_every_mapped_gpu: bool) -> Result<(), String> {
+/// The broken invariant, or a configuration the machine refuses.
+pub fn attr_api_as(data: &[u8], config: &Config) -> Result<(), String> {
     use svm_core::topology::{GpuDesc, Topology};
     let gpu = |i: u32| GpuDesc {
         name: format!("gpu{i}"),
@@ -166,9 +171,8 @@ pub fn attr_api_as(data: &[u8], unmap_every_mapped_gpu: bool) -> Result<(), Stri
         true,
         svm_sim::machine::MemLimit::for_sysmem(1 << 30),
     );
+    m.set_config(config).map_err(|e| e.to_string())?;
     let pid = m.spawn("fuzz");
-    m.process_mut(pid)
-        .set_unmap_every_mapped_gpu(unmap_every_mapped_gpu);
     const BASE: u64 = 0x7000_0000_0000;
     const LEN: u64 = 8 << 20;
     if m.mmap(

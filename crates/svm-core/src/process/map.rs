@@ -12,6 +12,7 @@ use crate::dma::DmaEntry;
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
+use crate::kernel::Change;
 use crate::platform::{Hardware, Pte, PteTarget, TlbFlush};
 use crate::pte::{PteDomain, pte_flags};
 use crate::uapi::flag;
@@ -38,10 +39,29 @@ impl Process {
             .attrs
             .flags
             .contains(SvmFlags::from_bits(flag::GPU_ALWAYS_MAPPED));
-        if b.is_empty() && (r.mapped_to_gpu || always) {
+        if self.config.kernel.has(Change::NoAccessUnmaps) {
+            // 2026: update the GPUs that have it mapped, and with
+            // GPU_ALWAYS_MAPPED every GPU with ACCESS.
+            b = b.or(r.mapped_on);
+            if always {
+                b = b.or(r.attrs.access);
+            }
+        } else if b.is_empty() && (r.mapped_to_gpu || always) {
             b = r.attrs.access;
         }
         b
+    }
+
+    /// Whether some GPU has range `start` mapped, as the release asks it:
+    /// kfd's per-range `mapped_to_gpu`, or from 2026 a non-empty
+    /// `bitmap_mapped`.
+    pub(super) fn is_mapped(&self, start: PageNum) -> bool {
+        let r = self.svms.get(start).expect("range is in the list");
+        if self.config.kernel.has(Change::NoAccessUnmaps) {
+            !r.mapped_on.is_empty()
+        } else {
+            r.mapped_to_gpu
+        }
     }
 
     /// Maps `window` of range `start` on `gpu`, or on the GPUs the XNACK
@@ -163,6 +183,7 @@ impl Process {
             }
             // 4. Update the GPU page table, then flush its TLB.
             if reachable {
+                r.mapped_on.insert(g);
                 pf.map_ptes(g, window.start(), &ptes);
                 pf.flush_tlb(g, TlbFlush::Legacy);
             } else if self.config.unmap_every_mapped_gpu {
@@ -182,31 +203,51 @@ impl Process {
         Ok(true)
     }
 
-    /// Clears the PTEs of `window` of range `start` on every GPU with access
-    /// (`svm_range_unmap_from_gpus`). A range never mapped is left alone;
-    /// unmapping the whole range clears `mapped_to_gpu`.
+    /// Clears the PTEs of `window` of range `start` on the GPUs kfd unmaps
+    /// (`svm_range_unmap_from_gpus`): `only` when given, else every GPU
+    /// with access, or from 2026 every GPU that has it mapped
+    /// (`bitmap_mapped`). Before 2026 a range never mapped is left alone
+    /// and unmapping the whole range clears `mapped_to_gpu`; from 2026
+    /// unmapping the whole range from a GPU clears that GPU's bit, and
+    /// `mapped_to_gpu` is kfd's `mapping_done`, which only a mapping sets
+    /// or clears.
     pub(super) fn unmap_from_gpus(
         &mut self,
         pf: &mut dyn Hardware,
         start: PageNum,
         window: PageRange,
         trigger: UnmapTrigger,
+        only: Option<GpuMask>,
     ) {
         let pid = self.pid;
+        let bitmap_mapped = self.config.kernel.has(Change::NoAccessUnmaps);
         let r = self
             .svms
             .get_mut(start)
             .expect("range to unmap is in the list");
-        if !r.mapped_to_gpu {
-            return;
-        }
-        if window == r.range() {
-            r.mapped_to_gpu = false;
-        }
-        let mut gpus = r.attrs.access.or(r.attrs.access_in_place);
-        if self.config.unmap_every_mapped_gpu {
-            gpus = gpus.or(r.dma.gpus().collect());
-        }
+        let whole = window == r.range();
+        let gpus = if bitmap_mapped {
+            let gpus = only.unwrap_or(r.mapped_on);
+            if whole {
+                for g in gpus.iter() {
+                    r.mapped_on.remove(g);
+                }
+            }
+            gpus
+        } else {
+            if !r.mapped_to_gpu {
+                return;
+            }
+            if whole {
+                r.mapped_to_gpu = false;
+                r.mapped_on = GpuMask::default();
+            }
+            let mut gpus = only.unwrap_or(r.attrs.access.or(r.attrs.access_in_place));
+            if self.config.unmap_every_mapped_gpu {
+                gpus = gpus.or(r.dma.gpus().collect());
+            }
+            gpus
+        };
         for g in gpus.iter() {
             let id = self.devices[g].id.raw();
             let line = events::unmap_from_gpu(

@@ -82,12 +82,12 @@ impl Process {
             .flags
             .contains(SvmFlags::from_bits(flag::GPU_ALWAYS_MAPPED));
         if self.xnack_enabled && !always {
-            self.unmap_from_gpus(pf, start, window, trigger);
-        } else if r.mapped_to_gpu {
+            self.unmap_from_gpus(pf, start, window, trigger, None);
+        } else if self.is_mapped(start) {
             // Queues are quiesced on the first eviction; the mappings stay
             // but may not be used until the restore work revalidates.
             if self.config.unmap_every_mapped_gpu {
-                self.unmap_from_gpus(pf, start, window, trigger);
+                self.unmap_from_gpus(pf, start, window, trigger, None);
                 // Still mapped as far as the restore work is concerned.
                 self.svms
                     .get_mut(start)

@@ -226,26 +226,35 @@ fn munmap_frees_vram() {
 /// kfd unmaps only GPUs with ACCESS or ACCESS_IN_PLACE, so after munmap its
 /// PTEs still point at the freed memory. The checker reports it; unmapping
 /// every GPU with a DMA array for the range closes it.
-/// Runs `case` as kfd does and with `unmap_every_mapped_gpu`, then checks
-/// that only kfd's way leaves GPU PTEs where the pages are not.
-fn stale_pte_case(xnack: bool, case: impl Fn(&mut Kfd)) {
-    for fixed in [false, true] {
+/// Runs `case` as kfd up to 7.2 does, with `unmap_every_mapped_gpu`, and
+/// as 7.3 does (`bitmap_mapped`: unmapping reaches every GPU that mapped
+/// the range), then checks that only the old kernel's way leaves GPU PTEs
+/// where the pages are not, and that 7.3 does too unless `fixed_in_7_3`.
+fn stale_pte_case(xnack: bool, fixed_in_7_3: bool, case: impl Fn(&mut Kfd)) {
+    for (kernel, every, clean) in [
+        ("7.2", false, false),
+        ("7.2", true, true),
+        ("7.3", false, fixed_in_7_3),
+    ] {
         let mut k = Kfd::new(xnack);
-        k.m.process_mut(k.pid).set_unmap_every_mapped_gpu(fixed);
+        let mut c = k.m.config().clone();
+        c.kernel = kernel.parse().unwrap();
+        c.unmap_every_mapped_gpu = every;
+        k.m.set_config(&c).unwrap();
         case(&mut k);
         let verdict = svm_sim::check::check(&k.m);
-        if fixed {
-            verdict.unwrap();
+        if clean {
+            verdict.unwrap_or_else(|v| panic!("kernel {kernel}, every {every}: {v}"));
         } else {
             let v = verdict.unwrap_err();
-            assert_eq!(v.checker, "gpu_pt", "{v}");
+            assert_eq!(v.checker, "gpu_pt", "kernel {kernel}: {v}");
         }
     }
 }
 
 #[test]
 fn kernel_leaves_ptes_of_a_gpu_without_access() {
-    stale_pte_case(true, |k| {
+    stale_pte_case(true, true, |k| {
         let buf = k.mmap(MIB);
         k.set(buf, MIB, &[(PREFERRED_LOC, GPU1), (NO_ACCESS, GPU1)])
             .unwrap();
@@ -261,7 +270,7 @@ fn kernel_leaves_ptes_of_a_gpu_without_access() {
 /// now holds it, so another GPU keeps PTEs to where the page used to be.
 #[test]
 fn kernel_leaves_ptes_after_always_mapped_eviction() {
-    stale_pte_case(true, |k| {
+    stale_pte_case(true, false, |k| {
         k.m.set_policy(Policy::WholeRange);
         let buf = k.mmap(MIB);
         k.gpu_read(GPU1, buf, 4); // an unregistered range, now in gpu1's VRAM
@@ -465,13 +474,16 @@ fn exit_frees_everything() {
 /// unmaps only GPUs that still have ACCESS or ACCESS_IN_PLACE. XNACK off.
 #[test]
 fn kernel_leaves_ptes_of_a_gpu_that_lost_access() {
-    stale_pte_case(false, |k| {
+    stale_pte_case(false, true, |k| {
         let buf = k.mmap(MIB);
         k.set(buf, MIB, &[(ACCESS, GPU1)]).unwrap();
         k.set(buf, MIB, &[(NO_ACCESS, GPU1)]).unwrap();
-        assert!(
-            !k.m.page_tables(k.pid)[1].is_empty(),
-            "NO_ACCESS left gpu1's PTEs"
+        // 7.3 unmaps a GPU set to NO_ACCESS (`svm_range_needs_unmap`).
+        let unmapped = k.m.config().kernel >= "7.3".parse().unwrap();
+        assert_eq!(
+            k.m.page_tables(k.pid)[1].is_empty(),
+            unmapped,
+            "NO_ACCESS and gpu1's PTEs"
         );
         k.m.munmap(k.pid, svm_core::addr::CpuVa::new(buf), MIB)
             .unwrap();
@@ -537,7 +549,7 @@ fn dontneed_frees_vram_pages_behind_the_counter() {
 /// address is reused.
 #[test]
 fn kernel_leaves_ptes_to_unmapped_dma_on_a_gpu_outside_the_hive() {
-    stale_pte_case(true, |k| {
+    stale_pte_case(true, false, |k| {
         let buf = k.mmap(MIB);
         // XNACK on: every GPU has ACCESS by default; gpu1 reads in place.
         // A flag change makes set_attr map (an access change alone would

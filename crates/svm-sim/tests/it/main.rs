@@ -35,6 +35,8 @@ mod kernel;
 // One access path: a scenario's accesses and a kernel's give the same state;
 // the CPU path resolves the VMA before it migrates.
 mod paths;
+// The kernel release knob: 2024-2026 changes gated by release.
+mod releases;
 // Mapping faults pages in, as hmm_range_fault does.
 mod faultin;
 
