@@ -142,6 +142,29 @@ pub enum Error {
     /// A queue was asked for on a GPU the process does not have, or destroyed twice.
     #[error("no such queue {0}")]
     NoSuchQueue(u32),
+    /// Reserving VRAM against the KFD VRAM limit would pass it
+    /// (`amdgpu_amdkfd_reserve_mem_limit` with KFD_IOC_ALLOC_MEM_FLAGS_VRAM):
+    /// ENOMEM to an allocation, ENOSPC to an SVM migration.
+    #[error(
+        "reserving {need_bytes:#x} bytes of GPU {gpu}'s VRAM would pass the KFD VRAM limit ({used_bytes:#x} of {limit_bytes:#x} in use)"
+    )]
+    VramLimit {
+        gpu: usize,
+        need_bytes: u64,
+        used_bytes: u64,
+        limit_bytes: u64,
+        errno: Errno,
+    },
+    /// No KFD buffer with this handle.
+    #[error("no such buffer {0}")]
+    NoSuchBuffer(u64),
+    /// A KFD buffer size of 0, or above the bound.
+    #[error("a buffer of {0:#x} bytes")]
+    BadSize(u64),
+    /// TTM could not place a KFD buffer in VRAM even after evicting what
+    /// it could (the allocation ioctl's ENOMEM).
+    #[error("GPU {gpu}'s VRAM cannot hold a {npages}-page buffer")]
+    OutOfVram { gpu: usize, npages: u64 },
 }
 
 impl Error {
@@ -154,13 +177,15 @@ impl Error {
             | Error::NotQueryable(_)
             | Error::UnknownGpu(_)
             | Error::SvmUnsupported(_)
-            | Error::NoSuchQueue(_) => Errno::Einval,
+            | Error::NoSuchQueue(_)
+            | Error::NoSuchBuffer(_)
+            | Error::BadSize(_) => Errno::Einval,
             Error::NotMapped { .. } | Error::IoMapping { .. } => Errno::Efault,
-            Error::MemLimit { .. } => Errno::Enomem,
+            Error::MemLimit { .. } | Error::OutOfVram { .. } => Errno::Enomem,
             Error::QueuesActive(_) => Errno::Ebusy,
             Error::XnackUnsupported(_) => Errno::Eperm,
             Error::VramExhausted { .. } => Errno::Enospc,
-            Error::FaultRefused { errno, .. } => *errno,
+            Error::FaultRefused { errno, .. } | Error::VramLimit { errno, .. } => *errno,
         }
     }
 }

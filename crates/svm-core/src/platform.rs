@@ -9,7 +9,7 @@ use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
 use crate::events::Event;
 use crate::gpu::GpuIndex;
-use crate::policy::victim::{Candidate, Owner};
+use crate::policy::victim::{BoKind, Candidate, Owner};
 use crate::pte::{PteContext, PteFlags};
 
 /// Protection and kind bits of a VMA, as `vm_flags` holds them.
@@ -129,6 +129,19 @@ pub trait Hardware: Platform {
     /// [`crate::Error::VramExhausted`] when the pages are not there.
     fn vram_alloc(&mut self, gpu: GpuIndex, npages: u64) -> Result<VramBuf>;
 
+    /// Reserves `bytes` of `gpu`'s VRAM against the KFD VRAM limit
+    /// (`amdgpu_amdkfd_reserve_mem_limit(adev, size,
+    /// KFD_IOC_ALLOC_MEM_FLAGS_VRAM, xcp_id)`: `vram_used + size` may not
+    /// pass the VRAM less what page tables are set aside for).
+    ///
+    /// # Errors
+    /// [`crate::Error::VramLimit`] (ENOSPC) when it would; nothing is
+    /// reserved then.
+    fn reserve_vram_limit(&mut self, gpu: GpuIndex, bytes: u64) -> Result;
+
+    /// Gives back a reservation made by [`Hardware::reserve_vram_limit`].
+    fn unreserve_vram_limit(&mut self, gpu: GpuIndex, bytes: u64);
+
     /// Free VRAM pages on `gpu` (what a policy weighs as pressure).
     fn vram_free_pages(&self, gpu: GpuIndex) -> u64;
 
@@ -169,11 +182,12 @@ pub trait Hardware: Platform {
     /// buffer of any process is the smallest.
     fn lru_bump(&mut self, gpu: GpuIndex) -> u64;
 
-    /// Evicts buffer `bo` of process `owner` on `gpu` (that process's
-    /// eviction worker moves its ranges to system memory and frees it).
-    /// Returns the pages it moved back, or `None` when there was no such
-    /// buffer.
-    fn evict_foreign(&mut self, gpu: GpuIndex, owner: usize, bo: u64) -> Option<u64>;
+    /// Evicts buffer `bo` (of kind `kind`) of process `owner` on `gpu`:
+    /// that process's eviction worker moves an SVM buffer's ranges to
+    /// system memory and frees it; a KFD buffer goes to GTT and its owner's
+    /// queues stop until its restore work. Returns the pages it moved, or
+    /// `None` when there was no such buffer.
+    fn evict_foreign(&mut self, gpu: GpuIndex, owner: usize, kind: BoKind, bo: u64) -> Option<u64>;
 
     /// Notes that making room on `gpu` evicted `victim`'s buffer, moving
     /// `pages` back to system memory in `ns` of simulated time (the

@@ -154,6 +154,16 @@ pub struct Process {
     stats: PerGpu<GpuStats>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
+    /// KFD memory-API buffers (hipMalloc) by handle (`kfd_bo.rs`).
+    kfd_bos: BTreeMap<u64, kfd_bo::KfdBo>,
+    next_kfd_bo: u64,
+    /// KFD buffers evicted to GTT and not yet restored.
+    evicted_bos: u32,
+    /// When the process restore work brings them back.
+    bo_restore_due_ns: Option<u64>,
+    /// The user queues are stopped (by SVM eviction, KFD buffer eviction,
+    /// or both) until every restore has run.
+    queues_stopped: bool,
     /// Per GPU, the IH timestamp of the newest retry fault that was waiting
     /// in its ring when memory was last unmapped (`svms->checkpoint_ts`).
     /// Faults up to it are stragglers and are dropped.
@@ -214,6 +224,11 @@ impl Process {
             bo_scan_needed: false,
             stats,
             evicted_ranges: 0,
+            kfd_bos: BTreeMap::new(),
+            next_kfd_bo: 1,
+            evicted_bos: 0,
+            bo_restore_due_ns: None,
+            queues_stopped: false,
             checkpoint_ts: PerGpu::from_vec(vec![None; n_gpus]),
             restore_due_ns: None,
             restore_error: None,
@@ -1001,6 +1016,16 @@ impl Process {
         }
         self.bo_scan_needed = true;
         self.release_bos(pf);
+        // The KFD buffers go too (`kfd_process_free_outstanding_kfd_bos`).
+        for (_, b) in std::mem::take(&mut self.kfd_bos) {
+            if let Some(buf) = b.buf {
+                pf.vram_free(b.gpu, buf);
+            }
+            pf.unreserve_vram_limit(b.gpu, b.npages * crate::addr::PAGE_SIZE);
+        }
+        self.evicted_bos = 0;
+        self.bo_restore_due_ns = None;
+        self.queues_stopped = false;
         let everything = PageRange::new(PageNum::new(0), PageNum::new(u64::MAX));
         for (g, _) in self.devices.iter() {
             pf.unmap_ptes(g, everything);
@@ -1103,6 +1128,8 @@ impl Aggregate {
 
 mod fault;
 pub use fault::{DropReason, FaultOutcome};
+mod kfd_bo;
+pub use kfd_bo::{KfdBo, MAX_KFD_BO_BYTES, PROCESS_BACK_OFF_TIME_NS, PROCESS_RESTORE_TIME_NS};
 mod map;
 mod migrate;
 

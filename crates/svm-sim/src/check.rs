@@ -237,12 +237,14 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
     let mut bufs: BTreeMap<(usize, u64), usize> = BTreeMap::new();
     for (pid, p) in m.processes() {
         let svm = &p.svm;
-        for (_, bo) in svm.bos() {
-            if bufs.insert((bo.gpu.get(), bo.buf.0), pid.index()).is_some() {
-                return fail(
-                    "vram",
-                    format!("{}: buffer {} held twice", p.name, bo.buf.0),
-                );
+        // SVM's buffers and the resident KFD buffers each hold their own
+        // VRAM, once.
+        let kfd = svm
+            .kfd_bos()
+            .filter_map(|(_, b)| b.buf.map(|buf| (b.gpu, buf)));
+        for (gpu, buf) in svm.bos().map(|(_, b)| (b.gpu, b.buf)).chain(kfd) {
+            if bufs.insert((gpu.get(), buf.0), pid.index()).is_some() {
+                return fail("vram", format!("{}: buffer {} held twice", p.name, buf.0));
             }
         }
         for r in svm.ranges().iter() {

@@ -130,6 +130,9 @@ pub struct SimGpu {
     /// The last position handed out on its TTM LRU (every process's
     /// buffers share it).
     pub(crate) lru_clock: u64,
+    /// Bytes reserved against the KFD VRAM limit (`adev->kfd.vram_used`):
+    /// KFD buffers for their lifetime, SVM migrations while they run.
+    pub kfd_vram_used: u64,
 }
 
 impl SimGpu {
@@ -150,6 +153,7 @@ impl SimGpu {
             iommu: BTreeMap::new(),
             next_dma: DMA_BASE,
             lru_clock: 0,
+            kfd_vram_used: 0,
         }
     }
 }

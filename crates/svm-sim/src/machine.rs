@@ -19,7 +19,7 @@ use svm_core::config::{Config, ConfigError};
 use svm_core::events::Event;
 use svm_core::gpu::{GpuId, GpuIndex};
 use svm_core::platform::{CopyDir, Hardware, Platform, Pte, TlbFlush, VmaInfo, VramBuf};
-use svm_core::policy::victim::{Candidate, Owner};
+use svm_core::policy::victim::{BoKind, Candidate, Owner};
 use svm_core::policy::{Policy, PolicyFactory};
 use svm_core::process::{Process, QueueId};
 use svm_core::pte::PteContext;
@@ -78,6 +78,20 @@ pub struct SmiEvent {
 
 fn kfd_text<S: serde::Serializer>(e: &Event, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(e)
+}
+
+/// The KFD VRAM limit of `g` (`amdgpu_amdkfd_reserve_mem_limit`): its
+/// VRAM less what is set aside for page tables, `ESTIMATE_PT_SIZE` of
+/// system memory (1/16384 of it, at least `AMDGPU_VM_RESERVED_VRAM`,
+/// 8 MiB). System memory is taken from the SVM limit, 15/16 of it.
+///
+/// svmsim caps the reserve at a quarter of the VRAM, which no real GPU
+/// reaches (it takes one below 32 MiB): the few-MiB GPUs of tests and of
+/// oversubscription runs would otherwise have no room for SVM at all.
+fn kfd_vram_limit(g: &SimGpu, limit: &MemLimit) -> u64 {
+    let sysmem = limit.limit_bytes / 15 * 16;
+    let reserve = (sysmem >> 14).max(8 << 20).min(g.desc.vram_bytes / 4);
+    g.desc.vram_bytes - reserve
 }
 
 /// The [`Platform`] and [`Hardware`] one process's engine sees during one call.
@@ -170,22 +184,6 @@ impl Env<'_> {
             });
         }
     }
-}
-
-/// A process's VRAM buffers on `gpu`, as eviction candidates of `owner`.
-fn buffer_candidates(
-    svm: &Process,
-    gpu: GpuIndex,
-    owner: Owner,
-) -> impl Iterator<Item = Candidate> + '_ {
-    svm.bos()
-        .filter(move |(_, b)| b.gpu == gpu)
-        .map(move |(bo, b)| Candidate {
-            owner,
-            bo,
-            lru: b.lru,
-            npages: b.npages,
-        })
 }
 
 impl Platform for Env<'_> {
@@ -380,7 +378,7 @@ impl Hardware for Env<'_> {
             .iter()
             .enumerate()
             .chain(self.after.iter().enumerate().map(|(i, p)| (i + offset, p)))
-            .flat_map(|(i, p)| buffer_candidates(&p.svm, gpu, Owner::Other(i)))
+            .flat_map(|(i, p)| p.svm.eviction_candidates(gpu, Owner::Other(i)))
             .collect()
     }
 
@@ -400,13 +398,46 @@ impl Hardware for Env<'_> {
             .note(gpu_id, Some(self.proc_index), victim, pages, ns);
     }
 
-    fn evict_foreign(&mut self, gpu: GpuIndex, i: usize, id: u64) -> Option<u64> {
+    fn reserve_vram_limit(&mut self, gpu: GpuIndex, bytes: u64) -> Result {
+        let limit_bytes = kfd_vram_limit(&self.gpus[gpu.get()], self.limit);
+        let g = &mut self.gpus[gpu.get()];
+        match g.kfd_vram_used.checked_add(bytes) {
+            Some(total) if total <= limit_bytes => {
+                g.kfd_vram_used = total;
+                Ok(())
+            }
+            _ => Err(Error::VramLimit {
+                gpu: gpu.get(),
+                need_bytes: bytes,
+                used_bytes: g.kfd_vram_used,
+                limit_bytes,
+                errno: svm_core::Errno::Enospc,
+            }),
+        }
+    }
+
+    fn unreserve_vram_limit(&mut self, gpu: GpuIndex, bytes: u64) {
+        let g = &mut self.gpus[gpu.get()];
+        g.kfd_vram_used = g
+            .kfd_vram_used
+            .checked_sub(bytes)
+            .expect("KFD VRAM accounting unbalanced");
+    }
+
+    fn evict_foreign(&mut self, gpu: GpuIndex, i: usize, kind: BoKind, id: u64) -> Option<u64> {
         let p = match i.cmp(&self.proc_index) {
             std::cmp::Ordering::Less => &mut self.before[i],
             std::cmp::Ordering::Equal => return None,
             std::cmp::Ordering::Greater => &mut self.after[i - self.proc_index - 1],
         };
-        if p.svm.bo(id).is_none_or(|b| b.gpu != gpu) {
+        let exists = match kind {
+            BoKind::Svm => p.svm.bo(id).is_some_and(|b| b.gpu == gpu),
+            BoKind::Kfd => p
+                .svm
+                .kfd_bos()
+                .any(|(k, b)| k == id && b.gpu == gpu && b.buf.is_some()),
+        };
+        if !exists {
             return None;
         }
         // The victim's own eviction worker runs, against its own memory map
@@ -430,7 +461,7 @@ impl Hardware for Env<'_> {
             before: &mut [],
             after: &mut [],
         };
-        let pages = p.svm.evict_bo(&mut env, id);
+        let pages = p.svm.evict_buffer(&mut env, kind, id);
         let end = env.now;
         self.charge_to(end);
         Some(pages)
@@ -1212,9 +1243,10 @@ impl Machine {
                 .procs
                 .iter()
                 .enumerate()
-                .flat_map(|(i, p)| buffer_candidates(&p.svm, gpu, Owner::Other(i)));
+                .flat_map(|(i, p)| p.svm.eviction_candidates(gpu, Owner::Other(i)));
             let Some(Candidate {
                 owner: Owner::Other(i),
+                kind,
                 bo,
                 ..
             }) = self.config.victim_policy.pick(all)
@@ -1222,13 +1254,39 @@ impl Machine {
                 break;
             };
             let t0 = self.sched.clock_ns;
-            let pages = self.op(Pid(i), |svm, env| svm.evict_bo(env, bo));
+            let pages = self.op(Pid(i), |svm, env| svm.evict_buffer(env, kind, bo));
             let ns = self.sched.clock_ns.saturating_sub(t0);
             let gpu_id = self.hw.gpus[g].desc.id.raw();
             self.hw.evictions.note(gpu_id, None, i, pages, ns);
             evicted += 1;
         }
         Ok(evicted)
+    }
+
+    /// Allocates a KFD VRAM buffer of `bytes` on GPU `gpu_id` for process
+    /// `pid` (what hipMalloc does: `AMDKFD_IOC_ALLOC_MEMORY_OF_GPU` with
+    /// the VRAM flag, placed at once). It holds the KFD VRAM limit for its
+    /// lifetime and sits on the GPU's LRU beside SVM's buffers, so either
+    /// may evict the other (see `svm_core::process::KfdBo`). Returns its
+    /// handle.
+    ///
+    /// # Errors
+    /// EINVAL for an unknown GPU or a bad size; ENOMEM when the KFD VRAM
+    /// limit or VRAM cannot hold it.
+    pub fn alloc_vram_bo(&mut self, pid: Pid, gpu_id: u32, bytes: u64) -> Result<u64, Error> {
+        let r = self.op(pid, |svm, env| svm.alloc_memory_of_gpu(env, gpu_id, bytes));
+        self.after_op();
+        r
+    }
+
+    /// Frees a KFD VRAM buffer (`AMDKFD_IOC_FREE_MEMORY_OF_GPU`).
+    ///
+    /// # Errors
+    /// EINVAL for an unknown handle.
+    pub fn free_vram_bo(&mut self, pid: Pid, handle: u64) -> Result<(), Error> {
+        let r = self.op(pid, |svm, env| svm.free_memory_of_gpu(env, handle));
+        self.after_op();
+        r
     }
 
     /// Process exit: the SVM state goes, then the address space.

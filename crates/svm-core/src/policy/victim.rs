@@ -21,12 +21,25 @@ pub enum Owner {
     Other(usize),
 }
 
+/// What a VRAM buffer holds, as TTM's LRU mixes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BoKind {
+    /// An SVM buffer (`svm_bo`): evicting it migrates its ranges to
+    /// system memory.
+    Svm,
+    /// A buffer of the KFD memory API (hipMalloc): evicting it moves it
+    /// to GTT and stops its process's queues until the restore work.
+    Kfd,
+}
+
 /// A VRAM buffer that could be evicted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// Whose it is.
     pub owner: Owner,
-    /// Its id in its process's buffer table.
+    /// What it holds.
+    pub kind: BoKind,
+    /// Its id in its process's table of that kind.
     pub bo: u64,
     /// Its place in the GPU's LRU: the device's count when it was last
     /// validated (allocated, migrated into or mapped); smaller is older
@@ -74,10 +87,16 @@ impl VictimPolicy {
     pub fn pick(self, candidates: impl IntoIterator<Item = Candidate>) -> Option<Candidate> {
         let c = candidates.into_iter();
         match self {
-            VictimPolicy::Lru => c.min_by_key(|c| (c.lru, c.owner, c.bo)),
-            VictimPolicy::Largest => {
-                c.min_by_key(|c| (c.owner != Owner::This, Reverse(c.npages), c.owner, c.bo))
-            }
+            VictimPolicy::Lru => c.min_by_key(|c| (c.lru, c.owner, c.kind, c.bo)),
+            VictimPolicy::Largest => c.min_by_key(|c| {
+                (
+                    c.owner != Owner::This,
+                    Reverse(c.npages),
+                    c.owner,
+                    c.kind,
+                    c.bo,
+                )
+            }),
         }
     }
 }
@@ -89,6 +108,7 @@ mod tests {
     fn c(owner: Owner, bo: u64, t: u64, n: u64) -> Candidate {
         Candidate {
             owner,
+            kind: BoKind::Svm,
             bo,
             lru: t,
             npages: n,

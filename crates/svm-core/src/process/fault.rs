@@ -420,7 +420,15 @@ impl Process {
     /// # Errors
     /// A range that cannot be mapped now (a page without a readable VMA).
     pub fn restore_work(&mut self, pf: &mut dyn Hardware) -> Result {
+        // `restore_process_worker`, when due: KFD buffers evicted to GTT
+        // come back into VRAM (kfd_bo.rs).
+        if self.evicted_bos > 0 && self.bo_restore_due_ns.is_some_and(|d| d <= pf.now_ns()) {
+            self.restore_kfd_bos(pf);
+        }
         if self.evicted_ranges == 0 {
+            if self.queues_stopped && self.evicted_bos == 0 {
+                self.resume_queues(pf);
+            }
             return Ok(());
         }
         // `svm_range_list_lock_and_flush_work`.
@@ -455,10 +463,10 @@ impl Process {
         self.evicted_ranges = 0;
         self.restore_due_ns = None;
         self.restore_error = None;
-        for (g, d) in self.devices.iter() {
-            pf.restore_queues(g);
-            self.stats[g].queue_restores += 1;
-            pf.smi_event(g, events::queue_restore(pf.now_ns(), self.pid, d.id.raw()));
+        // The queues resume once nothing evicted is left (a KFD buffer
+        // still in GTT keeps them stopped until its restore).
+        if self.evicted_bos == 0 {
+            self.resume_queues(pf);
         }
         Ok(())
     }
@@ -481,11 +489,17 @@ impl Process {
 
     /// Whether queues are stopped waiting for the restore work.
     pub fn restore_pending(&self) -> bool {
-        self.evicted_ranges > 0
+        self.queues_stopped
     }
 
-    /// When the scheduled restore work is due, if queues are stopped.
+    /// When the next restore work is due (SVM ranges' or KFD buffers'),
+    /// if queues are stopped.
     pub fn restore_due_ns(&self) -> Option<u64> {
-        self.restore_due_ns.filter(|_| self.evicted_ranges > 0)
+        let svm = self.restore_due_ns.filter(|_| self.evicted_ranges > 0);
+        let bos = self.bo_restore_due_ns.filter(|_| self.evicted_bos > 0);
+        match (svm, bos) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -16,8 +16,9 @@ use crate::attr::{Location, SvmFlags};
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::GpuIndex;
+use crate::kernel::Change;
 use crate::platform::{CopyDir, Hardware};
-use crate::policy::victim::{Candidate, Owner};
+use crate::policy::victim::{BoKind, Candidate, Owner};
 use crate::range::BoRef;
 use crate::uapi::flag;
 
@@ -101,14 +102,11 @@ impl Process {
             r.invalid += 1;
             r.evictions += 1;
             self.evicted_ranges += 1;
-            // The first eviction stops the queues on every GPU; they stay
-            // stopped until the restore work has remapped everything.
+            // The first eviction stops the queues on every GPU (unless a
+            // KFD buffer's eviction already did); they stay stopped until
+            // the restore work has remapped everything.
             if self.evicted_ranges == 1 {
-                for (g, d) in self.devices.iter() {
-                    pf.smi_event(g, events::queue_eviction(pf.now_ns(), self.pid, d.id.raw()));
-                    pf.evict_queues(g);
-                    self.stats[g].queue_evictions += 1;
-                }
+                self.quiesce_queues(pf);
                 // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`.
                 self.restore_due_ns =
                     Some(pf.now_ns().saturating_add(self.config.restore_delay_ns));
@@ -120,7 +118,8 @@ impl Process {
     /// returns the pages moved.
     ///
     /// # Errors
-    /// ENOSPC when the GPU has no room for the range's buffer.
+    /// ENOSPC when the GPU has no room for the range's buffer, or (6.10+)
+    /// when the KFD VRAM limit cannot take the range's size.
     pub(super) fn ram_to_vram(
         &mut self,
         pf: &mut dyn Hardware,
@@ -136,6 +135,32 @@ impl Process {
             .range()
             .npages()
             .raw();
+        // (6.10) The whole range's size is reserved against the KFD VRAM
+        // limit for the time of the migration, so that SVM cannot push out
+        // buffers allocated through the KFD memory API
+        // (`amdgpu_amdkfd_reserve_mem_limit` before
+        // `svm_range_vram_node_new`); failure is -ENOSPC, and the caller
+        // leaves the pages in system memory.
+        if !self.config.kernel.has(Change::VramLimitGate) {
+            return self.ram_to_vram_reserved(pf, start, best, window, trigger, npages);
+        }
+        let bytes = npages * crate::addr::PAGE_SIZE;
+        pf.reserve_vram_limit(best, bytes)?;
+        let r = self.ram_to_vram_reserved(pf, start, best, window, trigger, npages);
+        pf.unreserve_vram_limit(best, bytes);
+        r
+    }
+
+    /// [`Process::ram_to_vram`] once the VRAM limit (if any) is reserved.
+    fn ram_to_vram_reserved(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        best: GpuIndex,
+        window: PageRange,
+        trigger: MigrateTrigger,
+        npages: u64,
+    ) -> Result<u64> {
         // The buffer covers the whole range; split siblings share it, and a
         // range whose pages all left it reuses it while a sibling keeps it
         // alive on this GPU (`svm_range_validate_svm_bo`). A buffer on
@@ -329,7 +354,7 @@ impl Process {
     ///
     /// # Errors
     /// ENOSPC when even an empty GPU (of this process's buffers) has no room.
-    fn alloc_vram(
+    pub(super) fn alloc_vram(
         &mut self,
         pf: &mut dyn Hardware,
         gpu: GpuIndex,
@@ -342,24 +367,15 @@ impl Process {
             };
             // TTM picks across processes: this process's buffers on the
             // GPU and every other's are candidates of one choice.
-            let own = self
-                .bos
-                .iter()
-                .filter(|(_, b)| b.gpu == gpu)
-                .map(|(&bo, b)| Candidate {
-                    owner: Owner::This,
-                    bo,
-                    lru: b.lru,
-                    npages: b.npages,
-                });
+            let own = self.eviction_candidates(gpu, Owner::This);
             let foreign = pf.foreign_buffers(gpu);
             let Some(victim) = self.config.victim_policy.pick(own.chain(foreign)) else {
                 return Err(err);
             };
             let t0 = pf.now_ns();
             let pages = match victim.owner {
-                Owner::This => Some(self.evict_bo(pf, victim.bo)),
-                Owner::Other(i) => pf.evict_foreign(gpu, i, victim.bo),
+                Owner::This => Some(self.evict_buffer(pf, victim.kind, victim.bo)),
+                Owner::Other(i) => pf.evict_foreign(gpu, i, victim.kind, victim.bo),
             };
             match pages {
                 Some(pages) => {
@@ -370,6 +386,47 @@ impl Process {
                 // asking again would loop, so the allocation fails.
                 None => return Err(err),
             }
+        }
+    }
+
+    /// This process's VRAM buffers on `gpu`, SVM and KFD alike, as
+    /// eviction candidates of `owner` (TTM's LRU holds both kinds).
+    pub fn eviction_candidates(
+        &self,
+        gpu: GpuIndex,
+        owner: Owner,
+    ) -> impl Iterator<Item = Candidate> + '_ {
+        let svm = self
+            .bos
+            .iter()
+            .filter(move |(_, b)| b.gpu == gpu)
+            .map(move |(&bo, b)| Candidate {
+                owner,
+                kind: BoKind::Svm,
+                bo,
+                lru: b.lru,
+                npages: b.npages,
+            });
+        let kfd = self
+            .kfd_bos
+            .iter()
+            .filter(move |(_, b)| b.gpu == gpu && b.buf.is_some())
+            .map(move |(&bo, b)| Candidate {
+                owner,
+                kind: BoKind::Kfd,
+                bo,
+                lru: b.lru,
+                npages: b.npages,
+            });
+        svm.chain(kfd)
+    }
+
+    /// Evicts this process's buffer `id` of `kind` (the SVM eviction
+    /// worker, or TTM moving a KFD buffer to GTT). Returns the pages moved.
+    pub fn evict_buffer(&mut self, pf: &mut dyn Hardware, kind: BoKind, id: u64) -> u64 {
+        match kind {
+            BoKind::Svm => self.evict_bo(pf, id),
+            BoKind::Kfd => self.evict_kfd_bo(pf, id),
         }
     }
 
@@ -470,8 +527,13 @@ impl Process {
                 let g = self.gpuidx(id.raw()).expect("prefetch GPU was checked");
                 // Even when the range already sits on this GPU, migrate
                 // again: `actual_loc` does not mean every page is there.
-                self.migrate_to_vram(pf, start, g, whole, MigrateTrigger::Prefetch)?;
-                Ok(true)
+                match self.migrate_to_vram(pf, start, g, whole, MigrateTrigger::Prefetch) {
+                    Ok(_) => Ok(true),
+                    // (6.10) A prefetch is best effort: a failed one leaves
+                    // the range where it is and is not an error.
+                    Err(_) if self.config.kernel.has(Change::VramLimitGate) => Ok(false),
+                    Err(e) => Err(e),
+                }
             }
         }
     }

@@ -80,9 +80,19 @@ impl Hardware for Fake {
     fn foreign_buffers(&self, _gpu: GpuIndex) -> Vec<crate::policy::victim::Candidate> {
         Vec::new()
     }
-    fn evict_foreign(&mut self, _gpu: GpuIndex, _owner: usize, _bo: u64) -> Option<u64> {
+    fn evict_foreign(
+        &mut self,
+        _gpu: GpuIndex,
+        _owner: usize,
+        _kind: crate::policy::victim::BoKind,
+        _bo: u64,
+    ) -> Option<u64> {
         None
     }
+    fn reserve_vram_limit(&mut self, _gpu: GpuIndex, _bytes: u64) -> Result {
+        Ok(())
+    }
+    fn unreserve_vram_limit(&mut self, _gpu: GpuIndex, _bytes: u64) {}
     fn lru_bump(&mut self, _gpu: GpuIndex) -> u64 {
         self.lru += 1;
         self.lru

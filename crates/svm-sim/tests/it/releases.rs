@@ -106,3 +106,65 @@ fn no_access_drops_faults_queued_before_it_since_7_3() {
     }
     assert!(tried > 0, "no seed left a fault in the ring");
 }
+
+/// 6.10: a migration to VRAM first reserves its whole range against the
+/// KFD VRAM limit, so SVM cannot push out a buffer hipMalloc placed there:
+/// the prefetch fails quietly, the pages stay in system memory and are
+/// mapped there. Before, TTM made room by evicting the KFD buffer, whose
+/// process's queues stopped until the restore work brought it back
+/// (evicting SVM's buffers in turn).
+#[test]
+fn the_vram_limit_gate_keeps_kfd_buffers_in_vram_since_6_10() {
+    for (kernel, gated) in [("6.9", false), ("6.10", true), ("7.3", true)] {
+        let mut k = at(kernel, false);
+        let k0 = GpuIndex::new(0).unwrap();
+        // 16 GiB of VRAM, the limit 8 MiB less: a KFD buffer takes all
+        // but 1 MiB of what the limit allows, and 9 MiB of VRAM are left
+        // for SVM's 16 MiB.
+        let limit = 16 * GIB - 8 * MIB;
+        let bo = k.m.alloc_vram_bo(k.pid, GPU0, limit - MIB).unwrap();
+        // The limit is full for another KFD buffer: ENOMEM.
+        let err = k.m.alloc_vram_bo(k.pid, GPU0, 2 * MIB).unwrap_err();
+        assert_eq!(err.errno(), svm_core::Errno::Enomem, "{kernel}");
+        let buf = k.mmap(16 * MIB);
+        k.cpu_write(buf, &vec![3; 16 << 20]);
+        k.set(buf, 16 * MIB, &[(ACCESS, GPU0), (PREFETCH_LOC, GPU0)])
+            .unwrap();
+        let resident = |k: &Kfd| {
+            k.m.process(k.pid)
+                .svm
+                .kfd_bos()
+                .find(|&(id, _)| id == bo)
+                .is_some_and(|(_, b)| b.buf.is_some())
+        };
+        let stats = k.m.process(k.pid).svm.stats()[k0];
+        if gated {
+            assert_eq!(k.vram_pages_in(buf, 16 * MIB), 0, "{kernel}");
+            assert!(resident(&k), "{kernel}: the KFD buffer stays");
+            assert_eq!(stats.queue_evictions, 0, "{kernel}");
+        } else {
+            assert_eq!(k.vram_pages_in(buf, 16 * MIB), 16 * MIB / PAGE, "{kernel}");
+            assert!(!resident(&k), "{kernel}: TTM evicted the KFD buffer");
+            assert_eq!(stats.queue_evictions, 1, "{kernel}");
+            // The process restore work, 100 ms later, brings it back and
+            // evicts SVM's buffers to make room; the queues resume.
+            k.m.advance(svm_core::process::PROCESS_RESTORE_TIME_NS + 1);
+            assert!(k.m.quiesce());
+            assert!(resident(&k), "{kernel}: restored");
+            assert!(!k.m.process(k.pid).svm.restore_pending(), "{kernel}");
+            assert!(k.vram_pages_in(buf, 16 * MIB) < 16 * MIB / PAGE, "{kernel}");
+        }
+        assert_eq!(k.cpu_read(buf, 16 * MIB), vec![3; 16 << 20]);
+        k.check();
+        k.m.free_vram_bo(k.pid, bo).unwrap();
+        assert_eq!(
+            k.m.gpus()[0].kfd_vram_used,
+            0,
+            "{kernel}: accounting balanced"
+        );
+        assert_eq!(
+            k.m.free_vram_bo(k.pid, bo).unwrap_err().errno(),
+            svm_core::Errno::Einval
+        );
+    }
+}

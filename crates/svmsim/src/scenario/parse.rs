@@ -170,6 +170,26 @@ pub enum OpKind {
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
+    /// Allocate a KFD VRAM buffer on a GPU, as hipMalloc does
+    /// (`AMDKFD_IOC_ALLOC_MEMORY_OF_GPU` with the VRAM flag): it holds the
+    /// KFD VRAM limit and shares the GPU's LRU with SVM's buffers.
+    AllocBo {
+        #[serde(rename = "name")]
+        label: String,
+        #[serde(rename = "gpu", deserialize_with = "de::gpu")]
+        gpu_id: u32,
+        #[serde(deserialize_with = "de::size")]
+        size: u64,
+        #[serde(default, deserialize_with = "de::outcome")]
+        expect: Option<Expect>,
+    },
+    /// Free a KFD VRAM buffer allocated earlier.
+    FreeBo {
+        #[serde(rename = "buffer")]
+        label: String,
+        #[serde(default, deserialize_with = "de::outcome")]
+        expect: Option<Expect>,
+    },
     /// Destroy a user queue created earlier.
     QueueDestroy {
         #[serde(rename = "queue")]
@@ -310,6 +330,8 @@ impl OpKind {
             OpKind::SetXnack { .. } => "set_xnack",
             OpKind::QueueCreate { .. } => "queue_create",
             OpKind::QueueDestroy { .. } => "queue_destroy",
+            OpKind::AllocBo { .. } => "alloc_bo",
+            OpKind::FreeBo { .. } => "free_bo",
             OpKind::Ranges { .. } => "ranges",
             OpKind::GpuAccess { .. } => "gpu_access",
             OpKind::Wait { .. } => "wait",
@@ -337,6 +359,8 @@ impl OpKind {
             | OpKind::SetXnack { expect, .. }
             | OpKind::QueueCreate { expect, .. }
             | OpKind::QueueDestroy { expect, .. }
+            | OpKind::AllocBo { expect, .. }
+            | OpKind::FreeBo { expect, .. }
             | OpKind::GpuAccess { expect, .. }
             | OpKind::CpuAccess { expect, .. }
             | OpKind::Wait { expect, .. }
@@ -706,9 +730,11 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             current: 0,
         },
         queues: Vec::new(),
+        buffers: Vec::new(),
         launches: Vec::new(),
     };
     reader.queues = vec![std::collections::BTreeSet::new(); reader.names.processes.len()];
+    reader.buffers = reader.queues.clone();
     reader.launches = vec![Vec::new(); reader.names.processes.len()];
     let mut out = Vec::new();
     if let Some(list) = ops {
@@ -909,6 +935,8 @@ struct OpReader<'a, 's> {
     names: de::Names,
     /// Queue labels per process.
     queues: Vec<std::collections::BTreeSet<String>>,
+    /// KFD buffer labels per process.
+    buffers: Vec<std::collections::BTreeSet<String>>,
     /// Launched accesses per process not yet waited for, with the error to
     /// give if none is.
     launches: Vec<Vec<(String, ScenarioError)>>,
@@ -1018,6 +1046,20 @@ impl OpReader<'_, '_> {
             }
             OpKind::QueueCreate { label: Some(l), .. } => {
                 self.queues[process].insert(l.clone());
+            }
+            OpKind::AllocBo { label, .. } if !self.buffers[process].insert(label.clone()) => {
+                return Err(self.error(
+                    at("name"),
+                    format!("the name {label:?} already names a buffer of this process"),
+                ));
+            }
+            OpKind::FreeBo { label, .. } if !self.buffers[process].remove(label) => {
+                return Err(self.error(
+                    at("buffer"),
+                    format!(
+                        "no buffer named {label:?} was allocated (and not freed) before this op"
+                    ),
+                ));
             }
             OpKind::QueueDestroy { label, .. } if !self.queues[process].contains(label) => {
                 return Err(self.error(

@@ -386,6 +386,8 @@ struct Runner<'a> {
     labels: BTreeMap<(usize, String), u64>,
     /// Queue ids by (process, label).
     queues: BTreeMap<(usize, String), u32>,
+    /// KFD buffer handles by (process, label).
+    buffers: BTreeMap<(usize, String), u64>,
     /// Launched GPU accesses by (process, label), with the read check to
     /// apply when they are waited for.
     /// A launch that failed at once keeps its error for the wait.
@@ -658,6 +660,28 @@ impl Runner<'_> {
                 if let (Ok(q), Some(l)) = (&r, label) {
                     self.queues.insert((op.process, l.clone()), q.raw());
                 }
+            }
+            OpKind::AllocBo {
+                label,
+                gpu_id,
+                size,
+                ..
+            } => {
+                rec.args = format!("{label} {} on {}", fmt_size(*size), self.names.gpu(*gpu_id));
+                let r = self.m.alloc_vram_bo(pid, *gpu_id, *size);
+                rec.result = Self::svm_result(&r);
+                if let Ok(h) = r {
+                    self.buffers.insert((op.process, label.clone()), h);
+                }
+            }
+            OpKind::FreeBo { label, .. } => {
+                rec.args = label.clone();
+                // A buffer whose allocation failed has no handle: EINVAL.
+                let h = self
+                    .buffers
+                    .remove(&(op.process, label.clone()))
+                    .unwrap_or(0);
+                rec.result = Self::svm_result(&self.m.free_vram_bo(pid, h));
             }
             OpKind::QueueDestroy { label, .. } => {
                 rec.args = label.clone();
@@ -1254,6 +1278,7 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         names,
         labels: BTreeMap::new(),
         queues: BTreeMap::new(),
+        buffers: BTreeMap::new(),
         launches: BTreeMap::new(),
     };
     let mut ops = Vec::new();
