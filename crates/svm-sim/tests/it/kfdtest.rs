@@ -1,7 +1,10 @@
 //! Ports of KFDTest's KFDSVMRangeTest cases that exercise the attribute API.
 //!
-//! Every case is a `TEST_P` over XNACK off (0) and on (1) in KFDTest; here
-//! [`kfd_test!`] makes one test function per mode. Node ids are already
+//! Every case is a `TEST_P` over XNACK off (0) and on (1) in KFDTest, and
+//! current KFDTest runs most SVM cases once per GPU node; here
+//! [`kfd_test!`] makes one test function per mode that runs the case on
+//! each GPU of a multi-GPU profile ([`KFDTEST_PROFILE`], untimed), with
+//! `k.node` the GPU under test and `k.peer` the next one. Node ids are already
 //! translated to gpu_ids, as libhsakmt does before the ioctl: node 0 (the CPU)
 //! is gpu_id 0, SYSMEM.
 //!
@@ -16,7 +19,8 @@ use crate::support::*;
 
 const HA_CO: u32 = flag::HOST_ACCESS | flag::COHERENT;
 
-/// Defines `mod $name { fn xnack_off(); fn xnack_on(); }` running `$body(&mut Kfd)`.
+/// Defines `mod $name { fn xnack_off(); fn xnack_on(); }` running `$body(&mut Kfd)`
+/// on each GPU node.
 macro_rules! kfd_test {
     ($name:ident, $body:expr) => {
         mod $name {
@@ -24,19 +28,23 @@ macro_rules! kfd_test {
 
             #[test]
             fn xnack_off() {
-                let mut k = Kfd::new(false);
-                assert!(!k.xnack());
-                ($body)(&mut k);
+                run(false, $body);
             }
 
             #[test]
             fn xnack_on() {
-                let mut k = Kfd::new(true);
-                assert!(k.xnack());
-                ($body)(&mut k);
+                run(true, $body);
             }
         }
     };
+}
+
+/// Runs a case on each GPU of [`KFDTEST_PROFILE`] in one XNACK mode.
+fn run(xnack: bool, body: impl Fn(&mut Kfd)) {
+    Kfd::on_each_node(&Kfd::profile_gpus(|_| {}), xnack, |k| {
+        assert_eq!(k.xnack(), xnack, "gpu {:#x}", k.node);
+        body(k);
+    });
 }
 
 // SetGetAttributesTest: defaults on an unregistered page, then a SET read back.
@@ -47,7 +55,7 @@ kfd_test!(set_get_attributes, |k: &mut Kfd| {
         (PREFERRED_LOC, 0),
         (SET_FLAGS, 0),
         (GRANULARITY, 0),
-        (ACCESS, GPU0),
+        (ACCESS, k.node),
     ];
     let access = if k.xnack() { ACCESS } else { NO_ACCESS };
     assert_eq!(
@@ -57,26 +65,26 @@ kfd_test!(set_get_attributes, |k: &mut Kfd| {
             (PREFERRED_LOC, UNDEF),
             (SET_FLAGS, HA_CO),
             (GRANULARITY, 9),
-            (access, GPU0)
+            (access, k.node)
         ]
     );
     let flags = flag::HOST_ACCESS | flag::GPU_EXEC | flag::COHERENT;
     let set = [
-        (PREFETCH_LOC, GPU0),
-        (PREFERRED_LOC, GPU0),
+        (PREFETCH_LOC, k.node),
+        (PREFERRED_LOC, k.node),
         (SET_FLAGS, flags),
         (GRANULARITY, 0x3F),
-        (ACCESS, GPU0),
+        (ACCESS, k.node),
     ];
     k.set(buf, PAGE, &set).unwrap();
     assert_eq!(
         k.get(buf, PAGE, &query).unwrap(),
         vec![
-            (PREFETCH_LOC, GPU0),
-            (PREFERRED_LOC, GPU0),
+            (PREFETCH_LOC, k.node),
+            (PREFERRED_LOC, k.node),
             (SET_FLAGS, flags),
             (GRANULARITY, 0x3F),
-            (ACCESS, GPU0)
+            (ACCESS, k.node)
         ]
     );
     // One range now holds the page, prefetched to gpu0 and mapped there in
@@ -88,7 +96,7 @@ kfd_test!(set_get_attributes, |k: &mut Kfd| {
 // InvalidRangeTest: registering an address with no VMA fails (EFAULT).
 kfd_test!(invalid_range, |k: &mut Kfd| {
     assert_eq!(
-        k.register(0x10000, 0x1000, GPU0, 0, HA_CO),
+        k.register(0x10000, 0x1000, k.node, 0, HA_CO),
         Err(Errno::Efault)
     );
     assert!(k.ranges_from(0).is_empty());
@@ -101,7 +109,7 @@ kfd_test!(xnack_mode, |k: &mut Kfd| {
     for _ in 0..2 {
         let enable = i32::from(k.m.set_xnack_mode(pid, -1).unwrap() == 0);
         assert_eq!(k.m.set_xnack_mode(pid, enable), Ok(enable));
-        for gpu in [GPU0, GPU1] {
+        for gpu in [k.node, k.peer] {
             let q = k.m.create_queue(pid, gpu).unwrap();
             for v in [0, 1] {
                 assert_eq!(
@@ -115,26 +123,28 @@ kfd_test!(xnack_mode, |k: &mut Kfd| {
     assert_eq!(k.m.set_xnack_mode(pid, -1), Ok(orig));
 });
 
-/// XNACKModeTest on a machine whose second GPU cannot fault: enabling is
-/// EPERM (libhsakmt's NOT_SUPPORTED, which the test accepts), disabling works.
+/// XNACKModeTest on a machine where the GPU under test cannot fault:
+/// enabling is EPERM (libhsakmt's NOT_SUPPORTED, which the test accepts),
+/// disabling works.
 #[test]
 fn xnack_mode_not_supported() {
-    let mut k = Kfd::with_gpus(
-        vec![
-            gpu("gpu0", GPU0, 16 * GIB, true),
-            gpu("gpu1", GPU1, 16 * GIB, false),
-        ],
-        true,
-    );
-    assert!(
-        !k.xnack(),
-        "default mode must be off when a GPU cannot fault"
-    );
-    assert_eq!(
-        k.m.set_xnack_mode(k.pid, 1).map_err(|e| e.errno()),
-        Err(Errno::Eperm)
-    );
-    assert_eq!(k.m.set_xnack_mode(k.pid, 0), Ok(0));
+    let n = Kfd::profile_gpus(|_| {}).len();
+    for index in 0..n {
+        let mut gpus = Kfd::profile_gpus(|_| {});
+        gpus[index].xnack = false;
+        let mut k = Kfd::with_gpus(gpus, true);
+        k.select(index);
+        assert!(
+            !k.xnack(),
+            "gpu {:#x}: default mode must be off when a GPU cannot fault",
+            k.node
+        );
+        assert_eq!(
+            k.m.set_xnack_mode(k.pid, 1).map_err(|e| e.errno()),
+            Err(Errno::Eperm)
+        );
+        assert_eq!(k.m.set_xnack_mode(k.pid, 0), Ok(0));
+    }
 }
 
 /// The ranges of every split case carry the registration's attributes.
@@ -148,8 +158,8 @@ fn assert_registered_attrs(k: &mut Kfd, buf: u64, size: u64) {
                 (PREFERRED_LOC, 0),
                 (SET_FLAGS, 0),
                 (CLR_FLAGS, 0),
-                (ACCESS, GPU0),
-                (ACCESS, GPU1),
+                (ACCESS, k.node),
+                (ACCESS, k.peer),
                 (GRANULARITY, 0),
             ],
         )
@@ -162,8 +172,8 @@ fn assert_registered_attrs(k: &mut Kfd, buf: u64, size: u64) {
             (PREFERRED_LOC, 0),
             (SET_FLAGS, HA_CO),
             (CLR_FLAGS, !HA_CO),
-            (ACCESS, GPU0),
-            (gpu1, GPU1),
+            (ACCESS, k.node),
+            (gpu1, k.peer),
             (GRANULARITY, 9)
         ]
     );
@@ -183,31 +193,42 @@ mod split_range {
     const N: u64 = 16;
 
     fn reg(k: &mut Kfd, at: u32, addr: u64, size: u64) {
-        k.register(addr, size, GPU0, at, HA_CO).unwrap();
+        k.register(addr, size, k.node, at, HA_CO).unwrap();
     }
 
     /// Runs one case in both modes, with the ranges in system memory and in
     /// VRAM: `setup` registers, `want` lists (page, npages).
     fn case(map_pages: u64, setup: impl Fn(&mut Kfd, u32, u64), want: &[(u64, u64)]) {
-        for (at, xnack) in [(0, false), (0, true), (GPU0, false), (GPU0, true)] {
-            let mut k = Kfd::new(xnack);
+        each(|k, in_vram| {
+            let at = if in_vram { k.node } else { 0 };
+            let xnack = k.xnack();
             let buf = k.mmap(map_pages * PAGE);
-            setup(&mut k, at, buf);
-            let mapped = at == GPU0 || !xnack;
+            setup(k, at, buf);
+            let mapped = at == k.node || !xnack;
             let want: Vec<_> = want.iter().map(|&(p, n)| (p, n, mapped)).collect();
-            let ctx = format!("prefetch {at:#x} xnack {xnack}");
+            let ctx = format!("gpu {:#x} prefetch {at:#x} xnack {xnack}", k.node);
             assert_eq!(k.ranges_from(buf), want, "{ctx}");
             // Every registered page is where it was prefetched to.
             let registered: u64 = want.iter().map(|&(_, n, _)| n).sum();
-            let in_vram = if at == GPU0 { registered } else { 0 };
+            let in_vram = if at == k.node { registered } else { 0 };
             assert_eq!(k.vram_pages_in(buf, map_pages * PAGE), in_vram, "{ctx}");
             if at == 0 {
-                assert_registered_attrs(&mut k, buf, map_pages * PAGE);
+                assert_registered_attrs(k, buf, map_pages * PAGE);
             }
             // Delete the objects: munmap drops every range and frees VRAM.
             k.munmap(buf, map_pages * PAGE);
             assert!(k.ranges_from(buf).is_empty());
-            assert!(k.m.gpus()[0].bufs.is_empty(), "{ctx}: VRAM left");
+            assert!(k.node_vram_empty(), "{ctx}: VRAM left");
+        });
+    }
+
+    /// Runs `f` on each GPU node in both modes, with the ranges prefetched
+    /// to system memory (`false`) and to the node's VRAM (`true`).
+    fn each(f: impl Fn(&mut Kfd, bool)) {
+        for xnack in [false, true] {
+            for in_vram in [false, true] {
+                Kfd::on_each_node(&Kfd::profile_gpus(|_| {}), xnack, |k| f(k, in_vram));
+            }
         }
     }
 
@@ -304,20 +325,20 @@ mod split_range {
 
     #[test]
     fn case6_munmap_registered() {
-        for (at, xnack) in [(0, false), (0, true), (GPU0, false), (GPU0, true)] {
-            let mut k = Kfd::new(xnack);
+        each(|k, in_vram| {
+            let at = if in_vram { k.node } else { 0 };
             let buf = k.mmap(N * PAGE);
-            reg(&mut k, at, buf + 2 * PAGE, 2 * PAGE);
-            let mapped = at == GPU0 || !xnack;
+            reg(k, at, buf + 2 * PAGE, 2 * PAGE);
+            let mapped = at == k.node || !k.xnack();
             assert_eq!(k.ranges_from(buf), vec![(2, 2, mapped)]);
             k.munmap(buf, N * PAGE);
             assert!(k.ranges_from(buf).is_empty());
-            assert!(k.m.gpus()[0].bufs.is_empty());
+            assert!(k.node_vram_empty());
             assert_eq!(
                 k.get(buf + 2 * PAGE, PAGE, &[(PREFETCH_LOC, 0)]),
                 Err(Errno::Efault)
             );
-        }
+        });
     }
 
     /// The same attributes over an already-mapped range are skipped, so a
@@ -325,19 +346,26 @@ mod split_range {
     /// split a mapped range. With XNACK on, nothing was mapped and it splits.
     #[test]
     fn same_attrs_on_mapped_range_do_not_split() {
-        for xnack in [false, true] {
-            let mut k = Kfd::new(xnack);
+        each(|k, in_vram| {
+            if in_vram {
+                return;
+            }
+            let xnack = k.xnack();
             let buf = k.mmap(N * PAGE);
-            reg(&mut k, 0, buf, N * PAGE);
-            k.set(buf + 2 * PAGE, PAGE, &[(SET_FLAGS, HA_CO), (ACCESS, GPU0)])
-                .unwrap();
+            reg(k, 0, buf, N * PAGE);
+            k.set(
+                buf + 2 * PAGE,
+                PAGE,
+                &[(SET_FLAGS, HA_CO), (ACCESS, k.node)],
+            )
+            .unwrap();
             let want: &[(u64, u64, bool)] = if xnack {
                 &[(0, 2, false), (2, 1, false), (3, 13, false)]
             } else {
                 &[(0, 16, true)]
             };
-            assert_eq!(k.ranges_from(buf), want, "xnack {xnack}");
-        }
+            assert_eq!(k.ranges_from(buf), want, "gpu {:#x} xnack {xnack}", k.node);
+        });
     }
 }
 
@@ -346,24 +374,24 @@ mod split_range {
 kfd_test!(prefetch_get, |k: &mut Kfd| {
     let size = 16 * 1024;
     let buf = k.mmap(size);
-    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    k.register(buf, size, k.node, 0, HA_CO).unwrap();
     k.munmap(buf, size);
     assert_eq!(k.get(buf, size, &[(PREFETCH_LOC, 0)]), Err(Errno::Efault));
 
     let buf = k.mmap(size);
-    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    k.register(buf, size, k.node, 0, HA_CO).unwrap();
     assert_eq!(
         k.get(buf, size, &[(PREFETCH_LOC, 0)]),
         Ok(vec![(PREFETCH_LOC, 0)])
     );
     let upper = buf + size / 2;
-    k.set(upper, size / 2, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    k.set(upper, size / 2, &[(PREFETCH_LOC, k.node)]).unwrap();
     // The prefetch moved the upper half, and only it.
     assert_eq!(k.vram_pages_in(upper, size / 2), size / 2 / PAGE);
     assert_eq!(k.vram_pages_in(buf, size / 2), 0);
     assert_eq!(
         k.get(upper, size / 2, &[(PREFETCH_LOC, 0)]),
-        Ok(vec![(PREFETCH_LOC, GPU0)])
+        Ok(vec![(PREFETCH_LOC, k.node)])
     );
     assert_eq!(
         k.get(buf, size, &[(PREFETCH_LOC, 0)]),
@@ -387,14 +415,14 @@ const PATTERN: u32 = 0x0101_0101;
 kfd_test!(basic_system_mem, |k: &mut Kfd| {
     let src = k.mmap(PAGE);
     let dst = k.mmap(PAGE);
-    k.register(src, PAGE, GPU0, 0, HA_CO).unwrap();
-    k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(src, PAGE, k.node, 0, HA_CO).unwrap();
+    k.register(dst, PAGE, k.node, 0, HA_CO).unwrap();
     k.cpu_write(src, &PATTERN.to_le_bytes());
-    k.gpu_copy(GPU0, src, dst, 4);
+    k.gpu_copy(k.node, src, dst, 4);
     assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
     assert_eq!(k.vram_pages_in(src, PAGE) + k.vram_pages_in(dst, PAGE), 0);
     // XNACK off maps at set_attr; XNACK on maps on the two faults.
-    let faults = k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].faults;
+    let faults = k.stats().faults;
     assert_eq!(faults, if k.xnack() { 2 } else { 0 });
 });
 
@@ -404,21 +432,22 @@ kfd_test!(basic_system_mem, |k: &mut Kfd| {
 // range in system memory (the test) and in VRAM (the same split on buffer
 // pages, which must stay where they are and be freed with the hole).
 kfd_test!(partial_unmap_sys_mem, |k: &mut Kfd| {
-    for at in [0, GPU0] {
+    for at in [0, k.node] {
         let n = 16;
         // Top-down mmap: dst lands above buf, out of buf's range picture.
         let dst = k.mmap(PAGE);
         let buf = k.mmap(n * PAGE);
-        k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+        k.register(dst, PAGE, k.node, 0, HA_CO).unwrap();
         k.cpu_write(
             buf,
             &words(usize::try_from(n * PAGE / 4).unwrap(), |_| PATTERN),
         );
-        k.register(buf, n * PAGE, GPU0, at, HA_CO).unwrap();
-        let in_vram = |pages: u64| if at == GPU0 { pages } else { 0 };
+        k.register(buf, n * PAGE, k.node, at, HA_CO).unwrap();
+        let node = k.node;
+        let in_vram = |pages: u64| if at == node { pages } else { 0 };
         assert_eq!(k.vram_pages_in(buf, n * PAGE), in_vram(n));
         k.munmap(buf + 2 * PAGE, 4 * PAGE);
-        let mapped = at == GPU0 || !k.xnack();
+        let mapped = at == k.node || !k.xnack();
         let pieces: Vec<_> = k.ranges_from(buf).into_iter().filter(|r| r.0 < n).collect();
         assert_eq!(
             pieces,
@@ -426,14 +455,14 @@ kfd_test!(partial_unmap_sys_mem, |k: &mut Kfd| {
             "prefetch {at:#x}"
         );
         assert_eq!(k.vram_pages_in(buf, n * PAGE), in_vram(n - 4));
-        k.gpu_copy(GPU0, buf + 6 * PAGE, dst, 4);
+        k.gpu_copy(k.node, buf + 6 * PAGE, dst, 4);
         assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
         k.cpu_write(dst, &[0; 4]);
-        k.gpu_copy(GPU0, buf, dst, 4);
+        k.gpu_copy(k.node, buf, dst, 4);
         assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
         k.munmap(buf, n * PAGE);
         k.munmap(dst, PAGE);
-        assert!(k.m.gpus()[0].bufs.is_empty(), "prefetch {at:#x}: VRAM left");
+        assert!(k.node_vram_empty(), "prefetch {at:#x}: VRAM left");
     }
 });
 
@@ -441,13 +470,13 @@ kfd_test!(basic_vram, |k: &mut Kfd| {
     let src = k.mmap(PAGE);
     let loc = k.mmap(PAGE);
     let dst = k.mmap(PAGE);
-    k.register(src, PAGE, GPU0, 0, HA_CO).unwrap();
-    k.register(loc, PAGE, GPU0, GPU0, HA_CO).unwrap();
-    k.register(dst, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(src, PAGE, k.node, 0, HA_CO).unwrap();
+    k.register(loc, PAGE, k.node, k.node, HA_CO).unwrap();
+    k.register(dst, PAGE, k.node, 0, HA_CO).unwrap();
     assert_eq!(k.vram_pages_in(loc, PAGE), 1);
     k.cpu_write(src, &PATTERN.to_le_bytes());
-    k.gpu_copy(GPU0, src, loc, 4);
-    k.gpu_copy(GPU0, loc, dst, 4);
+    k.gpu_copy(k.node, src, loc, 4);
+    k.gpu_copy(k.node, loc, dst, 4);
     assert_eq!(k.cpu_read(dst, 4), PATTERN.to_le_bytes());
     assert_eq!(
         k.vram_pages_in(loc, PAGE),
@@ -465,17 +494,17 @@ kfd_test!(migrate, |k: &mut Kfd| {
     let buf = k.mmap(size);
     let buf2 = k.mmap(size);
     for b in [data, buf, buf2] {
-        k.register(b, size, GPU0, 0, HA_CO).unwrap();
+        k.register(b, size, k.node, 0, HA_CO).unwrap();
     }
     let want = words(n, |i| i);
     k.cpu_write(data, &want);
     for _ in 0..3 {
         for b in [buf, buf2] {
-            k.set(b, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
+            k.set(b, size, &[(PREFETCH_LOC, k.node)]).unwrap();
             assert_eq!(k.vram_pages_in(b, size), size / PAGE);
         }
-        k.gpu_copy(GPU0, data, buf, size);
-        k.gpu_copy(GPU0, data, buf2, size);
+        k.gpu_copy(k.node, data, buf, size);
+        k.gpu_copy(k.node, data, buf2, size);
         for b in [buf, buf2] {
             assert_eq!(k.cpu_read(b, size), want);
             assert_eq!(
@@ -485,7 +514,7 @@ kfd_test!(migrate, |k: &mut Kfd| {
             );
         }
     }
-    k.gpu_copy(GPU0, data, buf, size);
+    k.gpu_copy(k.node, data, buf, size);
     assert_eq!(k.cpu_read(buf, size), want);
     let counters = k.m.counters();
     assert!(counters.pages_to_vram > 0 && counters.pages_to_ram > 0);
@@ -506,19 +535,19 @@ kfd_test!(migrate_policy, |k: &mut Kfd| {
     let n = (size / 8) as usize;
     let data = k.mmap(size);
     let buf = k.mmap(size);
-    k.register(data, size, GPU0, 0, HA_CO).unwrap();
-    k.register(buf, size, GPU0, 0, HA_CO).unwrap();
+    k.register(data, size, k.node, 0, HA_CO).unwrap();
+    k.register(buf, size, k.node, 0, HA_CO).unwrap();
     let q = |f: &dyn Fn(u64) -> u64| {
         (0..n as u64)
             .flat_map(|i| f(i).to_le_bytes())
             .collect::<Vec<u8>>()
     };
     k.cpu_write(data, &q(&|i| i));
-    k.set(buf, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
-    k.gpu_copy(GPU0, data, buf, size);
+    k.set(buf, size, &[(PREFETCH_LOC, k.node)]).unwrap();
+    k.gpu_copy(k.node, data, buf, size);
     assert_eq!(k.cpu_read(buf, size), q(&|i| i));
     k.cpu_write(buf, &q(&|i| i + 1));
-    k.gpu_copy(GPU0, buf, data, size);
+    k.gpu_copy(k.node, buf, data, size);
     for i in (0..n as u64).step_by(512) {
         assert_eq!(k.cpu_read(data + i * 8, 8), (i + 1).to_le_bytes());
     }
@@ -529,15 +558,15 @@ kfd_test!(migrate_policy, |k: &mut Kfd| {
 kfd_test!(migrate_access_in_place, |k: &mut Kfd| {
     let size = 1 << 20;
     let buf = k.mmap(size);
-    k.set(buf, size, &[(ACCESS_IN_PLACE, GPU0)]).unwrap();
-    k.set(buf, size, &[(PREFETCH_LOC, GPU0)]).unwrap();
+    k.set(buf, size, &[(ACCESS_IN_PLACE, k.node)]).unwrap();
+    k.set(buf, size, &[(PREFETCH_LOC, k.node)]).unwrap();
     assert_eq!(k.vram_pages_in(buf, size), size / PAGE);
     for off in (0..size).step_by(4096) {
         k.cpu_write(buf + off, &0x1234_u32.to_le_bytes());
     }
     assert_eq!(k.vram_pages_in(buf, size), 0);
     let fill = words((size / 4) as usize, |_| 0x55AA_AA55);
-    k.gpu_write(GPU0, buf, &fill);
+    k.gpu_write(k.node, buf, &fill);
     for off in (0..size).step_by(4096) {
         assert_eq!(k.cpu_read(buf + off, 4), 0x55AA_AA55_u32.to_le_bytes());
     }
@@ -545,29 +574,30 @@ kfd_test!(migrate_access_in_place, |k: &mut Kfd| {
     assert_eq!(k.vram_pages_in(buf, size), 0);
 });
 
-// MultiGPUMigrationTest: ranges hop from GPU to GPU through system memory.
+// MultiGPUMigrationTest: ranges hop from GPU to GPU (through system memory,
+// as kfd migrates between devices).
 kfd_test!(multi_gpu_migration, |k: &mut Kfd| {
     let size = 1 << 20;
     let n = (size / 4) as usize;
     let buf = k.mmap(size);
     let data = k.mmap(size);
     k.cpu_write(buf, &words(n, |i| i));
-    for gpu in [GPU0, GPU1] {
+    for gpu in [k.node, k.peer] {
         for b in [buf, data] {
             k.set(b, size, &[(ACCESS, gpu), (PREFETCH_LOC, gpu)])
                 .unwrap();
         }
-        // With XNACK off, once both GPUs have ACCESS both must map the range,
-        // and they share no hive, so the best prefetch location falls back
-        // to system memory.
-        let want = if k.xnack() || gpu == GPU0 {
+        // With XNACK off, once both GPUs have ACCESS both must map the range:
+        // outside one hive the best prefetch location falls back to system
+        // memory; inside one, the other GPU maps the VRAM over xGMI.
+        let want = if k.xnack() || gpu == k.node || k.same_hive(k.node, k.peer) {
             size / PAGE
         } else {
             0
         };
         assert_eq!(k.vram_pages_in(buf, size), want, "prefetch to {gpu:#x}");
     }
-    for gpu in [GPU0, GPU1] {
+    for gpu in [k.node, k.peer] {
         k.gpu_copy(gpu, buf, data, size);
         for i in (0..n as u64).step_by(512) {
             assert_eq!(
@@ -582,8 +612,8 @@ kfd_test!(multi_gpu_migration, |k: &mut Kfd| {
 kfd_test!(read_only_range, |k: &mut Kfd| {
     let buf = k.mmap(2 * PAGE);
     let out = k.mmap(PAGE);
-    k.register(buf, 2 * PAGE, GPU0, 0, HA_CO).unwrap();
-    k.register(out, PAGE, GPU0, 0, HA_CO).unwrap();
+    k.register(buf, 2 * PAGE, k.node, 0, HA_CO).unwrap();
+    k.register(out, PAGE, k.node, 0, HA_CO).unwrap();
     k.cpu_write(buf, &[0x55; 16]);
     k.m.mprotect(
         k.pid,
@@ -592,12 +622,12 @@ kfd_test!(read_only_range, |k: &mut Kfd| {
         svm_sim::mm::Prot::parse("r").unwrap(),
     )
     .unwrap();
-    k.gpu_copy(GPU0, buf, out, 4);
+    k.gpu_copy(k.node, buf, out, 4);
     assert_eq!(k.cpu_read(out, 1), [0x55]);
     let err =
         k.m.gpu_access(
             k.pid,
-            GPU0,
+            k.node,
             svm_core::addr::CpuVa::new(buf),
             4,
             Some(&[1, 2, 3, 4]),
@@ -633,9 +663,9 @@ kfd_test!(migrate_file_backed, |k: &mut Kfd| {
         .start_va()
         .raw();
     k.cpu_write(f, &[0x30; 4]);
-    k.register(f, PAGE, GPU0, GPU0, HA_CO).unwrap();
+    k.register(f, PAGE, k.node, k.node, HA_CO).unwrap();
     assert_eq!(k.vram_pages_in(f, PAGE), 0, "file pages do not migrate");
-    k.gpu_write(GPU0, f, &0x3333_3333_u32.to_le_bytes());
+    k.gpu_write(k.node, f, &0x3333_3333_u32.to_le_bytes());
     assert_eq!(k.cpu_read(f, 1), [0x33]);
 });
 
@@ -646,21 +676,21 @@ kfd_test!(migrate_file_backed, |k: &mut Kfd| {
 kfd_test!(vram_overcommit, |k: &mut Kfd| {
     let _ = k;
     for giant in [false, true] {
-        let mut k = Kfd::with_gpus(vec![gpu("gpu0", GPU0, 16 << 20, true)], k.xnack());
+        let mut k = k.with_vram(16 << 20);
         let chunk: u64 = 4 << 20;
         let total = 24u64 << 20;
         let mut bufs = Vec::new();
         if giant {
             let b = k.mmap(total);
             k.cpu_write(b, &words((total / 4) as usize, |i| i));
-            k.register(b, total, GPU0, GPU0, 0).unwrap();
+            k.register(b, total, k.node, k.node, 0).unwrap();
             bufs.push((b, total));
         } else {
             for n in 0..(total / chunk) {
                 let b = k.mmap(chunk);
                 let seed = u32::try_from(n).unwrap() << 24;
                 k.cpu_write(b, &words((chunk / 4) as usize, |i| seed | i));
-                k.register(b, chunk, GPU0, GPU0, 0).unwrap();
+                k.register(b, chunk, k.node, k.node, 0).unwrap();
                 bufs.push((b, chunk));
             }
         }
@@ -669,9 +699,7 @@ kfd_test!(vram_overcommit, |k: &mut Kfd| {
             resident > 0 && resident <= (64 << 20) / PAGE,
             "giant {giant}: {resident}"
         );
-        assert!(
-            k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions > 0
-        );
+        assert!(k.stats().evictions > 0);
         for (n, &(b, size)) in bufs.iter().enumerate() {
             let seed = if giant {
                 0
@@ -696,7 +724,7 @@ kfd_test!(vram_overcommit_by_1gib, |k: &mut Kfd| {
     let vram = 256 * MIB;
     let total = vram + GIB;
     for giant in [false, true] {
-        let mut k = Kfd::with_gpus(vec![gpu("gpu0", GPU0, vram, true)], k.xnack());
+        let mut k = k.with_vram(vram);
         let chunk = if giant { total } else { vram };
         let bufs: Vec<u64> = (0..total / chunk).map(|_| k.mmap(chunk)).collect();
         let mark =
@@ -711,11 +739,13 @@ kfd_test!(vram_overcommit_by_1gib, |k: &mut Kfd| {
                 )
                 .unwrap();
             }
-            assert_eq!(k.register(b, chunk, GPU0, GPU0, 0), Ok(()), "giant {giant}");
+            assert_eq!(
+                k.register(b, chunk, k.node, k.node, 0),
+                Ok(()),
+                "giant {giant}"
+            );
         }
-        assert!(
-            k.m.process(k.pid).svm.stats()[svm_core::gpu::GpuIndex::new(0).unwrap()].evictions > 0
-        );
+        assert!(k.stats().evictions > 0);
         let resident: u64 = bufs.iter().map(|&b| k.vram_pages_in(b, chunk)).sum();
         assert!(
             resident > 0 && resident <= vram / PAGE,

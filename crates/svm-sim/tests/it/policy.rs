@@ -141,7 +141,7 @@ fn each_process_keeps_its_own_history() {
     let (mut k, buf) = machine();
     word(&mut k, buf);
     let other = k.m.spawn("p1");
-    let mut k2 = Kfd { m: k.m, pid: other };
+    let mut k2 = Kfd::attach(k.m, other);
     let _ = k2.m.set_xnack_mode(other, 1);
     let raw = k2.mmap(6 * MIB);
     let b2 = raw.next_multiple_of(2 * MIB);

@@ -123,12 +123,12 @@ fn forced_pressure_evicts_lru_first_across_processes() {
     k.register(a, 8 * MIB, GPU0, GPU0, 0).unwrap();
     k.m.advance(MS);
     let q = k.m.spawn("q");
-    let mut kq = Kfd { m: k.m, pid: q };
+    let mut kq = Kfd::attach(k.m, q);
     let b = kq.mmap(8 * MIB);
     kq.cpu_write(b, &[0xb; 16]);
     kq.register(b, 8 * MIB, GPU0, GPU0, 0).unwrap();
     let (m, p) = (kq.m, k.pid);
-    let mut k = Kfd { m, pid: p };
+    let mut k = Kfd::attach(m, p);
     assert_eq!(k.vram_pages_in(a, 8 * MIB), 2048);
     let free = |k: &Kfd| k.m.gpus()[0].vram.buddy().free_pages();
     let need = (free(&k) + 1024) * PAGE;
@@ -151,7 +151,7 @@ fn forced_pressure_evicts_lru_first_across_processes() {
     assert_eq!(k.m.process(q).svm.bos().count(), 0);
     k.check();
     assert_eq!(k.gpu_read(GPU0, a, 16), [0xa; 16]);
-    let mut kq = Kfd { m: k.m, pid: q };
+    let mut kq = Kfd::attach(k.m, q);
     assert_eq!(kq.gpu_read(GPU0, b, 16), [0xb; 16]);
     assert!(matches!(
         kq.m.evict_vram(0x1234, None),

@@ -28,11 +28,22 @@ pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
     }
 }
 
-/// One process on a machine of two 16 GiB GPUs, in the given XNACK mode.
+/// One process on a machine of GPUs, in the given XNACK mode, with one GPU
+/// under test (KFDTest's node) and another beside it.
 pub struct Kfd {
     pub m: Machine,
     pub pid: Pid,
+    /// The gpu_id of the GPU under test.
+    pub node: u32,
+    /// Its index in the machine.
+    pub index: usize,
+    /// The gpu_id of the next GPU (the node itself on a one-GPU machine).
+    pub peer: u32,
 }
+
+/// The multi-GPU profile the KFDTest ports run on, once per GPU: eight
+/// MI250X GCDs in one xGMI hive, untimed.
+pub const KFDTEST_PROFILE: &str = "mi250x";
 
 impl Kfd {
     pub fn new(xnack: bool) -> Self {
@@ -52,10 +63,88 @@ impl Kfd {
             MemLimit::for_sysmem(64 * GIB),
         );
         let pid = m.spawn("p0");
-        let mut k = Self { m, pid };
+        let mut k = Self::attach(m, pid);
         // SetUp(): SVMSetXNACKMode(GetParam()); a GPU that cannot is the test's skip.
         let _ = k.m.set_xnack_mode(k.pid, i32::from(xnack));
         k
+    }
+
+    /// Process `pid` of `m`, with the first GPU under test.
+    pub fn attach(m: Machine, pid: Pid) -> Self {
+        let ids: Vec<u32> = m.gpus().iter().map(|g| g.desc.id.raw()).collect();
+        Self {
+            m,
+            pid,
+            node: ids[0],
+            index: 0,
+            peer: ids[ids.len().min(2) - 1],
+        }
+    }
+
+    /// The GPUs of [`KFDTEST_PROFILE`], with `edit` applied to each.
+    pub fn profile_gpus(edit: impl Fn(&mut GpuDesc)) -> Vec<GpuDesc> {
+        let mut gpus = svm_sim::timing::Profile::built_in(KFDTEST_PROFILE)
+            .unwrap()
+            .gpus();
+        gpus.iter_mut().for_each(edit);
+        gpus
+    }
+
+    /// Runs `f` once per GPU of `gpus`, each time on a fresh machine with
+    /// that GPU under test, as KFDTest runs a case on each GPU node.
+    pub fn on_each_node(gpus: &[GpuDesc], xnack: bool, mut f: impl FnMut(&mut Kfd)) {
+        for index in 0..gpus.len() {
+            let mut k = Self::with_gpus(gpus.to_vec(), xnack);
+            k.select(index);
+            f(&mut k);
+        }
+    }
+
+    /// Makes the GPU at `index` the one under test.
+    pub fn select(&mut self, index: usize) {
+        let ids: Vec<u32> = self.m.gpus().iter().map(|g| g.desc.id.raw()).collect();
+        self.index = index;
+        self.node = ids[index];
+        self.peer = ids[(index + 1) % ids.len()];
+    }
+
+    /// A fresh machine like this one (same GPUs and mode, the same GPU
+    /// under test) but with `vram_bytes` of VRAM on every GPU.
+    pub fn with_vram(&self, vram_bytes: u64) -> Kfd {
+        let gpus = self
+            .m
+            .gpus()
+            .iter()
+            .map(|g| GpuDesc {
+                vram_bytes,
+                ..g.desc.clone()
+            })
+            .collect();
+        let mut k = Self::with_gpus(gpus, self.xnack());
+        k.select(self.index);
+        k
+    }
+
+    /// The node under test's fault and eviction counts.
+    pub fn stats(&self) -> svm_core::process::GpuStats {
+        self.m.process(self.pid).svm.stats()[svm_core::gpu::GpuIndex::new(self.index).unwrap()]
+    }
+
+    /// Whether two GPUs share an xGMI hive.
+    pub fn same_hive(&self, a: u32, b: u32) -> bool {
+        let hive = |id: u32| {
+            self.m
+                .gpus()
+                .iter()
+                .find(|g| g.desc.id.raw() == id)
+                .and_then(|g| g.desc.hive)
+        };
+        a == b || hive(a).is_some_and(|h| hive(b) == Some(h))
+    }
+
+    /// Whether the node under test holds no VRAM buffer.
+    pub fn node_vram_empty(&self) -> bool {
+        self.m.gpus()[self.index].bufs.is_empty()
     }
 
     pub fn xnack(&self) -> bool {
