@@ -109,13 +109,20 @@ pub enum Change {
     /// Before, GPUs that lost access kept their PTEs ("TODO: unmap ranges
     /// from GPU that lost access").
     NoAccessUnmaps,
+    /// GC 12.1 leaves `KFD_SUPPORT_XNACK_PER_PROCESS`: its XNACK mode is
+    /// the one the driver loaded with (`noretry`). A process may still
+    /// turn XNACK off when the driver booted with it on (the driver takes
+    /// the XNACK-off path while the hardware keeps retrying), but not on
+    /// when it booted off. Before, GC 12.1 chose per process like MI200.
+    Gfx121XnackFixed,
 }
 
 impl Change {
     /// Every change, oldest first.
-    pub const ALL: [Change; 3] = [
+    pub const ALL: [Change; 4] = [
         Change::SplitActualLoc,
         Change::VramLimitGate,
+        Change::Gfx121XnackFixed,
         Change::NoAccessUnmaps,
     ];
 
@@ -124,6 +131,7 @@ impl Change {
         match self {
             Change::SplitActualLoc => KernelVersion::new(6, 9),
             Change::VramLimitGate => KernelVersion::new(6, 10),
+            Change::Gfx121XnackFixed => KernelVersion::new(7, 2),
             Change::NoAccessUnmaps => KernelVersion::new(7, 3),
         }
     }
@@ -133,6 +141,7 @@ impl Change {
         match self {
             Change::SplitActualLoc => "split-actual-loc",
             Change::VramLimitGate => "vram-limit-gate",
+            Change::Gfx121XnackFixed => "gfx12.1-xnack-fixed",
             Change::NoAccessUnmaps => "no-access-unmaps",
         }
     }
@@ -147,6 +156,10 @@ impl Change {
             Change::VramLimitGate => {
                 "1e214f7faaf5 \"drm/amdkfd: Add VRAM accounting for SVM migration\" \
                  (6.6.y stable 2024-06-06; in 6.10)"
+            }
+            Change::Gfx121XnackFixed => {
+                "05c0109e12e1 \"drm/amdkfd: Limit per-process xnack support for GFX12.1\" \
+                 (amd-gfx 2026-04-22; 7.2 is my reading)"
             }
             Change::NoAccessUnmaps => {
                 "b96f26104946 \"drm/amdkfd: Unmap svm range from GPU set to no-access\" and \

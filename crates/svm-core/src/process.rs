@@ -52,8 +52,12 @@ pub struct ProcessDevice {
     pub xnack: bool,
     /// Its xGMI hive.
     pub hive: Option<u64>,
-    /// An app-APU: its SVM memory stays in system memory.
+    /// An APU: its SVM memory stays in system memory.
     pub apu: bool,
+    /// Its graphics IP version, which decides how it chooses XNACK.
+    pub gc: crate::pte::GcVersion,
+    /// An APU with no device memory (`apu_prefer_gtt`).
+    pub prefer_gtt: bool,
 }
 
 /// Per-GPU counters of one process (`/sys/class/kfd/kfd/proc/<pid>/stats_<gpuid>`).
@@ -133,6 +137,8 @@ pub struct Process {
     /// GPUs that support SVM (`svms->bitmap_supported`).
     bitmap_supported: GpuMask,
     xnack_enabled: bool,
+    /// The mode the driver booted with (`!noretry`).
+    xnack_boot: bool,
     queues: BTreeMap<QueueId, GpuIndex>,
     next_queue: u32,
     svms: SvmRangeList,
@@ -198,6 +204,8 @@ impl Process {
                     xnack: g.xnack,
                     hive: g.hive,
                     apu: g.apu,
+                    gc: g.gc,
+                    prefer_gtt: g.prefer_gtt,
                 })
                 .collect(),
         );
@@ -212,6 +220,7 @@ impl Process {
             devices,
             bitmap_supported,
             xnack_enabled: false,
+            xnack_boot: xnack_default,
             queues: BTreeMap::new(),
             next_queue: 1,
             svms: SvmRangeList::new(),
@@ -235,7 +244,7 @@ impl Process {
             exited: false,
             vram_pages_warnings: 0,
         };
-        p.xnack_enabled = xnack_default && p.xnack_blocker().is_none();
+        p.xnack_enabled = p.xnack_blocker(false).is_none();
         p
     }
 
@@ -420,13 +429,22 @@ impl Process {
     }
 
     /// Bytes this process holds against the system memory limit: every range
-    /// while XNACK is off, nothing while it is on.
+    /// while XNACK is off (nothing while it is on), and its KFD buffers in
+    /// GTT.
     pub fn reserved_bytes(&self) -> u64 {
-        if self.xnack_enabled {
+        let ranges = if self.xnack_enabled {
             0
         } else {
             self.svms.total_pages().bytes()
-        }
+        };
+        // KFD buffers in GTT hold system memory for their lifetime.
+        let gtt: u64 = self
+            .kfd_bos
+            .values()
+            .filter(|b| b.gtt)
+            .map(|b| b.npages * crate::addr::PAGE_SIZE)
+            .sum();
+        ranges + gtt
     }
 
     /// The attributes a range created now starts with.
@@ -619,11 +637,28 @@ impl Process {
         Ok(i32::from(self.xnack_enabled))
     }
 
-    /// The first SVM GPU that cannot run with retry faults (`kfd_process_xnack_mode(p, true)`).
-    fn xnack_blocker(&self) -> Option<GpuId> {
+    /// The first SVM GPU that cannot run this process with retry faults,
+    /// as `kfd_process_xnack_mode(p, supported)` decides: `supported` asks
+    /// whether the process may turn XNACK on (SET_XNACK_MODE), otherwise
+    /// what its default is. Per GPU:
+    /// 1. a GPU that cannot retry at all blocks;
+    /// 2. asked for support, a GPU that chooses per process allows it;
+    /// 3. GFX 10 and later (but GC 12.1) block: no shader preemption
+    ///    during page faults;
+    /// 4. otherwise the mode the driver booted with (`noretry`) decides.
+    fn xnack_blocker(&self, supported: bool) -> Option<GpuId> {
+        let fixed_12_1 = self
+            .config
+            .kernel
+            .has(crate::kernel::Change::Gfx121XnackFixed);
         self.devices
             .iter()
-            .find(|(_, d)| d.svm && !d.xnack)
+            .find(|(_, d)| {
+                d.svm
+                    && !(d.xnack
+                        && ((supported && d.gc.xnack_per_process(fixed_12_1))
+                            || (d.gc.xnack_possible() && self.xnack_boot)))
+            })
             .map(|(_, d)| d.id)
     }
 
@@ -642,7 +677,7 @@ impl Process {
             return Ok(());
         }
         // 3. Every GPU must be able to run with retry faults.
-        if enable && let Some(id) = self.xnack_blocker() {
+        if enable && let Some(id) = self.xnack_blocker(true) {
             return Err(Error::XnackUnsupported(id.raw()));
         }
         // 4. `svm_range_switch_xnack_reserve_mem`: with XNACK off every range
@@ -1018,10 +1053,7 @@ impl Process {
         self.release_bos(pf);
         // The KFD buffers go too (`kfd_process_free_outstanding_kfd_bos`).
         for (_, b) in std::mem::take(&mut self.kfd_bos) {
-            if let Some(buf) = b.buf {
-                pf.vram_free(b.gpu, buf);
-            }
-            pf.unreserve_vram_limit(b.gpu, b.npages * crate::addr::PAGE_SIZE);
+            Self::release_kfd_bo(pf, b);
         }
         self.evicted_bos = 0;
         self.bo_restore_due_ns = None;

@@ -25,6 +25,26 @@ impl GcVersion {
     /// which runs SVM with XNACK selectable per process.
     pub const DEFAULT: GcVersion = GcVersion(9, 4, 2);
 
+    /// Whether kfd lets each process choose its XNACK mode on this GPU
+    /// (`KFD_SUPPORT_XNACK_PER_PROCESS`): GC 9.4.2, 9.4.3, 9.4.4 and 9.5.0,
+    /// and GC 12.1 in kernels before `gfx12_1_fixed` (the 7.2 change).
+    pub fn xnack_per_process(self, gfx12_1_fixed: bool) -> bool {
+        matches!(
+            self,
+            GcVersion(9, 4, 2) | GcVersion(9, 4, 3) | GcVersion(9, 4, 4) | GcVersion(9, 5, 0)
+        ) || (self == GcVersion(12, 1, 0) && !gfx12_1_fixed)
+    }
+
+    /// Whether a process on this GPU may run with retry faults at all when
+    /// the mode is not chosen per process. GFX 10 and later cannot preempt
+    /// shaders stalled on a fault (`kfd_process_xnack_mode`: "GFXv10 and
+    /// later GPUs do not support shader preemption during page faults"),
+    /// except GC 12.1, whose retry mode is the driver's boot mode
+    /// (reading of 05c0109e12e1, which allows XNACK on there).
+    pub fn xnack_possible(self) -> bool {
+        self < GcVersion(10, 1, 1) || self == GcVersion(12, 1, 0)
+    }
+
     /// Parses `"9.4.3"`.
     pub fn parse(s: &str) -> Option<GcVersion> {
         let mut it = s.split('.').map(|p| p.trim().parse::<u8>().ok());

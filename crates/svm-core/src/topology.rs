@@ -29,6 +29,13 @@ pub struct GpuDesc {
     /// An APU that keeps SVM memory in system memory (`gmc.is_app_apu`):
     /// prefetches and faults never move pages into its "VRAM".
     pub apu: bool,
+    /// An APU whose "VRAM" allocations all go to GTT (`apu_prefer_gtt`,
+    /// set when the carve-out is smaller than GTT): no device memory is
+    /// registered for SVM (`kgd2kfd_init_zone_device` returns early), so
+    /// nothing migrates, and KFD VRAM buffers live in system memory. Only
+    /// an APU has it.
+    #[serde(default)]
+    pub prefer_gtt: bool,
     /// Its graphics IP version, which picks the rules for its PTEs' memory
     /// types and snooping (`svm_range_get_pte_flags`).
     #[serde(default)]
@@ -47,6 +54,9 @@ pub enum TopologyError {
     /// Two GPUs share a name.
     #[error("GPU name {0:?} is used twice")]
     DuplicateName(String),
+    /// `apu_prefer_gtt` on a GPU that is not an APU.
+    #[error("GPU {0:?} prefers GTT but is not an APU (apu_prefer_gtt needs apu)")]
+    PreferGttNotApu(String),
 }
 
 /// The GPUs of the machine, in kfd node order.
@@ -75,6 +85,9 @@ impl Topology {
             }
             if gpus[..i].iter().any(|h| h.name == g.name) {
                 return Err(TopologyError::DuplicateName(g.name.clone()));
+            }
+            if g.prefer_gtt && !g.apu {
+                return Err(TopologyError::PreferGttNotApu(g.name.clone()));
             }
         }
         Ok(Self { gpus })
@@ -138,6 +151,7 @@ mod tests {
             xnack: true,
             hive: None,
             apu: false,
+            prefer_gtt: false,
             gc: GcVersion::DEFAULT,
         }
     }

@@ -1546,6 +1546,7 @@ mod tests {
             xnack: true,
             hive: None,
             apu: false,
+            prefer_gtt: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         };
         let fresh = || {

@@ -69,6 +69,13 @@ pub struct GpuShape {
     /// rules for their PTEs (GC 9.4.2, MI200 class, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc_version: Option<String>,
+    /// APUs: SVM memory stays in system memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apu: bool,
+    /// APUs whose VRAM allocations go to GTT (`apu_prefer_gtt`): no device
+    /// memory at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apu_prefer_gtt: bool,
 }
 
 /// Every cost the simulator charges, in ns unless a name says otherwise.
@@ -185,10 +192,12 @@ pub struct ProfileError {
 }
 
 /// The profiles shipped in `profiles/`, by name.
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     ("mi210", include_str!("../../../profiles/mi210.toml")),
     ("mi250x", include_str!("../../../profiles/mi250x.toml")),
     ("mi300x", include_str!("../../../profiles/mi300x.toml")),
+    ("mi300a", include_str!("../../../profiles/mi300a.toml")),
+    ("gc121", include_str!("../../../profiles/gc121.toml")),
     ("uvm-like", include_str!("../../../profiles/uvm-like.toml")),
 ];
 
@@ -325,6 +334,13 @@ impl Profile {
                 format!("{} is not between 2 MiB and 16 TiB", g.vram_bytes),
             ));
         }
+        if g.apu_prefer_gtt && !g.apu {
+            return Err(at(
+                "gpu",
+                "apu_prefer_gtt",
+                "only an APU prefers GTT; set `apu = true` too".into(),
+            ));
+        }
         if let Some(v) = &g.gc_version
             && GcVersion::parse(v).is_none()
         {
@@ -372,7 +388,8 @@ impl Profile {
                 svm: true,
                 xnack: self.gpu.xnack,
                 hive: self.gpu.xgmi_hive.then_some(1),
-                apu: false,
+                apu: self.gpu.apu,
+                prefer_gtt: self.gpu.apu_prefer_gtt,
                 gc: self.gc(),
             })
             .collect()

@@ -40,8 +40,13 @@ pub struct KfdBo {
     pub gpu: GpuIndex,
     /// Its size in pages.
     pub npages: u64,
-    /// Its VRAM, or `None` while it is evicted to GTT.
+    /// Its VRAM, or `None` while it is evicted to GTT (or always, when
+    /// it was allocated in GTT).
     pub buf: Option<VramBuf>,
+    /// Allocated in GTT from the start: an `apu_prefer_gtt` APU rewrites
+    /// VRAM allocations to GTT, so the buffer holds system memory (charged
+    /// to the system memory limit) and is never evicted or restored.
+    pub gtt: bool,
     /// Its place in the GPU's LRU while resident.
     pub lru: u64,
 }
@@ -55,7 +60,8 @@ impl Process {
     /// # Errors
     /// EINVAL for an unknown GPU or a size of 0 or above
     /// [`MAX_KFD_BO_BYTES`]; ENOMEM when the limit or the VRAM cannot hold
-    /// it (nothing is kept then).
+    /// it (nothing is kept then); on an `apu_prefer_gtt` APU, ENOMEM when
+    /// the system memory limit cannot.
     pub fn alloc_memory_of_gpu(
         &mut self,
         pf: &mut dyn Hardware,
@@ -68,6 +74,24 @@ impl Process {
         }
         let npages = bytes.div_ceil(crate::addr::PAGE_SIZE);
         let size = npages * crate::addr::PAGE_SIZE;
+        let id = self.next_kfd_bo;
+        if self.devices[gpu].prefer_gtt {
+            // `amdgpu_amdkfd_reserve_mem_limit` counts a GTT-domain
+            // allocation against system memory.
+            pf.reserve_mem_limit(size)?;
+            self.next_kfd_bo += 1;
+            self.kfd_bos.insert(
+                id,
+                KfdBo {
+                    gpu,
+                    npages,
+                    buf: None,
+                    gtt: true,
+                    lru: 0,
+                },
+            );
+            return Ok(id);
+        }
         pf.reserve_vram_limit(gpu, size).map_err(|e| match e {
             Error::VramLimit {
                 gpu,
@@ -94,7 +118,6 @@ impl Process {
                 });
             }
         };
-        let id = self.next_kfd_bo;
         self.next_kfd_bo += 1;
         let lru = pf.lru_bump(gpu);
         self.kfd_bos.insert(
@@ -103,6 +126,7 @@ impl Process {
                 gpu,
                 npages,
                 buf: Some(buf),
+                gtt: false,
                 lru,
             },
         );
@@ -117,15 +141,29 @@ impl Process {
     /// EINVAL for an unknown handle.
     pub fn free_memory_of_gpu(&mut self, pf: &mut dyn Hardware, id: u64) -> Result {
         let b = self.kfd_bos.remove(&id).ok_or(Error::NoSuchBuffer(id))?;
-        match b.buf {
-            Some(buf) => pf.vram_free(b.gpu, buf),
-            None => self.evicted_bos -= 1,
+        if b.buf.is_none() && !b.gtt {
+            self.evicted_bos -= 1;
         }
-        pf.unreserve_vram_limit(b.gpu, b.npages * crate::addr::PAGE_SIZE);
+        Self::release_kfd_bo(pf, b);
         if self.evicted_bos == 0 && self.evicted_ranges == 0 && self.queues_stopped {
             self.resume_queues(pf);
         }
         Ok(())
+    }
+
+    /// Gives back what buffer `b` holds: its VRAM if resident, and its
+    /// reservation (against the KFD VRAM limit, or the system memory
+    /// limit for a GTT buffer).
+    pub(super) fn release_kfd_bo(pf: &mut dyn Hardware, b: KfdBo) {
+        let size = b.npages * crate::addr::PAGE_SIZE;
+        if b.gtt {
+            pf.unreserve_mem_limit(size);
+            return;
+        }
+        if let Some(buf) = b.buf {
+            pf.vram_free(b.gpu, buf);
+        }
+        pf.unreserve_vram_limit(b.gpu, size);
     }
 
     /// The KFD buffers, by handle.
@@ -162,7 +200,7 @@ impl Process {
         let evicted: Vec<(u64, GpuIndex, u64)> = self
             .kfd_bos
             .iter()
-            .filter(|(_, b)| b.buf.is_none())
+            .filter(|(_, b)| b.buf.is_none() && !b.gtt)
             .map(|(&id, b)| (id, b.gpu, b.npages))
             .collect();
         for (id, gpu, npages) in evicted {

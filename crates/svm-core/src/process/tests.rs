@@ -153,6 +153,7 @@ fn topo(second_xnack: bool) -> Topology {
         xnack,
         hive: None,
         apu: false,
+        prefer_gtt: false,
         gc: crate::pte::GcVersion::DEFAULT,
     };
     Topology::new(vec![

@@ -265,6 +265,7 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             xnack: true,
             hive: s.hive.then_some(7),
             apu: false,
+            prefer_gtt: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         })
         .collect();

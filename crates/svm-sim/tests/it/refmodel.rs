@@ -414,6 +414,7 @@ impl StateMachineTest for EngineTest {
                 xnack,
                 hive: None,
                 apu: false,
+                prefer_gtt: false,
                 gc: svm_core::pte::GcVersion::DEFAULT,
             })
             .collect();

@@ -5,6 +5,9 @@ use svm_core::addr::CpuVa;
 use svm_core::gpu::GpuIndex;
 use svm_core::uapi::attr_type::{ACCESS, GRANULARITY, NO_ACCESS, PREFETCH_LOC, SET_FLAGS};
 
+use svm_core::pte::GcVersion;
+use svm_core::topology::GpuDesc;
+
 use crate::support::*;
 
 fn at(kernel: &str, xnack: bool) -> Kfd {
@@ -167,4 +170,101 @@ fn the_vram_limit_gate_keeps_kfd_buffers_in_vram_since_6_10() {
             svm_core::Errno::Einval
         );
     }
+}
+
+/// One process on the GPUs of built-in profile `profile`, the driver
+/// booted with XNACK `boot` (`!noretry`), following release `kernel`.
+fn booted(profile: &str, boot: bool, kernel: &str, edit: impl Fn(&mut GpuDesc)) -> Kfd {
+    let mut gpus = svm_sim::timing::Profile::built_in(profile).unwrap().gpus();
+    gpus.iter_mut().for_each(edit);
+    let mut m = svm_sim::machine::Machine::new(
+        svm_core::topology::Topology::new(gpus).unwrap(),
+        boot,
+        svm_sim::machine::MemLimit::for_sysmem(64 * GIB),
+    );
+    let pid = m.spawn("p0");
+    let mut k = Kfd::attach(m, pid);
+    let mut c = k.m.config().clone();
+    c.kernel = kernel.parse().unwrap();
+    k.m.set_config(&c).unwrap();
+    k
+}
+
+/// 7.2: GC 12.1 no longer chooses XNACK per process. Its mode is the one
+/// the driver loaded with: turning it on after an XNACK-off boot is EPERM,
+/// turning it off after an XNACK-on boot is allowed (and back on again).
+/// Before 7.2, GC 12.1 chose per process as GC 9.4.2 still does.
+#[test]
+fn gc_12_1_xnack_is_fixed_at_load_since_7_2() {
+    // (profile, gc override, kernel, boot, may turn on)
+    let cases = [
+        ("gc121", None, "7.2", false, false),
+        ("gc121", None, "7.3", false, false),
+        ("gc121", None, "7.1", false, true),
+        ("gc121", None, "7.3", true, true),
+        ("mi210", None, "7.3", false, true),
+        // GFX 11 never runs with retry faults (no shader preemption
+        // during page faults).
+        ("mi210", Some(GcVersion(11, 0, 0)), "7.3", true, false),
+    ];
+    for (profile, gc, kernel, boot, may) in cases {
+        let ctx = format!("{profile} gc {gc:?} kernel {kernel} boot {boot}");
+        let mut k = booted(profile, boot, kernel, |g| {
+            if let Some(v) = gc {
+                g.gc = v;
+            }
+        });
+        let possible = gc.is_none_or(|v| v.xnack_possible());
+        assert_eq!(k.xnack(), boot && possible, "{ctx}: default");
+        let on = k.m.set_xnack_mode(k.pid, 1).map_err(|e| e.errno());
+        assert_eq!(on.is_ok(), may, "{ctx}: {on:?}");
+        if !may {
+            assert_eq!(on, Err(svm_core::Errno::Eperm), "{ctx}");
+        }
+        // Turning XNACK off is always allowed.
+        assert_eq!(k.m.set_xnack_mode(k.pid, 0), Ok(0), "{ctx}");
+        assert_eq!(k.m.set_xnack_mode(k.pid, 1).is_ok(), may, "{ctx}: again");
+    }
+}
+
+/// An `apu_prefer_gtt` APU (MI300A-style) has no device memory: prefetch
+/// and faults leave every page in system memory in both modes, and a KFD
+/// "VRAM" buffer lives in GTT, charged to the system memory limit, however
+/// large it is next to the carve-out.
+#[test]
+fn prefer_gtt_apu_has_no_device_memory() {
+    for xnack in [false, true] {
+        let mut k = booted("mi300a", true, "7.3", |_| {});
+        k.m.set_xnack_mode(k.pid, i32::from(xnack)).unwrap();
+        let (node, peer) = (k.node, k.peer);
+        let buf = k.mmap(4 * MIB);
+        k.cpu_write(buf, &[3; 64]);
+        k.register(buf, 4 * MIB, node, node, 0).unwrap();
+        k.set(buf, 4 * MIB, &[(ACCESS, peer)]).unwrap();
+        k.gpu_write(node, buf + 8, &[9; 8]);
+        assert_eq!(
+            k.gpu_read(peer, buf, 16),
+            [3, 3, 3, 3, 3, 3, 3, 3, 9, 9, 9, 9, 9, 9, 9, 9]
+        );
+        assert_eq!(k.vram_pages_in(buf, 4 * MIB), 0, "xnack {xnack}");
+        assert_eq!(k.m.counters().pages_to_vram, 0, "xnack {xnack}");
+
+        let carve_out = k.m.gpus()[0].desc.vram_bytes;
+        let before = k.m.mem_limit().used_bytes;
+        let bo = k.m.alloc_vram_bo(k.pid, node, 4 * carve_out).unwrap();
+        assert_eq!(k.m.mem_limit().used_bytes - before, 4 * carve_out);
+        assert_eq!(k.m.gpus()[0].kfd_vram_used, 0);
+        assert_eq!(k.m.gpus()[0].vram_used_bytes(), 0);
+        // More than system memory can hold is ENOMEM, and keeps nothing.
+        let e = k.m.alloc_vram_bo(k.pid, node, 100 * GIB).unwrap_err();
+        assert_eq!(e.errno(), svm_core::Errno::Enomem, "{e}");
+        assert_eq!(k.m.mem_limit().used_bytes - before, 4 * carve_out);
+        k.check();
+        k.m.free_vram_bo(k.pid, bo).unwrap();
+        assert_eq!(k.m.mem_limit().used_bytes, before);
+    }
+    // apu_prefer_gtt is an APU's setting only.
+    let mut g = svm_sim::timing::Profile::built_in("mi210").unwrap().gpus();
+    g[0].prefer_gtt = true;
+    assert!(svm_core::topology::Topology::new(g).is_err());
 }

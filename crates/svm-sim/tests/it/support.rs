@@ -24,6 +24,7 @@ pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
         xnack,
         hive: None,
         apu: false,
+        prefer_gtt: false,
         gc: svm_core::pte::GcVersion::DEFAULT,
     }
 }

@@ -636,9 +636,18 @@ struct GpuFile {
     #[serde(default = "yes")]
     xnack: bool,
     hive: Option<u64>,
-    #[serde(default)]
-    apu: bool,
+    apu: Option<bool>,
+    apu_prefer_gtt: Option<bool>,
     gc: Option<Spanned<String>>,
+}
+
+/// What a `[[system.gpu]]` has unless it says otherwise: its profile's
+/// GPUs' version and APU flags.
+#[derive(Clone, Copy, Default)]
+struct GpuDefaults {
+    gc: svm_core::pte::GcVersion,
+    apu: bool,
+    prefer_gtt: bool,
 }
 
 /// `[[process]]`.
@@ -680,11 +689,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 .map_err(|e| src.error_in(root, p.span(), e.message))?,
         ),
     };
-    // A GPU without its own `gc` has the profile's GPUs' version.
-    let default_gc = profile.as_ref().map(|p| p.gc()).unwrap_or_default();
+    // A GPU without its own `gc`, `apu` or `apu_prefer_gtt` has the
+    // profile's GPUs' value.
+    let defaults = profile
+        .as_ref()
+        .map_or_else(GpuDefaults::default, |p| GpuDefaults {
+            gc: p.gc(),
+            apu: p.gpu.apu,
+            prefer_gtt: p.gpu.apu_prefer_gtt,
+        });
     let mut gpus: Vec<GpuDesc> = Vec::new();
     for (index, g) in sys.gpu.into_iter().enumerate() {
-        let desc = gpu_desc(&src, root, &gpus, g, index, default_gc)?;
+        let desc = gpu_desc(&src, root, &gpus, g, index, defaults)?;
         gpus.push(desc);
     }
     if gpus.is_empty() {
@@ -791,7 +807,7 @@ fn gpu_desc(
     before: &[GpuDesc],
     g: Spanned<GpuFile>,
     index: usize,
-    default_gc: svm_core::pte::GcVersion,
+    defaults: GpuDefaults,
 ) -> Result<GpuDesc, ScenarioError> {
     let span = g.span();
     let g = g.into_inner();
@@ -821,7 +837,7 @@ fn gpu_desc(
         ));
     }
     let gc = match &g.gc {
-        None => default_gc,
+        None => defaults.gc,
         Some(v) => svm_core::pte::GcVersion::parse(v.get_ref()).ok_or_else(|| {
             src.error_in(
                 root,
@@ -849,7 +865,8 @@ fn gpu_desc(
         svm: g.svm,
         xnack: g.xnack,
         hive: g.hive,
-        apu: g.apu,
+        apu: g.apu.unwrap_or(defaults.apu),
+        prefer_gtt: g.apu_prefer_gtt.unwrap_or(defaults.prefer_gtt),
         gc,
     })
 }

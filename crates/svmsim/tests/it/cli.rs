@@ -250,7 +250,7 @@ fn replay_of_a_recording_gives_the_recorded_run() {
 #[test]
 fn listings_have_a_line_each() {
     let p = ok(&["profiles"]);
-    assert_eq!(p.lines().count(), 4, "{p}");
+    assert_eq!(p.lines().count(), svm_sim::timing::BUILT_IN.len(), "{p}");
     assert!(p.lines().all(|l| l.split_whitespace().count() > 2), "{p}");
     let w = ok(&["workloads"]);
     assert_eq!(w.lines().count(), svm_workloads::ALL.len(), "{w}");
