@@ -58,6 +58,11 @@ pub struct Config {
     /// Unmap old system DMA mappings in bulk after RAM→VRAM (the review
     /// thread's option) rather than when each slot is rewritten.
     pub bulk_dma_unmap: bool,
+    /// Migrate a 2 MiB-aligned, VRAM-contiguous window as one compound
+    /// device page (the 2025–26 THP device-page work in drm_pagemap;
+    /// amdkfd still migrates order-0 pages): one per-page cost and one
+    /// copy job for its 512 pages.
+    pub compound_device_pages: bool,
     /// With XNACK on, leave mapping after a prefetch to the GPU faults
     /// (the seed thread's proposal) rather than map eagerly.
     pub lazy_map_after_prefetch: bool,
@@ -84,6 +89,7 @@ impl Default for Config {
             retry_fault_pending_ns: 2_000_000,
             restore_delay_ns: 1_000_000,
             bulk_dma_unmap: false,
+            compound_device_pages: false,
             lazy_map_after_prefetch: false,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
@@ -284,6 +290,11 @@ pub static KNOBS: &[Knob] = &[
         "bulk_dma_unmap",
         bulk_dma_unmap,
         "unmap stale system DMA addresses in bulk after RAM->VRAM (the review thread's option)"
+    ),
+    bool_knob!(
+        "compound_device_pages",
+        compound_device_pages,
+        "migrate 2MiB-aligned, VRAM-contiguous windows as one compound device page (THP device pages)"
     ),
     bool_knob!(
         "lazy_map_after_prefetch",

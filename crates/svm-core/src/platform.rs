@@ -151,10 +151,32 @@ pub trait Hardware: Platform {
     /// The device byte address of page `k` of a buffer.
     fn vram_addr(&self, gpu: GpuIndex, buf: VramBuf, k: u64) -> u64;
 
-    /// Moves the bytes of virtual page `va` to or from page `k` of a VRAM
-    /// buffer. To VRAM, the system page is released (its bytes now live in
-    /// VRAM); an unpopulated page arrives as zeros without a copy.
-    fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum);
+    /// Moves the bytes of the `n` virtual pages from `va` to or from pages
+    /// `k..k + n` of a VRAM buffer: one run of a `migrate_vma` chunk
+    /// (`svm_migrate_copy_to_vram` / `_to_ram`). To VRAM, each system page
+    /// is released (its bytes now live in VRAM); an unpopulated page
+    /// arrives as zeros without a copy. The driver's per-page work, the
+    /// copy jobs (one per physically contiguous run of at most 2 MiB, on
+    /// the device's one buffer-funcs ring) and the wait for the last one
+    /// are the hardware's to charge. With `compound`, a 2 MiB-aligned,
+    /// VRAM-contiguous 512 pages of the run move as one compound device
+    /// page (one per-page cost, one job).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_run(
+        &mut self,
+        dir: CopyDir,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        n: u64,
+        compound: bool,
+    );
+
+    /// TTM moves a whole KFD buffer of `npages` between VRAM and GTT (an
+    /// eviction or a restore): copy jobs of at most 2 MiB on the device's
+    /// ring, waited for. Its bytes are not modelled, only the time.
+    fn copy_bo(&mut self, gpu: GpuIndex, dir: CopyDir, npages: u64);
 
     /// DMA-maps system page `va` for `gpu` and returns its bus address.
     fn dma_map(&mut self, gpu: GpuIndex, va: PageNum) -> u64;

@@ -54,6 +54,9 @@ pub struct HwCounters {
     pub queue_restores: u64,
     /// Simulated ns the copy engines spent moving pages.
     pub copy_busy_ns: u64,
+    /// Copy jobs (a GART-map job and a copy job each, at most 2 MiB of
+    /// physically contiguous VRAM) the buffer-funcs rings ran.
+    pub copy_jobs: u64,
     /// Simulated ns copies waited for a busy copy engine.
     pub copy_wait_ns: u64,
     /// Simulated ns fault handlers spent serving faults.

@@ -111,11 +111,9 @@ struct Env<'a> {
     /// charged action moves it on.
     now: u64,
     timing: &'a Timing,
-    /// Per GPU, when its copy engine is free again: to VRAM, to RAM.
-    copy_busy: &'a mut [[u64; 2]],
-    /// The copy stream in progress (GPU, direction): further pages of it
-    /// ride the same transfer and pay no setup again.
-    copy_stream: Option<(usize, CopyDir)>,
+    /// Per GPU, when its buffer-funcs ring (the one SDMA ring every
+    /// migration copy of the device goes through) is free again.
+    copy_busy: &'a mut [u64],
     counters: &'a mut HwCounters,
     /// Who evicted whom.
     evictions: &'a mut EvictionLog,
@@ -131,45 +129,56 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    /// Charges `ns` of this step's time to an action other than a copy.
+    /// Charges `ns` of this step's time.
     fn charge(&mut self, ns: f64) {
-        self.copy_stream = None;
         self.now += timing::ns(ns);
     }
 
     /// Moves this step's clock to `t` if that is later (a nested step ran).
     fn charge_to(&mut self, t: u64) {
-        self.copy_stream = None;
         self.now = self.now.max(t);
     }
 
-    /// Charges one page of a copy to or from `gpu`'s VRAM on its copy
-    /// engine: a new transfer waits for the engine (one transfer at a time
-    /// per direction) and pays the link's setup; the next pages of the same
-    /// stream only add their bytes.
-    fn charge_copy(&mut self, gpu: usize, dir: CopyDir) {
-        let lane = usize::from(dir == CopyDir::ToRam);
-        let link = self.timing.host_link;
-        let new = self.copy_stream != Some((gpu, dir));
-        let start = if new {
-            let start = self.now.max(self.copy_busy[gpu][lane]);
-            self.counters.copy_wait_ns += start - self.now;
-            let t = link.transfer_ns(PAGE_SIZE);
-            self.now = start + t;
-            self.counters.copy_busy_ns += t;
-            self.copy_stream = Some((gpu, dir));
-            start
-        } else {
-            let start = self.now;
-            let bytes = link.transfer_ns(PAGE_SIZE) - link.transfer_ns(0);
-            self.now += bytes;
-            self.counters.copy_busy_ns += bytes;
-            start
-        };
-        self.copy_busy[gpu][lane] = self.now;
+    /// Submits one copy job of `npages` to or from `gpu`'s VRAM at this
+    /// step's time: a GART-map job and a copy job on the device's one
+    /// buffer-funcs ring, which runs them after whatever it holds (the
+    /// link's `setup_ns` per job, then the bytes over its bandwidth). The
+    /// CPU does not wait; returns when the job ends.
+    fn submit_copy(&mut self, gpu: usize, dir: CopyDir, npages: u64) -> u64 {
+        let start = self.now.max(self.copy_busy[gpu]);
+        let t = self.timing.host_link.transfer_ns(npages * PAGE_SIZE);
+        self.counters.copy_wait_ns += start - self.now;
+        self.counters.copy_busy_ns += t;
+        self.counters.copy_jobs += 1;
+        self.copy_busy[gpu] = start + t;
         if let Some(tl) = self.timeline.as_deref_mut() {
             let gpu_id = self.gpus[gpu].desc.id.raw();
-            tl.copy(gpu_id, dir == CopyDir::ToVram, start, self.now, new);
+            tl.copy(gpu_id, dir == CopyDir::ToVram, start, start + t, npages);
+        }
+        start + t
+    }
+
+    /// Moves one page's bytes between system memory and VRAM page `vpage`
+    /// of `gpu`, and counts it.
+    fn move_page(&mut self, dir: CopyDir, gpu: usize, vpage: u64, va: PageNum) {
+        let g = &mut self.gpus[gpu];
+        match dir {
+            CopyDir::ToVram => match self.mm.pages_mut().take(va.raw()) {
+                Some(p) => {
+                    g.vram.put(vpage, Some(p));
+                    self.counters.pages_to_vram += 1;
+                }
+                None => {
+                    // Never written: the cleared buffer page already reads zero.
+                    g.vram.put(vpage, None);
+                    self.counters.pages_zero_filled += 1;
+                }
+            },
+            CopyDir::ToRam => {
+                let p = g.vram.take(vpage);
+                self.mm.pages_mut().put(va.raw(), p);
+                self.counters.pages_to_ram += 1;
+            }
         }
     }
 
@@ -220,6 +229,7 @@ impl Platform for Env<'_> {
             return false;
         }
         self.counters.pages_faulted_in += 1;
+        self.now += timing::ns(self.timing.fault_in_ns);
         true
     }
 }
@@ -269,51 +279,105 @@ impl Hardware for Env<'_> {
         alloc.page(k).expect("buffer page inside the buffer") * PAGE_SIZE
     }
 
-    fn copy_page(&mut self, dir: CopyDir, gpu: GpuIndex, buf: VramBuf, k: u64, va: PageNum) {
-        // The driver's own work per page migrated (collecting it, the
-        // migrate_vma bookkeeping), then the copy unless the page was
-        // never populated (it arrives zero-filled).
-        // (CPU work between the pages of one migration does not split its
-        // copy into transfers: the driver collects the pages, then copies.)
-        self.now += timing::ns(self.timing.handler_per_page_ns);
-        let populated = dir == CopyDir::ToRam || self.mm.pages().is_populated(va.raw());
-        if populated {
-            self.charge_copy(gpu.get(), dir);
-        }
-        let g = &mut self.gpus[gpu.get()];
-        let vpage = g.bufs[&buf.0]
-            .page(k)
-            .expect("buffer page inside the buffer");
-        match dir {
-            CopyDir::ToVram => match self.mm.pages_mut().take(va.raw()) {
-                Some(p) => {
-                    g.vram.put(vpage, Some(p));
-                    self.counters.pages_to_vram += 1;
+    fn copy_run(
+        &mut self,
+        dir: CopyDir,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        n: u64,
+        compound: bool,
+    ) {
+        // `svm_migrate_copy_to_vram` / `_to_ram`, page by page: the
+        // driver's own work on each page (collect, dma_map_page, the
+        // migrate_vma bookkeeping and page references), and a copy job
+        // whenever the physically contiguous run of VRAM pages breaks, a
+        // never-populated page (which arrives zero-filled, uncopied)
+        // interrupts it, or it reaches AMDGPU_GTT_MAX_TRANSFER_SIZE
+        // (2 MiB). The jobs run on the device's ring while the CPU goes
+        // on; `svm_migrate_copy_done` then waits for the last one.
+        const FOLIO: u64 = 512;
+        let g = gpu.get();
+        let per_page = self.timing.migrate_page_ns;
+        let populated =
+            |s: &Self, j: u64| dir == CopyDir::ToRam || s.mm.pages().is_populated(va.raw() + j);
+        let mut job: Option<(u64, u64)> = None; // (next VRAM page, pages)
+        let mut done = self.now;
+        let mut i = 0;
+        while i < n {
+            let alloc = &self.gpus[g].bufs[&buf.0];
+            let vpage = alloc.page(k + i).expect("buffer page inside the buffer");
+            // A compound device page: 512 pages aligned in VA and VRAM and
+            // contiguous in VRAM move as one folio.
+            let folio = compound
+                && (va.raw() + i) % FOLIO == 0
+                && vpage % FOLIO == 0
+                && i + FOLIO <= n
+                && alloc.page(k + i + FOLIO - 1) == Some(vpage + FOLIO - 1);
+            if folio {
+                if let Some((_, pages)) = job.take() {
+                    done = self.submit_copy(g, dir, pages);
                 }
-                None => {
-                    // Never written: the cleared buffer page already reads zero.
-                    g.vram.put(vpage, None);
-                    self.counters.pages_zero_filled += 1;
+                self.charge(self.timing.migrate_folio_ns);
+                let any = (i..i + FOLIO).any(|j| populated(self, j));
+                for j in 0..FOLIO {
+                    self.move_page(dir, g, vpage + j, PageNum::new(va.raw() + i + j));
                 }
-            },
-            CopyDir::ToRam => {
-                let p = g.vram.take(vpage);
-                self.mm.pages_mut().put(va.raw(), p);
-                self.counters.pages_to_ram += 1;
+                if any {
+                    done = self.submit_copy(g, dir, FOLIO);
+                }
+                i += FOLIO;
+                continue;
             }
+            self.charge(per_page);
+            if populated(self, i) {
+                job = match job {
+                    Some((next, pages)) if next == vpage && pages < FOLIO => {
+                        Some((vpage + 1, pages + 1))
+                    }
+                    other => {
+                        if let Some((_, pages)) = other {
+                            done = self.submit_copy(g, dir, pages);
+                        }
+                        Some((vpage + 1, 1))
+                    }
+                };
+            } else if let Some((_, pages)) = job.take() {
+                done = self.submit_copy(g, dir, pages);
+            }
+            self.move_page(dir, g, vpage, PageNum::new(va.raw() + i));
+            i += 1;
         }
+        if let Some((_, pages)) = job {
+            done = self.submit_copy(g, dir, pages);
+        }
+        self.charge_to(done);
         if let Some(tl) = self.timeline.as_deref_mut() {
             tl.moved(timeline::PageMove {
                 at_ns: self.now,
                 pid: self.proc_index,
                 page: va.raw(),
-                npages: 1,
+                npages: n,
                 to: match dir {
-                    CopyDir::ToVram => timeline::Place::Vram(g.desc.id.raw()),
+                    CopyDir::ToVram => timeline::Place::Vram(self.gpus[g].desc.id.raw()),
                     CopyDir::ToRam => timeline::Place::Ram,
                 },
             });
         }
+    }
+
+    fn copy_bo(&mut self, gpu: GpuIndex, dir: CopyDir, npages: u64) {
+        // TTM's blit (`amdgpu_ttm_copy_mem_to_mem`) goes through the GART
+        // window in pieces of at most 2 MiB; the move's fence is waited for.
+        let mut done = self.now;
+        let mut left = npages;
+        while left > 0 {
+            let n = left.min(512);
+            done = self.submit_copy(gpu.get(), dir, n);
+            left -= n;
+        }
+        self.charge_to(done);
     }
 
     fn dma_map(&mut self, gpu: GpuIndex, va: PageNum) -> u64 {
@@ -453,7 +517,6 @@ impl Hardware for Env<'_> {
             now: self.now,
             timing: self.timing,
             copy_busy: &mut *self.copy_busy,
-            copy_stream: None,
             counters: &mut *self.counters,
             evictions: &mut *self.evictions,
             events: self.events.as_deref_mut(),
@@ -682,7 +745,7 @@ struct Hw {
     /// What actions cost.
     timing: Timing,
     /// Per GPU, when its copy engine is free: to VRAM, to RAM.
-    copy_busy: Vec<[u64; 2]>,
+    copy_busy: Vec<u64>,
     /// What a wave's load from a page never written lends.
     zero_page: crate::pages::PageBytes,
     /// Phantom data mode: no page keeps bytes.
@@ -722,7 +785,6 @@ macro_rules! env {
                 now: m.sched.clock_ns,
                 timing: &m.hw.timing,
                 copy_busy: &mut m.hw.copy_busy,
-                copy_stream: None,
                 counters: &mut m.hw.counters,
                 evictions: &mut m.hw.evictions,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
@@ -759,7 +821,7 @@ impl Machine {
                 counters: HwCounters::default(),
                 evictions: EvictionLog::default(),
                 timing: Timing::ZERO,
-                copy_busy: vec![[0; 2]; n_gpus],
+                copy_busy: vec![0; n_gpus],
                 zero_page: crate::pages::zero_page(),
                 phantom: false,
             },

@@ -2,11 +2,12 @@
 //! nanoseconds, and the profiles (TOML files in `profiles/`) that set it.
 //!
 //! # Overview
-//! Every call the engine makes through `Hardware` is charged here: a page
-//! copy is a copy-engine transfer (setup latency plus bytes over the link's
-//! bandwidth, one transfer at a time per direction), a DMA map, a PTE write
-//! and a TLB flush each cost a constant, and the fault handler pays a fixed
-//! and a per-page cost. A step's cost moves that step's own clock, so SMI
+//! Every call the engine makes through `Hardware` is charged here: a
+//! migration pays the driver's work per 4 KiB page and a copy job per
+//! physically contiguous run of at most 2 MiB (setup latency plus bytes
+//! over the link's bandwidth), the jobs of a device one after another on
+//! its one ring; a DMA map, a PTE write and a TLB flush each cost a
+//! constant, and the fault handler pays a fixed cost. A step's cost moves that step's own clock, so SMI
 //! timestamps inside one fault are ordered, and the step's end is when its
 //! effects (a mapped window, a woken wave) take hold.
 //!
@@ -100,8 +101,18 @@ pub struct Timing {
     pub handler_batch_ns: f64,
     /// Handler CPU time per fault (`svm_range_restore_pages`).
     pub handler_fixed_ns: f64,
-    /// Driver CPU time per page migrated (charged with each page's copy).
-    pub handler_per_page_ns: f64,
+    /// The driver's CPU work per 4 KiB page migrated: collecting it,
+    /// `dma_map_page` of the system page, the migrate_vma setup and
+    /// finalize bookkeeping and the page references. (`handler_per_page_ns`
+    /// in older profiles.)
+    #[serde(alias = "handler_per_page_ns")]
+    pub migrate_page_ns: f64,
+    /// The same for one 2 MiB compound device page (with
+    /// `compound_device_pages`): its whole software share, once.
+    pub migrate_folio_ns: f64,
+    /// `hmm_range_fault` faulting in a never-touched page for a mapping
+    /// (`handle_mm_fault`: a zeroed page allocated and mapped).
+    pub fault_in_ns: f64,
     /// DMA-mapping one system page for a GPU.
     pub dma_map_ns: f64,
     /// Writing one PTE.
@@ -136,7 +147,9 @@ impl Timing {
         fault_batch: 1,
         handler_batch_ns: 0.0,
         handler_fixed_ns: 0.0,
-        handler_per_page_ns: 0.0,
+        migrate_page_ns: 0.0,
+        migrate_folio_ns: 0.0,
+        fault_in_ns: 0.0,
         dma_map_ns: 0.0,
         pte_write_ns: 0.0,
         tlb_flush_light_ns: 0.0,
@@ -271,7 +284,9 @@ impl Profile {
             t.fault_delivery_ns,
             t.handler_batch_ns,
             t.handler_fixed_ns,
-            t.handler_per_page_ns,
+            t.migrate_page_ns,
+            t.migrate_folio_ns,
+            t.fault_in_ns,
             t.dma_map_ns,
             t.pte_write_ns,
             t.tlb_flush_light_ns,

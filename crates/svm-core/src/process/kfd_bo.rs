@@ -182,6 +182,7 @@ impl Process {
             return 0;
         };
         let (gpu, npages) = (b.gpu, b.npages);
+        pf.copy_bo(gpu, crate::platform::CopyDir::ToRam, npages);
         pf.vram_free(gpu, buf);
         self.stats[gpu].evictions += 1;
         self.evicted_bos += 1;
@@ -208,6 +209,7 @@ impl Process {
                 self.bo_restore_due_ns = Some(pf.now_ns().saturating_add(PROCESS_BACK_OFF_TIME_NS));
                 return false;
             };
+            pf.copy_bo(gpu, crate::platform::CopyDir::ToVram, npages);
             let lru = pf.lru_bump(gpu);
             let b = self.kfd_bos.get_mut(&id).expect("listed buffer");
             b.buf = Some(buf);

@@ -19,7 +19,7 @@ use crate::gpu::GpuIndex;
 use crate::kernel::Change;
 use crate::platform::{CopyDir, Hardware};
 use crate::policy::victim::{BoKind, Candidate, Owner};
-use crate::range::BoRef;
+use crate::range::{BoRef, SvmRange};
 use crate::uapi::flag;
 
 /// One migration as its SMI events describe it.
@@ -213,15 +213,9 @@ impl Process {
             self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
             // Only anonymous pages migrate; file pages stay in the page cache.
             if !vma.flags.file && !vma.flags.io {
+                let compound = self.config.compound_device_pages;
                 let r = self.svms.get_mut(start).expect("range to migrate");
-                for p in chunk.pages() {
-                    let k = r.index(p);
-                    if !r.vram.get(k) {
-                        pf.copy_page(CopyDir::ToVram, sbo.gpu, sbo.buf, bref.offset + k, p);
-                        r.vram.set(k, true);
-                        mpages += 1;
-                    }
-                }
+                mpages += move_runs(pf, r, chunk, (&sbo, bref), CopyDir::ToVram, compound);
             }
             self.migrate_event(pf, &leg, start, chunk, false);
         }
@@ -278,15 +272,9 @@ impl Process {
         for (chunk, _) in vma_chunks(pf, window) {
             self.migrate_event(pf, &leg, start, chunk, true);
             self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
+            let compound = self.config.compound_device_pages;
             let r = self.svms.get_mut(start).expect("range to migrate");
-            for p in chunk.pages() {
-                let k = r.index(p);
-                if r.vram.get(k) {
-                    pf.copy_page(CopyDir::ToRam, sbo.gpu, sbo.buf, bref.offset + k, p);
-                    r.vram.set(k, false);
-                    mpages += 1;
-                }
-            }
+            mpages += move_runs(pf, r, chunk, (&sbo, bref), CopyDir::ToRam, compound);
             self.migrate_event(pf, &leg, start, chunk, false);
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
@@ -660,4 +648,43 @@ pub(super) fn window(range: PageRange, page: PageNum, granularity: u8) -> PageRa
         PageNum::new(lo).max(range.start()),
         PageNum::new(hi).min(range.end()),
     )
+}
+
+/// Moves the pages of `chunk` (inside range `r`, whose buffer is `bo` at
+/// its offset) that are not yet on `dir`'s side, run by run, and flips
+/// their VRAM bits. Returns the pages moved.
+fn move_runs(
+    pf: &mut dyn Hardware,
+    r: &mut SvmRange,
+    chunk: PageRange,
+    (sbo, bref): (&SvmBo, BoRef),
+    dir: CopyDir,
+    compound: bool,
+) -> u64 {
+    let to_vram = dir == CopyDir::ToVram;
+    let mut moved = 0;
+    for (k, p, n) in runs(r, chunk, !to_vram) {
+        pf.copy_run(dir, sbo.gpu, sbo.buf, bref.offset + k, p, n, compound);
+        (k..k + n).for_each(|k| r.vram.set(k, to_vram));
+        moved += n;
+    }
+    moved
+}
+
+/// The runs of consecutive pages of `chunk` (inside range `r`) whose
+/// VRAM bit is `in_vram`: the pages one direction of a migration moves,
+/// as (index in the range, first virtual page, pages).
+fn runs(r: &SvmRange, chunk: PageRange, in_vram: bool) -> Vec<(u64, PageNum, u64)> {
+    let mut out: Vec<(u64, PageNum, u64)> = Vec::new();
+    for p in chunk.pages() {
+        let k = r.index(p);
+        if r.vram.get(k) != in_vram {
+            continue;
+        }
+        match out.last_mut() {
+            Some((k0, _, n)) if *k0 + *n == k => *n += 1,
+            _ => out.push((k, p, 1)),
+        }
+    }
+    out
 }

@@ -62,7 +62,18 @@ impl Hardware for Fake {
     fn vram_addr(&self, _gpu: GpuIndex, buf: VramBuf, k: u64) -> u64 {
         (buf.0 << 32) + k * 4096
     }
-    fn copy_page(&mut self, _dir: CopyDir, _gpu: GpuIndex, _buf: VramBuf, _k: u64, _va: PageNum) {}
+    fn copy_run(
+        &mut self,
+        _dir: CopyDir,
+        _gpu: GpuIndex,
+        _buf: VramBuf,
+        _k: u64,
+        _va: PageNum,
+        _n: u64,
+        _compound: bool,
+    ) {
+    }
+    fn copy_bo(&mut self, _gpu: GpuIndex, _dir: CopyDir, _npages: u64) {}
     fn dma_map(&mut self, _gpu: GpuIndex, va: PageNum) -> u64 {
         va.raw() * 4096
     }

@@ -98,23 +98,14 @@ impl Timeline {
         to_vram: bool,
         start_ns: u64,
         end_ns: u64,
-        new: bool,
+        pages: u64,
     ) {
-        if !new
-            && let Some(c) = self.copies.last_mut()
-            && c.gpu_id == gpu_id
-            && c.to_vram == to_vram
-        {
-            c.end_ns = end_ns;
-            c.pages += 1;
-            return;
-        }
         self.copies.push(CopySpan {
             gpu_id,
             to_vram,
             start_ns,
             end_ns,
-            pages: 1,
+            pages,
         });
     }
 
@@ -175,11 +166,10 @@ mod tests {
         t.moved(mv(20, Place::Ram));
         assert_eq!(t.moves.len(), 3);
         assert_eq!((t.moves[0].npages, t.moves[0].at_ns), (2, 11));
-        t.copy(1, true, 0, 5, true);
-        t.copy(1, true, 5, 7, false);
-        t.copy(1, false, 7, 9, false);
-        t.copy(1, false, 20, 25, true);
-        assert_eq!(t.copies.len(), 3);
-        assert_eq!((t.copies[0].end_ns, t.copies[0].pages), (7, 2));
+        // One span per copy job.
+        t.copy(1, true, 0, 5, 512);
+        t.copy(1, false, 7, 9, 1);
+        assert_eq!(t.copies.len(), 2);
+        assert_eq!((t.copies[0].end_ns, t.copies[0].pages), (5, 512));
     }
 }

@@ -688,7 +688,8 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 15] = [
+pub const HW_COUNTERS: [&str; 16] = [
+    "copy_jobs",
     "queue_evictions",
     "queue_restores",
     "pages_to_vram",

@@ -962,6 +962,7 @@ impl Runner<'_> {
             "pages_zero_filled" => c.pages_zero_filled,
             "pages_to_ram" => c.pages_to_ram,
             "pages_faulted_in" => c.pages_faulted_in,
+            "copy_jobs" => c.copy_jobs,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
             "ptes_written" => c.ptes_written,
