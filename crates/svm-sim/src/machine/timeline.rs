@@ -151,7 +151,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn neighbouring_moves_and_stream_pages_merge() {
+    fn neighbouring_moves_merge_and_each_copy_job_is_a_span() {
         let mut t = Timeline::default();
         let mv = |page, to| PageMove {
             at_ns: page,

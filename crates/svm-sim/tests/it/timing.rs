@@ -210,3 +210,55 @@ fn a_2mib_fault_with_4k_pages_costs_about_7x_one_compound_page() {
     }
     eprintln!("mi210: {small} ns / {huge} ns = {ratio:.2}");
 }
+
+/// A copy job covers at most 2 MiB of physically contiguous VRAM, and a
+/// never-populated page ends one (it arrives as a cleared VRAM page,
+/// uncopied): a 4 MiB window with one hole at page 100 is three jobs.
+#[test]
+fn copy_jobs_end_at_holes_and_at_2mib() {
+    let mut k = Kfd::new(true);
+    timed(&mut k);
+    let raw = k.mmap(8 * MIB);
+    let buf = raw.next_multiple_of(4 * MIB);
+    k.cpu_write(buf, &vec![1; usize::try_from(100 * PAGE).unwrap()]);
+    k.cpu_write(
+        buf + 101 * PAGE,
+        &vec![2; usize::try_from(4 * MIB - 101 * PAGE).unwrap()],
+    );
+    k.set(buf, 4 * MIB, &[(GRANULARITY, 10), (ACCESS, GPU0)])
+        .unwrap();
+    k.gpu_read(GPU0, buf, 4);
+    let c = k.m.counters();
+    assert_eq!((c.pages_to_vram, c.pages_zero_filled), (1023, 1), "{c:?}");
+    assert_eq!(c.copy_jobs, 3, "{c:?}");
+    assert_eq!(k.gpu_read(GPU0, buf + 100 * PAGE, 4), [0; 4]);
+    k.check();
+}
+
+/// Every copy of a device, in either direction and from any process, runs
+/// on its one buffer-funcs ring: a CPU fault of one process pulling pages
+/// out of GPU0 holds the ring while another process's GPU fault waits to
+/// copy into GPU0.
+#[test]
+fn copies_of_both_directions_share_one_ring() {
+    let mut k = Kfd::new(true);
+    timed(&mut k);
+    // Process q's range sits in GPU0's VRAM.
+    let q = k.m.spawn("q");
+    let mut kq = Kfd::attach(k.m, q);
+    let _ = kq.m.set_xnack_mode(q, 1);
+    let b = kq.mmap(2 * MIB);
+    kq.cpu_write(b, &vec![7; usize::try_from(2 * MIB).unwrap()]);
+    kq.register(b, 2 * MIB, GPU0, GPU0, 0).unwrap();
+    let mut k = Kfd::attach(kq.m, k.pid);
+    let a = k.mmap(2 * MIB);
+    k.cpu_write(a, &vec![5; usize::try_from(2 * MIB).unwrap()]);
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let before = k.m.counters().copy_wait_ns;
+    // p's GPU fault is delivered a few µs after q's CPU fault took the ring.
+    let w = k.m.launch(k.pid, GPU0, CpuVa::new(a), 4, None).unwrap();
+    k.m.cpu_access(q, CpuVa::new(b), 4, None).unwrap();
+    k.m.wait(w).unwrap();
+    assert!(k.m.counters().copy_wait_ns > before, "{:?}", k.m.counters());
+    k.check();
+}
