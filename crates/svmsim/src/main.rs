@@ -200,6 +200,11 @@ enum Command {
         /// Interleave concurrent work in the order this seed picks (overrides the scenario's).
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
+        /// Run the file in this XNACK mode: the driver boots so, and every
+        /// process starts so (overrides `[system] xnack` and each
+        /// `[[process]] xnack`; `set_xnack` ops still run).
+        #[arg(long, value_enum, value_name = "on|off")]
+        xnack: Option<OnOff>,
         /// Check the invariants after every op, however large the state. By
         /// default they are checked after every op while the state is small
         /// and less often beyond, so that checking stays linear in the ops.
@@ -823,7 +828,11 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     Some(&PathBuf::from(w)),
                     out.json,
                     out.smi.target(),
-                    (policy.as_deref(), seed.then_some(opts.seed)),
+                    (
+                        policy.as_deref(),
+                        seed.then_some(opts.seed),
+                        given("--xnack").then_some(opts.xnack == OnOff::On),
+                    ),
                     svm_sim::check::Schedule::linear(),
                     &opts.config,
                     host_budget(cli),
@@ -1139,13 +1148,14 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             smi,
             policy,
             seed,
+            xnack,
             check_every_op,
             config,
         } => Ok(run_scenario(
             file.as_ref(),
             *json,
             smi.target(),
-            (policy.as_deref(), *seed),
+            (policy.as_deref(), *seed, xnack.map(|x| x == OnOff::On)),
             if *check_every_op {
                 svm_sim::check::Schedule::every_step()
             } else {
@@ -1254,7 +1264,7 @@ fn run_scenario(
     file: Option<&PathBuf>,
     json: bool,
     events: Option<(&PathBuf, EventsFormat)>,
-    (policy, seed): (Option<&str>, Option<u64>),
+    (policy, seed, xnack): (Option<&str>, Option<u64>, Option<bool>),
     checks: svm_sim::check::Schedule,
     config: &ConfigOpts,
     host_budget: u64,
@@ -1300,6 +1310,9 @@ fn run_scenario(
     };
     if seed.is_some() {
         sc.system.seed = seed;
+    }
+    if let Some(on) = xnack {
+        sc.set_xnack(on);
     }
     let need = sc.host_bytes();
     if need > host_budget {

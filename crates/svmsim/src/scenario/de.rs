@@ -25,7 +25,7 @@ use svm_core::topology::GpuDesc;
 use svm_core::uapi::{SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SvmAttribute, attr_type};
 use svm_sim::mm::Prot;
 
-use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect};
+use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, Fill};
 
 /// The names an operation's values may refer to.
 #[derive(Clone, Debug, Default)]
@@ -607,6 +607,26 @@ pub(super) fn attr_outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Exp
         }
     }
     d.deserialize_any(V).map(Some)
+}
+
+/// A fill pattern: a 32-bit word, `"page_index"` or `"dword_index"`.
+pub(super) fn fill<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Fill>, D::Error> {
+    scalar(
+        d,
+        "a 32-bit word, \"page_index\" or \"dword_index\"",
+        |s| match s {
+            Scalar::Int(i) => int(i).map(Fill::Word),
+            Scalar::Str(s) => match s.trim() {
+                "page_index" => Ok(Fill::PageIndex),
+                "dword_index" => Ok(Fill::DwordIndex),
+                other => Err(format!(
+                    "{other:?} is not a pattern; expected a 32-bit word, \"page_index\" or \"dword_index\""
+                )),
+            },
+            Scalar::Bool(_) => Err("expected a 32-bit word, \"page_index\" or \"dword_index\"".into()),
+        },
+    )
+    .map(Some)
 }
 
 /// A plain unsigned integer.

@@ -216,10 +216,12 @@ pub enum OpKind {
         size: u64,
         #[serde(default)]
         write: bool,
-        /// Write this 32-bit pattern (a write has one, a read none).
-        fill: Option<u32>,
+        /// Write this pattern (a write has one, a read none).
+        #[serde(default, deserialize_with = "de::fill")]
+        fill: Option<Fill>,
         /// On a read, every word must hold this pattern.
-        check_fill: Option<u32>,
+        #[serde(default, deserialize_with = "de::fill")]
+        check_fill: Option<Fill>,
         /// Leave the access in flight under this name; a later `wait`
         /// collects it.
         launch: Option<String>,
@@ -234,10 +236,12 @@ pub enum OpKind {
         size: u64,
         #[serde(default)]
         write: bool,
-        /// Write this 32-bit pattern (a write has one, a read none).
-        fill: Option<u32>,
+        /// Write this pattern (a write has one, a read none).
+        #[serde(default, deserialize_with = "de::fill")]
+        fill: Option<Fill>,
         /// On a read, every word must hold this pattern.
-        check_fill: Option<u32>,
+        #[serde(default, deserialize_with = "de::fill")]
+        check_fill: Option<Fill>,
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
@@ -504,11 +508,34 @@ pub struct Scenario {
     pub system: SystemSpec,
     /// Process names, in spawn order.
     pub processes: Vec<String>,
+    /// Per process, the XNACK mode it sets as it starts, with the error
+    /// to give (placed at its `xnack` key) if the kernel refuses it.
+    pub process_xnack: Vec<Option<(bool, ScenarioError)>>,
     /// The operations.
     pub ops: Vec<OpSpec>,
 }
 
 impl Scenario {
+    /// Runs the file in one XNACK mode: the driver boots so and every
+    /// process starts so (`svmsim scenario --xnack`).
+    pub fn set_xnack(&mut self, on: bool) {
+        self.system.xnack = on;
+        for (i, x) in self.process_xnack.iter_mut().enumerate() {
+            let refused = ScenarioError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                field: "--xnack".into(),
+                message: format!(
+                    "process {:?}: the kernel refuses XNACK {} (EPERM: a GPU cannot run it so)",
+                    self.processes[i],
+                    if on { "on" } else { "off" }
+                ),
+            };
+            *x = Some((on, refused));
+        }
+    }
+
     /// The host memory a run of it needs, estimated before it runs: every
     /// page its writes can fill (no more than it maps) twice (the page and
     /// the checker's shadow) with 64 bytes of bookkeeping; every page
@@ -655,6 +682,8 @@ struct GpuDefaults {
 #[serde(deny_unknown_fields)]
 struct ProcessFile {
     name: Spanned<String>,
+    /// The XNACK mode the process asks for as it starts (SET_XNACK_MODE).
+    xnack: Option<Spanned<bool>>,
 }
 
 /// A knob's value as [`Config::set`] reads it.
@@ -721,6 +750,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 
     // The processes.
     let mut processes: Vec<String> = Vec::new();
+    let mut process_xnack = Vec::new();
     for p in head.process {
         if processes.contains(p.name.get_ref()) {
             return Err(src.error_in(
@@ -729,10 +759,23 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 format!("process {:?} is defined twice", p.name.get_ref()),
             ));
         }
+        process_xnack.push(p.xnack.map(|x| {
+            let e = src.error_in(
+                root,
+                x.span(),
+                format!(
+                    "process {:?}: the kernel refuses xnack = {} (EPERM: a GPU cannot run it so)",
+                    p.name.get_ref(),
+                    x.get_ref()
+                ),
+            );
+            (x.into_inner(), e)
+        }));
         processes.push(p.name.into_inner());
     }
     if processes.is_empty() {
         processes.push("p0".to_owned());
+        process_xnack.push(None);
     }
 
     // The operations.
@@ -796,6 +839,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         description: head.description.unwrap_or_default(),
         system,
         processes: reader.names.processes,
+        process_xnack,
         ops: out,
     })
 }
@@ -1163,15 +1207,15 @@ impl OpReader<'_, '_> {
     fn check_access(
         &self,
         write: bool,
-        fill: Option<u32>,
-        check_fill: Option<u32>,
+        fill: Option<Fill>,
+        check_fill: Option<Fill>,
         size: u64,
         at: &dyn Fn(&str) -> std::ops::Range<usize>,
     ) -> Result<(), ScenarioError> {
         if write != fill.is_some() {
             return Err(self.error(
                 at(""),
-                "a write needs `fill` (a 32-bit pattern), and only a write has one",
+                "a write needs `fill` (a 32-bit pattern, \"page_index\" or \"dword_index\"), and only a write has one",
             ));
         }
         if write && check_fill.is_some() {
@@ -1297,6 +1341,56 @@ fn op_names() -> String {
     let mut names: &'static [&'static str] = &[];
     let _ = OpKind::deserialize(Probe(&mut names));
     names.join(", ")
+}
+
+/// What an access writes, or what a read must find, word by word: one
+/// 32-bit value everywhere, or each 32-bit word holding its page's index
+/// or its own index, counted from the access's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The same word everywhere.
+    Word(u32),
+    /// Every word of page `n` of the access holds `n`.
+    PageIndex,
+    /// Word `n` of the access holds `n`.
+    DwordIndex,
+}
+
+impl Fill {
+    /// The word at byte offset `off` (a multiple of 4) of the access.
+    pub fn word_at(self, off: u64) -> u32 {
+        let n = match self {
+            Fill::Word(v) => return v,
+            Fill::PageIndex => off / svm_core::addr::PAGE_SIZE,
+            Fill::DwordIndex => off / 4,
+        };
+        // An access is at most 4 GiB words long (a bound the parser keeps).
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The bytes of an access of `size` bytes.
+    pub fn bytes(self, size: u64) -> Vec<u8> {
+        let n = usize::try_from(size).unwrap_or(0);
+        let mut out = Vec::with_capacity(n);
+        let mut off = 0u64;
+        while out.len() < n {
+            let w = self.word_at(off).to_le_bytes();
+            let take = (n - out.len()).min(4);
+            out.extend_from_slice(&w[..take]);
+            off += 4;
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fill::Word(v) => write!(f, "{v:#x}"),
+            Fill::PageIndex => f.write_str("page_index"),
+            Fill::DwordIndex => f.write_str("dword_index"),
+        }
+    }
 }
 
 #[cfg(test)]

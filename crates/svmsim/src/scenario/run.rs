@@ -14,7 +14,7 @@ use svm_sim::check;
 use svm_sim::machine::{AccessError, AccessStats, Machine, MemLimit, Pid, WaveId};
 
 use super::doc::ScenarioError;
-use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, OpKind, OpSpec, Scenario};
+use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario};
 
 /// The result of one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -375,7 +375,7 @@ fn fmt_attrs(names: &Names, attrs: &[SvmAttribute]) -> String {
 
 /// A launched access (with the read check for its wait), or why it could
 /// not start.
-type Launched = Result<(WaveId, Option<u32>), AccessError>;
+type Launched = Result<(WaveId, Option<Fill>), AccessError>;
 
 struct Runner<'a> {
     sc: &'a Scenario,
@@ -399,22 +399,28 @@ impl Runner<'_> {
     fn access_result(
         rec: &mut OpRecord,
         r: &Result<(Vec<u8>, Option<AccessStats>), AccessError>,
-        check_fill: Option<u32>,
+        check_fill: Option<Fill>,
     ) {
         rec.result = Self::result(r, AccessError::errno);
         if let Ok((bytes, stats)) = r {
             rec.access = *stats;
             if let Some(want) = check_fill {
-                rec.expect = Some(format!("every word {want:#x}"));
-                rec.mismatch = bytes
-                    .chunks_exact(4)
-                    .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) != want)
+                rec.expect = Some(match want {
+                    Fill::Word(v) => format!("every word {v:#x}"),
+                    p => format!("words by {p}"),
+                });
+                let word = |i: usize| {
+                    let w = &bytes[i * 4..i * 4 + 4];
+                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                };
+                rec.mismatch = (0..bytes.len() / 4)
+                    .find(|&i| word(i) != want.word_at(i as u64 * 4))
                     .map(|i| {
-                        let w = &bytes[i * 4..i * 4 + 4];
                         format!(
-                            "word at +{:#x} is {:#x}",
+                            "word at +{:#x} is {:#x}, not {:#x}",
                             i * 4,
-                            u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+                            word(i),
+                            want.word_at(i as u64 * 4)
                         )
                     });
             }
@@ -478,18 +484,18 @@ impl Runner<'_> {
         gpu_id: Option<u32>,
         addr: &AddrExpr,
         size: u64,
-        (fill, check_fill): (Option<u32>, Option<u32>),
+        (fill, check_fill): (Option<Fill>, Option<Fill>),
         launch: Option<&str>,
     ) -> Result<(), ScenarioError> {
         let pid = self.pids[op.process];
         let a = self.addr(op, "addr", addr)?;
-        let data = fill.map(|f| pattern(f, size));
+        let data = fill.map(|f| f.bytes(size));
         let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
         rec.args = format!(
             "{who} {} {a:#x} +{}{}{}",
             if fill.is_some() { "write" } else { "read" },
             fmt_size(size),
-            fill.map(|f| format!(" fill={f:#x}")).unwrap_or_default(),
+            fill.map(|f| format!(" fill={f}")).unwrap_or_default(),
             launch
                 .as_ref()
                 .map(|l| format!(" launch={l}"))
@@ -1264,6 +1270,14 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         m.apply_profile(p);
     }
     let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
+    // Each process's own XNACK mode, set as it starts.
+    for (&pid, x) in pids.iter().zip(&sc.process_xnack) {
+        if let Some((enable, refused)) = x
+            && m.set_xnack_mode(pid, i32::from(*enable)).is_err()
+        {
+            return Err(refused.clone());
+        }
+    }
     let names = Names {
         gpus: s
             .topology
@@ -1363,13 +1377,6 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
 }
 
 /// `size` bytes of a repeated little-endian 32-bit pattern.
-fn pattern(fill: u32, size: u64) -> Vec<u8> {
-    let b = fill.to_le_bytes();
-    (0..usize::try_from(size).unwrap_or(0))
-        .map(|i| b[i % 4])
-        .collect()
-}
-
 /// Formats a byte count with the largest unit that divides it.
 pub fn size_text(bytes: u64) -> String {
     fmt_size(bytes)
