@@ -109,6 +109,13 @@ pub enum Change {
     /// Before, GPUs that lost access kept their PTEs ("TODO: unmap ranges
     /// from GPU that lost access").
     NoAccessUnmaps,
+    /// A migration that reuses a VRAM page takes a reference on it
+    /// (`get_page` + `lock_page` in `svm_migrate_get_vram_page`) instead
+    /// of resetting its count (`zone_device_page_init`). Before, a page a
+    /// CPU fault still held (do_swap_page's reference, until its
+    /// `put_page`) could be reused by a GPU fault's migration, and the
+    /// CPU fault's put then dropped the count to 0 under a page in use.
+    VramPageRefcount,
     /// GC 12.1 leaves `KFD_SUPPORT_XNACK_PER_PROCESS`: its XNACK mode is
     /// the one the driver loaded with (`noretry`). A process may still
     /// turn XNACK off when the driver booted with it on (the driver takes
@@ -119,9 +126,10 @@ pub enum Change {
 
 impl Change {
     /// Every change, oldest first.
-    pub const ALL: [Change; 4] = [
+    pub const ALL: [Change; 5] = [
         Change::SplitActualLoc,
         Change::VramLimitGate,
+        Change::VramPageRefcount,
         Change::Gfx121XnackFixed,
         Change::NoAccessUnmaps,
     ];
@@ -131,6 +139,7 @@ impl Change {
         match self {
             Change::SplitActualLoc => KernelVersion::new(6, 9),
             Change::VramLimitGate => KernelVersion::new(6, 10),
+            Change::VramPageRefcount => KernelVersion::new(6, 18),
             Change::Gfx121XnackFixed => KernelVersion::new(7, 2),
             Change::NoAccessUnmaps => KernelVersion::new(7, 3),
         }
@@ -141,6 +150,7 @@ impl Change {
         match self {
             Change::SplitActualLoc => "split-actual-loc",
             Change::VramLimitGate => "vram-limit-gate",
+            Change::VramPageRefcount => "vram-page-refcount",
             Change::Gfx121XnackFixed => "gfx12.1-xnack-fixed",
             Change::NoAccessUnmaps => "no-access-unmaps",
         }
@@ -156,6 +166,11 @@ impl Change {
             Change::VramLimitGate => {
                 "1e214f7faaf5 \"drm/amdkfd: Add VRAM accounting for SVM migration\" \
                  (6.6.y stable 2024-06-06; in 6.10)"
+            }
+            Change::VramPageRefcount => {
+                "Philip Yang, \"drm/amdkfd: Fix svm_bo and vram page refcount\" \
+                 (Message-ID 20250926210331.17401-1-Philip.Yang@amd.com, 2025-09/10; \
+                 6.18 is my reading)"
             }
             Change::Gfx121XnackFixed => {
                 "05c0109e12e1 \"drm/amdkfd: Limit per-process xnack support for GFX12.1\" \

@@ -25,7 +25,11 @@
 //! - with kernel accounting on, kfd's own `vram_pages` counter equals the
 //!   pages really in VRAM (off by default: it drifts, which is the point);
 //! - every page's bytes, wherever they live, equal what the process's
-//!   accesses wrote (the per-page shadow model): no byte lost or stale.
+//!   accesses wrote (the per-page shadow model): no byte lost or stale;
+//! - no device page a CPU fault still holds (do_swap_page's reference,
+//!   until its `put_page`) had its count reset by a migration reusing it:
+//!   the hardware tracks those references, and a put that would drop a
+//!   page in use to 0 (the 2025 refcount race, before 6.18) fails the run.
 //!
 //! Not verified here:
 //! - that the attributes are the *right* ones: the reference model
@@ -223,6 +227,9 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
     use svm_core::dma::DmaEntry;
     use svm_core::platform::PteTarget;
 
+    if let Some(v) = m.refcount_violations().first() {
+        return fail("refcount", v.clone());
+    }
     if m.counters().bad_dma_unmaps > 0 {
         return fail(
             "dma",

@@ -52,6 +52,8 @@ pub struct HwCounters {
     pub queue_evictions: u64,
     /// User-queue restores (per GPU).
     pub queue_restores: u64,
+    /// CPU faults on pages in VRAM (`svm_migrate_to_ram` calls).
+    pub cpu_faults: u64,
     /// Simulated ns the copy engines spent moving pages.
     pub copy_busy_ns: u64,
     /// Copy jobs (a GART-map job and a copy job each, at most 2 MiB of
@@ -136,6 +138,14 @@ pub struct SimGpu {
     /// Bytes reserved against the KFD VRAM limit (`adev->kfd.vram_used`):
     /// KFD buffers for their lifetime, SVM migrations while they run.
     pub kfd_vram_used: u64,
+    /// Device pages a CPU fault still holds a reference to after
+    /// migrating them out (do_swap_page's, until its `put_page`), by VRAM
+    /// page: when the reference goes.
+    pub held_pages: BTreeMap<u64, u64>,
+    /// Held pages a migration reused by resetting their count
+    /// (`zone_device_page_init`, before the 2025 fix): the holder's put
+    /// will drop a count it no longer owns.
+    pub refcount_reset: std::collections::BTreeSet<u64>,
 }
 
 impl SimGpu {
@@ -157,6 +167,8 @@ impl SimGpu {
             next_dma: DMA_BASE,
             lru_clock: 0,
             kfd_vram_used: 0,
+            held_pages: BTreeMap::new(),
+            refcount_reset: std::collections::BTreeSet::new(),
         }
     }
 }

@@ -114,6 +114,10 @@ struct Env<'a> {
     /// Per GPU, when its buffer-funcs ring (the one SDMA ring every
     /// migration copy of the device goes through) is free again.
     copy_busy: &'a mut [u64],
+    /// Whether a migration reusing a device page someone still holds takes
+    /// a reference ([`svm_core::kernel::Change::VramPageRefcount`]) rather
+    /// than reset its count.
+    refcount_fix: bool,
     counters: &'a mut HwCounters,
     /// Who evicted whom.
     evictions: &'a mut EvictionLog,
@@ -162,6 +166,12 @@ impl Env<'_> {
     /// of `gpu`, and counts it.
     fn move_page(&mut self, dir: CopyDir, gpu: usize, vpage: u64, va: PageNum) {
         let g = &mut self.gpus[gpu];
+        // `svm_migrate_get_vram_page` on a page a CPU fault still holds:
+        // since the 2025 fix it takes a reference of its own; before, it
+        // reset the count to 1, losing the holder's.
+        if dir == CopyDir::ToVram && !self.refcount_fix && g.held_pages.contains_key(&vpage) {
+            g.refcount_reset.insert(vpage);
+        }
         match dir {
             CopyDir::ToVram => match self.mm.pages_mut().take(va.raw()) {
                 Some(p) => {
@@ -517,6 +527,7 @@ impl Hardware for Env<'_> {
             now: self.now,
             timing: self.timing,
             copy_busy: &mut *self.copy_busy,
+            refcount_fix: self.refcount_fix,
             counters: &mut *self.counters,
             evictions: &mut *self.evictions,
             events: self.events.as_deref_mut(),
@@ -744,8 +755,11 @@ struct Hw {
     evictions: EvictionLog,
     /// What actions cost.
     timing: Timing,
-    /// Per GPU, when its copy engine is free: to VRAM, to RAM.
+    /// Per GPU, when its buffer-funcs ring is free.
     copy_busy: Vec<u64>,
+    /// Device-page reference counts that went wrong (the 2025 refcount
+    /// race), for the checker.
+    refcount_violations: Vec<String>,
     /// What a wave's load from a page never written lends.
     zero_page: crate::pages::PageBytes,
     /// Phantom data mode: no page keeps bytes.
@@ -785,6 +799,10 @@ macro_rules! env {
                 now: m.sched.clock_ns,
                 timing: &m.hw.timing,
                 copy_busy: &mut m.hw.copy_busy,
+                refcount_fix: m
+                    .config
+                    .kernel
+                    .has(svm_core::kernel::Change::VramPageRefcount),
                 counters: &mut m.hw.counters,
                 evictions: &mut m.hw.evictions,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
@@ -803,7 +821,7 @@ pub mod timeline;
 mod trace;
 mod wave;
 pub use kernel::{ComputeShape, KernelId, KernelStats};
-pub use sched::{Interleave, MAX_RETRIES_PER_ADVANCE, WaveId};
+pub use sched::{AccessPlan, Interleave, MAX_RETRIES_PER_ADVANCE, WaveId};
 pub use trace::{TraceEvent, WaveOp};
 pub use wave::{Data, KernelFn, MemOp, WaveCtx};
 
@@ -822,6 +840,7 @@ impl Machine {
                 evictions: EvictionLog::default(),
                 timing: Timing::ZERO,
                 copy_busy: vec![0; n_gpus],
+                refcount_violations: Vec::new(),
                 zero_page: crate::pages::zero_page(),
                 phantom: false,
             },
@@ -1400,6 +1419,11 @@ impl Machine {
         });
         let end = self.cpu_fault_in(pid, addr, len, data.is_some(), self.sched.clock_ns)?;
         self.sched.clock_ns = self.sched.clock_ns.max(end);
+        // The access returns to user space: its faults' page references
+        // are gone before anything else the caller does.
+        for g in 0..self.hw.gpus.len() {
+            self.put_held_pages(g, end);
+        }
         let p = &mut self.procs[pid.0];
         match data {
             Some(d) => {
@@ -1471,11 +1495,18 @@ impl Machine {
         let mut t = at;
         for page in pages.pages() {
             if self.procs[pid.0].svm.page_in_vram(page) {
+                self.hw.counters.cpu_faults += 1;
+                // do_swap_page holds the faulting device page from before
+                // `migrate_to_ram` until its `put_page` after it returns.
+                let held = self.vram_page_of(pid, page);
                 let start = self.procs[pid.0].mmap_lock.read_from(t);
                 let (svm, mut env) = env!(self, pid);
                 env.now = start;
                 let r = svm.migrate_to_ram(&mut env, page);
                 t = env.now;
+                if let Some((g, vpage)) = held {
+                    self.hw.gpus[g].held_pages.insert(vpage, t);
+                }
                 let p = &mut self.procs[pid.0];
                 p.mmap_lock.read_done(t);
                 r.map_err(|e| AccessError::Signal {
@@ -1487,6 +1518,66 @@ impl Machine {
             t += per_page;
         }
         Ok(t)
+    }
+
+    /// The GPU and VRAM page that hold virtual page `page` of `pid`, if
+    /// it is in VRAM.
+    fn vram_page_of(&self, pid: Pid, page: PageNum) -> Option<(usize, u64)> {
+        let p = &self.procs[pid.0];
+        let r = p.svm.ranges().find(page)?;
+        if !r.vram.get(r.index(page)) {
+            return None;
+        }
+        let bref = r.bo?;
+        let bo = p.svm.bo(bref.id)?;
+        let g = bo.gpu.get();
+        let vpage = self.hw.gpus[g]
+            .bufs
+            .get(&bo.buf.0)?
+            .page(bref.offset + r.index(page))?;
+        Some((g, vpage))
+    }
+
+    /// do_swap_page's `put_page` for the device pages CPU faults held on
+    /// `gpu` whose faults have returned by `now`. A count a migration
+    /// reset meanwhile drops to 0 under a page in use: `folio_free` runs
+    /// on it and its buffer's count goes one short (the 2025 race).
+    pub(super) fn put_held_pages(&mut self, gpu: usize, now: u64) {
+        let g = &mut self.hw.gpus[gpu];
+        let due: Vec<u64> = g
+            .held_pages
+            .iter()
+            .filter(|&(_, &t)| t <= now)
+            .map(|(&v, _)| v)
+            .collect();
+        for vpage in due {
+            g.held_pages.remove(&vpage);
+            if g.refcount_reset.remove(&vpage) {
+                self.hw.refcount_violations.push(format!(
+                    "{}: VRAM page {vpage:#x} was reused by a migration while a CPU fault still \
+                     held it; the fault's put_page dropped its count to 0 under the new data \
+                     (folio_free on a page in use, the buffer's count one short: the 2025 \
+                     svm_bo refcount race, fixed by taking a reference instead of \
+                     zone_device_page_init)",
+                    g.desc.name
+                ));
+            }
+        }
+    }
+
+    /// Device-page reference counts that went wrong, for the checker.
+    pub fn refcount_violations(&self) -> &[String] {
+        &self.hw.refcount_violations
+    }
+
+    /// When the earliest held device page is put.
+    pub(super) fn next_page_put(&self) -> Option<(usize, u64)> {
+        self.hw
+            .gpus
+            .iter()
+            .enumerate()
+            .filter_map(|(g, x)| x.held_pages.values().min().map(|&t| (g, t)))
+            .min_by_key(|&(_, t)| t)
     }
 
     /// The bytes of page `page` of process `pid` wherever they live now,

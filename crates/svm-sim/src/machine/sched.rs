@@ -74,6 +74,29 @@ pub enum Interleave {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaveId(usize);
 
+/// How a launched access runs: how many times it walks its buffer, the
+/// flag that ends it early, and (on the CPU) how many threads share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessPlan {
+    /// Passes over the buffer (at least 1); with `until`, the most.
+    pub passes: u32,
+    /// After each pass, the 32-bit word at this address is read; the
+    /// access ends once it holds this value.
+    pub until: Option<(u64, u32)>,
+    /// CPU threads, each taking an equal page-aligned slice (1 on a GPU,
+    /// whose access is one wave).
+    pub threads: u32,
+}
+
+impl AccessPlan {
+    /// One pass, one thread.
+    pub const ONCE: AccessPlan = AccessPlan {
+        passes: 1,
+        until: None,
+        threads: 1,
+    };
+}
+
 /// A GPU access in flight: a kernel of one wave that moves the access's
 /// bytes page by page, one memory instruction a page, through the same
 /// MMU path as every other wave.
@@ -145,6 +168,9 @@ impl Sched {
 /// One step the scheduler may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Work {
+    /// do_swap_page's `put_page` of the device pages CPU faults on a GPU
+    /// held, once those faults have returned.
+    PagePut(usize),
     Deliver(usize),
     Deferred(usize),
     Restore(usize),
@@ -156,28 +182,50 @@ pub(super) enum Work {
 /// `None`) or a store of `data`, one instruction per page it touches, so
 /// that a fault on a later page leaves the earlier ones done, as a wave
 /// walking a buffer leaves them.
-fn access_wave(addr: u64, len: u64, data: Option<Rc<[u8]>>, out: Rc<RefCell<Vec<u8>>>) -> KernelFn {
-    Rc::new(move |_, ctx| {
+fn access_wave(
+    addr: u64,
+    len: u64,
+    data: Option<Rc<[u8]>>,
+    out: Rc<RefCell<Vec<u8>>>,
+    plan: AccessPlan,
+) -> KernelFn {
+    // Each thread (a GPU access has one) takes an equal, page-aligned
+    // slice of the access.
+    let slice = len
+        .div_ceil(u64::from(plan.threads.max(1)))
+        .next_multiple_of(PAGE_SIZE);
+    Rc::new(move |thread, ctx| {
         let (data, out) = (data.clone(), Rc::clone(&out));
         Box::pin(async move {
-            let mut done = 0u64;
-            while done < len {
-                let a = addr + done;
-                let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
-                let (lo, hi) = (
-                    usize::try_from(done).unwrap_or(usize::MAX),
-                    usize::try_from(done + n).unwrap_or(usize::MAX),
-                );
-                match &data {
-                    Some(d) => {
-                        ctx.store(a, d[lo..hi].to_vec()).await;
+            let from = (u64::from(thread) * slice).min(len);
+            let to = (from + slice).min(len);
+            for _ in 0..plan.passes.max(1) {
+                let mut done = from;
+                while done < to {
+                    let a = addr + done;
+                    let n = (PAGE_SIZE - a % PAGE_SIZE).min(to - done);
+                    let (lo, hi) = (
+                        usize::try_from(done).unwrap_or(usize::MAX),
+                        usize::try_from(done + n).unwrap_or(usize::MAX),
+                    );
+                    match &data {
+                        Some(d) => {
+                            ctx.store(a, d[lo..hi].to_vec()).await;
+                        }
+                        None => {
+                            let got = ctx.load(a, hi - lo).await;
+                            out.borrow_mut()[lo..hi].copy_from_slice(&got);
+                        }
                     }
-                    None => {
-                        let got = ctx.load(a, hi - lo).await;
-                        out.borrow_mut().extend_from_slice(&got);
+                    done += n;
+                }
+                // A kernel spinning on a flag reads it after every pass.
+                if let Some((flag, value)) = plan.until {
+                    let got = ctx.load(flag, 4).await;
+                    if got[..] == value.to_le_bytes() {
+                        break;
                     }
                 }
-                done += n;
             }
         })
     })
@@ -308,17 +356,39 @@ impl Machine {
         len: u64,
         data: Option<&[u8]>,
     ) -> Result<WaveId, AccessError> {
-        if self.gpu_index(gpu_id).is_none() {
-            return Err(AccessError::NoGpu(gpu_id));
-        }
-        if self.procs[pid.index()].svm.exited() {
-            return Err(AccessError::VmFault {
-                gpu_id,
-                addr,
-                write: data.is_some(),
-                why: "the process has exited".into(),
-                errno: svm_core::Errno::Efault,
-            });
+        self.launch_access(pid, Some(gpu_id), addr, len, data, AccessPlan::ONCE)
+    }
+
+    /// [`Machine::launch`] for a GPU (`gpu_id`) or the CPU (`None`: CPU
+    /// threads of the process, which touch memory through the CPU's fault
+    /// path and run alongside everything else), walking the buffer as
+    /// `plan` says. A read returns what the last pass read.
+    ///
+    /// # Errors
+    /// As [`Machine::launch`]; on the CPU, a signal when the process has
+    /// exited.
+    pub fn launch_access(
+        &mut self,
+        pid: Pid,
+        gpu_id: Option<u32>,
+        addr: CpuVa,
+        len: u64,
+        data: Option<&[u8]>,
+        plan: AccessPlan,
+    ) -> Result<WaveId, AccessError> {
+        if let Some(g) = gpu_id {
+            if self.gpu_index(g).is_none() {
+                return Err(AccessError::NoGpu(g));
+            }
+            if self.procs[pid.index()].svm.exited() {
+                return Err(AccessError::VmFault {
+                    gpu_id: g,
+                    addr,
+                    write: data.is_some(),
+                    why: "the process has exited".into(),
+                    errno: svm_core::Errno::Efault,
+                });
+            }
         }
         if addr.checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
@@ -328,13 +398,19 @@ impl Machine {
         }
         // A load's bytes, reserved once, fallibly.
         let buf = if data.is_none() {
-            super::access_buffer(addr, len)?
+            let mut b = super::access_buffer(addr, len)?;
+            // Reserved exactly: no reallocation.
+            b.resize(usize::try_from(len).unwrap_or(0), 0);
+            b
         } else {
             Vec::new()
         };
         let out = Rc::new(RefCell::new(buf));
-        let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out));
-        let kernel = self.launch_wave(pid, gpu_id, 1, f, 0)?;
+        let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out), plan);
+        let kernel = match gpu_id {
+            Some(g) => self.launch_wave(pid, g, 1, f, 0)?,
+            None => self.launch_cpu(pid, plan.threads.max(1), f)?,
+        };
         let access = Access { kernel, out };
         let id = match self.sched.waves.iter().position(Option::is_none) {
             Some(i) => {
@@ -507,7 +583,13 @@ impl Machine {
             .filter_map(|g| self.deliverable_at(g))
             .min();
         let kwave = self.sched.kready.peek_time();
-        restore.into_iter().chain(deliver).chain(kwave).min()
+        let put = self.next_page_put().map(|(_, t)| t);
+        restore
+            .into_iter()
+            .chain(deliver)
+            .chain(kwave)
+            .chain(put)
+            .min()
     }
 
     /// When ring `g`'s oldest fault can be handled: once it has arrived and
@@ -521,6 +603,12 @@ impl Machine {
     fn next_work(&mut self, now: u64, waves: bool) -> Option<Work> {
         let mut ready = std::mem::take(&mut self.sched.ready_buf);
         ready.clear();
+        // Listed first: in eager order a CPU fault's put follows it at once.
+        for (g, gpu) in self.hw.gpus.iter().enumerate() {
+            if gpu.held_pages.values().any(|&t| t <= now) {
+                ready.push(Work::PagePut(g));
+            }
+        }
         for g in 0..self.hw.gpus.len() {
             if self.deliverable_at(g).is_some_and(|t| t <= now) {
                 ready.push(Work::Deliver(g));
@@ -549,7 +637,8 @@ impl Machine {
 
     /// Whether work other than kernel waves is ready at `now`.
     fn kernel_work_ready(&self, now: u64) -> bool {
-        (0..self.hw.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
+        self.next_page_put().is_some_and(|(_, t)| t <= now)
+            || (0..self.hw.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
             || self.procs.iter().any(|p| {
                 p.svm.deferred_pending() || p.svm.restore_due_ns().is_some_and(|d| d <= now)
             })
@@ -557,6 +646,7 @@ impl Machine {
 
     fn do_work(&mut self, work: Work) {
         match work {
+            Work::PagePut(g) => self.put_held_pages(g, self.sched.clock_ns),
             Work::Deliver(g) => self.deliver(g),
             Work::Deferred(i) => self.flush_deferred(Pid(i)),
             Work::Restore(i) => self.run_restore(Pid(i)),

@@ -268,3 +268,51 @@ fn prefer_gtt_apu_has_no_device_memory() {
     g[0].prefer_gtt = true;
     assert!(svm_core::topology::Topology::new(g).is_err());
 }
+
+/// The 2025 device-page refcount race, run under seeds: a CPU thread's
+/// fault migrates a window out of VRAM and holds the faulting page until
+/// its `put_page`; a GPU fault on the same page, delivered in between,
+/// migrates the window back into the same buffer pages. Before 6.18 the
+/// migration reset the held page's count, the put then dropped it to 0
+/// under the new data, and the checker fails the run; since 6.18 the
+/// migration takes a reference and every seed passes.
+#[test]
+fn a_held_vram_page_is_never_reused_early_since_6_18() {
+    use svm_sim::machine::AccessPlan;
+    let run = |kernel: &str, seed: u64| -> Result<(), String> {
+        let mut k = at(kernel, true);
+        k.m.set_seed(Some(seed));
+        let raw = k.mmap(8 * MIB);
+        let buf = raw.next_multiple_of(4 * MIB);
+        k.cpu_write(buf, &words((4 * MIB / 4) as usize, |i| i));
+        k.set(
+            buf,
+            4 * MIB,
+            &[(GRANULARITY, 9), (ACCESS, GPU0), (PREFETCH_LOC, GPU0)],
+        )
+        .unwrap();
+        assert_eq!(k.vram_pages_in(buf, 4 * MIB), 1024);
+        // Past the 2 ms in which a fault on a just-validated range is a
+        // duplicate.
+        k.m.advance(3_000_000);
+        let cpu =
+            k.m.launch_access(k.pid, None, CpuVa::new(buf), 4, None, AccessPlan::ONCE)
+                .unwrap();
+        let gpu = k.m.launch(k.pid, GPU0, CpuVa::new(buf), 4, None).unwrap();
+        let (c, _) = k.m.wait(cpu).unwrap();
+        let (g, _) = k.m.wait(gpu).unwrap();
+        assert_eq!((c, g), (vec![0; 4], vec![0; 4]), "seed {seed}");
+        svm_sim::check::check(&k.m).map_err(|v| v.to_string())
+    };
+    let mut raced = None;
+    for seed in 0..64 {
+        run("7.3", seed).unwrap_or_else(|v| panic!("7.3, seed {seed}: {v}"));
+        if raced.is_none()
+            && let Err(v) = run("6.17", seed)
+        {
+            assert!(v.contains("refcount"), "{v}");
+            raced = Some(seed);
+        }
+    }
+    assert!(raced.is_some(), "no seed of 64 reached the race under 6.17");
+}

@@ -262,3 +262,38 @@ fn copies_of_both_directions_share_one_ring() {
     assert!(k.m.counters().copy_wait_ns > before, "{:?}", k.m.counters());
     k.check();
 }
+
+/// An access that loops ends at its flag: with the flag already set it
+/// makes one pass, without it all of them (in simulated time, about that
+/// many times longer).
+#[test]
+fn a_looping_access_stops_at_its_flag() {
+    use svm_sim::machine::AccessPlan;
+    let took = |flag_set: bool| {
+        let mut k = Kfd::new(true);
+        timed(&mut k);
+        let buf = k.mmap(64 * 1024);
+        let flag = k.mmap(PAGE);
+        k.cpu_write(buf, &[1; 64 * 1024]);
+        k.cpu_write(flag, &u32::from(flag_set).to_le_bytes());
+        k.set(buf, 64 * 1024, &[(ACCESS, GPU0)]).unwrap();
+        k.set(flag, PAGE, &[(ACCESS, GPU0)]).unwrap();
+        // Map both first: the loop's passes then cost only their loads.
+        k.gpu_read(GPU0, buf, 4);
+        k.gpu_read(GPU0, flag, 4);
+        let t0 = k.m.now_ns();
+        let plan = AccessPlan {
+            passes: 100,
+            until: Some((flag, 1)),
+            threads: 1,
+        };
+        let w =
+            k.m.launch_access(k.pid, Some(GPU0), CpuVa::new(buf), 64 * 1024, None, plan)
+                .unwrap();
+        let (bytes, _) = k.m.wait(w).unwrap();
+        assert_eq!(bytes, vec![1; 64 * 1024]);
+        k.m.now_ns() - t0
+    };
+    let (once, all) = (took(true), took(false));
+    assert!(all > 50 * once, "{all} ns vs {once} ns");
+}

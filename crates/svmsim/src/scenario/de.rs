@@ -708,8 +708,9 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 16] = [
+pub const HW_COUNTERS: [&str; 17] = [
     "copy_jobs",
+    "cpu_faults",
     "queue_evictions",
     "queue_restores",
     "pages_to_vram",

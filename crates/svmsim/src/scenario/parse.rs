@@ -225,6 +225,11 @@ pub enum OpKind {
         /// Leave the access in flight under this name; a later `wait`
         /// collects it.
         launch: Option<String>,
+        /// Walk the buffer this many times (with `until`, at most).
+        #[serde(default = "one")]
+        repeat: u32,
+        /// End the passes once a 32-bit word holds a value.
+        until: Option<Until>,
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
@@ -242,10 +247,21 @@ pub enum OpKind {
         /// On a read, every word must hold this pattern.
         #[serde(default, deserialize_with = "de::fill")]
         check_fill: Option<Fill>,
+        /// Leave the access in flight under this name (CPU threads running
+        /// alongside what follows); a later `wait` collects it.
+        launch: Option<String>,
+        /// CPU threads sharing the access, each an equal page-aligned slice.
+        #[serde(default = "one")]
+        threads: u32,
+        /// Walk the buffer this many times (with `until`, at most).
+        #[serde(default = "one")]
+        repeat: u32,
+        /// End the passes once a 32-bit word holds a value.
+        until: Option<Until>,
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
-    /// Wait for a launched GPU access and check its result.
+    /// Wait for a launched access and check its result.
     Wait {
         #[serde(rename = "access")]
         label: String,
@@ -644,6 +660,21 @@ impl SystemFile {
             ("victim_policy", self.victim_policy.as_ref()),
         ]
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `until = { addr, value }`: a flag an access reads after each pass.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Until {
+    /// The flag's address.
+    #[serde(deserialize_with = "de::addr")]
+    pub addr: AddrExpr,
+    /// The value that ends the passes.
+    pub value: u32,
 }
 
 fn yes() -> bool {
@@ -1091,6 +1122,10 @@ impl OpReader<'_, '_> {
         process: usize,
         at: &dyn Fn(&str) -> std::ops::Range<usize>,
     ) -> Result<(), ScenarioError> {
+        let threads = match kind {
+            OpKind::CpuAccess { threads, .. } => Some(*threads),
+            _ => None,
+        };
         match kind {
             // A label names one mapping: a second would make every later
             // address ambiguous.
@@ -1153,9 +1188,36 @@ impl OpReader<'_, '_> {
                 launch,
                 expect,
                 size,
+                repeat,
+                ..
+            }
+            | OpKind::CpuAccess {
+                write,
+                fill,
+                check_fill,
+                launch,
+                expect,
+                size,
+                repeat,
                 ..
             } => {
                 self.check_access(*write, *fill, *check_fill, *size, at)?;
+                if !(1..=MAX_REPEAT).contains(repeat) {
+                    return Err(self.error(
+                        at("repeat"),
+                        format!(
+                            "repeat {repeat}: an access walks its buffer 1 to {MAX_REPEAT} times"
+                        ),
+                    ));
+                }
+                if let Some(threads) = threads
+                    && !(1..=MAX_THREADS).contains(&threads)
+                {
+                    return Err(self.error(
+                        at("threads"),
+                        format!("threads {threads}: an access has 1 to {MAX_THREADS} CPU threads"),
+                    ));
+                }
                 if let Some(name) = launch {
                     if self.launches[process].iter().any(|(n, _)| n == name) {
                         return Err(self.error(
@@ -1180,19 +1242,12 @@ impl OpReader<'_, '_> {
                     self.launches[process].push((name.clone(), never));
                 }
             }
-            OpKind::CpuAccess {
-                write,
-                fill,
-                check_fill,
-                size,
-                ..
-            } => self.check_access(*write, *fill, *check_fill, *size, at)?,
             OpKind::Wait { label, .. } => {
                 let Some(i) = self.launches[process].iter().position(|(n, _)| n == label) else {
                     return Err(self.error(
                         at("access"),
                         format!(
-                            "no access named {label:?} is in flight in this process; launch one with `launch = \"{label}\"` on a gpu_access"
+                            "no access named {label:?} is in flight in this process; launch one with `launch = \"{label}\"` on a gpu_access or cpu_access"
                         ),
                     ));
                 };
@@ -1303,6 +1358,10 @@ impl OpReader<'_, '_> {
     }
 }
 
+/// The most passes one access makes over its buffer.
+pub const MAX_REPEAT: u32 = 10_000;
+/// The most CPU threads one access runs.
+pub const MAX_THREADS: u32 = 256;
 /// The most processes a scenario declares.
 pub const MAX_PROCESSES: usize = svm_sim::limits::MAX_PROCESSES as usize;
 /// The most ops a scenario holds.

@@ -11,10 +11,12 @@ use svm_core::uapi::{
     SvmAttribute, attr_type,
 };
 use svm_sim::check;
-use svm_sim::machine::{AccessError, AccessStats, Machine, MemLimit, Pid, WaveId};
+use svm_sim::machine::{AccessError, AccessPlan, AccessStats, Machine, MemLimit, Pid, WaveId};
 
 use super::doc::ScenarioError;
-use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario};
+use super::parse::{
+    AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario, Until,
+};
 
 /// The result of one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -485,31 +487,59 @@ impl Runner<'_> {
         addr: &AddrExpr,
         size: u64,
         (fill, check_fill): (Option<Fill>, Option<Fill>),
-        launch: Option<&str>,
+        (launch, repeat, until, threads): (Option<&str>, u32, Option<&Until>, u32),
     ) -> Result<(), ScenarioError> {
         let pid = self.pids[op.process];
         let a = self.addr(op, "addr", addr)?;
         let data = fill.map(|f| f.bytes(size));
         let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
+        let until = until
+            .map(|u| Ok((self.addr(op, "until.addr", &u.addr)?, u.value)))
+            .transpose()?;
+        let plan = AccessPlan {
+            passes: repeat,
+            until,
+            threads,
+        };
         rec.args = format!(
-            "{who} {} {a:#x} +{}{}{}",
+            "{who} {} {a:#x} +{}{}{}{}{}{}",
             if fill.is_some() { "write" } else { "read" },
             fmt_size(size),
             fill.map(|f| format!(" fill={f}")).unwrap_or_default(),
+            if threads > 1 {
+                format!(" threads={threads}")
+            } else {
+                String::new()
+            },
+            if repeat > 1 {
+                format!(" repeat={repeat}")
+            } else {
+                String::new()
+            },
+            until
+                .map(|(f, v)| format!(" until {f:#x}=={v:#x}"))
+                .unwrap_or_default(),
             launch
                 .as_ref()
                 .map(|l| format!(" launch={l}"))
                 .unwrap_or_default()
         );
         let at = CpuVa::new(a);
-        if let (Some(g), Some(label)) = (gpu_id, launch) {
-            let w = self.m.launch(pid, g, at, size, data.as_deref());
+        if let Some(label) = launch {
+            let w = self
+                .m
+                .launch_access(pid, gpu_id, at, size, data.as_deref(), plan);
             rec.result = Self::result(&w, AccessError::errno);
             self.launches
                 .insert((op.process, label.to_owned()), w.map(|w| (w, check_fill)));
             return Ok(());
         }
         let r = match gpu_id {
+            _ if plan != AccessPlan::ONCE => self
+                .m
+                .launch_access(pid, gpu_id, at, size, data.as_deref(), plan)
+                .and_then(|w| self.m.wait(w))
+                .map(|(v, st)| (v, Some(st))),
             Some(g) => self
                 .m
                 .gpu_access(pid, g, at, size, data.as_deref())
@@ -705,6 +735,8 @@ impl Runner<'_> {
                 fill,
                 check_fill,
                 launch,
+                repeat,
+                until,
                 ..
             } => {
                 self.access(
@@ -714,7 +746,7 @@ impl Runner<'_> {
                     addr,
                     *size,
                     (*fill, *check_fill),
-                    launch.as_deref(),
+                    (launch.as_deref(), *repeat, until.as_ref(), 1),
                 )?;
             }
             OpKind::CpuAccess {
@@ -722,9 +754,21 @@ impl Runner<'_> {
                 size,
                 fill,
                 check_fill,
+                launch,
+                threads,
+                repeat,
+                until,
                 ..
             } => {
-                self.access(op, &mut rec, None, addr, *size, (*fill, *check_fill), None)?;
+                self.access(
+                    op,
+                    &mut rec,
+                    None,
+                    addr,
+                    *size,
+                    (*fill, *check_fill),
+                    (launch.as_deref(), *repeat, until.as_ref(), *threads),
+                )?;
             }
             OpKind::Wait { label, .. } => {
                 rec.args = label.clone();
@@ -969,6 +1013,7 @@ impl Runner<'_> {
             "pages_to_ram" => c.pages_to_ram,
             "pages_faulted_in" => c.pages_faulted_in,
             "copy_jobs" => c.copy_jobs,
+            "cpu_faults" => c.cpu_faults,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
             "ptes_written" => c.ptes_written,

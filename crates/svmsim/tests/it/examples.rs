@@ -160,3 +160,38 @@ fn oversubscribed_vram_reports_who_evicted_whom() {
     let text = stdout(&svmsim(&["scenario", "examples/vram-oversubscribed.toml"]));
     assert!(text.contains("VRAM evictions (who evicted whom)"), "{text}");
 }
+
+/// The 2025 refcount race: the example passes on today's kernel, and
+/// under the kernel before the fix the checker stops it naming the page.
+#[test]
+fn refcount_race_example_fails_before_the_fix() {
+    let f = "examples/vram-refcount-race.toml";
+    let ok = svmsim(&["scenario", f]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    let old = svmsim(&["scenario", f, "--set", "kernel=6.17"]);
+    assert_eq!(old.status.code(), Some(3), "{}", stdout(&old));
+    assert!(
+        stdout(&old).contains("invariant refcount broken: gpu0: VRAM page"),
+        "{}",
+        stdout(&old)
+    );
+}
+
+/// Two processes in their own XNACK modes, a GPU kernel looping until a
+/// flag, CPU threads alongside it, pattern checks: and the same file in
+/// either mode from the command line.
+#[test]
+fn concurrent_threads_example_and_xnack_override() {
+    let f = "examples/concurrent-threads.toml";
+    let out = svmsim(&["scenario", f]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Forced off, the first process's GPU can no longer fault on the flag:
+    // the kernel's wave dies (a fatal VM fault), and the file says so.
+    let off = svmsim(&["scenario", f, "--xnack", "off"]);
+    assert_eq!(off.status.code(), Some(1), "{}", stdout(&off));
+    assert!(
+        stdout(&off).contains("(wait, line 85): expected ok, got EFAULT"),
+        "{}",
+        stdout(&off)
+    );
+}

@@ -176,9 +176,9 @@ fn malformed_files_name_file_line_and_field() {
             "no GPU named \"gpu9\"",
         ),
         (
-            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"cpu_access\"\naddr = 0x10000\nsize = 4\nlaunch = \"w\"\n",
-            ":7:1: field `op[0].launch`",
-            "unknown field `launch`",
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"cpu_access\"\naddr = 0x10000\nsize = 4\nthreads = 0\n",
+            ":7:11: field `op[0].threads`",
+            "threads 0: an access has 1 to 256 CPU threads",
         ),
     ];
     for (i, (body, place, msg)) in cases.iter().enumerate() {
