@@ -495,5 +495,104 @@ pub fn queue_restore_rescheduled(ts: u64, pid: u32, gpu: u32) -> Event {
     }
 }
 
+/// The payload formats of the SVM events, as a scanner reads them: `{name}`
+/// a field, `:x` hex, `:d` decimal (a sign allowed), `:c` one character.
+/// The same fields, in the same order, as the kernel's `KFD_EVENT_FMT_*`
+/// (see the module doc).
+const SCAN_FORMATS: [(u32, &str); 7] = [
+    (
+        MIGRATE_START,
+        "@{addr:x}({size:x}) {from:x}->{to:x} {prefetch_loc:x}:{preferred_loc:x} {trigger:d}",
+    ),
+    (
+        MIGRATE_END,
+        "@{addr:x}({size:x}) {from:x}->{to:x} {trigger:d} {error:d}",
+    ),
+    (PAGE_FAULT_START, "@{addr:x}({gpu:x}) {rw:c}"),
+    (PAGE_FAULT_END, "@{addr:x}({gpu:x}) {mu:c}"),
+    (QUEUE_EVICTION, "{gpu:x} {trigger:d}"),
+    (QUEUE_RESTORE, "{gpu:x} {flag:c}"),
+    (UNMAP_FROM_GPU, "@{addr:x}({size:x}) {gpu:x} {trigger:d}"),
+];
+
+/// The names of the payload fields [`scan`] gives for event `id` (none
+/// for an id it does not know).
+pub fn scan_fields(id: u32) -> Vec<&'static str> {
+    let Some((_, fmt)) = SCAN_FORMATS.iter().find(|(i, _)| *i == id) else {
+        return Vec::new();
+    };
+    fmt.split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once(':').map(|(n, _)| n))
+        .collect()
+}
+
+/// One field a scanned line gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scanned {
+    /// A number (`%x`, `%d`, `%ld`, `%lld`).
+    Num(i64),
+    /// A character (`%c`).
+    Char(char),
+}
+
+/// Reads an SMI line back into its event id and named fields, as kfd's own
+/// tests read them (`sscanf` with the event's format): `id`, `ts`, `pid`,
+/// then the payload's fields by the names of [`SCAN_FORMATS`]. `None` for a
+/// line that does not follow its id's format.
+pub fn scan(line: &str) -> Option<(u32, Vec<(&'static str, Scanned)>)> {
+    let (id, rest) = line.split_once(' ')?;
+    let id = u32::from_str_radix(id, 16).ok()?;
+    let fmt = SCAN_FORMATS.iter().find(|(i, _)| *i == id)?.1;
+    let mut fields = vec![("id", Scanned::Num(i64::from(id)))];
+    let rest = scan_with("{ts:d} -{pid:d} ", rest, &mut fields)?;
+    let rest = scan_with(fmt, rest, &mut fields)?;
+    rest.is_empty().then_some((id, fields))
+}
+
+/// Matches `text` against `fmt`, pushing its fields; returns what is left.
+fn scan_with<'t>(
+    fmt: &'static str,
+    mut text: &'t str,
+    out: &mut Vec<(&'static str, Scanned)>,
+) -> Option<&'t str> {
+    let mut f = fmt;
+    while !f.is_empty() {
+        if let Some(spec) = f.strip_prefix('{') {
+            let end = spec.find('}')?;
+            let (name, conv) = spec[..end].split_once(':')?;
+            f = &spec[end + 1..];
+            let (value, left) = match conv {
+                "c" => {
+                    let c = text.chars().next()?;
+                    (Scanned::Char(c), &text[c.len_utf8()..])
+                }
+                "x" => {
+                    let n = text
+                        .find(|c: char| !c.is_ascii_hexdigit())
+                        .unwrap_or(text.len());
+                    let v = u64::from_str_radix(&text[..n], 16).ok()?;
+                    (Scanned::Num(i64::try_from(v).ok()?), &text[n..])
+                }
+                _ => {
+                    let sign = usize::from(text.starts_with('-'));
+                    let n = sign
+                        + text[sign..]
+                            .find(|c: char| !c.is_ascii_digit())
+                            .unwrap_or(text.len() - sign);
+                    (Scanned::Num(text[..n].parse().ok()?), &text[n..])
+                }
+            };
+            out.push((name, value));
+            text = left;
+        } else {
+            let c = f.chars().next()?;
+            text = text.strip_prefix(c)?;
+            f = &f[c.len_utf8()..];
+        }
+    }
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests;

@@ -253,6 +253,11 @@ impl Process {
         self.pid = pid;
     }
 
+    /// The process id its SMI events carry.
+    pub fn smi_pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The GPU-fault policy.
     pub fn fault_policy(&self) -> &dyn FaultPolicy {
         &*self.policy

@@ -85,6 +85,39 @@ fn each_kind_prints_as_kfd_does() {
     ];
     for (e, text) in table {
         assert_eq!(e.to_string(), text, "{e:?}");
+        // Every line scans back, as kfd's tests read it: the id, the
+        // time and pid, and one field per conversion of its format.
+        let (got, fields) = scan(text).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(got, e.kind.id(), "{text}");
+        assert_eq!(
+            fields[1],
+            ("ts", Scanned::Num(i64::try_from(e.ts_ns).unwrap()))
+        );
+        assert_eq!(fields[2], ("pid", Scanned::Num(i64::from(e.pid))));
+    }
+    let (_, f) = scan("6 6 -1 @10(20) 0->2002 0 -12").unwrap();
+    assert_eq!(
+        f[3..],
+        [
+            ("addr", Scanned::Num(0x10)),
+            ("size", Scanned::Num(0x20)),
+            ("from", Scanned::Num(0)),
+            ("to", Scanned::Num(0x2002)),
+            ("trigger", Scanned::Num(0)),
+            ("error", Scanned::Num(-12)),
+        ]
+    );
+    let (_, f) = scan("a 10 -1 1002 R").unwrap();
+    assert_eq!(f[4], ("flag", Scanned::Char('R')));
+    // A line off its format, or of an unknown id, does not scan.
+    for bad in [
+        "6 6 -1 @10(20) 0->2002 0",
+        "7 1 -1 @zz(1002) R",
+        "c 1 -1 x",
+        "",
+        "5 x",
+    ] {
+        assert_eq!(scan(bad), None, "{bad}");
     }
 }
 

@@ -25,7 +25,7 @@ use svm_core::topology::GpuDesc;
 use svm_core::uapi::{SVM_LOCATION_SYSMEM, SVM_LOCATION_UNDEFINED, SvmAttribute, attr_type};
 use svm_sim::mm::Prot;
 
-use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, Fill};
+use super::parse::{AddrExpr, AttrExpect, CounterExpect, Expect, Fill, SmiExpect, SmiValue};
 
 /// The names an operation's values may refer to.
 #[derive(Clone, Debug, Default)]
@@ -243,6 +243,11 @@ fn gpu_of(s: Scalar) -> Result<u32, String> {
 /// A GPU: its name, or a raw gpu_id (which may be unknown on purpose).
 pub(super) fn gpu<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     scalar(d, "a GPU: its name, or a raw gpu_id", gpu_of)
+}
+
+/// An optional [`gpu`].
+pub(super) fn opt_gpu<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    gpu(d).map(Some)
 }
 
 fn location_of(s: Scalar) -> Result<u32, String> {
@@ -851,4 +856,177 @@ pub(super) fn knob_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Er
             Scalar::Bool(b) => b.to_string(),
         })
     })
+}
+
+/// The SMI event names a `smi` expectation takes, with their kfd ids.
+pub const SMI_EVENTS: [(&str, u32); 7] = [
+    ("migrate_start", svm_core::events::MIGRATE_START),
+    ("migrate_end", svm_core::events::MIGRATE_END),
+    ("page_fault_start", svm_core::events::PAGE_FAULT_START),
+    ("page_fault_end", svm_core::events::PAGE_FAULT_END),
+    ("queue_eviction", svm_core::events::QUEUE_EVICTION),
+    ("queue_restore", svm_core::events::QUEUE_RESTORE),
+    ("unmap_from_gpu", svm_core::events::UNMAP_FROM_GPU),
+];
+
+/// Trigger names, across the three kinds of trigger kfd prints (migration,
+/// unmap, queue eviction); each is that kind's uAPI number.
+const SMI_TRIGGERS: [(&str, i64); 13] = [
+    ("prefetch", 0),
+    ("pagefault_gpu", 1),
+    ("pagefault_cpu", 2),
+    ("ttm_eviction", 3),
+    ("mmu_notify", 0),
+    ("mmu_notify_migrate", 1),
+    ("unmap_from_cpu", 2),
+    ("svm", 0),
+    ("userptr", 1),
+    ("ttm", 2),
+    ("suspend", 3),
+    ("criu_checkpoint", 4),
+    ("criu_restore", 5),
+];
+
+/// `expect = [{ event = "migrate_start", addr = "buf", to = "gpu0" }, ...]`
+/// of a `smi` op.
+pub(super) fn smi_expect<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SmiExpect>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<SmiExpect>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of events such as { event = \"migrate_start\", to = \"gpu0\" }")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(e) = seq.next_element_seed(SmiOne)? {
+                out.push(e);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V)
+}
+
+/// One expected event.
+struct SmiOne;
+
+impl<'de> DeserializeSeed<'de> for SmiOne {
+    type Value = SmiExpect;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SmiExpect, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SmiOne {
+    type Value = SmiExpect;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event such as { event = \"page_fault_start\", write = true }")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SmiExpect, A::Error> {
+        let mut event = None;
+        let mut fields = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "event" {
+                let name: String = map.next_value()?;
+                let id = SMI_EVENTS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|&(_, id)| id)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = SMI_EVENTS.iter().map(|(n, _)| *n).collect();
+                        A::Error::custom(format!(
+                            "unknown event {name:?}; expected one of: {}",
+                            names.join(", ")
+                        ))
+                    })?;
+                event = Some(id);
+            } else {
+                fields.push(map.next_value_seed(SmiField(key))?);
+            }
+        }
+        let event = event.ok_or_else(|| A::Error::custom("an expected event needs `event`"))?;
+        // Every field must be one this event's line has.
+        let line_fields = svm_core::events::scan_fields(event);
+        if let Some((name, _)) = fields.iter().find(|(n, _)| !line_fields.contains(n)) {
+            return Err(A::Error::custom(format!(
+                "this event's line has no field for {name:?}; it has: {}",
+                line_fields.join(", ")
+            )));
+        }
+        Ok(SmiExpect { event, fields })
+    }
+}
+
+/// One field of an expected event, by its key, converted to what the
+/// kernel's line holds: `(field of the line, value)`.
+struct SmiField(String);
+
+impl<'de> DeserializeSeed<'de> for SmiField {
+    type Value = (&'static str, SmiValue);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let key = self.0;
+        scalar(d, "a value", move |s| {
+            let num = |v: i64| Ok(SmiValue::Num(v));
+            let flag = |name: &'static str, on: char, off: char| match s {
+                Scalar::Bool(b) => Ok((name, SmiValue::Char(if b { on } else { off }))),
+                _ => Err(format!("`{key}` is true or false")),
+            };
+            match key.as_str() {
+                "addr" => Ok(("addr", SmiValue::Addr(addr_of(s)?))),
+                "size" => {
+                    let b = size_of(s)?;
+                    if b % svm_core::addr::PAGE_SIZE != 0 {
+                        return Err(format!(
+                            "{b} bytes is not whole pages (the line counts pages)"
+                        ));
+                    }
+                    Ok((
+                        "size",
+                        SmiValue::Num(
+                            i64::try_from(b / svm_core::addr::PAGE_SIZE).unwrap_or(i64::MAX),
+                        ),
+                    ))
+                }
+                "from" | "to" | "prefetch_loc" | "preferred_loc" => {
+                    let name = match key.as_str() {
+                        "from" => "from",
+                        "to" => "to",
+                        "prefetch_loc" => "prefetch_loc",
+                        _ => "preferred_loc",
+                    };
+                    Ok((name, SmiValue::Num(i64::from(location_of(s)?))))
+                }
+                "gpu" => Ok(("gpu", SmiValue::Num(i64::from(gpu_of(s)?)))),
+                "trigger" => match s {
+                    Scalar::Int(i) => num(int(i)?).map(|v| ("trigger", v)),
+                    Scalar::Str(t) => SMI_TRIGGERS
+                        .iter()
+                        .find(|(n, _)| *n == t)
+                        .map(|&(_, v)| ("trigger", SmiValue::Num(v)))
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = SMI_TRIGGERS.iter().map(|(n, _)| *n).collect();
+                            format!(
+                                "unknown trigger {t:?}; expected a number or one of: {}",
+                                names.join(", ")
+                            )
+                        }),
+                    Scalar::Bool(_) => Err("expected a trigger name or number".into()),
+                },
+                "error" => match s {
+                    Scalar::Int(i) => num(int(i)?).map(|v| ("error", v)),
+                    Scalar::Str(t) => Errno::from_name(&t)
+                        .map(|e| ("error", SmiValue::Num(-i64::from(e.code()))))
+                        .ok_or_else(|| format!("{t:?}: expected an errno name or a number")),
+                    Scalar::Bool(_) => Err("expected an error code".into()),
+                },
+                "write" => flag("rw", 'W', 'R'),
+                "migrated" => flag("mu", 'M', 'U'),
+                "rescheduled" => flag("flag", 'R', '0'),
+                other => Err(format!(
+                    "unknown event field {other:?}; expected addr, size, from, to, prefetch_loc, \
+                     preferred_loc, gpu, trigger, error, write, migrated or rescheduled"
+                )),
+            }
+        })
+    }
 }

@@ -313,6 +313,36 @@ pub enum OpKind {
         #[serde(deserialize_with = "de::counters")]
         expect: Vec<CounterExpect>,
     },
+    /// Compare the SMI lines this process raised since its last `smi` op
+    /// (on one GPU's stream, or all of them in time order) with a list of
+    /// events, in order, as kfd's tests scan lines.
+    Smi {
+        #[serde(default, deserialize_with = "de::opt_gpu")]
+        gpu: Option<u32>,
+        #[serde(deserialize_with = "de::smi_expect")]
+        expect: Vec<SmiExpect>,
+    },
+}
+
+/// One event a `smi` op expects: its kfd id and the fields to compare
+/// (by the names [`svm_core::events::scan`] gives them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmiExpect {
+    /// The kfd event id.
+    pub event: u32,
+    /// The fields to compare.
+    pub fields: Vec<(&'static str, SmiValue)>,
+}
+
+/// A field's expected value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmiValue {
+    /// An address, compared as the page number the line prints.
+    Addr(AddrExpr),
+    /// A number as the line prints it (pages, gpu_ids, triggers, errors).
+    Num(i64),
+    /// A character flag.
+    Char(char),
 }
 
 impl OpKind {
@@ -362,6 +392,7 @@ impl OpKind {
             OpKind::AdvanceTime { .. } => "advance_time",
             OpKind::Residency { .. } => "residency",
             OpKind::Counters { .. } => "counters",
+            OpKind::Smi { .. } => "smi",
         }
     }
 
@@ -386,6 +417,7 @@ impl OpKind {
             | OpKind::Wait { expect, .. }
             | OpKind::Prefetch { expect, .. }
             | OpKind::EvictVram { expect, .. } => expect.as_ref(),
+            OpKind::Smi { .. } => None,
             OpKind::Ranges { .. }
             | OpKind::Residency { .. }
             | OpKind::Counters { .. }

@@ -13,10 +13,13 @@ use svm_core::uapi::{
 use svm_sim::check;
 use svm_sim::machine::{AccessError, AccessPlan, AccessStats, Machine, MemLimit, Pid, WaveId};
 
+use super::de::SMI_EVENTS;
 use super::doc::ScenarioError;
 use super::parse::{
-    AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario, Until,
+    AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario, SmiExpect,
+    SmiValue, Until,
 };
+use svm_core::events::Scanned;
 
 /// The result of one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -394,6 +397,9 @@ struct Runner<'a> {
     /// apply when they are waited for.
     /// A launch that failed at once keeps its error for the wait.
     launches: BTreeMap<(usize, String), Launched>,
+    /// Per process, how many of the machine's SMI events its last `smi`
+    /// op had seen.
+    smi_seen: BTreeMap<usize, usize>,
 }
 
 impl Runner<'_> {
@@ -427,6 +433,90 @@ impl Runner<'_> {
                     });
             }
         }
+    }
+
+    /// A `smi` op: the process's lines since its last one (on `gpu`'s
+    /// stream, or every GPU's in time order) must hold the expected events
+    /// in order, each line scanned by its event's format as kfd's tests
+    /// read them, and the fields given compared.
+    fn smi(
+        &mut self,
+        op: &OpSpec,
+        rec: &mut OpRecord,
+        gpu: Option<u32>,
+        expect: &[SmiExpect],
+    ) -> Result<(), ScenarioError> {
+        let pid = self.pids[op.process];
+        let os_pid = self.m.process(pid).svm.smi_pid();
+        let events = self.m.events();
+        let from = self.smi_seen.insert(op.process, events.len()).unwrap_or(0);
+        let mut lines: Vec<(u64, String)> = events[from.min(events.len())..]
+            .iter()
+            .filter(|e| e.event.pid == os_pid && gpu.is_none_or(|g| e.gpu_id.raw() == g))
+            .map(|e| (e.event.ts_ns, e.event.to_string()))
+            .collect();
+        lines.sort_by_key(|&(t, _)| t);
+        let mut want = Vec::new();
+        for (i, e) in expect.iter().enumerate() {
+            let mut fields = Vec::new();
+            for (name, v) in &e.fields {
+                let v = match v {
+                    SmiValue::Addr(a) => Scanned::Num(
+                        i64::try_from(self.addr(op, &format!("expect[{i}].addr"), a)? / PAGE_SIZE)
+                            .unwrap_or(i64::MAX),
+                    ),
+                    SmiValue::Num(n) => Scanned::Num(*n),
+                    SmiValue::Char(c) => Scanned::Char(*c),
+                };
+                fields.push((*name, v));
+            }
+            want.push((e.event, fields));
+        }
+        let show = |(id, f): &(u32, Vec<(&str, Scanned)>)| {
+            let name = SMI_EVENTS
+                .iter()
+                .find(|(_, i)| i == id)
+                .map_or("?", |(n, _)| n);
+            let f: Vec<String> = f
+                .iter()
+                .map(|(n, v)| match v {
+                    Scanned::Num(x) => format!("{n}={x:#x}"),
+                    Scanned::Char(c) => format!("{n}={c}"),
+                })
+                .collect();
+            format!(
+                "{name}{}{}",
+                if f.is_empty() { "" } else { " " },
+                f.join(" ")
+            )
+        };
+        rec.args = format!("{} line(s)", lines.len());
+        rec.expect = Some(want.iter().map(show).collect::<Vec<_>>().join(", "));
+        let mut at = 0;
+        for (n, w) in want.iter().enumerate() {
+            let hit = lines[at..].iter().position(|(_, l)| {
+                svm_core::events::scan(l)
+                    .is_some_and(|(id, got)| id == w.0 && w.1.iter().all(|f| got.contains(f)))
+            });
+            match hit {
+                Some(k) => at += k + 1,
+                None => {
+                    let tail: Vec<&str> = lines[at..]
+                        .iter()
+                        .map(|(_, l)| l.as_str())
+                        .take(8)
+                        .collect();
+                    rec.mismatch = Some(format!(
+                        "event {n} ({}) not found{}; lines left: [{}]",
+                        show(w),
+                        if n > 0 { " after the previous one" } else { "" },
+                        tail.join("; ")
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn place(&self, op: &OpSpec, field: &str, message: String) -> ScenarioError {
@@ -858,6 +948,7 @@ impl Runner<'_> {
                     rec.mismatch = Some(format!("pages live at [{}]", show(&got)));
                 }
             }
+            OpKind::Smi { gpu, expect } => self.smi(op, &mut rec, *gpu, expect)?,
             OpKind::Counters { expect } => {
                 let mut bad = Vec::new();
                 let mut seen = Vec::new();
@@ -1340,6 +1431,7 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         queues: BTreeMap::new(),
         buffers: BTreeMap::new(),
         launches: BTreeMap::new(),
+        smi_seen: BTreeMap::new(),
     };
     let mut ops = Vec::new();
     let mut violation = None;

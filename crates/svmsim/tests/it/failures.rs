@@ -246,3 +246,44 @@ fn an_unresolvable_label_at_run_time_is_placed() {
     assert!(err.contains("label.toml:10:1: field `op[1].addr`"), "{err}");
     assert!(err.contains("its mmap failed"), "{err}");
 }
+
+/// An `smi` expectation fails on a field the line does not hold, or on
+/// events out of order, saying which event it missed; a field an event's
+/// line has no place for is refused at parse time.
+#[test]
+fn smi_expectations_can_fail() {
+    let text = std::fs::read_to_string(crate::root().join("examples/smi-events.toml")).unwrap();
+    let wrong = text.replacen(
+        "{ event = \"page_fault_start\", addr = \"buf\", gpu = \"gpu0\", write = false }",
+        "{ event = \"page_fault_start\", addr = \"buf\", gpu = \"gpu0\", write = true }",
+        1,
+    );
+    assert_ne!(wrong, text);
+    // The write fault on buf+2MiB comes later, so the read one is found
+    // nowhere before the events that follow it.
+    let out = run_text("smi-wrong.toml", &wrong, false);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
+    let order = text.replacen(
+        "  { event = \"page_fault_start\", addr = \"buf+2MiB\", write = true },\n",
+        "",
+        1,
+    );
+    let order = order.replacen(
+        "  { event = \"page_fault_start\", addr = \"buf\", gpu = \"gpu0\", write = false },\n",
+        "  { event = \"page_fault_start\", addr = \"buf+2MiB\", write = true },\n  { event = \"page_fault_start\", addr = \"buf\", gpu = \"gpu0\", write = false },\n",
+        1,
+    );
+    let out = run_text("smi-order.toml", &order, false);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("event 1 (page_fault_start"),
+        "{}",
+        stdout(&out)
+    );
+    let bad = text.replacen("write = false }", "write = false, trigger = 1 }", 1);
+    let out = run_text("smi-bad.toml", &bad, false);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("no field for \"trigger\""), "{err}");
+}
