@@ -240,6 +240,16 @@ pub fn text(r: &RunReport) -> String {
             "timing: {p} profile, {:.3} ms simulated",
             r.end_ns as f64 / 1e6
         );
+        let ms = |ns: u64| ns as f64 / 1e6;
+        if c.migrate_lock_wait_ns + c.svms_lock_wait_ns + c.copy_wait_ns > 0 {
+            let _ = writeln!(
+                out,
+                "waits (summed over every waiter): ranges' migrate locks {:.3} ms, svms locks {:.3} ms, copy rings {:.3} ms",
+                ms(c.migrate_lock_wait_ns),
+                ms(c.svms_lock_wait_ns),
+                ms(c.copy_wait_ns)
+            );
+        }
     }
     match r.seed {
         Some(seed) => {
