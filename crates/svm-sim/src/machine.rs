@@ -234,6 +234,12 @@ impl Platform for Env<'_> {
     }
 
     fn fault_in(&mut self, page: PageNum, write: bool) -> bool {
+        // A write fault on a page shared with a fork child gives this
+        // process its own copy (the bytes stay; the revalidation's own
+        // retry loop covers the invalidation the copy raises).
+        if write {
+            self.mm.cow_break(page.raw());
+        }
         // A read fault maps the shared zero page: the page stays a hole.
         if !write || !self.mm.pages_mut().fault_in(page.raw()) {
             return false;
@@ -591,6 +597,9 @@ pub struct SimProcess {
     /// When the fault handler holding its `svms->lock` lets it go: faults
     /// of one process are served one at a time, whatever their GPU.
     pub svms_lock_until: u64,
+    /// For a fork child: its parent (machine index) and the pages it still
+    /// shares with it copy-on-write.
+    pub cow_parent: Option<(usize, std::collections::BTreeSet<u64>)>,
 }
 
 /// A process's mmap lock in simulated time: the one place its bookkeeping
@@ -1049,6 +1058,11 @@ impl Machine {
     /// Starts a process; it opens every GPU of the machine.
     pub fn spawn(&mut self, name: &str) -> Pid {
         self.record(|| TraceEvent::Spawn { name: name.into() });
+        self.spawn_unrecorded(name)
+    }
+
+    /// [`Machine::spawn`] without a trace event (a fork records its own).
+    fn spawn_unrecorded(&mut self, name: &str) -> Pid {
         let mut svm = Process::new(&self.hw.topology, self.hw.xnack_default);
         let pid = Pid(self.procs.len());
         svm.set_pid(u32::try_from(pid.0 + 1000).unwrap_or(u32::MAX));
@@ -1067,8 +1081,74 @@ impl Machine {
             shadow,
             mmap_lock: MmapLock::default(),
             svms_lock_until: 0,
+            cow_parent: None,
         });
         pid
+    }
+
+    /// `fork()`: a child process named `name` gets a copy of `parent`'s
+    /// address space. Its anonymous private pages in system memory are
+    /// shared copy-on-write; the first write of either side breaks the
+    /// sharing of that page. Like kfd, the child has no SVM state (it has
+    /// not opened the device). Steps, as `copy_page_range` takes them:
+    /// 1. the VMAs and their bytes are copied (pages shared by reference);
+    /// 2. each private writable anonymous VMA of the parent is write
+    ///    protected, an MMU notifier over it (`MMU_NOTIFY_PROTECTION_PAGE`)
+    ///    that kfd serves with `svm_range_evict`: XNACK on, the GPUs lose
+    ///    those pages and refault; XNACK off, the queues stop until the
+    ///    restore work, whose revalidation faults the pages in for writing
+    ///    and so breaks the sharing of every page it maps.
+    ///
+    /// A page of the parent's in VRAM (a device-private entry, which the
+    /// kernel shares with the child and migrates on the child's first touch)
+    /// is copied to the child at once: svmsim does not model a child's
+    /// fault on a parent's device page.
+    pub fn fork(&mut self, parent: Pid, name: &str) -> Pid {
+        self.record(|| TraceEvent::Fork {
+            pid: Self::record_pid(parent),
+            name: name.into(),
+        });
+        let child = self.spawn_unrecorded(name);
+        // 1.
+        let mut mm = self.procs[parent.0].mm.fork();
+        let in_vram: Vec<PageNum> = self.procs[parent.0]
+            .svm
+            .ranges()
+            .iter()
+            .flat_map(|r| r.range().pages())
+            .filter(|&p| self.procs[parent.0].svm.page_in_vram(p))
+            .collect();
+        for p in in_vram {
+            let bytes = self.page_bytes(parent, p);
+            mm.pages_mut().write(p.va().raw(), &bytes);
+        }
+        let shadow = self.procs[parent.0].shadow.clone();
+        let cow_vmas: Vec<PageRange> = self.procs[parent.0]
+            .mm
+            .vmas()
+            .filter(|v| v.backing == Backing::Anon && v.prot.write)
+            .map(|v| v.range)
+            .collect();
+        let shared: std::collections::BTreeSet<u64> = {
+            let pm = &self.procs[parent.0].mm;
+            pm.pages()
+                .page_numbers()
+                .filter(|&n| cow_vmas.iter().any(|r| r.contains(PageNum::new(n))))
+                .collect()
+        };
+        for &n in &shared {
+            self.procs[parent.0].mm.cow_share(n);
+        }
+        let c = &mut self.procs[child.0];
+        c.mm = mm;
+        c.shadow = shadow;
+        c.cow_parent = Some((parent.0, shared));
+        // 2.
+        for range in cow_vmas {
+            self.op(parent, |svm, env| svm.cpu_invalidate(env, range));
+        }
+        self.after_op();
+        child
     }
 
     /// All processes in pid order.
@@ -1224,6 +1304,7 @@ impl Machine {
         let p = &mut self.procs[pid.0];
         p.mm.pages_mut()
             .drop_range(range.start().raw(), range.end().raw());
+        p.mm.cow_forget(range);
         p.shadow.drop_range(range.start().raw(), range.end().raw());
         Ok(())
     }
@@ -1380,6 +1461,12 @@ impl Machine {
         self.cancel_process_work(pid);
         self.cancel_kernels(pid);
         self.op(pid, |svm, env| svm.exit(env));
+        // A fork child's pages stop being shared with its parent.
+        if let Some((parent, shared)) = self.procs[pid.0].cow_parent.take() {
+            for n in shared {
+                self.procs[parent].mm.cow_unshare(n);
+            }
+        }
         let (store, shadow) = (self.store(), self.store());
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
@@ -1493,6 +1580,9 @@ impl Machine {
         // 2.-3.
         let per_page = crate::timing::ns(self.hw.timing.cpu_access_ns);
         let mut t = at;
+        if write {
+            self.cow_write(pid, pages);
+        }
         for page in pages.pages() {
             if self.procs[pid.0].svm.page_in_vram(page) {
                 self.hw.counters.cpu_faults += 1;
@@ -1532,6 +1622,32 @@ impl Machine {
             t += per_page;
         }
         Ok(t)
+    }
+
+    /// A CPU write by `pid` over `pages` breaks copy-on-write sharing with
+    /// fork relatives. Its own shared pages get a new page each
+    /// (`wp_page_copy`), an MMU notifier on the old one
+    /// (`MMU_NOTIFY_CLEAR`), which kfd serves with `svm_range_evict`. A
+    /// child's write leaves its parent the page's only user: the parent's
+    /// next write reuses it in place (`wp_page_reuse`), with no notifier.
+    fn cow_write(&mut self, pid: Pid, pages: PageRange) {
+        let p = &mut self.procs[pid.0];
+        let broke: Vec<PageNum> = pages.pages().filter(|n| p.mm.cow_break(n.raw())).collect();
+        if let Some((parent, shared)) = &mut p.cow_parent {
+            let parent = *parent;
+            let mine: Vec<u64> = pages
+                .pages()
+                .map(|n| n.raw())
+                .filter(|n| shared.remove(n))
+                .collect();
+            for n in mine {
+                self.procs[parent].mm.cow_unshare(n);
+            }
+        }
+        for n in broke {
+            let one = PageRange::new(n, PageNum::new(n.raw() + 1));
+            self.op(pid, |svm, env| svm.cpu_invalidate(env, one));
+        }
     }
 
     /// The GPU and VRAM page that hold virtual page `page` of `pid`, if

@@ -217,12 +217,58 @@ pub struct AddressSpace {
     covered: BTreeMap<PageNum, PageNum>,
     /// The bytes of host pages, by virtual page number; unmapped pages drop theirs.
     data: PageStore,
+    /// Pages still shared copy-on-write with fork children, and how many
+    /// children share each: this process's next write to one breaks the
+    /// sharing (a new page, and an MMU notifier on the old one).
+    cow: BTreeMap<u64, u32>,
 }
 
 impl AddressSpace {
     /// An empty address space.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fork child's copy: the same VMAs and bytes (pages are shared by
+    /// reference until either side writes, as the page store lends them),
+    /// sharing nothing copy-on-write of its own yet.
+    pub fn fork(&self) -> Self {
+        let mut child = self.clone();
+        child.cow.clear();
+        child
+    }
+
+    /// A fork child now shares page `n` copy-on-write.
+    pub fn cow_share(&mut self, n: u64) {
+        *self.cow.entry(n).or_insert(0) += 1;
+    }
+
+    /// A child that shared page `n` wrote its own copy of it.
+    pub fn cow_unshare(&mut self, n: u64) {
+        if let Some(c) = self.cow.get_mut(&n) {
+            *c -= 1;
+            if *c == 0 {
+                self.cow.remove(&n);
+            }
+        }
+    }
+
+    /// This process writes page `n`: if it was shared copy-on-write, the
+    /// sharing breaks (`wp_page_copy`). Returns whether it was shared.
+    pub fn cow_break(&mut self, n: u64) -> bool {
+        self.cow.remove(&n).is_some()
+    }
+
+    /// Pages of `range` are gone (unmapped, dropped): nothing of them is
+    /// shared any more.
+    pub fn cow_forget(&mut self, range: PageRange) {
+        let (a, b) = (range.start().raw(), range.end().raw());
+        self.cow.retain(|&p, _| !(a..b).contains(&p));
+    }
+
+    /// Pages shared copy-on-write with fork children.
+    pub fn cow_pages(&self) -> usize {
+        self.cow.len()
     }
 
     /// VMAs in address order.
@@ -386,6 +432,7 @@ impl AddressSpace {
     fn unmap_pages(&mut self, range: PageRange) -> Vec<PageRange> {
         // The pages' contents go with the mapping: a new mapping reads zero.
         self.data.drop_range(range.start().raw(), range.end().raw());
+        self.cow_forget(range);
         let hit = self.split_around(range);
         self.uncover(range);
         hit.iter()

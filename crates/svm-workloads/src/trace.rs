@@ -139,6 +139,7 @@ const COMPUTE: u8 = 10;
 const WAIT: u8 = 11;
 const ADVANCE: u8 = 12;
 const EXIT: u8 = 13;
+const FORK: u8 = 14;
 
 /// LEB128: seven bits a byte, low first, the top bit saying more follow.
 fn put(out: &mut Vec<u8>, mut v: u64) {
@@ -169,6 +170,12 @@ pub fn encode(events: &[TraceEvent]) -> Vec<u8> {
         match e {
             TraceEvent::Spawn { name } => {
                 out.push(SPAWN);
+                put(&mut out, name.len() as u64);
+                out.extend_from_slice(name.as_bytes());
+            }
+            TraceEvent::Fork { pid, name } => {
+                out.push(FORK);
+                put(&mut out, u64::from(*pid));
                 put(&mut out, name.len() as u64);
                 out.extend_from_slice(name.as_bytes());
             }
@@ -358,7 +365,8 @@ pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError
         r.within("events", out.len() as u64 + 1, max_events as u64)?;
         let tag = r.byte()?;
         let e = match tag {
-            SPAWN => {
+            SPAWN | FORK => {
+                let parent = if tag == FORK { Some(r.u32()?) } else { None };
                 let n = usize::try_from(r.var()?).map_err(|_| r.err("a name too long"))?;
                 let end =
                     r.at.checked_add(n)
@@ -370,7 +378,10 @@ pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError
                 r.at = end;
                 spawns += 1;
                 r.within("processes", spawns, u64::from(l::MAX_PROCESSES))?;
-                TraceEvent::Spawn { name }
+                match parent {
+                    Some(pid) => TraceEvent::Fork { pid, name },
+                    None => TraceEvent::Spawn { name },
+                }
             }
             MMAP => TraceEvent::Mmap {
                 pid: r.u32()?,
@@ -485,6 +496,10 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
     for e in events {
         match e {
             TraceEvent::Spawn { name } => pids.push(m.spawn(name)),
+            TraceEvent::Fork { pid: p, name } => {
+                let parent = pid(&pids, *p)?;
+                pids.push(m.fork(parent, name));
+            }
             TraceEvent::Mmap {
                 pid: p,
                 addr,

@@ -264,3 +264,35 @@ fn limits_are_checked_while_reading() {
         .to_string();
     assert!(e.contains("2 MiB blocks touched 6"), "{e}");
 }
+
+/// A fork is recorded, round-trips and replays to the same run: the child
+/// is the next process, and its writes stay its own.
+#[test]
+fn a_fork_replays_identically() {
+    use svm_core::addr::CpuVa;
+    use svm_sim::mm::{Backing, Mark, Prot};
+    let run = |m: &mut Machine| {
+        let p = m.spawn("parent");
+        let buf = m
+            .mmap(p, None, 1 << 20, Prot::RW, Backing::Anon, Mark::None)
+            .unwrap()
+            .start_va();
+        m.cpu_access(p, buf, 8, Some(&[1; 8])).unwrap();
+        let c = m.fork(p, "child");
+        m.cpu_access(c, buf, 8, Some(&[2; 8])).unwrap();
+        (p, c, buf)
+    };
+    let mut m = machine(5);
+    m.start_recording();
+    let (p, c, buf) = run(&mut m);
+    let events = m.take_trace();
+    let bytes = trace::encode(&events);
+    assert_eq!(trace::decode(&bytes, trace::MAX_EVENTS).unwrap(), events);
+    let mut again = machine(5);
+    trace::replay(&mut again, &events).unwrap();
+    assert_eq!(outcome(&again), outcome(&m));
+    // (A trace keeps no bytes: the replay writes its fill pattern.)
+    let read = |pid| m.page_bytes(pid, CpuVa::new(buf.raw()).page_num())[0];
+    assert_eq!((read(p), read(c)), (1, 2));
+    check::check(&again).unwrap();
+}

@@ -21,6 +21,13 @@ pub enum TraceEvent {
         /// Its name.
         name: String,
     },
+    /// A process forked a child (which gets the next process index).
+    Fork {
+        /// The parent.
+        pid: u32,
+        /// The child's name.
+        name: String,
+    },
     /// An anonymous mapping was made at `addr` (replayed as MAP_FIXED).
     Mmap {
         /// The process.

@@ -39,6 +39,8 @@ mod paths;
 mod releases;
 // Mapping faults pages in, as hmm_range_fault does.
 mod faultin;
+// fork() with copy-on-write.
+mod fork;
 
 // The policy seam: a fault policy written outside the engine, run unchanged.
 mod policy;

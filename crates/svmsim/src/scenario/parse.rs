@@ -313,6 +313,12 @@ pub enum OpKind {
         #[serde(deserialize_with = "de::counters")]
         expect: Vec<CounterExpect>,
     },
+    /// `fork()`: a new process `child` gets a copy of this one's address
+    /// space, anonymous pages shared copy-on-write.
+    Fork {
+        /// The child's name, new in the file.
+        child: String,
+    },
     /// Compare the SMI lines this process raised since its last `smi` op
     /// (on one GPU's stream, or all of them in time order) with a list of
     /// events, in order, as kfd's tests scan lines.
@@ -393,6 +399,7 @@ impl OpKind {
             OpKind::Residency { .. } => "residency",
             OpKind::Counters { .. } => "counters",
             OpKind::Smi { .. } => "smi",
+            OpKind::Fork { .. } => "fork",
         }
     }
 
@@ -417,7 +424,7 @@ impl OpKind {
             | OpKind::Wait { expect, .. }
             | OpKind::Prefetch { expect, .. }
             | OpKind::EvictVram { expect, .. } => expect.as_ref(),
-            OpKind::Smi { .. } => None,
+            OpKind::Smi { .. } | OpKind::Fork { .. } => None,
             OpKind::Ranges { .. }
             | OpKind::Residency { .. }
             | OpKind::Counters { .. }
@@ -559,6 +566,8 @@ pub struct Scenario {
     /// Per process, the XNACK mode it sets as it starts, with the error
     /// to give (placed at its `xnack` key) if the kernel refuses it.
     pub process_xnack: Vec<Option<(bool, ScenarioError)>>,
+    /// Per process, whether a `fork` op makes it (rather than the start).
+    pub forked: Vec<bool>,
     /// The operations.
     pub ops: Vec<OpSpec>,
 }
@@ -840,6 +849,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         processes.push("p0".to_owned());
         process_xnack.push(None);
     }
+    let declared = processes.len();
 
     // The operations.
     let mut reader = OpReader {
@@ -901,8 +911,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         name: head.name.unwrap_or_else(|| file.to_owned()),
         description: head.description.unwrap_or_default(),
         system,
+        forked: (0..reader.names.processes.len())
+            .map(|i| i >= declared)
+            .collect(),
+        process_xnack: {
+            let mut x = process_xnack;
+            x.resize_with(reader.names.processes.len(), || None);
+            x
+        },
         processes: reader.names.processes,
-        process_xnack,
         ops: out,
     })
 }
@@ -1154,6 +1171,28 @@ impl OpReader<'_, '_> {
         process: usize,
         at: &dyn Fn(&str) -> std::ops::Range<usize>,
     ) -> Result<(), ScenarioError> {
+        if let OpKind::Fork { child } = kind {
+            if self.names.processes.contains(child) {
+                return Err(self.error(
+                    at("child"),
+                    format!("process {child:?} already exists; a fork makes a new one"),
+                ));
+            }
+            if self.names.processes.len() >= MAX_PROCESSES {
+                return Err(self.error(
+                    at("child"),
+                    format!("a scenario has at most {MAX_PROCESSES} processes"),
+                ));
+            }
+            // The child starts with the parent's mappings (and their labels).
+            self.names.processes.push(child.clone());
+            let labels = self.names.labels[process].clone();
+            self.names.labels.push(labels);
+            self.queues.push(std::collections::BTreeSet::new());
+            self.buffers.push(std::collections::BTreeSet::new());
+            self.launches.push(Vec::new());
+            return Ok(());
+        }
         let threads = match kind {
             OpKind::CpuAccess { threads, .. } => Some(*threads),
             _ => None,

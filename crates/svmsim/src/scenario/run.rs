@@ -949,6 +949,27 @@ impl Runner<'_> {
                 }
             }
             OpKind::Smi { gpu, expect } => self.smi(op, &mut rec, *gpu, expect)?,
+            OpKind::Fork { child } => {
+                let index = self
+                    .sc
+                    .processes
+                    .iter()
+                    .position(|n| n == child)
+                    .expect("the parser registered the child");
+                let c = self.m.fork(pid, child);
+                self.pids[index] = c;
+                // The child sees the parent's mappings under their labels.
+                let inherited: Vec<(String, u64)> = self
+                    .labels
+                    .iter()
+                    .filter(|((p, _), _)| *p == op.process)
+                    .map(|((_, l), &a)| (l.clone(), a))
+                    .collect();
+                for (l, a) in inherited {
+                    self.labels.insert((index, l), a);
+                }
+                rec.args = format!("child {child}");
+            }
             OpKind::Counters { expect } => {
                 let mut bad = Vec::new();
                 let mut seen = Vec::new();
@@ -1405,10 +1426,20 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
     if let Some(p) = &s.profile {
         m.apply_profile(p);
     }
-    let pids: Vec<Pid> = sc.processes.iter().map(|n| m.spawn(n)).collect();
+    // Processes a fork makes get their pid then; until then they hold the
+    // first's (no op of theirs runs before the fork: the parser says so).
+    let first = m.spawn(&sc.processes[0]);
+    let pids: Vec<Pid> = std::iter::once(first)
+        .chain(sc.processes.iter().zip(&sc.forked).skip(1).map(
+            |(n, &f)| {
+                if f { first } else { m.spawn(n) }
+            },
+        ))
+        .collect();
     // Each process's own XNACK mode, set as it starts.
-    for (&pid, x) in pids.iter().zip(&sc.process_xnack) {
+    for ((&pid, x), &f) in pids.iter().zip(&sc.process_xnack).zip(&sc.forked) {
         if let Some((enable, refused)) = x
+            && !f
             && m.set_xnack_mode(pid, i32::from(*enable)).is_err()
         {
             return Err(refused.clone());
