@@ -72,6 +72,12 @@ pub struct Config {
     /// Keep kfd's own `vram_pages` counter the kernel's way and have the
     /// checker compare it with the truth (the 2026 drift).
     pub kernel_accounting: bool,
+    /// amdgpu's IH drops a retry fault that is stale, raised before its
+    /// range was last validated, before kfd's handler sees it
+    /// (`amdgpu_gmc_filter_faults`'s timestamp check, whose reference the
+    /// 2026 retry-fault series corrected); off, every fault reaches
+    /// `svm_range_restore_pages`.
+    pub ih_stale_filter: bool,
     /// How long a GPU waits before retrying a fault the driver dropped, ns.
     pub gpu_retry_delay_ns: u64,
     /// Faults in a row on one instruction after which a wave gives up
@@ -93,6 +99,7 @@ impl Default for Config {
             lazy_map_after_prefetch: false,
             unmap_every_mapped_gpu: false,
             kernel_accounting: false,
+            ih_stale_filter: false,
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
         }
@@ -310,6 +317,11 @@ pub static KNOBS: &[Knob] = &[
         "kernel_accounting",
         kernel_accounting,
         "keep kfd's vram_pages counter the kernel's way; the checker reports its drift"
+    ),
+    bool_knob!(
+        "ih_stale_filter",
+        ih_stale_filter,
+        "amdgpu's IH drops retry faults raised before their range's last validation (the timestamp filter)"
     ),
     duration_knob!(
         "gpu_retry_delay_ns",

@@ -52,6 +52,9 @@ pub struct HwCounters {
     pub queue_evictions: u64,
     /// User-queue restores (per GPU).
     pub queue_restores: u64,
+    /// Retry faults amdgpu's IH dropped as stale before the handler
+    /// (config `ih_stale_filter`).
+    pub faults_ih_filtered: u64,
     /// CPU faults on pages in VRAM (`svm_migrate_to_ram` calls).
     pub cpu_faults: u64,
     /// Simulated ns the copy engines spent moving pages.

@@ -83,8 +83,8 @@ pub struct AccessPlan {
     /// After each pass, the 32-bit word at this address is read; the
     /// access ends once it holds this value.
     pub until: Option<(u64, u32)>,
-    /// CPU threads, each taking an equal page-aligned slice (1 on a GPU,
-    /// whose access is one wave).
+    /// CPU threads, or a GPU kernel's waves, each taking an equal
+    /// page-aligned slice.
     pub threads: u32,
 }
 
@@ -408,7 +408,7 @@ impl Machine {
         let out = Rc::new(RefCell::new(buf));
         let f = access_wave(addr.raw(), len, data.map(Rc::from), Rc::clone(&out), plan);
         let kernel = match gpu_id {
-            Some(g) => self.launch_wave(pid, g, 1, f, 0)?,
+            Some(g) => self.launch_wave(pid, g, plan.threads.max(1), f, 0)?,
             None => self.launch_cpu(pid, plan.threads.max(1), f)?,
         };
         let access = Access { kernel, out };
@@ -799,6 +799,25 @@ impl Machine {
         let fixed = crate::timing::ns(self.hw.timing.handler_fixed_ns);
         let delivery = crate::timing::ns(self.hw.timing.fault_delivery_ns);
         let pi = e.proc_index;
+        // amdgpu's IH timestamp filter: a fault raised before its range was
+        // last validated is stale (the validation already answered it); it
+        // is dropped before kfd's handler runs, and the wave retries.
+        if self.config.ih_stale_filter
+            && self.procs[pi]
+                .svm
+                .ranges()
+                .find(e.page)
+                .and_then(|r| r.validate_timestamp)
+                .is_some_and(|v| e.ts <= v)
+        {
+            self.hw.counters.faults_ih_filtered += 1;
+            let dropped = Ok(FaultOutcome::Dropped(DropReason::Duplicate));
+            self.wake_after(g, e, now, &dropped);
+            for c in coalesced {
+                self.wake_after(g, c, now, &dropped);
+            }
+            return now;
+        }
         // The mmap read lock waits for writers; `svms->lock`, which
         // the handler holds from the lookup to its last PTE, for a
         // fault of the process on another GPU; the range's migrate

@@ -713,9 +713,10 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 17] = [
+pub const HW_COUNTERS: [&str; 18] = [
     "copy_jobs",
     "cpu_faults",
+    "faults_ih_filtered",
     "queue_evictions",
     "queue_restores",
     "pages_to_vram",

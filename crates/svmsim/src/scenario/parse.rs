@@ -230,6 +230,9 @@ pub enum OpKind {
         repeat: u32,
         /// End the passes once a 32-bit word holds a value.
         until: Option<Until>,
+        /// Waves of the kernel, each an equal page-aligned slice.
+        #[serde(default = "one")]
+        waves: u32,
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
@@ -1194,7 +1197,8 @@ impl OpReader<'_, '_> {
             return Ok(());
         }
         let threads = match kind {
-            OpKind::CpuAccess { threads, .. } => Some(*threads),
+            OpKind::CpuAccess { threads, .. } => Some((*threads, "threads")),
+            OpKind::GpuAccess { waves, .. } => Some((*waves, "waves")),
             _ => None,
         };
         match kind {
@@ -1281,12 +1285,14 @@ impl OpReader<'_, '_> {
                         ),
                     ));
                 }
-                if let Some(threads) = threads
+                if let Some((threads, key)) = threads
                     && !(1..=MAX_THREADS).contains(&threads)
                 {
                     return Err(self.error(
-                        at("threads"),
-                        format!("threads {threads}: an access has 1 to {MAX_THREADS} CPU threads"),
+                        at(key),
+                        format!(
+                            "threads {threads}: an access has 1 to {MAX_THREADS} CPU threads or GPU waves"
+                        ),
                     ));
                 }
                 if let Some(name) = launch {

@@ -597,7 +597,10 @@ impl Runner<'_> {
             fmt_size(size),
             fill.map(|f| format!(" fill={f}")).unwrap_or_default(),
             if threads > 1 {
-                format!(" threads={threads}")
+                format!(
+                    " {}={threads}",
+                    if gpu_id.is_some() { "waves" } else { "threads" }
+                )
             } else {
                 String::new()
             },
@@ -827,6 +830,7 @@ impl Runner<'_> {
                 launch,
                 repeat,
                 until,
+                waves,
                 ..
             } => {
                 self.access(
@@ -836,7 +840,7 @@ impl Runner<'_> {
                     addr,
                     *size,
                     (*fill, *check_fill),
-                    (launch.as_deref(), *repeat, until.as_ref(), 1),
+                    (launch.as_deref(), *repeat, until.as_ref(), *waves),
                 )?;
             }
             OpKind::CpuAccess {
@@ -1126,6 +1130,7 @@ impl Runner<'_> {
             "pages_faulted_in" => c.pages_faulted_in,
             "copy_jobs" => c.copy_jobs,
             "cpu_faults" => c.cpu_faults,
+            "faults_ih_filtered" => c.faults_ih_filtered,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
             "ptes_written" => c.ptes_written,

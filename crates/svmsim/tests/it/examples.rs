@@ -195,3 +195,18 @@ fn concurrent_threads_example_and_xnack_override() {
         stdout(&off)
     );
 }
+
+/// The fault storm: with amdgpu's IH stale-fault filter on, the stale
+/// faults stop in the IH and fewer reach kfd's handler.
+#[test]
+fn fault_storm_example_with_the_ih_filter() {
+    let f = "examples/fault-storm.toml";
+    let on = svmsim(&["scenario", f, "--set", "ih_stale_filter=on"]);
+    assert_eq!(on.status.code(), Some(1), "{}", stdout(&on));
+    assert!(
+        stdout(&on)
+            .contains("faults(gpu0): expected 95, got 65; faults_ih_filtered: expected 0, got 90"),
+        "{}",
+        stdout(&on)
+    );
+}
