@@ -114,6 +114,9 @@ impl FaultPolicy for Chaos {
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// fork(): a child shares the address space copy-on-write (it gets no
+    /// ops of its own; the checker compares its bytes with its shadow).
+    Fork,
     DontNeed {
         page: u64,
         n: u64,
@@ -249,6 +252,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(gpu, need_pages)| Op::EvictVram { gpu, need_pages }),
         // Rare: a process that exits early stops exercising the rest.
         1 => Just(Op::Exit),
+        1 => Just(Op::Fork),
     ]
 }
 
@@ -303,9 +307,17 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
         )
         .unwrap();
     }
+    let mut forks = 0;
     for (i, (who, op)) in ops.iter().enumerate() {
         let pid = pids[*who];
         match op {
+            Op::Fork => {
+                // A few children are enough to reach every sharing path.
+                if forks < 3 {
+                    forks += 1;
+                    m.fork(pid, "child");
+                }
+            }
             Op::Mmap { page, n, file } => {
                 let b = if *file {
                     Backing::File("f".into())
