@@ -1436,6 +1436,11 @@ impl Machine {
     /// EINVAL for an unknown GPU or a bad size; ENOMEM when the KFD VRAM
     /// limit or VRAM cannot hold it.
     pub fn alloc_vram_bo(&mut self, pid: Pid, gpu_id: u32, bytes: u64) -> Result<u64, Error> {
+        self.record(|| TraceEvent::AllocBo {
+            pid: Self::record_pid(pid),
+            gpu_id,
+            bytes,
+        });
         let r = self.op(pid, |svm, env| svm.alloc_memory_of_gpu(env, gpu_id, bytes));
         self.after_op();
         r
@@ -1446,6 +1451,10 @@ impl Machine {
     /// # Errors
     /// EINVAL for an unknown handle.
     pub fn free_vram_bo(&mut self, pid: Pid, handle: u64) -> Result<(), Error> {
+        self.record(|| TraceEvent::FreeBo {
+            pid: Self::record_pid(pid),
+            handle,
+        });
         let r = self.op(pid, |svm, env| svm.free_memory_of_gpu(env, handle));
         self.after_op();
         r

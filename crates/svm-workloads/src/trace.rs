@@ -140,6 +140,8 @@ const WAIT: u8 = 11;
 const ADVANCE: u8 = 12;
 const EXIT: u8 = 13;
 const FORK: u8 = 14;
+const ALLOC_BO: u8 = 15;
+const FREE_BO: u8 = 16;
 
 /// LEB128: seven bits a byte, low first, the top bit saying more follow.
 fn put(out: &mut Vec<u8>, mut v: u64) {
@@ -172,6 +174,17 @@ pub fn encode(events: &[TraceEvent]) -> Vec<u8> {
                 out.push(SPAWN);
                 put(&mut out, name.len() as u64);
                 out.extend_from_slice(name.as_bytes());
+            }
+            TraceEvent::AllocBo { pid, gpu_id, bytes } => {
+                out.push(ALLOC_BO);
+                put(&mut out, u64::from(*pid));
+                put(&mut out, u64::from(*gpu_id));
+                put(&mut out, *bytes);
+            }
+            TraceEvent::FreeBo { pid, handle } => {
+                out.push(FREE_BO);
+                put(&mut out, u64::from(*pid));
+                put(&mut out, *handle);
             }
             TraceEvent::Fork { pid, name } => {
                 out.push(FORK);
@@ -458,6 +471,15 @@ pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError
             WAIT => TraceEvent::Wait { kernel: r.u32()? },
             ADVANCE => TraceEvent::Advance { ns: r.var()? },
             EXIT => TraceEvent::Exit { pid: r.u32()? },
+            ALLOC_BO => TraceEvent::AllocBo {
+                pid: r.u32()?,
+                gpu_id: r.u32()?,
+                bytes: r.var()?,
+            },
+            FREE_BO => TraceEvent::FreeBo {
+                pid: r.u32()?,
+                handle: r.var()?,
+            },
             _ => return Err(r.err("an unknown record tag")),
         };
         out.push(e);
@@ -496,6 +518,17 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
     for e in events {
         match e {
             TraceEvent::Spawn { name } => pids.push(m.spawn(name)),
+            // Results are the recorded run's: a refusal then is one now.
+            TraceEvent::AllocBo {
+                pid: p,
+                gpu_id,
+                bytes,
+            } => {
+                let _ = m.alloc_vram_bo(pid(&pids, *p)?, *gpu_id, *bytes);
+            }
+            TraceEvent::FreeBo { pid: p, handle } => {
+                let _ = m.free_vram_bo(pid(&pids, *p)?, *handle);
+            }
             TraceEvent::Fork { pid: p, name } => {
                 let parent = pid(&pids, *p)?;
                 pids.push(m.fork(parent, name));

@@ -265,10 +265,10 @@ fn limits_are_checked_while_reading() {
     assert!(e.contains("2 MiB blocks touched 6"), "{e}");
 }
 
-/// A fork is recorded, round-trips and replays to the same run: the child
-/// is the next process, and its writes stay its own.
+/// A fork and KFD buffers are recorded, round-trip and replay to the same
+/// run: the child is the next process, and its writes stay its own.
 #[test]
-fn a_fork_replays_identically() {
+fn a_fork_and_kfd_buffers_replay_identically() {
     use svm_core::addr::CpuVa;
     use svm_sim::mm::{Backing, Mark, Prot};
     let run = |m: &mut Machine| {
@@ -280,6 +280,9 @@ fn a_fork_replays_identically() {
         m.cpu_access(p, buf, 8, Some(&[1; 8])).unwrap();
         let c = m.fork(p, "child");
         m.cpu_access(c, buf, 8, Some(&[2; 8])).unwrap();
+        let h = m.alloc_vram_bo(p, 0x1002, 4 << 20).unwrap();
+        assert!(m.alloc_vram_bo(p, 0x1002, 1 << 50).is_err());
+        m.free_vram_bo(p, h).unwrap();
         (p, c, buf)
     };
     let mut m = machine(5);
@@ -291,6 +294,13 @@ fn a_fork_replays_identically() {
     let mut again = machine(5);
     trace::replay(&mut again, &events).unwrap();
     assert_eq!(outcome(&again), outcome(&m));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, svm_sim::machine::TraceEvent::AllocBo { .. }))
+            .count(),
+        2
+    );
     // (A trace keeps no bytes: the replay writes its fill pattern.)
     let read = |pid| m.page_bytes(pid, CpuVa::new(buf.raw()).page_num())[0];
     assert_eq!((read(p), read(c)), (1, 2));

@@ -21,6 +21,22 @@ pub enum TraceEvent {
         /// Its name.
         name: String,
     },
+    /// A KFD VRAM buffer was allocated (AMDKFD_IOC_ALLOC_MEMORY_OF_GPU).
+    AllocBo {
+        /// The process.
+        pid: u32,
+        /// The GPU's gpu_id.
+        gpu_id: u32,
+        /// Bytes asked for.
+        bytes: u64,
+    },
+    /// A KFD buffer was freed, by the handle its allocation returned.
+    FreeBo {
+        /// The process.
+        pid: u32,
+        /// The handle.
+        handle: u64,
+    },
     /// A process forked a child (which gets the next process index).
     Fork {
         /// The parent.
