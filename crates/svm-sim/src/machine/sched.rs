@@ -86,6 +86,9 @@ pub struct AccessPlan {
     /// CPU threads, or a GPU kernel's waves, each taking an equal
     /// page-aligned slice.
     pub threads: u32,
+    /// Simulated ns each thread or wave waits (computing) before its first
+    /// access: a launch that starts its memory work later.
+    pub start_ns: u64,
 }
 
 impl AccessPlan {
@@ -94,6 +97,7 @@ impl AccessPlan {
         passes: 1,
         until: None,
         threads: 1,
+        start_ns: 0,
     };
 }
 
@@ -199,6 +203,9 @@ fn access_wave(
         Box::pin(async move {
             let from = (u64::from(thread) * slice).min(len);
             let to = (from + slice).min(len);
+            if plan.start_ns > 0 {
+                ctx.compute(plan.start_ns).await;
+            }
             for _ in 0..plan.passes.max(1) {
                 let mut done = from;
                 while done < to {

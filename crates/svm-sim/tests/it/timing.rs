@@ -286,6 +286,7 @@ fn a_looping_access_stops_at_its_flag() {
             passes: 100,
             until: Some((flag, 1)),
             threads: 1,
+            start_ns: 0,
         };
         let w =
             k.m.launch_access(k.pid, Some(GPU0), CpuVa::new(buf), 64 * 1024, None, plan)
@@ -296,4 +297,25 @@ fn a_looping_access_stops_at_its_flag() {
     };
     let (once, all) = (took(true), took(false));
     assert!(all > 50 * once, "{all} ns vs {once} ns");
+}
+
+/// A launch may start its memory work later: each of its threads waits
+/// `start_ns` first, so an access launched now lands after other work.
+#[test]
+fn a_launch_starts_its_accesses_after_its_delay() {
+    use svm_sim::machine::AccessPlan;
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(PAGE);
+    let plan = AccessPlan {
+        start_ns: 1_000_000,
+        threads: 2,
+        ..AccessPlan::ONCE
+    };
+    let w =
+        k.m.launch_access(k.pid, None, CpuVa::new(buf), 8, Some(&[3; 8]), plan)
+            .unwrap();
+    // Untimed, nothing else costs time: the clock moves by the delay alone.
+    k.m.wait(w).unwrap();
+    assert_eq!(k.m.now_ns(), 1_000_000);
+    assert_eq!(k.cpu_read(buf, 8), [3; 8]);
 }

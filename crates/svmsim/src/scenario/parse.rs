@@ -230,6 +230,9 @@ pub enum OpKind {
         repeat: u32,
         /// End the passes once a 32-bit word holds a value.
         until: Option<Until>,
+        /// Wait this long (simulated) before the first access.
+        #[serde(default, deserialize_with = "de::duration")]
+        start: u64,
         /// Waves of the kernel, each an equal page-aligned slice.
         #[serde(default = "one")]
         waves: u32,
@@ -261,6 +264,9 @@ pub enum OpKind {
         repeat: u32,
         /// End the passes once a 32-bit word holds a value.
         until: Option<Until>,
+        /// Wait this long (simulated) before the first access.
+        #[serde(default, deserialize_with = "de::duration")]
+        start: u64,
         #[serde(default, deserialize_with = "de::outcome")]
         expect: Option<Expect>,
     },
@@ -1264,6 +1270,7 @@ impl OpReader<'_, '_> {
                 expect,
                 size,
                 repeat,
+                start,
                 ..
             }
             | OpKind::CpuAccess {
@@ -1274,9 +1281,18 @@ impl OpReader<'_, '_> {
                 expect,
                 size,
                 repeat,
+                start,
                 ..
             } => {
                 self.check_access(*write, *fill, *check_fill, *size, at)?;
+                if *start > MAX_START_NS {
+                    return Err(self.error(
+                        at("start"),
+                        format!(
+                            "start {start} ns: an access starts at most {MAX_START_NS} ns later"
+                        ),
+                    ));
+                }
                 if !(1..=MAX_REPEAT).contains(repeat) {
                     return Err(self.error(
                         at("repeat"),
@@ -1435,6 +1451,8 @@ impl OpReader<'_, '_> {
     }
 }
 
+/// The latest an access may start, after its op: 10 s.
+pub const MAX_START_NS: u64 = 10_000_000_000;
 /// The most passes one access makes over its buffer.
 pub const MAX_REPEAT: u32 = 10_000;
 /// The most CPU threads one access runs.

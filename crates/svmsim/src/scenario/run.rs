@@ -577,7 +577,7 @@ impl Runner<'_> {
         addr: &AddrExpr,
         size: u64,
         (fill, check_fill): (Option<Fill>, Option<Fill>),
-        (launch, repeat, until, threads): (Option<&str>, u32, Option<&Until>, u32),
+        (launch, repeat, until, threads, start): (Option<&str>, u32, Option<&Until>, u32, u64),
     ) -> Result<(), ScenarioError> {
         let pid = self.pids[op.process];
         let a = self.addr(op, "addr", addr)?;
@@ -590,9 +590,10 @@ impl Runner<'_> {
             passes: repeat,
             until,
             threads,
+            start_ns: start,
         };
         rec.args = format!(
-            "{who} {} {a:#x} +{}{}{}{}{}{}",
+            "{who} {} {a:#x} +{}{}{}{}{}{}{}",
             if fill.is_some() { "write" } else { "read" },
             fmt_size(size),
             fill.map(|f| format!(" fill={f}")).unwrap_or_default(),
@@ -612,6 +613,11 @@ impl Runner<'_> {
             until
                 .map(|(f, v)| format!(" until {f:#x}=={v:#x}"))
                 .unwrap_or_default(),
+            if start > 0 {
+                format!(" start+{start}ns")
+            } else {
+                String::new()
+            },
             launch
                 .as_ref()
                 .map(|l| format!(" launch={l}"))
@@ -831,6 +837,7 @@ impl Runner<'_> {
                 repeat,
                 until,
                 waves,
+                start,
                 ..
             } => {
                 self.access(
@@ -840,7 +847,7 @@ impl Runner<'_> {
                     addr,
                     *size,
                     (*fill, *check_fill),
-                    (launch.as_deref(), *repeat, until.as_ref(), *waves),
+                    (launch.as_deref(), *repeat, until.as_ref(), *waves, *start),
                 )?;
             }
             OpKind::CpuAccess {
@@ -852,6 +859,7 @@ impl Runner<'_> {
                 threads,
                 repeat,
                 until,
+                start,
                 ..
             } => {
                 self.access(
@@ -861,7 +869,7 @@ impl Runner<'_> {
                     addr,
                     *size,
                     (*fill, *check_fill),
-                    (launch.as_deref(), *repeat, until.as_ref(), *threads),
+                    (launch.as_deref(), *repeat, until.as_ref(), *threads, *start),
                 )?;
             }
             OpKind::Wait { label, .. } => {
