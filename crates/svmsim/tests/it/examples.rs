@@ -210,3 +210,53 @@ fn fault_storm_example_with_the_ih_filter() {
         stdout(&on)
     );
 }
+
+/// The KFDTest ports among the examples run on each GPU of an eight-GPU
+/// machine, as current KFDTest runs a case per GPU node: each file's GPUs
+/// keep their names (so its ops and expectations still name them), and
+/// other GPUs are put before and after them, so that the GPU under test
+/// takes each place in the topology (each gpu index, each default id).
+#[test]
+fn kfdtest_example_ports_pass_on_each_gpu_node() {
+    let ports = [
+        "basic-vram",
+        "prefetch-get",
+        "set-get-attributes",
+        "split-system-range",
+        "xnack-mode",
+    ];
+    let dir = std::env::temp_dir().join(format!("svmsim-nodes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for port in ports {
+        let text = std::fs::read_to_string(root().join(format!("examples/{port}.toml"))).unwrap();
+        let first = text.find("[[system.gpu]]").expect("a GPU");
+        let after = text[first..]
+            .find("[[op]]")
+            .map_or(text.len(), |i| first + i);
+        let pad = |j: usize| {
+            format!(
+                "[[system.gpu]]\nname = \"node{j}\"\nid = {:#x}\n\n",
+                0x10_0002 + 0x1000 * j
+            )
+        };
+        for node in 0..8 {
+            let before: String = (0..node).map(pad).collect();
+            let behind: String = (node..7).map(pad).collect();
+            let variant = format!(
+                "{}{before}{}{behind}{}",
+                &text[..first],
+                &text[first..after],
+                &text[after..]
+            );
+            let path = dir.join(format!("{port}-node{node}.toml"));
+            std::fs::write(&path, variant).unwrap();
+            let out = svmsim(&["scenario", path.to_str().unwrap()]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{port} with its GPU at node {node}:\n{}",
+                stdout(&out)
+            );
+        }
+    }
+}
