@@ -1598,25 +1598,16 @@ impl Machine {
                 // do_swap_page holds the faulting device page from before
                 // `migrate_to_ram` until its `put_page` after it returns.
                 let held = self.vram_page_of(pid, page);
-                let mut start = self.procs[pid.0].mmap_lock.read_from(t);
+                let start = self.procs[pid.0].mmap_lock.read_from(t);
                 // `svm_migrate_to_ram` holds the range's migrate lock
                 // (`prange->migrate_mutex`) for the migration: CPU faults on
                 // one range, from however many threads, run one at a time.
-                let range = self.procs[pid.0].svm.ranges().find(page).map(|r| r.start());
-                if let Some(r) = range
-                    && let Some(&busy) = self.sched.migrate_lock.get(&(pid.0, r))
-                    && busy > start
-                {
-                    self.hw.counters.migrate_lock_wait_ns += busy - start;
-                    start = busy;
-                }
+                let (range, start) = self.migrate_lock_from(pid.0, page, start);
                 let (svm, mut env) = env!(self, pid);
                 env.now = start;
                 let r = svm.migrate_to_ram(&mut env, page);
                 t = env.now;
-                if let Some(rs) = range {
-                    self.sched.migrate_lock.insert((pid.0, rs), t);
-                }
+                self.migrate_lock_until(pid.0, range, t);
                 if let Some((g, vpage)) = held {
                     self.hw.gpus[g].held_pages.insert(vpage, t);
                 }

@@ -792,6 +792,33 @@ impl Machine {
         self.sched.handler_free[g] = now;
     }
 
+    /// When process `pi` gets the migrate lock of the range holding `page`
+    /// (`prange->migrate_mutex`), asking at `now`: the wait is counted.
+    /// Returns the range (by its start) and the time.
+    pub(super) fn migrate_lock_from(
+        &mut self,
+        pi: usize,
+        page: PageNum,
+        now: u64,
+    ) -> (Option<PageNum>, u64) {
+        let range = self.procs[pi].svm.ranges().find(page).map(|r| r.start());
+        let held = range.and_then(|r| self.sched.migrate_lock.get(&(pi, r)).copied());
+        match held {
+            Some(t) if t > now => {
+                self.hw.counters.migrate_lock_wait_ns += t - now;
+                (range, t)
+            }
+            _ => (range, now),
+        }
+    }
+
+    /// The migrate lock [`Machine::migrate_lock_from`] gave is held until `end`.
+    pub(super) fn migrate_lock_until(&mut self, pi: usize, range: Option<PageNum>, end: u64) {
+        if let Some(r) = range {
+            self.sched.migrate_lock.insert((pi, r), end);
+        }
+    }
+
     /// Serves fault `e` of ring `g` from `now` (with the faults of
     /// `coalesced` folded into it) and wakes the waves waiting on all of
     /// them; returns when the handler is done with it.
@@ -835,14 +862,7 @@ impl Machine {
             self.hw.counters.svms_lock_wait_ns += svms_free - now;
             now = svms_free;
         }
-        let range = self.procs[pi].svm.ranges().find(e.page).map(|r| r.start());
-        if let Some(r) = range
-            && let Some(&held) = self.sched.migrate_lock.get(&(pi, r))
-            && held > now
-        {
-            self.hw.counters.migrate_lock_wait_ns += held - now;
-            now = held;
-        }
+        let (range, now) = self.migrate_lock_from(pi, e.page, now);
         // The per-page work is charged as it happens (copies, PTEs),
         // so the validate timestamp the engine records is when the
         // mapping really was done.
@@ -851,9 +871,7 @@ impl Machine {
         let pages: Vec<PageNum> = coalesced.iter().map(|c| c.page).collect();
         let outcome = svm.restore_pages_coalesced(&mut env, gpu, e.page, e.write, e.ts, &pages);
         let end = env.now;
-        if let Some(r) = range {
-            self.sched.migrate_lock.insert((pi, r), end);
-        }
+        self.migrate_lock_until(pi, range, end);
         let p = &mut self.procs[pi];
         p.mmap_lock.read_done(end);
         p.svms_lock_until = end;
