@@ -829,7 +829,7 @@ mod sched;
 pub mod timeline;
 mod trace;
 mod wave;
-pub use kernel::{ComputeShape, KernelId, KernelStats};
+pub use kernel::{AccessCounts, ComputeShape, KernelId, KernelStats, ReadsWrites};
 pub use sched::{AccessPlan, Interleave, MAX_RETRIES_PER_ADVANCE, WaveId};
 pub use trace::{TraceEvent, WaveOp};
 pub use wave::{Data, KernelFn, MemOp, WaveCtx};

@@ -597,6 +597,17 @@ pub struct Metrics {
     pub tlb_flushes: u64,
     /// Simulated clock at the end, ns.
     pub end_ns: u64,
+    /// Memory instructions the run's GPU waves and CPU threads performed,
+    /// and how many were loads and stores: with the host's wall time, a
+    /// rate.
+    #[serde(default)]
+    pub accesses: u64,
+    /// See `accesses`.
+    #[serde(default)]
+    pub reads: u64,
+    /// See `accesses`.
+    #[serde(default)]
+    pub writes: u64,
 }
 
 impl Metrics {
@@ -617,6 +628,8 @@ impl Metrics {
             queue_evictions: c.queue_evictions,
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: r.end_ns,
+            // (Set from the machine's counts at the end: `finish`.)
+            ..Self::default()
         }
     }
 
@@ -642,6 +655,7 @@ impl Metrics {
             queue_evictions: c.queue_evictions,
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: m.now_ns(),
+            ..Self::default()
         }
     }
 }
@@ -658,6 +672,12 @@ pub struct GpuEnd {
     /// that moved away): stale until it faults on them again (the review
     /// thread's point).
     pub stale_dma_pages: u64,
+    /// Loads and stores its waves performed.
+    #[serde(default)]
+    pub reads: u64,
+    /// See `reads`.
+    #[serde(default)]
+    pub writes: u64,
 }
 
 /// A run's outcome.
@@ -846,7 +866,7 @@ fn finish(
     spec: &RunSpec,
     gpus: usize,
     status: Status,
-    metrics: Metrics,
+    mut metrics: Metrics,
     pid: svm_sim::machine::Pid,
     mut m: Machine,
     capture: Capture,
@@ -854,15 +874,21 @@ fn finish(
     t0: std::time::Instant,
 ) -> Outcome {
     let violation = svm_sim::check::check(&m).err().map(|v| v.to_string());
+    let counts = m.access_counts();
+    let all = counts.total();
+    (metrics.accesses, metrics.reads, metrics.writes) = (all.total(), all.reads, all.writes);
     let gpu_end = m
         .gpus()
         .iter()
-        .map(|g| {
+        .zip(&counts.gpus)
+        .map(|(g, rw)| {
             let gpu_id = g.desc.id.raw();
             GpuEnd {
                 gpu_id,
                 vram_used_bytes: g.vram_used_bytes(),
                 stale_dma_pages: m.stale_dma(pid, gpu_id),
+                reads: rw.reads,
+                writes: rw.writes,
             }
         })
         .collect();

@@ -191,7 +191,7 @@ pub fn json(runs: &[Outcome], baseline: usize) -> RunsJson<'_> {
 }
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 26] = [
+pub const CSV_COLUMNS: [&str; 29] = [
     "schema",
     "label",
     "workload",
@@ -217,6 +217,9 @@ pub const CSV_COLUMNS: [&str; 26] = [
     "svms_lock_wait_ns",
     "migrate_lock_wait_ns",
     "stale_dma_pages",
+    "accesses",
+    "reads",
+    "writes",
     "invariants",
 ];
 
@@ -269,6 +272,9 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
                 .map(|g| g.stale_dma_pages)
                 .sum::<u64>()
                 .to_string(),
+            m.accesses.to_string(),
+            m.reads.to_string(),
+            m.writes.to_string(),
             o.violation.clone().unwrap_or_else(|| "held".into()),
         ];
         w.write_record(&row).expect("writing CSV to memory");

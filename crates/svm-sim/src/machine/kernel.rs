@@ -85,8 +85,10 @@ impl Default for ComputeShape {
 pub struct KernelStats {
     /// Waves run.
     pub waves: u64,
-    /// Memory instructions issued (loads and stores).
+    /// Memory instructions performed (loads and stores).
     pub accesses: u64,
+    /// The stores among them (the rest are loads).
+    pub stores: u64,
     /// Bytes loaded and stored.
     pub bytes: u64,
     /// TLB hits and misses (one lookup per page an access touches).
@@ -104,6 +106,45 @@ pub struct KernelStats {
     pub first_wave_done_ns: u64,
     /// See `launch_ns`.
     pub end_ns: u64,
+}
+
+/// Loads and stores performed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReadsWrites {
+    /// Loads.
+    pub reads: u64,
+    /// Stores.
+    pub writes: u64,
+}
+
+impl ReadsWrites {
+    /// Both.
+    pub fn total(self) -> u64 {
+        self.reads + self.writes
+    }
+}
+
+/// Memory instructions performed, by who performed them: the basis of an
+/// access rate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessCounts {
+    /// Each GPU's waves, by GPU index.
+    pub gpus: Vec<ReadsWrites>,
+    /// The processes' CPU threads (`Machine::launch_cpu`).
+    pub cpu: ReadsWrites,
+}
+
+impl AccessCounts {
+    /// Everyone's.
+    pub fn total(&self) -> ReadsWrites {
+        self.gpus
+            .iter()
+            .chain([&self.cpu])
+            .fold(ReadsWrites::default(), |a, b| ReadsWrites {
+                reads: a.reads + b.reads,
+                writes: a.writes + b.writes,
+            })
+    }
 }
 
 /// A running kernel.
@@ -390,6 +431,25 @@ impl Machine {
     /// for a kernel never launched.
     pub fn kernel_copies_loads(&self, k: KernelId) -> Option<bool> {
         self.sched.kernels.get(k.0).map(|x| x.copy_loads)
+    }
+
+    /// Memory instructions performed so far, every kernel's (finished,
+    /// killed or running), by who performed them.
+    pub fn access_counts(&self) -> AccessCounts {
+        let mut c = AccessCounts {
+            gpus: vec![ReadsWrites::default(); self.hw.gpus.len()],
+            cpu: ReadsWrites::default(),
+        };
+        for k in &self.sched.kernels {
+            let rw = if k.cpu {
+                &mut c.cpu
+            } else {
+                &mut c.gpus[k.gpu.get()]
+            };
+            rw.reads += k.stats.accesses - k.stats.stores;
+            rw.writes += k.stats.stores;
+        }
+        c
     }
 
     /// Whether a kernel has finished (all waves, or a fatal fault).
@@ -870,6 +930,7 @@ impl Machine {
         });
         let st = &mut self.sched.kernels[k].stats;
         st.accesses += 1;
+        st.stores += u64::from(write);
         st.bytes += len;
     }
 

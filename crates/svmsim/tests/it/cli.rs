@@ -524,3 +524,36 @@ fn readme_shows_the_real_demo_output() {
         "README's demo output is stale: paste `svmsim run`'s"
     );
 }
+
+/// A run's JSON counts the accesses its waves made, per GPU and in total,
+/// so any run gives an access rate (issue 18, item 1).
+#[test]
+fn the_json_counts_reads_and_writes_per_gpu_and_in_total() {
+    // stream at 768 KiB: three arrays of 256 KiB, one 256-byte wave
+    // instruction per 64 words: 1024 stores and 2048 loads a launch.
+    let out = ok(&[
+        "run", "stream", "--size", "768KiB", "--iters", "3", "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let run = &v["runs"][0];
+    let m = &run["metrics"];
+    assert_eq!(m["writes"], 3 * 1024, "{m}");
+    assert_eq!(m["reads"], 3 * 2048, "{m}");
+    assert_eq!(m["accesses"], 9 * 1024, "{m}");
+    assert_eq!(run["gpu_end"][0]["writes"], 3 * 1024);
+    // Two GPUs: each has its own count, and they add up to the total.
+    let out = ok(&["run", "multi-gpu-split", "--size", "768KiB", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let run = &v["runs"][0];
+    let per_gpu: Vec<u64> = (0..2)
+        .map(|g| {
+            let e = &run["gpu_end"][g];
+            e["reads"].as_u64().unwrap() + e["writes"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(per_gpu.iter().all(|&n| n > 0), "{per_gpu:?}");
+    assert_eq!(
+        run["metrics"]["accesses"].as_u64().unwrap(),
+        per_gpu.iter().sum::<u64>()
+    );
+}
