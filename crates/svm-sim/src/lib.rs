@@ -17,5 +17,6 @@ pub mod mm;
 pub mod pages;
 pub mod refmodel;
 pub mod ring;
+pub mod shadow;
 pub mod timing;
 pub mod vram;

@@ -31,6 +31,7 @@ use crate::gpu::{EvictionLog, HwCounters, PageTable, SimGpu};
 use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
 use crate::ring::FaultRing;
+use crate::shadow::Shadow;
 use crate::timing::{self, Timing};
 
 /// One past the last byte of `[addr, addr + len)` with `len` rounded up to
@@ -589,9 +590,9 @@ pub struct SimProcess {
     pub mm: AddressSpace,
     /// Its SVM state.
     pub svm: Process,
-    /// What its accesses wrote, page by page: the naive model its memory is
-    /// checked against.
-    pub shadow: PageStore,
+    /// What its accesses wrote, a digest a page: the naive model its
+    /// memory is checked against (see `crate::shadow`).
+    pub shadow: Shadow,
     /// Its mmap lock, in simulated time.
     pub mmap_lock: MmapLock,
     /// When the fault handler holding its `svms->lock` lets it go: faults
@@ -714,6 +715,27 @@ impl AccessError {
         }
     }
 }
+
+/// What a CPU access does with its bytes ([`Machine::cpu_io`]): each
+/// part, at most a page, comes with its offset from the access's start.
+pub enum CpuIo<'a> {
+    /// A read: each part is shown to the closure.
+    Read(&'a mut dyn FnMut(u64, &[u8])),
+    /// A write: the closure fills each part.
+    Write(&'a mut dyn FnMut(u64, &mut [u8])),
+}
+
+impl std::fmt::Debug for CpuIo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CpuIo::Read(_) => "CpuIo::Read",
+            CpuIo::Write(_) => "CpuIo::Write",
+        })
+    }
+}
+
+/// A page of zeros, for reads of pages that hold none.
+static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
 
 /// What a GPU access took.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -959,7 +981,7 @@ impl Machine {
         }
         for p in &mut self.procs {
             *p.mm.pages_mut() = PageStore::phantom();
-            p.shadow = PageStore::phantom();
+            p.shadow = Shadow::phantom();
         }
     }
 
@@ -974,6 +996,16 @@ impl Machine {
             PageStore::phantom()
         } else {
             PageStore::new()
+        }
+    }
+
+    /// A new process's shadow: one that records nothing on a phantom
+    /// machine.
+    fn new_shadow(&self) -> Shadow {
+        if self.hw.phantom {
+            Shadow::phantom()
+        } else {
+            Shadow::new()
         }
     }
 
@@ -1069,7 +1101,7 @@ impl Machine {
         svm.configure(self.config.clone(), self.policy.make());
         let mut mm = AddressSpace::new();
         *mm.pages_mut() = self.store();
-        let shadow = self.store();
+        let shadow = self.new_shadow();
         self.mmu
             .pts
             .push(vec![PageTable::default(); self.hw.gpus.len()]);
@@ -1476,7 +1508,7 @@ impl Machine {
                 self.procs[parent].mm.cow_unshare(n);
             }
         }
-        let (store, shadow) = (self.store(), self.store());
+        let (store, shadow) = (self.store(), self.new_shadow());
         let p = &mut self.procs[pid.0];
         p.mm = AddressSpace::new();
         *p.mm.pages_mut() = store;
@@ -1484,13 +1516,10 @@ impl Machine {
     }
 
     /// A CPU reads (`data` is `None`) or writes `data` at `addr`, through
-    /// the one CPU path (`Machine::cpu_fault_in`): the VMAs first, then
-    /// pages in VRAM fault back to system memory (`migrate_to_ram`), then
-    /// the bytes. The caller waits for it: the clock moves to its end.
+    /// the one CPU path (`Machine::cpu_io`). Returns the bytes read.
     ///
     /// # Errors
-    /// [`AccessError::Signal`]: SIGSEGV for a page the VMA does not allow
-    /// (nothing migrates), SIGBUS when the migration back fails.
+    /// See [`Machine::cpu_io`].
     pub fn cpu_access(
         &mut self,
         pid: Pid,
@@ -1501,19 +1530,65 @@ impl Machine {
         if addr.raw().checked_add(len).is_none() || data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        // A read's bytes, reserved before anything moves.
-        let mut out = if data.is_none() {
-            access_buffer(addr, len)?
-        } else {
-            Vec::new()
-        };
+        match data {
+            Some(d) => {
+                self.cpu_io(
+                    pid,
+                    addr,
+                    len,
+                    CpuIo::Write(&mut |off, part| {
+                        let off = usize::try_from(off).unwrap_or(0);
+                        part.copy_from_slice(&d[off..off + part.len()]);
+                    }),
+                )?;
+                Ok(Vec::new())
+            }
+            None => {
+                // Reserved once, before anything moves: growing it page by
+                // page would double it, and the peak RSS with it.
+                let mut out = access_buffer(addr, len)?;
+                self.cpu_io(
+                    pid,
+                    addr,
+                    len,
+                    CpuIo::Read(&mut |_, part| {
+                        out.extend_from_slice(part);
+                    }),
+                )?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// A CPU access of `len` bytes at `addr`, its bytes made or seen a
+    /// page's part at a time, so that a large one needs no buffer of its
+    /// size: the VMAs first, then pages in VRAM fault back to system
+    /// memory (`Machine::cpu_fault_in`), then the bytes, page by page in
+    /// address order (each part with its offset from `addr`). The caller
+    /// waits for it: the clock moves to its end.
+    ///
+    /// # Errors
+    /// [`AccessError::Signal`]: SIGSEGV for a page the VMA does not allow
+    /// (nothing migrates, no byte moves), SIGBUS when the migration back
+    /// fails.
+    pub fn cpu_io(
+        &mut self,
+        pid: Pid,
+        addr: CpuVa,
+        len: u64,
+        mut io: CpuIo<'_>,
+    ) -> Result<(), AccessError> {
+        if addr.raw().checked_add(len).is_none() {
+            return Err(AccessError::OutOfRange { addr, len });
+        }
+        let write = matches!(io, CpuIo::Write(_));
         self.record(|| TraceEvent::Cpu {
             pid: Self::record_pid(pid),
             addr: addr.raw(),
             len,
-            write: data.is_some(),
+            write,
         });
-        let end = self.cpu_fault_in(pid, addr, len, data.is_some(), self.sched.clock_ns)?;
+        let end = self.cpu_fault_in(pid, addr, len, write, self.sched.clock_ns)?;
         self.sched.clock_ns = self.sched.clock_ns.max(end);
         // The access returns to user space: its faults' page references
         // are gone before anything else the caller does.
@@ -1521,20 +1596,26 @@ impl Machine {
             self.put_held_pages(g, end);
         }
         let p = &mut self.procs[pid.0];
-        match data {
-            Some(d) => {
-                p.mm.pages_mut().write(addr.raw(), d);
-                p.shadow.write(addr.raw(), d);
-                Ok(Vec::new())
+        let mut part = [0u8; PAGE_BYTES];
+        let mut done = 0u64;
+        while done < len {
+            let at = addr.raw() + done;
+            let (n, off) = (at / PAGE_SIZE, (at % PAGE_SIZE) as usize);
+            let k = (PAGE_BYTES - off).min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            match &mut io {
+                CpuIo::Write(f) => {
+                    f(done, &mut part[..k]);
+                    p.shadow.write_host(p.mm.pages_mut(), at, &part[..k]);
+                }
+                // Seen where it lies: no copy.
+                CpuIo::Read(f) => match p.mm.pages().page(n) {
+                    Some(page) => f(done, &page[off..off + k]),
+                    None => f(done, &ZERO_PAGE[..k]),
+                },
             }
-            None => {
-                // Reserved once, above: growing it page by page would
-                // double it, and the peak RSS with it.
-                let n = out.capacity();
-                p.mm.pages().read_into(addr.raw(), n, &mut out);
-                Ok(out)
-            }
+            done += k as u64;
         }
+        Ok(())
     }
 
     /// The CPU path of an access of `len` bytes at `addr` that starts at
@@ -1717,9 +1798,23 @@ impl Machine {
     }
 
     /// The bytes of `page` where they live, lent, or `None` when the page
-    /// reads as zero: what [`Machine::page_bytes`] copies, without the copy
-    /// (the checker compares every page after every step).
+    /// reads as zero: what [`Machine::page_bytes`] copies, without the copy.
     pub fn page_ref(&self, pid: Pid, page: PageNum) -> Option<&[u8; PAGE_BYTES]> {
+        let (store, n) = self.page_home(pid, page);
+        store.page(n)
+    }
+
+    /// The digest of `page` where it lives (`crate::shadow`), kept by its
+    /// store while the page does not change: what the bytes checker
+    /// compares, for every page after every step.
+    pub fn page_digest(&self, pid: Pid, page: PageNum) -> u64 {
+        let (store, n) = self.page_home(pid, page);
+        store.digest(n)
+    }
+
+    /// The store that holds `page` now, and its number there: a VRAM page
+    /// if its range says it is in VRAM, else the process's host page.
+    fn page_home(&self, pid: Pid, page: PageNum) -> (&PageStore, u64) {
         let p = &self.procs[pid.0];
         if let Some(r) = p.svm.ranges().find(page)
             && r.vram.get(r.index(page))
@@ -1730,9 +1825,9 @@ impl Machine {
             let vpage = g.bufs[&bo.buf.0]
                 .page(bref.offset + r.index(page))
                 .expect("page inside buffer");
-            return g.vram.lend(vpage * PAGE_SIZE).map(|b| &**b);
+            return (g.vram.store(), vpage);
         }
-        p.mm.pages().page(page.raw())
+        (p.mm.pages(), page.raw())
     }
 
     /// Live DMA mappings of each GPU, by (gpu index, bus address) → (process index, page).
@@ -1867,6 +1962,29 @@ mod tests {
         // A page never written that holds bytes.
         let (mut m, pid, base) = fresh();
         m.procs[pid.0].mm.pages_mut().write(base + 3 * 4096, &[1]);
+        assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
+        // A page in VRAM: GPU stores keep the check holding; a byte of the
+        // page changed behind the model's back does not, even after a
+        // store covers it again.
+        let (mut m, pid, base) = fresh();
+        let mut args = svm_core::uapi::SvmArgs {
+            start_addr: base,
+            size: 1 << 20,
+            op: svm_core::uapi::SVM_OP_SET_ATTR,
+            attrs: vec![svm_core::uapi::SvmAttribute::new(
+                svm_core::uapi::attr_type::PREFETCH_LOC,
+                0x1002,
+            )],
+        };
+        m.svm_ioctl(pid, &mut args).unwrap();
+        let (g, vpage) = m.vram_page_of(pid, PageNum::new(base / 4096)).unwrap();
+        m.gpu_access(pid, 0x1002, CpuVa::new(base + 8), 8, Some(&[3; 8]))
+            .unwrap();
+        check::check(&m).unwrap();
+        m.hw.gpus[g].vram.write(vpage * 4096 + 100, &[0xee]);
+        assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
+        m.gpu_access(pid, 0x1002, CpuVa::new(base + 96), 16, Some(&[7; 16]))
+            .unwrap();
         assert_eq!(check::check(&m).unwrap_err().checker, "bytes");
     }
 }

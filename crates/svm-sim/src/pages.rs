@@ -19,6 +19,7 @@
 //! between a copy and a zero fill. Footprints far beyond the host's memory
 //! then cost a bit a page.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -53,19 +54,41 @@ pub fn zero_page() -> PageBytes {
 /// Pages in a group of [`Frames`].
 const GROUP: usize = 64;
 
-/// A group of [`GROUP`] consecutive pages, and how many of them hold bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A group of [`GROUP`] consecutive pages, and how many of them hold
+/// bytes; with each page's digest (`crate::shadow`) once asked for, kept
+/// until the page changes.
+#[derive(Clone, Debug)]
 struct Group {
     pages: [Option<PageBytes>; GROUP],
     held: u32,
+    digests: [Cell<u64>; GROUP],
+    /// Which of `digests` are up to date, a bit a page.
+    known: Cell<u64>,
 }
+
+/// Groups are equal when their pages are (digests are a cache).
+impl PartialEq for Group {
+    fn eq(&self, other: &Self) -> bool {
+        self.held == other.held && self.pages == other.pages
+    }
+}
+
+impl Eq for Group {}
 
 impl Group {
     fn empty() -> Box<Self> {
         Box::new(Self {
             pages: [const { None }; GROUP],
             held: 0,
+            digests: [const { Cell::new(0) }; GROUP],
+            known: Cell::new(0),
         })
+    }
+
+    /// Page `i` is about to change: its digest is no longer known.
+    #[inline(always)]
+    fn touch(&mut self, i: usize) {
+        *self.known.get_mut() &= !(1 << i);
     }
 }
 
@@ -183,6 +206,26 @@ impl Frames {
         self.group(g)?.pages[i].as_ref()
     }
 
+    /// Page `n`'s digest: the one kept, or worked out (and kept) if the
+    /// page changed since it was last asked for.
+    fn digest(&self, n: u64) -> u64 {
+        let (g, i) = group_of(n);
+        let Some(group) = self.group(g) else {
+            return 0;
+        };
+        let Some(page) = &group.pages[i] else {
+            return 0;
+        };
+        let known = group.known.get();
+        if known >> i & 1 == 1 {
+            return group.digests[i].get();
+        }
+        let d = crate::shadow::digest(Some(page));
+        group.digests[i].set(d);
+        group.known.set(known | 1 << i);
+        d
+    }
+
     fn contains(&self, n: u64) -> bool {
         self.get(n).is_some()
     }
@@ -197,6 +240,7 @@ impl Frames {
     fn get_or_zero(&mut self, n: u64) -> (&mut [u8; PAGE_BYTES], bool) {
         let (g, i) = group_of(n);
         let group = Self::group_in(&mut self.dense, &mut self.sparse, self.dense_limit, g);
+        group.touch(i);
         let slot = &mut group.pages[i];
         if slot.is_none() {
             group.held += 1;
@@ -210,6 +254,7 @@ impl Frames {
     fn insert(&mut self, n: u64, page: PageBytes) {
         let (g, i) = group_of(n);
         let group = self.group_or_empty(g);
+        group.touch(i);
         if group.pages[i].replace(page).is_none() {
             group.held += 1;
             self.len += 1;
@@ -220,6 +265,7 @@ impl Frames {
         let (g, i) = group_of(n);
         let group = self.group_mut(g)?;
         let page = group.pages[i].take()?;
+        group.touch(i);
         group.held -= 1;
         let emptied = group.held == 0;
         self.len -= 1;
@@ -351,6 +397,13 @@ impl PageStore {
             Some(b) => b.get(&(n / 64)).is_some_and(|w| w >> (n % 64) & 1 == 1),
             None => self.pages.contains(n),
         }
+    }
+
+    /// The digest of page `n` (`crate::shadow::digest`), kept from the
+    /// last time it was asked for if the page has not changed since: the
+    /// bytes checker asks for every page after every step.
+    pub fn digest(&self, n: u64) -> u64 {
+        self.pages.digest(n)
     }
 
     /// Page `n`, or `None` if it reads as zero.

@@ -91,6 +91,11 @@ impl Vram {
         self.data.page(offset)
     }
 
+    /// Its bytes, by page offset.
+    pub fn store(&self) -> &PageStore {
+        &self.data
+    }
+
     /// Keeps no bytes from now on (phantom mode; see `crate::pages`).
     pub fn set_phantom(&mut self) {
         self.data = PageStore::phantom();

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use svm_core::addr::CpuVa;
 use svm_core::uapi::{SVM_OP_SET_ATTR, SvmArgs, SvmAttribute, attr_type};
-use svm_sim::machine::{AccessError, KernelFn, KernelStats, Machine, Pid};
+use svm_sim::machine::{AccessError, CpuIo, KernelFn, KernelStats, Machine, Pid};
 use svm_sim::mm::{Backing, Mark, Prot};
 
 pub mod experiments;
@@ -248,9 +248,30 @@ impl<'m> Run<'m> {
     /// # Errors
     /// A CPU fault the process would get a signal for.
     pub fn write_u32s(&mut self, addr: u64, v: &[u32]) -> Result<(), WorkloadError> {
-        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.write_u32s_with(addr, v.len(), |i| v[i as usize])
+    }
+
+    /// The CPU writes `n` words at `addr`, word `i` being `f(i)`: one
+    /// access, its bytes made a page at a time (no buffer of its size).
+    ///
+    /// # Errors
+    /// A CPU fault the process would get a signal for.
+    pub fn write_u32s_with(
+        &mut self,
+        addr: u64,
+        n: usize,
+        f: impl Fn(u32) -> u32,
+    ) -> Result<(), WorkloadError> {
+        let len = word_span(addr, n)?;
+        let mut fill = |off: u64, part: &mut [u8]| {
+            // (`word_span` bounds the words below 2^32.)
+            let first = u32::try_from(off / 4).unwrap_or(u32::MAX);
+            for (w, i) in part.chunks_exact_mut(4).zip(first..) {
+                w.copy_from_slice(&f(i).to_le_bytes());
+            }
+        };
         self.m
-            .cpu_access(self.pid, CpuVa::new(addr), b.len() as u64, Some(&b))?;
+            .cpu_io(self.pid, CpuVa::new(addr), len, CpuIo::Write(&mut fill))?;
         Ok(())
     }
 
@@ -259,10 +280,42 @@ impl<'m> Run<'m> {
     /// # Errors
     /// A CPU fault the process would get a signal for.
     pub fn read_u32s(&mut self, addr: u64, n: usize) -> Result<Vec<u32>, WorkloadError> {
-        let b = self
-            .m
-            .cpu_access(self.pid, CpuVa::new(addr), n as u64 * 4, None)?;
-        Ok(words(&b))
+        let len = word_span(addr, n)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| WorkloadError::Setup {
+            what: "read",
+            why: format!("no host memory for {n} words"),
+        })?;
+        let mut see = |_: u64, part: &[u8]| out.extend(words(part));
+        self.m
+            .cpu_io(self.pid, CpuVa::new(addr), len, CpuIo::Read(&mut see))?;
+        Ok(out)
+    }
+
+    /// The CPU reads `n` words at `addr` and says whether word `i` is
+    /// `want(i)` for every `i`: one access, its bytes seen where they lie
+    /// (no buffer of its size).
+    ///
+    /// # Errors
+    /// A CPU fault the process would get a signal for.
+    pub fn check_u32s(
+        &mut self,
+        addr: u64,
+        n: usize,
+        want: impl Fn(u32) -> u32,
+    ) -> Result<bool, WorkloadError> {
+        let len = word_span(addr, n)?;
+        let mut same = true;
+        let mut see = |off: u64, part: &[u8]| {
+            let first = u32::try_from(off / 4).unwrap_or(u32::MAX);
+            same &= part
+                .chunks_exact(4)
+                .zip(first..)
+                .all(|(w, i)| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == want(i));
+        };
+        self.m
+            .cpu_io(self.pid, CpuVa::new(addr), len, CpuIo::Read(&mut see))?;
+        Ok(same)
     }
 
     /// Runs kernels on several GPUs at once, `(gpu index, waves, code)`
@@ -312,6 +365,18 @@ impl<'m> Run<'m> {
     pub fn launch(&mut self, g: usize, n: u32, f: KernelFn) -> Result<(), WorkloadError> {
         self.launch_all(vec![(g, n, f)])
     }
+}
+
+/// The bytes of `n` words at `addr`, which must be word-aligned (so that
+/// every page's part of the access holds whole words).
+fn word_span(addr: u64, n: usize) -> Result<u64, WorkloadError> {
+    if addr % 4 != 0 || u32::try_from(n).is_err() {
+        return Err(WorkloadError::Setup {
+            what: "CPU access",
+            why: format!("{n} words at {addr:#x}: words are 4-aligned, at most 2^32 of them"),
+        });
+    }
+    Ok(n as u64 * 4)
 }
 
 /// Little-endian words of a byte buffer.

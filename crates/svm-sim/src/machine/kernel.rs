@@ -891,7 +891,12 @@ impl Machine {
         (a, off, pte): (u64, u64, PackedPte),
         d: &[u8],
     ) -> Result<(), Parked> {
-        match pte.vram_owner() {
+        // The shadow records the store for the page it was meant for, from
+        // the bytes where it lands (see `crate::shadow`); it is taken out
+        // for the while, as the store may land in another process's page.
+        let mut shadow = std::mem::take(&mut self.procs[w.pi].shadow);
+        let (n, span) = (a / PAGE_SIZE, (usize::try_from(off).unwrap_or(0), d.len()));
+        let r = match pte.vram_owner() {
             Some(owner) => {
                 // A page still lent to a load is copied before it is
                 // written (copy on write), 4 KiB for this store. A kernel
@@ -899,17 +904,27 @@ impl Machine {
                 // read-modify-write that keeps the load's `Data`, say)
                 // would copy a page per store; its loads copy their bytes
                 // from now on instead (the same bytes either way).
-                if self.hw.gpus[owner].vram.write(pte.addr() + off, d) {
+                let vpage = pte.addr() / PAGE_SIZE;
+                let vram = &mut self.hw.gpus[owner].vram;
+                if shadow.store(
+                    n,
+                    span,
+                    vram,
+                    |v| v.page(vpage),
+                    |v| v.write(pte.addr() + off, d),
+                ) {
                     self.sched.kernels[w.k].copy_loads = true;
                 }
+                Ok(())
             }
-            None => {
-                let (owner, host) = self.iommu_page(w, at, (a, pte), true)?;
-                self.procs[owner].mm.pages_mut().write(host + off, d);
-            }
-        }
-        self.procs[w.pi].shadow.write(a, d);
-        Ok(())
+            None => self.iommu_page(w, at, (a, pte), true).map(|(owner, host)| {
+                let mem = self.procs[owner].mm.pages_mut();
+                let hp = host / PAGE_SIZE;
+                shadow.store(n, span, mem, |m| m.page(hp), |m| m.write(host + off, d));
+            }),
+        };
+        self.procs[w.pi].shadow = shadow;
+        r
     }
 
     /// Records a completed load or store, counts it, and hands the wave
@@ -955,8 +970,7 @@ impl Machine {
         let p = &mut self.procs[pid.0];
         if write {
             let data = w.slot.bufs().stored.take();
-            p.mm.pages_mut().write(addr, &data);
-            p.shadow.write(addr, &data);
+            p.shadow.write_host(p.mm.pages_mut(), addr, &data);
             w.slot.answer_store(data);
         } else {
             let mut out = w.slot.out();
