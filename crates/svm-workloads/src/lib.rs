@@ -25,6 +25,7 @@ use svm_sim::mm::{Backing, Mark, Prot};
 
 pub mod experiments;
 mod kernels;
+pub mod micro;
 pub mod trace;
 
 pub use kernels::ALL;

@@ -22,4 +22,5 @@ pub mod scenario;
 pub mod series;
 pub mod size;
 pub mod smi;
+pub mod suite;
 pub mod sweep;

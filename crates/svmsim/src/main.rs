@@ -98,6 +98,9 @@ enum Command {
         /// Record the run's access trace to this file (replay it with `svmsim replay`).
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Write the run's host cost to this file as JSON: wall seconds and peak RSS bytes (what `svmsim bench` reads).
+        #[arg(long, value_name = "FILE")]
+        host_stats: Option<PathBuf>,
     },
     /// Run one workload under several policies, granularities or XNACK modes; one table, with ratios.
     #[command(after_help = "Examples:\n  \
@@ -237,6 +240,32 @@ enum Command {
         svmsim compare bfs --granularities 0,9"
     )]
     Workloads,
+    /// The suite benchmark: every built-in workload at each size, each in a process of its own, with baselines measured in the same run.
+    #[command(
+        after_help = "Prints per run: simulated accesses, faults, bytes migrated, host wall time, accesses per         host second and its ratio to the TLB-hit kernel's rate, peak RSS and RSS / footprint; then how each         workload's host time grew with its data. Baselines (same run, same machine): the TLB-hit kernel,         host memcpy, and the simulator's migration of the same bytes. Runs go one at a time, so that they         do not share the cores they are timed on. docs/performance.md has the targets and a table.
+
+        Examples:
+          svmsim bench                                  # every workload at 64MiB and 1GiB (gemm at 64MiB)
+          svmsim bench --sizes 64MiB --workloads stream,bfs
+          svmsim bench --all --json > suite.json        # gemm at 1GiB too (64x the work of 64MiB)"
+    )]
+    Bench {
+        /// Sizes, comma separated.
+        #[arg(long, default_value = "64MiB,1GiB", value_name = "LIST")]
+        sizes: String,
+        /// Workloads, comma separated [default: all of them].
+        #[arg(long, value_name = "LIST")]
+        workloads: Option<String>,
+        /// Iterations of each run.
+        #[arg(long, default_value_t = 2)]
+        iters: u32,
+        /// Run gemm above 64MiB too (its work is O(n^3): 1GiB is 64x the accesses, about an hour here).
+        #[arg(long)]
+        all: bool,
+        /// Print the baselines and rows as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What one run is, besides its workload and policy.
@@ -476,6 +505,84 @@ impl OutOpts {
             trace: false,
         }
     }
+}
+
+/// `svmsim bench`: the baselines, then each workload at each size in a
+/// child process of this binary, one at a time (see `svmsim::suite`).
+fn bench(
+    cli: &Cli,
+    sizes: &str,
+    workloads: Option<&str>,
+    iters: u32,
+    all: bool,
+    json: bool,
+) -> Result<u8, Fail> {
+    let sizes: Vec<u64> = sizes
+        .split(',')
+        .map(|s| size::parse(s.trim()).map_err(|e| usage(format!("--sizes: {s}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let names: Vec<&str> = match workloads {
+        None => svm_workloads::ALL.iter().map(|w| w.name()).collect(),
+        Some(list) => list.split(',').map(str::trim).collect(),
+    };
+    if let Some(bad) = names.iter().find(|n| svm_workloads::by_name(n).is_none()) {
+        return Err(usage(format!(
+            "--workloads: no workload {bad} (`svmsim workloads` lists them)"
+        )));
+    }
+    if sizes.is_empty() || iters == 0 || iters > 1000 {
+        return Err(usage("--sizes needs a size, --iters 1..=1000"));
+    }
+    let exe = std::env::current_exe().map_err(|e| io(format!("cannot find this binary: {e}")))?;
+    let scratch = std::env::temp_dir().join(format!("svmsim-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| io(format!("cannot create {}: {e}", scratch.display())))?;
+    let say = |s: &str| {
+        if !cli.quiet {
+            eprintln!("{s}");
+        }
+    };
+    say("measuring the baselines ...");
+    let base = svmsim::suite::baselines().map_err(io)?;
+    let mut rows = Vec::new();
+    for &s in &sizes {
+        for n in &names {
+            // gemm's work grows as the cube of its side: above 64 MiB it
+            // is the suite's whole run time.
+            if *n == "gemm" && s > 64 << 20 && !all {
+                say(&format!(
+                    "gemm {}: skipped (O(n^3) work, {:.0}x the accesses of 64MiB; --all runs it)",
+                    size::show(s),
+                    (s as f64 / f64::from(64u32 << 20)).powf(1.5)
+                ));
+                continue;
+            }
+            let r = svmsim::suite::run_workload(&exe, n, s, iters, &scratch, cli.max_host_mem)
+                .map_err(io)?;
+            say(&format!(
+                "{n} {}: {} in {:.2} s",
+                size::show(s),
+                r.status,
+                r.wall_s
+            ));
+            rows.push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if json {
+        let v = serde_json::json!({ "schema": "svmsim.bench/1", "baselines": base, "rows": rows });
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
+        );
+    } else {
+        outp!("{}", svmsim::suite::table(&base, &rows));
+    }
+    Ok(if rows.iter().all(|r| r.status == "ok") {
+        0
+    } else {
+        EXIT_EXPECT
+    })
 }
 
 /// A failure, with its exit code.
@@ -754,7 +861,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             opts,
             out,
             record,
+            host_stats,
         } => {
+            if host_stats.is_some() {
+                return Err(usage(
+                    "--host-stats: the demo is three runs; name a workload to measure one",
+                ));
+            }
             let fixed: Vec<&str> = [
                 "--size",
                 "--iters",
@@ -814,13 +927,19 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             opts,
             out,
             record,
+            host_stats,
         } => {
             // A scenario file runs as `svmsim scenario` would.
             if w.ends_with(".toml") {
-                if out.csv || out.timeline.is_some() || out.report.is_some() || record.is_some() {
+                if out.csv
+                    || out.timeline.is_some()
+                    || out.report.is_some()
+                    || record.is_some()
+                    || host_stats.is_some()
+                {
                     return Err(usage(
                         "a scenario prints its op log (or --json) and writes --events; \
-                         --csv, --timeline, --report and --record are for workloads",
+                         --csv, --timeline, --report, --record and --host-stats are for workloads",
                     ));
                 }
                 let seed = given("--seed");
@@ -842,10 +961,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let policy = spec.policy().to_owned();
             spec.resolve().map_err(spec_fail)?;
             fit_host(std::slice::from_ref(&spec), 1, cli)?;
-            let recorded: Vec<output::Target<'_>> =
-                record.iter().map(|p| output::Target::File(p)).collect();
+            let recorded: Vec<output::Target<'_>> = record
+                .iter()
+                .chain(host_stats)
+                .map(|p| output::Target::File(p))
+                .collect();
             out.preflight(&opts.inputs(), &recorded)?;
-            if let Some(p) = record {
+            for p in record.iter().chain(host_stats) {
                 writable(p)?;
             }
             let mut capture = out.capture();
@@ -857,6 +979,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let mut staged = output::Staged::default();
             if let (Some(path), Some(t)) = (record, &o.trace) {
                 staged.file(path, t.clone());
+            }
+            if let Some(path) = host_stats {
+                let h = svmsim::suite::HostStats {
+                    wall_s: o.wall_s,
+                    peak_rss_bytes: svmsim::suite::peak_rss_bytes(),
+                };
+                let mut bytes = serde_json::to_vec_pretty(&h).map_err(|e| io(e.to_string()))?;
+                bytes.push(b'\n');
+                staged.file(path, bytes);
             }
             let code = emit(
                 std::slice::from_ref(&o),
@@ -1185,6 +1316,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             }
             Ok(0)
         }
+        Command::Bench {
+            sizes,
+            workloads,
+            iters,
+            all,
+            json,
+        } => bench(cli, sizes, workloads.as_deref(), *iters, *all, *json),
         Command::Workloads => {
             for w in svm_workloads::ALL {
                 let g = if w.gpus() > 1 {

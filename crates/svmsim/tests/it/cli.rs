@@ -557,3 +557,74 @@ fn the_json_counts_reads_and_writes_per_gpu_and_in_total() {
         per_gpu.iter().sum::<u64>()
     );
 }
+
+/// `svmsim bench` runs each workload in a child, with the baselines of the
+/// same run, and says per run what it did and cost; `--host-stats` is how
+/// a child reports its cost (issue 18, item 1).
+#[test]
+fn the_suite_benchmark_reports_rates_rss_and_baselines() {
+    let out = ok(&[
+        "bench",
+        "--sizes",
+        "256KiB,1MiB",
+        "--workloads",
+        "stream,ping-pong",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let b = &v["baselines"];
+    for k in ["tlb_hit_per_s", "memcpy_bytes_per_s", "migrate_bytes_per_s"] {
+        assert!(b[k].as_f64().unwrap() > 0.0, "{k}: {b}");
+    }
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert!(r["accesses"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["wall_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["peak_rss_bytes"].as_u64().unwrap() > r["footprint"].as_u64().unwrap(),
+            "{r}"
+        );
+    }
+    // Four times the data, about four times the accesses (the arrays are
+    // whole wave instructions): the row counts what the run did.
+    let acc = |i: usize| rows[i]["accesses"].as_u64().unwrap() as f64;
+    assert!(
+        (acc(2) / acc(0) - 4.0).abs() < 0.01,
+        "{} {}",
+        acc(0),
+        acc(2)
+    );
+    // The table form names the baselines and the scaling.
+    let text = ok(&["bench", "--sizes", "256KiB,512KiB", "--workloads", "stream"]);
+    assert!(
+        text.contains("TLB-hit kernel") && text.contains("memcpy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("scaling:") && text.contains("stream"),
+        "{text}"
+    );
+    let bad = usage_error(&["bench", "--workloads", "nope"]);
+    assert!(bad.contains("no workload nope"), "{bad}");
+}
+
+#[test]
+fn host_stats_are_written_for_a_workload_run_only() {
+    let d = scratch("host-stats");
+    let f = d.join("h.json");
+    ok(&[
+        "run",
+        "stream",
+        "--size",
+        "256KiB",
+        "--host-stats",
+        f.to_str().unwrap(),
+    ]);
+    let h: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    assert!(h["wall_s"].as_f64().unwrap() > 0.0);
+    assert!(h["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let e = usage_error(&["run", "--host-stats", f.to_str().unwrap()]);
+    assert!(e.contains("--host-stats"), "{e}");
+}
