@@ -1595,6 +1595,7 @@ impl Machine {
         for g in 0..self.hw.gpus.len() {
             self.put_held_pages(g, end);
         }
+        let phantom = self.hw.phantom;
         let p = &mut self.procs[pid.0];
         let mut part = [0u8; PAGE_BYTES];
         let mut done = 0u64;
@@ -1603,6 +1604,11 @@ impl Machine {
             let (n, off) = (at / PAGE_SIZE, (at % PAGE_SIZE) as usize);
             let k = (PAGE_BYTES - off).min(usize::try_from(len - done).unwrap_or(usize::MAX));
             match &mut io {
+                // A phantom store drops the bytes: only that the page was
+                // written counts, so none are made.
+                CpuIo::Write(_) if phantom => {
+                    p.mm.pages_mut().write(at, &ZERO_PAGE[..k]);
+                }
                 CpuIo::Write(f) => {
                     f(done, &mut part[..k]);
                     p.shadow.write_host(p.mm.pages_mut(), at, &part[..k]);

@@ -195,41 +195,24 @@ pub fn phantom_first_touch_on(
     // behind is the pages' own.
     m.set_smi_log(false);
     m.set_policy(Policy::Partial);
+    // The machine's first `gpus` GPUs: the `first-touch` workload runs on
+    // every GPU of its run.
     let pid = m.spawn("phantom");
     let mut r = Run::new(&mut m, pid);
-    let share = footprint / gpus as u64 / (2 << 20) * (2 << 20);
-    if share == 0 {
+    r.gpu_ids.truncate(gpus);
+    let share = crate::kernels::FirstTouch::share(footprint, gpus as u64);
+    if share == 0 || r.gpu_ids.len() < gpus {
         return Err(WorkloadError::Params {
             workload: "phantom-first-touch",
-            why: "less than 2 MiB per GPU".into(),
+            why: format!("less than a page per GPU, or fewer than {gpus} GPUs"),
         });
     }
-    let base = r.alloc_unregistered(share * gpus as u64, svm_sim::mm::Mark::None)?;
-    // Each GPU may access its share only.
-    for g in 0..gpus {
-        let id = r.gpu_ids[g];
-        r.set_attr(
-            base + g as u64 * share,
-            share,
-            vec![SvmAttribute::new(attr_type::ACCESS, id)],
-        )?;
-    }
-    // 64 pages a wave.
-    let per_wave = 64 * 4096;
-    let waves = u32::try_from(share / per_wave).unwrap_or(u32::MAX);
-    let launches = (0..gpus)
-        .map(|g| {
-            let start = base + g as u64 * share;
-            let f = kernel(move |w, ctx| async move {
-                let lo = start + u64::from(w) * per_wave;
-                for p in (lo..lo + per_wave).step_by(4096) {
-                    ctx.load(p, 4).await;
-                }
-            });
-            (g, waves, f)
-        })
-        .collect();
-    r.launch_all(launches)?;
+    let p = crate::Params {
+        size: footprint,
+        iters: 1,
+        seed: 1,
+    };
+    crate::Workload::run(&crate::kernels::FirstTouch, &mut r, &p)?;
     let kernel_ns = r
         .kernels
         .iter()

@@ -20,7 +20,7 @@ use crate::{Params, Run, Workload, WorkloadError, kernel};
 const LANE_BYTES: u64 = 256;
 
 /// Every workload, in the order `svmsim workloads` lists them.
-pub static ALL: [&(dyn Workload + Sync); 13] = [
+pub static ALL: [&(dyn Workload + Sync); 14] = [
     &Stream,
     &Gemm,
     &Stencil2d,
@@ -34,6 +34,7 @@ pub static ALL: [&(dyn Workload + Sync); 13] = [
     &SharedBuffer,
     &ProducerConsumer,
     &UnregisteredHeap,
+    &FirstTouch,
 ];
 
 fn seq(n: usize, f: impl Fn(u32) -> u32) -> Vec<u32> {
@@ -132,6 +133,9 @@ impl Workload for Stream {
     }
     fn footprint(&self, p: &Params) -> u64 {
         p.size
+    }
+    fn phantom_ready(&self) -> bool {
+        true
     }
     fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
         let n = words_per(p, 3, self.name())?;
@@ -664,6 +668,9 @@ impl Workload for MultiGpuSplit {
     fn footprint(&self, p: &Params) -> u64 {
         p.size
     }
+    fn phantom_ready(&self) -> bool {
+        true
+    }
     fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
         let n = words_per(p, 3, self.name())? / 128 * 128;
         let nu = usize::try_from(n).unwrap_or(0);
@@ -694,6 +701,9 @@ impl Workload for PingPong {
     }
     fn footprint(&self, p: &Params) -> u64 {
         p.size
+    }
+    fn phantom_ready(&self) -> bool {
+        true
     }
     fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
         let n = words_per(p, 1, self.name())?;
@@ -823,6 +833,9 @@ impl Workload for UnregisteredHeap {
     fn footprint(&self, p: &Params) -> u64 {
         p.size
     }
+    fn phantom_ready(&self) -> bool {
+        true
+    }
     fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
         let n = words_per(p, 1, self.name())?;
         let nu = usize::try_from(n).unwrap_or(0);
@@ -835,5 +848,85 @@ impl Workload for UnregisteredHeap {
             elementwise(a, None, a, 0, n, per, |x, _| x.wrapping_add(1)),
         )?;
         r.check_u32s(a, nu, |i| i.wrapping_add(1))
+    }
+}
+
+/// First touch over every GPU of the machine: the footprint split evenly,
+/// each GPU granted ACCESS to its share only, its waves loading one word
+/// of every page of it, `iters` passes (the first faults everything in,
+/// the rest hit). Nothing was written, so every word must read zero.
+pub(crate) struct FirstTouch;
+
+/// Pages a first-touch wave loads from.
+const TOUCH_WAVE_PAGES: u64 = 64;
+
+impl FirstTouch {
+    /// Each GPU's share of `size` over `gpus`: whole pages.
+    pub(crate) fn share(size: u64, gpus: u64) -> u64 {
+        size / gpus.max(1) / 4096 * 4096
+    }
+}
+
+impl Workload for FirstTouch {
+    fn name(&self) -> &'static str {
+        "first-touch"
+    }
+    fn describe(&self) -> &'static str {
+        "every GPU of the machine (--gpus N) touches each page of its share once per pass; \
+         with --phantom, footprints far beyond host memory"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn phantom_ready(&self) -> bool {
+        true
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        let gpus = r.gpu_ids.len();
+        let share = Self::share(p.size, gpus as u64);
+        if share == 0 {
+            return Err(bad(
+                self.name(),
+                format!("size {} is below a page per GPU ({gpus} GPUs)", p.size),
+            ));
+        }
+        let base = r.alloc_unregistered(share * gpus as u64, Mark::None)?;
+        for g in 0..gpus {
+            let id = r.gpu_ids[g];
+            r.set_attr(
+                base + g as u64 * share,
+                share,
+                vec![svm_core::uapi::SvmAttribute::new(
+                    svm_core::uapi::attr_type::ACCESS,
+                    id,
+                )],
+            )?;
+        }
+        let per_wave = TOUCH_WAVE_PAGES * 4096;
+        let waves = u32::try_from(share.div_ceil(per_wave)).unwrap_or(u32::MAX);
+        let zero = std::rc::Rc::new(std::cell::Cell::new(true));
+        for _ in 0..p.iters.max(1) {
+            let launches = (0..gpus)
+                .map(|g| {
+                    let start = base + g as u64 * share;
+                    let zero = std::rc::Rc::clone(&zero);
+                    let f = kernel(move |w, ctx| {
+                        let zero = std::rc::Rc::clone(&zero);
+                        async move {
+                            let lo = start + u64::from(w) * per_wave;
+                            for at in (lo..(lo + per_wave).min(start + share)).step_by(4096) {
+                                let d = ctx.load(at, 4).await;
+                                if d.iter().any(|&b| b != 0) {
+                                    zero.set(false);
+                                }
+                            }
+                        }
+                    });
+                    (g, waves, f)
+                })
+                .collect();
+            r.launch_all(launches)?;
+        }
+        Ok(zero.get())
     }
 }

@@ -38,6 +38,11 @@ pub struct RunSpec {
     pub seed: u64,
     /// Every knob of the engine (the fault policy among them), resolved.
     pub config: Config,
+    /// Phantom mode: no page keeps bytes (`svm_sim::pages`), so results
+    /// cannot be checked; the memory system runs as with real bytes, and
+    /// footprints far beyond the host's memory fit.
+    #[serde(default)]
+    pub phantom: bool,
 }
 
 /// [`RunSpec`] as files hold it: the policy stays a field of its own, as
@@ -62,6 +67,8 @@ struct SpecRepr {
     seed: u64,
     #[serde(default)]
     config: Option<Config>,
+    #[serde(default)]
+    phantom: bool,
 }
 
 impl From<RunSpec> for SpecRepr {
@@ -80,6 +87,7 @@ impl From<RunSpec> for SpecRepr {
             prefetch: s.prefetch,
             seed: s.seed,
             config: Some(s.config),
+            phantom: s.phantom,
         }
     }
 }
@@ -114,6 +122,7 @@ impl TryFrom<SpecRepr> for RunSpec {
             prefetch: r.prefetch,
             seed: r.seed,
             config,
+            phantom: r.phantom,
         })
     }
 }
@@ -133,12 +142,16 @@ impl Default for RunSpec {
             prefetch: false,
             seed: 1,
             config: Config::default(),
+            phantom: false,
         }
     }
 }
 
 /// The largest `size` a real-data run takes.
 pub const MAX_SIZE: u64 = 4 << 30;
+
+/// The largest phantom run: 4 TiB, a billion pages of bookkeeping.
+pub const MAX_PHANTOM_SIZE: u64 = 4 << 40;
 /// The least VRAM a GPU may have: one 2 MiB block.
 pub const MIN_VRAM: u64 = 2 << 20;
 /// The largest oversubscription factor.
@@ -248,13 +261,38 @@ impl RunSpec {
         if self.size < 4096 {
             return Err(spec_err("size", "must be at least 4096 bytes (one page)"));
         }
-        if self.size > MAX_SIZE {
+        if self.phantom && !w.phantom_ready() {
+            return Err(spec_err(
+                "phantom",
+                format!(
+                    "{} keeps host data the size of its footprint (its input or CPU reference); \
+                     phantom mode runs {}",
+                    w.name(),
+                    svm_workloads::ALL
+                        .iter()
+                        .filter(|w| w.phantom_ready())
+                        .map(|w| w.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if self.phantom && self.size > MAX_PHANTOM_SIZE {
+            return Err(spec_err(
+                "size",
+                format!(
+                    "{} is above {}, the most a phantom run tracks",
+                    crate::size::show(self.size),
+                    crate::size::show(MAX_PHANTOM_SIZE)
+                ),
+            ));
+        }
+        if !self.phantom && self.size > MAX_SIZE {
             return Err(spec_err(
                 "size",
                 format!(
                     "{} is above {}: real-data runs keep every byte, and the workloads' CPU \
-                     references a copy (footprints beyond host memory run in phantom mode: \
-                     cargo run --release -p svm-workloads --example phantom)",
+                     references a copy (footprints beyond host memory run with --phantom)",
                     crate::size::show(self.size),
                     crate::size::show(MAX_SIZE)
                 ),
@@ -383,9 +421,11 @@ impl RunSpec {
         let gpus = self.gpus.unwrap_or(w.gpus()) as u64;
         let tlbs =
             svm_sim::limits::tlb_bytes(gpus, u64::from(g.compute_units), u64::from(g.tlb_entries));
+        // Phantom: no bytes, only the pages' bookkeeping.
+        let bytes_per_footprint_byte = if self.phantom { 0 } else { 3 };
         Ok(HostNeed {
             bytes: footprint
-                .saturating_mul(3)
+                .saturating_mul(bytes_per_footprint_byte)
                 .saturating_add(pages.saturating_mul(64))
                 .saturating_add(tlbs)
                 .saturating_add(64 << 20),
@@ -535,6 +575,9 @@ impl RunSpec {
         if self.prefetch {
             s += " --prefetch";
         }
+        if self.phantom {
+            s += " --phantom";
+        }
         s
     }
 }
@@ -558,6 +601,9 @@ pub enum Status {
     Ok,
     /// Finished, but the results did not match (a bug).
     Mismatch,
+    /// Finished in phantom mode: no bytes were kept, so the results were
+    /// not checked.
+    Unchecked,
     /// A kernel died: a memory access fault the driver could not recover
     /// (XNACK off, or a fault the engine refused).
     Killed {
@@ -737,11 +783,16 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
         None => spec.vram,
     };
     let mut m = spec.machine(&profile, gpus, vram, capture)?;
+    if spec.phantom {
+        m.set_phantom();
+    }
     let pid = m.spawn(w.name());
     let result = svm_workloads::run_opts(&mut m, pid, w, &params, spec.granularity, spec.prefetch);
     let (status, metrics) = match result {
         Ok(r) => (
-            if r.verified {
+            if spec.phantom {
+                Status::Unchecked
+            } else if r.verified {
                 Status::Ok
             } else {
                 Status::Mismatch

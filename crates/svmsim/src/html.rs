@@ -170,6 +170,7 @@ fn page(
         let (cls, st) = match &o.status {
             Status::Ok => ("ok", "ok".to_string()),
             Status::Mismatch => ("bad", "result mismatch".to_string()),
+            Status::Unchecked => ("ok", "ok, data unchecked (phantom)".to_string()),
             Status::Killed { error } => ("bad", format!("killed: {error}")),
         };
         let _ = writeln!(

@@ -278,7 +278,7 @@ struct RunOpts {
     #[arg(long, default_value_t = 2)]
     iters: u32,
     /// A built-in profile (`svmsim profiles`) or a profile .toml file
-    /// [default: mi210, or mi250x for a workload of two GPUs or more].
+    /// [default: mi210, or mi250x for two GPUs or more (the workload's or --gpus)].
     #[arg(long)]
     profile: Option<String>,
     /// GPUs in the machine (default: what the workload needs).
@@ -301,6 +301,11 @@ struct RunOpts {
     /// and restores the queues.
     #[arg(long)]
     prefetch: bool,
+    /// Keep no bytes (phantom mode): faults, migrations, mappings and timing run as
+    /// with real data, results are not checked (status `ok, unchecked`), and the
+    /// footprint may be far beyond the host's memory (first-touch, stream, ...).
+    #[arg(long)]
+    phantom: bool,
     /// The seed of the workload's choices and of the interleaving.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -382,7 +387,8 @@ impl RunOpts {
             size: self.size,
             iters: self.iters,
             profile: self.profile.clone().unwrap_or_else(|| {
-                let many = svm_workloads::by_name(workload).is_some_and(|w| w.gpus() > 1);
+                let need = svm_workloads::by_name(workload).map_or(1, |w| w.gpus());
+                let many = self.gpus.unwrap_or(need) > 1;
                 if many { "mi250x" } else { "mi210" }.to_owned()
             }),
             gpus: self.gpus,
@@ -393,6 +399,7 @@ impl RunOpts {
             prefetch: self.prefetch,
             seed: self.seed,
             config: self.config.resolve(Config::default(), policy)?,
+            phantom: self.phantom,
         })
     }
 }
@@ -757,6 +764,12 @@ fn emit(
                 outln!("{}: {v}", o.label.clone());
             }
         }
+        if outs.iter().any(|o| o.status == Status::Unchecked) {
+            outln!(
+                "phantom mode: no bytes were kept, so results and memory contents were not \
+                 checked (data checks off); the memory system ran as with real data"
+            );
+        }
         if let Some(o) = outs.first() {
             outln!("seed {}; repeat with: {}", o.spec.seed, repro(o));
         }
@@ -879,6 +892,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 "--xnack",
                 "--policy",
                 "--prefetch",
+                "--phantom",
                 "--set",
                 "--config",
             ]

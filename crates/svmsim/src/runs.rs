@@ -96,6 +96,7 @@ fn status_text(s: &Status) -> String {
     match s {
         Status::Ok => "ok".into(),
         Status::Mismatch => "MISMATCH".into(),
+        Status::Unchecked => "ok, unchecked".into(),
         Status::Killed { .. } => "killed".into(),
     }
 }

@@ -628,3 +628,53 @@ fn host_stats_are_written_for_a_workload_run_only() {
     let e = usage_error(&["run", "--host-stats", f.to_str().unwrap()]);
     assert!(e.contains("--host-stats"), "{e}");
 }
+
+/// `--phantom` keeps no bytes: the run's memory system is the real run's
+/// (same simulated times), its status says the data went unchecked, and
+/// a workload that would keep host data of its footprint's size is
+/// refused (issue 18, item 5).
+#[test]
+fn phantom_runs_the_same_memory_system_without_bytes() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "stream", "--size", "3MiB", "--json"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).expect("JSON");
+        v["runs"][0].clone()
+    };
+    let (real, phantom) = (run(&[]), run(&["--phantom"]));
+    assert_eq!(real["status"]["kind"], "ok");
+    assert_eq!(phantom["status"]["kind"], "unchecked");
+    for k in [
+        "kernel_ns",
+        "faults",
+        "migrated_bytes",
+        "accesses",
+        "end_ns",
+    ] {
+        assert_eq!(real["metrics"][k], phantom["metrics"][k], "{k}");
+    }
+    let text = ok(&[
+        "run",
+        "first-touch",
+        "--size",
+        "8MiB",
+        "--gpus",
+        "2",
+        "--phantom",
+    ]);
+    assert!(
+        text.contains("ok, unchecked") && text.contains("data checks off"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--phantom"),
+        "the repro line keeps the flag: {text}"
+    );
+    // The same workload with bytes checks that untouched memory reads zero.
+    let text = ok(&["run", "first-touch", "--size", "8MiB", "--gpus", "2"]);
+    assert!(text.contains("┆ ok "), "{text}");
+    let e = usage_error(&["run", "gups", "--phantom"]);
+    assert!(e.contains("phantom") && e.contains("first-touch"), "{e}");
+    let e = usage_error(&["run", "first-touch", "--phantom", "--size", "8TiB"]);
+    assert!(e.contains("phantom run"), "{e}");
+}
