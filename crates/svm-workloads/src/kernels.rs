@@ -752,10 +752,10 @@ impl Workload for SharedBuffer {
         let n = words_per(p, 4, self.name())? * 4;
         let nu = usize::try_from(n).unwrap_or(0);
         let a = r.alloc(n * 4, &[0, 1])?;
-        let mut want = seq(nu, |i| i.wrapping_mul(7));
-        r.write_u32s(a, &want)?;
+        r.write_u32s_with(a, nu, |i| i.wrapping_mul(7))?;
         let half = n / 2;
-        for _ in 0..p.iters.max(1) {
+        let iters = p.iters.max(1);
+        for _ in 0..iters {
             let (waves, per) = chunks(half, 256);
             // GPU 0: words [0, n/2) += 1.
             r.launch(
@@ -769,16 +769,20 @@ impl Workload for SharedBuffer {
                 waves,
                 elementwise(a, None, a, n / 4, half, per, |x, _| x.wrapping_mul(3)),
             )?;
-            for (i, w) in want.iter_mut().enumerate() {
-                if (i as u64) < half {
-                    *w = w.wrapping_add(1);
-                }
-                if (n / 4..n / 4 + half).contains(&(i as u64)) {
-                    *w = w.wrapping_mul(3);
-                }
-            }
         }
-        r.check_u32s(a, nu, |i| want[i as usize])
+        // The CPU reference, word by word: each turn adds 1 to the first
+        // half, then triples the middle half.
+        let want = move |i: u32| {
+            let (add, mul) = (
+                u64::from(i) < half,
+                (n / 4..n / 4 + half).contains(&u64::from(i)),
+            );
+            (0..iters).fold(i.wrapping_mul(7), |w, _| {
+                let w = if add { w.wrapping_add(1) } else { w };
+                if mul { w.wrapping_mul(3) } else { w }
+            })
+        };
+        r.check_u32s(a, nu, want)
     }
 }
 
