@@ -257,19 +257,83 @@ fn side(p: &Params, arrays: u64) -> u64 {
 }
 
 /// One 5-point stencil step on the CPU (borders copied).
-fn stencil_cpu(src: &[u32], w: usize, h: usize) -> Vec<u32> {
-    let mut out = src.to_vec();
-    for i in 1..h - 1 {
-        for j in 1..w - 1 {
-            let s = src[i * w + j]
-                .wrapping_add(src[(i - 1) * w + j])
-                .wrapping_add(src[(i + 1) * w + j])
-                .wrapping_add(src[i * w + j - 1])
-                .wrapping_add(src[i * w + j + 1]);
-            out[i * w + j] = s / 5;
-        }
+/// One row of a 5-point stencil step: the average of each inside word
+/// and its four neighbours (the row's ends kept). The GPU kernel and the
+/// CPU reference both use it: the check is of the memory system, which
+/// must hand both the same rows.
+fn stencil_row(up: &[u32], mid: &[u32], down: &[u32]) -> Vec<u32> {
+    let mut out = mid.to_vec();
+    for x in 1..mid.len().saturating_sub(1) {
+        out[x] = mid[x]
+            .wrapping_add(up[x])
+            .wrapping_add(down[x])
+            .wrapping_add(mid[x - 1])
+            .wrapping_add(mid[x + 1])
+            / 5;
     }
     out
+}
+
+/// The rows of a square grid after `steps` 5-point stencil steps (border
+/// kept), made in order: each step keeps the last three rows it made,
+/// which is all the next step needs, so the reference costs
+/// `3 × steps` rows rather than grids.
+struct StencilRows<F> {
+    side: usize,
+    init: F,
+    /// Per step (0: the input): the next row to make, and the last three
+    /// made.
+    levels: Vec<(usize, KeptRows)>,
+}
+
+/// A step's last rows made: (row index, words).
+type KeptRows = std::collections::VecDeque<(usize, Vec<u32>)>;
+
+impl<F: Fn(u32) -> u32> StencilRows<F> {
+    fn new(side: usize, steps: usize, init: F) -> Self {
+        Self {
+            side,
+            init,
+            levels: vec![(0, KeptRows::new()); steps + 1],
+        }
+    }
+
+    /// Row `i` after every step; rows are asked for in order.
+    fn row(&mut self, i: usize) -> &[u32] {
+        let top = self.levels.len() - 1;
+        self.advance(top, i);
+        let w = &self.levels[top].1;
+        &w.iter().find(|(k, _)| *k == i).expect("row just made").1
+    }
+
+    /// Makes step `t`'s rows up to `i`.
+    fn advance(&mut self, t: usize, i: usize) {
+        let side = self.side;
+        while self.levels[t].0 <= i {
+            let j = self.levels[t].0;
+            let row = if t == 0 {
+                (0..side)
+                    .map(|x| (self.init)(u32::try_from(j * side + x).unwrap_or(u32::MAX)))
+                    .collect()
+            } else {
+                self.advance(t - 1, (j + 1).min(side - 1));
+                let prev = &self.levels[t - 1].1;
+                let get = |k: usize| &prev.iter().find(|(n, _)| *n == k).expect("kept").1;
+                let mid = get(j);
+                if j == 0 || j + 1 == side {
+                    mid.clone()
+                } else {
+                    stencil_row(get(j - 1), mid, get(j + 1))
+                }
+            };
+            let level = &mut self.levels[t];
+            level.1.push_back((j, row));
+            if level.1.len() > 3 {
+                level.1.pop_front();
+            }
+            level.0 += 1;
+        }
+    }
 }
 
 /// 2D stencil (hotspot-like): 5-point average, ping-ponging two grids.
@@ -290,11 +354,11 @@ impl Workload for Stencil2d {
         let su = usize::try_from(s).unwrap_or(0);
         let bytes = s * s * 4;
         let bufs = [r.alloc(bytes, &[0])?, r.alloc(bytes, &[0])?];
-        let init = seq(su * su, |i| i.wrapping_mul(2_654_435_761) >> 8);
-        r.write_u32s(bufs[0], &init)?;
-        r.write_u32s(bufs[1], &init)?;
-        let mut want = init;
-        for it in 0..p.iters.max(1) as usize {
+        let init = |i: u32| i.wrapping_mul(2_654_435_761) >> 8;
+        r.write_u32s_with(bufs[0], su * su, init)?;
+        r.write_u32s_with(bufs[1], su * su, init)?;
+        let iters = p.iters.max(1) as usize;
+        for it in 0..iters {
             let (src, dst) = (bufs[it % 2], bufs[(it + 1) % 2]);
             // One wave per interior row.
             r.launch(
@@ -305,22 +369,22 @@ impl Workload for Stencil2d {
                     let up = load(&ctx, src + (i - 1) * s * 4, s).await;
                     let mid = load(&ctx, src + i * s * 4, s).await;
                     let down = load(&ctx, src + (i + 1) * s * 4, s).await;
-                    let mut out = mid.clone();
-                    for j in 1..s as usize - 1 {
-                        out[j] = mid[j]
-                            .wrapping_add(up[j])
-                            .wrapping_add(down[j])
-                            .wrapping_add(mid[j - 1])
-                            .wrapping_add(mid[j + 1])
-                            / 5;
-                    }
-                    store(&ctx, dst + i * s * 4, &out).await;
+                    store(&ctx, dst + i * s * 4, &stencil_row(&up, &mid, &down)).await;
                 }),
             )?;
-            want = stencil_cpu(&want, su, su);
         }
-        let last = bufs[p.iters.max(1) as usize % 2];
-        r.check_u32s(last, su * su, |i| want[i as usize])
+        let last = bufs[iters % 2];
+        // The CPU reference, row by row in order (three rows a step kept,
+        // not a grid).
+        let mut rows = StencilRows::new(su, iters, init);
+        let mut row = (usize::MAX, Vec::new());
+        r.check_u32s(last, su * su, |i| {
+            let (at, j) = (i as usize / su, i as usize % su);
+            if row.0 != at {
+                row = (at, rows.row(at).to_vec());
+            }
+            row.1[j]
+        })
     }
 }
 
@@ -346,9 +410,9 @@ impl Workload for Conv3d {
         let du = usize::try_from(d).unwrap_or(0);
         let bytes = d * d * d * 4;
         let (src, dst) = (r.alloc(bytes, &[0])?, r.alloc(bytes, &[0])?);
-        let init = seq(du * du * du, |i| i % 1009);
-        r.write_u32s(src, &init)?;
-        r.write_u32s(dst, &init)?;
+        let init = |i: u32| i % 1009;
+        r.write_u32s_with(src, du * du * du, init)?;
+        r.write_u32s_with(dst, du * du * du, init)?;
         let rows = u32::try_from((d - 2) * (d - 2)).unwrap_or(0);
         r.launch(
             0,
@@ -377,24 +441,21 @@ impl Workload for Conv3d {
                 store(&ctx, dst + ((z * d + y) * d) * 4, &out).await;
             }),
         )?;
-        let mut want = init.clone();
-        let at = |z: usize, y: usize, x: usize| (z * du + y) * du + x;
-        for z in 1..du - 1 {
-            for y in 1..du - 1 {
-                for x in 1..du - 1 {
-                    let c = init[at(z, y, x)];
-                    want[at(z, y, x)] = c
-                        .wrapping_mul(2)
-                        .wrapping_add(init[at(z, y, x - 1)])
-                        .wrapping_add(init[at(z, y, x + 1)])
-                        .wrapping_add(init[at(z - 1, y, x)])
-                        .wrapping_add(init[at(z + 1, y, x)])
-                        .wrapping_add(init[at(z, y - 1, x)])
-                        .wrapping_add(init[at(z, y + 1, x)]);
-                }
+        // The CPU reference, point by point from the input's formula: the
+        // border keeps its input, the inside is the 7-point sum.
+        let d32 = u32::try_from(d).unwrap_or(u32::MAX);
+        let want = move |i: u32| {
+            let (z, y, x) = (i / (d32 * d32), i / d32 % d32, i % d32);
+            let inside = |v: u32| v > 0 && v + 1 < d32;
+            if !(inside(z) && inside(y) && inside(x)) {
+                return init(i);
             }
-        }
-        r.check_u32s(dst, du * du * du, |i| want[i as usize])
+            let (dy, dz) = (d32, d32 * d32);
+            [i - 1, i + 1, i - dz, i + dz, i - dy, i + dy]
+                .into_iter()
+                .fold(init(i).wrapping_mul(2), |s, j| s.wrapping_add(init(j)))
+        };
+        r.check_u32s(dst, du * du * du, want)
     }
 }
 
@@ -561,10 +622,12 @@ impl Workload for Pathfinder {
         let cu = usize::try_from(cols).unwrap_or(0);
         let wall = r.alloc(rows * cols * 4, &[0])?;
         let bufs = [r.alloc(cols * 4, &[0])?, r.alloc(cols * 4, &[0])?];
-        let wv = seq(cu * rows as usize, |i| i.wrapping_mul(40503) % 10);
-        r.write_u32s(wall, &wv)?;
-        r.write_u32s(bufs[0], &wv[..cu])?;
-        let mut want = wv[..cu].to_vec();
+        // The wall's costs come from a formula, so the CPU reference
+        // keeps one row, not the wall.
+        let wv = |i: u32| i.wrapping_mul(40503) % 10;
+        r.write_u32s_with(wall, cu * rows as usize, wv)?;
+        r.write_u32s_with(bufs[0], cu, wv)?;
+        let mut want = seq(cu, wv);
         for row in 1..rows {
             let (src, dst) = (bufs[(row as usize + 1) % 2], bufs[row as usize % 2]);
             r.launch(
@@ -602,7 +665,7 @@ impl Workload for Pathfinder {
                     if j + 1 < cu {
                         m = m.min(want[j + 1]);
                     }
-                    wv[base + j].wrapping_add(m)
+                    wv((base + j) as u32).wrapping_add(m)
                 })
                 .collect();
         }

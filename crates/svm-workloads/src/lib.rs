@@ -307,7 +307,9 @@ impl<'m> Run<'m> {
 
     /// The CPU reads `n` words at `addr` and says whether word `i` is
     /// `want(i)` for every `i`: one access, its bytes seen where they lie
-    /// (no buffer of its size).
+    /// (no buffer of its size). `want` is asked for words in increasing
+    /// order (once one differs, some may be skipped), so a reference may
+    /// make its words as it goes.
     ///
     /// # Errors
     /// A CPU fault the process would get a signal for.
@@ -315,7 +317,7 @@ impl<'m> Run<'m> {
         &mut self,
         addr: u64,
         n: usize,
-        want: impl Fn(u32) -> u32,
+        mut want: impl FnMut(u32) -> u32,
     ) -> Result<bool, WorkloadError> {
         let len = word_span(addr, n)?;
         if self.phantom() {
