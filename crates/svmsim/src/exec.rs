@@ -767,6 +767,19 @@ pub struct Outcome {
 /// # Errors
 /// A spec that cannot run (unknown names, impossible sizes).
 pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
+    run_watched(spec, capture, None)
+}
+
+/// [`run`], publishing the simulated clock to `clock` as it moves (for a
+/// progress display on another thread).
+///
+/// # Errors
+/// See [`run`].
+pub fn run_watched(
+    spec: &RunSpec,
+    capture: Capture,
+    clock: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<Outcome, SpecError> {
     let t0 = std::time::Instant::now();
     let (w, profile) = spec.resolve()?;
     let params = Params {
@@ -785,6 +798,9 @@ pub fn run(spec: &RunSpec, capture: Capture) -> Result<Outcome, SpecError> {
     let mut m = spec.machine(&profile, gpus, vram, capture)?;
     if spec.phantom {
         m.set_phantom();
+    }
+    if let Some(c) = clock {
+        m.watch_clock(c);
     }
     let pid = m.spawn(w.name());
     let result = svm_workloads::run_opts(&mut m, pid, w, &params, spec.granularity, spec.prefetch);

@@ -986,8 +986,11 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             }
             let mut capture = out.capture();
             capture.trace = record.is_some();
-            let p = Progress::new(1, &format!("simulating {w} ({policy})"), cli.quiet);
-            let o = exec::run(&spec, capture).map_err(spec_fail);
+            let what = format!("simulating {w} ({policy})");
+            let p = Progress::new(1, &what, cli.quiet);
+            let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            p.watch_clock(&what, std::sync::Arc::clone(&clock));
+            let o = exec::run_watched(&spec, capture, Some(clock)).map_err(spec_fail);
             p.finish();
             let o = o?;
             let mut staged = output::Staged::default();

@@ -45,6 +45,23 @@ impl Progress {
         }
     }
 
+    /// Shows the simulated clock of the one run it follows in its message,
+    /// read from `clock` (what `exec::run_watched` publishes) while it is
+    /// shown.
+    pub fn watch_clock(&self, what: &str, clock: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        if self.stop.is_none() {
+            return;
+        }
+        let (b, what) = (self.bar.clone(), what.to_owned());
+        std::thread::spawn(move || {
+            while !b.is_finished() {
+                let ns = clock.load(std::sync::atomic::Ordering::Relaxed);
+                b.set_message(format!("{what}: {} simulated", crate::runs::time(ns)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+    }
+
     /// One more run done.
     pub fn inc(&self) {
         self.bar.inc(1);

@@ -144,6 +144,9 @@ pub(super) struct Sched {
     pub(super) kready: ReadyQueue,
     /// Kernel waves parked on a retry fault, by (GPU, process, page).
     pub(super) kwait: super::kernel::KernelWaits,
+    /// Where the clock is published as it moves, for a progress display
+    /// on another thread ([`Machine::watch_clock`]).
+    pub(super) clock_watch: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Sched {
@@ -165,6 +168,7 @@ impl Sched {
             kwave_free: Vec::new(),
             kready: ReadyQueue::default(),
             kwait: std::collections::BTreeMap::new(),
+            clock_watch: None,
         }
     }
 }
@@ -551,6 +555,13 @@ impl Machine {
                 .any(|p| p.svm.deferred_pending() || p.svm.restore_due_ns().is_some())
     }
 
+    /// Publishes the simulated clock to `to` whenever it moves, so that
+    /// another thread can show how far a long run has got (it changes
+    /// nothing the run does).
+    pub fn watch_clock(&mut self, to: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.sched.clock_watch = Some(to);
+    }
+
     /// Runs steps until `stop` holds, nothing is ready, or the next timed
     /// step is after `until`.
     pub(super) fn run(&mut self, until: u64, stop: impl Fn(&Self) -> bool) {
@@ -563,6 +574,9 @@ impl Machine {
             if self.sched.clock_ns != at {
                 at = self.sched.clock_ns;
                 steps = 0;
+                if let Some(w) = &self.sched.clock_watch {
+                    w.store(at, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             steps += 1;
             if let Some(work) = self.next_work(self.sched.clock_ns, true) {

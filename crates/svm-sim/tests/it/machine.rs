@@ -328,3 +328,33 @@ fn split_siblings_reuse_their_shared_buffer() {
     );
     k.check();
 }
+
+/// A watched clock follows the simulated clock as the machine runs (what
+/// the command line's progress display reads), and watching changes
+/// nothing the run does.
+#[test]
+fn a_watched_clock_follows_the_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let run = |watch: bool| {
+        let mut k = Kfd::new(true);
+        k.m.set_timing(svm_sim::timing::Profile::built_in("mi210").unwrap().timing);
+        let clock = Arc::new(AtomicU64::new(0));
+        if watch {
+            k.m.watch_clock(Arc::clone(&clock));
+        }
+        let buf = k.mmap(64 * PAGE);
+        k.register(buf, 64 * PAGE, GPU0, 0, 0).unwrap();
+        k.cpu_write(buf, &[1; 4096]);
+        k.gpu_write(GPU0, buf, &[2; 64 * 4096]);
+        (
+            clock.load(Ordering::Relaxed),
+            k.m.now_ns(),
+            format!("{:?}", k.m.counters()),
+        )
+    };
+    let (seen, now, counters) = run(true);
+    assert!(seen > 0 && seen <= now, "{seen} {now}");
+    let (unseen, now2, counters2) = run(false);
+    assert_eq!((unseen, now2, counters2), (0, now, counters));
+}
