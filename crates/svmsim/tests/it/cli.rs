@@ -678,3 +678,23 @@ fn phantom_runs_the_same_memory_system_without_bytes() {
     let e = usage_error(&["run", "first-touch", "--phantom", "--size", "8TiB"]);
     assert!(e.contains("phantom run"), "{e}");
 }
+
+/// `compare` runs its configurations on several cores, and what it prints
+/// does not depend on how many (issue 18, item 4).
+#[test]
+fn compare_output_is_the_same_on_one_core_or_many() {
+    for fmt in ["--json", "--csv"] {
+        let base = [
+            "compare",
+            "shared-buffer",
+            "--size",
+            "1MiB",
+            "--granularities",
+            "0,9",
+            fmt,
+        ];
+        let one = ok(&[&base[..], &["-j", "1"]].concat());
+        let many = ok(&[&base[..], &["-j", "4"]].concat());
+        assert_eq!(one, many, "{fmt}");
+    }
+}
