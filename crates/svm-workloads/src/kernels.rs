@@ -64,16 +64,19 @@ fn words_per(p: &Params, arrays: u64, name: &'static str) -> Result<u64, Workloa
 /// Loads `n` words at `a` in wave instructions.
 async fn load(ctx: &WaveCtx, a: u64, n: u64) -> Vec<u32> {
     let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    load_into(ctx, a, n, &mut out).await;
+    out
+}
+
+/// [`load`] onto the end of `out`.
+async fn load_into(ctx: &WaveCtx, a: u64, n: u64, out: &mut Vec<u32>) {
     let mut off = 0;
     while off < n * 4 {
         let len = (n * 4 - off).min(LANE_BYTES);
-        out.extend(
-            ctx.load_u32s(a + off, usize::try_from(len / 4).unwrap_or(0))
-                .await,
-        );
+        ctx.load_u32s_into(a + off, usize::try_from(len / 4).unwrap_or(0), out)
+            .await;
         off += len;
     }
-    out
 }
 
 /// Stores words at `a` in wave instructions.
@@ -99,14 +102,19 @@ fn elementwise(
         let lo = base + u64::from(w) * per;
         let hi = (lo + per).min(base + n);
         let mut i = lo;
+        // (Three buffers for the whole wave: its loop allocates nothing.)
+        let (mut x, mut y, mut z) = (Vec::new(), Vec::new(), Vec::new());
         while i < hi {
             let k = (hi - i).min(LANE_BYTES / 4);
-            let x = load(&ctx, src + i * 4, k).await;
-            let y = match src2 {
-                Some(b) => load(&ctx, b + i * 4, k).await,
-                None => vec![0; x.len()],
-            };
-            let z: Vec<u32> = x.iter().zip(&y).map(|(p, q)| f(*p, *q)).collect();
+            x.clear();
+            load_into(&ctx, src + i * 4, k, &mut x).await;
+            y.clear();
+            match src2 {
+                Some(b) => load_into(&ctx, b + i * 4, k, &mut y).await,
+                None => y.resize(x.len(), 0),
+            }
+            z.clear();
+            z.extend(x.iter().zip(&y).map(|(p, q)| f(*p, *q)));
             store(&ctx, dst + i * 4, &z).await;
             i += k;
         }

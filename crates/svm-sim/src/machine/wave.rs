@@ -330,15 +330,34 @@ impl WaveCtx {
 
     /// Loads `n` little-endian `u32`s.
     pub async fn load_u32s(&self, addr: u64, n: usize) -> Vec<u32> {
-        let b = self.load(addr, n * 4).await;
-        b.chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect()
+        let mut v = Vec::with_capacity(n);
+        self.load_u32s_into(addr, n, &mut v).await;
+        v
     }
 
-    /// Stores little-endian `u32`s.
+    /// Loads `n` little-endian `u32`s onto the end of `out`: a loop of
+    /// loads into one vector allocates nothing once it has grown.
+    pub async fn load_u32s_into(&self, addr: u64, n: usize, out: &mut Vec<u32>) {
+        let b = self.load(addr, n * 4).await;
+        out.extend(
+            b.chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+        );
+    }
+
+    /// Stores little-endian `u32`s. The bytes go in the wave's own
+    /// buffer when it is free (the store hands it back, and its next load
+    /// fills it), so a loop of stores allocates nothing once warm.
     pub async fn store_u32s(&self, addr: u64, v: &[u32]) {
-        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut b = match self.slot.bufs().buf.try_borrow_mut() {
+            Ok(mut buf) => std::mem::take(&mut *buf),
+            Err(_) => Vec::new(),
+        };
+        b.clear();
+        b.reserve(v.len() * 4);
+        for x in v {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
         self.store(addr, b).await;
     }
 }
