@@ -513,20 +513,24 @@ impl Workload for Bfs {
         r.write_u32s_with(l, vu, unvisited)?;
         // The CPU reference.
         let mut want: Vec<u32> = (0..vertices).map(unvisited).collect();
-        let mut frontier = vec![0usize];
+        // (Frontiers of u32 vertex numbers: at the widest level they are
+        // a good part of the vertices.)
+        let mut frontier = vec![0u32];
+        let mut next = Vec::new();
         let mut depth = 0u32;
         while !frontier.is_empty() {
-            let mut next = Vec::new();
+            next.clear();
             for &x in &frontier {
-                for j in x * DEGREE as usize..(x + 1) * DEGREE as usize {
-                    let y = edge(j as u32) as usize;
-                    if want[y] == u32::MAX {
-                        want[y] = depth + 1;
+                let first = x * DEGREE as u32;
+                for j in first..first + DEGREE as u32 {
+                    let y = edge(j);
+                    if want[y as usize] == u32::MAX {
+                        want[y as usize] = depth + 1;
                         next.push(y);
                     }
                 }
             }
-            frontier = next;
+            std::mem::swap(&mut frontier, &mut next);
             depth += 1;
         }
         // The GPU: each level scans every vertex of that level and labels
