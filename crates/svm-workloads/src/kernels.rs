@@ -712,8 +712,16 @@ impl Workload for Reduction {
             kernel(move |w, ctx| async move {
                 let lo = u64::from(w) * per;
                 let hi = (lo + per).min(n);
-                let v = load(&ctx, a + lo * 4, hi - lo).await;
-                let s = v.iter().fold(0u32, |x, y| x.wrapping_add(*y));
+                // Summed an instruction at a time: a wave's share is
+                // 1/256 of the data, and all waves hold theirs at once.
+                let (mut s, mut v, mut i) = (0u32, Vec::new(), lo);
+                while i < hi {
+                    let k = (hi - i).min(LANE_BYTES / 4);
+                    v.clear();
+                    load_into(&ctx, a + i * 4, k, &mut v).await;
+                    s = v.iter().fold(s, |x, y| x.wrapping_add(*y));
+                    i += k;
+                }
                 ctx.store_u32s(part + u64::from(w) * 4, &[s]).await;
             }),
         )?;
@@ -888,8 +896,17 @@ impl Workload for ProducerConsumer {
                 kernel(move |w, ctx| async move {
                     let lo = u64::from(w) * tper;
                     let hi = (lo + tper).min(n);
-                    let v: Vec<u32> = (lo..hi).map(|i| (i as u32) ^ t).collect();
-                    store(&ctx, inp + lo * 4, &v).await;
+                    // Made an instruction at a time: a thread's share is
+                    // a quarter of the data.
+                    let mut v = Vec::new();
+                    let mut i = lo;
+                    while i < hi {
+                        let k = (hi - i).min(LANE_BYTES / 4);
+                        v.clear();
+                        v.extend((i..i + k).map(|x| (x as u32) ^ t));
+                        store(&ctx, inp + i * 4, &v).await;
+                        i += k;
+                    }
                 }),
             )?;
             r.launch(
