@@ -537,8 +537,11 @@ fn bench(
             "--workloads: no workload {bad} (`svmsim workloads` lists them)"
         )));
     }
-    if sizes.is_empty() || iters == 0 || iters > 1000 {
-        return Err(usage("--sizes needs a size, --iters 1..=1000"));
+    if sizes.is_empty() || iters == 0 || iters > exec::MAX_ITERS {
+        return Err(usage(format!(
+            "--sizes needs a size, --iters 1..={}",
+            exec::MAX_ITERS
+        )));
     }
     let exe = std::env::current_exe().map_err(|e| io(format!("cannot find this binary: {e}")))?;
     let scratch = std::env::temp_dir().join(format!("svmsim-bench-{}", std::process::id()));
@@ -656,8 +659,7 @@ fn fit_host(specs: &[RunSpec], jobs: usize, cli: &Cli) -> Result<usize, Fail> {
             return Err(usage(format!(
                 "--size {}: the run needs about {} of host memory (its footprint three times over, \
                  its page bookkeeping and TLBs), above the budget of {}{}; use a smaller --size, \
-                 phantom mode for footprints beyond host memory (cargo run --release -p \
-                 svm-workloads --example phantom), or --max-host-mem",
+                 --phantom for footprints beyond host memory, or --max-host-mem",
                 size::show(s.size),
                 size::human(n.bytes),
                 size::human(budget),

@@ -228,15 +228,11 @@ pub fn run_workload(
     Ok(row)
 }
 
-/// Seconds, short.
-fn secs(s: f64) -> String {
-    if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 0.1 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.0} ms", s * 1e3)
-    }
+/// Host seconds as ns, for `runs::time`.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn seconds_ns(s: f64) -> u64 {
+    // (A wall time is positive and far below 584 years.)
+    (s.max(0.0) * 1e9) as u64
 }
 
 /// Bytes per second as a size.
@@ -296,7 +292,7 @@ pub fn table(b: &Baselines, rows: &[Row]) -> String {
             right(count(r.accesses as f64)),
             right(count(r.faults as f64)),
             right(size::human(r.migrated_bytes)),
-            right(secs(r.wall_s)),
+            right(crate::runs::time(seconds_ns(r.wall_s))),
             right(count(r.rate())),
             right(format!("{:.3}", r.rate() / b.tlb_hit_per_s.max(1.0))),
             right(rss.map_or("?".into(), size::human)),
