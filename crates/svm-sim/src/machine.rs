@@ -723,6 +723,12 @@ pub enum CpuIo<'a> {
     Read(&'a mut dyn FnMut(u64, &[u8])),
     /// A write: the closure fills each part.
     Write(&'a mut dyn FnMut(u64, &mut [u8])),
+    /// A write of one 32-bit word repeated through each part: the closure
+    /// gives the word for the part at each offset, its bytes in order
+    /// from the access's start (byte `off` of the access is byte
+    /// `off % 4` of its word). A whole page written so is stored as a
+    /// uniform page (`crate::pages`): no bytes of its own.
+    Repeat(&'a mut dyn FnMut(u64) -> u32),
 }
 
 impl std::fmt::Debug for CpuIo<'_> {
@@ -730,6 +736,7 @@ impl std::fmt::Debug for CpuIo<'_> {
         f.write_str(match self {
             CpuIo::Read(_) => "CpuIo::Read",
             CpuIo::Write(_) => "CpuIo::Write",
+            CpuIo::Repeat(_) => "CpuIo::Repeat",
         })
     }
 }
@@ -1581,7 +1588,7 @@ impl Machine {
         if addr.raw().checked_add(len).is_none() {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        let write = matches!(io, CpuIo::Write(_));
+        let write = !matches!(io, CpuIo::Read(_));
         self.record(|| TraceEvent::Cpu {
             pid: Self::record_pid(pid),
             addr: addr.raw(),
@@ -1606,8 +1613,24 @@ impl Machine {
             match &mut io {
                 // A phantom store drops the bytes: only that the page was
                 // written counts, so none are made.
-                CpuIo::Write(_) if phantom => {
+                CpuIo::Write(_) | CpuIo::Repeat(_) if phantom => {
                     p.mm.pages_mut().write(at, &ZERO_PAGE[..k]);
+                }
+                CpuIo::Repeat(f) => {
+                    // Byte `j` of the part is byte `(done + j) % 4` of
+                    // its word: a page's first word is the word rotated.
+                    let word = f(done);
+                    let phase = (done % 4) as u32;
+                    if k == PAGE_BYTES {
+                        let first = word.rotate_right(8 * phase);
+                        p.shadow.fill_host(p.mm.pages_mut(), n, first);
+                    } else {
+                        let bytes = word.to_le_bytes();
+                        for (j, b) in part[..k].iter_mut().enumerate() {
+                            *b = bytes[(j + phase as usize) % 4];
+                        }
+                        p.shadow.write_host(p.mm.pages_mut(), at, &part[..k]);
+                    }
                 }
                 CpuIo::Write(f) => {
                     f(done, &mut part[..k]);

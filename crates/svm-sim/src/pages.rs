@@ -12,6 +12,23 @@
 //! write): the load keeps the bytes it read, exactly as if they had been
 //! copied when it was performed.
 //!
+//! # Uniform pages
+//! A page all of whose 32-bit words hold one value (a fresh zero-filled
+//! page, a page a fill wrote whole) shares one page of that value per
+//! thread ([`PageStore::fill`]): a store of such pages costs a pointer a
+//! page, so a large scenario of uniform data takes little memory. The
+//! shared page is never written; the first store to a page copies it
+//! (copy on write, as for a lent page). Up to [`MAX_UNIFORM`] values get
+//! a shared page; past that a fill writes bytes of its own.
+//!
+//! # The page pool
+//! A page a store drops (unmapped, freed, overwritten by a moved page)
+//! goes to a per-thread pool, and the next page a store needs comes from
+//! there: churn of pages reuses memory the process already has, instead
+//! of returning it to the allocator and faulting fresh pages (which the
+//! OS must clear) back in. The pool holds at most [`POOL_PAGES`]: it
+//! only holds pages that were live before, so it never raises the peak.
+//!
 //! # Phantom mode
 //! A phantom store keeps no bytes, only which pages were written (one bit
 //! a page, in 64-page words): writes are dropped, reads see zeros, and a
@@ -19,7 +36,7 @@
 //! between a copy and a zero fill. Footprints far beyond the host's memory
 //! then cost a bit a page.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -46,9 +63,77 @@ fn offset_in_page(addr: u64) -> usize {
     usize::try_from(addr % PAGE_SIZE).expect("a page offset is below 4096")
 }
 
-/// A page of zeros.
+/// Pages the pool keeps at most (64 MiB).
+const POOL_PAGES: usize = 1 << 14;
+
+/// Values with a shared uniform page, at most (1 MiB of pages a thread).
+pub const MAX_UNIFORM: usize = 256;
+
+thread_local! {
+    /// Pages no store holds any more (see the module doc).
+    static POOL: RefCell<Vec<PageBytes>> = const { RefCell::new(Vec::new()) };
+    /// The shared page of each value, with its digest (see the module doc).
+    static UNIFORM: RefCell<BTreeMap<u32, (PageBytes, u64)>> =
+        const { RefCell::new(BTreeMap::new()) };
+}
+
+/// A page of its own, to overwrite whole: from the pool (holding what it
+/// held) or new.
+fn blank_page() -> PageBytes {
+    POOL.with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Rc::new([0; PAGE_BYTES]))
+}
+
+/// A page of zeros of its own.
 pub fn zero_page() -> PageBytes {
-    Rc::new([0; PAGE_BYTES])
+    let mut p = blank_page();
+    Rc::make_mut(&mut p).fill(0);
+    p
+}
+
+/// A page of its own holding `src`'s bytes.
+fn copy_page(src: &[u8; PAGE_BYTES]) -> PageBytes {
+    let mut p = blank_page();
+    Rc::make_mut(&mut p).copy_from_slice(src);
+    p
+}
+
+/// Gives a page a store dropped to the pool, unless something else (a
+/// load that lent it, the uniform table) still holds it.
+fn recycle(p: PageBytes) {
+    if Rc::strong_count(&p) == 1 && Rc::weak_count(&p) == 0 {
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_PAGES {
+                pool.push(p);
+            }
+        });
+    }
+}
+
+/// The shared page every word of which is `word`, and its digest; `None`
+/// when [`MAX_UNIFORM`] other values have one (zero always has).
+fn uniform(word: u32) -> Option<(PageBytes, u64)> {
+    UNIFORM.with_borrow_mut(|u| {
+        if let Some((p, d)) = u.get(&word) {
+            return Some((Rc::clone(p), *d));
+        }
+        if u.len() >= MAX_UNIFORM - 1 && word != 0 {
+            return None;
+        }
+        let mut p = Rc::new([0; PAGE_BYTES]);
+        for w in Rc::make_mut(&mut p).chunks_exact_mut(4) {
+            w.copy_from_slice(&word.to_le_bytes());
+        }
+        let d = crate::shadow::digest(Some(&p));
+        u.insert(word, (Rc::clone(&p), d));
+        Some((p, d))
+    })
+}
+
+/// Whether `p` is a shared uniform page (not a page a load lent).
+fn is_uniform(p: &PageBytes) -> bool {
+    let word = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+    UNIFORM.with_borrow(|u| u.get(&word).is_some_and(|(c, _)| Rc::ptr_eq(c, p)))
 }
 
 /// Pages in a group of [`Frames`].
@@ -235,7 +320,8 @@ impl Frames {
     }
 
     /// Page `n`, to write, zero-filled first if it holds no bytes yet (and
-    /// copied first if it is lent: then the flag is set).
+    /// copied first if it is shared: then the flag says whether it was
+    /// lent, not uniform).
     #[inline]
     fn get_or_zero(&mut self, n: u64) -> (&mut [u8; PAGE_BYTES], bool) {
         let (g, i) = group_of(n);
@@ -247,7 +333,12 @@ impl Frames {
             self.len += 1;
         }
         let page = slot.get_or_insert_with(zero_page);
-        let lent = Rc::strong_count(page) > 1;
+        let mut lent = false;
+        if Rc::strong_count(page) > 1 {
+            lent = !is_uniform(page);
+            *page = copy_page(page);
+        }
+        // (Now its own: `make_mut` copies nothing.)
         (Rc::make_mut(page), lent)
     }
 
@@ -255,10 +346,30 @@ impl Frames {
         let (g, i) = group_of(n);
         let group = self.group_or_empty(g);
         group.touch(i);
-        if group.pages[i].replace(page).is_none() {
-            group.held += 1;
-            self.len += 1;
+        match group.pages[i].replace(page) {
+            Some(old) => recycle(old),
+            None => {
+                group.held += 1;
+                self.len += 1;
+            }
         }
+    }
+
+    /// [`Frames::insert`] of a page whose digest is known.
+    fn insert_known(&mut self, n: u64, page: PageBytes, digest: u64) {
+        self.insert(n, page);
+        let (g, i) = group_of(n);
+        let group = self.group_or_empty(g);
+        group.digests[i].set(digest);
+        group.known.set(group.known.get() | 1 << i);
+    }
+
+    /// Pages with bytes of their own (not a shared uniform page).
+    fn own(&self) -> usize {
+        self.groups()
+            .flat_map(|(_, g)| g.pages.iter().flatten())
+            .filter(|p| !is_uniform(p))
+            .count()
     }
 
     fn remove(&mut self, n: u64) -> Option<PageBytes> {
@@ -311,7 +422,9 @@ impl Frames {
         for g in keys {
             let first = g * GROUP as u64;
             for n in first.max(start)..(first + GROUP as u64).min(end) {
-                self.remove(n);
+                if let Some(p) = self.remove(n) {
+                    recycle(p);
+                }
             }
         }
     }
@@ -485,20 +598,43 @@ impl PageStore {
         copied
     }
 
-    /// Gives page `n` zeroed bytes of its own if it holds none (a
+    /// Populates page `n` with zeros if it holds no bytes (a
     /// never-touched anonymous page write-faulted in). Returns whether it
     /// did.
     pub fn fault_in(&mut self, n: u64) -> bool {
         if self.is_populated(n) {
             return false;
         }
-        match &mut self.phantom {
-            Some(b) => {
-                Self::set_bit(b, n, true);
-            }
-            None => self.pages.insert(n, zero_page()),
-        }
+        self.fill(n, 0);
         true
+    }
+
+    /// Makes every 32-bit word of page `n` hold `word`: a shared uniform
+    /// page (see the module doc), or bytes of its own once
+    /// [`MAX_UNIFORM`] values have one.
+    pub fn fill(&mut self, n: u64, word: u32) {
+        if let Some(b) = &mut self.phantom {
+            Self::set_bit(b, n, true);
+            return;
+        }
+        match uniform(word) {
+            Some((p, d)) => self.pages.insert_known(n, p, d),
+            None => {
+                let (p, _) = self.pages.get_or_zero(n);
+                for w in p.chunks_exact_mut(4) {
+                    w.copy_from_slice(&word.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Pages that hold bytes of their own: [`PageStore::populated`] less
+    /// the pages that share a uniform page (a phantom store: none).
+    pub fn own_pages(&self) -> usize {
+        if self.is_phantom() {
+            return 0;
+        }
+        self.pages.own()
     }
 
     /// Removes page `n` and returns its bytes, or `None` if it read as zero.
@@ -520,11 +656,11 @@ impl PageStore {
                 self.pages.insert(n, p);
             }
             // A phantom page landing in a real store reads as zero.
-            Some(Page::Phantom) => {
-                self.pages.insert(n, zero_page());
-            }
+            Some(Page::Phantom) => self.fill(n, 0),
             None => {
-                self.pages.remove(n);
+                if let Some(p) = self.pages.remove(n) {
+                    recycle(p);
+                }
             }
         }
     }
@@ -669,5 +805,101 @@ mod tests {
             s.drop_range(base, base + 500);
             assert_eq!(s, PageStore::new(), "case {case}");
         }
+    }
+
+    /// Filled pages share one page of their value until written; a write
+    /// copies the page (not reported as a lent page) and changes no other.
+    #[test]
+    fn filled_pages_share_one_page_until_written() {
+        let mut s = PageStore::new();
+        for n in 0..1000 {
+            s.fill(n, 0xdead_beef);
+        }
+        s.fault_in(2000);
+        assert_eq!((s.populated(), s.own_pages()), (1001, 0));
+        let mut word = [0u8; 4];
+        s.read(999 * PAGE_SIZE + 4092, &mut word);
+        assert_eq!(u32::from_le_bytes(word), 0xdead_beef);
+        let before = s.digest(5);
+        assert_eq!(before, s.digest(6));
+        assert!(
+            !s.write(5 * PAGE_SIZE + 8, &[1]),
+            "a uniform page is not lent"
+        );
+        assert_eq!(s.own_pages(), 1);
+        assert_ne!(s.digest(5), before);
+        assert_eq!(s.digest(6), before);
+        assert_eq!(s.digest(5), crate::shadow::digest(s.page(5)));
+        s.read(6 * PAGE_SIZE + 8, &mut word);
+        assert_eq!(
+            u32::from_le_bytes(word),
+            0xdead_beef,
+            "the shared page is intact"
+        );
+        s.read(5 * PAGE_SIZE + 8, &mut word);
+        assert_eq!(word, [1, 0xbe, 0xad, 0xde]);
+        // A moved page stays shared: moving copies no bytes.
+        let p = s.take(7);
+        let mut vram = PageStore::for_vram();
+        vram.put(0, p);
+        assert_eq!((vram.populated(), vram.own_pages()), (1, 0));
+        // A write to a lent (not uniform) page says so.
+        s.write(3000 * PAGE_SIZE, &[9]);
+        let lent = Rc::clone(s.lend(3000 * PAGE_SIZE).unwrap());
+        assert!(s.write(3000 * PAGE_SIZE + 1, &[9]));
+        assert_eq!(lent[1], 0, "the lent page keeps its bytes");
+    }
+
+    /// Past [`MAX_UNIFORM`] values, a fill writes bytes of its own, and
+    /// they read the same.
+    #[test]
+    fn fills_past_the_shared_values_hold_bytes_of_their_own() {
+        let mut s = PageStore::new();
+        let values = u32::try_from(MAX_UNIFORM).unwrap() + 10;
+        for v in 1..=values {
+            s.fill(u64::from(v), v);
+        }
+        assert_eq!(s.populated(), MAX_UNIFORM + 10);
+        assert!(s.own_pages() >= 10, "{} own pages", s.own_pages());
+        for v in 1..=values {
+            let mut word = [0u8; 4];
+            s.read(u64::from(v) * PAGE_SIZE + 100, &mut word);
+            assert_eq!(u32::from_le_bytes(word), v);
+            assert_eq!(
+                s.digest(u64::from(v)),
+                crate::shadow::digest(s.page(u64::from(v)))
+            );
+        }
+        // Zero always has its shared page.
+        let own = s.own_pages();
+        s.fault_in(100_000);
+        assert_eq!(s.own_pages(), own);
+    }
+
+    /// Dropped pages go to the pool and come back as the next pages a
+    /// store needs, holding the bytes they are given.
+    #[test]
+    fn dropped_pages_are_reused() {
+        let mut s = PageStore::new();
+        for n in 0..64 {
+            s.write(n * PAGE_SIZE, &[0xaa; 64]);
+        }
+        let mut before: Vec<*const [u8; PAGE_BYTES]> = (0..64)
+            .map(|n| Rc::as_ptr(s.lend(n * PAGE_SIZE).unwrap()))
+            .collect();
+        s.drop_range(0, 64);
+        for n in 100..164 {
+            s.write(n * PAGE_SIZE + 1, &[0x55]);
+        }
+        let mut after: Vec<*const [u8; PAGE_BYTES]> = (100..164)
+            .map(|n| Rc::as_ptr(s.lend(n * PAGE_SIZE).unwrap()))
+            .collect();
+        before.sort_unstable();
+        after.sort_unstable();
+        assert_eq!(before, after, "the same 64 pages, from the pool");
+        // A reused page is zeroed first: only the written byte shows.
+        let mut buf = [0xffu8; 4];
+        s.read(100 * PAGE_SIZE, &mut buf);
+        assert_eq!(buf, [0, 0x55, 0, 0]);
     }
 }

@@ -213,6 +213,19 @@ impl Shadow {
         copied
     }
 
+    /// Makes every word of host page `n` of `mem` hold `word`
+    /// ([`PageStore::fill`]), recording it as a store of the whole page.
+    /// The page's digest before and after comes from the store, which
+    /// keeps it: a fill of a uniform page reads no byte.
+    pub fn fill_host(&mut self, mem: &mut PageStore, n: u64, word: u32) {
+        if self.off {
+            return mem.fill(n, word);
+        }
+        let before = mem.digest(n);
+        mem.fill(n, word);
+        self.add(n, before, mem.digest(n));
+    }
+
     /// Forgets pages `[start, end)` (unmapped: they read as zero again).
     pub fn drop_range(&mut self, start: u64, end: u64) {
         if start >= end {

@@ -41,6 +41,8 @@ mod releases;
 mod faultin;
 // fork() with copy-on-write.
 mod fork;
+// Uniform data stored compactly through fills and migration.
+mod compact;
 
 // The policy seam: a fault policy written outside the engine, run unchanged.
 mod policy;

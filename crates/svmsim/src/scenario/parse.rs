@@ -1524,16 +1524,112 @@ impl Fill {
 
     /// The bytes of an access of `size` bytes.
     pub fn bytes(self, size: u64) -> Vec<u8> {
-        let n = usize::try_from(size).unwrap_or(0);
-        let mut out = Vec::with_capacity(n);
-        let mut off = 0u64;
-        while out.len() < n {
-            let w = self.word_at(off).to_le_bytes();
-            let take = (n - out.len()).min(4);
-            out.extend_from_slice(&w[..take]);
-            off += 4;
-        }
+        let mut out = vec![0; usize::try_from(size).unwrap_or(0)];
+        self.write_part(0, &mut out);
         out
+    }
+
+    /// Fills `part`, the bytes at offset `off` of the access.
+    pub fn write_part(self, off: u64, part: &mut [u8]) {
+        // Whole words where the part is word-aligned; byte by byte only at
+        // its ragged ends.
+        let head = usize::try_from(off.wrapping_neg() % 4)
+            .unwrap_or(0)
+            .min(part.len());
+        let (first, rest) = part.split_at_mut(head);
+        for (at, b) in (off..).zip(first.iter_mut()) {
+            *b = self.word_at(at & !3).to_le_bytes()[(at % 4) as usize];
+        }
+        let start = off + head as u64;
+        let tail_at = start + (rest.len() & !3) as u64;
+        let mut words = rest.chunks_exact_mut(4);
+        for (at, w) in (start..).step_by(4).zip(&mut words) {
+            w.copy_from_slice(&self.word_at(at).to_le_bytes());
+        }
+        let tail = words.into_remainder();
+        for (at, b) in (tail_at..).zip(tail.iter_mut()) {
+            *b = self.word_at(at & !3).to_le_bytes()[(at % 4) as usize];
+        }
+    }
+
+    /// Whether the access at `addr` holds one word throughout each page
+    /// of memory: [`Fill::word_at`] of a page's first byte then gives
+    /// the whole page.
+    pub fn uniform_pages(self, addr: u64) -> bool {
+        match self {
+            Fill::Word(_) => true,
+            Fill::PageIndex => addr % svm_core::addr::PAGE_SIZE == 0,
+            Fill::DwordIndex => false,
+        }
+    }
+}
+
+/// Checks a read against a [`Fill`] as its bytes stream past, part by
+/// part (parts need not end on a word): it keeps the first word that
+/// differs.
+#[derive(Debug)]
+pub struct FillCheck {
+    want: Fill,
+    /// The bytes of the word being read, and how many have come.
+    word: [u8; 4],
+    have: usize,
+    /// Offset of the word being read.
+    at: u64,
+    /// The first word that differs: its offset, what it held and what it
+    /// should.
+    mismatch: Option<(u64, u32, u32)>,
+}
+
+impl FillCheck {
+    pub fn new(want: Fill) -> Self {
+        Self {
+            want,
+            word: [0; 4],
+            have: 0,
+            at: 0,
+            mismatch: None,
+        }
+    }
+
+    /// The next bytes of the read.
+    pub fn feed(&mut self, mut part: &[u8]) {
+        while self.have != 0 && !part.is_empty() {
+            self.word[self.have] = part[0];
+            part = &part[1..];
+            self.have = (self.have + 1) % 4;
+            if self.have == 0 {
+                self.word_done(u32::from_le_bytes(self.word));
+            }
+        }
+        let mut words = part.chunks_exact(4);
+        for w in &mut words {
+            self.word_done(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        for &b in words.remainder() {
+            self.word[self.have] = b;
+            self.have += 1;
+        }
+    }
+
+    fn word_done(&mut self, got: u32) {
+        let want = self.want.word_at(self.at);
+        if got != want && self.mismatch.is_none() {
+            self.mismatch = Some((self.at, got, want));
+        }
+        self.at += 4;
+    }
+
+    /// What the read was checked against, and the first word that
+    /// differed (a trailing part of a word is not checked).
+    pub fn finish(&self) -> (String, Option<String>) {
+        let expect = match self.want {
+            Fill::Word(v) => format!("every word {v:#x}"),
+            p => format!("words by {p}"),
+        };
+        let mismatch = self
+            .mismatch
+            .map(|(at, got, want)| format!("word at +{at:#x} is {got:#x}, not {want:#x}"));
+        (expect, mismatch)
     }
 }
 
@@ -1550,6 +1646,48 @@ impl std::fmt::Display for Fill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fill written in parts of any size and start gives the bytes it
+    /// gives whole, and a check fed the same bytes in any parts finds the
+    /// first wrong word.
+    #[test]
+    fn fills_and_checks_stream_in_parts_that_split_words() {
+        let size = 3 * 4096 + 12;
+        for fill in [Fill::Word(0xa1b2_c3d4), Fill::PageIndex, Fill::DwordIndex] {
+            let whole = fill.bytes(size);
+            for cut in [1usize, 3, 4, 7, 4096, 5000] {
+                let mut parts = vec![0u8; whole.len()];
+                let mut off = 0;
+                for part in parts.chunks_mut(cut) {
+                    fill.write_part(off, part);
+                    off += part.len() as u64;
+                }
+                assert_eq!(parts, whole, "{fill} in parts of {cut}");
+                let mut check = FillCheck::new(fill);
+                whole.chunks(cut).for_each(|p| check.feed(p));
+                assert_eq!(check.finish().1, None, "{fill} checked in parts of {cut}");
+                let mut bad = whole.clone();
+                bad[4097] ^= 0x10;
+                bad[9000] ^= 0x10;
+                let mut check = FillCheck::new(fill);
+                bad.chunks(cut).for_each(|p| check.feed(p));
+                let want = fill.word_at(4096);
+                let got = u32::from_le_bytes([bad[4096], bad[4097], bad[4098], bad[4099]]);
+                assert_eq!(
+                    check.finish().1,
+                    Some(format!("word at +0x1000 is {got:#x}, not {want:#x}")),
+                    "{fill} in parts of {cut}"
+                );
+            }
+        }
+        assert_eq!(
+            FillCheck::new(Fill::Word(1)).finish().0,
+            "every word 0x1".to_string()
+        );
+        assert!(Fill::PageIndex.uniform_pages(0x2000));
+        assert!(!Fill::PageIndex.uniform_pages(0x2004));
+        assert!(!Fill::DwordIndex.uniform_pages(0));
+    }
 
     /// A GPU's `gc` key sets its graphics IP version; without it, the
     /// profile's, or GC 9.4.2.

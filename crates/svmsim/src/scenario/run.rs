@@ -11,13 +11,15 @@ use svm_core::uapi::{
     SvmAttribute, attr_type,
 };
 use svm_sim::check;
-use svm_sim::machine::{AccessError, AccessPlan, AccessStats, Machine, MemLimit, Pid, WaveId};
+use svm_sim::machine::{
+    AccessError, AccessPlan, AccessStats, CpuIo, Machine, MemLimit, Pid, WaveId,
+};
 
 use super::de::SMI_EVENTS;
 use super::doc::ScenarioError;
 use super::parse::{
-    AddrExpr, AttrExpect, CounterExpect, Expect, Fill, OpKind, OpSpec, Scenario, SmiExpect,
-    SmiValue, Until,
+    AddrExpr, AttrExpect, CounterExpect, Expect, Fill, FillCheck, OpKind, OpSpec, Scenario,
+    SmiExpect, SmiValue, Until,
 };
 use svm_core::events::Scanned;
 
@@ -413,25 +415,54 @@ impl Runner<'_> {
         if let Ok((bytes, stats)) = r {
             rec.access = *stats;
             if let Some(want) = check_fill {
-                rec.expect = Some(match want {
-                    Fill::Word(v) => format!("every word {v:#x}"),
-                    p => format!("words by {p}"),
-                });
-                let word = |i: usize| {
-                    let w = &bytes[i * 4..i * 4 + 4];
-                    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
-                };
-                rec.mismatch = (0..bytes.len() / 4)
-                    .find(|&i| word(i) != want.word_at(i as u64 * 4))
-                    .map(|i| {
-                        format!(
-                            "word at +{:#x} is {:#x}, not {:#x}",
-                            i * 4,
-                            word(i),
-                            want.word_at(i as u64 * 4)
-                        )
-                    });
+                let mut check = FillCheck::new(want);
+                check.feed(bytes);
+                Self::checked(rec, &check);
             }
+        }
+    }
+
+    fn checked(rec: &mut OpRecord, check: &FillCheck) {
+        let (expect, mismatch) = check.finish();
+        rec.expect = Some(expect);
+        rec.mismatch = mismatch;
+    }
+
+    /// A CPU access made once: its bytes stream past, page by page, and
+    /// are neither built nor kept whole (a fill of uniform pages stores
+    /// them as such), so a large access costs no buffer of its size.
+    fn cpu_access(
+        &mut self,
+        rec: &mut OpRecord,
+        (pid, at, size): (Pid, CpuVa, u64),
+        (fill, check_fill): (Option<Fill>, Option<Fill>),
+    ) {
+        let mut check = check_fill.map(FillCheck::new);
+        let r = match fill {
+            Some(f) if f.uniform_pages(at.raw()) => {
+                self.m
+                    .cpu_io(pid, at, size, CpuIo::Repeat(&mut |off| f.word_at(off & !3)))
+            }
+            Some(f) => self.m.cpu_io(
+                pid,
+                at,
+                size,
+                CpuIo::Write(&mut |off, part| f.write_part(off, part)),
+            ),
+            None => self.m.cpu_io(
+                pid,
+                at,
+                size,
+                CpuIo::Read(&mut |_, part| {
+                    if let Some(c) = &mut check {
+                        c.feed(part);
+                    }
+                }),
+            ),
+        };
+        rec.result = Self::result(&r, AccessError::errno);
+        if let (Ok(()), Some(c)) = (&r, &check) {
+            Self::checked(rec, c);
         }
     }
 
@@ -581,7 +612,6 @@ impl Runner<'_> {
     ) -> Result<(), ScenarioError> {
         let pid = self.pids[op.process];
         let a = self.addr(op, "addr", addr)?;
-        let data = fill.map(|f| f.bytes(size));
         let who = gpu_id.map_or_else(|| "cpu".to_string(), |g| self.names.gpu(g));
         let until = until
             .map(|u| Ok((self.addr(op, "until.addr", &u.addr)?, u.value)))
@@ -624,6 +654,12 @@ impl Runner<'_> {
                 .unwrap_or_default()
         );
         let at = CpuVa::new(a);
+        if gpu_id.is_none() && launch.is_none() && plan == AccessPlan::ONCE {
+            self.cpu_access(rec, (pid, at, size), (fill, check_fill));
+            return Ok(());
+        }
+        // (A GPU's waves, or CPU threads, take the bytes whole.)
+        let data = fill.map(|f| f.bytes(size));
         if let Some(label) = launch {
             let w = self
                 .m
@@ -634,19 +670,15 @@ impl Runner<'_> {
             return Ok(());
         }
         let r = match gpu_id {
-            _ if plan != AccessPlan::ONCE => self
+            Some(g) if plan == AccessPlan::ONCE => self
+                .m
+                .gpu_access(pid, g, at, size, data.as_deref())
+                .map(|(v, st)| (v, Some(st))),
+            _ => self
                 .m
                 .launch_access(pid, gpu_id, at, size, data.as_deref(), plan)
                 .and_then(|w| self.m.wait(w))
                 .map(|(v, st)| (v, Some(st))),
-            Some(g) => self
-                .m
-                .gpu_access(pid, g, at, size, data.as_deref())
-                .map(|(v, st)| (v, Some(st))),
-            None => self
-                .m
-                .cpu_access(pid, at, size, data.as_deref())
-                .map(|v| (v, None)),
         };
         Self::access_result(rec, &r, check_fill);
         Ok(())
