@@ -5,6 +5,7 @@
 //! unmaps, PTEs written and cleared, and TLB flushes by kind.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use serde::Serialize;
 use svm_core::addr::{PAGE_SIZE, PageNum, PageRange};
@@ -186,11 +187,32 @@ impl SimGpu {
 /// block is contiguous": a few bytes for 64 pages, which is what lets
 /// phantom runs map hundreds of GiB. Which form a chunk has is invisible
 /// outside: `walk`, `iter` and `len` answer the same.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// A chunk that is cleared stays, empty, for the next mapping of its
+/// pages: a fault that maps what an eviction or a migration unmapped
+/// reuses its entry and allocates nothing. Empty chunks are swept out
+/// when they outnumber the others (and [`SWEEP_SLACK`]), so a workload
+/// that maps ever new addresses keeps the table proportional to what is
+/// mapped.
+#[derive(Clone, Debug, Default)]
 pub struct PageTable {
     chunks: BTreeMap<u64, Chunk>,
     len: usize,
+    /// Chunks that are [`Chunk::Empty`].
+    empty: usize,
 }
+
+/// Tables are equal when their entries are (empty chunks are a cache).
+impl PartialEq for PageTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for PageTable {}
+
+/// Empty chunks a table keeps beyond as many as it has others.
+const SWEEP_SLACK: usize = 4096;
 
 /// 64 entries of a page table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +221,8 @@ enum Chunk {
     Dense(Box<[u64; CHUNK]>),
     /// All 64 present, entry `i` being the first with its frame plus `i`.
     Linear(u64),
+    /// None present.
+    Empty,
 }
 
 /// The packed entry one frame after `w`.
@@ -209,36 +233,37 @@ impl Chunk {
         match self {
             Self::Dense(ws) => ws[i],
             Self::Linear(first) => first + i as u64 * FRAME_STEP,
+            Self::Empty => 0,
         }
     }
 
-    /// The entries, expanded.
-    fn words(&self) -> Box<[u64; CHUNK]> {
+    /// The entries, expanded (on the stack: no allocation).
+    fn words(&self) -> [u64; CHUNK] {
         match self {
-            Self::Dense(ws) => ws.clone(),
-            Self::Linear(first) => {
-                let mut ws = Box::new([0; CHUNK]);
-                for (i, w) in ws.iter_mut().enumerate() {
-                    *w = first + i as u64 * FRAME_STEP;
-                }
-                ws
-            }
+            Self::Dense(ws) => **ws,
+            Self::Linear(first) => std::array::from_fn(|i| first + i as u64 * FRAME_STEP),
+            Self::Empty => [0; CHUNK],
         }
     }
 
-    /// `ws` in the smaller form that holds it.
-    fn compact(ws: Box<[u64; CHUNK]>) -> Self {
+    /// Holds `ws` in the smallest form, reusing its own box if it stays
+    /// dense.
+    fn set(&mut self, ws: &[u64; CHUNK]) {
         let first = ws[0];
+        if first == 0 && ws.iter().all(|&w| w == 0) {
+            *self = Self::Empty;
+            return;
+        }
         let linear = first != 0
             && first >> P_FRAME_SHIFT <= (u64::MAX >> P_FRAME_SHIFT) - CHUNK as u64
             && ws
                 .iter()
                 .enumerate()
                 .all(|(i, &w)| w == first + i as u64 * FRAME_STEP);
-        if linear {
-            Self::Linear(first)
-        } else {
-            Self::Dense(ws)
+        match self {
+            _ if linear => *self = Self::Linear(first),
+            Self::Dense(b) => **b = *ws,
+            _ => *self = Self::Dense(Box::new(*ws)),
         }
     }
 }
@@ -437,10 +462,17 @@ impl PageTable {
             // The run of `ptes` inside one chunk.
             let (c, i0) = split(PageNum::new(start.raw() + k as u64));
             let n = (CHUNK - i0).min(ptes.len() - k);
-            let mut ws = match self.chunks.remove(&c) {
-                Some(chunk) => chunk.words(),
-                None => Box::new([0; CHUNK]),
+            let chunk = match self.chunks.entry(c) {
+                Entry::Occupied(e) => {
+                    let chunk = e.into_mut();
+                    if matches!(chunk, Chunk::Empty) {
+                        self.empty -= 1;
+                    }
+                    chunk
+                }
+                Entry::Vacant(e) => e.insert(Chunk::Empty),
             };
+            let mut ws = chunk.words();
             for (j, pte) in ptes[k..k + n].iter().enumerate() {
                 let w = &mut ws[i0 + j];
                 if *w == 0 {
@@ -448,7 +480,7 @@ impl PageTable {
                 }
                 *w = pack(pte);
             }
-            self.chunks.insert(c, Chunk::compact(ws));
+            chunk.set(&ws);
             k += n;
         }
     }
@@ -456,10 +488,12 @@ impl PageTable {
     pub(crate) fn clear(&mut self, range: PageRange) -> u64 {
         let (first, _) = split(range.start());
         let last = range.end().raw().div_ceil(CHUNK as u64);
-        let keys: Vec<u64> = self.chunks.range(first..last).map(|(&c, _)| c).collect();
         let mut n = 0;
-        for c in keys {
-            let mut ws = self.chunks.remove(&c).expect("listed chunk").words();
+        for (&c, chunk) in self.chunks.range_mut(first..last) {
+            if matches!(chunk, Chunk::Empty) {
+                continue;
+            }
+            let mut ws = chunk.words();
             let base = c * CHUNK as u64;
             let lo = range.start().raw().max(base) - base;
             let hi = range.end().raw().min(base + CHUNK as u64) - base;
@@ -469,11 +503,16 @@ impl PageTable {
                     n += 1;
                 }
             }
-            if ws.iter().any(|&w| w != 0) {
-                self.chunks.insert(c, Chunk::compact(ws));
+            chunk.set(&ws);
+            if matches!(chunk, Chunk::Empty) {
+                self.empty += 1;
             }
         }
         self.len -= usize::try_from(n).unwrap_or(0);
+        if self.empty > self.chunks.len() - self.empty + SWEEP_SLACK {
+            self.chunks.retain(|_, c| !matches!(c, Chunk::Empty));
+            self.empty = 0;
+        }
         n
     }
 }
@@ -530,7 +569,9 @@ mod tests {
             t.clear(PageRange::new(PageNum::new(0), PageNum::new(63))),
             1
         );
-        assert!(t.is_empty() && t.chunks.is_empty());
+        // (Its chunks stay, empty, for the next mapping.)
+        assert!(t.is_empty() && t.chunks.values().all(|c| matches!(c, Chunk::Empty)));
+        assert_eq!(t, PageTable::default());
     }
 
     /// `count_in` counts what a walk over every entry counts, for windows
@@ -611,6 +652,34 @@ mod tests {
         assert_eq!(t.len(), 480);
     }
 
+    /// A cleared chunk stays for the next mapping, equal to a table that
+    /// never had it; chunks of addresses mapped once are swept out.
+    #[test]
+    fn cleared_chunks_are_kept_for_reuse_and_swept_when_many() {
+        let mut t = PageTable::default();
+        t.write(PageNum::new(0), &run(64, 64, true));
+        t.clear(PageRange::new(PageNum::new(0), PageNum::new(64)));
+        assert!(matches!(t.chunks[&0], Chunk::Empty));
+        assert_eq!((t.len(), t.empty), (0, 1));
+        assert_eq!(t, PageTable::default());
+        t.write(PageNum::new(10), &run(1, 1, false));
+        assert_eq!((t.len(), t.empty), (1, 0));
+        // Ever new addresses, each mapped and cleared.
+        let chunks = 3 * SWEEP_SLACK as u64;
+        for c in 1..=chunks {
+            let at = PageNum::new(c * CHUNK as u64);
+            t.write(at, &run(1, 1, true));
+            t.clear(PageRange::new(at, PageNum::new(at.raw() + 1)));
+        }
+        assert!(
+            t.chunks.len() <= SWEEP_SLACK + 2,
+            "{} chunks",
+            t.chunks.len()
+        );
+        assert_eq!(t.len(), 1);
+        assert!(t.walk(PageNum::new(10)).is_some());
+    }
+
     /// Random writes and clears against a map of page to PTE.
     #[test]
     fn matches_a_naive_map() {
@@ -637,6 +706,8 @@ mod tests {
                     }
                 }
                 assert_eq!(t.len(), model.len(), "case {case}");
+                let empty = t.chunks.values().filter(|c| matches!(c, Chunk::Empty));
+                assert_eq!(t.empty, empty.count(), "case {case}");
                 let got: Vec<(u64, Pte)> = t.iter().map(|(p, e)| (p.raw(), e)).collect();
                 let want: Vec<(u64, Pte)> = model.iter().map(|(&p, &e)| (p, e)).collect();
                 assert_eq!(got, want, "case {case}");

@@ -66,12 +66,18 @@ fn offset_in_page(addr: u64) -> usize {
 /// Pages the pool keeps at most (64 MiB).
 const POOL_PAGES: usize = 1 << 14;
 
+/// Empty groups the pool keeps at most (the groups of 4 GiB of pages).
+const POOL_GROUPS: usize = 1 << 14;
+
 /// Values with a shared uniform page, at most (1 MiB of pages a thread).
 pub const MAX_UNIFORM: usize = 256;
 
 thread_local! {
     /// Pages no store holds any more (see the module doc).
     static POOL: RefCell<Vec<PageBytes>> = const { RefCell::new(Vec::new()) };
+    /// Groups no store holds any more, empty.
+    #[allow(clippy::vec_box, reason = "the boxes are what is reused")]
+    static GROUP_POOL: RefCell<Vec<Box<Group>>> = const { RefCell::new(Vec::new()) };
     /// The shared page of each value, with its digest (see the module doc).
     static UNIFORM: RefCell<BTreeMap<u32, (PageBytes, u64)>> =
         const { RefCell::new(BTreeMap::new()) };
@@ -161,13 +167,28 @@ impl PartialEq for Group {
 impl Eq for Group {}
 
 impl Group {
+    /// An empty group: one a store dropped (see the module doc's pool),
+    /// or new.
     fn empty() -> Box<Self> {
-        Box::new(Self {
-            pages: [const { None }; GROUP],
-            held: 0,
-            digests: [const { Cell::new(0) }; GROUP],
-            known: Cell::new(0),
+        GROUP_POOL.with_borrow_mut(Vec::pop).unwrap_or_else(|| {
+            Box::new(Self {
+                pages: [const { None }; GROUP],
+                held: 0,
+                digests: [const { Cell::new(0) }; GROUP],
+                known: Cell::new(0),
+            })
         })
+    }
+
+    /// Gives an emptied group to the pool. (Its digests are stale, but
+    /// none is known: a page's removal forgot its digest.)
+    fn recycle(g: Box<Self>) {
+        debug_assert!(g.held == 0 && g.known.get() == 0);
+        GROUP_POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_GROUPS {
+                pool.push(g);
+            }
+        });
     }
 
     /// Page `i` is about to change: its digest is no longer known.
@@ -276,12 +297,13 @@ impl Frames {
 
     /// Forgets group `g`, which holds no page any more.
     fn drop_group(&mut self, g: u64) {
-        if g < self.dense_limit {
-            if let Some(e) = self.dense.get_mut(dense_index(g)) {
-                *e = None;
-            }
+        let gone = if g < self.dense_limit {
+            self.dense.get_mut(dense_index(g)).and_then(Option::take)
         } else {
-            self.sparse.remove(&g);
+            self.sparse.remove(&g)
+        };
+        if let Some(group) = gone {
+            Group::recycle(group);
         }
     }
 
