@@ -288,6 +288,23 @@ impl<'m> Run<'m> {
         Ok(())
     }
 
+    /// The CPU writes `word` to each of `n` words at `addr`, as a memset:
+    /// the pages it covers whole hold no bytes of their own until they
+    /// are written again (`svm_sim::pages`).
+    ///
+    /// # Errors
+    /// A CPU fault the process would get a signal for.
+    pub fn fill_u32s(&mut self, addr: u64, n: usize, word: u32) -> Result<(), WorkloadError> {
+        let len = word_span(addr, n)?;
+        self.m.cpu_io(
+            self.pid,
+            CpuVa::new(addr),
+            len,
+            CpuIo::Repeat(&mut |_| word),
+        )?;
+        Ok(())
+    }
+
     /// The CPU reads `n` words at `addr`.
     ///
     /// # Errors

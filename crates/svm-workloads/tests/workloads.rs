@@ -159,6 +159,12 @@ fn streamed_word_io_reads_back_and_the_check_can_fail() {
         !r.check_u32s(a + 4, n - 1, |i| i.wrapping_mul(2_654_435_761))
             .unwrap()
     );
+    // A fill from a word inside a page: its ragged first page and the
+    // whole pages after it read the same.
+    r.fill_u32s(a + 4 * 5, n - 5, 0x0bad_cafe).unwrap();
+    assert!(r.check_u32s(a + 4 * 5, n - 5, |_| 0x0bad_cafe).unwrap());
+    assert!(!r.check_u32s(a, n, |_| 0x0bad_cafe).unwrap());
     // Unaligned word I/O is an error, not a wrong answer.
     assert!(r.write_u32s(a + 2, &[1]).is_err());
+    assert!(r.fill_u32s(a + 2, 1, 0).is_err());
 }

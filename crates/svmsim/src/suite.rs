@@ -2,8 +2,8 @@
 //! suite`): every built-in workload at the sizes asked for, each run in a
 //! process of its own so that its peak RSS is its own, beside baselines
 //! measured in the same run on the same machine: the TLB-hit kernel's
-//! access rate, the host's memcpy bandwidth, and what migrating the same
-//! bytes costs the simulator. This machine is shared and noisy, so every
+//! access rate, the host's memcpy bandwidth, its memory latency, and what
+//! migrating the same bytes costs the simulator. This machine is shared and noisy, so every
 //! target is a ratio against a baseline of the same run
 //! (`docs/performance.md`).
 
@@ -42,6 +42,13 @@ pub struct Baselines {
     pub tlb_hit_per_s: f64,
     /// Host memcpy of a buffer of [`MIGRATE_BYTES`], bytes per second.
     pub memcpy_bytes_per_s: f64,
+    /// The host's memory latency: nanoseconds a load takes when each
+    /// depends on the last and all fall at random over [`MIGRATE_BYTES`]
+    /// (a cache miss and, mostly, a host TLB miss each). A workload whose
+    /// footprint is far beyond the host's caches pays such misses on the
+    /// simulator's own tables and pages, which the TLB-hit kernel (256
+    /// KiB, cache-resident) does not: `ns/access` over this says how many.
+    pub miss_ns: f64,
     /// Prefetching the same bytes to VRAM and back (two migrations a
     /// round, real bytes, invariants unchecked): bytes moved per host
     /// second.
@@ -65,6 +72,32 @@ pub fn memcpy_rate() -> f64 {
         std::hint::black_box(&dst);
     }
     MIGRATE_BYTES as f64 / best.max(1e-9)
+}
+
+/// The host's memory latency ([`Baselines::miss_ns`]): a chase through
+/// one random cycle over [`MIGRATE_BYTES`] of `u32` indices (Sattolo's
+/// shuffle, fixed seed), best of three.
+pub fn miss_latency_ns() -> f64 {
+    use rand::{RngExt, SeedableRng};
+    let n = usize::try_from(MIGRATE_BYTES / 4).unwrap_or(1 << 24);
+    let mut next: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(0x1a7e);
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..i);
+        next.swap(i, j);
+    }
+    const STEPS: u32 = 1 << 21;
+    let mut best = f64::INFINITY;
+    let mut at = 0u32;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..STEPS {
+            at = next[at as usize];
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(at);
+    best * 1e9 / f64::from(STEPS)
 }
 
 /// What the simulator's migration costs on the host: a buffer of
@@ -115,6 +148,7 @@ pub fn baselines() -> Result<Baselines, String> {
     Ok(Baselines {
         tlb_hit_per_s: svm_workloads::micro::tlb_hit_rate(7),
         memcpy_bytes_per_s: memcpy_rate(),
+        miss_ns: miss_latency_ns(),
         migrate_bytes_per_s: migrate_rate()?,
     })
 }
@@ -261,9 +295,11 @@ fn count(n: f64) -> String {
 pub fn table(b: &Baselines, rows: &[Row]) -> String {
     let mut s = format!(
         "baselines (this machine, this run): TLB-hit kernel {}/s; memcpy {}/s; \
+         a dependent load missing the host's caches {:.0} ns; \
          migration {}/s = {:.2}x memcpy's time\n\n",
         count(b.tlb_hit_per_s),
         rate_bytes(b.memcpy_bytes_per_s),
+        b.miss_ns,
         rate_bytes(b.migrate_bytes_per_s),
         b.memcpy_bytes_per_s / b.migrate_bytes_per_s.max(1.0),
     );
@@ -279,6 +315,8 @@ pub fn table(b: &Baselines, rows: &[Row]) -> String {
         "wall",
         "accesses/s",
         "vs TLB-hit",
+        "ns/access",
+        "in misses",
         "peak RSS",
         "RSS/footprint",
     ]);
@@ -295,6 +333,11 @@ pub fn table(b: &Baselines, rows: &[Row]) -> String {
             right(crate::runs::time(seconds_ns(r.wall_s))),
             right(count(r.rate())),
             right(format!("{:.3}", r.rate() / b.tlb_hit_per_s.max(1.0))),
+            right(format!("{:.0}", 1e9 / r.rate().max(1e-9))),
+            right(format!(
+                "{:.1}",
+                1e9 / r.rate().max(1e-9) / b.miss_ns.max(1e-3)
+            )),
             right(rss.map_or("?".into(), size::human)),
             right(rss.map_or("?".into(), |x| {
                 format!("{:.2}", x as f64 / r.footprint.max(1) as f64)

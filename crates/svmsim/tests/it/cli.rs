@@ -573,7 +573,12 @@ fn the_suite_benchmark_reports_rates_rss_and_baselines() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let b = &v["baselines"];
-    for k in ["tlb_hit_per_s", "memcpy_bytes_per_s", "migrate_bytes_per_s"] {
+    for k in [
+        "tlb_hit_per_s",
+        "memcpy_bytes_per_s",
+        "miss_ns",
+        "migrate_bytes_per_s",
+    ] {
         assert!(b[k].as_f64().unwrap() > 0.0, "{k}: {b}");
     }
     let rows = v["rows"].as_array().unwrap();
