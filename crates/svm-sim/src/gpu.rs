@@ -5,7 +5,10 @@
 //! unmaps, PTEs written and cleared, and TLB flushes by kind.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::collections::btree_map::Entry;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasherDefault;
 
 use serde::Serialize;
 use svm_core::addr::{PAGE_SIZE, PageNum, PageRange};
@@ -134,7 +137,7 @@ pub struct SimGpu {
     pub bufs: BTreeMap<u64, VramAlloc>,
     pub(crate) next_buf: u64,
     /// Live DMA mappings: bus address → (process index, virtual page).
-    pub iommu: BTreeMap<u64, (usize, PageNum)>,
+    pub iommu: Iommu,
     pub(crate) next_dma: u64,
     /// The last position handed out on its TTM LRU (every process's
     /// buffers share it).
@@ -167,7 +170,7 @@ impl SimGpu {
             vram: Vram::new(pages),
             bufs: BTreeMap::new(),
             next_buf: 1,
-            iommu: BTreeMap::new(),
+            iommu: Iommu::default(),
             next_dma: DMA_BASE,
             lru_clock: 0,
             kfd_vram_used: 0,
@@ -176,6 +179,14 @@ impl SimGpu {
         }
     }
 }
+
+/// A GPU's live DMA mappings, bus address → (process index, virtual
+/// page). A GPU's every access to system memory looks its page up here,
+/// so it is a hash map (one probe) rather than a tree (a cache miss a
+/// level, over hundreds of thousands of mappings), with a fixed-key
+/// hasher so that a run is the same every time; nothing iterates it in
+/// its order (`Machine::dma_mappings` sorts).
+pub type Iommu = HashMap<u64, (usize, PageNum), BuildHasherDefault<DefaultHasher>>;
 
 /// One process's page table on one GPU.
 ///

@@ -1000,10 +1000,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 staged.file(path, t.clone());
             }
             if let Some(path) = host_stats {
-                let h = svmsim::suite::HostStats {
-                    wall_s: o.wall_s,
-                    peak_rss_bytes: svmsim::suite::peak_rss_bytes(),
-                };
+                let h = svmsim::suite::HostStats::now(o.wall_s);
                 let mut bytes = serde_json::to_vec_pretty(&h).map_err(|e| io(e.to_string()))?;
                 bytes.push(b'\n');
                 staged.file(path, bytes);

@@ -25,6 +25,20 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// This process's CPU time so far, user and system, in seconds, and its
+/// minor page faults (`/proc/self/stat`: fields 10, 14 and 15, times in
+/// the kernel's fixed 100 ticks a second), where the system says them.
+pub fn cpu_times() -> Option<(f64, f64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces:
+    // fields are counted from the last ')', which ends it.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    let ticks = |n: usize| field(n).map(|t| t as f64 / 100.0);
+    Some((ticks(14)?, ticks(15)?, field(10)?))
+}
+
 /// What `svmsim run --host-stats FILE` writes: the run's host cost.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct HostStats {
@@ -32,6 +46,29 @@ pub struct HostStats {
     pub wall_s: f64,
     /// The process's peak RSS at the end, bytes (`null` where unknown).
     pub peak_rss_bytes: Option<u64>,
+    /// The process's CPU seconds in user space and in the kernel, and
+    /// its minor page faults (first touches of fresh memory, mostly):
+    /// what the simulator did against what the OS did to give it memory.
+    #[serde(default)]
+    pub user_s: Option<f64>,
+    #[serde(default)]
+    pub sys_s: Option<f64>,
+    #[serde(default)]
+    pub minor_faults: Option<u64>,
+}
+
+impl HostStats {
+    /// This process's, for a run of `wall_s` seconds.
+    pub fn now(wall_s: f64) -> Self {
+        let cpu = cpu_times();
+        Self {
+            wall_s,
+            peak_rss_bytes: peak_rss_bytes(),
+            user_s: cpu.map(|c| c.0),
+            sys_s: cpu.map(|c| c.1),
+            minor_faults: cpu.map(|c| c.2),
+        }
+    }
 }
 
 /// The baselines, measured in the same run as the workloads.
@@ -174,6 +211,11 @@ pub struct Row {
     pub wall_s: f64,
     /// Its peak RSS, bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Its CPU seconds in user space and in the kernel, and its minor
+    /// page faults ([`HostStats`]).
+    pub user_s: Option<f64>,
+    pub sys_s: Option<f64>,
+    pub minor_faults: Option<u64>,
 }
 
 impl Row {
@@ -228,6 +270,9 @@ pub fn run_workload(
         migrated_bytes: 0,
         wall_s: wall_parent,
         peak_rss_bytes: None,
+        user_s: None,
+        sys_s: None,
+        minor_faults: None,
     };
     let json: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
     let Some(run) = json.as_ref().and_then(|v| v["runs"].get(0)) else {
@@ -257,6 +302,9 @@ pub fn run_workload(
     {
         row.wall_s = h.wall_s;
         row.peak_rss_bytes = h.peak_rss_bytes;
+        row.user_s = h.user_s;
+        row.sys_s = h.sys_s;
+        row.minor_faults = h.minor_faults;
     }
     let _ = std::fs::remove_file(&stats);
     Ok(row)
@@ -354,14 +402,21 @@ pub fn table(b: &Baselines, rows: &[Row]) -> String {
             .min_by_key(|x| x.size)
             && r.status == "ok"
         {
+            let grew = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => format!("{:.1}x", b / a.max(0.01)),
+                _ => "?".into(),
+            };
             scaling.push(format!(
-                "  {:18} {} -> {}: {:.1}x the data, {:.1}x the accesses, {:.1}x the host time",
+                "  {:18} {} -> {}: {:.1}x the data, {:.1}x the accesses, {:.1}x the host time \
+                 ({} user, {} system)",
                 r.workload,
                 size::show(small.size),
                 size::show(r.size),
                 r.footprint as f64 / small.footprint.max(1) as f64,
                 r.accesses as f64 / small.accesses.max(1) as f64,
                 r.wall_s / small.wall_s.max(1e-9),
+                grew(small.user_s, r.user_s),
+                grew(small.sys_s, r.sys_s),
             ));
         }
     }
@@ -371,4 +426,23 @@ pub fn table(b: &Baselines, rows: &[Row]) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    /// This process's CPU times read back, and grow with work done.
+    #[test]
+    fn cpu_times_come_from_proc() {
+        let Some((u0, s0, f0)) = super::cpu_times() else {
+            return; // not Linux
+        };
+        let mut v = vec![0u8; 8 << 20];
+        for (b, x) in v.iter_mut().zip((0..251u8).cycle()) {
+            *b = x;
+        }
+        std::hint::black_box(&v);
+        let (u1, s1, f1) = super::cpu_times().unwrap();
+        assert!(u1 >= u0 && s1 >= s0, "{u0} {u1} {s0} {s1}");
+        assert!(f1 > f0, "8 MiB touched: {f0} -> {f1} faults");
+    }
 }

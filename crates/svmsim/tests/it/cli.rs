@@ -630,6 +630,11 @@ fn host_stats_are_written_for_a_workload_run_only() {
     let h: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
     assert!(h["wall_s"].as_f64().unwrap() > 0.0);
     assert!(h["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    // CPU time and page faults, as the process's /proc/self/stat says
+    // them: it touched at least its footprint's pages.
+    assert!(h["user_s"].as_f64().unwrap() >= 0.0, "{h}");
+    assert!(h["sys_s"].as_f64().unwrap() >= 0.0, "{h}");
+    assert!(h["minor_faults"].as_u64().unwrap() > 64, "{h}");
     let e = usage_error(&["run", "--host-stats", f.to_str().unwrap()]);
     assert!(e.contains("--host-stats"), "{e}");
 }
