@@ -17,7 +17,8 @@
 //! memory can be dropped.
 //!
 //! kfd's own three variants are in `policy/kfd.rs`; eviction order, a
-//! seam of its own, in `policy/victim.rs`. Adding a policy is one file
+//! seam of its own, in `policy/victim.rs`; NVIDIA UVM's density prefetch,
+//! the first part of a UVM policy, in `policy/uvm_prefetch.rs`. Adding a policy is one file
 //! and one line in [`registry`]; a policy outside this crate needs no
 //! change to the engine at all (`Machine::set_fault_policy`, see the
 //! simulator's `tests/it/policy.rs`).
@@ -34,6 +35,7 @@ use crate::gpu::{GpuId, GpuIndex, GpuMask};
 use crate::range::SvmRange;
 
 mod kfd;
+pub mod uvm_prefetch;
 pub mod victim;
 
 pub use kfd::{KfdPolicy, Policy};
