@@ -81,7 +81,7 @@ pub struct Migration {
 }
 
 /// What a policy decides for one fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultPlan {
     /// Serve the fault now: migrate (if anything), then map `map` on the
     /// faulting GPU wherever its pages then are. Without a migration the
@@ -97,6 +97,21 @@ pub enum FaultPlan {
         /// Other GPUs to map the same pages on, in the same step (UVM's
         /// accessed-by mappings, kfd's mapping to every GPU of the access
         /// bitmap). GPUs that may not access the range are left out.
+        also: GpuMask,
+    },
+    /// Serve the fault with several runs of pages in one service: each
+    /// run is migrated to `to` (the pages not there yet), then mapped on
+    /// the faulting GPU and on `also`, run by run, in order. UVM services
+    /// a va_block's faulted pages and its prefetch hint together, and
+    /// they need not be contiguous. Runs are clipped to the range; empty
+    /// ones are skipped. Make one with [`FaultPlan::serve_runs`].
+    #[non_exhaustive]
+    ServeRuns {
+        /// Where every run goes.
+        to: Location,
+        /// The runs, in the order they are served.
+        runs: Vec<PageRange>,
+        /// Other GPUs to map the runs on (as for `Serve`).
         also: GpuMask,
     },
     /// Serve nothing now: the GPU retries no sooner than `after_ns` from
@@ -118,6 +133,16 @@ impl FaultPlan {
         }
     }
 
+    /// Serve the fault by migrating each of `runs` to `to` and mapping
+    /// it on the faulting GPU, in order.
+    pub fn serve_runs(to: Location, runs: Vec<PageRange>) -> Self {
+        FaultPlan::ServeRuns {
+            to,
+            runs,
+            also: GpuMask::EMPTY,
+        }
+    }
+
     /// The same plan, mapping on the GPUs of `gpus` too (a retry plan is
     /// left as it is).
     #[must_use]
@@ -126,6 +151,11 @@ impl FaultPlan {
             FaultPlan::Serve { migrate, map, .. } => FaultPlan::Serve {
                 migrate,
                 map,
+                also: gpus,
+            },
+            FaultPlan::ServeRuns { to, runs, .. } => FaultPlan::ServeRuns {
+                to,
+                runs,
                 also: gpus,
             },
             retry => retry,

@@ -21,6 +21,40 @@ use crate::platform::Hardware;
 use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, NewRangeCtx};
 use crate::range::{ListOp, SvmRange};
 
+/// A fault plan's steps: (what to migrate, what to map), served in
+/// order.
+enum Steps {
+    /// `FaultPlan::Serve`'s one step.
+    One(Option<(Location, PageRange)>, Option<PageRange>),
+    /// `FaultPlan::ServeRuns`: each run migrated to the location, then
+    /// mapped.
+    Runs(Location, Vec<PageRange>),
+}
+
+impl Steps {
+    fn len(&self) -> usize {
+        match self {
+            Steps::One(..) => 1,
+            Steps::Runs(_, runs) => runs.len(),
+        }
+    }
+
+    fn get(&self, k: usize) -> (Option<(Location, PageRange)>, Option<PageRange>) {
+        match self {
+            Steps::One(migrate, map) => (*migrate, *map),
+            Steps::Runs(to, runs) => (Some((*to, runs[k])), Some(runs[k])),
+        }
+    }
+
+    /// Where the plan migrates to, if anywhere.
+    fn to(&self) -> Option<Location> {
+        match self {
+            Steps::One(migrate, _) => migrate.map(|(to, _)| to),
+            Steps::Runs(to, _) => Some(*to),
+        }
+    }
+}
+
 /// What a GPU fault came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOutcome {
@@ -217,13 +251,26 @@ impl Process {
         // The GPUs that may map the range at all: a plan's other GPUs are
         // clipped to them.
         let may_map = r.attrs.access.or(r.attrs.access_in_place);
-        let (migrate, map, map_on) = match self.policy.plan(&ctx) {
-            // A plan is clipped to the range; what lies outside it is not
-            // this fault's to move (a map that misses the page leaves the
-            // GPU faulting, which ends in the retry limit).
+        // A plan is clipped to the range; what lies outside it is not this
+        // fault's to move (a map that misses the page leaves the GPU
+        // faulting, which ends in the retry limit). It comes to steps of
+        // (what to migrate, what to map): one for `Serve`, one a run for
+        // `ServeRuns`.
+        let (steps, map_on) = match self.policy.plan(&ctx) {
             FaultPlan::Serve { migrate, map, also } => (
-                migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
-                map.intersect(whole),
+                Steps::One(
+                    migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
+                    map.intersect(whole),
+                ),
+                GpuMask::only(gpu).or(also.and(may_map)),
+            ),
+            FaultPlan::ServeRuns { to, runs, also } => (
+                Steps::Runs(
+                    to,
+                    runs.into_iter()
+                        .filter_map(|r| r.intersect(whole))
+                        .collect(),
+                ),
                 GpuMask::only(gpu).or(also.and(may_map)),
             ),
             FaultPlan::Retry { after_ns } => {
@@ -239,7 +286,7 @@ impl Process {
         // A plan that moves pages to a GPU the process does not have is
         // the policy's bug: the fault ends unserved and is refused (a
         // policy is code from outside the engine; it must not panic it).
-        if let Some((Location::Vram(to), _)) = migrate
+        if let Some(Location::Vram(to)) = steps.to()
             && self.gpuidx(to.raw()).is_none()
         {
             pf.smi_event(
@@ -252,41 +299,26 @@ impl Process {
                 Errno::Einval,
             ));
         }
-        // kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever this branch
-        // ran without error, even if no page had to move; with the fallback,
-        // this model's migrations cannot fail past it.
-        let migrated = migrate.is_some_and(|(to, _)| r.actual_loc.is_some() || to != Location::Sys);
-        if let Some((best, mig)) = migrate.filter(|_| migrated) {
-            match best {
-                Location::Vram(id) => {
-                    let g = self
-                        .gpuidx(id.raw())
-                        .expect("checked above: the plan's GPU is the process's");
-                    if self
-                        .migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu)
-                        .is_err()
-                    {
-                        // Fall back to system memory when VRAM fails: pages on
-                        // another GPU come back, pages in RAM stay.
-                        let r = self.svms.get(start).expect("faulting range is in the list");
-                        if r.actual_loc.is_some_and(|a| a != g) {
-                            self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
-                        }
-                    }
+        let mut migrated = false;
+        let mut window = None;
+        let mut mapped = Ok(false);
+        for k in 0..steps.len() {
+            let (migrate, map) = steps.get(k);
+            migrated |= self.migrate_for_fault(pf, start, migrate);
+            // 17. Map on the faulting GPU (and the plan's others). A
+            //     failure is logged, the fault still ends (18.), and then
+            //     the error is returned; the runs after it are not served.
+            if let Some(map) = map {
+                if window.is_none() || map.contains(page) {
+                    window = Some(map);
                 }
-                Location::Sys => {
-                    self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
+                mapped = self.validate_and_map(pf, start, map, Some(map_on));
+                if mapped.is_err() {
+                    break;
                 }
             }
         }
-        // 17. Map the window on the faulting GPU (and the plan's others).
-        //     A failure is logged, the fault still ends (18.), and then the
-        //     error is returned.
-        let mapped = match map {
-            Some(map) => self.validate_and_map(pf, start, map, Some(map_on)),
-            None => Ok(false),
-        };
-        let map = map.unwrap_or(PageRange::new(page, page));
+        let map = window.unwrap_or(PageRange::new(page, page));
         self.release_bos(pf);
         // 18.
         pf.smi_event(
@@ -298,6 +330,48 @@ impl Process {
             migrated,
             window: map,
         })
+    }
+
+    /// Step 16's migration of a fault's plan (`migrate`: where, and which
+    /// pages of the range at `start`). Returns whether the migration step
+    /// ran: kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever it ran
+    /// without error, even if no page had to move; with the fallback, this
+    /// model's migrations cannot fail past it.
+    fn migrate_for_fault(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        migrate: Option<(Location, PageRange)>,
+    ) -> bool {
+        let Some((best, mig)) = migrate else {
+            return false;
+        };
+        let r = self.svms.get(start).expect("faulting range is in the list");
+        if r.actual_loc.is_none() && best == Location::Sys {
+            return false;
+        }
+        match best {
+            Location::Vram(id) => {
+                let g = self
+                    .gpuidx(id.raw())
+                    .expect("checked before: the plan's GPU is the process's");
+                if self
+                    .migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu)
+                    .is_err()
+                {
+                    // Fall back to system memory when VRAM fails: pages on
+                    // another GPU come back, pages in RAM stay.
+                    let r = self.svms.get(start).expect("faulting range is in the list");
+                    if r.actual_loc.is_some_and(|a| a != g) {
+                        self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
+                    }
+                }
+            }
+            Location::Sys => {
+                self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
+            }
+        }
+        true
     }
 
     /// `svm_range_best_restore_location`: where a fault of `gpu` wants the

@@ -665,3 +665,66 @@ fn a_new_range_that_misses_the_page_is_refused() {
     assert!(k.ranges_from(base).is_empty());
     k.check();
 }
+
+/// Serves a fault with two runs that are not contiguous, as UVM serves
+/// a va_block's faulted pages and its prefetch hint: the faulting page's
+/// 64 KiB, and the 64 KiB 1 MiB on; plus a run past the range (clipped
+/// away) and an empty one (skipped).
+#[derive(Debug)]
+struct TwoRuns;
+
+impl FaultPolicy for TwoRuns {
+    fn name(&self) -> &str {
+        "two-runs"
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        let big = svm_core::addr::PageCount::new(16);
+        let first = ctx.page.align_down(big);
+        let far = first.add(svm_core::addr::PageCount::new(256));
+        let end = ctx.range.range().end();
+        FaultPlan::serve_runs(
+            ctx.best,
+            vec![
+                PageRange::new(first, first.add(big)),
+                PageRange::new(far, far),
+                PageRange::new(far, far.add(big)),
+                PageRange::new(end, end.add(big)),
+            ],
+        )
+    }
+}
+
+#[test]
+fn a_plan_serves_runs_that_are_not_contiguous_in_one_fault() {
+    let mut k = Kfd::new(true);
+    k.m.set_fault_policy(PolicyFactory::new(|| Box::new(TwoRuns)));
+    let a = k.mmap(2 * MIB);
+    k.cpu_write(a, &words(512 * 1024, |i| i ^ 0x5a));
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    let faults = |k: &Kfd| k.stats().faults;
+    let before = faults(&k);
+    assert_eq!(
+        k.gpu_read(GPU0, a + 4 * 4096 + 8, 4),
+        (4098u32 ^ 0x5a).to_le_bytes()
+    );
+    assert_eq!(faults(&k), before + 1, "one fault served both runs");
+    assert_eq!(k.vram_pages_in(a, 64 * 1024), 16);
+    assert_eq!(k.vram_pages_in(a + MIB, 64 * 1024), 16);
+    assert_eq!(
+        k.vram_pages_in(a, 2 * MIB),
+        32,
+        "nothing between or past them"
+    );
+    // The second run is mapped too: reading it faults no more.
+    assert_eq!(
+        k.gpu_read(GPU0, a + MIB + 4, 4),
+        (262_145u32 ^ 0x5a).to_le_bytes()
+    );
+    assert_eq!(faults(&k), before + 1);
+    // Between them nothing was mapped: that read faults (and retries
+    // through kfd's 2 ms duplicate window, each retry counted).
+    k.gpu_read(GPU0, a + MIB / 2, 4);
+    assert!(faults(&k) > before + 1);
+    k.check();
+}
