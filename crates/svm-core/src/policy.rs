@@ -17,8 +17,9 @@
 //! memory can be dropped.
 //!
 //! kfd's own three variants are in `policy/kfd.rs`; eviction order, a
-//! seam of its own, in `policy/victim.rs`; NVIDIA UVM's density prefetch,
-//! the first part of a UVM policy, in `policy/uvm_prefetch.rs`. Adding a policy is one file
+//! seam of its own, in `policy/victim.rs`; NVIDIA UVM's block service
+//! with density prefetch (`uvm-density`, the first part of a UVM mode) in
+//! `policy/uvm.rs`, its bitmap tree in `policy/uvm_prefetch.rs`. Adding a policy is one file
 //! and one line in [`registry`]; a policy outside this crate needs no
 //! change to the engine at all (`Machine::set_fault_policy`, see the
 //! simulator's `tests/it/policy.rs`).
@@ -35,10 +36,12 @@ use crate::gpu::{GpuId, GpuIndex, GpuMask};
 use crate::range::SvmRange;
 
 mod kfd;
+mod uvm;
 pub mod uvm_prefetch;
 pub mod victim;
 
 pub use kfd::{KfdPolicy, Policy};
+pub use uvm::UvmDensity;
 pub use victim::VictimPolicy;
 
 /// What a policy may see of one GPU retry fault.
@@ -316,7 +319,7 @@ impl Entry {
 /// Every built-in fault policy, in the order `--help` lists them: one line
 /// per policy file.
 pub fn registry() -> impl Iterator<Item = &'static Entry> {
-    kfd::ENTRIES.iter()
+    kfd::ENTRIES.iter().chain(uvm::ENTRIES.iter())
 }
 
 /// The registered policy of this name.
@@ -338,7 +341,12 @@ mod tests {
         let names = names();
         assert_eq!(
             names,
-            ["whole-range", "partial", "partial-migrate-whole-map"]
+            [
+                "whole-range",
+                "partial",
+                "partial-migrate-whole-map",
+                "uvm-density"
+            ]
         );
         for e in registry() {
             assert_eq!((e.make)().name(), e.name);

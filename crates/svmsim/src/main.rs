@@ -104,15 +104,15 @@ enum Command {
     },
     /// Run one workload under several policies, granularities or XNACK modes; one table, with ratios.
     #[command(after_help = "Examples:\n  \
-        svmsim compare stream                         # all three policies\n  \
+        svmsim compare stream                         # kfd's three policies\n  \
         svmsim compare gemm --size 4MiB --granularities 0,4,9   # policies x granularities\n  \
         svmsim compare ping-pong --xnack-modes on,off --policies partial\n  \
         svmsim compare bfs --baseline partial --csv > bfs.csv")]
     Compare {
         /// The workload (`svmsim workloads`).
         workload: String,
-        /// Policies, comma separated, or `all` (`svmsim config` lists them); `--set policy=X` alone compares X; each replaces a --config file's.
-        #[arg(long, default_value = "all", value_name = "LIST")]
+        /// Policies, comma separated; `kfd` (kfd's three), or `all` (every registered policy: `svmsim config` lists them); `--set policy=X` alone compares X; each replaces a --config file's.
+        #[arg(long, default_value = "kfd", value_name = "LIST")]
         policies: String,
         /// Granularities (log2 pages), comma separated.
         #[arg(long, value_name = "LIST")]
@@ -1047,6 +1047,11 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 svm_core::policy::names()
                     .into_iter()
                     .map(str::to_owned)
+                    .collect()
+            } else if policies == "kfd" {
+                svm_core::policy::Policy::ALL
+                    .iter()
+                    .map(|p| p.name().to_owned())
                     .collect()
             } else {
                 split_list(policies)

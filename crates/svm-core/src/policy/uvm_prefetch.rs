@@ -104,6 +104,18 @@ impl BlockMask {
     pub fn union(&self, other: &Self) -> Self {
         Self(std::array::from_fn(|k| self.0[k] | other.0[k]))
     }
+
+    /// The runs of consecutive pages in, as `[start, end)`, in order.
+    pub fn runs(&self) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for p in self.iter() {
+            match out.last_mut() {
+                Some((_, end)) if *end == p => *end += 1,
+                _ => out.push((p, p + 1)),
+            }
+        }
+        out
+    }
 }
 
 /// One va_block as the prefetch sees it.
@@ -241,14 +253,7 @@ mod tests {
     }
 
     fn runs(m: &BlockMask) -> Vec<(usize, usize)> {
-        let mut out: Vec<(usize, usize)> = Vec::new();
-        for p in m.iter() {
-            match out.last_mut() {
-                Some((_, end)) if *end == p => *end += 1,
-                _ => out.push((p, p + 1)),
-            }
-        }
-        out
+        m.runs()
     }
 
     /// The specification's worked examples, on a fresh aligned block.

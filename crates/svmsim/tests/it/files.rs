@@ -28,8 +28,10 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// A scratch directory with a recorded trace, a profile, a config file, a
 /// scenario, a sweep file and a shard file, each a real input.
-fn inputs() -> PathBuf {
-    let d = scratch("files");
+fn inputs(test: &str) -> PathBuf {
+    // A directory for each test: nextest runs tests at once, and a shared
+    // one would be emptied under the other test's feet.
+    let d = scratch(&format!("files-{test}"));
     let p = |n: &str| d.join(n).display().to_string();
     let small = ["--size", "256KiB", "--iters", "1"];
     let run = svmsim(&[&["run", "stream", "--record", &p("a.trace")][..], &small].concat());
@@ -56,7 +58,7 @@ fn inputs() -> PathBuf {
 
 #[test]
 fn an_output_that_names_an_input_is_refused_and_nothing_changes() {
-    let d = inputs();
+    let d = inputs("names-an-input");
     let p = |n: &str| d.join(n).display().to_string();
     let small = ["--size", "256KiB", "--iters", "1"];
     // Table: (command line, the input it names as an output)
@@ -218,7 +220,7 @@ fn an_output_that_names_an_input_is_refused_and_nothing_changes() {
 
 #[test]
 fn a_refused_run_writes_no_output() {
-    let d = inputs();
+    let d = inputs("refused-run");
     let p = |n: &str| d.join(n).display().to_string();
     std::fs::write(d.join("t.json"), "old").unwrap();
     let before = snapshot(&d);
