@@ -728,3 +728,30 @@ fn a_plan_serves_runs_that_are_not_contiguous_in_one_fault() {
     assert!(faults(&k) > before + 1);
     k.check();
 }
+
+/// The built-in `uvm-density` policy on a machine: a lone GPU fault
+/// moves its 64 KiB big page where kfd's partial policy moves its 2 MiB
+/// window; a second fault in the neighbouring big page, with the first
+/// resident, pulls in the 128 KiB subtree (32 of 32 pages) and no more.
+#[test]
+fn uvm_density_moves_a_big_page_where_kfd_moves_its_window() {
+    let run = |policy: &str| {
+        let mut k = Kfd::new(true);
+        k.m.set_fault_policy(svm_core::policy::lookup(policy).unwrap().factory());
+        let raw = k.mmap(8 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(1024 * 1024, |i| i));
+        k.set(a, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();
+        assert_eq!(
+            k.gpu_read(GPU0, a + 37 * 4096, 4),
+            (37u32 * 1024).to_le_bytes()
+        );
+        let first = k.vram_pages_in(a, 4 * MIB);
+        k.gpu_read(GPU0, a + 50 * 4096, 4);
+        let second = k.vram_pages_in(a, 4 * MIB);
+        k.check();
+        (first, second, k.vram_pages_in(a + 32 * 4096, 32 * 4096))
+    };
+    assert_eq!(run("partial"), (512, 512, 32));
+    assert_eq!(run("uvm-density"), (16, 32, 32));
+}
