@@ -63,6 +63,12 @@ pub trait Platform {
     /// the page stays one. Pages that hold bytes are left alone. Returns
     /// whether a page was populated.
     fn fault_in(&mut self, page: PageNum, write: bool) -> bool;
+
+    /// Whether system memory holds `page` (a page of its own or the
+    /// shared zero page written to it: anything but never touched, or
+    /// moved to device memory). What a policy that asks "is this block
+    /// resident anywhere" needs (UVM's first-touch rule).
+    fn host_holds(&self, page: PageNum) -> bool;
 }
 
 /// A VRAM buffer the platform allocated for one `svm_bo`.

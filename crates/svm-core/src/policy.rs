@@ -72,6 +72,27 @@ pub struct FaultCtx<'a> {
     /// waves retry after this fault is served, so a plan that maps them
     /// serves them too.
     pub coalesced: &'a [PageNum],
+    /// Which pages system memory holds: with the range's VRAM pages,
+    /// where every page of it is.
+    pub host: HostView<'a>,
+}
+
+/// What system memory holds, as a policy may ask it
+/// ([`crate::platform::Platform::host_holds`]).
+#[derive(Clone, Copy)]
+pub struct HostView<'a>(pub &'a dyn Fn(PageNum) -> bool);
+
+impl HostView<'_> {
+    /// Whether system memory holds `page`.
+    pub fn holds(&self, page: PageNum) -> bool {
+        (self.0)(page)
+    }
+}
+
+impl fmt::Debug for HostView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HostView")
+    }
 }
 
 /// Pages to move, and where.

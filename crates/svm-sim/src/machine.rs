@@ -211,6 +211,10 @@ impl Platform for Env<'_> {
         self.mm.vma_info(page)
     }
 
+    fn host_holds(&self, page: PageNum) -> bool {
+        self.mm.pages().is_populated(page.raw())
+    }
+
     fn reserve_mem_limit(&mut self, bytes: u64) -> Result {
         let l = &mut *self.limit;
         match l.used_bytes.checked_add(bytes) {
@@ -1877,6 +1881,10 @@ struct MmView<'a>(&'a AddressSpace);
 impl Platform for MmView<'_> {
     fn vma_at(&self, page: PageNum) -> Option<VmaInfo> {
         self.0.vma_info(page)
+    }
+
+    fn host_holds(&self, page: PageNum) -> bool {
+        self.0.pages().is_populated(page.raw())
     }
 
     fn reserve_mem_limit(&mut self, _bytes: u64) -> Result {

@@ -13,12 +13,13 @@
 //! ([`super::uvm_prefetch`]), and every run of the union is migrated and
 //! mapped in one service (`FaultPlan::serve_runs`).
 //!
+//! A block resident nowhere (no page in VRAM or in system memory) whose
+//! destination is its preferred location is filled whole on its first
+//! fault (PF:404-412).
+//!
 //! Not modelled yet (each named in issue 19): thrashing detection,
-//! throttling and pinning; the first-touch rule that fills the whole
-//! block when nothing is resident anywhere and the destination is the
-//! preferred location (the fault context does not say which pages system
-//! memory holds); BATCH_FLUSH's discard of the entries left in the buffer;
-//! eviction of whole 2 MiB chunks. kfd's steps before the policy still
+//! throttling and pinning; BATCH_FLUSH's discard of the entries left in
+//! the buffer; eviction of whole 2 MiB chunks. kfd's steps before the policy still
 //! run: its 2 ms duplicate window drops a fault on a range served less
 //! than `retry_fault_pending_ns` ago, which UVM does not have, so a UVM
 //! run sets it to 0.
@@ -74,10 +75,13 @@ impl FaultPolicy for UvmDensity {
             ctx.range.vram.get(ctx.range.index(p))
         };
         let mut resident = BlockMask::EMPTY;
+        let mut anywhere = false;
         let on_faulting_gpu = ctx.range.actual_loc == Some(ctx.gpu);
         for i in 0..pages {
+            let host = ctx.host.holds(PageNum::new(first + i as u64));
+            anywhere |= host || in_vram(i);
             let here = match to {
-                Location::Sys => !in_vram(i),
+                Location::Sys => host,
                 Location::Vram(id) if id == ctx.gpu_id => on_faulting_gpu && in_vram(i),
                 Location::Vram(_) => !on_faulting_gpu && in_vram(i),
             };
@@ -89,13 +93,18 @@ impl FaultPolicy for UvmDensity {
             pages,
             phase: usize::try_from(first % 16).unwrap_or(0),
         };
-        let hint = uvm_prefetch::prefetch(
-            block,
-            &resident,
-            &faulted,
-            &BlockMask::EMPTY,
-            uvm_prefetch::DEFAULT_THRESHOLD,
-        );
+        let hint = if !anywhere && ctx.range.attrs.preferred_loc == Some(to) {
+            // First touch of the block, at its preferred location.
+            BlockMask::range(0, pages).minus(&faulted)
+        } else {
+            uvm_prefetch::prefetch(
+                block,
+                &resident,
+                &faulted,
+                &BlockMask::EMPTY,
+                uvm_prefetch::DEFAULT_THRESHOLD,
+            )
+        };
         // For system memory the driver drops the pages the CPU already
         // holds and maps (PF:433-440): only the faulted pages and what
         // comes back from VRAM are served.
@@ -153,9 +162,15 @@ mod tests {
     use super::*;
     use crate::attr::Attrs;
     use crate::gpu::{GpuId, GpuIndex, GpuMask};
+    use crate::policy::HostView;
     use crate::range::SvmRange;
 
     const GPU: GpuId = GpuId::new(0x1002).unwrap();
+
+    /// System memory holds every page below 1 << 20 (the CPU wrote them).
+    fn below(p: PageNum) -> bool {
+        p.raw() < 1 << 20
+    }
 
     fn ctx<'a>(range: &'a SvmRange, page: u64, coalesced: &'a [PageNum]) -> FaultCtx<'a> {
         FaultCtx {
@@ -169,6 +184,7 @@ mod tests {
             window: range.range(),
             vram_free_pages: 1 << 20,
             coalesced,
+            host: HostView(&below),
         }
     }
 
@@ -228,6 +244,22 @@ mod tests {
         // Its pages are all in system memory: the fault maps its own page
         // there, and the hint drops what the CPU already holds.
         assert_eq!(plan(&r, 3, &[]), (Location::Sys, vec![(3, 4)]));
+    }
+
+    /// A block resident nowhere, faulting to its preferred location, is
+    /// filled whole; one that system memory holds pages of takes the tree.
+    #[test]
+    fn a_first_touch_at_the_preferred_location_fills_the_block() {
+        let mut r = range(2 << 20, 1024);
+        r.attrs.preferred_loc = Some(Location::Vram(GPU));
+        let start = 2 << 20;
+        assert_eq!(
+            plan(&r, start + 600, &[]).1,
+            vec![(start + 512, start + 1024)]
+        );
+        let mut r = range(0, 1024);
+        r.attrs.preferred_loc = Some(Location::Vram(GPU));
+        assert_eq!(plan(&r, 600, &[]).1, vec![(592, 608)]);
     }
 
     /// One step per (GPU, block), writes first within a page, every fault

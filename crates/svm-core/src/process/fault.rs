@@ -18,7 +18,7 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
-use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, NewRangeCtx};
+use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx};
 use crate::range::{ListOp, SvmRange};
 
 /// A fault plan's steps: (what to migrate, what to map), served in
@@ -247,6 +247,7 @@ impl Process {
             window: window(whole, page, r.attrs.granularity.log2()),
             vram_free_pages: pf.vram_free_pages(gpu),
             coalesced,
+            host: HostView(&|p| pf.host_holds(p)),
         };
         // The GPUs that may map the range at all: a plan's other GPUs are
         // clipped to them.

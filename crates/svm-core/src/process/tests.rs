@@ -118,6 +118,10 @@ impl Platform for Fake {
     fn vma_at(&self, page: PageNum) -> Option<VmaInfo> {
         self.vmas.iter().copied().find(|v| v.range.contains(page))
     }
+    fn host_holds(&self, _page: PageNum) -> bool {
+        // (The fake keeps no pages.)
+        false
+    }
     fn reserve_mem_limit(&mut self, bytes: u64) -> Result {
         if self.used + bytes > self.limit {
             return Err(Error::MemLimit {
