@@ -797,7 +797,9 @@ impl Workload for PingPong {
         let n = words_per(p, 1, self.name())?;
         let nu = usize::try_from(n).unwrap_or(0);
         let a = r.alloc(n * 4, &[0, 1])?;
-        r.fill_u32s(a, nu, 0)?;
+        // (Not `fill_u32s`: every page is written by the first turn, and
+        // copying a shared page then costs more than writing it now.)
+        r.write_u32s_with(a, nu, |_| 0)?;
         let (waves, per) = chunks(n, 256);
         let turns = p.iters.max(2);
         for t in 0..turns {
