@@ -245,6 +245,18 @@ mod tests {
         m
     }
 
+    /// The hint for faults on `pages` of an aligned block, at the default
+    /// threshold.
+    fn hint(resident: &BlockMask, pages: &[usize], thrashing: &BlockMask) -> BlockMask {
+        prefetch(
+            ALIGNED,
+            resident,
+            &faults(pages),
+            thrashing,
+            DEFAULT_THRESHOLD,
+        )
+    }
+
     /// With the faulted pages, what a fault of `pages` migrates.
     fn served(block: Block, resident: &BlockMask, pages: &[usize]) -> Vec<(usize, usize)> {
         let f = faults(pages);
@@ -276,24 +288,12 @@ mod tests {
     fn resident_pages_make_the_tree_denser() {
         let half = BlockMask::range(0, 256);
         // 256 resident + 16 grown of the 512: the root is 272/512 = 53 %.
-        let got = prefetch(
-            ALIGNED,
-            &half,
-            &faults(&[300]),
-            &BlockMask::EMPTY,
-            DEFAULT_THRESHOLD,
-        );
+        let got = hint(&half, &[300], &BlockMask::EMPTY);
         assert_eq!(runs(&got), [(0, 300), (301, 512)]);
         // Resident pages are in the region too: the policy moves only
         // what is not there yet.
         let mostly = BlockMask::range(0, 240);
-        let got = prefetch(
-            ALIGNED,
-            &mostly,
-            &faults(&[300]),
-            &BlockMask::EMPTY,
-            DEFAULT_THRESHOLD,
-        );
+        let got = hint(&mostly, &[300], &BlockMask::EMPTY);
         // 240 + 16 = 256 of 512 is 50 %: not the root; the 256-page
         // subtree at 256 holds only the grown 16: its 64 KiB.
         assert_eq!(runs(&got), [(288, 300), (301, 304)]);
@@ -304,23 +304,11 @@ mod tests {
     #[test]
     fn thrashing_pages_are_left_alone() {
         let thrash = faults(&[40]);
-        let got = prefetch(
-            ALIGNED,
-            &BlockMask::EMPTY,
-            &faults(&[33, 40]),
-            &thrash,
-            DEFAULT_THRESHOLD,
-        );
+        let got = hint(&BlockMask::EMPTY, &[33, 40], &thrash);
         // The big page [32, 48) holds a thrashing page: not grown, and
         // page 33 alone is 1 of 2, 1 of 4, ...: only itself.
         assert!(got.is_empty(), "{:?}", runs(&got));
-        let got = prefetch(
-            ALIGNED,
-            &BlockMask::EMPTY,
-            &faults(&[40]),
-            &thrash,
-            DEFAULT_THRESHOLD,
-        );
+        let got = hint(&BlockMask::EMPTY, &[40], &thrash);
         assert!(got.is_empty());
     }
 
