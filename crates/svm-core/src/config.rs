@@ -11,6 +11,13 @@
 //! meaning (`svmsim config` prints it), and the one parser of a key's
 //! value ([`Config::set`]).
 //!
+//! A run's `driver` (`kfd`, `uvm`) is a set of defaults: its fault
+//! policy and the tunables that driver fixes (UVM drops no fault as a
+//! duplicate by time). Setting it resets those keys to the driver's values,
+//! except the keys a user gave ([`Config::set`] remembers which), so
+//! `--set policy=X --set driver=uvm` and `--set driver=uvm --set policy=X`
+//! are one run. The CLI also picks the driver's profile family.
+//!
 //! The engine reads its part through `Process::set_config`; the GPU's
 //! part (`gpu_retry_delay_ns`, `gpu_max_retries`) is read by the simulator,
 //! whose hardware retries. Sizes and durations are written in the one
@@ -36,6 +43,9 @@ pub const MAX_DEFAULT_GRANULARITY: u8 = 0x1B;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Whose driver the run models; its defaults ([`Driver::defaults`])
+    /// fill the keys a user did not give.
+    pub driver: Driver,
     /// The Linux release whose amdkfd the engine follows
     /// ([`crate::kernel`]: each 2024–2026 change from the release it
     /// arrived in).
@@ -83,11 +93,80 @@ pub struct Config {
     /// Faults in a row on one instruction after which a wave gives up
     /// (EBUSY): a livelock.
     pub gpu_max_retries: u32,
+    /// The keys given through [`Config::set`], which a driver's defaults
+    /// leave alone. Not part of the value: two configurations that run
+    /// alike are equal, however their keys were given.
+    #[serde(skip)]
+    pub given: Given,
+}
+
+/// The knobs a user gave, by index in [`KNOBS`]; opaque outside this
+/// module (public only so that `Config { .., ..c }` works everywhere).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Given(u64);
+
+impl PartialEq for Given {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Given {}
+
+/// Whose fault handling a run models. A driver is a set of defaults over
+/// the same engine: its policy and the tunables it fixes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// Linux amdkfd (`kfd_svm.c`): the specification of the engine.
+    #[default]
+    Kfd,
+    /// NVIDIA UVM, 595 series (`kernel-open/nvidia-uvm/`,
+    /// `docs/research/uvm.md`).
+    Uvm,
+}
+
+impl Driver {
+    /// Every driver, in the order `compare --drivers` lists them.
+    pub const ALL: [Driver; 2] = [Driver::Kfd, Driver::Uvm];
+
+    /// Its key value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Kfd => "kfd",
+            Driver::Uvm => "uvm",
+        }
+    }
+
+    /// The driver of `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The keys this driver sets and its values for them, as
+    /// [`Config::set`] reads them. Every driver sets the same keys.
+    pub fn defaults(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Driver::Kfd => &[("policy", "partial"), ("retry_fault_pending_ns", "2ms")],
+            // UVM services every fault it reads from the buffer; the
+            // duplicates of one batch are coalesced by the policy
+            // (`uvm_gpu_replayable_faults.c`, docs/research/uvm.md §1),
+            // never dropped by time.
+            Driver::Uvm => &[("policy", "uvm-density"), ("retry_fault_pending_ns", "0")],
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            driver: Driver::Kfd,
             kernel: KernelVersion::default(),
             policy: policy::Policy::default().name().to_owned(),
             default_granularity: 9,
@@ -102,6 +181,7 @@ impl Default for Config {
             ih_stale_filter: false,
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
+            given: Given(0),
         }
     }
 }
@@ -220,6 +300,27 @@ macro_rules! duration_knob {
 /// its field's name everywhere (`--set`, files, JSON); a duration's value
 /// may carry its unit (`restore_delay_ns=500us`).
 pub static KNOBS: &[Knob] = &[
+    Knob {
+        key: "driver",
+        unit: "name",
+        doc: "whose driver the run models: its policy and tunables, for the keys not given",
+        get: |c| c.driver.name().to_owned(),
+        set: |c, s| {
+            let d = Driver::from_name(s.trim()).ok_or_else(String::new)?;
+            c.driver = d;
+            for (key, value) in d.defaults() {
+                let i = index(key);
+                if c.given.0 & (1 << i) == 0 {
+                    (KNOBS[i].set)(c, value)?;
+                }
+            }
+            Ok(())
+        },
+        accepts: || {
+            let names: Vec<&str> = Driver::ALL.iter().map(|d| d.name()).collect();
+            format!("one of: {}", names.join(", "))
+        },
+    },
     Knob {
         key: "kernel",
         unit: "release",
@@ -350,6 +451,14 @@ pub fn knob(key: &str) -> Option<&'static Knob> {
     KNOBS.iter().find(|k| k.key == key)
 }
 
+/// The index in [`KNOBS`] of a key the code names.
+fn index(key: &str) -> usize {
+    KNOBS
+        .iter()
+        .position(|k| k.key == key)
+        .unwrap_or_else(|| unreachable!("{key} is a knob"))
+}
+
 /// Keys close to `key` (or all of them), for an error message.
 fn close_keys(key: &str) -> String {
     let close: Vec<&str> = KNOBS
@@ -376,15 +485,32 @@ impl Config {
     /// An unknown key (with the close ones), or a value the key does not
     /// take (with what it does).
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let k = knob(key.trim()).ok_or_else(|| ConfigError::UnknownKey {
-            key: key.to_owned(),
-            known: close_keys(key),
-        })?;
-        (k.set)(self, value).map_err(|_| ConfigError::BadValue {
+        let i = KNOBS
+            .iter()
+            .position(|k| k.key == key.trim())
+            .ok_or_else(|| ConfigError::UnknownKey {
+                key: key.to_owned(),
+                known: close_keys(key),
+            })?;
+        let k = &KNOBS[i];
+        // Applied to a copy, so that a refused value changes nothing.
+        let mut next = self.clone();
+        (k.set)(&mut next, value).map_err(|_| ConfigError::BadValue {
             key: k.key,
             value: value.to_owned(),
             accepts: k.accepts(),
-        })
+        })?;
+        next.given.0 |= 1 << i;
+        *self = next;
+        Ok(())
+    }
+
+    /// kfd's defaults with `driver`'s over them.
+    pub fn for_driver(driver: Driver) -> Self {
+        let mut c = Config::default();
+        (KNOBS[index("driver")].set)(&mut c, driver.name())
+            .unwrap_or_else(|_| unreachable!("every driver's defaults are valid"));
+        c
     }
 
     /// Applies one `KEY=VALUE`.
@@ -421,12 +547,14 @@ impl Config {
         Ok(())
     }
 
-    /// The keys whose values differ from the defaults, as `KEY=VALUE`.
+    /// The keys whose values differ from the defaults of the run's
+    /// driver, as `KEY=VALUE`; the driver comes first when it is not kfd,
+    /// so that the list, applied in order, makes this configuration.
     pub fn changes(&self) -> Vec<String> {
-        let d = Config::default();
+        let d = Config::for_driver(self.driver);
         KNOBS
             .iter()
-            .filter(|k| k.get(self) != k.get(&d))
+            .filter(|k| k.key == "driver" && self.driver != Driver::Kfd || k.get(self) != k.get(&d))
             .map(|k| format!("{}={}", k.key, k.get(self)))
             .collect()
     }
@@ -488,6 +616,50 @@ mod tests {
         assert_eq!(c.gpu_retry_delay_ns, 1500);
         assert_eq!(c.gpu_max_retries, 7);
         assert_eq!(c.changes().len(), 8);
+    }
+
+    #[test]
+    fn a_driver_sets_its_keys_but_not_those_given() {
+        // kfd's defaults are the defaults; every driver sets the same keys.
+        assert_eq!(Config::for_driver(Driver::Kfd), Config::default());
+        assert!(KNOBS.len() <= 64, "Given is a u64 of knob indices");
+        let keys = |d: Driver| d.defaults().iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        for d in Driver::ALL {
+            assert_eq!(keys(d), keys(Driver::Kfd), "{d}");
+            assert_eq!(Driver::from_name(d.name()), Some(d));
+        }
+        let uvm = Config::for_driver(Driver::Uvm);
+        assert_eq!(uvm.policy, "uvm-density");
+        assert_eq!(uvm.retry_fault_pending_ns, 0);
+        assert_eq!(uvm.changes(), ["driver=uvm"]);
+        // A given key stays, in either order.
+        for order in [
+            ["policy=whole-range", "driver=uvm"],
+            ["driver=uvm", "policy=whole-range"],
+        ] {
+            let mut c = Config::default();
+            for kv in order {
+                c.assign(kv).unwrap();
+            }
+            assert_eq!(c.policy, "whole-range", "{order:?}");
+            assert_eq!(c.retry_fault_pending_ns, 0, "{order:?}");
+            assert_eq!(c.changes(), ["driver=uvm", "policy=whole-range"]);
+        }
+        // Back to kfd restores kfd's values of the keys not given.
+        let mut c = uvm.clone();
+        c.set("driver", "kfd").unwrap();
+        assert_eq!(c, Config::default());
+        // `changes`, applied in order, makes the configuration again.
+        let mut c = Config::default();
+        c.assign("retry_fault_pending_ns=1ms").unwrap();
+        c.assign("driver=uvm").unwrap();
+        let mut again = Config::default();
+        for kv in c.changes() {
+            again.assign(&kv).unwrap();
+        }
+        assert_eq!(again, c);
+        assert_eq!(again.retry_fault_pending_ns, 1_000_000);
+        assert!(Config::default().set("driver", "amdgpu").is_err());
     }
 
     #[test]

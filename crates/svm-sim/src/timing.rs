@@ -211,7 +211,7 @@ pub const BUILT_IN: [(&str, &str); 6] = [
     ("mi300x", include_str!("../../../profiles/mi300x.toml")),
     ("mi300a", include_str!("../../../profiles/mi300a.toml")),
     ("gc121", include_str!("../../../profiles/gc121.toml")),
-    ("uvm-like", include_str!("../../../profiles/uvm-like.toml")),
+    ("uvm-pcie", include_str!("../../../profiles/uvm-pcie.toml")),
 ];
 
 /// The line of `key = ...` in `[section]` of `text`, for errors serde's

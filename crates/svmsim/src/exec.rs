@@ -214,6 +214,18 @@ pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Stri
     format!("expected one of: {}", list.join(", "))
 }
 
+/// The profile a run gets when it names none: its driver's family, with
+/// GPUs enough for `gpus` (kfd: an MI210, or an MI250X node for two or
+/// more; UVM: PCIe GPUs of the `uvm-pcie` profile).
+pub fn default_profile(driver: svm_core::config::Driver, gpus: usize) -> &'static str {
+    use svm_core::config::Driver;
+    match driver {
+        Driver::Kfd if gpus > 1 => "mi250x",
+        Driver::Kfd => "mi210",
+        Driver::Uvm => "uvm-pcie",
+    }
+}
+
 /// A profile by built-in name or file path.
 ///
 /// # Errors

@@ -9,6 +9,7 @@
 
 pub mod chrome;
 pub mod demo;
+pub mod drivers;
 pub mod exec;
 pub mod fuzz;
 pub mod html;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use svm_core::config::Config;
+use svm_core::config::{Config, Driver};
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
 use svmsim::smi::{self, EventsFormat, RunEvents};
 use svmsim::{
@@ -114,6 +114,11 @@ enum Command {
         /// Policies, comma separated; `kfd` (kfd's three), or `all` (every registered policy: `svmsim config` lists them); `--set policy=X` alone compares X; each replaces a --config file's.
         #[arg(long, default_value = "kfd", value_name = "LIST")]
         policies: String,
+        /// Drivers, comma separated (kfd,uvm), or `all`: each with its own policy,
+        /// defaults and profile family (a --profile puts them all on one machine);
+        /// the ratios divide by the first.
+        #[arg(long, value_name = "LIST", conflicts_with = "driver")]
+        drivers: Option<String>,
         /// Granularities (log2 pages), comma separated.
         #[arg(long, value_name = "LIST")]
         granularities: Option<String>,
@@ -322,6 +327,11 @@ enum OnOff {
     Off,
 }
 
+/// The drivers, for `--driver`'s help and "did you mean".
+fn driver_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Driver::ALL.map(Driver::name))
+}
+
 /// The registered fault policies, for `--policy`'s help and "did you mean".
 fn policy_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(svm_core::policy::names())
@@ -330,6 +340,10 @@ fn policy_names() -> clap::builder::PossibleValuesParser {
 /// The knobs of a run, from the command line.
 #[derive(Debug, Args)]
 struct ConfigOpts {
+    /// Whose driver the run models: kfd, uvm (the same as --set driver=NAME): its
+    /// policy, its tunables and its profile family, each still overridable.
+    #[arg(long, value_name = "NAME", value_parser = driver_names())]
+    driver: Option<String>,
     /// Set a knob (`svmsim config` lists them); repeatable, applied in order after --config and --policy.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -339,7 +353,8 @@ struct ConfigOpts {
 }
 
 impl ConfigOpts {
-    /// `base` with the file's knobs, then `policy`, then each `--set`.
+    /// `base` with the file's knobs, then `--driver`, then `policy`, then
+    /// each `--set` (a driver's defaults never replace a key given).
     fn resolve(&self, base: Config, policy: Option<&str>) -> Result<Config, Fail> {
         let mut c = base;
         if let Some(path) = &self.config_file {
@@ -347,6 +362,10 @@ impl ConfigOpts {
                 .map_err(|e| usage(format!("--config: {e}")))?;
             c = scenario::parse::config_file(&path.display().to_string(), &text, c)
                 .map_err(|e| usage(format!("--config: {e}")))?;
+        }
+        if let Some(d) = &self.driver {
+            c.set("driver", d)
+                .map_err(|e| usage(format!("--driver: {e}")))?;
         }
         if let Some(p) = policy {
             c.set("policy", p)
@@ -360,7 +379,7 @@ impl ConfigOpts {
     }
 
     fn given(&self) -> bool {
-        !self.set.is_empty() || self.config_file.is_some()
+        !self.set.is_empty() || self.config_file.is_some() || self.driver.is_some()
     }
 
     /// The files these options read.
@@ -382,15 +401,18 @@ impl RunOpts {
     }
 
     fn spec(&self, workload: &str, policy: Option<&str>) -> Result<RunSpec, Fail> {
+        let config = self.config.resolve(Config::default(), policy)?;
+        let gpus = self
+            .gpus
+            .unwrap_or_else(|| svm_workloads::by_name(workload).map_or(1, |w| w.gpus()));
         Ok(RunSpec {
             workload: workload.into(),
             size: self.size,
             iters: self.iters,
-            profile: self.profile.clone().unwrap_or_else(|| {
-                let need = svm_workloads::by_name(workload).map_or(1, |w| w.gpus());
-                let many = self.gpus.unwrap_or(need) > 1;
-                if many { "mi250x" } else { "mi210" }.to_owned()
-            }),
+            profile: self
+                .profile
+                .clone()
+                .unwrap_or_else(|| exec::default_profile(config.driver, gpus).to_owned()),
             gpus: self.gpus,
             vram: self.vram,
             oversubscribe: self.oversubscribe,
@@ -398,7 +420,7 @@ impl RunOpts {
             xnack: self.xnack == OnOff::On,
             prefetch: self.prefetch,
             seed: self.seed,
-            config: self.config.resolve(Config::default(), policy)?,
+            config,
             phantom: self.phantom,
         })
     }
@@ -1021,6 +1043,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Compare {
             workload,
             policies,
+            drivers,
             granularities,
             xnack_modes,
             baseline,
@@ -1041,8 +1064,29 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                      give the policies in one place",
                 ));
             }
+            let drivers: Vec<Option<Driver>> = match drivers {
+                None => vec![None],
+                Some(list) if list.trim() == "all" => Driver::ALL.map(Some).to_vec(),
+                Some(list) => split_list(list)
+                    .iter()
+                    .map(|d| {
+                        Driver::from_name(d).map(Some).ok_or_else(|| {
+                            usage(format!(
+                                "--drivers: {d:?} is not a driver; drivers are: {}",
+                                Driver::ALL.map(Driver::name).join(", ")
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            if drivers.is_empty() {
+                return Err(usage("--drivers: give at least one driver, or `all`"));
+            }
             let policies = if set_policy {
                 vec![base.policy().to_owned()]
+            } else if drivers[0].is_some() && !given("--policies") {
+                // Each driver's own policy.
+                Vec::new()
             } else if policies == "all" {
                 svm_core::policy::names()
                     .into_iter()
@@ -1056,7 +1100,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 split_list(policies)
             };
-            if policies.is_empty() {
+            if policies.is_empty() && drivers[0].is_none() {
                 return Err(usage("--policies: give at least one policy, or `all`"));
             }
             let grans: Vec<Option<u32>> = match granularities {
@@ -1076,24 +1120,47 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             if modes.is_empty() {
                 return Err(usage("--xnack-modes: give on, off or on,off"));
             }
+            // With --drivers and no --policies, each driver runs once,
+            // under its own policy.
+            let own: [Option<&String>; 1] = [None];
+            let policies: Vec<Option<&String>> = if policies.is_empty() {
+                own.to_vec()
+            } else {
+                policies.iter().map(Some).collect()
+            };
             let mut specs = Vec::new();
-            for m in &modes {
-                for g in &grans {
-                    for p in &policies {
-                        let mut s = base.clone();
-                        p.clone_into(&mut s.config.policy);
-                        s.granularity = *g;
-                        s.xnack = *m == OnOff::On;
-                        // Name compare's own list flags, not run's.
-                        s.resolve().map_err(|mut e| {
-                            e.field = match e.field {
-                                "policy" => "policies",
-                                "granularity" if granularities.is_some() => "granularities",
-                                f => f,
-                            };
-                            spec_fail(e)
-                        })?;
-                        specs.push(s);
+            for d in &drivers {
+                for m in &modes {
+                    for g in &grans {
+                        for p in &policies {
+                            let mut s = base.clone();
+                            if let Some(d) = d {
+                                s.config
+                                    .set("driver", d.name())
+                                    .map_err(|e| usage(format!("--drivers: {e}")))?;
+                                if opts.profile.is_none() {
+                                    let gpus = s.gpus.unwrap_or_else(|| {
+                                        svm_workloads::by_name(workload).map_or(1, |w| w.gpus())
+                                    });
+                                    exec::default_profile(*d, gpus).clone_into(&mut s.profile);
+                                }
+                            }
+                            if let Some(p) = p {
+                                (*p).clone_into(&mut s.config.policy);
+                            }
+                            s.granularity = *g;
+                            s.xnack = *m == OnOff::On;
+                            // Name compare's own list flags, not run's.
+                            s.resolve().map_err(|mut e| {
+                                e.field = match e.field {
+                                    "policy" => "policies",
+                                    "granularity" if granularities.is_some() => "granularities",
+                                    f => f,
+                                };
+                                spec_fail(e)
+                            })?;
+                            specs.push(s);
+                        }
                     }
                 }
             }
@@ -1121,14 +1188,18 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out.preflight(&opts.inputs(), &[])?;
             let jobs = fit_host(&specs, jobs(*j)?, cli)?;
             let outs = run_all(&specs, out.capture(), jobs, cli.quiet, workload)?;
-            emit(
+            let code = emit(
                 &outs,
                 base,
                 out,
                 cli,
                 &format!("svmsim compare: {workload}"),
                 output::Staged::default(),
-            )
+            )?;
+            if drivers[0].is_some() && !cli.quiet && !out.json && !out.csv {
+                outln!("\n{}", svmsim::drivers::explain(&outs, base));
+            }
+            Ok(code)
         }
         Command::Sweep {
             file,

@@ -66,10 +66,17 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
         .iter()
         .filter(|f| specs.iter().any(|s| f(s) != f(&specs[0])))
         .collect();
+    let drivers_vary = specs
+        .iter()
+        .any(|s| s.config.driver != specs[0].config.driver);
     specs
         .iter()
         .map(|s| {
-            let mut parts = vec![s.policy().to_owned()];
+            let mut parts = Vec::new();
+            if drivers_vary {
+                parts.push(s.config.driver.name().to_owned());
+            }
+            parts.push(s.policy().to_owned());
             parts.extend(varying.iter().map(|f| f(s)).filter(|x| !x.is_empty()));
             parts.join(" ")
         })

@@ -233,16 +233,17 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
             points = next;
         }
     }
-    // Like `svmsim run`: without a profile, multi-GPU workloads get one
+    // Like `svmsim run`: without a profile, a point gets its driver's,
     // with GPUs enough.
     let profile_set = ["base", "grid"]
         .iter()
         .any(|t| doc.get(*t).and_then(|v| v.get("profile")).is_some());
     if !profile_set {
         for p in &mut points {
-            if svm_workloads::by_name(&p.workload).is_some_and(|w| w.gpus() > 1) {
-                p.profile = "mi250x".into();
-            }
+            let need = p
+                .gpus
+                .unwrap_or_else(|| svm_workloads::by_name(&p.workload).map_or(1, |w| w.gpus()));
+            crate::exec::default_profile(p.config.driver, need).clone_into(&mut p.profile);
         }
     }
     // Names and values that cannot run are caught now, not hours in.

@@ -337,7 +337,7 @@ impl FaultPolicy for BlockBatch {
 /// engine handled, and the machine.
 fn run_block_batch(batched: bool) -> (BatchLog, u64, Kfd, u64) {
     let mut k = Kfd::new(true);
-    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-like").unwrap());
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
     // No 2 ms duplicate window: every step's lead reaches the plan.
     let mut c = k.m.config().clone();
     c.retry_fault_pending_ns = 0;
@@ -449,7 +449,7 @@ impl FaultPolicy for BadOrder {
 #[test]
 fn a_wrong_batch_order_loses_no_fault_and_panics_nothing() {
     let mut k = Kfd::new(true);
-    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-like").unwrap());
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
     k.m.set_fault_policy(PolicyFactory::new(|| Box::new(BadOrder)));
     let buf = k.mmap(4 * MIB);
     k.set(buf, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();

@@ -342,3 +342,134 @@ fn the_report_names_every_knob_the_run_changed() {
         "knob missing from the report"
     );
 }
+
+#[test]
+fn a_driver_picks_its_policy_defaults_and_profile_and_each_stays_overridable() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut a = SMALL.to_vec();
+        a.extend_from_slice(extra);
+        a.push("--json");
+        let v: serde_json::Value = serde_json::from_str(&ok(&a)).unwrap();
+        v["runs"][0]["spec"].clone()
+    };
+    let s = json(&["--driver", "uvm"]);
+    assert_eq!(s["profile"], "uvm-pcie", "{s}");
+    assert_eq!(s["policy"], "uvm-density", "{s}");
+    assert_eq!(s["config"]["driver"], "uvm", "{s}");
+    assert_eq!(s["config"]["retry_fault_pending_ns"], 0, "{s}");
+    // --set driver=uvm is the same run; a given key stays, in either order.
+    assert_eq!(json(&["--set", "driver=uvm"]), s);
+    for args in [
+        ["--policy", "partial", "--set", "driver=uvm"],
+        ["--set", "driver=uvm", "--policy", "partial"],
+    ] {
+        let t = json(&args);
+        assert_eq!(t["policy"], "partial", "{args:?}");
+        assert_eq!(t["config"]["retry_fault_pending_ns"], 0, "{args:?}");
+        assert_eq!(t["profile"], "uvm-pcie", "{args:?}");
+    }
+    let t = json(&[
+        "--driver",
+        "uvm",
+        "--set",
+        "retry_fault_pending_ns=1ms",
+        "--profile",
+        "mi210",
+    ]);
+    assert_eq!(t["config"]["retry_fault_pending_ns"], 1_000_000, "{t}");
+    assert_eq!(t["profile"], "mi210", "{t}");
+    // kfd is the default.
+    let k = json(&[]);
+    assert_eq!(k["config"]["driver"], "kfd", "{k}");
+    assert_eq!(k["profile"], "mi210", "{k}");
+    let e = usage(&["run", "stream", "--driver", "amdgpu"]);
+    assert!(e.contains("kfd") && e.contains("uvm"), "{e}");
+    let e = usage(&["run", "stream", "--set", "driver=cuda"]);
+    assert!(
+        e.contains("driver") && e.contains("one of: kfd, uvm"),
+        "{e}"
+    );
+}
+
+#[test]
+fn compare_drivers_runs_each_driver_with_ratios_against_the_first_and_explains() {
+    let out = ok(&[
+        "compare",
+        "stream",
+        "--size",
+        "4MiB",
+        "--iters",
+        "1",
+        "--drivers",
+        "kfd,uvm",
+    ]);
+    assert!(out.contains("kfd partial mi210 (base)"), "{out}");
+    assert!(out.contains("uvm uvm-density uvm-pcie"), "{out}");
+    assert!(out.contains("What differed, and why:"), "{out}");
+    assert!(
+        out.contains("fewer): it reads the fault buffer in batches"),
+        "{out}"
+    );
+    assert!(
+        out.contains("It ran on its driver's machine, uvm-pcie, not mi210"),
+        "{out}"
+    );
+    // One machine for both: no line about the hardware.
+    let out = ok(&[
+        "compare",
+        "stream",
+        "--size",
+        "4MiB",
+        "--iters",
+        "1",
+        "--drivers",
+        "all",
+        "--profile",
+        "uvm-pcie",
+    ]);
+    assert!(
+        out.contains("kfd partial (base)") && out.contains("uvm uvm-density"),
+        "{out}"
+    );
+    assert!(!out.contains("driver's machine"), "{out}");
+    // --policies under --drivers: each policy under each driver.
+    let csv = ok(&[
+        "compare",
+        "stream",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--drivers",
+        "kfd,uvm",
+        "--policies",
+        "partial",
+        "--csv",
+    ]);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let e = usage(&["compare", "stream", "--drivers", "kfd,nv"]);
+    assert!(
+        e.contains("\"nv\" is not a driver; drivers are: kfd, uvm"),
+        "{e}"
+    );
+    let e = usage(&["compare", "stream", "--drivers", "kfd", "--driver", "uvm"]);
+    assert!(e.contains("--driver"), "{e}");
+}
+
+#[test]
+fn a_sweep_varies_the_driver_and_each_point_gets_its_drivers_profile() {
+    let dir = scratch("sweep-driver");
+    let f = dir.join("drivers.toml");
+    std::fs::write(
+        &f,
+        "[base]\nworkload = \"stream\"\nsize = \"1MiB\"\niters = 1\n\n[grid]\ndriver = [\"kfd\", \"uvm\"]\n",
+    )
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["sweep", f.to_str().unwrap(), "--json"])).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    assert_eq!(runs[0]["spec"]["profile"], "mi210");
+    assert_eq!(runs[1]["spec"]["profile"], "uvm-pcie");
+    assert_eq!(runs[1]["spec"]["policy"], "uvm-density");
+}
