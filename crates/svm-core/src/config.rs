@@ -93,6 +93,16 @@ pub struct Config {
     /// Faults in a row on one instruction after which a wave gives up
     /// (EBUSY): a livelock.
     pub gpu_max_retries: u32,
+    /// UVM: the density prefetch's threshold, percent of a subtree's pages
+    /// that must be resident or faulted (`uvm_perf_prefetch_threshold`).
+    pub uvm_prefetch_threshold: u8,
+    /// UVM: detect thrashing and throttle or pin thrashing pages
+    /// (`uvm_perf_thrashing_enable`).
+    pub uvm_thrashing: bool,
+    /// UVM: tune the thrashing lapse as the 595 source does, whose shrink
+    /// test repeats the grow test (docs/research/uvm.md §3.5); off, as it
+    /// meant to.
+    pub uvm_lapse_vote_bug: bool,
     /// The keys given through [`Config::set`], which a driver's defaults
     /// leave alone. Not part of the value: two configurations that run
     /// alike are equal, however their keys were given.
@@ -152,7 +162,7 @@ impl Driver {
             // duplicates of one batch are coalesced by the policy
             // (`uvm_gpu_replayable_faults.c`, docs/research/uvm.md §1),
             // never dropped by time.
-            Driver::Uvm => &[("policy", "uvm-density"), ("retry_fault_pending_ns", "0")],
+            Driver::Uvm => &[("policy", "uvm"), ("retry_fault_pending_ns", "0")],
         }
     }
 }
@@ -181,6 +191,9 @@ impl Default for Config {
             ih_stale_filter: false,
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
+            uvm_prefetch_threshold: 51,
+            uvm_thrashing: true,
+            uvm_lapse_vote_bug: true,
             given: Given(0),
         }
     }
@@ -444,6 +457,31 @@ pub static KNOBS: &[Knob] = &[
         },
         accepts: || "a whole number from 1 to 4294967295".into(),
     },
+    Knob {
+        key: "uvm_prefetch_threshold",
+        unit: "percent",
+        doc: "UVM: a subtree is prefetched when this share of its pages is resident or faulted",
+        get: |c| c.uvm_prefetch_threshold.to_string(),
+        set: |c, s| {
+            let n: u8 = s.trim().parse().map_err(|_| String::new())?;
+            if !(1..=100).contains(&n) {
+                return Err(String::new());
+            }
+            c.uvm_prefetch_threshold = n;
+            Ok(())
+        },
+        accepts: || "a whole number from 1 to 100 (51: UVM's default)".into(),
+    },
+    bool_knob!(
+        "uvm_thrashing",
+        uvm_thrashing,
+        "UVM: detect thrashing pages, throttle their faults and pin them (uvm_perf_thrashing_enable)"
+    ),
+    bool_knob!(
+        "uvm_lapse_vote_bug",
+        uvm_lapse_vote_bug,
+        "UVM: tune the thrashing lapse as the 595 source does (short gaps grow it); off: as meant"
+    ),
 ];
 
 /// The knob of `key`.
@@ -629,7 +667,7 @@ mod tests {
             assert_eq!(Driver::from_name(d.name()), Some(d));
         }
         let uvm = Config::for_driver(Driver::Uvm);
-        assert_eq!(uvm.policy, "uvm-density");
+        assert_eq!(uvm.policy, "uvm");
         assert_eq!(uvm.retry_fault_pending_ns, 0);
         assert_eq!(uvm.changes(), ["driver=uvm"]);
         // A given key stays, in either order.

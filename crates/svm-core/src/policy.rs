@@ -18,8 +18,9 @@
 //!
 //! kfd's own three variants are in `policy/kfd.rs`; eviction order, a
 //! seam of its own, in `policy/victim.rs`; NVIDIA UVM's block service
-//! with density prefetch (`uvm-density`, the first part of a UVM mode) in
-//! `policy/uvm.rs`, its bitmap tree in `policy/uvm_prefetch.rs`. Adding a policy is one file
+//! with density prefetch and thrashing mitigation (`uvm`) in
+//! `policy/uvm.rs`, its bitmap tree in `policy/uvm_prefetch.rs` and its
+//! thrashing state in `policy/uvm_thrashing.rs`. Adding a policy is one file
 //! and one line in [`registry`]; a policy outside this crate needs no
 //! change to the engine at all (`Machine::set_fault_policy`, see the
 //! simulator's `tests/it/policy.rs`).
@@ -38,10 +39,11 @@ use crate::range::SvmRange;
 mod kfd;
 mod uvm;
 pub mod uvm_prefetch;
+pub mod uvm_thrashing;
 pub mod victim;
 
 pub use kfd::{KfdPolicy, Policy};
-pub use uvm::UvmDensity;
+pub use uvm::Uvm;
 pub use victim::VictimPolicy;
 
 /// What a policy may see of one GPU retry fault.
@@ -75,6 +77,9 @@ pub struct FaultCtx<'a> {
     /// Which pages system memory holds: with the range's VRAM pages,
     /// where every page of it is.
     pub host: HostView<'a>,
+    /// The GPU of the range's preferred location, when that is a GPU's
+    /// VRAM, by index in the process.
+    pub preferred_gpu: Option<GpuIndex>,
 }
 
 /// What system memory holds, as a policy may ask it
@@ -137,6 +142,9 @@ pub enum FaultPlan {
         runs: Vec<PageRange>,
         /// Other GPUs to map the runs on (as for `Serve`).
         also: GpuMask,
+        /// Runs mapped where their pages are, after the others, migrating
+        /// nothing: remote mappings (UVM's pinned thrashing pages).
+        remote: Vec<PageRange>,
     },
     /// Serve nothing now: the GPU retries no sooner than `after_ns` from
     /// now (a throttle, as UVM's thrashing mitigation does).
@@ -164,6 +172,22 @@ impl FaultPlan {
             to,
             runs,
             also: GpuMask::EMPTY,
+            remote: Vec::new(),
+        }
+    }
+
+    /// Serve the fault as [`FaultPlan::serve_runs`] does, then map each
+    /// of `remote` where its pages are.
+    pub fn serve_runs_and_remote(
+        to: Location,
+        runs: Vec<PageRange>,
+        remote: Vec<PageRange>,
+    ) -> Self {
+        FaultPlan::ServeRuns {
+            to,
+            runs,
+            also: GpuMask::EMPTY,
+            remote,
         }
     }
 
@@ -177,14 +201,36 @@ impl FaultPlan {
                 map,
                 also: gpus,
             },
-            FaultPlan::ServeRuns { to, runs, .. } => FaultPlan::ServeRuns {
+            FaultPlan::ServeRuns {
+                to, runs, remote, ..
+            } => FaultPlan::ServeRuns {
                 to,
                 runs,
                 also: gpus,
+                remote,
             },
             retry => retry,
         }
     }
+}
+
+/// One migration the engine carried out, whatever caused it, as a policy
+/// sees it ([`FaultPolicy::on_migration`]): UVM's thrashing detection
+/// counts the migrations it did not plan too (CPU faults, prefetches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MigrationEvent {
+    /// The pages that moved (one `migrate_vma` chunk's).
+    pub pages: PageRange,
+    /// Where they came from: `None` for system memory, else the GPU.
+    pub from: Option<GpuIndex>,
+    /// Where they went, likewise.
+    pub to: Option<GpuIndex>,
+    /// What asked for it.
+    pub trigger: crate::events::MigrateTrigger,
+    /// The first leg of a move between two GPUs, through system memory.
+    pub staging: bool,
+    /// When, in simulated ns.
+    pub now_ns: u64,
 }
 
 /// One fault of a batch the GPU's handler took from its ring.
@@ -281,6 +327,47 @@ pub trait FaultPolicy: fmt::Debug {
     fn on_unmap(&mut self, range: PageRange) {
         let _ = range;
     }
+
+    /// The block no new range crosses, in pages, when the policy wants
+    /// ranges smaller than kfd's `max_svm_range_pages`: UVM's va_blocks
+    /// are 2 MiB, each with residency of its own. The default: none.
+    fn block_pages(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether a range's pages may be resident on several GPUs, as a UVM
+    /// va_block's may: a fault's run bound for one GPU is carved out of a
+    /// range whose VRAM is another's (a split) rather than moving the
+    /// whole range through system memory, kfd's way. The default: no.
+    fn per_page_residency(&self) -> bool {
+        false
+    }
+
+    /// Takes the run's configuration (called once the policy is the
+    /// process's, and again when the configuration changes), for a
+    /// policy's own knobs (`uvm_*`). The default reads nothing.
+    fn configure(&mut self, config: &crate::config::Config) {
+        let _ = config;
+    }
+
+    /// Pages moved (any cause: `event.trigger`). The default ignores it.
+    fn on_migration(&mut self, event: &MigrationEvent) {
+        let _ = event;
+    }
+
+    /// When the policy next wants [`FaultPolicy::on_deadline`] called, in
+    /// simulated ns (UVM unpins thrashing pages 150 ms after pinning).
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// The deadline came: the pages whose *remote* mappings go (every GPU
+    /// mapping of them, but the one whose VRAM holds them); the next
+    /// access of those GPUs faults again.
+    fn on_deadline(&mut self, now_ns: u64) -> Vec<PageRange> {
+        let _ = now_ns;
+        Vec::new()
+    }
 }
 
 /// Makes the fault policy of each new process (each gets an instance of
@@ -362,12 +449,7 @@ mod tests {
         let names = names();
         assert_eq!(
             names,
-            [
-                "whole-range",
-                "partial",
-                "partial-migrate-whole-map",
-                "uvm-density"
-            ]
+            ["whole-range", "partial", "partial-migrate-whole-map", "uvm"]
         );
         for e in registry() {
             assert_eq!((e.make)().name(), e.name);

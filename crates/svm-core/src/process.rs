@@ -149,6 +149,9 @@ pub struct Process {
     /// How GPU faults migrate and map: this process's instance of the
     /// run's fault policy, with whatever history it keeps.
     policy: Box<dyn FaultPolicy>,
+    /// A migration between two GPUs is under way, and its leg to system
+    /// memory is its staging leg (the policy's migration events say so).
+    staging: bool,
     /// The run's knobs (the policy's name, kfd's tunables, the review
     /// thread's options, the accounting mode).
     config: Config,
@@ -227,6 +230,7 @@ impl Process {
             max_pages: topology.max_svm_range_pages(),
             pid: 0,
             policy: Box::new(KfdPolicy(Policy::default())),
+            staging: false,
             config: Config::default(),
             bos: BTreeMap::new(),
             next_bo: 1,
@@ -270,8 +274,9 @@ impl Process {
 
     /// Gives the process a fault policy of any kind (its own instance:
     /// the history it keeps is this process's).
-    pub fn set_fault_policy(&mut self, policy: Box<dyn FaultPolicy>) {
+    pub fn set_fault_policy(&mut self, mut policy: Box<dyn FaultPolicy>) {
         policy.name().clone_into(&mut self.config.policy);
+        policy.configure(&self.config);
         self.policy = policy;
     }
 
@@ -415,9 +420,14 @@ impl Process {
         &self.svms
     }
 
-    /// `max_svm_range_pages` for this process's ranges.
+    /// `max_svm_range_pages` for this process's ranges, or the fault
+    /// policy's block when that is smaller (UVM's 2 MiB va_blocks): no new
+    /// range crosses a multiple of it.
     pub fn max_range_pages(&self) -> PageCount {
-        self.max_pages
+        match self.policy.block_pages() {
+            Some(b) if b > 0 && b < self.max_pages.raw() => PageCount::new(b),
+            _ => self.max_pages,
+        }
     }
 
     /// Open user queues and the GPU each runs on.
@@ -778,7 +788,7 @@ impl Process {
         // 5.-6. `svm_range_add`: plan the clones, splits and gap ranges.
         let plan = self
             .svms
-            .plan_add(range, ops, self.default_attrs(), self.max_pages);
+            .plan_add(range, ops, self.default_attrs(), self.max_range_pages());
         // New ranges reserve system memory while XNACK is off
         // (`svm_range_new(.., update_mem_usage = true)`); a failure frees
         // everything made so far and leaves the list untouched.

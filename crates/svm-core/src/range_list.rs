@@ -245,6 +245,39 @@ impl SvmRangeList {
         debug_assert!(self.check().is_ok(), "{:?}", self.check());
     }
 
+    /// Cuts `sub` out of the range at `start` as a range of its own (with
+    /// a head and a tail around it as needed), each piece keeping its
+    /// part of the residency, the buffer and the mappings, and the
+    /// validate stamp; returns `sub`'s start. A policy with per-page
+    /// residency (UVM's) moves a piece without moving its neighbours.
+    /// A range waiting for deferred work, or `sub` not inside the range,
+    /// is left whole (`None`).
+    pub fn carve(&mut self, start: PageNum, sub: PageRange) -> Option<PageNum> {
+        let node = self.ranges.get(&start)?;
+        let nr = node.range();
+        if node.op.is_some() || sub.is_empty() || !nr.contains_range(sub) {
+            return None;
+        }
+        if nr == sub {
+            return Some(start);
+        }
+        let node = self.ranges.remove(&start).expect("looked up above");
+        let mut pieces = vec![node.piece(self.split_rule, sub)];
+        if nr.start() < sub.start() {
+            pieces.push(node.piece(self.split_rule, PageRange::new(nr.start(), sub.start())));
+        }
+        if sub.end() < nr.end() {
+            pieces.push(node.piece(self.split_rule, PageRange::new(sub.end(), nr.end())));
+        }
+        node.share_kernel_vram_pages(&mut pieces, 0);
+        for mut p in pieces {
+            p.validate_timestamp = node.validate_timestamp;
+            self.ranges.insert(p.start(), p);
+        }
+        debug_assert!(self.check().is_ok(), "{:?}", self.check());
+        Some(sub.start())
+    }
+
     /// Mutable access to the range that starts at `start`.
     pub fn get_mut(&mut self, start: PageNum) -> Option<&mut SvmRange> {
         self.ranges.get_mut(&start)

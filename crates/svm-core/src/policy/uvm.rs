@@ -1,6 +1,6 @@
-//! NVIDIA UVM's service of a va_block with density prefetch, as driver
-//! 595.45.04 does it (`docs/research/uvm.md` §1-2), the first part of a
-//! UVM mode (issue 19).
+//! NVIDIA UVM's fault service, as driver 595.45.04 does it
+//! (`docs/research/uvm.md` §1-3): the `uvm` policy, and the heart of the
+//! `uvm` driver.
 //!
 //! A batch of faults is sorted by GPU, page and access type (writes
 //! first) and grouped by 2 MiB block: each block is served once per
@@ -17,37 +17,75 @@
 //! destination is its preferred location is filled whole on its first
 //! fault (PF:404-412).
 //!
-//! Not modelled yet (each named in issue 19): thrashing detection,
-//! throttling and pinning; BATCH_FLUSH's discard of the entries left in
-//! the buffer; eviction of whole 2 MiB chunks. kfd's steps before the policy still
-//! run: its 2 ms duplicate window drops a fault on a range served less
-//! than `retry_fault_pending_ns` ago, which UVM does not have, so a UVM
-//! run sets it to 0.
+//! Thrashing ([`super::uvm_thrashing`], knob `uvm_thrashing`): every
+//! migration of a fault, a CPU fault or a prefetch is an event; a faulted
+//! page that thrashes is throttled (left unserved for a nap: the GPU
+//! retries) or pinned, and a pinned page is mapped where it is pinned,
+//! remotely if that is elsewhere, until its 150 ms are up. Thrashing
+//! pages are never prefetched.
+//!
+//! Not modelled yet (each named in issue 19): BATCH_FLUSH's discard of
+//! the entries left in the buffer; eviction of whole 2 MiB chunks;
+//! read duplication and accessed-by; a CPU fault's own throttle (CPU
+//! faults migrate as kfd's do, and count as thrashing events). kfd's steps
+//! before the policy still run: its 2 ms duplicate window drops a fault on
+//! a range served less than `retry_fault_pending_ns` ago, which UVM does
+//! not have, so the `uvm` driver sets it to 0.
 
 use super::uvm_prefetch::{self, BLOCK_PAGES, Block, BlockMask};
-use super::{BatchFault, BatchStep, Entry, FaultCtx, FaultPlan, FaultPolicy};
+use super::uvm_thrashing::{self, CPU, Hint, Thrashing};
+use super::{BatchFault, BatchStep, Entry, FaultCtx, FaultPlan, FaultPolicy, MigrationEvent};
 use crate::addr::{PageNum, PageRange};
 use crate::attr::Location;
+use crate::events::MigrateTrigger;
 
 /// UVM's policies.
 pub(super) static ENTRIES: [Entry; 1] = [Entry {
-    name: "uvm-density",
-    about: "NVIDIA UVM (595): each 2 MiB block served once a batch, its faults plus the 51% density prefetch; no thrashing or chunk eviction yet",
-    make: || Box::new(UvmDensity),
+    name: "uvm",
+    about: "NVIDIA UVM (595): each 2 MiB block served once a batch, its faults plus the 51% density prefetch; thrashing pages throttled or pinned",
+    make: || Box::new(Uvm::default()),
 }];
 
 /// See the module doc.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UvmDensity;
+#[derive(Clone, Debug)]
+pub struct Uvm {
+    thrashing: Thrashing,
+    thrashing_on: bool,
+    prefetch_threshold: u32,
+}
+
+impl Default for Uvm {
+    fn default() -> Self {
+        Self {
+            thrashing: Thrashing::new(true),
+            thrashing_on: true,
+            prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
+        }
+    }
+}
 
 /// The 2 MiB block of the address space that holds `page`.
 fn block_of(page: PageNum) -> u64 {
     page.raw() / BLOCK_PAGES as u64
 }
 
-impl FaultPolicy for UvmDensity {
+/// Whether processor `p` can map memory of processor `at` on a PCIe
+/// system: a GPU maps system memory and its own VRAM, the CPU only system
+/// memory (`accessible_from`, `uvm_va_space.c:839-850`). Peer mappings
+/// between GPUs are not modelled.
+fn pcie_access(p: u8, at: u8) -> bool {
+    at == CPU || p == at
+}
+
+impl FaultPolicy for Uvm {
     fn name(&self) -> &str {
-        "uvm-density"
+        "uvm"
+    }
+
+    fn configure(&mut self, config: &crate::config::Config) {
+        self.thrashing_on = config.uvm_thrashing;
+        self.thrashing = Thrashing::new(config.uvm_lapse_vote_bug);
+        self.prefetch_threshold = u32::from(config.uvm_prefetch_threshold);
     }
 
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
@@ -62,18 +100,69 @@ impl FaultPolicy for UvmDensity {
             .attrs
             .preferred_loc
             .unwrap_or(Location::Vram(ctx.gpu_id));
-        let mut faulted = BlockMask::EMPTY;
-        for p in std::iter::once(ctx.page).chain(ctx.coalesced.iter().copied()) {
-            if (first..end).contains(&p.raw()) {
-                faulted.set(usize::try_from(p.raw() - first).unwrap_or(BLOCK_PAGES));
-            }
-        }
         // Pages already on the destination count in the tree. A range's
         // VRAM pages are all on one GPU (`actual_loc`).
         let in_vram = |i: usize| {
             let p = PageNum::new(first + i as u64);
             ctx.range.vram.get(ctx.range.index(p))
         };
+        let me = uvm_thrashing::gpu(ctx.gpu.get());
+        // Where a page of the block is, as a processor.
+        let holder = |i: usize| match ctx.range.actual_loc {
+            Some(g) if in_vram(i) => uvm_thrashing::gpu(g.get()),
+            _ => CPU,
+        };
+        let preferred = match ctx.range.attrs.preferred_loc {
+            Some(Location::Sys) => Some(CPU),
+            Some(Location::Vram(_)) => ctx.preferred_gpu.map(|g| uvm_thrashing::gpu(g.get())),
+            None => None,
+        };
+        let mut faulted = BlockMask::EMPTY;
+        let mut remote = BlockMask::EMPTY;
+        let mut throttled_until: Option<u64> = None;
+        for p in std::iter::once(ctx.page).chain(ctx.coalesced.iter().copied()) {
+            if !(first..end).contains(&p.raw()) {
+                continue;
+            }
+            let i = usize::try_from(p.raw() - first).unwrap_or(BLOCK_PAGES);
+            let hint = if self.thrashing_on {
+                self.thrashing
+                    .hint(p.raw(), me, preferred, ctx.now_ns, &pcie_access)
+            } else {
+                Hint::None
+            };
+            match hint {
+                Hint::None => faulted.set(i),
+                Hint::Throttle { until_ns } => {
+                    throttled_until = Some(throttled_until.map_or(until_ns, |t| t.min(until_ns)));
+                }
+                // Pinned where it is: mapped there, remotely or not.
+                Hint::Pin { at } if at == holder(i) => remote.set(i),
+                // Pinned at the requester: served as a fault is.
+                Hint::Pin { at } if at == me => faulted.set(i),
+                // Pinned in system memory while in VRAM: the faulting
+                // page moves there alone and is mapped remotely (another
+                // fault's page waits for its own fault).
+                Hint::Pin { .. } if p == ctx.page => {
+                    let page = PageRange::new(p, PageNum::new(p.raw() + 1));
+                    return FaultPlan::serve(
+                        Some(super::Migration {
+                            to: Location::Sys,
+                            pages: page,
+                        }),
+                        page,
+                    );
+                }
+                Hint::Pin { .. } => {}
+            }
+        }
+        if faulted == BlockMask::EMPTY && remote == BlockMask::EMPTY {
+            if let Some(until) = throttled_until {
+                return FaultPlan::Retry {
+                    after_ns: until.saturating_sub(ctx.now_ns),
+                };
+            }
+        }
         let mut resident = BlockMask::EMPTY;
         let mut anywhere = false;
         let on_faulting_gpu = ctx.range.actual_loc == Some(ctx.gpu);
@@ -93,7 +182,15 @@ impl FaultPolicy for UvmDensity {
             pages,
             phase: usize::try_from(first % 16).unwrap_or(0),
         };
-        let hint = if !anywhere && ctx.range.attrs.preferred_loc == Some(to) {
+        let thrashing = if self.thrashing_on {
+            self.thrashing
+                .thrashing_pages(block_of(ctx.page), first, pages)
+        } else {
+            BlockMask::EMPTY
+        };
+        let hint = if faulted == BlockMask::EMPTY {
+            BlockMask::EMPTY
+        } else if !anywhere && ctx.range.attrs.preferred_loc == Some(to) {
             // First touch of the block, at its preferred location.
             BlockMask::range(0, pages).minus(&faulted)
         } else {
@@ -101,8 +198,8 @@ impl FaultPolicy for UvmDensity {
                 block,
                 &resident,
                 &faulted,
-                &BlockMask::EMPTY,
-                uvm_prefetch::DEFAULT_THRESHOLD,
+                &thrashing,
+                self.prefetch_threshold,
             )
         };
         // For system memory the driver drops the pages the CPU already
@@ -113,21 +210,33 @@ impl FaultPolicy for UvmDensity {
         } else {
             hint
         };
-        let runs = faulted
-            .union(&hint)
-            .runs()
-            .into_iter()
-            .map(|(s, e)| {
-                PageRange::new(
-                    PageNum::new(first + s as u64),
-                    PageNum::new(first + e as u64),
-                )
-            })
-            .collect();
-        FaultPlan::serve_runs(to, runs)
+        let to_runs = |m: &BlockMask| -> Vec<PageRange> {
+            m.runs()
+                .into_iter()
+                .map(|(s, e)| {
+                    PageRange::new(
+                        PageNum::new(first + s as u64),
+                        PageNum::new(first + e as u64),
+                    )
+                })
+                .collect()
+        };
+        FaultPlan::serve_runs_and_remote(to, to_runs(&faulted.union(&hint)), to_runs(&remote))
     }
 
     fn batched(&self) -> bool {
+        true
+    }
+
+    /// A va_block is 2 MiB of the address space, with residency of its
+    /// own: so is a range.
+    fn block_pages(&self) -> Option<u64> {
+        Some(BLOCK_PAGES as u64)
+    }
+
+    /// A va_block's pages are resident on one processor each, not one
+    /// per block.
+    fn per_page_residency(&self) -> bool {
         true
     }
 
@@ -154,6 +263,57 @@ impl FaultPolicy for UvmDensity {
             last = Some(key);
         }
         steps
+    }
+
+    /// Thrashing counts the migrations of faults (GPU or CPU) and of the
+    /// density prefetch, which runs inside a fault's service; an API
+    /// prefetch starts its pages over; an eviction, and the staging leg
+    /// of a move between GPUs, are not events (TH:1290-1309).
+    fn on_migration(&mut self, e: &MigrationEvent) {
+        if !self.thrashing_on || e.staging || e.trigger == MigrateTrigger::TtmEviction {
+            return;
+        }
+        let counts = matches!(
+            e.trigger,
+            MigrateTrigger::PagefaultGpu | MigrateTrigger::PagefaultCpu
+        );
+        let to = e.to.map_or(CPU, |g| uvm_thrashing::gpu(g.get()));
+        self.thrashing.on_migration(
+            e.pages.start().raw(),
+            e.pages.npages().raw(),
+            to,
+            counts,
+            e.now_ns,
+        );
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.thrashing.next_unpin_ns()
+    }
+
+    fn on_deadline(&mut self, now_ns: u64) -> Vec<PageRange> {
+        let mut pages: Vec<u64> = self
+            .thrashing
+            .unpin_due(now_ns)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        pages.sort_unstable();
+        let mut out: Vec<PageRange> = Vec::new();
+        for p in pages {
+            match out.last_mut() {
+                Some(r) if r.end().raw() == p => {
+                    *r = PageRange::new(r.start(), PageNum::new(p + 1));
+                }
+                _ => out.push(PageRange::new(PageNum::new(p), PageNum::new(p + 1))),
+            }
+        }
+        out
+    }
+
+    fn on_unmap(&mut self, range: PageRange) {
+        self.thrashing
+            .forget(range.start().raw(), range.end().raw());
     }
 }
 
@@ -185,12 +345,13 @@ mod tests {
             vram_free_pages: 1 << 20,
             coalesced,
             host: HostView(&below),
+            preferred_gpu: None,
         }
     }
 
     fn plan(range: &SvmRange, page: u64, others: &[u64]) -> (Location, Vec<(u64, u64)>) {
         let others: Vec<PageNum> = others.iter().map(|&p| PageNum::new(p)).collect();
-        match UvmDensity.plan(&ctx(range, page, &others)) {
+        match Uvm::default().plan(&ctx(range, page, &others)) {
             FaultPlan::ServeRuns { to, runs, .. } => (
                 to,
                 runs.iter()
@@ -280,7 +441,7 @@ mod tests {
             f(0, 600, false),
             f(0, 511, false),
         ];
-        let steps = UvmDensity.order(&batch);
+        let steps = Uvm::default().order(&batch);
         let got: Vec<(usize, Vec<usize>)> =
             steps.iter().map(|s| (s.serve, s.with.clone())).collect();
         // GPU 0 block 0: pages 10 (write first), 10, 511; GPU 0 block 1:

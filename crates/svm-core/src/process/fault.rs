@@ -15,7 +15,7 @@ use super::migrate::window;
 use crate::addr::{PageCount, PageNum, PageRange};
 use crate::attr::Location;
 use crate::error::{Errno, Error, Result};
-use crate::events::{self, MigrateTrigger};
+use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
 use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx};
@@ -27,22 +27,23 @@ enum Steps {
     /// `FaultPlan::Serve`'s one step.
     One(Option<(Location, PageRange)>, Option<PageRange>),
     /// `FaultPlan::ServeRuns`: each run migrated to the location, then
-    /// mapped.
-    Runs(Location, Vec<PageRange>),
+    /// mapped; then each remote run mapped where it is.
+    Runs(Location, Vec<PageRange>, Vec<PageRange>),
 }
 
 impl Steps {
     fn len(&self) -> usize {
         match self {
             Steps::One(..) => 1,
-            Steps::Runs(_, runs) => runs.len(),
+            Steps::Runs(_, runs, remote) => runs.len() + remote.len(),
         }
     }
 
     fn get(&self, k: usize) -> (Option<(Location, PageRange)>, Option<PageRange>) {
         match self {
             Steps::One(migrate, map) => (*migrate, *map),
-            Steps::Runs(to, runs) => (Some((*to, runs[k])), Some(runs[k])),
+            Steps::Runs(to, runs, _) if k < runs.len() => (Some((*to, runs[k])), Some(runs[k])),
+            Steps::Runs(_, runs, remote) => (None, Some(remote[k - runs.len()])),
         }
     }
 
@@ -50,7 +51,7 @@ impl Steps {
     fn to(&self) -> Option<Location> {
         match self {
             Steps::One(migrate, _) => migrate.map(|(to, _)| to),
-            Steps::Runs(to, _) => Some(*to),
+            Steps::Runs(to, _, _) => Some(*to),
         }
     }
 }
@@ -248,6 +249,10 @@ impl Process {
             vram_free_pages: pf.vram_free_pages(gpu),
             coalesced,
             host: HostView(&|p| pf.host_holds(p)),
+            preferred_gpu: match r.attrs.preferred_loc {
+                Some(Location::Vram(id)) => self.gpuidx(id.raw()),
+                _ => None,
+            },
         };
         // The GPUs that may map the range at all: a plan's other GPUs are
         // clipped to them.
@@ -265,10 +270,19 @@ impl Process {
                 ),
                 GpuMask::only(gpu).or(also.and(may_map)),
             ),
-            FaultPlan::ServeRuns { to, runs, also } => (
+            FaultPlan::ServeRuns {
+                to,
+                runs,
+                also,
+                remote,
+            } => (
                 Steps::Runs(
                     to,
                     runs.into_iter()
+                        .filter_map(|r| r.intersect(whole))
+                        .collect(),
+                    remote
+                        .into_iter()
                         .filter_map(|r| r.intersect(whole))
                         .collect(),
                 ),
@@ -303,9 +317,24 @@ impl Process {
         let mut migrated = false;
         let mut window = None;
         let mut mapped = Ok(false);
+        let per_page = self.policy.per_page_residency();
         for k in 0..steps.len() {
             let (migrate, map) = steps.get(k);
-            migrated |= self.migrate_for_fault(pf, start, migrate);
+            if per_page {
+                // The range may have been carved into pieces (by this
+                // fault's earlier runs or by earlier faults): each piece
+                // of the run is migrated on its own.
+                if let Some((to, run)) = migrate {
+                    let mut p = run.start();
+                    while let Some((s, w)) = self.piece_at(p, run) {
+                        let s = self.carve_for(s, w, to);
+                        migrated |= self.migrate_for_fault(pf, s, Some((to, w)));
+                        p = w.end();
+                    }
+                }
+            } else {
+                migrated |= self.migrate_for_fault(pf, start, migrate);
+            }
             // 17. Map on the faulting GPU (and the plan's others). A
             //     failure is logged, the fault still ends (18.), and then
             //     the error is returned; the runs after it are not served.
@@ -313,7 +342,18 @@ impl Process {
                 if window.is_none() || map.contains(page) {
                     window = Some(map);
                 }
-                mapped = self.validate_and_map(pf, start, map, Some(map_on));
+                if per_page {
+                    let mut p = map.start();
+                    while let Some((s, w)) = self.piece_at(p, map) {
+                        mapped = self.validate_and_map(pf, s, w, Some(map_on));
+                        if mapped.is_err() {
+                            break;
+                        }
+                        p = w.end();
+                    }
+                } else {
+                    mapped = self.validate_and_map(pf, start, map, Some(map_on));
+                }
                 if mapped.is_err() {
                     break;
                 }
@@ -331,6 +371,36 @@ impl Process {
             migrated,
             window: map,
         })
+    }
+
+    /// The range that holds `page` (within `within`), and its part of
+    /// `within` from `page` on; `None` past `within` or in a hole.
+    fn piece_at(&self, page: PageNum, within: PageRange) -> Option<(PageNum, PageRange)> {
+        if page >= within.end() {
+            return None;
+        }
+        let r = self.svms.find(page)?;
+        let w = r.range().intersect(PageRange::new(page, within.end()))?;
+        Some((r.start(), w))
+    }
+
+    /// With per-page residency: when `w` of the range at `start` is to go
+    /// to one GPU's VRAM while the range's VRAM is another's, `w` becomes
+    /// a range of its own, so that the rest stays where it is rather than
+    /// going through system memory with it (`svm_migrate_vram_to_vram`
+    /// moves whole ranges). Returns the start of the range that holds `w`.
+    fn carve_for(&mut self, start: PageNum, w: PageRange, to: Location) -> PageNum {
+        let Location::Vram(id) = to else {
+            return start;
+        };
+        let Some(g) = self.gpuidx(id.raw()) else {
+            return start;
+        };
+        let r = self.svms.get(start).expect("piece_at found it");
+        if r.actual_loc.is_none_or(|a| a == g) {
+            return start;
+        }
+        self.svms.carve(start, w).unwrap_or(start)
     }
 
     /// Step 16's migration of a fault's plan (`migrate`: where, and which
@@ -464,7 +534,9 @@ impl Process {
             attrs.preferred_loc = Some(Location::Sys);
         }
         // XNACK is on here, so the new range reserves no system memory.
-        let plan = self.svms.plan_add(range, &[], attrs, self.max_pages);
+        let plan = self
+            .svms
+            .plan_add(range, &[], attrs, self.max_range_pages());
         self.svms.commit(&plan, &[]);
         let _ = pf;
         Ok(self
@@ -565,6 +637,41 @@ impl Process {
     /// Whether queues are stopped waiting for the restore work.
     pub fn restore_pending(&self) -> bool {
         self.queues_stopped
+    }
+
+    /// When the fault policy's next deadline is
+    /// ([`crate::policy::FaultPolicy::next_deadline`]).
+    pub fn policy_due_ns(&self) -> Option<u64> {
+        self.policy.next_deadline()
+    }
+
+    /// The fault policy's deadline work: the remote mappings of the pages
+    /// it gives up go (UVM's `thrashing_unpin_pages`), every GPU's but the
+    /// one whose VRAM holds them; those GPUs fault again at their next
+    /// access.
+    pub fn policy_timer(&mut self, pf: &mut dyn Hardware) {
+        let now = pf.now_ns();
+        for pages in self.policy.on_deadline(now) {
+            let cuts: Vec<(PageNum, PageRange, Option<GpuIndex>)> = self
+                .svms
+                .overlapping(pages)
+                .filter_map(|r| {
+                    let w = r.range().intersect(pages)?;
+                    let holder = r
+                        .actual_loc
+                        .filter(|_| w.pages().any(|p| r.vram.get(r.index(p))));
+                    Some((r.start(), w, holder))
+                })
+                .collect();
+            for (start, w, holder) in cuts {
+                let r = self.svms.get(start).expect("listed above");
+                let mut gpus = r.mapped_on.or(r.attrs.access.or(r.attrs.access_in_place));
+                if let Some(h) = holder {
+                    gpus.remove(h);
+                }
+                self.unmap_from_gpus(pf, start, w, UnmapTrigger::MmuNotify, Some(gpus));
+            }
+        }
     }
 
     /// When the next restore work is due (SVM ranges' or KFD buffers'),

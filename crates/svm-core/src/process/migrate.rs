@@ -34,6 +34,25 @@ struct Leg {
 }
 
 impl Process {
+    /// The policy's view of a migration of `from` to `to` (`None`: system
+    /// memory), for the runs it moves.
+    fn migration_event(
+        &self,
+        from: Option<GpuIndex>,
+        to: Option<GpuIndex>,
+        trigger: MigrateTrigger,
+    ) -> impl Fn(PageRange, u64) -> crate::policy::MigrationEvent + use<> {
+        let staging = self.staging && to.is_none();
+        move |pages, now_ns| crate::policy::MigrationEvent {
+            pages,
+            from,
+            to,
+            trigger,
+            staging,
+            now_ns,
+        }
+    }
+
     /// Emits MIGRATE_START (`begin`) or MIGRATE_END for `window` of range `start`.
     fn migrate_event(
         &self,
@@ -214,8 +233,20 @@ impl Process {
             // Only anonymous pages migrate; file pages stay in the page cache.
             if !vma.flags.file && !vma.flags.io {
                 let compound = self.config.compound_device_pages;
+                let event = self.migration_event(None, Some(best), trigger);
                 let r = self.svms.get_mut(start).expect("range to migrate");
-                mpages += move_runs(pf, r, chunk, (&sbo, bref), CopyDir::ToVram, compound);
+                let policy = &mut self.policy;
+                mpages += move_runs(
+                    pf,
+                    r,
+                    chunk,
+                    (&sbo, bref),
+                    CopyDir::ToVram,
+                    compound,
+                    &mut |e, now| {
+                        policy.on_migration(&event(e, now));
+                    },
+                );
             }
             self.migrate_event(pf, &leg, start, chunk, false);
         }
@@ -273,8 +304,20 @@ impl Process {
             self.migrate_event(pf, &leg, start, chunk, true);
             self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
             let compound = self.config.compound_device_pages;
+            let event = self.migration_event(Some(owner), None, trigger);
             let r = self.svms.get_mut(start).expect("range to migrate");
-            mpages += move_runs(pf, r, chunk, (&sbo, bref), CopyDir::ToRam, compound);
+            let policy = &mut self.policy;
+            mpages += move_runs(
+                pf,
+                r,
+                chunk,
+                (&sbo, bref),
+                CopyDir::ToRam,
+                compound,
+                &mut |e, now| {
+                    policy.on_migration(&event(e, now));
+                },
+            );
             self.migrate_event(pf, &leg, start, chunk, false);
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
@@ -314,7 +357,9 @@ impl Process {
             // `svm_migrate_vram_to_vram`: no direct GPU-to-GPU migration.
             let whole = r.range();
             for _ in 0..3 {
+                self.staging = true;
                 self.vram_to_ram(pf, start, whole, trigger);
+                self.staging = false;
                 if self.svms.get(start).is_some_and(|r| r.actual_loc.is_none()) {
                     break;
                 }
@@ -652,7 +697,9 @@ pub(super) fn window(range: PageRange, page: PageNum, granularity: u8) -> PageRa
 
 /// Moves the pages of `chunk` (inside range `r`, whose buffer is `bo` at
 /// its offset) that are not yet on `dir`'s side, run by run, and flips
-/// their VRAM bits. Returns the pages moved.
+/// their VRAM bits; `moved_run` hears of each run once it moved (with the
+/// time then). Returns
+/// the pages moved.
 fn move_runs(
     pf: &mut dyn Hardware,
     r: &mut SvmRange,
@@ -660,6 +707,7 @@ fn move_runs(
     (sbo, bref): (&SvmBo, BoRef),
     dir: CopyDir,
     compound: bool,
+    moved_run: &mut dyn FnMut(PageRange, u64),
 ) -> u64 {
     let to_vram = dir == CopyDir::ToVram;
     let mut moved = 0;
@@ -667,6 +715,7 @@ fn move_runs(
         pf.copy_run(dir, sbo.gpu, sbo.buf, bref.offset + k, p, n, compound);
         (k..k + n).for_each(|k| r.vram.set(k, to_vram));
         moved += n;
+        moved_run(PageRange::new(p, PageNum::new(p.raw() + n)), pf.now_ns());
     }
     moved
 }

@@ -182,6 +182,8 @@ pub(super) enum Work {
     Deliver(usize),
     Deferred(usize),
     Restore(usize),
+    /// A process's fault policy's deadline (UVM's unpin work).
+    PolicyTimer(usize),
     /// The earliest kernel wave.
     KWave,
 }
@@ -605,8 +607,14 @@ impl Machine {
             .min();
         let kwave = self.sched.kready.peek_time();
         let put = self.next_page_put().map(|(_, t)| t);
+        let timer = self
+            .procs
+            .iter()
+            .filter_map(|p| p.svm.policy_due_ns())
+            .min();
         restore
             .into_iter()
+            .chain(timer)
             .chain(deliver)
             .chain(kwave)
             .chain(put)
@@ -642,6 +650,9 @@ impl Machine {
             if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped(i) {
                 ready.push(Work::Restore(i));
             }
+            if p.svm.policy_due_ns().is_some_and(|d| d <= now) {
+                ready.push(Work::PolicyTimer(i));
+            }
         }
         if waves && self.sched.kready.peek_time().is_some_and(|t| t <= now) {
             ready.push(Work::KWave);
@@ -661,7 +672,9 @@ impl Machine {
         self.next_page_put().is_some_and(|(_, t)| t <= now)
             || (0..self.hw.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
             || self.procs.iter().any(|p| {
-                p.svm.deferred_pending() || p.svm.restore_due_ns().is_some_and(|d| d <= now)
+                p.svm.deferred_pending()
+                    || p.svm.restore_due_ns().is_some_and(|d| d <= now)
+                    || p.svm.policy_due_ns().is_some_and(|d| d <= now)
             })
     }
 
@@ -671,6 +684,10 @@ impl Machine {
             Work::Deliver(g) => self.deliver(g),
             Work::Deferred(i) => self.flush_deferred(Pid(i)),
             Work::Restore(i) => self.run_restore(Pid(i)),
+            Work::PolicyTimer(i) => {
+                let (svm, mut env) = env!(self, Pid(i));
+                svm.policy_timer(&mut env);
+            }
             Work::KWave => self.run_kwaves(),
         }
     }

@@ -729,7 +729,7 @@ fn a_plan_serves_runs_that_are_not_contiguous_in_one_fault() {
     k.check();
 }
 
-/// The built-in `uvm-density` policy on a machine: a lone GPU fault
+/// The built-in `uvm` policy on a machine: a lone GPU fault
 /// moves its 64 KiB big page where kfd's partial policy moves its 2 MiB
 /// window; a second fault in the neighbouring big page, with the first
 /// resident, pulls in the 128 KiB subtree (32 of 32 pages) and no more.
@@ -753,5 +753,110 @@ fn uvm_density_moves_a_big_page_where_kfd_moves_its_window() {
         (first, second, k.vram_pages_in(a + 32 * 4096, 32 * 4096))
     };
     assert_eq!(run("partial"), (512, 512, 32));
-    assert_eq!(run("uvm-density"), (16, 32, 32));
+    assert_eq!(run("uvm"), (16, 32, 32));
+}
+
+/// UVM's thrashing mitigation on a CPU-GPU ping-pong of one page, hops
+/// far closer than the 500 µs lapse: the first hops migrate; once the
+/// page is thrashing the GPU's faults are throttled (a fault waits out
+/// its 0.5 ms nap, which resets the page's history but not its
+/// throttling count) and after ten throttles pinned, and the page settles
+/// in system memory with the GPU mapping it remotely: no more faults, no
+/// more migrations. 150 ms after the pin the remote mapping goes, and the
+/// next GPU access faults and migrates again.
+#[test]
+fn uvm_thrashing_throttles_then_pins_a_ping_pong_in_system_memory() {
+    use svm_core::config::{Config, Driver};
+    let faults = |k: &Kfd| k.stats().faults;
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
+    k.m.set_config(&Config::for_driver(Driver::Uvm)).unwrap();
+    let raw = k.mmap(4 * MIB);
+    let a = raw.next_multiple_of(2 * MIB);
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0), (GRANULARITY, 0)])
+        .unwrap();
+    let mut in_vram = Vec::new();
+    let mut slowest = 0;
+    for round in 0..200u32 {
+        let t = k.m.now_ns();
+        k.gpu_write(GPU0, a, &round.to_le_bytes());
+        slowest = slowest.max(k.m.now_ns() - t);
+        in_vram.push(k.vram_pages_in(a, PAGE));
+        assert_eq!(k.cpu_read(a, 4), round.to_le_bytes());
+    }
+    // Migrated at first, in system memory at the end.
+    assert_eq!(&in_vram[..4], &[1, 1, 1, 1], "{in_vram:?}");
+    // Ten throttles, one a throttling period, come before the pin.
+    let settled = in_vram.iter().rposition(|&v| v == 1).unwrap() + 1;
+    assert!((50..150).contains(&settled), "{settled}: {in_vram:?}");
+    assert!(in_vram[settled..].iter().all(|&v| v == 0), "{in_vram:?}");
+    assert!(
+        slowest >= svm_core::policy::uvm_thrashing::NAP_NS,
+        "a throttled fault waits out the nap: {slowest}"
+    );
+    // Settled: a GPU write is remote, faulting no more.
+    let before = faults(&k);
+    k.gpu_write(GPU0, a, &7u32.to_le_bytes());
+    assert_eq!(faults(&k), before);
+    assert_eq!(k.vram_pages_in(a, PAGE), 0);
+    // After the pin's 150 ms the remote mapping is gone.
+    k.m.advance(svm_core::policy::uvm_thrashing::PIN_NS);
+    k.gpu_write(GPU0, a, &8u32.to_le_bytes());
+    assert!(faults(&k) > before);
+    assert_eq!(k.vram_pages_in(a, PAGE), 1);
+    assert_eq!(k.cpu_read(a, 4), 8u32.to_le_bytes());
+    // Without the mitigation every hop migrates.
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
+    let mut c = Config::for_driver(Driver::Uvm);
+    c.set("uvm_thrashing", "off").unwrap();
+    k.m.set_config(&c).unwrap();
+    let raw = k.mmap(4 * MIB);
+    let a = raw.next_multiple_of(2 * MIB);
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0), (GRANULARITY, 0)])
+        .unwrap();
+    for round in 0..80u32 {
+        k.gpu_write(GPU0, a, &round.to_le_bytes());
+        assert_eq!(k.vram_pages_in(a, PAGE), 1, "round {round}");
+        k.cpu_read(a, 4);
+    }
+}
+
+/// Two GPUs on the halves of one 2 MiB block (a range of its own under
+/// UVM): each half ends in its GPU's VRAM, carved into ranges of their
+/// own, where kfd's one VRAM location per range would bounce the whole
+/// range between them through system memory.
+#[test]
+fn uvm_keeps_the_halves_of_a_block_on_the_gpus_that_use_them() {
+    use svm_core::config::{Config, Driver};
+    let mut k = Kfd::new(true);
+    k.m.set_config(&Config::for_driver(Driver::Uvm)).unwrap();
+    let raw = k.mmap(4 * MIB);
+    let a = raw.next_multiple_of(2 * MIB);
+    k.cpu_write(a, &words(512 * 1024, |i| i));
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0), (ACCESS, GPU1)])
+        .unwrap();
+    for round in 0..3 {
+        assert_eq!(
+            k.gpu_read(GPU0, a + 4096 * 10, 4),
+            (10u32 * 1024).to_le_bytes(),
+            "{round}"
+        );
+        assert_eq!(
+            k.gpu_read(GPU1, a + MIB + 4096 * 10, 4),
+            ((256u32 + 10) * 1024).to_le_bytes()
+        );
+    }
+    let svm = &k.m.process(k.pid).svm;
+    let on = |addr: u64| {
+        let r = svm.ranges().find(PageNum::new(addr / PAGE)).unwrap();
+        (
+            r.actual_loc.map(|g| g.get()),
+            r.range().npages().raw() < 512,
+        )
+    };
+    assert_eq!(on(a + 4096 * 10), (Some(0), true));
+    assert_eq!(on(a + MIB + 4096 * 10), (Some(1), true));
+    assert!(k.vram_pages_in(a, MIB) >= 16 && k.vram_pages_in(a + MIB, MIB) >= 16);
+    k.check();
 }

@@ -354,7 +354,7 @@ fn a_driver_picks_its_policy_defaults_and_profile_and_each_stays_overridable() {
     };
     let s = json(&["--driver", "uvm"]);
     assert_eq!(s["profile"], "uvm-pcie", "{s}");
-    assert_eq!(s["policy"], "uvm-density", "{s}");
+    assert_eq!(s["policy"], "uvm", "{s}");
     assert_eq!(s["config"]["driver"], "uvm", "{s}");
     assert_eq!(s["config"]["retry_fault_pending_ns"], 0, "{s}");
     // --set driver=uvm is the same run; a given key stays, in either order.
@@ -404,7 +404,7 @@ fn compare_drivers_runs_each_driver_with_ratios_against_the_first_and_explains()
         "kfd,uvm",
     ]);
     assert!(out.contains("kfd partial mi210 (base)"), "{out}");
-    assert!(out.contains("uvm uvm-density uvm-pcie"), "{out}");
+    assert!(out.contains("uvm uvm uvm-pcie"), "{out}");
     assert!(out.contains("What differed, and why:"), "{out}");
     assert!(
         out.contains("fewer): it reads the fault buffer in batches"),
@@ -428,7 +428,7 @@ fn compare_drivers_runs_each_driver_with_ratios_against_the_first_and_explains()
         "uvm-pcie",
     ]);
     assert!(
-        out.contains("kfd partial (base)") && out.contains("uvm uvm-density"),
+        out.contains("kfd partial (base)") && out.contains("uvm uvm"),
         "{out}"
     );
     assert!(!out.contains("driver's machine"), "{out}");
@@ -471,5 +471,5 @@ fn a_sweep_varies_the_driver_and_each_point_gets_its_drivers_profile() {
     assert_eq!(runs.len(), 2, "{v}");
     assert_eq!(runs[0]["spec"]["profile"], "mi210");
     assert_eq!(runs[1]["spec"]["profile"], "uvm-pcie");
-    assert_eq!(runs[1]["spec"]["policy"], "uvm-density");
+    assert_eq!(runs[1]["spec"]["policy"], "uvm");
 }
