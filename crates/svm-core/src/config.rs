@@ -93,6 +93,9 @@ pub struct Config {
     /// Faults in a row on one instruction after which a wave gives up
     /// (EBUSY): a livelock.
     pub gpu_max_retries: u32,
+    /// UVM: prefetch around a block's faults (`uvm_perf_prefetch_enable`);
+    /// off, a fault moves its own page only (on-demand migration).
+    pub uvm_prefetch: bool,
     /// UVM: the density prefetch's threshold, percent of a subtree's pages
     /// that must be resident or faulted (`uvm_perf_prefetch_threshold`).
     pub uvm_prefetch_threshold: u8,
@@ -157,12 +160,22 @@ impl Driver {
     /// [`Config::set`] reads them. Every driver sets the same keys.
     pub fn defaults(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Driver::Kfd => &[("policy", "partial"), ("retry_fault_pending_ns", "2ms")],
+            Driver::Kfd => &[
+                ("policy", "partial"),
+                ("retry_fault_pending_ns", "2ms"),
+                ("victim_policy", "lru"),
+            ],
             // UVM services every fault it reads from the buffer; the
             // duplicates of one batch are coalesced by the policy
             // (`uvm_gpu_replayable_faults.c`, docs/research/uvm.md §1),
             // never dropped by time.
-            Driver::Uvm => &[("policy", "uvm"), ("retry_fault_pending_ns", "0")],
+            Driver::Uvm => &[
+                ("policy", "uvm"),
+                ("retry_fault_pending_ns", "0"),
+                // 2 MiB root chunks in the order their blocks first became
+                // resident (docs/research/uvm.md §4.1).
+                ("victim_policy", "first-resident"),
+            ],
         }
     }
 }
@@ -191,6 +204,7 @@ impl Default for Config {
             ih_stale_filter: false,
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
+            uvm_prefetch: true,
             uvm_prefetch_threshold: 51,
             uvm_thrashing: true,
             uvm_lapse_vote_bug: true,
@@ -457,6 +471,11 @@ pub static KNOBS: &[Knob] = &[
         },
         accepts: || "a whole number from 1 to 4294967295".into(),
     },
+    bool_knob!(
+        "uvm_prefetch",
+        uvm_prefetch,
+        "UVM: prefetch around a block's faults (uvm_perf_prefetch_enable); off: on-demand, page by page"
+    ),
     Knob {
         key: "uvm_prefetch_threshold",
         unit: "percent",

@@ -100,6 +100,9 @@ pub struct SvmBo {
     /// migrated into or mapped ([`crate::platform::Hardware::lru_bump`]):
     /// the key of VRAM eviction.
     pub lru: u64,
+    /// Its LRU place when it was made: when its block first became
+    /// resident on the GPU (UVM's eviction order).
+    pub born: u64,
 }
 
 pub use crate::policy::VictimPolicy;

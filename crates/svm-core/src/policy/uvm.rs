@@ -51,6 +51,7 @@ pub(super) static ENTRIES: [Entry; 1] = [Entry {
 pub struct Uvm {
     thrashing: Thrashing,
     thrashing_on: bool,
+    prefetch_on: bool,
     prefetch_threshold: u32,
 }
 
@@ -59,6 +60,7 @@ impl Default for Uvm {
         Self {
             thrashing: Thrashing::new(true),
             thrashing_on: true,
+            prefetch_on: true,
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
         }
     }
@@ -85,6 +87,7 @@ impl FaultPolicy for Uvm {
     fn configure(&mut self, config: &crate::config::Config) {
         self.thrashing_on = config.uvm_thrashing;
         self.thrashing = Thrashing::new(config.uvm_lapse_vote_bug);
+        self.prefetch_on = config.uvm_prefetch;
         self.prefetch_threshold = u32::from(config.uvm_prefetch_threshold);
     }
 
@@ -188,7 +191,7 @@ impl FaultPolicy for Uvm {
         } else {
             BlockMask::EMPTY
         };
-        let hint = if faulted == BlockMask::EMPTY {
+        let hint = if faulted == BlockMask::EMPTY || !self.prefetch_on {
             BlockMask::EMPTY
         } else if !anywhere && ctx.range.attrs.preferred_loc == Some(to) {
             // First touch of the block, at its preferred location.

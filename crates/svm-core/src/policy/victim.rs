@@ -45,6 +45,9 @@ pub struct Candidate {
     /// validated (allocated, migrated into or mapped); smaller is older
     /// ([`crate::platform::Hardware::lru_bump`]).
     pub lru: u64,
+    /// Its place in the GPU's LRU when it was made, never bumped since:
+    /// for an SVM buffer, when its range first became resident there.
+    pub born: u64,
     /// Its size in pages.
     pub npages: u64,
 }
@@ -62,17 +65,30 @@ pub enum VictimPolicy {
     /// The asking process's largest buffer first, so fewer ranges move;
     /// then the largest of the others.
     Largest,
+    /// The buffer whose block first became resident longest ago, however
+    /// recently it was migrated into or mapped: NVIDIA UVM's USED list
+    /// of 2 MiB root chunks (`pick_root_chunk_to_evict`,
+    /// `uvm_pmm_gpu.c`; a chunk goes to the list's tail only when it is
+    /// allocated or its block first becomes resident, never on a map,
+    /// docs/research/uvm.md §4.1). Under the uvm driver a range is at
+    /// most a 2 MiB block, so a buffer is a root chunk.
+    FirstResident,
 }
 
 impl VictimPolicy {
     /// Every strategy, for parsers and `svmsim config`.
-    pub const ALL: [VictimPolicy; 2] = [VictimPolicy::Lru, VictimPolicy::Largest];
+    pub const ALL: [VictimPolicy; 3] = [
+        VictimPolicy::Lru,
+        VictimPolicy::Largest,
+        VictimPolicy::FirstResident,
+    ];
 
     /// Its name in configurations.
     pub const fn name(self) -> &'static str {
         match self {
             VictimPolicy::Lru => "lru",
             VictimPolicy::Largest => "largest",
+            VictimPolicy::FirstResident => "first-resident",
         }
     }
 
@@ -88,6 +104,7 @@ impl VictimPolicy {
         let c = candidates.into_iter();
         match self {
             VictimPolicy::Lru => c.min_by_key(|c| (c.lru, c.owner, c.kind, c.bo)),
+            VictimPolicy::FirstResident => c.min_by_key(|c| (c.born, c.owner, c.kind, c.bo)),
             VictimPolicy::Largest => c.min_by_key(|c| {
                 (
                     c.owner != Owner::This,
@@ -111,6 +128,7 @@ mod tests {
             kind: BoKind::Svm,
             bo,
             lru: t,
+            born: bo,
             npages: n,
         }
     }
@@ -125,6 +143,8 @@ mod tests {
             c(Owner::Other(3), 9, 10, 4096), // another's, as old, the largest
         ];
         assert_eq!(VictimPolicy::Lru.pick(all).map(|c| c.bo), Some(7));
+        // (Made in the order of their ids, so bo 1 came first.)
+        assert_eq!(VictimPolicy::FirstResident.pick(all).map(|c| c.bo), Some(1));
         assert_eq!(VictimPolicy::Largest.pick(all).map(|c| c.bo), Some(2));
         // Without own buffers, the largest of the others.
         assert_eq!(

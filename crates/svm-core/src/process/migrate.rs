@@ -202,6 +202,7 @@ impl Process {
                         buf,
                         npages,
                         lru: 0,
+                        born: 0,
                     },
                 );
                 BoRef { id, offset: 0 }
@@ -215,6 +216,9 @@ impl Process {
                 .get_mut(&bref.id)
                 .expect("the range's buffer is in the table");
             b.lru = lru;
+            if b.born == 0 {
+                b.born = lru;
+            }
             *b
         };
         let leg = Leg {
@@ -438,6 +442,7 @@ impl Process {
                 kind: BoKind::Svm,
                 bo,
                 lru: b.lru,
+                born: b.born,
                 npages: b.npages,
             });
         let kfd = self
@@ -449,6 +454,7 @@ impl Process {
                 kind: BoKind::Kfd,
                 bo,
                 lru: b.lru,
+                born: b.lru,
                 npages: b.npages,
             });
         svm.chain(kfd)

@@ -860,3 +860,45 @@ fn uvm_keeps_the_halves_of_a_block_on_the_gpus_that_use_them() {
     assert!(k.vram_pages_in(a, MIB) >= 16 && k.vram_pages_in(a + MIB, MIB) >= 16);
     k.check();
 }
+
+/// UVM evicts the 2 MiB chunk whose block first became resident longest
+/// ago, however recently it was migrated into (`first-resident`, the
+/// uvm driver's); kfd's TTM LRU evicts the one validated longest ago.
+#[test]
+fn uvm_evicts_the_block_first_resident_longest_ago() {
+    use svm_core::config::{Config, Driver};
+    let run = |victims: &str| {
+        let mut k = Kfd::new(true).with_vram(6 * MIB);
+        let mut c = Config::for_driver(Driver::Uvm);
+        c.set("victim_policy", victims).unwrap();
+        k.m.set_config(&c).unwrap();
+        let raw = k.mmap(10 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(2 * 1024 * 1024, |i| i));
+        k.set(a, 8 * MIB, &[(ACCESS, GPU0)]).unwrap();
+        let block = |b: u64| a + b * 2 * MIB;
+        // Blocks 0, 1 and 2 become resident in that order (a 2 MiB chunk
+        // each, for 64 KiB of pages), filling VRAM.
+        for b in 0..3 {
+            k.gpu_read(GPU0, block(b), 4);
+        }
+        // Block 0 takes more pages: its chunk is the most recently
+        // validated, but still the first to have become resident.
+        k.gpu_read(GPU0, block(0) + 100 * PAGE, 4);
+        // Block 3 needs a chunk.
+        assert_eq!(
+            k.gpu_read(GPU0, block(3) + 4, 4),
+            (3u32 * 512 * 1024 + 1).to_le_bytes()
+        );
+        k.check();
+        (0..4)
+            .map(|b| k.vram_pages_in(block(b), 2 * MIB) > 0)
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(run("first-resident"), [false, true, true, true]);
+    assert_eq!(run("lru"), [true, false, true, true]);
+    assert_eq!(
+        Config::for_driver(Driver::Uvm).victim_policy.name(),
+        "first-resident"
+    );
+}
