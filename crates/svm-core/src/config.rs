@@ -11,7 +11,7 @@
 //! meaning (`svmsim config` prints it), and the one parser of a key's
 //! value ([`Config::set`]).
 //!
-//! A run's `driver` (`kfd`, `uvm`) is a set of defaults: its fault
+//! A run's `driver` (`kfd`, `uvm`, `xe`) is a set of defaults: its fault
 //! policy and the tunables that driver fixes (UVM drops no fault as a
 //! duplicate by time). Setting it resets those keys to the driver's values,
 //! except the keys a user gave ([`Config::set`] remembers which), so
@@ -137,17 +137,21 @@ pub enum Driver {
     /// NVIDIA UVM, 595 series (`kernel-open/nvidia-uvm/`,
     /// `docs/research/uvm.md`).
     Uvm,
+    /// Intel Xe over drm_gpusvm and drm_pagemap (`xe_svm.c`,
+    /// `docs/research/xe.md`).
+    Xe,
 }
 
 impl Driver {
     /// Every driver, in the order `compare --drivers` lists them.
-    pub const ALL: [Driver; 2] = [Driver::Kfd, Driver::Uvm];
+    pub const ALL: [Driver; 3] = [Driver::Kfd, Driver::Uvm, Driver::Xe];
 
     /// Its key value.
     pub fn name(self) -> &'static str {
         match self {
             Driver::Kfd => "kfd",
             Driver::Uvm => "uvm",
+            Driver::Xe => "xe",
         }
     }
 
@@ -164,6 +168,7 @@ impl Driver {
                 ("policy", "partial"),
                 ("retry_fault_pending_ns", "2ms"),
                 ("victim_policy", "lru"),
+                ("compound_device_pages", "false"),
             ],
             // UVM services every fault it reads from the buffer; the
             // duplicates of one batch are coalesced by the policy
@@ -175,6 +180,18 @@ impl Driver {
                 // 2 MiB root chunks in the order their blocks first became
                 // resident (docs/research/uvm.md §4.1).
                 ("victim_policy", "first-resident"),
+                ("compound_device_pages", "false"),
+            ],
+            Driver::Xe => &[
+                ("policy", "xe"),
+                // No time window: Xe dedups by address, chaining faults
+                // to its page-fault cache (docs/research/xe.md §2a).
+                ("retry_fault_pending_ns", "0"),
+                // TTM's LRU, as kfd's.
+                ("victim_policy", "lru"),
+                // 2 MiB device folios (the January 2026 THP series,
+                // in mainline's drm_pagemap: xe.md §7).
+                ("compound_device_pages", "true"),
             ],
         }
     }

@@ -41,6 +41,7 @@ mod uvm;
 pub mod uvm_prefetch;
 pub mod uvm_thrashing;
 pub mod victim;
+pub mod xe;
 
 pub use kfd::{KfdPolicy, Policy};
 pub use uvm::Uvm;
@@ -257,8 +258,8 @@ pub struct BatchStep {
 
 /// What a policy may see when a GPU faults on memory no range holds
 /// (kfd's `svm_range_create_unregistered_range`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewRangeCtx {
+#[derive(Clone, Copy, Debug)]
+pub struct NewRangeCtx<'a> {
     /// The faulting page.
     pub page: PageNum,
     /// The VMA that holds it.
@@ -268,6 +269,8 @@ pub struct NewRangeCtx {
     /// The range kfd makes: the `default_granularity` block around the
     /// page, clipped to `room`.
     pub kfd: PageRange,
+    /// Which pages system memory holds (the CPU has touched them).
+    pub host: HostView<'a>,
 }
 
 /// A GPU fault policy.
@@ -309,7 +312,7 @@ pub trait FaultPolicy: fmt::Debug {
     /// The range to make for a fault on memory no range holds. The engine
     /// clips it to `ctx.room`; one that then misses the faulting page is
     /// refused (EINVAL). The default is kfd's.
-    fn new_range(&mut self, ctx: &NewRangeCtx) -> PageRange {
+    fn new_range(&mut self, ctx: &NewRangeCtx<'_>) -> PageRange {
         ctx.kfd
     }
 
@@ -427,7 +430,10 @@ impl Entry {
 /// Every built-in fault policy, in the order `--help` lists them: one line
 /// per policy file.
 pub fn registry() -> impl Iterator<Item = &'static Entry> {
-    kfd::ENTRIES.iter().chain(uvm::ENTRIES.iter())
+    kfd::ENTRIES
+        .iter()
+        .chain(uvm::ENTRIES.iter())
+        .chain(xe::ENTRIES.iter())
 }
 
 /// The registered policy of this name.
@@ -449,7 +455,13 @@ mod tests {
         let names = names();
         assert_eq!(
             names,
-            ["whole-range", "partial", "partial-migrate-whole-map", "uvm"]
+            [
+                "whole-range",
+                "partial",
+                "partial-migrate-whole-map",
+                "uvm",
+                "xe"
+            ]
         );
         for e in registry() {
             assert_eq!((e.make)().name(), e.name);

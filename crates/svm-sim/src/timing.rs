@@ -205,13 +205,14 @@ pub struct ProfileError {
 }
 
 /// The profiles shipped in `profiles/`, by name.
-pub const BUILT_IN: [(&str, &str); 6] = [
+pub const BUILT_IN: [(&str, &str); 7] = [
     ("mi210", include_str!("../../../profiles/mi210.toml")),
     ("mi250x", include_str!("../../../profiles/mi250x.toml")),
     ("mi300x", include_str!("../../../profiles/mi300x.toml")),
     ("mi300a", include_str!("../../../profiles/mi300a.toml")),
     ("gc121", include_str!("../../../profiles/gc121.toml")),
     ("uvm-pcie", include_str!("../../../profiles/uvm-pcie.toml")),
+    ("xe", include_str!("../../../profiles/xe.toml")),
 ];
 
 /// The line of `key = ...` in `[section]` of `text`, for errors serde's

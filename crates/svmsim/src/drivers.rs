@@ -66,6 +66,21 @@ fn machine_differences(o: &Outcome, base: &Outcome) -> Vec<String> {
     v
 }
 
+/// Why a run of `policy` took fewer faults than another.
+fn fewer_faults(policy: &str) -> &'static str {
+    match policy {
+        "uvm" => {
+            "it reads the fault buffer in batches, coalesces a batch's duplicates and serves \
+             each 2 MiB block once a batch, so the faults of one block's pages cost one service"
+        }
+        "xe" => {
+            "it chains the faults of one 2 MiB window to the first and moves the whole range \
+             around it (2 MiB where it fits), so the window's other pages never fault"
+        }
+        _ => "each of its faults moved more, so fewer pages were left to fault on",
+    }
+}
+
 /// The explanation of a driver comparison, `baseline` being the index of
 /// the run the ratios divide by.
 pub fn explain(outs: &[Outcome], baseline: usize) -> String {
@@ -96,22 +111,15 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
         let m = &o.metrics;
         let _ = writeln!(
             s,
-            "  - {}: {}. Its kernels took {:.2}x the baseline's time ({} against {}).",
+            "  - {}: {}. Its kernels took {} the baseline's time ({} against {}).",
             o.label,
             about(o),
-            ratio(m.kernel_ns, bm.kernel_ns),
+            crate::runs::show_ratio(ratio(m.kernel_ns, bm.kernel_ns)),
             time(m.kernel_ns),
             time(bm.kernel_ns)
         );
-        let batched =
-            svm_core::policy::lookup(o.spec.policy()).is_some_and(|e| (e.make)().batched());
         if m.faults * 2 <= bm.faults {
-            let why = if batched {
-                "it reads the fault buffer in batches, coalesces a batch's duplicates and serves \
-                 each 2 MiB block once a batch, so the faults of one block's pages cost one service"
-            } else {
-                "each of its faults moved more, so fewer pages were left to fault on"
-            };
+            let why = fewer_faults(o.spec.policy());
             let _ = writeln!(
                 s,
                 "    It took {} faults against {} ({:.0}x fewer): {why}.",
@@ -139,9 +147,10 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
             };
             let _ = writeln!(
                 s,
-                "    It migrated {} against {} ({moved:.2}x): {why}.",
+                "    It migrated {} against {} ({}): {why}.",
                 size::human(m.migrated_bytes),
-                size::human(bm.migrated_bytes)
+                size::human(bm.migrated_bytes),
+                crate::runs::show_ratio(moved)
             );
         }
         if m.first_result_ns != bm.first_result_ns {

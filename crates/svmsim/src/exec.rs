@@ -216,13 +216,14 @@ pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Stri
 
 /// The profile a run gets when it names none: its driver's family, with
 /// GPUs enough for `gpus` (kfd: an MI210, or an MI250X node for two or
-/// more; UVM: PCIe GPUs of the `uvm-pcie` profile).
+/// more; UVM: PCIe GPUs of the `uvm-pcie` profile; Xe: `xe`'s).
 pub fn default_profile(driver: svm_core::config::Driver, gpus: usize) -> &'static str {
     use svm_core::config::Driver;
     match driver {
         Driver::Kfd if gpus > 1 => "mi250x",
         Driver::Kfd => "mi210",
         Driver::Uvm => "uvm-pcie",
+        Driver::Xe => "xe",
     }
 }
 

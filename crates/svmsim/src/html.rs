@@ -185,7 +185,7 @@ fn page(
             esc(&st),
             runs::time(m.kernel_ns),
             if base > 0 {
-                format!("{:.2}x", m.kernel_ns as f64 / base as f64)
+                runs::ratio(m.kernel_ns, base)
             } else {
                 "-".into()
             },

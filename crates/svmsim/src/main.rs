@@ -114,7 +114,7 @@ enum Command {
         /// Policies, comma separated; `kfd` (kfd's three), or `all` (every registered policy: `svmsim config` lists them); `--set policy=X` alone compares X; each replaces a --config file's.
         #[arg(long, default_value = "kfd", value_name = "LIST")]
         policies: String,
-        /// Drivers, comma separated (kfd,uvm), or `all`: each with its own policy,
+        /// Drivers, comma separated (kfd,uvm,xe), or `all`: each with its own policy,
         /// defaults and profile family (a --profile puts them all on one machine);
         /// the ratios divide by the first.
         #[arg(long, value_name = "LIST", conflicts_with = "driver")]
@@ -340,7 +340,7 @@ fn policy_names() -> clap::builder::PossibleValuesParser {
 /// The knobs of a run, from the command line.
 #[derive(Debug, Args)]
 struct ConfigOpts {
-    /// Whose driver the run models: kfd, uvm (the same as --set driver=NAME): its
+    /// Whose driver the run models: kfd, uvm, xe (the same as --set driver=NAME): its
     /// policy, its tunables and its profile family, each still overridable.
     #[arg(long, value_name = "NAME", value_parser = driver_names())]
     driver: Option<String>,

@@ -91,12 +91,22 @@ pub fn relabel(outs: &mut [Outcome]) {
     }
 }
 
-/// `x / base` of kernel time, as `1.00x`.
-fn ratio(x: u64, base: u64) -> String {
+/// `x / base` of kernel time, as `1.00x` (`-` without a base).
+pub fn ratio(x: u64, base: u64) -> String {
     if base == 0 {
         return "-".into();
     }
-    format!("{:.2}x", x as f64 / base as f64)
+    show_ratio(x as f64 / base as f64)
+}
+
+/// A ratio as `1.00x`; below 0.1, with three decimals (`0.004x`), so a
+/// run 250 times faster does not read `0.00x`.
+pub fn show_ratio(r: f64) -> String {
+    if r < 0.1 {
+        format!("{r:.3}x")
+    } else {
+        format!("{r:.2}x")
+    }
 }
 
 fn status_text(s: &Status) -> String {

@@ -514,6 +514,7 @@ impl Process {
             vma: vma.range,
             room,
             kfd,
+            host: HostView(&|p| pf.host_holds(p)),
         };
         // The policy's choice (kfd's unless it says otherwise), within the
         // room; a range that misses the page is the policy's bug.

@@ -902,3 +902,42 @@ fn uvm_evicts_the_block_first_resident_longest_ago() {
         "first-resident"
     );
 }
+
+/// The xe policy on registered memory: each fault moves the largest
+/// aligned chunk of 2 MiB, 64 KiB (over present pages only) or 4 KiB that
+/// fits, whole, so no chunk holds mixed residency; a munmap of part of a
+/// range drops it whole.
+#[test]
+fn xe_faults_move_whole_aligned_chunks() {
+    use svm_core::config::{Config, Driver};
+    let mut k = Kfd::new(true);
+    k.m.set_config(&Config::for_driver(Driver::Xe)).unwrap();
+    let raw = k.mmap(8 * MIB);
+    let a = raw.next_multiple_of(2 * MIB);
+    // 2 MiB + 72 KiB, every page written but the last 8 KiB.
+    let len = 2 * MIB + 72 * 1024;
+    k.cpu_write(a, &words(((len - 8192) / 4) as usize, |i| i));
+    k.set(a, len, &[(ACCESS, GPU0)]).unwrap();
+    k.gpu_read(GPU0, a + 4096, 4);
+    assert_eq!(k.vram_pages_in(a, 2 * MIB), 512, "a 2 MiB chunk");
+    k.gpu_read(GPU0, a + 2 * MIB + 4096, 4);
+    assert_eq!(
+        k.vram_pages_in(a + 2 * MIB, 72 * 1024),
+        16,
+        "a 64 KiB chunk"
+    );
+    // The last 64 KiB is not all present: 4 KiB.
+    k.gpu_read(GPU0, a + 2 * MIB + 68 * 1024, 4);
+    assert_eq!(
+        k.vram_pages_in(a + 2 * MIB + 64 * 1024, 8 * 1024),
+        1,
+        "a 4 KiB chunk"
+    );
+    // The 2 MiB range never split: an munmap of one page drops it whole,
+    // and what stays mapped comes back to system memory.
+    k.munmap(a + MIB, PAGE);
+    k.m.quiesce();
+    assert_eq!(k.vram_pages_in(a, 2 * MIB), 0);
+    assert_eq!(k.cpu_read(a + 4 * 4096, 4), (4u32 * 1024).to_le_bytes());
+    k.check();
+}

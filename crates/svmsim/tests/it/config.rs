@@ -386,7 +386,7 @@ fn a_driver_picks_its_policy_defaults_and_profile_and_each_stays_overridable() {
     assert!(e.contains("kfd") && e.contains("uvm"), "{e}");
     let e = usage(&["run", "stream", "--set", "driver=cuda"]);
     assert!(
-        e.contains("driver") && e.contains("one of: kfd, uvm"),
+        e.contains("driver") && e.contains("one of: kfd, uvm, xe"),
         "{e}"
     );
 }
@@ -449,7 +449,7 @@ fn compare_drivers_runs_each_driver_with_ratios_against_the_first_and_explains()
     assert_eq!(csv.lines().count(), 3, "{csv}");
     let e = usage(&["compare", "stream", "--drivers", "kfd,nv"]);
     assert!(
-        e.contains("\"nv\" is not a driver; drivers are: kfd, uvm"),
+        e.contains("\"nv\" is not a driver; drivers are: kfd, uvm, xe"),
         "{e}"
     );
     let e = usage(&["compare", "stream", "--drivers", "kfd", "--driver", "uvm"]);
