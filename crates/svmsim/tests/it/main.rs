@@ -28,6 +28,9 @@ mod smi;
 // No lost files: outputs that name inputs are refused, nothing changes.
 mod files;
 
+// The drivers against published figures (docs/validation.md).
+mod validation;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

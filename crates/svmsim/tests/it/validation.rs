@@ -1,0 +1,92 @@
+//! The three drivers against published figures (docs/validation.md): each
+//! anchor is a ratio or a time from a paper or a patch series, measured
+//! here with the profiles' constants, none of them tuned for the test.
+//! Where svmsim's model cannot reach an anchor, the test holds the
+//! mechanism instead and docs/validation.md says by how much and why.
+
+use svm_core::config::{Config, Driver};
+use svmsim::exec::{Capture, RunSpec, run};
+
+/// Kernel time and faults of `workload` at 16 MiB under the uvm driver
+/// on `uvm-pcie`, with `set` applied and VRAM at `oversubscribe`.
+fn uvm(workload: &str, set: &[&str], oversubscribe: Option<f64>) -> (u64, u64) {
+    let mut config = Config::for_driver(Driver::Uvm);
+    for kv in set {
+        config.assign(kv).unwrap();
+    }
+    let spec = RunSpec {
+        workload: workload.into(),
+        size: 16 << 20,
+        profile: "uvm-pcie".into(),
+        oversubscribe,
+        config,
+        ..RunSpec::default()
+    };
+    let o = run(&spec, Capture::default()).unwrap();
+    assert_eq!(o.status, svmsim::exec::Status::Ok, "{workload} {set:?}");
+    (o.metrics.kernel_ns, o.metrics.faults)
+}
+
+fn within(x: f64, lo: f64, hi: f64) -> bool {
+    (lo * 0.75..=hi * 1.25).contains(&x)
+}
+
+/// UVMSmart, 110% oversubscription: on-demand migration with 2 MiB
+/// eviction is 57-66x slower than tree prefetch without
+/// oversubscription (bfs, fdtd); tree prefetch with tree eviction 3.1-3.7x.
+/// svmsim: stream for the first (a streaming kernel re-reading all of its
+/// data each iteration, so every iteration refetches what eviction took),
+/// bfs for the second; first-resident eviction stands for UVM's.
+#[test]
+fn uvmsmart_oversubscription_ratios() {
+    let (base, _) = uvm("stream", &[], None);
+    let (lru, _) = uvm("stream", &["uvm_prefetch=off"], Some(1.1));
+    let r = lru as f64 / base as f64;
+    eprintln!("stream: on-demand at 110% / tree prefetch = {r:.1}");
+    assert!(within(r, 57.0, 66.0), "{r:.1}");
+    let (base, _) = uvm("bfs", &[], None);
+    let (tree, _) = uvm("bfs", &[], Some(1.1));
+    let r = tree as f64 / base as f64;
+    eprintln!("bfs: tree prefetch at 110% / without = {r:.2}");
+    assert!(within(r, 3.1, 3.7), "{r:.2}");
+}
+
+/// UVMSmart: tree prefetch is 30-43x faster than on-demand migration.
+/// svmsim cannot reach it (docs/validation.md): UVMSmart's on-demand time
+/// is its faults times a fixed 45 µs far-fault latency, one after the
+/// other, while here faults of many waves are served together, 256 to a
+/// batch (a fault here is one service of a block, its batch's other
+/// faults on the block coalesced). What holds is the mechanism: the
+/// prefetch takes fewer services and less time.
+#[test]
+fn uvm_tree_prefetch_beats_on_demand_by_its_faults() {
+    for w in ["stream", "stencil2d", "bfs"] {
+        let (tree, tf) = uvm(w, &[], None);
+        let (od, of) = uvm(w, &["uvm_prefetch=off"], None);
+        let r = od as f64 / tree as f64;
+        eprintln!("{w}: on-demand / tree = {r:.1} ({of} faults against {tf})");
+        assert!(of > tf, "{w}: {of} faults on demand, {tf} with the tree");
+        assert!(r > 1.5, "{w}: {r:.1}");
+    }
+}
+
+/// Allen & Ge (SC'21): fault-driven streaming ran at 1-1.4 GB/s on a
+/// Titan V, against about 12 GB/s of memcpy on the same link. The
+/// uvm-pcie profile was fitted to their batch times and memcpy curve, not
+/// to this.
+#[test]
+fn allen_ge_fault_driven_streaming_rate() {
+    let spec = RunSpec {
+        workload: "stream".into(),
+        size: 256 << 20,
+        iters: 1,
+        profile: "uvm-pcie".into(),
+        config: Config::for_driver(Driver::Uvm),
+        phantom: true,
+        ..RunSpec::default()
+    };
+    let o = run(&spec, Capture::default()).unwrap();
+    let gb_s = o.metrics.migrated_bytes as f64 / o.metrics.kernel_ns as f64;
+    eprintln!("uvm fault-driven streaming: {gb_s:.2} GB/s");
+    assert!(within(gb_s, 1.0, 1.4), "{gb_s:.2} GB/s");
+}
