@@ -93,6 +93,9 @@ pub struct Config {
     /// Faults in a row on one instruction after which a wave gives up
     /// (EBUSY): a livelock.
     pub gpu_max_retries: u32,
+    /// UVM: when the GPU retries a batch's faults
+    /// (`uvm_perf_fault_replay_policy`).
+    pub uvm_replay_policy: policy::Replay,
     /// UVM: prefetch around a block's faults (`uvm_perf_prefetch_enable`);
     /// off, a fault moves its own page only (on-demand migration).
     pub uvm_prefetch: bool,
@@ -221,6 +224,7 @@ impl Default for Config {
             ih_stale_filter: false,
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
+            uvm_replay_policy: policy::Replay::BatchFlush,
             uvm_prefetch: true,
             uvm_prefetch_threshold: 51,
             uvm_thrashing: true,
@@ -487,6 +491,20 @@ pub static KNOBS: &[Knob] = &[
             Ok(())
         },
         accepts: || "a whole number from 1 to 4294967295".into(),
+    },
+    Knob {
+        key: "uvm_replay_policy",
+        unit: "name",
+        doc: "UVM: when the GPU retries a batch's faults (uvm_perf_fault_replay_policy)",
+        get: |c| c.uvm_replay_policy.name().to_owned(),
+        set: |c, s| {
+            c.uvm_replay_policy = policy::Replay::from_name(s.trim()).ok_or_else(String::new)?;
+            Ok(())
+        },
+        accepts: || {
+            let names: Vec<&str> = policy::Replay::ALL.iter().map(|r| r.name()).collect();
+            format!("one of: {} (batch-flush: UVM's default)", names.join(", "))
+        },
     },
     bool_knob!(
         "uvm_prefetch",

@@ -31,6 +31,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::addr::{PageNum, PageRange};
 use crate::attr::Location;
 use crate::gpu::{GpuId, GpuIndex, GpuMask};
@@ -234,6 +236,58 @@ pub struct MigrationEvent {
     pub now_ns: u64,
 }
 
+/// When the GPU retries (replays) the faults of a batch, as UVM's
+/// `uvm_perf_fault_replay_policy` says (docs/research/uvm.md §1.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replay {
+    /// After each service of the batch (each va_block): its faults'
+    /// waves retry as soon as it is done. kfd, which answers each fault on
+    /// its own, and Xe, which acks chained faults with their leader's
+    /// result, behave so.
+    #[default]
+    Block,
+    /// After the whole batch; faults that arrived meanwhile wait in the
+    /// ring for the next batch.
+    Batch,
+    /// After the whole batch, once the faults that arrived meanwhile are
+    /// flushed from the buffer unserved: their waves retry with the
+    /// replay and fault again (UVM's default).
+    BatchFlush,
+    /// Once, after the service run: up to
+    /// [`MAX_BATCHES_PER_SERVICE`] batches back to back.
+    Once,
+}
+
+/// Batches one run of UVM's fault service takes before it lets other
+/// work go (`uvm_perf_fault_max_batches_per_service`).
+pub const MAX_BATCHES_PER_SERVICE: usize = 20;
+
+impl Replay {
+    /// Every replay policy, in UVM's order.
+    pub const ALL: [Replay; 4] = [
+        Replay::Block,
+        Replay::Batch,
+        Replay::BatchFlush,
+        Replay::Once,
+    ];
+
+    /// Its name in configurations.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Replay::Block => "block",
+            Replay::Batch => "batch",
+            Replay::BatchFlush => "batch-flush",
+            Replay::Once => "once",
+        }
+    }
+
+    /// Parses a name from [`Replay::name`].
+    pub fn from_name(s: &str) -> Option<Replay> {
+        Self::ALL.into_iter().find(|r| r.name() == s)
+    }
+}
+
 /// One fault of a batch the GPU's handler took from its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchFault {
@@ -329,6 +383,12 @@ pub trait FaultPolicy: fmt::Debug {
     /// for it may go. The default keeps nothing, so does nothing.
     fn on_unmap(&mut self, range: PageRange) {
         let _ = range;
+    }
+
+    /// When the GPU retries a batch's faults (only asked when
+    /// [`FaultPolicy::batched`]). The default: after each service.
+    fn replay(&self) -> Replay {
+        Replay::Block
     }
 
     /// The block no new range crosses, in pages, when the policy wants

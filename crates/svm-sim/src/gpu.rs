@@ -59,6 +59,9 @@ pub struct HwCounters {
     /// Retry faults amdgpu's IH dropped as stale before the handler
     /// (config `ih_stale_filter`).
     pub faults_ih_filtered: u64,
+    /// Faults a batch-flush replay dropped from the ring unserved (UVM's
+    /// BATCH_FLUSH): their waves faulted again after the replay.
+    pub faults_flushed: u64,
     /// CPU faults on pages in VRAM (`svm_migrate_to_ram` calls).
     pub cpu_faults: u64,
     /// Simulated ns the copy engines spent moving pages.

@@ -51,6 +51,7 @@ pub(super) static ENTRIES: [Entry; 1] = [Entry {
 pub struct Uvm {
     thrashing: Thrashing,
     thrashing_on: bool,
+    replay: super::Replay,
     prefetch_on: bool,
     prefetch_threshold: u32,
 }
@@ -60,6 +61,7 @@ impl Default for Uvm {
         Self {
             thrashing: Thrashing::new(true),
             thrashing_on: true,
+            replay: super::Replay::BatchFlush,
             prefetch_on: true,
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
         }
@@ -88,6 +90,7 @@ impl FaultPolicy for Uvm {
         self.thrashing_on = config.uvm_thrashing;
         self.thrashing = Thrashing::new(config.uvm_lapse_vote_bug);
         self.prefetch_on = config.uvm_prefetch;
+        self.replay = config.uvm_replay_policy;
         self.prefetch_threshold = u32::from(config.uvm_prefetch_threshold);
     }
 
@@ -229,6 +232,10 @@ impl FaultPolicy for Uvm {
 
     fn batched(&self) -> bool {
         true
+    }
+
+    fn replay(&self) -> super::Replay {
+        self.replay
     }
 
     /// A va_block is 2 MiB of the address space, with residency of its

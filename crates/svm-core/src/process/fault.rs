@@ -128,6 +128,12 @@ impl Process {
         self.policy.batched()
     }
 
+    /// When the GPU retries the faults of a batch its policy served
+    /// ([`crate::policy::FaultPolicy::replay`]).
+    pub fn fault_replay(&self) -> crate::policy::Replay {
+        self.policy.replay()
+    }
+
     /// How to serve this process's faults of one batch, as the fault
     /// policy orders and coalesces them; the answer is made whole: every
     /// fault is in exactly one step (a fault the policy left out is served

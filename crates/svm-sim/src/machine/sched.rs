@@ -43,7 +43,7 @@ use std::rc::Rc;
 
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use svm_core::gpu::GpuIndex;
-use svm_core::policy::BatchFault;
+use svm_core::policy::{BatchFault, MAX_BATCHES_PER_SERVICE, Replay};
 use svm_core::process::{DropReason, FaultOutcome};
 
 use super::kernel::Woken;
@@ -147,6 +147,14 @@ pub(super) struct Sched {
     /// Where the clock is published as it moves, for a progress display
     /// on another thread ([`Machine::watch_clock`]).
     pub(super) clock_watch: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// While a batch under a batch-wide replay is served: the handled
+    /// faults whose waves wake at the replay, not when their own service
+    /// ends.
+    pub(super) replay_wakes: Option<Vec<(usize, RingEntry, svm_core::Result<FaultOutcome>)>>,
+    /// Per GPU, the replay time of a batch-flush whose flush is still to
+    /// run: the faults that reached the ring by then are dropped at the
+    /// next delivery, which cannot start before it.
+    pub(super) flush_until: Vec<Option<u64>>,
 }
 
 impl Sched {
@@ -169,6 +177,8 @@ impl Sched {
             kready: ReadyQueue::default(),
             kwait: std::collections::BTreeMap::new(),
             clock_watch: None,
+            replay_wakes: None,
+            flush_until: vec![None; gpus],
         }
     }
 }
@@ -792,6 +802,7 @@ impl Machine {
     /// process's mmap lock (held for writing by munmap and the workers) and
     /// for its range's migrate lock (held by a fault of another GPU).
     fn deliver(&mut self, g: usize) {
+        self.flush_ring(g);
         let Some(first) = self.mmu.rings[g].head().copied() else {
             return;
         };
@@ -921,7 +932,73 @@ impl Machine {
     /// fault buffer so): the arrived faults, up to the batch size, are
     /// taken at once; each process's are served in the order its policy
     /// gives, coalesced as it says. Returns when the batch is done.
+    ///
+    /// When the GPU replays is the policy's ([`Replay`], asked of the
+    /// first fault's process): after each service (`Block`); after the
+    /// batch (`Batch`); after the batch, with the faults that arrived
+    /// during it flushed from the ring unserved, their waves retrying
+    /// with the replay (`BatchFlush`, UVM's default); or once, after up
+    /// to [`MAX_BATCHES_PER_SERVICE`] batches back to back (`Once`), each
+    /// batch but the first paying the batch cost again.
     fn deliver_batch(&mut self, g: usize, mut now: u64) -> u64 {
+        let Some(first) = self.mmu.rings[g].head().copied() else {
+            return now;
+        };
+        let replay = self.procs[first.proc_index].svm.fault_replay();
+        if replay == Replay::Block {
+            return self.serve_one_batch(g, now);
+        }
+        self.sched.replay_wakes = Some(Vec::new());
+        let batches = if replay == Replay::Once {
+            MAX_BATCHES_PER_SERVICE
+        } else {
+            1
+        };
+        for b in 0..batches {
+            if b > 0 {
+                match self.mmu.rings[g].head() {
+                    Some(e) if e.at <= now => {
+                        now += crate::timing::ns(self.hw.timing.handler_batch_ns);
+                    }
+                    _ => break,
+                }
+            }
+            now = self.serve_one_batch(g, now);
+        }
+        // The replay: every handled fault's waves retry now.
+        for (g, e, outcome) in self.sched.replay_wakes.take().unwrap_or_default() {
+            self.wake_after(g, &e, now, &outcome);
+        }
+        if replay == Replay::BatchFlush {
+            // The flush drops what reached the ring by the replay. The
+            // waves that fault during the service have not run yet (steps
+            // run in time order, and this one ran at its start), so it
+            // runs at the next delivery, due at the replay at the latest.
+            self.sched.flush_until[g] = Some(now);
+        }
+        now
+    }
+
+    /// A pending batch-flush of ring `g`: the faults that reached it by
+    /// the replay are dropped unserved, and their waves retry at once
+    /// and fault again.
+    fn flush_ring(&mut self, g: usize) {
+        let Some(until) = self.sched.flush_until[g].take() else {
+            return;
+        };
+        while let Some(e) = self.mmu.rings[g].head().copied() {
+            if e.at > until {
+                break;
+            }
+            self.mmu.rings[g].pop();
+            self.hw.counters.faults_flushed += 1;
+            self.wake_kwaves(g, e.proc_index, e.page, until, Woken::Served);
+        }
+    }
+
+    /// One batch: the arrived faults, up to the batch size, served as the
+    /// policy orders and coalesces them.
+    fn serve_one_batch(&mut self, g: usize, mut now: u64) -> u64 {
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let mut batch: Vec<RingEntry> = Vec::new();
         while batch.len() < usize::try_from(self.hw.timing.fault_batch.max(1)).unwrap_or(usize::MAX)
@@ -971,6 +1048,10 @@ impl Machine {
         end: u64,
         outcome: &svm_core::Result<FaultOutcome>,
     ) {
+        if let Some(later) = &mut self.sched.replay_wakes {
+            later.push((g, *e, outcome.clone()));
+            return;
+        }
         let (wake, woken) = match outcome {
             Ok(FaultOutcome::Resolved { .. }) => (end, Woken::Served),
             Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns })) => (

@@ -9,7 +9,7 @@ use svm_core::policy::{
     BatchFault, BatchStep, FaultCtx, FaultPlan, FaultPolicy, Migration, NewRangeCtx, Policy,
     PolicyFactory,
 };
-use svm_core::uapi::attr_type::{ACCESS, GRANULARITY, NO_ACCESS};
+use svm_core::uapi::attr_type::{ACCESS, GRANULARITY, NO_ACCESS, PREFETCH_LOC};
 use svm_sim::mm::{Backing, Mark, Prot};
 
 use crate::support::*;
@@ -940,4 +940,50 @@ fn xe_faults_move_whole_aligned_chunks() {
     assert_eq!(k.vram_pages_in(a, 2 * MIB), 0);
     assert_eq!(k.cpu_read(a + 4 * 4096, 4), (4u32 * 1024).to_le_bytes());
     k.check();
+}
+
+/// UVM's replay policies: under BATCH_FLUSH (the default) faults that
+/// arrive while a batch is served are flushed from the ring unserved and
+/// their waves fault again after the replay; under BLOCK and BATCH none
+/// is. Every policy serves the same data.
+#[test]
+fn uvm_batch_flush_drops_the_faults_that_arrive_during_a_batch() {
+    use svm_core::config::{Config, Driver};
+    let run = |replay: &str| {
+        let mut k = Kfd::new(true);
+        k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
+        let mut c = Config::for_driver(Driver::Uvm);
+        c.set("uvm_replay_policy", replay).unwrap();
+        k.m.set_config(&c).unwrap();
+        let raw = k.mmap(34 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(4 * 1024 * 1024, |i| i));
+        k.set(a, 16 * MIB, &[(ACCESS, GPU0)]).unwrap();
+        k.set(a, 4 * MIB, &[(PREFETCH_LOC, GPU0)]).unwrap();
+        // Sixteen waves walk the resident first 4 MiB from staggered
+        // starts and run off its end 38 µs apart, into 8 MiB that is not
+        // resident: their faults arrive while others are served.
+        let waves: Vec<_> = (0..16u64)
+            .map(|w| {
+                let start = a + w * 256 * 1024;
+                k.m.launch(k.pid, GPU0, CpuVa::new(start), a + 12 * MIB - start, None)
+                    .unwrap()
+            })
+            .collect();
+        for (w, id) in waves.into_iter().enumerate() {
+            let (got, _) = k.m.wait(id).unwrap();
+            let first = u32::try_from(w).unwrap() * 64 * 1024;
+            assert_eq!(&got[..4], &first.to_le_bytes(), "{replay}");
+            assert_eq!(
+                &got[got.len() - 4..],
+                &(3u32 * 1024 * 1024 - 1).to_le_bytes()
+            );
+        }
+        k.check();
+        k.m.counters().faults_flushed
+    };
+    assert!(run("batch-flush") > 0);
+    assert_eq!(run("batch"), 0);
+    assert_eq!(run("block"), 0);
+    assert_eq!(run("once"), 0);
 }
