@@ -24,9 +24,13 @@
 //! remotely if that is elsewhere, until its 150 ms are up. Thrashing
 //! pages are never prefetched.
 //!
-//! Not modelled yet (each named in issue 19): BATCH_FLUSH's discard of
-//! the entries left in the buffer; eviction of whole 2 MiB chunks;
-//! read duplication and accessed-by; a CPU fault's own throttle (CPU
+//! Memory advice (§5.1): the preferred location is the destination when
+//! the faulting GPU can map it there, else the faulting GPU without
+//! prefetch; ACCESS_IN_PLACE stands for AccessedBy (pages the GPU can
+//! reach stay where they are and are mapped there).
+//!
+//! Not modelled yet (each named in issue 19): read duplication; access
+//! counters; a CPU fault's own throttle (CPU
 //! faults migrate as kfd's do, and count as thrashing events). kfd's steps
 //! before the policy still run: its 2 ms duplicate window drops a fault on
 //! a range served less than `retry_fault_pending_ns` ago, which UVM does
@@ -101,27 +105,36 @@ impl FaultPolicy for Uvm {
         let first = range.start().raw().max(lo);
         let end = range.end().raw().min(lo + BLOCK_PAGES as u64);
         let pages = usize::try_from(end - first).unwrap_or(BLOCK_PAGES);
-        let to = ctx
-            .range
-            .attrs
-            .preferred_loc
-            .unwrap_or(Location::Vram(ctx.gpu_id));
+        let me = uvm_thrashing::gpu(ctx.gpu.get());
+        let preferred = match ctx.range.attrs.preferred_loc {
+            Some(Location::Sys) => Some(CPU),
+            Some(Location::Vram(_)) => ctx.preferred_gpu.map(|g| uvm_thrashing::gpu(g.get())),
+            None => None,
+        };
+        // §5.1 rules 9 and 11: migrate to the preferred location when the
+        // faulting GPU can map it there, else to the faulting GPU, and
+        // then without prefetch (moving away from the preferred location,
+        // §2.2).
+        let (to, away) = match (ctx.range.attrs.preferred_loc, preferred) {
+            (Some(loc), Some(p)) if pcie_access(me, p) => (loc, false),
+            (Some(_), _) => (Location::Vram(ctx.gpu_id), true),
+            (None, _) => (Location::Vram(ctx.gpu_id), false),
+        };
+        // AccessedBy (svmsim's ACCESS_IN_PLACE): the GPU maps the pages
+        // where they are when it can reach them (rule 7), unless it is
+        // the preferred location (rule 3).
+        let accessed_by =
+            ctx.range.attrs.access_in_place.contains(ctx.gpu) && preferred != Some(me);
         // Pages already on the destination count in the tree. A range's
         // VRAM pages are all on one GPU (`actual_loc`).
         let in_vram = |i: usize| {
             let p = PageNum::new(first + i as u64);
             ctx.range.vram.get(ctx.range.index(p))
         };
-        let me = uvm_thrashing::gpu(ctx.gpu.get());
         // Where a page of the block is, as a processor.
         let holder = |i: usize| match ctx.range.actual_loc {
             Some(g) if in_vram(i) => uvm_thrashing::gpu(g.get()),
             _ => CPU,
-        };
-        let preferred = match ctx.range.attrs.preferred_loc {
-            Some(Location::Sys) => Some(CPU),
-            Some(Location::Vram(_)) => ctx.preferred_gpu.map(|g| uvm_thrashing::gpu(g.get())),
-            None => None,
         };
         let mut faulted = BlockMask::EMPTY;
         let mut remote = BlockMask::EMPTY;
@@ -137,7 +150,13 @@ impl FaultPolicy for Uvm {
             } else {
                 Hint::None
             };
+            // Resident somewhere it can reach, for an accessed-by GPU:
+            // mapped there.
+            let resident = ctx.host.holds(p) || in_vram(i);
             match hint {
+                Hint::None if accessed_by && resident && pcie_access(me, holder(i)) => {
+                    remote.set(i);
+                }
                 Hint::None => faulted.set(i),
                 Hint::Throttle { until_ns } => {
                     throttled_until = Some(throttled_until.map_or(until_ns, |t| t.min(until_ns)));
@@ -194,7 +213,7 @@ impl FaultPolicy for Uvm {
         } else {
             BlockMask::EMPTY
         };
-        let hint = if faulted == BlockMask::EMPTY || !self.prefetch_on {
+        let hint = if faulted == BlockMask::EMPTY || !self.prefetch_on || away {
             BlockMask::EMPTY
         } else if !anywhere && ctx.range.attrs.preferred_loc == Some(to) {
             // First touch of the block, at its preferred location.
@@ -227,7 +246,10 @@ impl FaultPolicy for Uvm {
                 })
                 .collect()
         };
+        // The accessed-by GPUs are mapped too, where they can reach the
+        // pages (`block_service_finish_map_accessed_by`).
         FaultPlan::serve_runs_and_remote(to, to_runs(&faulted.union(&hint)), to_runs(&remote))
+            .also_on(ctx.range.attrs.access_in_place)
     }
 
     fn batched(&self) -> bool {
@@ -355,7 +377,8 @@ mod tests {
             vram_free_pages: 1 << 20,
             coalesced,
             host: HostView(&below),
-            preferred_gpu: None,
+            preferred_gpu: (range.attrs.preferred_loc == Some(Location::Vram(GPU)))
+                .then(|| GpuIndex::new(0).unwrap()),
         }
     }
 
@@ -457,5 +480,41 @@ mod tests {
         // GPU 0 block 0: pages 10 (write first), 10, 511; GPU 0 block 1:
         // 600, 700; GPU 1 block 0: 20.
         assert_eq!(got, vec![(3, vec![1, 5]), (4, vec![0]), (2, vec![])]);
+    }
+
+    /// AccessedBy (ACCESS_IN_PLACE): a page system memory holds is mapped
+    /// there, not migrated (rule 7); one resident nowhere migrates.
+    #[test]
+    fn an_accessed_by_gpu_maps_what_it_can_reach_where_it_is() {
+        let mut r = range(0, 512);
+        r.attrs.access_in_place = GpuMask::first(1);
+        match Uvm::default().plan(&ctx(&r, 3, &[])) {
+            FaultPlan::ServeRuns {
+                runs, remote, also, ..
+            } => {
+                assert!(runs.is_empty(), "{runs:?}");
+                assert_eq!(
+                    remote,
+                    vec![PageRange::new(PageNum::new(3), PageNum::new(4))]
+                );
+                assert_eq!(also, GpuMask::first(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Above 1 << 20 system memory holds nothing: a first touch.
+        let mut r = range(2 << 20, 512);
+        r.attrs.access_in_place = GpuMask::first(1);
+        let (_, runs) = plan(&r, (2 << 20) + 3, &[]);
+        assert_eq!(runs, vec![((2 << 20), (2 << 20) + 16)]);
+    }
+
+    /// A preferred location the faulting GPU cannot map (another GPU's
+    /// VRAM over PCIe): the page comes to the faulting GPU, without
+    /// prefetch (rules 9 and 11, §2.2).
+    #[test]
+    fn a_preferred_gpu_out_of_reach_sends_the_page_to_the_faulting_gpu_alone() {
+        let mut r = range(0, 512);
+        r.attrs.preferred_loc = Some(Location::Vram(GpuId::new(0x2002).unwrap()));
+        assert_eq!(plan(&r, 37, &[]), (Location::Vram(GPU), vec![(37, 38)]));
     }
 }

@@ -52,7 +52,10 @@ fn uvmsmart_oversubscription_ratios() {
     let (flush_base, _) = uvm("stream", &[], None);
     let f = flush as f64 / flush_base as f64;
     eprintln!("stream, batch-flush: {f:.1}");
-    assert!(f > r, "a flushed batch's faults come back: {f:.1} against {r:.1}");
+    assert!(
+        f > r,
+        "a flushed batch's faults come back: {f:.1} against {r:.1}"
+    );
     let (base, _) = uvm("bfs", &[block], None);
     let (tree, _) = uvm("bfs", &[block], Some(1.1));
     let r = tree as f64 / base as f64;
