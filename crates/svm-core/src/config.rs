@@ -344,6 +344,26 @@ macro_rules! duration_knob {
     };
 }
 
+macro_rules! number_knob {
+    ($key:literal, $field:ident, $ty:ty, $lo:expr, $hi:expr, $unit:literal, $doc:literal, $note:literal) => {
+        Knob {
+            key: $key,
+            unit: $unit,
+            doc: $doc,
+            get: |c| c.$field.to_string(),
+            set: |c, s| {
+                let n: $ty = s.trim().parse().map_err(|_| String::new())?;
+                if !($lo..=$hi).contains(&n) {
+                    return Err(String::new());
+                }
+                c.$field = n;
+                Ok(())
+            },
+            accepts: || format!("a whole number from {} to {}{}", $lo, $hi, $note),
+        }
+    };
+}
+
 /// Every knob, in the order `svmsim config` lists them. A knob's key is
 /// its field's name everywhere (`--set`, files, JSON); a duration's value
 /// may carry its unit (`restore_delay_ns=500us`).
@@ -403,21 +423,16 @@ pub static KNOBS: &[Knob] = &[
         },
         accepts: || format!("a policy: {}", policy::names().join(", ")),
     },
-    Knob {
-        key: "default_granularity",
-        unit: "log2 pages",
-        doc: "granularity of a new range and of a fault's unregistered range (svm_default_granularity)",
-        get: |c| c.default_granularity.to_string(),
-        set: |c, s| {
-            let g: u8 = s.trim().parse().map_err(|_| String::new())?;
-            if g > MAX_DEFAULT_GRANULARITY {
-                return Err(String::new());
-            }
-            c.default_granularity = g;
-            Ok(())
-        },
-        accepts: || format!("a whole number from 0 to {MAX_DEFAULT_GRANULARITY} (9 = 2MiB)"),
-    },
+    number_knob!(
+        "default_granularity",
+        default_granularity,
+        u8,
+        0,
+        MAX_DEFAULT_GRANULARITY,
+        "log2 pages",
+        "granularity of a new range and of a fault's unregistered range (svm_default_granularity)",
+        " (9 = 2MiB)"
+    ),
     Knob {
         key: "victim_policy",
         unit: "name",
@@ -477,21 +492,16 @@ pub static KNOBS: &[Knob] = &[
         gpu_retry_delay_ns,
         "how long a GPU waits before retrying a fault the driver dropped"
     ),
-    Knob {
-        key: "gpu_max_retries",
-        unit: "count",
-        doc: "faults in a row on one instruction before the wave gives up with EBUSY",
-        get: |c| c.gpu_max_retries.to_string(),
-        set: |c, s| {
-            let n: u32 = s.trim().parse().map_err(|_| String::new())?;
-            if n == 0 {
-                return Err(String::new());
-            }
-            c.gpu_max_retries = n;
-            Ok(())
-        },
-        accepts: || "a whole number from 1 to 4294967295".into(),
-    },
+    number_knob!(
+        "gpu_max_retries",
+        gpu_max_retries,
+        u32,
+        1,
+        u32::MAX,
+        "count",
+        "faults in a row on one instruction before the wave gives up with EBUSY",
+        ""
+    ),
     Knob {
         key: "uvm_replay_policy",
         unit: "name",
@@ -511,21 +521,16 @@ pub static KNOBS: &[Knob] = &[
         uvm_prefetch,
         "UVM: prefetch around a block's faults (uvm_perf_prefetch_enable); off: on-demand, page by page"
     ),
-    Knob {
-        key: "uvm_prefetch_threshold",
-        unit: "percent",
-        doc: "UVM: a subtree is prefetched when this share of its pages is resident or faulted",
-        get: |c| c.uvm_prefetch_threshold.to_string(),
-        set: |c, s| {
-            let n: u8 = s.trim().parse().map_err(|_| String::new())?;
-            if !(1..=100).contains(&n) {
-                return Err(String::new());
-            }
-            c.uvm_prefetch_threshold = n;
-            Ok(())
-        },
-        accepts: || "a whole number from 1 to 100 (51: UVM's default)".into(),
-    },
+    number_knob!(
+        "uvm_prefetch_threshold",
+        uvm_prefetch_threshold,
+        u8,
+        1,
+        100,
+        "percent",
+        "UVM: a subtree is prefetched when this share of its pages is resident or faulted",
+        " (51: UVM's default)"
+    ),
     bool_knob!(
         "uvm_thrashing",
         uvm_thrashing,

@@ -86,6 +86,40 @@ pub struct GpuStats {
     pub unmapping_dropped: u64,
 }
 
+/// The served GPU faults of one size class: what a fault mapped was one
+/// page, at most 64 KiB, at most 2 MiB, or more. Xe's GT statistics
+/// count the same things per range size (`svm_{4K,64K,2M}_*`,
+/// docs/research/xe.md §6); every driver's runs get them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SizeStats {
+    /// Faults served (`svm_*_pagefault_count`, without Xe's retry passes).
+    pub faults: u64,
+    /// Their handling time, fault entry to its end, ns (`pagefault_us`).
+    pub fault_ns: u64,
+    /// Faults whose migration step ran (`migrate_count`).
+    pub migrations: u64,
+    /// Time in the migration step, ns (`migrate_us`).
+    pub migrate_ns: u64,
+    /// Pages copied into VRAM (`device_copy_kb` / 4).
+    pub pages_to_vram: u64,
+    /// Time mapping: the HMM walk, DMA maps and PTEs, ns
+    /// (`get_pages_us` + `bind_us`).
+    pub map_ns: u64,
+}
+
+/// The size classes of [`SizeStats`], by name.
+pub const SIZE_CLASSES: [&str; 4] = ["4K", "64K", "2M", "larger"];
+
+/// The class of a fault that mapped `pages` pages.
+pub fn size_class(pages: u64) -> usize {
+    match pages {
+        0..=1 => 0,
+        2..=16 => 1,
+        17..=512 => 2,
+        _ => 3,
+    }
+}
+
 /// A VRAM buffer of the process (`struct svm_range_bo`): shared by the split
 /// siblings that reference it, freed when none does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +198,8 @@ pub struct Process {
     /// A buffer may have lost its last reference since the last scan.
     bo_scan_needed: bool,
     stats: PerGpu<GpuStats>,
+    /// Served faults per GPU by size class.
+    size_stats: PerGpu<[SizeStats; 4]>,
     /// Ranges evicted and not yet restored (XNACK off; `svms->evicted_ranges`).
     evicted_ranges: u32,
     /// KFD memory-API buffers (hipMalloc) by handle (`kfd_bo.rs`).
@@ -217,6 +253,7 @@ impl Process {
         );
         let n_gpus = devices.len();
         let stats = PerGpu::from_vec(vec![GpuStats::default(); n_gpus]);
+        let size_stats = PerGpu::from_vec(vec![[SizeStats::default(); 4]; n_gpus]);
         let bitmap_supported = devices
             .iter()
             .filter(|(_, d)| d.svm)
@@ -239,6 +276,7 @@ impl Process {
             next_bo: 1,
             bo_scan_needed: false,
             stats,
+            size_stats,
             evicted_ranges: 0,
             kfd_bos: BTreeMap::new(),
             next_kfd_bo: 1,
@@ -379,6 +417,11 @@ impl Process {
     /// Per-GPU fault and migration counters.
     pub fn stats(&self) -> &PerGpu<GpuStats> {
         &self.stats
+    }
+
+    /// Served faults per GPU by size class ([`SIZE_CLASSES`]).
+    pub fn size_stats(&self) -> &PerGpu<[SizeStats; 4]> {
+        &self.size_stats
     }
 
     /// The VRAM buffers.

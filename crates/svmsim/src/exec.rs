@@ -719,6 +719,38 @@ impl Metrics {
     }
 }
 
+/// Process `svm`'s served faults on `gpu_id` by size class, named as
+/// Xe's GT statistics are.
+fn gt_stats(
+    svm: &svm_core::process::Process,
+    gpu_id: u32,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(g) = svm.gpuidx(gpu_id) else {
+        return out;
+    };
+    let us = |ns: u64| ns / 1000;
+    for (class, s) in svm_core::process::SIZE_CLASSES
+        .iter()
+        .zip(&svm.size_stats()[g])
+    {
+        if s.faults == 0 && s.pages_to_vram == 0 {
+            continue;
+        }
+        for (name, v) in [
+            ("pagefault_count", s.faults),
+            ("pagefault_us", us(s.fault_ns)),
+            ("migrate_count", s.migrations),
+            ("migrate_us", us(s.migrate_ns)),
+            ("device_copy_kb", s.pages_to_vram * 4),
+            ("map_us", us(s.map_ns)),
+        ] {
+            out.insert(format!("svm_{class}_{name}"), v);
+        }
+    }
+    out
+}
+
 /// A GPU's state at the end of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuEnd {
@@ -731,6 +763,13 @@ pub struct GpuEnd {
     /// that moved away): stale until it faults on them again (the review
     /// thread's point).
     pub stale_dma_pages: u64,
+    /// Its served faults by the size of what each mapped, under the names
+    /// of Xe's GT statistics (`svm_2M_pagefault_count`, `_pagefault_us`,
+    /// `_migrate_count`, `_migrate_us`, `_device_copy_kb`, and `_map_us`
+    /// for Xe's get_pages and bind together); classes with no fault are
+    /// left out.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gt_stats: std::collections::BTreeMap<String, u64>,
     /// Loads and stores its waves performed.
     #[serde(default)]
     pub reads: u64,
@@ -967,6 +1006,7 @@ fn finish(
                 gpu_id,
                 vram_used_bytes: g.vram_used_bytes(),
                 stale_dma_pages: m.stale_dma(pid, gpu_id),
+                gt_stats: gt_stats(&m.process(pid).svm, gpu_id),
                 reads: rw.reads,
                 writes: rw.writes,
             }

@@ -812,6 +812,11 @@ fn emit(
                         size::human(g.vram_used_bytes),
                         g.stale_dma_pages
                     );
+                    if !g.gt_stats.is_empty() {
+                        let kv: Vec<String> =
+                            g.gt_stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        outln!("    {}", kv.join(" "));
+                    }
                 }
                 let m = &o.metrics;
                 outln!(

@@ -25,8 +25,8 @@
 //! the atomic access type (atomics force VRAM); the migrate-retry loop
 //! with its doubling timeslice; direct GPU-to-GPU copies (a move between
 //! GPUs goes through system memory, as the tree with device-to-device
-//! migration disabled does, M-d2d); the global migrate rwsem; Xe's GT
-//! statistics by size; that Xe's collector leaves a partially unmapped
+//! migration disabled does, M-d2d); the global migrate rwsem; that Xe's
+//! collector leaves a partially unmapped
 //! range's device pages in place where svmsim moves them back first.
 
 use super::uvm_prefetch::BLOCK_PAGES;

@@ -324,8 +324,14 @@ impl Process {
         let mut window = None;
         let mut mapped = Ok(false);
         let per_page = self.policy.per_page_residency();
+        // For the size-class statistics: time in the migration and map
+        // steps, and pages that came into VRAM.
+        let (mut migrate_ns, mut map_ns) = (0, 0);
+        let paged_in = |s: &Self| s.stats.iter().map(|(_, g)| g.page_in).sum::<u64>();
+        let paged_in_before = paged_in(self);
         for k in 0..steps.len() {
             let (migrate, map) = steps.get(k);
+            let t = pf.now_ns();
             if per_page {
                 // The range may have been carved into pieces (by this
                 // fault's earlier runs or by earlier faults): each piece
@@ -341,6 +347,8 @@ impl Process {
             } else {
                 migrated |= self.migrate_for_fault(pf, start, migrate);
             }
+            let t2 = pf.now_ns();
+            migrate_ns += t2 - t;
             // 17. Map on the faulting GPU (and the plan's others). A
             //     failure is logged, the fault still ends (18.), and then
             //     the error is returned; the runs after it are not served.
@@ -360,12 +368,23 @@ impl Process {
                 } else {
                     mapped = self.validate_and_map(pf, start, map, Some(map_on));
                 }
+                map_ns += pf.now_ns() - t2;
                 if mapped.is_err() {
                     break;
                 }
             }
         }
         let map = window.unwrap_or(PageRange::new(page, page));
+        if mapped.is_ok() {
+            let s = &mut self.size_stats[gpu][crate::process::size_class(map.npages().raw())];
+            s.faults += 1;
+            s.fault_ns += pf.now_ns().saturating_sub(now);
+            s.migrations += u64::from(migrated);
+            s.migrate_ns += migrate_ns;
+            s.map_ns += map_ns;
+        }
+        let moved = paged_in(self) - paged_in_before;
+        self.size_stats[gpu][crate::process::size_class(map.npages().raw())].pages_to_vram += moved;
         self.release_bos(pf);
         // 18.
         pf.smi_event(

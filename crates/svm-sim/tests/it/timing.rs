@@ -231,6 +231,40 @@ fn an_xe_2mib_fault_takes_the_published_966_and_132_us() {
     assert!((132.0 * 0.75..=132.0 * 1.25).contains(&huge), "{huge} us");
 }
 
+/// The size-class statistics of one 2 MiB fault under the xe driver, as
+/// Xe's GT statistics would show it: one `svm_2M` fault that migrated
+/// 2048 KiB, whose handling time is the fault's, split into migration and
+/// mapping; nothing in the 4K or 64K classes.
+#[test]
+fn a_2mib_fault_counts_in_the_2m_class() {
+    let mut k = Kfd::new(true);
+    k.m.set_timing(Profile::built_in("xe").unwrap().timing);
+    k.m.set_config(&svm_core::config::Config::for_driver(
+        svm_core::config::Driver::Xe,
+    ))
+    .unwrap();
+    let raw = k.mmap(4 * MIB);
+    let buf = raw.next_multiple_of(2 * MIB);
+    k.cpu_write(buf, &words((2 * MIB / 4) as usize, |i| i));
+    k.set(buf, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    k.gpu_read(GPU0, buf + 16, 4);
+    let stamp = |id: u32| first_event_ns(&k, id);
+    let handled = stamp(events::PAGE_FAULT_END) - stamp(events::PAGE_FAULT_START);
+    let svm = &k.m.process(k.pid).svm;
+    let s = svm.size_stats()[svm.gpuidx(GPU0).unwrap()];
+    assert_eq!(svm_core::process::SIZE_CLASSES[2], "2M");
+    assert_eq!((s[0].faults, s[1].faults, s[2].faults), (0, 0, 1));
+    assert_eq!((s[2].migrations, s[2].pages_to_vram), (1, 512));
+    assert!(
+        s[2].fault_ns >= handled && s[2].fault_ns <= handled + 10_000,
+        "{s:?} {handled}"
+    );
+    assert!(
+        s[2].migrate_ns + s[2].map_ns <= s[2].fault_ns && s[2].migrate_ns > s[2].map_ns,
+        "{s:?}"
+    );
+}
+
 /// A copy job covers at most 2 MiB of physically contiguous VRAM, and a
 /// never-populated page ends one (it arrives as a cleared VRAM page,
 /// uncopied): a 4 MiB window with one hole at page 100 is three jobs.
