@@ -20,7 +20,9 @@
 //! step runs on its own clock from its start time, and the locks it would
 //! wait for are modelled as times (the process's `MmapLock`, its
 //! `svms_lock_until`, the range's migrate lock); but no step sees another
-//! halfway. That steps are atomic is the kernel's own locking: the fault handler holds the mmap
+//! halfway. A delivery that would wait for `svms->lock` does not run
+//! before the lock is free (`deliverable_at`): its effects must not come
+//! before those of the steps it waits for. That steps are atomic is the kernel's own locking: the fault handler holds the mmap
 //! read lock from its range lookup to its last PTE, and munmap, set_attr,
 //! the deferred work and the restore work take it for writing. So a munmap
 //! that "arrives while a fault's window is migrating" waits for that fault
@@ -632,10 +634,23 @@ impl Machine {
     }
 
     /// When ring `g`'s oldest fault can be handled: once it has arrived and
-    /// the GPU's fault handler is free.
+    /// the GPU's fault handler is free, or, when its process's
+    /// `svms->lock` is held past then, when its handler can act after
+    /// taking it (the lock's release plus the handler's fixed cost, when
+    /// its service's effects begin). A delivery folds its lock waits into
+    /// its own clock, but its effects happen when it runs: one that ran
+    /// before the lock was free would migrate pages before the waves the
+    /// previous service woke could retry, and GPUs sharing a range would
+    /// undo each other's service forever.
     fn deliverable_at(&self, g: usize) -> Option<u64> {
         let e = self.mmu.rings[g].head()?;
-        Some(e.at.max(self.sched.handler_free[g]))
+        let free = e.at.max(self.sched.handler_free[g]);
+        let lock = self.procs[e.proc_index].svms_lock_until;
+        Some(if lock > free {
+            lock + crate::timing::ns(self.hw.timing.handler_fixed_ns)
+        } else {
+            free
+        })
     }
 
     /// Picks the next ready step, if any. Waves count only when `waves`.

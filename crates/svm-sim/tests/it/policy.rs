@@ -987,3 +987,33 @@ fn uvm_batch_flush_drops_the_faults_that_arrive_during_a_batch() {
     assert_eq!(run("block"), 0);
     assert_eq!(run("once"), 0);
 }
+
+/// Two GPUs writing one range at once under the xe driver (no duplicate
+/// window: every fault moves the whole range to its GPU) ping-pong it but
+/// finish: a fault that waited for `svms->lock` is served only once the
+/// lock is free, after the waves the previous service woke have retried.
+/// Served at its delivery instead, each migration undid the last before
+/// its waves could retry, and both kernels died with EBUSY.
+#[test]
+fn gpus_sharing_a_range_under_xe_take_turns_and_finish() {
+    use svm_core::config::{Config, Driver};
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("mi210").unwrap());
+    k.m.set_config(&Config::for_driver(Driver::Xe)).unwrap();
+    let raw = k.mmap(4 * MIB);
+    let a = raw.next_multiple_of(2 * MIB);
+    k.cpu_write(a, &words(512 * 1024, |i| i));
+    k.set(a, 2 * MIB, &[(ACCESS, GPU0), (ACCESS, GPU1)])
+        .unwrap();
+    let data = vec![7u8; usize::try_from(2 * MIB).unwrap()];
+    let w0 =
+        k.m.launch(k.pid, GPU0, CpuVa::new(a), 2 * MIB, Some(&data))
+            .unwrap();
+    let w1 =
+        k.m.launch(k.pid, GPU1, CpuVa::new(a), 2 * MIB, Some(&data))
+            .unwrap();
+    k.m.wait(w0).expect("GPU 0's kernel finishes");
+    k.m.wait(w1).expect("GPU 1's kernel finishes");
+    assert_eq!(k.cpu_read(a + MIB, 4), [7; 4]);
+    k.check();
+}
