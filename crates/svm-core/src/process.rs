@@ -186,6 +186,10 @@ pub struct Process {
     /// How GPU faults migrate and map: this process's instance of the
     /// run's fault policy, with whatever history it keeps.
     policy: Box<dyn FaultPolicy>,
+    /// When the fault policy next wants its deadline work, as it said
+    /// after its last plan or deadline (a deadline it dropped since only
+    /// makes the work run early, and find nothing).
+    policy_due: Option<u64>,
     /// A migration between two GPUs is under way, and its leg to system
     /// memory is its staging leg (the policy's migration events say so).
     staging: bool,
@@ -271,6 +275,7 @@ impl Process {
             pid: 0,
             policy: Box::new(KfdPolicy(Policy::default())),
             staging: false,
+            policy_due: None,
             config: Config::default(),
             bos: BTreeMap::new(),
             next_bo: 1,
@@ -318,6 +323,7 @@ impl Process {
     pub fn set_fault_policy(&mut self, mut policy: Box<dyn FaultPolicy>) {
         policy.name().clone_into(&mut self.config.policy);
         policy.configure(&self.config);
+        self.policy_due = policy.next_deadline();
         self.policy = policy;
     }
 

@@ -268,7 +268,11 @@ impl Process {
         // faulting, which ends in the retry limit). It comes to steps of
         // (what to migrate, what to map): one for `Serve`, one a run for
         // `ServeRuns`.
-        let (steps, map_on) = match self.policy.plan(&ctx) {
+        let plan = self.policy.plan(&ctx);
+        // Only a plan makes a policy deadline (UVM pins a page): the
+        // scheduler asks every step, so it is kept here, not asked.
+        self.policy_due = self.policy.next_deadline();
+        let (steps, map_on) = match plan {
             FaultPlan::Serve { migrate, map, also } => (
                 Steps::One(
                     migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
@@ -668,7 +672,7 @@ impl Process {
     /// When the fault policy's next deadline is
     /// ([`crate::policy::FaultPolicy::next_deadline`]).
     pub fn policy_due_ns(&self) -> Option<u64> {
-        self.policy.next_deadline()
+        self.policy_due
     }
 
     /// The fault policy's deadline work: the remote mappings of the pages
@@ -677,7 +681,9 @@ impl Process {
     /// access.
     pub fn policy_timer(&mut self, pf: &mut dyn Hardware) {
         let now = pf.now_ns();
-        for pages in self.policy.on_deadline(now) {
+        let due = self.policy.on_deadline(now);
+        self.policy_due = self.policy.next_deadline();
+        for pages in due {
             let cuts: Vec<(PageNum, PageRange, Option<GpuIndex>)> = self
                 .svms
                 .overlapping(pages)
