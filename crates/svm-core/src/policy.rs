@@ -413,6 +413,13 @@ pub trait FaultPolicy: fmt::Debug {
         let _ = config;
     }
 
+    /// What the policy counted of its own decisions, by name, for reports
+    /// (UVM: faults throttled, pages pinned and unpinned). The default:
+    /// nothing.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Pages moved (any cause: `event.trigger`). The default ignores it.
     fn on_migration(&mut self, event: &MigrationEvent) {
         let _ = event;

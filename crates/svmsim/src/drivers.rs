@@ -164,6 +164,16 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
                 time(bm.fault_p50_ns)
             );
         }
+        let count = |k: &str| o.policy_counters.get(k).copied().unwrap_or(0);
+        let (throttled, pinned) = (count("throttled_faults"), count("pinned_faults"));
+        if throttled + pinned > 0 {
+            let _ = writeln!(
+                s,
+                "    Its thrashing mitigation throttled {throttled} faults (each waited out a \
+                 0.5 ms nap) and served {pinned} with their page pinned, mapped where it was \
+                 pinned rather than moved again."
+            );
+        }
         if m.queue_evictions != bm.queue_evictions {
             let _ = writeln!(
                 s,

@@ -795,6 +795,10 @@ pub struct Outcome {
     pub metrics: Metrics,
     /// Each GPU at the end.
     pub gpu_end: Vec<GpuEnd>,
+    /// What the fault policy counted of its own decisions (UVM: faults
+    /// throttled, faults served with a pinned page, pins ended).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub policy_counters: std::collections::BTreeMap<String, u64>,
     /// The invariant checkers at the end: `None` when every one held.
     pub violation: Option<String>,
     /// SMI events, when captured.
@@ -1024,6 +1028,13 @@ fn finish(
         status,
         metrics,
         gpu_end,
+        policy_counters: m
+            .process(pid)
+            .svm
+            .policy_counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
         violation,
         events: m.events().to_vec(),
         timeline: m.take_timeline(),

@@ -812,6 +812,14 @@ fn emit(
                         size::human(g.vram_used_bytes),
                         g.stale_dma_pages
                     );
+                    if !o.policy_counters.is_empty() && g.gpu_id == o.gpu_end[0].gpu_id {
+                        let kv: Vec<String> = o
+                            .policy_counters
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        outln!("  policy: {}", kv.join(" "));
+                    }
                     if !g.gt_stats.is_empty() {
                         let kv: Vec<String> =
                             g.gt_stats.iter().map(|(k, v)| format!("{k}={v}")).collect();

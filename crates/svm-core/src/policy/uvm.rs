@@ -57,6 +57,10 @@ pub struct Uvm {
     thrashing_on: bool,
     replay: super::Replay,
     prefetch_on: bool,
+    /// Faulted pages throttled, pinned, and pins ended.
+    throttled: u64,
+    pinned: u64,
+    unpinned: u64,
     prefetch_threshold: u32,
 }
 
@@ -67,6 +71,9 @@ impl Default for Uvm {
             thrashing_on: true,
             replay: super::Replay::BatchFlush,
             prefetch_on: true,
+            throttled: 0,
+            pinned: 0,
+            unpinned: 0,
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
         }
     }
@@ -153,12 +160,16 @@ impl FaultPolicy for Uvm {
             // Resident somewhere it can reach, for an accessed-by GPU:
             // mapped there.
             let resident = ctx.host.holds(p) || in_vram(i);
+            if matches!(hint, Hint::Pin { .. }) {
+                self.pinned += 1;
+            }
             match hint {
                 Hint::None if accessed_by && resident && pcie_access(me, holder(i)) => {
                     remote.set(i);
                 }
                 Hint::None => faulted.set(i),
                 Hint::Throttle { until_ns } => {
+                    self.throttled += 1;
                     throttled_until = Some(throttled_until.map_or(until_ns, |t| t.min(until_ns)));
                 }
                 // Pinned where it is: mapped there, remotely or not.
@@ -323,6 +334,14 @@ impl FaultPolicy for Uvm {
         self.thrashing.next_unpin_ns()
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("throttled_faults", self.throttled),
+            ("pinned_faults", self.pinned),
+            ("unpinned_pages", self.unpinned),
+        ]
+    }
+
     fn on_deadline(&mut self, now_ns: u64) -> Vec<PageRange> {
         let mut pages: Vec<u64> = self
             .thrashing
@@ -330,6 +349,7 @@ impl FaultPolicy for Uvm {
             .into_iter()
             .map(|(p, _)| p)
             .collect();
+        self.unpinned += pages.len() as u64;
         pages.sort_unstable();
         let mut out: Vec<PageRange> = Vec::new();
         for p in pages {

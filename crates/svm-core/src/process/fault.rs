@@ -669,6 +669,12 @@ impl Process {
         self.queues_stopped
     }
 
+    /// What the fault policy counted of its decisions
+    /// ([`crate::policy::FaultPolicy::counters`]).
+    pub fn policy_counters(&self) -> Vec<(&'static str, u64)> {
+        self.policy.counters()
+    }
+
     /// When the fault policy's next deadline is
     /// ([`crate::policy::FaultPolicy::next_deadline`]).
     pub fn policy_due_ns(&self) -> Option<u64> {

@@ -799,12 +799,25 @@ fn uvm_thrashing_throttles_then_pins_a_ping_pong_in_system_memory() {
     k.gpu_write(GPU0, a, &7u32.to_le_bytes());
     assert_eq!(faults(&k), before);
     assert_eq!(k.vram_pages_in(a, PAGE), 0);
+    let counted =
+        |k: &Kfd| -> Vec<(&'static str, u64)> { k.m.process(k.pid).svm.policy_counters() };
+    let c = counted(&k);
+    assert!(c.contains(&("unpinned_pages", 0)), "{c:?}");
+    assert!(
+        c.iter().any(|&(n, v)| n == "throttled_faults" && v >= 10),
+        "{c:?}"
+    );
+    assert!(
+        c.iter().any(|&(n, v)| n == "pinned_faults" && v >= 1),
+        "{c:?}"
+    );
     // After the pin's 150 ms the remote mapping is gone.
     k.m.advance(svm_core::policy::uvm_thrashing::PIN_NS);
     k.gpu_write(GPU0, a, &8u32.to_le_bytes());
     assert!(faults(&k) > before);
     assert_eq!(k.vram_pages_in(a, PAGE), 1);
     assert_eq!(k.cpu_read(a, 4), 8u32.to_le_bytes());
+    assert!(counted(&k).contains(&("unpinned_pages", 1)));
     // Without the mitigation every hop migrates.
     let mut k = Kfd::new(true);
     k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
