@@ -18,7 +18,7 @@ use crate::{Params, Run, Workload, WorkloadError, kernel};
 const LANE_BYTES: u64 = 256;
 
 /// Every workload, in the order `svmsim workloads` lists them.
-pub static ALL: [&(dyn Workload + Sync); 14] = [
+pub static ALL: [&(dyn Workload + Sync); 15] = [
     &Stream,
     &Gemm,
     &Stencil2d,
@@ -33,6 +33,7 @@ pub static ALL: [&(dyn Workload + Sync); 14] = [
     &ProducerConsumer,
     &UnregisteredHeap,
     &FirstTouch,
+    &FalseSharing,
 ];
 
 fn seq(n: usize, f: impl Fn(u32) -> u32) -> Vec<u32> {
@@ -919,6 +920,66 @@ impl Workload for ProducerConsumer {
             ok &= r.check_u32s(out, nu, |i| (i ^ t).wrapping_mul(2))?;
         }
         Ok(ok)
+    }
+}
+
+/// Two GPUs at once on the two halves of every page: each page is wanted
+/// by both, all the time.
+struct FalseSharing;
+
+impl Workload for FalseSharing {
+    fn name(&self) -> &'static str {
+        "false-sharing"
+    }
+    fn describe(&self) -> &'static str {
+        "two GPUs at once each increment their own half of every page, iters times: pages thrash between them"
+    }
+    fn gpus(&self) -> usize {
+        2
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn phantom_ready(&self) -> bool {
+        true
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        // Words per page, and per half.
+        const PAGE_WORDS: u64 = 1024;
+        const HALF: u64 = PAGE_WORDS / 2;
+        let n = words_per(p, 1, self.name())? / PAGE_WORDS * PAGE_WORDS;
+        if n == 0 {
+            return Err(bad(self.name(), "size must be at least one page"));
+        }
+        let nu = usize::try_from(n).unwrap_or(0);
+        let a = r.alloc(n * 4, &[0, 1])?;
+        r.write_u32s_with(a, nu, |_| 0)?;
+        let pages = n / PAGE_WORDS;
+        let passes = p.iters.max(1);
+        // One wave per 16 pages on each GPU, each pass over its pages'
+        // halves.
+        let per = 16;
+        let waves = u32::try_from(pages.div_ceil(per)).unwrap_or(u32::MAX);
+        let half = move |g: u64| {
+            kernel(move |w, ctx| async move {
+                let lo = u64::from(w) * per;
+                let hi = (lo + per).min(pages);
+                let mut v = Vec::new();
+                for _ in 0..passes {
+                    for pg in lo..hi {
+                        let at = a + (pg * PAGE_WORDS + g * HALF) * 4;
+                        v.clear();
+                        load_into(&ctx, at, HALF, &mut v).await;
+                        for x in &mut v {
+                            *x += 1;
+                        }
+                        store(&ctx, at, &v).await;
+                    }
+                }
+            })
+        };
+        r.launch_all(vec![(0, waves, half(0)), (1, waves, half(1))])?;
+        r.check_u32s(a, nu, |_| passes)
     }
 }
 

@@ -3,6 +3,7 @@
 //! here with the profiles' constants, none of them tuned for the test.
 //! Where svmsim's model cannot reach an anchor, the test holds the
 //! mechanism instead and docs/validation.md says by how much and why.
+//! Last, a behaviour docs/drivers.md quotes.
 
 use svm_core::config::{Config, Driver};
 use svmsim::exec::{Capture, RunSpec, run};
@@ -101,4 +102,31 @@ fn allen_ge_fault_driven_streaming_rate() {
     let gb_s = o.metrics.migrated_bytes as f64 / o.metrics.kernel_ns as f64;
     eprintln!("uvm fault-driven streaming: {gb_s:.2} GB/s");
     assert!(within(gb_s, 1.0, 1.4), "{gb_s:.2} GB/s");
+}
+
+/// False sharing between two GPUs without peer mappings: under uvm every
+/// page goes back and forth through system memory, each hop of a page
+/// about 3 ms after the last, beyond the 500 µs lapse, so thrashing is
+/// never detected and the pages cross hundreds of times; kfd's 2 ms
+/// window lets each GPU finish its passes while it holds a range.
+#[test]
+fn false_sharing_is_slow_under_uvm_and_its_thrashing_never_fires() {
+    let run = |driver: Driver| {
+        let spec = RunSpec {
+            workload: "false-sharing".into(),
+            size: 4 << 20,
+            iters: 2,
+            profile: "uvm-pcie".into(),
+            config: Config::for_driver(driver),
+            ..RunSpec::default()
+        };
+        let o = run(&spec, Capture::default()).unwrap();
+        assert_eq!(o.status, svmsim::exec::Status::Ok, "{driver}");
+        o
+    };
+    let kfd = run(Driver::Kfd);
+    let uvm = run(Driver::Uvm);
+    assert!(uvm.metrics.migrated_bytes > 500 * kfd.metrics.migrated_bytes);
+    assert!(uvm.metrics.kernel_ns > 100 * kfd.metrics.kernel_ns);
+    assert_eq!(uvm.policy_counters.get("throttled_faults"), Some(&0));
 }
