@@ -109,6 +109,11 @@ pub struct Config {
     /// test repeats the grow test (docs/research/uvm.md §3.5); off, as it
     /// meant to.
     pub uvm_lapse_vote_bug: bool,
+    /// Xe: a migration between two GPUs copies VRAM to VRAM over the peer
+    /// link (drm_pagemap's device-to-device migration, re-enabled in
+    /// 7.0-rc3); off, it goes through system memory (the tree between
+    /// 2026-01-07 and its revert).
+    pub xe_device_to_device: bool,
     /// The keys given through [`Config::set`], which a driver's defaults
     /// leave alone. Not part of the value: two configurations that run
     /// alike are equal, however their keys were given.
@@ -229,6 +234,7 @@ impl Default for Config {
             uvm_prefetch_threshold: 51,
             uvm_thrashing: true,
             uvm_lapse_vote_bug: true,
+            xe_device_to_device: true,
             given: Given(0),
         }
     }
@@ -540,6 +546,11 @@ pub static KNOBS: &[Knob] = &[
         "uvm_lapse_vote_bug",
         uvm_lapse_vote_bug,
         "UVM: tune the thrashing lapse as the 595 source does (short gaps grow it); off: as meant"
+    ),
+    bool_knob!(
+        "xe_device_to_device",
+        xe_device_to_device,
+        "Xe: migrate between GPUs VRAM to VRAM over the peer link; off: through system memory"
     ),
 ];
 

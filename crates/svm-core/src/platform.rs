@@ -179,6 +179,26 @@ pub trait Hardware: Platform {
         compound: bool,
     );
 
+    /// Moves pages `k..k + n` of VRAM buffer `src` on GPU `from` to pages
+    /// `dk..dk + n` of buffer `dst` on GPU `to` in one direct copy over
+    /// the peer link (drm_pagemap's device-to-device migration, driven by
+    /// the source device): the driver's per-page work, and copy jobs of
+    /// at most 2 MiB on `from`'s ring, priced by the peer link. With
+    /// `compound`, each 512 pages aligned at `dk` move as one device folio
+    /// (one per-folio cost).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_peer_run(
+        &mut self,
+        from: GpuIndex,
+        src: VramBuf,
+        k: u64,
+        to: GpuIndex,
+        dst: VramBuf,
+        dk: u64,
+        n: u64,
+        compound: bool,
+    );
+
     /// TTM moves a whole KFD buffer of `npages` between VRAM and GTT (an
     /// eviction or a restore): copy jobs of at most 2 MiB on the device's
     /// ring, waited for. Its bytes are not modelled, only the time.

@@ -406,6 +406,13 @@ pub trait FaultPolicy: fmt::Debug {
         false
     }
 
+    /// Whether a migration between two GPUs copies VRAM to VRAM directly
+    /// over the peer link (drm_pagemap's device-to-device migration)
+    /// rather than through system memory, kfd's way. The default: no.
+    fn direct_peer_migration(&self) -> bool {
+        false
+    }
+
     /// Takes the run's configuration (called once the policy is the
     /// process's, and again when the configuration changes), for a
     /// policy's own knobs (`uvm_*`). The default reads nothing.

@@ -30,6 +30,9 @@ pub struct HwCounters {
     pub pages_zero_filled: u64,
     /// Pages copied from VRAM back to system memory.
     pub pages_to_ram: u64,
+    /// Pages copied straight from one GPU's VRAM to another's
+    /// (device-to-device migration).
+    pub pages_peer: u64,
     /// Never-touched system pages that mapping faulted in as zeroed pages
     /// (`hmm_range_fault` with REQ_WRITE on a writable VMA); a later
     /// migration copies them instead of zero-filling.

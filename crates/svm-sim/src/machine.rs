@@ -388,6 +388,58 @@ impl Hardware for Env<'_> {
         }
     }
 
+    fn copy_peer_run(
+        &mut self,
+        from: GpuIndex,
+        src: VramBuf,
+        k: u64,
+        to: GpuIndex,
+        dst: VramBuf,
+        dk: u64,
+        n: u64,
+        compound: bool,
+    ) {
+        // One job per run of at most 2 MiB on the source's ring, priced by
+        // the peer link; the driver's per-page work as a migration's, or
+        // one folio's for 512 aligned pages moving as a device folio.
+        let (f, t) = (from.get(), to.get());
+        let mut done = self.now;
+        let mut job = 0;
+        let mut in_folio = 0u64;
+        for i in 0..n {
+            if in_folio == 0 && compound && (dk + i) % 512 == 0 && i + 512 <= n {
+                self.charge(self.timing.migrate_folio_ns);
+                in_folio = 512;
+            }
+            if in_folio > 0 {
+                in_folio -= 1;
+            } else {
+                self.charge(self.timing.migrate_page_ns);
+            }
+            let s = self.gpus[f].bufs[&src.0]
+                .page(k + i)
+                .expect("source page inside its buffer");
+            let d = self.gpus[t].bufs[&dst.0]
+                .page(dk + i)
+                .expect("destination page inside its buffer");
+            let p = self.gpus[f].vram.take(s);
+            self.gpus[t].vram.put(d, p);
+            self.counters.pages_peer += 1;
+            job += 1;
+            if job == 512 || i + 1 == n {
+                let start = self.now.max(self.copy_busy[f]);
+                let ns = self.timing.peer_link.transfer_ns(job * PAGE_SIZE);
+                self.counters.copy_wait_ns += start - self.now;
+                self.counters.copy_busy_ns += ns;
+                self.counters.copy_jobs += 1;
+                self.copy_busy[f] = start + ns;
+                done = start + ns;
+                job = 0;
+            }
+        }
+        self.now = self.now.max(done);
+    }
+
     fn copy_bo(&mut self, gpu: GpuIndex, dir: CopyDir, npages: u64) {
         // TTM's blit (`amdgpu_ttm_copy_mem_to_mem`) goes through the GART
         // window in pieces of at most 2 MiB; the move's fence is waited for.

@@ -610,7 +610,8 @@ pub fn run_opts(
     let faults = faults(m, pid);
     let moved = (c.pages_to_vram - before.pages_to_vram)
         + (c.pages_zero_filled - before.pages_zero_filled)
-        + (c.pages_to_ram - before.pages_to_ram);
+        + (c.pages_to_ram - before.pages_to_ram)
+        + (c.pages_peer - before.pages_peer);
     let mut lat: Vec<u64> = m.fault_latencies()[lat_before..].to_vec();
     lat.sort_unstable();
     let pct = |q: f64| percentile(&lat, q);

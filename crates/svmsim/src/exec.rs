@@ -698,7 +698,7 @@ impl Metrics {
         let mut lat = m.fault_latencies().to_vec();
         lat.sort_unstable();
         let pct = |q: f64| svm_workloads::percentile(&lat, q);
-        let moved = c.pages_to_vram + c.pages_zero_filled + c.pages_to_ram;
+        let moved = c.pages_to_vram + c.pages_zero_filled + c.pages_to_ram + c.pages_peer;
         Self {
             kernel_ns: m.now_ns(),
             first_result_ns: 0,

@@ -19,13 +19,14 @@
 //! outside the served range fault again. Ranges never cross 2 MiB and
 //! a range's pages may sit apart from the rest of what svmsim calls its
 //! range (`per_page_residency`); a munmap drops ranges whole
-//! (`splits_ranges`).
+//! (`splits_ranges`). A move between GPUs copies VRAM to VRAM over the
+//! peer link (`direct_peer_migration`, the multi-device series'
+//! device-to-device migration; `xe_device_to_device=off` goes through
+//! system memory, as the tree did while it was disabled, M-d2d).
 //!
 //! Not modelled yet (issue 19): attributes on VMAs rather than ranges;
 //! the atomic access type (atomics force VRAM); the migrate-retry loop
-//! with its doubling timeslice; direct GPU-to-GPU copies (a move between
-//! GPUs goes through system memory, as the tree with device-to-device
-//! migration disabled does, M-d2d); the global migrate rwsem; that Xe's
+//! with its doubling timeslice; the global migrate rwsem; that Xe's
 //! collector leaves a partially unmapped
 //! range's device pages in place where svmsim moves them back first.
 
@@ -38,7 +39,7 @@ use crate::attr::Location;
 pub(super) static ENTRIES: [Entry; 1] = [Entry {
     name: "xe",
     about: "Intel Xe (drm_gpusvm): a fault moves and maps the largest of a 2 MiB, 64 KiB or 4 KiB aligned range, whole",
-    make: || Box::new(Xe),
+    make: || Box::new(Xe::default()),
 }];
 
 /// The chunk sizes a fault tries, largest first (`fault_chunk_sizes`).
@@ -49,8 +50,18 @@ pub const CHUNK_PAGES: [u64; 3] = [512, 16, 1];
 const CHECK_PAGES: u64 = 16;
 
 /// See the module doc.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Xe;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xe {
+    device_to_device: bool,
+}
+
+impl Default for Xe {
+    fn default() -> Self {
+        Self {
+            device_to_device: true,
+        }
+    }
+}
 
 /// The range a fault at `page` makes inside `room`: the largest aligned
 /// chunk that fits, a 64 KiB one only when `present` holds for each of
@@ -126,6 +137,14 @@ impl FaultPolicy for Xe {
         true
     }
 
+    fn direct_peer_migration(&self) -> bool {
+        self.device_to_device
+    }
+
+    fn configure(&mut self, config: &crate::config::Config) {
+        self.device_to_device = config.xe_device_to_device;
+    }
+
     /// Memory never registered: its present pages are those system
     /// memory holds.
     fn new_range(&mut self, ctx: &super::NewRangeCtx<'_>) -> PageRange {
@@ -165,7 +184,7 @@ mod tests {
             page: PageNum::new(page),
             write: false,
         };
-        let steps = Xe.order(&[f(0, 700), f(0, 10), f(1, 20), f(0, 600), f(0, 5)]);
+        let steps = Xe::default().order(&[f(0, 700), f(0, 10), f(1, 20), f(0, 600), f(0, 5)]);
         let got: Vec<(usize, Vec<usize>)> =
             steps.iter().map(|s| (s.serve, s.with.clone())).collect();
         assert_eq!(got, vec![(0, vec![3]), (1, vec![4]), (2, vec![])]);

@@ -357,6 +357,14 @@ impl Process {
         trigger: MigrateTrigger,
     ) -> Result<u64> {
         let r = self.svms.get(start).expect("range to migrate");
+        if let Some(owner) = r.actual_loc.filter(|&g| g != best)
+            && self.policy.direct_peer_migration()
+        {
+            // drm_pagemap's device-to-device migration: the VRAM pages go
+            // straight across, then the window's system pages follow.
+            let moved = self.vram_to_vram_direct(pf, start, owner, best, trigger)?;
+            return Ok(moved + self.ram_to_vram(pf, start, best, window, trigger)?);
+        }
         if r.actual_loc.is_some_and(|g| g != best) {
             // `svm_migrate_vram_to_vram`: no direct GPU-to-GPU migration.
             let whole = r.range();
@@ -377,6 +385,76 @@ impl Process {
             }
         }
         self.ram_to_vram(pf, start, best, window, trigger)
+    }
+
+    /// Moves every VRAM page of range `start` from `owner`'s VRAM to a new
+    /// buffer on `best`, each run in one direct copy over the peer link
+    /// (drm_pagemap with device-to-device migration, the 2025-12
+    /// multi-device series), rather than through system memory. The range
+    /// then holds its VRAM pages on `best`; its system pages stay where
+    /// they are. Returns the pages moved.
+    ///
+    /// # Errors
+    /// ENOSPC when `best` has no room for the range.
+    fn vram_to_vram_direct(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        owner: GpuIndex,
+        best: GpuIndex,
+        trigger: MigrateTrigger,
+    ) -> Result<u64> {
+        let r = self.svms.get(start).expect("range to migrate");
+        let whole = r.range();
+        let npages = whole.npages().raw();
+        let Some(old) = r.bo else {
+            return Ok(0);
+        };
+        let old_buf = self.bos[&old.id].buf;
+        let buf = self.alloc_vram(pf, best, npages)?;
+        let id = self.next_bo;
+        self.next_bo += 1;
+        let lru = pf.lru_bump(best);
+        self.bos.insert(
+            id,
+            SvmBo {
+                gpu: best,
+                buf,
+                npages,
+                lru,
+                born: lru,
+            },
+        );
+        let leg = Leg {
+            gpu: best,
+            from: self.devices[owner].id.raw(),
+            to: self.devices[best].id.raw(),
+            trigger,
+        };
+        self.migrate_event(pf, &leg, start, whole, true);
+        self.invalidate(pf, start, whole, UnmapTrigger::MmuNotifyMigrate);
+        let r = self.svms.get(start).expect("range to migrate");
+        let moving = runs(r, whole, true);
+        let mut moved = 0;
+        for (k, p, n) in moving {
+            let compound = self.config.compound_device_pages;
+            pf.copy_peer_run(owner, old_buf, old.offset + k, best, buf, k, n, compound);
+            let event = self.migration_event(Some(owner), Some(best), trigger);
+            self.policy.on_migration(&event(
+                PageRange::new(p, PageNum::new(p.raw() + n)),
+                pf.now_ns(),
+            ));
+            moved += n;
+        }
+        let r = self.svms.get_mut(start).expect("range to migrate");
+        r.bo = Some(BoRef { id, offset: 0 });
+        r.actual_loc = Some(best);
+        self.migrate_event(pf, &leg, start, whole, false);
+        self.stats[owner].page_out += moved;
+        self.stats[best].page_in += moved;
+        // The old buffer goes once no sibling holds it.
+        self.bo_scan_needed = true;
+        Ok(moved)
     }
 
     /// Allocates VRAM for a buffer, evicting buffers on that GPU (this

@@ -73,6 +73,18 @@ impl Hardware for Fake {
         _compound: bool,
     ) {
     }
+    fn copy_peer_run(
+        &mut self,
+        _from: GpuIndex,
+        _src: VramBuf,
+        _k: u64,
+        _to: GpuIndex,
+        _dst: VramBuf,
+        _dk: u64,
+        _n: u64,
+        _compound: bool,
+    ) {
+    }
     fn copy_bo(&mut self, _gpu: GpuIndex, _dir: CopyDir, _npages: u64) {}
     fn dma_map(&mut self, _gpu: GpuIndex, va: PageNum) -> u64 {
         va.raw() * 4096

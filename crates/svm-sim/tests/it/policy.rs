@@ -1030,3 +1030,51 @@ fn gpus_sharing_a_range_under_xe_take_turns_and_finish() {
     assert_eq!(k.cpu_read(a + MIB, 4), [7; 4]);
     k.check();
 }
+
+/// Xe's device-to-device migration: a range in GPU 0's VRAM that GPU 1
+/// faults on goes straight to GPU 1's VRAM over the peer link, no page
+/// through system memory; with `xe_device_to_device=off` it goes through
+/// system memory, as kfd's does. The bytes arrive either way.
+#[test]
+fn xe_moves_a_range_between_gpus_directly() {
+    use svm_core::config::{Config, Driver};
+    let run = |d2d: &str| {
+        let mut k = Kfd::new(true);
+        k.m.apply_profile(&svm_sim::timing::Profile::built_in("xe").unwrap());
+        let mut c = Config::for_driver(Driver::Xe);
+        c.set("xe_device_to_device", d2d).unwrap();
+        k.m.set_config(&c).unwrap();
+        let raw = k.mmap(4 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(512 * 1024, |i| i));
+        k.set(a, 2 * MIB, &[(ACCESS, GPU0), (ACCESS, GPU1)])
+            .unwrap();
+        k.gpu_write(GPU0, a + 8, &[9, 9, 9, 9]);
+        let before = k.m.counters();
+        let t = k.m.now_ns();
+        assert_eq!(k.gpu_read(GPU1, a + 4096, 4), 1024u32.to_le_bytes());
+        let c = k.m.counters();
+        let svm = &k.m.process(k.pid).svm;
+        let on = svm
+            .ranges()
+            .find(PageNum::new(a / PAGE))
+            .unwrap()
+            .actual_loc;
+        assert_eq!(on, svm.gpuidx(GPU1), "{d2d}");
+        assert_eq!(k.cpu_read(a + 8, 4), [9; 4]);
+        k.check();
+        (
+            c.pages_peer - before.pages_peer,
+            c.pages_to_ram - before.pages_to_ram,
+            k.m.now_ns() - t,
+        )
+    };
+    let (peer, ram, direct) = run("on");
+    assert_eq!((peer, ram), (512, 0));
+    let (peer, ram, bounced) = run("off");
+    assert_eq!((peer, ram), (0, 512));
+    assert!(
+        direct < bounced,
+        "{direct} ns direct, {bounced} ns through system memory"
+    );
+}
