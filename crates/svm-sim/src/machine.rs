@@ -32,7 +32,7 @@ use crate::mm::{AddressSpace, Backing, Mark, MmError, Prot};
 use crate::pages::{PAGE_BYTES, PageStore};
 use crate::ring::FaultRing;
 use crate::shadow::Shadow;
-use crate::timing::{self, Timing};
+use crate::timing::{self, Link, Timing};
 
 /// One past the last byte of `[addr, addr + len)` with `len` rounded up to
 /// whole pages, or `None` when that leaves the 64-bit space.
@@ -150,13 +150,21 @@ impl Env<'_> {
     /// link's `setup_ns` per job, then the bytes over its bandwidth). The
     /// CPU does not wait; returns when the job ends.
     fn submit_copy(&mut self, gpu: usize, dir: CopyDir, npages: u64) -> u64 {
+        let link = self.timing.host_link;
+        self.submit_job(gpu, link, Some(dir), npages)
+    }
+
+    /// A copy job of `npages` over `link` on `gpu`'s one ring: it starts
+    /// when the ring is free and returns when it ends. Host copies (`dir`)
+    /// go on the timeline.
+    fn submit_job(&mut self, gpu: usize, link: Link, dir: Option<CopyDir>, npages: u64) -> u64 {
         let start = self.now.max(self.copy_busy[gpu]);
-        let t = self.timing.host_link.transfer_ns(npages * PAGE_SIZE);
+        let t = link.transfer_ns(npages * PAGE_SIZE);
         self.counters.copy_wait_ns += start - self.now;
         self.counters.copy_busy_ns += t;
         self.counters.copy_jobs += 1;
         self.copy_busy[gpu] = start + t;
-        if let Some(tl) = self.timeline.as_deref_mut() {
+        if let (Some(tl), Some(dir)) = (self.timeline.as_deref_mut(), dir) {
             let gpu_id = self.gpus[gpu].desc.id.raw();
             tl.copy(gpu_id, dir == CopyDir::ToVram, start, start + t, npages);
         }
@@ -427,13 +435,8 @@ impl Hardware for Env<'_> {
             self.counters.pages_peer += 1;
             job += 1;
             if job == 512 || i + 1 == n {
-                let start = self.now.max(self.copy_busy[f]);
-                let ns = self.timing.peer_link.transfer_ns(job * PAGE_SIZE);
-                self.counters.copy_wait_ns += start - self.now;
-                self.counters.copy_busy_ns += ns;
-                self.counters.copy_jobs += 1;
-                self.copy_busy[f] = start + ns;
-                done = start + ns;
+                let link = self.timing.peer_link;
+                done = self.submit_job(f, link, None, job);
                 job = 0;
             }
         }

@@ -66,21 +66,6 @@ fn machine_differences(o: &Outcome, base: &Outcome) -> Vec<String> {
     v
 }
 
-/// Why a run of `policy` took fewer faults than another.
-fn fewer_faults(policy: &str) -> &'static str {
-    match policy {
-        "uvm" => {
-            "it reads the fault buffer in batches, coalesces a batch's duplicates and serves \
-             each 2 MiB block once a batch, so the faults of one block's pages cost one service"
-        }
-        "xe" => {
-            "it chains the faults of one 2 MiB window to the first and moves the whole range \
-             around it (2 MiB where it fits), so the window's other pages never fault"
-        }
-        _ => "each of its faults moved more, so fewer pages were left to fault on",
-    }
-}
-
 /// The explanation of a driver comparison, `baseline` being the index of
 /// the run the ratios divide by.
 pub fn explain(outs: &[Outcome], baseline: usize) -> String {
@@ -119,7 +104,8 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
             time(bm.kernel_ns)
         );
         if m.faults * 2 <= bm.faults {
-            let why = fewer_faults(o.spec.policy());
+            let why = svm_core::policy::lookup(o.spec.policy())
+                .map_or(svm_core::policy::MOVED_MORE, |e| e.fewer_faults);
             let _ = writeln!(
                 s,
                 "    It took {} faults against {} ({:.0}x fewer): {why}.",

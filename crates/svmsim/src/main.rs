@@ -1095,6 +1095,16 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             if drivers.is_empty() {
                 return Err(usage("--drivers: give at least one driver, or `all`"));
             }
+            if let Some(d) = drivers
+                .iter()
+                .enumerate()
+                .find_map(|(i, d)| drivers[..i].contains(d).then_some(*d))
+            {
+                return Err(usage(format!(
+                    "--drivers: {} is given twice",
+                    d.map_or("?", Driver::name)
+                )));
+            }
             let policies = if set_policy {
                 vec![base.policy().to_owned()]
             } else if drivers[0].is_some() && !given("--policies") {
@@ -1141,6 +1151,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 policies.iter().map(Some).collect()
             };
+            // Bounded before anything is built for it, as a sweep's grid is.
+            let runs = drivers.len() * modes.len() * grans.len() * policies.len();
+            if runs > svmsim::sweep::MAX_POINTS {
+                return Err(usage(format!(
+                    "compare: {runs} runs (drivers x XNACK modes x granularities x policies); \
+                     at most {}",
+                    svmsim::sweep::MAX_POINTS
+                )));
+            }
             let mut specs = Vec::new();
             for d in &drivers {
                 for m in &modes {

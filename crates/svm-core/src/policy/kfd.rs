@@ -72,16 +72,19 @@ pub(super) static ENTRIES: [Entry; 3] = [
     Entry {
         name: "whole-range",
         about: "kfd before 2023: a fault migrates and maps its whole range",
+        fewer_faults: super::MOVED_MORE,
         make: || Box::new(KfdPolicy(Policy::WholeRange)),
     },
     Entry {
         name: "partial",
         about: "kfd since 2023 (18eb61bd5a6a): migrate and map the granularity window",
+        fewer_faults: super::MOVED_MORE,
         make: || Box::new(KfdPolicy(Policy::Partial)),
     },
     Entry {
         name: "partial-migrate-whole-map",
         about: "the reverted 2023 v4: migrate the window, map the whole range",
+        fewer_faults: super::MOVED_MORE,
         make: || Box::new(KfdPolicy(Policy::PartialMigrateWholeMap)),
     },
 ];

@@ -452,6 +452,8 @@ fn compare_drivers_runs_each_driver_with_ratios_against_the_first_and_explains()
         e.contains("\"nv\" is not a driver; drivers are: kfd, uvm, xe"),
         "{e}"
     );
+    let e = usage(&["compare", "stream", "--drivers", "kfd,uvm,kfd"]);
+    assert!(e.contains("--drivers: kfd is given twice"), "{e}");
     let e = usage(&["compare", "stream", "--drivers", "kfd", "--driver", "uvm"]);
     assert!(e.contains("--driver"), "{e}");
 }
