@@ -105,6 +105,13 @@ pub struct Config {
     /// UVM: detect thrashing and throttle or pin thrashing pages
     /// (`uvm_perf_thrashing_enable`).
     pub uvm_thrashing: bool,
+    /// UVM: whether access-counter notifications migrate pages
+    /// (`uvm_perf_access_counter_migration_enable`): by default only on
+    /// GPUs that reach system memory through ATS.
+    pub uvm_access_counter_migration: policy::AccessCounters,
+    /// UVM: remote accesses to a 2 MiB region that make a notification
+    /// (`uvm_perf_access_counter_threshold`).
+    pub uvm_access_counter_threshold: u16,
     /// UVM: tune the thrashing lapse as the 595 source does, whose shrink
     /// test repeats the grow test (docs/research/uvm.md §3.5); off, as it
     /// meant to.
@@ -233,6 +240,8 @@ impl Default for Config {
             uvm_prefetch: true,
             uvm_prefetch_threshold: 51,
             uvm_thrashing: true,
+            uvm_access_counter_migration: policy::AccessCounters::Auto,
+            uvm_access_counter_threshold: 256,
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
             given: Given(0),
@@ -350,6 +359,27 @@ macro_rules! duration_knob {
     };
 }
 
+/// A knob whose value is one of a type's names (`ALL`, `name`,
+/// `from_name`).
+macro_rules! name_knob {
+    ($key:literal, $field:ident, $ty:ty, $doc:literal, $note:literal) => {
+        Knob {
+            key: $key,
+            unit: "name",
+            doc: $doc,
+            get: |c| c.$field.name().to_owned(),
+            set: |c, s| {
+                c.$field = <$ty>::from_name(s.trim()).ok_or_else(String::new)?;
+                Ok(())
+            },
+            accepts: || {
+                let names: Vec<&str> = <$ty>::ALL.iter().map(|v| v.name()).collect();
+                format!("one of: {}{}", names.join(", "), $note)
+            },
+        }
+    };
+}
+
 macro_rules! number_knob {
     ($key:literal, $field:ident, $ty:ty, $lo:expr, $hi:expr, $unit:literal, $doc:literal, $note:literal) => {
         Knob {
@@ -439,20 +469,13 @@ pub static KNOBS: &[Knob] = &[
         "granularity of a new range and of a fault's unregistered range (svm_default_granularity)",
         " (9 = 2MiB)"
     ),
-    Knob {
-        key: "victim_policy",
-        unit: "name",
-        doc: "which VRAM buffer an allocation that does not fit evicts first",
-        get: |c| c.victim_policy.name().to_owned(),
-        set: |c, s| {
-            c.victim_policy = VictimPolicy::from_name(s.trim()).ok_or_else(String::new)?;
-            Ok(())
-        },
-        accepts: || {
-            let names: Vec<&str> = VictimPolicy::ALL.iter().map(|v| v.name()).collect();
-            format!("one of: {}", names.join(", "))
-        },
-    },
+    name_knob!(
+        "victim_policy",
+        victim_policy,
+        VictimPolicy,
+        "which VRAM buffer an allocation that does not fit evicts first",
+        ""
+    ),
     duration_knob!(
         "retry_fault_pending_ns",
         retry_fault_pending_ns,
@@ -508,20 +531,13 @@ pub static KNOBS: &[Knob] = &[
         "faults in a row on one instruction before the wave gives up with EBUSY",
         ""
     ),
-    Knob {
-        key: "uvm_replay_policy",
-        unit: "name",
-        doc: "UVM: when the GPU retries a batch's faults (uvm_perf_fault_replay_policy)",
-        get: |c| c.uvm_replay_policy.name().to_owned(),
-        set: |c, s| {
-            c.uvm_replay_policy = policy::Replay::from_name(s.trim()).ok_or_else(String::new)?;
-            Ok(())
-        },
-        accepts: || {
-            let names: Vec<&str> = policy::Replay::ALL.iter().map(|r| r.name()).collect();
-            format!("one of: {} (batch-flush: UVM's default)", names.join(", "))
-        },
-    },
+    name_knob!(
+        "uvm_replay_policy",
+        uvm_replay_policy,
+        policy::Replay,
+        "UVM: when the GPU retries a batch's faults (uvm_perf_fault_replay_policy)",
+        " (batch-flush: UVM's default)"
+    ),
     bool_knob!(
         "uvm_prefetch",
         uvm_prefetch,
@@ -541,6 +557,23 @@ pub static KNOBS: &[Knob] = &[
         "uvm_thrashing",
         uvm_thrashing,
         "UVM: detect thrashing pages, throttle their faults and pin them (uvm_perf_thrashing_enable)"
+    ),
+    name_knob!(
+        "uvm_access_counter_migration",
+        uvm_access_counter_migration,
+        policy::AccessCounters,
+        "UVM: migrate a 2 MiB region a GPU accessed 256 times remotely (uvm_perf_access_counter_migration_enable)",
+        " (auto: on for ATS GPUs only, UVM's -1)"
+    ),
+    number_knob!(
+        "uvm_access_counter_threshold",
+        uvm_access_counter_threshold,
+        u16,
+        1,
+        u16::MAX,
+        "count",
+        "UVM: remote accesses to a 2 MiB region that make an access-counter notification",
+        " (256: UVM's default)"
     ),
     bool_knob!(
         "uvm_lapse_vote_bug",

@@ -75,6 +75,10 @@ pub enum MigrateTrigger {
     PagefaultCpu = 2,
     /// VRAM eviction.
     TtmEviction = 3,
+    /// A GPU's access counters called a region hot (UVM's
+    /// `UvmEventMigrationCauseAccessCounters`). Not a kfd trigger: kfd
+    /// has no access counters, so its SMI lines never carry a 4.
+    AccessCounter = 4,
 }
 
 impl MigrateTrigger {
@@ -90,6 +94,7 @@ impl MigrateTrigger {
             Self::PagefaultGpu => "GPU page fault",
             Self::PagefaultCpu => "CPU page fault",
             Self::TtmEviction => "TTM eviction",
+            Self::AccessCounter => "access counter",
         }
     }
 }

@@ -83,6 +83,22 @@ pub struct FaultCtx<'a> {
     /// The GPU of the range's preferred location, when that is a GPU's
     /// VRAM, by index in the process.
     pub preferred_gpu: Option<GpuIndex>,
+    /// The faulting GPU reaches system memory through ATS
+    /// ([`crate::topology::GpuDesc::ats`]).
+    pub ats: bool,
+}
+
+/// Access counters a policy has a GPU run (UVM's
+/// `uvm_perf_access_counter_*`): the GPU counts its accesses to memory
+/// not its own, per region of `granularity_pages` of the address space,
+/// and notifies the driver when a region's count reaches `threshold`
+/// ([`FaultPolicy::on_access_counter`]); the count then starts over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessCounterSpec {
+    /// The region one counter covers, in pages (UVM: 2 MiB).
+    pub granularity_pages: u64,
+    /// Accesses that make a notification (UVM: 256).
+    pub threshold: u32,
 }
 
 /// What system memory holds, as a policy may ask it
@@ -288,6 +304,54 @@ impl Replay {
     }
 }
 
+/// Whether a GPU's access-counter notifications migrate pages, as UVM's
+/// `uvm_perf_access_counter_migration_enable` says (-1, 0, 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessCounters {
+    /// UVM's -1: on for GPUs that reach system memory through ATS
+    /// (Grace Hopper and later), off elsewhere.
+    #[default]
+    Auto,
+    /// On for every GPU.
+    On,
+    /// Off: remote accesses are never counted.
+    Off,
+}
+
+impl AccessCounters {
+    /// Every setting, in UVM's order.
+    pub const ALL: [AccessCounters; 3] = [
+        AccessCounters::Auto,
+        AccessCounters::On,
+        AccessCounters::Off,
+    ];
+
+    /// Its name in configurations.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AccessCounters::Auto => "auto",
+            AccessCounters::On => "on",
+            AccessCounters::Off => "off",
+        }
+    }
+
+    /// Parses a name from [`AccessCounters::name`].
+    pub fn from_name(s: &str) -> Option<AccessCounters> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// Whether a GPU counts, `ats` saying whether it reaches system
+    /// memory through ATS.
+    pub const fn on_for(self, ats: bool) -> bool {
+        match self {
+            AccessCounters::Auto => ats,
+            AccessCounters::On => true,
+            AccessCounters::Off => false,
+        }
+    }
+}
+
 /// One fault of a batch the GPU's handler took from its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchFault {
@@ -425,6 +489,24 @@ pub trait FaultPolicy: fmt::Debug {
     /// nothing.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// The access counters this policy has a GPU run, `ats` saying whether
+    /// the GPU reaches system memory through ATS. The default: none.
+    fn access_counters(&self, ats: bool) -> Option<AccessCounterSpec> {
+        let _ = ats;
+        None
+    }
+
+    /// A GPU's access counter reached its threshold on a region: what to
+    /// do for the region's part of one range (`ctx.window`; `ctx.page` is
+    /// its first page, `ctx.write` false, `ctx.coalesced` empty). A plan
+    /// is carried out as a fault's is, its migrations triggered by the
+    /// access counter; a retry plan, like `None`, does nothing. The
+    /// default: nothing.
+    fn on_access_counter(&mut self, ctx: &FaultCtx<'_>) -> Option<FaultPlan> {
+        let _ = ctx;
+        None
     }
 
     /// Pages moved (any cause: `event.trigger`). The default ignores it.

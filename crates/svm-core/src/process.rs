@@ -58,6 +58,8 @@ pub struct ProcessDevice {
     pub gc: crate::pte::GcVersion,
     /// An APU with no device memory (`apu_prefer_gtt`).
     pub prefer_gtt: bool,
+    /// It reaches system memory through ATS ([`crate::topology::GpuDesc::ats`]).
+    pub ats: bool,
 }
 
 /// Per-GPU counters of one process (`/sys/class/kfd/kfd/proc/<pid>/stats_<gpuid>`).
@@ -252,6 +254,7 @@ impl Process {
                     apu: g.apu,
                     gc: g.gc,
                     prefer_gtt: g.prefer_gtt,
+                    ats: g.ats,
                 })
                 .collect(),
         );

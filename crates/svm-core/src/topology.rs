@@ -36,6 +36,13 @@ pub struct GpuDesc {
     /// an APU has it.
     #[serde(default)]
     pub prefer_gtt: bool,
+    /// The GPU reaches system memory coherently, translating through the
+    /// CPU's page tables (ATS, as NVIDIA's Grace Hopper does over C2C):
+    /// UVM's fault service then leaves pages the CPU holds where they are
+    /// (`skip_mapped` in `uvm_ats_faults.c`), and its access counters,
+    /// on by default only here, migrate what the GPU uses remotely.
+    #[serde(default)]
+    pub ats: bool,
     /// Its graphics IP version, which picks the rules for its PTEs' memory
     /// types and snooping (`svm_range_get_pte_flags`).
     #[serde(default)]
@@ -152,6 +159,7 @@ mod tests {
             hive: None,
             apu: false,
             prefer_gtt: false,
+            ats: false,
             gc: GcVersion::DEFAULT,
         }
     }

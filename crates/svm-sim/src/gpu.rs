@@ -65,6 +65,12 @@ pub struct HwCounters {
     /// Faults a batch-flush replay dropped from the ring unserved (UVM's
     /// BATCH_FLUSH): their waves faulted again after the replay.
     pub faults_flushed: u64,
+    /// Access-counter notifications the GPUs raised (a region's remote
+    /// accesses reached the threshold) and the driver served.
+    pub access_counter_notices: u64,
+    /// Notifications whose service failed (a map error, or a policy's
+    /// plan for a GPU the process does not have): dropped.
+    pub access_counter_failures: u64,
     /// CPU faults on pages in VRAM (`svm_migrate_to_ram` calls).
     pub cpu_faults: u64,
     /// Simulated ns the copy engines spent moving pages.

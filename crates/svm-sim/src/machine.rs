@@ -947,6 +947,10 @@ impl Machine {
             sched: sched::Sched::new(n_gpus),
             mmu: mmu::Mmu {
                 rings: vec![FaultRing::default(); n_gpus],
+                counters: mmu::AccessCounters {
+                    notices: vec![std::collections::VecDeque::new(); n_gpus],
+                    ..mmu::AccessCounters::default()
+                },
                 ..mmu::Mmu::default()
             },
             rec: Recorder {
@@ -973,6 +977,28 @@ impl Machine {
         }
         factory.name().clone_into(&mut self.config.policy);
         self.policy = factory;
+        self.refresh_access_counters();
+    }
+
+    /// Asks every process which access counters its policy has each GPU
+    /// run, after its policy or configuration changed.
+    fn refresh_access_counters(&mut self) {
+        let gpus = self.hw.gpus.len();
+        let specs: Vec<Vec<_>> = self
+            .procs
+            .iter()
+            .map(|p| {
+                (0..gpus)
+                    .map(|g| {
+                        p.svm
+                            .access_counters(GpuIndex::new(g).expect("at most 64 GPUs"))
+                    })
+                    .collect()
+            })
+            .collect();
+        let c = &mut self.mmu.counters;
+        c.on = specs.iter().flatten().any(Option::is_some);
+        c.specs = specs;
     }
 
     /// Takes every knob of `config` from now on, in every process and in
@@ -1008,6 +1034,7 @@ impl Machine {
             p.svm.configure(config.clone(), factory.make());
         }
         self.policy = factory;
+        self.refresh_access_counters();
         self.config = config.clone();
         Ok(())
     }
@@ -1181,6 +1208,7 @@ impl Machine {
             svms_lock_until: 0,
             cow_parent: None,
         });
+        self.refresh_access_counters();
         pid
     }
 
@@ -2017,6 +2045,7 @@ mod tests {
             hive: None,
             apu: false,
             prefer_gtt: false,
+            ats: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         };
         let fresh = || {

@@ -77,6 +77,12 @@ pub struct GpuShape {
     /// memory at all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apu_prefer_gtt: bool,
+    /// GPUs that reach system memory coherently through ATS, as a Grace
+    /// Hopper superchip's does over NVLink-C2C
+    /// (`svm_core::topology::GpuDesc::ats`); their access counters count
+    /// accesses to memory not their own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ats: bool,
 }
 
 /// Every cost the simulator charges, in ns unless a name says otherwise.
@@ -205,13 +211,14 @@ pub struct ProfileError {
 }
 
 /// The profiles shipped in `profiles/`, by name.
-pub const BUILT_IN: [(&str, &str); 7] = [
+pub const BUILT_IN: [(&str, &str); 8] = [
     ("mi210", include_str!("../../../profiles/mi210.toml")),
     ("mi250x", include_str!("../../../profiles/mi250x.toml")),
     ("mi300x", include_str!("../../../profiles/mi300x.toml")),
     ("mi300a", include_str!("../../../profiles/mi300a.toml")),
     ("gc121", include_str!("../../../profiles/gc121.toml")),
     ("uvm-pcie", include_str!("../../../profiles/uvm-pcie.toml")),
+    ("uvm-gh", include_str!("../../../profiles/uvm-gh.toml")),
     ("xe", include_str!("../../../profiles/xe.toml")),
 ];
 
@@ -406,6 +413,7 @@ impl Profile {
                 hive: self.gpu.xgmi_hive.then_some(1),
                 apu: self.gpu.apu,
                 prefer_gtt: self.gpu.apu_prefer_gtt,
+                ats: self.gpu.ats,
                 gc: self.gc(),
             })
             .collect()

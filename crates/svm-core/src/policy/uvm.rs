@@ -29,8 +29,17 @@
 //! prefetch; ACCESS_IN_PLACE stands for AccessedBy (pages the GPU can
 //! reach stay where they are and are mapped there).
 //!
-//! Not modelled yet (each named in issue 19): read duplication; access
-//! counters; a CPU fault's own throttle (CPU
+//! ATS (a GPU that reaches system memory through the CPU's page tables,
+//! as a Grace Hopper's does; `FaultCtx::ats`): a fault migrates only the
+//! pages no one holds yet (`uvm_ats_service_faults` with `skip_mapped`:
+//! first touch populates on the GPU) and maps the block's pages the CPU
+//! holds where they are. The GPU's access counters (on by default only
+//! there, knob `uvm_access_counter_migration`) count its remote accesses
+//! per 2 MiB region; at 256 (`uvm_access_counter_threshold`) the region's
+//! pages come to the GPU ([`FaultPolicy::on_access_counter`]).
+//!
+//! Not modelled yet (each named in issue 19): read duplication; a CPU
+//! fault's own throttle (CPU
 //! faults migrate as kfd's do, and count as thrashing events). kfd's steps
 //! before the policy still run: its 2 ms duplicate window drops a fault on
 //! a range served less than `retry_fault_pending_ns` ago, which UVM does
@@ -38,7 +47,10 @@
 
 use super::uvm_prefetch::{self, BLOCK_PAGES, Block, BlockMask};
 use super::uvm_thrashing::{self, CPU, Hint, Thrashing};
-use super::{BatchFault, BatchStep, Entry, FaultCtx, FaultPlan, FaultPolicy, MigrationEvent};
+use super::{
+    AccessCounterSpec, BatchFault, BatchStep, Entry, FaultCtx, FaultPlan, FaultPolicy,
+    MigrationEvent,
+};
 use crate::addr::{PageNum, PageRange};
 use crate::attr::Location;
 use crate::events::MigrateTrigger;
@@ -63,6 +75,12 @@ pub struct Uvm {
     pinned: u64,
     unpinned: u64,
     prefetch_threshold: u32,
+    access_counters: super::AccessCounters,
+    access_counter_threshold: u32,
+    /// Access-counter notifications served with a plan, and the pages
+    /// they migrated.
+    notices: u64,
+    counter_pages: u64,
 }
 
 impl Default for Uvm {
@@ -76,6 +94,10 @@ impl Default for Uvm {
             pinned: 0,
             unpinned: 0,
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
+            access_counters: super::AccessCounters::Auto,
+            access_counter_threshold: 256,
+            notices: 0,
+            counter_pages: 0,
         }
     }
 }
@@ -104,6 +126,8 @@ impl FaultPolicy for Uvm {
         self.prefetch_on = config.uvm_prefetch;
         self.replay = config.uvm_replay_policy;
         self.prefetch_threshold = u32::from(config.uvm_prefetch_threshold);
+        self.access_counters = config.uvm_access_counter_migration;
+        self.access_counter_threshold = u32::from(config.uvm_access_counter_threshold);
     }
 
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
@@ -258,10 +282,82 @@ impl FaultPolicy for Uvm {
                 })
                 .collect()
         };
+        let served = faulted.union(&hint);
+        let (served, remote) = if ctx.ats && to == Location::Vram(ctx.gpu_id) {
+            // ATS (`uvm_ats_service_faults`): a fault migrates only what no
+            // one holds yet (`skip_mapped`: first touch populates on the
+            // GPU); the GPU reaches what the CPU holds through ATS, with no
+            // fault of its own, which one fault per block stands for here:
+            // every page of the block the CPU holds is mapped where it is.
+            let mut on_host = BlockMask::EMPTY;
+            for i in 0..pages {
+                if !in_vram(i) && ctx.host.holds(PageNum::new(first + i as u64)) {
+                    on_host.set(i);
+                }
+            }
+            (served.minus(&on_host), remote.union(&on_host))
+        } else {
+            (served, remote)
+        };
         // The accessed-by GPUs are mapped too, where they can reach the
         // pages (`block_service_finish_map_accessed_by`).
-        FaultPlan::serve_runs_and_remote(to, to_runs(&faulted.union(&hint)), to_runs(&remote))
+        FaultPlan::serve_runs_and_remote(to, to_runs(&served), to_runs(&remote))
             .also_on(ctx.range.attrs.access_in_place)
+    }
+
+    fn access_counters(&self, ats: bool) -> Option<AccessCounterSpec> {
+        self.access_counters
+            .on_for(ats)
+            .then_some(AccessCounterSpec {
+                granularity_pages: BLOCK_PAGES as u64,
+                threshold: self.access_counter_threshold,
+            })
+    }
+
+    /// The access-counter service (`uvm_gpu_access_counters.c`, and
+    /// `uvm_ats_service_access_counters` on ATS): the region's pages that
+    /// are resident but not on the GPU migrate to it and are mapped there;
+    /// pages that thrash stay where they are, and so does a region whose
+    /// preferred location is elsewhere (migrating away from it is a
+    /// fault's business, not a counter's).
+    fn on_access_counter(&mut self, ctx: &FaultCtx<'_>) -> Option<FaultPlan> {
+        if ctx
+            .range
+            .attrs
+            .preferred_loc
+            .is_some_and(|l| l != Location::Vram(ctx.gpu_id))
+        {
+            return None;
+        }
+        self.notices += 1;
+        let on_gpu = ctx.range.actual_loc == Some(ctx.gpu);
+        let mut runs: Vec<PageRange> = Vec::new();
+        let mut lo = ctx.window.start().raw();
+        // Block by block, so thrashing state (kept per block) applies.
+        while lo < ctx.window.end().raw() {
+            let block = lo / BLOCK_PAGES as u64;
+            let end = ctx.window.end().raw().min((block + 1) * BLOCK_PAGES as u64);
+            let pages = usize::try_from(end - lo).unwrap_or(BLOCK_PAGES);
+            let thrashing = if self.thrashing_on {
+                self.thrashing.thrashing_pages(block, lo, pages)
+            } else {
+                BlockMask::EMPTY
+            };
+            let mut moving = BlockMask::EMPTY;
+            for i in 0..pages {
+                let p = PageNum::new(lo + i as u64);
+                let in_vram = ctx.range.vram.get(ctx.range.index(p));
+                let elsewhere = if in_vram { !on_gpu } else { ctx.host.holds(p) };
+                if elsewhere && !thrashing.get(i) {
+                    moving.set(i);
+                }
+            }
+            runs.extend(moving.runs().into_iter().map(|(s, e)| {
+                PageRange::new(PageNum::new(lo + s as u64), PageNum::new(lo + e as u64))
+            }));
+            lo = end;
+        }
+        (!runs.is_empty()).then(|| FaultPlan::serve_runs(Location::Vram(ctx.gpu_id), runs))
     }
 
     fn batched(&self) -> bool {
@@ -314,6 +410,9 @@ impl FaultPolicy for Uvm {
     /// prefetch starts its pages over; an eviction, and the staging leg
     /// of a move between GPUs, are not events (TH:1290-1309).
     fn on_migration(&mut self, e: &MigrationEvent) {
+        if e.trigger == MigrateTrigger::AccessCounter && !e.staging {
+            self.counter_pages += e.pages.npages().raw();
+        }
         if !self.thrashing_on || e.staging || e.trigger == MigrateTrigger::TtmEviction {
             return;
         }
@@ -340,6 +439,8 @@ impl FaultPolicy for Uvm {
             ("throttled_faults", self.throttled),
             ("pinned_faults", self.pinned),
             ("unpinned_pages", self.unpinned),
+            ("access_counter_notices", self.notices),
+            ("access_counter_pages", self.counter_pages),
         ]
     }
 
@@ -400,6 +501,7 @@ mod tests {
             host: HostView(&below),
             preferred_gpu: (range.attrs.preferred_loc == Some(Location::Vram(GPU)))
                 .then(|| GpuIndex::new(0).unwrap()),
+            ats: false,
         }
     }
 

@@ -18,7 +18,9 @@ use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
-use crate::policy::{BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx};
+use crate::policy::{
+    AccessCounterSpec, BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx,
+};
 use crate::range::{ListOp, SvmRange};
 
 /// A fault plan's steps: (what to migrate, what to map), served in
@@ -54,6 +56,59 @@ impl Steps {
             Steps::Runs(to, _, _) => Some(*to),
         }
     }
+}
+
+/// A plan's steps and the GPUs they map on (the faulting GPU and the
+/// plan's others that may map the range), clipped to the range `whole`
+/// (what lies outside it is not the plan's to move); a retry's delay
+/// as the error.
+fn steps_of(
+    plan: FaultPlan,
+    whole: PageRange,
+    gpu: GpuIndex,
+    may_map: GpuMask,
+) -> std::result::Result<(Steps, GpuMask), u64> {
+    Ok(match plan {
+        FaultPlan::Serve { migrate, map, also } => (
+            Steps::One(
+                migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
+                map.intersect(whole),
+            ),
+            GpuMask::only(gpu).or(also.and(may_map)),
+        ),
+        FaultPlan::ServeRuns {
+            to,
+            runs,
+            also,
+            remote,
+        } => (
+            Steps::Runs(
+                to,
+                runs.into_iter()
+                    .filter_map(|r| r.intersect(whole))
+                    .collect(),
+                remote
+                    .into_iter()
+                    .filter_map(|r| r.intersect(whole))
+                    .collect(),
+            ),
+            GpuMask::only(gpu).or(also.and(may_map)),
+        ),
+        FaultPlan::Retry { after_ns } => return Err(after_ns),
+    })
+}
+
+/// What carrying out a plan's steps came to ([`Process::carry_out`]).
+struct Carried {
+    /// A migration step ran.
+    migrated: bool,
+    /// The mapped run that holds the page, else the first one mapped.
+    window: Option<PageRange>,
+    /// The last map's result: an error ends the steps.
+    mapped: Result<bool>,
+    /// Time in the migration steps and in the map steps.
+    migrate_ns: u64,
+    map_ns: u64,
 }
 
 /// What a GPU fault came to.
@@ -255,10 +310,8 @@ impl Process {
             vram_free_pages: pf.vram_free_pages(gpu),
             coalesced,
             host: HostView(&|p| pf.host_holds(p)),
-            preferred_gpu: match r.attrs.preferred_loc {
-                Some(Location::Vram(id)) => self.gpuidx(id.raw()),
-                _ => None,
-            },
+            preferred_gpu: self.preferred_gpu(r),
+            ats: self.devices[gpu].ats,
         };
         // The GPUs that may map the range at all: a plan's other GPUs are
         // clipped to them.
@@ -272,33 +325,9 @@ impl Process {
         // Only a plan makes a policy deadline (UVM pins a page): the
         // scheduler asks every step, so it is kept here, not asked.
         self.policy_due = self.policy.next_deadline();
-        let (steps, map_on) = match plan {
-            FaultPlan::Serve { migrate, map, also } => (
-                Steps::One(
-                    migrate.and_then(|m| Some((m.to, m.pages.intersect(whole)?))),
-                    map.intersect(whole),
-                ),
-                GpuMask::only(gpu).or(also.and(may_map)),
-            ),
-            FaultPlan::ServeRuns {
-                to,
-                runs,
-                also,
-                remote,
-            } => (
-                Steps::Runs(
-                    to,
-                    runs.into_iter()
-                        .filter_map(|r| r.intersect(whole))
-                        .collect(),
-                    remote
-                        .into_iter()
-                        .filter_map(|r| r.intersect(whole))
-                        .collect(),
-                ),
-                GpuMask::only(gpu).or(also.and(may_map)),
-            ),
-            FaultPlan::Retry { after_ns } => {
+        let (steps, map_on) = match steps_of(plan, whole, gpu, may_map) {
+            Ok(s) => s,
+            Err(after_ns) => {
                 // Throttled: the fault ends unserved and the GPU retries
                 // later; the range stays as it is.
                 pf.smi_event(
@@ -311,9 +340,7 @@ impl Process {
         // A plan that moves pages to a GPU the process does not have is
         // the policy's bug: the fault ends unserved and is refused (a
         // policy is code from outside the engine; it must not panic it).
-        if let Some(Location::Vram(to)) = steps.to()
-            && self.gpuidx(to.raw()).is_none()
-        {
+        if !self.plan_is_ours(&steps) {
             pf.smi_event(
                 gpu,
                 events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, false),
@@ -324,15 +351,173 @@ impl Process {
                 Errno::Einval,
             ));
         }
+        // For the size-class statistics: pages that came into VRAM.
+        let paged_in = |s: &Self| s.stats.iter().map(|(_, g)| g.page_in).sum::<u64>();
+        let paged_in_before = paged_in(self);
+        let Carried {
+            migrated,
+            window,
+            mapped,
+            migrate_ns,
+            map_ns,
+        } = self.carry_out(
+            pf,
+            start,
+            page,
+            &steps,
+            map_on,
+            MigrateTrigger::PagefaultGpu,
+        );
+        let map = window.unwrap_or(PageRange::new(page, page));
+        if mapped.is_ok() {
+            let s = &mut self.size_stats[gpu][crate::process::size_class(map.npages().raw())];
+            s.faults += 1;
+            s.fault_ns += pf.now_ns().saturating_sub(now);
+            s.migrations += u64::from(migrated);
+            s.migrate_ns += migrate_ns;
+            s.map_ns += map_ns;
+        }
+        let moved = paged_in(self) - paged_in_before;
+        self.size_stats[gpu][crate::process::size_class(map.npages().raw())].pages_to_vram += moved;
+        self.release_bos(pf);
+        // 18.
+        pf.smi_event(
+            gpu,
+            events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, migrated),
+        );
+        mapped?;
+        Ok(FaultOutcome::Resolved {
+            migrated,
+            window: map,
+        })
+    }
+
+    /// The GPU of `r`'s preferred location, when that is a GPU of the
+    /// process.
+    fn preferred_gpu(&self, r: &SvmRange) -> Option<GpuIndex> {
+        match r.attrs.preferred_loc {
+            Some(Location::Vram(id)) => self.gpuidx(id.raw()),
+            _ => None,
+        }
+    }
+
+    /// The access counters GPU `gpu` runs for this process, as its fault
+    /// policy asks ([`crate::policy::FaultPolicy::access_counters`]).
+    pub fn access_counters(&self, gpu: GpuIndex) -> Option<AccessCounterSpec> {
+        self.policy.access_counters(self.devices[gpu].ats)
+    }
+
+    /// GPU `gpu`'s access counter reached its threshold on `region` (UVM's
+    /// access-counter service, `uvm_gpu_access_counters.c`). No wave waits
+    /// on it. For each range the region overlaps, in address order, the
+    /// fault policy decides what to migrate and map
+    /// ([`crate::policy::FaultPolicy::on_access_counter`]), and the plan is
+    /// carried out as a fault's is, its migrations triggered by the access
+    /// counter. A range being unmapped, or outside any VMA the GPU may
+    /// read, or one the GPU may not access, is left alone, as a fault on
+    /// it would be dropped or refused.
+    ///
+    /// # Errors
+    /// A plan that migrates to a GPU the process does not have, or a map
+    /// that failed; the ranges after it are left.
+    pub fn access_counter_notify(
+        &mut self,
+        pf: &mut dyn Hardware,
+        gpu: GpuIndex,
+        region: PageRange,
+    ) -> Result<()> {
+        if self.exited {
+            return Ok(());
+        }
+        let starts: Vec<PageNum> = self.svms.overlapping(region).map(|r| r.start()).collect();
+        for start in starts {
+            // An earlier range's plan may have carved ranges: what was a
+            // start may be one no more.
+            let Some(r) = self.svms.get(start) else {
+                continue;
+            };
+            if matches!(r.op, Some(ListOp::UnmapRange | ListOp::AddRange)) {
+                continue;
+            }
+            let Some(w) = r.range().intersect(region) else {
+                continue;
+            };
+            if !pf.vma_at(w.start()).is_some_and(|v| v.flags.read) {
+                continue;
+            }
+            let Some(best) = self.best_restore_location(start, gpu) else {
+                continue;
+            };
+            let r = self.svms.get(start).expect("looked up above");
+            let whole = r.range();
+            let may_map = r.attrs.access.or(r.attrs.access_in_place);
+            let ctx = FaultCtx {
+                gpu,
+                gpu_id: self.devices[gpu].id,
+                page: w.start(),
+                write: false,
+                now_ns: pf.now_ns(),
+                range: r,
+                best,
+                window: w,
+                vram_free_pages: pf.vram_free_pages(gpu),
+                coalesced: &[],
+                host: HostView(&|p| pf.host_holds(p)),
+                preferred_gpu: self.preferred_gpu(r),
+                ats: self.devices[gpu].ats,
+            };
+            let plan = self.policy.on_access_counter(&ctx);
+            self.policy_due = self.policy.next_deadline();
+            let Some(Ok((steps, map_on))) = plan.map(|p| steps_of(p, whole, gpu, may_map)) else {
+                continue;
+            };
+            if !self.plan_is_ours(&steps) {
+                return Err(refused(
+                    w.start(),
+                    "the fault policy planned a migration to a GPU the process does not have",
+                    Errno::Einval,
+                ));
+            }
+            let done = self.carry_out(
+                pf,
+                start,
+                w.start(),
+                &steps,
+                map_on,
+                MigrateTrigger::AccessCounter,
+            );
+            self.release_bos(pf);
+            done.mapped?;
+        }
+        Ok(())
+    }
+
+    /// Whether every GPU the plan's steps migrate to is the process's.
+    fn plan_is_ours(&self, steps: &Steps) -> bool {
+        match steps.to() {
+            Some(Location::Vram(to)) => self.gpuidx(to.raw()).is_some(),
+            _ => true,
+        }
+    }
+
+    /// Steps 16 (the migrations) and 17 (the maps) of a plan for `page`
+    /// of the range at `start`, run by run, `trigger` naming the cause of
+    /// its migrations. A GPU fault and an access-counter notification both
+    /// come here: one way to carry out a plan.
+    fn carry_out(
+        &mut self,
+        pf: &mut dyn Hardware,
+        start: PageNum,
+        page: PageNum,
+        steps: &Steps,
+        map_on: GpuMask,
+        trigger: MigrateTrigger,
+    ) -> Carried {
         let mut migrated = false;
         let mut window = None;
         let mut mapped = Ok(false);
         let per_page = self.policy.per_page_residency();
-        // For the size-class statistics: time in the migration and map
-        // steps, and pages that came into VRAM.
         let (mut migrate_ns, mut map_ns) = (0, 0);
-        let paged_in = |s: &Self| s.stats.iter().map(|(_, g)| g.page_in).sum::<u64>();
-        let paged_in_before = paged_in(self);
         for k in 0..steps.len() {
             let (migrate, map) = steps.get(k);
             let t = pf.now_ns();
@@ -344,12 +529,12 @@ impl Process {
                     let mut p = run.start();
                     while let Some((s, w)) = self.piece_at(p, run) {
                         let s = self.carve_for(s, w, to);
-                        migrated |= self.migrate_for_fault(pf, s, Some((to, w)));
+                        migrated |= self.migrate_for_fault(pf, s, Some((to, w)), trigger);
                         p = w.end();
                     }
                 }
             } else {
-                migrated |= self.migrate_for_fault(pf, start, migrate);
+                migrated |= self.migrate_for_fault(pf, start, migrate, trigger);
             }
             let t2 = pf.now_ns();
             migrate_ns += t2 - t;
@@ -378,28 +563,13 @@ impl Process {
                 }
             }
         }
-        let map = window.unwrap_or(PageRange::new(page, page));
-        if mapped.is_ok() {
-            let s = &mut self.size_stats[gpu][crate::process::size_class(map.npages().raw())];
-            s.faults += 1;
-            s.fault_ns += pf.now_ns().saturating_sub(now);
-            s.migrations += u64::from(migrated);
-            s.migrate_ns += migrate_ns;
-            s.map_ns += map_ns;
-        }
-        let moved = paged_in(self) - paged_in_before;
-        self.size_stats[gpu][crate::process::size_class(map.npages().raw())].pages_to_vram += moved;
-        self.release_bos(pf);
-        // 18.
-        pf.smi_event(
-            gpu,
-            events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, migrated),
-        );
-        mapped?;
-        Ok(FaultOutcome::Resolved {
+        Carried {
             migrated,
-            window: map,
-        })
+            window,
+            mapped,
+            migrate_ns,
+            map_ns,
+        }
     }
 
     /// The range that holds `page` (within `within`), and its part of
@@ -442,6 +612,7 @@ impl Process {
         pf: &mut dyn Hardware,
         start: PageNum,
         migrate: Option<(Location, PageRange)>,
+        trigger: MigrateTrigger,
     ) -> bool {
         let Some((best, mig)) = migrate else {
             return false;
@@ -455,20 +626,17 @@ impl Process {
                 let g = self
                     .gpuidx(id.raw())
                     .expect("checked before: the plan's GPU is the process's");
-                if self
-                    .migrate_to_vram(pf, start, g, mig, MigrateTrigger::PagefaultGpu)
-                    .is_err()
-                {
+                if self.migrate_to_vram(pf, start, g, mig, trigger).is_err() {
                     // Fall back to system memory when VRAM fails: pages on
                     // another GPU come back, pages in RAM stay.
                     let r = self.svms.get(start).expect("faulting range is in the list");
                     if r.actual_loc.is_some_and(|a| a != g) {
-                        self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
+                        self.vram_to_ram(pf, start, mig, trigger);
                     }
                 }
             }
             Location::Sys => {
-                self.vram_to_ram(pf, start, mig, MigrateTrigger::PagefaultGpu);
+                self.vram_to_ram(pf, start, mig, trigger);
             }
         }
         true

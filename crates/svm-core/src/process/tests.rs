@@ -181,6 +181,7 @@ fn topo(second_xnack: bool) -> Topology {
         hive: None,
         apu: false,
         prefer_gtt: false,
+        ats: false,
         gc: crate::pte::GcVersion::DEFAULT,
     };
     Topology::new(vec![

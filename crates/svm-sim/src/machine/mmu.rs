@@ -2,7 +2,9 @@
 //! (4-way, LRU within a set, entries tagged with the process's flush
 //! generation), the page walk, the IOMMU behind system-memory PTEs, and
 //! the retry fault into the GPU's ring when a PTE does not allow the
-//! access (`ring.rs` holds the ring and its filter).
+//! access (`ring.rs` holds the ring and its filter). Where a process's
+//! policy asks for them, a GPU's access counters count its accesses to
+//! memory not its own and raise notifications (UVM's access counters).
 //!
 //! A scenario's access and a kernel's instruction both come here through
 //! the executor (`kernel.rs`): there is no second path. A translation
@@ -11,7 +13,8 @@
 //! and the rest is cold.
 
 use svm_core::Errno;
-use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
+use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
+use svm_core::policy::AccessCounterSpec;
 
 use super::kernel::{Parked, Wave};
 use super::wave::{Req, ReqKind};
@@ -41,6 +44,36 @@ pub(super) struct Mmu {
     pub(super) wave_costs: WaveCosts,
     /// Scratch space of a wave instruction's translations.
     pub(super) scratch_targets: Vec<(u64, u64, PackedPte)>,
+    /// The access counters (`Process::access_counters`), their counts and
+    /// their notifications.
+    pub(super) counters: AccessCounters,
+}
+
+/// The GPUs' access counters: per process and GPU, what the process's
+/// policy has the GPU count; the counts of remote accesses per region;
+/// and per GPU the notifications waiting for the driver, in the order
+/// they were raised (so by arrival time).
+#[derive(Debug, Default)]
+pub(super) struct AccessCounters {
+    /// Whether any GPU counts for any process: the one test the access
+    /// path makes.
+    pub(super) on: bool,
+    /// Per process, per GPU.
+    pub(super) specs: Vec<Vec<Option<AccessCounterSpec>>>,
+    /// (process, GPU, region index) → remote accesses since the last
+    /// notification.
+    pub(super) counts: std::collections::HashMap<(usize, usize, u64), u32>,
+    /// Per GPU: notifications not yet served.
+    pub(super) notices: Vec<std::collections::VecDeque<Notice>>,
+}
+
+/// One access-counter notification: process `proc`'s region `pages` was
+/// accessed remotely the threshold's times; it reaches the driver `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Notice {
+    pub(super) proc: usize,
+    pub(super) pages: PageRange,
+    pub(super) at: u64,
 }
 
 /// A TLB entry: what it translates (a page of a process, filled at one
@@ -227,7 +260,7 @@ impl Machine {
             return self.translate_miss(w, gen_, page, write);
         };
         self.sched.kernels[w.k].stats.tlb_hits += 1;
-        self.access_cost(w.g, Some(pte), self.mmu.wave_costs.hit, write)
+        self.access_cost(w, page, Some(pte), self.mmu.wave_costs.hit, write)
     }
 
     /// [`Machine::translate`] after a TLB miss: the page walk, which fills
@@ -249,27 +282,73 @@ impl Machine {
         if let Some(p) = p {
             self.mmu.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
         }
-        self.access_cost(g, p, self.mmu.wave_costs.miss, write)
+        self.access_cost(w, page, p, self.mmu.wave_costs.miss, write)
     }
 
     /// The PTE a translation found and its cost, `cost` so far plus the
     /// access; or, when it does not allow the access (not mapped, or
     /// read-only for a write), a retry fault known after `cost`.
+    /// A remote access counts in its GPU's access counter when the
+    /// process's policy has the GPU count.
     #[inline(always)]
     fn access_cost(
-        &self,
-        g: usize,
+        &mut self,
+        w: &Wave,
+        page: PageNum,
         pte: Option<PackedPte>,
         cost: u64,
         write: bool,
     ) -> Result<(PackedPte, u64), u64> {
         let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
-        let access = if pte.vram_owner() == Some(g) {
+        let access = if pte.vram_owner() == Some(w.g) {
             self.mmu.wave_costs.vram
         } else {
+            if self.mmu.counters.on {
+                self.count_remote(w, page, cost + self.mmu.wave_costs.far);
+            }
             self.mmu.wave_costs.far
         };
         Ok((pte, cost + access))
+    }
+
+    /// Counts a remote access of wave `w` to `page`, done `cost` after the
+    /// step began; the access that reaches the threshold raises a
+    /// notification, which reaches the driver after the fault-delivery
+    /// latency, and the region's count starts over.
+    #[cold]
+    #[inline(never)]
+    fn count_remote(&mut self, w: &Wave, page: PageNum, cost: u64) {
+        let Some(spec) = self
+            .mmu
+            .counters
+            .specs
+            .get(w.pi)
+            .and_then(|s| s.get(w.g).copied().flatten())
+        else {
+            return;
+        };
+        let region = page.raw() / spec.granularity_pages;
+        let n = self
+            .mmu
+            .counters
+            .counts
+            .entry((w.pi, w.g, region))
+            .or_insert(0);
+        *n += 1;
+        if *n < spec.threshold {
+            return;
+        }
+        *n = 0;
+        let start = region * spec.granularity_pages;
+        let at = self.sched.clock_ns + cost + self.mmu.wave_costs.delivery;
+        self.mmu.counters.notices[w.g].push_back(Notice {
+            proc: w.pi,
+            pages: PageRange::new(
+                PageNum::new(start),
+                PageNum::new(start + spec.granularity_pages),
+            ),
+            at,
+        });
     }
 
     /// Raises the retry fault of wave `w` on `page` (known `cost` after the

@@ -196,6 +196,8 @@ pub(super) enum Work {
     Restore(usize),
     /// A process's fault policy's deadline (UVM's unpin work).
     PolicyTimer(usize),
+    /// A GPU's access-counter notifications, for the driver.
+    Notify(usize),
     /// The earliest kernel wave.
     KWave,
 }
@@ -624,9 +626,13 @@ impl Machine {
             .iter()
             .filter_map(|p| p.svm.policy_due_ns())
             .min();
+        let notice = (0..self.hw.gpus.len())
+            .filter_map(|g| self.notice_due(g))
+            .min();
         restore
             .into_iter()
             .chain(timer)
+            .chain(notice)
             .chain(deliver)
             .chain(kwave)
             .chain(put)
@@ -644,13 +650,28 @@ impl Machine {
     /// undo each other's service forever.
     fn deliverable_at(&self, g: usize) -> Option<u64> {
         let e = self.mmu.rings[g].head()?;
-        let free = e.at.max(self.sched.handler_free[g]);
-        let lock = self.procs[e.proc_index].svms_lock_until;
-        Some(if lock > free {
+        Some(self.handler_acts_at(g, e.proc_index, e.at))
+    }
+
+    /// When GPU `g`'s oldest access-counter notification can be served: as
+    /// for a fault ([`Machine::deliverable_at`]), the handler being the
+    /// same bottom half.
+    fn notice_due(&self, g: usize) -> Option<u64> {
+        let n = self.mmu.counters.notices[g].front()?;
+        Some(self.handler_acts_at(g, n.proc, n.at))
+    }
+
+    /// When GPU `g`'s handler can act for process `pi` on work that
+    /// arrived `at`: once the handler is free, or after the process's
+    /// `svms->lock` is released and the handler's fixed cost paid.
+    fn handler_acts_at(&self, g: usize, pi: usize, at: u64) -> u64 {
+        let free = at.max(self.sched.handler_free[g]);
+        let lock = self.procs[pi].svms_lock_until;
+        if lock > free {
             lock + crate::timing::ns(self.hw.timing.handler_fixed_ns)
         } else {
             free
-        })
+        }
     }
 
     /// Picks the next ready step, if any. Waves count only when `waves`.
@@ -666,6 +687,9 @@ impl Machine {
         for g in 0..self.hw.gpus.len() {
             if self.deliverable_at(g).is_some_and(|t| t <= now) {
                 ready.push(Work::Deliver(g));
+            }
+            if self.notice_due(g).is_some_and(|t| t <= now) {
+                ready.push(Work::Notify(g));
             }
         }
         for (i, p) in self.procs.iter().enumerate() {
@@ -695,7 +719,10 @@ impl Machine {
     /// Whether work other than kernel waves is ready at `now`.
     fn kernel_work_ready(&self, now: u64) -> bool {
         self.next_page_put().is_some_and(|(_, t)| t <= now)
-            || (0..self.hw.gpus.len()).any(|g| self.deliverable_at(g).is_some_and(|t| t <= now))
+            || (0..self.hw.gpus.len()).any(|g| {
+                self.deliverable_at(g).is_some_and(|t| t <= now)
+                    || self.notice_due(g).is_some_and(|t| t <= now)
+            })
             || self.procs.iter().any(|p| {
                 p.svm.deferred_pending()
                     || p.svm.restore_due_ns().is_some_and(|d| d <= now)
@@ -713,8 +740,60 @@ impl Machine {
                 let (svm, mut env) = env!(self, Pid(i));
                 svm.policy_timer(&mut env);
             }
+            Work::Notify(g) => self.serve_notices(g),
             Work::KWave => self.run_kwaves(),
         }
+    }
+
+    /// The driver serves GPU `g`'s access-counter notifications (UVM's
+    /// access-counter service, in the same bottom half as its faults): the
+    /// arrived ones, up to the profile's batch size, for the batch cost,
+    /// each after the locks a fault's service waits for. No wave waits on
+    /// them. A notification whose service fails is counted and dropped,
+    /// as UVM logs and drops it.
+    fn serve_notices(&mut self, g: usize) {
+        let Some(first) = self.mmu.counters.notices[g].front().copied() else {
+            return;
+        };
+        let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
+        let fixed = crate::timing::ns(self.hw.timing.handler_fixed_ns);
+        let mut now = first.at.max(self.sched.handler_free[g]);
+        let start = now;
+        now += crate::timing::ns(self.hw.timing.handler_batch_ns);
+        let mut taken = 0;
+        while taken < self.hw.timing.fault_batch {
+            let Some(n) = self.mmu.counters.notices[g].front().copied() else {
+                break;
+            };
+            if taken > 0 && n.at > now {
+                break;
+            }
+            self.mmu.counters.notices[g].pop_front();
+            taken += 1;
+            self.hw.counters.access_counter_notices += 1;
+            let pi = n.proc;
+            now = self.procs[pi].mmap_lock.read_from(now);
+            let svms_free = self.procs[pi].svms_lock_until;
+            if svms_free > now {
+                self.hw.counters.svms_lock_wait_ns += svms_free - now;
+                now = svms_free;
+            }
+            let (range, at) = self.migrate_lock_from(pi, n.pages.start(), now);
+            let (svm, mut env) = env!(self, Pid(pi));
+            env.now = at + fixed;
+            let served = svm.access_counter_notify(&mut env, gpu, n.pages);
+            let end = env.now;
+            self.migrate_lock_until(pi, range, end);
+            let p = &mut self.procs[pi];
+            p.mmap_lock.read_done(end);
+            p.svms_lock_until = end;
+            if served.is_err() {
+                self.hw.counters.access_counter_failures += 1;
+            }
+            now = end;
+        }
+        self.hw.counters.handler_busy_ns += now - start;
+        self.sched.handler_free[g] = now;
     }
 
     /// Runs the kernel waves due at the earliest time back to back, as

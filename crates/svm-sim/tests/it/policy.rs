@@ -1078,3 +1078,102 @@ fn xe_moves_a_range_between_gpus_directly() {
         "{direct} ns direct, {bounced} ns through system memory"
     );
 }
+
+/// A machine of one GPU of the `uvm-gh` profile (ATS over C2C) under the
+/// uvm driver with `set` applied, and a CPU-written 2 MiB-aligned 4 MiB
+/// buffer the GPU may access: its address.
+fn uvm_gh(set: &[(&str, &str)]) -> (Kfd, u64) {
+    use svm_core::config::{Config, Driver};
+    let p = svm_sim::timing::Profile::built_in("uvm-gh").unwrap();
+    let mut gpus = p.gpus();
+    gpus.iter_mut()
+        .for_each(|g| g.id = svm_core::gpu::GpuId::new(GPU0).unwrap());
+    let mut k = Kfd::with_gpus(gpus, true);
+    k.m.apply_profile(&p);
+    let mut c = Config::for_driver(Driver::Uvm);
+    for (key, value) in set {
+        c.set(key, value).unwrap();
+    }
+    k.m.set_config(&c).unwrap();
+    let a = k.mmap(8 * MIB).next_multiple_of(2 * MIB);
+    k.cpu_write(a, &words(1024 * 1024, |i| i));
+    k.set(a, 4 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    (k, a)
+}
+
+/// On an ATS GPU a fault leaves the pages the CPU holds where they are
+/// (the GPU reaches them over C2C), and the access counters, on there by
+/// default, move each 2 MiB region once the GPU has accessed it remotely
+/// 256 times; off, or with a threshold never reached, nothing moves.
+#[test]
+fn uvm_on_ats_moves_cpu_pages_only_when_access_counters_call_them_hot() {
+    let run = |set: &[(&str, &str)]| {
+        let (mut k, a) = uvm_gh(set);
+        for pass in 0..3u32 {
+            let got = k.gpu_read(GPU0, a, 4 * MIB);
+            assert_eq!(got, words(1024 * 1024, |i| i), "{set:?} pass {pass}");
+        }
+        // Whatever moved, the CPU still reads what it wrote.
+        let vram = k.vram_pages_in(a, 4 * MIB);
+        assert_eq!(k.cpu_read(a + 8, 4), 2u32.to_le_bytes());
+        k.check();
+        let c = k.m.counters();
+        (vram, c.access_counter_notices, c.pages_to_vram)
+    };
+    // Pages in VRAM, notifications, pages moved to VRAM.
+    let (vram, notices, moved) = run(&[]);
+    assert_eq!(vram, 1024, "both regions moved");
+    assert!(notices >= 2, "{notices} notifications");
+    assert_eq!(moved, 1024);
+    assert_eq!(run(&[("uvm_access_counter_migration", "off")]), (0, 0, 0));
+    // 3 passes are 1536 remote accesses per region at most.
+    assert_eq!(run(&[("uvm_access_counter_threshold", "2000")]), (0, 0, 0));
+}
+
+/// A fault on an ATS GPU migrates what no one holds yet: first touch
+/// populates on the GPU, the faulting page's 64 KiB big page as the
+/// prefetch tree's leaf has it, while the pages the CPU wrote in the same
+/// block stay in system memory.
+#[test]
+fn uvm_on_ats_populates_untouched_pages_on_the_gpu() {
+    let (mut k, a) = uvm_gh(&[("uvm_access_counter_migration", "off")]);
+    let fresh = a + 4 * MIB;
+    k.set(fresh, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    k.cpu_write(fresh + MIB, &[1; 4]);
+    k.gpu_write(GPU0, fresh + 4, &[7, 7, 7, 7]);
+    assert_eq!(k.vram_pages_in(fresh, 64 * 1024), 16);
+    assert_eq!(k.vram_pages_in(fresh, 2 * MIB), 16);
+    assert_eq!(k.gpu_read(GPU0, fresh + MIB, 4), [1; 4]);
+    assert_eq!(k.vram_pages_in(fresh, 2 * MIB), 16);
+    assert_eq!(k.cpu_read(fresh + 4, 4), [7; 4]);
+}
+
+/// Off ATS the access counters are off unless asked for (UVM's -1); on,
+/// they move what an accessed-by GPU reads in place.
+#[test]
+fn uvm_access_counters_off_ats_only_when_asked() {
+    use svm_core::config::{Config, Driver};
+    use svm_core::uapi::attr_type::ACCESS_IN_PLACE;
+    let run = |mode: &str| {
+        let mut k = Kfd::new(true);
+        k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
+        let mut c = Config::for_driver(Driver::Uvm);
+        c.set("uvm_access_counter_migration", mode).unwrap();
+        k.m.set_config(&c).unwrap();
+        let a = k.mmap(4 * MIB).next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(512 * 1024, |i| i));
+        k.set(a, 2 * MIB, &[(ACCESS_IN_PLACE, GPU0)]).unwrap();
+        for _ in 0..2 {
+            assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), words(512 * 1024, |i| i));
+        }
+        k.check();
+        (
+            k.vram_pages_in(a, 2 * MIB),
+            k.m.counters().access_counter_notices,
+        )
+    };
+    assert_eq!(run("auto"), (0, 0));
+    let (vram, notices) = run("on");
+    assert_eq!(vram, 512);
+    assert!(notices > 0);
+}

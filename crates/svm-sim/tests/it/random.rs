@@ -270,6 +270,7 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             hive: s.hive.then_some(7),
             apu: false,
             prefer_gtt: false,
+            ats: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         })
         .collect();

@@ -415,6 +415,7 @@ impl StateMachineTest for EngineTest {
                 hive: None,
                 apu: false,
                 prefer_gtt: false,
+                ats: false,
                 gc: svm_core::pte::GcVersion::DEFAULT,
             })
             .collect();

@@ -25,6 +25,7 @@ pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
         hive: None,
         apu: false,
         prefer_gtt: false,
+        ats: false,
         gc: svm_core::pte::GcVersion::DEFAULT,
     }
 }

@@ -746,6 +746,7 @@ struct GpuFile {
     hive: Option<u64>,
     apu: Option<bool>,
     apu_prefer_gtt: Option<bool>,
+    ats: Option<bool>,
     gc: Option<Spanned<String>>,
 }
 
@@ -756,6 +757,7 @@ struct GpuDefaults {
     gc: svm_core::pte::GcVersion,
     apu: bool,
     prefer_gtt: bool,
+    ats: bool,
 }
 
 /// `[[process]]`.
@@ -799,7 +801,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 .map_err(|e| src.error_in(root, p.span(), e.message))?,
         ),
     };
-    // A GPU without its own `gc`, `apu` or `apu_prefer_gtt` has the
+    // A GPU without its own `gc`, `apu`, `apu_prefer_gtt` or `ats` has the
     // profile's GPUs' value.
     let defaults = profile
         .as_ref()
@@ -807,6 +809,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             gc: p.gc(),
             apu: p.gpu.apu,
             prefer_gtt: p.gpu.apu_prefer_gtt,
+            ats: p.gpu.ats,
         });
     let mut gpus: Vec<GpuDesc> = Vec::new();
     for (index, g) in sys.gpu.into_iter().enumerate() {
@@ -1000,6 +1003,7 @@ fn gpu_desc(
         hive: g.hive,
         apu: g.apu.unwrap_or(defaults.apu),
         prefer_gtt: g.apu_prefer_gtt.unwrap_or(defaults.prefer_gtt),
+        ats: g.ats.unwrap_or(defaults.ats),
         gc,
     })
 }
