@@ -112,6 +112,10 @@ pub struct Config {
     /// UVM: remote accesses to a 2 MiB region that make a notification
     /// (`uvm_perf_access_counter_threshold`).
     pub uvm_access_counter_threshold: u16,
+    /// UVM: serve reads of read-mostly memory (GPU_READ_MOSTLY) with
+    /// read-only copies on the reading GPU (ReadMostly advice); off, they
+    /// migrate as other memory does.
+    pub uvm_read_duplication: bool,
     /// UVM: tune the thrashing lapse as the 595 source does, whose shrink
     /// test repeats the grow test (docs/research/uvm.md §3.5); off, as it
     /// meant to.
@@ -242,6 +246,7 @@ impl Default for Config {
             uvm_thrashing: true,
             uvm_access_counter_migration: policy::AccessCounters::Auto,
             uvm_access_counter_threshold: 256,
+            uvm_read_duplication: true,
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
             given: Given(0),
@@ -574,6 +579,11 @@ pub static KNOBS: &[Knob] = &[
         "count",
         "UVM: remote accesses to a 2 MiB region that make an access-counter notification",
         " (256: UVM's default)"
+    ),
+    bool_knob!(
+        "uvm_read_duplication",
+        uvm_read_duplication,
+        "UVM: reads of GPU_READ_MOSTLY memory get read-only copies on the reading GPU; off: they migrate"
     ),
     bool_knob!(
         "uvm_lapse_vote_bug",

@@ -199,6 +199,22 @@ pub trait Hardware: Platform {
         compound: bool,
     );
 
+    /// Copies the bytes of the `n` virtual pages from `va` into pages
+    /// `k..k + n` of VRAM buffer `buf` on `gpu`, leaving them where they
+    /// are (read duplication): from system memory when `from` is `None`,
+    /// else from pages `fk..fk + n` of buffer `fbuf` on GPU `fgpu`, over
+    /// the peer link. The per-page work and the copy jobs (at most 2 MiB
+    /// each, on `gpu`'s ring) are the hardware's to charge.
+    fn duplicate_run(
+        &mut self,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        from: Option<(GpuIndex, VramBuf, u64)>,
+        n: u64,
+    );
+
     /// TTM moves a whole KFD buffer of `npages` between VRAM and GTT (an
     /// eviction or a restore): copy jobs of at most 2 MiB on the device's
     /// ring, waited for. Its bytes are not modelled, only the time.

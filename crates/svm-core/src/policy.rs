@@ -165,6 +165,19 @@ pub enum FaultPlan {
         /// nothing: remote mappings (UVM's pinned thrashing pages).
         remote: Vec<PageRange>,
     },
+    /// Serve a read fault with read-only copies (UVM's read duplication):
+    /// each run's pages are copied into the faulting GPU's VRAM, their
+    /// residency left as it is, and mapped there read-only. A page no
+    /// copy could be made of (resident nowhere yet, or no room) is mapped
+    /// where it is. A write to a copied page, by any GPU or the CPU,
+    /// drops every copy first. Refused (EINVAL) for a write fault: the
+    /// write could never be served. Make one with
+    /// [`FaultPlan::duplicate`].
+    #[non_exhaustive]
+    Duplicate {
+        /// The runs, in the order they are served.
+        runs: Vec<PageRange>,
+    },
     /// Serve nothing now: the GPU retries no sooner than `after_ns` from
     /// now (a throttle, as UVM's thrashing mitigation does).
     Retry {
@@ -193,6 +206,12 @@ impl FaultPlan {
             also: GpuMask::EMPTY,
             remote: Vec::new(),
         }
+    }
+
+    /// Serve a read fault with read-only copies of `runs` on the faulting
+    /// GPU ([`FaultPlan::Duplicate`]).
+    pub fn duplicate(runs: Vec<PageRange>) -> Self {
+        FaultPlan::Duplicate { runs }
     }
 
     /// Serve the fault as [`FaultPlan::serve_runs`] does, then map each

@@ -200,6 +200,8 @@ pub struct Process {
     config: Config,
     /// VRAM buffers by id.
     bos: BTreeMap<u64, SvmBo>,
+    /// Read-only copies of pages on GPUs that read them (`dup.rs`).
+    dups: Duplicates,
     next_bo: u64,
     /// A buffer may have lost its last reference since the last scan.
     bo_scan_needed: bool,
@@ -281,6 +283,7 @@ impl Process {
             policy_due: None,
             config: Config::default(),
             bos: BTreeMap::new(),
+            dups: Duplicates::default(),
             next_bo: 1,
             bo_scan_needed: false,
             stats,
@@ -1015,8 +1018,10 @@ impl Process {
         if self.svms.overlapping(range).next().is_none() {
             return;
         }
-        // The policy's history of this memory goes with it.
+        // The policy's history of this memory goes with it, and so do
+        // its read duplicates.
         self.policy.on_unmap(range);
+        self.collapse_duplicates(pf, range, None);
         // 2. (2024+) Remember, per GPU, the newest retry fault still in its
         //    ring: it and every older one are stragglers on memory that may
         //    be going away, dropped rather than served.
@@ -1109,6 +1114,7 @@ impl Process {
     /// mappings, VRAM and memory reservation. No notifier runs and no
     /// UNMAP_FROM_GPU is reported: the process's GPU VMs go away with it.
     pub fn exit(&mut self, pf: &mut dyn Hardware) {
+        self.free_duplicates(pf);
         let gone = self.svms.clear();
         let pages: u64 = gone.iter().map(|r| r.range().npages().raw()).sum();
         for mut r in gone {
@@ -1232,6 +1238,8 @@ mod fault;
 pub use fault::{DropReason, FaultOutcome};
 mod kfd_bo;
 pub use kfd_bo::{KfdBo, MAX_KFD_BO_BYTES, PROCESS_BACK_OFF_TIME_NS, PROCESS_RESTORE_TIME_NS};
+mod dup;
+pub use dup::{DupBlock, Duplicates};
 mod map;
 mod migrate;
 

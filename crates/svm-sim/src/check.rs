@@ -26,6 +26,8 @@
 //!   pages really in VRAM (off by default: it drifts, which is the point);
 //! - every page's bytes, wherever they live, equal what the process's
 //!   accesses wrote (the per-page shadow model): no byte lost or stale;
+//! - a page with read duplicates is mapped writable nowhere, a GPU with a
+//!   copy of it maps the copy, and every copy holds the page's bytes;
 //! - no device page a CPU fault still holds (do_swap_page's reference,
 //!   until its `put_page`) had its count reset by a migration reusing it:
 //!   the hardware tracks those references, and a put that would drop a
@@ -249,7 +251,13 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
         let kfd = svm
             .kfd_bos()
             .filter_map(|(_, b)| b.buf.map(|buf| (b.gpu, buf)));
-        for (gpu, buf) in svm.bos().map(|(_, b)| (b.gpu, b.buf)).chain(kfd) {
+        let dups = svm.duplicates().buffers();
+        for (gpu, buf) in svm
+            .bos()
+            .map(|(_, b)| (b.gpu, b.buf))
+            .chain(kfd)
+            .chain(dups)
+        {
             if bufs.insert((gpu.get(), buf.0), pid.index()).is_some() {
                 return fail("vram", format!("{}: buffer {} held twice", p.name, buf.0));
             }
@@ -352,6 +360,39 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                         ),
                     );
                 }
+                // A page with read duplicates is written nowhere; a GPU
+                // with a copy maps its copy.
+                let gpu = svm_core::gpu::GpuIndex::new(gi).expect("at most 64 GPUs");
+                let dups = svm.duplicates();
+                if !dups.is_empty() && !dups.holders(page).is_empty() {
+                    if pte.flags.writeable {
+                        return fail(
+                            "read_duplicate",
+                            format!(
+                                "{}: gpu{gi} maps page {page} writable while it has read duplicates",
+                                p.name
+                            ),
+                        );
+                    }
+                    if let Some((buf, k)) = dups.copy_of(gpu, page) {
+                        let at = m.gpus()[gi].bufs[&buf.0].page(k).map(|x| x * 4096);
+                        if pte.target
+                            != (PteTarget::Vram {
+                                owner: gpu,
+                                addr: at.unwrap_or(u64::MAX),
+                            })
+                        {
+                            return fail(
+                                "read_duplicate",
+                                format!(
+                                    "{}: gpu{gi} holds a copy of page {page} but its PTE points at {:?}",
+                                    p.name, pte.target
+                                ),
+                            );
+                        }
+                        continue;
+                    }
+                }
                 if r.invalid > 0 {
                     continue;
                 }
@@ -427,6 +468,28 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                     format!(
                         "{}: page {page} does not hold what was written to it",
                         p.name
+                    ),
+                );
+            }
+        }
+    }
+    // Every read duplicate holds what was written to its page.
+    for (_, p) in m.processes() {
+        if p.shadow.is_off() {
+            continue;
+        }
+        for (g, page, buf, k) in p.svm.duplicates().copies() {
+            let gpu = &m.gpus()[g.get()];
+            let same = gpu.bufs[&buf.0]
+                .page(k)
+                .is_some_and(|v| gpu.vram.store().digest(v) == p.shadow.expected(page.raw()));
+            if !same {
+                return fail(
+                    "read_duplicate",
+                    format!(
+                        "{}: gpu{} copy of page {page} differs from what was written",
+                        p.name,
+                        g.get()
                     ),
                 );
             }

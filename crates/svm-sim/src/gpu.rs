@@ -33,6 +33,9 @@ pub struct HwCounters {
     /// Pages copied straight from one GPU's VRAM to another's
     /// (device-to-device migration).
     pub pages_peer: u64,
+    /// Pages copied into a GPU's VRAM as read duplicates, their masters
+    /// left where they were.
+    pub pages_duplicated: u64,
     /// Never-touched system pages that mapping faulted in as zeroed pages
     /// (`hmm_range_fault` with REQ_WRITE on a writable VMA); a later
     /// migration copies them instead of zero-filling.

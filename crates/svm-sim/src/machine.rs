@@ -443,6 +443,67 @@ impl Hardware for Env<'_> {
         self.now = self.now.max(done);
     }
 
+    fn duplicate_run(
+        &mut self,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        from: Option<(GpuIndex, VramBuf, u64)>,
+        n: u64,
+    ) {
+        // Page by page, the driver's per-page work as a migration's; the
+        // bytes are shared, not moved (a write to either side copies them
+        // first); one job per 2 MiB on the destination's ring, over the
+        // host link from system memory or the peer link from a GPU.
+        let t = gpu.get();
+        let mut done = self.now;
+        let mut job = 0;
+        for i in 0..n {
+            self.charge(self.timing.migrate_page_ns);
+            let page = match from {
+                None if self.mm.pages().is_phantom() => self
+                    .mm
+                    .pages()
+                    .is_populated(va.raw() + i)
+                    .then_some(crate::pages::Page::Phantom),
+                None => self
+                    .mm
+                    .pages()
+                    .lend((va.raw() + i) * PAGE_SIZE)
+                    .cloned()
+                    .map(crate::pages::Page::Bytes),
+                Some((f, src, fk)) => {
+                    let s = self.gpus[f.get()].bufs[&src.0]
+                        .page(fk + i)
+                        .expect("source page inside its buffer");
+                    self.gpus[f.get()]
+                        .vram
+                        .lend(s * PAGE_SIZE)
+                        .cloned()
+                        .map(crate::pages::Page::Bytes)
+                }
+            };
+            let d = self.gpus[t].bufs[&buf.0]
+                .page(k + i)
+                .expect("destination page inside its buffer");
+            self.gpus[t].vram.put(d, page);
+            self.counters.pages_duplicated += 1;
+            job += 1;
+            if job == 512 || i + 1 == n {
+                done = match from {
+                    None => self.submit_copy(t, CopyDir::ToVram, job),
+                    Some((f, _, _)) => {
+                        let link = self.timing.peer_link;
+                        self.submit_job(f.get(), link, None, job)
+                    }
+                };
+                job = 0;
+            }
+        }
+        self.charge_to(done);
+    }
+
     fn copy_bo(&mut self, gpu: GpuIndex, dir: CopyDir, npages: u64) {
         // TTM's blit (`amdgpu_ttm_copy_mem_to_mem`) goes through the GART
         // window in pieces of at most 2 MiB; the move's fence is waited for.
@@ -1787,6 +1848,14 @@ impl Machine {
         let per_page = crate::timing::ns(self.hw.timing.cpu_access_ns);
         let mut t = at;
         if write {
+            // UVM revokes the CPU's write access to read-duplicated
+            // pages: the write's fault drops the copies first.
+            if !self.procs[pid.0].svm.duplicates().is_empty() {
+                let (svm, mut env) = env!(self, pid);
+                env.now = t;
+                svm.collapse_duplicates(&mut env, pages, None);
+                t = env.now;
+            }
             self.cow_write(pid, pages);
         }
         for page in pages.pages() {

@@ -18,7 +18,7 @@ use crate::{Params, Run, Workload, WorkloadError, kernel};
 const LANE_BYTES: u64 = 256;
 
 /// Every workload, in the order `svmsim workloads` lists them.
-pub static ALL: [&(dyn Workload + Sync); 15] = [
+pub static ALL: [&(dyn Workload + Sync); 16] = [
     &Stream,
     &Gemm,
     &Stencil2d,
@@ -34,6 +34,7 @@ pub static ALL: [&(dyn Workload + Sync); 15] = [
     &UnregisteredHeap,
     &FirstTouch,
     &FalseSharing,
+    &ReadShared,
 ];
 
 fn seq(n: usize, f: impl Fn(u32) -> u32) -> Vec<u32> {
@@ -980,6 +981,65 @@ impl Workload for FalseSharing {
         };
         r.launch_all(vec![(0, waves, half(0)), (1, waves, half(1))])?;
         r.check_u32s(a, nu, |_| passes)
+    }
+}
+
+/// Two GPUs at once read one table, marked read-mostly, each into an
+/// output of its own: weights broadcast to every GPU.
+struct ReadShared;
+
+impl Workload for ReadShared {
+    fn name(&self) -> &'static str {
+        "read-shared"
+    }
+    fn describe(&self) -> &'static str {
+        "two GPUs at once read one GPU_READ_MOSTLY table into outputs of their own, iters passes: read duplication's case"
+    }
+    fn gpus(&self) -> usize {
+        2
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size
+    }
+    fn phantom_ready(&self) -> bool {
+        true
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        use svm_core::uapi::{SvmAttribute, attr_type, flag};
+        // Whole pages: the table's flags are set over it alone.
+        let n = words_per(p, 3, self.name())? / 1024 * 1024;
+        if n == 0 {
+            return Err(bad(self.name(), "size must be at least three pages"));
+        }
+        let nu = usize::try_from(n).unwrap_or(0);
+        let table = r.alloc(n * 4, &[0, 1])?;
+        r.set_attr(
+            table,
+            n * 4,
+            vec![SvmAttribute::new(
+                attr_type::SET_FLAGS,
+                flag::GPU_READ_MOSTLY,
+            )],
+        )?;
+        let (out0, out1) = (r.alloc(n * 4, &[0])?, r.alloc(n * 4, &[1])?);
+        r.write_u32s_with(table, nu, |i| i.wrapping_mul(7))?;
+        let (waves, per) = chunks(n, 256);
+        for _ in 0..p.iters.max(1) {
+            r.launch_all(vec![
+                (
+                    0,
+                    waves,
+                    elementwise(table, None, out0, 0, n, per, |x, _| x.wrapping_add(1)),
+                ),
+                (
+                    1,
+                    waves,
+                    elementwise(table, None, out1, 0, n, per, |x, _| x.wrapping_mul(3)),
+                ),
+            ])?;
+        }
+        let ok = r.check_u32s(out0, nu, |i| i.wrapping_mul(7).wrapping_add(1))?;
+        Ok(ok && r.check_u32s(out1, nu, |i| i.wrapping_mul(21))?)
     }
 }
 

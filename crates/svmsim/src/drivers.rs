@@ -160,6 +160,29 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
                  pinned rather than moved again."
             );
         }
+        let (copied, dropped) = (
+            count("read_duplicated_pages"),
+            count("read_duplicates_dropped"),
+        );
+        if copied > 0 {
+            let _ = writeln!(
+                s,
+                "    It served reads of read-mostly memory with read-only copies: {copied} pages \
+                 copied to the GPUs that read them, their masters left in place; {dropped} \
+                 copies dropped again (a write, an unmap, or VRAM wanted)."
+            );
+        }
+        let (notices, hot) = (
+            count("access_counter_notices"),
+            count("access_counter_pages"),
+        );
+        if notices > 0 {
+            let _ = writeln!(
+                s,
+                "    Its access counters called {notices} 2 MiB regions hot and moved {hot} \
+                 pages the GPU had been reading remotely."
+            );
+        }
         if m.queue_evictions != bm.queue_evictions {
             let _ = writeln!(
                 s,

@@ -38,7 +38,12 @@
 //! per 2 MiB region; at 256 (`uvm_access_counter_threshold`) the region's
 //! pages come to the GPU ([`FaultPolicy::on_access_counter`]).
 //!
-//! Not modelled yet (each named in issue 19): read duplication; a CPU
+//! ReadMostly (the range's GPU_READ_MOSTLY flag, knob
+//! `uvm_read_duplication`): a read is served by read-only copies on the
+//! faulting GPU ([`FaultPlan::Duplicate`], `process/dup.rs`), the pages
+//! left where they are; a write anywhere drops the copies first.
+//!
+//! Not modelled yet (each named in issue 19): a CPU
 //! fault's own throttle (CPU
 //! faults migrate as kfd's do, and count as thrashing events). kfd's steps
 //! before the policy still run: its 2 ms duplicate window drops a fault on
@@ -52,8 +57,9 @@ use super::{
     MigrationEvent,
 };
 use crate::addr::{PageNum, PageRange};
-use crate::attr::Location;
+use crate::attr::{Location, SvmFlags};
 use crate::events::MigrateTrigger;
+use crate::uapi::flag;
 
 /// UVM's policies.
 pub(super) static ENTRIES: [Entry; 1] = [Entry {
@@ -77,6 +83,7 @@ pub struct Uvm {
     prefetch_threshold: u32,
     access_counters: super::AccessCounters,
     access_counter_threshold: u32,
+    read_duplication: bool,
     /// Access-counter notifications served with a plan, and the pages
     /// they migrated.
     notices: u64,
@@ -96,6 +103,7 @@ impl Default for Uvm {
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
             access_counters: super::AccessCounters::Auto,
             access_counter_threshold: 256,
+            read_duplication: true,
             notices: 0,
             counter_pages: 0,
         }
@@ -128,6 +136,7 @@ impl FaultPolicy for Uvm {
         self.prefetch_threshold = u32::from(config.uvm_prefetch_threshold);
         self.access_counters = config.uvm_access_counter_migration;
         self.access_counter_threshold = u32::from(config.uvm_access_counter_threshold);
+        self.read_duplication = config.uvm_read_duplication;
     }
 
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
@@ -283,6 +292,26 @@ impl FaultPolicy for Uvm {
                 .collect()
         };
         let served = faulted.union(&hint);
+        // ReadMostly (svmsim's GPU_READ_MOSTLY flag): a read is served by
+        // read-only copies on the faulting GPU, the pages staying where
+        // they are (`uvm_va_block_select_residency` with read
+        // duplication: the faulting processor, transfer mode COPY). Not
+        // for ATS memory, which UVM's ATS path serves without it, nor when
+        // some page is mapped in place (pinned or accessed-by).
+        let read_mostly = ctx
+            .range
+            .attrs
+            .flags
+            .contains(SvmFlags::from_bits(flag::GPU_READ_MOSTLY));
+        if self.read_duplication
+            && read_mostly
+            && !ctx.write
+            && !ctx.ats
+            && remote.is_empty()
+            && !served.is_empty()
+        {
+            return FaultPlan::duplicate(to_runs(&served));
+        }
         let (served, remote) = if ctx.ats && to == Location::Vram(ctx.gpu_id) {
             // ATS (`uvm_ats_service_faults`): a fault migrates only what no
             // one holds yet (`skip_mapped`: first touch populates on the

@@ -31,6 +31,9 @@ enum Steps {
     /// `FaultPlan::ServeRuns`: each run migrated to the location, then
     /// mapped; then each remote run mapped where it is.
     Runs(Location, Vec<PageRange>, Vec<PageRange>),
+    /// `FaultPlan::Duplicate`: each run copied to the faulting GPU, then
+    /// mapped there.
+    Copy(Vec<PageRange>),
 }
 
 impl Steps {
@@ -38,6 +41,7 @@ impl Steps {
         match self {
             Steps::One(..) => 1,
             Steps::Runs(_, runs, remote) => runs.len() + remote.len(),
+            Steps::Copy(runs) => runs.len(),
         }
     }
 
@@ -46,6 +50,7 @@ impl Steps {
             Steps::One(migrate, map) => (*migrate, *map),
             Steps::Runs(to, runs, _) if k < runs.len() => (Some((*to, runs[k])), Some(runs[k])),
             Steps::Runs(_, runs, remote) => (None, Some(remote[k - runs.len()])),
+            Steps::Copy(runs) => (None, Some(runs[k])),
         }
     }
 
@@ -54,6 +59,7 @@ impl Steps {
         match self {
             Steps::One(migrate, _) => migrate.map(|(to, _)| to),
             Steps::Runs(to, _, _) => Some(*to),
+            Steps::Copy(_) => None,
         }
     }
 }
@@ -93,6 +99,14 @@ fn steps_of(
                     .collect(),
             ),
             GpuMask::only(gpu).or(also.and(may_map)),
+        ),
+        FaultPlan::Duplicate { runs } => (
+            Steps::Copy(
+                runs.into_iter()
+                    .filter_map(|r| r.intersect(whole))
+                    .collect(),
+            ),
+            GpuMask::only(gpu),
         ),
         FaultPlan::Retry { after_ns } => return Err(after_ns),
     })
@@ -294,6 +308,12 @@ impl Process {
             gpu,
             events::page_fault_start(now, self.pid, page.raw(), id, write),
         );
+        // A write drops the range's read duplicates first: no page with a
+        // copy may be written (`dup.rs`).
+        if write {
+            let whole = self.svms.get(start).expect("faulting range").range();
+            self.collapse_duplicates(pf, whole, None);
+        }
         // 16. What to migrate and what to map: the policy's decision (kfd's
         //     own is the granularity window, or the whole range).
         let r = self.svms.get(start).expect("faulting range is in the list");
@@ -337,19 +357,23 @@ impl Process {
                 return Ok(FaultOutcome::Dropped(DropReason::Throttled { after_ns }));
             }
         };
-        // A plan that moves pages to a GPU the process does not have is
-        // the policy's bug: the fault ends unserved and is refused (a
-        // policy is code from outside the engine; it must not panic it).
-        if !self.plan_is_ours(&steps) {
+        // A plan that moves pages to a GPU the process does not have, or
+        // serves a write with read-only copies, is the policy's bug: the
+        // fault ends unserved and is refused (a policy is code from
+        // outside the engine; it must not panic it).
+        let bug = if !self.plan_is_ours(&steps) {
+            Some("the fault policy planned a migration to a GPU the process does not have")
+        } else if write && matches!(steps, Steps::Copy(_)) {
+            Some("the fault policy planned read-only copies for a write")
+        } else {
+            None
+        };
+        if let Some(why) = bug {
             pf.smi_event(
                 gpu,
                 events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, false),
             );
-            return Err(refused(
-                page,
-                "the fault policy planned a migration to a GPU the process does not have",
-                Errno::Einval,
-            ));
+            return Err(refused(page, why, Errno::Einval));
         }
         // For the size-class statistics: pages that came into VRAM.
         let paged_in = |s: &Self| s.stats.iter().map(|(_, g)| g.page_in).sum::<u64>();
@@ -362,8 +386,7 @@ impl Process {
             map_ns,
         } = self.carry_out(
             pf,
-            start,
-            page,
+            (gpu, start, page),
             &steps,
             map_on,
             MigrateTrigger::PagefaultGpu,
@@ -480,8 +503,7 @@ impl Process {
             }
             let done = self.carry_out(
                 pf,
-                start,
-                w.start(),
+                (gpu, start, w.start()),
                 &steps,
                 map_on,
                 MigrateTrigger::AccessCounter,
@@ -507,8 +529,7 @@ impl Process {
     fn carry_out(
         &mut self,
         pf: &mut dyn Hardware,
-        start: PageNum,
-        page: PageNum,
+        (gpu, start, page): (GpuIndex, PageNum, PageNum),
         steps: &Steps,
         map_on: GpuMask,
         trigger: MigrateTrigger,
@@ -535,6 +556,9 @@ impl Process {
                 }
             } else {
                 migrated |= self.migrate_for_fault(pf, start, migrate, trigger);
+            }
+            if let (Steps::Copy(_), Some(run)) = (steps, map) {
+                migrated |= self.duplicate_run(pf, gpu, run) > 0;
             }
             let t2 = pf.now_ns();
             migrate_ns += t2 - t;
@@ -838,9 +862,16 @@ impl Process {
     }
 
     /// What the fault policy counted of its decisions
-    /// ([`crate::policy::FaultPolicy::counters`]).
+    /// ([`crate::policy::FaultPolicy::counters`]), and the read duplicates
+    /// the engine made and dropped for its plans, if any.
     pub fn policy_counters(&self) -> Vec<(&'static str, u64)> {
-        self.policy.counters()
+        let mut c = self.policy.counters();
+        let (copied, dropped) = self.dups.counts();
+        if copied > 0 {
+            c.push(("read_duplicated_pages", copied));
+            c.push(("read_duplicates_dropped", dropped));
+        }
+        c
     }
 
     /// When the fault policy's next deadline is

@@ -122,9 +122,20 @@ impl Process {
         }
         let hives: Vec<(GpuIndex, bool)> = {
             let r = self.svms.get(start).expect("range to map is in the list");
+            // A GPU with read copies of every VRAM page of the window maps
+            // its copies, wherever the masters are.
+            let copies_cover = |g: GpuIndex| {
+                !self.dups.is_empty()
+                    && window
+                        .pages()
+                        .all(|p| !r.vram.get(r.index(p)) || self.dups.copy_of(g, p).is_some())
+            };
             bitmap
                 .iter()
-                .map(|g| (g, r.actual_loc.is_none_or(|owner| self.same_hive(owner, g))))
+                .map(|g| {
+                    let hive = r.actual_loc.is_none_or(|owner| self.same_hive(owner, g));
+                    (g, hive || copies_cover(g))
+                })
                 .collect()
         };
         let bo = self
@@ -150,8 +161,25 @@ impl Process {
             let mut ptes = Vec::with_capacity(readonly.len());
             for (page, &ro) in window.pages().zip(&readonly) {
                 let k = r.index(page);
+                // A page with read duplicates is mapped read-only
+                // everywhere, and on a GPU with a copy, to its copy
+                // (`dup.rs`).
+                let dups = !self.dups.is_empty();
+                let copy = if dups {
+                    self.dups.copy_of(g, page)
+                } else {
+                    None
+                };
+                let ro = ro || (dups && !self.dups.holders(page).is_empty());
                 // 3. DMA-map system pages; encode VRAM pages.
-                let (entry, target, domain) = if r.vram.get(k) {
+                let (entry, target, domain) = if let Some((buf, dk)) = copy {
+                    let addr = pf.vram_addr(g, buf, dk);
+                    (
+                        DmaEntry::Vram(addr),
+                        PteTarget::Vram { owner: g, addr },
+                        PteDomain::LocalVram,
+                    )
+                } else if r.vram.get(k) {
                     let (bref, sbo) = bo.expect("a range with VRAM pages has a buffer");
                     let addr = pf.vram_addr(sbo.gpu, sbo.buf, bref.offset + k);
                     let domain = if sbo.gpu == g {

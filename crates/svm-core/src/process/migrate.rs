@@ -478,6 +478,9 @@ impl Process {
         loop {
             let err = match pf.vram_alloc(gpu, npages) {
                 Ok(buf) => return Ok(buf),
+                // Read duplicates are the cheapest room: dropping one
+                // copies nothing back.
+                Err(_) if self.drop_duplicates_on(pf, gpu) => continue,
                 Err(e) => e,
             };
             // TTM picks across processes: this process's buffers on the
@@ -703,6 +706,8 @@ impl Process {
     /// The MMU notifier for a CPU-side change that is not an unmap
     /// (mprotect and the like): the GPUs lose the pages of `range`.
     pub fn cpu_invalidate(&mut self, pf: &mut dyn Hardware, range: PageRange) {
+        // The master's bytes may change or go: its copies cannot stay.
+        self.collapse_duplicates(pf, range, None);
         let hit = self.svms.cuts(range);
         for (start, cut) in hit {
             self.invalidate(pf, start, cut, UnmapTrigger::MmuNotify);

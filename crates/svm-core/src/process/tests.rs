@@ -85,6 +85,16 @@ impl Hardware for Fake {
         _compound: bool,
     ) {
     }
+    fn duplicate_run(
+        &mut self,
+        _gpu: GpuIndex,
+        _buf: VramBuf,
+        _k: u64,
+        _va: PageNum,
+        _from: Option<(GpuIndex, VramBuf, u64)>,
+        _n: u64,
+    ) {
+    }
     fn copy_bo(&mut self, _gpu: GpuIndex, _dir: CopyDir, _npages: u64) {}
     fn dma_map(&mut self, _gpu: GpuIndex, va: PageNum) -> u64 {
         va.raw() * 4096

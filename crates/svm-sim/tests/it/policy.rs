@@ -1177,3 +1177,129 @@ fn uvm_access_counters_off_ats_only_when_asked() {
     assert_eq!(vram, 512);
     assert!(notices > 0);
 }
+
+/// Two GPUs on `uvm-pcie` under the uvm driver, and a CPU-written
+/// 2 MiB-aligned 2 MiB range both may access, with `flags` set: its
+/// address.
+fn uvm_two_readers(flags: u32) -> (Kfd, u64) {
+    use svm_core::uapi::attr_type::SET_FLAGS;
+    let mut k = uvm_pcie(Kfd::new(true));
+    let a = k.mmap(4 * MIB).next_multiple_of(2 * MIB);
+    k.cpu_write(a, &words(512 * 1024, |i| i));
+    k.set(
+        a,
+        2 * MIB,
+        &[(ACCESS, GPU0), (ACCESS, GPU1), (SET_FLAGS, flags)],
+    )
+    .unwrap();
+    (k, a)
+}
+
+/// `k` on `uvm-pcie` under the uvm driver.
+fn uvm_pcie(mut k: Kfd) -> Kfd {
+    use svm_core::config::{Config, Driver};
+    k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
+    k.m.set_config(&Config::for_driver(Driver::Uvm)).unwrap();
+    k
+}
+
+/// Read copies of the pages `gpu` holds.
+fn copies_on(k: &Kfd, gpu: u32) -> usize {
+    let svm = &k.m.process(k.pid).svm;
+    let g = svm.gpuidx(gpu).unwrap();
+    svm.duplicates().copies().filter(|c| c.0 == g).count()
+}
+
+/// ReadMostly (GPU_READ_MOSTLY under the uvm driver): each GPU that reads
+/// the range gets read-only copies in its own VRAM and the pages stay in
+/// system memory; a CPU write drops the copies of what it writes, a GPU
+/// write drops every copy of the range and then moves the pages to the
+/// writer. Without the flag the two readers pull the pages to them.
+#[test]
+fn uvm_read_mostly_copies_to_each_reader_and_a_write_collapses_them() {
+    use svm_core::uapi::flag::GPU_READ_MOSTLY;
+    let want = words(512 * 1024, |i| i);
+    let (mut k, a) = uvm_two_readers(GPU_READ_MOSTLY);
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), want);
+    assert_eq!(k.gpu_read(GPU1, a, 2 * MIB), want);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (512, 512));
+    assert_eq!(k.vram_pages_in(a, 2 * MIB), 0, "the masters stay put");
+    let c = k.m.counters();
+    assert_eq!((c.pages_duplicated, c.pages_to_vram), (1024, 0));
+    // Read again: local copies, no fault.
+    let faults =
+        k.m.process(k.pid)
+            .svm
+            .stats()
+            .iter()
+            .map(|(_, s)| s.faults)
+            .sum::<u64>();
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), want);
+    let after =
+        k.m.process(k.pid)
+            .svm
+            .stats()
+            .iter()
+            .map(|(_, s)| s.faults)
+            .sum::<u64>();
+    assert_eq!(after, faults);
+    // The CPU writes one page: its two copies go, and the readers see
+    // the new bytes.
+    k.cpu_write(a + 8, &[5; 4]);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (511, 511));
+    assert_eq!(k.gpu_read(GPU1, a + 8, 4), [5; 4]);
+    // A GPU writes: every copy of the range goes, the page moves to it.
+    k.gpu_write(GPU0, a + 3 * PAGE, &[6; 4]);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (0, 0));
+    assert!(k.vram_pages_in(a, 2 * MIB) > 0);
+    assert_eq!(k.gpu_read(GPU1, a + 3 * PAGE, 4), [6; 4]);
+    assert_eq!(k.cpu_read(a + 3 * PAGE, 4), [6; 4]);
+    let dropped =
+        k.m.process(k.pid)
+            .svm
+            .policy_counters()
+            .into_iter()
+            .find(|c| c.0 == "read_duplicates_dropped");
+    assert!(dropped.is_some_and(|(_, n)| n >= 1024), "{dropped:?}");
+    // Copies of memory that goes away go with it.
+    assert_eq!(k.gpu_read(GPU1, a, 2 * MIB)[..4], [0, 0, 0, 0]);
+    assert!(copies_on(&k, GPU1) > 0);
+    k.munmap(a, 2 * MIB);
+    assert_eq!(copies_on(&k, GPU1), 0);
+    k.check();
+    // Without the flag: no copy, pages move.
+    let (mut k, a) = uvm_two_readers(0);
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), want);
+    assert_eq!(k.gpu_read(GPU1, a, 2 * MIB), want);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (0, 0));
+    assert!(k.m.counters().pages_to_vram > 0);
+}
+
+/// A GPU's read copies are the first VRAM it gives back: an allocation
+/// that does not fit drops them before evicting anything.
+#[test]
+fn uvm_read_copies_give_way_to_an_allocation_first() {
+    use svm_core::uapi::flag::GPU_READ_MOSTLY;
+    let mut k = uvm_pcie(Kfd::new(true).with_vram(3 * MIB));
+    let a = k.mmap(8 * MIB).next_multiple_of(2 * MIB);
+    k.cpu_write(a, &words(1024 * 1024, |i| i));
+    k.set(
+        a,
+        2 * MIB,
+        &[
+            (ACCESS, GPU0),
+            (svm_core::uapi::attr_type::SET_FLAGS, GPU_READ_MOSTLY),
+        ],
+    )
+    .unwrap();
+    k.set(a + 2 * MIB, 2 * MIB, &[(ACCESS, GPU0)]).unwrap();
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), words(512 * 1024, |i| i));
+    assert_eq!(copies_on(&k, GPU0), 512);
+    let evictions = k.stats().evictions;
+    // The other range fills the VRAM the copies hold.
+    k.gpu_write(GPU0, a + 2 * MIB, &vec![1; 2 << 20]);
+    assert_eq!(k.vram_pages_in(a + 2 * MIB, 2 * MIB), 512);
+    assert_eq!(copies_on(&k, GPU0), 0);
+    assert_eq!(k.stats().evictions, evictions, "nothing evicted");
+    assert_eq!(k.gpu_read(GPU0, a + 4, 4), 1u32.to_le_bytes());
+}

@@ -55,10 +55,11 @@ struct Setup {
     chaos: Option<u64>,
 }
 
-/// A fault policy that plans at random: throttle now and then, migrate
-/// any part of the range to the best location, to system memory or to
-/// the faulting GPU (or nothing: a remote mapping), and map a window that
-/// usually holds the faulting page and sometimes does not.
+/// A fault policy that plans at random: throttle now and then, serve a
+/// read with read copies, migrate any part of the range to the best
+/// location, to system memory or to the faulting GPU (or nothing: a
+/// remote mapping), and map a window that usually holds the faulting page
+/// and sometimes does not.
 #[derive(Debug)]
 struct Chaos(rand_pcg::Pcg64Mcg);
 
@@ -89,6 +90,12 @@ impl FaultPolicy for Chaos {
             PageRange::new(PageNum::new(a), PageNum::new(b))
         };
         let page = ctx.page.raw();
+        // Read copies on the faulting GPU (UVM's read duplication), for
+        // a read: every later write, unmap, zap, fork and eviction must
+        // leave no copy stale.
+        if !ctx.write && r.random_bool(0.3) {
+            return FaultPlan::duplicate(vec![sub(r, Some(page)), sub(r, None)]);
+        }
         let migrate = match r.random_range(0..8) {
             0 | 1 => None,
             2 => Some(Location::Sys),
@@ -451,6 +458,12 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
     ACTIVITY[0].fetch_add(c.pages_to_vram + c.pages_zero_filled, Ordering::Relaxed);
     ACTIVITY[1].fetch_add(c.pages_to_ram, Ordering::Relaxed);
     ACTIVITY[2].fetch_add(c.ptes_written, Ordering::Relaxed);
+    READ_COPIES[0].fetch_add(c.pages_duplicated, Ordering::Relaxed);
+    let dropped: u64 = m
+        .processes()
+        .map(|(_, p)| p.svm.duplicates().counts().1)
+        .sum();
+    READ_COPIES[1].fetch_add(dropped, Ordering::Relaxed);
     let events =
         |f: &dyn Fn(&Kind) -> bool| m.events().iter().filter(|e| f(&e.event.kind)).count() as u64;
     ACTIVITY[3].fetch_add(
@@ -546,6 +559,10 @@ fn quiesce(m: &mut Machine, pids: &[Pid]) -> Result<(), TestCaseError> {
 /// Plans the chaos policy made, over all cases: it must have been asked.
 static CHAOS_PLANS: AtomicU64 = AtomicU64::new(0);
 
+/// Read copies the chaos policy's plans made, and copies dropped (by
+/// writes, unmaps, zaps, eviction), over all cases.
+static READ_COPIES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 /// What all cases together did: pages in, pages out, PTEs written, faults
 /// served, VRAM evictions, rescheduled restores, straggler faults dropped,
 /// faults on pieces being unmapped. A generator that stopped reaching one
@@ -597,6 +614,15 @@ fn random_fault_sequences_keep_every_invariant() {
     let chaos = CHAOS_PLANS.load(Ordering::Relaxed);
     eprintln!("activity over {cases} cases: {a:?}; chaos plans: {chaos}");
     assert!(chaos > 0, "no case ran the chaos policy");
+    let copies: Vec<u64> = READ_COPIES
+        .iter()
+        .map(|x| x.load(Ordering::Relaxed))
+        .collect();
+    eprintln!("read copies made and dropped: {copies:?}");
+    assert!(
+        copies.iter().all(|&x| x > 0),
+        "no case made and dropped read copies: {copies:?}"
+    );
     // The last two (stragglers, skip-recover drops) need a fault in flight
     // exactly as munmap comes; `race::munmap_during_fault_migration_*`
     // reaches them on purpose, so here they are only reported.
