@@ -496,6 +496,15 @@ pub trait FaultPolicy: fmt::Debug {
         false
     }
 
+    /// Whether a prefetch (PREFETCH_LOC) maps the range on the GPUs that
+    /// may access it even when nothing had to move, as Xe's prefetch is
+    /// a bind: `prefetch_ranges` migrates to the region (system memory
+    /// for region 0) and then binds. kfd maps after a prefetch only what
+    /// it migrated (XNACK on) or when the mapping changed: the default.
+    fn prefetch_binds(&self) -> bool {
+        false
+    }
+
     /// Takes the run's configuration (called once the policy is the
     /// process's, and again when the configuration changes), for a
     /// policy's own knobs (`uvm_*`). The default reads nothing.

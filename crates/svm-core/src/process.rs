@@ -929,11 +929,16 @@ impl Process {
                 // The seed thread's option: GPUs fault the range in lazily.
                 continue;
             }
-            if !migrated && !update_mapping {
+            // Xe's prefetch is a bind: the range is mapped on every GPU
+            // that may access it, whether or not it moved (kfd with XNACK
+            // on maps only the in-place GPUs here).
+            let binds = r.attrs.prefetch_loc.is_some() && self.policy.prefetch_binds();
+            if !migrated && !update_mapping && !binds {
                 continue;
             }
             let whole = r.range();
-            match self.validate_and_map(pf, start, whole, None) {
+            let gpus = binds.then(|| r.attrs.access.or(r.attrs.access_in_place));
+            match self.validate_and_map(pf, start, whole, gpus) {
                 Ok(true) => out.mapped += 1,
                 Ok(false) => {}
                 Err(e) => ret = Err(e),

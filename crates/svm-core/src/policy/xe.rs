@@ -142,6 +142,13 @@ impl FaultPolicy for Xe {
         self.device_to_device
     }
 
+    /// Xe's prefetch is a VM bind (`prefetch_ranges` in `xe_vm.c`): region
+    /// 0 migrates the range to system memory, region N to that tile's
+    /// VRAM, and either way the range is then bound.
+    fn prefetch_binds(&self) -> bool {
+        true
+    }
+
     fn configure(&mut self, config: &crate::config::Config) {
         self.device_to_device = config.xe_device_to_device;
     }

@@ -1303,3 +1303,26 @@ fn uvm_read_copies_give_way_to_an_allocation_first() {
     assert_eq!(k.stats().evictions, evictions, "nothing evicted");
     assert_eq!(k.gpu_read(GPU0, a + 4, 4), 1u32.to_le_bytes());
 }
+
+/// Xe's prefetch is a bind: a prefetch to system memory (region 0) of a
+/// range already there maps it on the GPU, so the GPU's first read does
+/// not fault and the range stays there; kfd's moves nothing and maps
+/// nothing, and the read faults (and migrates the window).
+#[test]
+fn an_xe_prefetch_binds_what_it_did_not_have_to_move() {
+    use svm_core::config::{Config, Driver};
+    use svm_core::uapi::attr_type::PREFETCH_LOC;
+    let faults = |driver: Driver| {
+        let mut k = Kfd::new(true);
+        k.m.set_config(&Config::for_driver(driver)).unwrap();
+        let a = k.mmap(4 * MIB).next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(512 * 1024, |i| i));
+        k.set(a, 2 * MIB, &[(ACCESS, GPU0), (PREFETCH_LOC, 0)])
+            .unwrap();
+        let before = k.stats().faults;
+        assert_eq!(k.gpu_read(GPU0, a + 4096, 4), 1024u32.to_le_bytes());
+        (k.stats().faults - before, k.vram_pages_in(a, 2 * MIB))
+    };
+    assert_eq!(faults(Driver::Xe), (0, 0));
+    assert_eq!(faults(Driver::Kfd), (1, 512));
+}
