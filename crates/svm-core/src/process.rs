@@ -107,6 +107,9 @@ pub struct SizeStats {
     /// Time mapping: the HMM walk, DMA maps and PTEs, ns
     /// (`get_pages_us` + `bind_us`).
     pub map_ns: u64,
+    /// The part of `map_ns` spent writing PTEs and flushing TLBs
+    /// (`bind_us`); the rest is the walk and DMA maps (`get_pages_us`).
+    pub bind_ns: u64,
 }
 
 /// The size classes of [`SizeStats`], by name.
@@ -202,6 +205,9 @@ pub struct Process {
     bos: BTreeMap<u64, SvmBo>,
     /// Read-only copies of pages on GPUs that read them (`dup.rs`).
     dups: Duplicates,
+    /// Time `validate_and_map` spent writing PTEs and flushing, ever: the
+    /// bind part of a fault's mapping time ([`SizeStats::bind_ns`]).
+    bind_ns: u64,
     next_bo: u64,
     /// A buffer may have lost its last reference since the last scan.
     bo_scan_needed: bool,
@@ -284,6 +290,7 @@ impl Process {
             config: Config::default(),
             bos: BTreeMap::new(),
             dups: Duplicates::default(),
+            bind_ns: 0,
             next_bo: 1,
             bo_scan_needed: false,
             stats,

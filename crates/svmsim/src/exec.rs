@@ -743,7 +743,8 @@ fn gt_stats(
             ("migrate_count", s.migrations),
             ("migrate_us", us(s.migrate_ns)),
             ("device_copy_kb", s.pages_to_vram * 4),
-            ("map_us", us(s.map_ns)),
+            ("get_pages_us", us(s.map_ns - s.bind_ns)),
+            ("bind_us", us(s.bind_ns)),
         ] {
             out.insert(format!("svm_{class}_{name}"), v);
         }
@@ -765,9 +766,8 @@ pub struct GpuEnd {
     pub stale_dma_pages: u64,
     /// Its served faults by the size of what each mapped, under the names
     /// of Xe's GT statistics (`svm_2M_pagefault_count`, `_pagefault_us`,
-    /// `_migrate_count`, `_migrate_us`, `_device_copy_kb`, and `_map_us`
-    /// for Xe's get_pages and bind together); classes with no fault are
-    /// left out.
+    /// `_migrate_count`, `_migrate_us`, `_device_copy_kb`, `_get_pages_us`
+    /// and `_bind_us`); classes with no fault are left out.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub gt_stats: std::collections::BTreeMap<String, u64>,
     /// Loads and stores its waves performed.

@@ -378,6 +378,7 @@ impl Process {
         // For the size-class statistics: pages that came into VRAM.
         let paged_in = |s: &Self| s.stats.iter().map(|(_, g)| g.page_in).sum::<u64>();
         let paged_in_before = paged_in(self);
+        let bind_before = self.bind_ns;
         let Carried {
             migrated,
             window,
@@ -399,6 +400,7 @@ impl Process {
             s.migrations += u64::from(migrated);
             s.migrate_ns += migrate_ns;
             s.map_ns += map_ns;
+            s.bind_ns += (self.bind_ns - bind_before).min(map_ns);
         }
         let moved = paged_in(self) - paged_in_before;
         self.size_stats[gpu][crate::process::size_class(map.npages().raw())].pages_to_vram += moved;

@@ -210,6 +210,7 @@ impl Process {
                 });
             }
             // 4. Update the GPU page table, then flush its TLB.
+            let bind = pf.now_ns();
             if reachable {
                 r.mapped_on.insert(g);
                 pf.map_ptes(g, window.start(), &ptes);
@@ -222,6 +223,7 @@ impl Process {
                 pf.unmap_ptes(g, window);
                 pf.flush_tlb(g, TlbFlush::Heavyweight);
             }
+            self.bind_ns += pf.now_ns() - bind;
         }
         r.mapped_to_gpu = true;
         // Stamped once the mapping is done, as kfd stamps it after
