@@ -58,8 +58,11 @@ pub struct FaultCtx<'a> {
     pub gpu_id: GpuId,
     /// The faulting page.
     pub page: PageNum,
-    /// Whether the access was a write.
+    /// Whether the access was a write (an atomic is one).
     pub write: bool,
+    /// Whether the access was an atomic that the GPU could not perform on
+    /// the page where it is mapped ([`Access::Atomic`]).
+    pub atomic: bool,
     /// Simulated time of the fault's handling.
     pub now_ns: u64,
     /// The range that holds the page: its pages, attributes, where its
@@ -368,6 +371,35 @@ impl AccessCounters {
             AccessCounters::On => true,
             AccessCounters::Off => false,
         }
+    }
+}
+
+/// What a faulting access did, as the GPU's fault record says.
+///
+/// kfd's handler reads only whether it wrote (`write_fault`); Xe's
+/// reads an atomic too (`XE_PAGEFAULT_ACCESS_TYPE_ATOMIC`, which forces
+/// the range into the faulting tile's VRAM), and UVM's fault entries
+/// carry it as an access type (`UVM_FAULT_ACCESS_TYPE_ATOMIC_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// A load.
+    #[default]
+    Read,
+    /// A store.
+    Write,
+    /// A read-modify-write the GPU performs in memory. It faults where a
+    /// store would, and also where the GPU has no atomics to the memory
+    /// the page is mapped to (system memory or a peer's VRAM on a GPU
+    /// whose atomics reach only its own VRAM,
+    /// `crate::topology::GpuDesc::local_atomics`).
+    Atomic,
+}
+
+impl Access {
+    /// Whether it writes (a store or an atomic).
+    pub const fn writes(self) -> bool {
+        !matches!(self, Access::Read)
     }
 }
 

@@ -43,6 +43,18 @@ pub struct GpuDesc {
     /// on by default only here, migrate what the GPU uses remotely.
     #[serde(default)]
     pub ats: bool,
+    /// Its atomics reach only its own VRAM: an atomic to a page mapped in
+    /// system memory or in a peer's VRAM faults (`Access::Atomic`) and the
+    /// driver decides. So Xe maps system pages without the atomic-enable
+    /// bit on a discrete GPU (`xe_vma_need_vram_for_atomic`), and an
+    /// NVIDIA GPU on PCIe has no native atomics to system memory (UVM's
+    /// `native_atomics` masks). An AMD GPU's atomics reach system memory
+    /// over PCIe AtomicOps and peers over xGMI, so kfd never sees an
+    /// atomic fault: false unless a profile says so.
+    ///
+    /// [`Access::Atomic`]: crate::policy::Access::Atomic
+    #[serde(default)]
+    pub local_atomics: bool,
     /// Its graphics IP version, which picks the rules for its PTEs' memory
     /// types and snooping (`svm_range_get_pte_flags`).
     #[serde(default)]
@@ -160,6 +172,7 @@ mod tests {
             apu: false,
             prefer_gtt: false,
             ats: false,
+            local_atomics: false,
             gc: GcVersion::DEFAULT,
         }
     }

@@ -68,6 +68,10 @@ pub struct HwCounters {
     /// Faults a batch-flush replay dropped from the ring unserved (UVM's
     /// BATCH_FLUSH): their waves faulted again after the replay.
     pub faults_flushed: u64,
+    /// Retry faults raised by atomics (`svm_core::policy::Access::Atomic`)
+    /// and written into a ring: to pages not mapped, and, on a GPU whose
+    /// atomics reach only its own VRAM, to pages mapped anywhere else.
+    pub atomic_faults: u64,
     /// Access-counter notifications the GPUs raised (a region's remote
     /// accesses reached the threshold) and the driver served.
     pub access_counter_notices: u64,

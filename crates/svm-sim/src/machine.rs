@@ -804,6 +804,15 @@ pub enum AccessError {
         /// Length.
         len: u64,
     },
+    /// An atomic whose address or length is not a whole number of 4-byte
+    /// words.
+    #[error("atomic of {len:#x} bytes at {addr}: atomics add aligned 32-bit words")]
+    MisalignedAtomic {
+        /// Start.
+        addr: CpuVa,
+        /// Length.
+        len: u64,
+    },
     /// The host could not hold the access's bytes (a read returns them).
     #[error("the host cannot hold the {len:#x} bytes of an access at {addr}")]
     NoMemory {
@@ -830,7 +839,9 @@ impl AccessError {
         match self {
             AccessError::VmFault { errno, .. } => *errno,
             AccessError::Signal { .. } => Errno::Efault,
-            AccessError::NoGpu(_) | AccessError::OutOfRange { .. } => Errno::Einval,
+            AccessError::NoGpu(_)
+            | AccessError::OutOfRange { .. }
+            | AccessError::MisalignedAtomic { .. } => Errno::Einval,
             AccessError::NoMemory { .. } => Errno::Enomem,
         }
     }
@@ -2115,6 +2126,7 @@ mod tests {
             apu: false,
             prefer_gtt: false,
             ats: false,
+            local_atomics: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         };
         let fresh = || {

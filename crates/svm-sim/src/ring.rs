@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use svm_core::addr::PageNum;
+use svm_core::policy::Access;
 
 /// One retry fault waiting in the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +22,8 @@ pub struct RingEntry {
     pub proc_index: usize,
     /// The faulting page.
     pub page: PageNum,
-    /// A write fault.
-    pub write: bool,
+    /// What the access did (a write fault, an atomic one).
+    pub access: Access,
     /// IH timestamp.
     pub ts: u64,
     /// Simulated time the fault handler can see it (raised + delivery).
@@ -95,7 +96,7 @@ mod tests {
         RingEntry {
             proc_index: 0,
             page: PageNum::new(page),
-            write: false,
+            access: Access::Read,
             ts,
             at: ts,
         }

@@ -83,6 +83,11 @@ pub struct GpuShape {
     /// accesses to memory not their own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ats: bool,
+    /// GPUs whose atomics reach only their own VRAM: an atomic to system
+    /// memory or a peer faults (`svm_core::topology::GpuDesc::local_atomics`;
+    /// Xe's discrete GPUs, NVIDIA GPUs on PCIe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_atomics: bool,
 }
 
 /// Every cost the simulator charges, in ns unless a name says otherwise.
@@ -414,6 +419,7 @@ impl Profile {
                 apu: self.gpu.apu,
                 prefer_gtt: self.gpu.apu_prefer_gtt,
                 ats: self.gpu.ats,
+                local_atomics: self.gpu.local_atomics,
                 gc: self.gc(),
             })
             .collect()

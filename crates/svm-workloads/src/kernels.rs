@@ -18,7 +18,7 @@ use crate::{Params, Run, Workload, WorkloadError, kernel};
 const LANE_BYTES: u64 = 256;
 
 /// Every workload, in the order `svmsim workloads` lists them.
-pub static ALL: [&(dyn Workload + Sync); 16] = [
+pub static ALL: [&(dyn Workload + Sync); 17] = [
     &Stream,
     &Gemm,
     &Stencil2d,
@@ -35,6 +35,7 @@ pub static ALL: [&(dyn Workload + Sync); 16] = [
     &FirstTouch,
     &FalseSharing,
     &ReadShared,
+    &Histogram,
 ];
 
 fn seq(n: usize, f: impl Fn(u32) -> u32) -> Vec<u32> {
@@ -1040,6 +1041,92 @@ impl Workload for ReadShared {
         }
         let ok = r.check_u32s(out0, nu, |i| i.wrapping_mul(7).wrapping_add(1))?;
         Ok(ok && r.check_u32s(out1, nu, |i| i.wrapping_mul(21))?)
+    }
+}
+
+/// Bins of [`Histogram`]: four pages of words.
+const BINS: u64 = 4096;
+
+/// The bin of input word `i` (a multiplicative hash's top bits).
+fn bin_of(i: u32) -> u32 {
+    i.wrapping_mul(2_654_435_761) >> 20
+}
+
+/// A histogram as GPU codes write one: each wave counts its slice of the
+/// input into bins of its own, then adds them to the global bins with
+/// atomics; the bins prefer system memory, where the host reads them
+/// after each pass.
+struct Histogram;
+
+impl Workload for Histogram {
+    fn name(&self) -> &'static str {
+        "histogram"
+    }
+    fn describe(&self) -> &'static str {
+        "waves count keys into private bins and add them to 4096 global bins with atomics; the bins prefer system memory and the CPU reads them after each of iters passes: the atomics' case"
+    }
+    fn footprint(&self, p: &Params) -> u64 {
+        p.size + BINS * 4
+    }
+    fn phantom_ready(&self) -> bool {
+        false
+    }
+    fn run(&self, r: &mut Run<'_>, p: &Params) -> Result<bool, WorkloadError> {
+        use svm_core::uapi::{SVM_LOCATION_SYSMEM, SvmAttribute, attr_type};
+        let n = words_per(p, 1, self.name())?;
+        let nu = usize::try_from(n).unwrap_or(0);
+        let input = r.alloc(n * 4, &[0])?;
+        let bins = r.alloc(BINS * 4, &[0])?;
+        r.set_attr(
+            bins,
+            BINS * 4,
+            vec![SvmAttribute::new(
+                attr_type::PREFERRED_LOC,
+                SVM_LOCATION_SYSMEM,
+            )],
+        )?;
+        r.write_u32s_with(input, nu, bin_of)?;
+        let binsu = usize::try_from(BINS).unwrap_or(0);
+        r.write_u32s_with(bins, binsu, |_| 0)?;
+        let mut want = vec![0u32; binsu];
+        for i in 0..u32::try_from(n).unwrap_or(u32::MAX) {
+            want[bin_of(i) as usize] += 1;
+        }
+        let (waves, per) = chunks(n, 256);
+        let mut ok = true;
+        for pass in 1..=p.iters.max(1) {
+            r.launch(
+                0,
+                waves,
+                kernel(move |w, ctx| async move {
+                    let lo = u64::from(w) * per;
+                    let hi = (lo + per).min(n);
+                    let (mut mine, mut v, mut i) = (vec![0u32; binsu], Vec::new(), lo);
+                    while i < hi {
+                        let k = (hi - i).min(LANE_BYTES / 4);
+                        v.clear();
+                        load_into(&ctx, input + i * 4, k, &mut v).await;
+                        for &key in &v {
+                            mine[key as usize % binsu] += 1;
+                        }
+                        i += k;
+                    }
+                    let lane = (LANE_BYTES / 4) as usize;
+                    for (c, chunk) in mine.chunks(lane).enumerate() {
+                        if chunk.iter().any(|&x| x != 0) {
+                            let at = bins + (c * lane) as u64 * 4;
+                            ctx.atomic_add_u32s(at, chunk).await;
+                        }
+                    }
+                }),
+            )?;
+            let got = r.read_u32s(bins, binsu)?;
+            ok &= got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| *g == w.wrapping_mul(pass));
+        }
+        Ok(ok)
     }
 }
 

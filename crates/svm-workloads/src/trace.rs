@@ -109,7 +109,8 @@ pub fn host_bytes(events: &[TraceEvent], default_granularity: u8) -> u64 {
             }
             TraceEvent::Cpu { len, .. } => *len,
             TraceEvent::Wave {
-                op: WaveOp::Load { len, .. } | WaveOp::Store { len, .. },
+                op:
+                    WaveOp::Load { len, .. } | WaveOp::Store { len, .. } | WaveOp::Atomic { len, .. },
                 ..
             } => {
                 touched = touched.saturating_add(window.saturating_mul(2));
@@ -142,6 +143,9 @@ const EXIT: u8 = 13;
 const FORK: u8 = 14;
 const ALLOC_BO: u8 = 15;
 const FREE_BO: u8 = 16;
+/// An atomic add of 32-bit words (a tag newer builds added to version 1:
+/// a trace with none reads anywhere).
+const ATOMIC: u8 = 17;
 
 /// LEB128: seven bits a byte, low first, the top bit saying more follow.
 fn put(out: &mut Vec<u8>, mut v: u64) {
@@ -257,6 +261,7 @@ pub fn encode(events: &[TraceEvent]) -> Vec<u8> {
                 let (tag, a, n) = match *op {
                     WaveOp::Load { addr, len } => (LOAD, addr, u64::from(len)),
                     WaveOp::Store { addr, len } => (STORE, addr, u64::from(len)),
+                    WaveOp::Atomic { addr, len } => (ATOMIC, addr, u64::from(len)),
                     WaveOp::Compute { ns } => (COMPUTE, last_addr, ns),
                 };
                 out.push(tag);
@@ -447,7 +452,7 @@ pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError
                     v
                 },
             },
-            LOAD | STORE | COMPUTE => {
+            LOAD | STORE | ATOMIC | COMPUTE => {
                 let (kernel, wave) = (r.u32()?, r.u32()?);
                 let op = if tag == COMPUTE {
                     WaveOp::Compute { ns: r.var()? }
@@ -460,10 +465,10 @@ pub fn decode(b: &[u8], max_events: usize) -> Result<Vec<TraceEvent>, TraceError
                         len.into(),
                         l::MAX_WAVE_OP_BYTES,
                     )?;
-                    if tag == LOAD {
-                        WaveOp::Load { addr, len }
-                    } else {
-                        WaveOp::Store { addr, len }
+                    match tag {
+                        LOAD => WaveOp::Load { addr, len },
+                        STORE => WaveOp::Store { addr, len },
+                        _ => WaveOp::Atomic { addr, len },
                     }
                 };
                 TraceEvent::Wave { kernel, wave, op }
@@ -630,6 +635,11 @@ pub fn replay(m: &mut Machine, events: &[TraceEvent]) -> Result<Replayed, TraceE
                                 WaveOp::Store { addr, len } => {
                                     ctx.store(addr, vec![FILL; len as usize]).await;
                                 }
+                                WaveOp::Atomic { addr, len } => {
+                                    // Adds one to each word.
+                                    let ones = 1u32.to_le_bytes().repeat(len as usize / 4);
+                                    ctx.atomic_add(addr, ones).await;
+                                }
                                 WaveOp::Compute { ns } => {
                                     ctx.compute(ns).await;
                                 }
@@ -759,13 +769,21 @@ pub fn from_csv(text: &str, max_events: usize) -> Result<Vec<TraceEvent>, TraceE
         let addr = num(f[4], line, "addr")?;
         let len = num(f[5], line, "len")?;
         let op = match f[3].trim() {
-            "load" | "store" => {
+            "load" | "store" | "atomic" => {
                 limit("bytes of a wave instruction", len, l::MAX_WAVE_OP_BYTES)?;
                 let len32 = u32::try_from(len).map_err(|_| too_big("len"))?;
                 if len32 == 0 || addr.checked_add(len).is_none() {
                     return Err(TraceError::Csv {
                         line,
                         why: "an access needs 1 or more bytes inside the address space".into(),
+                    });
+                }
+                if f[3].trim() == "atomic" && (addr % 4 != 0 || len % 4 != 0) {
+                    return Err(TraceError::Csv {
+                        line,
+                        why:
+                            "an atomic adds whole 32-bit words: addr and len must be multiples of 4"
+                                .into(),
                     });
                 }
                 let mut b = addr / BLOCK;
@@ -779,17 +797,17 @@ pub fn from_csv(text: &str, max_events: usize) -> Result<Vec<TraceEvent>, TraceE
                     blocks.len() as u64,
                     max_events as u64 / 4,
                 )?;
-                if f[3].trim() == "load" {
-                    WaveOp::Load { addr, len: len32 }
-                } else {
-                    WaveOp::Store { addr, len: len32 }
+                match f[3].trim() {
+                    "load" => WaveOp::Load { addr, len: len32 },
+                    "store" => WaveOp::Store { addr, len: len32 },
+                    _ => WaveOp::Atomic { addr, len: len32 },
                 }
             }
             "compute" => WaveOp::Compute { ns: len },
             other => {
                 return Err(TraceError::Csv {
                     line,
-                    why: format!("op {other:?}: expected load, store or compute"),
+                    why: format!("op {other:?}: expected load, store, atomic or compute"),
                 });
             }
         };

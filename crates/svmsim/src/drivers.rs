@@ -183,6 +183,16 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
                  pages the GPU had been reading remotely."
             );
         }
+        if m.atomic_faults != bm.atomic_faults {
+            let _ = writeln!(
+                s,
+                "    {} of its {} atomics faulted, against {} of {}. Under uvm and xe an \
+                 atomic's fault moves its pages into the faulting GPU's VRAM, and a GPU whose \
+                 atomics reach only its own VRAM (Xe's and NVIDIA's on PCIe) faults wherever \
+                 else they are mapped; the CPU's next touch takes them back.",
+                m.atomic_faults, m.atomics, bm.atomic_faults, bm.atomics
+            );
+        }
         if m.queue_evictions != bm.queue_evictions {
             let _ = writeln!(
                 s,

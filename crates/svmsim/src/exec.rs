@@ -667,6 +667,20 @@ pub struct Metrics {
     /// See `accesses`.
     #[serde(default)]
     pub writes: u64,
+    /// The atomics among the writes, and the retry faults atomics raised
+    /// (to pages not mapped and, on a GPU whose atomics reach only its own
+    /// VRAM, to pages mapped elsewhere). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub atomics: u64,
+    /// See `atomics`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub atomic_faults: u64,
+}
+
+/// Whether a count is zero (a field left out of the JSON then).
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Metrics {
@@ -687,6 +701,7 @@ impl Metrics {
             queue_evictions: c.queue_evictions,
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: r.end_ns,
+            atomic_faults: c.atomic_faults,
             // (Set from the machine's counts at the end: `finish`.)
             ..Self::default()
         }
@@ -714,6 +729,7 @@ impl Metrics {
             queue_evictions: c.queue_evictions,
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: m.now_ns(),
+            atomic_faults: c.atomic_faults,
             ..Self::default()
         }
     }
@@ -1000,6 +1016,7 @@ fn finish(
     let counts = m.access_counts();
     let all = counts.total();
     (metrics.accesses, metrics.reads, metrics.writes) = (all.total(), all.reads, all.writes);
+    metrics.atomics = all.atomics;
     let gpu_end = m
         .gpus()
         .iter()

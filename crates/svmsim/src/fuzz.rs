@@ -163,6 +163,7 @@ pub fn attr_api_as(data: &[u8], config: &Config) -> Result<(), String> {
         apu: false,
         prefer_gtt: false,
         ats: false,
+        local_atomics: false,
         gc: svm_core::pte::GcVersion::DEFAULT,
     };
     let Ok(topology) = Topology::new(vec![gpu(0), gpu(1)]) else {

@@ -156,7 +156,15 @@ impl FaultPolicy for Uvm {
         // faulting GPU can map it there, else to the faulting GPU, and
         // then without prefetch (moving away from the preferred location,
         // §2.2).
+        // An atomic fault means the GPU has no native atomics where the
+        // page is mapped (`Access::Atomic`): mapping it elsewhere again
+        // would only fault again, so it goes to the faulting GPU, whose
+        // own VRAM takes atomics, whatever the preferred location
+        // (modelled so; rule 11, with rules 7, 9 and a pin skipped).
         let (to, away) = match (ctx.range.attrs.preferred_loc, preferred) {
+            (Some(_), _) if ctx.atomic && preferred != Some(me) => {
+                (Location::Vram(ctx.gpu_id), true)
+            }
             (Some(loc), Some(p)) if pcie_access(me, p) => (loc, false),
             (Some(_), _) => (Location::Vram(ctx.gpu_id), true),
             (None, _) => (Location::Vram(ctx.gpu_id), false),
@@ -164,8 +172,9 @@ impl FaultPolicy for Uvm {
         // AccessedBy (svmsim's ACCESS_IN_PLACE): the GPU maps the pages
         // where they are when it can reach them (rule 7), unless it is
         // the preferred location (rule 3).
-        let accessed_by =
-            ctx.range.attrs.access_in_place.contains(ctx.gpu) && preferred != Some(me);
+        let accessed_by = !ctx.atomic
+            && ctx.range.attrs.access_in_place.contains(ctx.gpu)
+            && preferred != Some(me);
         // Pages already on the destination count in the tree. A range's
         // VRAM pages are all on one GPU (`actual_loc`).
         let in_vram = |i: usize| {
@@ -190,6 +199,11 @@ impl FaultPolicy for Uvm {
                     .hint(p.raw(), me, preferred, ctx.now_ns, &pcie_access)
             } else {
                 Hint::None
+            };
+            // (A pin maps in place, which an atomic fault cannot use.)
+            let hint = match hint {
+                Hint::Pin { .. } if ctx.atomic => Hint::None,
+                h => h,
             };
             // Resident somewhere it can reach, for an accessed-by GPU:
             // mapped there.
@@ -521,6 +535,7 @@ mod tests {
             gpu_id: GPU,
             page: PageNum::new(page),
             write: false,
+            atomic: false,
             now_ns: 0,
             range,
             best: Location::Vram(GPU),

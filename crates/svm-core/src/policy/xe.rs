@@ -24,9 +24,14 @@
 //! device-to-device migration; `xe_device_to_device=off` goes through
 //! system memory, as the tree did while it was disabled, M-d2d).
 //!
-//! Not modelled yet (issue 19): attributes on VMAs rather than ranges;
-//! the atomic access type (atomics force VRAM); the migrate-retry loop
-//! with its doubling timeslice; the global migrate rwsem; that Xe's
+//! An atomic fault (a discrete GPU maps system pages without atomics)
+//! forces the faulting tile's VRAM (`devmem_only`, §2 step 3).
+//!
+//! Not modelled yet (issue 19): attributes on VMAs rather than ranges
+//! (so the atomic attribute, which is UNDEFINED: atomics need VRAM); the
+//! migrate-retry loop with its doubling timeslice, and the timeslice
+//! that keeps the CPU from taking an atomic's pages back at once; the
+//! global migrate rwsem; that Xe's
 //! collector leaves a partially unmapped
 //! range's device pages in place where svmsim moves them back first.
 
@@ -94,9 +99,16 @@ impl FaultPolicy for Xe {
         let r = ctx.range;
         let present = |p: PageNum| ctx.host.holds(p) || r.vram.get(r.index(p));
         let range = chunk(ctx.page, r.range(), &present);
-        // 3. The target pagemap: the preferred location, else the
+        // 3. The target pagemap: an atomic fault needs VRAM (`devmem_only`:
+        //    `xe_vma_need_vram_for_atomic` is 1 for a discrete GPU and the
+        //    default atomic attribute), the faulting tile's own whatever
+        //    madvise prefers; otherwise the preferred location, else the
         //    faulting tile's VRAM.
-        let to = r.attrs.preferred_loc.unwrap_or(Location::Vram(ctx.gpu_id));
+        let to = match r.attrs.preferred_loc {
+            _ if ctx.atomic => Location::Vram(ctx.gpu_id),
+            Some(loc) => loc,
+            None => Location::Vram(ctx.gpu_id),
+        };
         // 8.-10. Migrate the whole range, then map it.
         FaultPlan::serve(Some(Migration { to, pages: range }), range)
     }

@@ -19,7 +19,7 @@ use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
 use crate::policy::{
-    AccessCounterSpec, BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx,
+    Access, AccessCounterSpec, BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx,
 };
 use crate::range::{ListOp, SvmRange};
 
@@ -185,10 +185,10 @@ impl Process {
         pf: &mut dyn Hardware,
         gpu: GpuIndex,
         page: PageNum,
-        write: bool,
+        access: Access,
         ts: u64,
     ) -> Result<FaultOutcome> {
-        self.restore_pages_coalesced(pf, gpu, page, write, ts, &[])
+        self.restore_pages_coalesced(pf, gpu, page, access, ts, &[])
     }
 
     /// Whether the fault policy serves faults in batches
@@ -244,10 +244,11 @@ impl Process {
         pf: &mut dyn Hardware,
         gpu: GpuIndex,
         page: PageNum,
-        write: bool,
+        access: Access,
         ts: u64,
         coalesced: &[PageNum],
     ) -> Result<FaultOutcome> {
+        let write = access.writes();
         let now = pf.now_ns();
         // 2. A fault for a process that is gone is dropped.
         if self.exited {
@@ -323,6 +324,7 @@ impl Process {
             gpu_id: self.devices[gpu].id,
             page,
             write,
+            atomic: access == Access::Atomic,
             now_ns: now,
             range: r,
             best,
@@ -481,6 +483,7 @@ impl Process {
                 gpu_id: self.devices[gpu].id,
                 page: w.start(),
                 write: false,
+                atomic: false,
                 now_ns: pf.now_ns(),
                 range: r,
                 best,

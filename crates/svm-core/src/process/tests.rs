@@ -192,6 +192,7 @@ fn topo(second_xnack: bool) -> Topology {
         apu: false,
         prefer_gtt: false,
         ats: false,
+        local_atomics: false,
         gc: crate::pte::GcVersion::DEFAULT,
     };
     Topology::new(vec![
@@ -586,7 +587,13 @@ fn faults_after_exit_are_dropped() {
     p.exit(&mut pf);
     let g = GpuIndex::new(0).unwrap();
     assert_eq!(
-        p.restore_pages(&mut pf, g, PageNum::new(0x10), false, 0),
+        p.restore_pages(
+            &mut pf,
+            g,
+            PageNum::new(0x10),
+            crate::policy::Access::Read,
+            0
+        ),
         Ok(FaultOutcome::Dropped(DropReason::ProcessGone))
     );
 }
@@ -597,7 +604,13 @@ fn faults_with_xnack_off_are_fatal() {
     let mut pf = Fake::new(&[(0x10, 0x20, false)]);
     let g = GpuIndex::new(0).unwrap();
     let err = p
-        .restore_pages(&mut pf, g, PageNum::new(0x10), false, 0)
+        .restore_pages(
+            &mut pf,
+            g,
+            PageNum::new(0x10),
+            crate::policy::Access::Read,
+            0,
+        )
         .unwrap_err();
     assert_eq!(err.errno(), Errno::Efault);
 }
@@ -619,7 +632,7 @@ fn faults_on_pieces_waiting_for_deferred_work_are_not_recovered() {
     let (mut p, mut pf) = one_range();
     let g = GpuIndex::new(0).unwrap();
     let fault = |p: &mut Process, pf: &mut Fake, page: u64| {
-        p.restore_pages(pf, g, PageNum::new(page), false, 1)
+        p.restore_pages(pf, g, PageNum::new(page), crate::policy::Access::Read, 1)
     };
     // A hole in the middle: the head stays, the hole and the tail wait.
     p.unmap_from_cpu(
@@ -658,7 +671,7 @@ fn stragglers_up_to_the_checkpoint_are_dropped_uncounted() {
         vec![(g, 100), (GpuIndex::new(1).unwrap(), 100)]
     );
     let fault = |p: &mut Process, pf: &mut Fake, ts: u64| {
-        p.restore_pages(pf, g, PageNum::new(0x10), false, ts)
+        p.restore_pages(pf, g, PageNum::new(0x10), crate::policy::Access::Read, ts)
     };
     for ts in [7, 100] {
         assert_eq!(

@@ -23,6 +23,7 @@ pub fn one_gpu(vram_bytes: u64, xnack: bool, base: u64, map_bytes: u64) -> (Mach
         apu: false,
         prefer_gtt: false,
         ats: false,
+        local_atomics: false,
         gc: svm_core::pte::GcVersion::DEFAULT,
     };
     let mut m = Machine::new(

@@ -87,8 +87,10 @@ pub struct KernelStats {
     pub waves: u64,
     /// Memory instructions performed (loads and stores).
     pub accesses: u64,
-    /// The stores among them (the rest are loads).
+    /// The stores among them, atomics included (the rest are loads).
     pub stores: u64,
+    /// The atomics among the stores.
+    pub atomics: u64,
     /// Bytes loaded and stored.
     pub bytes: u64,
     /// TLB hits and misses (one lookup per page an access touches).
@@ -113,8 +115,10 @@ pub struct KernelStats {
 pub struct ReadsWrites {
     /// Loads.
     pub reads: u64,
-    /// Stores.
+    /// Stores, atomics included.
     pub writes: u64,
+    /// The atomics among the stores.
+    pub atomics: u64,
 }
 
 impl ReadsWrites {
@@ -143,6 +147,7 @@ impl AccessCounts {
             .fold(ReadsWrites::default(), |a, b| ReadsWrites {
                 reads: a.reads + b.reads,
                 writes: a.writes + b.writes,
+                atomics: a.atomics + b.atomics,
             })
     }
 }
@@ -213,6 +218,16 @@ pub(super) struct Wave {
     pub(super) cu: usize,
     pub(super) index: u32,
     pub(super) slot: Rc<Slot>,
+}
+
+/// The sums of an atomic add: each little-endian `u32` of `sums` (the
+/// operands) plus the one of `old` in its place, wrapping.
+fn add_words(sums: &mut [u8], old: &[u8]) {
+    for (s, o) in sums.chunks_exact_mut(4).zip(old.chunks_exact(4)) {
+        let v = u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+            .wrapping_add(u32::from_le_bytes([o[0], o[1], o[2], o[3]]));
+        s.copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 impl Machine {
@@ -448,6 +463,7 @@ impl Machine {
             };
             rw.reads += k.stats.accesses - k.stats.stores;
             rw.writes += k.stats.stores;
+            rw.atomics += k.stats.atomics;
         }
         c
     }
@@ -713,6 +729,7 @@ impl Machine {
             }
             ReqKind::Load => false,
             ReqKind::Store => true,
+            ReqKind::Atomic => return self.perform_atomic(w, at, req),
         };
         // An access past the end of the address space (or larger than one
         // access may be) is a fault no driver can serve.
@@ -721,7 +738,7 @@ impl Machine {
             return Err(Parked::Dead);
         }
         if self.sched.kernels[k].cpu {
-            return self.perform_cpu(w, at, (addr, len, write));
+            return self.perform_cpu(w, at, req);
         }
         let gen_ = self.mmu.tlb_gens[w.pi][w.g];
         let off = addr % PAGE_SIZE;
@@ -777,7 +794,72 @@ impl Machine {
             }
         };
         w.slot.page_faults.set(0);
-        self.finish_access(w, (addr, len, write));
+        self.finish_access(w, req);
+        Ok(at + cost)
+    }
+
+    /// An atomic add (`WaveCtx::atomic_add`): every page it touches must
+    /// translate for a write and be where the GPU's atomics reach (its own
+    /// VRAM on a GPU with `local_atomics`), else it is a retry fault of
+    /// kind `Access::Atomic`; then the old words are read, the sums
+    /// written, and the old words answered. One step of the executor does
+    /// all of it, so no other access comes between the read and the
+    /// write: that is what makes it atomic here.
+    #[cold]
+    #[inline(never)]
+    fn perform_atomic(&mut self, w: &Wave, at: u64, req: Req) -> Result<u64, Parked> {
+        let (k, Req { addr, len, .. }) = (w.k, req);
+        if len > crate::limits::MAX_WAVE_OP_BYTES || addr.checked_add(len).is_none() {
+            self.kill_out_of_range(k, at, (addr, len));
+            return Err(Parked::Dead);
+        }
+        if addr % 4 != 0 || len % 4 != 0 {
+            let e = AccessError::MisalignedAtomic {
+                addr: CpuVa::new(addr),
+                len,
+            };
+            self.kill_with(k, at, e);
+            return Err(Parked::Dead);
+        }
+        if self.sched.kernels[k].cpu {
+            return self.perform_cpu(w, at, req);
+        }
+        let gen_ = self.mmu.tlb_gens[w.pi][w.g];
+        let local_only = self.hw.gpus[w.g].desc.local_atomics;
+        let mut parts: Vec<(u64, u64, PackedPte)> = Vec::new();
+        let (mut cost, mut done) = (0, 0);
+        while done < len {
+            let a = addr + done;
+            let page = CpuVa::new(a).page_num();
+            let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
+            match self.translate(w, gen_, page, true) {
+                Ok((pte, c)) if !local_only || pte.vram_owner() == Some(w.g) => {
+                    cost += c;
+                    parts.push((a, n, pte));
+                }
+                // Not mapped, or mapped where its atomics do not reach.
+                Ok((_, c)) | Err(c) => {
+                    return Err(self.retry_fault(w, (at, cost + c), page, a, req));
+                }
+            }
+            done += n;
+        }
+        let mut sums = w.slot.bufs().stored.take();
+        let mut out = w.slot.out();
+        for &(a, n, pte) in &parts {
+            let n = usize::try_from(n).unwrap_or(0);
+            self.load_part(w, at, (a, a % PAGE_SIZE, n, pte), out.vec())?;
+        }
+        add_words(&mut sums, out.vec());
+        let mut pos = 0usize;
+        for &(a, n, pte) in &parts {
+            let n = usize::try_from(n).unwrap_or(0);
+            self.store_part(w, at, (a, a % PAGE_SIZE, pte), &sums[pos..pos + n])?;
+            pos += n;
+        }
+        w.slot.answer(out);
+        w.slot.page_faults.set(0);
+        self.finish_access(w, req);
         Ok(at + cost)
     }
 
@@ -930,35 +1012,33 @@ impl Machine {
     /// Records a completed load or store, counts it, and hands the wave
     /// its answer.
     #[inline(always)]
-    fn finish_access(&mut self, w: &Wave, (addr, len, write): (u64, u64, bool)) {
+    fn finish_access(&mut self, w: &Wave, Req { kind, addr, len }: Req) {
         let k = w.k;
         let (kernel, wave) = (u32::try_from(k).unwrap_or(u32::MAX), w.index);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         self.record(|| super::TraceEvent::Wave {
             kernel,
             wave,
-            op: if write {
-                super::WaveOp::Store { addr, len: len32 }
-            } else {
-                super::WaveOp::Load { addr, len: len32 }
+            op: match kind {
+                ReqKind::Store => super::WaveOp::Store { addr, len: len32 },
+                ReqKind::Atomic => super::WaveOp::Atomic { addr, len: len32 },
+                _ => super::WaveOp::Load { addr, len: len32 },
             },
         });
         let st = &mut self.sched.kernels[k].stats;
         st.accesses += 1;
-        st.stores += u64::from(write);
+        // (An atomic writes: it counts as a store, and among the atomics.)
+        st.stores += u64::from(kind != ReqKind::Load);
+        st.atomics += u64::from(kind == ReqKind::Atomic);
         st.bytes += len;
     }
 
     /// A CPU thread's request: the one CPU path (`Machine::cpu_fault_in`),
     /// then the bytes of host memory.
     #[inline(never)]
-    fn perform_cpu(
-        &mut self,
-        w: &Wave,
-        at: u64,
-        (addr, len, write): (u64, u64, bool),
-    ) -> Result<u64, Parked> {
-        let k = w.k;
+    fn perform_cpu(&mut self, w: &Wave, at: u64, req: Req) -> Result<u64, Parked> {
+        let (k, Req { kind, addr, len }) = (w.k, req);
+        let write = kind != ReqKind::Load;
         let pid = self.sched.kernels[k].pid;
         let t = match self.cpu_fault_in(pid, CpuVa::new(addr), len, write, at) {
             Ok(t) => t,
@@ -968,7 +1048,16 @@ impl Machine {
             }
         };
         let p = &mut self.procs[pid.0];
-        if write {
+        if kind == ReqKind::Atomic {
+            // The CPU's atomic: the old words, then the sums.
+            let mut sums = w.slot.bufs().stored.take();
+            let mut out = w.slot.out();
+            p.mm.pages()
+                .read_into(addr, usize::try_from(len).unwrap_or(0), out.vec());
+            add_words(&mut sums, out.vec());
+            p.shadow.write_host(p.mm.pages_mut(), addr, &sums);
+            w.slot.answer(out);
+        } else if write {
             let data = w.slot.bufs().stored.take();
             p.shadow.write_host(p.mm.pages_mut(), addr, &data);
             w.slot.answer_store(data);
@@ -978,7 +1067,7 @@ impl Machine {
                 .read_into(addr, usize::try_from(len).unwrap_or(0), out.vec());
             w.slot.answer(out);
         }
-        self.finish_access(w, (addr, len, write));
+        self.finish_access(w, req);
         Ok(t)
     }
 

@@ -14,7 +14,7 @@
 
 use svm_core::Errno;
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum, PageRange};
-use svm_core::policy::AccessCounterSpec;
+use svm_core::policy::{Access, AccessCounterSpec};
 
 use super::kernel::{Parked, Wave};
 use super::wave::{Req, ReqKind};
@@ -364,7 +364,12 @@ impl Machine {
         a: u64,
         req: Req,
     ) -> Parked {
-        let write = req.kind == ReqKind::Store;
+        let access = match req.kind {
+            ReqKind::Store => Access::Write,
+            ReqKind::Atomic => Access::Atomic,
+            _ => Access::Read,
+        };
+        let write = access.writes();
         w.slot.post(req);
         let k = w.k;
         self.sched.kernels[k].stats.faults += 1;
@@ -383,10 +388,13 @@ impl Machine {
         let raised = self.mmu.rings[w.g].raise(RingEntry {
             proc_index: w.pi,
             page,
-            write,
+            access,
             ts: self.sched.last_ts,
             at: when + self.mmu.wave_costs.delivery,
         });
+        if raised && access == Access::Atomic {
+            self.hw.counters.atomic_faults += 1;
+        }
         Parked::Faulted { page, raised }
     }
 

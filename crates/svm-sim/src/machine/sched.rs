@@ -1005,7 +1005,7 @@ impl Machine {
         let (svm, mut env) = env!(self, Pid(pi));
         env.now = now + fixed;
         let pages: Vec<PageNum> = coalesced.iter().map(|c| c.page).collect();
-        let outcome = svm.restore_pages_coalesced(&mut env, gpu, e.page, e.write, e.ts, &pages);
+        let outcome = svm.restore_pages_coalesced(&mut env, gpu, e.page, e.access, e.ts, &pages);
         let end = env.now;
         self.migrate_lock_until(pi, range, end);
         let p = &mut self.procs[pi];
@@ -1123,7 +1123,7 @@ impl Machine {
                 .map(|e| BatchFault {
                     gpu,
                     page: e.page,
-                    write: e.write,
+                    write: e.access.writes(),
                 })
                 .collect();
             for step in self.procs[pi].svm.order_batch(&faults) {
@@ -1160,7 +1160,7 @@ impl Machine {
                 end,
                 Woken::Fatal {
                     why: err.to_string(),
-                    write: e.write,
+                    write: e.access.writes(),
                     errno: err.errno(),
                 },
             ),

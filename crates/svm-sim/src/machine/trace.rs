@@ -147,6 +147,13 @@ pub enum WaveOp {
         /// Bytes.
         len: u32,
     },
+    /// An atomic add of `len` bytes of 32-bit words (`WaveCtx::atomic_add`).
+    Atomic {
+        /// Address.
+        addr: u64,
+        /// Bytes.
+        len: u32,
+    },
     /// Compute for `ns`.
     Compute {
         /// Nanoseconds.

@@ -42,6 +42,8 @@ pub(super) struct Req {
 pub(super) enum ReqKind {
     Load,
     Store,
+    /// An atomic add of the posted `u32`s, answered with the old ones.
+    Atomic,
     Compute,
 }
 
@@ -317,6 +319,33 @@ impl WaveCtx {
             addr,
             len: len as u64,
         })
+    }
+
+    /// Adds `operands` (little-endian `u32`s, at a 4-byte aligned
+    /// `addr`) to memory atomically, word by word, wrapping; answers the
+    /// words memory held before. No other access comes between the read
+    /// and the write. It needs a writable mapping, and one the GPU's
+    /// atomics reach: on a GPU whose atomics reach only its own VRAM
+    /// (`svm_core::topology::GpuDesc::local_atomics`) an atomic to a page
+    /// mapped elsewhere is a retry fault of its own kind
+    /// (`svm_core::policy::Access::Atomic`).
+    pub fn atomic_add(&self, addr: u64, operands: Vec<u8>) -> MemOp<'_> {
+        let len = operands.len();
+        self.slot.bufs().stored.set(operands);
+        self.op(Req {
+            kind: ReqKind::Atomic,
+            addr,
+            len: len as u64,
+        })
+    }
+
+    /// [`WaveCtx::atomic_add`] of `u32`s; returns the old ones.
+    pub async fn atomic_add_u32s(&self, addr: u64, v: &[u32]) -> Vec<u32> {
+        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let old = self.atomic_add(addr, b).await;
+        old.chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
     }
 
     /// Spends `ns` computing.

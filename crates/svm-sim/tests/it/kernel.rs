@@ -537,3 +537,66 @@ fn a_shape_change_mid_kernel_keeps_running_waves_apart() {
     assert_eq!(k.cpu_read(c, size), words((size / 4) as usize, |i| 4 * i));
     k.check();
 }
+
+/// `waves` waves each add `v` to the 64 words at `at`, `times` times,
+/// and sum the old words they were answered.
+fn adders(at: u64, v: u32, times: u32, olds: Rc<std::cell::RefCell<Vec<u32>>>) -> KernelFn {
+    Rc::new(move |_, ctx: WaveCtx| {
+        let olds = Rc::clone(&olds);
+        Box::pin(async move {
+            for _ in 0..times {
+                let old = ctx.atomic_add_u32s(at, &[v; 64]).await;
+                olds.borrow_mut().push(old[0]);
+            }
+        })
+    })
+}
+
+/// Atomics are atomic: GPU waves and CPU threads adding to the same words
+/// at once lose no add, and every adder sees a distinct old value (each
+/// read-modify-write is whole; a load and a store would interleave).
+#[test]
+fn atomics_of_gpu_waves_and_cpu_threads_lose_no_add() {
+    let mut k = Kfd::new(true);
+    k.m.apply_profile(&Profile::built_in("mi210").unwrap());
+    let buf = k.mmap(MIB);
+    k.set(buf, MIB, &[(ACCESS, GPU0)]).unwrap();
+    k.cpu_write(buf, &words(64, |_| 5));
+    let olds = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let gpu =
+        k.m.launch_kernel(k.pid, GPU0, 8, adders(buf, 1, 16, Rc::clone(&olds)))
+            .unwrap();
+    let cpu =
+        k.m.launch_cpu(k.pid, 4, adders(buf, 1, 16, Rc::clone(&olds)))
+            .unwrap();
+    let g = k.m.wait_kernel(gpu).unwrap();
+    k.m.wait_kernel(cpu).unwrap();
+    assert_eq!((g.accesses, g.stores, g.atomics), (128, 128, 128));
+    assert_eq!(k.cpu_read(buf, 256), words(64, |_| 5 + 12 * 16));
+    let mut seen = olds.borrow().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (5..5 + 12 * 16).collect::<Vec<u32>>());
+    assert_eq!(k.m.access_counts().total().atomics, 12 * 16);
+    k.check();
+}
+
+/// An atomic adds whole 32-bit words: a misaligned one kills its kernel
+/// with EINVAL, and memory is untouched.
+#[test]
+fn a_misaligned_atomic_is_an_error_not_a_partial_add() {
+    let mut k = Kfd::new(true);
+    let buf = k.mmap(MIB);
+    k.set(buf, MIB, &[(ACCESS, GPU0)]).unwrap();
+    let f: KernelFn = Rc::new(move |_, ctx: WaveCtx| {
+        Box::pin(async move {
+            ctx.atomic_add(buf + 2, vec![1; 8]).await;
+        })
+    });
+    let id = k.m.launch_kernel(k.pid, GPU0, 1, f).unwrap();
+    let e = k.m.wait_kernel(id).unwrap_err();
+    assert!(
+        matches!(e, AccessError::MisalignedAtomic { .. }) && e.errno() == svm_core::Errno::Einval,
+        "{e}"
+    );
+    assert_eq!(k.cpu_read(buf, 16), vec![0; 16]);
+}

@@ -278,6 +278,7 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
             apu: false,
             prefer_gtt: false,
             ats: false,
+            local_atomics: false,
             gc: svm_core::pte::GcVersion::DEFAULT,
         })
         .collect();
@@ -419,6 +420,10 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
                     Box::pin(async move {
                         let at = base + u64::from(i) * PAGE + u64::from(i) % 64;
                         match w {
+                            // An odd byte adds it to two words, atomically.
+                            Some(b) if b & 1 == 1 => {
+                                ctx.atomic_add(at & !3, vec![b; 8]).await;
+                            }
                             Some(b) => {
                                 ctx.store(at, vec![b; 8]).await;
                             }
@@ -464,6 +469,7 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
         .map(|(_, p)| p.svm.duplicates().counts().1)
         .sum();
     READ_COPIES[1].fetch_add(dropped, Ordering::Relaxed);
+    ATOMICS.fetch_add(m.access_counts().total().atomics, Ordering::Relaxed);
     let events =
         |f: &dyn Fn(&Kind) -> bool| m.events().iter().filter(|e| f(&e.event.kind)).count() as u64;
     ACTIVITY[3].fetch_add(
@@ -563,6 +569,9 @@ static CHAOS_PLANS: AtomicU64 = AtomicU64::new(0);
 /// writes, unmaps, zaps, eviction), over all cases.
 static READ_COPIES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
+/// Atomics the kernels performed, over all cases.
+static ATOMICS: AtomicU64 = AtomicU64::new(0);
+
 /// What all cases together did: pages in, pages out, PTEs written, faults
 /// served, VRAM evictions, rescheduled restores, straggler faults dropped,
 /// faults on pieces being unmapped. A generator that stopped reaching one
@@ -623,6 +632,8 @@ fn random_fault_sequences_keep_every_invariant() {
         copies.iter().all(|&x| x > 0),
         "no case made and dropped read copies: {copies:?}"
     );
+    let atomics = ATOMICS.load(Ordering::Relaxed);
+    assert!(atomics > 0, "no case performed an atomic");
     // The last two (stragglers, skip-recover drops) need a fault in flight
     // exactly as munmap comes; `race::munmap_during_fault_migration_*`
     // reaches them on purpose, so here they are only reported.

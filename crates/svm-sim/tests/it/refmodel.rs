@@ -416,6 +416,7 @@ impl StateMachineTest for EngineTest {
                 apu: false,
                 prefer_gtt: false,
                 ats: false,
+                local_atomics: false,
                 gc: svm_core::pte::GcVersion::DEFAULT,
             })
             .collect();

@@ -26,6 +26,7 @@ pub fn gpu(name: &str, id: u32, vram_bytes: u64, xnack: bool) -> GpuDesc {
         apu: false,
         prefer_gtt: false,
         ats: false,
+        local_atomics: false,
         gc: svm_core::pte::GcVersion::DEFAULT,
     }
 }
@@ -273,6 +274,30 @@ impl Kfd {
             .0;
         self.check();
         out
+    }
+
+    /// A GPU's wave adds `v` to the words at `addr` atomically; the old
+    /// words, or the fault that killed it.
+    pub fn try_gpu_atomic_add(
+        &mut self,
+        gpu: u32,
+        addr: u64,
+        v: &[u32],
+    ) -> std::result::Result<Vec<u32>, svm_sim::machine::AccessError> {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let (o, v) = (Rc::clone(&out), v.to_vec());
+        let f: svm_sim::machine::KernelFn = Rc::new(move |_, ctx| {
+            let (o, v) = (Rc::clone(&o), v.clone());
+            Box::pin(async move {
+                *o.borrow_mut() = ctx.atomic_add_u32s(addr, &v).await;
+            })
+        });
+        let id = self.m.launch_kernel(self.pid, gpu, 1, f)?;
+        self.m.wait_kernel(id)?;
+        self.check();
+        Ok(out.take())
     }
 
     /// The GPU copies `len` bytes from `src` to `dst`, as the CopyDword

@@ -747,6 +747,7 @@ struct GpuFile {
     apu: Option<bool>,
     apu_prefer_gtt: Option<bool>,
     ats: Option<bool>,
+    local_atomics: Option<bool>,
     gc: Option<Spanned<String>>,
 }
 
@@ -758,6 +759,7 @@ struct GpuDefaults {
     apu: bool,
     prefer_gtt: bool,
     ats: bool,
+    local_atomics: bool,
 }
 
 /// `[[process]]`.
@@ -801,8 +803,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 .map_err(|e| src.error_in(root, p.span(), e.message))?,
         ),
     };
-    // A GPU without its own `gc`, `apu`, `apu_prefer_gtt` or `ats` has the
-    // profile's GPUs' value.
+    // A GPU without its own `gc`, `apu`, `apu_prefer_gtt`, `ats` or
+    // `local_atomics` has the profile's GPUs' value.
     let defaults = profile
         .as_ref()
         .map_or_else(GpuDefaults::default, |p| GpuDefaults {
@@ -810,6 +812,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
             apu: p.gpu.apu,
             prefer_gtt: p.gpu.apu_prefer_gtt,
             ats: p.gpu.ats,
+            local_atomics: p.gpu.local_atomics,
         });
     let mut gpus: Vec<GpuDesc> = Vec::new();
     for (index, g) in sys.gpu.into_iter().enumerate() {
@@ -1004,6 +1007,7 @@ fn gpu_desc(
         apu: g.apu.unwrap_or(defaults.apu),
         prefer_gtt: g.apu_prefer_gtt.unwrap_or(defaults.prefer_gtt),
         ats: g.ats.unwrap_or(defaults.ats),
+        local_atomics: g.local_atomics.unwrap_or(defaults.local_atomics),
         gc,
     })
 }
