@@ -125,6 +125,11 @@ pub struct Config {
     /// 7.0-rc3); off, it goes through system memory (the tree between
     /// 2026-01-07 and its revert).
     pub xe_device_to_device: bool,
+    /// Xe: after a migration an atomic forced into VRAM, the CPU may not
+    /// take the pages back for this long (`atomic_svm_timeslice_ms`, 5 ms,
+    /// the devmem allocation's `timeslice_expiration`): a CPU fault there
+    /// waits it out. 0: none.
+    pub xe_atomic_timeslice_ns: u64,
     /// The keys given through [`Config::set`], which a driver's defaults
     /// leave alone. Not part of the value: two configurations that run
     /// alike are equal, however their keys were given.
@@ -249,6 +254,7 @@ impl Default for Config {
             uvm_read_duplication: true,
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
+            xe_atomic_timeslice_ns: 5_000_000,
             given: Given(0),
         }
     }
@@ -594,6 +600,11 @@ pub static KNOBS: &[Knob] = &[
         "xe_device_to_device",
         xe_device_to_device,
         "Xe: migrate between GPUs VRAM to VRAM over the peer link; off: through system memory"
+    ),
+    duration_knob!(
+        "xe_atomic_timeslice_ns",
+        xe_atomic_timeslice_ns,
+        "Xe: a CPU fault waits this long after an atomic forced its pages into VRAM (atomic_svm_timeslice_ms)"
     ),
 ];
 

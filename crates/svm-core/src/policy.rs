@@ -553,6 +553,13 @@ pub trait FaultPolicy: fmt::Debug {
 
     /// The access counters this policy has a GPU run, `ats` saying whether
     /// the GPU reaches system memory through ATS. The default: none.
+    /// How long the CPU may not take back the pages an atomic's fault
+    /// migrated into VRAM, ns (Xe's `atomic_svm_timeslice_ms`); 0, the
+    /// default: no such hold.
+    fn atomic_timeslice_ns(&self) -> u64 {
+        0
+    }
+
     fn access_counters(&self, ats: bool) -> Option<AccessCounterSpec> {
         let _ = ats;
         None

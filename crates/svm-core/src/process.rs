@@ -142,6 +142,10 @@ pub struct SvmBo {
     /// Its LRU place when it was made: when its block first became
     /// resident on the GPU (UVM's eviction order).
     pub born: u64,
+    /// Until when (simulated ns) the CPU may not take its pages back:
+    /// Xe's `timeslice_expiration`, set when an atomic's fault migrated
+    /// into it (`FaultPolicy::atomic_timeslice_ns`); 0 for none.
+    pub cpu_hold_until: u64,
 }
 
 pub use crate::policy::VictimPolicy;

@@ -80,6 +80,9 @@ pub struct HwCounters {
     pub access_counter_failures: u64,
     /// CPU faults on pages in VRAM (`svm_migrate_to_ram` calls).
     pub cpu_faults: u64,
+    /// Simulated ns CPU faults waited for Xe's atomic timeslice to expire
+    /// before they could take pages back (`SvmBo::cpu_hold_until`).
+    pub cpu_timeslice_wait_ns: u64,
     /// Simulated ns the copy engines spent moving pages.
     pub copy_busy_ns: u64,
     /// Copy jobs (a GART-map job and a copy job each, at most 2 MiB of

@@ -1875,6 +1875,14 @@ impl Machine {
                 // do_swap_page holds the faulting device page from before
                 // `migrate_to_ram` until its `put_page` after it returns.
                 let held = self.vram_page_of(pid, page);
+                // Xe's atomic timeslice: the fault returns at once and the
+                // CPU faults again until it expires (no lock held meanwhile).
+                if let Some(until) = self.procs[pid.0].svm.cpu_hold_until(page)
+                    && until > t
+                {
+                    self.hw.counters.cpu_timeslice_wait_ns += until - t;
+                    t = until;
+                }
                 let start = self.procs[pid.0].mmap_lock.read_from(t);
                 // `svm_migrate_to_ram` holds the range's migrate lock
                 // (`prange->migrate_mutex`) for the migration: CPU faults on

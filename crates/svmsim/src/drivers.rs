@@ -193,6 +193,15 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
                 m.atomic_faults, m.atomics, bm.atomic_faults, bm.atomics
             );
         }
+        if m.cpu_timeslice_wait_ns > 0 {
+            let _ = writeln!(
+                s,
+                "    Its CPU faults waited {} in all for Xe's atomic timeslice: pages an atomic \
+                 forced into VRAM stay there {} against the CPU (xe_atomic_timeslice_ns).",
+                time(m.cpu_timeslice_wait_ns),
+                time(o.spec.config.xe_atomic_timeslice_ns)
+            );
+        }
         if m.queue_evictions != bm.queue_evictions {
             let _ = writeln!(
                 s,

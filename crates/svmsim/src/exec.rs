@@ -675,6 +675,10 @@ pub struct Metrics {
     /// See `atomics`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub atomic_faults: u64,
+    /// Simulated ns CPU faults waited out Xe's atomic timeslice before
+    /// taking pages back (`xe_atomic_timeslice_ns`). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cpu_timeslice_wait_ns: u64,
 }
 
 /// Whether a count is zero (a field left out of the JSON then).
@@ -702,6 +706,7 @@ impl Metrics {
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: r.end_ns,
             atomic_faults: c.atomic_faults,
+            cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
             // (Set from the machine's counts at the end: `finish`.)
             ..Self::default()
         }
@@ -730,6 +735,7 @@ impl Metrics {
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: m.now_ns(),
             atomic_faults: c.atomic_faults,
+            cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
             ..Self::default()
         }
     }

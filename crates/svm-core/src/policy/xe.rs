@@ -29,9 +29,9 @@
 //!
 //! Not modelled yet (issue 19): attributes on VMAs rather than ranges
 //! (so the atomic attribute, which is UNDEFINED: atomics need VRAM); the
-//! migrate-retry loop with its doubling timeslice, and the timeslice
-//! that keeps the CPU from taking an atomic's pages back at once; the
-//! global migrate rwsem; that Xe's
+//! migrate-retry loop with its doubling timeslice (the first pass's 5 ms
+//! hold against the CPU is, `atomic_timeslice_ns`); the global migrate
+//! rwsem; that Xe's
 //! collector leaves a partially unmapped
 //! range's device pages in place where svmsim moves them back first.
 
@@ -59,12 +59,14 @@ const CHECK_PAGES: u64 = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Xe {
     device_to_device: bool,
+    atomic_timeslice_ns: u64,
 }
 
 impl Default for Xe {
     fn default() -> Self {
         Self {
             device_to_device: true,
+            atomic_timeslice_ns: 5_000_000,
         }
     }
 }
@@ -163,6 +165,13 @@ impl FaultPolicy for Xe {
 
     fn configure(&mut self, config: &crate::config::Config) {
         self.device_to_device = config.xe_device_to_device;
+        self.atomic_timeslice_ns = config.xe_atomic_timeslice_ns;
+    }
+
+    /// `timeslice_ms` of a `devmem_only` fault (5 ms; it doubles on each
+    /// retry of the fault, which svmsim's single pass does not make).
+    fn atomic_timeslice_ns(&self) -> u64 {
+        self.atomic_timeslice_ns
     }
 
     /// Memory never registered: its present pages are those system

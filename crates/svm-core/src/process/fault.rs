@@ -404,6 +404,17 @@ impl Process {
             s.map_ns += map_ns;
             s.bind_ns += (self.bind_ns - bind_before).min(map_ns);
         }
+        // Xe's atomic timeslice: the pages an atomic's fault forced into
+        // VRAM stay there this long against the CPU (`timeslice_expiration`
+        // of the devmem allocation, set when its copy is done).
+        let hold = self.policy.atomic_timeslice_ns();
+        if access == Access::Atomic && migrated && mapped.is_ok() && hold > 0 {
+            let until = pf.now_ns().saturating_add(hold);
+            let bo = self.live_range(page).and_then(|r| r.bo);
+            if let Some(b) = bo.and_then(|b| self.bos.get_mut(&b.id)) {
+                b.cpu_hold_until = until;
+            }
+        }
         let moved = paged_in(self) - paged_in_before;
         self.size_stats[gpu][crate::process::size_class(map.npages().raw())].pages_to_vram += moved;
         self.release_bos(pf);

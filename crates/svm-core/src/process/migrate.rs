@@ -203,6 +203,7 @@ impl Process {
                         npages,
                         lru: 0,
                         born: 0,
+                        cpu_hold_until: 0,
                     },
                 );
                 BoRef { id, offset: 0 }
@@ -423,6 +424,7 @@ impl Process {
                 npages,
                 lru,
                 born: lru,
+                cpu_hold_until: 0,
             },
         );
         let leg = Leg {
@@ -687,6 +689,20 @@ impl Process {
     ///
     /// # Errors
     /// EFAULT (the kernel's SIGBUS) when no range holds the page.
+    /// Until when the CPU may not take `page` back from VRAM (Xe's atomic
+    /// timeslice, [`crate::process::SvmBo::cpu_hold_until`]): a CPU fault
+    /// on it waits until then before `migrate_to_ram` (drm_pagemap's
+    /// `__drm_pagemap_migrate_to_ram` returns 0 before the expiration, and
+    /// the CPU faults again until it passes).
+    pub fn cpu_hold_until(&self, page: PageNum) -> Option<u64> {
+        let r = self.live_range(page)?;
+        if !r.vram.get(r.index(page)) {
+            return None;
+        }
+        let t = self.bos.get(&r.bo?.id)?.cpu_hold_until;
+        (t > 0).then_some(t)
+    }
+
     pub fn migrate_to_ram(&mut self, pf: &mut dyn Hardware, page: PageNum) -> Result {
         let r = self.live_range(page).ok_or(Error::FaultRefused {
             page: page.raw(),
@@ -751,7 +767,7 @@ impl Process {
     /// The range holding `page` as the CPU sees it: a piece munmap left for
     /// the deferred work is no longer in the CPU page table (memory mapped
     /// there since is new memory), so it does not count.
-    fn live_range(&self, page: PageNum) -> Option<&crate::range::SvmRange> {
+    pub(super) fn live_range(&self, page: PageNum) -> Option<&crate::range::SvmRange> {
         self.svms
             .find(page)
             .filter(|r| r.op != Some(crate::range::ListOp::UnmapRange))

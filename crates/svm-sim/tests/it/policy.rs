@@ -1362,8 +1362,12 @@ fn an_atomic_moves_system_memory_to_vram_under_xe_and_uvm_where_kfd_adds_in_plac
         // instant: the wave faults again.)
         assert!(after_read == 0 && faulted >= 1 && here == 1, "{driver:?}");
         assert_eq!(old.unwrap(), want_old, "{driver:?}");
-        // The CPU reads the sums (and takes the page back).
+        // The CPU reads the sums and takes the page back: under Xe only
+        // once the atomic's 5 ms timeslice is over.
         assert_eq!(k.cpu_read(a + 4096, 8), words(2, |i| 1025 + i));
+        let held = k.m.counters().cpu_timeslice_wait_ns;
+        assert_eq!(held, if driver == Driver::Xe { 5_000_000 } else { 0 });
+        assert_eq!(k.vram_pages_in(a + 4096, 4096), 0, "{driver:?}");
     }
     let (after_read, old, faulted, here, _) = run(Driver::Kfd, false);
     assert_eq!((after_read, faulted, here), (0, 0, 0));
