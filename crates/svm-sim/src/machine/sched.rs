@@ -91,6 +91,10 @@ pub struct AccessPlan {
     /// Simulated ns each thread or wave waits (computing) before its first
     /// access: a launch that starts its memory work later.
     pub start_ns: u64,
+    /// The access's `data` are atomic operands (`WaveCtx::atomic_add`, a
+    /// page's part an instruction), not bytes to store; it returns the old
+    /// words as a read returns its bytes.
+    pub atomic: bool,
 }
 
 impl AccessPlan {
@@ -100,6 +104,7 @@ impl AccessPlan {
         until: None,
         threads: 1,
         start_ns: 0,
+        atomic: false,
     };
 }
 
@@ -236,6 +241,10 @@ fn access_wave(
                         usize::try_from(done + n).unwrap_or(usize::MAX),
                     );
                     match &data {
+                        Some(d) if plan.atomic => {
+                            let old = ctx.atomic_add(a, d[lo..hi].to_vec()).await;
+                            out.borrow_mut()[lo..hi].copy_from_slice(&old);
+                        }
                         Some(d) => {
                             ctx.store(a, d[lo..hi].to_vec()).await;
                         }
@@ -423,8 +432,8 @@ impl Machine {
         if data.is_some_and(|d| d.len() as u64 != len) {
             return Err(AccessError::OutOfRange { addr, len });
         }
-        // A load's bytes, reserved once, fallibly.
-        let buf = if data.is_none() {
+        // A load's (or an atomic's old) bytes, reserved once, fallibly.
+        let buf = if data.is_none() || plan.atomic {
             let mut b = super::access_buffer(addr, len)?;
             // Reserved exactly: no reallocation.
             b.resize(usize::try_from(len).unwrap_or(0), 0);

@@ -349,6 +349,7 @@ fn a_looping_access_stops_at_its_flag() {
             until: Some((flag, 1)),
             threads: 1,
             start_ns: 0,
+            atomic: false,
         };
         let w =
             k.m.launch_access(k.pid, Some(GPU0), CpuVa::new(buf), 64 * 1024, None, plan)

@@ -713,9 +713,11 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 18] = [
+pub const HW_COUNTERS: [&str; 20] = [
     "copy_jobs",
     "cpu_faults",
+    "atomic_faults",
+    "cpu_timeslice_wait_ns",
     "faults_ih_filtered",
     "queue_evictions",
     "queue_restores",

@@ -222,6 +222,9 @@ pub enum OpKind {
         /// On a read, every word must hold this pattern.
         #[serde(default, deserialize_with = "de::fill")]
         check_fill: Option<Fill>,
+        /// Add this to every 32-bit word, atomically (the access returns
+        /// the old words, which `check_fill` checks).
+        atomic_add: Option<u32>,
         /// Leave the access in flight under this name; a later `wait`
         /// collects it.
         launch: Option<String>,
@@ -253,6 +256,9 @@ pub enum OpKind {
         /// On a read, every word must hold this pattern.
         #[serde(default, deserialize_with = "de::fill")]
         check_fill: Option<Fill>,
+        /// Add this to every 32-bit word, atomically (the access returns
+        /// the old words, which `check_fill` checks).
+        atomic_add: Option<u32>,
         /// Leave the access in flight under this name (CPU threads running
         /// alongside what follows); a later `wait` collects it.
         launch: Option<String>,
@@ -635,9 +641,20 @@ impl Scenario {
             }
             match &op.kind {
                 OpKind::Mmap { size, .. } => mapped = mapped.saturating_add(size.div_ceil(page)),
-                OpKind::GpuAccess { size, write, .. } | OpKind::CpuAccess { size, write, .. } => {
+                OpKind::GpuAccess {
+                    size,
+                    write,
+                    atomic_add,
+                    ..
+                }
+                | OpKind::CpuAccess {
+                    size,
+                    write,
+                    atomic_add,
+                    ..
+                } => {
                     largest = largest.max(*size);
-                    if *write {
+                    if *write || atomic_add.is_some() {
                         // One more page when it straddles a boundary.
                         written = written.saturating_add(size.div_ceil(page) + 1);
                     }
@@ -1274,6 +1291,7 @@ impl OpReader<'_, '_> {
                 write,
                 fill,
                 check_fill,
+                atomic_add,
                 launch,
                 expect,
                 size,
@@ -1285,6 +1303,7 @@ impl OpReader<'_, '_> {
                 write,
                 fill,
                 check_fill,
+                atomic_add,
                 launch,
                 expect,
                 size,
@@ -1293,6 +1312,12 @@ impl OpReader<'_, '_> {
                 ..
             } => {
                 self.check_access(*write, *fill, *check_fill, *size, at)?;
+                if atomic_add.is_some() && (*write || *size % 4 != 0) {
+                    return Err(self.error(
+                        at(if *write { "atomic_add" } else { "size" }),
+                        "`atomic_add` adds to whole 32-bit words: it reads and writes by itself (no `write`, no `fill`), over a size that is a multiple of 4",
+                    ));
+                }
                 if *start > MAX_START_NS {
                     return Err(self.error(
                         at("start"),
@@ -1712,6 +1737,49 @@ mod tests {
         let s = parse("t.toml", text).unwrap();
         let gcs: Vec<_> = s.system.topology.gpus().iter().map(|g| g.gc).collect();
         assert_eq!(gcs, [GcVersion(9, 4, 3), GcVersion(9, 4, 2)]);
+    }
+
+    /// `atomic_add` reads and writes by itself over whole words: with
+    /// `write`, or over a size that splits a word, the file is refused at
+    /// the op's line and field; a GPU's `local_atomics` comes from its
+    /// profile unless it says otherwise.
+    #[test]
+    fn atomics_are_checked_where_they_are_written() {
+        let head =
+            "[system]\n[[system.gpu]]\n[[op]]\ndo = \"mmap\"\nname = \"b\"\nsize = \"4KiB\"\n";
+        let op = |extra: &str| {
+            format!("{head}[[op]]\ndo = \"gpu_access\"\ngpu = \"gpu0\"\naddr = \"b\"\n{extra}")
+        };
+        let ok = parse("t.toml", &op("size = 16\natomic_add = 1\n")).unwrap();
+        assert!(matches!(
+            ok.ops[1].kind,
+            OpKind::GpuAccess {
+                atomic_add: Some(1),
+                ..
+            }
+        ));
+        let e = parse("t.toml", &op("size = 6\natomic_add = 1\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("t.toml:11") && e.to_string().contains("size"),
+            "{e}"
+        );
+        let e = parse(
+            "t.toml",
+            &op("size = 16\nwrite = true\nfill = 1\natomic_add = 1\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("atomic_add"), "{e}");
+        let text =
+            "[system]\nprofile = \"xe\"\n[[system.gpu]]\n[[system.gpu]]\nlocal_atomics = false\n";
+        let s = parse("t.toml", text).unwrap();
+        let local: Vec<bool> = s
+            .system
+            .topology
+            .gpus()
+            .iter()
+            .map(|g| g.local_atomics)
+            .collect();
+        assert_eq!(local, [true, false]);
     }
 
     #[test]

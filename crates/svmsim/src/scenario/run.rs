@@ -607,7 +607,7 @@ impl Runner<'_> {
         gpu_id: Option<u32>,
         addr: &AddrExpr,
         size: u64,
-        (fill, check_fill): (Option<Fill>, Option<Fill>),
+        (fill, check_fill, atomic_add): (Option<Fill>, Option<Fill>, Option<u32>),
         (launch, repeat, until, threads, start): (Option<&str>, u32, Option<&Until>, u32, u64),
     ) -> Result<(), ScenarioError> {
         let pid = self.pids[op.process];
@@ -621,12 +621,20 @@ impl Runner<'_> {
             until,
             threads,
             start_ns: start,
+            atomic: atomic_add.is_some(),
         };
         rec.args = format!(
             "{who} {} {a:#x} +{}{}{}{}{}{}{}",
-            if fill.is_some() { "write" } else { "read" },
+            match (atomic_add, fill) {
+                (Some(_), _) => "atomic",
+                (None, Some(_)) => "write",
+                (None, None) => "read",
+            },
             fmt_size(size),
-            fill.map(|f| format!(" fill={f}")).unwrap_or_default(),
+            match (atomic_add, fill) {
+                (Some(v), _) => format!(" add={v:#x}"),
+                (None, f) => f.map(|f| format!(" fill={f}")).unwrap_or_default(),
+            },
             if threads > 1 {
                 format!(
                     " {}={threads}",
@@ -658,8 +666,15 @@ impl Runner<'_> {
             self.cpu_access(rec, (pid, at, size), (fill, check_fill));
             return Ok(());
         }
-        // (A GPU's waves, or CPU threads, take the bytes whole.)
-        let data = fill.map(|f| f.bytes(size));
+        // (A GPU's waves, or CPU threads, take the bytes whole; an
+        // atomic's are its operands, the value in every word.)
+        let data = match atomic_add {
+            Some(v) => Some(
+                v.to_le_bytes()
+                    .repeat(usize::try_from(size / 4).unwrap_or(0)),
+            ),
+            None => fill.map(|f| f.bytes(size)),
+        };
         if let Some(label) = launch {
             let w = self
                 .m
@@ -865,6 +880,7 @@ impl Runner<'_> {
                 size,
                 fill,
                 check_fill,
+                atomic_add,
                 launch,
                 repeat,
                 until,
@@ -878,7 +894,7 @@ impl Runner<'_> {
                     Some(*gpu_id),
                     addr,
                     *size,
-                    (*fill, *check_fill),
+                    (*fill, *check_fill, *atomic_add),
                     (launch.as_deref(), *repeat, until.as_ref(), *waves, *start),
                 )?;
             }
@@ -887,6 +903,7 @@ impl Runner<'_> {
                 size,
                 fill,
                 check_fill,
+                atomic_add,
                 launch,
                 threads,
                 repeat,
@@ -900,7 +917,7 @@ impl Runner<'_> {
                     None,
                     addr,
                     *size,
-                    (*fill, *check_fill),
+                    (*fill, *check_fill, *atomic_add),
                     (launch.as_deref(), *repeat, until.as_ref(), *threads, *start),
                 )?;
             }
@@ -1170,6 +1187,8 @@ impl Runner<'_> {
             "pages_faulted_in" => c.pages_faulted_in,
             "copy_jobs" => c.copy_jobs,
             "cpu_faults" => c.cpu_faults,
+            "atomic_faults" => c.atomic_faults,
+            "cpu_timeslice_wait_ns" => c.cpu_timeslice_wait_ns,
             "faults_ih_filtered" => c.faults_ih_filtered,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
