@@ -883,6 +883,24 @@ impl Process {
             remapped: plan.remap.len(),
             mapped: 0,
         };
+        // 8a. Clearing GPU_READ_MOSTLY ends read duplication there: the
+        //     copies go, the masters stay where they are (UVM's unset of
+        //     ReadMostly, `uvm_va_range_unset_read_duplication`, keeps each
+        //     page where a copy is; svmsim's master is that copy).
+        let read_mostly = SvmFlags::from_bits(uapi::flag::GPU_READ_MOSTLY);
+        if !self.dups.is_empty()
+            && ops
+                .iter()
+                .any(|op| matches!(op, AttrOp::ClrFlags(f) if f.contains(read_mostly)))
+        {
+            for &start in &plan.update {
+                let r = self.svms.get(start).expect("updated range");
+                if !r.attrs.flags.contains(read_mostly) {
+                    let whole = r.range();
+                    self.collapse_duplicates(pf, whole, None);
+                }
+            }
+        }
         // 8b. (2026) NO_ACCESS: `svm_range_apply_attrs` takes an IH
         //     checkpoint, so retry faults queued before the call are dropped
         //     rather than remap the range, and marks the GPUs to unmap.

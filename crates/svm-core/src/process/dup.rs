@@ -20,7 +20,8 @@
 //! [`Process::collapse_duplicates`] on every CPU write, as UVM revokes the
 //! CPU's write access to duplicated pages). munmap, MADV_DONTNEED and the
 //! other CPU-side notifiers collapse them too: the master's bytes change
-//! or go. A duplicate is the cheapest VRAM to take back: an allocation
+//! or go. Clearing GPU_READ_MOSTLY (set_attr step 8a) collapses them
+//! over what it clears. A duplicate is the cheapest VRAM to take back: an allocation
 //! that does not fit drops the GPU's duplicates before it evicts anything
 //! (nothing to copy back).
 

@@ -1215,6 +1215,31 @@ fn copies_on(k: &Kfd, gpu: u32) -> usize {
 /// system memory; a CPU write drops the copies of what it writes, a GPU
 /// write drops every copy of the range and then moves the pages to the
 /// writer. Without the flag the two readers pull the pages to them.
+/// Clearing GPU_READ_MOSTLY ends read duplication where it is cleared
+/// (UVM's unset of ReadMostly): those pages' copies go on every GPU, the
+/// masters stay where they are, and the rest of the table keeps its copies.
+#[test]
+fn uvm_read_mostly_unset_drops_the_copies_and_maps_the_masters() {
+    use svm_core::uapi::attr_type::CLR_FLAGS;
+    use svm_core::uapi::flag::GPU_READ_MOSTLY;
+    let want = words(512 * 1024, |i| i);
+    let (mut k, a) = uvm_two_readers(GPU_READ_MOSTLY);
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), want);
+    assert_eq!(k.gpu_read(GPU1, a, 2 * MIB), want);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (512, 512));
+    // Clearing the flag on half the table drops that half's copies only.
+    k.set(a, MIB, &[(CLR_FLAGS, GPU_READ_MOSTLY)]).unwrap();
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (256, 256));
+    assert_eq!(k.vram_pages_in(a, 2 * MIB), 0, "the masters stay put");
+    // The flag change remaps the range (a flag updates the mapping): the
+    // readers reach the masters where they are and read the same bytes;
+    // no copy is made again.
+    assert_eq!(k.gpu_read(GPU0, a, 2 * MIB), want);
+    assert_eq!(k.gpu_read(GPU1, a, MIB), want[..1 << 20]);
+    assert_eq!((copies_on(&k, GPU0), copies_on(&k, GPU1)), (256, 256));
+    k.check();
+}
+
 #[test]
 fn uvm_read_mostly_copies_to_each_reader_and_a_write_collapses_them() {
     use svm_core::uapi::flag::GPU_READ_MOSTLY;
