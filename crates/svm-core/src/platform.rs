@@ -180,7 +180,8 @@ pub trait Hardware: Platform {
     );
 
     /// Moves pages `k..k + n` of VRAM buffer `src` on GPU `from` to pages
-    /// `dk..dk + n` of buffer `dst` on GPU `to` in one direct copy over
+    /// `dk..dk + n` of buffer `dst` on GPU `to` (virtual pages `va..va + n`)
+    /// in one direct copy over
     /// the peer link (drm_pagemap's device-to-device migration, driven by
     /// the source device): the driver's per-page work, and copy jobs of
     /// at most 2 MiB on `from`'s ring, priced by the peer link. With
@@ -195,6 +196,7 @@ pub trait Hardware: Platform {
         to: GpuIndex,
         dst: VramBuf,
         dk: u64,
+        va: PageNum,
         n: u64,
         compound: bool,
     );

@@ -19,4 +19,5 @@ pub mod refmodel;
 pub mod ring;
 pub mod shadow;
 pub mod timing;
+pub mod traffic;
 pub mod vram;

@@ -99,6 +99,8 @@ fn kfd_vram_limit(g: &SimGpu, limit: &MemLimit) -> u64 {
 struct Env<'a> {
     proc_index: usize,
     mm: &'a mut AddressSpace,
+    /// Its buffers' faults and moves, counted from the SMI events.
+    traffic: &'a mut crate::traffic::Traffic,
     limit: &'a mut MemLimit,
     gpus: &'a mut [SimGpu],
     /// Every process's page tables (this one's at `proc_index`).
@@ -181,6 +183,11 @@ impl Env<'_> {
         if dir == CopyDir::ToVram && !self.refcount_fix && g.held_pages.contains_key(&vpage) {
             g.refcount_reset.insert(vpage);
         }
+        let to = match dir {
+            CopyDir::ToVram => g.desc.id.raw(),
+            CopyDir::ToRam => 0,
+        };
+        self.traffic.moved(self.mm, va, to);
         match dir {
             CopyDir::ToVram => match self.mm.pages_mut().take(va.raw()) {
                 Some(p) => {
@@ -404,6 +411,7 @@ impl Hardware for Env<'_> {
         to: GpuIndex,
         dst: VramBuf,
         dk: u64,
+        va: PageNum,
         n: u64,
         compound: bool,
     ) {
@@ -433,6 +441,8 @@ impl Hardware for Env<'_> {
             let p = self.gpus[f].vram.take(s);
             self.gpus[t].vram.put(d, p);
             self.counters.pages_peer += 1;
+            let id = self.gpus[t].desc.id.raw();
+            self.traffic.moved(self.mm, PageNum::new(va.raw() + i), id);
             job += 1;
             if job == 512 || i + 1 == n {
                 let link = self.timing.peer_link;
@@ -646,6 +656,7 @@ impl Hardware for Env<'_> {
         let mut env = Env {
             proc_index: i,
             mm: &mut p.mm,
+            traffic: &mut p.traffic,
             limit: &mut *self.limit,
             gpus: &mut *self.gpus,
             pts: &mut *self.pts,
@@ -680,6 +691,7 @@ impl Hardware for Env<'_> {
 
     fn smi_event(&mut self, gpu: GpuIndex, event: Event) {
         let gpu_id = self.gpus[gpu.get()].desc.id;
+        self.traffic.record(self.mm, &event.kind);
         if let Some(events) = self.events.as_deref_mut() {
             events.push(SmiEvent { gpu_id, event });
         }
@@ -721,6 +733,8 @@ pub struct SimProcess {
     /// For a fork child: its parent (machine index) and the pages it still
     /// shares with it copy-on-write.
     pub cow_parent: Option<(usize, std::collections::BTreeSet<u64>)>,
+    /// What the driver did to each of its buffers (`crate::traffic`).
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// A process's mmap lock in simulated time: the one place its bookkeeping
@@ -960,6 +974,7 @@ macro_rules! env {
             $crate::machine::Env {
                 proc_index: $pid.0,
                 mm: &mut p.mm,
+                traffic: &mut p.traffic,
                 limit: &mut m.hw.limit,
                 gpus: &mut m.hw.gpus,
                 pts: &mut m.mmu.pts,
@@ -1279,6 +1294,7 @@ impl Machine {
             mmap_lock: MmapLock::default(),
             svms_lock_until: 0,
             cow_parent: None,
+            traffic: crate::traffic::Traffic::default(),
         });
         self.refresh_access_counters();
         pid

@@ -679,6 +679,20 @@ pub struct Metrics {
     /// taking pages back (`xe_atomic_timeslice_ns`). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cpu_timeslice_wait_ns: u64,
+    /// Simulated ns the kernels' waves lived, summed over the waves, and
+    /// the parts of it they spent parked on retry faults and held by
+    /// stopped queues (the rest they computed and reached memory).
+    #[serde(default)]
+    pub wave_ns: u64,
+    /// See `wave_ns`.
+    #[serde(default)]
+    pub fault_stall_ns: u64,
+    /// See `wave_ns`.
+    #[serde(default)]
+    pub held_ns: u64,
+    /// Simulated ns the fault handlers were busy.
+    #[serde(default)]
+    pub handler_busy_ns: u64,
 }
 
 /// Whether a count is zero (a field left out of the JSON then).
@@ -707,6 +721,10 @@ impl Metrics {
             end_ns: r.end_ns,
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
+            wave_ns: r.kernels.iter().map(|k| k.wave_ns).sum(),
+            fault_stall_ns: r.kernels.iter().map(|k| k.fault_stall_ns).sum(),
+            held_ns: r.kernels.iter().map(|k| k.held_ns).sum(),
+            handler_busy_ns: r.handler_busy_ns,
             // (Set from the machine's counts at the end: `finish`.)
             ..Self::default()
         }
@@ -736,6 +754,7 @@ impl Metrics {
             end_ns: m.now_ns(),
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
+            handler_busy_ns: c.handler_busy_ns,
             ..Self::default()
         }
     }
@@ -772,6 +791,64 @@ fn gt_stats(
         }
     }
     out
+}
+
+/// Buffers a run reports at most (`Outcome::buffers`).
+pub const MAX_BUFFERS: usize = 8;
+
+/// What the driver did to one buffer of the run's process (a VMA:
+/// `svm_sim::traffic`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferOut {
+    /// Its first address, and its size in bytes.
+    pub addr: u64,
+    /// See `addr`.
+    pub bytes: u64,
+    /// GPU faults that reached the driver on it.
+    pub faults: u64,
+    /// Bytes moved into VRAM, and back to system memory.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// Bytes that arrived, by where: a GPU by its gpu_id, system memory
+    /// as 0.
+    pub arrivals: std::collections::BTreeMap<u32, u64>,
+}
+
+impl BufferOut {
+    /// It moved more than twice its size.
+    pub fn thrashing(&self) -> bool {
+        self.bytes > 0 && self.bytes_in + self.bytes_out > 2 * self.bytes
+    }
+}
+
+/// The buffers of `pid` that cost most: the most moved, then the most
+/// faulted, at most [`MAX_BUFFERS`].
+fn buffers(m: &Machine, pid: svm_sim::machine::Pid) -> Vec<BufferOut> {
+    let mut v: Vec<BufferOut> = m
+        .process(pid)
+        .traffic
+        .buffers()
+        .into_iter()
+        .filter(|(_, b)| b.faults > 0 || b.moved() > 0)
+        .map(|(addr, b)| BufferOut {
+            addr: addr.raw(),
+            bytes: b.pages * 4096,
+            faults: b.faults,
+            bytes_in: b.pages_in * 4096,
+            bytes_out: b.pages_out * 4096,
+            arrivals: b.arrivals.iter().map(|(&k, &n)| (k, n * 4096)).collect(),
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        (b.bytes_in + b.bytes_out, b.faults, a.addr).cmp(&(
+            a.bytes_in + a.bytes_out,
+            a.faults,
+            b.addr,
+        ))
+    });
+    v.truncate(MAX_BUFFERS);
+    v
 }
 
 /// A GPU's state at the end of a run.
@@ -821,6 +898,10 @@ pub struct Outcome {
     /// throttled, faults served with a pinned page, pins ended).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub policy_counters: std::collections::BTreeMap<String, u64>,
+    /// The buffers the driver worked on most (faults taken, bytes moved),
+    /// at most [`MAX_BUFFERS`], the most moved first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buffers: Vec<BufferOut>,
     /// The invariant checkers at the end: `None` when every one held.
     pub violation: Option<String>,
     /// SMI events, when captured.
@@ -1058,6 +1139,7 @@ fn finish(
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
+        buffers: buffers(&m, pid),
         violation,
         events: m.events().to_vec(),
         timeline: m.take_timeline(),

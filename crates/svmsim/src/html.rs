@@ -204,6 +204,15 @@ fn page(
           waiting for the process's <code>svms-&gt;lock</code> and for ranges' migrate locks. Stale DMA counts \
           a GPU's DMA entries that no longer point at their page (a system mapping of a page since moved to VRAM, \
           or a VRAM address of a page since moved away); kfd keeps them until that GPU faults on the page again.</p>\n";
+    // What happened: each run's explanation (`crate::explain`).
+    h += "<h2 id=\"what-happened\">What happened</h2>\n";
+    for o in outs {
+        let _ = writeln!(h, "<h3>{}</h3>\n<ul>", esc(&o.label));
+        for l in crate::explain::run(o) {
+            let _ = writeln!(h, "<li>{}</li>", esc(&l));
+        }
+        h += "</ul>\n";
+    }
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";
     if outs.iter().all(|o| o.timeline.is_none()) {

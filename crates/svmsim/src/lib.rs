@@ -11,6 +11,7 @@ pub mod chrome;
 pub mod demo;
 pub mod drivers;
 pub mod exec;
+pub mod explain;
 pub mod fuzz;
 pub mod html;
 pub mod input;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use svm_core::config::{Config, Driver};
 use svmsim::exec::{self, Capture, Outcome, RunSpec, Status};
+use svmsim::explain;
 use svmsim::smi::{self, EventsFormat, RunEvents};
 use svmsim::{
     chrome, demo, html, input, output, progress::Progress, report, runs, scenario, size, sweep,
@@ -468,6 +469,12 @@ struct OutOpts {
     /// Write an HTML report with plots into this directory.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// After the results, say what happened: where the time went, the
+    /// buffer that cost most, thrashing, a command to try next (default:
+    /// on under the table, off for --json and --csv; JSON then carries it
+    /// per run, CSV prints it on stderr).
+    #[arg(long, value_name = "on|off")]
+    explain: Option<OnOff>,
 }
 
 /// Makes sure `path` can be written before hours are spent on the run;
@@ -477,6 +484,12 @@ fn writable(path: &Path) -> Result<(), Fail> {
 }
 
 impl OutOpts {
+    /// Whether runs explain themselves (`--explain`).
+    fn explains(&self) -> bool {
+        self.explain
+            .map_or(!self.json && !self.csv, |e| e == OnOff::On)
+    }
+
     /// What these options write.
     fn targets(&self) -> Vec<output::Target<'_>> {
         let mut v = Vec::new();
@@ -752,7 +765,10 @@ fn emit(
     cli: &Cli,
     title: &str,
     mut staged: output::Staged,
+    explain: bool,
 ) -> Result<u8, Fail> {
+    // (The demo explains itself its own way: it passes `false`.)
+    let explain = explain && out.explains();
     if let Some((p, format)) = out.smi.target() {
         let runs: Vec<RunEvents<'_>> = outs.iter().map(RunEvents::of_outcome).collect();
         smi::stage(p, format, &runs, &mut staged);
@@ -771,13 +787,19 @@ fn emit(
     };
     staged.commit().map_err(io)?;
     if out.json {
-        let v = runs::json(outs, baseline);
+        let mut v = runs::json(outs, baseline);
+        if explain {
+            v = v.explained();
+        }
         outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
         );
     } else if out.csv {
         outp!("{}", runs::csv(outs, baseline));
+        if explain && !cli.quiet {
+            eprint!("{}", explain::block(outs));
+        }
     } else if !cli.quiet {
         outln!("{}", runs::table(outs, baseline));
         for o in outs {
@@ -837,6 +859,9 @@ fn emit(
                     runs::time(m.end_ns)
                 );
             }
+        }
+        if explain {
+            outln!("\n{}", explain::block(outs).trim_end());
         }
     }
     let say = |what: &str, p: &std::path::Path| {
@@ -966,6 +991,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 "svmsim demo: one shared buffer, two GPUs, three policies",
                 output::Staged::default(),
+                false,
             )?;
             if !cli.quiet && !out.json && !out.csv {
                 outln!("\n{}", demo::explain(&outs));
@@ -1047,6 +1073,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 &format!("svmsim run: {w}"),
                 staged,
+                true,
             )?;
             if let (Some(path), Some(t), false) = (record, &o.trace, cli.quiet) {
                 eprintln!("trace: {} ({} bytes)", path.display(), t.len());
@@ -1227,6 +1254,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 &format!("svmsim compare: {workload}"),
                 output::Staged::default(),
+                true,
             )?;
             if drivers[0].is_some() && !cli.quiet && !out.json && !out.csv {
                 outln!("\n{}", svmsim::drivers::explain(&outs, base));
@@ -1311,6 +1339,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 &format!("svmsim sweep: {name}"),
                 staged,
+                true,
             )?;
             if let (Some(path), false) = (shard_out, cli.quiet) {
                 eprintln!(
@@ -1347,6 +1376,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 "svmsim sweep (merged)",
                 output::Staged::default(),
+                true,
             )
         }
         Command::Replay {
@@ -1395,6 +1425,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 cli,
                 &format!("svmsim replay: {name}"),
                 output::Staged::default(),
+                true,
             )
         }
         Command::Scenario {

@@ -175,6 +175,9 @@ struct JsonRun<'a> {
     label: String,
     #[serde(flatten)]
     outcome: &'a Outcome,
+    /// `--explain on`: the explanation's lines (`crate::explain::run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what_happened: Option<Vec<String>>,
     kernel_time_ratio: Option<f64>,
     repro: String,
 }
@@ -197,6 +200,7 @@ pub fn json(runs: &[Outcome], baseline: usize) -> RunsJson<'_> {
         .map(|o| JsonRun {
             label: o.label.clone(),
             outcome: o,
+            what_happened: None,
             kernel_time_ratio: (base > 0).then(|| o.metrics.kernel_ns as f64 / base as f64),
             repro: o.spec.repro(),
         })
@@ -205,6 +209,17 @@ pub fn json(runs: &[Outcome], baseline: usize) -> RunsJson<'_> {
         schema: SCHEMA,
         baseline: runs.get(baseline).map(|o| o.label.clone()),
         runs: list,
+    }
+}
+
+impl RunsJson<'_> {
+    /// The document with each run's explanation (`--explain on`).
+    #[must_use]
+    pub fn explained(mut self) -> Self {
+        for r in &mut self.runs {
+            r.what_happened = Some(crate::explain::run(r.outcome));
+        }
+        self
     }
 }
 

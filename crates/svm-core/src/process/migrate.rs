@@ -440,7 +440,7 @@ impl Process {
         let mut moved = 0;
         for (k, p, n) in moving {
             let compound = self.config.compound_device_pages;
-            pf.copy_peer_run(owner, old_buf, old.offset + k, best, buf, k, n, compound);
+            pf.copy_peer_run(owner, old_buf, old.offset + k, best, buf, k, p, n, compound);
             let event = self.migration_event(Some(owner), Some(best), trigger);
             self.policy.on_migration(&event(
                 PageRange::new(p, PageNum::new(p.raw() + n)),

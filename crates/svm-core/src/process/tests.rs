@@ -81,6 +81,7 @@ impl Hardware for Fake {
         _to: GpuIndex,
         _dst: VramBuf,
         _dk: u64,
+        _va: PageNum,
         _n: u64,
         _compound: bool,
     ) {

@@ -102,6 +102,16 @@ pub struct KernelStats {
     /// Times a wave retried after the driver dropped its fault (a
     /// duplicate, a straggler, a range being unmapped).
     pub retries: u64,
+    /// Simulated ns its waves lived, summed over them (dispatch to end):
+    /// what `fault_stall_ns` and `held_ns` are parts of.
+    pub wave_ns: u64,
+    /// Simulated ns its waves spent parked on retry faults, summed: from
+    /// the step that faulted to the wake (served, dropped and retried, or
+    /// refused).
+    pub fault_stall_ns: u64,
+    /// Simulated ns its waves were held because the process's queues were
+    /// stopped (evicted, waiting for the restore work), summed.
+    pub held_ns: u64,
     /// When the launch was made, and when its first and last wave ended.
     pub launch_ns: u64,
     /// See `launch_ns`.
@@ -204,6 +214,10 @@ pub(super) struct KWave {
     cu: u32,
     fut: Pin<Box<dyn Future<Output = ()>>>,
     slot: Rc<Slot>,
+    /// When it was dispatched, and when it last parked on a retry fault
+    /// (for its kernel's `wave_ns` and `fault_stall_ns`).
+    started_at: u64,
+    parked_at: u64,
 }
 
 /// What one step of a wave needs to know of it (a copy, so that the step
@@ -420,6 +434,8 @@ impl Machine {
             cu,
             fut,
             slot,
+            started_at: at,
+            parked_at: at,
         };
         let i = match self.sched.kwave_free.pop() {
             Some(i) => {
@@ -569,6 +585,9 @@ impl Machine {
                 false
             }
             Err(Parked::Faulted { page, raised }) => {
+                if let Some(w) = self.sched.kwaves[i].as_mut() {
+                    w.parked_at = at;
+                }
                 self.sched
                     .kwait
                     .entry((g, pid.0, page))
@@ -601,6 +620,7 @@ impl Machine {
             .restore_due_ns()
             .unwrap_or(at)
             .max(at + 1);
+        self.sched.kernels[w.kernel].stats.held_ns += due - at;
         self.schedule_kwave(i, due);
     }
 
@@ -646,6 +666,7 @@ impl Machine {
         kern.running -= 1;
         kern.cu_free[w.cu as usize] += 1;
         kern.stats.end_ns = kern.stats.end_ns.max(at);
+        kern.stats.wave_ns += at.saturating_sub(w.started_at);
         if kern.fatal.is_none() {
             kern.stats.waves += 1;
             if kern.stats.first_wave_done_ns == 0 {
@@ -680,12 +701,13 @@ impl Machine {
             return;
         };
         for i in list {
-            let Some((k, req_addr)) = self.sched.kwaves[i]
+            let Some((k, req_addr, parked)) = self.sched.kwaves[i]
                 .as_ref()
-                .map(|w| (w.kernel, w.slot.req_addr.get()))
+                .map(|w| (w.kernel, w.slot.req_addr.get(), w.parked_at))
             else {
                 continue;
             };
+            self.sched.kernels[k].stats.fault_stall_ns += at.saturating_sub(parked);
             match &outcome {
                 Woken::Served => {}
                 Woken::Dropped => self.sched.kernels[k].stats.retries += 1,

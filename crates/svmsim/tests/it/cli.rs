@@ -708,3 +708,73 @@ fn compare_output_is_the_same_on_one_core_or_many() {
         assert_eq!(one, many, "{fmt}");
     }
 }
+
+/// Every run explains itself under its table: where the time went, the
+/// buffer that cost most, thrashing where a buffer moved more than twice
+/// its size (with who pulled it), and a command to try; JSON carries the
+/// lines only when asked, and CSV puts them on stderr.
+#[test]
+fn a_run_says_what_happened_and_json_only_when_asked() {
+    let t = ok(&["run", "multi-gpu-split", "--size", "4MiB", "--iters", "1"]);
+    let block = &t[t.find("What happened:").expect("an explanation")..];
+    assert!(block.contains("parked on faults"), "{block}");
+    assert!(block.contains("The buffer that cost most"), "{block}");
+    assert!(
+        block.contains("Thrashing:")
+            && block.contains("GPU 0x1002")
+            && block.contains("GPU 0x2002"),
+        "{block}"
+    );
+    assert!(
+        block.contains("Try next:\n  svmsim compare multi-gpu-split"),
+        "{block}"
+    );
+    // A run that moves each buffer once does not thrash.
+    let t = ok(&["run", "reduction", "--size", "4MiB", "--iters", "1"]);
+    assert!(
+        t.contains("What happened:") && !t.contains("Thrashing"),
+        "{t}"
+    );
+    let args = [
+        "run",
+        "multi-gpu-split",
+        "--size",
+        "4MiB",
+        "--iters",
+        "1",
+        "--json",
+    ];
+    let quiet = ok(&args);
+    assert!(!quiet.contains("what_happened"), "{quiet}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&[&args[..], &["--explain", "on"]].concat())).unwrap();
+    let run = &v["runs"][0];
+    let lines: Vec<&str> = run["what_happened"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("Thrashing:")),
+        "{lines:?}"
+    );
+    let b = &run["buffers"][0];
+    assert!(
+        b["bytes_in"].as_u64().unwrap() + b["bytes_out"].as_u64().unwrap()
+            > 2 * b["bytes"].as_u64().unwrap()
+    );
+    let o = svmsim(&[
+        "run",
+        "reduction",
+        "--size",
+        "4MiB",
+        "--csv",
+        "--explain",
+        "on",
+    ]);
+    assert!(stdout(&o).starts_with("schema,") && stderr(&o).contains("What happened:"));
+    // The demo explains itself its own way, once.
+    let demo = ok(&["run"]);
+    assert!(demo.contains("What differed, and why:") && !demo.contains("What happened:"));
+}

@@ -1,0 +1,184 @@
+//! "What happened": the few lines after a table that say, for each run,
+//! where its simulated time went, the buffer that cost most, whether a
+//! buffer thrashed and who pulled it back and forth, and one command to
+//! try next. On by default under a table, off for `--json` and `--csv`
+//! (`--explain on|off`). The demo and `compare --drivers` add their own
+//! comparisons (`demo.rs`, `drivers.rs`); this is about each run alone.
+
+use std::fmt::Write as _;
+
+use crate::exec::{BufferOut, Outcome, Status};
+use crate::runs::time;
+use crate::size;
+
+/// A share of a whole, as a percentage.
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "0%".into();
+    }
+    let p = part as f64 * 100.0 / whole as f64;
+    if p > 0.0 && p < 1.0 {
+        "<1%".into()
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+/// Where the pages of `b` arrived, largest first: "GPU 0x1002 70 GiB,
+/// system memory 1 GiB".
+fn arrivals(b: &BufferOut) -> String {
+    let mut v: Vec<(u32, u64)> = b.arrivals.iter().map(|(&k, &n)| (k, n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.iter()
+        .map(|&(at, bytes)| {
+            let who = if at == 0 {
+                "system memory".to_string()
+            } else {
+                format!("GPU {at:#x}")
+            };
+            format!("{who} {}", size::human(bytes))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One run's lines, each starting with two spaces.
+pub fn run(o: &Outcome) -> Vec<String> {
+    let m = &o.metrics;
+    let mut lines = Vec::new();
+    // Where the time went: the waves' lives, split into parked on faults,
+    // held by stopped queues, and the rest (computing and accessing).
+    let mut t = format!("The kernels ran {}", time(m.kernel_ns));
+    if m.wave_ns > 0 {
+        let busy = m.wave_ns.saturating_sub(m.fault_stall_ns + m.held_ns);
+        let _ = write!(
+            t,
+            "; their waves lived {} in all, {} of it parked on faults (fault stall {}), {} \
+             held by stopped queues and {} computing and reaching memory",
+            time(m.wave_ns),
+            pct(m.fault_stall_ns, m.wave_ns),
+            time(m.fault_stall_ns),
+            pct(m.held_ns, m.wave_ns),
+            pct(busy, m.wave_ns)
+        );
+    }
+    let _ = write!(
+        t,
+        ". The fault handlers were busy {}, the copy engines {}; faults waited {} for locks",
+        time(m.handler_busy_ns),
+        time(m.copy_busy_ns),
+        time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns)
+    );
+    if m.queue_evictions > 0 {
+        let _ = write!(t, "; the queues were stopped {} times", m.queue_evictions);
+    }
+    t.push('.');
+    lines.push(t);
+    if let Status::Killed { error } = &o.status {
+        lines.push(format!("It was killed: {error}."));
+    }
+    // The buffer that cost most: the one that moved most, else the one
+    // that faulted most.
+    if let Some(b) = o
+        .buffers
+        .iter()
+        .max_by_key(|b| {
+            (
+                b.bytes_in + b.bytes_out,
+                b.faults,
+                std::cmp::Reverse(b.addr),
+            )
+        })
+        .filter(|b| b.faults > 0 || b.bytes_in + b.bytes_out > 0)
+    {
+        let amount = |n: u64| {
+            if n == 0 {
+                "nothing".to_string()
+            } else {
+                size::human(n)
+            }
+        };
+        lines.push(format!(
+            "The buffer that cost most: {} at {:#x}, with {} faults; {} moved into VRAM, {} \
+             back to system memory.",
+            size::human(b.bytes),
+            b.addr,
+            b.faults,
+            amount(b.bytes_in),
+            amount(b.bytes_out)
+        ));
+    }
+    // (The three that moved most: the buffers are sorted so.)
+    for b in o.buffers.iter().filter(|b| b.thrashing()).take(3) {
+        let moved = b.bytes_in + b.bytes_out;
+        lines.push(format!(
+            "Thrashing: the {} buffer at {:#x} moved {}, {:.0}x its size, its pages pulled back \
+             and forth ({}).",
+            size::human(b.bytes),
+            b.addr,
+            size::human(moved),
+            moved as f64 / b.bytes.max(1) as f64,
+            arrivals(b)
+        ));
+    }
+    lines
+}
+
+/// The one command to try next, for the runs shown together.
+fn next(outs: &[Outcome]) -> Option<String> {
+    let o = outs.first()?;
+    let s = &o.spec;
+    if s.workload.starts_with("trace:") {
+        return Some(format!(
+            "{} --timeline t.json   # every fault, migration and map on a timeline",
+            o.spec.repro()
+        ));
+    }
+    let head = format!(
+        "svmsim compare {} --size {} --iters {}",
+        s.workload,
+        size::show(s.size),
+        s.iters
+    );
+    let thrash = outs
+        .iter()
+        .any(|o| o.buffers.iter().any(BufferOut::thrashing));
+    let stalled = outs
+        .iter()
+        .any(|o| o.metrics.fault_stall_ns * 2 > o.metrics.wave_ns && o.metrics.wave_ns > 0);
+    Some(if outs.len() > 1 {
+        format!(
+            "{} --timeline t.json   # the first run's faults, migrations and maps on a timeline",
+            o.spec.repro()
+        )
+    } else if thrash {
+        format!(
+            "{head} --drivers all   # how UVM's thrashing throttle and Xe's whole ranges fare on it"
+        )
+    } else if stalled {
+        format!(
+            "{head} --granularities 0,9   # smaller or larger migration windows against the fault stall"
+        )
+    } else {
+        format!("{head} --drivers all   # the same workload under kfd, UVM and Xe")
+    })
+}
+
+/// The block for runs shown together: each run's lines (under its label
+/// when there are several), then one command to try.
+pub fn block(outs: &[Outcome]) -> String {
+    let mut s = String::from("What happened:\n");
+    for o in outs {
+        if outs.len() > 1 {
+            let _ = writeln!(s, "  - {}:", o.label);
+        }
+        let pad = if outs.len() > 1 { "    " } else { "  " };
+        for l in run(o) {
+            let _ = writeln!(s, "{pad}{l}");
+        }
+    }
+    if let Some(n) = next(outs) {
+        let _ = writeln!(s, "Try next:\n  {n}");
+    }
+    s
+}
