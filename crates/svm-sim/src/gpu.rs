@@ -68,6 +68,21 @@ pub struct HwCounters {
     /// Faults a batch-flush replay dropped from the ring unserved (UVM's
     /// BATCH_FLUSH): their waves faulted again after the replay.
     pub faults_flushed: u64,
+    /// Retry faults written into a ring, and repeats of a pending fault
+    /// that the ring's CAM filtered instead (`amdgpu_gmc_filter_faults`).
+    pub faults_raised: u64,
+    /// See `faults_raised`.
+    pub faults_filtered: u64,
+    /// Faults the driver's handler took from a ring and served (the pages
+    /// mapped), dropped (a duplicate, a straggler, a range being
+    /// unmapped, a throttle: the wave retries), or refused (the kernel
+    /// dies). The IH's stale filter and a batch flush drop faults before
+    /// the handler (`faults_ih_filtered`, `faults_flushed`).
+    pub faults_served: u64,
+    /// See `faults_served`.
+    pub faults_dropped: u64,
+    /// See `faults_served`.
+    pub faults_refused: u64,
     /// Retry faults raised by atomics (`svm_core::policy::Access::Atomic`)
     /// and written into a ring: to pages not mapped, and, on a GPU whose
     /// atomics reach only its own VRAM, to pages mapped anywhere else.

@@ -693,6 +693,52 @@ pub struct Metrics {
     /// Simulated ns the fault handlers were busy.
     #[serde(default)]
     pub handler_busy_ns: u64,
+    /// What became of the waves' faults: written into a ring, or
+    /// filtered by its CAM as a repeat of a pending one; then served,
+    /// dropped (the wave retries: `faults_retried` counts the retries) or
+    /// refused by the handler, or dropped before it by the IH's stale
+    /// filter or a batch flush (`faults_before_handler`).
+    #[serde(default)]
+    pub faults_raised: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_filtered: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_served: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_dropped: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_refused: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_before_handler: u64,
+    /// See `faults_raised`.
+    #[serde(default)]
+    pub faults_retried: u64,
+    /// Time the handlers spent on the served faults' migrations, and on
+    /// mapping them (the HMM walk, DMA maps, PTE writes and flushes;
+    /// `fault_bind_ns` the PTE writes and flushes alone), ns.
+    #[serde(default)]
+    pub fault_migrate_ns: u64,
+    /// See `fault_migrate_ns`.
+    #[serde(default)]
+    pub fault_map_ns: u64,
+    /// See `fault_migrate_ns`.
+    #[serde(default)]
+    pub fault_bind_ns: u64,
+    /// Pages the accesses touched, by where the PTE led: the GPU's own
+    /// VRAM, a peer's, system memory over the host link (GPU waves only).
+    #[serde(default)]
+    pub touches_local: u64,
+    /// See `touches_local`.
+    #[serde(default)]
+    pub touches_peer: u64,
+    /// See `touches_local`.
+    #[serde(default)]
+    pub touches_sys: u64,
 }
 
 /// Whether a count is zero (a field left out of the JSON then).
@@ -721,6 +767,16 @@ impl Metrics {
             end_ns: r.end_ns,
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
+            faults_raised: c.faults_raised,
+            faults_filtered: c.faults_filtered,
+            faults_served: c.faults_served,
+            faults_dropped: c.faults_dropped,
+            faults_refused: c.faults_refused,
+            faults_before_handler: c.faults_ih_filtered + c.faults_flushed,
+            faults_retried: r.kernels.iter().map(|k| k.retries).sum(),
+            touches_local: r.kernels.iter().map(|k| k.touches_local).sum(),
+            touches_peer: r.kernels.iter().map(|k| k.touches_peer).sum(),
+            touches_sys: r.kernels.iter().map(|k| k.touches_sys).sum(),
             wave_ns: r.kernels.iter().map(|k| k.wave_ns).sum(),
             fault_stall_ns: r.kernels.iter().map(|k| k.fault_stall_ns).sum(),
             held_ns: r.kernels.iter().map(|k| k.held_ns).sum(),
@@ -1104,6 +1160,14 @@ fn finish(
     let all = counts.total();
     (metrics.accesses, metrics.reads, metrics.writes) = (all.total(), all.reads, all.writes);
     metrics.atomics = all.atomics;
+    // The served faults' phases, from the engine's size classes.
+    for (_, classes) in m.process(pid).svm.size_stats().iter() {
+        for s in classes {
+            metrics.fault_migrate_ns += s.migrate_ns;
+            metrics.fault_map_ns += s.map_ns;
+            metrics.fault_bind_ns += s.bind_ns;
+        }
+    }
     let gpu_end = m
         .gpus()
         .iter()

@@ -74,6 +74,50 @@ pub fn run(o: &Outcome) -> Vec<String> {
     }
     t.push('.');
     lines.push(t);
+    // What became of the faults.
+    if m.faults_raised + m.faults_filtered > 0 {
+        let mut f = format!(
+            "Its waves raised {} faults: the ring's CAM filtered {} repeats of pending ones; the \
+             handlers served {}, dropped {} (duplicates, stragglers, throttles: the waves retried \
+             {} times) and refused {}",
+            m.faults_raised + m.faults_filtered,
+            m.faults_filtered,
+            m.faults_served,
+            m.faults_dropped,
+            m.faults_retried,
+            m.faults_refused
+        );
+        if m.faults_before_handler > 0 {
+            let _ = write!(
+                f,
+                "; {} were dropped before the handler (the IH's stale filter, a batch flush)",
+                m.faults_before_handler
+            );
+        }
+        if m.faults_served > 0 {
+            let _ = write!(
+                f,
+                ". Serving them took {} migrating and {} mapping ({} of it PTE writes and TLB \
+                 flushes)",
+                time(m.fault_migrate_ns),
+                time(m.fault_map_ns),
+                time(m.fault_bind_ns)
+            );
+        }
+        f.push('.');
+        lines.push(f);
+    }
+    // Where the accesses were served.
+    let touches = m.touches_local + m.touches_peer + m.touches_sys;
+    if touches > 0 {
+        lines.push(format!(
+            "Its GPU accesses reached their own VRAM for {} of the pages they touched, system \
+             memory over the host link for {}, a peer's VRAM for {}.",
+            pct(m.touches_local, touches),
+            pct(m.touches_sys, touches),
+            pct(m.touches_peer, touches)
+        ));
+    }
     if let Status::Killed { error } = &o.status {
         lines.push(format!("It was killed: {error}."));
     }
@@ -99,8 +143,8 @@ pub fn run(o: &Outcome) -> Vec<String> {
             }
         };
         lines.push(format!(
-            "The buffer that cost most: {} at {:#x}, with {} faults; {} moved into VRAM, {} \
-             back to system memory.",
+            "The buffer that cost most: {} at {:#x}, with {} faults served there; {} moved into \
+             VRAM, {} back to system memory.",
             size::human(b.bytes),
             b.addr,
             b.faults,

@@ -102,6 +102,14 @@ pub struct KernelStats {
     /// Times a wave retried after the driver dropped its fault (a
     /// duplicate, a straggler, a range being unmapped).
     pub retries: u64,
+    /// Pages its accesses touched (an access within a page touches one),
+    /// by where the PTE led: this GPU's VRAM, a peer's, or system memory
+    /// over the host link.
+    pub touches_local: u64,
+    /// See `touches_local`.
+    pub touches_peer: u64,
+    /// See `touches_local`.
+    pub touches_sys: u64,
     /// Simulated ns its waves lived, summed over them (dispatch to end):
     /// what `fault_stall_ns` and `held_ns` are parts of.
     pub wave_ns: u64,

@@ -300,9 +300,18 @@ impl Machine {
         write: bool,
     ) -> Result<(PackedPte, u64), u64> {
         let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
-        let access = if pte.vram_owner() == Some(w.g) {
+        let owner = pte.vram_owner();
+        let st = &mut self.sched.kernels[w.k].stats;
+        let access = if owner == Some(w.g) {
+            st.touches_local += 1;
             self.mmu.wave_costs.vram
         } else {
+            // (A peer's VRAM, or system memory over the host link.)
+            if owner.is_some() {
+                st.touches_peer += 1;
+            } else {
+                st.touches_sys += 1;
+            }
             if self.mmu.counters.on {
                 self.count_remote(w, page, cost + self.mmu.wave_costs.far);
             }
@@ -392,6 +401,11 @@ impl Machine {
             ts: self.sched.last_ts,
             at: when + self.mmu.wave_costs.delivery,
         });
+        if raised {
+            self.hw.counters.faults_raised += 1;
+        } else {
+            self.hw.counters.faults_filtered += 1;
+        }
         if raised && access == Access::Atomic {
             self.hw.counters.atomic_faults += 1;
         }

@@ -1016,6 +1016,13 @@ impl Machine {
         let pages: Vec<PageNum> = coalesced.iter().map(|c| c.page).collect();
         let outcome = svm.restore_pages_coalesced(&mut env, gpu, e.page, e.access, e.ts, &pages);
         let end = env.now;
+        // (The faults coalesced into this one share its outcome.)
+        let (c, n) = (&mut self.hw.counters, 1 + coalesced.len() as u64);
+        match &outcome {
+            Ok(FaultOutcome::Resolved { .. }) => c.faults_served += n,
+            Ok(FaultOutcome::Dropped(_)) => c.faults_dropped += n,
+            Err(_) => c.faults_refused += n,
+        }
         self.migrate_lock_until(pi, range, end);
         let p = &mut self.procs[pi];
         p.mmap_lock.read_done(end);

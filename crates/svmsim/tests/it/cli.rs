@@ -718,6 +718,11 @@ fn a_run_says_what_happened_and_json_only_when_asked() {
     let t = ok(&["run", "multi-gpu-split", "--size", "4MiB", "--iters", "1"]);
     let block = &t[t.find("What happened:").expect("an explanation")..];
     assert!(block.contains("parked on faults"), "{block}");
+    assert!(
+        block.contains("Its waves raised") && block.contains("the handlers served"),
+        "{block}"
+    );
+    assert!(block.contains("reached their own VRAM for"), "{block}");
     assert!(block.contains("The buffer that cost most"), "{block}");
     assert!(
         block.contains("Thrashing:")
@@ -777,4 +782,41 @@ fn a_run_says_what_happened_and_json_only_when_asked() {
     // The demo explains itself its own way, once.
     let demo = ok(&["run"]);
     assert!(demo.contains("What differed, and why:") && !demo.contains("What happened:"));
+}
+
+/// The fault counters add up: every fault a ring took was served,
+/// dropped or refused by a handler, or dropped before it; the pages the
+/// GPUs touched are counted once, by where they were.
+#[test]
+fn the_fault_counters_account_for_every_fault() {
+    for (w, extra) in [
+        ("stream", &[][..]),
+        ("ping-pong", &[][..]),
+        ("shared-buffer", &["--driver", "uvm"][..]),
+        ("false-sharing", &["--driver", "xe"][..]),
+    ] {
+        let args = [
+            &["run", w, "--size", "4MiB", "--iters", "1", "--json"][..],
+            extra,
+        ]
+        .concat();
+        let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        let m = &v["runs"][0]["metrics"];
+        let n = |k: &str| m[k].as_u64().unwrap_or_else(|| panic!("{w}: no {k}"));
+        // (`faults` is what the driver saw: never more than the waves raised.)
+        assert!(
+            n("faults") <= n("faults_raised") + n("faults_filtered"),
+            "{w}"
+        );
+        assert_eq!(
+            n("faults_raised"),
+            n("faults_served")
+                + n("faults_dropped")
+                + n("faults_refused")
+                + n("faults_before_handler"),
+            "{w}"
+        );
+        assert!(n("faults_served") > 0 && n("touches_local") > 0, "{w}");
+        assert!(n("fault_map_ns") >= n("fault_bind_ns"), "{w}");
+    }
 }
