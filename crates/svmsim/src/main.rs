@@ -54,7 +54,7 @@ const EXIT_INTERNAL: u8 = 4;
 #[derive(Debug, Parser)]
 #[command(
     name = "svmsim",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SVMSIM_REVISION"), ")"),
     about,
     after_help = "Start with `svmsim run`: the built-in demo compares the three fault policies on two GPUs.\n\
                   Exit codes: 0 ok, 1 expectation or result check failed, 2 usage error, 3 invariant broken, 4 internal or I/O error."
@@ -173,9 +173,18 @@ enum Command {
         out: OutOpts,
     },
     /// Replay a recorded access trace (binary, or CSV with --csv-input).
-    #[command(after_help = "Examples:\n  \
+    #[command(
+        after_help = "Examples:\n  \
         svmsim run bfs --record bfs.trace && svmsim replay bfs.trace --policy whole-range\n  \
-        svmsim replay accesses.csv --csv-input --profile mi300x --gpus 2")]
+        svmsim replay accesses.csv --csv-input --profile mi300x --gpus 2",
+        // A trace fixes what its workload's flags would choose: they are
+        // refused if given (below), and not listed.
+        mut_arg("size", |a| a.hide(true)),
+        mut_arg("iters", |a| a.hide(true)),
+        mut_arg("granularity", |a| a.hide(true)),
+        mut_arg("oversubscribe", |a| a.hide(true)),
+        mut_arg("prefetch", |a| a.hide(true))
+    )]
     Replay {
         /// The trace file (docs/trace.md).
         trace: PathBuf,

@@ -820,3 +820,28 @@ fn the_fault_counters_account_for_every_fault() {
         assert!(n("fault_map_ns") >= n("fault_bind_ns"), "{w}");
     }
 }
+
+/// `--version` names the crate version and the revision it was built
+/// from; a command lists only the options that act in it (replay's trace
+/// fixes size, iterations, granularity, oversubscription and prefetch).
+#[test]
+fn the_version_is_real_and_help_lists_only_what_acts() {
+    let v = ok(&["--version"]);
+    let want = format!("svmsim {} (", env!("CARGO_PKG_VERSION"));
+    assert!(v.starts_with(&want) && v.trim_end().ends_with(')'), "{v}");
+    assert!(!v.contains("0.0.0"), "{v}");
+    let help = ok(&["replay", "--help"]);
+    for f in [
+        "--size",
+        "--iters",
+        "--granularity",
+        "--oversubscribe",
+        "--prefetch",
+    ] {
+        assert!(!help.contains(f), "replay --help lists {f}:\n{help}");
+    }
+    assert!(
+        help.contains("--profile") && help.contains("--policy"),
+        "{help}"
+    );
+}
