@@ -46,7 +46,7 @@ pub struct RunSpec {
 }
 
 /// [`RunSpec`] as files hold it: the policy stays a field of its own, as
-/// schema `svmsim.runs/1` had it, beside the whole configuration (which
+/// schema `svmsim.runs/1` had it (and /2 has), beside the whole configuration (which
 /// a file written before it existed lacks).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -625,120 +625,141 @@ pub enum Status {
     },
 }
 
-/// The numbers of a run, whether or not it finished.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+/// Defines [`Metrics`] and its column list from one field list: every
+/// metric is a `u64`, its JSON key and its CSV column are the field's
+/// name, in this order (`Metrics::COLUMNS`, `Metrics::values`).
+macro_rules! metrics {
+    ($($(#[$meta:meta])* $name:ident,)*) => {
+        /// The numbers of a run, whether or not it finished.
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+        pub struct Metrics {
+            $($(#[$meta])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// Every metric's name, in order: the JSON keys and CSV columns.
+            pub const COLUMNS: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// Every metric's value, in the order of [`Metrics::COLUMNS`].
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$name),*]
+            }
+        }
+    };
+}
+
+metrics! {
     /// Simulated ns from the first launch to the end of the last kernel.
-    pub kernel_ns: u64,
+    kernel_ns,
     /// Simulated ns from the first launch to its first wave's end.
-    pub first_result_ns: u64,
+    first_result_ns,
     /// GPU faults the engine saw (duplicates included).
-    pub faults: u64,
+    faults,
     /// Bytes migrated to and from VRAM (zero-filled pages included).
-    pub migrated_bytes: u64,
+    migrated_bytes,
     /// Pages moved to VRAM (copied or zero-filled) and back to RAM.
-    pub pages_to_vram: u64,
+    pages_to_vram,
     /// See `pages_to_vram`.
-    pub pages_to_ram: u64,
+    pages_to_ram,
     /// Fault latency, raised to handled: p50 and p99, ns.
-    pub fault_p50_ns: u64,
+    fault_p50_ns,
     /// See `fault_p50_ns`.
-    pub fault_p99_ns: u64,
+    fault_p99_ns,
     /// Time faults waited on `svms->lock` and on migrate locks, ns.
-    pub svms_lock_wait_ns: u64,
+    svms_lock_wait_ns,
     /// See `svms_lock_wait_ns`.
-    pub migrate_lock_wait_ns: u64,
+    migrate_lock_wait_ns,
     /// Copy-engine busy time, ns.
-    pub copy_busy_ns: u64,
+    copy_busy_ns,
     /// Queue evictions (XNACK off, or VRAM eviction).
-    pub queue_evictions: u64,
+    queue_evictions,
     /// TLB flushes, both kinds.
-    pub tlb_flushes: u64,
+    tlb_flushes,
     /// Simulated clock at the end, ns.
-    pub end_ns: u64,
+    end_ns,
     /// Memory instructions the run's GPU waves and CPU threads performed,
     /// and how many were loads and stores: with the host's wall time, a
     /// rate.
     #[serde(default)]
-    pub accesses: u64,
+    accesses,
     /// See `accesses`.
     #[serde(default)]
-    pub reads: u64,
+    reads,
     /// See `accesses`.
     #[serde(default)]
-    pub writes: u64,
+    writes,
     /// The atomics among the writes, and the retry faults atomics raised
     /// (to pages not mapped and, on a GPU whose atomics reach only its own
     /// VRAM, to pages mapped elsewhere). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub atomics: u64,
+    atomics,
     /// See `atomics`.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub atomic_faults: u64,
+    atomic_faults,
     /// Simulated ns CPU faults waited out Xe's atomic timeslice before
     /// taking pages back (`xe_atomic_timeslice_ns`). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub cpu_timeslice_wait_ns: u64,
+    cpu_timeslice_wait_ns,
     /// Simulated ns the kernels' waves lived, summed over the waves, and
     /// the parts of it they spent parked on retry faults and held by
     /// stopped queues (the rest they computed and reached memory).
     #[serde(default)]
-    pub wave_ns: u64,
+    wave_ns,
     /// See `wave_ns`.
     #[serde(default)]
-    pub fault_stall_ns: u64,
+    fault_stall_ns,
     /// See `wave_ns`.
     #[serde(default)]
-    pub held_ns: u64,
+    held_ns,
     /// Simulated ns the fault handlers were busy.
     #[serde(default)]
-    pub handler_busy_ns: u64,
+    handler_busy_ns,
     /// What became of the waves' faults: written into a ring, or
     /// filtered by its CAM as a repeat of a pending one; then served,
     /// dropped (the wave retries: `faults_retried` counts the retries) or
     /// refused by the handler, or dropped before it by the IH's stale
     /// filter or a batch flush (`faults_before_handler`).
     #[serde(default)]
-    pub faults_raised: u64,
+    faults_raised,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_filtered: u64,
+    faults_filtered,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_served: u64,
+    faults_served,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_dropped: u64,
+    faults_dropped,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_refused: u64,
+    faults_refused,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_before_handler: u64,
+    faults_before_handler,
     /// See `faults_raised`.
     #[serde(default)]
-    pub faults_retried: u64,
+    faults_retried,
     /// Time the handlers spent on the served faults' migrations, and on
     /// mapping them (the HMM walk, DMA maps, PTE writes and flushes;
     /// `fault_bind_ns` the PTE writes and flushes alone), ns.
     #[serde(default)]
-    pub fault_migrate_ns: u64,
+    fault_migrate_ns,
     /// See `fault_migrate_ns`.
     #[serde(default)]
-    pub fault_map_ns: u64,
+    fault_map_ns,
     /// See `fault_migrate_ns`.
     #[serde(default)]
-    pub fault_bind_ns: u64,
+    fault_bind_ns,
     /// Pages the accesses touched, by where the PTE led: the GPU's own
     /// VRAM, a peer's, system memory over the host link (GPU waves only).
     #[serde(default)]
-    pub touches_local: u64,
+    touches_local,
     /// See `touches_local`.
     #[serde(default)]
-    pub touches_peer: u64,
+    touches_peer,
     /// See `touches_local`.
     #[serde(default)]
-    pub touches_sys: u64,
+    touches_sys,
 }
 
 /// Whether a count is zero (a field left out of the JSON then).

@@ -1,5 +1,5 @@
 //! A set of runs as the user sees it: the terminal table, and the
-//! versioned JSON and CSV forms (schema `svmsim.runs/1`, documented in
+//! versioned JSON and CSV forms (schema `svmsim.runs/2`, documented in
 //! `docs/runs-json.md`).
 
 use comfy_table::{Cell, CellAlignment, Color, Table, presets};
@@ -9,7 +9,7 @@ use crate::exec::{Outcome, RunSpec, Status};
 use crate::size;
 
 /// The schema name and version of `--json` and `--csv` output.
-pub const SCHEMA: &str = "svmsim.runs/1";
+pub const SCHEMA: &str = "svmsim.runs/2";
 
 /// Simulated ns as a short time.
 pub fn time(ns: u64) -> String {
@@ -223,8 +223,8 @@ impl RunsJson<'_> {
     }
 }
 
-/// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 29] = [
+/// The CSV columns before the metrics, in order.
+pub const CSV_HEAD: [&str; 14] = [
     "schema",
     "label",
     "workload",
@@ -238,23 +238,23 @@ pub const CSV_COLUMNS: [&str; 29] = [
     "oversubscribe",
     "seed",
     "status",
-    "kernel_ns",
     "kernel_time_ratio",
-    "first_result_ns",
-    "faults",
-    "migrated_bytes",
-    "pages_to_vram",
-    "pages_to_ram",
-    "fault_p50_ns",
-    "fault_p99_ns",
-    "svms_lock_wait_ns",
-    "migrate_lock_wait_ns",
-    "stale_dma_pages",
-    "accesses",
-    "reads",
-    "writes",
-    "invariants",
 ];
+
+/// The CSV columns after the metrics.
+pub const CSV_TAIL: [&str; 2] = ["stale_dma_pages", "invariants"];
+
+/// Every CSV column, in order: the spec and status, every metric of the
+/// JSON's `metrics` under the same name ([`crate::exec::Metrics::COLUMNS`],
+/// the one list of them), then the end state.
+pub fn csv_columns() -> Vec<&'static str> {
+    CSV_HEAD
+        .iter()
+        .chain(crate::exec::Metrics::COLUMNS)
+        .chain(&CSV_TAIL)
+        .copied()
+        .collect()
+}
 
 /// The CSV form: a header row, then a row per run.
 pub fn csv(runs: &[Outcome], baseline: usize) -> String {
@@ -263,12 +263,13 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
-    w.write_record(CSV_COLUMNS).expect("writing CSV to memory");
+    w.write_record(csv_columns())
+        .expect("writing CSV to memory");
     for o in runs {
         let s = &o.spec;
         let m = &o.metrics;
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let row = [
+        let mut row = vec![
             SCHEMA.to_string(),
             o.label.clone(),
             s.workload.clone(),
@@ -278,38 +279,28 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
             o.gpus.to_string(),
             s.policy().to_owned(),
             opt(s.granularity.map(|g| g.to_string())),
-            s.xnack.to_string(),
+            if s.xnack { "on" } else { "off" }.to_owned(),
             opt(s.oversubscribe.map(|f| f.to_string())),
             s.seed.to_string(),
             match &o.status {
                 Status::Killed { error } => format!("killed: {error}"),
                 st => status_text(st),
             },
-            m.kernel_ns.to_string(),
             if base > 0 {
                 format!("{:.4}", m.kernel_ns as f64 / base as f64)
             } else {
                 String::new()
             },
-            m.first_result_ns.to_string(),
-            m.faults.to_string(),
-            m.migrated_bytes.to_string(),
-            m.pages_to_vram.to_string(),
-            m.pages_to_ram.to_string(),
-            m.fault_p50_ns.to_string(),
-            m.fault_p99_ns.to_string(),
-            m.svms_lock_wait_ns.to_string(),
-            m.migrate_lock_wait_ns.to_string(),
+        ];
+        row.extend(m.values().iter().map(u64::to_string));
+        row.push(
             o.gpu_end
                 .iter()
                 .map(|g| g.stale_dma_pages)
                 .sum::<u64>()
                 .to_string(),
-            m.accesses.to_string(),
-            m.reads.to_string(),
-            m.writes.to_string(),
-            o.violation.clone().unwrap_or_else(|| "held".into()),
-        ];
+        );
+        row.push(o.violation.clone().unwrap_or_else(|| "held".into()));
         w.write_record(&row).expect("writing CSV to memory");
     }
     let bytes = w.into_inner().expect("flushing CSV to memory");

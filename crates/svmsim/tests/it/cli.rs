@@ -135,7 +135,7 @@ fn compare_prints_one_table_with_ratios_to_the_baseline() {
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[0].starts_with("schema,label,workload"), "{csv}");
     assert!(
-        lines[1].starts_with("svmsim.runs/1,whole-range,gups,1048576"),
+        lines[1].starts_with("svmsim.runs/2,whole-range,gups,1048576"),
         "{csv}"
     );
 }
@@ -844,4 +844,37 @@ fn the_version_is_real_and_help_lists_only_what_acts() {
         help.contains("--profile") && help.contains("--policy"),
         "{help}"
     );
+}
+
+/// CSV and JSON carry the same metrics: a column per key of the JSON's
+/// `metrics` (here a run where none is left out for being zero), under
+/// the same name, with the same value.
+#[test]
+fn csv_and_json_carry_the_same_metrics() {
+    let args = [
+        "run",
+        "histogram",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--driver",
+        "xe",
+    ];
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&[&args[..], &["--json"]].concat())).unwrap();
+    assert_eq!(v["schema"], "svmsim.runs/2");
+    let metrics = v["runs"][0]["metrics"].as_object().unwrap();
+    let csv = ok(&[&args[..], &["--csv"]].concat());
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |k: &str| head.iter().position(|h| *h == k);
+    for (k, want) in metrics {
+        let i = col(k).unwrap_or_else(|| panic!("no CSV column {k}"));
+        assert_eq!(row[i], want.to_string(), "{k}");
+    }
+    let (first, last) = (col("kernel_ns").unwrap(), col("stale_dma_pages").unwrap());
+    assert_eq!(last - first, metrics.len(), "a CSV metric the JSON lacks");
+    assert_eq!(row[col("xnack").unwrap()], "on");
 }
