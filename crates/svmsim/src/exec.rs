@@ -901,7 +901,7 @@ impl BufferOut {
 
 /// The buffers of `pid` that cost most: the most moved, then the most
 /// faulted, at most [`MAX_BUFFERS`].
-fn buffers(m: &Machine, pid: svm_sim::machine::Pid) -> Vec<BufferOut> {
+pub fn buffers(m: &Machine, pid: svm_sim::machine::Pid) -> Vec<BufferOut> {
     let mut v: Vec<BufferOut> = m
         .process(pid)
         .traffic

@@ -121,10 +121,18 @@ pub fn run(o: &Outcome) -> Vec<String> {
     if let Status::Killed { error } = &o.status {
         lines.push(format!("It was killed: {error}."));
     }
+    lines.extend(buffers(&o.buffers));
+    lines
+}
+
+/// The lines on a run's (or a scenario process's) buffers: the one that
+/// cost most (moved most, else faulted most) and the three that moved
+/// most among those that thrashed.
+pub fn buffers(list: &[BufferOut]) -> Vec<String> {
+    let mut lines = Vec::new();
     // The buffer that cost most: the one that moved most, else the one
     // that faulted most.
-    if let Some(b) = o
-        .buffers
+    if let Some(b) = list
         .iter()
         .max_by_key(|b| {
             (
@@ -153,7 +161,7 @@ pub fn run(o: &Outcome) -> Vec<String> {
         ));
     }
     // (The three that moved most: the buffers are sorted so.)
-    for b in o.buffers.iter().filter(|b| b.thrashing()).take(3) {
+    for b in list.iter().filter(|b| b.thrashing()).take(3) {
         let moved = b.bytes_in + b.bytes_out;
         lines.push(format!(
             "Thrashing: the {} buffer at {:#x} moved {}, {:.0}x its size, its pages pulled back \

@@ -194,6 +194,10 @@ pub fn text(r: &RunReport) -> String {
         if !busy.is_empty() {
             let _ = writeln!(out, "  {}", busy.join("; "));
         }
+        // What happened to its buffers (the runs' explanation's lines).
+        for l in crate::explain::buffers(&p.buffers) {
+            let _ = writeln!(out, "  {l}");
+        }
     }
 
     let c = &r.counters;

@@ -188,6 +188,10 @@ pub struct ProcessOut {
     pub ranges: Vec<RangeOut>,
     /// Per GPU: faults, pages in and out.
     pub stats: Vec<GpuStatsOut>,
+    /// The buffers the driver worked on most (as a run's `buffers`,
+    /// docs/runs-json.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buffers: Vec<crate::exec::BufferOut>,
 }
 
 /// One GPU's counters in one process.
@@ -1369,6 +1373,7 @@ impl Runner<'_> {
                 ProcessOut {
                     name: p.name.clone(),
                     xnack: svm.xnack_enabled(),
+                    buffers: crate::exec::buffers(&self.m, pid),
                     stats: svm
                         .devices()
                         .iter()

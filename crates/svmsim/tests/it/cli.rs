@@ -878,3 +878,23 @@ fn csv_and_json_carry_the_same_metrics() {
     assert_eq!(last - first, metrics.len(), "a CSV metric the JSON lacks");
     assert_eq!(row[col("xnack").unwrap()], "on");
 }
+
+/// A scenario's report says what its buffers cost, as a run's
+/// explanation does, and its JSON carries them.
+#[test]
+fn a_scenario_reports_its_buffers() {
+    let t = ok(&["run", "examples/xe-atomics.toml"]);
+    assert!(
+        t.contains("The buffer that cost most: 16.0KiB")
+            && t.contains("16.0KiB back to system memory"),
+        "{t}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["run", "examples/xe-atomics.toml", "--json"])).unwrap();
+    let b = &v["processes"][0]["buffers"][0];
+    assert_eq!(
+        (b["bytes_in"].as_u64(), b["bytes_out"].as_u64()),
+        (Some(16384), Some(16384)),
+        "{v}"
+    );
+}
