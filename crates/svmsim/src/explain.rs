@@ -216,9 +216,37 @@ fn next(outs: &[Outcome]) -> Option<String> {
     })
 }
 
+/// `text` after `pad`, its words wrapped at `width` columns when given
+/// (a terminal's), the lines after the first indented two more.
+fn wrap(pad: &str, text: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return format!("{pad}{text}\n");
+    };
+    let mut out = String::new();
+    let mut line = pad.to_owned();
+    let mut empty = true;
+    for word in text.split(' ') {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out += &line;
+            out.push('\n');
+            line = format!("{pad}  ");
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line += word;
+        empty = false;
+    }
+    out += &line;
+    out.push('\n');
+    out
+}
+
 /// The block for runs shown together: each run's lines (under its label
-/// when there are several), then one command to try.
-pub fn block(outs: &[Outcome]) -> String {
+/// when there are several), then one command to try. On a terminal
+/// (`width`) the lines wrap at its width.
+pub fn block(outs: &[Outcome], width: Option<usize>) -> String {
     let mut s = String::from("What happened:\n");
     for o in outs {
         if outs.len() > 1 {
@@ -226,11 +254,29 @@ pub fn block(outs: &[Outcome]) -> String {
         }
         let pad = if outs.len() > 1 { "    " } else { "  " };
         for l in run(o) {
-            let _ = writeln!(s, "{pad}{l}");
+            s += &wrap(pad, &l, width);
         }
     }
     if let Some(n) = next(outs) {
         let _ = writeln!(s, "Try next:\n  {n}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wrapped at a width, a line breaks between words and indents its
+    /// continuation; without one it stays whole.
+    #[test]
+    fn lines_wrap_at_a_terminal_s_width_only() {
+        let text = "The kernels ran 17.70 ms; their waves lived 493.55 ms in all";
+        assert_eq!(wrap("  ", text, None), format!("  {text}\n"));
+        let w = wrap("  ", text, Some(30));
+        assert!(w.lines().all(|l| l.chars().count() <= 30), "{w}");
+        assert!(w.lines().skip(1).all(|l| l.starts_with("    ")), "{w}");
+        let words: Vec<&str> = w.split_whitespace().collect();
+        assert_eq!(words, text.split(' ').collect::<Vec<_>>());
+    }
 }

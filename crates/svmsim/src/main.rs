@@ -807,7 +807,7 @@ fn emit(
     } else if out.csv {
         outp!("{}", runs::csv(outs, baseline));
         if explain && !cli.quiet {
-            eprint!("{}", explain::block(outs));
+            eprint!("{}", explain::block(outs, None));
         }
     } else if !cli.quiet {
         outln!("{}", runs::table(outs, baseline));
@@ -870,7 +870,7 @@ fn emit(
             }
         }
         if explain {
-            outln!("\n{}", explain::block(outs).trim_end());
+            outln!("\n{}", explain::block(outs, terminal_width()).trim_end());
         }
     }
     let say = |what: &str, p: &std::path::Path| {
@@ -896,6 +896,17 @@ fn emit(
     } else {
         0
     })
+}
+
+/// The terminal's width when the output goes to one (what the tables fit
+/// themselves to); `None` when it is piped, so that a file gets the same
+/// bytes every time.
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    comfy_table::Table::new().width().map(usize::from)
 }
 
 /// Whether `flag` was given on the command line (as `--flag V` or
