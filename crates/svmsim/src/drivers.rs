@@ -1,7 +1,8 @@
-//! `svmsim compare --drivers`: what differed between drivers' runs of one
-//! workload, and why, in lines that quote the numbers.
+//! `svmsim compare`: what differed between runs of one workload (drivers,
+//! policies, granularities, XNACK modes), and why, in lines that quote the
+//! numbers.
 //!
-//! Each run is measured against the baseline (the first driver, unless
+//! Each run is measured against the baseline (the first run, unless
 //! `--baseline` says otherwise). A line says what the run's policy does
 //! (its registry entry), then where its numbers part from the baseline's
 //! and the mechanism behind each difference: fewer faults because faults

@@ -1276,7 +1276,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 output::Staged::default(),
                 true,
             )?;
-            if drivers[0].is_some() && !cli.quiet && !out.json && !out.csv {
+            // Runs side by side say what differed between them, whatever
+            // varied (drivers, policies, granularities, XNACK).
+            if outs.len() > 1 && out.explains() && !cli.quiet && !out.json && !out.csv {
                 outln!("\n{}", svmsim::drivers::explain(&outs, base));
             }
             Ok(code)

@@ -898,3 +898,33 @@ fn a_scenario_reports_its_buffers() {
         "{v}"
     );
 }
+
+/// Any runs side by side say what differed between them, not only a
+/// comparison of drivers; `--explain off` leaves both blocks out.
+#[test]
+fn a_compare_of_granularities_says_what_differed() {
+    let args = [
+        "compare",
+        "stream",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--policies",
+        "partial",
+        "--granularities",
+        "0,9",
+    ];
+    let t = ok(&args);
+    assert!(t.contains("What happened:\n  - partial g0:"), "{t}");
+    assert!(
+        t.contains("What differed, and why:\n  - partial g0 (the baseline)"),
+        "{t}"
+    );
+    assert!(t.contains("faults against"), "{t}");
+    let quiet = ok(&[&args[..], &["--explain", "off"]].concat());
+    assert!(
+        !quiet.contains("What happened") && !quiet.contains("What differed"),
+        "{quiet}"
+    );
+}
