@@ -11,6 +11,10 @@ use crate::exec::{BufferOut, Outcome, Status};
 use crate::runs::time;
 use crate::size;
 
+/// Runs explained one by one at most; more (a sweep) get a summary and
+/// their fastest and slowest.
+const MAX_EXPLAINED: usize = 6;
+
 /// A share of a whole, as a percentage.
 fn pct(part: u64, whole: u64) -> String {
     if whole == 0 {
@@ -248,7 +252,43 @@ fn wrap(pad: &str, text: &str, width: Option<usize>) -> String {
 /// (`width`) the lines wrap at its width.
 pub fn block(outs: &[Outcome], width: Option<usize>) -> String {
     let mut s = String::from("What happened:\n");
-    for o in outs {
+    // A sweep's many points: the fastest and the slowest in full, and the
+    // labels of those that thrashed (each run's lines are in `--json
+    // --explain on`).
+    let shown: Vec<&Outcome> = if outs.len() > MAX_EXPLAINED {
+        let key = |o: &&Outcome| o.metrics.kernel_ns;
+        let fast = outs.iter().min_by_key(key).expect("runs");
+        let slow = outs.iter().max_by_key(key).expect("runs");
+        let thrashed: Vec<&str> = outs
+            .iter()
+            .filter(|o| o.buffers.iter().any(BufferOut::thrashing))
+            .map(|o| o.label.as_str())
+            .collect();
+        let mut head = format!(
+            "{} runs; the fastest and the slowest follow ({} and {} of kernel time)",
+            outs.len(),
+            time(fast.metrics.kernel_ns),
+            time(slow.metrics.kernel_ns)
+        );
+        if !thrashed.is_empty() {
+            let _ = write!(
+                head,
+                "; {} of them thrashed: {}",
+                thrashed.len(),
+                thrashed.join(", ")
+            );
+        }
+        head.push('.');
+        s += &wrap("  ", &head, width);
+        if std::ptr::eq(fast, slow) {
+            vec![fast]
+        } else {
+            vec![fast, slow]
+        }
+    } else {
+        outs.iter().collect()
+    };
+    for o in shown {
         if outs.len() > 1 {
             let _ = writeln!(s, "  - {}:", o.label);
         }

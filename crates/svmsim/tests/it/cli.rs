@@ -928,3 +928,19 @@ fn a_compare_of_granularities_says_what_differed() {
         "{quiet}"
     );
 }
+
+/// A sweep of many points explains its fastest and its slowest in full
+/// (and names the ones that thrashed), not every point.
+#[test]
+fn a_large_sweep_explains_its_fastest_and_slowest() {
+    let dir = scratch("explain-sweep");
+    let grid = dir.join("g.toml");
+    std::fs::write(&grid, format!("{GRID}xnack = [true, false]\n")).unwrap();
+    let t = ok(&["sweep", grid.to_str().unwrap()]);
+    let block = &t[t.find("What happened:").expect("an explanation")..];
+    assert!(
+        block.contains("8 runs; the fastest and the slowest follow"),
+        "{block}"
+    );
+    assert_eq!(block.matches("\n  - ").count(), 2, "{block}");
+}
