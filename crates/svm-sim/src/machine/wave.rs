@@ -312,13 +312,15 @@ impl WaveCtx {
 
     /// Stores `data` at `addr`.
     pub fn store(&self, addr: u64, data: Vec<u8>) -> MemOp<'_> {
-        let len = data.len();
+        self.op_with(ReqKind::Store, addr, data)
+    }
+
+    /// An instruction that carries bytes (a store's, an atomic's
+    /// operands): they wait in the slot's buffer.
+    fn op_with(&self, kind: ReqKind, addr: u64, data: Vec<u8>) -> MemOp<'_> {
+        let len = data.len() as u64;
         self.slot.bufs().stored.set(data);
-        self.op(Req {
-            kind: ReqKind::Store,
-            addr,
-            len: len as u64,
-        })
+        self.op(Req { kind, addr, len })
     }
 
     /// Adds `operands` (little-endian `u32`s, at a 4-byte aligned
@@ -330,13 +332,7 @@ impl WaveCtx {
     /// mapped elsewhere is a retry fault of its own kind
     /// (`svm_core::policy::Access::Atomic`).
     pub fn atomic_add(&self, addr: u64, operands: Vec<u8>) -> MemOp<'_> {
-        let len = operands.len();
-        self.slot.bufs().stored.set(operands);
-        self.op(Req {
-            kind: ReqKind::Atomic,
-            addr,
-            len: len as u64,
-        })
+        self.op_with(ReqKind::Atomic, addr, operands)
     }
 
     /// [`WaveCtx::atomic_add`] of `u32`s; returns the old ones.
