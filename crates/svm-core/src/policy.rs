@@ -553,6 +553,21 @@ pub trait FaultPolicy: fmt::Debug {
 
     /// The access counters this policy has a GPU run, `ats` saying whether
     /// the GPU reaches system memory through ATS. The default: none.
+    /// A CPU fault on `page`, in VRAM, at `now_ns`: until when the CPU
+    /// thread sleeps before the page may move (UVM throttles a thrashing
+    /// page's CPU faults: `usleep_range` in `uvm_vm_fault`). `None`, the
+    /// default: it moves now. `preferred` is the range's preferred
+    /// location.
+    fn cpu_fault_throttle(
+        &mut self,
+        page: PageNum,
+        preferred: Option<Location>,
+        now_ns: u64,
+    ) -> Option<u64> {
+        let _ = (page, preferred, now_ns);
+        None
+    }
+
     /// How long the CPU may not take back the pages an atomic's fault
     /// migrated into VRAM, ns (Xe's `atomic_svm_timeslice_ms`); 0, the
     /// default: no such hold.

@@ -98,6 +98,9 @@ pub struct HwCounters {
     /// Simulated ns CPU faults waited for Xe's atomic timeslice to expire
     /// before they could take pages back (`SvmBo::cpu_hold_until`).
     pub cpu_timeslice_wait_ns: u64,
+    /// Simulated ns CPU faults slept because the fault policy throttled
+    /// them (UVM's thrashing throttle, `cpu_fault_throttle`).
+    pub cpu_throttle_wait_ns: u64,
     /// Simulated ns the copy engines spent moving pages.
     pub copy_busy_ns: u64,
     /// Copy jobs (a GART-map job and a copy job each, at most 2 MiB of

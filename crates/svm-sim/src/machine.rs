@@ -1899,6 +1899,14 @@ impl Machine {
                     self.hw.counters.cpu_timeslice_wait_ns += until - t;
                     t = until;
                 }
+                // UVM's thrashing throttle on a CPU fault: the thread sleeps
+                // out the nap, then retries (the lock is not held).
+                if let Some(until) = self.procs[pid.0].svm.cpu_fault_throttle(page, t)
+                    && until > t
+                {
+                    self.hw.counters.cpu_throttle_wait_ns += until - t;
+                    t = until;
+                }
                 let start = self.procs[pid.0].mmap_lock.read_from(t);
                 // `svm_migrate_to_ram` holds the range's migrate lock
                 // (`prange->migrate_mutex`) for the migration: CPU faults on

@@ -153,12 +153,13 @@ pub fn explain(outs: &[Outcome], baseline: usize) -> String {
         }
         let count = |k: &str| o.policy_counters.get(k).copied().unwrap_or(0);
         let (throttled, pinned) = (count("throttled_faults"), count("pinned_faults"));
-        if throttled + pinned > 0 {
+        let cpu = count("throttled_cpu_faults");
+        if throttled + pinned + cpu > 0 {
             let _ = writeln!(
                 s,
-                "    Its thrashing mitigation throttled {throttled} faults (each waited out a \
-                 0.5 ms nap) and served {pinned} with their page pinned, mapped where it was \
-                 pinned rather than moved again."
+                "    Its thrashing mitigation throttled {throttled} GPU faults and {cpu} CPU \
+                 faults (each waited out a 0.5 ms nap, the CPU's asleep) and served {pinned} \
+                 with their page pinned, mapped where it was pinned rather than moved again."
             );
         }
         let (copied, dropped) = (

@@ -700,6 +700,10 @@ metrics! {
     /// taking pages back (`xe_atomic_timeslice_ns`). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
     cpu_timeslice_wait_ns,
+    /// Simulated ns CPU faults slept because the fault policy throttled
+    /// them (UVM's thrashing throttle). Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    cpu_throttle_wait_ns,
     /// Simulated ns the kernels' waves lived, summed over the waves, and
     /// the parts of it they spent parked on retry faults and held by
     /// stopped queues (the rest they computed and reached memory).
@@ -788,6 +792,7 @@ impl Metrics {
             end_ns: r.end_ns,
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
+            cpu_throttle_wait_ns: c.cpu_throttle_wait_ns,
             faults_raised: c.faults_raised,
             faults_filtered: c.faults_filtered,
             faults_served: c.faults_served,
@@ -831,6 +836,7 @@ impl Metrics {
             end_ns: m.now_ns(),
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
+            cpu_throttle_wait_ns: c.cpu_throttle_wait_ns,
             handler_busy_ns: c.handler_busy_ns,
             ..Self::default()
         }

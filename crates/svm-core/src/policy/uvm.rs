@@ -76,8 +76,10 @@ pub struct Uvm {
     thrashing_on: bool,
     replay: super::Replay,
     prefetch_on: bool,
-    /// Faulted pages throttled, pinned, and pins ended.
+    /// Faulted pages throttled, pinned, and pins ended; CPU faults
+    /// throttled.
     throttled: u64,
+    throttled_cpu: u64,
     pinned: u64,
     unpinned: u64,
     prefetch_threshold: u32,
@@ -98,6 +100,7 @@ impl Default for Uvm {
             replay: super::Replay::BatchFlush,
             prefetch_on: true,
             throttled: 0,
+            throttled_cpu: 0,
             pinned: 0,
             unpinned: 0,
             prefetch_threshold: uvm_prefetch::DEFAULT_THRESHOLD,
@@ -477,9 +480,38 @@ impl FaultPolicy for Uvm {
         self.thrashing.next_unpin_ns()
     }
 
+    /// The thrashing hint with the CPU as the requester (§3.4): a
+    /// throttle sleeps the CPU thread until its end (`uvm_vm_fault` drops
+    /// the lock and `usleep_range`s, then retries); a pin lets the page
+    /// move (the CPU can map only system memory on PCIe). The preferred
+    /// location is the CPU's for system memory; a GPU's is not passed
+    /// (the hint uses it only for pins).
+    fn cpu_fault_throttle(
+        &mut self,
+        page: PageNum,
+        preferred: Option<Location>,
+        now_ns: u64,
+    ) -> Option<u64> {
+        if !self.thrashing_on {
+            return None;
+        }
+        let preferred = (preferred == Some(Location::Sys)).then_some(CPU);
+        match self
+            .thrashing
+            .hint(page.raw(), CPU, preferred, now_ns, &pcie_access)
+        {
+            Hint::Throttle { until_ns } if until_ns > now_ns => {
+                self.throttled_cpu += 1;
+                Some(until_ns)
+            }
+            _ => None,
+        }
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("throttled_faults", self.throttled),
+            ("throttled_cpu_faults", self.throttled_cpu),
             ("pinned_faults", self.pinned),
             ("unpinned_pages", self.unpinned),
             ("access_counter_notices", self.notices),

@@ -703,6 +703,18 @@ impl Process {
         (t > 0).then_some(t)
     }
 
+    /// Until when a CPU fault on `page` (in VRAM) at `now_ns` sleeps
+    /// before it may migrate, as the fault policy throttles it
+    /// ([`crate::policy::FaultPolicy::cpu_fault_throttle`]).
+    pub fn cpu_fault_throttle(&mut self, page: PageNum, now_ns: u64) -> Option<u64> {
+        let r = self.live_range(page)?;
+        if !r.vram.get(r.index(page)) {
+            return None;
+        }
+        let preferred = r.attrs.preferred_loc;
+        self.policy.cpu_fault_throttle(page, preferred, now_ns)
+    }
+
     pub fn migrate_to_ram(&mut self, pf: &mut dyn Hardware, page: PageNum) -> Result {
         let r = self.live_range(page).ok_or(Error::FaultRefused {
             page: page.raw(),

@@ -758,9 +758,9 @@ fn uvm_density_moves_a_big_page_where_kfd_moves_its_window() {
 
 /// UVM's thrashing mitigation on a CPU-GPU ping-pong of one page, hops
 /// far closer than the 500 µs lapse: the first hops migrate; once the
-/// page is thrashing the GPU's faults are throttled (a fault waits out
-/// its 0.5 ms nap, which resets the page's history but not its
-/// throttling count) and after ten throttles pinned, and the page settles
+/// page is thrashing its faults are throttled, the GPU's and the CPU's (a
+/// fault waits out its 0.5 ms nap, which resets the page's history but
+/// not its throttling count) and after ten throttles pinned, and the page settles
 /// in system memory with the GPU mapping it remotely: no more faults, no
 /// more migrations. 150 ms after the pin the remote mapping goes, and the
 /// next GPU access faults and migrates again.
@@ -786,9 +786,12 @@ fn uvm_thrashing_throttles_then_pins_a_ping_pong_in_system_memory() {
     }
     // Migrated at first, in system memory at the end.
     assert_eq!(&in_vram[..4], &[1, 1, 1, 1], "{in_vram:?}");
-    // Ten throttles, one a throttling period, come before the pin.
+    // Ten throttles, one a throttling period, come before the pin: the
+    // GPU's and the CPU's (a throttled CPU fault sleeps out the nap), so
+    // about half as many hops as with the GPU's alone.
     let settled = in_vram.iter().rposition(|&v| v == 1).unwrap() + 1;
-    assert!((50..150).contains(&settled), "{settled}: {in_vram:?}");
+    assert!((20..150).contains(&settled), "{settled}: {in_vram:?}");
+    assert!(k.m.counters().cpu_throttle_wait_ns > 0);
     assert!(in_vram[settled..].iter().all(|&v| v == 0), "{in_vram:?}");
     assert!(
         slowest >= svm_core::policy::uvm_thrashing::NAP_NS,
@@ -803,8 +806,9 @@ fn uvm_thrashing_throttles_then_pins_a_ping_pong_in_system_memory() {
         |k: &Kfd| -> Vec<(&'static str, u64)> { k.m.process(k.pid).svm.policy_counters() };
     let c = counted(&k);
     assert!(c.contains(&("unpinned_pages", 0)), "{c:?}");
+    let n = |name: &str| c.iter().find(|&&(k, _)| k == name).map_or(0, |&(_, v)| v);
     assert!(
-        c.iter().any(|&(n, v)| n == "throttled_faults" && v >= 10),
+        n("throttled_faults") + n("throttled_cpu_faults") >= 10 && n("throttled_cpu_faults") > 0,
         "{c:?}"
     );
     assert!(

@@ -713,11 +713,12 @@ pub const GPU_COUNTERS: [&str; 6] = [
     "unmapping_dropped",
 ];
 /// Machine-wide counters a `counters` check may name.
-pub const HW_COUNTERS: [&str; 20] = [
+pub const HW_COUNTERS: [&str; 21] = [
     "copy_jobs",
     "cpu_faults",
     "atomic_faults",
     "cpu_timeslice_wait_ns",
+    "cpu_throttle_wait_ns",
     "faults_ih_filtered",
     "queue_evictions",
     "queue_restores",

@@ -1193,6 +1193,7 @@ impl Runner<'_> {
             "cpu_faults" => c.cpu_faults,
             "atomic_faults" => c.atomic_faults,
             "cpu_timeslice_wait_ns" => c.cpu_timeslice_wait_ns,
+            "cpu_throttle_wait_ns" => c.cpu_throttle_wait_ns,
             "faults_ih_filtered" => c.faults_ih_filtered,
             "dma_maps" => c.dma_maps,
             "dma_unmaps" => c.dma_unmaps,
