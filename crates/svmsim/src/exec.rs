@@ -202,16 +202,46 @@ fn spec_err(field: &'static str, message: impl Into<String>) -> SpecError {
     }
 }
 
-/// Names close to `name` among `known`, for "did you mean".
+/// Edits (insertions, deletions, substitutions) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// "Did you mean" for `name` among `known`: the names a typo away (or
+/// holding it, or held by it), then every name, so the list is whole.
 pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
     let known: Vec<&str> = known.into_iter().collect();
+    let near = (name.chars().count() / 3).max(2);
     let close: Vec<&str> = known
         .iter()
         .copied()
-        .filter(|k| k.contains(name) || name.contains(k) || k.get(..2) == name.get(..2))
+        .filter(|k| {
+            (!name.is_empty() && (k.contains(name) || name.contains(k)))
+                || edit_distance(name, k) <= near
+        })
         .collect();
-    let list = if close.is_empty() { known } else { close };
-    format!("expected one of: {}", list.join(", "))
+    let all = known.join(", ");
+    if close.is_empty() {
+        format!("expected one of: {all}")
+    } else {
+        format!(
+            "did you mean {}? expected one of: {all}",
+            close.join(" or ")
+        )
+    }
 }
 
 /// The profile a run gets when it names none: its driver's family, with
@@ -1237,5 +1267,26 @@ fn finish(
         fault_latencies,
         trace,
         wall_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typo gets the names it is near, and every name after them.
+    #[test]
+    fn did_you_mean_names_the_near_ones_then_all() {
+        let known = ["mi210", "mi250x", "mi300x", "uvm-pcie", "xe"];
+        assert_eq!(
+            suggest("mi21", known),
+            "did you mean mi210? expected one of: mi210, mi250x, mi300x, uvm-pcie, xe"
+        );
+        assert_eq!(
+            suggest("qqqqqqq", known),
+            "expected one of: mi210, mi250x, mi300x, uvm-pcie, xe"
+        );
+        assert_eq!(edit_distance("strem", "stream"), 1);
+        assert_eq!(edit_distance("", "xe"), 2);
     }
 }
