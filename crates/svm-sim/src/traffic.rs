@@ -36,8 +36,14 @@ impl BufferTraffic {
 
     /// It moved more than twice its size: its pages went back and forth.
     pub fn thrashing(&self) -> bool {
-        self.pages > 0 && self.moved() > 2 * self.pages
+        thrashes(self.pages, self.moved())
     }
+}
+
+/// The thrashing rule, in any unit: a buffer of `size` that moved
+/// `moved` (in and out together) moved more than twice its size.
+pub fn thrashes(size: u64, moved: u64) -> bool {
+    size > 0 && moved > 2 * size
 }
 
 /// Every buffer's traffic in one process.

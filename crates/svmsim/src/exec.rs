@@ -803,23 +803,13 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Metrics {
-    fn from_report(r: &Report, m: &Machine) -> Self {
-        let c = m.counters();
+    /// What the machine's counters give, whether or not the run finished.
+    fn counted(c: &svm_sim::gpu::HwCounters) -> Self {
         Self {
-            kernel_ns: r.kernel_ns,
-            first_result_ns: r.first_result_ns,
-            faults: r.faults,
-            migrated_bytes: r.migrated_bytes,
             pages_to_vram: c.pages_to_vram + c.pages_zero_filled,
             pages_to_ram: c.pages_to_ram,
-            fault_p50_ns: r.fault_p50_ns,
-            fault_p99_ns: r.fault_p99_ns,
-            svms_lock_wait_ns: r.svms_lock_wait_ns,
-            migrate_lock_wait_ns: r.migrate_lock_wait_ns,
-            copy_busy_ns: r.copy_busy_ns,
             queue_evictions: c.queue_evictions,
             tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
-            end_ns: r.end_ns,
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
             cpu_throttle_wait_ns: c.cpu_throttle_wait_ns,
@@ -829,6 +819,22 @@ impl Metrics {
             faults_dropped: c.faults_dropped,
             faults_refused: c.faults_refused,
             faults_before_handler: c.faults_ih_filtered + c.faults_flushed,
+            ..Self::default()
+        }
+    }
+
+    fn from_report(r: &Report, m: &Machine) -> Self {
+        Self {
+            kernel_ns: r.kernel_ns,
+            first_result_ns: r.first_result_ns,
+            faults: r.faults,
+            migrated_bytes: r.migrated_bytes,
+            fault_p50_ns: r.fault_p50_ns,
+            fault_p99_ns: r.fault_p99_ns,
+            svms_lock_wait_ns: r.svms_lock_wait_ns,
+            migrate_lock_wait_ns: r.migrate_lock_wait_ns,
+            copy_busy_ns: r.copy_busy_ns,
+            end_ns: r.end_ns,
             faults_retried: r.kernels.iter().map(|k| k.retries).sum(),
             touches_local: r.kernels.iter().map(|k| k.touches_local).sum(),
             touches_peer: r.kernels.iter().map(|k| k.touches_peer).sum(),
@@ -837,8 +843,9 @@ impl Metrics {
             fault_stall_ns: r.kernels.iter().map(|k| k.fault_stall_ns).sum(),
             held_ns: r.kernels.iter().map(|k| k.held_ns).sum(),
             handler_busy_ns: r.handler_busy_ns,
-            // (Set from the machine's counts at the end: `finish`.)
-            ..Self::default()
+            // (Accesses are set from the machine's counts at the end:
+            // `finish`.)
+            ..Self::counted(&m.counters())
         }
     }
 
@@ -854,21 +861,14 @@ impl Metrics {
             first_result_ns: 0,
             faults: svm_workloads::faults(m, pid),
             migrated_bytes: moved * 4096,
-            pages_to_vram: c.pages_to_vram + c.pages_zero_filled,
-            pages_to_ram: c.pages_to_ram,
             fault_p50_ns: pct(0.5),
             fault_p99_ns: pct(0.99),
             svms_lock_wait_ns: c.svms_lock_wait_ns,
             migrate_lock_wait_ns: c.migrate_lock_wait_ns,
             copy_busy_ns: c.copy_busy_ns,
-            queue_evictions: c.queue_evictions,
-            tlb_flushes: c.tlb_flush_legacy + c.tlb_flush_heavyweight,
             end_ns: m.now_ns(),
-            atomic_faults: c.atomic_faults,
-            cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
-            cpu_throttle_wait_ns: c.cpu_throttle_wait_ns,
             handler_busy_ns: c.handler_busy_ns,
-            ..Self::default()
+            ..Self::counted(&c)
         }
     }
 }
@@ -931,7 +931,7 @@ pub struct BufferOut {
 impl BufferOut {
     /// It moved more than twice its size.
     pub fn thrashing(&self) -> bool {
-        self.bytes > 0 && self.bytes_in + self.bytes_out > 2 * self.bytes
+        svm_sim::traffic::thrashes(self.bytes, self.bytes_in + self.bytes_out)
     }
 }
 

@@ -134,17 +134,10 @@ pub fn run(o: &Outcome) -> Vec<String> {
 /// most among those that thrashed.
 pub fn buffers(list: &[BufferOut]) -> Vec<String> {
     let mut lines = Vec::new();
-    // The buffer that cost most: the one that moved most, else the one
-    // that faulted most.
+    // The buffer that cost most: the first (`exec::buffers` sorts them
+    // by bytes moved, then faults).
     if let Some(b) = list
-        .iter()
-        .max_by_key(|b| {
-            (
-                b.bytes_in + b.bytes_out,
-                b.faults,
-                std::cmp::Reverse(b.addr),
-            )
-        })
+        .first()
         .filter(|b| b.faults > 0 || b.bytes_in + b.bytes_out > 0)
     {
         let amount = |n: u64| {
