@@ -857,23 +857,14 @@ impl Machine {
         let gen_ = self.mmu.tlb_gens[w.pi][w.g];
         let local_only = self.hw.gpus[w.g].desc.local_atomics;
         let mut parts: Vec<(u64, u64, PackedPte)> = Vec::new();
-        let (mut cost, mut done) = (0, 0);
-        while done < len {
-            let a = addr + done;
-            let page = CpuVa::new(a).page_num();
-            let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
-            match self.translate(w, gen_, page, true) {
-                Ok((pte, c)) if !local_only || pte.vram_owner() == Some(w.g) => {
-                    cost += c;
-                    parts.push((a, n, pte));
-                }
-                // Not mapped, or mapped where its atomics do not reach.
-                Ok((_, c)) | Err(c) => {
-                    return Err(self.retry_fault(w, (at, cost + c), page, a, req));
-                }
+        // Not mapped, or mapped where its atomics do not reach: a fault.
+        let cost = match self.translate_parts(w, gen_, (addr, len, true), local_only, &mut parts) {
+            Ok(cost) => cost,
+            Err(Stop::Fault { cost, page, a }) => {
+                return Err(self.retry_fault(w, (at, cost), page, a, req));
             }
-            done += n;
-        }
+            Err(Stop::Dead) => return Err(Parked::Dead),
+        };
         let mut sums = w.slot.bufs().stored.take();
         let mut out = w.slot.out();
         for &(a, n, pte) in &parts {
@@ -917,6 +908,25 @@ impl Machine {
         (addr, len, write): (u64, u64, bool),
         targets: &mut Vec<(u64, u64, PackedPte)>,
     ) -> Result<u64, Stop> {
+        let cost = self.translate_parts(w, gen_, (addr, len, write), false, targets)?;
+        self.perform_now(w, at, write, targets)
+            .map_err(|_| Stop::Dead)?;
+        Ok(cost)
+    }
+
+    /// Translates every page the access touches into `targets` (the
+    /// part's address, length and PTE), returning their cost, or the
+    /// first page that faults: one without a PTE that allows the access,
+    /// or, with `own_vram`, one mapped anywhere but the wave's GPU's VRAM
+    /// (an atomic on a GPU whose atomics reach no further).
+    fn translate_parts(
+        &mut self,
+        w: &Wave,
+        gen_: u64,
+        (addr, len, write): (u64, u64, bool),
+        own_vram: bool,
+        targets: &mut Vec<(u64, u64, PackedPte)>,
+    ) -> Result<u64, Stop> {
         let mut cost = 0;
         targets.clear();
         let mut done = 0;
@@ -925,11 +935,11 @@ impl Machine {
             let page = CpuVa::new(a).page_num();
             let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
             match self.translate(w, gen_, page, write) {
-                Ok((pte, c)) => {
+                Ok((pte, c)) if !own_vram || pte.vram_owner() == Some(w.g) => {
                     cost += c;
                     targets.push((a, n, pte));
                 }
-                Err(c) => {
+                Ok((_, c)) | Err(c) => {
                     return Err(Stop::Fault {
                         cost: cost + c,
                         page,
@@ -939,8 +949,6 @@ impl Machine {
             }
             done += n;
         }
-        self.perform_now(w, at, write, targets)
-            .map_err(|_| Stop::Dead)?;
         Ok(cost)
     }
 
