@@ -546,7 +546,17 @@ impl Hardware for Env<'_> {
     }
 
     fn map_ptes(&mut self, gpu: GpuIndex, start: PageNum, ptes: &[Pte]) {
+        let t = self.now;
         self.charge(self.timing.pte_write_ns * ptes.len() as f64);
+        if let Some(tl) = self.timeline.as_deref_mut() {
+            tl.mapped(timeline::MapSpan {
+                gpu_id: self.gpus[gpu.get()].desc.id.raw(),
+                start_ns: t,
+                end_ns: self.now,
+                page: start.raw(),
+                npages: ptes.len() as u64,
+            });
+        }
         self.pts[self.proc_index][gpu.get()].write(start, ptes);
         self.counters.ptes_written += ptes.len() as u64;
     }
@@ -1891,6 +1901,7 @@ impl Machine {
                 // do_swap_page holds the faulting device page from before
                 // `migrate_to_ram` until its `put_page` after it returns.
                 let held = self.vram_page_of(pid, page);
+                let faulted_at = t;
                 // Xe's atomic timeslice: the fault returns at once and the
                 // CPU faults again until it expires (no lock held meanwhile).
                 if let Some(until) = self.procs[pid.0].svm.cpu_hold_until(page)
@@ -1922,6 +1933,16 @@ impl Machine {
                 }
                 let p = &mut self.procs[pid.0];
                 p.mmap_lock.read_done(t);
+                if let Some(tl) = self.rec.timeline.as_deref_mut() {
+                    tl.cpu_faults.push(timeline::CpuFaultSpan {
+                        pid: pid.0,
+                        page: page.raw(),
+                        write,
+                        start_ns: faulted_at,
+                        end_ns: t,
+                        wait_ns: start.saturating_sub(faulted_at),
+                    });
+                }
                 r.map_err(|e| AccessError::Signal {
                     kind: "SIGBUS",
                     addr: page.va().max(addr),

@@ -990,6 +990,13 @@ pub struct GpuEnd {
     pub writes: u64,
 }
 
+/// How every output names a GPU: its node index in the machine (the order
+/// of the profile's or scenario's GPUs, as KFD numbers its topology nodes)
+/// and its gpu_id, as in "GPU 1 (0x2002)". JSON gives both as numbers.
+pub fn gpu_name(node: usize, gpu_id: u32) -> String {
+    format!("GPU {node} ({gpu_id:#x})")
+}
+
 /// A run's outcome.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
@@ -1032,6 +1039,20 @@ pub struct Outcome {
     /// Host wall-clock seconds the run took (not in the JSON: it varies).
     #[serde(skip)]
     pub wall_s: f64,
+}
+
+impl Outcome {
+    /// The name of the GPU with `gpu_id` ([`gpu_name`]); "system memory"
+    /// for 0, the id alone for a GPU this run did not have.
+    pub fn gpu_name(&self, gpu_id: u32) -> String {
+        if gpu_id == 0 {
+            return "system memory".into();
+        }
+        match self.gpu_end.iter().position(|g| g.gpu_id == gpu_id) {
+            Some(i) => gpu_name(i, gpu_id),
+            None => format!("GPU {gpu_id:#x}"),
+        }
+    }
 }
 
 /// Runs `spec`.

@@ -28,20 +28,14 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
-/// Where the pages of `b` arrived, largest first: "GPU 0x1002 70 GiB,
-/// system memory 1 GiB".
-fn arrivals(b: &BufferOut) -> String {
+/// Where the pages of `b` arrived, largest first: "GPU 0 (0x1002) 70 GiB,
+/// system memory 1 GiB", each place named by `name` (of a gpu_id, 0 for
+/// system memory).
+fn arrivals(b: &BufferOut, name: &dyn Fn(u32) -> String) -> String {
     let mut v: Vec<(u32, u64)> = b.arrivals.iter().map(|(&k, &n)| (k, n)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.iter()
-        .map(|&(at, bytes)| {
-            let who = if at == 0 {
-                "system memory".to_string()
-            } else {
-                format!("GPU {at:#x}")
-            };
-            format!("{who} {}", size::human(bytes))
-        })
+        .map(|&(at, bytes)| format!("{} {}", name(at), size::human(bytes)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -125,14 +119,14 @@ pub fn run(o: &Outcome) -> Vec<String> {
     if let Status::Killed { error } = &o.status {
         lines.push(format!("It was killed: {error}."));
     }
-    lines.extend(buffers(&o.buffers));
+    lines.extend(buffers(&o.buffers, &|id| o.gpu_name(id)));
     lines
 }
 
 /// The lines on a run's (or a scenario process's) buffers: the one that
 /// cost most (moved most, else faulted most) and the three that moved
 /// most among those that thrashed.
-pub fn buffers(list: &[BufferOut]) -> Vec<String> {
+pub fn buffers(list: &[BufferOut], name: &dyn Fn(u32) -> String) -> Vec<String> {
     let mut lines = Vec::new();
     // The buffer that cost most: the first (`exec::buffers` sorts them
     // by bytes moved, then faults).
@@ -167,7 +161,7 @@ pub fn buffers(list: &[BufferOut]) -> Vec<String> {
             b.addr,
             size::human(moved),
             moved as f64 / b.bytes.max(1) as f64,
-            arrivals(b)
+            arrivals(b, name)
         ));
     }
     lines

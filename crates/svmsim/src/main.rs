@@ -836,10 +836,10 @@ fn emit(
                     o.wall_s,
                     o.events.len()
                 );
-                for g in &o.gpu_end {
+                for (i, g) in o.gpu_end.iter().enumerate() {
                     outln!(
-                        "  GPU {:#x}: VRAM in use {}, stale DMA {} pages",
-                        g.gpu_id,
+                        "  {}: VRAM in use {}, stale DMA {} pages",
+                        svmsim::exec::gpu_name(i, g.gpu_id),
                         size::human(g.vram_used_bytes),
                         g.stale_dma_pages
                     );

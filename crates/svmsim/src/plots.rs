@@ -344,7 +344,7 @@ pub fn vram(runs: &[&Outcome]) -> Result<String, String> {
                         .filter(|v| v.gpu_id == g.gpu_id)
                         .map(|v| (ms(v.at_ns), mib(v.used_bytes)))
                         .collect();
-                    (format!("GPU {:#x}", g.gpu_id), steps(&pts))
+                    (o.gpu_name(g.gpu_id), steps(&pts))
                 })
                 .collect();
             Some((o.label.clone(), lines))
@@ -467,7 +467,7 @@ pub fn residency(o: &Outcome, frame: Option<(u64, u64, u64)>) -> Result<Option<S
         let mut legend = vec![("system memory".to_string(), Some(0u8))];
         for (i, g) in gpu_ids.iter().enumerate() {
             legend.push((
-                format!("VRAM of GPU {g:#x}"),
+                format!("VRAM of {}", crate::exec::gpu_name(i, *g)),
                 Some(u8::try_from(i + 1).unwrap_or(254)),
             ));
         }

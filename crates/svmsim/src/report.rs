@@ -195,7 +195,16 @@ pub fn text(r: &RunReport) -> String {
             let _ = writeln!(out, "  {}", busy.join("; "));
         }
         // What happened to its buffers (the runs' explanation's lines).
-        for l in crate::explain::buffers(&p.buffers) {
+        // A scenario names its GPUs itself.
+        let name = |id: u32| {
+            let hex = format!("{id:#x}");
+            match r.system.gpus.iter().find(|g| g.id == hex) {
+                Some(g) => g.name.clone(),
+                None if id == 0 => "system memory".into(),
+                None => format!("GPU {hex}"),
+            }
+        };
+        for l in crate::explain::buffers(&p.buffers, &name) {
             let _ = writeln!(out, "  {l}");
         }
     }

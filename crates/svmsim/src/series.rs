@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use svm_core::addr::{PageCount, PageNum};
 use svm_core::attr::Location;
-use svm_core::events::Kind;
+use svm_core::events::{Kind, MigrateTrigger};
 use svm_core::gpu::GpuId;
 use svm_sim::machine::timeline::{PageMove, Place, Timeline};
 
@@ -175,8 +175,15 @@ pub struct Span {
     pub start_ns: u64,
     /// See `start_ns`.
     pub end_ns: u64,
-    /// Arguments shown on selection.
-    pub args: Vec<(&'static str, String)>,
+    /// The pages it concerns: the faulting page, or the migrated run.
+    pub page: u64,
+    /// See `page`.
+    pub npages: u64,
+    /// A migration's cause.
+    pub trigger: Option<MigrateTrigger>,
+    /// Arguments shown on selection: counts as numbers, addresses and
+    /// places as text.
+    pub args: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// Faults and migrations as spans, queue evictions as spans to their
@@ -214,8 +221,11 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
                         .into(),
                         start_ns: start,
                         end_ns: ts.max(start),
+                        page: addr.raw(),
+                        npages: 1,
+                        trigger: None,
                         args: vec![
-                            ("address", format!("{:#x}", addr.va().raw())),
+                            ("address", format!("{:#x}", addr.va().raw()).into()),
                             ("access", if write { "write" } else { "read" }.into()),
                         ],
                     });
@@ -234,19 +244,23 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
             } => {
                 if let Some(s) = open_mig.remove(&(e.gpu_id, start, npages)) {
                     let place = |l: Location| match l {
-                        Location::Sys => "RAM".to_string(),
-                        Location::Vram(g) => format!("GPU {g}"),
+                        Location::Sys => "system memory".to_string(),
+                        Location::Vram(g) => o.gpu_name(g.raw()),
                     };
                     migs.push(Span {
                         gpu_id: e.gpu_id.raw(),
                         name: format!("migrate: {}", trigger.name()),
                         start_ns: s,
                         end_ns: ts.max(s),
+                        page: start.raw(),
+                        npages: npages.raw(),
+                        trigger: Some(trigger),
                         args: vec![
-                            ("pages", format!("{npages}")),
-                            ("address", format!("{:#x}", start.va().raw())),
-                            ("from", place(from)),
-                            ("to", place(to)),
+                            ("pages", npages.raw().into()),
+                            ("bytes", npages.raw().saturating_mul(4096).into()),
+                            ("address", format!("{:#x}", start.va().raw()).into()),
+                            ("from", place(from).into()),
+                            ("to", place(to).into()),
                         ],
                     });
                 }
@@ -264,6 +278,9 @@ pub fn smi_spans(o: &Outcome) -> (Vec<Span>, Vec<Span>, Vec<Span>) {
                         name: "queues evicted".into(),
                         start_ns: s,
                         end_ns: ts.max(s),
+                        page: 0,
+                        npages: 0,
+                        trigger: None,
                         args: Vec::new(),
                     });
                 }

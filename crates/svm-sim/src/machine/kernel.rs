@@ -675,6 +675,16 @@ impl Machine {
         kern.cu_free[w.cu as usize] += 1;
         kern.stats.end_ns = kern.stats.end_ns.max(at);
         kern.stats.wave_ns += at.saturating_sub(w.started_at);
+        if let Some(tl) = self.rec.timeline.as_deref_mut() {
+            tl.waves.push(super::timeline::WaveSpan {
+                kernel: u32::try_from(k).unwrap_or(u32::MAX),
+                index: w.index,
+                gpu_id: kern.gpu_id,
+                cu: w.cu,
+                start_ns: w.started_at,
+                end_ns: at,
+            });
+        }
         if kern.fatal.is_none() {
             kern.stats.waves += 1;
             if kern.stats.first_wave_done_ns == 0 {
@@ -688,6 +698,21 @@ impl Machine {
         let kern = &mut self.sched.kernels[k];
         if kern.running == 0 {
             kern.done = true;
+            if let Some(tl) = self.rec.timeline.as_deref_mut() {
+                let s = &kern.stats;
+                tl.kernels.push(super::timeline::KernelSpan {
+                    kernel: u32::try_from(k).unwrap_or(u32::MAX),
+                    gpu_id: kern.gpu_id,
+                    cpu: kern.cpu,
+                    start_ns: s.launch_ns,
+                    end_ns: s.end_ns,
+                    waves: s.waves,
+                    accesses: s.accesses,
+                    faults: s.faults,
+                    fault_stall_ns: s.fault_stall_ns,
+                    failed: kern.fatal.is_some(),
+                });
+            }
             // A finished kernel keeps its stats, not its code: a scenario
             // makes a kernel per GPU access, and a long one makes many.
             kern.f = None;
@@ -716,6 +741,23 @@ impl Machine {
                 continue;
             };
             self.sched.kernels[k].stats.fault_stall_ns += at.saturating_sub(parked);
+            if let Some(tl) = self.rec.timeline.as_deref_mut()
+                && let Some(w) = self.sched.kwaves[i].as_ref()
+            {
+                tl.stalls.push(super::timeline::StallSpan {
+                    kernel: u32::try_from(k).unwrap_or(u32::MAX),
+                    index: w.index,
+                    gpu_id: self.sched.kernels[k].gpu_id,
+                    page: page.raw(),
+                    start_ns: parked,
+                    end_ns: at,
+                    outcome: match &outcome {
+                        Woken::Served => 0,
+                        Woken::Dropped => 1,
+                        Woken::Fatal { .. } => 2,
+                    },
+                });
+            }
             match &outcome {
                 Woken::Served => {}
                 Woken::Dropped => self.sched.kernels[k].stats.retries += 1,

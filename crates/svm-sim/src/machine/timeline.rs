@@ -4,7 +4,9 @@
 //! The SMI stream already stamps faults, migrations and queue evictions
 //! with simulated time (typed, `svm_core::events::Event`). The recorder adds
 //! what only the simulated hardware sees: copy-engine transfers, TLB
-//! flushes, every page that changed place, munmaps and VRAM use. It is off
+//! flushes, page-table updates, every page that changed place, munmaps and
+//! VRAM use; and what the waves did: each kernel, each wave, each wait of a
+//! wave on a retry fault, and each CPU page fault. It is off
 //! by default ([`Machine::start_timeline`]); when off, each hook is one
 //! branch. Entries are appended in simulated-time order per source, not
 //! globally (a nested eviction's copies may start before its caller's).
@@ -76,6 +78,100 @@ pub struct VramSample {
     pub used_bytes: u64,
 }
 
+/// A GPU page-table update: PTEs written for consecutive pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MapSpan {
+    /// The GPU.
+    pub gpu_id: u32,
+    /// Simulated ns.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// First page number.
+    pub page: u64,
+    /// PTEs written.
+    pub npages: u64,
+}
+
+/// A kernel from launch to its last wave (or CPU threads, `gpu_id` 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelSpan {
+    /// Its number in the machine (launch order).
+    pub kernel: u32,
+    /// The GPU, or 0 for CPU threads.
+    pub gpu_id: u32,
+    /// CPU threads rather than GPU waves.
+    pub cpu: bool,
+    /// Launch, and the end of its last wave.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// Waves (threads) it ran to the end.
+    pub waves: u64,
+    /// Memory instructions.
+    pub accesses: u64,
+    /// Retry faults its waves raised.
+    pub faults: u64,
+    /// Summed over its waves: ns parked on retry faults.
+    pub fault_stall_ns: u64,
+    /// It died (a fatal fault, a signal).
+    pub failed: bool,
+}
+
+/// One wave (or CPU thread) from dispatch to its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WaveSpan {
+    /// Its kernel ([`KernelSpan::kernel`]) and its index in the grid.
+    pub kernel: u32,
+    /// See `kernel`.
+    pub index: u32,
+    /// The GPU, or 0 for a CPU thread.
+    pub gpu_id: u32,
+    /// The CU that ran it.
+    pub cu: u32,
+    /// Simulated ns.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+}
+
+/// A wave parked on a retry fault, until the driver woke it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StallSpan {
+    /// The wave: its kernel and index.
+    pub kernel: u32,
+    /// See `kernel`.
+    pub index: u32,
+    /// The GPU.
+    pub gpu_id: u32,
+    /// The page it faulted on.
+    pub page: u64,
+    /// Simulated ns.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// How it was woken: 0 served, 1 dropped (it retries), 2 refused.
+    pub outcome: u8,
+}
+
+/// A CPU page fault on a page in VRAM, to the end of its `migrate_to_ram`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CpuFaultSpan {
+    /// The process index.
+    pub pid: usize,
+    /// The page.
+    pub page: u64,
+    /// A write.
+    pub write: bool,
+    /// Simulated ns: when the access faulted, and when it could go on.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
+    /// Of that, ns waited before the migration could start (a timeslice,
+    /// a throttle, the mmap and migrate locks).
+    pub wait_ns: u64,
+}
+
 /// The recorded timeline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Timeline {
@@ -87,6 +183,16 @@ pub struct Timeline {
     pub moves: Vec<PageMove>,
     /// VRAM use per GPU.
     pub vram: Vec<VramSample>,
+    /// GPU page-table updates, neighbours merged.
+    pub maps: Vec<MapSpan>,
+    /// Kernels (and CPU thread groups), as they finish.
+    pub kernels: Vec<KernelSpan>,
+    /// Waves and CPU threads, as they finish.
+    pub waves: Vec<WaveSpan>,
+    /// Waves' waits on retry faults, as they end.
+    pub stalls: Vec<StallSpan>,
+    /// CPU page faults that migrated a page to system memory.
+    pub cpu_faults: Vec<CpuFaultSpan>,
 }
 
 impl Timeline {
@@ -107,6 +213,21 @@ impl Timeline {
             end_ns,
             pages,
         });
+    }
+
+    /// PTEs written; an update that continues the previous one (the same
+    /// GPU, the next pages, no time between) merges into it.
+    pub(super) fn mapped(&mut self, m: MapSpan) {
+        if let Some(l) = self.maps.last_mut()
+            && l.gpu_id == m.gpu_id
+            && l.end_ns == m.start_ns
+            && l.page + l.npages == m.page
+        {
+            l.npages += m.npages;
+            l.end_ns = m.end_ns;
+            return;
+        }
+        self.maps.push(m);
     }
 
     /// Pages moved; a move that continues the previous one merges into it.

@@ -726,8 +726,8 @@ fn a_run_says_what_happened_and_json_only_when_asked() {
     assert!(block.contains("The buffer that cost most"), "{block}");
     assert!(
         block.contains("Thrashing:")
-            && block.contains("GPU 0x1002")
-            && block.contains("GPU 0x2002"),
+            && block.contains("GPU 0 (0x1002)")
+            && block.contains("GPU 1 (0x2002)"),
         "{block}"
     );
     assert!(

@@ -44,8 +44,13 @@ fn timeline_is_valid_trace_event_json_with_every_track() {
     };
     let meta = names("M");
     for want in [
-        "GPU 0x1002",
-        "GPU 0x2002",
+        "GPU 0 (0x1002)",
+        "GPU 1 (0x2002)",
+        "CPU",
+        "kernels",
+        "CU 0 waves",
+        "page-table updates",
+        "page faults (migrate to RAM)",
         "page faults",
         "migrations",
         "queue eviction / restore",
@@ -57,14 +62,51 @@ fn timeline_is_valid_trace_event_json_with_every_track() {
     }
     let spans = names("X");
     for want in [
+        "kernel 0",
+        "wave 0",
+        "stalled on a fault",
         "fault (migrated)",
         "migrate: GPU page fault",
+        "map",
         "copy to VRAM",
         "copy to RAM",
+        "CPU fault",
+        "migrate: CPU page fault",
     ] {
         assert!(spans.iter().any(|m| m == want), "no {want} span");
     }
+    // Causes are arrows: a fault to its migration, that to the map, the
+    // map to the waves it woke; a CPU fault to its migration to RAM. (The
+    // validator checked each has one start and one end, inside spans.)
+    let flows = names("s");
+    for want in [
+        "fault → migration",
+        "→ page-table update",
+        "→ wave woken",
+        "CPU fault → migration",
+    ] {
+        assert!(flows.iter().any(|m| m == want), "no {want} flow: {flows:?}");
+    }
+    assert_eq!(names("f").len(), flows.len());
+    assert_eq!(v["otherData"]["flows"], flows.len());
+    // Counts are numbers, not strings.
+    let mig = ev
+        .iter()
+        .find(|e| e["name"] == "migrate: GPU page fault")
+        .unwrap();
+    assert!(
+        mig["args"]["pages"].is_u64() && mig["args"]["bytes"].is_u64(),
+        "{mig}"
+    );
+    let kernel = ev.iter().find(|e| e["name"] == "kernel 0").unwrap();
+    for k in ["waves", "accesses", "faults"] {
+        assert!(
+            kernel["args"][k].as_u64().is_some_and(|n| n > 0),
+            "{kernel}"
+        );
+    }
     let counters = names("C");
+    assert!(counters.iter().any(|c| c == "waves running"));
     assert!(counters.iter().any(|c| c == "VRAM used (MiB)"));
     assert!(counters.iter().any(|c| c == "resident pages"));
     assert!(names("i").iter().any(|c| c.starts_with("TLB flush")));
@@ -103,6 +145,38 @@ fn timeline_is_valid_trace_event_json_with_every_track() {
         .filter(|e| e["ph"] == "X" && e["name"] == "queues evicted" && e["tid"] == 3)
         .count();
     assert!(evicted > 0, "no queue eviction span");
+    // CPU threads get a track of their own in the CPU process.
+    let t3 = d.join("t3.json");
+    let o = svmsim(&[
+        "run",
+        "producer-consumer",
+        "--size",
+        "4MiB",
+        "--iters",
+        "1",
+        "--timeline",
+        t3.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v3: serde_json::Value = serde_json::from_slice(&std::fs::read(&t3).unwrap()).unwrap();
+    svmsim::chrome::validate(&v3).expect("valid trace events");
+    let cpu = v3["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "process_name" && e["args"]["name"] == "CPU")
+        .expect("a CPU process")["pid"]
+        .clone();
+    let ev3 = v3["traceEvents"].as_array().unwrap();
+    assert!(
+        ev3.iter()
+            .any(|e| e["pid"] == cpu && e["name"] == "thread 0")
+    );
+    assert!(
+        ev3.iter()
+            .any(|e| e["pid"] == cpu && e["name"].as_str().unwrap().starts_with("CPU threads"))
+    );
     // The validator does reject what is not trace-event JSON.
     assert!(svmsim::chrome::validate(&serde_json::json!({"traceEvents": [{"ph": "Q"}]})).is_err());
     assert!(svmsim::chrome::validate(&serde_json::json!({"traceEvents": [{"ph": "X", "name": "a", "pid": 1, "tid": 1, "ts": -1, "dur": 1}]})).is_err());
