@@ -971,6 +971,9 @@ pub struct GpuEnd {
     pub gpu_id: u32,
     /// VRAM allocated to buffers, bytes.
     pub vram_used_bytes: u64,
+    /// Its VRAM, bytes (what the residency plot draws as capacity).
+    #[serde(default)]
+    pub vram_bytes: u64,
     /// This GPU's DMA entries that no longer point at their page (a
     /// system mapping of a page now in VRAM, or a VRAM address of a page
     /// that moved away): stale until it faults on them again (the review
@@ -1255,6 +1258,7 @@ fn finish(
             GpuEnd {
                 gpu_id,
                 vram_used_bytes: g.vram_used_bytes(),
+                vram_bytes: g.desc.vram_bytes,
                 stale_dma_pages: m.stale_dma(pid, gpu_id),
                 gt_stats: gt_stats(&m.process(pid).svm, gpu_id),
                 reads: rw.reads,

@@ -58,8 +58,8 @@ pub fn figures(outs: &[Outcome]) -> Result<Vec<Figure>, String> {
     }) {
         f.push((
             "vram".to_string(),
-            "VRAM in use over time".to_string(),
-            "Buffers allocated per GPU. A plateau at the VRAM size means eviction is running.",
+            "Resident in VRAM over time".to_string(),
+            "Pages of the process resident in each GPU's VRAM, with that GPU's VRAM size dashed in the same colour. Residency pressed against the dashed line means eviction is running; a saw-tooth below it is pages moving back and forth.",
             plots::vram(&refs)?,
         ));
     }
@@ -78,6 +78,20 @@ pub fn figures(outs: &[Outcome]) -> Result<Vec<Figure>, String> {
                 svg,
             ));
         }
+    }
+    // A metric against each setting the runs differ in: from the numbers
+    // alone, so merged shards get them too.
+    for (axis, svg) in plots::by_parameter(outs)? {
+        let id: String = axis
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        f.push((
+            format!("by-{id}"),
+            format!("Kernel time by {axis}"),
+            "Each run's kernel time against this setting, one line per combination of the other settings (small multiples when there are more than eight). The y axis is log when the times span a hundredfold or more.",
+            svg,
+        ));
     }
     Ok(f)
 }
@@ -124,6 +138,21 @@ fn page(
     );
     h += "<p class=\"lead\">svmsim: an executable model of amdkfd shared virtual memory. \
           Times are simulated; every run repeats from its seed with the command shown.</p>\n";
+    // Contents: every section, and every plot under its own.
+    h += "<nav class=\"toc\"><b>Contents</b><ol>\
+          <li><a href=\"#configuration\">Configuration</a></li>\
+          <li><a href=\"#results\">Results</a></li>\
+          <li><a href=\"#what-happened\">What happened</a></li>\
+          <li><a href=\"#plots\">Plots</a>";
+    if !figs.is_empty() {
+        h += "<ol>";
+        for (id, title, _, _) in figs {
+            let _ = write!(h, "<li><a href=\"#plot-{id}\">{}</a></li>", esc(title));
+        }
+        h += "</ol>";
+    }
+    h += "</li><li><a href=\"#invariants\">Invariant checks</a></li>\
+          <li><a href=\"#repro\">Repeat a run</a></li></ol></nav>\n";
     // Configuration.
     h += "<h2 id=\"configuration\">Configuration</h2>\n<table><tr><th>run</th><th>workload</th><th>size</th>\
           <th>iterations</th><th>profile</th><th>GPUs</th><th>policy</th><th>granularity</th><th>XNACK</th>\
@@ -216,8 +245,9 @@ fn page(
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";
     if outs.iter().all(|o| o.timeline.is_none()) {
-        h += "<p class=\"note\">No plots: these results were merged from shard files, which keep \
-              numbers only. Pass <code>--report</code> to <code>svmsim sweep</code> itself for plots.</p>\n";
+        h += "<p class=\"note\">These results were merged from shard files, which keep numbers \
+              only: the plots below are drawn from them. For the plots over time (migrations, fault \
+              latency, residency), pass <code>--report</code> to <code>svmsim sweep</code> itself.</p>\n";
     } else if figs.is_empty() {
         h += "<p class=\"note\">No plots: no page moved and no fault was served in these runs \
               (with XNACK off and no prefetch, data stays in system memory).</p>\n";
@@ -267,4 +297,5 @@ h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}\
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
 .ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}.note,.lead{color:#555}\
+nav.toc{background:#f6f6f6;padding:.6em 1em;margin:1em 0}nav.toc ol{margin:.2em 0}\
 figure{margin:1.2em 0}figcaption{margin-bottom:.4em}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}";

@@ -83,6 +83,112 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
         .collect()
 }
 
+/// A setting that differs between runs shown together: its name, and each
+/// run's value as text and, when it is a number, as that number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    /// The setting (`size`, `policy`, a configuration key).
+    pub name: String,
+    /// Each run's value.
+    pub values: Vec<(String, Option<f64>)>,
+}
+
+impl Axis {
+    /// Whether every value is a number (the axis can be drawn to scale).
+    pub fn numeric(&self) -> bool {
+        self.values.iter().all(|v| v.1.is_some())
+    }
+}
+
+/// The settings that differ between `specs` (what a sweep's grid varies,
+/// found again from the runs, so merged shards have them too).
+pub fn axes(specs: &[RunSpec]) -> Vec<Axis> {
+    type Field = (&'static str, fn(&RunSpec) -> (String, Option<f64>));
+    let fields: [Field; 12] = [
+        ("workload", |s| (s.workload.clone(), None)),
+        ("policy", |s| (s.policy().to_owned(), None)),
+        ("size", |s| (size::show(s.size), Some(s.size as f64))),
+        ("iters", |s| (s.iters.to_string(), Some(f64::from(s.iters)))),
+        ("profile", |s| (s.profile.clone(), None)),
+        ("gpus", |s| {
+            s.gpus.map_or(("profile's".into(), None), |g| {
+                (g.to_string(), Some(g as f64))
+            })
+        }),
+        ("vram", |s| {
+            s.vram.map_or(("profile's".into(), None), |v| {
+                (size::show(v), Some(v as f64))
+            })
+        }),
+        ("oversubscribe", |s| {
+            s.oversubscribe.map_or(("none".into(), None), |f| {
+                (format!("{:.0}%", f * 100.0), Some(f))
+            })
+        }),
+        ("granularity", |s| {
+            s.granularity.map_or(("workload's".into(), None), |g| {
+                (g.to_string(), Some(f64::from(g)))
+            })
+        }),
+        ("xnack", |s| {
+            (if s.xnack { "on" } else { "off" }.into(), None)
+        }),
+        ("prefetch", |s| {
+            (if s.prefetch { "on" } else { "off" }.into(), None)
+        }),
+        ("seed", |s| (s.seed.to_string(), Some(s.seed as f64))),
+    ];
+    let mut out: Vec<Axis> = Vec::new();
+    for (name, f) in fields {
+        let values: Vec<(String, Option<f64>)> = specs.iter().map(f).collect();
+        if values.iter().any(|v| v.0 != values[0].0) {
+            out.push(Axis {
+                name: name.into(),
+                values,
+            });
+        }
+    }
+    // Configuration keys (`--set`, a sweep's knobs), each its own axis.
+    let changes: Vec<Vec<(String, String)>> = specs
+        .iter()
+        .map(|s| {
+            s.config_changes()
+                .into_iter()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect()
+        })
+        .collect();
+    let mut keys: Vec<&String> = changes.iter().flatten().map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        if out.iter().any(|a| &a.name == key) {
+            continue;
+        }
+        let values: Vec<(String, Option<f64>)> = changes
+            .iter()
+            .map(|c| {
+                let v = c
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or_else(|| "default".to_owned(), |(_, v)| v.clone());
+                let n = v.parse::<f64>().ok().filter(|x| x.is_finite());
+                (v, n)
+            })
+            .collect();
+        if values.iter().any(|v| v.0 != values[0].0) {
+            out.push(Axis {
+                name: key.clone(),
+                values,
+            });
+        }
+    }
+    out
+}
+
 /// Sets each outcome's label from [`labels`].
 pub fn relabel(outs: &mut [Outcome]) {
     let specs: Vec<RunSpec> = outs.iter().map(|o| o.spec.clone()).collect();

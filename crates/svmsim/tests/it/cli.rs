@@ -173,15 +173,29 @@ fn sweep_shards_and_merge_give_the_whole_grid() {
         merged["runs"], whole["runs"],
         "merged shards differ from the whole sweep"
     );
-    // The merged report has the tables; plots need the runs themselves.
+    // The merged report has the tables, and the plots the numbers give:
+    // kernel time by each setting the grid varies; the plots over time
+    // need the runs themselves.
     let rep = d.join("merged-report");
     let mut args = vec!["merge", "--report", rep.to_str().unwrap(), "-q"];
     args.extend(files.iter().map(String::as_str));
     ok(&args);
     let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
     assert!(
-        html.contains("partial g9") && html.contains("No plots"),
+        html.contains("partial g9") && html.contains("merged from shard files"),
         "merged report"
+    );
+    for axis in ["policy", "granularity"] {
+        assert!(
+            html.contains(&format!("id=\"plot-by-{axis}\""))
+                && rep.join(format!("by-{axis}.svg")).exists(),
+            "no kernel time by {axis} in the merged report"
+        );
+    }
+    assert!(html.contains("<nav class=\"toc\">") && html.contains("href=\"#plot-by-policy\""));
+    assert!(
+        !html.contains("plot-migrated"),
+        "a plot over time from numbers alone"
     );
     // A shard missing is named.
     let err = usage_error(&["merge", &files[0], &files[1]]);

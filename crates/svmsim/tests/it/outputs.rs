@@ -204,9 +204,14 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
     let html = std::fs::read_to_string(&page).unwrap();
     // Self-contained: no external asset, no script.
     // (SVG's xmlns is a name, not a fetch.)
-    for bad in ["<script", "<link", " src=", "href=", "url(", "@import"] {
+    for bad in ["<script", "<link", " src=", "url(", "@import"] {
         assert!(!html.contains(bad), "{bad} in the report");
     }
+    // Links only within the page: the table of contents.
+    assert!(
+        html.split("href=").skip(1).all(|l| l.starts_with("\"#")),
+        "a link out of the page"
+    );
     let plots = [
         "migrated",
         "latency-cdf",
@@ -214,11 +219,30 @@ fn html_report_is_self_contained_and_loads_in_chromium() {
         "residency-0",
         "residency-1",
         "residency-2",
+        "by-policy",
     ];
     for p in plots {
         assert!(
             html.contains(&format!("id=\"plot-{p}\"")),
             "plot {p} missing"
+        );
+        assert!(
+            html.contains(&format!("href=\"#plot-{p}\"")),
+            "plot {p} not in the contents"
+        );
+    }
+    for section in [
+        "configuration",
+        "results",
+        "what-happened",
+        "plots",
+        "invariants",
+        "repro",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{section}\""))
+                && html.contains(&format!("href=\"#{section}\"")),
+            "section {section}"
         );
     }
     assert!(html.contains("Invariant checks") && html.contains("every checker held"));
