@@ -9,6 +9,7 @@
 
 pub mod chrome;
 pub mod demo;
+pub mod diff;
 pub mod drivers;
 pub mod exec;
 pub mod explain;

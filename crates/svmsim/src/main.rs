@@ -172,6 +172,21 @@ enum Command {
         #[command(flatten)]
         out: OutOpts,
     },
+    /// What changed between two result files (--json output): settings,
+    /// and every metric with its ratio. Exit 0: the same; 1: they differ.
+    #[command(after_help = "Example:\n  \
+        svmsim run stream --json > a.json\n  \
+        svmsim run stream --set default_granularity=6 --json > b.json\n  \
+        svmsim diff a.json b.json")]
+    Diff {
+        /// The result file taken as the base.
+        a: PathBuf,
+        /// The result file compared with it.
+        b: PathBuf,
+        /// Print the diff as JSON (`svmsim.diff/1`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a recorded access trace (binary, or CSV with --csv-input).
     #[command(
         after_help = "Examples:\n  \
@@ -1373,6 +1388,25 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 );
             }
             Ok(code)
+        }
+        Command::Diff { a, b, json } => {
+            let mut sides = Vec::new();
+            for f in [a, b] {
+                let text =
+                    input::read_text(f, input::MAX_SHARD_BYTES, "result file").map_err(usage)?;
+                sides.push(svmsim::diff::read(&f.display().to_string(), &text).map_err(usage)?);
+            }
+            let d = svmsim::diff::diff(&sides[0], &sides[1]);
+            if *json {
+                let v = svmsim::diff::json(&d);
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
+                );
+            } else {
+                outp!("{}", svmsim::diff::text(&d));
+            }
+            Ok(if d.differs() { EXIT_EXPECT } else { 0 })
         }
         Command::Merge { files, out } => {
             let mut shards = Vec::new();

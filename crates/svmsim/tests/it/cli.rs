@@ -203,6 +203,49 @@ fn sweep_shards_and_merge_give_the_whole_grid() {
 }
 
 #[test]
+fn diff_names_what_changed_between_two_result_files() {
+    let d = scratch("diff");
+    let (a, b) = (d.join("a.json"), d.join("b.json"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "stream", "--size", "1MiB", "--iters", "1", "--json"];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    std::fs::write(&a, run(&[])).unwrap();
+    std::fs::write(&b, run(&["--set", "default_granularity=0"])).unwrap();
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let o = svmsim(&["diff", sa, sb]);
+    assert_eq!(o.status.code(), Some(1), "they differ: {}", stderr(&o));
+    let t = String::from_utf8(o.stdout).unwrap();
+    assert!(t.contains("config.default_granularity  9 -> 0"), "{t}");
+    assert!(t.contains("metrics.kernel_ns") && t.contains("x  "), "{t}");
+    let o = svmsim(&["diff", sa, sb, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["schema"], "svmsim.diff/1");
+    assert_eq!(v["differs"], true);
+    let kernel = v["pairs"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == "metrics.kernel_ns")
+        .unwrap()
+        .clone();
+    let ratio = kernel["b"].as_f64().unwrap() / kernel["a"].as_f64().unwrap();
+    assert!((kernel["ratio"].as_f64().unwrap() - ratio).abs() < 1e-12);
+    // The same file twice: exit 0.
+    let o = svmsim(&["diff", sa, sa]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Not a result file: a usage error naming it and the field.
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "{\"schema\": \"svmsim.timeline/2\"}").unwrap();
+    let err = usage_error(&["diff", sa, bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad.json") && err.contains("\"schema\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn replay_of_a_recording_gives_the_recorded_run() {
     let d = scratch("replay");
     let t = d.join("bfs.trace");
