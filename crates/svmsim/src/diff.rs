@@ -40,10 +40,10 @@ pub fn read(name: &str, text: &str) -> Result<Side, String> {
              or merge?"
         )
     })?;
-    if !matches!(schema, "svmsim.runs/1" | "svmsim.runs/2") {
+    if !matches!(schema, "svmsim.runs/1" | "svmsim.runs/2" | "svmsim.runs/3") {
         return Err(format!(
-            "{name}: field \"schema\" is {schema:?}; diff reads \"svmsim.runs/1\" and \
-             \"svmsim.runs/2\" (the --json output of run, compare, sweep and merge)"
+            "{name}: field \"schema\" is {schema:?}; diff reads \"svmsim.runs/1\" to \
+             \"svmsim.runs/3\" (the --json output of run, compare, sweep and merge)"
         ));
     }
     let list = v

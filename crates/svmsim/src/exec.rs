@@ -28,7 +28,7 @@ pub struct RunSpec {
     /// Migration granularity, log2 pages, for every SET_ATTR (default:
     /// the workload's, or kfd's 9).
     pub granularity: Option<u32>,
-    /// Boot with XNACK (retry faults) on.
+    /// Boot with XNACK (retry faults) on (`"on"` or `"off"` in JSON).
     pub xnack: bool,
     /// Prefetch every buffer to the GPU it is registered for
     /// (PREFETCH_LOC with the ACCESS), as an XNACK-off application does.
@@ -61,6 +61,7 @@ struct SpecRepr {
     /// The same as `config.policy`.
     policy: String,
     granularity: Option<u32>,
+    #[serde(with = "onoff")]
     xnack: bool,
     #[serde(default)]
     prefetch: bool,
@@ -993,6 +994,52 @@ pub struct GpuEnd {
     pub writes: u64,
 }
 
+/// A switch written `"on"` or `"off"`, as the command line and the CSV
+/// write XNACK; reading also takes the booleans of `svmsim.runs/2` (shard
+/// files written before `/3`).
+pub mod onoff {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// # Errors
+    /// The serializer's.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub fn serialize<S: Serializer>(v: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *v { "on" } else { "off" })
+    }
+
+    /// # Errors
+    /// A value that is neither `"on"`, `"off"` nor a boolean.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OnOff {
+            B(bool),
+            S(String),
+        }
+        match OnOff::deserialize(d)? {
+            OnOff::B(b) => Ok(b),
+            OnOff::S(s) if s == "on" => Ok(true),
+            OnOff::S(s) if s == "off" => Ok(false),
+            OnOff::S(s) => Err(serde::de::Error::custom(format!("{s:?} is not on or off"))),
+        }
+    }
+
+    /// An optional switch, written as [`serialize`] writes one.
+    pub mod opt {
+        use serde::Serializer;
+
+        /// # Errors
+        /// The serializer's.
+        #[allow(clippy::ref_option)]
+        pub fn serialize<S: Serializer>(v: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => super::serialize(b, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
 /// How every output names a GPU: its node index in the machine (the order
 /// of the profile's or scenario's GPUs, as KFD numbers its topology nodes)
 /// and its gpu_id, as in "GPU 1 (0x2002)". JSON gives both as numbers.
@@ -1298,6 +1345,29 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// XNACK is written on/off; a spec of an older file (a boolean) still
+    /// reads, and anything else is refused.
+    #[test]
+    fn xnack_is_on_or_off_and_old_booleans_still_read() {
+        let spec = RunSpec {
+            xnack: false,
+            ..RunSpec::default()
+        };
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["xnack"], "off");
+        let back: RunSpec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, spec);
+        let mut old = v.clone();
+        old["xnack"] = serde_json::json!(false);
+        assert_eq!(serde_json::from_value::<RunSpec>(old).unwrap(), spec);
+        let mut bad = v;
+        bad["xnack"] = serde_json::json!("maybe");
+        let e = serde_json::from_value::<RunSpec>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not on or off"), "{e}");
+    }
 
     /// A typo gets the names it is near, and every name after them.
     #[test]

@@ -479,7 +479,7 @@ impl SmiOpts {
 /// Where results go besides the table.
 #[derive(Debug, Args)]
 struct OutOpts {
-    /// Print the results as JSON (schema svmsim.runs/2, docs/runs-json.md) instead of the table.
+    /// Print the results as JSON (schema svmsim.runs/3, docs/runs-json.md) instead of the table.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// Print the results as CSV (same schema) instead of the table.

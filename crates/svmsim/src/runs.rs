@@ -1,5 +1,5 @@
 //! A set of runs as the user sees it: the terminal table, and the
-//! versioned JSON and CSV forms (schema `svmsim.runs/2`, documented in
+//! versioned JSON and CSV forms (schema `svmsim.runs/3`, documented in
 //! `docs/runs-json.md`).
 
 use comfy_table::{Cell, CellAlignment, Color, Table, presets};
@@ -9,7 +9,7 @@ use crate::exec::{Outcome, RunSpec, Status};
 use crate::size;
 
 /// The schema name and version of `--json` and `--csv` output.
-pub const SCHEMA: &str = "svmsim.runs/2";
+pub const SCHEMA: &str = "svmsim.runs/3";
 
 /// Simulated ns as a short time.
 pub fn time(ns: u64) -> String {

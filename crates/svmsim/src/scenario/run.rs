@@ -77,7 +77,10 @@ pub struct OpRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
     /// The XNACK mode after a set_xnack.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::exec::onoff::opt::serialize"
+    )]
     pub xnack: Option<bool>,
     /// Faults and retries a GPU access took.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,7 +181,8 @@ pub struct VmaOut {
 pub struct ProcessOut {
     /// Its name.
     pub name: String,
-    /// Its XNACK mode.
+    /// Its XNACK mode (`"on"` or `"off"` in JSON).
+    #[serde(serialize_with = "crate::exec::onoff::serialize")]
     pub xnack: bool,
     /// Open queues, by label (or id).
     pub queues: Vec<String>,
@@ -246,7 +250,8 @@ pub struct EvictionOut {
 pub struct SystemOut {
     /// GPUs in node order.
     pub gpus: Vec<GpuOut>,
-    /// Boot-time XNACK default.
+    /// Boot-time XNACK default (`"on"` or `"off"` in JSON).
+    #[serde(serialize_with = "crate::exec::onoff::serialize")]
     pub xnack_default: bool,
     /// `max_svm_range_pages`.
     pub max_svm_range_pages: u64,
@@ -307,7 +312,7 @@ pub struct RunReport {
 }
 
 /// The id of the JSON schema `docs/scenario-json.md` describes.
-pub const SCHEMA: &str = "svmsim.scenario.v1";
+pub const SCHEMA: &str = "svmsim.scenario.v2";
 
 /// Names GPUs and locations for output.
 struct Names {

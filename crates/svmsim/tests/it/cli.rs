@@ -89,7 +89,7 @@ fn xnack_off_reports_eager_mapping_and_a_killed_heap_kernel() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["runs"][0]["status"]["kind"], "ok", "{out}");
-    assert_eq!(v["runs"][0]["spec"]["xnack"], false);
+    assert_eq!(v["runs"][0]["spec"]["xnack"], "off");
     // Memory SVM never heard of cannot be served without retry faults: the
     // queue dies with the GPU's memory access fault.
     let out = ok(&[
@@ -135,7 +135,7 @@ fn compare_prints_one_table_with_ratios_to_the_baseline() {
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[0].starts_with("schema,label,workload"), "{csv}");
     assert!(
-        lines[1].starts_with("svmsim.runs/2,whole-range,gups,1048576"),
+        lines[1].starts_with("svmsim.runs/3,whole-range,gups,1048576"),
         "{csv}"
     );
 }
@@ -920,7 +920,7 @@ fn csv_and_json_carry_the_same_metrics() {
     ];
     let v: serde_json::Value =
         serde_json::from_str(&ok(&[&args[..], &["--json"]].concat())).unwrap();
-    assert_eq!(v["schema"], "svmsim.runs/2");
+    assert_eq!(v["schema"], "svmsim.runs/3");
     let metrics = v["runs"][0]["metrics"].as_object().unwrap();
     let csv = ok(&[&args[..], &["--csv"]].concat());
     let mut lines = csv.lines();

@@ -57,7 +57,7 @@ fn every_example_passes_in_text_and_json() {
         let out = svmsim(&["scenario", &f, "--json"]);
         assert_eq!(out.status.code(), Some(0), "{f} --json");
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
-        assert_eq!(v["schema"], "svmsim.scenario.v1", "{f}");
+        assert_eq!(v["schema"], "svmsim.scenario.v2", "{f}");
         assert_eq!(v["passed"], true, "{f}");
         assert_eq!(v["mismatches"], 0, "{f}");
         assert!(v["violation"].is_null(), "{f}");
