@@ -824,6 +824,8 @@ fn emit(
         if explain && !cli.quiet {
             eprint!("{}", explain::block(outs, None));
         }
+    } else if outs.is_empty() {
+        // An empty shard: nothing ran, and it said so on stderr.
     } else if !cli.quiet {
         outln!("{}", runs::table(outs, baseline));
         for o in outs {
@@ -1330,7 +1332,16 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 Some(s) => sweep::parse_shard(s).map_err(usage)?,
                 None => (1, 1),
             };
-            let idx = sweep::shard_indices(sw.points.len(), shard);
+            let idx = sweep::shard_indices(&sw.points, shard);
+            if idx.is_empty() && !cli.quiet {
+                eprintln!(
+                    "shard {}/{}: no points (the grid has {}); its --out file lists none, \
+                     so merge takes it with the others",
+                    shard.0,
+                    shard.1,
+                    sw.points.len()
+                );
+            }
             // The sweep file, a --config file, and the profile files its
             // points name.
             let mut inputs: Vec<&Path> = vec![file.as_path()];
@@ -1380,10 +1391,14 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             )?;
             if let (Some(path), false) = (shard_out, cli.quiet) {
                 eprintln!(
-                    "shard {}/{}: {} points written to {}",
+                    "shard {}/{}: {} written to {}",
                     shard.0,
                     shard.1,
-                    idx.len(),
+                    if idx.len() == 1 {
+                        "1 point".to_owned()
+                    } else {
+                        format!("{} points", idx.len())
+                    },
                     path.display()
                 );
             }

@@ -283,9 +283,34 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((k, n))
 }
 
-/// The indices shard `k` of `n` runs: every n-th point from k - 1.
-pub fn shard_indices(total: usize, (k, n): (usize, usize)) -> Vec<usize> {
-    (k - 1..total).step_by(n).collect()
+/// What a point is guessed to cost, to balance shards: the bytes it
+/// touches, times its iterations. (A grid that varies the size gives
+/// points thousands of times apart; other settings matter less, and
+/// nothing cheaper than running a point tells them.)
+fn work(p: &RunSpec) -> u128 {
+    u128::from(p.size.max(1)) * u128::from(p.iters.max(1))
+}
+
+/// The indices (ascending) shard `k` of `n` runs. Points are dealt, the
+/// costliest first ([`work`], grid order among equals), each to the shard
+/// with the least work so far (then the fewest points, then the lowest
+/// number): every task computes the same split from the grid alone, and
+/// the shards get similar work, not only similar counts.
+pub fn shard_indices(points: &[RunSpec], (k, n): (usize, usize)) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(work(&points[i])), i));
+    let mut load: Vec<(u128, usize)> = vec![(0, 0); n.max(1)];
+    let mut mine = Vec::new();
+    for i in order {
+        let s = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
+        load[s].0 += work(&points[i]);
+        load[s].1 += 1;
+        if s + 1 == k {
+            mine.push(i);
+        }
+    }
+    mine.sort_unstable();
+    mine
 }
 
 /// Runs the points `indices` of `points` on `jobs` threads, calling
@@ -411,8 +436,14 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
         } else {
             String::new()
         };
+        let what = if missing.len() == 1 {
+            "point"
+        } else {
+            "points"
+        };
+        let verb = if missing.len() == 1 { "is" } else { "are" };
         return Err(format!(
-            "points {}{more} are missing: merge every shard's file",
+            "{what} {}{more} {verb} missing: merge every shard's file",
             shown.join(", ")
         ));
     }
@@ -459,9 +490,35 @@ mod tests {
         assert!(parse_shard("4/3").is_err());
         assert!(parse_shard("0/3").is_err());
         assert!(parse_shard("3").is_err());
-        let all: Vec<usize> = (1..=3).flat_map(|k| shard_indices(10, (k, 3))).collect();
+        let point = |size: u64| RunSpec {
+            size,
+            ..RunSpec::default()
+        };
+        let grid: Vec<RunSpec> = (0..10).map(|_| point(1 << 20)).collect();
+        let all: Vec<usize> = (1..=3).flat_map(|k| shard_indices(&grid, (k, 3))).collect();
         let mut sorted = all.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        // Equal points: counts within one.
+        let counts: Vec<usize> = (1..=3)
+            .map(|k| shard_indices(&grid, (k, 3)).len())
+            .collect();
+        assert_eq!(counts, [4, 3, 3]);
+        // Sizes alternating in grid order (a size axis varies fastest):
+        // dealing every other point would give one shard all the big ones.
+        let grid: Vec<RunSpec> = (0..12)
+            .map(|i| point(if i % 2 == 0 { 4 << 20 } else { 64 << 20 }))
+            .collect();
+        let loads: Vec<u128> = (1..=2)
+            .map(|k| {
+                shard_indices(&grid, (k, 2))
+                    .iter()
+                    .map(|&i| work(&grid[i]))
+                    .sum()
+            })
+            .collect();
+        assert_eq!(loads[0], loads[1]);
+        // More shards than points: the rest are empty, none is refused.
+        assert!(shard_indices(&grid[..2], (3, 3)).is_empty());
     }
 }

@@ -200,6 +200,29 @@ fn sweep_shards_and_merge_give_the_whole_grid() {
     // A shard missing is named.
     let err = usage_error(&["merge", &files[0], &files[1]]);
     assert!(err.contains("missing"), "{err}");
+    // More shards than points: the spare ones run nothing, say so, print
+    // no table, and their files merge with the rest.
+    let spare = d.join("spare.json");
+    let o = svmsim(&[
+        "sweep",
+        g,
+        "--shard",
+        "5/5",
+        "--out",
+        spare.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no points (the grid has 4)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty(), "an empty shard printed a table");
+    let mut args = vec!["merge", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    args.push(spare.to_str().unwrap());
+    let merged: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(merged["runs"], whole["runs"]);
 }
 
 #[test]
