@@ -827,7 +827,14 @@ fn emit(
     } else if outs.is_empty() {
         // An empty shard: nothing ran, and it said so on stderr.
     } else if !cli.quiet {
-        outln!("{}", runs::table(outs, baseline));
+        let (table, dropped) = runs::table_fitted(outs, baseline, terminal_width());
+        outln!("{table}");
+        if !dropped.is_empty() {
+            outln!(
+                "(left out for the terminal's width: {}; a wider terminal, --json or --csv has them)",
+                dropped.join(", ")
+            );
+        }
         for o in outs {
             if let Status::Killed { error } = &o.status {
                 outln!("{}: killed: {error}", o.label.clone());

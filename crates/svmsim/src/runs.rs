@@ -224,55 +224,117 @@ fn status_text(s: &Status) -> String {
     }
 }
 
+/// A column of the comparison table: its header and its cell for a run
+/// (given the baseline's kernel time).
+type Column = (&'static str, fn(&Outcome, u64) -> Cell);
+
+/// The table's columns, in order.
+const COLUMNS: [Column; 10] = [
+    ("status", |o, _| {
+        Cell::new(status_text(&o.status)).fg(match o.status {
+            Status::Ok => Color::Green,
+            _ => Color::Red,
+        })
+    }),
+    ("kernel time", |o, _| right(time(o.metrics.kernel_ns))),
+    ("vs base", |o, base| right(ratio(o.metrics.kernel_ns, base))),
+    ("first result", |o, _| {
+        right(time(o.metrics.first_result_ns))
+    }),
+    ("faults", |o, _| right(o.metrics.faults.to_string())),
+    ("migrated", |o, _| {
+        right(size::human(o.metrics.migrated_bytes))
+    }),
+    ("fault p50", |o, _| right(time(o.metrics.fault_p50_ns))),
+    ("fault p99", |o, _| right(time(o.metrics.fault_p99_ns))),
+    ("lock wait", |o, _| {
+        right(time(
+            o.metrics.svms_lock_wait_ns + o.metrics.migrate_lock_wait_ns,
+        ))
+    }),
+    ("stale DMA", |o, _| {
+        let stale: u64 = o.gpu_end.iter().map(|g| g.stale_dma_pages).sum();
+        right(format!("{stale} pages"))
+    }),
+];
+
+/// The columns a narrow terminal loses first, one at a time: the
+/// configuration, status, kernel time and faults always stay.
+const DROP_ORDER: [&str; 6] = [
+    "stale DMA",
+    "first result",
+    "fault p99",
+    "lock wait",
+    "fault p50",
+    "vs base",
+];
+
+/// Characters of `line` a terminal shows (colour escapes take none).
+fn visible(line: &str) -> usize {
+    let mut n = 0;
+    let mut esc = false;
+    for c in line.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
+
+fn right(s: String) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
+}
+
 /// The comparison table; `baseline` indexes the run the ratios divide by.
 pub fn table(runs: &[Outcome], baseline: usize) -> Table {
+    table_of(runs, baseline, &[])
+}
+
+fn table_of(runs: &[Outcome], baseline: usize, dropped: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
     // The NO_COLOR convention (no-color.org): any value turns colour off.
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         t.force_no_tty();
     }
-    t.set_header(vec![
-        "config",
-        "status",
-        "kernel time",
-        "vs base",
-        "first result",
-        "faults",
-        "migrated",
-        "fault p50",
-        "fault p99",
-        "lock wait",
-        "stale DMA",
-    ]);
+    let cols: Vec<&Column> = COLUMNS.iter().filter(|c| !dropped.contains(&c.0)).collect();
+    let mut header = vec!["config"];
+    header.extend(cols.iter().map(|c| c.0));
+    t.set_header(header);
     let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
     for (i, o) in runs.iter().enumerate() {
-        let m = &o.metrics;
-        let status = Cell::new(status_text(&o.status)).fg(match o.status {
-            Status::Ok => Color::Green,
-            _ => Color::Red,
-        });
-        let stale: u64 = o.gpu_end.iter().map(|g| g.stale_dma_pages).sum();
         let mut label = o.label.clone();
         if i == baseline && runs.len() > 1 {
             label += " (base)";
         }
-        t.add_row(vec![
-            Cell::new(label),
-            status,
-            Cell::new(time(m.kernel_ns)).set_alignment(CellAlignment::Right),
-            Cell::new(ratio(m.kernel_ns, base)).set_alignment(CellAlignment::Right),
-            Cell::new(time(m.first_result_ns)).set_alignment(CellAlignment::Right),
-            Cell::new(m.faults).set_alignment(CellAlignment::Right),
-            Cell::new(size::human(m.migrated_bytes)).set_alignment(CellAlignment::Right),
-            Cell::new(time(m.fault_p50_ns)).set_alignment(CellAlignment::Right),
-            Cell::new(time(m.fault_p99_ns)).set_alignment(CellAlignment::Right),
-            Cell::new(time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns))
-                .set_alignment(CellAlignment::Right),
-            Cell::new(format!("{stale} pages")).set_alignment(CellAlignment::Right),
-        ]);
+        let mut row = vec![Cell::new(label)];
+        row.extend(cols.iter().map(|c| (c.1)(o, base)));
+        t.add_row(row);
     }
     t
+}
+
+/// [`table`] fitted to `width` columns (a terminal's): whole cells,
+/// never cut, with the columns of [`DROP_ORDER`] left out one by one
+/// until it fits. Returns the table and the columns left out. Without a
+/// width (output piped) it is the whole table, the same bytes every time.
+pub fn table_fitted(
+    runs: &[Outcome],
+    baseline: usize,
+    width: Option<usize>,
+) -> (Table, Vec<&'static str>) {
+    let mut dropped: Vec<&'static str> = Vec::new();
+    loop {
+        let t = table_of(runs, baseline, &dropped);
+        let fits = width.is_none_or(|w| t.to_string().lines().all(|l| visible(l) <= w));
+        match DROP_ORDER.get(dropped.len()) {
+            Some(next) if !fits => dropped.push(next),
+            _ => return (t, dropped),
+        }
+    }
 }
 
 /// One run in the JSON document.
@@ -411,4 +473,42 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
     }
     let bytes = w.into_inner().expect("flushing CSV to memory");
     String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_narrow_terminal_loses_whole_columns_in_order_never_cut_cells() {
+        let spec = crate::exec::RunSpec {
+            workload: "stream".into(),
+            size: 1 << 20,
+            iters: 1,
+            ..crate::exec::RunSpec::default()
+        };
+        let o = crate::exec::run(&spec, crate::exec::Capture::default()).unwrap();
+        let outs = [o.clone(), o];
+        let (whole, dropped) = table_fitted(&outs, 0, None);
+        assert!(dropped.is_empty());
+        let whole = whole.to_string();
+        let width = whole.lines().map(visible).max().unwrap();
+        assert!(whole.contains("stale DMA") && whole.contains("first result"));
+        // Two columns too narrow: the first of the drop order go, the
+        // rest of the table is as it was.
+        let (t, dropped) = table_fitted(&outs, 0, Some(width - 20));
+        assert_eq!(dropped, DROP_ORDER[..dropped.len()]);
+        assert!(!dropped.is_empty());
+        let t = t.to_string();
+        assert!(t.lines().all(|l| visible(l) <= width - 20), "{t}");
+        assert!(t.contains("kernel time") && !t.contains("stale DMA"));
+        // Far too narrow: every droppable column goes, the core stays.
+        let (t, dropped) = table_fitted(&outs, 0, Some(10));
+        assert_eq!(dropped, DROP_ORDER);
+        let t = t.to_string();
+        for core in ["config", "status", "kernel time", "faults", "migrated"] {
+            assert!(t.contains(core), "{core}: {t}");
+        }
+        assert_eq!(visible("\x1b[32mok\x1b[0m"), 2);
+    }
 }
