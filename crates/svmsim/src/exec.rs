@@ -968,6 +968,10 @@ pub fn buffers(m: &Machine, pid: svm_sim::machine::Pid) -> Vec<BufferOut> {
 /// A GPU's state at the end of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuEnd {
+    /// Its node index in the machine (its place in this list): with the
+    /// gpu_id, its name in every output ([`gpu_name`]).
+    #[serde(default)]
+    pub node: usize,
     /// Its gpu_id.
     pub gpu_id: u32,
     /// VRAM allocated to buffers, bytes.
@@ -1040,6 +1044,26 @@ pub mod onoff {
     }
 }
 
+/// Kernels an outcome lists at most (a workload launches a few per
+/// iteration; a trace may launch thousands).
+pub const MAX_KERNELS: usize = 256;
+
+/// One kernel of a run: where it ran and what it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelOut {
+    /// Its number in launch order.
+    pub kernel: u32,
+    /// The GPU's node index and gpu_id (`None` and 0 for CPU threads).
+    pub node: Option<usize>,
+    /// See `node`.
+    pub gpu_id: u32,
+    /// It died (a fatal fault or signal).
+    pub failed: bool,
+    /// What it did (`svm_sim::machine::KernelStats`).
+    #[serde(flatten)]
+    pub stats: svm_sim::machine::KernelStats,
+}
+
 /// How every output names a GPU: its node index in the machine (the order
 /// of the profile's or scenario's GPUs, as KFD numbers its topology nodes)
 /// and its gpu_id, as in "GPU 1 (0x2002)". JSON gives both as numbers.
@@ -1072,6 +1096,13 @@ pub struct Outcome {
     /// at most [`MAX_BUFFERS`], the most moved first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buffers: Vec<BufferOut>,
+    /// Each kernel (and CPU thread group), in launch order, at most
+    /// [`MAX_KERNELS`]; `kernels_left_out` counts the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelOut>,
+    /// Kernels past [`MAX_KERNELS`], not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kernels_left_out: u64,
     /// The invariant checkers at the end: `None` when every one held.
     pub violation: Option<String>,
     /// SMI events, when captured.
@@ -1296,13 +1327,15 @@ fn finish(
             metrics.fault_bind_ns += s.bind_ns;
         }
     }
-    let gpu_end = m
+    let gpu_end: Vec<GpuEnd> = m
         .gpus()
         .iter()
         .zip(&counts.gpus)
-        .map(|(g, rw)| {
+        .enumerate()
+        .map(|(node, (g, rw))| {
             let gpu_id = g.desc.id.raw();
             GpuEnd {
+                node,
                 gpu_id,
                 vram_used_bytes: g.vram_used_bytes(),
                 vram_bytes: g.desc.vram_bytes,
@@ -1318,6 +1351,20 @@ fn finish(
     } else {
         Vec::new()
     };
+    let ids: Vec<u32> = gpu_end.iter().map(|g| g.gpu_id).collect();
+    let all_kernels = m.kernels().count();
+    let kernels: Vec<KernelOut> = m
+        .kernels()
+        .take(MAX_KERNELS)
+        .enumerate()
+        .map(|(i, (gpu_id, failed, s))| KernelOut {
+            kernel: u32::try_from(i).unwrap_or(u32::MAX),
+            node: ids.iter().position(|&g| g == gpu_id && gpu_id != 0),
+            gpu_id,
+            failed,
+            stats: *s,
+        })
+        .collect();
     Outcome {
         spec: spec.clone(),
         label: spec.label(),
@@ -1333,6 +1380,8 @@ fn finish(
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
         buffers: buffers(&m, pid),
+        kernels_left_out: (all_kernels - kernels.len()) as u64,
+        kernels,
         violation,
         events: m.events().to_vec(),
         timeline: m.take_timeline(),

@@ -881,6 +881,30 @@ fn emit(
                         outln!("    {}", kv.join(" "));
                     }
                 }
+                // Per kernel, the first 16 (the JSON lists up to 256).
+                for k in o.kernels.iter().take(16) {
+                    let s = &k.stats;
+                    outln!(
+                        "  kernel {} on {}{}: {} waves, {} accesses, {} faults ({} retries), ran {}, waves parked {}",
+                        k.kernel,
+                        match k.node {
+                            Some(n) => svmsim::exec::gpu_name(n, k.gpu_id),
+                            None => "the CPU".into(),
+                        },
+                        if k.failed { " (failed)" } else { "" },
+                        s.waves,
+                        s.accesses,
+                        s.faults,
+                        s.retries,
+                        runs::time(s.end_ns.saturating_sub(s.launch_ns)),
+                        runs::time(s.fault_stall_ns)
+                    );
+                }
+                let shown = o.kernels.len().min(16) as u64;
+                let more = o.kernels.len() as u64 - shown + o.kernels_left_out;
+                if more > 0 {
+                    outln!("  and {more} more kernels (--json lists up to 256)");
+                }
                 let m = &o.metrics;
                 outln!(
                     "  pages to VRAM {}, to RAM {}, queue evictions {}, TLB flushes {}, copy busy {}, end {}",

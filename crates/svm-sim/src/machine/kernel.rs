@@ -81,7 +81,7 @@ impl Default for ComputeShape {
 }
 
 /// What a kernel did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelStats {
     /// Waves run.
     pub waves: u64,
@@ -490,6 +490,18 @@ impl Machine {
             rw.atomics += k.stats.atomics;
         }
         c
+    }
+
+    /// Every kernel launched so far, in launch order: its GPU (0 for CPU
+    /// threads), whether it died, and what it did.
+    pub fn kernels(&self) -> impl Iterator<Item = (u32, bool, &KernelStats)> {
+        self.sched.kernels.iter().map(|k| {
+            (
+                if k.cpu { 0 } else { k.gpu_id },
+                k.fatal.is_some(),
+                &k.stats,
+            )
+        })
     }
 
     /// Whether a kernel has finished (all waves, or a fatal fault).

@@ -926,6 +926,47 @@ fn the_version_is_real_and_help_lists_only_what_acts() {
     );
 }
 
+/// The JSON lists each kernel with its GPU (node index and gpu_id) and
+/// what it did; the kernels add up to the run's totals.
+#[test]
+fn json_lists_each_kernel_and_its_gpu() {
+    let j = ok(&[
+        "run",
+        "multi-gpu-split",
+        "--size",
+        "1MiB",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    let r = &v["runs"][0];
+    let kernels = r["kernels"].as_array().expect("kernels");
+    assert!(kernels.len() >= 2, "{kernels:?}");
+    let sum = |f: &str| kernels.iter().map(|k| k[f].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("accesses"), r["metrics"]["accesses"].as_u64().unwrap());
+    assert_eq!(
+        sum("retries"),
+        r["metrics"]["faults_retried"].as_u64().unwrap()
+    );
+    for (i, g) in r["gpu_end"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(g["node"], i);
+    }
+    // Both GPUs ran kernels, each named by its node and gpu_id.
+    for node in [0, 1] {
+        let k = kernels
+            .iter()
+            .find(|k| k["node"] == node)
+            .expect("a kernel per GPU");
+        assert_eq!(k["gpu_id"], r["gpu_end"][node]["gpu_id"]);
+        assert!(k["waves"].as_u64().unwrap() > 0 && k["end_ns"].as_u64() > k["launch_ns"].as_u64());
+    }
+    assert!(
+        r.get("kernels_left_out").is_none(),
+        "nothing left out of a short run"
+    );
+}
+
 /// CSV and JSON carry the same metrics: a column per key of the JSON's
 /// `metrics`, under the same name, with the same value (the JSON leaves
 /// some out when zero).
