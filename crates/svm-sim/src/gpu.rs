@@ -115,6 +115,20 @@ pub struct HwCounters {
     /// Simulated ns faults waited for their process's `svms->lock`, held
     /// by the handler of a fault on another GPU.
     pub svms_lock_wait_ns: u64,
+    /// The served faults' latencies (raised to handled, summed over the
+    /// faults each service was for, as `Machine::fault_latencies`), and
+    /// three of their phases: the delivery from the GPU to the ring the
+    /// handler reads, the wait in the ring for the handler (busy with
+    /// earlier faults, or paying its batch cost), and the waits for the
+    /// mmap lock, `svms->lock` and the range's migrate lock. The rest is
+    /// the handler's own work: fixed cost, migration, mapping.
+    pub served_latency_ns: u64,
+    /// See `served_latency_ns`.
+    pub served_delivery_ns: u64,
+    /// See `served_latency_ns`.
+    pub served_queued_ns: u64,
+    /// See `served_latency_ns`.
+    pub served_lock_ns: u64,
 }
 
 /// Who evicted whose VRAM on one GPU, how often, and what it cost: one row

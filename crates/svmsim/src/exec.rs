@@ -795,6 +795,36 @@ metrics! {
     /// See `touches_local`.
     #[serde(default)]
     touches_sys,
+    /// Bytes the GPU accesses loaded and stored, by the same three places
+    /// as `touches_local`.
+    #[serde(default)]
+    bytes_local,
+    /// See `bytes_local`.
+    #[serde(default)]
+    bytes_peer,
+    /// See `bytes_local`.
+    #[serde(default)]
+    bytes_sys,
+    /// The served faults' latency, raised to handled, summed (what
+    /// `fault_p50_ns` and `fault_p99_ns` are percentiles of), and its
+    /// phases, which add up to it: the delivery to the handler's ring,
+    /// the wait there for the handler, the waits for the mmap lock,
+    /// `svms->lock` and the range's migrate lock, and the handler's own
+    /// work (`fault_migrate_ns` and `fault_map_ns` are parts of it), ns.
+    #[serde(default)]
+    fault_latency_ns,
+    /// See `fault_latency_ns`.
+    #[serde(default)]
+    fault_delivery_ns,
+    /// See `fault_latency_ns`.
+    #[serde(default)]
+    fault_queued_ns,
+    /// See `fault_latency_ns`.
+    #[serde(default)]
+    fault_lock_ns,
+    /// See `fault_latency_ns`.
+    #[serde(default)]
+    fault_handler_ns,
 }
 
 /// Whether a count is zero (a field left out of the JSON then).
@@ -820,6 +850,13 @@ impl Metrics {
             faults_dropped: c.faults_dropped,
             faults_refused: c.faults_refused,
             faults_before_handler: c.faults_ih_filtered + c.faults_flushed,
+            fault_latency_ns: c.served_latency_ns,
+            fault_delivery_ns: c.served_delivery_ns,
+            fault_queued_ns: c.served_queued_ns,
+            fault_lock_ns: c.served_lock_ns,
+            fault_handler_ns: c
+                .served_latency_ns
+                .saturating_sub(c.served_delivery_ns + c.served_queued_ns + c.served_lock_ns),
             ..Self::default()
         }
     }
@@ -840,6 +877,9 @@ impl Metrics {
             touches_local: r.kernels.iter().map(|k| k.touches_local).sum(),
             touches_peer: r.kernels.iter().map(|k| k.touches_peer).sum(),
             touches_sys: r.kernels.iter().map(|k| k.touches_sys).sum(),
+            bytes_local: r.kernels.iter().map(|k| k.bytes_local).sum(),
+            bytes_peer: r.kernels.iter().map(|k| k.bytes_peer).sum(),
+            bytes_sys: r.kernels.iter().map(|k| k.bytes_sys).sum(),
             wave_ns: r.kernels.iter().map(|k| k.wave_ns).sum(),
             fault_stall_ns: r.kernels.iter().map(|k| k.fault_stall_ns).sum(),
             held_ns: r.kernels.iter().map(|k| k.held_ns).sum(),

@@ -487,6 +487,11 @@ struct OutOpts {
     csv: bool,
     #[command(flatten)]
     smi: SmiOpts,
+    /// Write each run's kernels as CSV to this file: a row per kernel
+    /// (label, kernel, its GPU's node and gpu_id, then what it did, as the
+    /// JSON's `kernels`).
+    #[arg(long, value_name = "FILE")]
+    kernels_csv: Option<PathBuf>,
     /// Write a Chrome trace-event timeline (opens in ui.perfetto.dev) to this file.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
@@ -499,6 +504,22 @@ struct OutOpts {
     /// per run, CSV prints it on stderr).
     #[arg(long, value_name = "on|off")]
     explain: Option<OnOff>,
+    /// The table's columns: keys separated by commas, each a metric's
+    /// name in the JSON and CSV (faults_served, bytes_sys,
+    /// fault_queued_ns, ...) or one of the table's own (status,
+    /// kernel_ns, kernel_time_ratio, lock_wait, stale_dma_pages); +KEY,...
+    /// adds to the default table; `all` shows every metric. A table too
+    /// wide to read across is printed on its side.
+    #[arg(long, value_name = "LIST", value_parser = parse_columns, conflicts_with_all = ["json", "csv"])]
+    columns: Option<Columns>,
+}
+
+/// The table's columns (`--columns`).
+#[derive(Clone, Debug)]
+struct Columns(Vec<runs::Col>);
+
+fn parse_columns(s: &str) -> Result<Columns, String> {
+    runs::parse_columns(s).map(Columns)
 }
 
 /// Makes sure `path` can be written before hours are spent on the run;
@@ -523,6 +544,9 @@ impl OutOpts {
         if let Some(p) = &self.timeline {
             v.push(output::Target::File(p));
         }
+        if let Some(p) = &self.kernels_csv {
+            v.push(output::Target::File(p));
+        }
         if let Some(d) = &self.report {
             v.push(output::Target::Dir {
                 dir: d,
@@ -543,6 +567,9 @@ impl OutOpts {
             smi::check(p, format).map_err(usage)?;
         }
         if let Some(p) = &self.timeline {
+            writable(p)?;
+        }
+        if let Some(p) = &self.kernels_csv {
             writable(p)?;
         }
         if let Some(d) = &self.report {
@@ -802,6 +829,9 @@ fn emit(
         chrome::validate(&v).map_err(|e| io(format!("internal: bad timeline: {e}")))?;
         staged.file(p, serde_json::to_vec(&v).map_err(|e| io(e.to_string()))?);
     }
+    if let Some(p) = &out.kernels_csv {
+        staged.file(p, runs::kernels_csv(outs).into_bytes());
+    }
     let page = match &out.report {
         Some(d) => {
             staged.dir(d);
@@ -827,7 +857,11 @@ fn emit(
     } else if outs.is_empty() {
         // An empty shard: nothing ran, and it said so on stderr.
     } else if !cli.quiet {
-        let (table, dropped) = runs::table_fitted(outs, baseline, terminal_width());
+        let cols = out
+            .columns
+            .as_ref()
+            .map_or_else(runs::default_columns, |c| c.0.clone());
+        let (table, dropped) = runs::table_fitted(outs, baseline, &cols, terminal_width());
         outln!("{table}");
         if !dropped.is_empty() {
             outln!(
@@ -933,6 +967,9 @@ fn emit(
     }
     if let Some(p) = &out.timeline {
         say("timeline (open in ui.perfetto.dev)", p);
+    }
+    if let Some(p) = &out.kernels_csv {
+        say("kernels", p);
     }
     if let Some(page) = &page {
         say("report", page);
@@ -1079,12 +1116,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 if out.csv
                     || out.timeline.is_some()
                     || out.report.is_some()
+                    || out.kernels_csv.is_some()
+                    || out.columns.is_some()
                     || record.is_some()
                     || host_stats.is_some()
                 {
                     return Err(usage(
                         "a scenario prints its op log (or --json) and writes --events; \
-                         --csv, --timeline, --report, --record and --host-stats are for workloads",
+                         --csv, --kernels-csv, --columns, --timeline, --report, --record and \
+                         --host-stats are for workloads",
                     ));
                 }
                 let seed = given("--seed");

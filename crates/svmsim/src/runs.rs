@@ -228,7 +228,23 @@ fn status_text(s: &Status) -> String {
 /// (given the baseline's kernel time).
 type Column = (&'static str, fn(&Outcome, u64) -> Cell);
 
-/// The table's columns, in order.
+/// The table's own columns, in order, each with the key `--columns`
+/// names it by: the JSON's and CSV's name for what it shows, or, for
+/// `lock_wait`, which adds two of them, a name of its own.
+const KEYS: [&str; 10] = [
+    "status",
+    "kernel_ns",
+    "kernel_time_ratio",
+    "first_result_ns",
+    "faults",
+    "migrated_bytes",
+    "fault_p50_ns",
+    "fault_p99_ns",
+    "lock_wait",
+    "stale_dma_pages",
+];
+
+/// The table's own columns, in the order of [`KEYS`]: the default table.
 const COLUMNS: [Column; 10] = [
     ("status", |o, _| {
         Cell::new(status_text(&o.status)).fg(match o.status {
@@ -288,50 +304,210 @@ fn right(s: String) -> Cell {
     Cell::new(s).set_alignment(CellAlignment::Right)
 }
 
-/// The comparison table; `baseline` indexes the run the ratios divide by.
-pub fn table(runs: &[Outcome], baseline: usize) -> Table {
-    table_of(runs, baseline, &[])
+/// A column a table can show: one of its own ([`COLUMNS`]), or any
+/// metric of the JSON and CSV ([`crate::exec::Metrics::COLUMNS`]), shown
+/// under its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Col {
+    /// `COLUMNS[i]`.
+    Own(usize),
+    /// `Metrics::COLUMNS[i]`.
+    Metric(usize),
 }
 
-fn table_of(runs: &[Outcome], baseline: usize, dropped: &[&str]) -> Table {
+impl Col {
+    /// The name `--columns` knows it by.
+    pub fn key(self) -> &'static str {
+        match self {
+            Col::Own(i) => KEYS[i],
+            Col::Metric(i) => crate::exec::Metrics::COLUMNS[i],
+        }
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Col::Own(i) => COLUMNS[i].0,
+            Col::Metric(i) => crate::exec::Metrics::COLUMNS[i],
+        }
+    }
+
+    fn cell(self, o: &Outcome, base: u64) -> Cell {
+        match self {
+            Col::Own(i) => (COLUMNS[i].1)(o, base),
+            Col::Metric(i) => {
+                let key = crate::exec::Metrics::COLUMNS[i];
+                let v = o.metrics.values()[i];
+                right(metric_text(key, v))
+            }
+        }
+    }
+}
+
+/// A metric's value as the table shows it, by what its name says it
+/// counts: a time, bytes, or a plain count.
+fn metric_text(key: &str, v: u64) -> String {
+    if key.ends_with("_ns") {
+        time(v)
+    } else if key.ends_with("_bytes") || key.starts_with("bytes_") {
+        size::human(v)
+    } else {
+        v.to_string()
+    }
+}
+
+/// The default table's columns.
+pub fn default_columns() -> Vec<Col> {
+    (0..COLUMNS.len()).map(Col::Own).collect()
+}
+
+/// The columns `--columns` names: keys (the table's own, [`KEYS`], and
+/// every metric's), separated by commas; `all` for the table's own then
+/// every other metric; a list with a key that starts with `+` adds its
+/// keys to the default table. An unknown key is an error that lists every key.
+pub fn parse_columns(list: &str) -> Result<Vec<Col>, String> {
+    let metrics = crate::exec::Metrics::COLUMNS;
+    let find = |key: &str| -> Option<Col> {
+        KEYS.iter()
+            .position(|k| *k == key)
+            .map(Col::Own)
+            .or_else(|| metrics.iter().position(|k| *k == key).map(Col::Metric))
+    };
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(format!("an empty column name in {list:?}"));
+    }
+    if items == ["all"] {
+        let mut cols = default_columns();
+        cols.extend(
+            metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| !KEYS.contains(k))
+                .map(|(i, _)| Col::Metric(i)),
+        );
+        return Ok(cols);
+    }
+    let adding = items.iter().any(|i| i.starts_with('+'));
+    let mut cols = if adding {
+        default_columns()
+    } else {
+        Vec::new()
+    };
+    for item in items {
+        let key = item.strip_prefix('+').unwrap_or(item);
+        let col = find(key).ok_or_else(|| {
+            let mut known: Vec<&str> = KEYS.to_vec();
+            known.extend(metrics.iter().filter(|k| !KEYS.contains(k)));
+            known.push("all");
+            format!("no column {key:?}: {}", crate::exec::suggest(key, known))
+        })?;
+        if !cols.contains(&col) {
+            cols.push(col);
+        }
+    }
+    Ok(cols)
+}
+
+/// The comparison table; `baseline` indexes the run the ratios divide by.
+pub fn table(runs: &[Outcome], baseline: usize) -> Table {
+    table_of(runs, baseline, &default_columns())
+}
+
+/// A table in this house's style.
+fn new_table() -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED);
     // The NO_COLOR convention (no-color.org): any value turns colour off.
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         t.force_no_tty();
     }
-    let cols: Vec<&Column> = COLUMNS.iter().filter(|c| !dropped.contains(&c.0)).collect();
+    t
+}
+
+/// Each run's label, the baseline's marked when there are several.
+fn row_labels(runs: &[Outcome], baseline: usize) -> Vec<String> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if i == baseline && runs.len() > 1 {
+                format!("{} (base)", o.label)
+            } else {
+                o.label.clone()
+            }
+        })
+        .collect()
+}
+
+fn table_of(runs: &[Outcome], baseline: usize, cols: &[Col]) -> Table {
+    let mut t = new_table();
     let mut header = vec!["config"];
-    header.extend(cols.iter().map(|c| c.0));
+    header.extend(cols.iter().map(|c| c.header()));
     t.set_header(header);
     let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
-    for (i, o) in runs.iter().enumerate() {
-        let mut label = o.label.clone();
-        if i == baseline && runs.len() > 1 {
-            label += " (base)";
-        }
+    for (o, label) in runs.iter().zip(row_labels(runs, baseline)) {
         let mut row = vec![Cell::new(label)];
-        row.extend(cols.iter().map(|c| (c.1)(o, base)));
+        row.extend(cols.iter().map(|c| c.cell(o, base)));
         t.add_row(row);
     }
     t
 }
 
-/// [`table`] fitted to `width` columns (a terminal's): whole cells,
-/// never cut, with the columns of [`DROP_ORDER`] left out one by one
-/// until it fits. Returns the table and the columns left out. Without a
-/// width (output piped) it is the whole table, the same bytes every time.
+/// The table turned on its side: a row per column, a column per run, for
+/// a choice of columns too many to read across.
+fn table_transposed(runs: &[Outcome], baseline: usize, cols: &[Col]) -> Table {
+    let mut t = new_table();
+    let mut header = vec!["column".to_owned()];
+    header.extend(row_labels(runs, baseline));
+    t.set_header(header);
+    let base = runs.get(baseline).map_or(0, |o| o.metrics.kernel_ns);
+    for c in cols {
+        let mut row = vec![Cell::new(c.header())];
+        row.extend(runs.iter().map(|o| c.cell(o, base)));
+        t.add_row(row);
+    }
+    t
+}
+
+/// Columns past which a table of chosen columns is printed on its side
+/// when there is no terminal to measure (piped: the same bytes every
+/// time).
+const MAX_ACROSS: usize = 12;
+
+/// The table for `width` columns (a terminal's), and the columns left
+/// out. The default table ([`default_columns`]) loses the columns of
+/// [`DROP_ORDER`] one by one until it fits, whole cells, never cut. A
+/// table of chosen columns (`--columns`) keeps them all and is turned on
+/// its side when it does not fit, or, piped, past [`MAX_ACROSS`]
+/// columns. Without a width (output piped) it is the same bytes every
+/// time.
 pub fn table_fitted(
     runs: &[Outcome],
     baseline: usize,
+    cols: &[Col],
     width: Option<usize>,
 ) -> (Table, Vec<&'static str>) {
+    let fits = |t: &Table| width.is_none_or(|w| t.to_string().lines().all(|l| visible(l) <= w));
+    if cols != default_columns() {
+        let t = table_of(runs, baseline, cols);
+        let across = match width {
+            Some(_) => fits(&t),
+            None => cols.len() <= MAX_ACROSS,
+        };
+        if across {
+            return (t, Vec::new());
+        }
+        return (table_transposed(runs, baseline, cols), Vec::new());
+    }
     let mut dropped: Vec<&'static str> = Vec::new();
     loop {
-        let t = table_of(runs, baseline, &dropped);
-        let fits = width.is_none_or(|w| t.to_string().lines().all(|l| visible(l) <= w));
+        let kept: Vec<Col> = cols
+            .iter()
+            .copied()
+            .filter(|c| !dropped.contains(&c.header()))
+            .collect();
+        let t = table_of(runs, baseline, &kept);
         match DROP_ORDER.get(dropped.len()) {
-            Some(next) if !fits => dropped.push(next),
+            Some(next) if !fits(&t) => dropped.push(next),
             _ => return (t, dropped),
         }
     }
@@ -475,6 +651,88 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
     String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
 }
 
+/// The field names of a struct `T`, in declaration order, as its derived
+/// `Deserialize` lists them (so a list of columns never goes stale
+/// beside the struct it comes from).
+fn struct_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    /// A deserializer that only asks what fields it is given.
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("fields read")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// The per-kernel CSV's columns: the run's label, the kernel and its GPU,
+/// then every field of `svm_sim::machine::KernelStats` under its name and
+/// in its order (the JSON's `kernels`).
+pub fn kernel_csv_columns() -> Vec<&'static str> {
+    let mut v = vec!["schema", "label", "kernel", "node", "gpu_id", "failed"];
+    v.extend(struct_fields::<svm_sim::machine::KernelStats>());
+    v
+}
+
+/// The per-kernel CSV (`--kernels-csv`): a header row, then a row per
+/// kernel of each run, in launch order (the kernels the JSON lists, at
+/// most [`crate::exec::MAX_KERNELS`] a run).
+pub fn kernels_csv(runs: &[Outcome]) -> String {
+    let columns = kernel_csv_columns();
+    let stats = &columns[6..];
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(&columns).expect("writing CSV to memory");
+    for o in runs {
+        for k in &o.kernels {
+            let values = serde_json::to_value(k.stats).unwrap_or_default();
+            let mut row = vec![
+                SCHEMA.to_string(),
+                o.label.clone(),
+                k.kernel.to_string(),
+                k.node.map(|n| n.to_string()).unwrap_or_default(),
+                k.gpu_id.to_string(),
+                k.failed.to_string(),
+            ];
+            row.extend(stats.iter().map(|f| values[*f].to_string()));
+            w.write_record(&row).expect("writing CSV to memory");
+        }
+    }
+    let bytes = w.into_inner().expect("flushing CSV to memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,26 +747,97 @@ mod tests {
         };
         let o = crate::exec::run(&spec, crate::exec::Capture::default()).unwrap();
         let outs = [o.clone(), o];
-        let (whole, dropped) = table_fitted(&outs, 0, None);
+        let all = default_columns();
+        let (whole, dropped) = table_fitted(&outs, 0, &all, None);
         assert!(dropped.is_empty());
         let whole = whole.to_string();
         let width = whole.lines().map(visible).max().unwrap();
         assert!(whole.contains("stale DMA") && whole.contains("first result"));
         // Two columns too narrow: the first of the drop order go, the
         // rest of the table is as it was.
-        let (t, dropped) = table_fitted(&outs, 0, Some(width - 20));
+        let (t, dropped) = table_fitted(&outs, 0, &all, Some(width - 20));
         assert_eq!(dropped, DROP_ORDER[..dropped.len()]);
         assert!(!dropped.is_empty());
         let t = t.to_string();
         assert!(t.lines().all(|l| visible(l) <= width - 20), "{t}");
         assert!(t.contains("kernel time") && !t.contains("stale DMA"));
         // Far too narrow: every droppable column goes, the core stays.
-        let (t, dropped) = table_fitted(&outs, 0, Some(10));
+        let (t, dropped) = table_fitted(&outs, 0, &all, Some(10));
         assert_eq!(dropped, DROP_ORDER);
         let t = t.to_string();
         for core in ["config", "status", "kernel time", "faults", "migrated"] {
             assert!(t.contains(core), "{core}: {t}");
         }
         assert_eq!(visible("\x1b[32mok\x1b[0m"), 2);
+    }
+
+    /// The columns docs/runs-json.md lists are the ones written.
+    #[test]
+    fn the_documented_csv_headers_are_the_written_ones() {
+        let doc = include_str!("../../../docs/runs-json.md");
+        let line = |first: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(first))
+                .unwrap_or_else(|| panic!("docs/runs-json.md lists no header starting {first}"))
+        };
+        assert_eq!(line("schema,label,workload,"), csv_columns().join(","));
+        assert_eq!(line("schema,label,kernel,"), kernel_csv_columns().join(","));
+    }
+
+    #[test]
+    fn columns_name_any_metric_and_a_long_choice_turns_on_its_side() {
+        let metrics = crate::exec::Metrics::COLUMNS;
+        let k = |key: &str| Col::Metric(metrics.iter().position(|m| *m == key).unwrap());
+        // A metric by its JSON name; the table's own by their keys, which
+        // are the metrics' names where they show one.
+        assert_eq!(
+            parse_columns("bytes_sys, kernel_ns").unwrap(),
+            [k("bytes_sys"), Col::Own(1)]
+        );
+        // `+` adds to the default table, once each.
+        let plus = parse_columns("+faults_served,fault_queued_ns,+faults").unwrap();
+        assert_eq!(plus.len(), COLUMNS.len() + 2);
+        assert_eq!(
+            plus[COLUMNS.len()..],
+            [k("faults_served"), k("fault_queued_ns")]
+        );
+        // `all`: every metric once, the table's own first.
+        let all = parse_columns("all").unwrap();
+        for m in metrics.iter().chain(&KEYS) {
+            assert_eq!(all.iter().filter(|c| c.key() == *m).count(), 1, "{m}");
+        }
+        // Bad names are refused with the near ones and every key.
+        let e = parse_columns("bytes_sis").unwrap_err();
+        assert!(
+            e.contains("did you mean bytes_sys?") && e.contains("lock_wait"),
+            "{e}"
+        );
+        assert_eq!(e.matches("kernel_ns").count(), 1, "{e}");
+        assert!(parse_columns("faults,,status").is_err());
+        // Piped, a choice of more than MAX_ACROSS columns prints on its
+        // side: a row per column, a column per run.
+        let spec = crate::exec::RunSpec {
+            workload: "stream".into(),
+            size: 1 << 20,
+            iters: 1,
+            ..crate::exec::RunSpec::default()
+        };
+        let o = crate::exec::run(&spec, crate::exec::Capture::default()).unwrap();
+        let (t, dropped) = table_fitted(std::slice::from_ref(&o), 0, &all, None);
+        assert!(dropped.is_empty());
+        let t = t.to_string();
+        let row = t.lines().find(|l| l.contains("bytes_local")).unwrap();
+        assert!(row.contains(&size::human(o.metrics.bytes_local)), "{row}");
+        assert_eq!(
+            t.lines().filter(|l| l.contains("fault_queued_ns")).count(),
+            1
+        );
+        let few = parse_columns("faults_served,bytes_local").unwrap();
+        let (t, _) = table_fitted(std::slice::from_ref(&o), 0, &few, None);
+        let t = t.to_string();
+        assert!(
+            t.lines().next().is_some() && t.contains("faults_served ┆ bytes_local"),
+            "{t}"
+        );
     }
 }

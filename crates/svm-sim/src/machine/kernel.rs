@@ -110,6 +110,18 @@ pub struct KernelStats {
     pub touches_peer: u64,
     /// See `touches_local`.
     pub touches_sys: u64,
+    /// Bytes its accesses moved, by the same three places as the
+    /// touches (each page's part of an access counted where that page
+    /// was). An access that faults partway counts its translated pages
+    /// again when it is retried, as the touches do.
+    #[serde(default)]
+    pub bytes_local: u64,
+    /// See `bytes_local`.
+    #[serde(default)]
+    pub bytes_peer: u64,
+    /// See `bytes_local`.
+    #[serde(default)]
+    pub bytes_sys: u64,
     /// Simulated ns its waves lived, summed over them (dispatch to end):
     /// what `fault_stall_ns` and `held_ns` are parts of.
     pub wave_ns: u64,
@@ -831,7 +843,7 @@ impl Machine {
         let cost = if len != 0 && off + len <= PAGE_SIZE {
             // Within one page, the usual case: no list of pages to build.
             let page = CpuVa::new(addr).page_num();
-            let (pte, cost) = match self.translate(w, gen_, page, write) {
+            let (pte, cost) = match self.translate(w, gen_, page, write, len) {
                 Ok(t) => t,
                 Err(cost) => return Err(self.retry_fault(w, (at, cost), page, addr, req)),
             };
@@ -988,7 +1000,7 @@ impl Machine {
             let a = addr + done;
             let page = CpuVa::new(a).page_num();
             let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
-            match self.translate(w, gen_, page, write) {
+            match self.translate(w, gen_, page, write, n) {
                 Ok((pte, c)) if !own_vram || pte.vram_owner() == Some(w.g) => {
                     cost += c;
                     targets.push((a, n, pte));

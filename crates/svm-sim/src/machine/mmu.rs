@@ -245,7 +245,7 @@ fn livelock(gpu_id: u32, addr: CpuVa, write: bool, limit: u32) -> AccessError {
 
 impl Machine {
     /// Translates `page` for wave `w` on its GPU: its CU's TLB, else a page
-    /// walk. Returns the PTE and the time it took, or (a retry fault) the
+    /// walk, for an access of `bytes` within it. Returns the PTE and the time it took, or (a retry fault) the
     /// time until the fault is known. The hit is the simulator's hottest
     /// path, so it stays inline and the walk does not.
     #[inline(always)]
@@ -255,12 +255,13 @@ impl Machine {
         gen_: u64,
         page: PageNum,
         write: bool,
+        bytes: u64,
     ) -> Result<(PackedPte, u64), u64> {
         let Some(pte) = self.mmu.tlbs.lookup((w.g, w.cu), w.pi, page.raw(), gen_) else {
-            return self.translate_miss(w, gen_, page, write);
+            return self.translate_miss(w, gen_, page, (write, bytes));
         };
         self.sched.kernels[w.k].stats.tlb_hits += 1;
-        self.access_cost(w, page, Some(pte), self.mmu.wave_costs.hit, write)
+        self.access_cost(w, page, Some(pte), self.mmu.wave_costs.hit, (write, bytes))
     }
 
     /// [`Machine::translate`] after a TLB miss: the page walk, which fills
@@ -272,7 +273,7 @@ impl Machine {
         w: &Wave,
         gen_: u64,
         page: PageNum,
-        write: bool,
+        (write, bytes): (bool, u64),
     ) -> Result<(PackedPte, u64), u64> {
         let (pi, g) = (w.pi, w.g);
         self.sched.kernels[w.k].stats.tlb_misses += 1;
@@ -282,7 +283,7 @@ impl Machine {
         if let Some(p) = p {
             self.mmu.tlbs.insert((g, w.cu), pi, page.raw(), gen_, p);
         }
-        self.access_cost(w, page, p, self.mmu.wave_costs.miss, write)
+        self.access_cost(w, page, p, self.mmu.wave_costs.miss, (write, bytes))
     }
 
     /// The PTE a translation found and its cost, `cost` so far plus the
@@ -297,20 +298,23 @@ impl Machine {
         page: PageNum,
         pte: Option<PackedPte>,
         cost: u64,
-        write: bool,
+        (write, bytes): (bool, u64),
     ) -> Result<(PackedPte, u64), u64> {
         let pte = pte.filter(|p| !write || p.writeable()).ok_or(cost)?;
         let owner = pte.vram_owner();
         let st = &mut self.sched.kernels[w.k].stats;
         let access = if owner == Some(w.g) {
             st.touches_local += 1;
+            st.bytes_local += bytes;
             self.mmu.wave_costs.vram
         } else {
             // (A peer's VRAM, or system memory over the host link.)
             if owner.is_some() {
                 st.touches_peer += 1;
+                st.bytes_peer += bytes;
             } else {
                 st.touches_sys += 1;
+                st.bytes_sys += bytes;
             }
             if self.mmu.counters.on {
                 self.count_remote(w, page, cost + self.mmu.wave_costs.far);

@@ -1001,6 +1001,7 @@ impl Machine {
         // the handler holds from the lookup to its last PTE, for a
         // fault of the process on another GPU; the range's migrate
         // lock for anyone else on the range.
+        let taken = now;
         now = self.procs[pi].mmap_lock.read_from(now);
         let svms_free = self.procs[pi].svms_lock_until;
         if svms_free > now {
@@ -1008,6 +1009,7 @@ impl Machine {
             now = svms_free;
         }
         let (range, now) = self.migrate_lock_from(pi, e.page, now);
+        let locked = now;
         // The per-page work is charged as it happens (copies, PTEs),
         // so the validate timestamp the engine records is when the
         // mapping really was done.
@@ -1030,6 +1032,13 @@ impl Machine {
         if matches!(outcome, Ok(FaultOutcome::Resolved { .. })) {
             let raised = e.at.saturating_sub(delivery);
             self.rec.fault_latencies.push(end.saturating_sub(raised));
+            // Its phases: delivered, queued for the handler, waiting for
+            // locks; the rest (the handler's work) is what remains.
+            let c = &mut self.hw.counters;
+            c.served_latency_ns += end.saturating_sub(raised);
+            c.served_delivery_ns += e.at - raised;
+            c.served_queued_ns += taken.saturating_sub(e.at);
+            c.served_lock_ns += locked.saturating_sub(taken);
         }
         self.wake_after(g, e, end, &outcome);
         for c in coalesced {

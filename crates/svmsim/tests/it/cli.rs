@@ -802,7 +802,17 @@ fn a_run_says_what_happened_and_json_only_when_asked() {
         block.contains("Its waves raised") && block.contains("the handlers served"),
         "{block}"
     );
-    assert!(block.contains("reached their own VRAM for"), "{block}");
+    assert!(
+        block.contains("Its GPU accesses moved") && block.contains("in their own VRAM"),
+        "{block}"
+    );
+    // The served faults' latency, phase by phase.
+    assert!(
+        block.contains("A served fault took")
+            && block.contains("waiting for locks")
+            && block.contains("in the handler"),
+        "{block}"
+    );
     assert!(block.contains("The buffer that cost most"), "{block}");
     assert!(
         block.contains("Thrashing:")
@@ -930,6 +940,8 @@ fn the_version_is_real_and_help_lists_only_what_acts() {
 /// what it did; the kernels add up to the run's totals.
 #[test]
 fn json_lists_each_kernel_and_its_gpu() {
+    let d = scratch("kernels");
+    let kcsv = d.join("kernels.csv");
     let j = ok(&[
         "run",
         "multi-gpu-split",
@@ -938,6 +950,8 @@ fn json_lists_each_kernel_and_its_gpu() {
         "--iters",
         "2",
         "--json",
+        "--kernels-csv",
+        kcsv.to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
     let r = &v["runs"][0];
@@ -952,6 +966,25 @@ fn json_lists_each_kernel_and_its_gpu() {
     for (i, g) in r["gpu_end"].as_array().unwrap().iter().enumerate() {
         assert_eq!(g["node"], i);
     }
+    // The bytes by place are the GPU kernels' bytes, and the served
+    // faults' phases add up to their latency, the handler's own work
+    // holding the migrations and mappings.
+    let m = |f: &str| r["metrics"][f].as_u64().unwrap();
+    let gpu_bytes: u64 = kernels
+        .iter()
+        .filter(|k| !k["node"].is_null())
+        .map(|k| k["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        m("bytes_local") + m("bytes_peer") + m("bytes_sys"),
+        gpu_bytes
+    );
+    assert!(m("bytes_local") > 0 && m("fault_latency_ns") > 0);
+    assert_eq!(
+        m("fault_delivery_ns") + m("fault_queued_ns") + m("fault_lock_ns") + m("fault_handler_ns"),
+        m("fault_latency_ns")
+    );
+    assert!(m("fault_migrate_ns") + m("fault_map_ns") <= m("fault_handler_ns"));
     // Both GPUs ran kernels, each named by its node and gpu_id.
     for node in [0, 1] {
         let k = kernels
@@ -965,6 +998,26 @@ fn json_lists_each_kernel_and_its_gpu() {
         r.get("kernels_left_out").is_none(),
         "nothing left out of a short run"
     );
+    // The per-kernel CSV: a row per kernel of the JSON, every field of it
+    // under the same name with the same value.
+    let text = std::fs::read_to_string(&kcsv).unwrap();
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(str::to_owned).collect();
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), kernels.len());
+    for (row, k) in rows.iter().zip(kernels) {
+        assert_eq!(&row[0], "svmsim.runs/3");
+        assert_eq!(&row[1], r["label"].as_str().unwrap());
+        for (name, cell) in header.iter().zip(row.iter()).skip(2) {
+            let want = match &k[name.as_str()] {
+                serde_json::Value::Null => String::new(),
+                v => v.to_string(),
+            };
+            assert_eq!(cell, want, "{name}");
+        }
+        let fields = k.as_object().unwrap().len();
+        assert_eq!(header.len() - 2, fields, "{header:?}");
+    }
 }
 
 /// CSV and JSON carry the same metrics: a column per key of the JSON's
