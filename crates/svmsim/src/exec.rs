@@ -890,6 +890,46 @@ impl Metrics {
         }
     }
 
+    /// What a machine counted by now for processes `pids`, its kernels'
+    /// stats summed: a scenario's numbers (which has no workload's report).
+    pub fn of_machine(m: &Machine, pids: &[svm_sim::machine::Pid]) -> Self {
+        let mut x = pids
+            .first()
+            .map_or_else(Self::default, |&p| Self::from_machine(m, p));
+        x.faults = pids.iter().map(|&p| svm_workloads::faults(m, p)).sum();
+        for (gpu_id, _, k) in m.kernels() {
+            if gpu_id == 0 {
+                continue;
+            }
+            x.faults_retried += k.retries;
+            x.touches_local += k.touches_local;
+            x.touches_peer += k.touches_peer;
+            x.touches_sys += k.touches_sys;
+            x.bytes_local += k.bytes_local;
+            x.bytes_peer += k.bytes_peer;
+            x.bytes_sys += k.bytes_sys;
+            x.wave_ns += k.wave_ns;
+            x.fault_stall_ns += k.fault_stall_ns;
+            x.held_ns += k.held_ns;
+        }
+        for &p in pids {
+            x.add_phases(&m.process(p).svm);
+        }
+        x
+    }
+
+    /// Adds process `svm`'s served faults' migrate, map and bind time
+    /// (from the engine's size classes).
+    fn add_phases(&mut self, svm: &svm_core::process::Process) {
+        for (_, classes) in svm.size_stats().iter() {
+            for s in classes {
+                self.fault_migrate_ns += s.migrate_ns;
+                self.fault_map_ns += s.map_ns;
+                self.fault_bind_ns += s.bind_ns;
+            }
+        }
+    }
+
     /// What the machine counted, for a run that did not finish.
     fn from_machine(m: &Machine, pid: svm_sim::machine::Pid) -> Self {
         let c = m.counters();
@@ -1166,13 +1206,19 @@ impl Outcome {
     /// The name of the GPU with `gpu_id` ([`gpu_name`]); "system memory"
     /// for 0, the id alone for a GPU this run did not have.
     pub fn gpu_name(&self, gpu_id: u32) -> String {
-        if gpu_id == 0 {
-            return "system memory".into();
-        }
-        match self.gpu_end.iter().position(|g| g.gpu_id == gpu_id) {
-            Some(i) => gpu_name(i, gpu_id),
-            None => format!("GPU {gpu_id:#x}"),
-        }
+        place_name(self.gpu_end.iter().map(|g| g.gpu_id), gpu_id)
+    }
+}
+
+/// What `gpu_id` names among a machine's GPUs (`gpus`, their gpu_ids in
+/// node order): the GPU by [`gpu_name`], or system memory for 0.
+pub fn place_name(mut gpus: impl Iterator<Item = u32>, gpu_id: u32) -> String {
+    if gpu_id == 0 {
+        return "system memory".into();
+    }
+    match gpus.position(|g| g == gpu_id) {
+        Some(i) => gpu_name(i, gpu_id),
+        None => format!("GPU {gpu_id:#x}"),
     }
 }
 
@@ -1360,13 +1406,7 @@ fn finish(
     (metrics.accesses, metrics.reads, metrics.writes) = (all.total(), all.reads, all.writes);
     metrics.atomics = all.atomics;
     // The served faults' phases, from the engine's size classes.
-    for (_, classes) in m.process(pid).svm.size_stats().iter() {
-        for s in classes {
-            metrics.fault_migrate_ns += s.migrate_ns;
-            metrics.fault_map_ns += s.map_ns;
-            metrics.fault_bind_ns += s.bind_ns;
-        }
-    }
+    metrics.add_phases(&m.process(pid).svm);
     let gpu_end: Vec<GpuEnd> = m
         .gpus()
         .iter()

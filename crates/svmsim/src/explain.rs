@@ -63,18 +63,72 @@ fn phases(m: &crate::exec::Metrics) -> String {
     )
 }
 
-/// One run's lines, each starting with two spaces.
+/// One run's lines.
 pub fn run(o: &Outcome) -> Vec<String> {
     let m = &o.metrics;
+    let mut lines = counted(m, format!("The kernels ran {}", time(m.kernel_ns)));
+    if let Status::Killed { error } = &o.status {
+        lines.push(format!("It was killed: {error}."));
+    }
+    lines.extend(buffers(&o.buffers, &|id| o.gpu_name(id)));
+    lines
+}
+
+/// A scenario's lines (its buffers are told under each process's
+/// ranges), and the command to try next.
+pub fn scenario(r: &crate::scenario::run::RunReport) -> (Vec<String>, String) {
+    let m = &r.metrics;
+    let opening = match &r.profile {
+        Some(p) => format!(
+            "The scenario ran {} of simulated time ({p} profile)",
+            time(r.end_ns)
+        ),
+        None => "The scenario ran untimed (its [system] names no profile, so the times below \
+                 are zero; `profile = \"mi210\"` there prices it)"
+            .to_owned(),
+    };
+    let lines = counted(m, opening);
+    // (The built-in default runs without its file, wherever one is.)
+    let file = if r.file == crate::scenario::DEFAULT.0 {
+        String::new()
+    } else {
+        format!(" {}", r.file)
+    };
+    let thrash = r
+        .processes
+        .iter()
+        .any(|p| p.buffers.iter().any(BufferOut::thrashing));
+    let next = if r.profile.is_none() {
+        format!("svmsim scenario{file} --events smi   # kfd's SMI log of its faults and migrations")
+    } else if thrash && r.config.driver.name() != "uvm" {
+        format!("svmsim scenario{file} --driver uvm   # UVM's thrashing throttle on the same ops")
+    } else {
+        match r.seed {
+            Some(s) => format!(
+                "svmsim scenario{file} --seed {}   # another interleaving of its concurrent work",
+                s.wrapping_add(1)
+            ),
+            None => format!(
+                "svmsim scenario{file} --seed 1   # its concurrent work interleaved in a seeded order"
+            ),
+        }
+    };
+    (lines, next)
+}
+
+/// The lines any set of metrics gives, after `opening` (what ran, and
+/// for how long): where the time went, what became of the faults, the
+/// served faults' phases, where the accesses were served.
+fn counted(m: &crate::exec::Metrics, opening: String) -> Vec<String> {
     let mut lines = Vec::new();
     // Where the time went: the waves' lives, split into parked on faults,
     // held by stopped queues, and the rest (computing and accessing).
-    let mut t = format!("The kernels ran {}", time(m.kernel_ns));
+    let mut t = opening;
     if m.wave_ns > 0 {
         let busy = m.wave_ns.saturating_sub(m.fault_stall_ns + m.held_ns);
         let _ = write!(
             t,
-            "; their waves lived {} in all, {} of it parked on faults (fault stall {}), {} \
+            "; the waves lived {} in all, {} of it parked on faults (fault stall {}), {} \
              held by stopped queues and {} computing and reaching memory",
             time(m.wave_ns),
             pct(m.fault_stall_ns, m.wave_ns),
@@ -83,13 +137,17 @@ pub fn run(o: &Outcome) -> Vec<String> {
             pct(busy, m.wave_ns)
         );
     }
-    let _ = write!(
-        t,
-        ". The fault handlers were busy {}, the copy engines {}; faults waited {} for locks",
-        time(m.handler_busy_ns),
-        time(m.copy_busy_ns),
-        time(m.svms_lock_wait_ns + m.migrate_lock_wait_ns)
-    );
+    let locks = m.svms_lock_wait_ns + m.migrate_lock_wait_ns;
+    // (Untimed, a scenario without a profile, all three are zero.)
+    if m.handler_busy_ns + m.copy_busy_ns + locks > 0 {
+        let _ = write!(
+            t,
+            ". The fault handlers were busy {}, the copy engines {}; faults waited {} for locks",
+            time(m.handler_busy_ns),
+            time(m.copy_busy_ns),
+            time(locks)
+        );
+    }
     if m.queue_evictions > 0 {
         let _ = write!(t, "; the queues were stopped {} times", m.queue_evictions);
     }
@@ -134,10 +192,6 @@ pub fn run(o: &Outcome) -> Vec<String> {
             part(m.bytes_peer)
         ));
     }
-    if let Status::Killed { error } = &o.status {
-        lines.push(format!("It was killed: {error}."));
-    }
-    lines.extend(buffers(&o.buffers, &|id| o.gpu_name(id)));
     lines
 }
 

@@ -50,7 +50,13 @@ pub fn text(r: &RunReport) -> String {
                 caps.push(format!("hive {h}"));
             }
             caps.push(format!("GC {}", g.gc));
-            format!("{} {} ({})", g.name, g.id, caps.join(", "))
+            let id = u32::from_str_radix(g.id.trim_start_matches("0x"), 16).unwrap_or(0);
+            format!(
+                "{} \"{}\" ({})",
+                crate::exec::gpu_name(g.node, id),
+                g.name,
+                caps.join(", ")
+            )
         })
         .collect();
     let _ = writeln!(out, "system: {}", gpus.join("; "));
@@ -148,7 +154,8 @@ pub fn text(r: &RunReport) -> String {
             if v.is_empty() {
                 "-".to_string()
             } else {
-                v.join(",")
+                // (A GPU's name has spaces: one a line.)
+                v.join("\n")
             }
         };
         for g in &p.ranges {
@@ -195,16 +202,7 @@ pub fn text(r: &RunReport) -> String {
             let _ = writeln!(out, "  {}", busy.join("; "));
         }
         // What happened to its buffers (the runs' explanation's lines).
-        // A scenario names its GPUs itself.
-        let name = |id: u32| {
-            let hex = format!("{id:#x}");
-            match r.system.gpus.iter().find(|g| g.id == hex) {
-                Some(g) => g.name.clone(),
-                None if id == 0 => "system memory".into(),
-                None => format!("GPU {hex}"),
-            }
-        };
-        for l in crate::explain::buffers(&p.buffers, &name) {
+        for l in crate::explain::buffers(&p.buffers, &|id| r.gpu_name(id)) {
             let _ = writeln!(out, "  {l}");
         }
     }
@@ -276,6 +274,12 @@ pub fn text(r: &RunReport) -> String {
             let _ = writeln!(out, "scheduler: eager order (kernel work runs at once)");
         }
     }
+    let (lines, next) = crate::explain::scenario(r);
+    let _ = writeln!(out, "\nWhat happened:");
+    for l in lines {
+        let _ = writeln!(out, "  {l}");
+    }
+    let _ = writeln!(out, "Try next:\n  {next}");
     let expected = r.ops.iter().filter(|o| o.expect.is_some()).count();
     if let Some(v) = &r.violation {
         let _ = writeln!(out, "\nFAILED: {v}");

@@ -737,15 +737,20 @@ pub fn kernels_csv(runs: &[Outcome]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_narrow_terminal_loses_whole_columns_in_order_never_cut_cells() {
+    /// A short run to draw tables of.
+    fn stream_1mib() -> Outcome {
         let spec = crate::exec::RunSpec {
             workload: "stream".into(),
             size: 1 << 20,
             iters: 1,
             ..crate::exec::RunSpec::default()
         };
-        let o = crate::exec::run(&spec, crate::exec::Capture::default()).unwrap();
+        crate::exec::run(&spec, crate::exec::Capture::default()).unwrap()
+    }
+
+    #[test]
+    fn a_narrow_terminal_loses_whole_columns_in_order_never_cut_cells() {
+        let o = stream_1mib();
         let outs = [o.clone(), o];
         let all = default_columns();
         let (whole, dropped) = table_fitted(&outs, 0, &all, None);
@@ -816,13 +821,7 @@ mod tests {
         assert!(parse_columns("faults,,status").is_err());
         // Piped, a choice of more than MAX_ACROSS columns prints on its
         // side: a row per column, a column per run.
-        let spec = crate::exec::RunSpec {
-            workload: "stream".into(),
-            size: 1 << 20,
-            iters: 1,
-            ..crate::exec::RunSpec::default()
-        };
-        let o = crate::exec::run(&spec, crate::exec::Capture::default()).unwrap();
+        let o = stream_1mib();
         let (t, dropped) = table_fitted(std::slice::from_ref(&o), 0, &all, None);
         assert!(dropped.is_empty());
         let t = t.to_string();

@@ -211,7 +211,10 @@ pub struct GpuStatsOut {
 /// One GPU of the system.
 #[derive(Clone, Debug, Serialize)]
 pub struct GpuOut {
-    /// Name.
+    /// Its node index (the order of `[[system.gpu]]`): with the gpu_id,
+    /// how every output names it, "GPU 1 (0x2002)".
+    pub node: usize,
+    /// The name the scenario file gave it (what its ops refer to it by).
     pub name: String,
     /// gpu_id.
     pub id: String,
@@ -301,6 +304,9 @@ pub struct RunReport {
     pub end_ns: u64,
     /// Hardware counters at the end.
     pub counters: svm_sim::gpu::HwCounters,
+    /// The run's numbers, as a workload run's (`docs/runs-json.md`): the
+    /// faults' fates and phases, the waves' time, the bytes by place.
+    pub metrics: crate::exec::Metrics,
     /// VRAM evictions: who evicted whom, per GPU.
     pub evictions: Vec<EvictionOut>,
     /// SMI events, in order, each with the gpu_id it was raised on (in
@@ -311,10 +317,20 @@ pub struct RunReport {
     pub gpu_ids: Vec<svm_core::gpu::GpuId>,
 }
 
-/// The id of the JSON schema `docs/scenario-json.md` describes.
-pub const SCHEMA: &str = "svmsim.scenario.v2";
+impl RunReport {
+    /// How the outputs name the GPU or place `gpu_id` (0: system memory).
+    pub fn gpu_name(&self, gpu_id: u32) -> String {
+        crate::exec::place_name(self.gpu_ids.iter().map(|g| g.raw()), gpu_id)
+    }
+}
 
-/// Names GPUs and locations for output.
+/// The id of the JSON schema `docs/scenario-json.md` describes.
+pub const SCHEMA: &str = "svmsim.scenario.v3";
+
+/// Names GPUs and locations for output: a GPU as every output names it,
+/// by node index and gpu_id (`crate::exec::gpu_name`, "GPU 1 (0x2002)");
+/// the name the scenario file gave it is shown beside it once, in the
+/// system line (`SystemOut`'s `name`).
 struct Names {
     gpus: Vec<(u32, String)>,
 }
@@ -1525,7 +1541,8 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
             .topology
             .gpus()
             .iter()
-            .map(|g| (g.id.raw(), g.name.clone()))
+            .enumerate()
+            .map(|(node, g)| (g.id.raw(), crate::exec::gpu_name(node, g.id.raw())))
             .collect(),
     };
     let mut r = Runner {
@@ -1585,6 +1602,7 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         profile: s.profile.as_ref().map(|p| p.name.clone()),
         end_ns: r.m.now_ns(),
         counters: r.m.counters(),
+        metrics: crate::exec::Metrics::of_machine(&r.m, &r.pids),
         evictions: r.evictions(),
         events: r.m.events().to_vec(),
         gpu_ids: s.topology.gpus().iter().map(|g| g.id).collect(),
@@ -1596,7 +1614,9 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
                 .topology
                 .gpus()
                 .iter()
-                .map(|g| GpuOut {
+                .enumerate()
+                .map(|(node, g)| GpuOut {
+                    node,
                     name: g.name.clone(),
                     id: format!("{:#x}", g.id.raw()),
                     vram_bytes: g.vram_bytes,

@@ -57,7 +57,7 @@ fn every_example_passes_in_text_and_json() {
         let out = svmsim(&["scenario", &f, "--json"]);
         assert_eq!(out.status.code(), Some(0), "{f} --json");
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
-        assert_eq!(v["schema"], "svmsim.scenario.v2", "{f}");
+        assert_eq!(v["schema"], "svmsim.scenario.v3", "{f}");
         assert_eq!(v["passed"], true, "{f}");
         assert_eq!(v["mismatches"], 0, "{f}");
         assert!(v["violation"].is_null(), "{f}");
@@ -100,7 +100,54 @@ fn default_scenario_runs_without_a_file_and_is_deterministic() {
         .collect();
     assert_eq!(sizes, vec![8192, 8192, 16384, 8192, 90112]);
     assert!(ranges.iter().all(|r| r["mapped_to_gpu"] == true));
-    assert!(ranges.iter().all(|r| r["access"][0] == "gpu0"));
+    // A GPU is named by node index and gpu_id, as every output names it;
+    // the file's own name for it is in the system line.
+    assert!(ranges.iter().all(|r| r["access"][0] == "GPU 0 (0x1002)"));
+    assert_eq!(v["system"]["gpus"][0]["name"], "gpu0");
+    assert_eq!(v["system"]["gpus"][0]["node"], 0);
+    assert!(text.contains("system: GPU 0 (0x1002) \"gpu0\""), "{text}");
+    // The built-in default suggests itself without a file.
+    assert!(text.contains("Try next:\n  svmsim scenario --"), "{text}");
+}
+
+/// A scenario explains itself as a workload run does: where the time
+/// went, the faults' fates and phases, the bytes by place, the buffer
+/// that thrashed, one command to try; and its JSON has the same metrics.
+#[test]
+fn a_scenario_says_what_happened() {
+    let f = "examples/many-devices-one-range.toml";
+    let text = stdout(&svmsim(&["scenario", f]));
+    let block = &text[text.find("What happened:").expect("an explanation")..];
+    for part in [
+        "The scenario ran 27.77 ms of simulated time (mi210 profile)",
+        "parked on faults",
+        "faults waited",
+        "the handlers served 8",
+        "A served fault took",
+        "Its GPU accesses moved 32.0MiB",
+        "Try next:\n  svmsim scenario examples/many-devices-one-range.toml --driver uvm",
+    ] {
+        assert!(block.contains(part), "{part}:\n{block}");
+    }
+    assert!(
+        text.contains("Thrashing:") && text.contains("GPU 3 (0x4002) 4.00MiB"),
+        "{text}"
+    );
+    let j = svmsim(&["scenario", f, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let m = &v["metrics"];
+    assert_eq!(m["faults_served"], 8);
+    assert_eq!(m["bytes_local"], 32 << 20);
+    let sum: u64 = [
+        "fault_delivery_ns",
+        "fault_queued_ns",
+        "fault_lock_ns",
+        "fault_handler_ns",
+    ]
+    .iter()
+    .map(|k| m[*k].as_u64().unwrap())
+    .sum();
+    assert_eq!(sum, m["fault_latency_ns"].as_u64().unwrap());
 }
 
 /// `--seed` picks the interleaving: one seed replays byte for byte, and
@@ -204,8 +251,9 @@ fn fault_storm_example_with_the_ih_filter() {
     let on = svmsim(&["scenario", f, "--set", "ih_stale_filter=on"]);
     assert_eq!(on.status.code(), Some(1), "{}", stdout(&on));
     assert!(
-        stdout(&on)
-            .contains("faults(gpu0): expected 95, got 65; faults_ih_filtered: expected 0, got 90"),
+        stdout(&on).contains(
+            "faults(GPU 0 (0x1002)): expected 95, got 65; faults_ih_filtered: expected 0, got 90"
+        ),
         "{}",
         stdout(&on)
     );
