@@ -18,6 +18,7 @@ pub mod html;
 pub mod input;
 pub mod output;
 pub mod plots;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod runs;

@@ -651,56 +651,12 @@ pub fn csv(runs: &[Outcome], baseline: usize) -> String {
     String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
 }
 
-/// The field names of a struct `T`, in declaration order, as its derived
-/// `Deserialize` lists them (so a list of columns never goes stale
-/// beside the struct it comes from).
-fn struct_fields<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
-    /// A deserializer that only asks what fields it is given.
-    struct Fields<'a>(&'a mut &'static [&'static str]);
-    #[derive(Debug)]
-    struct Stop;
-    impl std::fmt::Display for Stop {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("fields read")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl serde::de::Error for Stop {
-        fn custom<M: std::fmt::Display>(_: M) -> Self {
-            Stop
-        }
-    }
-    impl<'de> serde::Deserializer<'de> for Fields<'_> {
-        type Error = Stop;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: serde::de::Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Stop> {
-            *self.0 = fields;
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
-            tuple_struct map enum identifier ignored_any
-        }
-    }
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(Fields(&mut fields));
-    fields
-}
-
 /// The per-kernel CSV's columns: the run's label, the kernel and its GPU,
 /// then every field of `svm_sim::machine::KernelStats` under its name and
 /// in its order (the JSON's `kernels`).
 pub fn kernel_csv_columns() -> Vec<&'static str> {
     let mut v = vec!["schema", "label", "kernel", "node", "gpu_id", "failed"];
-    v.extend(struct_fields::<svm_sim::machine::KernelStats>());
+    v.extend(crate::probe::names::<svm_sim::machine::KernelStats>());
     v
 }
 

@@ -1500,34 +1500,7 @@ pub const MAX_OP_BYTES: u64 = svm_sim::limits::MAX_ACCESS_BYTES;
 
 /// The op names, as serde reads them (with aliases), for error messages.
 fn op_names() -> String {
-    /// A deserializer that only notes the variants an enum asks for.
-    struct Probe<'a>(&'a mut &'static [&'static str]);
-    impl<'de> serde::Deserializer<'de> for Probe<'_> {
-        type Error = serde::de::value::Error;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(
-            self,
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
-            Err(serde::de::Error::custom("not an enum"))
-        }
-        fn deserialize_enum<V: serde::de::Visitor<'de>>(
-            self,
-            _: &'static str,
-            variants: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = variants;
-            Err(serde::de::Error::custom("probed"))
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
-            tuple_struct map struct identifier ignored_any
-        }
-    }
-    let mut names: &'static [&'static str] = &[];
-    let _ = OpKind::deserialize(Probe(&mut names));
-    names.join(", ")
+    crate::probe::names::<OpKind>().join(", ")
 }
 
 /// What an access writes, or what a read must find, word by word: one
