@@ -116,6 +116,11 @@ pub struct Config {
     /// read-only copies on the reading GPU (ReadMostly advice); off, they
     /// migrate as other memory does.
     pub uvm_read_duplication: bool,
+    /// UVM: GPUs outside one hive are PCIe peers, as after
+    /// `UvmEnablePeerAccess` (`cudaDeviceEnablePeerAccess`): each maps the
+    /// others' VRAM and copies to it directly. GPUs of one hive (NVLink)
+    /// are peers either way, as UVM enables NVLink peers at registration.
+    pub uvm_pcie_peers: bool,
     /// UVM: tune the thrashing lapse as the 595 source does, whose shrink
     /// test repeats the grow test (docs/research/uvm.md §3.5); off, as it
     /// meant to.
@@ -252,6 +257,7 @@ impl Default for Config {
             uvm_access_counter_migration: policy::AccessCounters::Auto,
             uvm_access_counter_threshold: 256,
             uvm_read_duplication: true,
+            uvm_pcie_peers: false,
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
             xe_atomic_timeslice_ns: 5_000_000,
@@ -590,6 +596,11 @@ pub static KNOBS: &[Knob] = &[
         "uvm_read_duplication",
         uvm_read_duplication,
         "UVM: reads of GPU_READ_MOSTLY memory get read-only copies on the reading GPU; off: they migrate"
+    ),
+    bool_knob!(
+        "uvm_pcie_peers",
+        uvm_pcie_peers,
+        "UVM: GPUs on PCIe are peers (UvmEnablePeerAccess): they map each other's VRAM and copy directly; off: through system memory"
     ),
     bool_knob!(
         "uvm_lapse_vote_bug",

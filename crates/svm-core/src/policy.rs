@@ -89,6 +89,43 @@ pub struct FaultCtx<'a> {
     /// The faulting GPU reaches system memory through ATS
     /// ([`crate::topology::GpuDesc::ats`]).
     pub ats: bool,
+    /// How the process's GPUs reach each other's VRAM.
+    pub peers: PeerView<'a>,
+}
+
+/// How one GPU reaches another's VRAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerLink {
+    /// It cannot map it (the pair has no peer access): moving pages
+    /// between the two goes through system memory.
+    None,
+    /// Over PCIe peer-to-peer, once the driver enabled it between the two
+    /// (UVM: `UvmEnablePeerAccess`; [`FaultPolicy::pcie_peers`]): a remote
+    /// mapping and a direct copy, without native atomics.
+    Pcie,
+    /// Over a fast link of one hive (xGMI, NVLink): a remote mapping, a
+    /// direct copy and native atomics (UVM's `has_fast_link` and
+    /// `has_native_atomics`, set for NVLink peers at GPU registration,
+    /// `enable_peers` in `uvm_va_space.c`).
+    Fast,
+}
+
+/// How the process's GPUs reach each other's VRAM, by index in the process
+/// (a GPU reaches its own as [`PeerLink::Fast`]).
+#[derive(Clone, Copy)]
+pub struct PeerView<'a>(pub &'a dyn Fn(GpuIndex, GpuIndex) -> PeerLink);
+
+impl PeerView<'_> {
+    /// How `from` reaches `to`'s VRAM.
+    pub fn link(&self, from: GpuIndex, to: GpuIndex) -> PeerLink {
+        (self.0)(from, to)
+    }
+}
+
+impl fmt::Debug for PeerView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerView")
+    }
 }
 
 /// Access counters a policy has a GPU run (UVM's
@@ -521,10 +558,24 @@ pub trait FaultPolicy: fmt::Debug {
         false
     }
 
-    /// Whether a migration between two GPUs copies VRAM to VRAM directly
-    /// over the peer link (drm_pagemap's device-to-device migration)
-    /// rather than through system memory, kfd's way. The default: no.
-    fn direct_peer_migration(&self) -> bool {
+    /// Whether a migration between two GPUs that reach each other by
+    /// `link` copies VRAM to VRAM directly over the peer link (drm_pagemap's
+    /// device-to-device migration; UVM between peers, whose copy the
+    /// source GPU pushes) rather than through system memory, kfd's way
+    /// (`svm_migrate_vram_to_vram`; UVM's staging through the CPU for GPUs
+    /// that are not peers). The default: no.
+    fn direct_peer_migration(&self, link: PeerLink) -> bool {
+        let _ = link;
+        false
+    }
+
+    /// Whether GPUs outside one hive reach each other's VRAM over PCIe
+    /// peer-to-peer ([`PeerLink::Pcie`]): map it and copy to it directly.
+    /// kfd maps peers' VRAM only within an xGMI hive
+    /// (`svm_nodes_in_same_hive`); UVM after `UvmEnablePeerAccess`, which
+    /// a CUDA program calls through `cudaDeviceEnablePeerAccess`. The
+    /// default: no.
+    fn pcie_peers(&self) -> bool {
         false
     }
 

@@ -35,7 +35,7 @@ use crate::events::UnmapTrigger;
 use crate::gpu::{GpuId, GpuIndex, GpuMask, PerGpu};
 use crate::kernel::Change;
 use crate::platform::{Hardware, Platform, VramBuf};
-use crate::policy::{FaultPolicy, KfdPolicy, Policy};
+use crate::policy::{FaultPolicy, KfdPolicy, PeerLink, Policy};
 use crate::range::ListOp;
 use crate::range_list::SvmRangeList;
 use crate::topology::Topology;
@@ -462,6 +462,13 @@ impl Process {
     pub fn same_hive(&self, a: GpuIndex, b: GpuIndex) -> bool {
         a == b
             || matches!((self.devices[a].hive, self.devices[b].hive), (Some(x), Some(y)) if x == y)
+    }
+
+    /// How GPU `a` reaches GPU `b`'s VRAM: within a hive over its fast
+    /// link, else over PCIe where the policy enables peers
+    /// ([`FaultPolicy::pcie_peers`]), else not at all.
+    pub fn peer_link(&self, a: GpuIndex, b: GpuIndex) -> PeerLink {
+        peer_link(&self.devices, self.policy.pcie_peers(), a, b)
     }
 
     /// The process's GPUs in index order.
@@ -1265,6 +1272,18 @@ impl Aggregate {
         agg.preferred_loc = pref.get();
         agg.prefetch_loc = pfch.get();
         agg
+    }
+}
+
+/// [`Process::peer_link`] over the devices alone, for a policy's
+/// [`crate::policy::PeerView`] while the policy itself is borrowed.
+fn peer_link(devices: &PerGpu<ProcessDevice>, pcie: bool, a: GpuIndex, b: GpuIndex) -> PeerLink {
+    if a == b || matches!((devices[a].hive, devices[b].hive), (Some(x), Some(y)) if x == y) {
+        PeerLink::Fast
+    } else if pcie {
+        PeerLink::Pcie
+    } else {
+        PeerLink::None
     }
 }
 

@@ -216,7 +216,7 @@ pub struct ProfileError {
 }
 
 /// The profiles shipped in `profiles/`, by name.
-pub const BUILT_IN: [(&str, &str); 8] = [
+pub const BUILT_IN: [(&str, &str); 9] = [
     ("mi210", include_str!("../../../profiles/mi210.toml")),
     ("mi250x", include_str!("../../../profiles/mi250x.toml")),
     ("mi300x", include_str!("../../../profiles/mi300x.toml")),
@@ -224,6 +224,10 @@ pub const BUILT_IN: [(&str, &str); 8] = [
     ("gc121", include_str!("../../../profiles/gc121.toml")),
     ("uvm-pcie", include_str!("../../../profiles/uvm-pcie.toml")),
     ("uvm-gh", include_str!("../../../profiles/uvm-gh.toml")),
+    (
+        "uvm-nvlink",
+        include_str!("../../../profiles/uvm-nvlink.toml"),
+    ),
     ("xe", include_str!("../../../profiles/xe.toml")),
 ];
 

@@ -51,14 +51,15 @@
 //! not have, so the `uvm` driver sets it to 0.
 
 use super::uvm_prefetch::{self, BLOCK_PAGES, Block, BlockMask};
-use super::uvm_thrashing::{self, CPU, Hint, Thrashing};
+use super::uvm_thrashing::{self, CPU, Hint, Reach, Thrashing};
 use super::{
     AccessCounterSpec, BatchFault, BatchStep, Entry, FaultCtx, FaultPlan, FaultPolicy,
-    MigrationEvent,
+    MigrationEvent, PeerLink, PeerView,
 };
 use crate::addr::{PageNum, PageRange};
 use crate::attr::{Location, SvmFlags};
 use crate::events::MigrateTrigger;
+use crate::gpu::GpuIndex;
 use crate::uapi::flag;
 
 /// UVM's policies.
@@ -86,6 +87,8 @@ pub struct Uvm {
     access_counters: super::AccessCounters,
     access_counter_threshold: u32,
     read_duplication: bool,
+    /// GPUs outside one hive are PCIe peers (`UvmEnablePeerAccess`).
+    pcie_peers: bool,
     /// Access-counter notifications served with a plan, and the pages
     /// they migrated.
     notices: u64,
@@ -107,6 +110,7 @@ impl Default for Uvm {
             access_counters: super::AccessCounters::Auto,
             access_counter_threshold: 256,
             read_duplication: true,
+            pcie_peers: false,
             notices: 0,
             counter_pages: 0,
         }
@@ -118,12 +122,24 @@ fn block_of(page: PageNum) -> u64 {
     page.raw() / BLOCK_PAGES as u64
 }
 
-/// Whether processor `p` can map memory of processor `at` on a PCIe
-/// system: a GPU maps system memory and its own VRAM, the CPU only system
-/// memory (`accessible_from`, `uvm_va_space.c:839-850`). Peer mappings
-/// between GPUs are not modelled.
-fn pcie_access(p: u8, at: u8) -> bool {
-    at == CPU || p == at
+/// The GPU index of processor `p`, if it is a GPU.
+fn gpu_of(p: u8) -> Option<GpuIndex> {
+    GpuIndex::new(usize::from(p.checked_sub(1)?))
+}
+
+/// How processor `p` reaches memory of processor `at`: a GPU maps system
+/// memory, its own VRAM and its peers' (`accessible_from`, which
+/// `enable_peers` in `uvm_va_space.c` fills for NVLink peers at
+/// registration and for PCIe peers on `UvmEnablePeerAccess`); the CPU maps
+/// only system memory (on PCIe; the coherent CPU mapping VRAM of a C2C
+/// system is not modelled).
+fn link(peers: PeerView<'_>, p: u8, at: u8) -> PeerLink {
+    match (gpu_of(p), gpu_of(at)) {
+        _ if p == at => PeerLink::Fast,
+        (_, None) => PeerLink::Pcie,
+        (Some(a), Some(b)) => peers.link(a, b),
+        (None, Some(_)) => PeerLink::None,
+    }
 }
 
 impl FaultPolicy for Uvm {
@@ -140,6 +156,7 @@ impl FaultPolicy for Uvm {
         self.access_counters = config.uvm_access_counter_migration;
         self.access_counter_threshold = u32::from(config.uvm_access_counter_threshold);
         self.read_duplication = config.uvm_read_duplication;
+        self.pcie_peers = config.uvm_pcie_peers;
     }
 
     fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
@@ -150,6 +167,11 @@ impl FaultPolicy for Uvm {
         let end = range.end().raw().min(lo + BLOCK_PAGES as u64);
         let pages = usize::try_from(end - first).unwrap_or(BLOCK_PAGES);
         let me = uvm_thrashing::gpu(ctx.gpu.get());
+        let reach = |p: u8, at: u8| link(ctx.peers, p, at) != PeerLink::None;
+        // Fast access for the thrashing fast path: NVLink peers (a GPU's
+        // fast access to system memory over C2C needs the CPU to map VRAM,
+        // which is not modelled).
+        let fast = |p: u8, at: u8| at != CPU && link(ctx.peers, p, at) == PeerLink::Fast;
         let preferred = match ctx.range.attrs.preferred_loc {
             Some(Location::Sys) => Some(CPU),
             Some(Location::Vram(_)) => ctx.preferred_gpu.map(|g| uvm_thrashing::gpu(g.get())),
@@ -168,7 +190,7 @@ impl FaultPolicy for Uvm {
             (Some(_), _) if ctx.atomic && preferred != Some(me) => {
                 (Location::Vram(ctx.gpu_id), true)
             }
-            (Some(loc), Some(p)) if pcie_access(me, p) => (loc, false),
+            (Some(loc), Some(p)) if reach(me, p) => (loc, false),
             (Some(_), _) => (Location::Vram(ctx.gpu_id), true),
             (None, _) => (Location::Vram(ctx.gpu_id), false),
         };
@@ -198,8 +220,14 @@ impl FaultPolicy for Uvm {
             }
             let i = usize::try_from(p.raw() - first).unwrap_or(BLOCK_PAGES);
             let hint = if self.thrashing_on {
+                let closest = Some(holder(i));
+                let reach = Reach {
+                    access: &reach,
+                    fast: &fast,
+                    closest,
+                };
                 self.thrashing
-                    .hint(p.raw(), me, preferred, ctx.now_ns, &pcie_access)
+                    .hint(p.raw(), me, preferred, ctx.now_ns, &reach)
             } else {
                 Hint::None
             };
@@ -215,7 +243,7 @@ impl FaultPolicy for Uvm {
                 self.pinned += 1;
             }
             match hint {
-                Hint::None if accessed_by && resident && pcie_access(me, holder(i)) => {
+                Hint::None if accessed_by && resident && reach(me, holder(i)) => {
                     remote.set(i);
                 }
                 Hint::None => faulted.set(i),
@@ -426,6 +454,18 @@ impl FaultPolicy for Uvm {
         true
     }
 
+    /// Between peers the source GPU pushes the pages over the peer link
+    /// (`block_copy_resident_pages_between`, a GPU_TO_GPU channel); between
+    /// GPUs that are not, they are staged through system memory
+    /// (`block_populate_pages`' `pages_staged`), as kfd's are.
+    fn direct_peer_migration(&self, link: PeerLink) -> bool {
+        link != PeerLink::None
+    }
+
+    fn pcie_peers(&self) -> bool {
+        self.pcie_peers
+    }
+
     /// Sorted by GPU, page and access type (writes first), then one step
     /// per (GPU, 2 MiB block) with the block's other faults coalesced
     /// into its first: a block is served once a batch.
@@ -496,9 +536,16 @@ impl FaultPolicy for Uvm {
             return None;
         }
         let preferred = (preferred == Some(Location::Sys)).then_some(CPU);
+        // Where the page is is not asked: the CPU reaches no VRAM, so the
+        // fast path cannot apply to it.
+        let reach = Reach {
+            access: &|p, at| at == CPU || p == at,
+            fast: &|_, _| false,
+            closest: None,
+        };
         match self
             .thrashing
-            .hint(page.raw(), CPU, preferred, now_ns, &pcie_access)
+            .hint(page.raw(), CPU, preferred, now_ns, &reach)
         {
             Hint::Throttle { until_ns } if until_ns > now_ns => {
                 self.throttled_cpu += 1;
@@ -551,7 +598,7 @@ mod tests {
     use super::*;
     use crate::attr::Attrs;
     use crate::gpu::{GpuId, GpuIndex, GpuMask};
-    use crate::policy::HostView;
+    use crate::policy::{HostView, PeerLink, PeerView};
     use crate::range::SvmRange;
 
     const GPU: GpuId = GpuId::new(0x1002).unwrap();
@@ -559,6 +606,15 @@ mod tests {
     /// System memory holds every page below 1 << 20 (the CPU wrote them).
     fn below(p: PageNum) -> bool {
         p.raw() < 1 << 20
+    }
+
+    /// GPUs on PCIe without peers.
+    fn apart(a: GpuIndex, b: GpuIndex) -> PeerLink {
+        if a == b {
+            PeerLink::Fast
+        } else {
+            PeerLink::None
+        }
     }
 
     fn ctx<'a>(range: &'a SvmRange, page: u64, coalesced: &'a [PageNum]) -> FaultCtx<'a> {
@@ -578,6 +634,7 @@ mod tests {
             preferred_gpu: (range.attrs.preferred_loc == Some(Location::Vram(GPU)))
                 .then(|| GpuIndex::new(0).unwrap()),
             ats: false,
+            peers: PeerView(&apart),
         }
     }
 

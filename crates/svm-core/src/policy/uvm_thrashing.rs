@@ -60,6 +60,30 @@ pub fn gpu(g: usize) -> u8 {
     u8::try_from(g + 1).unwrap_or(u8::MAX)
 }
 
+/// What the processors reach, for [`Thrashing::hint`].
+pub struct Reach<'a> {
+    /// Whether processor `p` can map memory of processor `at`
+    /// (`accessible_from`).
+    pub access: &'a dyn Fn(u8, u8) -> bool,
+    /// Whether processor `p` has fast access to memory of processor `at`:
+    /// a fast link with native atomics (`has_fast_link` and
+    /// `has_native_atomics`, NVLink peers). A processor's own memory
+    /// counts without asking.
+    pub fast: &'a dyn Fn(u8, u8) -> bool,
+    /// The processor the page is resident on (`closest_resident_id`, the
+    /// CPU when it is resident nowhere), when the caller knows it; `None`
+    /// skips the fast path of step 9.2.
+    pub closest: Option<u8>,
+}
+
+impl std::fmt::Debug for Reach<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reach")
+            .field("closest", &self.closest)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A set of processors, by id.
 type Procs = u64;
 
@@ -286,16 +310,17 @@ impl Thrashing {
 
     /// The hint for a fault of `requester` on `page`
     /// (`uvm_perf_thrashing_get_hint`, TH:1664-1831). `preferred`: the
-    /// range's preferred location as a processor; `can_access(p, at)`:
-    /// whether processor `p` can map memory of processor `at`.
+    /// range's preferred location as a processor; `reach`: what the
+    /// processors can map, and where the page is.
     pub fn hint(
         &mut self,
         page: u64,
         requester: u8,
         preferred: Option<u8>,
         now: u64,
-        can_access: &dyn Fn(u8, u8) -> bool,
+        reach: &Reach<'_>,
     ) -> Hint {
+        let can_access = reach.access;
         let b = page / BLOCK_PAGES as u64;
         let i = index(page % BLOCK_PAGES as u64);
         let lapse = self.lapse_ns;
@@ -361,14 +386,33 @@ impl Thrashing {
                 .filter(|&p| thrashers & bit(p) != 0)
                 .all(|p| can_access(p, at))
         };
+        let all_fast = |at: u8| {
+            (0..64u8)
+                .filter(|&p| thrashers & bit(p) != 0)
+                .all(|p| p == at || (reach.fast)(p, at))
+        };
         let dnt = pg.do_not_throttle == Some(requester);
         let hint = if let Some(at) = preferred.filter(|&at| all_reach(at)) {
             // 9.1 Every thrasher reaches the preferred location.
             Hint::Pin { at }
+        } else if let Some(at) = reach
+            .closest
+            .filter(|&at| preferred.is_none_or(|p| thrashers & bit(p) == 0) && all_fast(at))
+        {
+            // 9.2 The fast path (TH:1528-1551): the preferred location is
+            //     not thrashing and every thrasher has fast access to
+            //     where the page is (NVLink peers): pinned there, no
+            //     throttle first. Where that is the CPU (a coherent C2C
+            //     link), the requesting GPU takes it if all reach it.
+            if at != CPU {
+                Hint::Pin { at }
+            } else if requester != CPU && all_reach(requester) {
+                Hint::Pin { at: requester }
+            } else {
+                Hint::None
+            }
         } else if preferred == Some(requester) {
-            // 9.3 The requester is the preferred location. (9.2, fast
-            //     access over NVLink or C2C, needs a coherent link no
-            //     profile has yet.)
+            // 9.3 The requester is the preferred location.
             match pg.pinned {
                 Some(at) if at == requester || dnt => Hint::Pin { at: requester },
                 Some(_) => Self::throttle(&mut pg),
@@ -503,6 +547,64 @@ mod tests {
         at == CPU || p == at
     }
 
+    fn slow(_: u8, _: u8) -> bool {
+        false
+    }
+
+    /// GPUs on PCIe without peers: each maps system memory and its own
+    /// VRAM, and nothing is fast.
+    const PCIE: Reach<'static> = Reach {
+        access: &pcie,
+        fast: &slow,
+        closest: None,
+    };
+
+    /// Two GPUs that thrash on a page in GPU 0's VRAM over NVLink (fast
+    /// peers): the first fault past the threshold pins the page where it
+    /// is, with no throttle first (step 9.2), and GPU 1 maps it there;
+    /// on PCIe the same faults throttle GPU 1 first.
+    #[test]
+    fn fast_peers_pin_a_thrashing_page_where_it_is_without_a_throttle() {
+        fn nvlink(p: u8, at: u8) -> bool {
+            // Every GPU reaches every GPU and system memory.
+            at == CPU || p != CPU
+        }
+        fn fast(p: u8, at: u8) -> bool {
+            p != CPU && at != CPU
+        }
+        let (g0, g1) = (gpu(0), gpu(1));
+        let hop = |t: &mut Thrashing| {
+            let mut now = 1_000;
+            for hop in 0..5u64 {
+                t.on_migration(7, 1, if hop % 2 == 0 { g0 } else { g1 }, true, now);
+                now += 10_000;
+            }
+            now
+        };
+        let mut t = Thrashing::new(true);
+        let now = hop(&mut t);
+        let peers = Reach {
+            access: &nvlink,
+            fast: &fast,
+            closest: Some(g0),
+        };
+        assert_eq!(t.hint(7, g0, None, now, &peers), Hint::Pin { at: g0 });
+        assert_eq!(
+            t.hint(7, g1, None, now + 1_000, &peers),
+            Hint::Pin { at: g0 }
+        );
+        assert_eq!(t.pinned_at(7), Some(g0));
+        // A thrashing preferred location the other cannot reach skips the
+        // fast path; on PCIe there is none.
+        let mut t = Thrashing::new(true);
+        let now = hop(&mut t);
+        assert_eq!(t.hint(7, g0, None, now, &PCIE), Hint::None);
+        assert!(matches!(
+            t.hint(7, g1, None, now + 1_000, &PCIE),
+            Hint::Throttle { .. }
+        ));
+    }
+
     /// A page hopping between the CPU and GPU 0 every `gap` ns: the 1st
     /// event is eaten by the gate, the 2nd makes the state and stamps,
     /// the 3rd to 5th count; the 5th makes it thrashing.
@@ -560,10 +662,10 @@ mod tests {
             now += 10_000;
         }
         // GPU 0 is spared in the first period.
-        assert_eq!(t.hint(7, g, None, now, &pcie), Hint::None);
+        assert_eq!(t.hint(7, g, None, now, &PCIE), Hint::None);
         // GPU 1 is throttled until the nap ends.
         let g1 = gpu(1);
-        let h = t.hint(7, g1, None, now + 1_000, &pcie);
+        let h = t.hint(7, g1, None, now + 1_000, &PCIE);
         assert_eq!(
             h,
             Hint::Throttle {
@@ -572,7 +674,7 @@ mod tests {
         );
         // Still throttled within the nap.
         assert!(matches!(
-            t.hint(7, g1, None, now + 2_000, &pcie),
+            t.hint(7, g1, None, now + 2_000, &PCIE),
             Hint::Throttle { .. }
         ));
         // Keep the page thrashing and alternate periods until GPU 1 is
@@ -582,7 +684,7 @@ mod tests {
         for k in 0..80u64 {
             now += 300_000;
             t.on_migration(7, 1, if k % 2 == 0 { g } else { CPU }, true, now - 10);
-            let h = t.hint(7, g1, None, now, &pcie);
+            let h = t.hint(7, g1, None, now, &PCIE);
             if let Hint::Pin { at } = h {
                 pinned = Some((k, at));
                 break;
@@ -597,7 +699,7 @@ mod tests {
         assert_eq!(t.pinned_at(7), Some(g1));
         // GPU 0 cannot map GPU 1's VRAM on PCIe: throttled, or (when it
         // is the spared one) pinned where every thrasher reaches: the CPU.
-        let h = t.hint(7, g, None, now + 1, &pcie);
+        let h = t.hint(7, g, None, now + 1, &PCIE);
         assert_eq!(
             h,
             Hint::Throttle {
@@ -605,7 +707,7 @@ mod tests {
             },
             "within GPU 1's period"
         );
-        let h = t.hint(7, g, None, now + NAP_NS + 2, &pcie);
+        let h = t.hint(7, g, None, now + NAP_NS + 2, &PCIE);
         assert_eq!(h, Hint::Pin { at: CPU }, "spared in the next period");
         assert_eq!(t.pinned_at(7), Some(CPU));
         // The pin ends at its deadline (the first pin's), and the history

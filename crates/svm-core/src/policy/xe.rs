@@ -152,7 +152,9 @@ impl FaultPolicy for Xe {
         true
     }
 
-    fn direct_peer_migration(&self) -> bool {
+    /// Xe's multi-device pagemaps copy over PCIe peer-to-peer as well:
+    /// the knob decides, not the link.
+    fn direct_peer_migration(&self, _link: super::PeerLink) -> bool {
         self.device_to_device
     }
 

@@ -20,6 +20,7 @@ use crate::gpu::{GpuIndex, GpuMask};
 use crate::platform::Hardware;
 use crate::policy::{
     Access, AccessCounterSpec, BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx,
+    PeerView,
 };
 use crate::range::{ListOp, SvmRange};
 
@@ -319,6 +320,7 @@ impl Process {
         //     own is the granularity window, or the whole range).
         let r = self.svms.get(start).expect("faulting range is in the list");
         let whole = r.range();
+        let (devices, pcie) = (&self.devices, self.policy.pcie_peers());
         let ctx = FaultCtx {
             gpu,
             gpu_id: self.devices[gpu].id,
@@ -334,6 +336,7 @@ impl Process {
             host: HostView(&|p| pf.host_holds(p)),
             preferred_gpu: self.preferred_gpu(r),
             ats: self.devices[gpu].ats,
+            peers: PeerView(&|a, b| super::peer_link(devices, pcie, a, b)),
         };
         // The GPUs that may map the range at all: a plan's other GPUs are
         // clipped to them.
@@ -489,6 +492,7 @@ impl Process {
             let r = self.svms.get(start).expect("looked up above");
             let whole = r.range();
             let may_map = r.attrs.access.or(r.attrs.access_in_place);
+            let (devices, pcie) = (&self.devices, self.policy.pcie_peers());
             let ctx = FaultCtx {
                 gpu,
                 gpu_id: self.devices[gpu].id,
@@ -504,6 +508,7 @@ impl Process {
                 host: HostView(&|p| pf.host_holds(p)),
                 preferred_gpu: self.preferred_gpu(r),
                 ats: self.devices[gpu].ats,
+                peers: PeerView(&|a, b| super::peer_link(devices, pcie, a, b)),
             };
             let plan = self.policy.on_access_counter(&ctx);
             self.policy_due = self.policy.next_deadline();

@@ -14,6 +14,7 @@ use crate::events::{self, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
 use crate::kernel::Change;
 use crate::platform::{Hardware, Pte, PteTarget, TlbFlush};
+use crate::policy::PeerLink;
 use crate::pte::{PteDomain, pte_flags};
 use crate::uapi::flag;
 
@@ -68,9 +69,10 @@ impl Process {
     /// rules pick (`svm_range_validate_and_map`). Returns whether any GPU
     /// was chosen.
     ///
-    /// Only the window is walked and mapped. A GPU outside the hive of the
-    /// GPU holding the range's VRAM is skipped, as `svm_range_map_to_gpus`
-    /// silently skips it.
+    /// Only the window is walked and mapped. A GPU that cannot reach the
+    /// VRAM of the GPU holding the range's (outside its hive, unless the
+    /// policy makes PCIe peers: [`Process::peer_link`]) is skipped, as
+    /// `svm_range_map_to_gpus` silently skips a GPU outside the hive.
     ///
     /// # Errors
     /// EFAULT when a page of the window has no VMA, or one without read
@@ -133,7 +135,9 @@ impl Process {
             bitmap
                 .iter()
                 .map(|g| {
-                    let hive = r.actual_loc.is_none_or(|owner| self.same_hive(owner, g));
+                    let hive = r
+                        .actual_loc
+                        .is_none_or(|owner| self.peer_link(owner, g) != PeerLink::None);
                     (g, hive || copies_cover(g))
                 })
                 .collect()

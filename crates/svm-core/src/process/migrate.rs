@@ -359,7 +359,9 @@ impl Process {
     ) -> Result<u64> {
         let r = self.svms.get(start).expect("range to migrate");
         if let Some(owner) = r.actual_loc.filter(|&g| g != best)
-            && self.policy.direct_peer_migration()
+            && self
+                .policy
+                .direct_peer_migration(self.peer_link(owner, best))
         {
             // drm_pagemap's device-to-device migration: the VRAM pages go
             // straight across, then the window's system pages follow.

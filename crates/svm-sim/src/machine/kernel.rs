@@ -980,11 +980,20 @@ impl Machine {
         Ok(cost)
     }
 
+    /// Whether VRAM of GPU `owner` (`None`: system memory) is GPU `g`'s
+    /// own or a GPU's of its hive.
+    fn same_hive(&self, g: usize, owner: Option<usize>) -> bool {
+        let hive = |g: usize| self.hw.gpus[g].desc.hive;
+        owner.is_some_and(|o| o == g || (hive(g).is_some() && hive(g) == hive(o)))
+    }
+
     /// Translates every page the access touches into `targets` (the
     /// part's address, length and PTE), returning their cost, or the
     /// first page that faults: one without a PTE that allows the access,
-    /// or, with `own_vram`, one mapped anywhere but the wave's GPU's VRAM
-    /// (an atomic on a GPU whose atomics reach no further).
+    /// or, with `own_vram`, one mapped anywhere but the VRAM of the wave's
+    /// GPU or of a GPU of its hive (an atomic on a GPU whose atomics reach
+    /// no further: NVLink peers have native atomics, UVM's
+    /// `has_native_atomics`, where PCIe peers and system memory do not).
     fn translate_parts(
         &mut self,
         w: &Wave,
@@ -1001,7 +1010,7 @@ impl Machine {
             let page = CpuVa::new(a).page_num();
             let n = (PAGE_SIZE - a % PAGE_SIZE).min(len - done);
             match self.translate(w, gen_, page, write, n) {
-                Ok((pte, c)) if !own_vram || pte.vram_owner() == Some(w.g) => {
+                Ok((pte, c)) if !own_vram || self.same_hive(w.g, pte.vram_owner()) => {
                     cost += c;
                     targets.push((a, n, pte));
                 }

@@ -1409,3 +1409,133 @@ fn an_atomic_moves_system_memory_to_vram_under_xe_and_uvm_where_kfd_adds_in_plac
     assert!(e.to_string().contains("still faulting"), "{e}");
     assert!(faulted > 1 && here == 0, "{faulted} {here}");
 }
+
+/// Two GPUs of the `uvm-nvlink` profile under the `uvm` driver: NVLink
+/// peers (one hive) with `nvlink`, else two GPUs on PCIe, peers only with
+/// `pcie_peers`.
+fn uvm_pair(nvlink: bool, pcie_peers: bool) -> Kfd {
+    use svm_core::config::{Config, Driver};
+    let profile = svm_sim::timing::Profile::built_in("uvm-nvlink").unwrap();
+    let gpus = profile
+        .gpus()
+        .into_iter()
+        .take(2)
+        .map(|g| svm_core::topology::GpuDesc {
+            hive: g.hive.filter(|_| nvlink),
+            ..g
+        })
+        .collect();
+    let mut k = Kfd::with_gpus(gpus, true);
+    k.m.apply_profile(&profile);
+    let mut c = Config::for_driver(Driver::Uvm);
+    c.set("uvm_pcie_peers", if pcie_peers { "on" } else { "off" })
+        .unwrap();
+    k.m.set_config(&c).unwrap();
+    k
+}
+
+/// UVM between peers (docs/drivers.md, "Multi-GPU"): NVLink peers (one
+/// hive, the `uvm-nvlink` profile) and PCIe peers (`uvm_pcie_peers`, as
+/// after `UvmEnablePeerAccess`) map each other's VRAM, so an accessed-by
+/// GPU reads a page another GPU holds where it is, and a page that moves
+/// between them is copied VRAM to VRAM; GPUs that are not peers move the
+/// page instead, staged through system memory.
+#[test]
+fn uvm_peers_map_each_others_vram_and_copy_between_each_other_directly() {
+    use svm_core::gpu::GpuIndex;
+    use svm_core::uapi::attr_type::ACCESS_IN_PLACE;
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Peers {
+        NvLink,
+        Pcie,
+        No,
+    }
+    let machine = |peers: Peers| uvm_pair(peers == Peers::NvLink, peers == Peers::Pcie);
+    // GPU 0 takes a page; then GPU 1 reads it. Returns the pages copied
+    // VRAM to VRAM, back to system memory, and into GPU 1's VRAM.
+    let run = |peers: Peers, accessed_by: bool| {
+        let mut k = machine(peers);
+        let raw = k.mmap(4 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(512 * 1024, |i| i));
+        let mut attrs = vec![(ACCESS, k.node)];
+        if accessed_by {
+            attrs.push((ACCESS_IN_PLACE, k.peer));
+        }
+        k.set(a, 2 * MIB, &attrs).unwrap();
+        k.gpu_write(k.node, a, &7u32.to_le_bytes());
+        assert!(k.vram_pages_in(a, PAGE) == 1, "{peers:?}: on GPU 0");
+        let g1 = GpuIndex::new(1).unwrap();
+        let (c0, s0) = (k.m.counters(), k.m.process(k.pid).svm.stats()[g1]);
+        assert_eq!(k.gpu_read(k.peer, a, 4), 7u32.to_le_bytes(), "{peers:?}");
+        assert_eq!(k.gpu_read(k.peer, a + 4, 4), 1u32.to_le_bytes());
+        let (c1, s1) = (k.m.counters(), k.m.process(k.pid).svm.stats()[g1]);
+        assert_eq!(k.cpu_read(a, 4), 7u32.to_le_bytes());
+        k.check();
+        (
+            c1.pages_peer - c0.pages_peer,
+            c1.pages_to_ram - c0.pages_to_ram,
+            s1.page_in - s0.page_in,
+        )
+    };
+    // Accessed-by: peers map the page where it is; others move it.
+    assert_eq!(run(Peers::NvLink, true), (0, 0, 0));
+    assert_eq!(run(Peers::Pcie, true), (0, 0, 0));
+    let (peer, to_ram, into_1) = run(Peers::No, true);
+    assert_eq!(peer, 0);
+    assert!(to_ram > 0 && into_1 > 0, "staged: {to_ram} {into_1}");
+    // Without it the page moves to the reader: directly between peers.
+    for peers in [Peers::NvLink, Peers::Pcie] {
+        let (peer, to_ram, into_1) = run(peers, false);
+        assert!(
+            peer > 0 && to_ram == 0 && into_1 == peer,
+            "{peers:?}: {peer} {to_ram} {into_1}"
+        );
+    }
+    let (peer, to_ram, into_1) = run(Peers::No, false);
+    assert!(
+        peer == 0 && to_ram > 0 && into_1 > 0,
+        "{peer} {to_ram} {into_1}"
+    );
+}
+
+/// UVM's thrashing fast path between NVLink peers (step 9.2 of the hint,
+/// `uvm_perf_thrashing.c`): two GPUs writing one page in turn, hops well
+/// inside the 500 µs lapse, pin the page where it is as soon as it
+/// thrashes, with no throttle first, and the other GPU then writes it
+/// there: migrations stop. The same GPUs without peers throttle first.
+#[test]
+fn uvm_thrashing_between_nvlink_peers_pins_in_place_without_a_throttle() {
+    let run = |nvlink: bool| {
+        let mut k = uvm_pair(nvlink, false);
+        let raw = k.mmap(4 * MIB);
+        let a = raw.next_multiple_of(2 * MIB);
+        k.set(a, 2 * MIB, &[(ACCESS, k.node), (ACCESS, k.peer)])
+            .unwrap();
+        let mut moves = Vec::new();
+        for round in 0..60u32 {
+            let before = k.m.counters();
+            k.gpu_write(k.node, a, &(2 * round).to_le_bytes());
+            k.gpu_write(k.peer, a + 4, &(2 * round + 1).to_le_bytes());
+            let after = k.m.counters();
+            moves.push(
+                after.pages_peer + after.pages_to_ram - before.pages_peer - before.pages_to_ram,
+            );
+        }
+        assert_eq!(
+            k.cpu_read(a, 8),
+            [118u32.to_le_bytes(), 119u32.to_le_bytes()].concat()
+        );
+        k.check();
+        let c = k.m.process(k.pid).svm.policy_counters();
+        let n = |name: &str| c.iter().find(|&&(k, _)| k == name).map_or(0, |&(_, v)| v);
+        (moves, n("throttled_faults"), n("pinned_faults"))
+    };
+    let (moves, throttled, pinned) = run(true);
+    assert_eq!(throttled, 0, "{moves:?}");
+    assert!(pinned >= 1);
+    let settled = moves.iter().rposition(|&m| m > 0).unwrap() + 1;
+    assert!(settled <= 5, "pinned once it thrashes: {moves:?}");
+    let (moves, throttled, _) = run(false);
+    assert!(throttled > 0, "{moves:?}");
+}
