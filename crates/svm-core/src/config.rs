@@ -96,6 +96,10 @@ pub struct Config {
     /// UVM: when the GPU retries a batch's faults
     /// (`uvm_perf_fault_replay_policy`).
     pub uvm_replay_policy: policy::Replay,
+    /// UVM: the percentage of a batch's faults that must be duplicates for
+    /// its batch-flush to read PUT again and flush what arrived during the
+    /// service too (`uvm_perf_fault_replay_update_put_ratio`).
+    pub uvm_replay_update_put_ratio: u8,
     /// UVM: prefetch around a block's faults (`uvm_perf_prefetch_enable`);
     /// off, a fault moves its own page only (on-demand migration).
     pub uvm_prefetch: bool,
@@ -251,6 +255,7 @@ impl Default for Config {
             gpu_retry_delay_ns: 100_000,
             gpu_max_retries: 10_000,
             uvm_replay_policy: policy::Replay::BatchFlush,
+            uvm_replay_update_put_ratio: policy::REPLAY_UPDATE_PUT_RATIO,
             uvm_prefetch: true,
             uvm_prefetch_threshold: 51,
             uvm_thrashing: true,
@@ -554,6 +559,16 @@ pub static KNOBS: &[Knob] = &[
         policy::Replay,
         "UVM: when the GPU retries a batch's faults (uvm_perf_fault_replay_policy)",
         " (batch-flush: UVM's default)"
+    ),
+    number_knob!(
+        "uvm_replay_update_put_ratio",
+        uvm_replay_update_put_ratio,
+        u8,
+        0,
+        100,
+        "percent",
+        "UVM: duplicates in a batch, in percent, above which batch-flush also drops the faults that arrived during the service (uvm_perf_fault_replay_update_put_ratio)",
+        " (50: UVM's default)"
     ),
     bool_knob!(
         "uvm_prefetch",

@@ -338,6 +338,20 @@ pub enum Replay {
 /// work go (`uvm_perf_fault_max_batches_per_service`).
 pub const MAX_BATCHES_PER_SERVICE: usize = 20;
 
+/// Batches with a throttled fault after which one run of UVM's fault
+/// service stops early (`uvm_perf_fault_max_throttle_per_service`), so
+/// that a thrashing page's nap does not hold the run's other faults.
+pub const MAX_THROTTLED_PER_SERVICE: usize = 5;
+
+/// The share of a batch's faults, in percent, that must be duplicates for
+/// UVM's batch-flush to read the buffer's PUT pointer again and flush
+/// what arrived during the service too (`UPDATE_PUT`); below it the flush
+/// goes only to the PUT read when the batch was fetched (`CACHED_PUT`),
+/// and what arrived since stays for the next batch: the default of
+/// `uvm_perf_fault_replay_update_put_ratio` (knob
+/// `uvm_replay_update_put_ratio`).
+pub const REPLAY_UPDATE_PUT_RATIO: u8 = 50;
+
 impl Replay {
     /// Every replay policy, in UVM's order.
     pub const ALL: [Replay; 4] = [

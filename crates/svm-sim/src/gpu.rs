@@ -68,6 +68,14 @@ pub struct HwCounters {
     /// Faults a batch-flush replay dropped from the ring unserved (UVM's
     /// BATCH_FLUSH): their waves faulted again after the replay.
     pub faults_flushed: u64,
+    /// Batch flushes that read the buffer's PUT pointer again, because
+    /// over half the batch were duplicates (`UPDATE_PUT`): they dropped
+    /// the faults that arrived during the service too.
+    pub flushes_update_put: u64,
+    /// Runs of a batched fault service (UVM's `once` replay) that ended
+    /// early, after `MAX_THROTTLED_PER_SERVICE` batches with a throttled
+    /// fault (`uvm_perf_fault_max_throttle_per_service`).
+    pub services_cut_by_throttles: u64,
     /// Retry faults written into a ring, and repeats of a pending fault
     /// that the ring's CAM filtered instead (`amdgpu_gmc_filter_faults`).
     pub faults_raised: u64,

@@ -1199,7 +1199,8 @@ impl Machine {
         }
     }
 
-    /// Applies a profile's timing and compute shape (its GPUs are the
+    /// Applies a profile's timing, compute shape and fault buffers (whether
+    /// they keep duplicates), before any fault (its GPUs are the
     /// topology's business: see [`crate::timing::Profile::gpus`]).
     pub fn apply_profile(&mut self, p: &crate::timing::Profile) {
         self.set_timing(p.timing.clone());
@@ -1208,6 +1209,9 @@ impl Machine {
             waves_per_cu: p.gpu.waves_per_cu,
             tlb_entries: p.gpu.tlb_entries,
         });
+        for r in &mut self.mmu.rings {
+            r.keep_duplicates(p.gpu.fault_duplicates);
+        }
     }
 
     /// The GPUs.

@@ -88,6 +88,14 @@ pub struct GpuShape {
     /// Xe's discrete GPUs, NVIDIA GPUs on PCIe).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local_atomics: bool,
+    /// GPUs whose fault buffer takes every retry fault, repeats of a
+    /// pending one included, as NVIDIA's replayable fault buffer does
+    /// (UVM finds and coalesces the duplicates of a batch itself, and
+    /// counts them: `num_duplicate_faults`); without it the ring's retry
+    /// CAM filters repeats (AMD's GC 9.4.x and later,
+    /// `amdgpu_gmc_filter_faults`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fault_duplicates: bool,
 }
 
 /// Every cost the simulator charges, in ns unless a name says otherwise.

@@ -404,6 +404,7 @@ impl Machine {
             access,
             ts: self.sched.last_ts,
             at: when + self.mmu.wave_costs.delivery,
+            cu: u32::try_from(w.cu).unwrap_or(u32::MAX),
         });
         if raised {
             self.hw.counters.faults_raised += 1;

@@ -45,7 +45,7 @@ use std::rc::Rc;
 
 use svm_core::addr::{CpuVa, PAGE_SIZE, PageNum};
 use svm_core::gpu::GpuIndex;
-use svm_core::policy::{BatchFault, MAX_BATCHES_PER_SERVICE, Replay};
+use svm_core::policy::{BatchFault, MAX_BATCHES_PER_SERVICE, MAX_THROTTLED_PER_SERVICE, Replay};
 use svm_core::process::{DropReason, FaultOutcome};
 
 use super::kernel::Woken;
@@ -158,10 +158,9 @@ pub(super) struct Sched {
     /// faults whose waves wake at the replay, not when their own service
     /// ends.
     pub(super) replay_wakes: Option<Vec<(usize, RingEntry, svm_core::Result<FaultOutcome>)>>,
-    /// Per GPU, the replay time of a batch-flush whose flush is still to
-    /// run: the faults that reached the ring by then are dropped at the
-    /// next delivery, which cannot start before it.
-    pub(super) flush_until: Vec<Option<u64>>,
+    /// Per GPU, a batch-flush still to run, at the next delivery (which
+    /// cannot start before the replay).
+    pub(super) flush_until: Vec<Option<Flush>>,
 }
 
 impl Sched {
@@ -1048,24 +1047,32 @@ impl Machine {
     }
 
     /// A batched policy's service of ring `g` from `now` (UVM reads its
-    /// fault buffer so): the arrived faults, up to the batch size, are
-    /// taken at once; each process's are served in the order its policy
-    /// gives, coalesced as it says. Returns when the batch is done.
+    /// fault buffer so, `uvm_parent_gpu_service_replayable_faults`): the
+    /// arrived faults, up to the batch size, are taken at once; each
+    /// process's are served in the order its policy gives, coalesced as it
+    /// says. Returns when the batch is done.
     ///
     /// When the GPU replays is the policy's ([`Replay`], asked of the
     /// first fault's process): after each service (`Block`); after the
-    /// batch (`Batch`); after the batch, with the faults that arrived
-    /// during it flushed from the ring unserved, their waves retrying
-    /// with the replay (`BatchFlush`, UVM's default); or once, after up
-    /// to [`MAX_BATCHES_PER_SERVICE`] batches back to back (`Once`), each
-    /// batch but the first paying the batch cost again.
+    /// batch (`Batch`); after the batch, with the buffer flushed
+    /// (`BatchFlush`, UVM's default: the faults it drops unserved retry
+    /// with the replay); or once, after up to [`MAX_BATCHES_PER_SERVICE`]
+    /// batches back to back (`Once`), each batch but the first paying the
+    /// batch cost again, and fewer when [`MAX_THROTTLED_PER_SERVICE`] of
+    /// them had a throttled fault.
+    ///
+    /// The flush goes as far as the PUT pointer the driver last read: the
+    /// one read when the batch was fetched (`CACHED_PUT`: faults beyond
+    /// the batch size), or, when more than `uvm_replay_update_put_ratio`
+    /// ([`svm_core::policy::REPLAY_UPDATE_PUT_RATIO`]) percent of the batch were duplicates, one read again at the flush
+    /// (`UPDATE_PUT`: what arrived during the service too).
     fn deliver_batch(&mut self, g: usize, mut now: u64) -> u64 {
         let Some(first) = self.mmu.rings[g].head().copied() else {
             return now;
         };
         let replay = self.procs[first.proc_index].svm.fault_replay();
         if replay == Replay::Block {
-            return self.serve_one_batch(g, now);
+            return self.serve_one_batch(g, now).0;
         }
         self.sched.replay_wakes = Some(Vec::new());
         let batches = if replay == Replay::Once {
@@ -1073,6 +1080,8 @@ impl Machine {
         } else {
             1
         };
+        let mut throttled = 0;
+        let mut fetched = Fetched::default();
         for b in 0..batches {
             if b > 0 {
                 match self.mmu.rings[g].head() {
@@ -1082,42 +1091,74 @@ impl Machine {
                     _ => break,
                 }
             }
-            now = self.serve_one_batch(g, now);
+            let seen = self.sched.replay_wakes.as_ref().map_or(0, Vec::len);
+            (now, fetched) = self.serve_one_batch(g, now);
+            let was_throttled = self.sched.replay_wakes.as_ref().is_some_and(|w| {
+                w[seen..].iter().any(|(_, _, o)| {
+                    matches!(o, Ok(FaultOutcome::Dropped(DropReason::Throttled { .. })))
+                })
+            });
+            if was_throttled {
+                throttled += 1;
+                if throttled >= MAX_THROTTLED_PER_SERVICE {
+                    if b + 1 < batches {
+                        self.hw.counters.services_cut_by_throttles += 1;
+                    }
+                    break;
+                }
+            }
         }
         // The replay: every handled fault's waves retry now.
         for (g, e, outcome) in self.sched.replay_wakes.take().unwrap_or_default() {
             self.wake_after(g, &e, now, &outcome);
         }
         if replay == Replay::BatchFlush {
-            // The flush drops what reached the ring by the replay. The
-            // waves that fault during the service have not run yet (steps
-            // run in time order, and this one ran at its start), so it
-            // runs at the next delivery, due at the replay at the latest.
-            self.sched.flush_until[g] = Some(now);
+            // The flush drops what reached the ring by the PUT it reads.
+            // The waves that fault during the service have not run yet
+            // (steps run in time order, and this one ran at its start), so
+            // it runs at the next delivery, due at the replay at the latest.
+            let ratio = usize::from(self.config.uvm_replay_update_put_ratio);
+            let update_put = fetched.duplicates * 100 > fetched.taken * ratio;
+            let flush = if update_put {
+                self.hw.counters.flushes_update_put += 1;
+                Flush::Until(now)
+            } else {
+                Flush::Cached {
+                    put: fetched.put,
+                    replay: now,
+                }
+            };
+            self.sched.flush_until[g] = Some(flush);
         }
         now
     }
 
     /// A pending batch-flush of ring `g`: the faults that reached it by
-    /// the replay are dropped unserved, and their waves retry at once
-    /// and fault again.
+    /// the PUT pointer the flush read are dropped unserved, and their
+    /// waves retry at once and fault again.
     fn flush_ring(&mut self, g: usize) {
-        let Some(until) = self.sched.flush_until[g].take() else {
+        let Some(flush) = self.sched.flush_until[g].take() else {
             return;
         };
         while let Some(e) = self.mmu.rings[g].head().copied() {
-            if e.at > until {
+            let stop = match flush {
+                Flush::Until(until) => e.at > until,
+                Flush::Cached { put: (ts, at), .. } => e.ts > ts || e.at > at,
+            };
+            if stop {
                 break;
             }
             self.mmu.rings[g].pop();
             self.hw.counters.faults_flushed += 1;
-            self.wake_kwaves(g, e.proc_index, e.page, until, Woken::Served);
+            let (Flush::Until(replay) | Flush::Cached { replay, .. }) = flush;
+            self.wake_kwaves(g, e.proc_index, e.page, replay, Woken::Served);
         }
     }
 
     /// One batch: the arrived faults, up to the batch size, served as the
-    /// policy orders and coalesces them.
-    fn serve_one_batch(&mut self, g: usize, mut now: u64) -> u64 {
+    /// policy orders and coalesces them. Returns when it is done, and what
+    /// was fetched.
+    fn serve_one_batch(&mut self, g: usize, mut now: u64) -> (u64, Fetched) {
         let gpu = GpuIndex::new(g).expect("at most 64 GPUs");
         let mut batch: Vec<RingEntry> = Vec::new();
         while batch.len() < usize::try_from(self.hw.timing.fault_batch.max(1)).unwrap_or(usize::MAX)
@@ -1130,6 +1171,21 @@ impl Machine {
                 _ => break,
             }
         }
+        // Duplicates: faults of a page (and process) another fault of the
+        // batch already names (`num_duplicate_faults`, counted as the
+        // batch is preprocessed).
+        let mut pages: Vec<(usize, u64)> =
+            batch.iter().map(|e| (e.proc_index, e.page.raw())).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        // The PUT pointer read at the fetch covers what had been raised by
+        // then (the waves that fault during the service run after this
+        // step) and delivered.
+        let fetched = Fetched {
+            taken: batch.len(),
+            duplicates: batch.len() - pages.len(),
+            put: (self.mmu.rings[g].newest_ts().unwrap_or(0), now),
+        };
         // Each process's faults, in the order its first fault came.
         let mut procs: Vec<usize> = Vec::new();
         for e in &batch {
@@ -1156,7 +1212,7 @@ impl Machine {
                 now = self.serve_fault(g, &mine[step.serve], &with, now);
             }
         }
-        now
+        (now, fetched)
     }
 
     /// Wakes the kernel waves a handled fault was for.
@@ -1201,4 +1257,27 @@ impl Machine {
             r.forget_process(pid.0);
         }
     }
+}
+
+/// What one batch fetched from a fault ring: how many faults, how many
+/// of them were duplicates of another in the batch, and where the PUT
+/// pointer read at the fetch stood: the newest fault raised by then (its
+/// IH timestamp) and the time (faults delivered by it); what the batch
+/// left behind below it is past the batch size.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fetched {
+    taken: usize,
+    duplicates: usize,
+    put: (u64, u64),
+}
+
+/// How far a batch-flush goes (`fault_buffer_flush_locked`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flush {
+    /// `UPDATE_PUT`: the PUT pointer read again at the flush: every fault
+    /// that reached the ring by the replay, at this time.
+    Until(u64),
+    /// `CACHED_PUT`: the PUT pointer read at the fetch ([`Fetched::put`]):
+    /// the faults the batch left in the ring then; replayed at `replay`.
+    Cached { put: (u64, u64), replay: u64 },
 }

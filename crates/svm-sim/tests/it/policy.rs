@@ -959,50 +959,94 @@ fn xe_faults_move_whole_aligned_chunks() {
     k.check();
 }
 
-/// UVM's replay policies: under BATCH_FLUSH (the default) faults that
-/// arrive while a batch is served are flushed from the ring unserved and
-/// their waves fault again after the replay; under BLOCK and BATCH none
-/// is. Every policy serves the same data.
+/// UVM's replay policies: under BATCH_FLUSH (the default) the buffer is
+/// flushed after each batch as far as the PUT pointer the driver last
+/// read. When over half a batch were duplicates it reads PUT again
+/// (`UPDATE_PUT`), so the faults that arrived while the batch was served
+/// are dropped unserved and their waves fault again after the replay;
+/// otherwise (`CACHED_PUT`) they stay for the next batch. Under BLOCK,
+/// BATCH and ONCE nothing is flushed. Every policy serves the same data.
 #[test]
-fn uvm_batch_flush_drops_the_faults_that_arrive_during_a_batch() {
+fn uvm_batch_flush_drops_the_arrivals_only_when_most_of_a_batch_are_duplicates() {
     use svm_core::config::{Config, Driver};
-    let run = |replay: &str| {
+    // Sixteen waves walk the resident first 4 MiB and run off its end
+    // into 8 MiB that is not resident, from staggered starts, so that
+    // their faults arrive while others are served; `together` of them
+    // from one start instead, so that each page they reach faults that
+    // many times at once (duplicates).
+    // `ratio`: `uvm_replay_update_put_ratio`.
+    let run = |replay: &str, together: u64, ratio: &str| {
         let mut k = Kfd::new(true);
         k.m.apply_profile(&svm_sim::timing::Profile::built_in("uvm-pcie").unwrap());
         let mut c = Config::for_driver(Driver::Uvm);
         c.set("uvm_replay_policy", replay).unwrap();
+        c.set("uvm_replay_update_put_ratio", ratio).unwrap();
+        // Every page faults: many batches.
+        c.set("uvm_prefetch", "off").unwrap();
         k.m.set_config(&c).unwrap();
         let raw = k.mmap(34 * MIB);
         let a = raw.next_multiple_of(2 * MIB);
         k.cpu_write(a, &words(4 * 1024 * 1024, |i| i));
         k.set(a, 16 * MIB, &[(ACCESS, GPU0)]).unwrap();
         k.set(a, 4 * MIB, &[(PREFETCH_LOC, GPU0)]).unwrap();
-        // Sixteen waves walk the resident first 4 MiB from staggered
-        // starts and run off its end 38 µs apart, into 8 MiB that is not
-        // resident: their faults arrive while others are served.
-        let waves: Vec<_> = (0..16u64)
+        // The `together` waves are one kernel's, on CUs of their own, so
+        // that their faults on a page are not one uTLB's repeats; the
+        // staggered ones are kernels of a wave each.
+        let out = a + 12 * MIB;
+        let walk: svm_sim::machine::KernelFn = std::rc::Rc::new(move |w, ctx| {
+            Box::pin(async move {
+                let mut at = a + 3 * MIB;
+                let first = ctx.load_u32s(at, 64).await[0];
+                let mut last = 0;
+                while at < a + 12 * MIB {
+                    last = ctx.load_u32s(at, 64).await[63];
+                    at += 256;
+                }
+                ctx.store_u32s(out + u64::from(w) * 8, &[first, last]).await;
+            })
+        });
+        let group = (together > 0).then(|| {
+            k.m.launch_kernel(k.pid, GPU0, u32::try_from(together).unwrap(), walk)
+                .unwrap()
+        });
+        let waves: Vec<_> = (0..16 - together)
             .map(|w| {
                 let start = a + w * 256 * 1024;
                 k.m.launch(k.pid, GPU0, CpuVa::new(start), a + 12 * MIB - start, None)
                     .unwrap()
             })
             .collect();
+        let end = (3u32 * 1024 * 1024 - 1).to_le_bytes();
         for (w, id) in waves.into_iter().enumerate() {
             let (got, _) = k.m.wait(id).unwrap();
             let first = u32::try_from(w).unwrap() * 64 * 1024;
             assert_eq!(&got[..4], &first.to_le_bytes(), "{replay}");
-            assert_eq!(
-                &got[got.len() - 4..],
-                &(3u32 * 1024 * 1024 - 1).to_le_bytes()
-            );
+            assert_eq!(&got[got.len() - 4..], &end);
+        }
+        if let Some(id) = group {
+            k.m.wait_kernel(id).unwrap();
+            for w in 0..together {
+                let want = [(3u32 << 20) / 4, 3 * 1024 * 1024 - 1]
+                    .map(u32::to_le_bytes)
+                    .concat();
+                assert_eq!(k.cpu_read(out + w * 8, 8), want, "{replay} wave {w}");
+            }
         }
         k.check();
-        k.m.counters().faults_flushed
+        let c = k.m.counters();
+        (c.faults_flushed, c.flushes_update_put)
     };
-    assert!(run("batch-flush") > 0);
-    assert_eq!(run("batch"), 0);
-    assert_eq!(run("block"), 0);
-    assert_eq!(run("once"), 0);
+    // Twelve waves fault on each page together: batches of duplicates,
+    // each flush reads PUT again and drops the staggered waves' arrivals.
+    let (flushed, update_put) = run("batch-flush", 12, "50");
+    assert!(flushed > 100 && update_put > 100, "{flushed} {update_put}");
+    // A ratio no batch exceeds: the arrivals stay for the next batch.
+    assert_eq!(run("batch-flush", 12, "100"), (0, 0));
+    // No duplicates at all (sixteen staggered waves): the same.
+    assert_eq!(run("batch-flush", 0, "0"), (0, 0));
+    for replay in ["batch", "block", "once"] {
+        assert_eq!(run(replay, 12, "0"), (0, 0), "{replay}");
+    }
 }
 
 /// Two GPUs writing one range at once under the xe driver (no duplicate
@@ -1538,4 +1582,73 @@ fn uvm_thrashing_between_nvlink_peers_pins_in_place_without_a_throttle() {
     assert!(settled <= 5, "pinned once it thrashes: {moves:?}");
     let (moves, throttled, _) = run(false);
     assert!(throttled > 0, "{moves:?}");
+}
+
+/// Throttles each page's first fault, then serves it as kfd's partial
+/// policy would; batched, replaying once a service run (UVM's `once`).
+#[derive(Debug, Default)]
+struct ThrottleFirst {
+    seen: BTreeMap<u64, ()>,
+}
+
+impl FaultPolicy for ThrottleFirst {
+    fn name(&self) -> &str {
+        "throttle-first"
+    }
+
+    fn plan(&mut self, ctx: &FaultCtx<'_>) -> FaultPlan {
+        if self.seen.insert(ctx.page.raw(), ()).is_none() {
+            return FaultPlan::Retry { after_ns: 1_000 };
+        }
+        FaultPlan::serve(
+            Some(svm_core::policy::Migration {
+                to: ctx.best,
+                pages: ctx.window,
+            }),
+            ctx.window,
+        )
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn replay(&self) -> svm_core::policy::Replay {
+        svm_core::policy::Replay::Once
+    }
+}
+
+/// A service run of UVM's (`once`: the replay after the run) ends after
+/// five batches with a throttled fault (`uvm_perf_fault_max_throttle_per_service`)
+/// rather than the twenty it may take: with one fault a batch, sixteen
+/// waves' first faults cut the first run short; four waves' do not.
+#[test]
+fn a_service_run_ends_after_five_throttled_batches() {
+    let run = |waves: u64| {
+        let mut k = Kfd::new(true);
+        let profile = svm_sim::timing::Profile::built_in("uvm-pcie").unwrap();
+        k.m.apply_profile(&profile);
+        let mut t = profile.timing.clone();
+        t.fault_batch = 1;
+        k.m.set_timing(t);
+        k.m.set_fault_policy(PolicyFactory::new(|| Box::new(ThrottleFirst::default())));
+        let a = k.mmap(16 * MIB).next_multiple_of(2 * MIB);
+        k.cpu_write(a, &words(2 * 1024 * 1024, |i| i));
+        k.set(a, 8 * MIB, &[(ACCESS, GPU0), (GRANULARITY, 0)])
+            .unwrap();
+        let ids: Vec<_> = (0..waves)
+            .map(|w| {
+                let at = a + w * 64 * PAGE;
+                k.m.launch(k.pid, GPU0, CpuVa::new(at), 4, None).unwrap()
+            })
+            .collect();
+        for (w, id) in ids.into_iter().enumerate() {
+            let (got, _) = k.m.wait(id).unwrap();
+            assert_eq!(got, (u32::try_from(w).unwrap() * 64 * 1024).to_le_bytes());
+        }
+        k.check();
+        k.m.counters().services_cut_by_throttles
+    };
+    assert!(run(16) >= 1);
+    assert_eq!(run(4), 0);
 }

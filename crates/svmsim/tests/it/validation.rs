@@ -40,7 +40,7 @@ fn within(x: f64, lo: f64, hi: f64) -> bool {
 /// bfs for the second; first-resident eviction stands for UVM's. UVMSmart
 /// retries each fault when its own far-fault service ends, which is the
 /// `block` replay; under the driver's BATCH_FLUSH the first ratio is
-/// 88.8 (docs/validation.md says why).
+/// 210 (docs/validation.md says why).
 #[test]
 fn uvmsmart_oversubscription_ratios() {
     let block = "uvm_replay_policy=block";
