@@ -24,6 +24,7 @@ use svm_sim::machine::{AccessError, CpuIo, KernelFn, KernelStats, Machine, Pid};
 use svm_sim::mm::{Backing, Mark, Prot};
 
 pub mod experiments;
+pub mod import;
 mod kernels;
 pub mod micro;
 pub mod trace;

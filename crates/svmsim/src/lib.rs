@@ -15,6 +15,7 @@ pub mod exec;
 pub mod explain;
 pub mod fuzz;
 pub mod html;
+pub mod import;
 pub mod input;
 pub mod output;
 pub mod plots;

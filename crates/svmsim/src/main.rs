@@ -187,6 +187,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import a real run's kfd SMI messages as a trace to replay under any
+    /// driver and policy (docs/import.md).
+    #[command(after_help = "Examples:\n  \
+        svmsim import smi-dir -o app.trace && svmsim replay app.trace --driver uvm\n  \
+        svmsim import gpu-0x1002.smi -o app.trace --json")]
+    Import {
+        /// A directory of per-GPU files (gpu-0x<gpu_id>.smi, kfd's form of
+        /// --events), one such file, or a file of lines prefixed by their
+        /// gpu_id (the prefixed form).
+        input: PathBuf,
+        /// The trace to write (docs/trace.md).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// The input's format (kfd-smi: raw SMI lines; the only one yet).
+        #[arg(long, value_enum, default_value = "kfd-smi")]
+        format: ImportFormat,
+        /// The gpu_id of a per-GPU file whose name does not give it.
+        #[arg(long, value_name = "HEX", value_parser = gpu_id_hex)]
+        gpu_id: Option<u32>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a recorded access trace (binary, or CSV with --csv-input).
     #[command(
         after_help = "Examples:\n  \
@@ -344,6 +367,19 @@ struct RunOpts {
 }
 
 /// A switch: `on` or `off`.
+/// What `svmsim import` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ImportFormat {
+    /// kfd SMI event lines (`AMDKFD_IOC_SMI_EVENTS`), per GPU or prefixed.
+    KfdSmi,
+}
+
+/// A gpu_id in hexadecimal, `0x` optional.
+fn gpu_id_hex(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("{s:?} is not a hexadecimal gpu_id"))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum OnOff {
     /// On.
@@ -1474,6 +1510,52 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 );
             }
             Ok(code)
+        }
+        Command::Import {
+            input,
+            output: out_path,
+            format: ImportFormat::KfdSmi,
+            gpu_id,
+            json,
+        } => {
+            output::refuse_clashes(&[input.as_path()], &[output::Target::File(out_path)])
+                .map_err(usage)?;
+            writable(out_path)?;
+            let files = svmsim::import::read(input, *gpu_id).map_err(usage)?;
+            let budget = host_budget(cli);
+            let imported =
+                svmsim::import::import(&files, exec::max_trace_events(budget)).map_err(usage)?;
+            let bytes = svm_workloads::trace::encode(&imported.events);
+            let n = bytes.len();
+            let mut staged = output::Staged::default();
+            staged.file(out_path, bytes);
+            staged.commit().map_err(io)?;
+            let name = input.display().to_string();
+            if *json {
+                let v = serde_json::json!({
+                    "schema": "svmsim.import.v1",
+                    "input": name,
+                    "format": "kfd-smi",
+                    "output": out_path.display().to_string(),
+                    "report": imported.report,
+                });
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
+                );
+            } else {
+                outp!("{}", svmsim::import::text(&name, &imported.report));
+                let gpus = match imported.report.gpus.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" --gpus {n}"),
+                };
+                outln!(
+                    "wrote {} ({n} bytes); replay it with: svmsim replay {}{gpus}",
+                    out_path.display(),
+                    out_path.display()
+                );
+            }
+            Ok(0)
         }
         Command::Diff { a, b, json } => {
             let mut sides = Vec::new();

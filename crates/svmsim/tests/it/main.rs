@@ -31,6 +31,9 @@ mod files;
 // The drivers against published figures (docs/validation.md).
 mod validation;
 
+// Real runs in: SMI messages imported as a trace and replayed.
+mod import;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,758 @@
+//! Real runs in: kfd SMI event lines turned into an svmsim trace
+//! (`docs/import.md`).
+//!
+//! # Overview
+//! A performance engineer has the SMI messages of a real run: the lines a
+//! read of `AMDKFD_IOC_SMI_EVENTS` files gives, one file per GPU, or one
+//! file with each line prefixed by its gpu_id (svmsim's `--events` writes
+//! both). [`kfd_smi`] reads them and makes a trace that replays what the
+//! application did, as far as the messages say it:
+//!
+//! - **GPUs** from the gpu_ids, renumbered in ascending order to the
+//!   replaying machine's (`0x1002`, `0x2002`, ...): [`Report::gpus`].
+//! - **Processes** from the pids, in the order they first appear.
+//! - **Buffers** from every page a message names (fault addresses,
+//!   migration and unmap ranges), clustered into VMAs: each maximal run of
+//!   touched 2 MiB blocks is one mapping, registered (ACCESS) for every
+//!   GPU of the run.
+//! - **GPU faults** (PAGE_FAULT_START, `W` a store, `R` a load of a word
+//!   of the page) as first touches, in time order: a stretch of one
+//!   GPU's faults with nothing else between becomes a kernel, its faults
+//!   dealt round robin to up to [`WAVES`] waves, so that they overlap as
+//!   a real kernel's many waves' do and keep their order.
+//! - **CPU faults** (MIGRATE_START with trigger 2, page fault on the CPU)
+//!   as CPU reads of the page.
+//! - **Prefetches** (MIGRATE_START with trigger 0) as SET_ATTR
+//!   PREFETCH_LOC over their range, to where they went.
+//! - **munmaps** (UNMAP_FROM_GPU with trigger 2, unmap from the CPU) as
+//!   munmaps of their range; a later touch maps the block again.
+//!
+//! What the driver did in answer (migrations for GPU faults and TTM
+//! evictions, fault ends, queue evictions and restores, other unmaps) is
+//! the engine's to do again on replay: it is counted in the report, not
+//! put in the trace. So is what SMI does not say: the accesses that did
+//! not fault, compute time, which wave faulted.
+//!
+//! Every line is checked: a line that does not follow its event's kernel
+//! format is an error that names the line and the field. An event id the
+//! kernel does not define is refused; ids that are not SVM's (VM faults,
+//! thermal throttling, GPU resets, process start and end) are counted
+//! and left out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use svm_core::uapi::attr_type;
+use svm_sim::machine::{TraceEvent, WaveOp};
+
+use crate::trace::MAX_EVENTS;
+
+/// Waves a kernel of imported faults has at most.
+pub const WAVES: u32 = 64;
+
+/// Bytes of a 2 MiB block: the unit buffers are clustered in.
+const BLOCK: u64 = 2 << 20;
+
+/// A page, in bytes.
+const PAGE: u64 = 4096;
+
+/// The first gpu_id the replaying machine gives (`0x1002`, then every
+/// `0x1000`).
+const FIRST_GPU_ID: u32 = 0x1002;
+
+/// Why SMI lines could not be imported.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// A line that does not follow its format.
+    #[error("line {line}: {field}: {why}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// The field (or `event id`).
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// More than the import can hold.
+    #[error("{what} {value} is above the limit of {max}")]
+    Limit {
+        /// What is counted.
+        what: &'static str,
+        /// How many.
+        value: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Nothing to replay: no SVM message in the input.
+    #[error("no SVM event in the input (GPU faults, migrations, unmaps)")]
+    Empty,
+}
+
+/// What an import mapped, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Lines read (blank and `#` lines not counted).
+    pub lines: u64,
+    /// Messages by event name.
+    pub events: BTreeMap<&'static str, u64>,
+    /// Each GPU's gpu_id in the input and in the trace.
+    pub gpus: Vec<(u32, u32)>,
+    /// The pids, in trace process order.
+    pub pids: Vec<u32>,
+    /// The buffers (VMAs) made: address and length.
+    pub buffers: Vec<(u64, u64)>,
+    /// GPU faults turned into first touches.
+    pub gpu_faults: u64,
+    /// CPU faults turned into CPU reads.
+    pub cpu_faults: u64,
+    /// Prefetches turned into SET_ATTR PREFETCH_LOC.
+    pub prefetches: u64,
+    /// munmaps.
+    pub unmaps: u64,
+    /// Kernels made of the GPU faults.
+    pub kernels: u64,
+    /// Messages of what the driver did in answer, left for the engine:
+    /// migrations for faults and evictions, fault ends, queue evictions
+    /// and restores, unmaps from notifiers and migrations.
+    pub effects: u64,
+    /// Messages that are not SVM's (VM faults, thermal, resets, process
+    /// start and end), left out.
+    pub not_svm: u64,
+    /// Events the kernel reported it dropped (its DROPPED_EVENT message):
+    /// the input misses that many.
+    pub dropped: u64,
+    /// Runs of a prefixed file past the first (`# svmsim run` lines),
+    /// left out.
+    pub runs_left_out: u64,
+}
+
+/// An import: the trace and its report.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    /// The trace, as [`crate::trace::decode`] gives one.
+    pub events: Vec<TraceEvent>,
+    /// What was mapped.
+    pub report: Report,
+}
+
+/// One message.
+#[derive(Clone, Copy, Debug)]
+struct Msg {
+    line: usize,
+    /// The GPU whose file held it.
+    gpu: u32,
+    ts: u64,
+    pid: u32,
+    what: What,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum What {
+    Fault {
+        page: u64,
+        write: bool,
+    },
+    Migrate {
+        page: u64,
+        pages: u64,
+        to: u32,
+        trigger: u32,
+    },
+    Unmap {
+        page: u64,
+        pages: u64,
+        trigger: u32,
+    },
+    Effect,
+    Dropped(u64),
+}
+
+/// The SVM event names, by id.
+fn name(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x5 => "migrate_start",
+        0x6 => "migrate_end",
+        0x7 => "page_fault_start",
+        0x8 => "page_fault_end",
+        0x9 => "queue_eviction",
+        0xa => "queue_restore",
+        0xb => "unmap_from_gpu",
+        0xe => "dropped_event",
+        _ => return None,
+    })
+}
+
+/// Reads a field: `what` names it in errors.
+struct Fields<'a> {
+    line: usize,
+    rest: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn err(&self, field: &'static str, why: impl Into<String>) -> ImportError {
+        ImportError::Line {
+            line: self.line,
+            field,
+            why: why.into(),
+        }
+    }
+
+    /// The text up to the next `sep` (or the end), after `prefix`.
+    fn take(
+        &mut self,
+        field: &'static str,
+        prefix: &str,
+        sep: char,
+    ) -> Result<&'a str, ImportError> {
+        let rest = self.rest.strip_prefix(prefix).ok_or_else(|| {
+            self.err(
+                field,
+                format!("expected {prefix:?} before it in {:?}", self.rest),
+            )
+        })?;
+        let (v, after) = rest.split_once(sep).unwrap_or((rest, ""));
+        if v.is_empty() {
+            return Err(self.err(field, "missing"));
+        }
+        self.rest = after;
+        Ok(v)
+    }
+
+    fn dec(&mut self, field: &'static str, prefix: &str, sep: char) -> Result<u64, ImportError> {
+        let v = self.take(field, prefix, sep)?;
+        v.parse()
+            .map_err(|_| self.err(field, format!("{v:?} is not a decimal number")))
+    }
+
+    fn hex(&mut self, field: &'static str, prefix: &str, sep: char) -> Result<u64, ImportError> {
+        let v = self.take(field, prefix, sep)?;
+        u64::from_str_radix(v, 16)
+            .map_err(|_| self.err(field, format!("{v:?} is not a hexadecimal number")))
+    }
+
+    fn hex32(&mut self, field: &'static str, prefix: &str, sep: char) -> Result<u32, ImportError> {
+        let v = self.hex(field, prefix, sep)?;
+        u32::try_from(v).map_err(|_| self.err(field, format!("{v:#x} does not fit 32 bits")))
+    }
+
+    fn small(&mut self, field: &'static str, prefix: &str, sep: char) -> Result<u32, ImportError> {
+        let v = self.take(field, prefix, sep)?;
+        v.parse::<i32>()
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| self.err(field, format!("{v:?} is not a small number")))
+    }
+
+    fn char(&mut self, field: &'static str, allowed: &str) -> Result<char, ImportError> {
+        let v = self.take(field, " ", ' ')?;
+        let mut c = v.chars();
+        match (c.next(), c.next()) {
+            (Some(ch), None) if allowed.contains(ch) => Ok(ch),
+            _ => Err(self.err(field, format!("{v:?} is not one of {allowed:?}"))),
+        }
+    }
+
+    fn end(&self) -> Result<(), ImportError> {
+        if self.rest.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("end of line", format!("unexpected {:?}", self.rest)))
+        }
+    }
+}
+
+/// The largest page number a message may name (a 57-bit address space).
+const MAX_PAGE: u64 = (1 << 57) / PAGE;
+
+/// Parses one message (after its event id) in the kernel's format for
+/// `id` (`KFD_EVENT_FMT_*`, `include/uapi/linux/kfd_ioctl.h`).
+fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, ImportError> {
+    if name(id).is_none() {
+        // Not SVM's: VM faults, thermal throttling, resets, process
+        // start and end.
+        return Ok(None);
+    }
+    let mut f = Fields { line, rest: body };
+    let ts = f.dec("timestamp", "", ' ')?;
+    let pid = f.small("pid", "-", ' ')?;
+    let range = |f: &mut Fields<'_>| -> Result<(u64, u64), ImportError> {
+        let page = f.hex("page", "@", '(')?;
+        let pages = f.hex("pages", "", ')')?;
+        f.rest = f.rest.strip_prefix(' ').unwrap_or(f.rest);
+        if page >= MAX_PAGE || pages > MAX_PAGE - page {
+            return Err(f.err("pages", "the range leaves the address space"));
+        }
+        Ok((page, pages))
+    };
+    let what = match id {
+        0x5 | 0x6 => {
+            let (page, pages) = range(&mut f)?;
+            let _from = f.hex32("from", "", '-')?;
+            let to = f.hex32("to", ">", ' ')?;
+            let trigger = if id == 0x5 {
+                let _prefetch = f.hex32("prefetch location", "", ':')?;
+                let _preferred = f.hex32("preferred location", "", ' ')?;
+                f.small("trigger", "", ' ')?
+            } else {
+                let t = f.small("trigger", "", ' ')?;
+                let e = f.take("error code", "", ' ')?;
+                e.parse::<i32>()
+                    .map_err(|_| f.err("error code", format!("{e:?} is not a number")))?;
+                t
+            };
+            if trigger > 3 {
+                return Err(f.err(
+                    "trigger",
+                    format!("{trigger}: migration triggers are 0 to 3"),
+                ));
+            }
+            if id == 0x5 {
+                What::Migrate {
+                    page,
+                    pages,
+                    to,
+                    trigger,
+                }
+            } else {
+                What::Effect
+            }
+        }
+        0x7 | 0x8 => {
+            let page = f.hex("page", "@", '(')?;
+            if page >= MAX_PAGE {
+                return Err(f.err("page", "outside the address space"));
+            }
+            let _node = f.hex32("gpu_id", "", ')')?;
+            f.rest = f.rest.trim_start_matches(' ');
+            f.rest = if f.rest.is_empty() { "" } else { f.rest };
+            let c = {
+                let v = f.rest.trim();
+                let mut ch = v.chars();
+                let allowed = if id == 0x7 { "RW" } else { "MU" };
+                match (ch.next(), ch.next()) {
+                    (Some(c), None) if allowed.contains(c) => c,
+                    _ => {
+                        return Err(f.err(
+                            if id == 0x7 { "access" } else { "outcome" },
+                            format!("{v:?} is not one of {allowed:?}"),
+                        ));
+                    }
+                }
+            };
+            f.rest = "";
+            if id == 0x7 {
+                What::Fault {
+                    page,
+                    write: c == 'W',
+                }
+            } else {
+                What::Effect
+            }
+        }
+        0x9 => {
+            let _node = f.hex32("gpu_id", "", ' ')?;
+            let _trigger = f.small("trigger", "", ' ')?;
+            What::Effect
+        }
+        0xa => {
+            let _node = f.hex32("gpu_id", "", ' ')?;
+            f.char("rescheduled", "R0")?;
+            What::Effect
+        }
+        0xb => {
+            let (page, pages) = range(&mut f)?;
+            let _node = f.hex32("gpu_id", "", ' ')?;
+            let trigger = f.small("trigger", "", ' ')?;
+            if trigger > 2 {
+                return Err(f.err("trigger", format!("{trigger}: unmap triggers are 0 to 2")));
+            }
+            What::Unmap {
+                page,
+                pages,
+                trigger,
+            }
+        }
+        0xe => {
+            let n = f.dec("count", "", ' ')?;
+            What::Dropped(n)
+        }
+        _ => return Ok(None),
+    };
+    f.end()?;
+    Ok(Some(Msg {
+        line,
+        gpu,
+        ts,
+        pid,
+        what,
+    }))
+}
+
+/// One input: its lines and, for a file of one GPU's messages (kfd's
+/// form), that GPU's id; `None` for the prefixed form.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The text.
+    pub text: &'a str,
+    /// The gpu_id of a per-GPU file.
+    pub gpu: Option<u32>,
+}
+
+/// Reads SMI messages and makes a trace of them (see the module doc).
+/// `max_events` bounds the trace, as [`crate::trace::decode`]'s does.
+///
+/// # Errors
+/// A line that does not follow its event's format (its number and
+/// field), an event id the kernel does not define, a count past its
+/// limit, or nothing of SVM's in the input.
+pub fn kfd_smi(sources: &[Source<'_>], max_events: usize) -> Result<Imported, ImportError> {
+    let max_events = max_events.min(MAX_EVENTS) as u64;
+    let mut report = Report::default();
+    let mut msgs: Vec<Msg> = Vec::new();
+    let mut line_base = 0usize;
+    for src in sources {
+        let mut runs = 0u64;
+        for (i, raw) in src.text.lines().enumerate() {
+            let line = line_base + i + 1;
+            let t = raw.trim_end();
+            if t.trim().is_empty() {
+                continue;
+            }
+            if let Some(c) = t.strip_prefix('#') {
+                if c.trim_start().starts_with("svmsim run") {
+                    runs += 1;
+                }
+                continue;
+            }
+            if runs > 1 {
+                continue;
+            }
+            report.lines += 1;
+            if report.lines > max_events {
+                return Err(ImportError::Limit {
+                    what: "lines",
+                    value: report.lines,
+                    max: max_events,
+                });
+            }
+            let err = |field, why: String| ImportError::Line { line, field, why };
+            let (gpu, rest) = match src.gpu {
+                Some(g) => (g, t),
+                None => {
+                    let (g, rest) = t.split_once(' ').ok_or_else(|| {
+                        err(
+                            "gpu_id",
+                            "a prefixed line is a gpu_id, a space, then the message".into(),
+                        )
+                    })?;
+                    let g = u32::from_str_radix(g, 16)
+                        .map_err(|_| err("gpu_id", format!("{g:?} is not a hexadecimal gpu_id")))?;
+                    (g, rest)
+                }
+            };
+            let (id, body) = rest.split_once(' ').ok_or_else(|| {
+                err(
+                    "event id",
+                    "a message is an event id, a space, then its fields".into(),
+                )
+            })?;
+            let id = u8::from_str_radix(id, 16)
+                .ok()
+                .filter(|&v| (1..=0xe).contains(&v))
+                .ok_or_else(|| {
+                    err(
+                        "event id",
+                        format!("{id:?}: kfd's SMI events are 1 to e (KFD_SMI_EVENT_*)"),
+                    )
+                })?;
+            match parse(line, gpu, id, body)? {
+                Some(m) => {
+                    *report.events.entry(name(id).expect("parsed")).or_default() += 1;
+                    msgs.push(m);
+                }
+                None => report.not_svm += 1,
+            }
+        }
+        report.runs_left_out += runs.saturating_sub(1);
+        line_base += src.text.lines().count();
+    }
+    // Time order; a tie keeps the input's order.
+    msgs.sort_by_key(|m| (m.ts, m.line));
+    build(&msgs, report, max_events)
+}
+
+/// The trace of `msgs`, in time order.
+fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, ImportError> {
+    // GPUs: every gpu_id a message came from or names as a destination.
+    let mut real: BTreeSet<u32> = msgs.iter().map(|m| m.gpu).collect();
+    for m in msgs {
+        if let What::Migrate { to, .. } = m.what
+            && to != 0
+            && to != u32::MAX
+        {
+            real.insert(to);
+        }
+    }
+    let limit = |what, value: u64, max: u64| {
+        if value > max {
+            Err(ImportError::Limit { what, value, max })
+        } else {
+            Ok(())
+        }
+    };
+    limit(
+        "GPUs",
+        real.len() as u64,
+        svm_core::gpu::MAX_GPU_INSTANCE as u64,
+    )?;
+    let ours: BTreeMap<u32, u32> = real
+        .iter()
+        .enumerate()
+        .map(|(i, &g)| (g, FIRST_GPU_ID + 0x1000 * u32::try_from(i).unwrap_or(0)))
+        .collect();
+    report.gpus = ours.iter().map(|(&r, &o)| (r, o)).collect();
+    let loc = |g: u32| if g == 0 || g == u32::MAX { 0 } else { ours[&g] };
+    // Buffers: the pages migration and unmap ranges cover (the range-
+    // clipped windows of the run), and the 2 MiB block of a fault no
+    // range covers; cut where a range starts or ends, so that the run's
+    // range boundaries come back.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut cuts: BTreeSet<u64> = BTreeSet::new();
+    for m in msgs {
+        if let What::Migrate { page, pages, .. } | What::Unmap { page, pages, .. } = m.what
+            && pages > 0
+        {
+            spans.push((page, page + pages));
+            cuts.insert(page);
+            cuts.insert(page + pages);
+            limit("ranges", spans.len() as u64, max_events / 4)?;
+        }
+    }
+    let covered = merge(spans.clone());
+    let within = |p: u64| {
+        let i = covered.partition_point(|&(s, _)| s <= p);
+        i > 0 && p < covered[i - 1].1
+    };
+    let block_pages = BLOCK / PAGE;
+    for m in msgs {
+        if let What::Fault { page, .. } = m.what
+            && !within(page)
+        {
+            let b = page / block_pages * block_pages;
+            spans.push((b, b + block_pages));
+            limit("ranges", spans.len() as u64, max_events / 4)?;
+        }
+    }
+    // The mappings: maximal runs of covered pages; the buffers: their
+    // pieces between cuts.
+    let vmas: Vec<(u64, u64)> = merge(spans)
+        .into_iter()
+        .map(|(s, e)| (s * PAGE, (e - s) * PAGE))
+        .collect();
+    let mut buffers: Vec<(u64, u64)> = Vec::new();
+    for &(addr, len) in &vmas {
+        let (s, e) = (addr / PAGE, (addr + len) / PAGE);
+        let mut at = s;
+        for &c in cuts.range(s + 1..e) {
+            buffers.push((at * PAGE, (c - at) * PAGE));
+            at = c;
+        }
+        buffers.push((at * PAGE, (e - at) * PAGE));
+        limit("buffers", buffers.len() as u64, max_events / 4)?;
+    }
+    report.buffers.clone_from(&buffers);
+    let access: Vec<(u32, u32)> = ours.values().map(|&g| (attr_type::ACCESS, g)).collect();
+    // Processes.
+    let mut pids: Vec<u32> = Vec::new();
+    for m in msgs {
+        if !matches!(m.what, What::Effect | What::Dropped(_)) && !pids.contains(&m.pid) {
+            pids.push(m.pid);
+        }
+    }
+    if pids.is_empty() {
+        return Err(ImportError::Empty);
+    }
+    report.pids.clone_from(&pids);
+    let mut ev: Vec<TraceEvent> = Vec::new();
+    let xnack = msgs.iter().any(|m| matches!(m.what, What::Fault { .. }));
+    for (p, &pid) in pids.iter().enumerate() {
+        let p = u32::try_from(p).unwrap_or(u32::MAX);
+        ev.push(TraceEvent::Spawn {
+            name: format!("pid {pid}"),
+        });
+        if xnack {
+            ev.push(TraceEvent::SetXnack { pid: p, value: 1 });
+        }
+        for &(addr, len) in &vmas {
+            ev.push(TraceEvent::Mmap {
+                pid: p,
+                addr,
+                len,
+                prot: 3,
+                mark: 0,
+            });
+        }
+        for &(addr, size) in &buffers {
+            ev.push(TraceEvent::SetAttr {
+                pid: p,
+                addr,
+                size,
+                attrs: access.clone(),
+            });
+        }
+    }
+    let proc_of =
+        |pid: u32| u32::try_from(pids.iter().position(|&x| x == pid).unwrap_or(0)).unwrap_or(0);
+    // The faults of one GPU of one process with nothing between them: a
+    // kernel.
+    let mut run: Vec<WaveOp> = Vec::new();
+    let mut run_of: Option<(u32, u32)> = None;
+    let mut kernels = 0u32;
+    let mut unmapped: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    let flush = |ev: &mut Vec<TraceEvent>,
+                 run: &mut Vec<WaveOp>,
+                 of: &mut Option<(u32, u32)>,
+                 kernels: &mut u32| {
+        let Some((pid, gpu_id)) = of.take().filter(|_| !run.is_empty()) else {
+            return;
+        };
+        let waves = u32::try_from(run.len()).unwrap_or(WAVES).clamp(1, WAVES);
+        let kernel = *kernels;
+        *kernels += 1;
+        ev.push(TraceEvent::Launch { pid, gpu_id, waves });
+        for (i, op) in run.drain(..).enumerate() {
+            let wave = u32::try_from(i % WAVES as usize).unwrap_or(0) % waves;
+            ev.push(TraceEvent::Wave { kernel, wave, op });
+        }
+        ev.push(TraceEvent::Wait { kernel });
+    };
+    // A touch of what a munmap took maps it again first: the munmap's
+    // pages, registered as the buffers there were.
+    let remap = |ev: &mut Vec<TraceEvent>,
+                 unmapped: &mut BTreeMap<u32, Vec<(u64, u64)>>,
+                 pid: u32,
+                 addr: u64| {
+        let Some(list) = unmapped.get_mut(&pid) else {
+            return;
+        };
+        let Some(k) = list.iter().position(|&(s, e)| (s..e).contains(&addr)) else {
+            return;
+        };
+        let (s, e) = list.swap_remove(k);
+        ev.push(TraceEvent::Mmap {
+            pid,
+            addr: s,
+            len: e - s,
+            prot: 3,
+            mark: 0,
+        });
+        for &(b, len) in &buffers {
+            let (lo, hi) = (b.max(s), (b + len).min(e));
+            if lo < hi {
+                ev.push(TraceEvent::SetAttr {
+                    pid,
+                    addr: lo,
+                    size: hi - lo,
+                    attrs: access.clone(),
+                });
+            }
+        }
+    };
+    for m in msgs {
+        let pid = proc_of(m.pid);
+        match m.what {
+            What::Fault { page, write } => {
+                let gpu_id = ours[&m.gpu];
+                let addr = page * PAGE;
+                let needs_map = unmapped
+                    .get(&pid)
+                    .is_some_and(|l| l.iter().any(|&(s, e)| (s..e).contains(&addr)));
+                if run_of != Some((pid, gpu_id)) || needs_map {
+                    flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                }
+                if needs_map {
+                    remap(&mut ev, &mut unmapped, pid, addr);
+                }
+                run_of = Some((pid, gpu_id));
+                run.push(if write {
+                    WaveOp::Store { addr, len: 4 }
+                } else {
+                    WaveOp::Load { addr, len: 4 }
+                });
+                report.gpu_faults += 1;
+            }
+            What::Migrate {
+                page, trigger: 2, ..
+            } => {
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                let addr = page * PAGE;
+                remap(&mut ev, &mut unmapped, pid, addr);
+                ev.push(TraceEvent::Cpu {
+                    pid,
+                    addr,
+                    len: 4,
+                    write: false,
+                });
+                report.cpu_faults += 1;
+            }
+            What::Migrate {
+                page,
+                pages,
+                to,
+                trigger: 0,
+            } => {
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                remap(&mut ev, &mut unmapped, pid, page * PAGE);
+                ev.push(TraceEvent::SetAttr {
+                    pid,
+                    addr: page * PAGE,
+                    size: pages.max(1) * PAGE,
+                    attrs: vec![(attr_type::PREFETCH_LOC, loc(to))],
+                });
+                report.prefetches += 1;
+            }
+            What::Unmap {
+                page,
+                pages,
+                trigger: 2,
+            } => {
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                ev.push(TraceEvent::Munmap {
+                    pid,
+                    addr: page * PAGE,
+                    len: pages.max(1) * PAGE,
+                });
+                // Mapped again when touched.
+                let list = unmapped.entry(pid).or_default();
+                list.push((page * PAGE, (page + pages.max(1)) * PAGE));
+                limit("munmaps", list.len() as u64, max_events / 4)?;
+                report.unmaps += 1;
+            }
+            What::Dropped(n) => report.dropped += n,
+            What::Migrate { .. } | What::Unmap { .. } | What::Effect => report.effects += 1,
+        }
+        limit(
+            "trace events",
+            ev.len() as u64 + run.len() as u64,
+            max_events,
+        )?;
+    }
+    flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+    report.kernels = u64::from(kernels);
+    Ok(Imported { events: ev, report })
+}
+
+/// `spans` (page intervals) merged where they overlap or touch, in order.
+fn merge(mut spans: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    spans.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in spans {
+        match out.last_mut() {
+            Some((_, end)) if s <= *end => *end = (*end).max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

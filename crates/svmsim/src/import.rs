@@ -1,0 +1,221 @@
+//! `svmsim import`: a real run's kfd SMI messages read from files and
+//! made a trace (`svm_workloads::import`), with a report of what was
+//! mapped (docs/import.md).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use svm_workloads::import::{self, Imported, Report, Source};
+
+use crate::input;
+
+/// Files a directory of per-GPU SMI files may hold at most.
+const MAX_FILES: usize = svm_core::gpu::MAX_GPU_INSTANCE;
+
+/// The gpu_id in a per-GPU file's name (`gpu-0x<gpu_id>.smi`, as kfd's
+/// form of `--events` names them).
+pub fn gpu_of_name(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let hex = name.strip_prefix("gpu-0x")?.strip_suffix(".smi")?;
+    u32::from_str_radix(hex, 16).ok()
+}
+
+/// Whether `text` is in the prefixed form: its first message line starts
+/// with a gpu_id before the event id and timestamp (`1002 7 123 -4 ...`),
+/// where a per-GPU line starts with the event id (`7 123 -4 ...`).
+fn prefixed(text: &str) -> bool {
+    let Some(first) = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+    else {
+        return false;
+    };
+    let f: Vec<&str> = first.split(' ').take(4).collect();
+    f.len() == 4 && f[2].bytes().all(|b| b.is_ascii_digit()) && f[3].starts_with('-')
+}
+
+/// The texts to import from `path`: a directory's `gpu-0x*.smi` files, a
+/// file of one GPU's messages (its gpu_id from its name or `gpu_id`), or
+/// a prefixed file. Returns each file's path and text.
+///
+/// # Errors
+/// What cannot be read, too many or too large files, a directory with no
+/// SMI file, or a per-GPU file whose GPU nobody names.
+pub fn read(
+    path: &Path,
+    gpu_id: Option<u32>,
+) -> Result<Vec<(PathBuf, Option<u32>, String)>, String> {
+    let text = |p: &Path| -> Result<String, String> {
+        let bytes = input::read(p, input::MAX_TRACE_BYTES, "SMI event file")?;
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", p.display()))
+    };
+    if path.is_dir() {
+        let entries =
+            std::fs::read_dir(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut files: Vec<(PathBuf, u32)> = Vec::new();
+        for e in entries {
+            let p = e
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .path();
+            if let Some(g) = gpu_of_name(&p) {
+                files.push((p, g));
+                if files.len() > MAX_FILES {
+                    return Err(format!(
+                        "{}: more than {MAX_FILES} gpu-0x*.smi files, the GPUs a process can use",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(format!(
+                "{}: no gpu-0x<gpu_id>.smi file in the directory (the form `--events DIR` writes)",
+                path.display()
+            ));
+        }
+        files.sort();
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        for (p, g) in files {
+            let t = text(&p)?;
+            total += t.len() as u64;
+            if total > input::MAX_TRACE_BYTES {
+                return Err(format!(
+                    "{}: the files hold more than {} bytes, the limit for SMI events",
+                    path.display(),
+                    input::MAX_TRACE_BYTES
+                ));
+            }
+            out.push((p, Some(g), t));
+        }
+        return Ok(out);
+    }
+    let t = text(path)?;
+    let gpu = gpu_id.or_else(|| gpu_of_name(path));
+    if gpu.is_none() && !prefixed(&t) {
+        return Err(format!(
+            "{}: one GPU's messages, but which GPU? Name the file gpu-0x<gpu_id>.smi or give --gpu-id",
+            path.display()
+        ));
+    }
+    Ok(vec![(path.to_owned(), gpu, t)])
+}
+
+/// Imports the files `read` gave.
+///
+/// # Errors
+/// The first bad line, as `FILE:LINE: FIELD: WHY`, or a limit passed.
+pub fn import(
+    files: &[(PathBuf, Option<u32>, String)],
+    max_events: usize,
+) -> Result<Imported, String> {
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|(_, gpu, text)| Source { text, gpu: *gpu })
+        .collect();
+    import::kfd_smi(&sources, max_events).map_err(|e| match e {
+        import::ImportError::Line { line, field, why } => {
+            // Lines are numbered across the files in order: find the file.
+            let mut first = 0;
+            for (p, _, t) in files {
+                let n = t.lines().count();
+                if line <= first + n {
+                    return format!("{}:{}: {field}: {why}", p.display(), line - first);
+                }
+                first += n;
+            }
+            format!("line {line}: {field}: {why}")
+        }
+        other => {
+            let names: Vec<String> = files
+                .iter()
+                .map(|(p, _, _)| p.display().to_string())
+                .collect();
+            format!("{}: {other}", names.join(", "))
+        }
+    })
+}
+
+/// The report as text: what went into the trace and what did not.
+pub fn text(input: &str, r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "imported {input} (kfd SMI messages): {} lines", r.lines);
+    let gpus: Vec<String> = r
+        .gpus
+        .iter()
+        .enumerate()
+        .map(|(i, (real, ours))| format!("{real:#x} as GPU {i} ({ours:#x})"))
+        .collect();
+    let _ = writeln!(s, "  GPUs: {}", gpus.join(", "));
+    let pids: Vec<String> = r.pids.iter().map(|p| format!("pid {p}")).collect();
+    let _ = writeln!(s, "  processes: {}", pids.join(", "));
+    let bytes: u64 = r.buffers.iter().map(|&(_, l)| l).sum();
+    let mut shown: Vec<String> = r
+        .buffers
+        .iter()
+        .take(4)
+        .map(|&(a, l)| format!("{a:#x} +{}", crate::size::show(l)))
+        .collect();
+    if r.buffers.len() > 4 {
+        shown.push(format!("{} more", r.buffers.len() - 4));
+    }
+    let _ = writeln!(
+        s,
+        "  buffers: {} ({} in all, each a run of touched 2 MiB blocks): {}",
+        r.buffers.len(),
+        crate::size::show(bytes),
+        shown.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "  into the trace: {} GPU faults as first touches in {} kernels (up to {} waves each), {} CPU faults as CPU reads, {} prefetches, {} munmaps",
+        r.gpu_faults,
+        r.kernels,
+        import::WAVES,
+        r.cpu_faults,
+        r.prefetches,
+        r.unmaps
+    );
+    let _ = writeln!(
+        s,
+        "  left to the engine: {} messages of what the driver did in answer (migrations for faults and evictions, fault ends, queue evictions and restores, notifier unmaps)",
+        r.effects
+    );
+    let mut missing = Vec::new();
+    if r.dropped > 0 {
+        missing.push(format!(
+            "the kernel dropped {} events: the run had more than these",
+            r.dropped
+        ));
+    }
+    if r.not_svm > 0 {
+        missing.push(format!(
+            "{} messages that are not SVM's left out",
+            r.not_svm
+        ));
+    }
+    if r.runs_left_out > 0 {
+        missing.push(format!(
+            "{} runs after the first left out (# svmsim run lines)",
+            r.runs_left_out
+        ));
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(s, "  not imported: {}", missing.join("; "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_per_gpu_file_is_told_from_a_prefixed_one() {
+        assert!(prefixed("# svmsim run x\n1002 7 100 -4 @7f(1002) W\n"));
+        assert!(!prefixed("7 100 -4 @7f(1002) W\n"));
+        assert_eq!(gpu_of_name(Path::new("d/gpu-0x2002.smi")), Some(0x2002));
+        assert_eq!(gpu_of_name(Path::new("d/gpu-2002.smi")), None);
+    }
+}

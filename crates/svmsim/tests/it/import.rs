@@ -1,0 +1,133 @@
+//! `svmsim import`: a run's own SMI messages (`--events`) imported and
+//! replayed (docs/import.md, "What comes back").
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::cli::scratch;
+use super::{stderr, stdout, svmsim};
+
+fn ok(args: &[&str]) -> String {
+    let o = svmsim(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}\n{}", stderr(&o));
+    stdout(&o)
+}
+
+/// The messages of every file in `dir` with event id `id`, fields after
+/// the timestamp and pid.
+fn messages(dir: &Path, id: &str) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            let w: Vec<&str> = l.split(' ').collect();
+            if w[0] == id {
+                out.push(w[3..].join(" "));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `workload`, imports its SMI messages and replays the trace on the
+/// same machine: (the run's GPU faults, the replay's).
+fn round_trip(workload: &str, gpus: &str) -> (Vec<String>, Vec<String>, String) {
+    let d = scratch(&format!("import-{workload}"));
+    let (run, again, trace) = (d.join("run"), d.join("again"), d.join("t.trace"));
+    let s = |p: &Path| p.display().to_string();
+    ok(&[
+        "run",
+        workload,
+        "--size",
+        "4MiB",
+        "--gpus",
+        gpus,
+        "--events",
+        &s(&run),
+    ]);
+    let report = ok(&["import", &s(&run), "-o", &s(&trace)]);
+    ok(&["replay", &s(&trace), "--gpus", gpus, "--events", &s(&again)]);
+    let faults = |dir: &Path| messages(dir, "7");
+    // Migrations for GPU faults (trigger 1): their windows.
+    let windows = |dir: &Path| -> BTreeSet<String> {
+        messages(dir, "5")
+            .into_iter()
+            .filter(|m| m.ends_with(" 1"))
+            .map(|m| m.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        windows(&run),
+        windows(&again),
+        "{workload}: the same windows migrate"
+    );
+    (faults(&run), faults(&again), report)
+}
+
+/// A run whose every fault is a first touch comes back fault for fault:
+/// the same pages, accesses and order.
+#[test]
+fn first_touches_come_back_fault_for_fault() {
+    let (run, again, report) = round_trip("first-touch", "1");
+    assert!(!run.is_empty());
+    assert_eq!(run, again);
+    assert!(
+        report.contains("GPUs: 0x1002 as GPU 0 (0x1002)"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("{} GPU faults as first touches", run.len())),
+        "{report}"
+    );
+}
+
+/// Where kfd served several faults of one window (waves that faulted at
+/// once, served 2 ms apart through its duplicate window), the replay's
+/// first touches fault each window once: its faults are some of the
+/// run's, and the same windows migrate.
+#[test]
+fn repeated_faults_of_a_window_come_back_as_its_first() {
+    for w in ["stream", "reduction"] {
+        let (run, again, _) = round_trip(w, "1");
+        let seen: BTreeSet<&String> = run.iter().collect();
+        assert!(!again.is_empty() && again.len() <= run.len(), "{w}");
+        assert!(
+            again.iter().all(|f| seen.contains(f)),
+            "{w}: {again:?} not in {run:?}"
+        );
+    }
+}
+
+/// Bad input: a directory without SMI files, a per-GPU file of no known
+/// GPU, a bad line (file, line and field named), and an output that is
+/// the input; nothing is written.
+#[test]
+fn bad_input_is_named_and_nothing_is_written() {
+    let d = scratch("import-bad");
+    let s = |p: &Path| p.display().to_string();
+    let out = d.join("t.trace");
+    let err = |args: &[&str]| {
+        let o = svmsim(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(!out.exists());
+        stderr(&o)
+    };
+    assert!(err(&["import", &s(&d), "-o", &s(&out)]).contains("no gpu-0x<gpu_id>.smi file"));
+    let raw = d.join("events.txt");
+    std::fs::write(&raw, "7 100 -1 @7f(1002) W\n").unwrap();
+    assert!(err(&["import", &s(&raw), "-o", &s(&out)]).contains("--gpu-id"));
+    let bad = d.join("gpu-0x1002.smi");
+    std::fs::write(&bad, "7 100 -1 @7f(1002) W\n7 101 -1 @80(1002) Q\n").unwrap();
+    let e = err(&["import", &s(&bad), "-o", &s(&out)]);
+    assert!(e.contains("gpu-0x1002.smi:2: access"), "{e}");
+    let e = err(&["import", &s(&bad), "-o", &s(&bad)]);
+    assert!(e.contains("gpu-0x1002.smi"), "{e}");
+    assert_eq!(std::fs::read_to_string(&bad).unwrap().lines().count(), 2);
+    // Given the GPU, the plain file imports.
+    ok(&["import", &s(&raw), "--gpu-id", "0x1002", "-o", &s(&out)]);
+    assert!(out.exists());
+}
