@@ -735,6 +735,18 @@ metrics! {
     /// them (UVM's thrashing throttle). Absent when zero.
     #[serde(default, skip_serializing_if = "is_zero")]
     cpu_throttle_wait_ns,
+    /// Faults a batch-flush dropped from the buffer unserved (UVM's
+    /// BATCH_FLUSH), the flushes that read PUT again because most of
+    /// their batch were duplicates (`UPDATE_PUT`), and the service runs
+    /// cut short after 5 throttled batches. Absent when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    faults_flushed,
+    /// See `faults_flushed`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    flushes_update_put,
+    /// See `faults_flushed`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    services_cut_by_throttles,
     /// Simulated ns the kernels' waves lived, summed over the waves, and
     /// the parts of it they spent parked on retry faults and held by
     /// stopped queues (the rest they computed and reached memory).
@@ -844,6 +856,9 @@ impl Metrics {
             atomic_faults: c.atomic_faults,
             cpu_timeslice_wait_ns: c.cpu_timeslice_wait_ns,
             cpu_throttle_wait_ns: c.cpu_throttle_wait_ns,
+            faults_flushed: c.faults_flushed,
+            flushes_update_put: c.flushes_update_put,
+            services_cut_by_throttles: c.services_cut_by_throttles,
             faults_raised: c.faults_raised,
             faults_filtered: c.faults_filtered,
             faults_served: c.faults_served,
