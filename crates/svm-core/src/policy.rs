@@ -573,13 +573,12 @@ pub trait FaultPolicy: fmt::Debug {
     }
 
     /// Whether a migration between two GPUs that reach each other by
-    /// `link` copies VRAM to VRAM directly over the peer link (drm_pagemap's
+    /// `_link` copies VRAM to VRAM directly over the peer link (drm_pagemap's
     /// device-to-device migration; UVM between peers, whose copy the
     /// source GPU pushes) rather than through system memory, kfd's way
     /// (`svm_migrate_vram_to_vram`; UVM's staging through the CPU for GPUs
     /// that are not peers). The default: no.
-    fn direct_peer_migration(&self, link: PeerLink) -> bool {
-        let _ = link;
+    fn direct_peer_migration(&self, _link: PeerLink) -> bool {
         false
     }
 
