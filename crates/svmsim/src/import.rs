@@ -93,6 +93,7 @@ pub fn read(
     }
     let t = text(path)?;
     let gpu = gpu_id.or_else(|| gpu_of_name(path));
+    // (A prefixed file names its GPUs itself.)
     if gpu.is_none() && !prefixed(&t) {
         return Err(format!(
             "{}: one GPU's messages, but which GPU? Name the file gpu-0x<gpu_id>.smi or give --gpu-id",
@@ -162,7 +163,7 @@ pub fn text(input: &str, r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "  buffers: {} ({} in all, each a run of touched 2 MiB blocks): {}",
+        "  buffers: {} ({} in all, cut where the run's ranges began and ended): {}",
         r.buffers.len(),
         crate::size::show(bytes),
         shown.join(", ")

@@ -1518,10 +1518,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             gpu_id,
             json,
         } => {
-            output::refuse_clashes(&[input.as_path()], &[output::Target::File(out_path)])
-                .map_err(usage)?;
-            writable(out_path)?;
             let files = svmsim::import::read(input, *gpu_id).map_err(usage)?;
+            // The output may be none of the files read (a directory's
+            // gpu-0x*.smi among them), nor the input itself.
+            let mut inputs: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
+            inputs.push(input.as_path());
+            output::refuse_clashes(&inputs, &[output::Target::File(out_path)]).map_err(usage)?;
+            writable(out_path)?;
             let budget = host_budget(cli);
             let imported =
                 svmsim::import::import(&files, exec::max_trace_events(budget)).map_err(usage)?;

@@ -127,6 +127,17 @@ fn bad_input_is_named_and_nothing_is_written() {
     let e = err(&["import", &s(&bad), "-o", &s(&bad)]);
     assert!(e.contains("gpu-0x1002.smi"), "{e}");
     assert_eq!(std::fs::read_to_string(&bad).unwrap().lines().count(), 2);
+    // Nor onto a file of an input directory.
+    let dir = d.join("smi");
+    std::fs::create_dir(&dir).unwrap();
+    let member = dir.join("gpu-0x1002.smi");
+    std::fs::write(&member, "7 100 -1 @7f(1002) W\n").unwrap();
+    let o = svmsim(&["import", &s(&dir), "-o", &s(&member)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&member).unwrap(),
+        "7 100 -1 @7f(1002) W\n"
+    );
     // Given the GPU, the plain file imports.
     ok(&["import", &s(&raw), "--gpu-id", "0x1002", "-o", &s(&out)]);
     assert!(out.exists());
