@@ -243,7 +243,7 @@ impl<'a> Fields<'a> {
     }
 
     fn char(&mut self, field: &'static str, allowed: &str) -> Result<char, ImportError> {
-        let v = self.take(field, " ", ' ')?;
+        let v = self.take(field, "", ' ')?;
         let mut c = v.chars();
         match (c.next(), c.next()) {
             (Some(ch), None) if allowed.contains(ch) => Ok(ch),
@@ -322,23 +322,12 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, Impor
                 return Err(f.err("page", "outside the address space"));
             }
             let _node = f.hex32("gpu_id", "", ')')?;
-            f.rest = f.rest.trim_start_matches(' ');
-            f.rest = if f.rest.is_empty() { "" } else { f.rest };
-            let c = {
-                let v = f.rest.trim();
-                let mut ch = v.chars();
-                let allowed = if id == 0x7 { "RW" } else { "MU" };
-                match (ch.next(), ch.next()) {
-                    (Some(c), None) if allowed.contains(c) => c,
-                    _ => {
-                        return Err(f.err(
-                            if id == 0x7 { "access" } else { "outcome" },
-                            format!("{v:?} is not one of {allowed:?}"),
-                        ));
-                    }
-                }
+            f.rest = f.rest.strip_prefix(' ').unwrap_or(f.rest);
+            let c = if id == 0x7 {
+                f.char("access", "RW")?
+            } else {
+                f.char("outcome", "MU")?
             };
-            f.rest = "";
             if id == 0x7 {
                 What::Fault {
                     page,

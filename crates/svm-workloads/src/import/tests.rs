@@ -157,6 +157,14 @@ fn bad_lines_name_their_line_and_field() {
     bad("5 100 -1 @7f(1) 0->1002 0:0 1 extra\n", 1, "end of line");
     bad("f 100 -1\n", 1, "event id");
     bad("7 100 -1 @ffffffffffffffff(1002) W\n", 1, "page");
+    // Queue messages parse, and are the engine's to make again.
+    let i = one(
+        "7 90 -1 @7f(1002) W\n9 100 -1 1002 0\na 200 -1 1002 0\na 300 -1 1002 R\n",
+        Some(0x1002),
+    )
+    .unwrap();
+    assert_eq!((i.report.effects, i.report.events["queue_restore"]), (3, 2));
+    bad("7 90 -1 @7f(1002) W\na 200 -1 1002 X\n", 2, "rescheduled");
     let i = one("1 1:proc\n7 100 -1 @7f(1002) W\n", Some(0x1002)).unwrap();
     assert_eq!(i.report.not_svm, 1);
     assert_eq!(
