@@ -257,6 +257,23 @@ fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The kfd-style gpu_id of a profile's GPU `index` (0x1002, 0x2002, ..):
+/// distinct, nonzero, and stable across runs, so that a trace or SMI log
+/// names the same GPU on replay.
+pub const fn gpu_id(index: u32) -> u32 {
+    0x1002 + 0x1000 * index
+}
+
+/// The index of the profile GPU whose gpu_id is `id` ([`gpu_id`]'s
+/// inverse), or `None` for an id no profile gives.
+pub const fn gpu_index(id: u32) -> Option<u32> {
+    if id >= 0x1002 && (id - 0x1002) % 0x1000 == 0 {
+        Some((id - 0x1002) / 0x1000)
+    } else {
+        None
+    }
+}
+
 impl Profile {
     /// Parses a profile file.
     ///
@@ -418,12 +435,13 @@ impl Profile {
             .unwrap_or_default()
     }
 
-    /// The GPUs of the node, named `gpu0`.. with kfd-style gpu_ids.
+    /// The GPUs of the node, named `gpu0`.. with kfd-style gpu_ids
+    /// ([`gpu_id`]).
     pub fn gpus(&self) -> Vec<svm_core::topology::GpuDesc> {
         (0..self.gpu.count)
             .map(|i| svm_core::topology::GpuDesc {
                 name: format!("gpu{i}"),
-                id: svm_core::gpu::GpuId::new(0x1002 + 0x1000 * i).expect("nonzero id"),
+                id: svm_core::gpu::GpuId::new(gpu_id(i)).expect("nonzero id"),
                 vram_bytes: self.gpu.vram_bytes,
                 svm: true,
                 xnack: self.gpu.xnack,

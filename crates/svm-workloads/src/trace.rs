@@ -75,6 +75,35 @@ pub const MAX_EVENTS: usize = 1 << 29;
 pub const EVENT_HOST_BYTES: u64 =
     (std::mem::size_of::<TraceEvent>() + std::mem::size_of::<WaveOp>() + 16) as u64;
 
+/// The gpu_ids `events` allocate on or launch kernels on (CPU threads,
+/// gpu_id 0, are not GPUs).
+pub fn gpu_ids(events: &[TraceEvent]) -> std::collections::BTreeSet<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TraceEvent::AllocBo { gpu_id, .. } | TraceEvent::Launch { gpu_id, .. } => {
+                (*gpu_id != 0).then_some(*gpu_id)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gives every SET_ATTR of `events` migration granularity `g` (log2
+/// pages): a granularity it sets becomes `g`, and one that sets none gains
+/// it. With the run's `default_granularity` at `g` too, every range the
+/// trace makes has granularity `g`, as a workload run with `--granularity`
+/// does.
+pub fn set_granularity(events: &mut [TraceEvent], g: u32) {
+    use svm_core::uapi::attr_type::GRANULARITY;
+    for e in events {
+        if let TraceEvent::SetAttr { attrs, .. } = e {
+            attrs.retain(|(ty, _)| *ty != GRANULARITY);
+            attrs.push((GRANULARITY, g));
+        }
+    }
+}
+
 /// What a replay of `events` takes of host memory, estimated before it
 /// runs: the events ([`EVENT_HOST_BYTES`] each), and for every page its
 /// accesses can touch or its mappings fault in (no more than it maps):

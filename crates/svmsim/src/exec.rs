@@ -1306,35 +1306,190 @@ pub fn run_watched(
     ))
 }
 
-/// Replays a recorded trace (`bytes`, from file `name`) on the machine
-/// `spec` describes (its workload, size and iterations are ignored: the
-/// trace is the workload).
+/// The prefix of a spec's workload that names a trace file instead of a
+/// built-in workload (`trace:app.trace`): what `replay` runs, and what a
+/// compare or a sweep point over a trace runs.
+pub const TRACE_PREFIX: &str = "trace:";
+
+/// A trace read and decoded once, for every run that replays it (the runs
+/// of a compare, the points of a sweep, on any number of threads).
+#[derive(Debug)]
+pub struct Trace {
+    /// The file, as the user named it (what `trace:NAME` holds).
+    pub name: String,
+    events: Vec<svm_sim::machine::TraceEvent>,
+}
+
+impl Trace {
+    /// Reads `bytes` of file `name`: the binary form (it starts with
+    /// `SVMTRACE`) or, otherwise, the CSV form; `csv` insists on the
+    /// latter. At most the events a replay within `host_budget` holds.
+    ///
+    /// # Errors
+    /// Field `trace`: the file is neither form, or is corrupt, or holds
+    /// more than the budget allows.
+    pub fn parse(name: &str, bytes: &[u8], csv: bool, host_budget: u64) -> Result<Self, SpecError> {
+        use svm_workloads::trace;
+        let max = max_trace_events(host_budget);
+        let events = if !csv && bytes.starts_with(trace::MAGIC) {
+            trace::decode(bytes, max).map_err(|e| trace_err(name, &e, host_budget))?
+        } else {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                spec_err(
+                    "trace",
+                    format!(
+                        "{name}: not an svmsim trace (it does not start with {:?}) and not the \
+                         CSV form (it is not UTF-8 text)",
+                        String::from_utf8_lossy(trace::MAGIC)
+                    ),
+                )
+            })?;
+            trace::from_csv(text, max).map_err(|e| match e {
+                // Neither form: say so, not only what the CSV lacks.
+                trace::TraceError::Csv { line: 1, why } if !csv => spec_err(
+                    "trace",
+                    format!(
+                        "{name}: not an svmsim trace (it does not start with {:?}) and not the \
+                         CSV form ({why})",
+                        String::from_utf8_lossy(trace::MAGIC)
+                    ),
+                ),
+                e => trace_err(name, &e, host_budget),
+            })?
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            events,
+        })
+    }
+
+    /// The GPUs a machine needs to replay it: up to the highest profile
+    /// GPU it names (`svm_sim::timing::gpu_id`), at least one.
+    pub fn gpus(&self) -> usize {
+        svm_workloads::trace::gpu_ids(&self.events)
+            .into_iter()
+            .filter_map(svm_sim::timing::gpu_index)
+            .max()
+            .map_or(1, |i| i as usize + 1)
+    }
+
+    /// What replaying it under `spec` takes of the host, bytes.
+    fn host_bytes(&self, spec: &RunSpec, profile: &Profile, gpus: usize) -> u64 {
+        let g = &profile.gpu;
+        let granularity = spec
+            .granularity
+            .and_then(|g| u8::try_from(g).ok())
+            .unwrap_or(spec.config.default_granularity);
+        svm_workloads::trace::host_bytes(&self.events, granularity)
+            .saturating_add(svm_sim::limits::tlb_bytes(
+                gpus as u64,
+                u64::from(g.compute_units),
+                u64::from(g.tlb_entries),
+            ))
+            .saturating_add(64 << 20)
+    }
+}
+
+/// The traces a set of specs replays, by name.
+pub type Traces = [Trace];
+
+/// The trace `spec` replays, if it names one: found in `traces`, or an
+/// error naming it when it was not read.
+fn trace_of<'t>(spec: &RunSpec, traces: &'t Traces) -> Option<Result<&'t Trace, SpecError>> {
+    let name = spec.workload.strip_prefix(TRACE_PREFIX)?;
+    Some(
+        traces
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| spec_err("workload", format!("trace {name} was not read"))),
+    )
+}
+
+/// The GPUs a run of `workload` (a built-in workload or `trace:FILE` of
+/// `traces`) needs by default.
+pub fn gpus_needed(workload: &str, traces: &Traces) -> usize {
+    match workload.strip_prefix(TRACE_PREFIX) {
+        Some(name) => traces
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(1, Trace::gpus),
+        None => svm_workloads::by_name(workload).map_or(1, |w| w.gpus()),
+    }
+}
+
+/// Runs `spec`: its workload, or the trace of `traces` it names.
 ///
 /// # Errors
-/// A spec that cannot run, or a trace that cannot be read or replayed
-/// (field `trace`).
-pub fn replay(
+/// As [`run`] and [`replay`].
+pub fn run_any(
     spec: &RunSpec,
-    name: &str,
-    bytes: &[u8],
+    traces: &Traces,
     capture: Capture,
     host_budget: u64,
 ) -> Result<Outcome, SpecError> {
-    use svm_workloads::trace;
+    match trace_of(spec, traces) {
+        Some(t) => replay(spec, t?, capture, host_budget),
+        None => run(spec, capture),
+    }
+}
+
+/// Checks `spec` can run: its names and values resolve, and the trace it
+/// names (if any) is among `traces`.
+///
+/// # Errors
+/// The field at fault.
+pub fn check_any(spec: &RunSpec, traces: &Traces) -> Result<(), SpecError> {
+    match trace_of(spec, traces) {
+        Some(t) => {
+            t?;
+            spec.check_config()?;
+            load_profile(&spec.profile).map(drop)
+        }
+        None => spec.resolve().map(drop),
+    }
+}
+
+/// What `spec` needs of the host ([`HostNeed`]): a workload's from its
+/// spec, a trace's from its events.
+///
+/// # Errors
+/// A spec that does not resolve.
+pub fn host_need(spec: &RunSpec, traces: &Traces) -> Result<HostNeed, SpecError> {
+    match trace_of(spec, traces) {
+        Some(t) => {
+            let t = t?;
+            let profile = load_profile(&spec.profile)?;
+            let gpus = spec.gpus.unwrap_or_else(|| t.gpus());
+            Ok(HostNeed {
+                bytes: t.host_bytes(spec, &profile, gpus),
+                page_touches: 0,
+            })
+        }
+        None => spec.host_need(),
+    }
+}
+
+/// Replays `trace` on the machine `spec` describes (its workload, size and
+/// iterations are ignored: the trace is the workload; a granularity
+/// applies to every SET_ATTR of the trace and to the ranges it makes).
+///
+/// # Errors
+/// A spec that cannot run, a trace that needs more than `host_budget`, or
+/// one that cannot be replayed (field `trace`).
+pub fn replay(
+    spec: &RunSpec,
+    trace: &Trace,
+    capture: Capture,
+    host_budget: u64,
+) -> Result<Outcome, SpecError> {
     let t0 = std::time::Instant::now();
+    let name = &trace.name;
+    let mut spec = spec.clone();
+    spec.workload = format!("{TRACE_PREFIX}{name}");
     spec.check_config()?;
     let profile = load_profile(&spec.profile)?;
-    let events = trace::decode(bytes, max_trace_events(host_budget))
-        .map_err(|e| trace_err(name, &e, host_budget))?;
-    let gpus = spec.gpus.unwrap_or(profile.gpus().len());
-    let g = &profile.gpu;
-    let need = trace::host_bytes(&events, spec.config.default_granularity)
-        .saturating_add(svm_sim::limits::tlb_bytes(
-            gpus as u64,
-            u64::from(g.compute_units),
-            u64::from(g.tlb_entries),
-        ))
-        .saturating_add(64 << 20);
+    let gpus = spec.gpus.unwrap_or_else(|| trace.gpus());
+    let need = trace.host_bytes(&spec, &profile, gpus);
     if need > host_budget {
         return Err(spec_err(
             "trace",
@@ -1346,6 +1501,14 @@ pub fn replay(
             ),
         ));
     }
+    let mut events = std::borrow::Cow::Borrowed(&trace.events[..]);
+    if let Some(g) = spec.granularity {
+        // As the kernel caps svm_default_granularity (0x1B).
+        spec.config
+            .set("default_granularity", &g.min(0x1B).to_string())
+            .map_err(|e| spec_err("granularity", e.to_string()))?;
+        svm_workloads::trace::set_granularity(events.to_mut(), g);
+    }
     // A replay records no trace of its own.
     let capture = Capture {
         trace: false,
@@ -1354,6 +1517,7 @@ pub fn replay(
     let mut m = spec.machine(&profile, gpus, spec.vram, capture)?;
     let kernels = svm_workloads::trace::replay(&mut m, &events)
         .map_err(|e| spec_err("trace", format!("{name}: {e}")))?;
+    drop(events);
     let status = match kernels.iter().find_map(|k| k.as_ref().err()) {
         None => Status::Ok,
         Some(e) => Status::Killed {
@@ -1371,8 +1535,6 @@ pub fn replay(
         metrics.kernel_ns = end - first.launch_ns;
         metrics.first_result_ns = first.first_wave_done_ns.saturating_sub(first.launch_ns);
     }
-    let mut spec = spec.clone();
-    spec.workload = format!("trace:{name}");
     Ok(finish(
         &spec, gpus, status, metrics, pid, m, capture, None, t0,
     ))

@@ -219,7 +219,6 @@ enum Command {
         // refused if given (below), and not listed.
         mut_arg("size", |a| a.hide(true)),
         mut_arg("iters", |a| a.hide(true)),
-        mut_arg("granularity", |a| a.hide(true)),
         mut_arg("oversubscribe", |a| a.hide(true)),
         mut_arg("prefetch", |a| a.hide(true))
     )]
@@ -461,11 +460,18 @@ impl RunOpts {
         v
     }
 
-    fn spec(&self, workload: &str, policy: Option<&str>) -> Result<RunSpec, Fail> {
+    /// The spec of a run of `workload` (a built-in one, or `trace:FILE` of
+    /// `traces`).
+    fn spec(
+        &self,
+        workload: &str,
+        policy: Option<&str>,
+        traces: &exec::Traces,
+    ) -> Result<RunSpec, Fail> {
         let config = self.config.resolve(Config::default(), policy)?;
         let gpus = self
             .gpus
-            .unwrap_or_else(|| svm_workloads::by_name(workload).map_or(1, |w| w.gpus()));
+            .unwrap_or_else(|| exec::gpus_needed(workload, traces));
         Ok(RunSpec {
             workload: workload.into(),
             size: self.size,
@@ -760,11 +766,16 @@ fn host_budget(cli: &Cli) -> u64 {
 /// memory within the budget and its work within `MAX_PAGE_TOUCHES`.
 /// Returns how many may run at once (at most `jobs`, fewer if the largest
 /// of them together would not fit).
-fn fit_host(specs: &[RunSpec], jobs: usize, cli: &Cli) -> Result<usize, Fail> {
+fn fit_host(
+    specs: &[RunSpec],
+    traces: &exec::Traces,
+    jobs: usize,
+    cli: &Cli,
+) -> Result<usize, Fail> {
     let budget = host_budget(cli);
     let mut needs = Vec::with_capacity(specs.len());
     for s in specs {
-        let n = s.host_need().map_err(spec_fail)?;
+        let n = exec::host_need(s, traces).map_err(spec_fail)?;
         if n.page_touches > exec::MAX_PAGE_TOUCHES {
             return Err(usage(format!(
                 "--size {} --iters {}: the run would touch {} pages ({} pages of footprint, {} times), \
@@ -817,18 +828,68 @@ fn fit_host(specs: &[RunSpec], jobs: usize, cli: &Cli) -> Result<usize, Fail> {
 
 fn run_all(
     specs: &[RunSpec],
+    traces: &exec::Traces,
     capture: Capture,
     jobs: usize,
-    quiet: bool,
+    cli: &Cli,
     what: &str,
 ) -> Result<Vec<Outcome>, Fail> {
-    let p = Progress::new(specs.len() as u64, what, quiet);
+    let p = Progress::new(specs.len() as u64, what, cli.quiet);
     let idx: Vec<usize> = (0..specs.len()).collect();
-    let r = sweep::run_points(specs, &idx, jobs, capture, &|_| p.inc());
+    let r = sweep::run_points(
+        specs,
+        traces,
+        &idx,
+        jobs,
+        (capture, host_budget(cli)),
+        &|_| p.inc(),
+    );
     p.finish();
     let mut outs = r.map_err(spec_fail)?;
     runs::relabel(&mut outs);
     Ok(outs)
+}
+
+/// Reads the trace file `path` (binary, or CSV: `csv` insists on it) for
+/// the runs that replay it.
+fn read_trace(path: &Path, csv: bool, cli: &Cli) -> Result<exec::Trace, Fail> {
+    let bytes = input::read(path, input::MAX_TRACE_BYTES, "trace").map_err(usage)?;
+    exec::Trace::parse(&path.display().to_string(), &bytes, csv, host_budget(cli))
+        .map_err(spec_fail)
+}
+
+/// The trace file a workload argument names, if it is not a built-in
+/// workload: `trace:FILE`, an existing file, or what looks like a path
+/// (a `/`, or a `.trace` or `.csv` name), so that a missing file is said
+/// to be missing.
+fn trace_arg(workload: &str) -> Option<&Path> {
+    if svm_workloads::by_name(workload).is_some() {
+        return None;
+    }
+    match workload.strip_prefix(exec::TRACE_PREFIX) {
+        Some(f) => Some(Path::new(f)),
+        None => Some(Path::new(workload)).filter(|p| {
+            p.is_file()
+                || workload.contains('/')
+                || workload.ends_with(".trace")
+                || workload.ends_with(".csv")
+        }),
+    }
+}
+
+/// Refuses the flags that choose a workload's accesses, for a run whose
+/// accesses are a trace's.
+fn refuse_workload_flags(command: &str) -> Result<(), Fail> {
+    match ["--size", "--iters", "--oversubscribe", "--prefetch"]
+        .into_iter()
+        .find(|f| given(f))
+    {
+        Some(f) => Err(usage(format!(
+            "{f}: a trace's accesses are its own; {command} of a trace takes --profile, --gpus, \
+             --vram, --policy, --granularity, --xnack, --seed, --set and --config"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// What the line naming the SMI log says it is.
@@ -1039,7 +1100,20 @@ fn given(flag: &str) -> bool {
 /// The command line that repeats this invocation: the arguments given,
 /// with the seed made explicit when it was left at its default.
 fn repro(o: &Outcome) -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Without -j: results do not depend on it, so that the output of any
+    // -j is the same, this line too.
+    let mut args: Vec<String> = Vec::new();
+    let mut all = std::env::args().skip(1);
+    while let Some(a) = all.next() {
+        if a == "-j" || a == "--jobs" {
+            all.next();
+        } else if !(a.starts_with("--jobs=")
+            || a.strip_prefix("-j")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+        {
+            args.push(a);
+        }
+    }
     let mut s = String::from("svmsim");
     for a in &args {
         s.push(' ');
@@ -1117,7 +1191,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             }
             out.preflight(&[], &[])?;
             let specs = demo::specs(opts.seed);
-            let outs = run_all(&specs, out.capture(), jobs(None)?, cli.quiet, "demo")?;
+            let outs = run_all(&specs, &[], out.capture(), jobs(None)?, cli, "demo")?;
             if !cli.quiet && !out.json && !out.csv {
                 outln!(
                     "svmsim demo: two MI250X-class GPUs with XNACK on share a {} buffer the CPU filled.\n\
@@ -1178,10 +1252,10 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     host_budget(cli),
                 ));
             }
-            let spec = opts.spec(w, policy.as_deref())?;
+            let spec = opts.spec(w, policy.as_deref(), &[])?;
             let policy = spec.policy().to_owned();
             spec.resolve().map_err(spec_fail)?;
-            fit_host(std::slice::from_ref(&spec), 1, cli)?;
+            fit_host(std::slice::from_ref(&spec), &[], 1, cli)?;
             let recorded: Vec<output::Target<'_>> = record
                 .iter()
                 .chain(host_stats)
@@ -1235,7 +1309,20 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             out,
             jobs: j,
         } => {
-            let base = opts.spec(workload, None)?;
+            // A trace file is replayed by every run; its accesses are fixed.
+            let traces = match trace_arg(workload) {
+                Some(path) => {
+                    refuse_workload_flags("a compare")?;
+                    let t = read_trace(path, false, cli)?;
+                    vec![t]
+                }
+                None => Vec::new(),
+            };
+            let workload = &match traces.first() {
+                Some(t) => format!("{}{}", exec::TRACE_PREFIX, t.name),
+                None => workload.clone(),
+            };
+            let base = opts.spec(workload, None, &traces)?;
             // `--set policy=X` is a list of one, unless --policies gives one.
             let set_policy = opts
                 .config
@@ -1342,9 +1429,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                                     .set("driver", d.name())
                                     .map_err(|e| usage(format!("--drivers: {e}")))?;
                                 if opts.profile.is_none() {
-                                    let gpus = s.gpus.unwrap_or_else(|| {
-                                        svm_workloads::by_name(workload).map_or(1, |w| w.gpus())
-                                    });
+                                    let gpus = s
+                                        .gpus
+                                        .unwrap_or_else(|| exec::gpus_needed(workload, &traces));
                                     exec::default_profile(*d, gpus).clone_into(&mut s.profile);
                                 }
                             }
@@ -1354,7 +1441,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                             s.granularity = *g;
                             s.xnack = *m == OnOff::On;
                             // Name compare's own list flags, not run's.
-                            s.resolve().map_err(|mut e| {
+                            exec::check_any(&s, &traces).map_err(|mut e| {
                                 e.field = match e.field {
                                     "policy" => "policies",
                                     "granularity" if granularities.is_some() => "granularities",
@@ -1388,9 +1475,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     }
                 },
             };
-            out.preflight(&opts.inputs(), &[])?;
-            let jobs = fit_host(&specs, jobs(*j)?, cli)?;
-            let outs = run_all(&specs, out.capture(), jobs, cli.quiet, workload)?;
+            let mut inputs = opts.inputs();
+            if let Some(path) = trace_arg(workload) {
+                inputs.push(path);
+            }
+            out.preflight(&inputs, &[])?;
+            let jobs = fit_host(&specs, &traces, jobs(*j)?, cli)?;
+            let outs = run_all(&specs, &traces, out.capture(), jobs, cli, workload)?;
             let code = emit(
                 &outs,
                 base,
@@ -1418,7 +1509,10 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let text =
                 input::read_text(file, input::MAX_SWEEP_BYTES, "sweep file").map_err(usage)?;
             let name = file.display().to_string();
-            let mut sw = sweep::parse(&name, &text).map_err(|e| usage(e.to_string()))?;
+            let (mut sw, traces) = sweep::parse(&name, &text, &mut |t| {
+                read_trace(Path::new(t), false, cli).map_err(|Fail(_, m)| m)
+            })
+            .map_err(|e| usage(e.to_string()))?;
             // --set and --config apply to every point; a knob the grid
             // varies is the grid's to set.
             if config.given() {
@@ -1459,6 +1553,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     inputs.push(p);
                 }
             }
+            inputs.extend(traces.iter().map(|t| Path::new(&t.name)));
             let shard_target: Vec<output::Target<'_>> =
                 shard_out.iter().map(|p| output::Target::File(p)).collect();
             output.preflight(&inputs, &shard_target)?;
@@ -1466,9 +1561,16 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 writable(p)?;
             }
             let mine: Vec<RunSpec> = idx.iter().map(|&i| sw.points[i].clone()).collect();
-            let jobs = fit_host(&mine, jobs(*j)?, cli)?;
+            let jobs = fit_host(&mine, &traces, jobs(*j)?, cli)?;
             let p = Progress::new(idx.len() as u64, &format!("sweep {name}"), cli.quiet);
-            let outs = sweep::run_points(&sw.points, &idx, jobs, output.capture(), &|_| p.inc());
+            let outs = sweep::run_points(
+                &sw.points,
+                &traces,
+                &idx,
+                jobs,
+                (output.capture(), host_budget(cli)),
+                &|_| p.inc(),
+            );
             p.finish();
             let mut outs = outs.map_err(spec_fail)?;
             runs::relabel(&mut outs);
@@ -1613,38 +1715,18 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             opts,
             out,
         } => {
-            if let Some(f) = [
-                "--size",
-                "--iters",
-                "--granularity",
-                "--oversubscribe",
-                "--prefetch",
-            ]
-            .into_iter()
-            .find(|f| given(f))
-            {
-                return Err(usage(format!(
-                    "{f}: a replay's accesses are the trace's; it takes --profile, --gpus, --vram, \
-                     --policy, --xnack, --seed, --set and --config"
-                )));
-            }
+            refuse_workload_flags("a replay")?;
             let mut inputs = vec![trace.as_path()];
             inputs.extend(opts.inputs());
             out.preflight(&inputs, &[])?;
-            let bytes = input::read(trace, input::MAX_TRACE_BYTES, "trace").map_err(usage)?;
-            let name = trace.display().to_string();
-            let budget = host_budget(cli);
-            let bytes = if *csv_input {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
-                let ev = svm_workloads::trace::from_csv(&text, exec::max_trace_events(budget))
-                    .map_err(|e| spec_fail(exec::trace_err(&name, &e, budget)))?;
-                svm_workloads::trace::encode(&ev)
-            } else {
-                bytes
-            };
-            let spec = opts.spec("replay", policy.as_deref())?;
-            let o = exec::replay(&spec, &name, &bytes, out.capture(), budget).map_err(spec_fail)?;
+            let t = read_trace(trace, *csv_input, cli)?;
+            let name = t.name.clone();
+            let spec = opts.spec(
+                &format!("{}{name}", exec::TRACE_PREFIX),
+                policy.as_deref(),
+                std::slice::from_ref(&t),
+            )?;
+            let o = exec::replay(&spec, &t, out.capture(), host_budget(cli)).map_err(spec_fail)?;
             emit(
                 std::slice::from_ref(&o),
                 0,

@@ -79,6 +79,8 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
     };
     match key {
         "workload" => spec.workload = text()?,
+        // A trace file (as `svmsim replay` takes), replayed at the point.
+        "trace" => spec.workload = format!("{}{}", exec::TRACE_PREFIX, text()?),
         "profile" => spec.profile = text()?,
         "size" => spec.size = size_of(v)?,
         "vram" => spec.vram = Some(size_of(v)?),
@@ -126,7 +128,7 @@ fn set(spec: &mut RunSpec, key: &str, v: &Value) -> Result<(), String> {
         _ => {
             let knobs: Vec<&str> = svm_core::config::KNOBS.iter().map(|k| k.key).collect();
             return Err(format!(
-                "unknown field {key:?}; fields are workload, size, iters, profile, gpus, vram, \
+                "unknown field {key:?}; fields are workload, trace, size, iters, profile, gpus, vram, \
                  oversubscribe, granularity, xnack, prefetch, seed, and the knobs of \
                  `svmsim config`: {}",
                 knobs.join(", ")
@@ -159,12 +161,18 @@ impl Sweep {
     }
 }
 
-/// Parses a sweep file.
+/// Parses a sweep file, reading each trace its points replay once with
+/// `read_trace` (given the name the file gives); returns them beside the
+/// points.
 ///
 /// # Errors
-/// A syntax error, an unknown section or field, or a bad value, with the
-/// file, line and field.
-pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
+/// A syntax error, an unknown section or field, a bad value, or a trace
+/// that cannot be read, with the file, line and field.
+pub fn parse(
+    file: &str,
+    text: &str,
+    read_trace: &mut dyn FnMut(&str) -> Result<exec::Trace, String>,
+) -> Result<(Sweep, Vec<exec::Trace>), SweepError> {
     let err = |line: Option<usize>, message: String| SweepError {
         file: file.to_owned(),
         line,
@@ -233,6 +241,22 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
             points = next;
         }
     }
+    let field_line =
+        |field: &str| line_of(text, "grid", field).or_else(|| line_of(text, "base", field));
+    let mut traces: Vec<exec::Trace> = Vec::new();
+    for p in &points {
+        if let Some(name) = p.workload.strip_prefix(exec::TRACE_PREFIX)
+            && !traces.iter().any(|t| t.name == name)
+        {
+            let t = read_trace(name).map_err(|m| {
+                err(
+                    field_line("trace").or_else(|| field_line("workload")),
+                    format!("field trace: {m}"),
+                )
+            })?;
+            traces.push(t);
+        }
+    }
     // Like `svmsim run`: without a profile, a point gets its driver's,
     // with GPUs enough.
     let profile_set = ["base", "grid"]
@@ -242,21 +266,18 @@ pub fn parse(file: &str, text: &str) -> Result<Sweep, SweepError> {
         for p in &mut points {
             let need = p
                 .gpus
-                .unwrap_or_else(|| svm_workloads::by_name(&p.workload).map_or(1, |w| w.gpus()));
+                .unwrap_or_else(|| exec::gpus_needed(&p.workload, &traces));
             crate::exec::default_profile(p.config.driver, need).clone_into(&mut p.profile);
         }
     }
     // Names and values that cannot run are caught now, not hours in.
     for p in &points {
-        p.resolve().map_err(|e| {
-            let line = line_of(text, "grid", e.field)
-                .or_else(|| line_of(text, "base", e.field))
-                .or_else(|| line_of(text, "grid", "workload"))
-                .or_else(|| line_of(text, "base", "workload"));
+        exec::check_any(p, &traces).map_err(|e| {
+            let line = field_line(e.field).or_else(|| field_line("workload"));
             err(line, format!("field {}: {}", e.field, e.message))
         })?;
     }
-    Ok(Sweep { points, axes })
+    Ok((Sweep { points, axes }, traces))
 }
 
 /// `K/N`: shard K (1-based) of N.
@@ -320,9 +341,10 @@ pub fn shard_indices(points: &[RunSpec], (k, n): (usize, usize)) -> Vec<usize> {
 /// The first point that could not run.
 pub fn run_points(
     points: &[RunSpec],
+    traces: &exec::Traces,
     indices: &[usize],
     jobs: usize,
-    capture: Capture,
+    (capture, host_budget): (Capture, u64),
     done: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome>, exec::SpecError> {
     let next = AtomicUsize::new(0);
@@ -334,7 +356,7 @@ pub fn run_points(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&p) = indices.get(i) else { break };
-                    let r = exec::run(&points[p], capture);
+                    let r = exec::run_any(&points[p], traces, capture, host_budget);
                     if let Ok(o) = &r {
                         done(o);
                     }
@@ -454,9 +476,49 @@ pub fn merge(files: &[(String, ShardFile)]) -> Result<Vec<Outcome>, String> {
 mod tests {
     use super::*;
 
+    /// Parses a sweep of workloads (a trace is refused).
+    fn plain(file: &str, text: &str) -> Result<Sweep, SweepError> {
+        parse(file, text, &mut |n| Err(format!("no trace here ({n})"))).map(|(s, _)| s)
+    }
+
+    /// A trace's points read it once, get the GPUs it needs, and are
+    /// refused with the line of the field when it cannot be read.
+    #[test]
+    fn trace_points_read_the_trace_once() {
+        let mut m = svm_workloads::machine(
+            &svm_sim::timing::Profile::built_in("mi250x").unwrap(),
+            2,
+            None,
+        )
+        .unwrap();
+        m.start_recording();
+        let pid = m.spawn("t");
+        let _ = m.alloc_vram_bo(pid, svm_sim::timing::gpu_id(1), 1 << 20);
+        let bytes = svm_workloads::trace::encode(&m.take_trace());
+        let mut reads = 0;
+        let text = "[base]\ntrace = \"a.trace\"\n[grid]\npolicy = [\"partial\", \"whole-range\"]\n";
+        let (s, traces) = parse("t.toml", text, &mut |n| {
+            reads += 1;
+            exec::Trace::parse(n, &bytes, false, 1 << 30).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert_eq!(reads, 1);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].gpus(), 2);
+        assert!(s.points.iter().all(|p| p.workload == "trace:a.trace"));
+        assert_eq!(s.points[0].profile, "mi250x", "two GPUs' default profile");
+        let e = plain("t.toml", text).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(
+            e.to_string()
+                .contains("field trace: no trace here (a.trace)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn grid_is_the_product_in_order() {
-        let s = parse(
+        let s = plain(
             "t.toml",
             "[base]\nworkload = \"stream\"\nsize = \"1MiB\"\n[grid]\npolicy = [\"whole-range\", \"partial\"]\ngranularity = [0, 9]\n",
         )
@@ -472,15 +534,15 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_field() {
-        let e = parse("t.toml", "[base]\nworkload = \"stream\"\nsize = \"2MB\"\n").unwrap_err();
+        let e = plain("t.toml", "[base]\nworkload = \"stream\"\nsize = \"2MB\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.to_string().starts_with("t.toml:3: field size"), "{e}");
-        let e = parse("t.toml", "[grid]\npolicy = [\"fast\"]\n").unwrap_err();
+        let e = plain("t.toml", "[grid]\npolicy = [\"fast\"]\n").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.to_string().contains("whole-range"), "{e}");
-        let e = parse("t.toml", "[base]\nwidth = 3\n").unwrap_err();
+        let e = plain("t.toml", "[base]\nwidth = 3\n").unwrap_err();
         assert!(e.to_string().contains("unknown field \"width\""), "{e}");
-        let e = parse("t.toml", "[base\n").unwrap_err();
+        let e = plain("t.toml", "[base\n").unwrap_err();
         assert_eq!(e.line, Some(1));
     }
 

@@ -304,6 +304,22 @@ fn replay_of_a_recording_gives_the_recorded_run() {
         rep["runs"][0]["spec"]["workload"],
         format!("trace:{}", t.display())
     );
+    // A granularity replaces the one the recording's SET_ATTRs give.
+    let g0 = ok(&[
+        "replay",
+        t.to_str().unwrap(),
+        "--granularity",
+        "0",
+        "--json",
+    ]);
+    let g0: serde_json::Value = serde_json::from_str(&g0).unwrap();
+    let faults = |v: &serde_json::Value| v["runs"][0]["metrics"]["faults"].as_u64().unwrap();
+    assert!(
+        faults(&g0) > 2 * faults(&rep),
+        "{} against {}",
+        faults(&g0),
+        faults(&rep)
+    );
     // The CSV form (docs/trace.md): two kernels on one GPU.
     let csv = d.join("a.csv");
     std::fs::write(
@@ -458,8 +474,10 @@ fn every_example_sweep_parses() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
-        let s =
-            svmsim::sweep::parse(&p.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        let (s, _) = svmsim::sweep::parse(&p.display().to_string(), &text, &mut |t| {
+            Err(format!("the examples replay no trace ({t})"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(!s.points.is_empty());
         n += 1;
     }
@@ -921,17 +939,11 @@ fn the_version_is_real_and_help_lists_only_what_acts() {
     assert!(v.starts_with(&want) && v.trim_end().ends_with(')'), "{v}");
     assert!(!v.contains("0.0.0"), "{v}");
     let help = ok(&["replay", "--help"]);
-    for f in [
-        "--size",
-        "--iters",
-        "--granularity",
-        "--oversubscribe",
-        "--prefetch",
-    ] {
+    for f in ["--size", "--iters", "--oversubscribe", "--prefetch"] {
         assert!(!help.contains(f), "replay --help lists {f}:\n{help}");
     }
     assert!(
-        help.contains("--profile") && help.contains("--policy"),
+        help.contains("--profile") && help.contains("--policy") && help.contains("--granularity"),
         "{help}"
     );
 }

@@ -142,3 +142,71 @@ fn bad_input_is_named_and_nothing_is_written() {
     ok(&["import", &s(&raw), "--gpu-id", "0x1002", "-o", &s(&out)]);
     assert!(out.exists());
 }
+
+/// An imported trace is a workload like any other: `compare` runs it under
+/// each driver (the kfd row is what `replay` gives, and `-j 1` prints what
+/// `-j 2` does), a sweep replays it at each point, and a granularity
+/// applies to the ranges it makes.
+#[test]
+fn an_imported_trace_compares_and_sweeps_like_a_workload() {
+    let d = scratch("import-compare");
+    let s = |p: &Path| p.display().to_string();
+    let (smi, trace) = (d.join("smi"), d.join("app.trace"));
+    ok(&["run", "stream", "--size", "4MiB", "--events", &s(&smi)]);
+    ok(&["import", &s(&smi), "-o", &s(&trace)]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&ok(&a)).unwrap()
+    };
+    let metric =
+        |v: &serde_json::Value, run: usize, k: &str| v["runs"][run]["metrics"][k].as_u64().unwrap();
+    let t = s(&trace);
+    let replay = json(&["replay", &t]);
+    let cmp = ["compare", &t, "--drivers", "kfd,uvm,xe"];
+    let both = json(&[&cmp[..], &["-j", "2"]].concat());
+    let runs = both["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for (r, driver) in runs.iter().zip(["kfd", "uvm", "xe"]) {
+        assert_eq!(r["status"]["kind"], "ok", "{driver}: {r}");
+        assert_eq!(r["spec"]["workload"], format!("trace:{t}"));
+        assert_eq!(r["spec"]["config"]["driver"], driver);
+    }
+    for k in ["faults", "migrated_bytes", "kernel_ns"] {
+        assert_eq!(metric(&both, 0, k), metric(&replay, 0, k), "{k}");
+    }
+    assert_ne!(metric(&both, 1, "kernel_ns"), metric(&both, 0, "kernel_ns"));
+    assert_eq!(
+        ok(&[&cmp[..], &["-j", "1"]].concat()),
+        ok(&[&cmp[..], &["-j", "2"]].concat())
+    );
+    // Granularity 0 migrates page by page: more faults than 2 MiB windows.
+    let sweep = d.join("g.toml");
+    std::fs::write(
+        &sweep,
+        format!("[base]\ntrace = {t:?}\n[grid]\ngranularity = [0, 9]\n"),
+    )
+    .unwrap();
+    let sw = json(&["sweep", &s(&sweep)]);
+    assert_eq!(sw["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(metric(&sw, 1, "faults"), metric(&replay, 0, "faults"));
+    assert!(
+        metric(&sw, 0, "faults") > 4 * metric(&sw, 1, "faults"),
+        "{}",
+        sw["runs"]
+    );
+    let g0 = json(&["replay", &t, "--granularity", "0"]);
+    assert_eq!(metric(&g0, 0, "faults"), metric(&sw, 0, "faults"));
+    // What a trace's accesses fix is refused, and a missing trace named.
+    let o = svmsim(&["compare", &t, "--size", "1MiB"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--size: a trace's accesses"),
+        "{}",
+        stderr(&o)
+    );
+    let missing = s(&d.join("none.trace"));
+    let o = svmsim(&["compare", &missing]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+}
