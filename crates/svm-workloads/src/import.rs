@@ -154,6 +154,7 @@ enum What {
     Migrate {
         page: u64,
         pages: u64,
+        from: u32,
         to: u32,
         trigger: u32,
     },
@@ -162,8 +163,31 @@ enum What {
         pages: u64,
         trigger: u32,
     },
-    Effect,
+    /// What the driver did in answer: left to the engine on replay, but
+    /// counted by [`tally`].
+    Effect(Effect),
     Dropped(u64),
+}
+
+/// A message of what the driver did in answer to the application.
+#[derive(Clone, Copy, Debug)]
+enum Effect {
+    MigrateEnd {
+        page: u64,
+        pages: u64,
+        from: u32,
+        to: u32,
+        trigger: u32,
+        error: bool,
+    },
+    FaultEnd {
+        page: u64,
+        migrated: bool,
+    },
+    QueueEviction,
+    QueueRestore {
+        rescheduled: bool,
+    },
 }
 
 /// The SVM event names, by id.
@@ -286,18 +310,19 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, Impor
     let what = match id {
         0x5 | 0x6 => {
             let (page, pages) = range(&mut f)?;
-            let _from = f.hex32("from", "", '-')?;
+            let from = f.hex32("from", "", '-')?;
             let to = f.hex32("to", ">", ' ')?;
-            let trigger = if id == 0x5 {
+            let (trigger, error) = if id == 0x5 {
                 let _prefetch = f.hex32("prefetch location", "", ':')?;
                 let _preferred = f.hex32("preferred location", "", ' ')?;
-                f.small("trigger", "", ' ')?
+                (f.small("trigger", "", ' ')?, 0)
             } else {
                 let t = f.small("trigger", "", ' ')?;
                 let e = f.take("error code", "", ' ')?;
-                e.parse::<i32>()
+                let e = e
+                    .parse::<i32>()
                     .map_err(|_| f.err("error code", format!("{e:?} is not a number")))?;
-                t
+                (t, e)
             };
             if trigger > 3 {
                 return Err(f.err(
@@ -309,11 +334,19 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, Impor
                 What::Migrate {
                     page,
                     pages,
+                    from,
                     to,
                     trigger,
                 }
             } else {
-                What::Effect
+                What::Effect(Effect::MigrateEnd {
+                    page,
+                    pages,
+                    from,
+                    to,
+                    trigger,
+                    error: error != 0,
+                })
             }
         }
         0x7 | 0x8 => {
@@ -334,18 +367,23 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, Impor
                     write: c == 'W',
                 }
             } else {
-                What::Effect
+                What::Effect(Effect::FaultEnd {
+                    page,
+                    migrated: c == 'M',
+                })
             }
         }
         0x9 => {
             let _node = f.hex32("gpu_id", "", ' ')?;
             let _trigger = f.small("trigger", "", ' ')?;
-            What::Effect
+            What::Effect(Effect::QueueEviction)
         }
         0xa => {
             let _node = f.hex32("gpu_id", "", ' ')?;
-            f.char("rescheduled", "R0")?;
-            What::Effect
+            let r = f.char("rescheduled", "R0")?;
+            What::Effect(Effect::QueueRestore {
+                rescheduled: r == 'R',
+            })
         }
         0xb => {
             let (page, pages) = range(&mut f)?;
@@ -395,6 +433,13 @@ pub struct Source<'a> {
 /// limit, or nothing of SVM's in the input.
 pub fn kfd_smi(sources: &[Source<'_>], max_events: usize) -> Result<Imported, ImportError> {
     let max_events = max_events.min(MAX_EVENTS) as u64;
+    let (msgs, report) = messages(sources, max_events)?;
+    build(&msgs, report, max_events)
+}
+
+/// The SVM messages of `sources` (at most `max_lines` lines), in time
+/// order, and the report's counts of what was read.
+fn messages(sources: &[Source<'_>], max_events: u64) -> Result<(Vec<Msg>, Report), ImportError> {
     let mut report = Report::default();
     let mut msgs: Vec<Msg> = Vec::new();
     let mut line_base = 0usize;
@@ -466,7 +511,152 @@ pub fn kfd_smi(sources: &[Source<'_>], max_events: usize) -> Result<Imported, Im
     }
     // Time order; a tie keeps the input's order.
     msgs.sort_by_key(|m| (m.ts, m.line));
-    build(&msgs, report, max_events)
+    Ok((msgs, report))
+}
+
+/// What a run's SMI messages say the driver did: the figures the real
+/// run and its replay are compared by (`svmsim replay --against`).
+/// Durations pair each start with its end: a migration's by GPU, pid,
+/// range, places and trigger, a fault's by GPU, pid and page, the oldest
+/// open start first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    /// GPU faults (PAGE_FAULT_START).
+    pub gpu_faults: u64,
+    /// Of them, stores (`W`).
+    pub gpu_fault_writes: u64,
+    /// Faults that ended migrating (PAGE_FAULT_END `M`).
+    pub faults_migrated: u64,
+    /// Faults that ended updating the mapping only (`U`).
+    pub faults_updated: u64,
+    /// Summed time from a fault's start to its end, ns, and the faults
+    /// that had both.
+    pub fault_ns: u64,
+    /// See `fault_ns`.
+    pub faults_timed: u64,
+    /// Migrations (MIGRATE_START) by trigger: prefetch, GPU page fault,
+    /// CPU page fault, TTM eviction (KFD_MIGRATE_TRIGGER_*).
+    pub migrations: [u64; 4],
+    /// Pages they moved, by trigger.
+    pub migrated_pages: [u64; 4],
+    /// Pages moved to a GPU's VRAM.
+    pub pages_to_vram: u64,
+    /// Pages moved to system memory.
+    pub pages_to_ram: u64,
+    /// Migrations that ended with an error code.
+    pub migration_errors: u64,
+    /// Summed time from a migration's start to its end, ns, and the
+    /// migrations that had both.
+    pub migration_ns: u64,
+    /// See `migration_ns`.
+    pub migrations_timed: u64,
+    /// Queue evictions.
+    pub queue_evictions: u64,
+    /// Queue restores, and of them those rescheduled (`R`).
+    pub queue_restores: u64,
+    /// See `queue_restores`.
+    pub restores_rescheduled: u64,
+    /// Unmaps from a GPU by trigger: MMU notifier, MMU notifier for a
+    /// migration, unmap from the CPU (KFD_SVM_UNMAP_TRIGGER_*).
+    pub unmaps: [u64; 3],
+    /// Pages they unmapped, by trigger.
+    pub unmapped_pages: [u64; 3],
+    /// Events the kernel said it dropped.
+    pub dropped: u64,
+}
+
+/// Counts what the messages of `sources` say (at most `max_lines` lines;
+/// see [`Tally`]).
+///
+/// # Errors
+/// As [`kfd_smi`], except that an input without SVM messages tallies to
+/// zeros.
+pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportError> {
+    use std::collections::VecDeque;
+    let (msgs, _) = messages(sources, max_lines.min(MAX_EVENTS) as u64)?;
+    let mut t = Tally::default();
+    // GPU, pid, first page, pages, from, to, trigger.
+    type MigrationKey = (u32, u32, u64, u64, u32, u32, u32);
+    let mut open_migrations: BTreeMap<MigrationKey, VecDeque<u64>> = BTreeMap::new();
+    let mut open_faults: BTreeMap<(u32, u32, u64), VecDeque<u64>> = BTreeMap::new();
+    let trigger = |v: u32, n: usize| (v as usize).min(n - 1);
+    for m in &msgs {
+        match m.what {
+            What::Fault { page, write } => {
+                t.gpu_faults += 1;
+                t.gpu_fault_writes += u64::from(write);
+                open_faults
+                    .entry((m.gpu, m.pid, page))
+                    .or_default()
+                    .push_back(m.ts);
+            }
+            What::Effect(Effect::FaultEnd { page, migrated }) => {
+                if migrated {
+                    t.faults_migrated += 1;
+                } else {
+                    t.faults_updated += 1;
+                }
+                if let Some(s) = open_faults
+                    .get_mut(&(m.gpu, m.pid, page))
+                    .and_then(VecDeque::pop_front)
+                {
+                    t.fault_ns = t.fault_ns.saturating_add(m.ts.saturating_sub(s));
+                    t.faults_timed += 1;
+                }
+            }
+            What::Migrate {
+                page,
+                pages,
+                from,
+                to,
+                trigger: tr,
+            } => {
+                let i = trigger(tr, 4);
+                t.migrations[i] += 1;
+                t.migrated_pages[i] = t.migrated_pages[i].saturating_add(pages);
+                if to == 0 {
+                    t.pages_to_ram = t.pages_to_ram.saturating_add(pages);
+                } else {
+                    t.pages_to_vram = t.pages_to_vram.saturating_add(pages);
+                }
+                open_migrations
+                    .entry((m.gpu, m.pid, page, pages, from, to, tr))
+                    .or_default()
+                    .push_back(m.ts);
+            }
+            What::Effect(Effect::MigrateEnd {
+                page,
+                pages,
+                from,
+                to,
+                trigger: tr,
+                error,
+            }) => {
+                t.migration_errors += u64::from(error);
+                if let Some(s) = open_migrations
+                    .get_mut(&(m.gpu, m.pid, page, pages, from, to, tr))
+                    .and_then(VecDeque::pop_front)
+                {
+                    t.migration_ns = t.migration_ns.saturating_add(m.ts.saturating_sub(s));
+                    t.migrations_timed += 1;
+                }
+            }
+            What::Effect(Effect::QueueEviction) => t.queue_evictions += 1,
+            What::Effect(Effect::QueueRestore { rescheduled }) => {
+                t.queue_restores += 1;
+                t.restores_rescheduled += u64::from(rescheduled);
+            }
+            What::Unmap {
+                pages, trigger: tr, ..
+            } => {
+                let i = trigger(tr, 3);
+                t.unmaps[i] += 1;
+                t.unmapped_pages[i] = t.unmapped_pages[i].saturating_add(pages);
+            }
+            What::Dropped(n) => t.dropped = t.dropped.saturating_add(n),
+        }
+    }
+    Ok(t)
 }
 
 /// The trace of `msgs`, in time order.
@@ -553,7 +743,7 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
     // Processes.
     let mut pids: Vec<u32> = Vec::new();
     for m in msgs {
-        if !matches!(m.what, What::Effect | What::Dropped(_)) && !pids.contains(&m.pid) {
+        if !matches!(m.what, What::Effect(_) | What::Dropped(_)) && !pids.contains(&m.pid) {
             pids.push(m.pid);
         }
     }
@@ -688,6 +878,7 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
                 pages,
                 to,
                 trigger: 0,
+                ..
             } => {
                 flush(&mut ev, &mut run, &mut run_of, &mut kernels);
                 remap(&mut ev, &mut unmapped, pid, page * PAGE);
@@ -717,7 +908,7 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
                 report.unmaps += 1;
             }
             What::Dropped(n) => report.dropped += n,
-            What::Migrate { .. } | What::Unmap { .. } | What::Effect => report.effects += 1,
+            What::Migrate { .. } | What::Unmap { .. } | What::Effect(_) => report.effects += 1,
         }
         limit(
             "trace events",

@@ -1200,6 +1200,10 @@ pub struct Outcome {
     pub kernels_left_out: u64,
     /// The invariant checkers at the end: `None` when every one held.
     pub violation: Option<String>,
+    /// A replay's comparison with the real run its trace was imported
+    /// from (`svmsim replay --against`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against: Option<crate::against::Against>,
     /// SMI events, when captured.
     #[serde(skip)]
     pub events: Vec<SmiEvent>,
@@ -1640,6 +1644,7 @@ fn finish(
         kernels_left_out: (all_kernels - kernels.len()) as u64,
         kernels,
         violation,
+        against: None,
         events: m.events().to_vec(),
         timeline: m.take_timeline(),
         fault_latencies,

@@ -151,6 +151,9 @@ fn page(
         }
         h += "</ol>";
     }
+    if outs.iter().any(|o| o.against.is_some()) {
+        h += "</li><li><a href=\"#against\">Real against simulated</a>";
+    }
     h += "</li><li><a href=\"#invariants\">Invariant checks</a></li>\
           <li><a href=\"#repro\">Repeat a run</a></li></ol></nav>\n";
     // Configuration.
@@ -241,6 +244,38 @@ fn page(
             let _ = writeln!(h, "<li>{}</li>", esc(&l));
         }
         h += "</ul>\n";
+    }
+    // Real against simulated (`replay --against`).
+    if outs.iter().any(|o| o.against.is_some()) {
+        h += "<h2 id=\"against\">Real against simulated</h2>\n";
+    }
+    for o in outs {
+        let Some(a) = &o.against else { continue };
+        let _ = writeln!(
+            h,
+            "<h3>{} against {}</h3>\n<table><tr><th></th><th>real</th><th>svmsim</th><th>ratio</th>\
+             <th>expect</th></tr>",
+            esc(&o.label),
+            esc(&a.source)
+        );
+        for r in &a.rows {
+            let off = r.expect == crate::against::Expect::Carried && r.real != r.simulated;
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td></tr>",
+                esc(&r.what),
+                r.show(r.real),
+                r.show(r.simulated),
+                if off { " class=\"bad\"" } else { "" },
+                r.ratio.map_or_else(|| "-".into(), |x| format!("{x:.2}x")),
+                esc(r.expect.word())
+            );
+        }
+        h += "</table>\n<p class=\"note\">Rows marked <i>equal</i> the trace carries (prefetches, CPU \
+              faults, munmaps): they must come back. The engine's rows match when the replay runs the \
+              real run's driver, granularity and XNACK mode on a machine like the real one. Times are \
+              what a profile is calibrated by. Evictions, notifier unmaps and dropped events come from \
+              what the messages do not say (other processes, the kernel's event buffer).</p>\n";
     }
     // Plots.
     h += "<h2 id=\"plots\">Plots</h2>\n";

@@ -115,7 +115,28 @@ pub fn import(
         .iter()
         .map(|(_, gpu, text)| Source { text, gpu: *gpu })
         .collect();
-    import::kfd_smi(&sources, max_events).map_err(|e| match e {
+    import::kfd_smi(&sources, max_events).map_err(|e| located(files, e))
+}
+
+/// What the messages of the files `read` gave say the driver did
+/// (`svm_workloads::import::tally`).
+///
+/// # Errors
+/// As [`import`].
+pub fn tally(
+    files: &[(PathBuf, Option<u32>, String)],
+    max_lines: usize,
+) -> Result<import::Tally, String> {
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|(_, gpu, text)| Source { text, gpu: *gpu })
+        .collect();
+    import::tally(&sources, max_lines).map_err(|e| located(files, e))
+}
+
+/// An import error, its line found in the file that holds it.
+fn located(files: &[(PathBuf, Option<u32>, String)], e: import::ImportError) -> String {
+    match e {
         import::ImportError::Line { line, field, why } => {
             // Lines are numbered across the files in order: find the file.
             let mut first = 0;
@@ -135,7 +156,7 @@ pub fn import(
                 .collect();
             format!("{}: {other}", names.join(", "))
         }
-    })
+    }
 }
 
 /// The report as text: what went into the trace and what did not.

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod against;
 pub mod chrome;
 pub mod demo;
 pub mod diff;

@@ -231,6 +231,13 @@ enum Command {
         /// The fault policy [default: partial] (the same as --set policy=NAME).
         #[arg(long, value_name = "NAME", value_parser = policy_names())]
         policy: Option<String>,
+        /// Compare with the real run: the kfd SMI messages the trace was
+        /// imported from (what `svmsim import` read), row by row.
+        #[arg(long, value_name = "SOURCE")]
+        against: Option<PathBuf>,
+        /// The gpu_id of a --against file whose name does not give it.
+        #[arg(long, value_name = "HEX", value_parser = gpu_id_hex, requires = "against")]
+        against_gpu_id: Option<u32>,
         #[command(flatten)]
         opts: RunOpts,
         #[command(flatten)]
@@ -980,6 +987,9 @@ fn emit(
                  checked (data checks off); the memory system ran as with real data"
             );
         }
+        for a in outs.iter().filter_map(|o| o.against.as_ref()) {
+            outln!("\n{}", svmsim::against::table(a));
+        }
         if let Some(o) = outs.first() {
             outln!("seed {}; repeat with: {}", o.spec.seed, repro(o));
         }
@@ -1712,12 +1722,28 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             trace,
             csv_input,
             policy,
+            against,
+            against_gpu_id,
             opts,
             out,
         } => {
             refuse_workload_flags("a replay")?;
+            // The real run, read and counted before anything else.
+            let real = match against {
+                Some(p) => {
+                    let files = svmsim::import::read(p, *against_gpu_id).map_err(usage)?;
+                    let t = svmsim::import::tally(&files, exec::max_trace_events(host_budget(cli)))
+                        .map_err(usage)?;
+                    Some((p.display().to_string(), files, t))
+                }
+                None => None,
+            };
             let mut inputs = vec![trace.as_path()];
             inputs.extend(opts.inputs());
+            if let (Some(p), Some((_, files, _))) = (against, &real) {
+                inputs.push(p);
+                inputs.extend(files.iter().map(|(f, _, _)| f.as_path()));
+            }
             out.preflight(&inputs, &[])?;
             let t = read_trace(trace, *csv_input, cli)?;
             let name = t.name.clone();
@@ -1726,7 +1752,14 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 policy.as_deref(),
                 std::slice::from_ref(&t),
             )?;
-            let o = exec::replay(&spec, &t, out.capture(), host_budget(cli)).map_err(spec_fail)?;
+            let mut capture = out.capture();
+            // The replay's own messages are what it is compared by.
+            capture.events |= real.is_some();
+            let mut o = exec::replay(&spec, &t, capture, host_budget(cli)).map_err(spec_fail)?;
+            if let Some((name, _, real)) = real {
+                let simulated = svmsim::against::tally_of(&o).map_err(io)?;
+                o.against = Some(svmsim::against::compare(&name, real, simulated));
+            }
             emit(
                 std::slice::from_ref(&o),
                 0,

@@ -182,3 +182,52 @@ fn bad_lines_name_their_line_and_field() {
         Err(ImportError::Limit { what: "lines", .. })
     ));
 }
+
+/// The tally counts every kind by trigger, pairs each start with its end
+/// (the oldest open one of the same key first) for the durations, and
+/// leaves an unpaired start untimed.
+#[test]
+fn the_tally_counts_by_trigger_and_times_paired_messages() {
+    let text = "\
+7 100 -42 @7f000(beef) W
+7 105 -42 @7f000(beef) W
+5 110 -42 @7f000(200) 0->beef ffffffff:0 1
+6 150 -42 @7f000(200) 0->beef 1 0
+8 160 -42 @7f000(beef) M
+8 170 -42 @7f000(beef) U
+5 200 -42 @7f001(1) beef->0 ffffffff:0 2
+6 230 -42 @7f001(1) beef->0 2 -14
+5 300 -42 @80000(10) 0->beef beef:0 0
+9 400 -42 beef 2
+a 500 -42 beef R
+b 600 -42 @7f000(200) beef 2
+b 610 -42 @90000(4) beef 0
+5 700 -42 @a0000(8) beef->0 ffffffff:0 3
+e 800 -42 3
+";
+    let t = tally(
+        &[Source {
+            text,
+            gpu: Some(0xbeef),
+        }],
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!((t.gpu_faults, t.gpu_fault_writes), (2, 2));
+    assert_eq!((t.faults_migrated, t.faults_updated), (1, 1));
+    // 100 -> 160 and 105 -> 170.
+    assert_eq!((t.fault_ns, t.faults_timed), (60 + 65, 2));
+    assert_eq!(t.migrations, [1, 1, 1, 1]);
+    assert_eq!(t.migrated_pages, [0x10, 0x200, 1, 8]);
+    assert_eq!((t.pages_to_vram, t.pages_to_ram), (0x210, 9));
+    assert_eq!(t.migration_errors, 1);
+    // Two ends: 40 and 30 ns; the prefetch and the eviction never end.
+    assert_eq!((t.migration_ns, t.migrations_timed), (70, 2));
+    assert_eq!(
+        (t.queue_evictions, t.queue_restores, t.restores_rescheduled),
+        (1, 1, 1)
+    );
+    assert_eq!(t.unmaps, [1, 0, 1]);
+    assert_eq!(t.unmapped_pages, [4, 0, 0x200]);
+    assert_eq!(t.dropped, 3);
+}

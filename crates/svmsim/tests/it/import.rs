@@ -210,3 +210,86 @@ fn an_imported_trace_compares_and_sweeps_like_a_workload() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
 }
+
+/// `replay --against` sets the real run's messages beside the replay's,
+/// row by row, in the table, the JSON and the HTML report: what the trace
+/// carries (CPU faults, munmaps) comes back equal, and both sides are
+/// counted alike (a replay against its own messages matches itself).
+#[test]
+fn a_replay_against_its_source_prints_both_side_by_side() {
+    let d = scratch("import-against");
+    let s = |p: &Path| p.display().to_string();
+    let (smi, trace, again) = (d.join("smi"), d.join("app.trace"), d.join("again"));
+    ok(&["run", "ping-pong", "--size", "4MiB", "--events", &s(&smi)]);
+    ok(&["import", &s(&smi), "-o", &s(&trace)]);
+    let t = s(&trace);
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "replay",
+        &t,
+        "--against",
+        &s(&smi),
+        "--json",
+        "--events",
+        &s(&again),
+    ]))
+    .unwrap();
+    let a = &v["runs"][0]["against"];
+    assert_eq!(a["source"], s(&smi));
+    let rows = a["rows"].as_array().unwrap();
+    let row = |what: &str| {
+        rows.iter()
+            .find(|r| r["what"] == what)
+            .unwrap_or_else(|| panic!("no row {what}: {a}"))
+    };
+    let cpu = row("migrations for CPU faults");
+    assert_eq!(cpu["expect"], "carried");
+    assert!(cpu["real"].as_u64().unwrap() > 0, "{a}");
+    for r in rows.iter().filter(|r| r["expect"] == "carried") {
+        assert_eq!(r["real"], r["simulated"], "{r}");
+    }
+    let faults = row("GPU faults");
+    assert!(faults["real"].as_u64().unwrap() > 0);
+    // The simulated side is the replay's: the faults it served.
+    assert_eq!(
+        faults["simulated"], v["runs"][0]["metrics"]["faults_served"],
+        "{a}"
+    );
+    assert_eq!(
+        faults["ratio"].as_f64().unwrap(),
+        faults["simulated"].as_f64().unwrap() / faults["real"].as_f64().unwrap()
+    );
+    assert!(row("mean migration time")["real"].as_u64().unwrap() > 0);
+    // The replay against its own messages: every row equal.
+    let own: serde_json::Value =
+        serde_json::from_str(&ok(&["replay", &t, "--against", &s(&again), "--json"])).unwrap();
+    for r in own["runs"][0]["against"]["rows"].as_array().unwrap() {
+        assert_eq!(r["real"], r["simulated"], "{r}");
+    }
+    // The table and the report.
+    let text = ok(&["replay", &t, "--against", &s(&smi)]);
+    assert!(
+        text.contains(&format!("Real run ({}) against its replay", s(&smi))),
+        "{text}"
+    );
+    assert!(text.contains("migrations for CPU faults"), "{text}");
+    let report = d.join("report");
+    ok(&["replay", &t, "--against", &s(&smi), "--report", &s(&report)]);
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("id=\"against\"") && html.contains("unmaps for migrations"));
+    // Bad input: a missing source, and an output onto a file it reads.
+    let o = svmsim(&["replay", &t, "--against", &s(&d.join("none"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    let member = smi.join("gpu-0x1002.smi");
+    let before = std::fs::read(&member).unwrap();
+    let o = svmsim(&[
+        "replay",
+        &t,
+        "--against",
+        &s(&smi),
+        "--timeline",
+        &s(&member),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&member).unwrap(), before);
+}
