@@ -76,6 +76,16 @@ impl Row {
             _ => v.to_string(),
         }
     }
+
+    /// The ratio as the tables print it: `-` when neither run has any,
+    /// `new` when only svmsim's does.
+    pub fn ratio_text(&self) -> String {
+        match self.ratio {
+            Some(x) => format!("{x:.2}x"),
+            None if self.simulated == 0 => "-".into(),
+            None => "new".into(),
+        }
+    }
 }
 
 /// The comparison of a replay with the real run it was imported from.
@@ -258,16 +268,7 @@ pub fn table(a: &Against) -> String {
             Cell::new(&r.what),
             right(r.show(r.real)),
             right(r.show(r.simulated)),
-            right(r.ratio.map_or_else(
-                || {
-                    if r.simulated == 0 {
-                        "-".into()
-                    } else {
-                        "new".into()
-                    }
-                },
-                |x| format!("{x:.2}x"),
-            )),
+            right(r.ratio_text()),
             Cell::new(r.expect.word()),
         ]);
     }

@@ -267,7 +267,7 @@ fn page(
                 r.show(r.real),
                 r.show(r.simulated),
                 if off { " class=\"bad\"" } else { "" },
-                r.ratio.map_or_else(|| "-".into(), |x| format!("{x:.2}x")),
+                r.ratio_text(),
                 esc(r.expect.word())
             );
         }
