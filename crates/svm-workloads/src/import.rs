@@ -563,6 +563,9 @@ pub struct Tally {
     pub unmapped_pages: [u64; 3],
     /// Events the kernel said it dropped.
     pub dropped: u64,
+    /// Time from the first SVM message to the last, ns: how long the
+    /// driver was at work for the run.
+    pub span_ns: u64,
 }
 
 /// Counts what the messages of `sources` say (at most `max_lines` lines;
@@ -574,7 +577,13 @@ pub struct Tally {
 pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportError> {
     use std::collections::VecDeque;
     let (msgs, _) = messages(sources, max_lines.min(MAX_EVENTS) as u64)?;
-    let mut t = Tally::default();
+    let mut t = Tally {
+        span_ns: match (msgs.first(), msgs.last()) {
+            (Some(a), Some(b)) => b.ts.saturating_sub(a.ts),
+            _ => 0,
+        },
+        ..Tally::default()
+    };
     // GPU, pid, first page, pages, from, to, trigger.
     type MigrationKey = (u32, u32, u64, u64, u32, u32, u32);
     let mut open_migrations: BTreeMap<MigrationKey, VecDeque<u64>> = BTreeMap::new();
@@ -694,15 +703,39 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
     // clipped windows of the run), and the 2 MiB block of a fault no
     // range covers; cut where a range starts or ends, so that the run's
     // range boundaries come back.
+    //
+    // A prefetch names a whole range, a munmap's unmap what it took; a
+    // migration for a fault or an eviction, and the unmap a notifier
+    // makes for it, name a window, whose ends are
+    // the range's only where they are not window-aligned: an edge on a
+    // 2 MiB boundary (kfd's default granularity) is taken for a window's
+    // and not cut, lest one range come back as several that a prefetch
+    // would migrate apart.
     let mut spans: Vec<(u64, u64)> = Vec::new();
     let mut cuts: BTreeSet<u64> = BTreeSet::new();
+    let window = BLOCK / PAGE;
     for m in msgs {
-        if let What::Migrate { page, pages, .. } | What::Unmap { page, pages, .. } = m.what
-            && pages > 0
-        {
+        let (page, pages, whole) = match m.what {
+            What::Migrate {
+                page,
+                pages,
+                trigger,
+                ..
+            } => (page, pages, trigger == 0),
+            What::Unmap {
+                page,
+                pages,
+                trigger,
+            } => (page, pages, trigger == 2),
+            _ => continue,
+        };
+        if pages > 0 {
             spans.push((page, page + pages));
-            cuts.insert(page);
-            cuts.insert(page + pages);
+            for edge in [page, page + pages] {
+                if whole || edge % window != 0 {
+                    cuts.insert(edge);
+                }
+            }
             limit("ranges", spans.len() as u64, max_events / 4)?;
         }
     }
@@ -781,28 +814,77 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
     }
     let proc_of =
         |pid: u32| u32::try_from(pids.iter().position(|&x| x == pid).unwrap_or(0)).unwrap_or(0);
+    // Each fault's end (PAGE_FAULT_END of its GPU, pid and page, the
+    // oldest open start first), for the time its wave was held.
+    let mut ends: Vec<Option<u64>> = vec![None; msgs.len()];
+    let mut open: BTreeMap<(u32, u32, u64), std::collections::VecDeque<usize>> = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        match m.what {
+            What::Fault { page, .. } => open.entry((m.gpu, m.pid, page)).or_default().push_back(i),
+            What::Effect(Effect::FaultEnd { page, .. }) => {
+                if let Some(s) = open
+                    .get_mut(&(m.gpu, m.pid, page))
+                    .and_then(std::collections::VecDeque::pop_front)
+                {
+                    ends[s] = Some(m.ts);
+                }
+            }
+            _ => {}
+        }
+    }
     // The faults of one GPU of one process with nothing between them: a
-    // kernel.
-    let mut run: Vec<WaveOp> = Vec::new();
+    // kernel. Each is kept with its time and its end.
+    let mut run: Vec<(u64, u64, WaveOp)> = Vec::new();
     let mut run_of: Option<(u32, u32)> = None;
     let mut kernels = 0u32;
     let mut unmapped: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    // Where the host is in the real run's time: the trace lets the time
+    // between its steps pass (Advance), so that what the application did
+    // between them (compute, I/O) is not lost.
+    let mut host_at = msgs.first().map_or(0, |m| m.ts);
+    let advance = |ev: &mut Vec<TraceEvent>, host_at: &mut u64, ts: u64| {
+        if ts > *host_at {
+            ev.push(TraceEvent::Advance { ns: ts - *host_at });
+            *host_at = ts;
+        }
+    };
+    // A wave that faults waits until the fault is served, then computes
+    // until its next fault: dealt round robin, each fault is preceded by
+    // the compute its wave would need to raise it when the real one was
+    // raised, counted from the real end of the wave's last fault. So the
+    // faults reach the engine spread as the real ones came, not at once.
     let flush = |ev: &mut Vec<TraceEvent>,
-                 run: &mut Vec<WaveOp>,
+                 run: &mut Vec<(u64, u64, WaveOp)>,
                  of: &mut Option<(u32, u32)>,
-                 kernels: &mut u32| {
+                 kernels: &mut u32,
+                 host_at: &mut u64| {
         let Some((pid, gpu_id)) = of.take().filter(|_| !run.is_empty()) else {
             return;
         };
         let waves = u32::try_from(run.len()).unwrap_or(WAVES).clamp(1, WAVES);
         let kernel = *kernels;
         *kernels += 1;
+        advance(ev, host_at, run[0].0);
         ev.push(TraceEvent::Launch { pid, gpu_id, waves });
-        for (i, op) in run.drain(..).enumerate() {
+        let mut free_at = vec![run[0].0; waves as usize];
+        let mut last = run[0].0;
+        for (i, (ts, end, op)) in run.drain(..).enumerate() {
             let wave = u32::try_from(i % WAVES as usize).unwrap_or(0) % waves;
+            let at = &mut free_at[wave as usize];
+            if ts > *at {
+                ev.push(TraceEvent::Wave {
+                    kernel,
+                    wave,
+                    op: WaveOp::Compute { ns: ts - *at },
+                });
+            }
             ev.push(TraceEvent::Wave { kernel, wave, op });
+            *at = end.max(ts);
+            last = last.max(*at);
         }
         ev.push(TraceEvent::Wait { kernel });
+        // The host waited for the kernel.
+        *host_at = last;
     };
     // A touch of what a munmap took maps it again first: the munmap's
     // pages, registered as the buffers there were.
@@ -836,7 +918,7 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
             }
         }
     };
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         let pid = proc_of(m.pid);
         match m.what {
             What::Fault { page, write } => {
@@ -846,23 +928,25 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
                     .get(&pid)
                     .is_some_and(|l| l.iter().any(|&(s, e)| (s..e).contains(&addr)));
                 if run_of != Some((pid, gpu_id)) || needs_map {
-                    flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                    flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
                 }
                 if needs_map {
                     remap(&mut ev, &mut unmapped, pid, addr);
                 }
                 run_of = Some((pid, gpu_id));
-                run.push(if write {
+                let op = if write {
                     WaveOp::Store { addr, len: 4 }
                 } else {
                     WaveOp::Load { addr, len: 4 }
-                });
+                };
+                run.push((m.ts, ends[i].unwrap_or(m.ts), op));
                 report.gpu_faults += 1;
             }
             What::Migrate {
                 page, trigger: 2, ..
             } => {
-                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
+                advance(&mut ev, &mut host_at, m.ts);
                 let addr = page * PAGE;
                 remap(&mut ev, &mut unmapped, pid, addr);
                 ev.push(TraceEvent::Cpu {
@@ -880,7 +964,8 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
                 trigger: 0,
                 ..
             } => {
-                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
+                advance(&mut ev, &mut host_at, m.ts);
                 remap(&mut ev, &mut unmapped, pid, page * PAGE);
                 ev.push(TraceEvent::SetAttr {
                     pid,
@@ -895,7 +980,8 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
                 pages,
                 trigger: 2,
             } => {
-                flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+                flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
+                advance(&mut ev, &mut host_at, m.ts);
                 ev.push(TraceEvent::Munmap {
                     pid,
                     addr: page * PAGE,
@@ -912,11 +998,12 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
         }
         limit(
             "trace events",
-            ev.len() as u64 + run.len() as u64,
+            // (A fault takes two events: its compute and its access.)
+            ev.len() as u64 + 2 * run.len() as u64 + 1,
             max_events,
         )?;
     }
-    flush(&mut ev, &mut run, &mut run_of, &mut kernels);
+    flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
     report.kernels = u64::from(kernels);
     Ok(Imported { events: ev, report })
 }

@@ -234,6 +234,12 @@ pub fn compare(source: &str, real: Tally, simulated: Tally) -> Against {
                 Expect::Carried,
             ),
             ("events dropped", "count", t.dropped, Expect::Outside),
+            (
+                "first to last message",
+                "ns",
+                t.span_ns,
+                Expect::Calibration,
+            ),
         ]
     };
     let rows = figures(&real)

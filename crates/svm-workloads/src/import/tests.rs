@@ -61,6 +61,9 @@ fn faults_become_first_touches_and_effects_are_counted() {
                     len: 4
                 }
             ),
+            // Raised 40 ns after the kernel's first fault: its wave
+            // computes that long first.
+            (1, WaveOp::Compute { ns: 40 }),
             (
                 1,
                 WaveOp::Load {
@@ -69,6 +72,13 @@ fn faults_become_first_touches_and_effects_are_counted() {
                 }
             ),
         ]
+    );
+    // The host waited for the kernel (its last fault, 140), then 60 ns
+    // until the CPU fault.
+    assert!(
+        i.events.contains(&TraceEvent::Advance { ns: 60 }),
+        "{:?}",
+        i.events
     );
     assert!(i.events.contains(&TraceEvent::Launch {
         pid: 0,
@@ -230,4 +240,5 @@ e 800 -42 3
     assert_eq!(t.unmaps, [1, 0, 1]);
     assert_eq!(t.unmapped_pages, [4, 0, 0x200]);
     assert_eq!(t.dropped, 3);
+    assert_eq!(t.span_ns, 700);
 }

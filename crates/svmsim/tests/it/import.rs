@@ -259,6 +259,10 @@ fn a_replay_against_its_source_prints_both_side_by_side() {
         faults["simulated"].as_f64().unwrap() / faults["real"].as_f64().unwrap()
     );
     assert!(row("mean migration time")["real"].as_u64().unwrap() > 0);
+    // The import keeps the time between faults and between the host's
+    // steps: the replay takes about as long as the real run.
+    let span = row("first to last message")["ratio"].as_f64().unwrap();
+    assert!((0.9..1.15).contains(&span), "{span}: {a}");
     // The replay against its own messages: every row equal.
     let own: serde_json::Value =
         serde_json::from_str(&ok(&["replay", &t, "--against", &s(&again), "--json"])).unwrap();
