@@ -123,6 +123,11 @@ pub struct Report {
     /// Runs of a prefixed file past the first (`# svmsim run` lines),
     /// left out.
     pub runs_left_out: u64,
+    /// Faults, migrations and unmaps outside every buffer of the
+    /// allocation list, left out.
+    pub outside: u64,
+    /// The buffers came from an allocation list, not from clustering.
+    pub listed: bool,
 }
 
 /// An import: the trace and its report.
@@ -431,10 +436,106 @@ pub struct Source<'a> {
 /// A line that does not follow its event's format (its number and
 /// field), an event id the kernel does not define, a count past its
 /// limit, or nothing of SVM's in the input.
-pub fn kfd_smi(sources: &[Source<'_>], max_events: usize) -> Result<Imported, ImportError> {
+pub fn kfd_smi(
+    sources: &[Source<'_>],
+    max_events: usize,
+    allocations: Option<&[(u64, u64)]>,
+) -> Result<Imported, ImportError> {
     let max_events = max_events.min(MAX_EVENTS) as u64;
     let (msgs, report) = messages(sources, max_events)?;
-    build(&msgs, report, max_events)
+    build(&msgs, report, max_events, allocations)
+}
+
+/// The most allocations a list may give.
+pub const MAX_ALLOCATIONS: usize = 1 << 20;
+
+/// Reads an allocation list: the application's buffers, taken as the
+/// trace's instead of clustering the pages the messages name. One
+/// allocation a line, `ADDRESS,BYTES` (hexadecimal with `0x`, or
+/// decimal), after a header line `address,bytes`; `#` lines are
+/// comments, and a third field (a name) is allowed and ignored. Each is
+/// widened to whole pages; they are returned in address order.
+///
+/// # Errors
+/// A line that is not of that form (its number and field), an empty or
+/// address-space-leaving allocation, two that overlap, or more than
+/// [`MAX_ALLOCATIONS`].
+pub fn allocations(text: &str) -> Result<Vec<(u64, u64)>, ImportError> {
+    let mut out: Vec<(u64, u64, usize)> = Vec::new();
+    let mut header = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let t = raw.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let err = |field, why: String| ImportError::Line { line, field, why };
+        let f: Vec<&str> = t.split(',').map(str::trim).collect();
+        if !header {
+            if f.len() < 2 || f[0] != "address" || f[1] != "bytes" {
+                return Err(err(
+                    "header",
+                    "an allocation list starts with the header address,bytes".into(),
+                ));
+            }
+            header = true;
+            continue;
+        }
+        if f.len() < 2 || f.len() > 3 {
+            return Err(err(
+                "bytes",
+                "a line is ADDRESS,BYTES or ADDRESS,BYTES,NAME".into(),
+            ));
+        }
+        let num = |field: &'static str, v: &str| -> Result<u64, ImportError> {
+            match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => v.parse(),
+            }
+            .map_err(|_| {
+                err(
+                    field,
+                    format!("{v:?} is not a number (0x hexadecimal or decimal)"),
+                )
+            })
+        };
+        let (addr, bytes) = (num("address", f[0])?, num("bytes", f[1])?);
+        if bytes == 0 {
+            return Err(err("bytes", "an allocation of no bytes".into()));
+        }
+        let end = addr
+            .checked_add(bytes)
+            .filter(|&e| e <= MAX_PAGE * PAGE)
+            .ok_or_else(|| err("bytes", "the allocation leaves the address space".into()))?;
+        let (s, e) = (addr / PAGE * PAGE, end.div_ceil(PAGE) * PAGE);
+        out.push((s, e - s, line));
+        if out.len() > MAX_ALLOCATIONS {
+            return Err(ImportError::Limit {
+                what: "allocations",
+                value: out.len() as u64,
+                max: MAX_ALLOCATIONS as u64,
+            });
+        }
+    }
+    if !header {
+        return Err(ImportError::Line {
+            line: 1,
+            field: "header",
+            why: "an allocation list starts with the header address,bytes".into(),
+        });
+    }
+    out.sort_unstable();
+    for w in out.windows(2) {
+        if w[0].0 + w[0].1 > w[1].0 {
+            let (a, b) = (w[0].2.min(w[1].2), w[0].2.max(w[1].2));
+            return Err(ImportError::Line {
+                line: b,
+                field: "address",
+                why: format!("overlaps the allocation of line {a} (pages included)"),
+            });
+        }
+    }
+    Ok(out.into_iter().map(|(a, l, _)| (a, l)).collect())
 }
 
 /// The SVM messages of `sources` (at most `max_lines` lines), in time
@@ -668,18 +769,9 @@ pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportEr
     Ok(t)
 }
 
-/// The trace of `msgs`, in time order.
-fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, ImportError> {
-    // GPUs: every gpu_id a message came from or names as a destination.
-    let mut real: BTreeSet<u32> = msgs.iter().map(|m| m.gpu).collect();
-    for m in msgs {
-        if let What::Migrate { to, .. } = m.what
-            && to != 0
-            && to != u32::MAX
-        {
-            real.insert(to);
-        }
-    }
+/// The mappings and buffers of `msgs` when no allocation list is given:
+/// clustered from the pages the messages name.
+fn clustered(msgs: &[Msg], max_events: u64) -> Result<Vec<(u64, u64)>, ImportError> {
     let limit = |what, value: u64, max: u64| {
         if value > max {
             Err(ImportError::Limit { what, value, max })
@@ -687,18 +779,6 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
             Ok(())
         }
     };
-    limit(
-        "GPUs",
-        real.len() as u64,
-        svm_core::gpu::MAX_GPU_INSTANCE as u64,
-    )?;
-    let ours: BTreeMap<u32, u32> = real
-        .iter()
-        .enumerate()
-        .map(|(i, &g)| (g, FIRST_GPU_ID + 0x1000 * u32::try_from(i).unwrap_or(0)))
-        .collect();
-    report.gpus = ours.iter().map(|(&r, &o)| (r, o)).collect();
-    let loc = |g: u32| if g == 0 || g == u32::MAX { 0 } else { ours[&g] };
     // Buffers: the pages migration and unmap ranges cover (the range-
     // clipped windows of the run), and the 2 MiB block of a fault no
     // range covers; cut where a range starts or ends, so that the run's
@@ -771,6 +851,67 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
         buffers.push((at * PAGE, (e - at) * PAGE));
         limit("buffers", buffers.len() as u64, max_events / 4)?;
     }
+    Ok(buffers)
+}
+
+/// The trace of `msgs`, in time order.
+fn build(
+    msgs: &[Msg],
+    mut report: Report,
+    max_events: u64,
+    allocations: Option<&[(u64, u64)]>,
+) -> Result<Imported, ImportError> {
+    // GPUs: every gpu_id a message came from or names as a destination.
+    let mut real: BTreeSet<u32> = msgs.iter().map(|m| m.gpu).collect();
+    for m in msgs {
+        if let What::Migrate { to, .. } = m.what
+            && to != 0
+            && to != u32::MAX
+        {
+            real.insert(to);
+        }
+    }
+    let limit = |what, value: u64, max: u64| {
+        if value > max {
+            Err(ImportError::Limit { what, value, max })
+        } else {
+            Ok(())
+        }
+    };
+    limit(
+        "GPUs",
+        real.len() as u64,
+        svm_core::gpu::MAX_GPU_INSTANCE as u64,
+    )?;
+    let ours: BTreeMap<u32, u32> = real
+        .iter()
+        .enumerate()
+        .map(|(i, &g)| (g, FIRST_GPU_ID + 0x1000 * u32::try_from(i).unwrap_or(0)))
+        .collect();
+    report.gpus = ours.iter().map(|(&r, &o)| (r, o)).collect();
+    let loc = |g: u32| if g == 0 || g == u32::MAX { 0 } else { ours[&g] };
+    report.listed = allocations.is_some();
+    let buffers = match allocations {
+        Some(list) => list.to_vec(),
+        None => clustered(msgs, max_events)?,
+    };
+    // The mappings: maximal runs of the buffers' pages.
+    let vmas: Vec<(u64, u64)> = merge(
+        buffers
+            .iter()
+            .map(|&(a, l)| (a / PAGE, (a + l) / PAGE))
+            .collect(),
+    )
+    .into_iter()
+    .map(|(s, e)| (s * PAGE, (e - s) * PAGE))
+    .collect();
+    // What lies outside every buffer (only an allocation list leaves
+    // any) is left out of the trace, and counted.
+    let inside = |page: u64| {
+        let a = page * PAGE;
+        let k = buffers.partition_point(|&(b, _)| b <= a);
+        k > 0 && a < buffers[k - 1].0 + buffers[k - 1].1
+    };
     report.buffers.clone_from(&buffers);
     let access: Vec<(u32, u32)> = ours.values().map(|&g| (attr_type::ACCESS, g)).collect();
     // Processes.
@@ -920,6 +1061,13 @@ fn build(msgs: &[Msg], mut report: Report, max_events: u64) -> Result<Imported, 
     };
     for (i, m) in msgs.iter().enumerate() {
         let pid = proc_of(m.pid);
+        if let What::Fault { page, .. } | What::Migrate { page, .. } | What::Unmap { page, .. } =
+            m.what
+            && !inside(page)
+        {
+            report.outside += 1;
+            continue;
+        }
         match m.what {
             What::Fault { page, write } => {
                 let gpu_id = ours[&m.gpu];

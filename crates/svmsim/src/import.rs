@@ -110,12 +110,27 @@ pub fn read(
 pub fn import(
     files: &[(PathBuf, Option<u32>, String)],
     max_events: usize,
+    allocations: Option<&[(u64, u64)]>,
 ) -> Result<Imported, String> {
     let sources: Vec<Source<'_>> = files
         .iter()
         .map(|(_, gpu, text)| Source { text, gpu: *gpu })
         .collect();
-    import::kfd_smi(&sources, max_events).map_err(|e| located(files, e))
+    import::kfd_smi(&sources, max_events, allocations).map_err(|e| located(files, e))
+}
+
+/// Reads the allocation list `path` (`svm_workloads::import::allocations`).
+///
+/// # Errors
+/// What cannot be read, and a bad line as `FILE:LINE: FIELD: WHY`.
+pub fn allocations(path: &Path) -> Result<Vec<(u64, u64)>, String> {
+    let text = input::read_text(path, input::MAX_TRACE_BYTES, "allocation list")?;
+    import::allocations(&text).map_err(|e| match e {
+        import::ImportError::Line { line, field, why } => {
+            format!("{}:{line}: {field}: {why}", path.display())
+        }
+        other => format!("{}: {other}", path.display()),
+    })
 }
 
 /// What the messages of the files `read` gave say the driver did
@@ -184,9 +199,14 @@ pub fn text(input: &str, r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "  buffers: {} ({} in all, cut where the run's ranges began and ended): {}",
+        "  buffers: {} ({} in all, {}): {}",
         r.buffers.len(),
         crate::size::show(bytes),
+        if r.listed {
+            "from the allocation list"
+        } else {
+            "cut where the run's ranges began and ended"
+        },
         shown.join(", ")
     );
     let _ = writeln!(
@@ -215,6 +235,12 @@ pub fn text(input: &str, r: &Report) -> String {
         missing.push(format!(
             "{} messages that are not SVM's left out",
             r.not_svm
+        ));
+    }
+    if r.outside > 0 {
+        missing.push(format!(
+            "{} faults, migrations and unmaps outside every listed allocation",
+            r.outside
         ));
     }
     if r.runs_left_out > 0 {

@@ -206,6 +206,11 @@ enum Command {
         /// The gpu_id of a per-GPU file whose name does not give it.
         #[arg(long, value_name = "HEX", value_parser = gpu_id_hex)]
         gpu_id: Option<u32>,
+        /// The application's buffers, a CSV file (`address,bytes` header,
+        /// then one allocation a line): taken as the trace's buffers
+        /// instead of clustering the pages the messages name.
+        #[arg(long, value_name = "FILE")]
+        allocations: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -1628,18 +1633,25 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             output: out_path,
             format: ImportFormat::KfdSmi,
             gpu_id,
+            allocations,
             json,
         } => {
             let files = svmsim::import::read(input, *gpu_id).map_err(usage)?;
+            let listed = match allocations {
+                Some(p) => Some(svmsim::import::allocations(p).map_err(usage)?),
+                None => None,
+            };
             // The output may be none of the files read (a directory's
             // gpu-0x*.smi among them), nor the input itself.
             let mut inputs: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
             inputs.push(input.as_path());
+            inputs.extend(allocations.as_deref());
             output::refuse_clashes(&inputs, &[output::Target::File(out_path)]).map_err(usage)?;
             writable(out_path)?;
             let budget = host_budget(cli);
             let imported =
-                svmsim::import::import(&files, exec::max_trace_events(budget)).map_err(usage)?;
+                svmsim::import::import(&files, exec::max_trace_events(budget), listed.as_deref())
+                    .map_err(usage)?;
             let bytes = svm_workloads::trace::encode(&imported.events);
             let n = bytes.len();
             let mut staged = output::Staged::default();

@@ -1,7 +1,7 @@
 use super::*;
 
 fn one(text: &str, gpu: Option<u32>) -> Result<Imported, ImportError> {
-    kfd_smi(&[Source { text, gpu }], 1 << 20)
+    kfd_smi(&[Source { text, gpu }], 1 << 20, None)
 }
 
 /// Faults of one GPU become one kernel of first touches, R a load and W
@@ -187,7 +187,8 @@ fn bad_lines_name_their_line_and_field() {
                 text: "7 1 -1 @7f(1002) W\n7 2 -1 @80(1002) W\n",
                 gpu: Some(0x1002)
             }],
-            1
+            1,
+            None
         ),
         Err(ImportError::Limit { what: "lines", .. })
     ));
@@ -241,4 +242,56 @@ e 800 -42 3
     assert_eq!(t.unmapped_pages, [4, 0, 0x200]);
     assert_eq!(t.dropped, 3);
     assert_eq!(t.span_ns, 700);
+}
+
+/// An allocation list gives the buffers: page-widened, in address order;
+/// what lies outside them is left out and counted. Bad lines are named.
+#[test]
+fn an_allocation_list_gives_the_buffers() {
+    let list = allocations(
+        "# from the application's log\naddress,bytes,name\n0x7f001000,0x2000,b\n0x7f000000,100,a\n",
+    )
+    .unwrap();
+    assert_eq!(list, vec![(0x7f00_0000, 0x1000), (0x7f00_1000, 0x2000)]);
+    let text = "\
+7 100 -42 @7f000(beef) W
+7 140 -42 @7f002(beef) R
+7 150 -42 @90000(beef) R
+5 200 -42 @90000(1) beef->0 ffffffff:0 2
+";
+    let i = kfd_smi(
+        &[Source {
+            text,
+            gpu: Some(0xbeef),
+        }],
+        1 << 20,
+        Some(&list),
+    )
+    .unwrap();
+    assert_eq!(i.report.buffers, list);
+    assert!(i.report.listed);
+    assert_eq!(
+        (i.report.gpu_faults, i.report.cpu_faults, i.report.outside),
+        (2, 0, 2)
+    );
+    assert!(i.events.contains(&TraceEvent::Mmap {
+        pid: 0,
+        addr: 0x7f00_0000,
+        len: 0x3000,
+        prot: 3,
+        mark: 0
+    }));
+    let bad = |t: &str| match allocations(t).unwrap_err() {
+        ImportError::Line { line, field, .. } => (line, field),
+        e => panic!("{e}"),
+    };
+    assert_eq!(bad("0x1000,4096\n"), (1, "header"));
+    assert_eq!(bad("address,bytes\n0x1000,zz\n"), (2, "bytes"));
+    assert_eq!(bad("address,bytes\nq,1\n"), (2, "address"));
+    assert_eq!(bad("address,bytes\n0x1000,0\n"), (2, "bytes"));
+    assert_eq!(
+        bad("address,bytes\n0x1000,4096\n0x1800,1\n"),
+        (3, "address")
+    );
+    assert_eq!(bad("address,bytes\n0xffffffffffffffff,2\n"), (2, "bytes"));
 }

@@ -297,3 +297,93 @@ fn a_replay_against_its_source_prints_both_side_by_side() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(std::fs::read(&member).unwrap(), before);
 }
+
+/// `--allocations`: the run's own buffers as the list give the trace's
+/// buffers, and the replay against the run keeps what the trace carries;
+/// a bad list is named by file and line, and never overwritten.
+#[test]
+fn an_allocation_list_gives_the_buffers_of_the_trace() {
+    let d = scratch("import-allocations");
+    let s = |p: &Path| p.display().to_string();
+    let (smi, trace, list) = (d.join("smi"), d.join("app.trace"), d.join("allocs.csv"));
+    let run: serde_json::Value = serde_json::from_str(&ok(&[
+        "run",
+        "ping-pong",
+        "--size",
+        "4MiB",
+        "--events",
+        &s(&smi),
+        "--json",
+    ]))
+    .unwrap();
+    let mut csv = String::from("address,bytes,name\n");
+    let mut want = Vec::new();
+    for (i, b) in run["runs"][0]["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let (a, n) = (b["addr"].as_u64().unwrap(), b["bytes"].as_u64().unwrap());
+        csv += &format!("{a:#x},{n},buffer{i}\n");
+        want.push((a, n));
+    }
+    assert!(!want.is_empty());
+    std::fs::write(&list, &csv).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "import",
+        &s(&smi),
+        "-o",
+        &s(&trace),
+        "--allocations",
+        &s(&list),
+        "--json",
+    ]))
+    .unwrap();
+    let r = &v["report"];
+    assert_eq!(r["listed"], true);
+    assert_eq!(r["outside"], 0, "{r}");
+    let got: Vec<(u64, u64)> = r["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b[0].as_u64().unwrap(), b[1].as_u64().unwrap()))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let a: serde_json::Value = serde_json::from_str(&ok(&[
+        "replay",
+        &s(&trace),
+        "--against",
+        &s(&smi),
+        "--json",
+    ]))
+    .unwrap();
+    for row in a["runs"][0]["against"]["rows"].as_array().unwrap() {
+        if row["expect"] == "carried" {
+            assert_eq!(row["real"], row["simulated"], "{row}");
+        }
+    }
+    // The list is an input, never an output; a bad line is named.
+    let o = svmsim(&[
+        "import",
+        &s(&smi),
+        "-o",
+        &s(&list),
+        "--allocations",
+        &s(&list),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), csv);
+    std::fs::write(&list, "address,bytes\n0x1000,many\n").unwrap();
+    let o = svmsim(&[
+        "import",
+        &s(&smi),
+        "-o",
+        &s(&d.join("t2")),
+        "--allocations",
+        &s(&list),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("allocs.csv:2: bytes"), "{}", stderr(&o));
+}
