@@ -128,6 +128,9 @@ pub struct Report {
     pub outside: u64,
     /// The buffers came from an allocation list, not from clustering.
     pub listed: bool,
+    /// Agents or nodes a record names that the input's agent list does
+    /// not, taken as system memory.
+    pub unknown_places: u64,
 }
 
 /// An import: the trace and its report.
@@ -139,58 +142,118 @@ pub struct Imported {
     pub report: Report,
 }
 
-/// One message.
-#[derive(Clone, Copy, Debug)]
-struct Msg {
-    line: usize,
-    /// The GPU whose file held it.
-    gpu: u32,
-    ts: u64,
-    pid: u32,
-    what: What,
+/// One record of a real run, whatever format held it: what
+/// [`from_records`] builds a trace from and [`tally_records`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Where it came from, for errors and to keep the input's order among
+    /// equal times (a line number, a row number).
+    pub line: usize,
+    /// The GPU it is of (a kfd gpu_id, or a reader's own numbering).
+    pub gpu: u32,
+    /// When, in ns.
+    pub ts: u64,
+    /// The process.
+    pub pid: u32,
+    /// What happened.
+    pub what: What,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum What {
+/// What a record says. Pages are 4 KiB page numbers; places are gpu_ids,
+/// 0 for system memory; triggers are kfd's (`KFD_MIGRATE_TRIGGER_*`:
+/// prefetch 0, GPU page fault 1, CPU page fault 2, TTM eviction 3;
+/// `KFD_SVM_UNMAP_TRIGGER_*`: MMU notifier 0, for a migration 1, unmap
+/// from the CPU 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    /// A GPU page fault (its handling started): a first touch.
     Fault {
+        /// The page.
         page: u64,
+        /// A store (else a load).
         write: bool,
     },
-    Migrate {
+    /// A CPU page fault on the application's memory, where the format
+    /// logs it apart from the migration that served it: a CPU read.
+    CpuFault {
+        /// The page.
         page: u64,
+    },
+    /// A migration started. Trigger 0 (a prefetch) goes into the trace
+    /// as SET_ATTR PREFETCH_LOC, trigger 2 as a CPU read, where the
+    /// format has no [`What::CpuFault`].
+    Migrate {
+        /// The first page.
+        page: u64,
+        /// Pages.
         pages: u64,
+        /// From.
         from: u32,
+        /// To.
         to: u32,
+        /// Why.
         trigger: u32,
     },
+    /// An unmap from a GPU; trigger 2 (a munmap) goes into the trace.
     Unmap {
+        /// The first page.
         page: u64,
+        /// Pages.
         pages: u64,
+        /// Why.
         trigger: u32,
     },
     /// What the driver did in answer: left to the engine on replay, but
     /// counted by [`tally`].
     Effect(Effect),
+    /// Records the producer said it dropped.
     Dropped(u64),
 }
 
-/// A message of what the driver did in answer to the application.
-#[derive(Clone, Copy, Debug)]
-enum Effect {
+/// A record of what the driver did in answer to the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A migration ended.
     MigrateEnd {
+        /// The first page.
         page: u64,
+        /// Pages.
         pages: u64,
+        /// From.
         from: u32,
+        /// To.
         to: u32,
+        /// Why.
         trigger: u32,
+        /// It ended with an error code.
         error: bool,
     },
-    FaultEnd {
+    /// A migration recorded whole, start and duration in one record (as
+    /// a copy is in formats that log copies, not migrations).
+    Copied {
+        /// The first page.
         page: u64,
+        /// Pages.
+        pages: u64,
+        /// To (0: system memory).
+        to: u32,
+        /// Why.
+        trigger: u32,
+        /// How long it took, ns.
+        ns: u64,
+    },
+    /// A GPU fault's handling ended.
+    FaultEnd {
+        /// The page.
+        page: u64,
+        /// It migrated (else it only mapped).
         migrated: bool,
     },
+    /// A queue was evicted.
     QueueEviction,
+    /// A queue was restored.
     QueueRestore {
+        /// Rescheduled rather than restored now.
         rescheduled: bool,
     },
 }
@@ -294,7 +357,7 @@ const MAX_PAGE: u64 = (1 << 57) / PAGE;
 
 /// Parses one message (after its event id) in the kernel's format for
 /// `id` (`KFD_EVENT_FMT_*`, `include/uapi/linux/kfd_ioctl.h`).
-fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, ImportError> {
+fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Record>, ImportError> {
     if name(id).is_none() {
         // Not SVM's: VM faults, thermal throttling, resets, process
         // start and end.
@@ -410,7 +473,7 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Msg>, Impor
         _ => return Ok(None),
     };
     f.end()?;
-    Ok(Some(Msg {
+    Ok(Some(Record {
         line,
         gpu,
         ts,
@@ -444,6 +507,31 @@ pub fn kfd_smi(
     let max_events = max_events.min(MAX_EVENTS) as u64;
     let (msgs, report) = messages(sources, max_events)?;
     build(&msgs, report, max_events, allocations)
+}
+
+/// Makes a trace of the records another format's reader made (see the
+/// module doc): `report` holds what the reader counted (its records by
+/// name, its dropped ones); the records are put in time order first, a
+/// tie keeping their `line` order.
+///
+/// # Errors
+/// A count past its limit, or nothing of SVM's in the records.
+pub fn from_records(
+    mut records: Vec<Record>,
+    report: Report,
+    max_events: usize,
+    allocations: Option<&[(u64, u64)]>,
+) -> Result<Imported, ImportError> {
+    let max_events = max_events.min(MAX_EVENTS) as u64;
+    if records.len() as u64 > max_events {
+        return Err(ImportError::Limit {
+            what: "records",
+            value: records.len() as u64,
+            max: max_events,
+        });
+    }
+    records.sort_by_key(|m| (m.ts, m.line));
+    build(&records, report, max_events, allocations)
 }
 
 /// The most allocations a list may give.
@@ -538,11 +626,23 @@ pub fn allocations(text: &str) -> Result<Vec<(u64, u64)>, ImportError> {
     Ok(out.into_iter().map(|(a, l, _)| (a, l)).collect())
 }
 
-/// The SVM messages of `sources` (at most `max_lines` lines), in time
-/// order, and the report's counts of what was read.
-fn messages(sources: &[Source<'_>], max_events: u64) -> Result<(Vec<Msg>, Report), ImportError> {
+/// The records of kfd SMI `sources` (at most `max_lines` lines), in time
+/// order, and the report's counts of what was read: what [`kfd_smi`]
+/// builds from, for [`from_records`] and [`tally_records`].
+///
+/// # Errors
+/// As [`kfd_smi`].
+pub fn kfd_records(
+    sources: &[Source<'_>],
+    max_lines: usize,
+) -> Result<(Vec<Record>, Report), ImportError> {
+    messages(sources, max_lines.min(MAX_EVENTS) as u64)
+}
+
+/// See [`kfd_records`].
+fn messages(sources: &[Source<'_>], max_events: u64) -> Result<(Vec<Record>, Report), ImportError> {
     let mut report = Report::default();
-    let mut msgs: Vec<Msg> = Vec::new();
+    let mut msgs: Vec<Record> = Vec::new();
     let mut line_base = 0usize;
     for src in sources {
         let mut runs = 0u64;
@@ -624,6 +724,9 @@ fn messages(sources: &[Source<'_>], max_events: u64) -> Result<(Vec<Msg>, Report
 pub struct Tally {
     /// GPU faults (PAGE_FAULT_START).
     pub gpu_faults: u64,
+    /// CPU faults, where the format logs them apart from migrations
+    /// (kfd's SMI does not: its CPU faults are migrations with trigger 2).
+    pub cpu_faults: u64,
     /// Of them, stores (`W`).
     pub gpu_fault_writes: u64,
     /// Faults that ended migrating (PAGE_FAULT_END `M`).
@@ -669,6 +772,20 @@ pub struct Tally {
     pub span_ns: u64,
 }
 
+impl Tally {
+    /// A migration of `pages` to `to` (0: system memory) for `trigger`.
+    fn moved(&mut self, trigger: u32, pages: u64, to: u32) {
+        let i = (trigger as usize).min(3);
+        self.migrations[i] += 1;
+        self.migrated_pages[i] = self.migrated_pages[i].saturating_add(pages);
+        if to == 0 {
+            self.pages_to_ram = self.pages_to_ram.saturating_add(pages);
+        } else {
+            self.pages_to_vram = self.pages_to_vram.saturating_add(pages);
+        }
+    }
+}
+
 /// Counts what the messages of `sources` say (at most `max_lines` lines;
 /// see [`Tally`]).
 ///
@@ -676,8 +793,13 @@ pub struct Tally {
 /// As [`kfd_smi`], except that an input without SVM messages tallies to
 /// zeros.
 pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportError> {
-    use std::collections::VecDeque;
     let (msgs, _) = messages(sources, max_lines.min(MAX_EVENTS) as u64)?;
+    Ok(tally_records(&msgs))
+}
+
+/// Counts what `records` (in time order) say; see [`Tally`].
+pub fn tally_records(msgs: &[Record]) -> Tally {
+    use std::collections::VecDeque;
     let mut t = Tally {
         span_ns: match (msgs.first(), msgs.last()) {
             (Some(a), Some(b)) => b.ts.saturating_sub(a.ts),
@@ -690,8 +812,20 @@ pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportEr
     let mut open_migrations: BTreeMap<MigrationKey, VecDeque<u64>> = BTreeMap::new();
     let mut open_faults: BTreeMap<(u32, u32, u64), VecDeque<u64>> = BTreeMap::new();
     let trigger = |v: u32, n: usize| (v as usize).min(n - 1);
-    for m in &msgs {
+    for m in msgs {
         match m.what {
+            What::CpuFault { .. } => t.cpu_faults += 1,
+            What::Effect(Effect::Copied {
+                pages,
+                to,
+                trigger: tr,
+                ns,
+                ..
+            }) => {
+                t.moved(tr, pages, to);
+                t.migration_ns = t.migration_ns.saturating_add(ns);
+                t.migrations_timed += 1;
+            }
             What::Fault { page, write } => {
                 t.gpu_faults += 1;
                 t.gpu_fault_writes += u64::from(write);
@@ -721,14 +855,7 @@ pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportEr
                 to,
                 trigger: tr,
             } => {
-                let i = trigger(tr, 4);
-                t.migrations[i] += 1;
-                t.migrated_pages[i] = t.migrated_pages[i].saturating_add(pages);
-                if to == 0 {
-                    t.pages_to_ram = t.pages_to_ram.saturating_add(pages);
-                } else {
-                    t.pages_to_vram = t.pages_to_vram.saturating_add(pages);
-                }
+                t.moved(tr, pages, to);
                 open_migrations
                     .entry((m.gpu, m.pid, page, pages, from, to, tr))
                     .or_default()
@@ -766,12 +893,12 @@ pub fn tally(sources: &[Source<'_>], max_lines: usize) -> Result<Tally, ImportEr
             What::Dropped(n) => t.dropped = t.dropped.saturating_add(n),
         }
     }
-    Ok(t)
+    t
 }
 
 /// The mappings and buffers of `msgs` when no allocation list is given:
 /// clustered from the pages the messages name.
-fn clustered(msgs: &[Msg], max_events: u64) -> Result<Vec<(u64, u64)>, ImportError> {
+fn clustered(msgs: &[Record], max_events: u64) -> Result<Vec<(u64, u64)>, ImportError> {
     let limit = |what, value: u64, max: u64| {
         if value > max {
             Err(ImportError::Limit { what, value, max })
@@ -807,6 +934,12 @@ fn clustered(msgs: &[Msg], max_events: u64) -> Result<Vec<(u64, u64)>, ImportErr
                 pages,
                 trigger,
             } => (page, pages, trigger == 2),
+            What::Effect(Effect::Copied {
+                page,
+                pages,
+                trigger,
+                ..
+            }) => (page, pages, trigger == 0),
             _ => continue,
         };
         if pages > 0 {
@@ -826,7 +959,7 @@ fn clustered(msgs: &[Msg], max_events: u64) -> Result<Vec<(u64, u64)>, ImportErr
     };
     let block_pages = BLOCK / PAGE;
     for m in msgs {
-        if let What::Fault { page, .. } = m.what
+        if let What::Fault { page, .. } | What::CpuFault { page } = m.what
             && !within(page)
         {
             let b = page / block_pages * block_pages;
@@ -856,7 +989,7 @@ fn clustered(msgs: &[Msg], max_events: u64) -> Result<Vec<(u64, u64)>, ImportErr
 
 /// The trace of `msgs`, in time order.
 fn build(
-    msgs: &[Msg],
+    msgs: &[Record],
     mut report: Report,
     max_events: u64,
     allocations: Option<&[(u64, u64)]>,
@@ -1061,8 +1194,10 @@ fn build(
     };
     for (i, m) in msgs.iter().enumerate() {
         let pid = proc_of(m.pid);
-        if let What::Fault { page, .. } | What::Migrate { page, .. } | What::Unmap { page, .. } =
-            m.what
+        if let What::Fault { page, .. }
+        | What::CpuFault { page }
+        | What::Migrate { page, .. }
+        | What::Unmap { page, .. } = m.what
             && !inside(page)
         {
             report.outside += 1;
@@ -1092,7 +1227,8 @@ fn build(
             }
             What::Migrate {
                 page, trigger: 2, ..
-            } => {
+            }
+            | What::CpuFault { page } => {
                 flush(&mut ev, &mut run, &mut run_of, &mut kernels, &mut host_at);
                 advance(&mut ev, &mut host_at, m.ts);
                 let addr = page * PAGE;

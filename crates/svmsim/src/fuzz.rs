@@ -20,13 +20,58 @@ pub type Entry = fn(&[u8]);
 
 /// The fuzz targets, by name: what `fuzz/fuzz_targets/NAME.rs` calls and
 /// the corpus directories are named after.
-pub const TARGETS: [(&str, Entry); 5] = [
+pub const TARGETS: [(&str, Entry); 6] = [
     ("scenario", scenario_file),
     ("profile", profile_file),
     ("trace", trace_file),
     ("shard", shard_file),
     ("attr_api", attr_api),
+    ("import", import_file),
 ];
+
+/// Records a fuzzed import may make: the build is linear in them.
+const IMPORT_RECORDS: usize = 1 << 14;
+
+/// A real run's input, as `svmsim import` reads it: a rocprofiler JSON
+/// document, else kfd SMI lines (per GPU and prefixed), and an allocation
+/// list; whatever reads becomes a trace (also within the list's buffers)
+/// and a tally, and the trace must decode as any trace does.
+pub fn import_file(data: &[u8]) {
+    use svm_workloads::import;
+    let mut readings = Vec::new();
+    if crate::import::rocprof::detect(data) {
+        readings.push(crate::import::rocprof::read(
+            "fuzz.json",
+            data,
+            IMPORT_RECORDS,
+        ));
+    } else if let Ok(text) = std::str::from_utf8(data) {
+        for gpu in [Some(0x1002), None] {
+            readings.push(
+                import::kfd_records(&[import::Source { text, gpu }], IMPORT_RECORDS)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        let _ = import::allocations(text);
+    }
+    for (mut records, report) in readings.into_iter().flatten() {
+        records.sort_by_key(|m| (m.ts, m.line));
+        let _ = import::tally_records(&records);
+        let list = [(0x7f00_0000_0000, 2 << 20)];
+        for allocations in [None, Some(&list[..])] {
+            if let Ok(i) =
+                import::from_records(records.clone(), report.clone(), 1 << 16, allocations)
+            {
+                let bytes = trace::encode(&i.events);
+                assert_eq!(
+                    trace::decode(&bytes, usize::MAX).as_ref(),
+                    Ok(&i.events),
+                    "an imported trace decodes"
+                );
+            }
+        }
+    }
+}
 
 /// Events a fuzzed trace may hold to be replayed as well as decoded: a
 /// replay of more is correct but too slow for one input a second.

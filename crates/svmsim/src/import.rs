@@ -1,13 +1,145 @@
-//! `svmsim import`: a real run's kfd SMI messages read from files and
-//! made a trace (`svm_workloads::import`), with a report of what was
-//! mapped (docs/import.md).
+//! `svmsim import`: a real run's records read from files (kfd SMI
+//! messages, rocprofv3's KFD trace) and made a trace
+//! (`svm_workloads::import`), with a report of what was mapped
+//! (docs/import.md).
+
+pub mod fixtures;
+pub mod rocprof;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use svm_workloads::import::{self, Imported, Report, Source};
+use svm_workloads::import::{self, Imported, Record, Report, Source, Tally};
 
 use crate::input;
+
+/// The formats `svmsim import` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Raw kfd SMI messages: a directory of per-GPU files, one such
+    /// file, or a file of prefixed lines.
+    KfdSmi,
+    /// rocprofv3's `--kfd-trace` JSON (and rocprofiler-sdk-json-tool's).
+    Rocprofv3Json,
+}
+
+impl Format {
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::KfdSmi => "kfd-smi",
+            Format::Rocprofv3Json => "rocprofv3-json",
+        }
+    }
+
+    /// What it is, for the report.
+    pub fn what(self) -> &'static str {
+        match self {
+            Format::KfdSmi => "kfd SMI messages",
+            Format::Rocprofv3Json => "rocprofv3 KFD trace",
+        }
+    }
+}
+
+/// A real run's input, read and checked: its format, the files read,
+/// and its records in time order.
+#[derive(Debug)]
+pub struct Input {
+    /// The format it was read as.
+    pub format: Format,
+    /// Every file read (a directory's members among them).
+    pub files: Vec<PathBuf>,
+    records: Vec<Record>,
+    report: Report,
+}
+
+/// The format of `path`, from its content: a directory is kfd SMI files;
+/// a rocprofiler JSON document is one; anything else is taken for SMI
+/// lines.
+fn detect(path: &Path) -> Format {
+    if path.is_dir() {
+        return Format::KfdSmi;
+    }
+    let mut head = vec![0u8; 4096];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    if rocprof::detect(&head[..n]) {
+        Format::Rocprofv3Json
+    } else {
+        Format::KfdSmi
+    }
+}
+
+/// Reads `path` as `format` (detected when `None`), at most `max`
+/// records; `gpu_id` names the GPU of a per-GPU SMI file.
+///
+/// # Errors
+/// What cannot be read, and a bad record named by file and line (or
+/// record path and index).
+pub fn load(
+    path: &Path,
+    format: Option<Format>,
+    gpu_id: Option<u32>,
+    max: usize,
+) -> Result<Input, String> {
+    let format = format.unwrap_or_else(|| detect(path));
+    match format {
+        Format::KfdSmi => {
+            let files = read(path, gpu_id)?;
+            let sources: Vec<Source<'_>> = files
+                .iter()
+                .map(|(_, gpu, text)| Source { text, gpu: *gpu })
+                .collect();
+            let (records, report) =
+                import::kfd_records(&sources, max).map_err(|e| located(&files, e))?;
+            Ok(Input {
+                format,
+                files: files.into_iter().map(|(p, _, _)| p).collect(),
+                records,
+                report,
+            })
+        }
+        Format::Rocprofv3Json => {
+            let bytes = input::read(path, rocprof::MAX_JSON_BYTES, "rocprofiler JSON file")?;
+            let (mut records, report) = rocprof::read(&path.display().to_string(), &bytes, max)?;
+            records.sort_by_key(|m| (m.ts, m.line));
+            Ok(Input {
+                format,
+                files: vec![path.to_owned()],
+                records,
+                report,
+            })
+        }
+    }
+}
+
+impl Input {
+    /// The trace of its records, its buffers from `allocations` when
+    /// given.
+    ///
+    /// # Errors
+    /// A limit passed, or nothing of SVM's in the input.
+    pub fn import(
+        &self,
+        max_events: usize,
+        allocations: Option<&[(u64, u64)]>,
+    ) -> Result<Imported, String> {
+        let names: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        import::from_records(
+            self.records.clone(),
+            self.report.clone(),
+            max_events,
+            allocations,
+        )
+        .map_err(|e| format!("{}: {e}", names.join(", ")))
+    }
+
+    /// What its records say the driver did.
+    pub fn tally(&self) -> Tally {
+        import::tally_records(&self.records)
+    }
+}
 
 /// Files a directory of per-GPU SMI files may hold at most.
 const MAX_FILES: usize = svm_core::gpu::MAX_GPU_INSTANCE;
@@ -103,22 +235,6 @@ pub fn read(
     Ok(vec![(path.to_owned(), gpu, t)])
 }
 
-/// Imports the files `read` gave.
-///
-/// # Errors
-/// The first bad line, as `FILE:LINE: FIELD: WHY`, or a limit passed.
-pub fn import(
-    files: &[(PathBuf, Option<u32>, String)],
-    max_events: usize,
-    allocations: Option<&[(u64, u64)]>,
-) -> Result<Imported, String> {
-    let sources: Vec<Source<'_>> = files
-        .iter()
-        .map(|(_, gpu, text)| Source { text, gpu: *gpu })
-        .collect();
-    import::kfd_smi(&sources, max_events, allocations).map_err(|e| located(files, e))
-}
-
 /// Reads the allocation list `path` (`svm_workloads::import::allocations`).
 ///
 /// # Errors
@@ -131,22 +247,6 @@ pub fn allocations(path: &Path) -> Result<Vec<(u64, u64)>, String> {
         }
         other => format!("{}: {other}", path.display()),
     })
-}
-
-/// What the messages of the files `read` gave say the driver did
-/// (`svm_workloads::import::tally`).
-///
-/// # Errors
-/// As [`import`].
-pub fn tally(
-    files: &[(PathBuf, Option<u32>, String)],
-    max_lines: usize,
-) -> Result<import::Tally, String> {
-    let sources: Vec<Source<'_>> = files
-        .iter()
-        .map(|(_, gpu, text)| Source { text, gpu: *gpu })
-        .collect();
-    import::tally(&sources, max_lines).map_err(|e| located(files, e))
 }
 
 /// An import error, its line found in the file that holds it.
@@ -175,9 +275,19 @@ fn located(files: &[(PathBuf, Option<u32>, String)], e: import::ImportError) -> 
 }
 
 /// The report as text: what went into the trace and what did not.
-pub fn text(input: &str, r: &Report) -> String {
+pub fn text(input: &str, format: Format, r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "imported {input} (kfd SMI messages): {} lines", r.lines);
+    let _ = writeln!(
+        s,
+        "imported {input} ({}): {} {}",
+        format.what(),
+        r.lines,
+        if format == Format::KfdSmi {
+            "lines"
+        } else {
+            "records"
+        }
+    );
     let gpus: Vec<String> = r
         .gpus
         .iter()

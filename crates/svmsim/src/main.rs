@@ -194,14 +194,14 @@ enum Command {
         svmsim import gpu-0x1002.smi -o app.trace --json")]
     Import {
         /// A directory of per-GPU files (gpu-0x<gpu_id>.smi, kfd's form of
-        /// --events), one such file, or a file of lines prefixed by their
-        /// gpu_id (the prefixed form).
+        /// --events), one such file, a file of lines prefixed by their
+        /// gpu_id (the prefixed form), or a rocprofv3 results JSON.
         input: PathBuf,
         /// The trace to write (docs/trace.md).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
-        /// The input's format (kfd-smi: raw SMI lines; the only one yet).
-        #[arg(long, value_enum, default_value = "kfd-smi")]
+        /// The input's format.
+        #[arg(long, value_enum, default_value = "auto")]
         format: ImportFormat,
         /// The gpu_id of a per-GPU file whose name does not give it.
         #[arg(long, value_name = "HEX", value_parser = gpu_id_hex)]
@@ -236,8 +236,8 @@ enum Command {
         /// The fault policy [default: partial] (the same as --set policy=NAME).
         #[arg(long, value_name = "NAME", value_parser = policy_names())]
         policy: Option<String>,
-        /// Compare with the real run: the kfd SMI messages the trace was
-        /// imported from (what `svmsim import` read), row by row.
+        /// Compare with the real run: what the trace was imported from
+        /// (any input `svmsim import` reads), row by row.
         #[arg(long, value_name = "SOURCE")]
         against: Option<PathBuf>,
         /// The gpu_id of a --against file whose name does not give it.
@@ -377,12 +377,27 @@ struct RunOpts {
     config: ConfigOpts,
 }
 
-/// A switch: `on` or `off`.
 /// What `svmsim import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ImportFormat {
+    /// Told from the content: a directory is SMI files, a rocprofiler
+    /// JSON document is one, anything else SMI lines.
+    Auto,
     /// kfd SMI event lines (`AMDKFD_IOC_SMI_EVENTS`), per GPU or prefixed.
     KfdSmi,
+    /// rocprofv3 --kfd-trace JSON (rocprofiler-sdk 1.2+), or the 2024
+    /// rocprofiler-sdk-json-tool's PAGE_MIGRATION records.
+    Rocprofv3Json,
+}
+
+impl ImportFormat {
+    fn chosen(self) -> Option<svmsim::import::Format> {
+        match self {
+            ImportFormat::Auto => None,
+            ImportFormat::KfdSmi => Some(svmsim::import::Format::KfdSmi),
+            ImportFormat::Rocprofv3Json => Some(svmsim::import::Format::Rocprofv3Json),
+        }
+    }
 }
 
 /// A gpu_id in hexadecimal, `0x` optional.
@@ -1631,27 +1646,33 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Import {
             input,
             output: out_path,
-            format: ImportFormat::KfdSmi,
+            format,
             gpu_id,
             allocations,
             json,
         } => {
-            let files = svmsim::import::read(input, *gpu_id).map_err(usage)?;
+            let budget = host_budget(cli);
+            let real = svmsim::import::load(
+                input,
+                format.chosen(),
+                *gpu_id,
+                exec::max_trace_events(budget),
+            )
+            .map_err(usage)?;
             let listed = match allocations {
                 Some(p) => Some(svmsim::import::allocations(p).map_err(usage)?),
                 None => None,
             };
             // The output may be none of the files read (a directory's
             // gpu-0x*.smi among them), nor the input itself.
-            let mut inputs: Vec<&Path> = files.iter().map(|(p, _, _)| p.as_path()).collect();
+            let mut inputs: Vec<&Path> = real.files.iter().map(PathBuf::as_path).collect();
             inputs.push(input.as_path());
             inputs.extend(allocations.as_deref());
             output::refuse_clashes(&inputs, &[output::Target::File(out_path)]).map_err(usage)?;
             writable(out_path)?;
-            let budget = host_budget(cli);
-            let imported =
-                svmsim::import::import(&files, exec::max_trace_events(budget), listed.as_deref())
-                    .map_err(usage)?;
+            let imported = real
+                .import(exec::max_trace_events(budget), listed.as_deref())
+                .map_err(usage)?;
             let bytes = svm_workloads::trace::encode(&imported.events);
             let n = bytes.len();
             let mut staged = output::Staged::default();
@@ -1662,7 +1683,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 let v = serde_json::json!({
                     "schema": "svmsim.import.v1",
                     "input": name,
-                    "format": "kfd-smi",
+                    "format": real.format.name(),
                     "output": out_path.display().to_string(),
                     "report": imported.report,
                 });
@@ -1671,7 +1692,10 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     serde_json::to_string_pretty(&v).map_err(|e| io(e.to_string()))?
                 );
             } else {
-                outp!("{}", svmsim::import::text(&name, &imported.report));
+                outp!(
+                    "{}",
+                    svmsim::import::text(&name, real.format, &imported.report)
+                );
                 let gpus = match imported.report.gpus.len() {
                     0 | 1 => String::new(),
                     n => format!(" --gpus {n}"),
@@ -1743,10 +1767,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             // The real run, read and counted before anything else.
             let real = match against {
                 Some(p) => {
-                    let files = svmsim::import::read(p, *against_gpu_id).map_err(usage)?;
-                    let t = svmsim::import::tally(&files, exec::max_trace_events(host_budget(cli)))
-                        .map_err(usage)?;
-                    Some((p.display().to_string(), files, t))
+                    let input = svmsim::import::load(
+                        p,
+                        None,
+                        *against_gpu_id,
+                        exec::max_trace_events(host_budget(cli)),
+                    )
+                    .map_err(usage)?;
+                    let t = input.tally();
+                    Some((p.display().to_string(), input.files, t))
                 }
                 None => None,
             };
@@ -1754,7 +1783,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             inputs.extend(opts.inputs());
             if let (Some(p), Some((_, files, _))) = (against, &real) {
                 inputs.push(p);
-                inputs.extend(files.iter().map(|(f, _, _)| f.as_path()));
+                inputs.extend(files.iter().map(PathBuf::as_path));
             }
             out.preflight(&inputs, &[])?;
             let t = read_trace(trace, *csv_input, cli)?;

@@ -387,3 +387,123 @@ fn an_allocation_list_gives_the_buffers_of_the_trace() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("allocs.csv:2: bytes"), "{}", stderr(&o));
 }
+
+/// The committed rocprofv3 fixtures are what the generator writes today,
+/// are told from their content, and import to the same trace as the SMI
+/// messages of the run they were made of.
+#[test]
+fn rocprofv3_json_imports_as_the_smi_messages_it_was_made_of() {
+    let dir = super::root().join("crates/svmsim/tests/fixtures");
+    let d = scratch("import-rocprof");
+    let s = |p: &Path| p.display().to_string();
+    for (name, text) in svmsim::import::fixtures::documents().unwrap() {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            text,
+            "{name} is stale: cargo run -p svmsim --example fixtures"
+        );
+        assert!(text.contains("synthetic"), "{name}");
+    }
+    let smi = d.join("smi");
+    ok(&[
+        "run",
+        "ping-pong",
+        "--size",
+        "1MiB",
+        "--iters",
+        "1",
+        "--profile",
+        "mi250x",
+        "--events",
+        &s(&smi),
+    ]);
+    let from_smi = d.join("smi.trace");
+    ok(&["import", &s(&smi), "-o", &s(&from_smi)]);
+    let want = std::fs::read(&from_smi).unwrap();
+    for (name, format) in [
+        ("rocprofv3-ping-pong.json", "rocprofv3-json"),
+        ("json-tool-2024-ping-pong.json", "rocprofv3-json"),
+    ] {
+        let out = d.join(format!("{name}.trace"));
+        let v: serde_json::Value = serde_json::from_str(&ok(&[
+            "import",
+            &s(&dir.join(name)),
+            "-o",
+            &s(&out),
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(v["format"], format);
+        assert!(v["report"]["gpu_faults"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["report"]["unknown_places"], 0, "{v}");
+        assert_eq!(std::fs::read(&out).unwrap(), want, "{name}: another trace");
+    }
+    // The real run against its replay reads the JSON too.
+    let text = ok(&[
+        "replay",
+        &s(&from_smi),
+        "--gpus",
+        "2",
+        "--against",
+        &s(&dir.join("rocprofv3-ping-pong.json")),
+    ]);
+    assert!(text.contains("migrations for CPU faults"), "{text}");
+}
+
+/// Bad rocprofiler JSON: not JSON, another producer's, a record of no
+/// kind, a bad field, operations named otherwise: each refused with the
+/// record and field named, and nothing written.
+#[test]
+fn bad_rocprofv3_json_is_named_by_record_and_field() {
+    let d = scratch("import-rocprof-bad");
+    let out = d.join("t.trace");
+    let err = |doc: &str| {
+        let f = d.join("in.json");
+        std::fs::write(&f, doc).unwrap();
+        let o = svmsim(&[
+            "import",
+            f.to_str().unwrap(),
+            "--format",
+            "rocprofv3-json",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{doc}");
+        assert!(!out.exists());
+        stderr(&o)
+    };
+    assert!(err("{\"rocprofiler-sdk-tool\": [").contains("not JSON"));
+    assert!(err("{\"other\": 1}").contains("rocprofv3 --kfd-trace"));
+    let rec = |r: &str| {
+        format!(
+            "{{\"rocprofiler-sdk-tool\": [{{\"agents\": [], \"buffer_records\": {{\"kfd\": [{r}]}}}}]}}"
+        )
+    };
+    let e = err(&rec("{\"pid\": 1, \"operation\": 0}"));
+    assert!(e.contains("buffer_records.kfd[0]: kind"), "{e}");
+    let e = err(&rec(
+        "{\"pid\": 1, \"operation\": 9, \"start_timestamp\": 1, \"end_timestamp\": 2, \
+         \"agent_id\": {\"handle\": 0}, \"address\": {\"handle\": 4096}}",
+    ));
+    assert!(e.contains("kfd[0]: operation: 9"), "{e}");
+    let e = err(&rec(
+        "{\"pid\": 1, \"operation\": 0, \"timestamp\": 1, \"agent_id\": {\"handle\": 0}, \
+         \"start_address\": {\"handle\": 8192}, \"end_address\": {\"handle\": 4096}}",
+    ));
+    assert!(
+        e.contains("end_address: ends at 0x1000, before its start 0x2000"),
+        "{e}"
+    );
+    let e = err(&rec(
+        "{\"pid\": -1, \"operation\": 0, \"timestamp\": 1, \"count\": 3}",
+    ));
+    assert!(e.contains("kfd[0]: pid: -1"), "{e}");
+    // Operation numbers this reader takes for others' names.
+    let e = err(
+        "{\"rocprofiler-sdk-tool\": [{\"strings\": {\"buffer_records\": [{\"kind\": \"KFD_PAGE_FAULT\", \
+         \"operations\": [\"ROCPROFILER_KFD_PAGE_FAULT_WRITE_FAULT_UPDATED\"]}]}, \"buffer_records\": \
+         {\"kfd\": [{\"pid\": 1, \"operation\": 0, \"start_timestamp\": 1, \"end_timestamp\": 2, \
+         \"agent_id\": {\"handle\": 0}, \"address\": {\"handle\": 4096}}]}}]}",
+    );
+    assert!(e.contains("does not know"), "{e}");
+}
