@@ -246,8 +246,9 @@ pub enum Effect {
     FaultEnd {
         /// The page.
         page: u64,
-        /// It migrated (else it only mapped).
-        migrated: bool,
+        /// It migrated (`Some(true)`) or only mapped (`Some(false)`);
+        /// `None` where the format does not say.
+        migrated: Option<bool>,
     },
     /// A queue was evicted.
     QueueEviction,
@@ -437,7 +438,7 @@ fn parse(line: usize, gpu: u32, id: u8, body: &str) -> Result<Option<Record>, Im
             } else {
                 What::Effect(Effect::FaultEnd {
                     page,
-                    migrated: c == 'M',
+                    migrated: Some(c == 'M'),
                 })
             }
         }
@@ -835,10 +836,10 @@ pub fn tally_records(msgs: &[Record]) -> Tally {
                     .push_back(m.ts);
             }
             What::Effect(Effect::FaultEnd { page, migrated }) => {
-                if migrated {
-                    t.faults_migrated += 1;
-                } else {
-                    t.faults_updated += 1;
+                match migrated {
+                    Some(true) => t.faults_migrated += 1,
+                    Some(false) => t.faults_updated += 1,
+                    None => {}
                 }
                 if let Some(s) = open_faults
                     .get_mut(&(m.gpu, m.pid, page))
@@ -995,7 +996,9 @@ fn build(
     allocations: Option<&[(u64, u64)]>,
 ) -> Result<Imported, ImportError> {
     // GPUs: every gpu_id a message came from or names as a destination.
-    let mut real: BTreeSet<u32> = msgs.iter().map(|m| m.gpu).collect();
+    // (0 is system memory: a CPU fault's record, where the format keeps
+    // them apart, is of no GPU.)
+    let mut real: BTreeSet<u32> = msgs.iter().map(|m| m.gpu).filter(|&g| g != 0).collect();
     for m in msgs {
         if let What::Migrate { to, .. } = m.what
             && to != 0

@@ -6,7 +6,7 @@ use std::path::Path;
 fn main() -> Result<(), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (name, text) in svmsim::import::fixtures::documents()? {
+    for (name, text) in svmsim::import::fixtures::documents(&std::env::temp_dir())? {
         let p = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;

@@ -45,6 +45,15 @@ pub fn import_file(data: &[u8]) {
             data,
             IMPORT_RECORDS,
         ));
+    } else if crate::import::nsys::detect(data) {
+        // SQLite reads files: the bytes go to one of this process's own.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("svmsim-fuzz-{}-{n}.sqlite", std::process::id()));
+        if std::fs::write(&p, data).is_ok() {
+            readings.push(crate::import::nsys::read(&p, IMPORT_RECORDS));
+        }
+        let _ = std::fs::remove_file(&p);
     } else if let Ok(text) = std::str::from_utf8(data) {
         for gpu in [Some(0x1002), None] {
             readings.push(

@@ -4,6 +4,7 @@
 //! (docs/import.md).
 
 pub mod fixtures;
+pub mod nsys;
 pub mod rocprof;
 
 use std::fmt::Write as _;
@@ -21,6 +22,8 @@ pub enum Format {
     KfdSmi,
     /// rocprofv3's `--kfd-trace` JSON (and rocprofiler-sdk-json-tool's).
     Rocprofv3Json,
+    /// Nsight Systems' SQLite export with unified-memory tracing.
+    NsysSqlite,
 }
 
 impl Format {
@@ -29,6 +32,7 @@ impl Format {
         match self {
             Format::KfdSmi => "kfd-smi",
             Format::Rocprofv3Json => "rocprofv3-json",
+            Format::NsysSqlite => "nsys-sqlite",
         }
     }
 
@@ -37,6 +41,7 @@ impl Format {
         match self {
             Format::KfdSmi => "kfd SMI messages",
             Format::Rocprofv3Json => "rocprofv3 KFD trace",
+            Format::NsysSqlite => "Nsight Systems unified-memory events",
         }
     }
 }
@@ -66,6 +71,8 @@ fn detect(path: &Path) -> Format {
         .unwrap_or(0);
     if rocprof::detect(&head[..n]) {
         Format::Rocprofv3Json
+    } else if nsys::detect(&head[..n]) {
+        Format::NsysSqlite
     } else {
         Format::KfdSmi
     }
@@ -102,19 +109,28 @@ pub fn load(
         }
         Format::Rocprofv3Json => {
             let bytes = input::read(path, rocprof::MAX_JSON_BYTES, "rocprofiler JSON file")?;
-            let (mut records, report) = rocprof::read(&path.display().to_string(), &bytes, max)?;
-            records.sort_by_key(|m| (m.ts, m.line));
-            Ok(Input {
-                format,
-                files: vec![path.to_owned()],
-                records,
-                report,
-            })
+            let (records, report) = rocprof::read(&path.display().to_string(), &bytes, max)?;
+            Ok(Input::of(format, path, records, report))
+        }
+        Format::NsysSqlite => {
+            let (records, report) = nsys::read(path, max)?;
+            Ok(Input::of(format, path, records, report))
         }
     }
 }
 
 impl Input {
+    /// One file's records, put in time order.
+    fn of(format: Format, path: &Path, mut records: Vec<Record>, report: Report) -> Self {
+        records.sort_by_key(|m| (m.ts, m.line));
+        Self {
+            format,
+            files: vec![path.to_owned()],
+            records,
+            report,
+        }
+    }
+
     /// The trace of its records, its buffers from `allocations` when
     /// given.
     ///

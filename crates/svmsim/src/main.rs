@@ -381,13 +381,17 @@ struct RunOpts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ImportFormat {
     /// Told from the content: a directory is SMI files, a rocprofiler
-    /// JSON document is one, anything else SMI lines.
+    /// JSON document and an SQLite database are theirs, anything else
+    /// SMI lines.
     Auto,
     /// kfd SMI event lines (`AMDKFD_IOC_SMI_EVENTS`), per GPU or prefixed.
     KfdSmi,
     /// rocprofv3 --kfd-trace JSON (rocprofiler-sdk 1.2+), or the 2024
     /// rocprofiler-sdk-json-tool's PAGE_MIGRATION records.
     Rocprofv3Json,
+    /// Nsight Systems' SQLite export (nsys export --type sqlite) with
+    /// unified-memory fault tracing.
+    NsysSqlite,
 }
 
 impl ImportFormat {
@@ -396,6 +400,7 @@ impl ImportFormat {
             ImportFormat::Auto => None,
             ImportFormat::KfdSmi => Some(svmsim::import::Format::KfdSmi),
             ImportFormat::Rocprofv3Json => Some(svmsim::import::Format::Rocprofv3Json),
+            ImportFormat::NsysSqlite => Some(svmsim::import::Format::NsysSqlite),
         }
     }
 }

@@ -66,7 +66,7 @@ enum Pair {
         gpu: u32,
         page: u64,
         write: bool,
-        migrated: bool,
+        migrated: Option<bool>,
     },
     Queue {
         end: u64,
@@ -231,7 +231,7 @@ pub fn rocprofv3(records: &[Record], pid: u64) -> Value {
                 write,
                 migrated,
             } => json!({
-                "size": 56, "operation": u8::from(write) * 2 + u8::from(!migrated),
+                "size": 56, "operation": u8::from(write) * 2 + u8::from(migrated == Some(false)),
                 "start_timestamp": ts, "end_timestamp": end, "pid": pid,
                 "agent_id": agent(gpu), "address": addr(page)
             }),
@@ -372,7 +372,7 @@ pub fn json_tool_2024(records: &[Record], pid: u64) -> Value {
                 v["end_timestamp"] = json!(end);
                 v["page_fault"] = json!({
                     "node_id": node(gpu), "address": page * PAGE,
-                    "read_fault": u8::from(!write), "migrated": u8::from(migrated)
+                    "read_fault": u8::from(!write), "migrated": u8::from(migrated != Some(false))
                 });
             }
             Pair::Queue {
@@ -459,13 +459,20 @@ pub fn records_of(o: &crate::exec::Outcome) -> Result<Vec<Record>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The committed fixtures: (file name, contents).
+/// The committed fixtures: (file name, contents). The database is made
+/// in `scratch` (a directory), then read.
 ///
 /// # Errors
-/// The run cannot be made.
-pub fn documents() -> Result<Vec<(&'static str, String)>, String> {
+/// The run cannot be made, or the database written.
+pub fn documents(scratch: &std::path::Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let records = fixture_run()?;
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let pretty =
+        |v: &Value| (serde_json::to_string_pretty(v).unwrap_or_default() + "\n").into_bytes();
+    let db = scratch.join(format!("nsys-fixture-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    nsys(&records, &db)?;
+    let bytes = std::fs::read(&db).map_err(|e| format!("{}: {e}", db.display()));
+    let _ = std::fs::remove_file(&db);
     Ok(vec![
         (
             "rocprofv3-ping-pong.json",
@@ -475,5 +482,140 @@ pub fn documents() -> Result<Vec<(&'static str, String)>, String> {
             "json-tool-2024-ping-pong.json",
             pretty(&json_tool_2024(&records, 1000)),
         ),
+        ("nsys-ping-pong.sqlite", bytes?),
     ])
+}
+
+/// The tables of an Nsight Systems export that the reader reads, as the
+/// 2026.4 schema reference gives them (schema 3.28.1), with the enum
+/// tables their columns name and the export's version.
+const NSYS_SCHEMA: &str = "
+CREATE TABLE META_DATA_EXPORT (name TEXT NOT NULL, value TEXT);
+CREATE TABLE StringIds (id INTEGER NOT NULL PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE ENUM_CUDA_UNIF_MEM_ACCESS_TYPE (id INTEGER NOT NULL PRIMARY KEY, name TEXT, label TEXT);
+CREATE TABLE ENUM_CUDA_UNIF_MEM_MIGRATION (id INTEGER NOT NULL PRIMARY KEY, name TEXT, label TEXT);
+CREATE TABLE ENUM_CUDA_MEMCPY_OPER (id INTEGER NOT NULL PRIMARY KEY, name TEXT, label TEXT);
+CREATE TABLE TARGET_INFO_GPU (vmId INTEGER NOT NULL, id INTEGER NOT NULL, name TEXT, busLocation TEXT, isDiscrete INTEGER, l2CacheSize INTEGER, totalMemory INTEGER, memoryBandwidth INTEGER, clockRate INTEGER, smCount INTEGER, pwGpuId INTEGER, uuid TEXT, luid INTEGER, chipName TEXT, cuDevice INTEGER, ctxCount INTEGER, ctxId INTEGER, computeMajor INTEGER, computeMinor INTEGER, smMajor INTEGER, smMinor INTEGER, numaNodeId INTEGER);
+CREATE TABLE CUDA_UM_GPU_PAGE_FAULT_EVENTS (start INTEGER NOT NULL, end INTEGER NOT NULL, globalPid INTEGER NOT NULL, deviceId INTEGER NOT NULL, address INTEGER NOT NULL, numberOfPageFaults INTEGER NOT NULL, faultAccessType INTEGER NOT NULL REFERENCES ENUM_CUDA_UNIF_MEM_ACCESS_TYPE(id));
+CREATE TABLE CUDA_UM_CPU_PAGE_FAULT_EVENTS (start INTEGER NOT NULL, globalPid INTEGER NOT NULL, address INTEGER NOT NULL, originalFaultPc INTEGER, CpuInstruction INTEGER NOT NULL REFERENCES StringIds(id), module INTEGER NOT NULL REFERENCES StringIds(id), unresolvedFaultPc INTEGER, sourceFile INTEGER, sourceLine INTEGER);
+CREATE TABLE CUPTI_ACTIVITY_KIND_MEMCPY (start INTEGER NOT NULL, end INTEGER NOT NULL, deviceId INTEGER NOT NULL, contextId INTEGER NOT NULL, greenContextId INTEGER, streamId INTEGER NOT NULL, correlationId INTEGER, globalPid INTEGER, bytes INTEGER NOT NULL, copyKind INTEGER NOT NULL REFERENCES ENUM_CUDA_MEMCPY_OPER(id), deprecatedSrcId INTEGER, srcKind INTEGER, dstKind INTEGER, srcDeviceId INTEGER, srcContextId INTEGER, dstDeviceId INTEGER, dstContextId INTEGER, migrationCause INTEGER REFERENCES ENUM_CUDA_UNIF_MEM_MIGRATION(id), graphNodeId INTEGER, virtualAddress INTEGER, copyCount INTEGER);
+INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION', '3.28.1');
+INSERT INTO StringIds VALUES (1, '[unknown]');
+INSERT INTO ENUM_CUDA_UNIF_MEM_ACCESS_TYPE VALUES (1, 'CUDA_UNIF_MEM_ACCESS_TYPE_READ', 'Read'), (2, 'CUDA_UNIF_MEM_ACCESS_TYPE_WRITE', 'Write'), (3, 'CUDA_UNIF_MEM_ACCESS_TYPE_ATOMIC', 'Atomic'), (4, 'CUDA_UNIF_MEM_ACCESS_TYPE_PREFETCH', 'Prefetch');
+INSERT INTO ENUM_CUDA_UNIF_MEM_MIGRATION VALUES (1, 'CUDA_UNIF_MEM_MIGRATION_USER', 'User prefetch'), (2, 'CUDA_UNIF_MEM_MIGRATION_COHERENCE', 'Page fault'), (4, 'CUDA_UNIF_MEM_MIGRATION_EVICTION', 'Eviction');
+INSERT INTO ENUM_CUDA_MEMCPY_OPER VALUES (11, 'CUDA_MEMCPY_KIND_UVM_HTOD', 'Unified Host-to-Device'), (12, 'CUDA_MEMCPY_KIND_UVM_DTOH', 'Unified Device-to-Host'), (13, 'CUDA_MEMCPY_KIND_UVM_DTOD', 'Unified Device-to-Device');
+";
+
+/// `records` as an Nsight Systems SQLite export of the same run on CUDA
+/// GPUs would hold them, written to `path` (which must not exist): a GPU
+/// fault a fault group of one, a migration a unified-memory copy (its
+/// cause USER for a prefetch, COHERENCE for a fault's, EVICTION), and a
+/// CPU fault's migration also a CPU fault.
+///
+/// # Errors
+/// The database cannot be written.
+pub fn nsys(records: &[Record], path: &std::path::Path) -> Result<(), String> {
+    let err = |e: rusqlite::Error| format!("{}: {e}", path.display());
+    let mut db = rusqlite::Connection::open(path).map_err(err)?;
+    db.execute_batch(NSYS_SCHEMA).map_err(err)?;
+    db.execute(
+        "INSERT INTO META_DATA_EXPORT VALUES ('SYNTHETIC', ?1)",
+        [SYNTHETIC],
+    )
+    .map_err(err)?;
+    let (_, handles) = agents(records);
+    // Devices in gpu_id order, numbered from 0.
+    let device = |g: u32| {
+        handles
+            .get(&g)
+            .map_or(0, |h| i64::try_from(h - 2).unwrap_or(0))
+    };
+    let global = |p: u32| i64::from(p) << 24;
+    // SQLite integers are i64.
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let tx = db.transaction().map_err(err)?;
+    for &g in handles.keys() {
+        tx.execute(
+            "INSERT INTO TARGET_INFO_GPU (vmId, id, name, cuDevice) VALUES (0, ?1, 'H100', ?1)",
+            [device(g)],
+        )
+        .map_err(err)?;
+    }
+    for (ts, p, pair) in pairs(records) {
+        let (ts, gp) = (int(ts), global(p));
+        match pair {
+            Pair::Fault {
+                end,
+                gpu,
+                page,
+                write,
+                ..
+            } => {
+                tx.execute(
+                    "INSERT INTO CUDA_UM_GPU_PAGE_FAULT_EVENTS VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                    rusqlite::params![
+                        ts,
+                        int(end),
+                        gp,
+                        device(gpu),
+                        int(page * PAGE),
+                        if write { 2 } else { 1 }
+                    ],
+                )
+                .map_err(err)?;
+            }
+            Pair::Migration {
+                end,
+                page,
+                pages,
+                from,
+                to,
+                trigger,
+                ..
+            } => {
+                if trigger == 2 {
+                    tx.execute(
+                        "INSERT INTO CUDA_UM_CPU_PAGE_FAULT_EVENTS (start, globalPid, address, \
+                         CpuInstruction, module) VALUES (?1, ?2, ?3, 1, 1)",
+                        rusqlite::params![ts, gp, int(page * PAGE)],
+                    )
+                    .map_err(err)?;
+                }
+                let kind = match (from, to) {
+                    (0, _) => 11,
+                    (_, 0) => 12,
+                    _ => 13,
+                };
+                let cause = match trigger {
+                    0 => 1,
+                    3 => 4,
+                    _ => 2,
+                };
+                let dev = device(if to != 0 { to } else { from });
+                let src = (from != 0).then(|| device(from));
+                let dst = (to != 0).then(|| device(to));
+                tx.execute(
+                    "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY (start, end, deviceId, contextId, \
+                     streamId, globalPid, bytes, copyKind, srcDeviceId, dstDeviceId, \
+                     migrationCause, virtualAddress) VALUES (?1, ?2, ?3, 1, 1, ?4, ?5, ?6, ?7, ?8, \
+                     ?9, ?10)",
+                    rusqlite::params![
+                        ts,
+                        int(end),
+                        dev,
+                        gp,
+                        int(pages * PAGE),
+                        kind,
+                        src,
+                        dst,
+                        cause,
+                        int(page * PAGE)
+                    ],
+                )
+                .map_err(err)?;
+            }
+            Pair::Queue { .. } | Pair::Unmap { .. } | Pair::Dropped(_) => {}
+        }
+    }
+    tx.commit().map_err(err)
 }

@@ -367,7 +367,10 @@ impl Sink<'_> {
         self.one(
             end.max(start),
             gpu,
-            What::Effect(Effect::FaultEnd { page, migrated }),
+            What::Effect(Effect::FaultEnd {
+                page,
+                migrated: Some(migrated),
+            }),
         )
     }
 
@@ -535,7 +538,7 @@ fn split(
                         2 => What::Fault { page, write: true },
                         _ => What::Effect(Effect::FaultEnd {
                             page,
-                            migrated: o == 3,
+                            migrated: Some(o == 3),
                         }),
                     };
                     sink.one(ts, gpu, what)?;
@@ -778,7 +781,7 @@ mod tests {
                     0x1002,
                     What::Effect(Effect::FaultEnd {
                         page: 3,
-                        migrated: true
+                        migrated: Some(true)
                     })
                 ),
                 (50, 0, What::Effect(Effect::QueueEviction)),

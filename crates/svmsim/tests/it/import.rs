@@ -396,13 +396,15 @@ fn rocprofv3_json_imports_as_the_smi_messages_it_was_made_of() {
     let dir = super::root().join("crates/svmsim/tests/fixtures");
     let d = scratch("import-rocprof");
     let s = |p: &Path| p.display().to_string();
-    for (name, text) in svmsim::import::fixtures::documents().unwrap() {
-        assert_eq!(
-            std::fs::read_to_string(dir.join(name)).unwrap(),
-            text,
+    for (name, bytes) in svmsim::import::fixtures::documents(&d).unwrap() {
+        assert!(
+            std::fs::read(dir.join(name)).unwrap() == bytes,
             "{name} is stale: cargo run -p svmsim --example fixtures"
         );
-        assert!(text.contains("synthetic"), "{name}");
+        assert!(
+            String::from_utf8_lossy(&bytes).contains("synthetic"),
+            "{name}"
+        );
     }
     let smi = d.join("smi");
     ok(&[
@@ -423,6 +425,7 @@ fn rocprofv3_json_imports_as_the_smi_messages_it_was_made_of() {
     for (name, format) in [
         ("rocprofv3-ping-pong.json", "rocprofv3-json"),
         ("json-tool-2024-ping-pong.json", "rocprofv3-json"),
+        ("nsys-ping-pong.sqlite", "nsys-sqlite"),
     ] {
         let out = d.join(format!("{name}.trace"));
         let v: serde_json::Value = serde_json::from_str(&ok(&[
@@ -506,4 +509,69 @@ fn bad_rocprofv3_json_is_named_by_record_and_field() {
          \"agent_id\": {\"handle\": 0}, \"address\": {\"handle\": 4096}}]}}]}",
     );
     assert!(e.contains("does not know"), "{e}");
+}
+
+/// Bad Nsight Systems exports: not a database, no unified-memory table,
+/// a schema version not read, a missing column, a negative address; each
+/// refused, naming the table, row and column, and nothing written.
+#[test]
+fn bad_nsys_exports_are_named_by_table_row_and_column() {
+    let d = scratch("import-nsys-bad");
+    let out = d.join("t.trace");
+    let mut n = 0;
+    let mut err = |sql: &str, format: &str| {
+        n += 1;
+        let f = d.join(format!("in{n}.sqlite"));
+        if sql.is_empty() {
+            std::fs::write(&f, "not a database at all").unwrap();
+        } else {
+            rusqlite::Connection::open(&f)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+        let o = svmsim(&[
+            "import",
+            f.to_str().unwrap(),
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{sql}");
+        assert!(!out.exists());
+        stderr(&o)
+    };
+    let e = err("", "nsys-sqlite");
+    assert!(
+        e.contains("not an SQLite database") || e.contains("not a database"),
+        "{e}"
+    );
+    let e = err("CREATE TABLE KERNELS (x INTEGER);", "auto");
+    assert!(e.contains("no unified-memory table"), "{e}");
+    let fault = "CREATE TABLE CUDA_UM_CPU_PAGE_FAULT_EVENTS (start INTEGER, globalPid INTEGER, address INTEGER);";
+    let e = err(
+        &format!(
+            "{fault} CREATE TABLE META_DATA_EXPORT (name TEXT, value TEXT); \
+             INSERT INTO META_DATA_EXPORT VALUES ('EXPORT_SCHEMA_VERSION', '9.0.0');"
+        ),
+        "auto",
+    );
+    assert!(e.contains("schema version 9.0.0"), "{e}");
+    let e = err(
+        "CREATE TABLE CUDA_UM_CPU_PAGE_FAULT_EVENTS (start INTEGER, address INTEGER);",
+        "auto",
+    );
+    assert!(
+        e.contains("CUDA_UM_CPU_PAGE_FAULT_EVENTS has no column globalPid"),
+        "{e}"
+    );
+    let e = err(
+        &format!("{fault} INSERT INTO CUDA_UM_CPU_PAGE_FAULT_EVENTS VALUES (5, 0, -4096);"),
+        "auto",
+    );
+    assert!(
+        e.contains("CUDA_UM_CPU_PAGE_FAULT_EVENTS row 1: address: -4096"),
+        "{e}"
+    );
 }
