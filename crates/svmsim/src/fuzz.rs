@@ -52,6 +52,7 @@ pub fn import_file(data: &[u8]) {
         let p = std::env::temp_dir().join(format!("svmsim-fuzz-{}-{n}.sqlite", std::process::id()));
         if std::fs::write(&p, data).is_ok() {
             readings.push(crate::import::nsys::read(&p, IMPORT_RECORDS));
+            readings.push(crate::import::rocpd::read(&p, IMPORT_RECORDS));
         }
         let _ = std::fs::remove_file(&p);
     } else if let Ok(text) = std::str::from_utf8(data) {

@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod nsys;
+pub mod rocpd;
 pub mod rocprof;
 
 use std::fmt::Write as _;
@@ -24,6 +25,8 @@ pub enum Format {
     Rocprofv3Json,
     /// Nsight Systems' SQLite export with unified-memory tracing.
     NsysSqlite,
+    /// rocprofv3's SQLite output (rocpd) with KFD records.
+    Rocpd,
 }
 
 impl Format {
@@ -33,6 +36,7 @@ impl Format {
             Format::KfdSmi => "kfd-smi",
             Format::Rocprofv3Json => "rocprofv3-json",
             Format::NsysSqlite => "nsys-sqlite",
+            Format::Rocpd => "rocpd",
         }
     }
 
@@ -42,6 +46,7 @@ impl Format {
             Format::KfdSmi => "kfd SMI messages",
             Format::Rocprofv3Json => "rocprofv3 KFD trace",
             Format::NsysSqlite => "Nsight Systems unified-memory events",
+            Format::Rocpd => "rocpd KFD records",
         }
     }
 }
@@ -72,7 +77,11 @@ fn detect(path: &Path) -> Format {
     if rocprof::detect(&head[..n]) {
         Format::Rocprofv3Json
     } else if nsys::detect(&head[..n]) {
-        Format::NsysSqlite
+        if rocpd::detect(path) {
+            Format::Rocpd
+        } else {
+            Format::NsysSqlite
+        }
     } else {
         Format::KfdSmi
     }
@@ -114,6 +123,10 @@ pub fn load(
         }
         Format::NsysSqlite => {
             let (records, report) = nsys::read(path, max)?;
+            Ok(Input::of(format, path, records, report))
+        }
+        Format::Rocpd => {
+            let (records, report) = rocpd::read(path, max)?;
             Ok(Input::of(format, path, records, report))
         }
     }

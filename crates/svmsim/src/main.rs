@@ -392,6 +392,9 @@ enum ImportFormat {
     /// Nsight Systems' SQLite export (nsys export --type sqlite) with
     /// unified-memory fault tracing.
     NsysSqlite,
+    /// rocprofv3's SQLite output (--output-format rocpd) with its KFD
+    /// records (rocprofiler-sdk 1.3+).
+    Rocpd,
 }
 
 impl ImportFormat {
@@ -401,6 +404,7 @@ impl ImportFormat {
             ImportFormat::KfdSmi => Some(svmsim::import::Format::KfdSmi),
             ImportFormat::Rocprofv3Json => Some(svmsim::import::Format::Rocprofv3Json),
             ImportFormat::NsysSqlite => Some(svmsim::import::Format::NsysSqlite),
+            ImportFormat::Rocpd => Some(svmsim::import::Format::Rocpd),
         }
     }
 }

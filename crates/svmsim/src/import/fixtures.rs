@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde_json::{Value, json};
 use svm_workloads::import::{Effect, Record, What};
 
+use super::rocprof::{KINDS, operation_name};
+
 /// What every synthetic document says of itself.
 pub const SYNTHETIC: &str = "synthetic: written by svmsim (crates/svmsim/src/import/fixtures.rs) \
     from a simulated run, following the producer's documented schema; not a real trace";
@@ -266,64 +268,13 @@ pub fn rocprofv3(records: &[Record], pid: u64) -> Value {
         };
         kfd.push(v);
     }
-    let kinds = [
-        (
-            "KFD_PAGE_MIGRATE",
-            29,
-            vec!["PREFETCH", "PAGEFAULT_GPU", "PAGEFAULT_CPU", "TTM_EVICTION"],
-        ),
-        (
-            "KFD_PAGE_FAULT",
-            30,
-            vec![
-                "READ_FAULT_MIGRATED",
-                "READ_FAULT_UPDATED",
-                "WRITE_FAULT_MIGRATED",
-                "WRITE_FAULT_UPDATED",
-            ],
-        ),
-        (
-            "KFD_QUEUE",
-            31,
-            vec![
-                "EVICT_SVM",
-                "EVICT_USERPTR",
-                "EVICT_TTM",
-                "EVICT_SUSPEND",
-                "EVICT_CRIU_CHECKPOINT",
-                "EVICT_CRIU_RESTORE",
-            ],
-        ),
-        (
-            "KFD_EVENT_QUEUE",
-            26,
-            vec![
-                "EVICT_SVM",
-                "EVICT_USERPTR",
-                "EVICT_TTM",
-                "EVICT_SUSPEND",
-                "EVICT_CRIU_CHECKPOINT",
-                "EVICT_CRIU_RESTORE",
-                "RESTORE_RESCHEDULED",
-                "RESTORE",
-            ],
-        ),
-        (
-            "KFD_EVENT_UNMAP_FROM_GPU",
-            27,
-            vec!["MMU_NOTIFY", "MMU_NOTIFY_MIGRATE", "UNMAP_FROM_CPU"],
-        ),
-        ("KFD_EVENT_DROPPED_EVENTS", 28, vec!["DROPPED_EVENTS"]),
-    ];
-    let mut strings = vec![json!({"kind": "", "operations": []}); 32];
-    for (kind, n, ops) in kinds {
-        let prefix = kind.strip_prefix("KFD_EVENT_").map_or_else(
-            || format!("ROCPROFILER_{kind}_"),
-            |k| format!("ROCPROFILER_KFD_EVENT_{k}_"),
-        );
-        strings[n] = json!({
+    // Kinds numbered as rocprofiler-sdk 1.2 numbers them (24 on); the
+    // others' places left empty, as the SDK leaves them.
+    let mut strings = vec![json!({"kind": "", "operations": []}); 24 + KINDS.len()];
+    for (n, (kind, ops)) in KINDS.iter().enumerate() {
+        strings[24 + n] = json!({
             "kind": kind,
-            "operations": ops.iter().map(|o| format!("{prefix}{o}")).collect::<Vec<_>>()
+            "operations": ops.iter().map(|o| operation_name(kind, o)).collect::<Vec<_>>()
         });
     }
     json!({"rocprofiler-sdk-tool": [{
@@ -468,21 +419,27 @@ pub fn documents(scratch: &std::path::Path) -> Result<Vec<(&'static str, Vec<u8>
     let records = fixture_run()?;
     let pretty =
         |v: &Value| (serde_json::to_string_pretty(v).unwrap_or_default() + "\n").into_bytes();
-    let db = scratch.join(format!("nsys-fixture-{}.sqlite", std::process::id()));
-    let _ = std::fs::remove_file(&db);
-    nsys(&records, &db)?;
-    let bytes = std::fs::read(&db).map_err(|e| format!("{}: {e}", db.display()));
-    let _ = std::fs::remove_file(&db);
+    let doc = rocprofv3(&records, 1000);
+    // A database, made in `scratch` and read back.
+    let made = |what: &str, write: &dyn Fn(&std::path::Path) -> Result<(), String>| {
+        let db = scratch.join(format!("{what}-fixture-{}.sqlite", std::process::id()));
+        let _ = std::fs::remove_file(&db);
+        write(&db)?;
+        let bytes = std::fs::read(&db).map_err(|e| format!("{}: {e}", db.display()));
+        let _ = std::fs::remove_file(&db);
+        bytes
+    };
     Ok(vec![
-        (
-            "rocprofv3-ping-pong.json",
-            pretty(&rocprofv3(&records, 1000)),
-        ),
+        ("rocprofv3-ping-pong.json", pretty(&doc)),
         (
             "json-tool-2024-ping-pong.json",
             pretty(&json_tool_2024(&records, 1000)),
         ),
-        ("nsys-ping-pong.sqlite", bytes?),
+        (
+            "nsys-ping-pong.sqlite",
+            made("nsys", &|p| nsys(&records, p))?,
+        ),
+        ("rocpd-ping-pong.db", made("rocpd", &|p| rocpd(&doc, p))?),
     ])
 }
 
@@ -616,6 +573,176 @@ pub fn nsys(records: &[Record], path: &std::path::Path) -> Result<(), String> {
             }
             Pair::Queue { .. } | Pair::Unmap { .. } | Pair::Dropped(_) => {}
         }
+    }
+    tx.commit().map_err(err)
+}
+
+/// The UUID the synthetic rocpd database's tables carry.
+const ROCPD_UUID: &str = "00000000_0000_7000_8000_000000000000";
+
+/// A rocprofv3 document (`rocprofv3`'s) as the rocpd writer stores it,
+/// written to `path` (which must not exist): schema 3's tables (the
+/// columns the reader reads and their neighbours) under the database's
+/// UUID, the views without it, and each KFD record a region and an event
+/// whose `extdata` is the record's fields (`{"kfd":{"record":{"index":I,
+/// "data":{..}}}}`, agents as node ids).
+///
+/// # Errors
+/// The database cannot be written.
+pub fn rocpd(doc: &Value, path: &std::path::Path) -> Result<(), String> {
+    let err = |e: rusqlite::Error| format!("{}: {e}", path.display());
+    let mut db = rusqlite::Connection::open(path).map_err(err)?;
+    let u = ROCPD_UUID;
+    let guid = u.replace('_', "-");
+    let mut schema = String::new();
+    for (t, cols) in [
+        (
+            "metadata",
+            "\"id\" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \"tag\" TEXT NOT NULL, \"value\" TEXT NOT NULL",
+        ),
+        (
+            "string",
+            "\"id\" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \"guid\" TEXT NOT NULL, \"string\" TEXT NOT NULL UNIQUE",
+        ),
+        (
+            "info_agent",
+            "\"id\" INTEGER NOT NULL PRIMARY KEY, \"guid\" TEXT NOT NULL, \"nid\" INTEGER NOT NULL, \"pid\" INTEGER NOT NULL, \"type\" TEXT CHECK (\"type\" IN ('CPU', 'GPU', 'NIC')), \"absolute_index\" INTEGER, \"logical_index\" INTEGER, \"type_index\" INTEGER, \"uuid\" INTEGER, \"name\" TEXT, \"model_name\" TEXT, \"vendor_name\" TEXT, \"product_name\" TEXT, \"user_name\" TEXT, \"extdata\" JSONB DEFAULT '{}' NOT NULL",
+        ),
+        (
+            "event",
+            "\"id\" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \"guid\" TEXT NOT NULL, \"category_id\" INTEGER, \"stack_id\" INTEGER, \"parent_stack_id\" INTEGER, \"correlation_id\" INTEGER, \"call_stack\" JSONB DEFAULT '{}' NOT NULL, \"line_info\" JSONB DEFAULT '{}' NOT NULL, \"extdata\" JSONB DEFAULT '{}' NOT NULL",
+        ),
+        (
+            "region",
+            "\"id\" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \"guid\" TEXT NOT NULL, \"nid\" INTEGER NOT NULL, \"pid\" INTEGER NOT NULL, \"tid\" INTEGER NOT NULL, \"start\" BIGINT NOT NULL, \"end\" BIGINT NOT NULL, \"name_id\" INTEGER NOT NULL, \"event_id\" INTEGER, \"extdata\" JSONB DEFAULT '{}' NOT NULL",
+        ),
+    ] {
+        schema += &format!(
+            "CREATE TABLE `rocpd_{t}_{u}` ({cols});\nCREATE VIEW `rocpd_{t}` AS SELECT * FROM `rocpd_{t}_{u}`;\n"
+        );
+    }
+    db.execute_batch(&schema).map_err(err)?;
+    let tx = db.transaction().map_err(err)?;
+    for (tag, value) in [
+        ("schema_version", "3"),
+        ("uuid", u),
+        ("guid", &guid),
+        ("synthetic", SYNTHETIC),
+    ] {
+        tx.execute(
+            &format!("INSERT INTO rocpd_metadata_{u} (tag, value) VALUES (?1, ?2)"),
+            [tag, value],
+        )
+        .map_err(err)?;
+    }
+    // The strings: every kind and operation name, ids in this order.
+    let mut strings: Vec<String> = Vec::new();
+    for (kind, ops) in KINDS {
+        strings.push(kind.to_owned());
+        strings.extend(ops.iter().map(|o| operation_name(kind, o)));
+    }
+    for s in &strings {
+        tx.execute(
+            &format!("INSERT INTO rocpd_string_{u} (guid, string) VALUES (?1, ?2)"),
+            [&guid, s],
+        )
+        .map_err(err)?;
+    }
+    let id_of = |s: &str| {
+        strings
+            .iter()
+            .position(|x| x == s)
+            .map_or(0, |i| i as i64 + 1)
+    };
+    let element = &doc["rocprofiler-sdk-tool"][0];
+    // Agents by node id: the JSON's handle less one.
+    let node = |h: u64| h.saturating_sub(1);
+    for a in element["agents"].as_array().into_iter().flatten() {
+        let h = a["id"]["handle"].as_u64().unwrap_or(1);
+        let ty = if a["type"] == 2 { "GPU" } else { "CPU" };
+        let ext = json!({"gpu_id": a["gpu_id"], "node_id": node(h)}).to_string();
+        tx.execute(
+            &format!(
+                "INSERT INTO rocpd_info_agent_{u} (id, guid, nid, pid, type, absolute_index, name, \
+                 extdata) VALUES (?1, ?2, 1, 1, ?3, ?1, ?4, ?5)"
+            ),
+            rusqlite::params![
+                node(h) as i64,
+                guid,
+                ty,
+                a["name"].as_str().unwrap_or(""),
+                ext
+            ],
+        )
+        .map_err(err)?;
+    }
+    let int = |v: &Value| v.as_u64().and_then(|x| i64::try_from(x).ok()).unwrap_or(0);
+    for r in element["buffer_records"]["kfd"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(kind) = super::rocprof::kind_of(r) else {
+            continue;
+        };
+        let (index, (_, ops)) = KINDS
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| *k == kind)
+            .expect("a kind of KINDS");
+        let op = usize::try_from(r["operation"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let mut data = serde_json::Map::new();
+        for (key, field) in [
+            ("start_address", "start_address"),
+            ("end_address", "end_address"),
+            ("address", "address"),
+            ("src_agent", "src_agent_id"),
+            ("dst_agent", "dst_agent_id"),
+            ("agent_id", "agent_id"),
+        ] {
+            if let Some(h) = r.get(key).and_then(|v| v["handle"].as_u64()) {
+                let v = if field.ends_with("agent_id") {
+                    node(h)
+                } else {
+                    h
+                };
+                data.insert(field.into(), json!(v));
+            }
+        }
+        for key in ["error_code", "count"] {
+            if let Some(v) = r.get(key) {
+                data.insert(key.into(), v.clone());
+            }
+        }
+        let ext = json!({"kfd": {"record": {"index": index + 1, "data": data}}}).to_string();
+        tx.execute(
+            &format!(
+                "INSERT INTO rocpd_event_{u} (guid, category_id, stack_id, parent_stack_id, \
+                 correlation_id, extdata) VALUES (?1, ?2, 0, 0, 0, ?3)"
+            ),
+            rusqlite::params![guid, id_of(kind), ext],
+        )
+        .map_err(err)?;
+        let event = tx.last_insert_rowid();
+        let (start, end) = match r.get("timestamp") {
+            Some(t) => (int(t), int(t)),
+            None => (int(&r["start_timestamp"]), int(&r["end_timestamp"])),
+        };
+        tx.execute(
+            &format!(
+                "INSERT INTO rocpd_region_{u} (guid, nid, pid, tid, start, end, name_id, event_id) \
+                 VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, ?6)"
+            ),
+            rusqlite::params![
+                guid,
+                int(&r["pid"]),
+                start,
+                end,
+                id_of(&operation_name(kind, ops.get(op).copied().unwrap_or(""))),
+                event
+            ],
+        )
+        .map_err(err)?;
     }
     tx.commit().map_err(err)
 }

@@ -44,6 +44,90 @@ pub const PRODUCERS: &str = "rocprofv3 --kfd-trace --output-format json (rocprof
 
 const PAGE_SHIFT: u32 = 12;
 
+/// The KFD kinds, in the order of their kind numbers (24 on, in
+/// rocprofiler-sdk 1.2's `fwd.h`), and their operations' names in enum
+/// order (`rocprofiler-sdk/kfd/kfd_id.h`): an operation's number is the
+/// index of its name.
+pub const KINDS: [(&str, &[&str]); 8] = [
+    (
+        "KFD_EVENT_PAGE_MIGRATE",
+        &[
+            "PREFETCH",
+            "PAGEFAULT_GPU",
+            "PAGEFAULT_CPU",
+            "TTM_EVICTION",
+            "END",
+        ],
+    ),
+    (
+        "KFD_EVENT_PAGE_FAULT",
+        &[
+            "START",
+            "START_READ_FAULT",
+            "START_WRITE_FAULT",
+            "END_PAGE_MIGRATED",
+            "END_PAGE_UPDATED",
+        ],
+    ),
+    (
+        "KFD_EVENT_QUEUE",
+        &[
+            "EVICT_SVM",
+            "EVICT_USERPTR",
+            "EVICT_TTM",
+            "EVICT_SUSPEND",
+            "EVICT_CRIU_CHECKPOINT",
+            "EVICT_CRIU_RESTORE",
+            "RESTORE_RESCHEDULED",
+            "RESTORE",
+        ],
+    ),
+    (
+        "KFD_EVENT_UNMAP_FROM_GPU",
+        &["MMU_NOTIFY", "MMU_NOTIFY_MIGRATE", "UNMAP_FROM_CPU"],
+    ),
+    ("KFD_EVENT_DROPPED_EVENTS", &["DROPPED_EVENTS"]),
+    (
+        "KFD_PAGE_MIGRATE",
+        &["PREFETCH", "PAGEFAULT_GPU", "PAGEFAULT_CPU", "TTM_EVICTION"],
+    ),
+    (
+        "KFD_PAGE_FAULT",
+        &[
+            "READ_FAULT_MIGRATED",
+            "READ_FAULT_UPDATED",
+            "WRITE_FAULT_MIGRATED",
+            "WRITE_FAULT_UPDATED",
+        ],
+    ),
+    (
+        "KFD_QUEUE",
+        &[
+            "EVICT_SVM",
+            "EVICT_USERPTR",
+            "EVICT_TTM",
+            "EVICT_SUSPEND",
+            "EVICT_CRIU_CHECKPOINT",
+            "EVICT_CRIU_RESTORE",
+        ],
+    ),
+];
+
+/// The full enumerator name of operation `op` of `kind`
+/// (`ROCPROFILER_KFD_EVENT_PAGE_MIGRATE_PREFETCH`), as rocpd's strings
+/// hold it.
+pub fn operation_name(kind: &str, op: &str) -> String {
+    format!("ROCPROFILER_{kind}_{op}")
+}
+
+/// The operations' names of `kind` (one of [`KINDS`]).
+fn ops_of(kind: &str) -> &'static [&'static str] {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, o)| o)
+}
+
 /// Whether `bytes` look like a rocprofiler JSON document.
 pub fn detect(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(4096)];
@@ -211,7 +295,7 @@ fn check_op(
 }
 
 /// The kind of a split-API record, from its keys.
-fn kind_of(r: &Value) -> Option<&'static str> {
+pub(super) fn kind_of(r: &Value) -> Option<&'static str> {
     let has = |k: &str| r.get(k).is_some();
     let paired = has("start_timestamp") && has("end_timestamp");
     Some(if has("src_agent") {
@@ -254,7 +338,8 @@ pub fn read(name: &str, bytes: &[u8], max: usize) -> Result<(Vec<Record>, Report
     let mut out = Vec::new();
     if let Some(tool) = doc.get("rocprofiler-sdk-tool") {
         for (n, element) in elements(tool).enumerate() {
-            split(name, n, element, max, &mut out, &mut report)?;
+            let path = format!("{name}: rocprofiler-sdk-tool[{n}].buffer_records.kfd");
+            split(&path, element, max, &mut out, &mut report)?;
         }
     } else if let Some(tool) = doc.get("rocprofiler-sdk-json-tool") {
         for (n, element) in elements(tool).enumerate() {
@@ -404,16 +489,16 @@ fn span(r: &Value, at: &At<'_>) -> Result<(u64, u64), String> {
     Ok((num(r, at, "start_timestamp")?, num(r, at, "end_timestamp")?))
 }
 
-/// The 2025 split kinds (rocprofv3).
-fn split(
-    name: &str,
-    n: usize,
+/// The 2025 split kinds (rocprofv3) of one process's `element`
+/// (`agents`, `strings`, `buffer_records.kfd`); errors name a record as
+/// `path[index]`.
+pub(super) fn split(
+    path: &str,
     element: &Value,
     max: usize,
     out: &mut Vec<Record>,
     report: &mut Report,
 ) -> Result<(), String> {
-    let path = format!("{name}: rocprofiler-sdk-tool[{n}].buffer_records.kfd");
     let Some(records) = element.get("buffer_records").and_then(|b| b.get("kfd")) else {
         // A process that had no KFD events.
         return Ok(());
@@ -438,7 +523,6 @@ fn split(
     // places: their triggers.
     let mut open: BTreeMap<(u32, u64, u64, u32, u32), VecDeque<u32>> = BTreeMap::new();
     let line0 = out.len();
-    let trig = ["PREFETCH", "PAGEFAULT_GPU", "PAGEFAULT_CPU", "TTM_EVICTION"];
     // An operation number below `n`, or the error naming the kind.
     let op_below = |op: u64, n: u64, kind: &str, at: &At<'_>| {
         u32::try_from(op)
@@ -452,10 +536,7 @@ fn split(
             })
     };
     for (i, r) in records.iter().enumerate() {
-        let at = At {
-            path: &path,
-            index: i,
-        };
+        let at = At { path, index: i };
         let kind = kind_of(r).ok_or_else(|| {
             at.err(
                 "kind",
@@ -486,7 +567,7 @@ fn split(
                 let error = signed(r, &at, "error_code").unwrap_or(0) != 0;
                 if kind == "KFD_PAGE_MIGRATE" {
                     let t = op_below(op, 4, kind, &at)?;
-                    check_op(&names, kind, op, trig[t as usize], &at)?;
+                    check_op(&names, kind, op, ops_of(kind)[t as usize], &at)?;
                     let (s, e) = span(r, &at)?;
                     sink.migration((s, Some(e)), range, (from, to, t), error)?;
                 } else {
@@ -494,7 +575,7 @@ fn split(
                     let o = op_below(op, 5, kind, &at)?;
                     let key = (pid, range.0, range.1, from, to);
                     if o < 4 {
-                        check_op(&names, kind, op, trig[o as usize], &at)?;
+                        check_op(&names, kind, op, ops_of(kind)[o as usize], &at)?;
                         open.entry(key).or_default().push_back(o);
                         sink.migration((ts, None), range, (from, to, o), error)?;
                     } else {
@@ -513,26 +594,13 @@ fn split(
                 let gpu = places.place(handle(r, &at, "agent_id")?, report);
                 let page = page_of(handle(r, &at, "address")?, &at, "address")?;
                 if kind == "KFD_PAGE_FAULT" {
-                    let ops = [
-                        "READ_FAULT_MIGRATED",
-                        "READ_FAULT_UPDATED",
-                        "WRITE_FAULT_MIGRATED",
-                        "WRITE_FAULT_UPDATED",
-                    ];
                     let o = op_below(op, 4, kind, &at)?;
-                    check_op(&names, kind, op, ops[o as usize], &at)?;
+                    check_op(&names, kind, op, ops_of(kind)[o as usize], &at)?;
                     sink.fault(span(r, &at)?, gpu, page, (o >= 2, o % 2 == 0))?;
                 } else {
                     let ts = num(r, &at, "timestamp")?;
-                    let ops = [
-                        "START",
-                        "START_READ_FAULT",
-                        "START_WRITE_FAULT",
-                        "END_PAGE_MIGRATED",
-                        "END_PAGE_UPDATED",
-                    ];
                     let o = op_below(op, 5, kind, &at)?;
-                    check_op(&names, kind, op, ops[o as usize], &at)?;
+                    check_op(&names, kind, op, ops_of(kind)[o as usize], &at)?;
                     let what = match o {
                         0 | 1 => What::Fault { page, write: false },
                         2 => What::Fault { page, write: true },
@@ -574,8 +642,7 @@ fn split(
                     "end_address",
                 )?;
                 let trigger = op_below(op, 3, kind, &at)?;
-                let names_of = ["MMU_NOTIFY", "MMU_NOTIFY_MIGRATE", "UNMAP_FROM_CPU"];
-                check_op(&names, kind, op, names_of[trigger as usize], &at)?;
+                check_op(&names, kind, op, ops_of(kind)[trigger as usize], &at)?;
                 let ts = num(r, &at, "timestamp")?;
                 sink.one(
                     ts,

@@ -426,6 +426,7 @@ fn rocprofv3_json_imports_as_the_smi_messages_it_was_made_of() {
         ("rocprofv3-ping-pong.json", "rocprofv3-json"),
         ("json-tool-2024-ping-pong.json", "rocprofv3-json"),
         ("nsys-ping-pong.sqlite", "nsys-sqlite"),
+        ("rocpd-ping-pong.db", "rocpd"),
     ] {
         let out = d.join(format!("{name}.trace"));
         let v: serde_json::Value = serde_json::from_str(&ok(&[
@@ -572,6 +573,97 @@ fn bad_nsys_exports_are_named_by_table_row_and_column() {
     );
     assert!(
         e.contains("CUDA_UM_CPU_PAGE_FAULT_EVENTS row 1: address: -4096"),
+        "{e}"
+    );
+}
+
+/// rocpd's `extdata` in each of the writer's three layouts (the variant
+/// `kfd.record`, the earlier `kfd.kfd`, and a map of strings) reads to
+/// the same trace; a region of an unknown operation is named.
+#[test]
+fn rocpd_reads_every_extdata_layout_and_names_a_bad_region() {
+    let dir = super::root().join("crates/svmsim/tests/fixtures");
+    let d = scratch("import-rocpd");
+    let s = |p: &Path| p.display().to_string();
+    let want = d.join("want.trace");
+    ok(&[
+        "import",
+        &s(&dir.join("rocpd-ping-pong.db")),
+        "-o",
+        &s(&want),
+    ]);
+    let want = std::fs::read(&want).unwrap();
+    let variant = |ext: &str, layout: usize| -> String {
+        let v: serde_json::Value = serde_json::from_str(ext).unwrap();
+        let data = v["kfd"]["record"]["data"].clone();
+        match layout {
+            1 => serde_json::json!({"kfd": {"kfd": {"index": 0, "data": data}}}).to_string(),
+            _ => {
+                let list: Vec<serde_json::Value> = data
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| serde_json::json!({"key": k, "value": v.to_string()}))
+                    .collect();
+                serde_json::json!({"kfd": list}).to_string()
+            }
+        }
+    };
+    for layout in [1, 2] {
+        let db = d.join(format!("layout{layout}.db"));
+        std::fs::copy(dir.join("rocpd-ping-pong.db"), &db).unwrap();
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let rows: Vec<(i64, String)> = c
+            .prepare("SELECT id, extdata FROM rocpd_event")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let table: String = c
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rocpd_event_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        for (id, ext) in rows {
+            c.execute(
+                &format!("UPDATE `{table}` SET extdata = ?1 WHERE id = ?2"),
+                rusqlite::params![variant(&ext, layout), id],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let out = d.join(format!("layout{layout}.trace"));
+        ok(&["import", &s(&db), "-o", &s(&out)]);
+        assert_eq!(std::fs::read(&out).unwrap(), want, "layout {layout}");
+    }
+    // An operation name no kind has.
+    let db = d.join("bad.db");
+    std::fs::copy(dir.join("rocpd-ping-pong.db"), &db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let table: String = c
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'rocpd_string_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    c.execute(
+        &format!(
+            "UPDATE `{table}` SET string = 'ROCPROFILER_KFD_PAGE_FAULT_SOMETHING_NEW' \
+             WHERE string = 'ROCPROFILER_KFD_PAGE_FAULT_READ_FAULT_MIGRATED'"
+        ),
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let o = svmsim(&["import", &s(&db), "-o", &s(&d.join("bad.trace"))]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("KFD region") && e.contains("SOMETHING_NEW"),
         "{e}"
     );
 }
