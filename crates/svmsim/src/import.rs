@@ -376,6 +376,12 @@ pub fn text(input: &str, format: Format, r: &Report) -> String {
             r.not_svm
         ));
     }
+    if r.unknown_places > 0 {
+        missing.push(format!(
+            "{} agents or nodes the input's agent list does not name, taken as system memory",
+            r.unknown_places
+        ));
+    }
     if r.outside > 0 {
         missing.push(format!(
             "{} faults, migrations and unmaps outside every listed allocation",

@@ -187,15 +187,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Import a real run's kfd SMI messages as a trace to replay under any
-    /// driver and policy (docs/import.md).
+    /// Import a real run (kfd SMI messages, rocprofv3's KFD trace as JSON
+    /// or rocpd, an Nsight Systems SQLite export) as a trace to replay under
+    /// any driver and policy (docs/import.md).
     #[command(after_help = "Examples:\n  \
         svmsim import smi-dir -o app.trace && svmsim replay app.trace --driver uvm\n  \
-        svmsim import gpu-0x1002.smi -o app.trace --json")]
+        svmsim import gpu-0x1002.smi -o app.trace --json\n  \
+        svmsim import out/run_results.json -o app.trace      # rocprofv3 --kfd-trace\n  \
+        svmsim import report.sqlite -o app.trace             # nsys export --type sqlite\n  \
+        svmsim replay app.trace --against out/run_results.json   # real against simulated")]
     Import {
         /// A directory of per-GPU files (gpu-0x<gpu_id>.smi, kfd's form of
         /// --events), one such file, a file of lines prefixed by their
-        /// gpu_id (the prefixed form), or a rocprofv3 results JSON.
+        /// gpu_id (the prefixed form), a rocprofv3 results JSON, a rocpd
+        /// database, or an Nsight Systems SQLite export.
         input: PathBuf,
         /// The trace to write (docs/trace.md).
         #[arg(short, long, value_name = "FILE")]
