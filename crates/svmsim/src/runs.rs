@@ -73,10 +73,15 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
         .iter()
         .map(|s| {
             let mut parts = Vec::new();
+            // A driver's own policy has the driver's name: said once
+            // (`uvm`, not `uvm uvm`).
+            let driver = s.config.driver.name();
             if drivers_vary {
-                parts.push(s.config.driver.name().to_owned());
+                parts.push(driver.to_owned());
             }
-            parts.push(s.policy().to_owned());
+            if !(drivers_vary && s.policy() == driver) {
+                parts.push(s.policy().to_owned());
+            }
             parts.extend(varying.iter().map(|f| f(s)).filter(|x| !x.is_empty()));
             parts.join(" ")
         })
