@@ -36,21 +36,34 @@ fn messages(dir: &Path, id: &str) -> Vec<String> {
 /// Runs `workload`, imports its SMI messages and replays the trace on the
 /// same machine: (the run's GPU faults, the replay's).
 fn round_trip(workload: &str, gpus: &str) -> (Vec<String>, Vec<String>, String) {
-    let d = scratch(&format!("import-{workload}"));
+    round_trip_with(workload, gpus, &[])
+}
+
+/// [`round_trip`], the run and the replay both given `extra` flags.
+fn round_trip_with(
+    workload: &str,
+    gpus: &str,
+    extra: &[&str],
+) -> (Vec<String>, Vec<String>, String) {
+    let d = scratch(&format!("import-{workload}-{}", extra.len()));
     let (run, again, trace) = (d.join("run"), d.join("again"), d.join("t.trace"));
     let s = |p: &Path| p.display().to_string();
-    ok(&[
-        "run",
-        workload,
-        "--size",
-        "4MiB",
-        "--gpus",
-        gpus,
-        "--events",
-        &s(&run),
-    ]);
-    let report = ok(&["import", &s(&run), "-o", &s(&trace)]);
-    ok(&["replay", &s(&trace), "--gpus", gpus, "--events", &s(&again)]);
+    let (run_s, again_s, trace_s) = (s(&run), s(&again), s(&trace));
+    let run_args = [
+        &[
+            "run", workload, "--size", "4MiB", "--gpus", gpus, "--events", &run_s,
+        ][..],
+        extra,
+    ]
+    .concat();
+    ok(&run_args);
+    let report = ok(&["import", &run_s, "-o", &trace_s]);
+    let replay_args = [
+        &["replay", &trace_s, "--gpus", gpus, "--events", &again_s][..],
+        extra,
+    ]
+    .concat();
+    ok(&replay_args);
     let faults = |dir: &Path| messages(dir, "7");
     // Migrations for GPU faults (trigger 1): their windows.
     let windows = |dir: &Path| -> BTreeSet<String> {
@@ -99,6 +112,24 @@ fn repeated_faults_of_a_window_come_back_as_its_first() {
             again.iter().all(|f| seen.contains(f)),
             "{w}: {again:?} not in {run:?}"
         );
+    }
+}
+
+/// With the IH's stale-fault filter (the 2026 amdgpu retry-fault series,
+/// `ih_stale_filter`), kfd no longer re-serves the stale entries of a deep
+/// retry ring, and a run comes back fault for fault: the same pages,
+/// accesses and order, one GPU or two.
+#[test]
+fn with_the_ih_stale_filter_a_run_comes_back_fault_for_fault() {
+    for (w, gpus) in [
+        ("stream", "1"),
+        ("bfs", "1"),
+        ("ping-pong", "2"),
+        ("multi-gpu-split", "2"),
+    ] {
+        let (run, again, _) = round_trip_with(w, gpus, &["--set", "ih_stale_filter=on"]);
+        assert!(!run.is_empty(), "{w}");
+        assert_eq!(run, again, "{w}");
     }
 }
 
