@@ -20,50 +20,79 @@ pub type Entry = fn(&[u8]);
 
 /// The fuzz targets, by name: what `fuzz/fuzz_targets/NAME.rs` calls and
 /// the corpus directories are named after.
-pub const TARGETS: [(&str, Entry); 6] = [
+pub const TARGETS: [(&str, Entry); 8] = [
     ("scenario", scenario_file),
     ("profile", profile_file),
     ("trace", trace_file),
     ("shard", shard_file),
     ("attr_api", attr_api),
-    ("import", import_file),
+    ("import_smi", import_smi),
+    ("import_rocprofv3", import_rocprofv3),
+    ("import_sqlite", import_sqlite),
 ];
 
 /// Records a fuzzed import may make: the build is linear in them.
 const IMPORT_RECORDS: usize = 1 << 14;
 
-/// A real run's input, as `svmsim import` reads it: a rocprofiler JSON
-/// document, else kfd SMI lines (per GPU and prefixed), and an allocation
-/// list; whatever reads becomes a trace (also within the list's buffers)
-/// and a tally, and the trace must decode as any trace does.
-pub fn import_file(data: &[u8]) {
+/// Each reader's records, as `svmsim import` reads them.
+type Reading = Result<
+    (
+        Vec<svm_workloads::import::Record>,
+        svm_workloads::import::Report,
+    ),
+    String,
+>;
+
+/// kfd SMI lines, as one GPU's file and as a prefixed one, and the bytes
+/// as an allocation list; see [`built`].
+pub fn import_smi(data: &[u8]) {
     use svm_workloads::import;
-    let mut readings = Vec::new();
-    if crate::import::rocprof::detect(data) {
-        readings.push(crate::import::rocprof::read(
-            "fuzz.json",
-            data,
-            IMPORT_RECORDS,
-        ));
-    } else if crate::import::nsys::detect(data) {
-        // SQLite reads files: the bytes go to one of this process's own.
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("svmsim-fuzz-{}-{n}.sqlite", std::process::id()));
-        if std::fs::write(&p, data).is_ok() {
-            readings.push(crate::import::nsys::read(&p, IMPORT_RECORDS));
-            readings.push(crate::import::rocpd::read(&p, IMPORT_RECORDS));
-        }
-        let _ = std::fs::remove_file(&p);
-    } else if let Ok(text) = std::str::from_utf8(data) {
-        for gpu in [Some(0x1002), None] {
-            readings.push(
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = import::allocations(text);
+    built(
+        [Some(0x1002), None]
+            .into_iter()
+            .map(|gpu| {
                 import::kfd_records(&[import::Source { text, gpu }], IMPORT_RECORDS)
-                    .map_err(|e| e.to_string()),
-            );
-        }
-        let _ = import::allocations(text);
+                    .map_err(|e| e.to_string())
+            })
+            .collect(),
+    );
+}
+
+/// A rocprofiler JSON document (rocprofv3's or the 2024 json-tool's);
+/// see [`built`].
+pub fn import_rocprofv3(data: &[u8]) {
+    built(vec![crate::import::rocprof::read(
+        "fuzz.json",
+        data,
+        IMPORT_RECORDS,
+    )]);
+}
+
+/// An SQLite database, read as an Nsight Systems export and as rocpd;
+/// see [`built`]. SQLite reads files: the bytes go to one of this
+/// process's own.
+pub fn import_sqlite(data: &[u8]) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("svmsim-fuzz-{}-{n}.sqlite", std::process::id()));
+    if std::fs::write(&p, data).is_ok() {
+        built(vec![
+            crate::import::nsys::read(&p, IMPORT_RECORDS),
+            crate::import::rocpd::read(&p, IMPORT_RECORDS),
+        ]);
     }
+    let _ = std::fs::remove_file(&p);
+}
+
+/// What every import reader's records go through: a tally, and a trace
+/// (also within an allocation list's buffer) that must decode as any
+/// trace does.
+fn built(readings: Vec<Reading>) {
+    use svm_workloads::import;
     for (mut records, report) in readings.into_iter().flatten() {
         records.sort_by_key(|m| (m.ts, m.line));
         let _ = import::tally_records(&records);
