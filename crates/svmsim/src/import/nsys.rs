@@ -45,6 +45,28 @@ const MAJORS: [u32; 2] = [2, 3];
 
 const PAGE_SHIFT: u32 = 12;
 
+/// The enum values read, by table: (id, the end of its name).
+const ENUMS: [(&str, &[(i64, &str)]); 3] = [
+    (
+        "ENUM_CUDA_MEMCPY_OPER",
+        &[(11, "UVM_HTOD"), (12, "UVM_DTOH"), (13, "UVM_DTOD")],
+    ),
+    (
+        "ENUM_CUDA_UNIF_MEM_MIGRATION",
+        &[
+            (1, "USER"),
+            (2, "COHERENCE"),
+            (3, "PREFETCH"),
+            (4, "EVICTION"),
+            (5, "ACCESS_COUNTERS"),
+        ],
+    ),
+    (
+        "ENUM_CUDA_UNIF_MEM_ACCESS_TYPE",
+        &[(1, "READ"), (2, "WRITE"), (3, "ATOMIC"), (4, "PREFETCH")],
+    ),
+];
+
 /// Whether `head` (a file's first bytes) is an SQLite database.
 pub fn detect(head: &[u8]) -> bool {
     head.starts_with(MAGIC)
@@ -138,6 +160,31 @@ pub fn read(path: &Path, max: usize) -> Result<(Vec<Record>, Report), String> {
         }
         Ok(())
     };
+    // The numbers read, checked against the names the export's enum
+    // tables give them (where it has them): a release that renumbered
+    // is refused rather than misread.
+    for (table, expected) in ENUMS {
+        if !has(table) {
+            continue;
+        }
+        for &(id, suffix) in expected {
+            let got: Option<String> = db
+                .query_row(
+                    &format!("SELECT name FROM {table} WHERE id = ?1"),
+                    [id],
+                    |r| r.get(0),
+                )
+                .ok();
+            if let Some(got) = got
+                && !got.ends_with(suffix)
+            {
+                return Err(format!(
+                    "{name}: {table} names {id} {got}, where this reader takes {id} for {suffix}: \
+                     an Nsight Systems release whose enums this reader does not know"
+                ));
+            }
+        }
+    }
     let um_copies = "FROM CUPTI_ACTIVITY_KIND_MEMCPY WHERE copyKind IN (11, 12, 13)";
     if has(TABLES[0]) {
         need(

@@ -606,6 +606,15 @@ fn bad_nsys_exports_are_named_by_table_row_and_column() {
         e.contains("CUDA_UM_CPU_PAGE_FAULT_EVENTS row 1: address: -4096"),
         "{e}"
     );
+    // Enums renumbered: refused by name.
+    let e = err(
+        &format!(
+            "{fault} CREATE TABLE ENUM_CUDA_MEMCPY_OPER (id INTEGER, name TEXT, label TEXT); \
+             INSERT INTO ENUM_CUDA_MEMCPY_OPER VALUES (11, 'CUDA_MEMCPY_KIND_SOMETHING', 'x');"
+        ),
+        "auto",
+    );
+    assert!(e.contains("names 11 CUDA_MEMCPY_KIND_SOMETHING"), "{e}");
 }
 
 /// rocpd's `extdata` in each of the writer's three layouts (the variant
