@@ -363,37 +363,30 @@ pub fn text(input: &str, format: Format, r: &Report) -> String {
         "  left to the engine: {} messages of what the driver did in answer (migrations for faults and evictions, fault ends, queue evictions and restores, notifier unmaps)",
         r.effects
     );
-    let mut missing = Vec::new();
-    if r.dropped > 0 {
-        missing.push(format!(
-            "the kernel dropped {} events: the run had more than these",
-            r.dropped
-        ));
-    }
-    if r.not_svm > 0 {
-        missing.push(format!(
-            "{} messages that are not SVM's left out",
-            r.not_svm
-        ));
-    }
-    if r.unknown_places > 0 {
-        missing.push(format!(
-            "{} agents or nodes the input's agent list does not name, taken as system memory",
-            r.unknown_places
-        ));
-    }
-    if r.outside > 0 {
-        missing.push(format!(
-            "{} faults, migrations and unmaps outside every listed allocation",
-            r.outside
-        ));
-    }
-    if r.runs_left_out > 0 {
-        missing.push(format!(
-            "{} runs after the first left out (# svmsim run lines)",
-            r.runs_left_out
-        ));
-    }
+    // What did not make it in: each count with what it means.
+    let missing: Vec<String> = [
+        (
+            r.dropped,
+            "events the kernel dropped: the run had more than these",
+        ),
+        (r.not_svm, "messages that are not SVM's left out"),
+        (
+            r.unknown_places,
+            "agents or nodes the input's agent list does not name, taken as system memory",
+        ),
+        (
+            r.outside,
+            "faults, migrations and unmaps outside every listed allocation",
+        ),
+        (
+            r.runs_left_out,
+            "runs after the first left out (# svmsim run lines)",
+        ),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
     if !missing.is_empty() {
         let _ = writeln!(s, "  not imported: {}", missing.join("; "));
     }
