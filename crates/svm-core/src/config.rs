@@ -139,6 +139,9 @@ pub struct Config {
     /// the devmem allocation's `timeslice_expiration`): a CPU fault there
     /// waits it out. 0: none.
     pub xe_atomic_timeslice_ns: u64,
+    /// Failures to inject ([`crate::inject`]): where, when, with which
+    /// errno; the draws come from the run's seed.
+    pub inject: Vec<crate::inject::Rule>,
     /// The keys given through [`Config::set`], which a driver's defaults
     /// leave alone. Not part of the value: two configurations that run
     /// alike are equal, however their keys were given.
@@ -266,6 +269,7 @@ impl Default for Config {
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
             xe_atomic_timeslice_ns: 5_000_000,
+            inject: Vec::new(),
             given: Given(0),
         }
     }
@@ -632,6 +636,17 @@ pub static KNOBS: &[Knob] = &[
         xe_atomic_timeslice_ns,
         "Xe: a CPU fault waits this long after an atomic forced its pages into VRAM (atomic_svm_timeslice_ms)"
     ),
+    Knob {
+        key: "inject",
+        unit: "rules",
+        doc: "failures to inject at the kernel's failure points, drawn from the seed (`svmsim inject-sites`); empty: none",
+        get: |c| crate::inject::show_rules(&c.inject),
+        set: |c, s| {
+            c.inject = crate::inject::parse_rules(s)?;
+            Ok(())
+        },
+        accepts: || format!("rules separated by commas: {}", crate::inject::RULE_GRAMMAR),
+    },
 ];
 
 /// The knob of `key`.
@@ -769,7 +784,11 @@ mod tests {
     fn every_field_is_a_knob_in_order() {
         // A field added without a knob could not be set or listed.
         // (The text keeps the struct's order; a `Value` would sort it.)
-        let text = serde_json::to_string(&Config::default()).unwrap();
+        let mut c = Config::default();
+        c.set("inject", "dma_map@1").unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        let back: Config = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut fields: Vec<(usize, &str)> = v
             .as_object()

@@ -16,6 +16,10 @@ use crate::addr::{CpuVa, PageRange};
 pub enum Errno {
     /// Operation not permitted (1).
     Eperm,
+    /// I/O error (5).
+    Eio,
+    /// Try again (11).
+    Eagain,
     /// Out of memory (12).
     Enomem,
     /// Permission denied (13).
@@ -34,8 +38,10 @@ pub enum Errno {
 
 impl Errno {
     /// Every value, for parsers and tests.
-    pub const ALL: [Errno; 8] = [
+    pub const ALL: [Errno; 10] = [
         Errno::Eperm,
+        Errno::Eio,
+        Errno::Eagain,
         Errno::Enomem,
         Errno::Eacces,
         Errno::Efault,
@@ -49,6 +55,8 @@ impl Errno {
     pub const fn code(self) -> i32 {
         match self {
             Errno::Eperm => 1,
+            Errno::Eio => 5,
+            Errno::Eagain => 11,
             Errno::Enomem => 12,
             Errno::Eacces => 13,
             Errno::Efault => 14,
@@ -63,6 +71,8 @@ impl Errno {
     pub const fn name(self) -> &'static str {
         match self {
             Errno::Eperm => "EPERM",
+            Errno::Eio => "EIO",
+            Errno::Eagain => "EAGAIN",
             Errno::Enomem => "ENOMEM",
             Errno::Eacces => "EACCES",
             Errno::Efault => "EFAULT",
@@ -165,6 +175,12 @@ pub enum Error {
     /// it could (the allocation ioctl's ENOMEM).
     #[error("GPU {gpu}'s VRAM cannot hold a {npages}-page buffer")]
     OutOfVram { gpu: usize, npages: u64 },
+    /// A failure injected at a kernel failure point ([`crate::inject`]).
+    #[error("injected failure at {site} ({function}): {errno}", function = site.info().function)]
+    Injected {
+        site: crate::inject::Site,
+        errno: Errno,
+    },
 }
 
 impl Error {
@@ -185,7 +201,9 @@ impl Error {
             Error::QueuesActive(_) => Errno::Ebusy,
             Error::XnackUnsupported(_) => Errno::Eperm,
             Error::VramExhausted { .. } => Errno::Enospc,
-            Error::FaultRefused { errno, .. } | Error::VramLimit { errno, .. } => *errno,
+            Error::FaultRefused { errno, .. }
+            | Error::VramLimit { errno, .. }
+            | Error::Injected { errno, .. } => *errno,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod dma;
 pub mod error;
 pub mod events;
 pub mod gpu;
+pub mod inject;
 pub mod kernel;
 pub mod platform;
 pub mod policy;

@@ -9,6 +9,7 @@ use crate::addr::{PageNum, PageRange};
 use crate::error::Result;
 use crate::events::Event;
 use crate::gpu::GpuIndex;
+use crate::inject::{Injected, Response, Site};
 use crate::policy::victim::{BoKind, Candidate, Owner};
 use crate::pte::{PteContext, PteFlags};
 
@@ -281,5 +282,19 @@ pub trait Hardware: Platform {
     fn ih_checkpoint(&self, gpu: GpuIndex) -> Option<u64> {
         let _ = gpu;
         None
+    }
+
+    /// The engine passes failure point `site` ([`crate::inject`]): a
+    /// failure to inject there, or `None` to go on. A platform without
+    /// rules never fails.
+    fn inject(&mut self, site: Site) -> Option<Injected> {
+        let _ = site;
+        None
+    }
+
+    /// What the engine did with a failure injected at `site`, for the
+    /// run's coverage of error paths.
+    fn injected(&mut self, site: Site, response: Response) {
+        let _ = (site, response);
     }
 }

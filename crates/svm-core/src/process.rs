@@ -202,6 +202,13 @@ pub struct Process {
     /// A migration between two GPUs is under way, and its leg to system
     /// memory is its staging leg (the policy's migration events say so).
     staging: bool,
+    /// Set while a migration may not fail by injection: Xe's collector
+    /// evicting what a partial munmap leaves (what Xe does when that
+    /// fails is not modelled).
+    uninjected: bool,
+    /// Failed mappings that left PTEs at unmapped DMA addresses (kfd's
+    /// behaviour; the checker names it).
+    stale_after_failed_map: u64,
     /// The run's knobs (the policy's name, kfd's tunables, the review
     /// thread's options, the accounting mode).
     config: Config,
@@ -290,6 +297,8 @@ impl Process {
             pid: 0,
             policy: Box::new(KfdPolicy(Policy::default())),
             staging: false,
+            uninjected: false,
+            stale_after_failed_map: 0,
             policy_due: None,
             config: Config::default(),
             bos: BTreeMap::new(),
@@ -977,7 +986,12 @@ impl Process {
             match self.validate_and_map(pf, start, whole, gpus) {
                 Ok(true) => out.mapped += 1,
                 Ok(false) => {}
-                Err(e) => ret = Err(e),
+                Err(e) => {
+                    // The remaining ranges are still processed; the ioctl
+                    // returns the error (SVM:3809-3817).
+                    migrate::note(pf, &e, crate::inject::Response::Returned);
+                    ret = Err(e);
+                }
             }
         }
         // 11. Pieces whose split point cuts a granularity block: rebuild their
@@ -991,7 +1005,12 @@ impl Process {
             match self.validate_and_map(pf, start, whole, None) {
                 Ok(true) => out.mapped += 1,
                 Ok(false) => {}
-                Err(e) => ret = Err(e),
+                Err(e) => {
+                    // The remaining ranges are still processed; the ioctl
+                    // returns the error (SVM:3809-3817).
+                    migrate::note(pf, &e, crate::inject::Response::Returned);
+                    ret = Err(e);
+                }
             }
         }
         self.release_bos(pf);
@@ -1085,12 +1104,15 @@ impl Process {
                     PageRange::new(cut.end(), whole.end()),
                 ] {
                     if !rest.is_empty() {
-                        self.vram_to_ram(
+                        self.uninjected = true;
+                        let moved = self.vram_to_ram(
                             pf,
                             start,
                             rest,
                             crate::events::MigrateTrigger::TtmEviction,
                         );
+                        self.uninjected = false;
+                        moved.expect("uninjected, VRAM to RAM does not fail");
                     }
                 }
                 self.unmap_from_gpus(pf, start, whole, UnmapTrigger::UnmapFromCpu, None);

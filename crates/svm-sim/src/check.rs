@@ -415,10 +415,16 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
                     }
                 };
                 if !ok {
+                    let why = if svm.stale_after_failed_map() > 0 {
+                        " (kfd leaves PTEs at the old DMA addresses after a failed dma_map_page or \
+                         page-table update, as injected here; --set unmap_every_mapped_gpu=on clears them)"
+                    } else {
+                        ""
+                    };
                     return fail(
                         "gpu_pt",
                         format!(
-                            "{}: gpu{gi} PTE of page {page} points at {:?}, not where the page is",
+                            "{}: gpu{gi} PTE of page {page} points at {:?}, not where the page is{why}",
                             p.name, pte.target
                         ),
                     );

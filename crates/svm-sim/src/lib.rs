@@ -11,6 +11,7 @@
 pub mod buddy;
 pub mod check;
 pub mod gpu;
+pub mod inject;
 pub mod limits;
 pub mod machine;
 pub mod mm;

@@ -124,6 +124,8 @@ struct Env<'a> {
     counters: &'a mut HwCounters,
     /// Who evicted whom.
     evictions: &'a mut EvictionLog,
+    /// The run's failure injection.
+    inject: &'a mut crate::inject::Injector,
     /// The SMI event log, when someone reads it (see
     /// [`Machine::set_smi_log`]).
     events: Option<&'a mut Vec<SmiEvent>>,
@@ -273,6 +275,14 @@ impl Platform for Env<'_> {
 impl Hardware for Env<'_> {
     fn now_ns(&self) -> u64 {
         self.now
+    }
+
+    fn inject(&mut self, site: svm_core::inject::Site) -> Option<svm_core::inject::Injected> {
+        self.inject.ask(site)
+    }
+
+    fn injected(&mut self, site: svm_core::inject::Site, response: svm_core::inject::Response) {
+        self.inject.note(site, response);
     }
 
     fn pte_context(&self, gpu: GpuIndex) -> PteContext {
@@ -678,6 +688,7 @@ impl Hardware for Env<'_> {
             refcount_fix: self.refcount_fix,
             counters: &mut *self.counters,
             evictions: &mut *self.evictions,
+            inject: &mut *self.inject,
             events: self.events.as_deref_mut(),
             timeline: self.timeline.as_deref_mut(),
             before: &mut [],
@@ -686,7 +697,8 @@ impl Hardware for Env<'_> {
         let pages = p.svm.evict_buffer(&mut env, kind, id);
         let end = env.now;
         self.charge_to(end);
-        Some(pages)
+        // An eviction that stopped leaves the buffer: not a victim now.
+        pages.ok()
     }
 
     fn evict_queues(&mut self, _gpu: GpuIndex) {
@@ -957,6 +969,8 @@ struct Hw {
     zero_page: crate::pages::PageBytes,
     /// Phantom data mode: no page keeps bytes.
     phantom: bool,
+    /// The run's failure injection: its rules, draws and coverage.
+    inject: crate::inject::Injector,
 }
 
 /// What a run records besides its state.
@@ -999,6 +1013,7 @@ macro_rules! env {
                     .has(svm_core::kernel::Change::VramPageRefcount),
                 counters: &mut m.hw.counters,
                 evictions: &mut m.hw.evictions,
+                inject: &mut m.hw.inject,
                 events: m.rec.smi_log.then_some(&mut m.rec.events),
                 timeline: m.rec.timeline.as_deref_mut(),
                 before,
@@ -1037,6 +1052,7 @@ impl Machine {
                 refcount_violations: Vec::new(),
                 zero_page: crate::pages::zero_page(),
                 phantom: false,
+                inject: crate::inject::Injector::default(),
             },
             procs: Vec::new(),
             policy: Policy::default().entry().factory(),
@@ -1132,6 +1148,12 @@ impl Machine {
         }
         self.policy = factory;
         self.refresh_access_counters();
+        if config.inject != self.config.inject {
+            self.hw.inject = crate::inject::Injector::new(
+                config.inject.clone(),
+                self.seed().unwrap_or(0),
+            );
+        }
         self.config = config.clone();
         Ok(())
     }
@@ -1139,6 +1161,12 @@ impl Machine {
     /// The run's knobs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The run's failure injection: what each site reached, injected and
+    /// made the engine do.
+    pub fn injection(&self) -> &crate::inject::Injector {
+        &self.hw.inject
     }
 
     /// Prices every action by `timing` from now on ([`Timing::ZERO`], the
@@ -1644,7 +1672,11 @@ impl Machine {
                 break;
             };
             let t0 = self.sched.clock_ns;
-            let pages = self.op(Pid(i), |svm, env| svm.evict_buffer(env, kind, bo));
+            let Ok(pages) = self.op(Pid(i), |svm, env| svm.evict_buffer(env, kind, bo)) else {
+                // The victim's eviction stopped (an injected failure): it
+                // would be picked again, so the pressure gives up.
+                break;
+            };
             let ns = self.sched.clock_ns.saturating_sub(t0);
             let gpu_id = self.hw.gpus[g].desc.id.raw();
             self.hw.evictions.note(gpu_id, None, i, pages, ns);

@@ -17,6 +17,7 @@ use crate::attr::Location;
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
+use crate::inject::Response;
 use crate::platform::Hardware;
 use crate::policy::{
     Access, AccessCounterSpec, BatchFault, BatchStep, FaultCtx, FaultPlan, HostView, NewRangeCtx,
@@ -156,6 +157,9 @@ pub enum DropReason {
     /// The range is being unmapped, or split off and not yet added
     /// (`svm_range_skip_recover`).
     Unmapping,
+    /// Mapping returned -EAGAIN (`hmm_range_fault` saw the notifier
+    /// sequence move): uncounted, the GPU retries (SVM:3260-3271).
+    Again,
     /// The fault policy throttled it: retry no sooner than `after_ns`.
     Throttled {
         /// The least delay before the retry, in ns.
@@ -426,6 +430,18 @@ impl Process {
             gpu,
             events::page_fault_end(pf.now_ns(), self.pid, page.raw(), id, migrated),
         );
+        if let Err(e) = &mapped {
+            if e.errno() == Errno::Eagain {
+                // "recover vm fault later": not counted in the faults, and
+                // the GPU retries (SVM:3260-3271).
+                self.stats[gpu].faults -= 1;
+                super::migrate::note(pf, e, Response::Retried);
+                return Ok(FaultOutcome::Dropped(DropReason::Again));
+            }
+            // A negative return: amdgpu writes a no-retry PTE and the GPU
+            // takes a VM fault (§10).
+            super::migrate::note(pf, e, Response::Fatal);
+        }
         mapped?;
         Ok(FaultOutcome::Resolved {
             migrated,
@@ -530,6 +546,10 @@ impl Process {
                 MigrateTrigger::AccessCounter,
             );
             self.release_bos(pf);
+            // UVM logs a failed notification service and clears it.
+            if let Err(e) = &done.mapped {
+                super::migrate::note(pf, e, Response::Swallowed);
+            }
             done.mapped?;
         }
         Ok(())
@@ -563,6 +583,7 @@ impl Process {
         for k in 0..steps.len() {
             let (migrate, map) = steps.get(k);
             let t = pf.now_ns();
+            let mut failed = None;
             if per_page {
                 // The range may have been carved into pieces (by this
                 // fault's earlier runs or by earlier faults): each piece
@@ -571,12 +592,29 @@ impl Process {
                     let mut p = run.start();
                     while let Some((s, w)) = self.piece_at(p, run) {
                         let s = self.carve_for(s, w, to);
-                        migrated |= self.migrate_for_fault(pf, s, Some((to, w)), trigger);
+                        match self.migrate_for_fault(pf, s, Some((to, w)), trigger) {
+                            Ok(m) => migrated |= m,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
                         p = w.end();
                     }
                 }
             } else {
-                migrated |= self.migrate_for_fault(pf, start, migrate, trigger);
+                match self.migrate_for_fault(pf, start, migrate, trigger) {
+                    Ok(m) => migrated |= m,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            // `out_migrate_fail`: the migration and its fallback both
+            // failed; nothing of this run is mapped and the fault ends
+            // with the error.
+            if let Some(e) = failed {
+                mapped = Err(e);
+                migrate_ns += pf.now_ns() - t;
+                break;
             }
             if let (Steps::Copy(_), Some(run)) = (steps, map) {
                 migrated |= self.duplicate_run(pf, gpu, run) > 0;
@@ -650,41 +688,50 @@ impl Process {
     /// Step 16's migration of a fault's plan (`migrate`: where, and which
     /// pages of the range at `start`). Returns whether the migration step
     /// ran: kfd reports "migrated" ('M' in PAGE_FAULT_END) whenever it ran
-    /// without error, even if no page had to move; with the fallback, this
-    /// model's migrations cannot fail past it.
+    /// without error, even if no page had to move, and after a fallback
+    /// that left every page where it was (SVM:3239-3241).
+    ///
+    /// # Errors
+    /// The migration to system memory failed, that of the plan or the
+    /// fallback's (`out_migrate_fail`): the fault ends with it.
     fn migrate_for_fault(
         &mut self,
         pf: &mut dyn Hardware,
         start: PageNum,
         migrate: Option<(Location, PageRange)>,
         trigger: MigrateTrigger,
-    ) -> bool {
+    ) -> Result<bool> {
         let Some((best, mig)) = migrate else {
-            return false;
+            return Ok(false);
         };
         let r = self.svms.get(start).expect("faulting range is in the list");
         if r.actual_loc.is_none() && best == Location::Sys {
-            return false;
+            return Ok(false);
         }
         match best {
             Location::Vram(id) => {
                 let g = self
                     .gpuidx(id.raw())
                     .expect("checked before: the plan's GPU is the process's");
-                if self.migrate_to_vram(pf, start, g, mig, trigger).is_err() {
+                if let Err(e) = self.migrate_to_vram(pf, start, g, mig, trigger) {
                     // Fall back to system memory when VRAM fails: pages on
-                    // another GPU come back, pages in RAM stay.
+                    // another GPU come back, pages in RAM stay (r = 0), and
+                    // the window is mapped where its pages are.
                     let r = self.svms.get(start).expect("faulting range is in the list");
-                    if r.actual_loc.is_some_and(|a| a != g) {
-                        self.vram_to_ram(pf, start, mig, trigger);
+                    if r.actual_loc.is_some_and(|a| a != g)
+                        && let Err(e2) = self.vram_to_ram(pf, start, mig, trigger)
+                    {
+                        super::migrate::note(pf, &e, Response::Fatal);
+                        return Err(e2);
                     }
+                    super::migrate::note(pf, &e, Response::Fallback);
                 }
             }
             Location::Sys => {
-                self.vram_to_ram(pf, start, mig, trigger);
+                self.vram_to_ram(pf, start, mig, trigger)?;
             }
         }
-        true
+        Ok(true)
     }
 
     /// `svm_range_best_restore_location`: where a fault of `gpu` wants the
@@ -834,6 +881,7 @@ impl Process {
             if let Err(e) = self.validate_and_map(pf, start, whole, None) {
                 // out_reschedule: the ranges restored so far stay valid;
                 // this one and the rest wait for the next run.
+                super::migrate::note(pf, &e, Response::Rescheduled);
                 self.restore_due_ns =
                     Some(pf.now_ns().saturating_add(self.config.restore_delay_ns));
                 for (g, d) in self.devices.iter() {
@@ -859,6 +907,12 @@ impl Process {
             self.resume_queues(pf);
         }
         Ok(())
+    }
+
+    /// How many failed mappings (an injected `dma_map_page` or page-table
+    /// failure) left PTEs at DMA addresses no longer mapped, as kfd does.
+    pub fn stale_after_failed_map(&self) -> u64 {
+        self.stale_after_failed_map
     }
 
     /// Why the restore work last failed, while it stays rescheduled.

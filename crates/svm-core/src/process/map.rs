@@ -12,6 +12,7 @@ use crate::dma::DmaEntry;
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, UnmapTrigger};
 use crate::gpu::{GpuIndex, GpuMask};
+use crate::inject::Site;
 use crate::kernel::Change;
 use crate::platform::{Hardware, Pte, PteTarget, TlbFlush};
 use crate::policy::PeerLink;
@@ -76,7 +77,8 @@ impl Process {
     ///
     /// # Errors
     /// EFAULT when a page of the window has no VMA, or one without read
-    /// permission.
+    /// permission; an injected failure of `hmm_range_fault` (EAGAIN),
+    /// `dma_map_page` or the page-table update.
     pub(super) fn validate_and_map(
         &mut self,
         pf: &mut dyn Hardware,
@@ -122,6 +124,15 @@ impl Process {
                 }
             }
         }
+        // 2c. `amdgpu_hmm_range_get_pages` returns -EBUSY as -EAGAIN when
+        //     the notifier sequence moved during the walk (7.2 has no retry
+        //     loop there): nothing is mapped, and the caller decides.
+        if let Some(i) = pf.inject(Site::HmmBusy) {
+            return Err(Error::Injected {
+                site: Site::HmmBusy,
+                errno: i.errno.unwrap_or(Errno::Eagain),
+            });
+        }
         let hives: Vec<(GpuIndex, bool)> = {
             let r = self.svms.get(start).expect("range to map is in the list");
             // A GPU with read copies of every VRAM page of the window maps
@@ -157,10 +168,15 @@ impl Process {
             .svms
             .get_mut(start)
             .expect("range to map is in the list");
-        for (g, reachable) in hives {
-            // 3. Every chosen GPU's DMA array is filled; a GPU outside the
-            //    hive of the GPU holding the VRAM then gets no PTEs
-            //    (`svm_range_map_to_gpus` skips it).
+        // 3. Every chosen GPU's DMA array is filled first
+        //    (`svm_range_dma_map`), and only then are PTEs written
+        //    (`svm_range_map_to_gpus`), so a failing `dma_map_page` leaves
+        //    every GPU's page table as it was.
+        let mut tables = Vec::with_capacity(hives.len());
+        let mut failed = None;
+        'gpus: for (g, reachable) in hives {
+            // A GPU outside the hive of the GPU holding the VRAM then gets
+            // no PTEs (`svm_range_map_to_gpus` skips it).
             let ctx = pf.pte_context(g);
             let mut ptes = Vec::with_capacity(readonly.len());
             for (page, &ro) in window.pages().zip(&readonly) {
@@ -200,6 +216,18 @@ impl Process {
                         domain,
                     )
                 } else {
+                    // `svm_range_dma_map_dev`: on a failing `dma_map_page`
+                    // the pages before keep their new addresses (unmapped
+                    // at the next map or at free) and this GPU's and the
+                    // later GPUs' slots are left as they were.
+                    if let Some(i) = pf.inject(Site::DmaMap) {
+                        failed = Some(Error::Injected {
+                            site: Site::DmaMap,
+                            errno: i.errno.unwrap_or(Errno::Enomem),
+                        });
+                        tables.push((g, false, Vec::new()));
+                        break 'gpus;
+                    }
                     let addr = pf.dma_map(g, page);
                     (DmaEntry::Sys(addr), PteTarget::Sys(addr), PteDomain::Sys)
                 };
@@ -213,11 +241,36 @@ impl Process {
                     flags: pte_flags(ctx, r.attrs.flags, domain, ro),
                 });
             }
-            // 4. Update the GPU page table, then flush its TLB.
+            tables.push((g, reachable, ptes));
+        }
+        if let Some(e) = failed {
+            // No PTE is written; the GPUs whose slots were re-mapped keep
+            // PTEs at the addresses just unmapped.
+            let rewritten: Vec<GpuIndex> = tables.iter().map(|t| t.0).collect();
+            self.after_failed_map(pf, window, &rewritten);
+            return Err(e);
+        }
+        for (n, (g, reachable, ptes)) in tables.iter().enumerate() {
+            let g = *g;
+            // 4. Update the GPU page table, then flush its TLB. A failing
+            //    `amdgpu_vm_update_range` leaves the GPUs mapped before it
+            //    mapped (no rollback) and stops there.
             let bind = pf.now_ns();
-            if reachable {
+            if *reachable && let Some(i) = pf.inject(Site::PteUpdate) {
+                let rest: Vec<GpuIndex> = tables[n..].iter().map(|t| t.0).collect();
+                self.after_failed_map(pf, window, &rest);
+                return Err(Error::Injected {
+                    site: Site::PteUpdate,
+                    errno: i.errno.unwrap_or(Errno::Enomem),
+                });
+            }
+            let r = self
+                .svms
+                .get_mut(start)
+                .expect("range to map is in the list");
+            if *reachable {
                 r.mapped_on.insert(g);
-                pf.map_ptes(g, window.start(), &ptes);
+                pf.map_ptes(g, window.start(), ptes);
                 pf.flush_tlb(g, TlbFlush::Legacy);
             } else if self.config.unmap_every_mapped_gpu {
                 // kfd re-DMA-maps this GPU's slots above (unmapping the old
@@ -229,12 +282,34 @@ impl Process {
             }
             self.bind_ns += pf.now_ns() - bind;
         }
+        let r = self
+            .svms
+            .get_mut(start)
+            .expect("range to map is in the list");
         r.mapped_to_gpu = true;
         // Stamped once the mapping is done, as kfd stamps it after
         // `svm_range_map_to_gpus`: a slow mapping does not eat into the
         // 2 ms in which repeated faults count as duplicates.
         r.validate_timestamp = Some(pf.now_ns());
         Ok(true)
+    }
+
+    /// After a failed `dma_map_page` or page-table update: `gpus` had the
+    /// window's DMA slots re-mapped (the old addresses unmapped) and got no
+    /// PTEs, so their PTEs of the window, if any, point at addresses no
+    /// longer mapped. kfd leaves them so (harmless where DMA addresses are
+    /// physical ones, stale behind a translating IOMMU, which svmsim's
+    /// is); `unmap_every_mapped_gpu` clears them, as it does for a GPU
+    /// outside the hive.
+    fn after_failed_map(&mut self, pf: &mut dyn Hardware, window: PageRange, gpus: &[GpuIndex]) {
+        if self.config.unmap_every_mapped_gpu {
+            for &g in gpus {
+                pf.unmap_ptes(g, window);
+                pf.flush_tlb(g, TlbFlush::Heavyweight);
+            }
+        } else {
+            self.stale_after_failed_map += 1;
+        }
     }
 
     /// Clears the PTEs of `window` of range `start` on the GPUs kfd unmaps

@@ -16,6 +16,7 @@ use crate::attr::{Location, SvmFlags};
 use crate::error::{Errno, Error, Result};
 use crate::events::{self, MigrateTrigger, UnmapTrigger};
 use crate::gpu::GpuIndex;
+use crate::inject::{Response, Site};
 use crate::kernel::Change;
 use crate::platform::{CopyDir, Hardware};
 use crate::policy::victim::{BoKind, Candidate, Owner};
@@ -53,7 +54,8 @@ impl Process {
         }
     }
 
-    /// Emits MIGRATE_START (`begin`) or MIGRATE_END for `window` of range `start`.
+    /// Emits MIGRATE_START (`begin`) or MIGRATE_END for `window` of range
+    /// `start`, MIGRATE_END with the error its chunk failed with, if any.
     fn migrate_event(
         &self,
         pf: &mut dyn Hardware,
@@ -61,6 +63,18 @@ impl Process {
         start: PageNum,
         window: PageRange,
         begin: bool,
+    ) {
+        self.migrate_event_failed(pf, leg, start, window, begin, None);
+    }
+
+    fn migrate_event_failed(
+        &self,
+        pf: &mut dyn Hardware,
+        leg: &Leg,
+        start: PageNum,
+        window: PageRange,
+        begin: bool,
+        error: Option<Errno>,
     ) {
         let (s, n) = (window.start().raw(), window.npages().raw());
         let line = if begin {
@@ -77,7 +91,13 @@ impl Process {
                 leg.trigger,
             )
         } else {
-            events::migrate_end(pf.now_ns(), self.pid, s, n, leg.from, leg.to, leg.trigger)
+            let mut e =
+                events::migrate_end(pf.now_ns(), self.pid, s, n, leg.from, leg.to, leg.trigger);
+            if let (Some(errno), events::Kind::MigrateEnd { error_code, .. }) = (error, &mut e.kind)
+            {
+                *error_code = -errno.code();
+            }
+            e
         };
         pf.smi_event(leg.gpu, line);
     }
@@ -126,9 +146,17 @@ impl Process {
             // the restore work has remapped everything.
             if self.evicted_ranges == 1 {
                 self.quiesce_queues(pf);
-                // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`.
-                self.restore_due_ns =
-                    Some(pf.now_ns().saturating_add(self.config.restore_delay_ns));
+                // `queue_delayed_work(.., AMDGPU_SVM_RANGE_RESTORE_DELAY_MS)`;
+                // a busy workqueue runs it later still.
+                let late = pf.inject(Site::RestoreDelay).map_or(0, |i| {
+                    pf.injected(Site::RestoreDelay, Response::Delayed);
+                    i.draw % crate::inject::MAX_INJECTED_DELAY_NS
+                });
+                self.restore_due_ns = Some(
+                    pf.now_ns()
+                        .saturating_add(self.config.restore_delay_ns)
+                        .saturating_add(late),
+                );
             }
         }
     }
@@ -164,6 +192,14 @@ impl Process {
             return self.ram_to_vram_reserved(pf, start, best, window, trigger, npages);
         }
         let bytes = npages * crate::addr::PAGE_SIZE;
+        if let Some(i) = pf.inject(Site::VramLimit) {
+            // `amdgpu_amdkfd_reserve_mem_limit`'s -ENOMEM, which svm
+            // returns as -ENOSPC; nothing was reserved or allocated.
+            return Err(Error::Injected {
+                site: Site::VramLimit,
+                errno: i.errno.unwrap_or(Errno::Enospc),
+            });
+        }
         pf.reserve_vram_limit(best, bytes)?;
         let r = self.ram_to_vram_reserved(pf, start, best, window, trigger, npages);
         pf.unreserve_vram_limit(best, bytes);
@@ -192,7 +228,7 @@ impl Process {
         let bref = match reuse {
             Some(b) => b,
             None => {
-                let buf = self.alloc_vram(pf, best, npages)?;
+                let buf = self.vram_node_new(pf, best, npages)?;
                 let id = self.next_bo;
                 self.next_bo += 1;
                 self.bos.insert(
@@ -230,30 +266,56 @@ impl Process {
         };
         // One `migrate_vma` per VMA chunk of the window, stopping at a hole.
         let mut mpages = 0;
+        let mut failed = None;
         for (chunk, vma) in vma_chunks(pf, window) {
             self.migrate_event(pf, &leg, start, chunk, true);
             // `migrate_vma_setup` raises the MIGRATE notifier over the chunk
             // whether or not any page gets collected.
             self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
             // Only anonymous pages migrate; file pages stay in the page cache.
+            let mut error = None;
             if !vma.flags.file && !vma.flags.io {
-                let compound = self.config.compound_device_pages;
-                let event = self.migration_event(None, Some(best), trigger);
-                let r = self.svms.get_mut(start).expect("range to migrate");
-                let policy = &mut self.policy;
-                mpages += move_runs(
-                    pf,
-                    r,
-                    chunk,
-                    (&sbo, bref),
-                    CopyDir::ToVram,
-                    compound,
-                    &mut |e, now| {
-                        policy.on_migration(&event(e, now));
-                    },
-                );
+                // `migrate_vma_setup` may leave pages out (pinned, locked):
+                // `cpages < npages`, and only the collected ones move. The
+                // first `draw % npages` pages of the chunk are collected.
+                let mut collected = chunk;
+                if let Some(i) = pf.inject(Site::MigrateCollect) {
+                    let n = i.draw % chunk.npages().raw();
+                    collected = PageRange::new(chunk.start(), PageNum::new(chunk.start().raw() + n));
+                    pf.injected(Site::MigrateCollect, Response::Partial);
+                }
+                // The SDMA job of the chunk: on failure every destination
+                // page is released and no page of the chunk migrates
+                // (`out_free_vram_pages`); MIGRATE_END carries the error and
+                // the later chunks are not tried.
+                if let Some(i) = pf.inject(Site::CopyToVram) {
+                    error = Some(i.errno.unwrap_or(Errno::Einval));
+                } else {
+                    let compound = self.config.compound_device_pages;
+                    let event = self.migration_event(None, Some(best), trigger);
+                    let r = self.svms.get_mut(start).expect("range to migrate");
+                    let policy = &mut self.policy;
+                    mpages += move_runs(
+                        pf,
+                        r,
+                        collected,
+                        (&sbo, bref),
+                        CopyDir::ToVram,
+                        compound,
+                        &mut |e, now| {
+                            policy.on_migration(&event(e, now));
+                        },
+                    );
+                }
             }
-            self.migrate_event(pf, &leg, start, chunk, false);
+            self.migrate_event_failed(pf, &leg, start, chunk, false, error);
+            if let Some(errno) = error {
+                failed = Some(Error::Injected {
+                    site: Site::CopyToVram,
+                    errno,
+                });
+                break;
+            }
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
         r.kernel_vram_pages = r.kernel_vram_pages.wrapping_add(mpages);
@@ -275,23 +337,53 @@ impl Process {
             }
         }
         self.stats[best].page_in += mpages;
-        Ok(mpages)
+        // The earlier chunks' pages count (kfd applies `mpages` whatever
+        // the error, MIG:553-555); then the error goes up.
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(mpages),
+        }
+    }
+
+    /// A new VRAM buffer for a range (`svm_range_vram_node_new` once
+    /// `svm_range_validate_svm_bo` found none to reuse).
+    ///
+    /// # Errors
+    /// ENOSPC when the GPU has no room, or the injected failure (TTM unable
+    /// to make room: -ENOMEM; nothing was allocated).
+    fn vram_node_new(
+        &mut self,
+        pf: &mut dyn Hardware,
+        gpu: GpuIndex,
+        npages: u64,
+    ) -> Result<crate::platform::VramBuf> {
+        if let Some(i) = pf.inject(Site::VramAlloc) {
+            return Err(Error::Injected {
+                site: Site::VramAlloc,
+                errno: i.errno.unwrap_or(Errno::Enomem),
+            });
+        }
+        self.alloc_vram(pf, gpu, npages)
     }
 
     /// VRAM→RAM over `window` of range `start` (`svm_migrate_vram_to_ram`);
     /// pages already in RAM are skipped and not counted. Returns the pages
     /// moved.
+    ///
+    /// # Errors
+    /// An injected failure of a chunk's system-page allocation or copy: no
+    /// page of that chunk moved, and the later chunks were not tried.
     pub(super) fn vram_to_ram(
         &mut self,
         pf: &mut dyn Hardware,
         start: PageNum,
         window: PageRange,
         trigger: MigrateTrigger,
-    ) -> u64 {
+    ) -> Result<u64> {
         let (owner, bref) = {
             let r = self.svms.get(start).expect("range to migrate");
             let (Some(owner), Some(bref)) = (r.actual_loc, r.bo) else {
-                return 0; // already in RAM
+                return Ok(0); // already in RAM
             };
             (owner, bref)
         };
@@ -308,6 +400,34 @@ impl Process {
         for (chunk, _) in vma_chunks(pf, window) {
             self.migrate_event(pf, &leg, start, chunk, true);
             self.invalidate(pf, start, chunk, UnmapTrigger::MmuNotifyMigrate);
+            // A chunk that has a page to move allocates system pages for
+            // it and copies: either failing releases every page of the
+            // chunk (`out_oom`), so none moves; MIGRATE_END carries the
+            // error, the later chunks are not tried, and kfd's `vram_pages`
+            // is left as it was, the earlier chunks' pages included
+            // (MIG:862-866: its over-count, which the checker names under
+            // `kernel_accounting`).
+            let has_vram = {
+                let r = self.svms.get(start).expect("range to migrate");
+                chunk.pages().any(|p| r.vram.get(r.index(p)))
+            };
+            let failure = if has_vram && !self.uninjected {
+                pf.inject(Site::RamAlloc)
+                    .map(|i| (Site::RamAlloc, i.errno.unwrap_or(Errno::Enomem)))
+                    .or_else(|| {
+                        pf.inject(Site::CopyToRam)
+                            .map(|i| (Site::CopyToRam, i.errno.unwrap_or(Errno::Einval)))
+                    })
+            } else {
+                None
+            };
+            if let Some((site, errno)) = failure {
+                self.migrate_event_failed(pf, &leg, start, chunk, false, Some(errno));
+                let r = self.svms.get_mut(start).expect("range to migrate");
+                r.settle();
+                self.stats[owner].page_out += mpages;
+                return Err(Error::Injected { site, errno });
+            }
             let compound = self.config.compound_device_pages;
             let event = self.migration_event(Some(owner), None, trigger);
             let r = self.svms.get_mut(start).expect("range to migrate");
@@ -339,7 +459,7 @@ impl Process {
             self.bo_scan_needed = true;
         }
         self.stats[owner].page_out += mpages;
-        mpages
+        Ok(mpages)
     }
 
     /// Migrates `window` to `best`'s VRAM (`svm_migrate_to_vram`): directly
@@ -373,8 +493,9 @@ impl Process {
             let whole = r.range();
             for _ in 0..3 {
                 self.staging = true;
-                self.vram_to_ram(pf, start, whole, trigger);
+                let r = self.vram_to_ram(pf, start, whole, trigger);
                 self.staging = false;
+                r?;
                 if self.svms.get(start).is_some_and(|r| r.actual_loc.is_none()) {
                     break;
                 }
@@ -414,7 +535,7 @@ impl Process {
             return Ok(0);
         };
         let old_buf = self.bos[&old.id].buf;
-        let buf = self.alloc_vram(pf, best, npages)?;
+        let buf = self.vram_node_new(pf, best, npages)?;
         let id = self.next_bo;
         self.next_bo += 1;
         let lru = pf.lru_bump(best);
@@ -496,7 +617,14 @@ impl Process {
             };
             let t0 = pf.now_ns();
             let pages = match victim.owner {
-                Owner::This => Some(self.evict_buffer(pf, victim.kind, victim.bo)),
+                // An eviction that stopped (its migration failed, which it
+                // reported) leaves the victim where it is: asking again
+                // would pick it again, so the allocation fails as TTM's
+                // does when it cannot make room.
+                Owner::This => match self.evict_buffer(pf, victim.kind, victim.bo) {
+                    Ok(pages) => Some(pages),
+                    Err(_) => return Err(err),
+                },
                 Owner::Other(i) => pf.evict_foreign(gpu, i, victim.kind, victim.bo),
             };
             match pages {
@@ -547,17 +675,24 @@ impl Process {
 
     /// Evicts this process's buffer `id` of `kind` (the SVM eviction
     /// worker, or TTM moving a KFD buffer to GTT). Returns the pages moved.
-    pub fn evict_buffer(&mut self, pf: &mut dyn Hardware, kind: BoKind, id: u64) -> u64 {
+    ///
+    /// # Errors
+    /// The SVM eviction worker stopped at a range whose migration failed:
+    /// the buffer stays, with the pages not yet moved.
+    pub fn evict_buffer(&mut self, pf: &mut dyn Hardware, kind: BoKind, id: u64) -> Result<u64> {
         match kind {
             BoKind::Svm => self.evict_bo(pf, id),
-            BoKind::Kfd => self.evict_kfd_bo(pf, id),
+            BoKind::Kfd => Ok(self.evict_kfd_bo(pf, id)),
         }
     }
 
     /// `svm_range_evict_svm_bo_worker`: every range holding pages in the
     /// buffer goes back to system memory, whole, and the buffer is freed.
     /// Returns the pages moved back.
-    pub fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) -> u64 {
+    ///
+    /// # Errors
+    /// A range's migration failed (injected): the walk stopped there.
+    pub fn evict_bo(&mut self, pf: &mut dyn Hardware, id: u64) -> Result<u64> {
         let holders: Vec<(PageNum, PageRange)> = self
             .svms
             .iter()
@@ -566,6 +701,7 @@ impl Process {
             .collect();
         let gpu = self.bos[&id].gpu;
         let mut moved = 0;
+        let mut stopped = None;
         for (start, whole) in holders {
             let r = self.svms.get_mut(start).expect("holder");
             if r.op == Some(crate::range::ListOp::UnmapRange) {
@@ -578,14 +714,30 @@ impl Process {
                 self.bo_scan_needed = true;
                 continue;
             }
-            moved += self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction);
+            match self.vram_to_ram(pf, start, whole, MigrateTrigger::TtmEviction) {
+                Ok(n) => moved += n,
+                Err(e) => {
+                    // `svm_range_evict_svm_bo_worker` loops while `!r`: the
+                    // first range that fails ends the walk, and the ranges
+                    // left keep their VRAM pages (and the buffer its
+                    // room). kfd then signals the eviction fence anyway;
+                    // what TTM does with the pages still in the buffer is
+                    // not modelled: they stay, so no byte is lost.
+                    note(pf, &e, Response::EvictionStopped);
+                    stopped = Some(e);
+                    break;
+                }
+            }
             if let Some(r) = self.svms.get_mut(start) {
                 r.evictions += 1;
             }
         }
         self.stats[gpu].evictions += 1;
         self.release_bos(pf);
-        moved
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
     }
 
     /// Frees buffers that hold no page any more: the last reference rule
@@ -644,7 +796,10 @@ impl Process {
         match best {
             Location::Sys if r.actual_loc.is_none() => Ok(false),
             Location::Sys => {
-                self.vram_to_ram(pf, start, whole, MigrateTrigger::Prefetch);
+                // Only this direction's error reaches the ioctl
+                // (`svm_range_trigger_migration`).
+                self.vram_to_ram(pf, start, whole, MigrateTrigger::Prefetch)
+                    .inspect_err(|e| note(pf, e, Response::Returned))?;
                 Ok(true)
             }
             Location::Vram(id) => {
@@ -655,8 +810,14 @@ impl Process {
                     Ok(_) => Ok(true),
                     // (6.10) A prefetch is best effort: a failed one leaves
                     // the range where it is and is not an error.
-                    Err(_) if self.config.kernel.has(Change::VramLimitGate) => Ok(false),
-                    Err(e) => Err(e),
+                    Err(e) if self.config.kernel.has(Change::VramLimitGate) => {
+                        note(pf, &e, Response::Swallowed);
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        note(pf, &e, Response::Returned);
+                        Err(e)
+                    }
                 }
             }
         }
@@ -728,8 +889,10 @@ impl Process {
         }
         let start = r.start();
         let window = window(r.range(), page, r.attrs.granularity.log2());
-        self.vram_to_ram(pf, start, window, MigrateTrigger::PagefaultCpu);
+        // Any error is VM_FAULT_SIGBUS (never VM_FAULT_OOM), MIG:1033.
+        let moved = self.vram_to_ram(pf, start, window, MigrateTrigger::PagefaultCpu);
         self.release_bos(pf);
+        moved.inspect_err(|e| note(pf, e, Response::Sigbus))?;
         Ok(())
     }
 
@@ -800,6 +963,14 @@ fn vma_chunks(pf: &dyn Hardware, window: PageRange) -> Vec<(PageRange, crate::pl
         at = end;
     }
     out
+}
+
+/// Tells the platform what the engine did with `e`, when it is an
+/// injected failure: the run's coverage of error paths.
+pub(super) fn note(pf: &mut dyn Hardware, e: &Error, response: Response) {
+    if let Error::Injected { site, .. } = e {
+        pf.injected(*site, response);
+    }
 }
 
 /// The granularity window around `page`, clipped to `range`:

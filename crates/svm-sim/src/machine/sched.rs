@@ -357,6 +357,8 @@ impl ReadyQueue {
 impl Machine {
     /// Orders pending work eagerly (`None`) or by a seeded random stream.
     pub fn set_seed(&mut self, seed: Option<u64>) {
+        // Injected failures draw from the same seed (or 0, eager).
+        self.hw.inject.reseed(seed.unwrap_or(0));
         self.sched.interleave = match seed {
             None => Interleave::Eager,
             Some(seed) => Interleave::Seeded {
