@@ -241,23 +241,30 @@ impl Rule {
             .find(['=', '@', '/'])
             .ok_or_else(|| format!("{text:?} is not a rule: {RULE_GRAMMAR}"))?;
         let (name, rest) = body.split_at(at);
-        let site = Site::from_name(name.trim())
-            .ok_or_else(|| format!("{text:?}: no injection site {:?} (`svmsim inject-sites` lists them)", name.trim()))?;
+        let site = Site::from_name(name.trim()).ok_or_else(|| {
+            format!(
+                "{text:?}: no injection site {:?} (`svmsim inject-sites` lists them)",
+                name.trim()
+            )
+        })?;
         let (op, value) = rest.split_at(1);
         let value = value.trim();
         let count = || -> Result<u64, String> {
             match value.parse::<u64>() {
                 Ok(n) if n >= 1 => Ok(n),
-                _ => Err(format!("{text:?}: {value:?} is not a call count (1 or more)")),
+                _ => Err(format!(
+                    "{text:?}: {value:?} is not a call count (1 or more)"
+                )),
             }
         };
-        let when = match op {
-            "@" => When::Nth(count()?),
-            "/" => When::Every(count()?),
-            _ => When::Probability(parse_probability(value).ok_or_else(|| {
-                format!("{text:?}: {value:?} is not a probability from 0 to 1")
-            })?),
-        };
+        let when =
+            match op {
+                "@" => When::Nth(count()?),
+                "/" => When::Every(count()?),
+                _ => When::Probability(parse_probability(value).ok_or_else(|| {
+                    format!("{text:?}: {value:?} is not a probability from 0 to 1")
+                })?),
+            };
         Ok(Self { site, when, errno })
     }
 
@@ -344,7 +351,9 @@ impl TryFrom<RuleSpec> for Rule {
             )
         })?;
         let errno = match &s.errno {
-            Some(e) => Some(Errno::from_name(e).ok_or_else(|| format!("{e:?} is not an errno name"))?),
+            Some(e) => {
+                Some(Errno::from_name(e).ok_or_else(|| format!("{e:?} is not an errno name"))?)
+            }
             None => None,
         };
         let when = match (s.nth, s.every, s.probability) {

@@ -1149,10 +1149,8 @@ impl Machine {
         self.policy = factory;
         self.refresh_access_counters();
         if config.inject != self.config.inject {
-            self.hw.inject = crate::inject::Injector::new(
-                config.inject.clone(),
-                self.seed().unwrap_or(0),
-            );
+            self.hw.inject =
+                crate::inject::Injector::new(config.inject.clone(), self.seed().unwrap_or(0));
         }
         self.config = config.clone();
         Ok(())

@@ -1204,6 +1204,10 @@ pub struct Outcome {
     /// from (`svmsim replay --against`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub against: Option<crate::against::Against>,
+    /// With failures injected (`--inject`): per site, what it reached,
+    /// injected and made the engine do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", skip_deserializing)]
+    pub injection: Vec<svm_sim::inject::SiteCoverage>,
     /// SMI events, when captured.
     #[serde(skip)]
     pub events: Vec<SmiEvent>,
@@ -1645,6 +1649,11 @@ fn finish(
         kernels,
         violation,
         against: None,
+        injection: if m.injection().active() {
+            m.injection().coverage()
+        } else {
+            Vec::new()
+        },
         events: m.events().to_vec(),
         timeline: m.take_timeline(),
         fault_latencies,

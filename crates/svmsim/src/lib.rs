@@ -17,6 +17,7 @@ pub mod explain;
 pub mod fuzz;
 pub mod html;
 pub mod import;
+pub mod inject;
 pub mod input;
 pub mod output;
 pub mod plots;

@@ -297,6 +297,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpts,
     },
+    /// List every failure injection site: its kernel function, default errno and what kfd does when it fails (`--inject`).
+    #[command(after_help = "Examples:\n  \
+        svmsim inject-sites\n  \
+        svmsim run stream --inject vram_alloc=0.2 --inject hmm_busy@3   # a table of what each site did\n  \
+        svmsim scenario f.toml --seed 7 --inject copy_to_ram=0.5:EIO    # the same seed fails the same calls")]
+    InjectSites {
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the built-in profiles, one line each.
     #[command(
         after_help = "Examples:\n  svmsim profiles\n  svmsim run stream --profile mi300x\n  \
@@ -451,6 +461,9 @@ struct ConfigOpts {
     /// Read knobs from a TOML file (as `svmsim config --toml` writes it).
     #[arg(long = "config", value_name = "FILE")]
     config_file: Option<PathBuf>,
+    /// Inject failures at a kernel failure point: SITE=P (each call with probability P), SITE@N (the Nth call) or SITE/N (every Nth call), optionally :ERRNO; repeatable, added to the `inject` knob's rules; draws come from the seed (`svmsim inject-sites` lists the sites).
+    #[arg(long = "inject", value_name = "RULE")]
+    inject: Vec<String>,
 }
 
 impl ConfigOpts {
@@ -476,11 +489,27 @@ impl ConfigOpts {
             c.assign(kv)
                 .map_err(|e| usage(format!("--set {kv}: {e}")))?;
         }
+        for text in &self.inject {
+            let rule = svm_core::inject::Rule::parse(text)
+                .map_err(|e| usage(format!("--inject {text}: {e}")))?;
+            let mut rules = c.inject.clone();
+            rules.push(rule);
+            c.set("inject", &svm_core::inject::show_rules(&rules))
+                .map_err(|_| {
+                    usage(format!(
+                        "--inject {text}: more than {} rules",
+                        svm_core::inject::MAX_RULES
+                    ))
+                })?;
+        }
         Ok(c)
     }
 
     fn given(&self) -> bool {
-        !self.set.is_empty() || self.config_file.is_some() || self.driver.is_some()
+        !self.set.is_empty()
+            || self.config_file.is_some()
+            || self.driver.is_some()
+            || !self.inject.is_empty()
     }
 
     /// The files these options read.
@@ -1023,6 +1052,13 @@ fn emit(
         }
         for a in outs.iter().filter_map(|o| o.against.as_ref()) {
             outln!("\n{}", svmsim::against::table(a));
+        }
+        for o in outs.iter().filter(|o| !o.injection.is_empty()) {
+            outln!(
+                "\n{}: {}",
+                o.label.clone(),
+                svmsim::inject::coverage_table(&o.injection)
+            );
         }
         if let Some(o) = outs.first() {
             outln!("seed {}; repeat with: {}", o.spec.seed, repro(o));
@@ -1857,6 +1893,10 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                     config_table(&c)
                 }
             );
+            Ok(0)
+        }
+        Command::InjectSites { json } => {
+            outp!("{}", svmsim::inject::sites(*json));
             Ok(0)
         }
         Command::Profiles => {

@@ -281,7 +281,8 @@ impl Process {
                 let mut collected = chunk;
                 if let Some(i) = pf.inject(Site::MigrateCollect) {
                     let n = i.draw % chunk.npages().raw();
-                    collected = PageRange::new(chunk.start(), PageNum::new(chunk.start().raw() + n));
+                    collected =
+                        PageRange::new(chunk.start(), PageNum::new(chunk.start().raw() + n));
                     pf.injected(Site::MigrateCollect, Response::Partial);
                 }
                 // The SDMA job of the chunk: on failure every destination

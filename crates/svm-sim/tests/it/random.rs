@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use svm_core::Errno;
 use svm_core::addr::CpuVa;
 use svm_core::addr::{PageNum, PageRange};
 use svm_core::attr::Location;
 use svm_core::events::{Kind, MigrateTrigger};
-use svm_core::Errno;
 use svm_core::gpu::GpuId;
 use svm_core::inject::{Rule, Site, When};
 use svm_core::policy::{FaultCtx, FaultPlan, FaultPolicy, Migration, Policy, PolicyFactory};
@@ -720,7 +720,10 @@ fn swarm_of_injected_failures_keeps_every_invariant() {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = runner.run(
-        &(swarm_setup(), prop::collection::vec((0usize..2, op()), 1..30)),
+        &(
+            swarm_setup(),
+            prop::collection::vec((0usize..2, op()), 1..30),
+        ),
         |(s, ops)| run_case(&s, &ops),
     );
     std::panic::set_hook(hook);

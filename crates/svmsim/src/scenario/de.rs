@@ -853,13 +853,45 @@ impl<'de> DeserializeSeed<'de> for GpuCount<'_> {
 /// A knob's value as `Config::set` reads it: a string as written, an
 /// integer in digits, a boolean as `true`/`false`.
 pub(super) fn knob_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    scalar(d, "a string, a whole number or a boolean", |s| {
-        Ok(match s {
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Str(s) => s,
-            Scalar::Bool(b) => b.to_string(),
-        })
-    })
+    /// A scalar as its text; an array (the `inject` knob's rules, as
+    /// tables `{ site, nth | every | probability, errno }`) as the rules'
+    /// text, each checked where it stands.
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, a whole number, a boolean, or (inject) a list of rules")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut rules = Vec::new();
+            while let Some(r) = seq.next_element::<svm_core::inject::Rule>()? {
+                if rules.len() == svm_core::inject::MAX_RULES {
+                    return Err(de::Error::custom(format!(
+                        "more than {} rules",
+                        svm_core::inject::MAX_RULES
+                    )));
+                }
+                rules.push(r);
+            }
+            Ok(svm_core::inject::show_rules(&rules))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// The SMI event names a `smi` expectation takes, with their kfd ids.

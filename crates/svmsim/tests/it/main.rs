@@ -64,3 +64,6 @@ mod fuzz_corpus;
 
 // Hostile input, per input kind: the error class, and no file changed.
 mod hostile;
+
+// Failures injected at the kernel's failure points, over the workloads.
+mod inject;
