@@ -280,6 +280,9 @@ pub fn text(r: &RunReport) -> String {
         let _ = writeln!(out, "  {l}");
     }
     let _ = writeln!(out, "Try next:\n  {next}");
+    if !r.injection.is_empty() {
+        let _ = write!(out, "\n{}", crate::inject::coverage_table(&r.injection));
+    }
     let expected = r.ops.iter().filter(|o| o.expect.is_some()).count();
     if let Some(v) = &r.violation {
         let _ = writeln!(out, "\nFAILED: {v}");

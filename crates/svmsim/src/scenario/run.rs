@@ -312,6 +312,10 @@ pub struct RunReport {
     /// SMI events, in order, each with the gpu_id it was raised on (in
     /// JSON, as kfd's text line).
     pub events: Vec<svm_sim::machine::SmiEvent>,
+    /// With failures injected: per site, what it reached, injected and
+    /// made the engine do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub injection: Vec<svm_sim::inject::SiteCoverage>,
     /// The machine's GPUs in node order (each has an SMI event file).
     #[serde(skip)]
     pub gpu_ids: Vec<svm_core::gpu::GpuId>,
@@ -1605,6 +1609,11 @@ pub fn run(sc: &Scenario, mut checks: check::Schedule) -> Result<RunReport, Scen
         metrics: crate::exec::Metrics::of_machine(&r.m, &r.pids),
         evictions: r.evictions(),
         events: r.m.events().to_vec(),
+        injection: if r.m.injection().active() {
+            r.m.injection().coverage()
+        } else {
+            Vec::new()
+        },
         gpu_ids: s.topology.gpus().iter().map(|g| g.id).collect(),
         name: sc.name.clone(),
         file: sc.file.clone(),
