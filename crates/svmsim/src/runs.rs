@@ -69,6 +69,19 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
     let drivers_vary = specs
         .iter()
         .any(|s| s.config.driver != specs[0].config.driver);
+    // Other knobs a run sets apart from its driver's defaults, where the
+    // runs differ in them (a sweep over `victim_policy` or `inject`), as
+    // `key=value`; driver and policy are named above, and the knobs a
+    // driver's defaults change come with its name.
+    let own = |k: &svm_core::config::Knob, s: &RunSpec| {
+        let v = k.get(&s.config);
+        (v != k.get(&svm_core::config::Config::for_driver(s.config.driver))).then_some(v)
+    };
+    let knobs: Vec<&svm_core::config::Knob> = svm_core::config::KNOBS
+        .iter()
+        .filter(|k| !matches!(k.key, "driver" | "policy"))
+        .filter(|k| specs.iter().any(|s| own(k, s) != own(k, &specs[0])))
+        .collect();
     specs
         .iter()
         .map(|s| {
@@ -83,6 +96,10 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
                 parts.push(s.policy().to_owned());
             }
             parts.extend(varying.iter().map(|f| f(s)).filter(|x| !x.is_empty()));
+            parts.extend(knobs.iter().map(|k| match k.get(&s.config) {
+                v if v.is_empty() => format!("no {}", k.key),
+                v => format!("{}={v}", k.key),
+            }));
             parts.join(" ")
         })
         .collect()
@@ -738,6 +755,25 @@ mod tests {
     }
 
     /// The columns docs/runs-json.md lists are the ones written.
+    #[test]
+    fn labels_name_the_knobs_that_set_runs_apart_and_not_a_drivers_defaults() {
+        let spec = |kv: &[&str]| {
+            let mut s = RunSpec::default();
+            for x in kv {
+                s.config.assign(x).unwrap();
+            }
+            s
+        };
+        let l = labels(&[spec(&[]), spec(&["victim_policy=largest"])]);
+        assert_eq!(l[1], "partial victim_policy=largest");
+        assert_eq!(l[0], "partial victim_policy=lru");
+        let l = labels(&[spec(&[]), spec(&["inject=dma_map@1"])]);
+        assert_eq!(l, ["partial no inject", "partial inject=dma_map@1"]);
+        // uvm's own victim policy and retry window come with its name.
+        let l = labels(&[spec(&[]), spec(&["driver=uvm"])]);
+        assert_eq!(l, ["kfd partial", "uvm"]);
+    }
+
     #[test]
     fn the_documented_csv_headers_are_the_written_ones() {
         let doc = include_str!("../../../docs/runs-json.md");
