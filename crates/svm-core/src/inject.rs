@@ -56,6 +56,8 @@ pub enum Site {
     PteUpdate,
     /// `svm_range_restore_work` runs late (the workqueue is busy).
     RestoreDelay,
+    /// `svm_range_deferred_list_work` runs late.
+    DeferredDelay,
 }
 
 /// What the kernel does when a site fails, as data.
@@ -75,7 +77,7 @@ pub struct SiteInfo {
 
 impl Site {
     /// Every site, in the order `svmsim inject-sites` lists them.
-    pub const ALL: [Site; 10] = [
+    pub const ALL: [Site; 11] = [
         Site::VramAlloc,
         Site::VramLimit,
         Site::MigrateCollect,
@@ -86,6 +88,7 @@ impl Site {
         Site::HmmBusy,
         Site::PteUpdate,
         Site::RestoreDelay,
+        Site::DeferredDelay,
     ];
 
     /// The kernel's side of the site.
@@ -161,6 +164,13 @@ impl Site {
                 source: "kfd_svm.c svm_range_evict (queue_delayed_work), svm_range_restore_work",
                 response: "the restore work runs up to 10 ms late: the queues stay stopped meanwhile",
             },
+            Site::DeferredDelay => &SiteInfo {
+                name: "deferred_delay",
+                function: "svm_range_deferred_list_work",
+                errno: None,
+                source: "kfd_svm.c svm_range_add_list_work (schedule_deferred_list_work), svm_range_skip_recover, svm_range_list_lock_and_flush_work",
+                response: "munmap's deferred work runs up to 10 ms late: faults on the pieces it has not handled are skipped and retried; a SET_ATTR or restore work flushes it first",
+            },
         }
     }
 
@@ -189,7 +199,8 @@ impl fmt::Display for Site {
     }
 }
 
-/// The longest delay [`Site::RestoreDelay`] adds, ns.
+/// The longest delay [`Site::RestoreDelay`] or [`Site::DeferredDelay`]
+/// adds, ns.
 pub const MAX_INJECTED_DELAY_NS: u64 = 10_000_000;
 
 /// When a rule fires, counting the calls of its site from 1.

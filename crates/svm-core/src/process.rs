@@ -209,6 +209,9 @@ pub struct Process {
     /// Failed mappings that left PTEs at unmapped DMA addresses (kfd's
     /// behaviour; the checker names it).
     stale_after_failed_map: u64,
+    /// When munmap's deferred work may run (`None`: none is queued, or it
+    /// may run at once).
+    deferred_due_ns: Option<u64>,
     /// The run's knobs (the policy's name, kfd's tunables, the review
     /// thread's options, the accounting mode).
     config: Config,
@@ -299,6 +302,7 @@ impl Process {
             staging: false,
             uninjected: false,
             stale_after_failed_map: 0,
+            deferred_due_ns: None,
             policy_due: None,
             config: Config::default(),
             bos: BTreeMap::new(),
@@ -1118,6 +1122,7 @@ impl Process {
                 self.unmap_from_gpus(pf, start, whole, UnmapTrigger::UnmapFromCpu, None);
                 self.svms.unmap_split(whole);
             }
+            self.schedule_deferred(pf);
             return;
         }
         for (start, cut) in hit {
@@ -1125,11 +1130,38 @@ impl Process {
         }
         self.svms.unmap_split(range);
         // 6. The deferred list work is scheduled; the platform runs it.
+        self.schedule_deferred(pf);
+    }
+
+    /// `schedule_deferred_list_work`: the worker runs as soon as the
+    /// platform gets to it, or (injected) up to 10 ms later; work queued
+    /// while one is waiting joins it.
+    fn schedule_deferred(&mut self, pf: &mut dyn Hardware) {
+        if !self.svms.has_pending_ops() || self.deferred_due_ns.is_some() {
+            return;
+        }
+        if let Some(i) = pf.inject(crate::inject::Site::DeferredDelay) {
+            pf.injected(
+                crate::inject::Site::DeferredDelay,
+                crate::inject::Response::Delayed,
+            );
+            let late = i.draw % crate::inject::MAX_INJECTED_DELAY_NS;
+            self.deferred_due_ns = Some(pf.now_ns().saturating_add(late));
+        }
     }
 
     /// Whether munmap left work for [`Process::deferred_list_work`].
     pub fn deferred_pending(&self) -> bool {
         self.svms.has_pending_ops()
+    }
+
+    /// When the worker may run munmap's deferred work: `None` when none
+    /// is queued; the time it was scheduled for (at once, unless it was
+    /// made late). A flush (SET_ATTR, the restore work, exit) does not wait.
+    pub fn deferred_due_ns(&self) -> Option<u64> {
+        self.svms
+            .has_pending_ops()
+            .then(|| self.deferred_due_ns.unwrap_or(0))
     }
 
     /// The fault-ring checkpoints the deferred work waits for: per GPU, the
@@ -1155,6 +1187,7 @@ impl Process {
         if !self.svms.has_pending_ops() {
             return false;
         }
+        self.deferred_due_ns = None;
         let gone = self.svms.apply_pending_ops();
         let pages: u64 = gone.iter().map(|r| r.range().npages().raw()).sum();
         for mut r in gone {

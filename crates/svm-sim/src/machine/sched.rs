@@ -634,7 +634,13 @@ impl Machine {
         let timer = self
             .procs
             .iter()
-            .filter_map(|p| p.svm.policy_due_ns())
+            .filter_map(|p| {
+                p.svm
+                    .policy_due_ns()
+                    .into_iter()
+                    .chain(p.svm.deferred_due_ns())
+                    .min()
+            })
             .min();
         let notice = (0..self.hw.gpus.len())
             .filter_map(|g| self.notice_due(g))
@@ -703,7 +709,7 @@ impl Machine {
             }
         }
         for (i, p) in self.procs.iter().enumerate() {
-            if p.svm.deferred_pending() {
+            if p.svm.deferred_due_ns().is_some_and(|d| d <= now) {
                 ready.push(Work::Deferred(i));
             }
             if p.svm.restore_due_ns().is_some_and(|d| d <= now) && !self.restores_capped(i) {
@@ -734,7 +740,7 @@ impl Machine {
                     || self.notice_due(g).is_some_and(|t| t <= now)
             })
             || self.procs.iter().any(|p| {
-                p.svm.deferred_pending()
+                p.svm.deferred_due_ns().is_some_and(|d| d <= now)
                     || p.svm.restore_due_ns().is_some_and(|d| d <= now)
                     || p.svm.policy_due_ns().is_some_and(|d| d <= now)
             })
