@@ -139,6 +139,10 @@ pub struct Config {
     /// the devmem allocation's `timeslice_expiration`): a CPU fault there
     /// waits it out. 0: none.
     pub xe_atomic_timeslice_ns: u64,
+    /// Check the SDMA fence of a migration's copy and fail the chunk when
+    /// its job failed (a fix kfd does not have); off, as kfd: the
+    /// migration commits whatever the failed job left.
+    pub check_copy_fence: bool,
     /// Failures to inject ([`crate::inject`]): where, when, with which
     /// errno; the draws come from the run's seed.
     pub inject: Vec<crate::inject::Rule>,
@@ -269,6 +273,7 @@ impl Default for Config {
             uvm_lapse_vote_bug: true,
             xe_device_to_device: true,
             xe_atomic_timeslice_ns: 5_000_000,
+            check_copy_fence: false,
             inject: Vec::new(),
             given: Given(0),
         }
@@ -635,6 +640,11 @@ pub static KNOBS: &[Knob] = &[
         "xe_atomic_timeslice_ns",
         xe_atomic_timeslice_ns,
         "Xe: a CPU fault waits this long after an atomic forced its pages into VRAM (atomic_svm_timeslice_ms)"
+    ),
+    bool_knob!(
+        "check_copy_fence",
+        check_copy_fence,
+        "check a migration's SDMA fence and fail the chunk if its job failed (not in kfd); off: kfd commits undefined bytes"
     ),
     Knob {
         key: "inject",

@@ -42,6 +42,10 @@ pub enum Site {
     CopyToVram,
     /// `svm_migrate_copy_memory_gart` towards system memory.
     CopyToRam,
+    /// `svm_migrate_copy_done`: the migration's SDMA job fails after it was
+    /// submitted (error or timeout). kfd waits on the fence and never looks
+    /// at its error: the migration commits undefined bytes.
+    CopyFence,
     /// `svm_migrate_get_sys_page` (`alloc_page_vma`) in a migration to
     /// system memory.
     RamAlloc,
@@ -77,12 +81,13 @@ pub struct SiteInfo {
 
 impl Site {
     /// Every site, in the order `svmsim inject-sites` lists them.
-    pub const ALL: [Site; 11] = [
+    pub const ALL: [Site; 12] = [
         Site::VramAlloc,
         Site::VramLimit,
         Site::MigrateCollect,
         Site::CopyToVram,
         Site::CopyToRam,
+        Site::CopyFence,
         Site::RamAlloc,
         Site::DmaMap,
         Site::HmmBusy,
@@ -128,6 +133,13 @@ impl Site {
                 errno: Some(Errno::Einval),
                 source: "kfd_migrate.c svm_migrate_copy_to_ram (out_oom), svm_migrate_vram_to_ram, svm_migrate_to_ram",
                 response: "no page of the chunk migrates, MIGRATE_END carries the error: a CPU fault gets SIGBUS, a GPU fault's fallback is fatal, a prefetch returns it, eviction stops",
+            },
+            Site::CopyFence => &SiteInfo {
+                name: "copy_fence",
+                function: "svm_migrate_copy_done",
+                errno: None,
+                source: "kfd_migrate.c svm_migrate_copy_done (dma_fence_wait's result discarded, the fence's error never read), svm_migrate_vma_to_vram/_to_ram (migrate_vma_pages commits first)",
+                response: "nothing: the migration commits as if the copy finished (MIGRATE_END error 0) and the moved pages hold what the failed job left, which the checker names; with check_copy_fence on, the chunk fails as a copy error (EIO) instead",
             },
             Site::RamAlloc => &SiteInfo {
                 name: "ram_alloc",
@@ -462,11 +474,14 @@ pub enum Response {
     EvictionStopped,
     /// The work ran late.
     Delayed,
+    /// The migration went on as if it had succeeded, and the pages it
+    /// moved lost their bytes (kfd's unchecked fence).
+    Corrupted,
 }
 
 impl Response {
     /// Every response, in report order.
-    pub const ALL: [Response; 10] = [
+    pub const ALL: [Response; 11] = [
         Response::Fallback,
         Response::Partial,
         Response::Retried,
@@ -477,6 +492,7 @@ impl Response {
         Response::Swallowed,
         Response::EvictionStopped,
         Response::Delayed,
+        Response::Corrupted,
     ];
 
     /// Its name in reports.
@@ -492,6 +508,7 @@ impl Response {
             Response::Swallowed => "swallowed",
             Response::EvictionStopped => "eviction-stopped",
             Response::Delayed => "delayed",
+            Response::Corrupted => "corrupted",
         }
     }
 }

@@ -292,6 +292,22 @@ pub trait Hardware: Platform {
         None
     }
 
+    /// The SDMA job of run `va..va + n` (buffer page `k` on) failed after
+    /// the migration committed it (an injected [`Site::CopyFence`]): the
+    /// pages at the destination hold whatever it left. A platform without
+    /// bytes does nothing.
+    fn corrupt_run(
+        &mut self,
+        dir: CopyDir,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        n: u64,
+    ) {
+        let _ = (dir, gpu, buf, k, va, n);
+    }
+
     /// What the engine did with a failure injected at `site`, for the
     /// run's coverage of error paths.
     fn injected(&mut self, site: Site, response: Response) {

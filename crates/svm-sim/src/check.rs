@@ -469,10 +469,17 @@ fn check_hardware(m: &Machine) -> Result<(), Violation> {
             // (its digest is zero, as is a page's never written).
             let got = m.page_digest(pid, page);
             if got != p.shadow.expected(page.raw()) {
+                let why = if m.injection().is_corrupted(pid.index(), page.raw()) {
+                    " (an SDMA job that failed after its migration was committed left it \
+                     undefined: kfd never checks svm_migrate_copy_done's fence, injected \
+                     copy_fence; --set check_copy_fence=on fails the chunk instead)"
+                } else {
+                    ""
+                };
                 return fail(
                     "bytes",
                     format!(
-                        "{}: page {page} does not hold what was written to it",
+                        "{}: page {page} does not hold what was written to it{why}",
                         p.name
                     ),
                 );

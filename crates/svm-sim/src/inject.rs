@@ -21,7 +21,14 @@ pub struct Injector {
     reached: [u64; Site::ALL.len()],
     injected: [u64; Site::ALL.len()],
     responses: BTreeMap<(Site, Response), u64>,
+    /// Pages whose bytes a failed SDMA job left undefined (by process
+    /// index and virtual page), for the checker to name.
+    corrupted: std::collections::BTreeSet<(usize, u64)>,
 }
+
+/// The word a page a failed SDMA job left holds: any value would do, this
+/// one is easy to spot in a dump.
+pub const POISON: u32 = 0xdead_5d3a;
 
 /// One site's line of a run's coverage of error paths.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -110,6 +117,17 @@ impl Injector {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Page `page` of process `proc_index` lost its bytes to a failed
+    /// SDMA job.
+    pub fn mark_corrupted(&mut self, proc_index: usize, page: u64) {
+        self.corrupted.insert((proc_index, page));
+    }
+
+    /// Whether it did.
+    pub fn is_corrupted(&self, proc_index: usize, page: u64) -> bool {
+        self.corrupted.contains(&(proc_index, page))
     }
 
     /// Failures injected over all sites.

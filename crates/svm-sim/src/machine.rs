@@ -285,6 +285,33 @@ impl Hardware for Env<'_> {
         self.inject.note(site, response);
     }
 
+    fn corrupt_run(
+        &mut self,
+        dir: CopyDir,
+        gpu: GpuIndex,
+        buf: VramBuf,
+        k: u64,
+        va: PageNum,
+        n: u64,
+    ) {
+        // The destination holds what the failed job left: a poison word.
+        let poison = crate::inject::POISON;
+        for i in 0..n {
+            let page = va.raw() + i;
+            match dir {
+                CopyDir::ToVram => {
+                    let g = &mut self.gpus[gpu.get()];
+                    let vpage = g.bufs[&buf.0]
+                        .page(k + i)
+                        .expect("buffer page inside the buffer");
+                    g.vram.fill(vpage, poison);
+                }
+                CopyDir::ToRam => self.mm.pages_mut().fill(page, poison),
+            }
+            self.inject.mark_corrupted(self.proc_index, page);
+        }
+    }
+
     fn pte_context(&self, gpu: GpuIndex) -> PteContext {
         // Each GPU's own IP version picks its rules (an MI300X-class GPU,
         // GC 9.4.3, snoops and types its mappings unlike an MI200).

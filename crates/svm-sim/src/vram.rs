@@ -106,6 +106,11 @@ impl Vram {
         self.data.put(offset, page);
     }
 
+    /// Makes every word of VRAM page `offset` hold `word`.
+    pub fn fill(&mut self, offset: u64, word: u32) {
+        self.data.fill(offset, word);
+    }
+
     /// Takes the bytes out of VRAM page `offset`, leaving it zero.
     pub fn take(&mut self, offset: u64) -> Option<Page> {
         self.data.take(offset)

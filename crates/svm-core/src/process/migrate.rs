@@ -285,13 +285,29 @@ impl Process {
                         PageRange::new(chunk.start(), PageNum::new(chunk.start().raw() + n));
                     pf.injected(Site::MigrateCollect, Response::Partial);
                 }
-                // The SDMA job of the chunk: on failure every destination
-                // page is released and no page of the chunk migrates
-                // (`out_free_vram_pages`); MIGRATE_END carries the error and
-                // the later chunks are not tried.
-                if let Some(i) = pf.inject(Site::CopyToVram) {
-                    error = Some(i.errno.unwrap_or(Errno::Einval));
-                } else {
+                // The SDMA job of the chunk: when it cannot be submitted,
+                // every destination page is released and no page of the
+                // chunk migrates (`out_free_vram_pages`); MIGRATE_END
+                // carries the error and the later chunks are not tried. A
+                // job that fails once submitted goes unnoticed (its fence
+                // is never checked), unless `check_copy_fence`.
+                let moving = {
+                    let r = self.svms.get(start).expect("range to migrate");
+                    !runs(r, collected, false).is_empty()
+                };
+                let fence = match pf.inject(Site::CopyToVram) {
+                    Some(i) => {
+                        error = Some((Site::CopyToVram, i.errno.unwrap_or(Errno::Einval)));
+                        None
+                    }
+                    None if moving => pf.inject(Site::CopyFence),
+                    None => None,
+                };
+                if fence.is_some() && self.config.check_copy_fence {
+                    let errno = fence.and_then(|f| f.errno).unwrap_or(Errno::Eio);
+                    error = Some((Site::CopyFence, errno));
+                }
+                if error.is_none() {
                     let compound = self.config.compound_device_pages;
                     let event = self.migration_event(None, Some(best), trigger);
                     let r = self.svms.get_mut(start).expect("range to migrate");
@@ -301,20 +317,19 @@ impl Process {
                         r,
                         collected,
                         (&sbo, bref),
-                        CopyDir::ToVram,
-                        compound,
+                        (CopyDir::ToVram, compound, fence.is_some()),
                         &mut |e, now| {
                             policy.on_migration(&event(e, now));
                         },
                     );
+                    if fence.is_some() {
+                        pf.injected(Site::CopyFence, Response::Corrupted);
+                    }
                 }
             }
-            self.migrate_event_failed(pf, &leg, start, chunk, false, error);
-            if let Some(errno) = error {
-                failed = Some(Error::Injected {
-                    site: Site::CopyToVram,
-                    errno,
-                });
+            self.migrate_event_failed(pf, &leg, start, chunk, false, error.map(|e| e.1));
+            if let Some((site, errno)) = error {
+                failed = Some(Error::Injected { site, errno });
                 break;
             }
         }
@@ -412,7 +427,7 @@ impl Process {
                 let r = self.svms.get(start).expect("range to migrate");
                 chunk.pages().any(|p| r.vram.get(r.index(p)))
             };
-            let failure = if has_vram && !self.uninjected {
+            let mut failure = if has_vram && !self.uninjected {
                 pf.inject(Site::RamAlloc)
                     .map(|i| (Site::RamAlloc, i.errno.unwrap_or(Errno::Enomem)))
                     .or_else(|| {
@@ -422,6 +437,18 @@ impl Process {
             } else {
                 None
             };
+            // A job that fails once submitted: unnoticed, unless
+            // `check_copy_fence` (then as a copy error).
+            let fence = if has_vram && failure.is_none() && !self.uninjected {
+                pf.inject(Site::CopyFence)
+            } else {
+                None
+            };
+            if let Some(f) = fence
+                && self.config.check_copy_fence
+            {
+                failure = Some((Site::CopyFence, f.errno.unwrap_or(Errno::Eio)));
+            }
             if let Some((site, errno)) = failure {
                 self.migrate_event_failed(pf, &leg, start, chunk, false, Some(errno));
                 let r = self.svms.get_mut(start).expect("range to migrate");
@@ -433,17 +460,20 @@ impl Process {
             let event = self.migration_event(Some(owner), None, trigger);
             let r = self.svms.get_mut(start).expect("range to migrate");
             let policy = &mut self.policy;
+            let poison = fence.is_some();
             mpages += move_runs(
                 pf,
                 r,
                 chunk,
                 (&sbo, bref),
-                CopyDir::ToRam,
-                compound,
+                (CopyDir::ToRam, compound, poison),
                 &mut |e, now| {
                     policy.on_migration(&event(e, now));
                 },
             );
+            if poison {
+                pf.injected(Site::CopyFence, Response::Corrupted);
+            }
             self.migrate_event(pf, &leg, start, chunk, false);
         }
         let r = self.svms.get_mut(start).expect("range to migrate");
@@ -987,8 +1017,8 @@ pub(super) fn window(range: PageRange, page: PageNum, granularity: u8) -> PageRa
 }
 
 /// Moves the pages of `chunk` (inside range `r`, whose buffer is `bo` at
-/// its offset) that are not yet on `dir`'s side, run by run, and flips
-/// their VRAM bits; `moved_run` hears of each run once it moved (with the
+/// its offset) that are not yet on `dir`'s side, run by run (their bytes
+/// lost to a failed SDMA job when `corrupt`), and flips their VRAM bits; `moved_run` hears of each run once it moved (with the
 /// time then). Returns
 /// the pages moved.
 fn move_runs(
@@ -996,14 +1026,18 @@ fn move_runs(
     r: &mut SvmRange,
     chunk: PageRange,
     (sbo, bref): (&SvmBo, BoRef),
-    dir: CopyDir,
-    compound: bool,
+    (dir, compound, corrupt): (CopyDir, bool, bool),
     moved_run: &mut dyn FnMut(PageRange, u64),
 ) -> u64 {
     let to_vram = dir == CopyDir::ToVram;
     let mut moved = 0;
     for (k, p, n) in runs(r, chunk, !to_vram) {
         pf.copy_run(dir, sbo.gpu, sbo.buf, bref.offset + k, p, n, compound);
+        // `corrupt`: the job failed after `migrate_vma_pages` committed the
+        // pages; kfd's `svm_migrate_copy_done` waits and looks no further.
+        if corrupt {
+            pf.corrupt_run(dir, sbo.gpu, sbo.buf, bref.offset + k, p, n);
+        }
         (k..k + n).for_each(|k| r.vram.set(k, to_vram));
         moved += n;
         moved_run(PageRange::new(p, PageNum::new(p.raw() + n)), pf.now_ns());

@@ -322,8 +322,12 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
     m.set_policy(s.policy);
     m.set_seed(s.sched);
     if !s.inject.is_empty() {
+        // A failed SDMA fence is silent corruption in kfd (its own test
+        // is in svmsim's `inject.rs`); here it fails the chunk instead, so
+        // every byte must still be there.
         let c = svm_core::config::Config {
             inject: s.inject.clone(),
+            check_copy_fence: true,
             ..m.config().clone()
         };
         m.set_config(&c).unwrap();

@@ -58,6 +58,8 @@ fn spec(n: u64) -> RunSpec {
     config
         .set("inject", &svm_core::inject::show_rules(&rules))
         .unwrap();
+    // kfd's unchecked fence loses bytes by design (its own test below).
+    config.set("check_copy_fence", "on").unwrap();
     RunSpec {
         workload: workload.into(),
         size: 2 << 20,
@@ -74,7 +76,7 @@ fn spec(n: u64) -> RunSpec {
 
 fn repro(s: &RunSpec) -> String {
     format!(
-        "svmsim run {} --profile mi250x --gpus 2 --size 2MiB --iters 2 --xnack {} {}--seed {} --set inject={}",
+        "svmsim run {} --profile mi250x --gpus 2 --size 2MiB --iters 2 --xnack {} {}--seed {} --set check_copy_fence=on --set inject={}",
         s.workload,
         if s.xnack { "on" } else { "off" },
         if s.prefetch { "--prefetch " } else { "" },
@@ -177,6 +179,31 @@ fn a_failed_vram_allocation_falls_back_and_maps_in_system_memory() {
     let c = &o.injection[Site::VramAlloc.index()];
     assert!(c.injected > 0);
     assert_eq!(c.responses.get("fallback"), Some(&c.injected));
+}
+
+#[test]
+fn a_failed_sdma_fence_loses_bytes_as_kfd_does_and_the_checker_names_it() {
+    let mut s = RunSpec {
+        workload: "stream".into(),
+        size: 2 << 20,
+        iters: 1,
+        ..RunSpec::default()
+    };
+    s.config.set("inject", "copy_fence@1").unwrap();
+    let o = run(&s, Capture::default()).unwrap();
+    let v = o.violation.expect("the checker finds the lost bytes");
+    assert!(
+        v.contains("copy_fence") && v.contains("svm_migrate_copy_done"),
+        "{v}"
+    );
+    let c = &o.injection[Site::CopyFence.index()];
+    assert_eq!((c.injected, c.responses.get("corrupted")), (1, Some(&1)));
+    // Checked, the fence fails the chunk: the pages stay, nothing is lost.
+    s.config.set("check_copy_fence", "on").unwrap();
+    let o = run(&s, Capture::default()).unwrap();
+    assert_eq!(o.violation, None);
+    assert_eq!(o.status, Status::Ok);
+    assert_eq!(o.injection[Site::CopyFence.index()].injected, 1);
 }
 
 #[test]
