@@ -258,11 +258,10 @@ impl Process {
             );
         }
         for (start, window, gpus) in revoke {
-            // A window the VMA lost cannot be remapped: then unmapped.
-            if self
-                .validate_and_map(pf, start, window, Some(gpus))
-                .is_err()
-            {
+            // A window the VMA lost cannot be remapped: then unmapped. (So
+            // is one whose mapping failed: its GPUs fault and retry it.)
+            if let Err(e) = self.validate_and_map(pf, start, window, Some(gpus)) {
+                super::migrate::note(pf, &e, crate::inject::Response::Retried);
                 for g in gpus.iter() {
                     pf.unmap_ptes(g, window);
                     pf.flush_tlb(g, TlbFlush::Heavyweight);

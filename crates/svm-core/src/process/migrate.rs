@@ -345,10 +345,24 @@ impl Process {
             r.bo = Some(bref);
             // The review thread's option: unmap the old system pages of every
             // GPU at once rather than when each slot is rewritten.
+            // Only the pages that moved: a chunk that failed, and those
+            // after it, keep their system pages and what maps them.
             if self.config.bulk_dma_unmap {
-                let from = r.index(window.start());
-                for (g, addr) in r.dma.unmap_sys(from, from + window.npages().raw()) {
-                    pf.dma_unmap(g, addr);
+                let (from, to) = (
+                    r.index(window.start()),
+                    r.index(window.start()) + window.npages().raw(),
+                );
+                let moved: Vec<(u64, u64)> = r
+                    .vram
+                    .runs()
+                    .into_iter()
+                    .filter(|&(a, b, v)| v && a < to && b > from)
+                    .map(|(a, b, _)| (a.max(from), b.min(to)))
+                    .collect();
+                for (a, b) in moved {
+                    for (g, addr) in r.dma.unmap_sys(a, b) {
+                        pf.dma_unmap(g, addr);
+                    }
                 }
             }
         }
