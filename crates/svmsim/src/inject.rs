@@ -59,6 +59,46 @@ pub fn sites(json: bool) -> String {
     )
 }
 
+/// The coverage of several runs (a compare, a sweep): one table, a column
+/// per run of `injected / reached` and what the engine did; one run's is
+/// [`coverage_table`].
+pub fn coverage_tables(runs: &[(&str, &[SiteCoverage])]) -> String {
+    match runs {
+        [] => return String::new(),
+        [(label, rows)] => return format!("{label}: {}", coverage_table(rows)),
+        _ => {}
+    }
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED);
+    let mut header = vec!["site".to_owned()];
+    header.extend(runs.iter().map(|(l, _)| (*l).to_owned()));
+    t.set_header(header);
+    for s in Site::ALL {
+        let mut row = vec![Cell::new(s.name())];
+        for (_, rows) in runs {
+            let cell = rows
+                .iter()
+                .find(|r| r.site == s.name())
+                .map_or_else(String::new, |r| {
+                    let did: Vec<String> = Response::ALL
+                        .iter()
+                        .filter_map(|resp| {
+                            r.responses.get(resp.name()).map(|n| format!("{resp} {n}"))
+                        })
+                        .collect();
+                    let mut c = format!("{} / {}", r.injected, r.reached);
+                    if !did.is_empty() {
+                        c += &format!(": {}", did.join(", "));
+                    }
+                    c
+                });
+            row.push(Cell::new(cell));
+        }
+        t.add_row(row);
+    }
+    format!("Injected failures (injected / reached, and what the engine did), per run:\n{t}\n")
+}
+
 /// A run's coverage of error paths: per site, calls, failures injected,
 /// and what the engine did with them.
 pub fn coverage_table(rows: &[SiteCoverage]) -> String {

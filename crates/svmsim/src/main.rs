@@ -1053,12 +1053,13 @@ fn emit(
         for a in outs.iter().filter_map(|o| o.against.as_ref()) {
             outln!("\n{}", svmsim::against::table(a));
         }
-        for o in outs.iter().filter(|o| !o.injection.is_empty()) {
-            outln!(
-                "\n{}: {}",
-                o.label.clone(),
-                svmsim::inject::coverage_table(&o.injection)
-            );
+        let injected: Vec<(&str, &[svm_sim::inject::SiteCoverage])> = outs
+            .iter()
+            .filter(|o| !o.injection.is_empty())
+            .map(|o| (o.label.as_str(), o.injection.as_slice()))
+            .collect();
+        if !injected.is_empty() {
+            outln!("\n{}", svmsim::inject::coverage_tables(&injected));
         }
         if let Some(o) = outs.first() {
             outln!("seed {}; repeat with: {}", o.spec.seed, repro(o));

@@ -884,11 +884,14 @@ impl Machine {
         }
         self.sched.restore_failures[pid.0] += 1;
         if self.restores_capped(pid.0) {
-            let later = self
-                .sched
-                .restore_horizon
-                .max(self.sched.clock_ns)
-                .saturating_add(self.procs[pid.0].svm.config().restore_delay_ns);
+            // A wait for a kernel has no horizon (u64::MAX): the restore is
+            // then left due after the clock, never at the end of time,
+            // which the next run's clock would jump to and overflow.
+            let horizon = match self.sched.restore_horizon {
+                u64::MAX => self.sched.clock_ns,
+                h => h.max(self.sched.clock_ns),
+            };
+            let later = horizon.saturating_add(self.procs[pid.0].svm.config().restore_delay_ns);
             self.procs[pid.0].svm.postpone_restore(later);
         }
         // It rescheduled itself; its queues stay stopped. Waves of the
