@@ -701,7 +701,7 @@ fn random_fault_sequences_keep_every_invariant() {
 /// is what was written (the checkers), an op fails only as the kernel
 /// would, and at the end nothing is leaked. `SVM_SWARM_CASES` sets the
 /// count (default 1000; `SVM_SWARM_CASES=100000` for a long run, about
-/// five minutes here), `SVM_SEED` replays.
+/// eight minutes here), `SVM_SEED` replays.
 #[test]
 fn swarm_of_injected_failures_keeps_every_invariant() {
     let env = |n: &str| {
