@@ -640,16 +640,22 @@ static ACTIVITY: [AtomicU64; 8] = [
     AtomicU64::new(0),
 ];
 
-#[test]
-fn random_fault_sequences_keep_every_invariant() {
+/// Runs `cases` sequences drawn from `setup` (the count from `cases_var`,
+/// the seed from `SVM_SEED`, else `seed`), each through [`run_case`];
+/// a failure panics with its seed and the command `test` that replays it.
+/// Returns the case count.
+fn run_sequences(
+    setup: impl Strategy<Value = Setup>,
+    (seed, cases_var, cases, test): (u64, &str, u64, &str),
+) -> u64 {
     let env = |n: &str| {
         std::env::var(n).ok().map(|v| match v.strip_prefix("0x") {
             Some(h) => u64::from_str_radix(h, 16).expect("hex"),
             None => v.parse().expect("number"),
         })
     };
-    let seed = env("SVM_SEED").unwrap_or(0x5eed_0005);
-    let cases = env("SVM_CASES").unwrap_or(256);
+    let seed = env("SVM_SEED").unwrap_or(seed);
+    let cases = env(cases_var).unwrap_or(cases);
     let config = Config {
         cases: u32::try_from(cases).unwrap(),
         failure_persistence: None,
@@ -662,16 +668,25 @@ fn random_fault_sequences_keep_every_invariant() {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = runner.run(
-        &(setup(), prop::collection::vec((0usize..2, op()), 1..30)),
+        &(setup, prop::collection::vec((0usize..2, op()), 1..30)),
         |(s, ops)| run_case(&s, &ops),
     );
     std::panic::set_hook(hook);
     if let Err(e) = result {
         panic!(
             "SEED={seed:#x} cases={cases}: {e:#?}\n\
-             note: reproduce with `SVM_SEED={seed:#x} SVM_CASES={cases} cargo nextest run -p svm-sim random_fault_sequences`"
+             note: reproduce with `SVM_SEED={seed:#x} {cases_var}={cases} cargo nextest run -p svm-sim {test}`"
         );
     }
+    cases
+}
+
+#[test]
+fn random_fault_sequences_keep_every_invariant() {
+    let cases = run_sequences(
+        setup(),
+        (0x5eed_0005, "SVM_CASES", 256, "random_fault_sequences"),
+    );
     let a: Vec<u64> = ACTIVITY.iter().map(|x| x.load(Ordering::Relaxed)).collect();
     let chaos = CHAOS_PLANS.load(Ordering::Relaxed);
     eprintln!("activity over {cases} cases: {a:?}; chaos plans: {chaos}");
@@ -704,39 +719,10 @@ fn random_fault_sequences_keep_every_invariant() {
 /// eight minutes here), `SVM_SEED` replays.
 #[test]
 fn swarm_of_injected_failures_keeps_every_invariant() {
-    let env = |n: &str| {
-        std::env::var(n).ok().map(|v| match v.strip_prefix("0x") {
-            Some(h) => u64::from_str_radix(h, 16).expect("hex"),
-            None => v.parse().expect("number"),
-        })
-    };
-    let seed = env("SVM_SEED").unwrap_or(0x5eed_0022);
-    let cases = env("SVM_SWARM_CASES").unwrap_or(1000);
-    let config = Config {
-        cases: u32::try_from(cases).unwrap(),
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = runner.run(
-        &(
-            swarm_setup(),
-            prop::collection::vec((0usize..2, op()), 1..30),
-        ),
-        |(s, ops)| run_case(&s, &ops),
+    let cases = run_sequences(
+        swarm_setup(),
+        (0x5eed_0022, "SVM_SWARM_CASES", 1000, "swarm_of_injected"),
     );
-    std::panic::set_hook(hook);
-    if let Err(e) = result {
-        panic!(
-            "SEED={seed:#x} cases={cases}: {e:#?}\n\
-             note: reproduce with `SVM_SEED={seed:#x} SVM_SWARM_CASES={cases} cargo nextest run -p svm-sim swarm_of_injected`"
-        );
-    }
     let injected: Vec<u64> = INJECTED.iter().map(|x| x.load(Ordering::Relaxed)).collect();
     let handled: Vec<u64> = HANDLED.iter().map(|x| x.load(Ordering::Relaxed)).collect();
     eprintln!("injected per site over {cases} cases: {injected:?}; handled: {handled:?}");
