@@ -414,7 +414,34 @@ fn run_case(s: &Setup, ops: &[(usize, Op)]) -> Result<(), TestCaseError> {
                     op: SVM_OP_SET_ATTR,
                     attrs,
                 };
-                let _ = m.svm_ioctl(pid, &mut a);
+                let returned = |m: &Machine| -> u64 {
+                    m.injection()
+                        .coverage()
+                        .iter()
+                        .filter_map(|c| c.responses.get("returned"))
+                        .sum()
+                };
+                let before = returned(&m);
+                let r = m.svm_ioctl(pid, &mut a);
+                // An injected failure that reached the ioctl is its result
+                // (or an error after it: SET_ATTR returns the last), with
+                // the errno its rule gives, and none is made up.
+                if returned(&m) > before {
+                    prop_assert!(
+                        r.is_err(),
+                        "op {i}: an injected failure returned, and SET_ATTR succeeded"
+                    );
+                }
+                if let Err(svm_core::Error::Injected { site, errno }) = &r {
+                    prop_assert!(returned(&m) > before, "op {i}: {site} returned unreported");
+                    prop_assert!(
+                        s.inject
+                            .iter()
+                            .any(|x| x.site == *site && x.errno() == Some(*errno))
+                            || *site == Site::CopyFence && *errno == Errno::Eio,
+                        "op {i}: SET_ATTR returned {errno} from {site}, which no rule injects"
+                    );
+                }
             }
             Op::Gpu {
                 gpu,
