@@ -59,6 +59,14 @@ pub fn sites(json: bool) -> String {
     )
 }
 
+/// What the engine did with a site's failures, in report order: `fallback 3`.
+fn did(r: &SiteCoverage) -> Vec<String> {
+    Response::ALL
+        .iter()
+        .filter_map(|resp| r.responses.get(resp.name()).map(|n| format!("{resp} {n}")))
+        .collect()
+}
+
 /// The coverage of several runs (a compare, a sweep): one table, a column
 /// per run of `injected / reached` and what the engine did; one run's is
 /// [`coverage_table`].
@@ -80,12 +88,7 @@ pub fn coverage_tables(runs: &[(&str, &[SiteCoverage])]) -> String {
                 .iter()
                 .find(|r| r.site == s.name())
                 .map_or_else(String::new, |r| {
-                    let did: Vec<String> = Response::ALL
-                        .iter()
-                        .filter_map(|resp| {
-                            r.responses.get(resp.name()).map(|n| format!("{resp} {n}"))
-                        })
-                        .collect();
+                    let did = did(r);
                     let mut c = format!("{} / {}", r.injected, r.reached);
                     if !did.is_empty() {
                         c += &format!(": {}", did.join(", "));
@@ -113,10 +116,7 @@ pub fn coverage_table(rows: &[SiteCoverage]) -> String {
     ]);
     let right = |x: u64| Cell::new(x).set_alignment(CellAlignment::Right);
     for r in rows {
-        let did: Vec<String> = Response::ALL
-            .iter()
-            .filter_map(|resp| r.responses.get(resp.name()).map(|n| format!("{resp} {n}")))
-            .collect();
+        let did = did(r);
         t.add_row(vec![
             Cell::new(r.site),
             Cell::new(r.function),

@@ -73,14 +73,24 @@ pub fn labels(specs: &[RunSpec]) -> Vec<String> {
     // runs differ in them (a sweep over `victim_policy` or `inject`), as
     // `key=value`; driver and policy are named above, and the knobs a
     // driver's defaults change come with its name.
-    let own = |k: &svm_core::config::Knob, s: &RunSpec| {
-        let v = k.get(&s.config);
-        (v != k.get(&svm_core::config::Config::for_driver(s.config.driver))).then_some(v)
-    };
+    let changed: Vec<std::collections::BTreeMap<String, String>> = specs
+        .iter()
+        .map(|s| {
+            s.config
+                .changes()
+                .into_iter()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect()
+        })
+        .collect();
+    let own = |k: &svm_core::config::Knob, i: usize| changed[i].get(k.key);
     let knobs: Vec<&svm_core::config::Knob> = svm_core::config::KNOBS
         .iter()
         .filter(|k| !matches!(k.key, "driver" | "policy"))
-        .filter(|k| specs.iter().any(|s| own(k, s) != own(k, &specs[0])))
+        .filter(|k| (0..specs.len()).any(|i| own(k, i) != own(k, 0)))
         .collect();
     specs
         .iter()
